@@ -1,0 +1,204 @@
+//! The `RedisInstance` custom resource: what users declare and what the operator reports back.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+/// API group of every resource this operator defines.
+pub const GROUP: &str = "redis.github.com";
+
+/// Desired state of one Redis deployment.
+#[derive(CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[kube(
+    group = "redis.github.com",
+    version = "v1",
+    kind = "RedisInstance",
+    plural = "redisinstances",
+    shortname = "redis",
+    shortname = "ri",
+    namespaced,
+    status = "RedisInstanceStatus",
+    derive = "PartialEq",
+    doc = "A Redis server (one or more identical replicas) whose redis.conf is managed by redis-operator",
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Hash",
+        type_ = "string",
+        json_path = ".status.shortHash",
+        description = "first 12 hex digits of the applied config hash"
+    ),
+    printcolumn(name = "Restarts", type_ = "integer", json_path = ".status.restarts"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisInstanceSpec {
+    /// Container image; its name must end in `redis` (e.g. `redis:7.0`).
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Number of Redis pods; each gets its own PersistentVolumeClaim.
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Persistent volume for Redis's data directory.
+    pub storage: StorageSpec,
+    /// redis.conf directives, one entry per directive (e.g. `maxmemory: 100mb`).
+    #[serde(default)]
+    #[schemars(schema_with = "config_schema")]
+    pub config: BTreeMap<String, String>,
+    /// How a config change reaches the pods.
+    #[serde(default)]
+    pub restart_strategy: RestartStrategy,
+}
+
+/// The PersistentVolumeClaim template for `/data`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Requested size as a Kubernetes quantity, e.g. `1Gi`.
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
+    pub size: String,
+    /// StorageClass of the claim; the cluster default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+/// How pods pick up a new config.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq, JsonSchema)]
+pub enum RestartStrategy {
+    /// Update the pod template; the StatefulSet controller replaces pods one at a time.
+    #[default]
+    RollingUpdate,
+    /// Delete the StatefulSet and its pods, wait until they are gone, create it anew.
+    Recreate,
+}
+
+impl RestartStrategy {
+    /// Fixed label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartStrategy::RollingUpdate => "RollingUpdate",
+            RestartStrategy::Recreate => "Recreate",
+        }
+    }
+}
+
+/// The structural schema rejects what it can at admission: directive-shaped keys, and values
+/// without newlines or control characters, which would otherwise inject extra directives.
+fn config_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "maxProperties": 200,
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": 4096,
+            "pattern": "^[^\\x00-\\x1f\\x7f]*$"
+        },
+        "x-kubernetes-validations": [{
+            "rule": "self.all(k, k.matches('^[a-z][a-z0-9-]{0,63}$'))",
+            "message": "config keys must be redis.conf directive names: lowercase letters, digits and dashes, starting with a letter"
+        }]
+    })
+}
+
+/// What the operator last observed and did.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisInstanceStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// SHA-256 (hex) of the redis.conf the pods run with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+    /// First 12 hex digits of `configHash`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_hash: Option<String>,
+    /// Pods that pass their readiness probe.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Config-change restarts performed since the instance was created.
+    #[serde(default)]
+    pub restarts: i64,
+    /// When the last config-change restart began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restart_time: Option<Time>,
+    /// One-word summary: Pending, Restarting, Running, Degraded or Invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Ready, ConfigValid and Progressing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// One-word summary of an instance.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Objects are being created; no pod is ready yet.
+    Pending,
+    /// A config change is being rolled out.
+    Restarting,
+    /// All replicas run the desired config and are ready.
+    Running,
+    /// Pods run the desired config but not all are ready.
+    Degraded,
+    /// The spec was refused; the pods keep their last good config.
+    Invalid,
+}
+
+impl Phase {
+    /// Fixed label for metrics and the HTTP snapshot.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Restarting => "Restarting",
+            Phase::Running => "Running",
+            Phase::Degraded => "Degraded",
+            Phase::Invalid => "Invalid",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn crd_has_status_subresource_and_printer_columns() {
+        let crd = RedisInstance::crd();
+        let version = &crd.spec.versions[0];
+        assert_eq!(crd.spec.group, GROUP);
+        assert!(version.subresources.as_ref().unwrap().status.is_some());
+        let columns: Vec<_> = version
+            .additional_printer_columns
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            columns,
+            ["Replicas", "Ready", "Phase", "Hash", "Restarts", "Age"]
+        );
+    }
+
+    #[test]
+    fn spec_example_deserializes_with_default_strategy() {
+        let spec: RedisInstanceSpec = serde_yaml::from_str(
+            "image: redis:7.0\nreplicas: 1\nstorage: {size: 1Gi, storageClassName: standard}\nconfig: {maxmemory: 100mb}\n",
+        )
+        .unwrap();
+        assert_eq!(spec.restart_strategy, RestartStrategy::RollingUpdate);
+        assert_eq!(spec.storage.storage_class_name.as_deref(), Some("standard"));
+        assert_eq!(spec.config["maxmemory"], "100mb");
+    }
+}

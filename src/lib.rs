@@ -1,0 +1,5 @@
+//! redis-operator: runs Redis instances declared as `RedisInstance` resources.
+
+pub mod config;
+pub mod crd;
+pub mod resources;

@@ -1,0 +1,103 @@
+//! Pure builders of the Kubernetes objects a RedisInstance owns; no API calls here.
+
+mod configmap;
+mod service;
+mod statefulset;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use crate::crd::RedisInstance;
+
+pub use configmap::{config_map, config_map_name};
+pub use service::service;
+pub use statefulset::{CONFIG_HASH_ANNOTATION, DATA_VOLUME, config_hash_of, statefulset};
+
+/// Label naming the instance an object belongs to; the watchers route events by it.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+/// Label marking objects this operator manages.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`], and the field manager of every server-side apply.
+pub const MANAGER: &str = "redis-operator";
+const NAME_LABEL: &str = "app.kubernetes.io/name";
+
+/// Labels that select one instance's pods; also the StatefulSet's selector, so never change them.
+pub fn selector_labels(instance: &RedisInstance) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (NAME_LABEL.to_owned(), "redis".to_owned()),
+        (INSTANCE_LABEL.to_owned(), instance.name_any()),
+    ])
+}
+
+/// Labels on every owned object.
+pub fn labels(instance: &RedisInstance) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(instance);
+    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned());
+    labels
+}
+
+/// The label selector string of [`selector_labels`], for list calls.
+pub fn selector_string(instance: &RedisInstance) -> String {
+    selector_labels(instance)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Metadata of an object the instance controls: same namespace, our labels, an owner reference.
+fn owned_meta(instance: &RedisInstance, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: instance.namespace(),
+        labels: Some(labels(instance)),
+        owner_references: Some(vec![controller_ref(instance)]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The controller owner reference to the instance, so the garbage collector removes its objects.
+pub fn controller_ref(instance: &RedisInstance) -> OwnerReference {
+    instance
+        .controller_owner_ref(&())
+        .expect("a RedisInstance read from the API has a name and uid")
+}
+
+/// A non-controller owner reference to the instance, for PVCs the StatefulSet controller created.
+pub fn adoption_ref(instance: &RedisInstance) -> OwnerReference {
+    OwnerReference {
+        controller: None,
+        ..controller_ref(instance)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! A RedisInstance as the API would return it, for builder tests.
+    use crate::crd::{RedisInstance, RedisInstanceSpec, RestartStrategy, StorageSpec};
+    use std::collections::BTreeMap;
+
+    pub fn instance(config: &[(&str, &str)]) -> RedisInstance {
+        let mut instance = RedisInstance::new(
+            "redis-example",
+            RedisInstanceSpec {
+                image: "redis:7.0".into(),
+                replicas: 1,
+                storage: StorageSpec {
+                    size: "1Gi".into(),
+                    storage_class_name: Some("standard".into()),
+                },
+                config: config
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect::<BTreeMap<_, _>>(),
+                restart_strategy: RestartStrategy::RollingUpdate,
+            },
+        );
+        instance.metadata.namespace = Some("team-a".into());
+        instance.metadata.uid = Some("4f1c2a8e-0000-4000-8000-000000000001".into());
+        instance
+    }
+}

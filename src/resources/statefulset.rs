@@ -1,0 +1,237 @@
+//! The StatefulSet that runs `redis-server` with the rendered config and a data volume per pod.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, Container, ContainerPort, ExecAction, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::ResourceExt;
+
+use super::{config_map_name, labels, owned_meta, selector_labels};
+use crate::config::render::{CONFIG_DIR, CONFIG_FILE_KEY, DATA_DIR, REDIS_PORT};
+use crate::crd::RedisInstance;
+
+/// Pod-template annotation holding the SHA-256 of the redis.conf the pods were started with.
+pub const CONFIG_HASH_ANNOTATION: &str = "redis.github.com/config-hash";
+/// Name of the volumeClaimTemplate; PVCs are named `data-<instance>-<ordinal>`.
+pub const DATA_VOLUME: &str = "data";
+const CONFIG_VOLUME: &str = "config";
+
+/// The desired StatefulSet, its pod template stamped with `config_hash`.
+pub fn statefulset(instance: &RedisInstance, config_hash: &str) -> StatefulSet {
+    let spec = &instance.spec;
+    StatefulSet {
+        metadata: owned_meta(instance, instance.name_any()),
+        spec: StatefulSetSpec {
+            replicas: Some(spec.replicas),
+            service_name: Some(instance.name_any()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(instance)),
+                ..LabelSelector::default()
+            },
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                ..StatefulSetUpdateStrategy::default()
+            }),
+            // The data must outlive a Recreate restart; the operator adopts the claims instead,
+            // so deleting the RedisInstance still removes them.
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Retain".into()),
+                    when_scaled: Some("Retain".into()),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(instance)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_owned(),
+                        config_hash.to_owned(),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec(instance)),
+            },
+            volume_claim_templates: Some(vec![data_claim(instance)]),
+            ..StatefulSetSpec::default()
+        },
+        status: None,
+    }
+}
+
+/// The hash a live StatefulSet's pod template carries, if any.
+pub fn config_hash_of(sts: &StatefulSet) -> Option<&str> {
+    sts.spec
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(CONFIG_HASH_ANNOTATION)
+        .map(String::as_str)
+}
+
+fn pod_spec(instance: &RedisInstance) -> PodSpec {
+    let redis = Container {
+        name: "redis".into(),
+        image: Some(instance.spec.image.clone()),
+        command: Some(vec![
+            "redis-server".into(),
+            format!("{CONFIG_DIR}/{CONFIG_FILE_KEY}"),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("redis".into()),
+            container_port: REDIS_PORT,
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(readiness_probe()),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: CONFIG_VOLUME.into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: DATA_VOLUME.into(),
+                mount_path: DATA_DIR.into(),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    };
+    PodSpec {
+        containers: vec![redis],
+        volumes: Some(vec![Volume {
+            name: CONFIG_VOLUME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(instance),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        }]),
+        // Redis flushes its AOF and, with `save` set, writes an RDB on SIGTERM.
+        termination_grace_period_seconds: Some(30),
+        enable_service_links: Some(false),
+        ..PodSpec::default()
+    }
+}
+
+/// Ready once Redis answers commands: PONG, or NOAUTH when a password is set. A server still
+/// loading its dataset answers LOADING and stays unready.
+fn readiness_probe() -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                format!("redis-cli -p {REDIS_PORT} ping | grep -Eq '^(PONG|NOAUTH)'"),
+            ]),
+        }),
+        initial_delay_seconds: Some(1),
+        period_seconds: Some(2),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
+
+fn data_claim(instance: &RedisInstance) -> PersistentVolumeClaim {
+    let storage = &instance.spec.storage;
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.into()),
+            labels: Some(labels(instance)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity(storage.size.clone()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::fixtures::instance;
+
+    #[test]
+    fn runs_redis_with_the_mounted_config_and_hash() {
+        let sts = statefulset(&instance(&[]), "abc123");
+        assert_eq!(config_hash_of(&sts), Some("abc123"));
+        let spec = sts.spec;
+        assert_eq!(spec.replicas, Some(1));
+        assert_eq!(spec.service_name.as_deref(), Some("redis-example"));
+        let pod = spec.template.spec.unwrap();
+        let container = &pod.containers[0];
+        assert_eq!(
+            container.command.as_deref().unwrap(),
+            ["redis-server", "/usr/local/etc/redis/redis.conf"]
+        );
+        let mounts: Vec<_> = container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+            .collect();
+        assert_eq!(
+            mounts,
+            [("config", "/usr/local/etc/redis"), ("data", "/data")]
+        );
+        assert_eq!(
+            pod.volumes.unwrap()[0].config_map.as_ref().unwrap().name,
+            "redis-example-config"
+        );
+        assert!(container.readiness_probe.is_some());
+    }
+
+    #[test]
+    fn claim_template_uses_spec_storage_and_is_retained() {
+        let sts = statefulset(&instance(&[]), "h");
+        let spec = sts.spec;
+        let claim = &spec.volume_claim_templates.unwrap()[0];
+        let claim_spec = claim.spec.as_ref().unwrap();
+        assert_eq!(claim_spec.storage_class_name.as_deref(), Some("standard"));
+        assert_eq!(
+            claim_spec
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"],
+            Quantity("1Gi".into())
+        );
+        let retention = spec.persistent_volume_claim_retention_policy.unwrap();
+        assert_eq!(retention.when_deleted.as_deref(), Some("Retain"));
+    }
+
+    #[test]
+    fn selector_matches_template_labels() {
+        let sts = statefulset(&instance(&[]), "h");
+        let spec = sts.spec;
+        let template_labels = spec.template.metadata.unwrap().labels.unwrap();
+        for (k, v) in spec.selector.match_labels.unwrap() {
+            assert_eq!(template_labels.get(&k), Some(&v));
+        }
+    }
+}
