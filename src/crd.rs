@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "redis.github.com";
 
 /// Desired state of one Redis deployment.
+// Each printcolumn repeats `type_ = ...`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
 #[kube(
     group = "redis.github.com",
@@ -41,7 +43,7 @@ pub const GROUP: &str = "redis.github.com";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RedisInstanceSpec {
-    /// Container image; its name must end in `redis` (e.g. `redis:7.0`).
+    /// Container image that provides `redis-server` and `redis-cli` (e.g. `redis:7.0`).
     #[schemars(length(min = 1))]
     pub image: String,
     /// Number of Redis pods; each gets its own PersistentVolumeClaim.
@@ -188,6 +190,16 @@ mod tests {
         assert_eq!(
             columns,
             ["Replicas", "Ready", "Phase", "Hash", "Restarts", "Age"]
+        );
+    }
+
+    #[test]
+    fn committed_crd_yaml_is_current() {
+        let generated = serde_yaml::to_string(&RedisInstance::crd()).unwrap();
+        let committed = include_str!("../deploy/crd.yaml");
+        assert!(
+            generated == committed,
+            "deploy/crd.yaml is stale: run `make crd` and commit the result"
         );
     }
 

@@ -1,5 +1,12 @@
 //! redis-operator: runs Redis instances declared as `RedisInstance` resources.
 
+pub mod actors;
 pub mod config;
 pub mod crd;
+pub mod http;
+pub mod kube_io;
+pub mod plan;
 pub mod resources;
+pub mod run;
+pub mod status;
+pub mod telemetry;

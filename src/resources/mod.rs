@@ -13,7 +13,10 @@ use crate::crd::RedisInstance;
 
 pub use configmap::{config_map, config_map_name};
 pub use service::service;
-pub use statefulset::{CONFIG_HASH_ANNOTATION, DATA_VOLUME, config_hash_of, statefulset};
+pub use statefulset::{
+    CONFIG_HASH_ANNOTATION, DATA_VOLUME, RESTARTED_AT_ANNOTATION, config_hash_of, restarted_at_of,
+    statefulset,
+};
 
 /// Label naming the instance an object belongs to; the watchers route events by it.
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";

@@ -21,12 +21,25 @@ use crate::crd::RedisInstance;
 
 /// Pod-template annotation holding the SHA-256 of the redis.conf the pods were started with.
 pub const CONFIG_HASH_ANNOTATION: &str = "redis.github.com/config-hash";
+/// Pod-template annotation that forces a rolling restart when the hash alone has not changed
+/// (the ConfigMap was rewritten behind the pods' back); carried forward on every apply.
+pub const RESTARTED_AT_ANNOTATION: &str = "redis.github.com/restarted-at";
 /// Name of the volumeClaimTemplate; PVCs are named `data-<instance>-<ordinal>`.
 pub const DATA_VOLUME: &str = "data";
 const CONFIG_VOLUME: &str = "config";
 
-/// The desired StatefulSet, its pod template stamped with `config_hash`.
-pub fn statefulset(instance: &RedisInstance, config_hash: &str) -> StatefulSet {
+/// The desired StatefulSet, its pod template stamped with `config_hash` and, once a forced
+/// restart happened, its `restarted_at` marker.
+pub fn statefulset(
+    instance: &RedisInstance,
+    config_hash: &str,
+    restarted_at: Option<&str>,
+) -> StatefulSet {
+    let mut annotations =
+        BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), config_hash.to_owned())]);
+    if let Some(marker) = restarted_at {
+        annotations.insert(RESTARTED_AT_ANNOTATION.to_owned(), marker.to_owned());
+    }
     let spec = &instance.spec;
     StatefulSet {
         metadata: owned_meta(instance, instance.name_any()),
@@ -52,10 +65,7 @@ pub fn statefulset(instance: &RedisInstance, config_hash: &str) -> StatefulSet {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(instance)),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_owned(),
-                        config_hash.to_owned(),
-                    )])),
+                    annotations: Some(annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod_spec(instance)),
@@ -69,13 +79,22 @@ pub fn statefulset(instance: &RedisInstance, config_hash: &str) -> StatefulSet {
 
 /// The hash a live StatefulSet's pod template carries, if any.
 pub fn config_hash_of(sts: &StatefulSet) -> Option<&str> {
+    template_annotation(sts, CONFIG_HASH_ANNOTATION)
+}
+
+/// The restart marker a live StatefulSet's pod template carries, if any.
+pub fn restarted_at_of(sts: &StatefulSet) -> Option<&str> {
+    template_annotation(sts, RESTARTED_AT_ANNOTATION)
+}
+
+fn template_annotation<'a>(sts: &'a StatefulSet, key: &str) -> Option<&'a str> {
     sts.spec
         .template
         .metadata
         .as_ref()?
         .annotations
         .as_ref()?
-        .get(CONFIG_HASH_ANNOTATION)
+        .get(key)
         .map(String::as_str)
 }
 
@@ -175,7 +194,7 @@ mod tests {
 
     #[test]
     fn runs_redis_with_the_mounted_config_and_hash() {
-        let sts = statefulset(&instance(&[]), "abc123");
+        let sts = statefulset(&instance(&[]), "abc123", None);
         assert_eq!(config_hash_of(&sts), Some("abc123"));
         let spec = sts.spec;
         assert_eq!(spec.replicas, Some(1));
@@ -205,8 +224,17 @@ mod tests {
     }
 
     #[test]
+    fn restart_marker_is_carried_on_the_template() {
+        let plain = statefulset(&instance(&[]), "h", None);
+        let marked = statefulset(&instance(&[]), "h", Some("2026-11-27T03:00:00Z"));
+        assert_eq!(restarted_at_of(&plain), None);
+        assert_eq!(restarted_at_of(&marked), Some("2026-11-27T03:00:00Z"));
+        assert_eq!(config_hash_of(&marked), Some("h"));
+    }
+
+    #[test]
     fn claim_template_uses_spec_storage_and_is_retained() {
-        let sts = statefulset(&instance(&[]), "h");
+        let sts = statefulset(&instance(&[]), "h", None);
         let spec = sts.spec;
         let claim = &spec.volume_claim_templates.unwrap()[0];
         let claim_spec = claim.spec.as_ref().unwrap();
@@ -227,7 +255,7 @@ mod tests {
 
     #[test]
     fn selector_matches_template_labels() {
-        let sts = statefulset(&instance(&[]), "h");
+        let sts = statefulset(&instance(&[]), "h", None);
         let spec = sts.spec;
         let template_labels = spec.template.metadata.unwrap().labels.unwrap();
         for (k, v) in spec.selector.match_labels.unwrap() {

@@ -1,0 +1,29 @@
+# Entry points for people and CI. `make` lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+demo: ## Set up everything, start the local cluster, run the operator with the example instance
+	hack/demo
+
+test: ## Run all checks and tests (starts the local cluster when needed, stops it after)
+	hack/test
+
+crd: ## Regenerate deploy/crd.yaml from the Rust types
+	cargo run --quiet --bin redis-operator -- crd > deploy/crd.yaml
+
+bench: ## Measure rendering, hashing, validation and planning speed
+	cargo bench --bench core
+
+cluster-up: ## Start the local control plane and node agent
+	hack/local-cluster up
+
+cluster-down: ## Stop the local cluster and remove its state
+	hack/local-cluster down
+
+cluster-status: ## Show whether the local cluster is running
+	hack/local-cluster status
+
+.PHONY: help demo test crd bench cluster-up cluster-down cluster-status

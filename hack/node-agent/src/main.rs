@@ -1,0 +1,2 @@
+//! Placeholder until the node agent lands.
+fn main() {}

@@ -1,0 +1,12 @@
+//! The actor tree.
+//!
+//! ```text
+//! SupervisorActor ── watches RedisInstances, ConfigMaps, StatefulSets, Pods
+//!   ├── RedisInstanceActor (one per RedisInstance: its state machine, one step per message)
+//!   ├── RedisInstanceActor ...
+//! MetricsActor ─────── counts restarts / hash mismatches; renders /metrics
+//! ```
+
+pub mod instance;
+pub mod metrics;
+pub mod supervisor;

@@ -1,0 +1,362 @@
+//! The supervisor: watches RedisInstances and their objects, keeps one instance actor per
+//! instance, routes events to it, and respawns a failed actor with backoff.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::Reporter;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tracing::{error, info, warn};
+
+use super::instance::{InstanceArgs, InstanceMsg, RedisInstanceActor, Snapshots, Timings};
+use super::metrics::{InstanceKey, MetricsMsg};
+use crate::crd::RedisInstance;
+use crate::kube_io::InstanceApi;
+use crate::resources::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER};
+
+/// Everything the supervisor is started with.
+pub struct SupervisorArgs {
+    /// API client.
+    pub client: Client,
+    /// Watch one namespace, or all when `None`.
+    pub namespace: Option<String>,
+    /// The metrics actor.
+    pub metrics: ActorRef<MetricsMsg>,
+    /// Shared view for the HTTP side.
+    pub snapshots: Snapshots,
+    /// Passed to every instance actor.
+    pub timings: Timings,
+    /// Set once the first full list of RedisInstances has been routed (for `/readyz`).
+    pub ready: Arc<AtomicBool>,
+    /// Identity on published Events.
+    pub reporter: Reporter,
+}
+
+/// Messages the supervisor handles; the watch tasks send the first two.
+#[derive(Debug)]
+pub enum SupervisorMsg {
+    /// An event from the RedisInstance watcher.
+    Instance(Box<watcher::Event<RedisInstance>>),
+    /// An object labelled with this instance changed or was deleted.
+    Owned(InstanceKey),
+    /// Try again to start the actor of an instance whose actor failed.
+    Respawn(InstanceKey),
+}
+
+/// The supervisor's memory.
+pub struct SupervisorState {
+    args: SupervisorArgs,
+    actors: HashMap<InstanceKey, ActorRef<InstanceMsg>>,
+    children: HashMap<ActorId, InstanceKey>,
+    /// Latest object per instance: what a respawned actor starts from.
+    instances: HashMap<InstanceKey, Arc<RedisInstance>>,
+    /// Keys seen since the watcher's last (re)list began.
+    relisting: Option<HashSet<InstanceKey>>,
+    failures: HashMap<InstanceKey, u32>,
+    watch_tasks: Vec<JoinHandle<()>>,
+}
+
+/// See the module docs.
+pub struct SupervisorActor;
+
+impl Actor for SupervisorActor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: SupervisorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let watch_tasks = start_watches(&myself, &args.client, args.namespace.as_deref());
+        Ok(SupervisorState {
+            args,
+            actors: HashMap::new(),
+            children: HashMap::new(),
+            instances: HashMap::new(),
+            relisting: None,
+            failures: HashMap::new(),
+            watch_tasks,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Instance(event) => on_instance_event(&myself, state, *event).await,
+            SupervisorMsg::Owned(key) => {
+                if let Some(actor) = state.actors.get(&key) {
+                    let _ = actor.send_message(InstanceMsg::OwnedChanged);
+                }
+            }
+            SupervisorMsg::Respawn(key) => {
+                if let Some(instance) = state.instances.get(&key).cloned() {
+                    ensure_actor(&myself, state, &key, instance).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Overridden because the default stops the supervisor whenever any child ends.
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                if let Some(key) = state.children.remove(&cell.get_id()) {
+                    state.actors.remove(&key);
+                }
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                let Some(key) = state.children.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
+                state.actors.remove(&key);
+                let failures = state.failures.entry(key.clone()).or_insert(0);
+                *failures += 1;
+                let delay = Duration::from_secs(1u64 << (*failures).min(6));
+                error!(namespace = %key.namespace, instance = %key.name, error = %err,
+                    respawn_in_secs = delay.as_secs(), "instance actor failed");
+                if state.instances.contains_key(&key) {
+                    myself.send_after(delay, move || SupervisorMsg::Respawn(key));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        for task in state.watch_tasks.drain(..) {
+            task.abort();
+        }
+        // Each child finishes the step it is in (every step is a safe point), then stops.
+        myself
+            .stop_children_and_wait(
+                Some("operator shutting down".into()),
+                Some(Duration::from_secs(20)),
+            )
+            .await;
+        Ok(())
+    }
+}
+
+async fn on_instance_event(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    event: watcher::Event<RedisInstance>,
+) {
+    match event {
+        watcher::Event::Init => state.relisting = Some(HashSet::new()),
+        watcher::Event::InitApply(instance) | watcher::Event::Apply(instance) => {
+            let key = key_of(&instance);
+            if let Some(seen) = state.relisting.as_mut() {
+                seen.insert(key.clone());
+            }
+            let instance = Arc::new(instance);
+            state.instances.insert(key.clone(), instance.clone());
+            ensure_actor(myself, state, &key, instance).await;
+        }
+        watcher::Event::Delete(instance) => forget(state, &key_of(&instance)),
+        watcher::Event::InitDone => {
+            // Instances deleted while the watch was down never sent a Delete.
+            if let Some(seen) = state.relisting.take() {
+                let gone: Vec<_> = state
+                    .instances
+                    .keys()
+                    .filter(|k| !seen.contains(*k))
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    forget(state, &key);
+                }
+            }
+            if !state.args.ready.swap(true, Ordering::SeqCst) {
+                info!(
+                    instances = state.instances.len(),
+                    "initial list of RedisInstances routed"
+                );
+            }
+        }
+    }
+}
+
+async fn ensure_actor(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    key: &InstanceKey,
+    instance: Arc<RedisInstance>,
+) {
+    if !state.actors.contains_key(key) {
+        let args = InstanceArgs {
+            key: key.clone(),
+            api: InstanceApi::new(
+                state.args.client.clone(),
+                &key.namespace,
+                state.args.reporter.clone(),
+            ),
+            metrics: state.args.metrics.clone(),
+            snapshots: state.args.snapshots.clone(),
+            timings: state.args.timings,
+        };
+        match Actor::spawn_linked(None, RedisInstanceActor, args, myself.get_cell()).await {
+            Ok((actor, _)) => {
+                info!(namespace = %key.namespace, instance = %key.name, "instance actor started");
+                state.children.insert(actor.get_id(), key.clone());
+                state.actors.insert(key.clone(), actor);
+            }
+            Err(err) => {
+                warn!(namespace = %key.namespace, instance = %key.name, error = %err, "failed to start instance actor; retrying");
+                let key = key.clone();
+                myself.send_after(Duration::from_secs(1), move || SupervisorMsg::Respawn(key));
+                return;
+            }
+        }
+    }
+    if let Some(actor) = state.actors.get(key) {
+        let _ = actor.send_message(InstanceMsg::Spec(instance));
+    }
+}
+
+/// The instance is gone: stop its actor (owned objects go with the garbage collector).
+fn forget(state: &mut SupervisorState, key: &InstanceKey) {
+    state.instances.remove(key);
+    state.failures.remove(key);
+    state.args.snapshots.remove(key);
+    let _ = state
+        .args
+        .metrics
+        .send_message(MetricsMsg::Forget(key.clone()));
+    if let Some(actor) = state.actors.remove(key) {
+        info!(namespace = %key.namespace, instance = %key.name, "instance deleted; stopping its actor");
+        actor.stop(Some("instance deleted".into()));
+    }
+}
+
+fn key_of<K: Resource>(obj: &K) -> InstanceKey {
+    InstanceKey {
+        namespace: obj.namespace().unwrap_or_default(),
+        name: obj.name_any(),
+    }
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn start_watches(
+    myself: &ActorRef<SupervisorMsg>,
+    client: &Client,
+    namespace: Option<&str>,
+) -> Vec<JoinHandle<()>> {
+    let instances = watcher(
+        api::<RedisInstance>(client, namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .map(|event| event.map(|e| SupervisorMsg::Instance(Box::new(e))));
+    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
+    vec![
+        forward("RedisInstance", instances, myself.clone()),
+        // Metadata-only watches: the labels are all the routing needs.
+        forward(
+            "ConfigMap",
+            owned_events(watcher(
+                api::<PartialObjectMeta<ConfigMap>>(client, namespace),
+                owned.clone(),
+            )),
+            myself.clone(),
+        ),
+        forward(
+            "StatefulSet",
+            owned_events(watcher(
+                api::<PartialObjectMeta<StatefulSet>>(client, namespace),
+                owned.clone(),
+            )),
+            myself.clone(),
+        ),
+        forward(
+            "Pod",
+            owned_events(watcher(
+                api::<PartialObjectMeta<Pod>>(client, namespace),
+                owned,
+            )),
+            myself.clone(),
+        ),
+    ]
+}
+
+/// Maps owned-object events to the instance they belong to, by label.
+fn owned_events<S, K>(stream: S) -> impl Stream<Item = Result<SupervisorMsg, watcher::Error>> + Send
+where
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+    K: Resource + Send,
+{
+    stream.default_backoff().filter_map(|event| async move {
+        let obj = match event {
+            Ok(
+                watcher::Event::Apply(obj)
+                | watcher::Event::Delete(obj)
+                | watcher::Event::InitApply(obj),
+            ) => obj,
+            Ok(_) => return None,
+            Err(err) => return Some(Err(err)),
+        };
+        let name = obj.labels().get(INSTANCE_LABEL)?.clone();
+        Some(Ok(SupervisorMsg::Owned(InstanceKey {
+            namespace: obj.namespace().unwrap_or_default(),
+            name,
+        })))
+    })
+}
+
+fn forward<S>(what: &'static str, stream: S, to: ActorRef<SupervisorMsg>) -> JoinHandle<()>
+where
+    S: Stream<Item = Result<SupervisorMsg, watcher::Error>> + Send + 'static,
+{
+    ractor::concurrency::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(msg) => {
+                    if to.send_message(msg).is_err() {
+                        return;
+                    }
+                }
+                // The backoff retries; say so, since a lasting failure (RBAC, missing CRD) needs a person.
+                Err(err) => {
+                    warn!(watch = what, error = %err, "watch failed; retrying with backoff")
+                }
+            }
+        }
+    })
+}

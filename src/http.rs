@@ -1,0 +1,103 @@
+//! HTTP endpoints: `/metrics` for Prometheus, `/healthz` and `/readyz` for the kubelet,
+//! `/instances` for a person debugging.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use ractor::ActorRef;
+
+use crate::actors::instance::{InstanceSnapshot, Snapshots};
+use crate::actors::metrics::MetricsMsg;
+
+/// Failures of the HTTP server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The address could not be bound.
+    #[error("failed to listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server stopped with an error.
+    #[error("failed to serve http: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct HttpState {
+    /// Renders `/metrics`.
+    pub metrics: ActorRef<MetricsMsg>,
+    /// Read by `/instances`.
+    pub snapshots: Snapshots,
+    /// Set once the supervisor has routed the first full list.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The router, separate from binding so tests can drive it.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/instances", get(instances))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    state: HttpState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(Error::Serve)
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    match ractor::call_t!(state.metrics, MetricsMsg::Render, 2000) {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("metrics unavailable: {err}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    if state.ready.load(Ordering::SeqCst) {
+        "ok".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first list of RedisInstances\n",
+        )
+            .into_response()
+    }
+}
+
+async fn instances(State(state): State<HttpState>) -> Json<BTreeMap<String, InstanceSnapshot>> {
+    Json(
+        state
+            .snapshots
+            .iter()
+            .map(|entry| (entry.key().to_string(), entry.value().clone()))
+            .collect(),
+    )
+}

@@ -1,0 +1,309 @@
+//! The instance state machine's decisions: from what is observed, the one next step to take.
+//!
+//! Pure, so every branch of the spec's restart rules is tested without a cluster; the instance
+//! actor performs the step and asks again.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+
+use crate::crd::RestartStrategy;
+use crate::resources::config_hash_of;
+
+/// What the actor is in the middle of, between messages.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Stage {
+    /// Nothing in flight.
+    #[default]
+    Steady,
+    /// The template carries a new hash; the StatefulSet controller is replacing pods.
+    RollingOut,
+    /// Recreate: the StatefulSet was deleted; waiting until it and its pods are gone.
+    AwaitingDeletion,
+}
+
+/// What the API showed this pass.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    /// `redis.conf` of the live ConfigMap; `None` when the ConfigMap (or key) is missing.
+    pub config_text: Option<&'a str>,
+    /// The live StatefulSet, if any.
+    pub statefulset: Option<&'a StatefulSet>,
+    /// Pods of the instance that still exist (terminating ones included).
+    pub pods: usize,
+}
+
+/// The desired config and how to roll it out.
+#[derive(Debug, Clone, Copy)]
+pub struct Desired<'a> {
+    /// Rendered redis.conf.
+    pub config_text: &'a str,
+    /// Its hash.
+    pub hash: &'a str,
+    /// The user's chosen strategy.
+    pub strategy: RestartStrategy,
+    /// The instance's spec changed since the StatefulSet was last applied (image, replicas...).
+    pub spec_changed: bool,
+    /// A ConfigMap rewrite happened while the StatefulSet existed, so its pods must restart
+    /// even when the template hash already matches (the spec's second restart rule).
+    pub restart_requested: bool,
+}
+
+/// The next thing to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// ConfigMap missing or its content differs: write it.
+    WriteConfigMap,
+    /// No StatefulSet: create it with the desired hash.
+    CreateStatefulSet,
+    /// RollingUpdate restart: put the desired hash (and restart marker) on the template.
+    RollOut,
+    /// Recreate restart: strip finalizers and delete the StatefulSet.
+    DeleteForRecreate,
+    /// Recreate: the StatefulSet or some pods still exist.
+    AwaitDeletion,
+    /// Same config, other spec fields changed: apply the StatefulSet without a restart.
+    ApplyStatefulSet,
+    /// Waiting for the StatefulSet controller to finish replacing pods.
+    AwaitRollout,
+    /// Converged.
+    Idle,
+}
+
+impl Step {
+    /// Whether the step writes to the API (and another step should follow at once).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Step::WriteConfigMap
+                | Step::CreateStatefulSet
+                | Step::RollOut
+                | Step::DeleteForRecreate
+                | Step::ApplyStatefulSet
+        )
+    }
+}
+
+/// Decides the next step. ConfigMap first, then the StatefulSet, so that every pod started
+/// after the template changes reads the new file.
+pub fn next_step(desired: &Desired, observed: &Observed, stage: &Stage) -> Step {
+    if *stage == Stage::AwaitingDeletion {
+        return if observed.statefulset.is_some() || observed.pods > 0 {
+            Step::AwaitDeletion
+        } else if observed.config_text != Some(desired.config_text) {
+            Step::WriteConfigMap
+        } else {
+            Step::CreateStatefulSet
+        };
+    }
+    if observed.config_text != Some(desired.config_text) {
+        return Step::WriteConfigMap;
+    }
+    let Some(sts) = observed.statefulset else {
+        return Step::CreateStatefulSet;
+    };
+    if needs_restart(desired, sts) {
+        return match desired.strategy {
+            RestartStrategy::RollingUpdate => Step::RollOut,
+            RestartStrategy::Recreate => Step::DeleteForRecreate,
+        };
+    }
+    if desired.spec_changed {
+        return Step::ApplyStatefulSet;
+    }
+    if rollout_complete(sts) {
+        Step::Idle
+    } else {
+        Step::AwaitRollout
+    }
+}
+
+/// The spec's third rule (template hash differs), or a pending request from the second.
+pub fn needs_restart(desired: &Desired, sts: &StatefulSet) -> bool {
+    desired.restart_requested || config_hash_of(sts) != Some(desired.hash)
+}
+
+/// The controller has seen the latest template, every pod runs it, and all are ready.
+pub fn rollout_complete(sts: &StatefulSet) -> bool {
+    let Some(status) = &sts.status else {
+        return false;
+    };
+    let wanted = sts.spec.replicas.unwrap_or(1);
+    let generation_seen = match (status.observed_generation, sts.metadata.generation) {
+        (Some(observed), Some(generation)) => observed >= generation,
+        _ => false,
+    };
+    let revisions_match = match (&status.update_revision, &status.current_revision) {
+        (Some(update), Some(current)) => update == current,
+        // With no pods there may be no revisions to compare.
+        _ => wanted == 0,
+    };
+    generation_seen
+        && revisions_match
+        && status.updated_replicas.unwrap_or(0) >= wanted
+        && status.ready_replicas.unwrap_or(0) >= wanted
+        && status.replicas <= wanted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::StatefulSetStatus;
+
+    use crate::resources::fixtures::instance;
+    use crate::resources::statefulset;
+
+    const TEXT: &str = "maxmemory 100mb\n";
+
+    fn desired(strategy: RestartStrategy) -> Desired<'static> {
+        Desired {
+            config_text: TEXT,
+            hash: "new",
+            strategy,
+            spec_changed: false,
+            restart_requested: false,
+        }
+    }
+
+    fn live(hash: &str, rolled_out: bool) -> StatefulSet {
+        let mut sts = statefulset(&instance(&[]), hash, None);
+        sts.metadata.generation = Some(2);
+        sts.status = Some(StatefulSetStatus {
+            observed_generation: Some(2),
+            replicas: 1,
+            ready_replicas: Some(1),
+            updated_replicas: Some(if rolled_out { 1 } else { 0 }),
+            current_revision: Some("rev-a".into()),
+            update_revision: Some(if rolled_out { "rev-a" } else { "rev-b" }.into()),
+            ..StatefulSetStatus::default()
+        });
+        sts
+    }
+
+    fn observed<'a>(text: Option<&'a str>, sts: Option<&'a StatefulSet>) -> Observed<'a> {
+        Observed {
+            config_text: text,
+            statefulset: sts,
+            pods: usize::from(sts.is_some()),
+        }
+    }
+
+    #[test]
+    fn missing_config_map_is_written_first() {
+        let sts = live("new", true);
+        let step = next_step(
+            &desired(RestartStrategy::RollingUpdate),
+            &observed(None, Some(&sts)),
+            &Stage::Steady,
+        );
+        assert_eq!(step, Step::WriteConfigMap);
+    }
+
+    #[test]
+    fn changed_config_map_content_is_rewritten() {
+        let step = next_step(
+            &desired(RestartStrategy::RollingUpdate),
+            &observed(Some("maxmemory 50mb\n"), None),
+            &Stage::Steady,
+        );
+        assert_eq!(step, Step::WriteConfigMap);
+    }
+
+    #[test]
+    fn missing_statefulset_is_created() {
+        let step = next_step(
+            &desired(RestartStrategy::Recreate),
+            &observed(Some(TEXT), None),
+            &Stage::Steady,
+        );
+        assert_eq!(step, Step::CreateStatefulSet);
+    }
+
+    #[test]
+    fn hash_mismatch_restarts_by_strategy() {
+        let sts = live("old", true);
+        let rolling = next_step(
+            &desired(RestartStrategy::RollingUpdate),
+            &observed(Some(TEXT), Some(&sts)),
+            &Stage::Steady,
+        );
+        let recreate = next_step(
+            &desired(RestartStrategy::Recreate),
+            &observed(Some(TEXT), Some(&sts)),
+            &Stage::Steady,
+        );
+        assert_eq!(rolling, Step::RollOut);
+        assert_eq!(recreate, Step::DeleteForRecreate);
+    }
+
+    #[test]
+    fn requested_restart_with_matching_hash_still_restarts() {
+        let sts = live("new", true);
+        let mut want = desired(RestartStrategy::RollingUpdate);
+        want.restart_requested = true;
+        let step = next_step(&want, &observed(Some(TEXT), Some(&sts)), &Stage::Steady);
+        assert_eq!(step, Step::RollOut);
+    }
+
+    #[test]
+    fn recreate_waits_for_statefulset_and_pods_to_go() {
+        let sts = live("old", true);
+        let want = desired(RestartStrategy::Recreate);
+        let still_there = next_step(
+            &want,
+            &observed(Some(TEXT), Some(&sts)),
+            &Stage::AwaitingDeletion,
+        );
+        let pods_left = Observed {
+            config_text: Some(TEXT),
+            statefulset: None,
+            pods: 1,
+        };
+        let gone = Observed {
+            pods: 0,
+            ..pods_left
+        };
+        assert_eq!(still_there, Step::AwaitDeletion);
+        assert_eq!(
+            next_step(&want, &pods_left, &Stage::AwaitingDeletion),
+            Step::AwaitDeletion
+        );
+        assert_eq!(
+            next_step(&want, &gone, &Stage::AwaitingDeletion),
+            Step::CreateStatefulSet
+        );
+    }
+
+    #[test]
+    fn converged_rollout_is_idle_and_unfinished_one_is_awaited() {
+        let want = desired(RestartStrategy::RollingUpdate);
+        let done = live("new", true);
+        let rolling = live("new", false);
+        assert_eq!(
+            next_step(&want, &observed(Some(TEXT), Some(&done)), &Stage::Steady),
+            Step::Idle
+        );
+        assert_eq!(
+            next_step(
+                &want,
+                &observed(Some(TEXT), Some(&rolling)),
+                &Stage::RollingOut
+            ),
+            Step::AwaitRollout
+        );
+    }
+
+    #[test]
+    fn spec_change_without_config_change_applies_without_restart() {
+        let sts = live("new", true);
+        let mut want = desired(RestartStrategy::Recreate);
+        want.spec_changed = true;
+        let step = next_step(&want, &observed(Some(TEXT), Some(&sts)), &Stage::Steady);
+        assert_eq!(step, Step::ApplyStatefulSet);
+    }
+
+    #[test]
+    fn rollout_is_incomplete_until_the_controller_observes_the_generation() {
+        let mut sts = live("new", true);
+        sts.metadata.generation = Some(3);
+        assert!(!rollout_complete(&sts));
+    }
+}

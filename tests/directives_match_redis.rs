@@ -1,0 +1,437 @@
+//! Checks the directive table and the validator against a real redis-server 7.0.
+//!
+//! Needs `redis-server` and `redis-cli` 7.0.x on PATH (Debian: `apt-get install redis-server
+//! redis-tools`); without them the tests fail rather than skip, so a green run always means
+//! the table was compared with a live server.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use redis_operator::config::directives::{self, Access, DIRECTIVES, Directive, Kind};
+use redis_operator::config::render::render;
+use redis_operator::config::validate::{refusal, validate};
+
+/// How long a throwaway server may take to answer PING, or to exit after reading its config.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Runs a tool from the Redis packages, failing with an install hint when it is missing.
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {program} ({e}); these tests compare the directive table with a real \
+             Redis 7.0: install it with `apt-get install -y redis-server redis-tools`"
+            )
+        })
+}
+
+fn assert_redis_7_0() {
+    let version = String::from_utf8_lossy(&run("redis-server", &["--version"]).stdout).into_owned();
+    assert!(
+        version.contains("v=7.0."),
+        "the directive table describes Redis 7.0, but redis-server reports: {version}"
+    );
+}
+
+/// A temporary directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(label: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("redis-operator-{label}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create scratch dir");
+        Self(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A throwaway redis-server on a loopback port, killed on drop (also when a test panics).
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Self {
+        assert_redis_7_0();
+        // The OS hands out a free port; closing the listener frees it for Redis.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("find a free port")
+            .port();
+        let log = fs::File::create(dir.join("redis.log")).expect("create log");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let server = Self { child, port };
+        let started = Instant::now();
+        while server.cli(&["ping"]).trim() != "PONG" {
+            assert!(
+                started.elapsed() < DEADLINE,
+                "redis-server did not answer PING within {DEADLINE:?}; see {}",
+                dir.join("redis.log").display()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let port = self.port.to_string();
+        let mut all = vec!["-h", "127.0.0.1", "-p", &port];
+        all.extend_from_slice(args);
+        String::from_utf8_lossy(&run("redis-cli", &all).stdout).into_owned()
+    }
+
+    /// `CONFIG GET <pattern>` as name -> value.
+    fn config_get(&self, pattern: &str) -> BTreeMap<String, String> {
+        let reply = self.cli(&["config", "get", pattern]);
+        // redis-cli prints an empty reply as one blank line.
+        if reply.trim().is_empty() {
+            return BTreeMap::new();
+        }
+        let lines: Vec<&str> = reply.lines().collect();
+        assert!(
+            lines.len().is_multiple_of(2),
+            "odd CONFIG GET reply: {reply}"
+        );
+        lines
+            .chunks(2)
+            .map(|p| (p[0].to_owned(), p[1].to_owned()))
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn every_name_redis_reports_is_in_the_table_and_back() {
+    let scratch = Scratch::new("names");
+    let server = Server::start(scratch.path());
+    let reported = server.config_get("*");
+
+    let unknown: Vec<_> = reported
+        .keys()
+        .filter(|n| directives::lookup(n).is_none())
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "Redis reports directives the table lacks: {unknown:?}"
+    );
+
+    // The other way round: every name the table says CONFIG GET lists is listed, hidden ones
+    // answer an exact CONFIG GET, and config-file-only ones are not in the runtime table.
+    let mut wrong = Vec::new();
+    for directive in DIRECTIVES {
+        for name in directive.names() {
+            let listed = reported.contains_key(name);
+            let exact = !server.config_get(name).is_empty();
+            let expected = match (directive.access, directive.hidden) {
+                (Access::FileOnly, _) => (false, false),
+                (_, true) => (false, true),
+                _ => (true, true),
+            };
+            if (listed, exact) != expected {
+                wrong.push(format!(
+                    "{name}: listed={listed} exact={exact}, table says {expected:?}"
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "table and Redis disagree:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn redis_own_values_pass_validation() {
+    let scratch = Scratch::new("values");
+    let server = Server::start(scratch.path());
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (name, value) in server.config_get("*") {
+        // Unknown names fail every_name_redis_reports_is_in_the_table_and_back.
+        let Some(directive) = directives::lookup(&name) else {
+            continue;
+        };
+        if refusal(directive).is_some() {
+            continue;
+        }
+        checked += 1;
+        let config = BTreeMap::from([(name.clone(), value.clone())]);
+        for violation in validate(&config) {
+            failures.push(format!("{name} {value:?}: {}", violation.reason));
+        }
+    }
+    assert!(checked > 100, "only {checked} directives checked");
+    assert!(
+        failures.is_empty(),
+        "Redis's own values fail validation:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn mutability_matches_config_set() {
+    let scratch = Scratch::new("mutability");
+    let server = Server::start(scratch.path());
+    let mut wrong = Vec::new();
+    for (name, value) in server.config_get("*") {
+        // Unknown names fail every_name_redis_reports_is_in_the_table_and_back.
+        let Some(directive) = directives::lookup(&name) else {
+            continue;
+        };
+        // Setting the current value changes nothing, but Redis checks the flags first.
+        let reply = server.cli(&["config", "set", &name, &value]);
+        let access = if reply.contains("immutable") {
+            Access::Immutable
+        } else if reply.contains("protected") {
+            Access::Protected
+        } else {
+            Access::Mutable
+        };
+        if access != directive.access {
+            wrong.push(format!(
+                "{name}: CONFIG SET says {access:?} ({}), table says {:?}",
+                reply.trim(),
+                directive.access
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "mutability differs:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// Whether redis-server accepts a config file with this one user directive, rendered exactly as
+/// the operator renders it. The server gets `port 0` so it exits right after reading the file.
+fn redis_accepts(scratch: &Path, name: &str, value: &str) -> Result<(), String> {
+    let rendered = render(&BTreeMap::from([(name.to_owned(), value.to_owned())])).text;
+    // Drop the operator's dir and listen address: this server must not touch /data or a port.
+    let mut text: String = rendered
+        .lines()
+        .filter(|l| !["dir ", "port ", "bind "].iter().any(|p| l.starts_with(p)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(&format!("dir {}\nport 0\n", scratch.display()));
+    let file = scratch.join("redis.conf");
+    fs::write(&file, &text).expect("write redis.conf");
+
+    // Output goes to a file: Redis prints its fatal error to stderr, its log to stdout.
+    let log = scratch.join("startup.log");
+    let out = fs::File::create(&log).expect("create startup log");
+    let err = out.try_clone().expect("clone startup log");
+    let mut child = Command::new("redis-server")
+        .arg(&file)
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("spawn redis-server");
+    let started = Instant::now();
+    while child.try_wait().expect("wait for redis-server").is_none() {
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("redis-server kept running with:\n{text}");
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    let output = fs::read_to_string(&log).expect("read startup log");
+    if output.contains("FATAL CONFIG FILE ERROR") {
+        Err(output.lines().last().unwrap_or_default().to_owned())
+    } else if output.contains("Configured to not listen anywhere") {
+        Ok(())
+    } else {
+        panic!("redis-server neither refused nor loaded:\n{text}\n---\n{output}");
+    }
+}
+
+/// Values just inside and just outside every numeric range users may set.
+fn boundary_values(directive: &Directive) -> Vec<String> {
+    let (min, max): (i128, i128) = match directive.kind {
+        Kind::Int { min, max } => (min.into(), max.into()),
+        Kind::Memory { min, max, .. } => (min.into(), max.into()),
+        _ => return vec![],
+    };
+    let mut values = vec![min, max, max + 1];
+    if matches!(directive.kind, Kind::Int { .. }) || min > 0 {
+        values.push(min - 1);
+    }
+    if max == i128::from(u64::MAX) {
+        // Redis wraps sizes past 2^64 instead of refusing them; the validator refuses them
+        // on purpose (unit-tested), so there is nothing to agree on.
+        values.retain(|v| *v != max + 1);
+    }
+    values.iter().map(ToString::to_string).collect()
+}
+
+/// Values of every other kind, valid and not, where the validator must agree with Redis.
+const SAMPLES: &[(&str, &[&str])] = &[
+    ("appendonly", &["yes", "YES", "no", "1", "true", ""]),
+    (
+        "maxmemory-policy",
+        &["allkeys-lru", "ALLKEYS-LFU", "noeviction", "", "lru"],
+    ),
+    ("timeout", &["01", "+1", "-0", "1.0", "", "0x10", "1k"]),
+    (
+        "maxmemory",
+        &[
+            "100mb", "100MB", "1gb", "1G", "512k", "1b", "007", "1.5gb", "-1", "+5", "5 mb", "10zb",
+        ],
+    ),
+    (
+        "maxmemory-clients",
+        &["10%", "0%", "100%", "101%", "-5%", "%", "10 %", "5gb"],
+    ),
+    (
+        "shutdown-on-sigterm",
+        &[
+            "default",
+            "save now",
+            "NOW",
+            "now force",
+            "save nosave",
+            "bogus",
+            "",
+        ],
+    ),
+    (
+        "save",
+        &[
+            "",
+            "  ",
+            "900 1",
+            "900 1 300 10 60 10000",
+            "900",
+            "0 1",
+            "900 -1",
+            "900 1 300",
+            "900 1x",
+        ],
+    ),
+    (
+        "client-output-buffer-limit",
+        &[
+            "normal 0 0 0",
+            "replica 256mb 64mb 60",
+            "slave 1 1 1",
+            "pubsub 32mb 8mb 60 normal 0 0 0",
+            "master 0 0 0",
+            "",
+            "normal 0 0",
+            "normal 0 0 -1",
+            "normal 1x 0 0",
+        ],
+    ),
+    ("notify-keyspace-events", &["", "KEA", "Ex", "q", "kea"]),
+    (
+        "oom-score-adj-values",
+        &["0 200 800", "-2000 0 2000", "0 200", "0 200 3000", "a b c"],
+    ),
+    (
+        "latency-tracking-info-percentiles",
+        &["", "50 99 99.9", "100", "1e1", "101", "abc", "nan"],
+    ),
+    ("dbfilename", &["cache.rdb", "", "a/b"]),
+    ("appendfilename", &["cache.aof", "", "a/b"]),
+    ("appenddirname", &["aof", ""]),
+    (
+        "proc-title-template",
+        &[
+            "{title} {listen-addr} {server-mode}",
+            "{{title}} x",
+            "x }",
+            "{port}",
+            "{title}",
+            "{unixsocket}",
+            "{foo} x",
+            "x {",
+            "",
+        ],
+    ),
+    ("requirepass", &["", "with space", "quo\"te", "back\\slash"]),
+    ("oom-score-adj", &["relative", "absolute", "sometimes"]),
+    ("hash-max-ziplist-entries", &["256", "-1"]),
+];
+
+#[test]
+fn validator_agrees_with_redis_on_values() {
+    assert_redis_7_0();
+    let scratch = Scratch::new("agree");
+    let mut cases: Vec<(String, String)> = DIRECTIVES
+        .iter()
+        .filter(|d| refusal(d).is_none())
+        .flat_map(|d| {
+            boundary_values(d)
+                .into_iter()
+                .map(|v| (d.name.to_owned(), v))
+        })
+        .collect();
+    cases.extend(
+        SAMPLES.iter().flat_map(|(name, values)| {
+            values.iter().map(|v| ((*name).to_owned(), (*v).to_owned()))
+        }),
+    );
+    assert!(cases.len() > 300, "only {} cases", cases.len());
+
+    let mut disagreements = Vec::new();
+    for (name, value) in &cases {
+        let ours = validate(&BTreeMap::from([(name.clone(), value.clone())]));
+        let theirs = redis_accepts(scratch.path(), name, value);
+        match (ours.first(), theirs) {
+            (None, Ok(())) | (Some(_), Err(_)) => {}
+            (None, Err(redis)) => {
+                disagreements.push(format!("{name} {value:?}: valid here, Redis says {redis}"))
+            }
+            (Some(v), Ok(())) => disagreements.push(format!(
+                "{name} {value:?}: Redis accepts, here {}",
+                v.reason
+            )),
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "validator and Redis disagree:\n{}",
+        disagreements.join("\n")
+    );
+}
