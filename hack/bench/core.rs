@@ -1,0 +1,201 @@
+//! Benchmarks of the operator's hot paths and per-instance memory; prints a table.
+//!
+//! Run with `make bench`. Figures are medians of several rounds on whatever machine runs it;
+//! compare runs on the same machine, never assert on them.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use dashmap::DashMap;
+use ractor::Actor;
+use redis_operator::actors::instance::{InstanceArgs, RedisInstanceActor, Timings};
+use redis_operator::actors::metrics::{InstanceKey, MetricsActor};
+use redis_operator::config::render::render;
+use redis_operator::config::validate::validate;
+use redis_operator::crd::{RedisInstance, RedisInstanceSpec, RestartStrategy, StorageSpec};
+use redis_operator::kube_io::InstanceApi;
+use redis_operator::plan::{Desired, Observed, Stage, next_step};
+use redis_operator::resources::statefulset;
+
+/// Counts live heap bytes and allocation calls, so memory is measured, not guessed.
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn config(n: usize) -> BTreeMap<String, String> {
+    let mut config: BTreeMap<String, String> = [
+        ("maxmemory", "200mb"),
+        ("maxmemory-policy", "allkeys-lfu"),
+        ("appendonly", "yes"),
+        ("save", "900 1 300 10 60 10000"),
+        ("hz", "10"),
+        ("timeout", "300"),
+        ("tcp-keepalive", "60"),
+        ("notify-keyspace-events", "KEA"),
+        ("client-output-buffer-limit", "normal 0 0 0"),
+        ("lazyfree-lazy-eviction", "yes"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    config.retain(|k, _| !k.is_empty());
+    config.into_iter().take(n).collect()
+}
+
+fn instance(config: BTreeMap<String, String>) -> RedisInstance {
+    let mut instance = RedisInstance::new(
+        "bench",
+        RedisInstanceSpec {
+            image: "redis:7.0".into(),
+            replicas: 3,
+            storage: StorageSpec {
+                size: "1Gi".into(),
+                storage_class_name: Some("standard".into()),
+            },
+            config,
+            restart_strategy: RestartStrategy::RollingUpdate,
+        },
+    );
+    instance.metadata.namespace = Some("bench".into());
+    instance.metadata.uid = Some("00000000-0000-4000-8000-000000000000".into());
+    instance
+}
+
+/// Median ns per call over 7 rounds, and allocations per call.
+fn measure(iterations: u32, mut f: impl FnMut()) -> (f64, f64) {
+    let mut rounds = Vec::new();
+    let calls_before = CALLS.load(Ordering::Relaxed);
+    for _ in 0..7 {
+        let start = Instant::now();
+        for _ in 0..iterations {
+            f();
+        }
+        rounds.push(start.elapsed().as_nanos() as f64 / f64::from(iterations));
+    }
+    let calls = (CALLS.load(Ordering::Relaxed) - calls_before) as f64 / f64::from(iterations * 7);
+    rounds.sort_by(f64::total_cmp);
+    (rounds[3], calls)
+}
+
+fn row(name: &str, (ns, allocs): (f64, f64)) {
+    println!("| {name:<44} | {:>12.0} | {:>12.1} |", ns, allocs);
+}
+
+async fn actor_memory(count: usize) -> f64 {
+    // A client that is never used: idle actors make no API calls until they get a Spec.
+    let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    let (metrics, _) = Actor::spawn(None, MetricsActor, prometheus::Registry::new())
+        .await
+        .unwrap();
+    let snapshots = std::sync::Arc::new(DashMap::new());
+    let reporter = kube::runtime::events::Reporter {
+        controller: "bench".into(),
+        instance: None,
+    };
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut actors = Vec::with_capacity(count);
+    for i in 0..count {
+        let key = InstanceKey {
+            namespace: "bench".into(),
+            name: format!("redis-{i}"),
+        };
+        let args = InstanceArgs {
+            key,
+            api: InstanceApi::new(client.clone(), "bench", reporter.clone()),
+            metrics: metrics.clone(),
+            snapshots: snapshots.clone(),
+            timings: Timings::default(),
+        };
+        actors.push(Actor::spawn(None, RedisInstanceActor, args).await.unwrap());
+    }
+    let per_actor = (LIVE.load(Ordering::Relaxed) - before) as f64 / count as f64;
+    for (actor, handle) in actors {
+        actor.stop(None);
+        let _ = handle.await;
+    }
+    per_actor
+}
+
+#[tokio::main]
+async fn main() {
+    println!(
+        "| {:<44} | {:>12} | {:>12} |",
+        "operation", "ns/op", "allocs/op"
+    );
+    println!("|{:-<46}|{:->14}|{:->14}|", "", "", "");
+    for n in [3, 10] {
+        let cfg = config(n);
+        // Benchmark the accepting path: a refused config would measure the error path instead.
+        assert!(validate(&cfg).is_empty(), "bench config must be valid");
+        row(
+            &format!("validate ({n} directives)"),
+            measure(20_000, || {
+                black_box(validate(black_box(&cfg)));
+            }),
+        );
+        row(
+            &format!("render + sha256 ({n} directives)"),
+            measure(20_000, || {
+                black_box(render(black_box(&cfg)));
+            }),
+        );
+    }
+    let inst = instance(config(10));
+    let rendered = render(&inst.spec.config);
+    row(
+        "build StatefulSet",
+        measure(20_000, || {
+            black_box(statefulset(black_box(&inst), &rendered.hash, None));
+        }),
+    );
+    let live = statefulset(&inst, "old-hash", None);
+    let desired = Desired {
+        config_text: &rendered.text,
+        hash: &rendered.hash,
+        strategy: RestartStrategy::RollingUpdate,
+        spec_changed: false,
+        restart_requested: false,
+    };
+    let observed = Observed {
+        config_text: Some(&rendered.text),
+        statefulset: Some(&live),
+        pods: 3,
+    };
+    row(
+        "plan next step",
+        measure(200_000, || {
+            black_box(next_step(
+                black_box(&desired),
+                black_box(&observed),
+                &Stage::Steady,
+            ));
+        }),
+    );
+    println!();
+    let count = 1000;
+    let bytes = actor_memory(count).await;
+    println!(
+        "| {:<44} | {:>12.0} |",
+        format!("heap bytes per idle instance actor (n={count})"),
+        bytes
+    );
+}

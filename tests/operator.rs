@@ -1,0 +1,527 @@
+//! End-to-end tests of the operator on the local cluster: the spec's five test steps, both
+//! restart strategies, rolling order, refused input, operator restarts, and cleanup.
+
+mod e2e;
+
+use std::time::Duration;
+
+use e2e::*;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use redis_operator::config::render::render;
+use redis_operator::crd::{RedisInstance, RestartStrategy};
+use redis_operator::resources::config_map;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+const SPEC_LOG_MESSAGES: [&str; 4] = [
+    "ConfigMap configuration changed, updating",
+    "Config hash comparison",
+    "ConfigMap was updated or StatefulSet needs restart",
+    "StatefulSet not found or needs recreation, creating new one",
+];
+
+async fn setup(prefix: &str) -> (kube::Client, TestNamespace, Operator) {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    let operator = Operator::start(&ns.name);
+    (client, ns, operator)
+}
+
+/// Waits for the pod at `ordinal` to be a new pod (uid differs from `old`) and ready.
+async fn replaced_pod(ns: &TestNamespace, name: &str, old: &str) -> Pod {
+    let api = ns.api::<Pod>();
+    wait_for(READY_TIMEOUT, &format!("pod {name} to be replaced"), || {
+        let api = api.clone();
+        async move {
+            match api.get_opt(name).await.map_err(|e| e.to_string())? {
+                Some(pod) if uid(&pod) != old => Ok(()),
+                Some(_) => Err("still the old pod".into()),
+                None => Err("no pod".into()),
+            }
+        }
+    })
+    .await;
+    ready_pod(ns, name).await
+}
+
+/// The spec's test steps with its two example manifests, under the given strategy.
+async fn spec_walkthrough(prefix: &str, strategy: RestartStrategy) {
+    let (_client, ns, operator) = setup(prefix).await;
+    let mut first = example("redis-example.yaml");
+    first.spec.restart_strategy = strategy;
+    apply_instance(&ns, &first).await.unwrap();
+
+    // Steps 1-2: deployed; ConfigMap and StatefulSet created; the hash is sha256sum of redis.conf.
+    let ready = wait_ready(&ns, "redis-example", None, READY_TIMEOUT).await;
+    let (text, hash) = config_map_and_hash(&ns, "redis-example").await;
+    assert_eq!(hash.as_deref(), Some(sha256sum(&text).as_str()));
+    assert_eq!(ready.status.as_ref().unwrap().config_hash, hash);
+    assert!(text.contains("maxmemory 100mb\n"), "{text}");
+    let pod = ready_pod(&ns, "redis-example-0").await;
+    assert_eq!(config_get(&pod, "maxmemory"), "104857600");
+    assert_eq!(
+        redis_cli(&pod, &["SET", "written-before-restart", "kept"]),
+        ["OK"]
+    );
+    let sts_before = ns.api::<StatefulSet>().get("redis-example").await.unwrap();
+    let pvc_before = ns
+        .api::<PersistentVolumeClaim>()
+        .get("data-redis-example-0")
+        .await
+        .unwrap();
+
+    // Steps 3-4: edit the config; the operator restarts the pod.
+    let mut second = example("redis-example-updated.yaml");
+    second.spec.restart_strategy = strategy;
+    apply_instance(&ns, &second).await.unwrap();
+    let new_hash = render(&second.spec.config).hash;
+    let pod = replaced_pod(&ns, "redis-example-0", &uid(&pod)).await;
+    let ready = wait_ready(&ns, "redis-example", Some(&new_hash), READY_TIMEOUT).await;
+    let (text, hash) = config_map_and_hash(&ns, "redis-example").await;
+    assert_eq!(hash.as_deref(), Some(sha256sum(&text).as_str()));
+    assert_eq!(hash.as_deref(), Some(new_hash.as_str()));
+
+    // Step 5: the running Redis has the new config, and the data survived.
+    assert_eq!(config_get(&pod, "maxmemory"), "209715200");
+    assert_eq!(config_get(&pod, "maxmemory-policy"), "allkeys-lfu");
+    assert_eq!(config_get(&pod, "save"), "900 1 300 10 60 10000");
+    assert_eq!(
+        redis_cli(&pod, &["GET", "written-before-restart"]),
+        ["kept"]
+    );
+
+    let status = ready.status.unwrap();
+    assert_eq!(status.restarts, 1, "{status:?}");
+    assert!(status.last_restart_time.is_some());
+    let sts_after = ns.api::<StatefulSet>().get("redis-example").await.unwrap();
+    let pvc_after = ns
+        .api::<PersistentVolumeClaim>()
+        .get("data-redis-example-0")
+        .await
+        .unwrap();
+    assert_eq!(
+        pvc_before.uid(),
+        pvc_after.uid(),
+        "the data volume claim must be kept"
+    );
+    match strategy {
+        RestartStrategy::Recreate => assert_ne!(
+            sts_before.uid(),
+            sts_after.uid(),
+            "Recreate makes a new StatefulSet"
+        ),
+        RestartStrategy::RollingUpdate => assert_eq!(
+            sts_before.uid(),
+            sts_after.uid(),
+            "RollingUpdate keeps the StatefulSet"
+        ),
+    }
+
+    // The spec's log messages, word for word, with the fields users filter on.
+    let lines = operator.log_lines();
+    for message in SPEC_LOG_MESSAGES {
+        let line = lines
+            .iter()
+            .find(|l| l["message"] == message && l["instance"] == "redis-example")
+            .unwrap_or_else(|| {
+                panic!("no log line {message:?} in {}", operator.log_path.display())
+            });
+        assert_eq!(line["namespace"], ns.name.as_str(), "{line}");
+    }
+    let restart_line = lines
+        .iter()
+        .find(|l| l["message"] == "ConfigMap was updated or StatefulSet needs restart")
+        .unwrap();
+    assert_eq!(restart_line["new_hash"], new_hash.as_str());
+    assert_eq!(
+        restart_line["old_hash"].as_str(),
+        Some(sha256sum(&render(&first.spec.config).text).as_str())
+    );
+
+    // Metrics and Events tell the same story.
+    let metrics = operator.metrics().await;
+    let restarts = format!(
+        "redis_operator_restarts_total{{instance=\"redis-example\",namespace=\"{}\",strategy=\"{}\"}} 1",
+        ns.name,
+        strategy.as_str()
+    );
+    assert!(
+        metrics.contains(&restarts),
+        "missing {restarts} in\n{metrics}"
+    );
+    assert!(
+        metrics.contains("redis_operator_config_hash_mismatches_total{"),
+        "{metrics}"
+    );
+    let reasons: Vec<_> = instance_events(&ns, "redis-example")
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    assert!(
+        reasons.contains(&"RestartStarted".to_owned()),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"RestartCompleted".to_owned()),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spec_example_rolling_update() {
+    spec_walkthrough("rolling", RestartStrategy::RollingUpdate).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spec_example_recreate() {
+    spec_walkthrough("recreate", RestartStrategy::Recreate).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_roll_highest_ordinal_first() {
+    let (_client, ns, _operator) = setup("three").await;
+    let mut instance = example("redis-example.yaml");
+    instance.spec.replicas = 3;
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_ready(&ns, "redis-example", None, READY_TIMEOUT).await;
+    let before: Vec<_> = pods(&ns, "redis-example").await.iter().map(uid).collect();
+    assert_eq!(before.len(), 3);
+
+    instance
+        .spec
+        .config
+        .insert("maxmemory".into(), "150mb".into());
+    apply_instance(&ns, &instance).await.unwrap();
+    let new_hash = render(&instance.spec.config).hash;
+    // Record the order in which ordinals get a new pod.
+    let order = std::sync::Mutex::new(Vec::new());
+    wait_for(
+        Duration::from_secs(300),
+        "all three pods to be replaced",
+        || {
+            let ns = &ns;
+            let before = &before;
+            let order = &order;
+            async move {
+                let pods = pods(ns, "redis-example").await;
+                let mut order = order.lock().unwrap();
+                for pod in pods {
+                    let ordinal: usize =
+                        pod.name_any().rsplit('-').next().unwrap().parse().unwrap();
+                    if uid(&pod) != before[ordinal] && !order.contains(&ordinal) {
+                        order.push(ordinal);
+                    }
+                }
+                if order.len() == 3 {
+                    Ok(())
+                } else {
+                    Err(format!("replaced so far: {order:?}"))
+                }
+            }
+        },
+    )
+    .await;
+    let order = order.into_inner().unwrap();
+    assert_eq!(
+        order,
+        [2, 1, 0],
+        "StatefulSet rolling updates go from the highest ordinal down"
+    );
+    wait_ready(&ns, "redis-example", Some(&new_hash), READY_TIMEOUT).await;
+    for pod in pods(&ns, "redis-example").await {
+        assert_eq!(config_get(&pod, "maxmemory"), "157286400");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_config_is_refused_and_the_pod_keeps_running() {
+    let (_client, ns, operator) = setup("invalid").await;
+    let good = example("redis-example.yaml");
+    apply_instance(&ns, &good).await.unwrap();
+    wait_ready(&ns, "redis-example", None, READY_TIMEOUT).await;
+    let pod = ready_pod(&ns, "redis-example-0").await;
+    let (_, good_hash) = config_map_and_hash(&ns, "redis-example").await;
+
+    // What the schema can see is refused at admission.
+    let mut negative = good.clone();
+    negative.spec.replicas = -1;
+    let err = apply_instance(&ns, &negative)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("spec.replicas"), "{err}");
+    let mut newline = good.clone();
+    newline
+        .spec
+        .config
+        .insert("maxmemory".into(), "100mb\nport 1".into());
+    let err = apply_instance(&ns, &newline).await.unwrap_err().to_string();
+    assert!(err.contains("spec.config"), "{err}");
+    let mut bad_key = good.clone();
+    bad_key.spec.config.insert("Max Memory".into(), "1".into());
+    assert!(apply_instance(&ns, &bad_key).await.is_err());
+    let mut bad_size = good.clone();
+    bad_size.spec.storage.size = "lots".into();
+    assert!(apply_instance(&ns, &bad_size).await.is_err());
+
+    // The rest is refused by the operator: condition, Warning Event, nothing restarted.
+    let mut bad = good.clone();
+    bad.spec.config.insert("maxmemory".into(), "lots".into());
+    bad.spec.config.insert("daemonize".into(), "yes".into());
+    apply_instance(&ns, &bad).await.unwrap();
+    let api = ns.api::<RedisInstance>();
+    let refused = wait_for(Duration::from_secs(60), "ConfigValid=False", || {
+        let api = api.clone();
+        async move {
+            let ri = api.get("redis-example").await.map_err(|e| e.to_string())?;
+            let status = ri.status.clone().unwrap_or_default();
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "ConfigValid" && c.status == "False")
+                .map(|c| (c.message.clone(), status.phase))
+                .ok_or_else(|| format!("{:?}", status.conditions))
+        }
+    })
+    .await;
+    assert!(
+        refused
+            .0
+            .contains("maxmemory: \"lots\" is not a memory size"),
+        "{}",
+        refused.0
+    );
+    assert!(refused.0.contains("daemonize"), "{}", refused.0);
+    assert_eq!(refused.1.map(|p| p.as_str()), Some("Invalid"));
+    let events = instance_events(&ns, "redis-example").await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, n)| t == "Warning" && r == "InvalidConfig" && n.contains("maxmemory")),
+        "{events:?}"
+    );
+    // Give a wrongly eager operator time to act, then check it did not.
+    wait_for(Duration::from_secs(30), "a resync to pass", || {
+        let lines = operator.log_lines();
+        async move {
+            let refusals = lines
+                .iter()
+                .filter(|l| l["message"] == "Config hash comparison")
+                .count();
+            if refusals >= 2 {
+                Ok(())
+            } else {
+                Err(format!("{refusals} hash comparisons logged"))
+            }
+        }
+    })
+    .await;
+    let still = ns.api::<Pod>().get("redis-example-0").await.unwrap();
+    assert_eq!(
+        uid(&still),
+        uid(&pod),
+        "a refused config must not restart the pod"
+    );
+    assert_eq!(config_and_hash_now(&ns).await, good_hash);
+    assert_eq!(config_get(&pod, "maxmemory"), "104857600");
+
+    // A later valid edit goes through.
+    let mut fixed = good.clone();
+    fixed.spec.config.insert("maxmemory".into(), "120mb".into());
+    apply_instance(&ns, &fixed).await.unwrap();
+    let new_hash = render(&fixed.spec.config).hash;
+    let ri = wait_ready(&ns, "redis-example", Some(&new_hash), READY_TIMEOUT).await;
+    let valid = ri
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "ConfigValid")
+        .unwrap();
+    assert_eq!(valid.status, "True");
+    let pod = ready_pod(&ns, "redis-example-0").await;
+    assert_eq!(config_get(&pod, "maxmemory"), "125829120");
+}
+
+async fn config_and_hash_now(ns: &TestNamespace) -> Option<String> {
+    config_map_and_hash(ns, "redis-example").await.1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_restart_causes_no_pod_restart() {
+    let (_client, ns, operator) = setup("restart-op").await;
+    apply_instance(&ns, &example("redis-example.yaml"))
+        .await
+        .unwrap();
+    wait_ready(&ns, "redis-example", None, READY_TIMEOUT).await;
+    let pod = ready_pod(&ns, "redis-example-0").await;
+    let sts = ns.api::<StatefulSet>().get("redis-example").await.unwrap();
+    assert!(
+        operator.stop().success(),
+        "SIGTERM should end the operator cleanly"
+    );
+
+    let operator = Operator::start(&ns.name);
+    wait_for(
+        Duration::from_secs(60),
+        "the new operator to compare hashes",
+        || {
+            let lines = operator.log_lines();
+            async move {
+                let seen = lines
+                    .iter()
+                    .any(|l| l["message"] == "Config hash comparison" && l["matches"] == true);
+                if seen {
+                    Ok(())
+                } else {
+                    Err("no comparison yet".into())
+                }
+            }
+        },
+    )
+    .await;
+    wait_ready(&ns, "redis-example", None, READY_TIMEOUT).await;
+    let after = ns.api::<StatefulSet>().get("redis-example").await.unwrap();
+    assert_eq!(
+        after.metadata.generation, sts.metadata.generation,
+        "the StatefulSet must not change"
+    );
+    let still = ns.api::<Pod>().get("redis-example-0").await.unwrap();
+    assert_eq!(
+        uid(&still),
+        uid(&pod),
+        "restarting the operator must not restart Redis"
+    );
+    let restarts = still.status.unwrap().container_statuses.unwrap()[0].restart_count;
+    assert_eq!(restarts, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_killed_between_config_map_and_statefulset_converges() {
+    let (_client, ns, operator) = setup("killed").await;
+    let first = example("redis-example.yaml");
+    let applied = apply_instance(&ns, &first).await.unwrap();
+    wait_ready(&ns, "redis-example", None, READY_TIMEOUT).await;
+    let pod = ready_pod(&ns, "redis-example-0").await;
+    operator.kill();
+
+    // Leave the cluster as a crash right after the ConfigMap write would: new ConfigMap,
+    // StatefulSet still on the old hash.
+    let second = example("redis-example-updated.yaml");
+    let mut edited = apply_instance(&ns, &second).await.unwrap();
+    edited.metadata.uid = applied.metadata.uid.clone();
+    let rendered = render(&second.spec.config);
+    ns.api::<ConfigMap>()
+        .patch(
+            "redis-example-config",
+            &PatchParams::apply("redis-operator").force(),
+            &Patch::Apply(&config_map(&edited, &rendered)),
+        )
+        .await
+        .unwrap();
+    let (_, hash) = config_map_and_hash(&ns, "redis-example").await;
+    assert_ne!(
+        hash.as_deref(),
+        Some(rendered.hash.as_str()),
+        "the StatefulSet still has the old hash"
+    );
+
+    let _operator = Operator::start(&ns.name);
+    let pod = replaced_pod(&ns, "redis-example-0", &uid(&pod)).await;
+    wait_ready(&ns, "redis-example", Some(&rendered.hash), READY_TIMEOUT).await;
+    assert_eq!(config_get(&pod, "maxmemory"), "209715200");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_the_instance_leaves_no_orphans() {
+    let (_client, ns, _operator) = setup("delete").await;
+    apply_instance(&ns, &example("redis-example.yaml"))
+        .await
+        .unwrap();
+    wait_ready(&ns, "redis-example", None, READY_TIMEOUT).await;
+    let claims = ns.api::<PersistentVolumeClaim>();
+    let claim = wait_for(
+        Duration::from_secs(60),
+        "the data claim to be adopted by the instance",
+        || {
+            let claims = claims.clone();
+            async move {
+                let claim = claims
+                    .get("data-redis-example-0")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let owned = claim
+                    .owner_references()
+                    .iter()
+                    .any(|o| o.kind == "RedisInstance");
+                if owned {
+                    Ok(claim)
+                } else {
+                    Err(format!("{:?}", claim.owner_references()))
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(claim.status.unwrap().phase.as_deref(), Some("Bound"));
+
+    ns.api::<RedisInstance>()
+        .delete("redis-example", &DeleteParams::background())
+        .await
+        .unwrap();
+    let selector = ListParams::default().labels("app.kubernetes.io/instance=redis-example");
+    wait_for(
+        Duration::from_secs(120),
+        "every object of the instance to be gone",
+        || {
+            let ns = &ns;
+            let selector = selector.clone();
+            async move {
+                let left = [
+                    ns.api::<ConfigMap>()
+                        .list(&selector)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .items
+                        .len(),
+                    ns.api::<Service>()
+                        .list(&selector)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .items
+                        .len(),
+                    ns.api::<StatefulSet>()
+                        .list(&selector)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .items
+                        .len(),
+                    ns.api::<Pod>()
+                        .list(&selector)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .items
+                        .len(),
+                    ns.api::<PersistentVolumeClaim>()
+                        .list(&selector)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .items
+                        .len(),
+                ];
+                if left.iter().all(|n| *n == 0) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "left (configmaps, services, statefulsets, pods, claims): {left:?}"
+                    ))
+                }
+            }
+        },
+    )
+    .await;
+}
