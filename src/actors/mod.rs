@@ -10,3 +10,6 @@
 pub mod instance;
 pub mod metrics;
 pub mod supervisor;
+
+#[cfg(test)]
+mod mock_api_tests;

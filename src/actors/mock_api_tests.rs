@@ -1,0 +1,178 @@
+//! The instance actor against a scripted API server: what it writes, and what it must not.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
+use kube::client::Body;
+use kube::runtime::events::Reporter;
+use ractor::Actor;
+use serde_json::{Value, json};
+
+use super::instance::{InstanceArgs, InstanceMsg, RedisInstanceActor, Timings};
+use super::metrics::{InstanceKey, MetricsActor};
+use crate::config::render::render;
+use crate::crd::RedisInstance;
+use crate::kube_io::InstanceApi;
+use crate::resources::{config_map, fixtures, statefulset};
+
+type Log = Arc<Mutex<Vec<(Method, String, Value)>>>;
+
+/// Serves the live state of a healthy, converged instance and records every request.
+fn scripted_api(instance: &RedisInstance, log: Log) -> kube::Client {
+    let rendered = render(&instance.spec.config);
+    let cm = serde_json::to_value(config_map(instance, &rendered)).unwrap();
+    let mut sts: StatefulSet = statefulset(instance, &rendered.hash, None);
+    sts.metadata.generation = Some(1);
+    sts.status = Some(StatefulSetStatus {
+        observed_generation: Some(1),
+        replicas: 1,
+        ready_replicas: Some(1),
+        updated_replicas: Some(1),
+        current_revision: Some("r1".into()),
+        update_revision: Some("r1".into()),
+        ..StatefulSetStatus::default()
+    });
+    let sts = serde_json::to_value(sts).unwrap();
+    let instance_json = serde_json::to_value(instance).unwrap();
+    let service = tower::service_fn(move |req: Request<Body>| {
+        let log = log.clone();
+        let (cm, sts, instance_json) = (cm.clone(), sts.clone(), instance_json.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect_bytes().await.unwrap_or_default();
+            let sent: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let path = parts.uri.path().to_owned();
+            log.lock()
+                .unwrap()
+                .push((parts.method.clone(), path.clone(), sent.clone()));
+            let (status, reply) = match (parts.method.clone(), path.as_str()) {
+                (_, p) if p.ends_with("/configmaps/redis-example-config") => (StatusCode::OK, cm),
+                (_, p) if p.ends_with("/statefulsets/redis-example") => (StatusCode::OK, sts),
+                (_, p) if p.ends_with("/services/redis-example") => (StatusCode::OK, sent),
+                (Method::GET, p) if p.ends_with("/persistentvolumeclaims") => (
+                    StatusCode::OK,
+                    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {}, "items": []}),
+                ),
+                (_, p) if p.ends_with("/status") => (StatusCode::OK, instance_json),
+                (Method::POST, p) if p.ends_with("/events") => (StatusCode::CREATED, sent),
+                _ => (
+                    StatusCode::NOT_FOUND,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound", "message": "not scripted"}),
+                ),
+            };
+            let response = Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                .unwrap();
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    kube::Client::new(service, "team-a")
+}
+
+fn writes_to(log: &Log, kind: &str) -> Vec<(Method, String)> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, p, _)| *m != Method::GET && p.contains(kind))
+        .map(|(m, p, _)| (m.clone(), p.clone()))
+        .collect()
+}
+
+async fn wait_until(log: &Log, what: &str, check: impl Fn(&[(Method, String, Value)]) -> bool) {
+    for _ in 0..200 {
+        if check(&log.lock().unwrap()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "timed out waiting for {what}; requests: {:#?}",
+        log.lock().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn refused_edit_writes_only_status_and_an_event() {
+    let mut good = fixtures::instance(&[("maxmemory", "100mb")]);
+    good.metadata.generation = Some(1);
+    let log = Log::default();
+    let client = scripted_api(&good, log.clone());
+    let (metrics, _) = Actor::spawn(None, MetricsActor, prometheus::Registry::new())
+        .await
+        .unwrap();
+    let reporter = Reporter {
+        controller: "test".into(),
+        instance: None,
+    };
+    let args = InstanceArgs {
+        key: InstanceKey {
+            namespace: "team-a".into(),
+            name: "redis-example".into(),
+        },
+        api: InstanceApi::new(client, "team-a", reporter),
+        metrics,
+        snapshots: Default::default(),
+        timings: Timings::default(),
+    };
+    let (actor, handle) = Actor::spawn(None, RedisInstanceActor, args).await.unwrap();
+
+    // A fresh actor facing a converged instance: one idempotent apply, no restart.
+    actor
+        .send_message(InstanceMsg::Spec(Arc::new(good.clone())))
+        .unwrap();
+    wait_until(&log, "the first status write", |reqs| {
+        reqs.iter().any(|(_, p, _)| p.ends_with("/status"))
+    })
+    .await;
+    assert_eq!(
+        writes_to(&log, "/statefulsets").len(),
+        1,
+        "only the idempotent re-apply"
+    );
+    assert!(writes_to(&log, "/configmaps").is_empty());
+    log.lock().unwrap().clear();
+
+    // An invalid edit: refused with an Event and a status, nothing else written.
+    let mut bad = good.clone();
+    bad.metadata.generation = Some(2);
+    bad.spec.config.insert("maxmemory".into(), "lots".into());
+    actor
+        .send_message(InstanceMsg::Spec(Arc::new(bad)))
+        .unwrap();
+    wait_until(&log, "the refusal's status write", |reqs| {
+        reqs.iter().any(|(_, p, body)| {
+            p.ends_with("/status") && body.to_string().contains("\"reason\":\"InvalidConfig\"")
+        })
+    })
+    .await;
+    let events = writes_to(&log, "/events");
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(_, p, _)| p.ends_with("/events"))
+        .unwrap()
+        .2
+        .clone();
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "InvalidConfig");
+    assert!(
+        event["note"].as_str().unwrap().contains("maxmemory"),
+        "{event}"
+    );
+    assert!(
+        writes_to(&log, "/statefulsets").is_empty(),
+        "a refused edit must not touch the StatefulSet"
+    );
+    assert!(
+        writes_to(&log, "/configmaps").is_empty(),
+        "a refused edit must not touch the ConfigMap"
+    );
+    actor.stop(None);
+    handle.await.unwrap();
+}
