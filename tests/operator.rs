@@ -304,21 +304,28 @@ async fn invalid_config_is_refused_and_the_pod_keeps_running() {
             .any(|(t, r, n)| t == "Warning" && r == "InvalidConfig" && n.contains("maxmemory")),
         "{events:?}"
     );
-    // Give a wrongly eager operator time to act, then check it did not.
-    wait_for(Duration::from_secs(30), "a resync to pass", || {
-        let lines = operator.log_lines();
-        async move {
-            let refusals = lines
-                .iter()
-                .filter(|l| l["message"] == "Config hash comparison")
-                .count();
-            if refusals >= 2 {
-                Ok(())
-            } else {
-                Err(format!("{refusals} hash comparisons logged"))
+    // Give a wrongly eager operator time to act: two more passes after the refusal.
+    wait_for(
+        Duration::from_secs(30),
+        "two passes after the refusal",
+        || {
+            let lines = operator.log_lines();
+            async move {
+                let refused_at = lines.iter().position(|l| l["message"] == "config refused");
+                let after = refused_at.map_or(0, |i| {
+                    lines[i..]
+                        .iter()
+                        .filter(|l| l["message"] == "Config hash comparison")
+                        .count()
+                });
+                if after >= 2 {
+                    Ok(())
+                } else {
+                    Err(format!("{after} hash comparisons since the refusal"))
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     let still = ns.api::<Pod>().get("redis-example-0").await.unwrap();
     assert_eq!(
