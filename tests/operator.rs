@@ -1,10 +1,12 @@
 //! End-to-end tests of the operator on the local cluster: the spec's five test steps, both
 //! restart strategies, rolling order, refused input, operator restarts, and cleanup.
 
+mod common;
 mod e2e;
 
 use std::time::Duration;
 
+use common::{TestNamespace, client, ready_pod, ready_pod_not, redis_cli, uid, wait_for};
 use e2e::*;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
@@ -30,23 +32,6 @@ async fn setup(prefix: &str) -> (kube::Client, TestNamespace, Operator) {
     (client, ns, operator)
 }
 
-/// Waits for the pod at `ordinal` to be a new pod (uid differs from `old`) and ready.
-async fn replaced_pod(ns: &TestNamespace, name: &str, old: &str) -> Pod {
-    let api = ns.api::<Pod>();
-    wait_for(READY_TIMEOUT, &format!("pod {name} to be replaced"), || {
-        let api = api.clone();
-        async move {
-            match api.get_opt(name).await.map_err(|e| e.to_string())? {
-                Some(pod) if uid(&pod) != old => Ok(()),
-                Some(_) => Err("still the old pod".into()),
-                None => Err("no pod".into()),
-            }
-        }
-    })
-    .await;
-    ready_pod(ns, name).await
-}
-
 /// The spec's test steps with its two example manifests, under the given strategy.
 async fn spec_walkthrough(prefix: &str, strategy: RestartStrategy) {
     let (_client, ns, operator) = setup(prefix).await;
@@ -61,10 +46,10 @@ async fn spec_walkthrough(prefix: &str, strategy: RestartStrategy) {
     assert_eq!(ready.status.as_ref().unwrap().config_hash, hash);
     assert!(text.contains("maxmemory 100mb\n"), "{text}");
     let pod = ready_pod(&ns, "redis-example-0").await;
-    assert_eq!(config_get(&pod, "maxmemory"), "104857600");
+    assert_eq!(config_get(&pod, "maxmemory").await, "104857600");
     assert_eq!(
-        redis_cli(&pod, &["SET", "written-before-restart", "kept"]),
-        ["OK"]
+        redis_cli(&pod, &["SET", "written-before-restart", "kept"]).await,
+        "OK"
     );
     let sts_before = ns.api::<StatefulSet>().get("redis-example").await.unwrap();
     let pvc_before = ns
@@ -78,19 +63,19 @@ async fn spec_walkthrough(prefix: &str, strategy: RestartStrategy) {
     second.spec.restart_strategy = strategy;
     apply_instance(&ns, &second).await.unwrap();
     let new_hash = render(&second.spec.config).hash;
-    let pod = replaced_pod(&ns, "redis-example-0", &uid(&pod)).await;
+    let pod = ready_pod_not(&ns, "redis-example-0", Some(&uid(&pod))).await;
     let ready = wait_ready(&ns, "redis-example", Some(&new_hash), READY_TIMEOUT).await;
     let (text, hash) = config_map_and_hash(&ns, "redis-example").await;
     assert_eq!(hash.as_deref(), Some(sha256sum(&text).as_str()));
     assert_eq!(hash.as_deref(), Some(new_hash.as_str()));
 
     // Step 5: the running Redis has the new config, and the data survived.
-    assert_eq!(config_get(&pod, "maxmemory"), "209715200");
-    assert_eq!(config_get(&pod, "maxmemory-policy"), "allkeys-lfu");
-    assert_eq!(config_get(&pod, "save"), "900 1 300 10 60 10000");
+    assert_eq!(config_get(&pod, "maxmemory").await, "209715200");
+    assert_eq!(config_get(&pod, "maxmemory-policy").await, "allkeys-lfu");
+    assert_eq!(config_get(&pod, "save").await, "900 1 300 10 60 10000");
     assert_eq!(
-        redis_cli(&pod, &["GET", "written-before-restart"]),
-        ["kept"]
+        redis_cli(&pod, &["GET", "written-before-restart"]).await,
+        "kept"
     );
 
     let status = ready.status.unwrap();
@@ -233,7 +218,7 @@ async fn three_replicas_roll_highest_ordinal_first() {
     );
     wait_ready(&ns, "redis-example", Some(&new_hash), READY_TIMEOUT).await;
     for pod in pods(&ns, "redis-example").await {
-        assert_eq!(config_get(&pod, "maxmemory"), "157286400");
+        assert_eq!(config_get(&pod, "maxmemory").await, "157286400");
     }
 }
 
@@ -334,7 +319,7 @@ async fn invalid_config_is_refused_and_the_pod_keeps_running() {
         "a refused config must not restart the pod"
     );
     assert_eq!(config_and_hash_now(&ns).await, good_hash);
-    assert_eq!(config_get(&pod, "maxmemory"), "104857600");
+    assert_eq!(config_get(&pod, "maxmemory").await, "104857600");
 
     // A later valid edit goes through.
     let mut fixed = good.clone();
@@ -351,7 +336,7 @@ async fn invalid_config_is_refused_and_the_pod_keeps_running() {
         .unwrap();
     assert_eq!(valid.status, "True");
     let pod = ready_pod(&ns, "redis-example-0").await;
-    assert_eq!(config_get(&pod, "maxmemory"), "125829120");
+    assert_eq!(config_get(&pod, "maxmemory").await, "125829120");
 }
 
 async fn config_and_hash_now(ns: &TestNamespace) -> Option<String> {
@@ -438,9 +423,9 @@ async fn operator_killed_between_config_map_and_statefulset_converges() {
     );
 
     let _operator = Operator::start(&ns.name);
-    let pod = replaced_pod(&ns, "redis-example-0", &uid(&pod)).await;
+    let pod = ready_pod_not(&ns, "redis-example-0", Some(&uid(&pod))).await;
     wait_ready(&ns, "redis-example", Some(&rendered.hash), READY_TIMEOUT).await;
-    assert_eq!(config_get(&pod, "maxmemory"), "209715200");
+    assert_eq!(config_get(&pod, "maxmemory").await, "209715200");
 }
 
 #[tokio::test(flavor = "multi_thread")]

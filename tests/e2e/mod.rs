@@ -1,71 +1,20 @@
-//! Harness for the operator's end-to-end tests: a namespace per test, an operator process per
-//! test, bounded waits, and the checks a user would run (objects, Events, redis-cli).
+//! Operator-specific harness for the end-to-end tests, on top of `tests/common`: the CRD, an
+//! operator process per test, and the checks a user would run (objects, hashes, Events).
 
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config, CustomResourceExt, ResourceExt};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, CustomResourceExt, ResourceExt};
 use redis_operator::crd::RedisInstance;
 
-/// Where `hack/local-cluster up` writes the admin kubeconfig (overridable for other clusters).
-pub fn kubeconfig_path() -> PathBuf {
-    std::env::var_os("LOCAL_CLUSTER_KUBECONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".local-cluster/kubeconfig")
-        })
-}
-
-/// A client for the local cluster; fails the test with a hint when it is not up.
-pub async fn client() -> Client {
-    let path = kubeconfig_path();
-    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
-        panic!(
-            "no local cluster kubeconfig at {} ({e}); run `hack/local-cluster up` (make test does)",
-            path.display()
-        )
-    });
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("a usable kubeconfig");
-    let client = Client::try_from(config).expect("a client");
-    client.apiserver_version().await.unwrap_or_else(|e| {
-        panic!(
-            "local cluster at {} does not answer ({e}); run `hack/local-cluster up`",
-            path.display()
-        )
-    });
-    client
-}
-
-/// Polls `check` every 500ms until it returns `Some`, or fails after `timeout` naming `what`
-/// and the last observation.
-pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match check().await {
-            Ok(value) => return value,
-            Err(observed) => observed,
-        };
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}; last observed: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
+use crate::common::{TestNamespace, kubeconfig_path, redis_cli, wait_for};
 
 /// Installs the CRD (server-side apply, so concurrent tests agree) and waits until it serves.
 pub async fn install_crd(client: &Client) {
@@ -103,58 +52,6 @@ pub async fn install_crd(client: &Client) {
         },
     )
     .await;
-}
-
-/// A namespace that lives as long as the test; labelled so leftovers are easy to find.
-pub struct TestNamespace {
-    pub name: String,
-    client: Client,
-}
-
-impl TestNamespace {
-    /// Creates `e2e-<prefix>-<random>`.
-    pub async fn create(client: &Client, prefix: &str) -> Self {
-        let suffix = format!(
-            "{:x}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        );
-        let name = format!("e2e-{prefix}-{suffix}");
-        let ns: Namespace = serde_json::from_value(serde_json::json!({
-            "metadata": { "name": name, "labels": { "redis-operator.dev/test": "e2e" } }
-        }))
-        .unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("create test namespace");
-        Self {
-            name,
-            client: client.clone(),
-        }
-    }
-
-    pub fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        Api::namespaced(self.client.clone(), &self.name)
-    }
-}
-
-impl Drop for TestNamespace {
-    fn drop(&mut self) {
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        let name = self.name.clone();
-        // Drop cannot be async; the tests run on the multi-threaded runtime.
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async move {
-                let _ = api.delete(&name, &DeleteParams::background()).await;
-            })
-        });
-    }
 }
 
 /// The operator binary, running against the local cluster and watching one namespace.
@@ -349,70 +246,6 @@ pub async fn pods(ns: &TestNamespace, instance: &str) -> Vec<Pod> {
     pods
 }
 
-/// The running, ready pod `name`, waiting for it.
-pub async fn ready_pod(ns: &TestNamespace, name: &str) -> Pod {
-    let api = ns.api::<Pod>();
-    wait_for(
-        Duration::from_secs(120),
-        &format!("pod {name} to be Running and Ready"),
-        || {
-            let api = api.clone();
-            async move {
-                let pod = api.get(name).await.map_err(|e| e.to_string())?;
-                let status = pod.status.clone().unwrap_or_default();
-                let ready = status
-                    .conditions
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True");
-                if status.phase.as_deref() == Some("Running")
-                    && ready
-                    && pod.metadata.deletion_timestamp.is_none()
-                {
-                    Ok(pod)
-                } else {
-                    Err(format!("phase {:?}, ready {ready}", status.phase))
-                }
-            }
-        },
-    )
-    .await
-}
-
-/// Runs `redis-cli -h <pod IP>` with `args`; returns stdout lines.
-pub fn redis_cli(pod: &Pod, args: &[&str]) -> Vec<String> {
-    let ip = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.pod_ip.clone())
-        .expect("pod has an IP");
-    let out = Command::new("redis-cli")
-        .args(["-h", &ip, "-p", "6379"])
-        .args(args)
-        .output()
-        .expect("redis-cli is installed (hack/local-cluster installs redis-tools)");
-    assert!(
-        out.status.success(),
-        "redis-cli {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-/// `CONFIG GET <name>` on the pod: the value.
-pub fn config_get(pod: &Pod, name: &str) -> String {
-    let lines = redis_cli(pod, &["CONFIG", "GET", name]);
-    assert_eq!(
-        lines.first().map(String::as_str),
-        Some(name),
-        "CONFIG GET {name} answered {lines:?}"
-    );
-    lines.get(1).cloned().unwrap_or_default()
-}
-
 /// The live ConfigMap's redis.conf and the StatefulSet's hash annotation.
 pub async fn config_map_and_hash(ns: &TestNamespace, instance: &str) -> (String, Option<String>) {
     let cm = ns
@@ -473,7 +306,14 @@ pub async fn instance_events(ns: &TestNamespace, instance: &str) -> Vec<(String,
         .collect()
 }
 
-/// A pod's uid, to tell a restarted pod from the same one.
-pub fn uid(pod: &Pod) -> String {
-    pod.metadata.uid.clone().unwrap()
+/// `CONFIG GET <name>` on the pod: the value.
+pub async fn config_get(pod: &Pod, name: &str) -> String {
+    let out = redis_cli(pod, &["CONFIG", "GET", name]).await;
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some(name),
+        "CONFIG GET {name} answered {out:?}"
+    );
+    lines.next().unwrap_or_default().to_owned()
 }

@@ -1,2 +1,206 @@
-//! Placeholder until the node agent lands.
-fn main() {}
+//! `node-agent`: the local cluster's only node. Wiring and signal handling; see README.md.
+
+mod binder;
+mod capacity;
+mod host;
+mod image;
+mod informer;
+mod ipam;
+mod mountpoints;
+mod network;
+mod node;
+mod pods;
+mod provisioner;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Client, Config};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use ipam::{Cidr, Ipam};
+use mountpoints::MountPoints;
+use network::Network;
+use node::{NodeConfig, Registration};
+use pods::{BackoffConfig, Ctx};
+use provisioner::Provisioner;
+
+/// A stand-in for kubelet, kube-scheduler and a volume provisioner on a one-node local cluster.
+///
+/// It registers a Node, binds pending pods to it once their PersistentVolumeClaims are Bound,
+/// provisions directory-backed PersistentVolumes for the StorageClass it serves, and runs each
+/// pod's containers as host processes: in a network namespace with its own pod IP (reachable
+/// from the host), with volumes bind-mounted in a private mount namespace per container.
+/// Images are not pulled; a supported image name maps to host binaries (redis -> redis-server).
+///
+/// Needs root. On SIGTERM/SIGINT it stops all pods gracefully and removes its network devices
+/// and mount points; on start it first reclaims whatever a crashed run left behind.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Kubeconfig of the cluster; needs rights to bind pods and create PersistentVolumes.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Name of the Node object this agent registers and serves.
+    #[arg(long, default_value = "local-node")]
+    node_name: String,
+    /// Pod volumes, pid records, logs (`pods/<ns>_<name>_<uid>/<container>.log`), PV directories.
+    #[arg(long, default_value = ".local-cluster/node")]
+    state_dir: PathBuf,
+    /// Pod IPs come from here; its last usable address is the host's (the pods' gateway).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pod_cidr: Cidr,
+    /// StorageClass whose claims this agent provisions.
+    #[arg(long, default_value = "standard")]
+    storage_class: String,
+    /// Provisioner name that StorageClass names; set on the PVs this agent creates.
+    #[arg(long, default_value = "local.redis-operator.dev/hostpath")]
+    provisioner: String,
+    /// Pod capacity reported on the Node.
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    /// First crash-loop back-off delay (the kubelet's is 10s); it doubles per crash.
+    #[arg(long, default_value_t = 10)]
+    crash_backoff_seconds: u64,
+    /// Crash-loop back-off ceiling (the kubelet's is 300s).
+    #[arg(long, default_value_t = 300)]
+    crash_backoff_max_seconds: u64,
+    /// Longest grace period granted to a pod when the agent itself stops.
+    #[arg(long, default_value_t = 20)]
+    shutdown_grace_seconds: u64,
+    /// Only remove what an earlier run left behind (processes, network devices, mount
+    /// points), then exit.
+    #[arg(long)]
+    reclaim_only: bool,
+}
+
+async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("failed to read kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
+        }
+        None => Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+async fn terminated() -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube=warn".into()),
+        )
+        // Plain text when logging to a file (hack/local-cluster does).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("node-agent must run as root: it creates network namespaces and mounts");
+    }
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("failed to create {}", args.state_dir.display()))?;
+    let state_dir = args.state_dir.canonicalize()?;
+    let mountpoints = MountPoints::new(&state_dir);
+
+    let killed = pods::reclaim(&state_dir).await;
+    Network::reclaim().await;
+    mountpoints.remove_created();
+    if killed > 0 {
+        tracing::info!(killed, "reclaimed processes of an earlier run");
+    }
+    if args.reclaim_only {
+        return Ok(());
+    }
+
+    let network = Network::new(args.pod_cidr);
+    network.setup().await?;
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let registration = Registration::register(
+        client.clone(),
+        NodeConfig {
+            name: args.node_name.clone(),
+            pod_cidr: args.pod_cidr,
+            host_ip: network.gateway(),
+            state_dir: state_dir.clone(),
+            max_pods: args.max_pods,
+        },
+    )
+    .await?;
+    tracing::info!(node = %args.node_name, pod_cidr = %args.pod_cidr, "node registered");
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "node-agent".into(),
+            instance: Some(args.node_name.clone()),
+        },
+    );
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        node_name: args.node_name.clone(),
+        state_dir: state_dir.clone(),
+        network,
+        ipam: Mutex::new(Ipam::new(args.pod_cidr)),
+        backoff: BackoffConfig {
+            initial: Duration::from_secs(args.crash_backoff_seconds),
+            max: Duration::from_secs(args.crash_backoff_max_seconds),
+            reset_after: Duration::from_secs(600),
+        },
+        mountpoints,
+        recorder: recorder.clone(),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
+    });
+    let shutdown = CancellationToken::new();
+    let tasks = [
+        tokio::spawn(registration.run(shutdown.clone())),
+        tokio::spawn(binder::run(
+            client.clone(),
+            args.node_name.clone(),
+            node::labels(&args.node_name),
+            recorder.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(
+            Provisioner {
+                client: client.clone(),
+                recorder,
+                class: args.storage_class.clone(),
+                name: args.provisioner.clone(),
+                node: args.node_name.clone(),
+                volumes_dir: state_dir.join("volumes"),
+            }
+            .run(shutdown.clone()),
+        ),
+        tokio::spawn(pods::run(ctx.clone(), shutdown.clone())),
+    ];
+
+    terminated().await?;
+    tracing::info!("stopping: terminating pods");
+    shutdown.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
+    Network::reclaim().await;
+    ctx.mountpoints.remove_created();
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! Maps container images to host installs: nothing is pulled, a known image runs host binaries.
+
+/// What a supported image stands for on this host.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HostImage {
+    /// The repository's last path part this entry matches (`redis` matches `docker.io/library/redis:7`).
+    pub name: &'static str,
+    /// The image's default command, used when the container sets none.
+    pub default_command: &'static [&'static str],
+    /// The image's WORKDIR, used when the container sets no `workingDir`.
+    pub working_dir: &'static str,
+}
+
+/// Images this agent can run. The official redis image has `WORKDIR /data` and runs `redis-server`.
+pub const SUPPORTED: &[HostImage] = &[HostImage {
+    name: "redis",
+    default_command: &["redis-server"],
+    working_dir: "/data",
+}];
+
+/// The image has no host equivalent.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "image {image:?} is not supported by the local node agent; supported images (any registry, tag or digest): {supported}"
+)]
+pub struct Unsupported {
+    pub image: String,
+    pub supported: String,
+}
+
+/// The repository's last path part: `registry:5000/library/redis:7.2@sha256:..` -> `redis`.
+pub fn repository_name(image: &str) -> &str {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    // A colon left in the last part can only start a tag (a registry port precedes a '/').
+    last.split(':').next().unwrap_or(last)
+}
+
+pub fn resolve(image: &str) -> Result<&'static HostImage, Unsupported> {
+    let name = repository_name(image);
+    SUPPORTED
+        .iter()
+        .find(|known| known.name == name)
+        .ok_or_else(|| Unsupported {
+            image: image.to_owned(),
+            supported: SUPPORTED
+                .iter()
+                .map(|known| known.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_images_from_any_registry_tag_or_digest_run_redis_server() {
+        for image in [
+            "redis",
+            "redis:7.0",
+            "docker.io/library/redis:7.2",
+            "localhost:5000/cache/redis:7.2-alpine",
+            "redis@sha256:0123abcd",
+            "bitnami/redis:latest",
+        ] {
+            let host = resolve(image).unwrap_or_else(|e| panic!("{image}: {e}"));
+            assert_eq!(host.default_command, ["redis-server"], "{image}");
+        }
+    }
+
+    #[test]
+    fn unknown_images_name_the_image_and_the_supported_ones() {
+        let err = resolve("nginx:1.27").unwrap_err();
+        assert_eq!(err.image, "nginx:1.27");
+        let message = err.to_string();
+        assert!(message.contains("\"nginx:1.27\""), "{message}");
+        assert!(message.contains("redis"), "{message}");
+        // A port in the registry is not a tag.
+        assert!(resolve("localhost:5000/redis-exporter").is_err());
+        assert_eq!(repository_name("localhost:5000/redis"), "redis");
+    }
+}

@@ -1,0 +1,593 @@
+//! One container: a host process in the pod's namespaces with its volumes bind-mounted, its
+//! exit, a graceful stop, and the kubelet's restart backoff.
+
+use std::net::Ipv4Addr;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use super::prober::{Prober, Probes, Target};
+use super::sandbox;
+use super::status::ContainerView;
+use crate::host;
+
+/// A bind mount into the container's mount namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub source: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// Everything needed to start the container process.
+#[derive(Debug)]
+pub struct Launch {
+    pub sandbox_pid: u32,
+    pub pod_ip: Ipv4Addr,
+    pub pod_dir: PathBuf,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: String,
+    pub mounts: Vec<Mount>,
+    /// An empty directory no mount target covers; see `START_SCRIPT`.
+    pub stage: PathBuf,
+    pub log: PathBuf,
+    pub probes: Probes,
+}
+
+/// Runs inside a fresh private mount namespace (inside the pod's network namespace), then
+/// execs the command, so the container's pid is this script's. Arguments: the staging
+/// directory, the mount sources, `--`, (target, ro|rw) pairs, `--`, working dir, argv.
+///
+/// Containers share the host's root, so a volume mounted at, say, /work would hide sources
+/// under /work (such as this repository's state directory) from the mounts after it. Every
+/// source is therefore first bind-mounted to `<stage>/<i>`, which no target covers, and the
+/// targets are mounted from there.
+const START_SCRIPT: &str = r#"set -e
+stage=$1; shift
+i=0
+while [ "$1" != "--" ]; do mount --bind "$1" "$stage/$i"; i=$((i + 1)); shift; done
+shift
+i=0
+while [ "$1" != "--" ]; do
+  if [ -d "$stage/$i" ]; then mkdir -p "$1"; else mkdir -p "$(dirname "$1")"; [ -e "$1" ] || : >"$1"; fi
+  mount --bind "$stage/$i" "$1"
+  if [ "$2" = ro ]; then mount -o remount,bind,ro "$1"; fi
+  i=$((i + 1)); shift 2
+done
+shift
+if [ "$i" -gt 0 ]; then umount -l "$stage"/*; fi
+mkdir -p "$1"
+cd "$1"
+shift
+exec "$@"
+"#;
+
+/// Restart delays: none for the first restart, then `initial` doubling up to `max`; reset once
+/// a container ran for `reset_after`. The kubelet uses 10s, 300s and 10 minutes.
+#[derive(Debug, Clone, Copy)]
+pub struct BackoffConfig {
+    pub initial: Duration,
+    pub max: Duration,
+    pub reset_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Backoff {
+    config: BackoffConfig,
+    next: Duration,
+}
+
+impl Backoff {
+    fn delay(&mut self, ran_for: Duration) -> Duration {
+        if ran_for >= self.config.reset_after {
+            self.next = Duration::ZERO;
+        }
+        let delay = self.next;
+        self.next = if delay.is_zero() {
+            self.config.initial
+        } else {
+            (delay * 2).min(self.config.max)
+        };
+        delay
+    }
+}
+
+/// How a run of the container ended.
+#[derive(Debug, Clone)]
+pub struct Termination {
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub reason: String,
+    pub message: Option<String>,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    pub container_id: Option<String>,
+    /// Killed because a liveness or startup probe failed: restarted even under `OnFailure`.
+    pub probe_failure: bool,
+}
+
+impl Termination {
+    fn state(&self) -> ContainerState {
+        ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: self.exit_code,
+                signal: self.signal,
+                reason: Some(self.reason.clone()),
+                message: self.message.clone(),
+                started_at: Some(Time(self.started_at)),
+                finished_at: Some(Time(self.finished_at)),
+                container_id: self.container_id.clone(),
+            }),
+            ..ContainerState::default()
+        }
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    /// Not running and not run yet (or failed to start); try at `retry_at`.
+    Waiting {
+        reason: String,
+        message: Option<String>,
+        retry_at: Instant,
+    },
+    Running {
+        child: Child,
+        pid: u32,
+        started_at: Timestamp,
+        prober: Prober,
+    },
+    /// Ended; restarted at `restart_at` if the restart policy says so.
+    Exited {
+        termination: Termination,
+        restart_at: Option<Instant>,
+        delay: Duration,
+    },
+}
+
+/// What `poll` noticed.
+#[derive(Debug)]
+pub enum Event {
+    Exited,
+    /// A liveness or startup probe gave up: the worker stops the container.
+    ProbeFailed(String),
+}
+
+#[derive(Debug)]
+pub struct ContainerRuntime {
+    pub name: String,
+    image: String,
+    image_id: String,
+    pub sidecar: bool,
+    restart_count: i32,
+    state: State,
+    last_termination: Option<Termination>,
+    /// It ran under an earlier agent run, so its first start here is a restart.
+    restored_run: bool,
+    backoff: Backoff,
+}
+
+impl ContainerRuntime {
+    /// `previous` is the container's status from before an agent restart: its restart count
+    /// carries on, and a container that was running counts as killed (the restart reclaimed it).
+    pub fn new(
+        name: &str,
+        image: &str,
+        sidecar: bool,
+        previous: Option<&ContainerStatus>,
+        backoff: BackoffConfig,
+    ) -> Self {
+        let ran = previous
+            .and_then(|s| s.state.as_ref())
+            .is_some_and(|s| s.running.is_some() || s.terminated.is_some());
+        let now = Timestamp::now();
+        Self {
+            name: name.to_owned(),
+            image: image.to_owned(),
+            image_id: String::new(),
+            sidecar,
+            restart_count: previous.map_or(0, |s| s.restart_count),
+            state: State::Waiting {
+                reason: "ContainerCreating".into(),
+                message: None,
+                retry_at: Instant::now(),
+            },
+            last_termination: ran.then(|| Termination {
+                exit_code: 137,
+                signal: Some(9),
+                reason: "Error".into(),
+                message: Some("killed when the node agent restarted".into()),
+                started_at: now,
+                finished_at: now,
+                container_id: None,
+                probe_failure: false,
+            }),
+            restored_run: ran,
+            backoff: Backoff {
+                config: backoff,
+                next: Duration::ZERO,
+            },
+        }
+    }
+
+    /// Reports why the container cannot start yet; the worker retries at `retry_at`.
+    pub fn wait(&mut self, reason: &str, message: Option<String>, retry_in: Duration) {
+        if matches!(self.state, State::Running { .. }) {
+            return;
+        }
+        self.state = State::Waiting {
+            reason: reason.into(),
+            message,
+            retry_at: Instant::now() + retry_in,
+        };
+    }
+
+    pub fn waiting_reason(&self) -> Option<&str> {
+        match &self.state {
+            State::Waiting { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(self.state, State::Running { .. })
+    }
+
+    /// Waiting (or backed off) and its time has come.
+    pub fn is_due(&self, now: Instant) -> bool {
+        match &self.state {
+            State::Waiting { retry_at, .. } => *retry_at <= now,
+            State::Exited { restart_at, .. } => restart_at.is_some_and(|at| at <= now),
+            State::Running { .. } => false,
+        }
+    }
+
+    pub fn termination(&self) -> Option<&Termination> {
+        match &self.state {
+            State::Exited { termination, .. } => Some(termination),
+            _ => None,
+        }
+    }
+
+    /// A delay for the next start attempt after a failure to start.
+    pub fn retry_delay(&mut self) -> Duration {
+        self.backoff
+            .delay(Duration::ZERO)
+            .max(Duration::from_secs(1))
+    }
+
+    /// Notices an exit or a failed probe.
+    pub fn poll(&mut self) -> Option<Event> {
+        let State::Running { child, prober, .. } = &mut self.state else {
+            return None;
+        };
+        if let Ok(Some(status)) = child.try_wait() {
+            self.finish(Some(status), false);
+            return Some(Event::Exited);
+        }
+        prober
+            .verdict
+            .borrow()
+            .failed
+            .clone()
+            .map(Event::ProbeFailed)
+    }
+
+    /// Marks the container exited with `status` (None: unknown).
+    fn finish(&mut self, status: Option<ExitStatus>, probe_failure: bool) {
+        let State::Running {
+            pid, started_at, ..
+        } = &self.state
+        else {
+            return;
+        };
+        let (exit_code, signal) = match status {
+            Some(s) => match (s.code(), s.signal()) {
+                (Some(code), _) => (code, None),
+                // Container runtimes report death by signal N as exit code 128+N.
+                (None, Some(sig)) => (128 + sig, Some(sig)),
+                (None, None) => (-1, None),
+            },
+            None => (-1, None),
+        };
+        let termination = Termination {
+            exit_code,
+            signal,
+            reason: if exit_code == 0 { "Completed" } else { "Error" }.into(),
+            message: None,
+            started_at: *started_at,
+            finished_at: Timestamp::now(),
+            container_id: Some(container_id(*pid)),
+            probe_failure,
+        };
+        self.state = State::Exited {
+            termination,
+            restart_at: None,
+            delay: Duration::ZERO,
+        };
+    }
+
+    /// Schedules a restart of an exited container after the backoff delay.
+    pub fn schedule_restart(&mut self) {
+        if let State::Exited {
+            termination,
+            restart_at,
+            delay,
+        } = &mut self.state
+            && restart_at.is_none()
+        {
+            let ran_for = termination
+                .finished_at
+                .duration_since(termination.started_at)
+                .unsigned_abs();
+            *delay = self.backoff.delay(ran_for);
+            *restart_at = Some(Instant::now() + *delay);
+        }
+    }
+
+    /// Starts the container process. On failure the container waits with a reason and a retry
+    /// time, and the error is returned for logging.
+    pub async fn start(&mut self, launch: Launch) -> Result<(), String> {
+        match self.spawn(&launch) {
+            Ok(child) => {
+                let pid = child.id().unwrap_or_default();
+                if let Err(e) = sandbox::record_pid(&launch.pod_dir, pid) {
+                    tracing::warn!(error = %e, "container pid not recorded; a crash would leak it");
+                }
+                let since = Instant::now();
+                let target = Target {
+                    pod_ip: launch.pod_ip,
+                    pid,
+                    env: launch.env,
+                };
+                if let State::Exited { termination, .. } = &self.state {
+                    self.last_termination = Some(termination.clone());
+                    self.restart_count += 1;
+                } else if std::mem::take(&mut self.restored_run) {
+                    self.restart_count += 1;
+                }
+                self.image_id = format!(
+                    "host://{}",
+                    launch.argv.first().cloned().unwrap_or_default()
+                );
+                self.state = State::Running {
+                    child,
+                    pid,
+                    started_at: Timestamp::now(),
+                    prober: Prober::spawn(launch.probes, target, since),
+                };
+                Ok(())
+            }
+            Err(message) => {
+                let delay = self.retry_delay();
+                self.wait("CreateContainerError", Some(message.clone()), delay);
+                Err(message)
+            }
+        }
+    }
+
+    fn spawn(&self, launch: &Launch) -> Result<Child, String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&launch.log)
+            .map_err(|e| format!("failed to open log {}: {e}", launch.log.display()))?;
+        let log_err = log.try_clone().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(tool("nsenter"));
+        cmd.args([
+            "--target",
+            &launch.sandbox_pid.to_string(),
+            "--net",
+            "--uts",
+            "--",
+        ])
+        .args([
+            tool("unshare"),
+            "--mount".into(),
+            "--propagation".into(),
+            "private".into(),
+            "--".into(),
+        ])
+        .args([tool("sh"), "-c".into(), START_SCRIPT.into(), "sh".into()])
+        .arg(&launch.stage);
+        stage(&launch.stage, &launch.mounts)
+            .map_err(|e| format!("failed to prepare {}: {e}", launch.stage.display()))?;
+        cmd.args(launch.mounts.iter().map(|m| &m.source)).arg("--");
+        for mount in &launch.mounts {
+            cmd.arg(&mount.target)
+                .arg(if mount.read_only { "ro" } else { "rw" });
+        }
+        cmd.arg("--")
+            .arg(&launch.working_dir)
+            .args(&launch.argv)
+            .env_clear()
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            // Its own process group, so that stopping it reaches the processes it forks.
+            .process_group(0);
+        cmd.spawn()
+            .map_err(|e| format!("failed to start container: {e}"))
+    }
+
+    /// SIGTERM to the container's process group, SIGKILL after `grace`.
+    pub async fn stop(&mut self, grace: Duration, probe_failure: bool) {
+        let State::Running { child, pid, .. } = &mut self.state else {
+            return;
+        };
+        let group = Pid::from_raw(*pid as i32);
+        let _ = killpg(group, Signal::SIGTERM);
+        let status = match tokio::time::timeout(grace, child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                let _ = killpg(group, Signal::SIGKILL);
+                child.wait().await.ok()
+            }
+        };
+        // Whatever the main process left behind in its group.
+        let _ = killpg(group, Signal::SIGKILL);
+        self.finish(status, probe_failure);
+        if let State::Exited { termination, .. } = &mut self.state
+            && probe_failure
+        {
+            termination.message = Some("killed after a failed probe".into());
+        }
+    }
+
+    pub fn view(&self, now: Instant) -> ContainerView {
+        let last = self.last_termination.as_ref().map(Termination::state);
+        let (state, last_state, ready, started, container_id) = match &self.state {
+            State::Waiting {
+                reason, message, ..
+            } => (waiting(reason, message.clone()), last, false, false, None),
+            State::Running {
+                pid,
+                started_at,
+                prober,
+                ..
+            } => {
+                let verdict = prober.verdict.borrow();
+                let running = ContainerState {
+                    running: Some(ContainerStateRunning {
+                        started_at: Some(Time(*started_at)),
+                    }),
+                    ..ContainerState::default()
+                };
+                (
+                    running,
+                    last,
+                    verdict.ready,
+                    verdict.started,
+                    Some(container_id(*pid)),
+                )
+            }
+            State::Exited {
+                termination,
+                restart_at: Some(at),
+                delay,
+            } if *at > now && !delay.is_zero() => {
+                let message = format!(
+                    "back-off {}s restarting failed container={}",
+                    delay.as_secs(),
+                    self.name
+                );
+                let state = waiting("CrashLoopBackOff", Some(message));
+                (
+                    state,
+                    Some(termination.state()),
+                    false,
+                    false,
+                    termination.container_id.clone(),
+                )
+            }
+            State::Exited { termination, .. } => (
+                termination.state(),
+                last,
+                false,
+                false,
+                termination.container_id.clone(),
+            ),
+        };
+        ContainerView {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            image_id: self.image_id.clone(),
+            container_id,
+            state,
+            last_state,
+            ready,
+            started,
+            restart_count: self.restart_count,
+            sidecar: self.sidecar,
+        }
+    }
+}
+
+/// Fresh mount points `<stage>/<i>`, each a directory or a file like its source. Nothing is
+/// mounted here in the host's namespace (mounts happen in the container's), so removing is safe.
+fn stage(stage: &std::path::Path, mounts: &[Mount]) -> std::io::Result<()> {
+    if stage.exists() {
+        std::fs::remove_dir_all(stage)?;
+    }
+    std::fs::create_dir_all(stage)?;
+    for (i, mount) in mounts.iter().enumerate() {
+        let point = stage.join(i.to_string());
+        if mount.source.is_dir() {
+            std::fs::create_dir(&point)?;
+        } else {
+            std::fs::File::create(&point)?;
+        }
+    }
+    Ok(())
+}
+
+fn waiting(reason: &str, message: Option<String>) -> ContainerState {
+    ContainerState {
+        waiting: Some(ContainerStateWaiting {
+            reason: Some(reason.into()),
+            message,
+        }),
+        ..ContainerState::default()
+    }
+}
+
+fn container_id(pid: u32) -> String {
+    format!("node-agent://{pid}")
+}
+
+/// Absolute paths of the host tools, so a container's own `PATH` cannot redirect them.
+fn tool(name: &str) -> String {
+    static PATHS: OnceLock<Vec<(String, String)>> = OnceLock::new();
+    let paths = PATHS.get_or_init(|| {
+        let path = std::env::var("PATH").unwrap_or_default();
+        ["nsenter", "unshare", "sh"]
+            .iter()
+            .map(|t| {
+                let found = host::find_executable(t, &path).map(|p| p.display().to_string());
+                (t.to_string(), found.unwrap_or_else(|| t.to_string()))
+            })
+            .collect()
+    });
+    paths
+        .iter()
+        .find(|(t, _)| t == name)
+        .map_or_else(|| name.to_owned(), |(_, p)| p.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_restarts_at_once_then_doubles_to_the_cap_and_resets() {
+        let config = BackoffConfig {
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(40),
+            reset_after: Duration::from_secs(600),
+        };
+        let mut backoff = Backoff {
+            config,
+            next: Duration::ZERO,
+        };
+        let short = Duration::from_secs(1);
+        let delays: Vec<u64> = (0..5).map(|_| backoff.delay(short).as_secs()).collect();
+        assert_eq!(delays, [0, 10, 20, 40, 40]);
+        assert_eq!(backoff.delay(Duration::from_secs(601)), Duration::ZERO);
+        assert_eq!(backoff.delay(short), Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,224 @@
+//! Everything needed to start one container: host image, probes, environment, argv, mounts,
+//! working directory.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::ResourceExt;
+
+use super::Ctx;
+use super::container::{Launch, Mount};
+use super::env::{self, Addresses, Sources};
+use super::probe::{Kind, ProbeSpec};
+use super::prober::Probes;
+use super::volumes::{self, Volumes};
+use crate::host;
+use crate::image;
+
+/// Staging area for containers whose mounts cover the pod directory; see `container.rs`.
+pub const STAGE_FALLBACK: &str = "/run/node-agent-stage";
+/// How long to wait before retrying an unsupported image (the pod may be updated).
+pub const IMAGE_RETRY: Duration = Duration::from_secs(10);
+
+/// What of the pod a container start needs.
+pub struct PodRefs<'a> {
+    pub ctx: &'a Ctx,
+    pub pod: &'a Pod,
+    pub volumes: &'a Volumes,
+    pub sandbox_pid: u32,
+    pub addresses: Addresses,
+    pub pod_dir: &'a Path,
+    pub log_dir: &'a Path,
+}
+
+/// Why a container cannot start: its waiting reason and message, and when to retry (`None`:
+/// after the container's back-off).
+#[derive(Debug)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub message: String,
+    pub retry: Option<Duration>,
+}
+
+/// Everything to start a container, or why it cannot start.
+pub async fn launch(p: &PodRefs<'_>, spec: &Container) -> Result<Launch, Refusal> {
+    let config_error = |message: String| Refusal {
+        reason: "CreateContainerConfigError",
+        message,
+        retry: None,
+    };
+    let image_name = spec.image.as_deref().unwrap_or_default();
+    let host_image = image::resolve(image_name).map_err(|e| Refusal {
+        reason: "ImageNotSupported",
+        message: e.to_string(),
+        retry: Some(IMAGE_RETRY),
+    })?;
+    let addresses = p.addresses;
+    let ports = spec.ports.as_deref().unwrap_or_default();
+    let parse = |kind, probe: &Option<_>| match probe {
+        Some(p) => ProbeSpec::parse(kind, p, ports).map(Some),
+        None => Ok(None),
+    };
+    let probes = Probes {
+        startup: parse(Kind::Startup, &spec.startup_probe)
+            .map_err(|e| config_error(e.to_string()))?,
+        readiness: parse(Kind::Readiness, &spec.readiness_probe)
+            .map_err(|e| config_error(e.to_string()))?,
+        liveness: parse(Kind::Liveness, &spec.liveness_probe)
+            .map_err(|e| config_error(e.to_string()))?,
+    };
+    let sources = env_sources(p, spec).await.map_err(config_error)?;
+    let env =
+        env::build(p.pod, spec, addresses, &sources).map_err(|e| config_error(e.to_string()))?;
+    let mut argv = env::argv(spec, host_image.default_command, &env);
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default();
+    let program = argv.first().cloned().unwrap_or_default();
+    let resolved = host::find_executable(&program, path).ok_or_else(|| {
+        let message = format!("executable {program:?} not found on the host (PATH {path}); image {image_name:?} runs host binaries");
+        Refusal {
+            reason: "RunContainerError",
+            message,
+            retry: None,
+        }
+    })?;
+    argv[0] = resolved.display().to_string();
+    let mounts = mounts(p, spec, &env).map_err(config_error)?;
+    let working_dir = match &spec.working_dir {
+        Some(dir) if !dir.is_empty() => dir.clone(),
+        // The image's WORKDIR where a volume provides it; otherwise "/" rather than
+        // creating directories on the host.
+        _ if mounts.iter().any(|m| m.target == host_image.working_dir) => {
+            host_image.working_dir.into()
+        }
+        _ => "/".into(),
+    };
+    if !mounts
+        .iter()
+        .any(|m| Path::new(&working_dir).starts_with(&m.target))
+    {
+        p.ctx
+            .mountpoints
+            .ensure(Path::new(&working_dir), false)
+            .map_err(|e| config_error(e.to_string()))?;
+    }
+    let stage = stage_dir(p, &spec.name, &mounts).map_err(config_error)?;
+    std::fs::create_dir_all(p.log_dir)
+        .map_err(|e| config_error(format!("failed to create {}: {e}", p.log_dir.display())))?;
+    Ok(Launch {
+        sandbox_pid: p.sandbox_pid,
+        pod_ip: addresses.pod_ip,
+        pod_dir: p.pod_dir.to_owned(),
+        argv,
+        env,
+        working_dir,
+        mounts,
+        stage,
+        log: p.log_dir.join(format!("{}.log", spec.name)),
+        probes,
+    })
+}
+
+/// Where a container's mount sources are staged: under the pod directory unless a mount
+/// target covers that, else under /run.
+fn stage_dir(p: &PodRefs<'_>, container: &str, mounts: &[Mount]) -> Result<PathBuf, String> {
+    let uid = p.pod.uid().unwrap_or_default();
+    [p.pod_dir.join("stage"), Path::new(STAGE_FALLBACK).join(uid)]
+        .into_iter()
+        .map(|dir| dir.join(container))
+        .find(|dir| !mounts.iter().any(|m| dir.starts_with(&m.target)))
+        .ok_or_else(|| {
+            format!(
+                "volume mounts cover both {} and {STAGE_FALLBACK}",
+                p.pod_dir.display()
+            )
+        })
+}
+
+async fn env_sources(p: &PodRefs<'_>, spec: &Container) -> Result<Sources, String> {
+    let ns = p.pod.namespace().unwrap_or_default();
+    let (config_maps, secrets) = env::referenced_sources(spec);
+    let mut sources = Sources::default();
+    for name in config_maps {
+        if let Some(data) = volumes::config_map_strings(&p.ctx.client, &ns, &name)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            sources.config_maps.insert(name, data);
+        }
+    }
+    for name in secrets {
+        if let Some(data) = volumes::secret_strings(&p.ctx.client, &ns, &name)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            sources.secrets.insert(name, data);
+        }
+    }
+    Ok(sources)
+}
+
+/// Bind mounts, parents before children; host mount points are created (and recorded)
+/// unless they lie inside another mount of the container.
+fn mounts(
+    p: &PodRefs<'_>,
+    spec: &Container,
+    env: &[(String, String)],
+) -> Result<Vec<Mount>, String> {
+    let mut mounts = Vec::new();
+    for vm in spec.volume_mounts.iter().flatten() {
+        let base = p.volumes.path(&vm.name).ok_or_else(|| {
+            format!(
+                "volume {:?} of mount {:?} is not defined",
+                vm.name, vm.mount_path
+            )
+        })?;
+        let sub = match (&vm.sub_path, &vm.sub_path_expr) {
+            (Some(p), _) if !p.is_empty() => Some(p.clone()),
+            (_, Some(e)) if !e.is_empty() => Some(env::expand(e, |n| {
+                env.iter()
+                    .rev()
+                    .find(|(k, _)| k == n)
+                    .map(|(_, v)| v.as_str())
+            })),
+            _ => None,
+        };
+        let source = match sub {
+            Some(sub) => {
+                let sub = super::files::checked(&sub).map_err(|e| e.to_string())?;
+                let source = base.join(sub);
+                if !source.exists() {
+                    std::fs::create_dir_all(&source).map_err(|e| {
+                        format!("failed to create subPath {}: {e}", source.display())
+                    })?;
+                }
+                source
+            }
+            None => base.to_owned(),
+        };
+        mounts.push(Mount {
+            source,
+            target: vm.mount_path.trim_end_matches('/').to_owned(),
+            read_only: vm.read_only == Some(true) || p.volumes.is_read_only(&vm.name),
+        });
+    }
+    mounts.sort_by_key(|m| Path::new(&m.target).components().count());
+    for (i, m) in mounts.iter().enumerate() {
+        let target = Path::new(&m.target);
+        let nested = mounts[..i]
+            .iter()
+            .any(|parent| target.starts_with(&parent.target));
+        if !nested {
+            p.ctx
+                .mountpoints
+                .ensure(target, !m.source.is_dir())
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(mounts)
+}

@@ -1,0 +1,322 @@
+//! Dynamic provisioning for the local StorageClass: a directory-backed PersistentVolume per
+//! claim, pre-bound to it; deleted with its directory once the claim is gone.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{
+    HostPathVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectReference,
+    PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, VolumeNodeAffinity,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::informer;
+
+/// Annotation by which the PV binder leaves deletion of our volumes to us.
+const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+/// The pre-StorageClass-field way of naming a class, still honoured by the binder.
+const BETA_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
+const RESYNC: Duration = Duration::from_secs(5);
+
+pub struct Provisioner {
+    pub client: Client,
+    pub recorder: Recorder,
+    /// The StorageClass served.
+    pub class: String,
+    /// The provisioner name that class names.
+    pub name: String,
+    pub node: String,
+    /// `<state>/volumes`: one directory per PV.
+    pub volumes_dir: PathBuf,
+}
+
+fn class_of(pvc: &PersistentVolumeClaim) -> Option<&str> {
+    pvc.spec
+        .as_ref()
+        .and_then(|s| s.storage_class_name.as_deref())
+        .or_else(|| pvc.annotations().get(BETA_CLASS).map(String::as_str))
+}
+
+fn needs_volume(pvc: &PersistentVolumeClaim, class: &str) -> bool {
+    let pending = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_none_or(|p| p == "Pending");
+    let unbound = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.as_deref())
+        .is_none_or(str::is_empty);
+    pvc.metadata.deletion_timestamp.is_none() && pending && unbound && class_of(pvc) == Some(class)
+}
+
+/// The PV for a claim: same size, modes and class, pre-bound through `claimRef`, a host
+/// directory pinned to this node.
+pub fn volume_for(
+    pvc: &PersistentVolumeClaim,
+    provisioner: &str,
+    reclaim_policy: &str,
+    node: &str,
+    path: &Path,
+) -> PersistentVolume {
+    let spec = pvc.spec.clone().unwrap_or_default();
+    let storage = spec
+        .resources
+        .and_then(|r| r.requests)
+        .and_then(|r| r.get("storage").cloned());
+    PersistentVolume {
+        metadata: ObjectMeta {
+            name: Some(format!("pvc-{}", pvc.uid().unwrap_or_default())),
+            annotations: Some(BTreeMap::from([(
+                PROVISIONED_BY.into(),
+                provisioner.into(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeSpec {
+            capacity: storage.map(|s| BTreeMap::from([("storage".into(), s)])),
+            access_modes: Some(
+                spec.access_modes
+                    .unwrap_or_else(|| vec!["ReadWriteOnce".into()]),
+            ),
+            storage_class_name: class_of(pvc).map(Into::into),
+            persistent_volume_reclaim_policy: Some(reclaim_policy.into()),
+            volume_mode: Some(spec.volume_mode.unwrap_or_else(|| "Filesystem".into())),
+            host_path: Some(HostPathVolumeSource {
+                path: path.display().to_string(),
+                type_: Some("DirectoryOrCreate".into()),
+            }),
+            claim_ref: Some(ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("PersistentVolumeClaim".into()),
+                namespace: pvc.namespace(),
+                name: Some(pvc.name_any()),
+                uid: pvc.uid(),
+                ..ObjectReference::default()
+            }),
+            node_affinity: Some(VolumeNodeAffinity {
+                required: Some(NodeSelector {
+                    node_selector_terms: vec![NodeSelectorTerm {
+                        match_expressions: Some(vec![NodeSelectorRequirement {
+                            key: "kubernetes.io/hostname".into(),
+                            operator: "In".into(),
+                            values: Some(vec![node.into()]),
+                        }]),
+                        ..NodeSelectorTerm::default()
+                    }],
+                }),
+            }),
+            ..PersistentVolumeSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Ours, released by its claim, and meant to be deleted.
+fn deletable(pv: &PersistentVolume, provisioner: &str) -> bool {
+    let ours = pv.annotations().get(PROVISIONED_BY).map(String::as_str) == Some(provisioner);
+    let released = matches!(
+        pv.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Released" | "Failed")
+    );
+    let delete = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
+        == Some("Delete");
+    ours && released && delete && pv.metadata.deletion_timestamp.is_none()
+}
+
+impl Provisioner {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (claims, claim_changes) = informer::cache(
+            Api::<PersistentVolumeClaim>::all(self.client.clone()),
+            watcher::Config::default(),
+        );
+        let (volumes, volume_changes) = informer::cache(
+            Api::<PersistentVolume>::all(self.client.clone()),
+            watcher::Config::default(),
+        );
+        let mut changes = informer::merge(vec![claim_changes, volume_changes]);
+        let mut ticker = tokio::time::interval(RESYNC);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                Some(()) = changes.next() => {}
+                _ = ticker.tick() => {}
+            }
+            let existing: Vec<String> = volumes.state().iter().map(|pv| pv.name_any()).collect();
+            for pvc in claims.state() {
+                let name = format!("pvc-{}", pvc.uid().unwrap_or_default());
+                if needs_volume(&pvc, &self.class) && !existing.contains(&name) {
+                    self.provision(&pvc, &name).await;
+                }
+            }
+            for pv in volumes.state() {
+                if deletable(&pv, &self.name) {
+                    self.delete(&pv).await;
+                }
+            }
+        }
+    }
+
+    async fn provision(&self, pvc: &PersistentVolumeClaim, name: &str) {
+        let path = self.volumes_dir.join(name);
+        if let Err(error) = std::fs::create_dir_all(&path) {
+            tracing::warn!(path = %path.display(), %error, "failed to create volume directory");
+            return;
+        }
+        let class = Api::<StorageClass>::all(self.client.clone())
+            .get_opt(&self.class)
+            .await;
+        let reclaim = match class {
+            Ok(Some(class)) => class.reclaim_policy.unwrap_or_else(|| "Delete".into()),
+            Ok(None) => "Delete".into(),
+            Err(error) => {
+                tracing::warn!(%error, "failed to read the storage class");
+                return;
+            }
+        };
+        let pv = volume_for(pvc, &self.name, &reclaim, &self.node, &path);
+        match Api::<PersistentVolume>::all(self.client.clone())
+            .create(&PostParams::default(), &pv)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(pv = %name, claim = %format!("{}/{}", pvc.namespace().unwrap_or_default(), pvc.name_any()), "provisioned volume");
+                let event = Event {
+                    type_: EventType::Normal,
+                    reason: "ProvisioningSucceeded".into(),
+                    note: Some(format!("Successfully provisioned volume {name}")),
+                    action: "Provisioning".into(),
+                    secondary: None,
+                };
+                if let Err(error) = self.recorder.publish(&event, &pvc.object_ref(&())).await {
+                    tracing::debug!(%error, "failed to publish event");
+                }
+            }
+            Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+            Err(error) => tracing::warn!(pv = %name, %error, "failed to create persistent volume"),
+        }
+    }
+
+    async fn delete(&self, pv: &PersistentVolume) {
+        let name = pv.name_any();
+        let path = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_path.as_ref())
+            .map(|h| PathBuf::from(&h.path));
+        // Only ever delete inside our own volumes directory.
+        if let Some(path) = path.filter(|p| p.starts_with(&self.volumes_dir))
+            && let Err(error) = std::fs::remove_dir_all(&path)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(pv = %name, %error, "failed to delete volume directory");
+            return;
+        }
+        match Api::<PersistentVolume>::all(self.client.clone())
+            .delete(&name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => tracing::info!(pv = %name, "deleted released volume"),
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Err(error) => tracing::warn!(pv = %name, %error, "failed to delete persistent volume"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        PersistentVolumeClaimSpec, PersistentVolumeStatus, VolumeResourceRequirements,
+    };
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    fn claim() -> PersistentVolumeClaim {
+        PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some("data-redis-0".into()),
+                namespace: Some("ns".into()),
+                uid: Some("1234".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                storage_class_name: Some("standard".into()),
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([("storage".into(), Quantity("1Gi".into()))])),
+                    ..VolumeResourceRequirements::default()
+                }),
+                ..PersistentVolumeClaimSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn provisions_only_pending_claims_of_our_class() {
+        assert!(needs_volume(&claim(), "standard"));
+        assert!(!needs_volume(&claim(), "fast"));
+        let mut bound = claim();
+        bound.spec.as_mut().unwrap().volume_name = Some("pvc-1234".into());
+        assert!(!needs_volume(&bound, "standard"));
+    }
+
+    #[test]
+    fn the_volume_is_pre_bound_and_sized_like_the_claim() {
+        let pv = volume_for(
+            &claim(),
+            "local.redis-operator.dev/hostpath",
+            "Delete",
+            "local-node",
+            Path::new("/v/pvc-1234"),
+        );
+        assert_eq!(pv.name_any(), "pvc-1234");
+        assert_eq!(
+            pv.annotations()[PROVISIONED_BY],
+            "local.redis-operator.dev/hostpath"
+        );
+        let spec = pv.spec.unwrap();
+        assert_eq!(spec.capacity.unwrap()["storage"], Quantity("1Gi".into()));
+        assert_eq!(spec.storage_class_name.as_deref(), Some("standard"));
+        assert_eq!(
+            spec.persistent_volume_reclaim_policy.as_deref(),
+            Some("Delete")
+        );
+        let claim_ref = spec.claim_ref.unwrap();
+        assert_eq!(
+            (
+                claim_ref.namespace.as_deref(),
+                claim_ref.name.as_deref(),
+                claim_ref.uid.as_deref()
+            ),
+            (Some("ns"), Some("data-redis-0"), Some("1234"))
+        );
+        assert_eq!(spec.host_path.unwrap().path, "/v/pvc-1234");
+    }
+
+    #[test]
+    fn deletes_only_our_released_volumes() {
+        let mut pv = volume_for(&claim(), "p", "Delete", "n", Path::new("/v/x"));
+        assert!(!deletable(&pv, "p"));
+        pv.status = Some(PersistentVolumeStatus {
+            phase: Some("Released".into()),
+            ..PersistentVolumeStatus::default()
+        });
+        assert!(deletable(&pv, "p"));
+        assert!(!deletable(&pv, "other"));
+        pv.spec.as_mut().unwrap().persistent_volume_reclaim_policy = Some("Retain".into());
+        assert!(!deletable(&pv, "p"));
+    }
+}

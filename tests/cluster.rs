@@ -1,0 +1,393 @@
+//! Tests of the local cluster itself (`hack/local-cluster up`): that a plain StatefulSet behaves
+//! as the operator will rely on: config and data volumes, persistence across pod recreation,
+//! rolling order, garbage collection. Fails (never skips) when the cluster is not up.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, ExecAction, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, Pod, PodSpec, PodTemplateSpec, Probe, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+const CONFIG_DIR: &str = "/usr/local/etc/redis";
+
+fn redis_conf(extra: &str) -> String {
+    format!("port 6379\nbind * -::*\nprotected-mode no\ndir /data\n{extra}")
+}
+
+fn labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("app".to_owned(), name.to_owned())])
+}
+
+fn config_map(name: &str, conf: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-config")),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([("redis.conf".to_owned(), conf.to_owned())])),
+        ..ConfigMap::default()
+    }
+}
+
+/// What the operator will build, minus the operator: redis-server with the ConfigMap at
+/// /usr/local/etc/redis and a `data` claim per pod at /data.
+fn statefulset(name: &str, replicas: i32) -> StatefulSet {
+    let redis = Container {
+        name: "redis".into(),
+        image: Some("redis:7.2".into()),
+        command: Some(vec![
+            "redis-server".into(),
+            format!("{CONFIG_DIR}/redis.conf"),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("redis".into()),
+            container_port: 6379,
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "redis-cli ping | grep -q PONG".into(),
+                ]),
+            }),
+            period_seconds: Some(1),
+            ..Probe::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".into(),
+                mount_path: CONFIG_DIR.into(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "data".into(),
+                mount_path: "/data".into(),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    };
+    StatefulSet {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        spec: StatefulSetSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels(name)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(name)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![redis],
+                    volumes: Some(vec![Volume {
+                        name: "config".into(),
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: format!("{name}-config"),
+                            ..ConfigMapVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
+                    termination_grace_period_seconds: Some(10),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some("data".into()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".into()]),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(BTreeMap::from([(
+                            "storage".into(),
+                            Quantity("64Mi".into()),
+                        )])),
+                        ..VolumeResourceRequirements::default()
+                    }),
+                    ..PersistentVolumeClaimSpec::default()
+                }),
+                ..PersistentVolumeClaim::default()
+            }]),
+            ..StatefulSetSpec::default()
+        },
+        status: None,
+    }
+}
+
+/// Creates the ConfigMap and the StatefulSet `name` in `ns`.
+async fn create_redis(ns: &TestNamespace, name: &str, replicas: i32, conf: &str) {
+    let pp = PostParams::default();
+    ns.api::<ConfigMap>()
+        .create(&pp, &config_map(name, conf))
+        .await
+        .expect("create configmap");
+    ns.api::<StatefulSet>()
+        .create(&pp, &statefulset(name, replicas))
+        .await
+        .expect("create statefulset");
+}
+
+async fn claims(ns: &TestNamespace) -> Vec<PersistentVolumeClaim> {
+    ns.api::<PersistentVolumeClaim>()
+        .list(&ListParams::default())
+        .await
+        .expect("list claims")
+        .items
+}
+
+fn claim_phase(pvc: &PersistentVolumeClaim) -> String {
+    format!(
+        "{}={:?}",
+        pvc.name_any(),
+        pvc.status.as_ref().and_then(|s| s.phase.clone())
+    )
+}
+
+#[tokio::test]
+async fn statefulset_pod_runs_redis_with_the_configmap_and_a_bound_claim() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "cluster-config").await;
+    create_redis(&ns, "redis", 1, &redis_conf("maxmemory 23mb\n")).await;
+
+    let pod = ready_pod(&ns, "redis-0").await;
+
+    assert_eq!(
+        redis_cli(&pod, &["CONFIG", "GET", "maxmemory"]).await,
+        "maxmemory\n24117248"
+    );
+    assert_eq!(
+        redis_cli(&pod, &["CONFIG", "GET", "dir"]).await,
+        "dir\n/data"
+    );
+    let pvc = ns
+        .api::<PersistentVolumeClaim>()
+        .get("data-redis-0")
+        .await
+        .expect("claim exists");
+    assert_eq!(pvc.status.and_then(|s| s.phase).as_deref(), Some("Bound"));
+    assert!(
+        pod_ip(&pod).starts_with("10.244."),
+        "pod IP from the pod CIDR"
+    );
+}
+
+#[tokio::test]
+async fn appendonly_data_survives_pod_recreation() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "cluster-persist").await;
+    create_redis(&ns, "redis", 1, &redis_conf("appendonly yes\n")).await;
+    let pod = ready_pod(&ns, "redis-0").await;
+    assert_eq!(redis_cli(&pod, &["SET", "greeting", "hello"]).await, "OK");
+
+    ns.api::<Pod>()
+        .delete("redis-0", &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    let replacement = ready_pod_not(&ns, "redis-0", Some(&uid(&pod))).await;
+
+    assert_eq!(redis_cli(&replacement, &["GET", "greeting"]).await, "hello");
+}
+
+#[tokio::test]
+async fn rolling_update_replaces_the_highest_ordinal_first() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "cluster-rolling").await;
+    create_redis(&ns, "redis", 3, &redis_conf("")).await;
+    let mut old = BTreeMap::new();
+    for ordinal in 0..3 {
+        let pod = ready_pod(&ns, &format!("redis-{ordinal}")).await;
+        old.insert(ordinal, uid(&pod));
+    }
+
+    let patch = json!({"spec": {"template": {"metadata": {"annotations": {"example.com/restarted": "1"}}}}});
+    ns.api::<StatefulSet>()
+        .patch("redis", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch template");
+
+    // Ordinals in the order their replacement pods first appear.
+    let order: Arc<Mutex<Vec<i32>>> = Arc::default();
+    let pods = ns.api::<Pod>();
+    wait_for(
+        Duration::from_secs(300),
+        "all 3 pods to be replaced and Ready",
+        || {
+            let (pods, old, order) = (pods.clone(), old.clone(), order.clone());
+            async move {
+                let list = pods
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut replaced_ready = 0;
+                let mut seen = Vec::new();
+                for pod in &list.items {
+                    let ordinal: i32 = pod
+                        .name_any()
+                        .rsplit('-')
+                        .next()
+                        .and_then(|o| o.parse().ok())
+                        .unwrap_or(-1);
+                    if old.get(&ordinal) == Some(&uid(pod)) {
+                        seen.push(format!("{} old", pod.name_any()));
+                        continue;
+                    }
+                    let mut order = order.lock().unwrap();
+                    if !order.contains(&ordinal) {
+                        order.push(ordinal);
+                    }
+                    replaced_ready += usize::from(is_ready(pod));
+                    seen.push(format!("{} new {}", pod.name_any(), describe(pod)));
+                }
+                if replaced_ready == 3 {
+                    Ok(())
+                } else {
+                    Err(seen.join(", "))
+                }
+            }
+        },
+    )
+    .await;
+
+    assert_eq!(*order.lock().unwrap(), [2, 1, 0], "replacement order");
+    let statefulsets = ns.api::<StatefulSet>();
+    wait_for(
+        Duration::from_secs(30),
+        "the StatefulSet to report the rollout done",
+        || {
+            let statefulsets = statefulsets.clone();
+            async move {
+                let status = statefulsets
+                    .get("redis")
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .status
+                    .unwrap_or_default();
+                let done = status.updated_replicas == Some(3)
+                    && status.current_revision == status.update_revision;
+                if done {
+                    Ok(())
+                } else {
+                    Err(format!("{status:?}"))
+                }
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_the_statefulset_collects_pods_and_keeps_claims_bound() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "cluster-gc").await;
+    create_redis(&ns, "redis", 2, &redis_conf("")).await;
+    ready_pod(&ns, "redis-0").await;
+    ready_pod(&ns, "redis-1").await;
+
+    ns.api::<StatefulSet>()
+        .delete("redis", &DeleteParams::background())
+        .await
+        .expect("delete statefulset");
+
+    let pods = ns.api::<Pod>();
+    wait_for(
+        Duration::from_secs(120),
+        "the garbage collector to remove the pods",
+        || {
+            let pods = pods.clone();
+            async move {
+                let list = pods
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if list.items.is_empty() {
+                    Ok(())
+                } else {
+                    Err(list
+                        .items
+                        .iter()
+                        .map(|p| format!("{}: {}", p.name_any(), describe(p)))
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                }
+            }
+        },
+    )
+    .await;
+
+    let phases: Vec<String> = claims(&ns).await.iter().map(claim_phase).collect();
+    assert_eq!(
+        phases,
+        [
+            r#"data-redis-0=Some("Bound")"#,
+            r#"data-redis-1=Some("Bound")"#
+        ],
+        "claims outlive their pods"
+    );
+}
+
+#[tokio::test]
+async fn unsupported_images_are_refused_with_a_clear_reason() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "cluster-image").await;
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}
+    }))
+    .unwrap();
+    ns.api::<Pod>()
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+
+    let api = ns.api::<Pod>();
+    let message = wait_for(
+        Duration::from_secs(60),
+        "pod web to wait with ImageNotSupported",
+        || {
+            let api = api.clone();
+            async move {
+                let pod = api.get("web").await.map_err(|e| e.to_string())?;
+                let waiting = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|c| c.first())
+                    .and_then(|c| c.state.as_ref())
+                    .and_then(|s| s.waiting.clone());
+                match waiting {
+                    Some(w) if w.reason.as_deref() == Some("ImageNotSupported") => {
+                        Ok(w.message.unwrap_or_default())
+                    }
+                    _ => Err(describe(&pod)),
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        message.contains("nginx:1.27") && message.contains("redis"),
+        "{message}"
+    );
+}
