@@ -428,6 +428,22 @@ async fn operator_killed_between_config_map_and_statefulset_converges() {
     assert_eq!(config_get(&pod, "maxmemory").await, "209715200");
 }
 
+/// How many objects of a kind match `selector` in the test namespace.
+async fn count<K>(ns: &TestNamespace, selector: &ListParams) -> Result<usize, String>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let list = ns
+        .api::<K>()
+        .list(selector)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list.items.len())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_the_instance_leaves_no_orphans() {
     let (_client, ns, _operator) = setup("delete").await;
@@ -474,36 +490,11 @@ async fn deleting_the_instance_leaves_no_orphans() {
             let selector = selector.clone();
             async move {
                 let left = [
-                    ns.api::<ConfigMap>()
-                        .list(&selector)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .items
-                        .len(),
-                    ns.api::<Service>()
-                        .list(&selector)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .items
-                        .len(),
-                    ns.api::<StatefulSet>()
-                        .list(&selector)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .items
-                        .len(),
-                    ns.api::<Pod>()
-                        .list(&selector)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .items
-                        .len(),
-                    ns.api::<PersistentVolumeClaim>()
-                        .list(&selector)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .items
-                        .len(),
+                    count::<ConfigMap>(ns, &selector).await?,
+                    count::<Service>(ns, &selector).await?,
+                    count::<StatefulSet>(ns, &selector).await?,
+                    count::<Pod>(ns, &selector).await?,
+                    count::<PersistentVolumeClaim>(ns, &selector).await?,
                 ];
                 if left.iter().all(|n| *n == 0) {
                     Ok(())
@@ -516,4 +507,36 @@ async fn deleting_the_instance_leaves_no_orphans() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quick_edits_during_a_recreate_end_in_one_restart_with_the_last_config() {
+    let (_client, ns, operator) = setup("coalesce").await;
+    let mut instance = example("redis-example.yaml");
+    instance.spec.restart_strategy = RestartStrategy::Recreate;
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_ready(&ns, "redis-example", None, READY_TIMEOUT).await;
+
+    for memory in ["110mb", "120mb", "130mb"] {
+        instance
+            .spec
+            .config
+            .insert("maxmemory".into(), memory.into());
+        apply_instance(&ns, &instance).await.unwrap();
+    }
+    let last = render(&instance.spec.config).hash;
+    let ready = wait_ready(&ns, "redis-example", Some(&last), READY_TIMEOUT).await;
+    assert_eq!(
+        ready.status.unwrap().restarts,
+        1,
+        "three quick edits, one restart"
+    );
+    let pod = ready_pod(&ns, "redis-example-0").await;
+    assert_eq!(config_get(&pod, "maxmemory").await, "136314880");
+    let restarts_logged = operator
+        .log_lines()
+        .iter()
+        .filter(|l| l["message"] == "ConfigMap was updated or StatefulSet needs restart")
+        .count();
+    assert_eq!(restarts_logged, 1);
 }

@@ -240,9 +240,17 @@ fn backoff(failures: u32, max: Duration) -> Duration {
 
 /// One pass: observe, decide, act once, report.
 async fn take_step(state: &mut InstanceState) -> Result<Step, kube_io::Error> {
-    let Some(current) = state.instance.clone() else {
+    let Some(cached) = state.instance.clone() else {
         return Ok(Step::Idle);
     };
+    // Act on the newest spec, not the one this message was queued for: edits still waiting in
+    // the mailbox coalesce into this step, so quick successive edits end in one restart.
+    let Some(latest) = state.args.api.instance(&cached.name_any()).await? else {
+        // Deleted; the supervisor stops this actor when the watch reports it.
+        return Ok(Step::Idle);
+    };
+    let current = Arc::new(latest);
+    state.instance = Some(current.clone());
     if current.metadata.deletion_timestamp.is_some() {
         // The garbage collector removes everything the instance owns.
         return Ok(Step::Idle);

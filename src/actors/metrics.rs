@@ -276,4 +276,51 @@ mod tests {
         actor.stop(None);
         handle.await.unwrap();
     }
+
+    #[tokio::test]
+    async fn every_metric_on_the_dashboard_is_exported() {
+        let (actor, handle) = Actor::spawn(None, MetricsActor, Registry::new())
+            .await
+            .unwrap();
+        for msg in [
+            MetricsMsg::Restarted {
+                key: key(),
+                strategy: "RollingUpdate",
+            },
+            MetricsMsg::RestartCompleted {
+                key: key(),
+                strategy: "RollingUpdate",
+                took: Duration::from_secs(3),
+            },
+            MetricsMsg::HashMismatch(key()),
+            MetricsMsg::InvalidConfig(key()),
+            MetricsMsg::ReconcileError {
+                key: key(),
+                reason: "ApplyFailed",
+            },
+            MetricsMsg::ReadyReplicas(key(), 1),
+        ] {
+            actor.send_message(msg).unwrap();
+        }
+        let exported = ractor::call_t!(actor, MetricsMsg::Render, 1000).unwrap();
+        let dashboard = include_str!("../../dashboards/redis-operator.json");
+        let mut used = dashboard
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("redis_operator_"))
+            .collect::<Vec<_>>();
+        used.sort_unstable();
+        used.dedup();
+        assert!(
+            used.len() >= 5,
+            "the dashboard should chart the operator's metrics: {used:?}"
+        );
+        for name in used {
+            assert!(
+                exported.contains(&format!("\n{name}")),
+                "dashboard uses {name}, which /metrics does not export"
+            );
+        }
+        actor.stop(None);
+        handle.await.unwrap();
+    }
 }

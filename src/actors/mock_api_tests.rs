@@ -19,8 +19,9 @@ use crate::resources::{config_map, fixtures, statefulset};
 
 type Log = Arc<Mutex<Vec<(Method, String, Value)>>>;
 
-/// Serves the live state of a healthy, converged instance and records every request.
-fn scripted_api(instance: &RedisInstance, log: Log) -> kube::Client {
+/// Serves the live state of a healthy, converged instance and records every request; `stored`
+/// is the RedisInstance as the API server has it now.
+fn scripted_api(instance: &RedisInstance, stored: Arc<Mutex<Value>>, log: Log) -> kube::Client {
     let rendered = render(&instance.spec.config);
     let cm = serde_json::to_value(config_map(instance, &rendered)).unwrap();
     let mut sts: StatefulSet = statefulset(instance, &rendered.hash, None);
@@ -39,6 +40,7 @@ fn scripted_api(instance: &RedisInstance, log: Log) -> kube::Client {
     let service = tower::service_fn(move |req: Request<Body>| {
         let log = log.clone();
         let (cm, sts, instance_json) = (cm.clone(), sts.clone(), instance_json.clone());
+        let stored = stored.lock().unwrap().clone();
         async move {
             let (parts, body) = req.into_parts();
             let bytes = body.collect_bytes().await.unwrap_or_default();
@@ -56,6 +58,9 @@ fn scripted_api(instance: &RedisInstance, log: Log) -> kube::Client {
                     json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {}, "items": []}),
                 ),
                 (_, p) if p.ends_with("/status") => (StatusCode::OK, instance_json),
+                (Method::GET, p) if p.ends_with("/redisinstances/redis-example") => {
+                    (StatusCode::OK, stored)
+                }
                 (Method::POST, p) if p.ends_with("/events") => (StatusCode::CREATED, sent),
                 _ => (
                     StatusCode::NOT_FOUND,
@@ -100,7 +105,8 @@ async fn refused_edit_writes_only_status_and_an_event() {
     let mut good = fixtures::instance(&[("maxmemory", "100mb")]);
     good.metadata.generation = Some(1);
     let log = Log::default();
-    let client = scripted_api(&good, log.clone());
+    let stored = Arc::new(Mutex::new(serde_json::to_value(&good).unwrap()));
+    let client = scripted_api(&good, stored.clone(), log.clone());
     let (metrics, _) = Actor::spawn(None, MetricsActor, prometheus::Registry::new())
         .await
         .unwrap();
@@ -140,6 +146,7 @@ async fn refused_edit_writes_only_status_and_an_event() {
     let mut bad = good.clone();
     bad.metadata.generation = Some(2);
     bad.spec.config.insert("maxmemory".into(), "lots".into());
+    *stored.lock().unwrap() = serde_json::to_value(&bad).unwrap();
     actor
         .send_message(InstanceMsg::Spec(Arc::new(bad)))
         .unwrap();

@@ -111,12 +111,7 @@ fn quote(value: &str) -> String {
 mod tests {
     use super::*;
 
-    fn config(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::config::config_of as config;
 
     #[test]
     fn renders_sorted_directives_with_operator_lines() {

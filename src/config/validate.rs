@@ -560,12 +560,7 @@ mod tests {
     use super::*;
     use crate::config::render;
 
-    fn config(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::config::config_of as config;
 
     /// The reason for a single directive, or `None` when it is valid.
     fn reason(name: &str, value: &str) -> Option<String> {

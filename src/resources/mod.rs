@@ -80,7 +80,6 @@ pub fn adoption_ref(instance: &RedisInstance) -> OwnerReference {
 pub(crate) mod fixtures {
     //! A RedisInstance as the API would return it, for builder tests.
     use crate::crd::{RedisInstance, RedisInstanceSpec, RestartStrategy, StorageSpec};
-    use std::collections::BTreeMap;
 
     pub fn instance(config: &[(&str, &str)]) -> RedisInstance {
         let mut instance = RedisInstance::new(
@@ -92,10 +91,7 @@ pub(crate) mod fixtures {
                     size: "1Gi".into(),
                     storage_class_name: Some("standard".into()),
                 },
-                config: config
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect::<BTreeMap<_, _>>(),
+                config: crate::config::config_of(config),
                 restart_strategy: RestartStrategy::RollingUpdate,
             },
         );
