@@ -1,5 +1,6 @@
 //! The instance actor against a scripted API server: what it writes, and what it must not.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -7,7 +8,8 @@ use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use kube::client::Body;
 use kube::runtime::events::Reporter;
-use ractor::Actor;
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorRef};
 use serde_json::{Value, json};
 
 use super::instance::{InstanceArgs, InstanceMsg, RedisInstanceActor, Timings};
@@ -22,6 +24,16 @@ type Log = Arc<Mutex<Vec<(Method, String, Value)>>>;
 /// Serves the live state of a healthy, converged instance and records every request; `stored`
 /// is the RedisInstance as the API server has it now.
 fn scripted_api(instance: &RedisInstance, stored: Arc<Mutex<Value>>, log: Log) -> kube::Client {
+    scripted_api_with_conflicts(instance, stored, log, Arc::default())
+}
+
+/// Like [`scripted_api`], but the first `conflicts` StatefulSet writes get 409 Conflict.
+fn scripted_api_with_conflicts(
+    instance: &RedisInstance,
+    stored: Arc<Mutex<Value>>,
+    log: Log,
+    conflicts: Arc<AtomicUsize>,
+) -> kube::Client {
     let rendered = render(&instance.spec.config);
     let cm = serde_json::to_value(config_map(instance, &rendered)).unwrap();
     let mut sts: StatefulSet = statefulset(instance, &rendered.hash, None);
@@ -41,6 +53,7 @@ fn scripted_api(instance: &RedisInstance, stored: Arc<Mutex<Value>>, log: Log) -
         let log = log.clone();
         let (cm, sts, instance_json) = (cm.clone(), sts.clone(), instance_json.clone());
         let stored = stored.lock().unwrap().clone();
+        let conflicts = conflicts.clone();
         async move {
             let (parts, body) = req.into_parts();
             let bytes = body.collect_bytes().await.unwrap_or_default();
@@ -49,7 +62,16 @@ fn scripted_api(instance: &RedisInstance, stored: Arc<Mutex<Value>>, log: Log) -
             log.lock()
                 .unwrap()
                 .push((parts.method.clone(), path.clone(), sent.clone()));
+            let conflict = parts.method == Method::PATCH
+                && path.ends_with("/statefulsets/redis-example")
+                && conflicts
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
             let (status, reply) = match (parts.method.clone(), path.as_str()) {
+                _ if conflict => (
+                    StatusCode::CONFLICT,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409, "reason": "Conflict", "message": "the object has been modified"}),
+                ),
                 (_, p) if p.ends_with("/configmaps/redis-example-config") => (StatusCode::OK, cm),
                 (_, p) if p.ends_with("/statefulsets/redis-example") => (StatusCode::OK, sts),
                 (_, p) if p.ends_with("/services/redis-example") => (StatusCode::OK, sent),
@@ -100,13 +122,10 @@ async fn wait_until(log: &Log, what: &str, check: impl Fn(&[(Method, String, Val
     );
 }
 
-#[tokio::test]
-async fn refused_edit_writes_only_status_and_an_event() {
-    let mut good = fixtures::instance(&[("maxmemory", "100mb")]);
-    good.metadata.generation = Some(1);
-    let log = Log::default();
-    let stored = Arc::new(Mutex::new(serde_json::to_value(&good).unwrap()));
-    let client = scripted_api(&good, stored.clone(), log.clone());
+async fn spawn_instance_actor(
+    client: kube::Client,
+    timings: Timings,
+) -> (ActorRef<InstanceMsg>, JoinHandle<()>) {
     let (metrics, _) = Actor::spawn(None, MetricsActor, prometheus::Registry::new())
         .await
         .unwrap();
@@ -122,9 +141,24 @@ async fn refused_edit_writes_only_status_and_an_event() {
         api: InstanceApi::new(client, "team-a", reporter),
         metrics,
         snapshots: Default::default(),
-        timings: Timings::default(),
+        timings,
     };
-    let (actor, handle) = Actor::spawn(None, RedisInstanceActor, args).await.unwrap();
+    Actor::spawn(None, RedisInstanceActor, args).await.unwrap()
+}
+
+fn converged_instance() -> RedisInstance {
+    let mut good = fixtures::instance(&[("maxmemory", "100mb")]);
+    good.metadata.generation = Some(1);
+    good
+}
+
+#[tokio::test]
+async fn refused_edit_writes_only_status_and_an_event() {
+    let good = converged_instance();
+    let log = Log::default();
+    let stored = Arc::new(Mutex::new(serde_json::to_value(&good).unwrap()));
+    let client = scripted_api(&good, stored.clone(), log.clone());
+    let (actor, handle) = spawn_instance_actor(client, Timings::default()).await;
 
     // A fresh actor facing a converged instance: one idempotent apply, no restart.
     actor
@@ -179,6 +213,40 @@ async fn refused_edit_writes_only_status_and_an_event() {
     assert!(
         writes_to(&log, "/configmaps").is_empty(),
         "a refused edit must not touch the ConfigMap"
+    );
+    actor.stop(None);
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn conflicts_are_retried_with_backoff() {
+    let good = converged_instance();
+    let log = Log::default();
+    let stored = Arc::new(Mutex::new(serde_json::to_value(&good).unwrap()));
+    let conflicts = Arc::new(AtomicUsize::new(2));
+    let client = scripted_api_with_conflicts(&good, stored, log.clone(), conflicts.clone());
+    let timings = Timings {
+        max_backoff: Duration::from_millis(50),
+        ..Timings::default()
+    };
+    let (actor, handle) = spawn_instance_actor(client, timings).await;
+
+    actor
+        .send_message(InstanceMsg::Spec(Arc::new(good)))
+        .unwrap();
+    wait_until(&log, "a status write after the retries", |reqs| {
+        reqs.iter().any(|(_, p, _)| p.ends_with("/status"))
+    })
+    .await;
+    assert_eq!(
+        conflicts.load(Ordering::SeqCst),
+        0,
+        "both conflicts were served"
+    );
+    assert_eq!(
+        writes_to(&log, "/statefulsets").len(),
+        3,
+        "two refused writes, then one that went through"
     );
     actor.stop(None);
     handle.await.unwrap();
