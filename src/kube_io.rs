@@ -222,6 +222,23 @@ impl InstanceApi {
         }
     }
 
+    /// Deletes a pod (gracefully); already gone counts as done.
+    pub async fn delete_pod(&self, name: &str) -> Result<()> {
+        match self
+            .api::<Pod>()
+            .delete(name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) if not_found(&err) => Ok(()),
+            Err(source) => Err(Error::Delete {
+                kind: "Pod",
+                name: name.to_owned(),
+                source,
+            }),
+        }
+    }
+
     /// Adds a non-controller owner reference to the instance on claims the StatefulSet
     /// controller created, so deleting the instance removes them and nothing is orphaned.
     pub async fn adopt_claims(&self, instance: &RedisInstance) -> Result<usize> {

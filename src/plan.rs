@@ -4,9 +4,11 @@
 //! actor performs the step and asks again.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 
 use crate::crd::RestartStrategy;
-use crate::resources::config_hash_of;
+use crate::resources::{CONFIG_HASH_ANNOTATION, config_hash_of};
 
 /// What the actor is in the middle of, between messages.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -143,10 +145,47 @@ pub fn rollout_complete(sts: &StatefulSet) -> bool {
         && status.replicas <= wanted
 }
 
+/// A pod whose redis-server exited with an error while running a given config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crash {
+    /// The pod.
+    pub pod: String,
+    /// redis-server's exit code.
+    pub exit_code: i32,
+}
+
+/// The config hash a pod was started with (copied from the template annotation).
+pub fn pod_config_hash(pod: &Pod) -> Option<&str> {
+    pod.annotations()
+        .get(CONFIG_HASH_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// The first pod running config `hash` whose Redis exited non-zero: Redis rejected that config
+/// (a directive this build refuses, say) even though it passed validation.
+pub fn crashed_pod(pods: &[Pod], hash: &str) -> Option<Crash> {
+    pods.iter()
+        .filter(|p| pod_config_hash(p) == Some(hash))
+        .find_map(|pod| {
+            let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+            statuses.iter().find_map(|c| {
+                let now = c.state.as_ref().and_then(|s| s.terminated.as_ref());
+                let before = c.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+                now.or(before).filter(|t| t.exit_code != 0).map(|t| Crash {
+                    pod: pod.name_any(),
+                    exit_code: t.exit_code,
+                })
+            })
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::StatefulSetStatus;
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus,
+    };
 
     use crate::resources::fixtures::instance;
     use crate::resources::statefulset;
@@ -305,5 +344,50 @@ mod tests {
         let mut sts = live("new", true);
         sts.metadata.generation = Some(3);
         assert!(!rollout_complete(&sts));
+    }
+
+    fn pod(name: &str, hash: &str, last_exit: Option<i32>) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some(name.into());
+        pod.metadata.annotations =
+            Some([(CONFIG_HASH_ANNOTATION.to_owned(), hash.to_owned())].into());
+        pod.status = Some(PodStatus {
+            container_statuses: Some(vec![ContainerStatus {
+                name: "redis".into(),
+                restart_count: i32::from(last_exit.is_some()),
+                last_state: last_exit.map(|code| ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: code,
+                        ..ContainerStateTerminated::default()
+                    }),
+                    ..ContainerState::default()
+                }),
+                ..ContainerStatus::default()
+            }]),
+            ..PodStatus::default()
+        });
+        pod
+    }
+
+    #[test]
+    fn a_crash_counts_only_for_pods_running_the_given_config() {
+        let pods = [
+            pod("r-0", "old", Some(1)),
+            pod("r-1", "new", None),
+            pod("r-2", "new", Some(1)),
+        ];
+        assert_eq!(
+            crashed_pod(&pods, "new"),
+            Some(Crash {
+                pod: "r-2".into(),
+                exit_code: 1
+            })
+        );
+        assert_eq!(crashed_pod(&pods[..2], "new"), None);
+    }
+
+    #[test]
+    fn a_clean_exit_is_not_a_crash() {
+        assert_eq!(crashed_pod(&[pod("r-0", "new", Some(0))], "new"), None);
     }
 }
