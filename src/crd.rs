@@ -49,7 +49,12 @@ pub struct RedisInstanceSpec {
     /// Number of Redis pods; each gets its own PersistentVolumeClaim.
     #[schemars(range(min = 0, max = 100))]
     pub replicas: i32,
-    /// Persistent volume for Redis's data directory.
+    /// Persistent volume for Redis's data directory. Fixed at creation: a StatefulSet's claim
+    /// template cannot change, so the API server refuses edits rather than the operator failing later.
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == oldSelf",
+        "message": "storage cannot change after creation (a StatefulSet's volume claim template is immutable); create a new RedisInstance to move the data"
+    }]))]
     pub storage: StorageSpec,
     /// redis.conf directives, one entry per directive (e.g. `maxmemory: 100mb`).
     #[serde(default)]

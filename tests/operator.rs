@@ -252,6 +252,13 @@ async fn invalid_config_is_refused_and_the_pod_keeps_running() {
     let mut bad_size = good.clone();
     bad_size.spec.storage.size = "lots".into();
     assert!(apply_instance(&ns, &bad_size).await.is_err());
+    let mut resized = good.clone();
+    resized.spec.storage.size = "2Gi".into();
+    let err = apply_instance(&ns, &resized).await.unwrap_err().to_string();
+    assert!(
+        err.contains("storage cannot change after creation"),
+        "{err}"
+    );
 
     // The rest is refused by the operator: condition, Warning Event, nothing restarted.
     let mut bad = good.clone();
