@@ -137,6 +137,10 @@ pub struct RedisInstanceStatus {
     /// When the last config-change restart began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restart_time: Option<Time>,
+    /// A config that passed validation but that redis-server refused at startup; the pods were
+    /// rolled back and it is not tried again until spec.config changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_config_hash: Option<String>,
     /// One-word summary: Pending, Restarting, Running, Degraded or Invalid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,

@@ -63,6 +63,9 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Bind { addr, source })?;
+    // With port 0 the OS picks one; say which.
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz, /instances");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await

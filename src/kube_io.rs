@@ -105,6 +105,26 @@ pub struct InstanceApi {
     recorder: Recorder,
 }
 
+/// The status as a merge patch: absent optional fields become `null`, so a merge patch clears
+/// them instead of leaving an old value behind.
+fn status_patch(status: &RedisInstanceStatus) -> serde_json::Value {
+    let mut value = serde_json::to_value(status).unwrap_or_default();
+    if let Some(fields) = value.as_object_mut() {
+        for key in [
+            "observedGeneration",
+            "configHash",
+            "shortHash",
+            "lastRestartTime",
+            "rejectedConfigHash",
+            "phase",
+            "conditions",
+        ] {
+            fields.entry(key).or_insert(serde_json::Value::Null);
+        }
+    }
+    value
+}
+
 fn not_found(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(status) if status.code == 404)
 }
@@ -152,6 +172,11 @@ impl InstanceApi {
     /// The StatefulSet, if it exists.
     pub async fn statefulset(&self, name: &str) -> Result<Option<StatefulSet>> {
         self.get_opt("StatefulSet", name).await
+    }
+
+    /// The Service, if it exists.
+    pub async fn service(&self, name: &str) -> Result<Option<Service>> {
+        self.get_opt("Service", name).await
     }
 
     /// The instance as stored now, if it still exists.
@@ -282,7 +307,7 @@ impl InstanceApi {
         status: &RedisInstanceStatus,
     ) -> Result<()> {
         let name = instance.name_any();
-        let patch = json!({ "status": status });
+        let patch = json!({ "status": status_patch(status) });
         self.api::<RedisInstance>()
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -318,5 +343,21 @@ impl InstanceApi {
         {
             tracing::warn!(%error, reason, "failed to publish event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_patch_clears_absent_fields() {
+        let patch = status_patch(&RedisInstanceStatus {
+            restarts: 2,
+            ..RedisInstanceStatus::default()
+        });
+        assert_eq!(patch["restarts"], 2);
+        assert!(patch["configHash"].is_null() && patch.get("configHash").is_some());
+        assert!(patch.get("rejectedConfigHash").is_some());
     }
 }

@@ -87,8 +87,20 @@ impl Step {
 /// Decides the next step. ConfigMap first, then the StatefulSet, so that every pod started
 /// after the template changes reads the new file.
 pub fn next_step(desired: &Desired, observed: &Observed, stage: &Stage) -> Step {
+    let deleting = observed
+        .statefulset
+        .is_some_and(|sts| sts.metadata.deletion_timestamp.is_some());
+    if deleting {
+        // Whatever the stage says (an operator restarted mid-Recreate has none): never delete or
+        // count twice, wait until it is gone.
+        return Step::AwaitDeletion;
+    }
     if *stage == Stage::AwaitingDeletion {
-        return if observed.statefulset.is_some() || observed.pods > 0 {
+        if observed.statefulset.is_some() {
+            // Someone recreated it, or the delete never took: delete again.
+            return Step::DeleteForRecreate;
+        }
+        return if observed.pods > 0 {
             Step::AwaitDeletion
         } else if observed.config_text != Some(desired.config_text) {
             Step::WriteConfigMap
@@ -286,9 +298,14 @@ mod tests {
     fn recreate_waits_for_statefulset_and_pods_to_go() {
         let sts = live("old", true);
         let want = desired(RestartStrategy::Recreate);
+        let mut deleting = sts.clone();
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
         let still_there = next_step(
             &want,
-            &observed(Some(TEXT), Some(&sts)),
+            &observed(Some(TEXT), Some(&deleting)),
             &Stage::AwaitingDeletion,
         );
         let pods_left = Observed {
@@ -309,6 +326,34 @@ mod tests {
             next_step(&want, &gone, &Stage::AwaitingDeletion),
             Step::CreateStatefulSet
         );
+    }
+
+    #[test]
+    fn a_statefulset_being_deleted_is_awaited_in_any_stage() {
+        let mut sts = live("old", true);
+        sts.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        let want = desired(RestartStrategy::Recreate);
+        let obs = observed(Some(TEXT), Some(&sts));
+        assert_eq!(next_step(&want, &obs, &Stage::Steady), Step::AwaitDeletion);
+        assert_eq!(
+            next_step(&want, &obs, &Stage::AwaitingDeletion),
+            Step::AwaitDeletion
+        );
+    }
+
+    #[test]
+    fn a_statefulset_recreated_by_someone_else_mid_recreate_is_deleted_again() {
+        let sts = live("old", true);
+        let want = desired(RestartStrategy::Recreate);
+        let step = next_step(
+            &want,
+            &observed(Some(TEXT), Some(&sts)),
+            &Stage::AwaitingDeletion,
+        );
+        assert_eq!(step, Step::DeleteForRecreate);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::metrics::{InstanceKey, MetricsActor};
 use crate::config::render::render;
 use crate::crd::RedisInstance;
 use crate::kube_io::InstanceApi;
-use crate::resources::{config_map, fixtures, statefulset};
+use crate::resources::{config_map, fixtures, service, statefulset};
 
 type Log = Arc<Mutex<Vec<(Method, String, Value)>>>;
 
@@ -48,10 +48,12 @@ fn scripted_api_with_conflicts(
         ..StatefulSetStatus::default()
     });
     let sts = serde_json::to_value(sts).unwrap();
+    let svc = serde_json::to_value(service(instance)).unwrap();
     let instance_json = serde_json::to_value(instance).unwrap();
     let service = tower::service_fn(move |req: Request<Body>| {
         let log = log.clone();
-        let (cm, sts, instance_json) = (cm.clone(), sts.clone(), instance_json.clone());
+        let (cm, sts, svc, instance_json) =
+            (cm.clone(), sts.clone(), svc.clone(), instance_json.clone());
         let stored = stored.lock().unwrap().clone();
         let conflicts = conflicts.clone();
         async move {
@@ -74,7 +76,7 @@ fn scripted_api_with_conflicts(
                 ),
                 (_, p) if p.ends_with("/configmaps/redis-example-config") => (StatusCode::OK, cm),
                 (_, p) if p.ends_with("/statefulsets/redis-example") => (StatusCode::OK, sts),
-                (_, p) if p.ends_with("/services/redis-example") => (StatusCode::OK, sent),
+                (_, p) if p.ends_with("/services/redis-example") => (StatusCode::OK, svc),
                 (Method::GET, p) if p.ends_with("/persistentvolumeclaims") => (
                     StatusCode::OK,
                     json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {}, "items": []}),
@@ -248,6 +250,47 @@ async fn conflicts_are_retried_with_backoff() {
         3,
         "two refused writes, then one that went through"
     );
+    actor.stop(None);
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn bursts_of_events_leave_one_timer_behind() {
+    let good = converged_instance();
+    let log = Log::default();
+    let stored = Arc::new(Mutex::new(serde_json::to_value(&good).unwrap()));
+    let client = scripted_api(&good, stored, log.clone());
+    let period = Duration::from_millis(50);
+    let timings = Timings {
+        progress_poll: period,
+        resync: period,
+        ..Timings::default()
+    };
+    let (actor, handle) = spawn_instance_actor(client, timings).await;
+    actor
+        .send_message(InstanceMsg::Spec(Arc::new(good)))
+        .unwrap();
+    wait_until(&log, "the first status write", |reqs| {
+        reqs.iter().any(|(_, p, _)| p.ends_with("/status"))
+    })
+    .await;
+    // Spaced out, so each event runs its own step while a tick is pending.
+    for _ in 0..30 {
+        actor.send_message(InstanceMsg::OwnedChanged).unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    log.lock().unwrap().clear();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // One timer gives about one pass per period (10 here); a timer left behind per event would
+    // give about 30 times as many.
+    let passes = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, p, _)| *m == Method::GET && p.ends_with("/redisinstances/redis-example"))
+        .count();
+    assert!(passes <= 30, "{passes} passes in 500ms with a 50ms period");
     actor.stop(None);
     handle.await.unwrap();
 }

@@ -123,14 +123,17 @@ impl Actor for SupervisorActor {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 if let Some(key) = state.children.remove(&cell.get_id()) {
-                    state.actors.remove(&key);
+                    remove_if_current(state, &key, &cell);
                 }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 let Some(key) = state.children.remove(&cell.get_id()) else {
                     return Ok(());
                 };
-                state.actors.remove(&key);
+                if !remove_if_current(state, &key, &cell) {
+                    // A newer actor already serves this key (deleted and recreated instance).
+                    return Ok(());
+                }
                 let failures = state.failures.entry(key.clone()).or_insert(0);
                 *failures += 1;
                 let delay = Duration::from_secs(1u64 << (*failures).min(6));
@@ -241,6 +244,23 @@ async fn ensure_actor(
     }
 }
 
+/// Drops `key`'s actor only if it is the one that ended: when an instance is deleted and
+/// created again quickly, the old actor's end must not unregister the new one.
+fn remove_if_current(
+    state: &mut SupervisorState,
+    key: &InstanceKey,
+    ended: &ractor::ActorCell,
+) -> bool {
+    let current = state
+        .actors
+        .get(key)
+        .is_some_and(|a| a.get_id() == ended.get_id());
+    if current {
+        state.actors.remove(key);
+    }
+    current
+}
+
 /// The instance is gone: stop its actor (owned objects go with the garbage collector).
 fn forget(state: &mut SupervisorState, key: &InstanceKey) {
     state.instances.remove(key);
@@ -251,6 +271,7 @@ fn forget(state: &mut SupervisorState, key: &InstanceKey) {
         .metrics
         .send_message(MetricsMsg::Forget(key.clone()));
     if let Some(actor) = state.actors.remove(key) {
+        state.children.remove(&actor.get_id());
         info!(namespace = %key.namespace, instance = %key.name, "instance deleted; stopping its actor");
         actor.stop(Some("instance deleted".into()));
     }

@@ -58,18 +58,13 @@ pub async fn install_crd(client: &Client) {
 pub struct Operator {
     child: Child,
     pub log_path: PathBuf,
-    pub metrics_addr: String,
+    /// Lines an earlier operator of the same test wrote to the same file.
+    first_log_line: usize,
 }
 
 impl Operator {
     /// Starts `redis-operator run --namespace <ns>`; logs go to `target/e2e-logs/<ns>.log`.
     pub fn start(namespace: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let metrics_addr = format!("127.0.0.1:{port}");
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
         std::fs::create_dir_all(&dir).unwrap();
         let log_path = dir.join(format!("{namespace}.log"));
@@ -78,17 +73,24 @@ impl Operator {
             .append(true)
             .open(&log_path)
             .unwrap();
+        let first_log_line = std::fs::read_to_string(&log_path).map_or(0, |t| t.lines().count());
         let child = Command::new(env!("CARGO_BIN_EXE_redis-operator"))
+            // Port 0: the operator picks a free port and logs it, so parallel tests never clash.
             .args([
                 "run",
                 "--namespace",
                 namespace,
                 "--metrics-addr",
-                &metrics_addr,
+                "127.0.0.1:0",
+            ])
+            .args([
                 "--log-format",
                 "json",
+                "--resync",
+                "10",
+                "--recreate-timeout",
+                "60",
             ])
-            .args(["--resync", "10", "--recreate-timeout", "60"])
             .arg("--kubeconfig")
             .arg(kubeconfig_path())
             .env("RUST_LOG", "info,redis_operator=debug")
@@ -99,7 +101,7 @@ impl Operator {
         Self {
             child,
             log_path,
-            metrics_addr,
+            first_log_line,
         }
     }
 
@@ -131,18 +133,24 @@ impl Operator {
         }
     }
 
-    /// The JSON log lines so far.
+    /// The JSON log lines this operator process wrote so far.
     pub fn log_lines(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.log_path)
             .unwrap_or_default()
             .lines()
+            .skip(self.first_log_line)
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     }
 
-    /// `/metrics` as text.
+    /// `/metrics` as text, from the address the operator logged.
     pub async fn metrics(&self) -> String {
-        http_get(&self.metrics_addr, "/metrics").await
+        let addr = self
+            .log_lines()
+            .iter()
+            .find_map(|l| l["addr"].as_str().map(str::to_owned))
+            .expect("the operator logs the address it serves on");
+        http_get(&addr, "/metrics").await
     }
 }
 
@@ -270,14 +278,19 @@ pub async fn config_map_and_hash(ns: &TestNamespace, instance: &str) -> (String,
 
 /// What `sha256sum` prints for `text`, as a user would check the annotation.
 pub fn sha256sum(text: &str) -> String {
-    let path =
-        std::env::temp_dir().join(format!("redis-conf-{}-{}", std::process::id(), text.len()));
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new("sha256sum")
-        .arg(&path)
-        .output()
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
         .expect("sha256sum");
-    let _ = std::fs::remove_file(&path);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .next()

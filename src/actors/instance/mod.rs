@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use kube::ResourceExt;
 use ractor::concurrency::JoinHandle;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 use tracing::{debug, warn};
 
 use super::metrics::{InstanceKey, MetricsMsg};
-use crate::config::render::{CONFIG_FILE_KEY, render};
+use crate::config::render::{CONFIG_FILE_KEY, render, short_hash};
 use crate::config::validate::validate;
 use crate::crd::{RedisInstance, RedisInstanceStatus};
 use crate::kube_io::{self, InstanceApi};
@@ -110,7 +110,8 @@ pub struct InstanceState {
     last_known_hash: Option<String>,
     stage: Stage,
     step_queued: bool,
-    timer: Option<JoinHandle<()>>,
+    /// The pending Tick; aborted when another is scheduled, so each actor has one timer.
+    timer: Option<JoinHandle<Result<(), MessagingErr<InstanceMsg>>>>,
     /// Generation whose StatefulSet was last applied; `None` after a start, so the first pass
     /// re-applies (a no-op on the server when nothing changed).
     applied_generation: Option<i64>,
@@ -208,10 +209,7 @@ fn schedule_tick(myself: &ActorRef<InstanceMsg>, state: &mut InstanceState, afte
     if let Some(timer) = state.timer.take() {
         timer.abort();
     }
-    let handle = myself.send_after(after, || InstanceMsg::Tick);
-    state.timer = Some(ractor::concurrency::spawn(async move {
-        let _ = handle.await;
-    }));
+    state.timer = Some(myself.send_after(after, || InstanceMsg::Tick));
 }
 
 fn after_step(
@@ -243,6 +241,40 @@ fn after_step(
             });
             schedule_tick(myself, state, backoff);
         }
+    }
+}
+
+/// A rejection survives operator restarts through `status.rejectedConfigHash`: without it, a
+/// restarted operator would roll the config Redis refused out again. A new config clears it.
+fn recall_rejection(state: &mut InstanceState, current: &RedisInstance, desired_hash: &str) {
+    let recorded = current
+        .status
+        .as_ref()
+        .and_then(|s| s.rejected_config_hash.as_deref());
+    if state.rejected.is_none() && recorded == Some(desired_hash) {
+        let message = current
+            .status
+            .as_ref()
+            .and_then(|s| crate::status::find_condition(s, crate::status::condition::CONFIG_VALID))
+            .filter(|c| c.reason == "RedisRejectedConfig")
+            .map(|c| c.message.clone())
+            .unwrap_or_else(|| {
+                format!(
+                    "redis-server refused config {}; fix spec.config",
+                    short_hash(desired_hash)
+                )
+            });
+        state.rejected = Some(Rejection {
+            hash: desired_hash.to_owned(),
+            message,
+        });
+    }
+    if state
+        .rejected
+        .as_ref()
+        .is_some_and(|r| r.hash != desired_hash)
+    {
+        state.rejected = None;
     }
 }
 
@@ -278,10 +310,18 @@ async fn take_step(state: &mut InstanceState) -> Result<Step, kube_io::Error> {
     // A refused edit changes nothing: keep driving the last good spec (which also lets a
     // Recreate already under way finish with the config it started with).
     let Some(mut target) = state.last_good.clone() else {
-        write_status(state, &current, None, &violations, None).await?;
+        // Nothing valid seen since this actor started (e.g. the operator restarted while the
+        // spec was invalid): touch nothing, but report the pods that do run.
+        let live_sts = state.args.api.statefulset(&current.name_any()).await?;
+        state.last_known_hash = live_sts
+            .as_ref()
+            .and_then(config_hash_of)
+            .map(str::to_owned);
+        write_status(state, &current, live_sts.as_ref(), &violations, None).await?;
         return Ok(Step::Idle);
     };
     let mut rendered = render(&target.spec.config);
+    recall_rejection(state, &current, &rendered.hash);
     let name = target.name_any();
     let api = state.args.api.clone();
     let live_sts = api.statefulset(&name).await?;

@@ -100,6 +100,7 @@ pub(super) async fn write_status(
         .config_hash
         .as_deref()
         .map(|h| short_hash(h).to_owned());
+    status.rejected_config_hash = state.rejected.as_ref().map(|r| r.hash.clone());
     let current_phase = phase(config_valid, restarting, ready, wanted);
     status.phase = Some(current_phase);
     let validity = if let Some(message) = rejection.filter(|_| violations.is_empty()) {
@@ -147,9 +148,8 @@ pub(super) async fn write_status(
         .args
         .metrics
         .send_message(MetricsMsg::ReadyReplicas(key, i64::from(ready)));
-    let unchanged =
-        current.status.as_ref() == Some(&status) || state.last_status.as_ref() == Some(&status);
-    if !unchanged {
+    // `current` was read from the API this pass, so this compares with what the server holds.
+    if current.status.as_ref() != Some(&status) {
         state.args.api.write_status(current, &status).await?;
     }
     state.last_status = Some(status);

@@ -47,7 +47,8 @@ pub(super) async fn perform(
             Ok(None)
         }
         Step::CreateStatefulSet => {
-            info!(namespace = %ns, instance = %name, new_hash, "StatefulSet not found or needs recreation, creating new one");
+            info!(namespace = %ns, instance = %name, old_hash = %state.last_known_hash.clone().unwrap_or_default(),
+                new_hash, "StatefulSet not found or needs recreation, creating new one");
             api.apply_service(&service(target)).await?;
             let created = api
                 .apply("StatefulSet", &statefulset(target, new_hash, None))
@@ -81,7 +82,7 @@ pub(super) async fn perform(
             let strategy = target.spec.restart_strategy.as_str();
             info!(namespace = %ns, instance = %name, old_hash = %old_hash, new_hash, strategy,
                 "ConfigMap was updated or StatefulSet needs restart");
-            begin_restart(state, target, &old_hash, new_hash, strategy).await;
+            // Counted once the write succeeded, so a retried write is not a second restart.
             if *step == Step::RollOut {
                 let marker = if old_hash == new_hash {
                     Some(Timestamp::now().to_string())
@@ -96,11 +97,13 @@ pub(super) async fn perform(
                     .await?;
                 state.applied_generation = target.metadata.generation;
                 state.restart_requested = false;
+                begin_restart(state, target, &old_hash, new_hash, strategy).await;
                 enter_stage(state, Stage::RollingOut);
                 Ok(Some(updated))
             } else {
                 api.delete_statefulset(name).await?;
                 state.restart_requested = false;
+                begin_restart(state, target, &old_hash, new_hash, strategy).await;
                 enter_stage(state, Stage::AwaitingDeletion);
                 Ok(None)
             }
@@ -122,9 +125,14 @@ pub(super) async fn perform(
             detect_rejection(state, target, new_hash, pods).await;
             replace_rejected_pods(state, new_hash, pods).await?;
             check_deadline(state, target).await;
+            adopt_claims(state, target).await;
             Ok(None)
         }
         Step::AwaitDeletion => {
+            if state.stage != Stage::AwaitingDeletion {
+                // Found mid-deletion (the operator restarted during a Recreate): keep waiting.
+                enter_stage(state, Stage::AwaitingDeletion);
+            }
             check_deadline(state, target).await;
             Ok(None)
         }
@@ -133,11 +141,27 @@ pub(super) async fn perform(
             if state.stage != Stage::Steady {
                 finish_restart(state, target, new_hash).await;
             }
-            let adopted = api.adopt_claims(target).await?;
-            if adopted > 0 {
-                info!(namespace = %ns, instance = %name, adopted, "adopted data volume claims");
+            if api.service(name).await?.is_none() {
+                info!(namespace = %ns, instance = %name, "Service missing, recreating it");
+                api.apply_service(&service(target)).await?;
             }
+            adopt_claims(state, target).await;
             Ok(None)
+        }
+    }
+}
+
+/// Claims get the instance as owner as soon as they exist, so deleting an instance that never
+/// became ready leaves none behind. Best effort: a failure is retried on the next pass.
+async fn adopt_claims(state: &InstanceState, target: &RedisInstance) {
+    let key = &state.args.key;
+    match state.args.api.adopt_claims(target).await {
+        Ok(0) => {}
+        Ok(adopted) => {
+            info!(namespace = %key.namespace, instance = %key.name, adopted, "adopted data volume claims")
+        }
+        Err(error) => {
+            warn!(namespace = %key.namespace, instance = %key.name, %error, "failed to adopt data volume claims")
         }
     }
 }
