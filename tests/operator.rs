@@ -560,7 +560,7 @@ async fn quick_edits_during_a_recreate_end_in_one_restart_with_the_last_config()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn config_redis_rejects_is_rolled_back_to_the_last_one_that_ran() {
-    let (_client, ns, _operator) = setup("rejected").await;
+    let (_client, ns, operator) = setup("rejected").await;
     let good = example("redis-example.yaml");
     apply_instance(&ns, &good).await.unwrap();
     wait_ready(&ns, "redis-example", None, READY_TIMEOUT).await;
@@ -656,6 +656,40 @@ async fn config_redis_rejects_is_rolled_back_to_the_last_one_that_ran() {
             .iter()
             .any(|(t, r, _)| t == "Warning" && r == "RedisRejectedConfig"),
         "{events:?}"
+    );
+
+    // A restarted operator remembers the rejection (status.rejectedConfigHash) and does not
+    // roll the refused config out again.
+    assert!(operator.stop().success());
+    let operator = Operator::start(&ns.name);
+    wait_for(
+        Duration::from_secs(60),
+        "two passes by the restarted operator",
+        || {
+            let lines = operator.log_lines();
+            async move {
+                let passes = lines
+                    .iter()
+                    .filter(|l| l["message"] == "Config hash comparison")
+                    .count();
+                if passes >= 2 {
+                    Ok(())
+                } else {
+                    Err(format!("{passes} passes"))
+                }
+            }
+        },
+    )
+    .await;
+    let still = ns.api::<Pod>().get("redis-example-0").await.unwrap();
+    assert_eq!(
+        uid(&still),
+        uid(&pod),
+        "the restarted operator must leave the rolled-back pod alone"
+    );
+    assert_eq!(
+        config_map_and_hash(&ns, "redis-example").await.1.as_deref(),
+        Some(good_hash.as_str())
     );
 
     // Fixing the spec goes through.

@@ -225,7 +225,7 @@ async fn conflicts_are_retried_with_backoff() {
     let good = converged_instance();
     let log = Log::default();
     let stored = Arc::new(Mutex::new(serde_json::to_value(&good).unwrap()));
-    let conflicts = Arc::new(AtomicUsize::new(2));
+    let conflicts = Arc::new(AtomicUsize::new(3));
     let client = scripted_api_with_conflicts(&good, stored, log.clone(), conflicts.clone());
     let timings = Timings {
         max_backoff: Duration::from_millis(50),
@@ -247,9 +247,23 @@ async fn conflicts_are_retried_with_backoff() {
     );
     assert_eq!(
         writes_to(&log, "/statefulsets").len(),
-        3,
-        "two refused writes, then one that went through"
+        4,
+        "three refused writes, then one that went through"
     );
+    let events: Vec<Value> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, p, _)| *m == Method::POST && p.ends_with("/events"))
+        .map(|(_, _, body)| body.clone())
+        .collect();
+    assert_eq!(
+        events.len(),
+        1,
+        "one Warning after the third failure in a row: {events:?}"
+    );
+    assert_eq!(events[0]["type"], "Warning");
+    assert_eq!(events[0]["reason"], "ApplyFailed");
     actor.stop(None);
     handle.await.unwrap();
 }

@@ -179,7 +179,7 @@ impl Actor for RedisInstanceActor {
             InstanceMsg::Step => {
                 state.step_queued = false;
                 let outcome = take_step(state).await;
-                after_step(&myself, state, outcome);
+                after_step(&myself, state, outcome).await;
             }
         }
         Ok(())
@@ -212,7 +212,11 @@ fn schedule_tick(myself: &ActorRef<InstanceMsg>, state: &mut InstanceState, afte
     state.timer = Some(myself.send_after(after, || InstanceMsg::Tick));
 }
 
-fn after_step(
+/// Consecutive failed steps after which a person is told with a Warning Event; fewer are
+/// routine (a conflict, an apiserver restart) and only logged.
+const FAILURES_BEFORE_EVENT: u32 = 3;
+
+async fn after_step(
     myself: &ActorRef<InstanceMsg>,
     state: &mut InstanceState,
     outcome: Result<Step, kube_io::Error>,
@@ -239,6 +243,18 @@ fn after_step(
                 key: key.clone(),
                 reason: error.reason(),
             });
+            if state.consecutive_failures == FAILURES_BEFORE_EVENT
+                && let Some(instance) = state.instance.clone()
+            {
+                let note = format!(
+                    "{error}; failed {FAILURES_BEFORE_EVENT} times in a row, retrying with backoff"
+                );
+                state
+                    .args
+                    .api
+                    .event(&instance, true, error.reason(), "Reconcile", note)
+                    .await;
+            }
             schedule_tick(myself, state, backoff);
         }
     }
@@ -333,6 +349,13 @@ async fn take_step(state: &mut InstanceState) -> Result<Step, kube_io::Error> {
     if rejection.is_some() {
         // Redis refused this config: drive the last one that ran instead.
         let Some(healthy) = state.last_healthy.clone() else {
+            // No config known to run since this actor started: leave the pods as they are.
+            let live = live_sts
+                .as_ref()
+                .and_then(config_hash_of)
+                .map(str::to_owned);
+            log_hash_comparison(state, live.as_deref(), &rendered.hash);
+            state.last_known_hash = live;
             write_status(
                 state,
                 &current,

@@ -21,11 +21,11 @@ pub(super) fn log_hash_comparison(state: &InstanceState, live: Option<&str>, des
     let key = &state.args.key;
     let matches = live == Some(desired);
     if !matches || state.last_known_hash.is_none() {
-        info!(namespace = %key.namespace, instance = %key.name, current_hash = live.unwrap_or(""),
-            desired_hash = desired, matches, "Config hash comparison");
+        info!(namespace = %key.namespace, instance = %key.name, old_hash = live.unwrap_or(""),
+            new_hash = desired, matches, "Config hash comparison");
     } else {
-        debug!(namespace = %key.namespace, instance = %key.name, current_hash = live.unwrap_or(""),
-            desired_hash = desired, matches, "Config hash comparison");
+        debug!(namespace = %key.namespace, instance = %key.name, old_hash = live.unwrap_or(""),
+            new_hash = desired, matches, "Config hash comparison");
     }
 }
 

@@ -268,7 +268,7 @@ pub(super) async fn check_deadline(state: &mut InstanceState, target: &RedisInst
             ),
         )
     };
-    warn!(namespace = %key.namespace, instance = %key.name, reason, "{note}");
+    warn!(namespace = %key.namespace, instance = %key.name, reason, detail = %note, "restart sequence overdue");
     state
         .args
         .api
