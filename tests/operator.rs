@@ -305,28 +305,7 @@ async fn invalid_config_is_refused_and_the_pod_keeps_running() {
         "{events:?}"
     );
     // Give a wrongly eager operator time to act: two more passes after the refusal.
-    wait_for(
-        Duration::from_secs(30),
-        "two passes after the refusal",
-        || {
-            let lines = operator.log_lines();
-            async move {
-                let refused_at = lines.iter().position(|l| l["message"] == "config refused");
-                let after = refused_at.map_or(0, |i| {
-                    lines[i..]
-                        .iter()
-                        .filter(|l| l["message"] == "Config hash comparison")
-                        .count()
-                });
-                if after >= 2 {
-                    Ok(())
-                } else {
-                    Err(format!("{after} hash comparisons since the refusal"))
-                }
-            }
-        },
-    )
-    .await;
+    operator.wait_for_passes(2, Some("config refused")).await;
     let still = ns.api::<Pod>().get("redis-example-0").await.unwrap();
     assert_eq!(
         uid(&still),
@@ -373,26 +352,8 @@ async fn operator_restart_causes_no_pod_restart() {
     );
 
     let operator = Operator::start(&ns.name);
-    wait_for(
-        Duration::from_secs(60),
-        "the new operator to re-apply and check again",
-        || {
-            // Only this process's lines: the second pass comes after the first pass's re-apply.
-            let lines = operator.log_lines();
-            async move {
-                let passes = lines
-                    .iter()
-                    .filter(|l| l["message"] == "Config hash comparison" && l["matches"] == true)
-                    .count();
-                if passes >= 2 {
-                    Ok(())
-                } else {
-                    Err(format!("{passes} passes by the new operator"))
-                }
-            }
-        },
-    )
-    .await;
+    // The second pass comes after the first pass's re-apply of the StatefulSet.
+    operator.wait_for_passes(2, None).await;
     wait_ready(&ns, "redis-example", None, READY_TIMEOUT).await;
     let after = ns.api::<StatefulSet>().get("redis-example").await.unwrap();
     assert_eq!(
@@ -662,25 +623,7 @@ async fn config_redis_rejects_is_rolled_back_to_the_last_one_that_ran() {
     // roll the refused config out again.
     assert!(operator.stop().success());
     let operator = Operator::start(&ns.name);
-    wait_for(
-        Duration::from_secs(60),
-        "two passes by the restarted operator",
-        || {
-            let lines = operator.log_lines();
-            async move {
-                let passes = lines
-                    .iter()
-                    .filter(|l| l["message"] == "Config hash comparison")
-                    .count();
-                if passes >= 2 {
-                    Ok(())
-                } else {
-                    Err(format!("{passes} passes"))
-                }
-            }
-        },
-    )
-    .await;
+    operator.wait_for_passes(2, None).await;
     let still = ns.api::<Pod>().get("redis-example-0").await.unwrap();
     assert_eq!(
         uid(&still),

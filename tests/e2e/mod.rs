@@ -143,6 +143,33 @@ impl Operator {
             .collect()
     }
 
+    /// Waits until this operator has made `count` passes over its instance (each logs "Config
+    /// hash comparison"), counting only after the first line with message `after`, if given.
+    pub async fn wait_for_passes(&self, count: usize, after: Option<&str>) {
+        let what = format!("{count} operator passes after {after:?}");
+        wait_for(Duration::from_secs(60), &what, || {
+            let lines = self.log_lines();
+            async move {
+                let start = match after {
+                    Some(message) => lines.iter().position(|l| l["message"] == message),
+                    None => Some(0),
+                };
+                let passes = start.map_or(0, |i| {
+                    lines[i..]
+                        .iter()
+                        .filter(|l| l["message"] == "Config hash comparison")
+                        .count()
+                });
+                if passes >= count {
+                    Ok(())
+                } else {
+                    Err(format!("{passes} passes"))
+                }
+            }
+        })
+        .await
+    }
+
     /// `/metrics` as text, from the address the operator logged.
     pub async fn metrics(&self) -> String {
         let addr = self
