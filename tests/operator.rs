@@ -649,3 +649,63 @@ async fn config_redis_rejects_is_rolled_back_to_the_last_one_that_ran() {
     let pod = ready_pod(&ns, "redis-example-0").await;
     assert_eq!(config_get(&pod, "maxmemory").await, "314572800");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edit_during_a_rolling_restart_retargets_it() {
+    let (_client, ns, operator) = setup("retarget").await;
+    let mut instance = example("redis-example.yaml");
+    instance.spec.replicas = 3;
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_ready(&ns, "redis-example", None, READY_TIMEOUT).await;
+
+    instance
+        .spec
+        .config
+        .insert("maxmemory".into(), "110mb".into());
+    apply_instance(&ns, &instance).await.unwrap();
+    // Three pods roll one at a time, each waiting for readiness: the second edit lands mid-way.
+    wait_for(
+        Duration::from_secs(60),
+        "the first restart to begin",
+        || {
+            let lines = operator.log_lines();
+            async move {
+                let began = lines
+                    .iter()
+                    .any(|l| l["message"] == "ConfigMap was updated or StatefulSet needs restart");
+                if began { Ok(()) } else { Err("not yet".into()) }
+            }
+        },
+    )
+    .await;
+    instance
+        .spec
+        .config
+        .insert("maxmemory".into(), "120mb".into());
+    apply_instance(&ns, &instance).await.unwrap();
+
+    let last = render(&instance.spec.config).hash;
+    let ready = wait_ready(&ns, "redis-example", Some(&last), Duration::from_secs(300)).await;
+    let reasons: Vec<_> = instance_events(&ns, "redis-example")
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    assert!(
+        reasons.contains(&"RestartRetargeted".to_owned()),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        ready.status.unwrap().restarts,
+        1,
+        "one restart, retargeted: {reasons:?}"
+    );
+    for pod in pods(&ns, "redis-example").await {
+        assert_eq!(
+            config_get(&pod, "maxmemory").await,
+            "125829120",
+            "{}",
+            pod.name_any()
+        );
+    }
+}

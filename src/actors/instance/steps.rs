@@ -185,16 +185,30 @@ pub(super) async fn begin_restart(
     strategy: &'static str,
 ) {
     let key = state.args.key.clone();
-    let _ = state.args.metrics.send_message(MetricsMsg::Restarted {
-        key: key.clone(),
-        strategy,
-    });
     if old_hash != new_hash {
         let _ = state
             .args
             .metrics
-            .send_message(MetricsMsg::HashMismatch(key));
+            .send_message(MetricsMsg::HashMismatch(key.clone()));
     }
+    if state.restart_began.is_some() && state.stage == Stage::RollingOut {
+        // An edit during a rollout: the StatefulSet controller moves straight on to the newest
+        // template, so this is the same restart with a new target, not a second one.
+        let note = format!(
+            "config changed during the restart; continuing with config {}",
+            short_hash(new_hash)
+        );
+        state
+            .args
+            .api
+            .event(target, false, "RestartRetargeted", "Restart", note)
+            .await;
+        return;
+    }
+    let _ = state.args.metrics.send_message(MetricsMsg::Restarted {
+        key: key.clone(),
+        strategy,
+    });
     state.restart_began = Some(Instant::now());
     let status = state
         .last_status
