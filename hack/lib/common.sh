@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # variables are used by the scripts that source this file
 # Shared paths and helpers for the hack/ scripts; sourced, never run.
 set -euo pipefail
 
