@@ -79,6 +79,23 @@ async fn spec_walkthrough(prefix: &str, strategy: RestartStrategy) {
     );
 
     let status = ready.status.unwrap();
+
+    // What `kubectl get redisinstances` shows a person.
+    let table = kubectl(&["get", "redisinstances", "-n", &ns.name]);
+    let header: Vec<_> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "REPLICAS", "READY", "PHASE", "HASH", "RESTARTS", "AGE"
+        ],
+        "{table}"
+    );
+    let row: Vec<_> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..6],
+        ["redis-example", "1", "1", "Running", &new_hash[..12], "1"],
+        "{table}"
+    );
     assert_eq!(status.restarts, 1, "{status:?}");
     assert!(status.last_restart_time.is_some());
     let sts_after = ns.api::<StatefulSet>().get("redis-example").await.unwrap();

@@ -357,3 +357,31 @@ pub async fn config_get(pod: &Pod, name: &str) -> String {
     );
     lines.next().unwrap_or_default().to_owned()
 }
+
+/// Runs the kubectl that `hack/build-controlplane` built (as a user would) against the local
+/// cluster; returns stdout.
+pub fn kubectl(args: &[&str]) -> String {
+    let cache = std::env::var_os("REDIS_OPERATOR_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/redis-operator")
+        });
+    let binary = cache.join("kubernetes-v1.37.2/kubectl");
+    let out = Command::new(&binary)
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} ({e}); hack/build-controlplane builds it",
+                binary.display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
