@@ -158,11 +158,7 @@ async fn spec_walkthrough(prefix: &str, strategy: RestartStrategy) {
         metrics.contains("redis_operator_config_hash_mismatches_total{"),
         "{metrics}"
     );
-    let reasons: Vec<_> = instance_events(&ns, "redis-example")
-        .await
-        .into_iter()
-        .map(|e| e.1)
-        .collect();
+    let reasons = event_reasons(&ns, "redis-example").await;
     assert!(
         reasons.contains(&"RestartStarted".to_owned()),
         "{reasons:?}"
@@ -703,11 +699,7 @@ async fn an_edit_during_a_rolling_restart_retargets_it() {
 
     let last = render(&instance.spec.config).hash;
     let ready = wait_ready(&ns, "redis-example", Some(&last), Duration::from_secs(300)).await;
-    let reasons: Vec<_> = instance_events(&ns, "redis-example")
-        .await
-        .into_iter()
-        .map(|e| e.1)
-        .collect();
+    let reasons = event_reasons(&ns, "redis-example").await;
     assert!(
         reasons.contains(&"RestartRetargeted".to_owned()),
         "{reasons:?}"

@@ -346,6 +346,15 @@ pub async fn instance_events(ns: &TestNamespace, instance: &str) -> Vec<(String,
         .collect()
 }
 
+/// Reasons of the Events on the instance.
+pub async fn event_reasons(ns: &TestNamespace, instance: &str) -> Vec<String> {
+    instance_events(ns, instance)
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect()
+}
+
 /// `CONFIG GET <name>` on the pod: the value.
 pub async fn config_get(pod: &Pod, name: &str) -> String {
     let out = redis_cli(pod, &["CONFIG", "GET", name]).await;
