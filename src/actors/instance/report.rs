@@ -42,6 +42,18 @@ pub(super) async fn refuse(
     let message = refusal_message(violations, state.last_known_hash.as_deref());
     warn!(namespace = %key.namespace, instance = %key.name, generation = current.metadata.generation,
         violations = %message, "config refused");
+    report_refusal(state, current, "InvalidConfig", "Validate", message).await;
+}
+
+/// A refused config, by validation or by Redis itself: counted, and told as a Warning Event.
+pub(super) async fn report_refusal(
+    state: &InstanceState,
+    instance: &RedisInstance,
+    reason: &str,
+    action: &str,
+    message: String,
+) {
+    let key = state.args.key.clone();
     let _ = state
         .args
         .metrics
@@ -49,7 +61,7 @@ pub(super) async fn refuse(
     state
         .args
         .api
-        .event(current, true, "InvalidConfig", "Validate", message)
+        .event(instance, true, reason, action, message)
         .await;
 }
 

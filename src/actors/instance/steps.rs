@@ -10,6 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use tracing::{info, warn};
 
+use super::report::report_refusal;
 use super::{InstanceState, Rejection};
 use crate::actors::metrics::MetricsMsg;
 use crate::config::render::{RenderedConfig, config_hash, render, short_hash};
@@ -82,31 +83,29 @@ pub(super) async fn perform(
             let strategy = target.spec.restart_strategy.as_str();
             info!(namespace = %ns, instance = %name, old_hash = %old_hash, new_hash, strategy,
                 "ConfigMap was updated or StatefulSet needs restart");
-            // Counted once the write succeeded, so a retried write is not a second restart.
-            if *step == Step::RollOut {
+            let repeat_delete = state.stage == Stage::AwaitingDeletion;
+            let (updated, next_stage) = if *step == Step::RollOut {
                 let marker = if old_hash == new_hash {
                     Some(Timestamp::now().to_string())
                 } else {
                     marker
                 };
-                let updated = api
-                    .apply(
-                        "StatefulSet",
-                        &statefulset(target, new_hash, marker.as_deref()),
-                    )
-                    .await?;
+                let sts = statefulset(target, new_hash, marker.as_deref());
+                let updated = api.apply("StatefulSet", &sts).await?;
                 state.applied_generation = target.metadata.generation;
-                state.restart_requested = false;
-                begin_restart(state, target, &old_hash, new_hash, strategy).await;
-                enter_stage(state, Stage::RollingOut);
-                Ok(Some(updated))
+                (Some(updated), Stage::RollingOut)
             } else {
                 api.delete_statefulset(name).await?;
-                state.restart_requested = false;
+                (None, Stage::AwaitingDeletion)
+            };
+            state.restart_requested = false;
+            // Counted once the write succeeded, so a retried write is not a second restart; a
+            // StatefulSet deleted again mid-Recreate belongs to the restart already counted.
+            if !repeat_delete {
                 begin_restart(state, target, &old_hash, new_hash, strategy).await;
-                enter_stage(state, Stage::AwaitingDeletion);
-                Ok(None)
             }
+            enter_stage(state, next_stage);
+            Ok(updated)
         }
         Step::ApplyStatefulSet => {
             let applied = api
@@ -330,21 +329,14 @@ pub(super) async fn detect_rejection(
     );
     warn!(namespace = %key.namespace, instance = %key.name, pod = %crash.pod, exit_code = crash.exit_code,
         hash, "Redis rejected the config");
-    let _ = state
-        .args
-        .metrics
-        .send_message(MetricsMsg::InvalidConfig(key));
-    state
-        .args
-        .api
-        .event(
-            target,
-            true,
-            "RedisRejectedConfig",
-            "Restart",
-            message.clone(),
-        )
-        .await;
+    report_refusal(
+        state,
+        target,
+        "RedisRejectedConfig",
+        "Restart",
+        message.clone(),
+    )
+    .await;
     state.rejected = Some(Rejection {
         hash: hash.to_owned(),
         message,
