@@ -141,6 +141,10 @@ pub struct RedisInstanceStatus {
     /// rolled back and it is not tried again until spec.config changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected_config_hash: Option<String>,
+    /// The restart in flight, written before its first step so that an operator restarted
+    /// mid-sequence finishes it without counting it twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutRecord>,
     /// One-word summary: Pending, Restarting, Running, Degraded or Invalid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
@@ -148,6 +152,52 @@ pub struct RedisInstanceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// A restart of the pods that has begun and not yet completed.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRecord {
+    /// Config hash the pods are being restarted onto.
+    pub config_hash: String,
+    /// Value of the pod template's restarted-at annotation when the hash alone does not change
+    /// (the ConfigMap was rewritten or deleted behind the pods' back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<String>,
+    /// Strategy the restart runs with; an edit of `restartStrategy` applies to the next one.
+    pub strategy: RestartStrategy,
+    /// Why the pods restart.
+    pub reason: RestartReason,
+    /// When the restart began; progress deadlines count from here, across operator restarts.
+    pub started_at: Time,
+}
+
+/// Why pods are restarted; a fixed set, used as Event text and metric label.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+pub enum RestartReason {
+    /// `spec.config` changed: the template hash differs from the desired one.
+    ConfigChanged,
+    /// The ConfigMap was missing or its content differed while the template hash matched.
+    ConfigMapChanged,
+    /// `spec.image` changed, or the StatefulSet's image was edited by hand.
+    ImageChanged,
+    /// Another part of the pod template differs from what the operator builds.
+    PodTemplateChanged,
+    /// The restart in flight was failing and a newer config replaced its target.
+    Superseded,
+}
+
+impl RestartReason {
+    /// Fixed label for metrics, Events and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartReason::ConfigChanged => "ConfigChanged",
+            RestartReason::ConfigMapChanged => "ConfigMapChanged",
+            RestartReason::ImageChanged => "ImageChanged",
+            RestartReason::PodTemplateChanged => "PodTemplateChanged",
+            RestartReason::Superseded => "Superseded",
+        }
+    }
 }
 
 /// One-word summary of an instance.

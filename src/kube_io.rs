@@ -1,8 +1,11 @@
-//! The few Kubernetes API calls the operator makes, in one place.
+//! The few Kubernetes API calls the operator makes, in one place: all of them writes, each
+//! through the shared [`Limiter`]. Reads come from the watch caches.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -11,31 +14,12 @@ use serde_json::json;
 use std::fmt::Debug;
 
 use crate::crd::{RedisInstance, RedisInstanceStatus};
-use crate::resources::{MANAGER, adoption_ref, selector_string};
+use crate::limiter::Limiter;
+use crate::resources::MANAGER;
 
 /// Failures talking to the API server, by what was attempted.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Reading an object failed.
-    #[error("failed to get {kind} {name}: {source}")]
-    Get {
-        /// Kind of the object.
-        kind: &'static str,
-        /// Its name.
-        name: String,
-        /// The API error.
-        #[source]
-        source: kube::Error,
-    },
-    /// Listing objects failed.
-    #[error("failed to list {kind}: {source}")]
-    List {
-        /// Kind listed.
-        kind: &'static str,
-        /// The API error.
-        #[source]
-        source: kube::Error,
-    },
     /// Server-side apply failed.
     #[error("failed to apply {kind} {name}: {source}")]
     Apply {
@@ -73,8 +57,6 @@ impl Error {
     /// Bounded label for metrics and Event reasons.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::Get { .. } => "GetFailed",
-            Error::List { .. } => "ListFailed",
             Error::Apply { .. } => "ApplyFailed",
             Error::Delete { .. } => "DeleteFailed",
             Error::Status { .. } => "StatusUpdateFailed",
@@ -84,9 +66,7 @@ impl Error {
     /// Whether the apiserver refused the object itself (a retry with the same input fails too).
     pub fn is_invalid(&self) -> bool {
         let source = match self {
-            Error::Get { source, .. }
-            | Error::List { source, .. }
-            | Error::Apply { source, .. }
+            Error::Apply { source, .. }
             | Error::Delete { source, .. }
             | Error::Status { source, .. } => source,
         };
@@ -103,6 +83,7 @@ pub struct InstanceApi {
     client: Client,
     namespace: String,
     recorder: Recorder,
+    limiter: Limiter,
 }
 
 /// The status as a merge patch: absent optional fields become `null`, so a merge patch clears
@@ -116,6 +97,7 @@ fn status_patch(status: &RedisInstanceStatus) -> serde_json::Value {
             "shortHash",
             "lastRestartTime",
             "rejectedConfigHash",
+            "rollout",
             "phase",
             "conditions",
         ] {
@@ -131,11 +113,12 @@ fn not_found(err: &kube::Error) -> bool {
 
 impl InstanceApi {
     /// API access for objects in `namespace`, publishing Events as `reporter`.
-    pub fn new(client: Client, namespace: &str, reporter: Reporter) -> Self {
+    pub fn new(client: Client, namespace: &str, reporter: Reporter, limiter: Limiter) -> Self {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             namespace: namespace.to_owned(),
+            limiter,
         }
     }
 
@@ -144,57 +127,6 @@ impl InstanceApi {
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {
         Api::namespaced(self.client.clone(), &self.namespace)
-    }
-
-    async fn get_opt<K>(&self, kind: &'static str, name: &str) -> Result<Option<K>>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + Debug,
-    {
-        match self.api::<K>().get(name).await {
-            Ok(obj) => Ok(Some(obj)),
-            Err(err) if not_found(&err) => Ok(None),
-            Err(source) => Err(Error::Get {
-                kind,
-                name: name.to_owned(),
-                source,
-            }),
-        }
-    }
-
-    /// The ConfigMap, if it exists.
-    pub async fn config_map(&self, name: &str) -> Result<Option<ConfigMap>> {
-        self.get_opt("ConfigMap", name).await
-    }
-
-    /// The StatefulSet, if it exists.
-    pub async fn statefulset(&self, name: &str) -> Result<Option<StatefulSet>> {
-        self.get_opt("StatefulSet", name).await
-    }
-
-    /// The Service, if it exists.
-    pub async fn service(&self, name: &str) -> Result<Option<Service>> {
-        self.get_opt("Service", name).await
-    }
-
-    /// The instance as stored now, if it still exists.
-    pub async fn instance(&self, name: &str) -> Result<Option<RedisInstance>> {
-        self.get_opt("RedisInstance", name).await
-    }
-
-    /// Pods of the instance, terminating ones included.
-    pub async fn pods(&self, instance: &RedisInstance) -> Result<Vec<Pod>> {
-        let params = ListParams::default().labels(&selector_string(instance));
-        self.api::<Pod>()
-            .list(&params)
-            .await
-            .map(|list| list.items)
-            .map_err(|source| Error::List {
-                kind: "Pod",
-                source,
-            })
     }
 
     /// Server-side applies an object the operator owns, taking over conflicting fields.
@@ -207,6 +139,7 @@ impl InstanceApi {
             + Debug,
     {
         let name = obj.name_any();
+        let _permit = self.limiter.acquire().await;
         self.api::<K>()
             .patch(
                 &name,
@@ -217,101 +150,110 @@ impl InstanceApi {
             .map_err(|source| Error::Apply { kind, name, source })
     }
 
-    /// Applies the Service.
-    pub async fn apply_service(&self, svc: &Service) -> Result<Service> {
-        self.apply("Service", svc).await
-    }
-
     /// Strips the StatefulSet's finalizers, then deletes it in the foreground, so the API keeps
-    /// it until the garbage collector has removed its pods. Already gone counts as done.
-    pub async fn delete_statefulset(&self, name: &str) -> Result<()> {
+    /// it until the garbage collector has removed its pods. The uid precondition makes a stale
+    /// cache harmless: a StatefulSet someone recreated meanwhile is not deleted by mistake.
+    /// Returns the object as it is being deleted; `None` when it was already gone.
+    pub async fn delete_statefulset(&self, live: &StatefulSet) -> Result<Option<StatefulSet>> {
         let api = self.api::<StatefulSet>();
+        let name = live.name_any();
         let delete_err = |source| Error::Delete {
             kind: "StatefulSet",
-            name: name.to_owned(),
+            name: name.clone(),
             source,
         };
-        let strip = json!({ "metadata": { "finalizers": null } });
-        match api
-            .patch(name, &PatchParams::default(), &Patch::Merge(&strip))
-            .await
-        {
-            Ok(_) => {}
-            Err(err) if not_found(&err) => return Ok(()),
-            Err(err) => return Err(delete_err(err)),
+        if live.finalizers().iter().next().is_some() {
+            let strip = json!({ "metadata": { "finalizers": null, "uid": live.uid() } });
+            let _permit = self.limiter.acquire().await;
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&strip))
+                .await
+            {
+                Ok(_) => {}
+                Err(err) if not_found(&err) => return Ok(None),
+                Err(err) => return Err(delete_err(err)),
+            }
         }
-        match api.delete(name, &DeleteParams::foreground()).await {
-            Ok(_) => Ok(()),
-            Err(err) if not_found(&err) => Ok(()),
+        let mut params = DeleteParams::foreground();
+        params.preconditions = Some(Preconditions {
+            uid: live.uid(),
+            resource_version: None,
+        });
+        let _permit = self.limiter.acquire().await;
+        match api.delete(&name, &params).await {
+            Ok(either) => Ok(either.left()),
+            Err(err) if not_found(&err) => Ok(None),
             Err(err) => Err(delete_err(err)),
         }
     }
 
-    /// Deletes a pod (gracefully); already gone counts as done.
-    pub async fn delete_pod(&self, name: &str) -> Result<()> {
-        match self
-            .api::<Pod>()
-            .delete(name, &DeleteParams::default())
-            .await
-        {
+    /// Deletes a pod (gracefully), only the very pod that was seen (uid precondition).
+    pub async fn delete_pod(&self, pod: &Pod) -> Result<()> {
+        let name = pod.name_any();
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: pod.uid(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let _permit = self.limiter.acquire().await;
+        match self.api::<Pod>().delete(&name, &params).await {
             Ok(_) => Ok(()),
             Err(err) if not_found(&err) => Ok(()),
             Err(source) => Err(Error::Delete {
                 kind: "Pod",
-                name: name.to_owned(),
+                name,
                 source,
             }),
         }
     }
 
-    /// Adds a non-controller owner reference to the instance on claims the StatefulSet
-    /// controller created, so deleting the instance removes them and nothing is orphaned.
-    pub async fn adopt_claims(&self, instance: &RedisInstance) -> Result<usize> {
-        let api = self.api::<PersistentVolumeClaim>();
-        let params = ListParams::default().labels(&selector_string(instance));
-        let claims = api.list(&params).await.map_err(|source| Error::List {
-            kind: "PersistentVolumeClaim",
-            source,
-        })?;
-        let owner = adoption_ref(instance);
-        let mut adopted = 0;
-        for claim in claims {
-            let mut refs = claim.metadata.owner_references.clone().unwrap_or_default();
-            if refs.iter().any(|r| r.uid == owner.uid) {
-                continue;
-            }
-            refs.push(owner.clone());
-            let name = claim.name_any();
-            // The resourceVersion makes this a compare-and-swap: a concurrent writer gives a
-            // 409 and the next pass retries with fresh refs.
-            let patch = json!({ "metadata": {
-                "ownerReferences": refs,
-                "resourceVersion": claim.resource_version(),
-            }});
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(|source| Error::Apply {
-                    kind: "PersistentVolumeClaim",
-                    name,
-                    source,
-                })?;
-            adopted += 1;
+    /// Adds a non-controller owner reference to the instance on a claim the StatefulSet
+    /// controller created, so deleting the instance removes it and nothing is orphaned. The
+    /// resourceVersion makes this a compare-and-swap: a concurrent writer gives a 409 and the
+    /// next pass retries with fresh refs. Returns whether the claim was adopted.
+    pub async fn adopt_claim(
+        &self,
+        claim: &PartialObjectMeta<PersistentVolumeClaim>,
+        owner: OwnerReference,
+    ) -> Result<bool> {
+        let mut refs = claim.metadata.owner_references.clone().unwrap_or_default();
+        refs.push(owner);
+        let name = claim.name_any();
+        let patch = json!({ "metadata": {
+            "ownerReferences": refs,
+            "resourceVersion": claim.resource_version(),
+        }});
+        let _permit = self.limiter.acquire().await;
+        match self
+            .api::<PersistentVolumeClaim>()
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(true),
+            // Someone else (the binder, mostly) wrote it first; its watch event brings a retry.
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(source) => Err(Error::Apply {
+                kind: "PersistentVolumeClaim",
+                name,
+                source,
+            }),
         }
-        Ok(adopted)
     }
 
-    /// Replaces the status subresource.
+    /// Replaces the status subresource; returns the instance as stored after the write.
     pub async fn write_status(
         &self,
         instance: &RedisInstance,
         status: &RedisInstanceStatus,
-    ) -> Result<()> {
+    ) -> Result<RedisInstance> {
         let name = instance.name_any();
         let patch = json!({ "status": status_patch(status) });
+        let _permit = self.limiter.acquire().await;
         self.api::<RedisInstance>()
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map(|_| ())
             .map_err(|source| Error::Status { name, source })
     }
 
@@ -336,6 +278,7 @@ impl InstanceApi {
             action: action.to_owned(),
             secondary: None,
         };
+        let _permit = self.limiter.acquire().await;
         if let Err(error) = self
             .recorder
             .publish(&event, &instance.object_ref(&()))

@@ -3,9 +3,10 @@
 pub mod actors;
 pub mod config;
 pub mod crd;
+pub mod decide;
 pub mod http;
 pub mod kube_io;
-pub mod plan;
+pub mod limiter;
 pub mod resources;
 pub mod run;
 pub mod status;

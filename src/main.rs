@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
 use redis_operator::actors::instance::Timings;
 use redis_operator::crd::RedisInstance;
+use redis_operator::limiter::Limits;
 use redis_operator::run::{Options, run};
 use redis_operator::telemetry::{self, LogFormat};
 
@@ -44,16 +45,20 @@ struct RunArgs {
     /// Log format: json (one object per line, for log pipelines) or text.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
-    /// Seconds a Recreate restart waits for the old StatefulSet and pods to vanish before it
-    /// reports a RecreateTimeout Event (it keeps waiting).
-    #[arg(long, default_value_t = 120)]
-    recreate_timeout: u64,
-    /// Seconds a rollout may take before a RolloutStuck Event is reported (it keeps waiting).
+    /// Seconds a restart may take, from its start as recorded in status, before it counts as
+    /// failing: a RolloutStuck Event is posted, pods stuck on an older revision are replaced,
+    /// and a newer config may replace its target.
     #[arg(long, default_value_t = 300)]
-    rollout_timeout: u64,
-    /// Seconds between drift checks of an instance that is at rest.
-    #[arg(long, default_value_t = 60)]
-    resync: u64,
+    progress_deadline: u64,
+    /// Sustained API writes per second, shared by all instances (reads come from watch caches).
+    #[arg(long, default_value_t = 50.0)]
+    api_qps: f64,
+    /// API writes allowed in a burst after a quiet period.
+    #[arg(long, default_value_t = 100)]
+    api_burst: u32,
+    /// API writes in flight at once.
+    #[arg(long, default_value_t = 16)]
+    api_concurrency: usize,
 }
 
 #[tokio::main]
@@ -69,16 +74,20 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => {
             telemetry::init(args.log_format);
             let timings = Timings {
-                recreate_timeout: Duration::from_secs(args.recreate_timeout),
-                rollout_timeout: Duration::from_secs(args.rollout_timeout),
-                resync: Duration::from_secs(args.resync),
+                progress_deadline: Duration::from_secs(args.progress_deadline),
                 ..Timings::default()
+            };
+            let limits = Limits {
+                qps: args.api_qps,
+                burst: args.api_burst,
+                concurrency: args.api_concurrency,
             };
             run(Options {
                 kubeconfig: args.kubeconfig,
                 namespace: args.namespace,
                 metrics_addr: args.metrics_addr,
                 timings,
+                limits,
             })
             .await
             .context("redis-operator failed")

@@ -31,9 +31,10 @@ fn run_help_explains_every_flag() {
         "--metrics-addr",
         "--kubeconfig",
         "--log-format",
-        "--recreate-timeout",
-        "--rollout-timeout",
-        "--resync",
+        "--progress-deadline",
+        "--api-qps",
+        "--api-burst",
+        "--api-concurrency",
     ] {
         assert!(help.contains(flag), "run --help lacks {flag}:\n{help}");
     }

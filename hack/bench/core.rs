@@ -11,14 +11,17 @@ use std::time::Instant;
 
 use dashmap::DashMap;
 use ractor::Actor;
-use redis_operator::actors::instance::{InstanceArgs, RedisInstanceActor, Timings};
+use redis_operator::actors::instance::{
+    InstanceArgs, InstanceMsg, RedisInstanceActor, Stores, Timings,
+};
 use redis_operator::actors::metrics::{InstanceKey, MetricsActor};
 use redis_operator::config::render::render;
 use redis_operator::config::validate::validate;
 use redis_operator::crd::{RedisInstance, RedisInstanceSpec, RestartStrategy, StorageSpec};
+use redis_operator::decide::{Deadlines, Desired, Snapshot, decide};
 use redis_operator::kube_io::InstanceApi;
-use redis_operator::plan::{Desired, Observed, Stage, next_step};
-use redis_operator::resources::statefulset;
+use redis_operator::limiter::{Limiter, Limits};
+use redis_operator::resources::{service, statefulset};
 
 /// Counts live heap bytes and allocation calls, so memory is measured, not guessed.
 struct Counting;
@@ -99,8 +102,49 @@ fn row(name: &str, (ns, allocs): (f64, f64)) {
     println!("| {name:<44} | {:>12.0} | {:>12.1} |", ns, allocs);
 }
 
-async fn actor_memory(count: usize) -> f64 {
-    // A client that is never used: idle actors make no API calls until they get a Spec.
+fn cache<K>(objects: impl Iterator<Item = K>) -> kube::runtime::reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (reader, mut writer) = kube::runtime::reflector::store();
+    for obj in objects {
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(obj));
+    }
+    reader
+}
+
+/// Heap bytes per instance: its objects in the watch caches (trimmed as the supervisor trims
+/// them: no managed fields, pods without spec), then its actor after it took a step.
+async fn instance_memory(count: usize) -> (f64, f64) {
+    use k8s_openapi::api::core::v1::Pod;
+    let named = |i: usize| {
+        let mut inst = instance(config(10));
+        inst.metadata.name = Some(format!("redis-{i}"));
+        inst
+    };
+    let before = LIVE.load(Ordering::Relaxed);
+    let stores = Stores {
+        instances: cache((0..count).map(named)),
+        config_maps: cache((0..count).map(|i| {
+            let inst = named(i);
+            redis_operator::resources::config_map(&inst, &render(&inst.spec.config))
+        })),
+        statefulsets: cache((0..count).map(|i| {
+            let inst = named(i);
+            statefulset(&inst, &render(&inst.spec.config).hash, None)
+        })),
+        services: cache((0..count).map(|i| service(&named(i)))),
+        pods: cache((0..count * 3).map(|i| {
+            let mut pod = Pod::default();
+            pod.metadata.name = Some(format!("redis-{}-{}", i / 3, i % 3));
+            pod.metadata.namespace = Some("bench".into());
+            pod
+        })),
+        claims: cache(std::iter::empty()),
+    };
+    let cached = (LIVE.load(Ordering::Relaxed) - before) as f64 / count as f64;
+
+    // A client that answers nothing: the actors' first status write fails and they back off.
     let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
     let (metrics, _) = Actor::spawn(None, MetricsActor, prometheus::Registry::new())
@@ -111,6 +155,7 @@ async fn actor_memory(count: usize) -> f64 {
         controller: "bench".into(),
         instance: None,
     };
+    let limiter = Limiter::new(Limits::default());
     let before = LIVE.load(Ordering::Relaxed);
     let mut actors = Vec::with_capacity(count);
     for i in 0..count {
@@ -120,19 +165,23 @@ async fn actor_memory(count: usize) -> f64 {
         };
         let args = InstanceArgs {
             key,
-            api: InstanceApi::new(client.clone(), "bench", reporter.clone()),
+            api: InstanceApi::new(client.clone(), "bench", reporter.clone(), limiter.clone()),
+            stores: stores.clone(),
             metrics: metrics.clone(),
             snapshots: snapshots.clone(),
             timings: Timings::default(),
         };
-        actors.push(Actor::spawn(None, RedisInstanceActor, args).await.unwrap());
+        let (actor, handle) = Actor::spawn(None, RedisInstanceActor, args).await.unwrap();
+        actor.send_message(InstanceMsg::Changed).unwrap();
+        actors.push((actor, handle));
     }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let per_actor = (LIVE.load(Ordering::Relaxed) - before) as f64 / count as f64;
     for (actor, handle) in actors {
         actor.stop(None);
         let _ = handle.await;
     }
-    per_actor
+    (cached, per_actor)
 }
 
 #[tokio::main]
@@ -167,35 +216,48 @@ async fn main() {
             black_box(statefulset(black_box(&inst), &rendered.hash, None));
         }),
     );
-    let live = statefulset(&inst, "old-hash", None);
+    let live = statefulset(&inst, &rendered.hash, None);
+    let svc = service(&inst);
     let desired = Desired {
         config_text: &rendered.text,
         hash: &rendered.hash,
         strategy: RestartStrategy::RollingUpdate,
-        spec_changed: false,
-        restart_requested: false,
+        statefulset: &live,
+        service: &svc,
     };
-    let observed = Observed {
+    let snapshot = Snapshot {
         config_text: Some(&rendered.text),
         statefulset: Some(&live),
-        pods: 3,
+        service: Some(&svc),
+        pods: &[],
+        unadopted_claims: 0,
+        rollout: None,
+        now: k8s_openapi::jiff::Timestamp::now(),
+    };
+    let deadlines = Deadlines {
+        progress: std::time::Duration::from_secs(300),
     };
     row(
-        "plan next step",
-        measure(200_000, || {
-            black_box(next_step(
+        "decide (converged instance, drift checked)",
+        measure(20_000, || {
+            black_box(decide(
                 black_box(&desired),
-                black_box(&observed),
-                &Stage::Steady,
+                black_box(&snapshot),
+                &deadlines,
             ));
         }),
     );
     println!();
     let count = 1000;
-    let bytes = actor_memory(count).await;
+    let (cached, actor) = instance_memory(count).await;
     println!(
         "| {:<44} | {:>12.0} |",
-        format!("heap bytes per idle instance actor (n={count})"),
-        bytes
+        format!("heap bytes per instance in caches (n={count})"),
+        cached
+    );
+    println!(
+        "| {:<44} | {:>12.0} |",
+        format!("heap bytes per instance actor after a step"),
+        actor
     );
 }

@@ -8,20 +8,23 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::Reporter;
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use serde::de::DeserializeOwned;
 use tracing::{error, info, warn};
 
-use super::instance::{InstanceArgs, InstanceMsg, RedisInstanceActor, Snapshots, Timings};
+use super::instance::{InstanceArgs, InstanceMsg, RedisInstanceActor, Snapshots, Stores, Timings};
 use super::metrics::{InstanceKey, MetricsMsg};
 use crate::crd::RedisInstance;
 use crate::kube_io::InstanceApi;
+use crate::limiter::Limiter;
 use crate::resources::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER};
 
 /// Everything the supervisor is started with.
@@ -40,6 +43,8 @@ pub struct SupervisorArgs {
     pub ready: Arc<AtomicBool>,
     /// Identity on published Events.
     pub reporter: Reporter,
+    /// Shared by every instance's writes.
+    pub limiter: Limiter,
 }
 
 /// Messages the supervisor handles; the watch tasks send the first two.
@@ -47,8 +52,10 @@ pub struct SupervisorArgs {
 pub enum SupervisorMsg {
     /// An event from the RedisInstance watcher.
     Instance(Box<watcher::Event<RedisInstance>>),
-    /// An object labelled with this instance changed or was deleted.
+    /// An object labelled with this instance changed or was deleted (already in the caches).
     Owned(InstanceKey),
+    /// A watch of owned objects re-listed: its cache was replaced as a whole.
+    OwnedRelisted,
     /// Try again to start the actor of an instance whose actor failed.
     Respawn(InstanceKey),
 }
@@ -58,8 +65,10 @@ pub struct SupervisorState {
     args: SupervisorArgs,
     actors: HashMap<InstanceKey, ActorRef<InstanceMsg>>,
     children: HashMap<ActorId, InstanceKey>,
-    /// Latest object per instance: what a respawned actor starts from.
-    instances: HashMap<InstanceKey, Arc<RedisInstance>>,
+    /// Generation last routed per instance: status-only updates (the operator's own status
+    /// writes among them) start no step.
+    instances: HashMap<InstanceKey, Option<i64>>,
+    stores: Stores,
     /// Keys seen since the watcher's last (re)list began.
     relisting: Option<HashSet<InstanceKey>>,
     failures: HashMap<InstanceKey, u32>,
@@ -79,12 +88,13 @@ impl Actor for SupervisorActor {
         myself: ActorRef<Self::Msg>,
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let watch_tasks = start_watches(&myself, &args.client, args.namespace.as_deref());
+        let (stores, watch_tasks) = start_watches(&myself, &args.client, args.namespace.as_deref());
         Ok(SupervisorState {
             args,
             actors: HashMap::new(),
             children: HashMap::new(),
             instances: HashMap::new(),
+            stores,
             relisting: None,
             failures: HashMap::new(),
             watch_tasks,
@@ -101,12 +111,17 @@ impl Actor for SupervisorActor {
             SupervisorMsg::Instance(event) => on_instance_event(&myself, state, *event).await,
             SupervisorMsg::Owned(key) => {
                 if let Some(actor) = state.actors.get(&key) {
-                    let _ = actor.send_message(InstanceMsg::OwnedChanged);
+                    let _ = actor.send_message(InstanceMsg::Changed);
+                }
+            }
+            SupervisorMsg::OwnedRelisted => {
+                for actor in state.actors.values() {
+                    let _ = actor.send_message(InstanceMsg::Changed);
                 }
             }
             SupervisorMsg::Respawn(key) => {
-                if let Some(instance) = state.instances.get(&key).cloned() {
-                    ensure_actor(&myself, state, &key, instance).await;
+                if state.instances.contains_key(&key) {
+                    ensure_actor(&myself, state, &key).await;
                 }
             }
         }
@@ -174,14 +189,24 @@ async fn on_instance_event(
 ) {
     match event {
         watcher::Event::Init => state.relisting = Some(HashSet::new()),
-        watcher::Event::InitApply(instance) | watcher::Event::Apply(instance) => {
+        watcher::Event::InitApply(instance) => {
+            // The cache shows a (re)list only once it is complete: its steps wait for InitDone.
             let key = key_of(&instance);
             if let Some(seen) = state.relisting.as_mut() {
                 seen.insert(key.clone());
             }
-            let instance = Arc::new(instance);
-            state.instances.insert(key.clone(), instance.clone());
-            ensure_actor(myself, state, &key, instance).await;
+            state
+                .instances
+                .insert(key.clone(), instance.metadata.generation);
+        }
+        watcher::Event::Apply(instance) => {
+            let key = key_of(&instance);
+            let generation = instance.metadata.generation;
+            let known = state.instances.insert(key.clone(), generation);
+            let spec_changed = known != Some(generation);
+            if spec_changed || instance.metadata.deletion_timestamp.is_some() {
+                ensure_actor(myself, state, &key).await;
+            }
         }
         watcher::Event::Delete(instance) => forget(state, &key_of(&instance)),
         watcher::Event::InitDone => {
@@ -197,6 +222,11 @@ async fn on_instance_event(
                     forget(state, &key);
                 }
             }
+            // Every instance takes one step from the fresh cache: the operator's resync.
+            let keys: Vec<_> = state.instances.keys().cloned().collect();
+            for key in keys {
+                ensure_actor(myself, state, &key).await;
+            }
             if !state.args.ready.swap(true, Ordering::SeqCst) {
                 info!(
                     instances = state.instances.len(),
@@ -207,11 +237,11 @@ async fn on_instance_event(
     }
 }
 
+/// Starts the instance's actor if it has none, and wakes it.
 async fn ensure_actor(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
     key: &InstanceKey,
-    instance: Arc<RedisInstance>,
 ) {
     if !state.actors.contains_key(key) {
         let args = InstanceArgs {
@@ -220,7 +250,9 @@ async fn ensure_actor(
                 state.args.client.clone(),
                 &key.namespace,
                 state.args.reporter.clone(),
+                state.args.limiter.clone(),
             ),
+            stores: state.stores.clone(),
             metrics: state.args.metrics.clone(),
             snapshots: state.args.snapshots.clone(),
             timings: state.args.timings,
@@ -240,7 +272,7 @@ async fn ensure_actor(
         }
     }
     if let Some(actor) = state.actors.get(key) {
-        let _ = actor.send_message(InstanceMsg::Spec(instance));
+        let _ = actor.send_message(InstanceMsg::Changed);
     }
 }
 
@@ -294,46 +326,123 @@ where
     }
 }
 
+/// Watches one kind the operator owns into a cache, and routes each change to the instance
+/// named by the object's label. Managed fields are dropped: nothing reads them, and they are
+/// much of an object's size.
+fn watch_owned<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    trim: fn(&mut K),
+    to: ActorRef<SupervisorMsg>,
+    kind: &'static str,
+) -> (Store<K>, JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .modify(move |obj: &mut K| {
+            obj.meta_mut().managed_fields = None;
+            trim(obj);
+        })
+        .reflect(writer)
+        .default_backoff();
+    (reader, forward(kind, owned_events(stream), to))
+}
+
+/// Stores an object as it comes.
+fn keep<K>(_: &mut K) {}
+
 fn start_watches(
     myself: &ActorRef<SupervisorMsg>,
     client: &Client,
     namespace: Option<&str>,
-) -> Vec<JoinHandle<()>> {
-    let instances = watcher(
+) -> (Stores, Vec<JoinHandle<()>>) {
+    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
+    let (config_maps, cm_task) = watch_owned::<ConfigMap>(
+        api(client, namespace),
+        owned.clone(),
+        keep,
+        myself.clone(),
+        "ConfigMap",
+    );
+    let (statefulsets, sts_task) = watch_owned::<StatefulSet>(
+        api(client, namespace),
+        owned.clone(),
+        keep,
+        myself.clone(),
+        "StatefulSet",
+    );
+    let (services, svc_task) = watch_owned::<Service>(
+        api(client, namespace),
+        owned.clone(),
+        keep,
+        myself.clone(),
+        "Service",
+    );
+    // The decisions read a pod's metadata and status only; its spec is most of its size.
+    let (pods, pod_task) = watch_owned::<Pod>(
+        api(client, namespace),
+        owned.clone(),
+        |pod| pod.spec = None,
+        myself.clone(),
+        "Pod",
+    );
+    let (claims, claim_task) = watch_owned::<PartialObjectMeta<PersistentVolumeClaim>>(
+        api(client, namespace),
+        owned,
+        keep,
+        myself.clone(),
+        "PersistentVolumeClaim",
+    );
+    let (instances, instance_writer) = reflector::store();
+    let stores = Stores {
+        instances,
+        config_maps,
+        statefulsets,
+        services,
+        pods,
+        claims,
+    };
+    let instance_stream = watcher(
         api::<RedisInstance>(client, namespace),
         watcher::Config::default(),
     )
+    .modify(|ri: &mut RedisInstance| ri.metadata.managed_fields = None)
+    .reflect(instance_writer)
     .default_backoff()
     .map(|event| event.map(|e| SupervisorMsg::Instance(Box::new(e))));
-    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
-    vec![
-        forward("RedisInstance", instances, myself.clone()),
-        // Metadata-only watches: the labels are all the routing needs.
-        forward(
-            "ConfigMap",
-            owned_events(watcher(
-                api::<PartialObjectMeta<ConfigMap>>(client, namespace),
-                owned.clone(),
-            )),
-            myself.clone(),
-        ),
-        forward(
-            "StatefulSet",
-            owned_events(watcher(
-                api::<PartialObjectMeta<StatefulSet>>(client, namespace),
-                owned.clone(),
-            )),
-            myself.clone(),
-        ),
-        forward(
-            "Pod",
-            owned_events(watcher(
-                api::<PartialObjectMeta<Pod>>(client, namespace),
-                owned,
-            )),
-            myself.clone(),
-        ),
-    ]
+    let gate = stores.clone();
+    let to = myself.clone();
+    // Instances are routed only once every owned cache holds its first list: a step taken
+    // before would see no StatefulSet and create one that exists.
+    let instance_task = ractor::concurrency::spawn(async move {
+        let _ = futures::join!(
+            gate.config_maps.wait_until_ready(),
+            gate.statefulsets.wait_until_ready(),
+            gate.services.wait_until_ready(),
+            gate.pods.wait_until_ready(),
+            gate.claims.wait_until_ready(),
+        );
+        pump("RedisInstance", instance_stream, to).await;
+    });
+    (
+        stores,
+        vec![
+            cm_task,
+            sts_task,
+            svc_task,
+            pod_task,
+            claim_task,
+            instance_task,
+        ],
+    )
 }
 
 /// Maps owned-object events to the instance they belong to, by label.
@@ -342,13 +451,11 @@ where
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
     K: Resource + Send,
 {
-    stream.default_backoff().filter_map(|event| async move {
+    stream.filter_map(|event| async move {
         let obj = match event {
-            Ok(
-                watcher::Event::Apply(obj)
-                | watcher::Event::Delete(obj)
-                | watcher::Event::InitApply(obj),
-            ) => obj,
+            Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => obj,
+            // A relist's objects reach the cache together, at its end.
+            Ok(watcher::Event::InitDone) => return Some(Ok(SupervisorMsg::OwnedRelisted)),
             Ok(_) => return None,
             Err(err) => return Some(Err(err)),
         };
@@ -364,20 +471,26 @@ fn forward<S>(what: &'static str, stream: S, to: ActorRef<SupervisorMsg>) -> Joi
 where
     S: Stream<Item = Result<SupervisorMsg, watcher::Error>> + Send + 'static,
 {
-    ractor::concurrency::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(msg) => {
-                    if to.send_message(msg).is_err() {
-                        return;
-                    }
-                }
-                // The backoff retries; say so, since a lasting failure (RBAC, missing CRD) needs a person.
-                Err(err) => {
-                    warn!(watch = what, error = %err, "watch failed; retrying with backoff")
+    ractor::concurrency::spawn(pump(what, stream, to))
+}
+
+/// Sends each event to the supervisor until it stops.
+async fn pump<S>(what: &'static str, stream: S, to: ActorRef<SupervisorMsg>)
+where
+    S: Stream<Item = Result<SupervisorMsg, watcher::Error>> + Send + 'static,
+{
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(msg) => {
+                if to.send_message(msg).is_err() {
+                    return;
                 }
             }
+            // The backoff retries; say so, since a lasting failure (RBAC, missing CRD) needs a person.
+            Err(err) => {
+                warn!(watch = what, error = %err, "watch failed; retrying with backoff")
+            }
         }
-    })
+    }
 }

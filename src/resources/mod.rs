@@ -1,6 +1,7 @@
 //! Pure builders of the Kubernetes objects a RedisInstance owns; no API calls here.
 
 mod configmap;
+mod drift;
 mod service;
 mod statefulset;
 
@@ -12,6 +13,7 @@ use kube::{Resource, ResourceExt};
 use crate::crd::RedisInstance;
 
 pub use configmap::{config_map, config_map_name};
+pub use drift::{StatefulSetDrift, service_drifted, statefulset_drift};
 pub use service::service;
 pub use statefulset::{
     CONFIG_HASH_ANNOTATION, DATA_VOLUME, RESTARTED_AT_ANNOTATION, config_hash_of, restarted_at_of,

@@ -300,3 +300,73 @@ pub async fn redis_cli(pod: &Pod, args: &[&str]) -> String {
         .await
         .unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// The API server's audit log (`hack/local-cluster` writes every request at Metadata level):
+/// requests are counted from it exactly, never estimated.
+pub struct AuditLog {
+    path: PathBuf,
+    start: u64,
+}
+
+/// One finished request, as the audit log records it.
+#[derive(Debug, Clone)]
+pub struct AuditedRequest {
+    pub verb: String,
+    pub resource: String,
+    pub namespace: String,
+    pub name: String,
+    pub subresource: String,
+    pub user_agent: String,
+}
+
+impl AuditedRequest {
+    /// create, update, patch, delete (and deletecollection).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self.verb.as_str(),
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        )
+    }
+}
+
+impl AuditLog {
+    /// Requests recorded from now on.
+    pub fn from_now() -> Self {
+        let path = kubeconfig_path().with_file_name("logs").join("audit.log");
+        let start = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("no audit log at {}: {e}", path.display()))
+            .len();
+        Self { path, start }
+    }
+
+    /// Finished requests since [`AuditLog::from_now`] whose user agent starts with `agent` and
+    /// that concern `namespace`.
+    pub fn requests(&self, agent: &str, namespace: &str) -> Vec<AuditedRequest> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = std::fs::File::open(&self.path).unwrap();
+        file.seek(SeekFrom::Start(self.start)).unwrap();
+        let mut text = String::new();
+        file.read_to_string(&mut text).unwrap();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|e| e["stage"] == "ResponseComplete")
+            .filter(|e| {
+                e["userAgent"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with(agent))
+            })
+            .filter(|e| e["objectRef"]["namespace"] == namespace)
+            .map(|e| {
+                let field = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+                AuditedRequest {
+                    verb: field(&e["verb"]),
+                    resource: field(&e["objectRef"]["resource"]),
+                    namespace: field(&e["objectRef"]["namespace"]),
+                    name: field(&e["objectRef"]["name"]),
+                    subresource: field(&e["objectRef"]["subresource"]),
+                    user_agent: field(&e["userAgent"]),
+                }
+            })
+            .collect()
+    }
+}

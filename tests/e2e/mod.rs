@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -83,14 +84,7 @@ impl Operator {
                 "--metrics-addr",
                 "127.0.0.1:0",
             ])
-            .args([
-                "--log-format",
-                "json",
-                "--resync",
-                "10",
-                "--recreate-timeout",
-                "60",
-            ])
+            .args(["--log-format", "json", "--progress-deadline", "60"])
             .arg("--kubeconfig")
             .arg(kubeconfig_path())
             .env("RUST_LOG", "info,redis_operator=debug")
@@ -157,7 +151,7 @@ impl Operator {
                 let passes = start.map_or(0, |i| {
                     lines[i..]
                         .iter()
-                        .filter(|l| l["message"] == "Config hash comparison")
+                        .filter(|l| l["message"] == "next step")
                         .count()
                 });
                 if passes >= count {
@@ -393,4 +387,78 @@ pub fn kubectl(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every pod uid seen under each pod name, from a watch started at [`PodHistory::start`]: the
+/// restarts that really happened, to hold the recorded count against.
+pub struct PodHistory {
+    seen: std::sync::Arc<std::sync::Mutex<BTreeMap<String, BTreeSet<String>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PodHistory {
+    /// Starts watching the namespace's pods; returns once the first list is recorded.
+    pub async fn start(ns: &TestNamespace) -> Self {
+        use futures::StreamExt;
+        use kube::runtime::watcher;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+        let record = seen.clone();
+        let (listed_tx, listed_rx) = tokio::sync::oneshot::channel();
+        let api = ns.api::<Pod>();
+        let task = tokio::spawn(async move {
+            let mut listed = Some(listed_tx);
+            let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+            while let Some(event) = events.next().await {
+                let pod = match event {
+                    Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(tx) = listed.take() {
+                            let _ = tx.send(());
+                        }
+                        continue;
+                    }
+                    _ => continue,
+                };
+                let mut seen: std::sync::MutexGuard<'_, BTreeMap<String, BTreeSet<String>>> =
+                    record.lock().unwrap();
+                seen.entry(pod.name_any())
+                    .or_default()
+                    .insert(pod.uid().unwrap_or_default());
+            }
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(30), listed_rx).await;
+        Self { seen, task }
+    }
+
+    /// Pod name -> times it was replaced since the watch began.
+    pub fn restarts(&self) -> BTreeMap<String, usize> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(name, uids)| (name.clone(), uids.len() - 1))
+            .collect()
+    }
+}
+
+impl Drop for PodHistory {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How many times Events of `reason` were posted on the instance: repeats are aggregated into
+/// one Event whose `series.count` says how often it happened.
+pub async fn event_count(ns: &TestNamespace, instance: &str, reason: &str) -> i64 {
+    use k8s_openapi::api::events::v1::Event;
+    ns.api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(instance))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .map(|e| e.series.map_or(1, |s| i64::from(s.count)))
+        .sum()
 }

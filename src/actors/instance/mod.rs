@@ -1,41 +1,39 @@
-//! One actor per RedisInstance: holds its last known config hash and walks the restart
-//! sequence one step per message, so a change that arrives mid-sequence waits its turn.
+//! One actor per RedisInstance: holds its last known config hash and, on each watch event,
+//! takes one step of its restart sequence: observe (from the watch caches) -> decide (pure) ->
+//! perform (the only API calls) -> report (status only when it changed).
 //!
-//! `steps` performs the step the planner chose; `report` writes status, Events and logs.
+//! A write is followed at once by the next step; a wait ends with the next watch event. The only
+//! timers are the retry after an error and the restart's progress deadline, both jittered.
 
+mod observe;
+mod perform;
 mod report;
-mod steps;
+mod target;
 
-use report::{log_hash_comparison, refuse, write_status};
-use steps::perform;
+pub use observe::{Stores, Written};
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dashmap::DashMap;
-use kube::ResourceExt;
+use k8s_openapi::jiff::Timestamp;
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 use tracing::{debug, warn};
 
 use super::metrics::{InstanceKey, MetricsMsg};
-use crate::config::render::{CONFIG_FILE_KEY, render, short_hash};
-use crate::config::validate::validate;
-use crate::crd::{RedisInstance, RedisInstanceStatus};
+use crate::crd::RedisInstance;
+use crate::decide::{Deadlines, Decision, Desired, Snapshot, decide, overdue};
 use crate::kube_io::{self, InstanceApi};
-use crate::plan::{Desired, Observed, Stage, Step, next_step};
-use crate::resources::{config_hash_of, config_map_name};
-/// How long the actor waits before checking again, and when it gives up waiting quietly.
+use observe::observe;
+use target::Target;
+
+/// Deadlines and retry bounds of the instance actors.
 #[derive(Debug, Clone, Copy)]
 pub struct Timings {
-    /// Poll period while a rollout or deletion is in flight (events usually wake it sooner).
-    pub progress_poll: Duration,
-    /// Period of the drift check when nothing is in flight.
-    pub resync: Duration,
-    /// A Recreate deletion that takes longer is reported (and still awaited).
-    pub recreate_timeout: Duration,
-    /// A rollout that takes longer is reported (and still awaited).
-    pub rollout_timeout: Duration,
+    /// A restart whose pods are not all ready this long after it began is failing: a newer
+    /// config may replace it, pods stuck on an older revision are replaced, an Event is posted.
+    pub progress_deadline: Duration,
     /// Upper bound of the retry backoff after API errors.
     pub max_backoff: Duration,
 }
@@ -43,11 +41,8 @@ pub struct Timings {
 impl Default for Timings {
     fn default() -> Self {
         Self {
-            progress_poll: Duration::from_secs(2),
-            resync: Duration::from_secs(60),
-            recreate_timeout: Duration::from_secs(120),
-            rollout_timeout: Duration::from_secs(300),
-            max_backoff: Duration::from_secs(60),
+            progress_deadline: Duration::from_secs(300),
+            max_backoff: Duration::from_secs(30),
         }
     }
 }
@@ -71,13 +66,11 @@ pub type Snapshots = Arc<DashMap<InstanceKey, InstanceSnapshot>>;
 /// Messages an instance actor handles.
 #[derive(Debug)]
 pub enum InstanceMsg {
-    /// The watcher saw the instance added or changed.
-    Spec(Arc<RedisInstance>),
-    /// A ConfigMap, StatefulSet or Pod of the instance changed.
-    OwnedChanged,
-    /// Take the next step; self-sent, at most one queued, so bursts of events coalesce.
+    /// The instance or one of its objects changed in the caches.
+    Changed,
+    /// Take the next step; at most one queued, so bursts of events coalesce into one step.
     Step,
-    /// Timer: poll progress, retry after an error, or resync.
+    /// Timer: retry after an error, or look again at a restart's deadline.
     Tick,
 }
 
@@ -85,49 +78,32 @@ pub enum InstanceMsg {
 pub struct InstanceArgs {
     /// Which instance.
     pub key: InstanceKey,
-    /// API access in its namespace.
+    /// Writes in its namespace.
     pub api: InstanceApi,
+    /// Reads.
+    pub stores: Stores,
     /// Where counts go.
     pub metrics: ActorRef<MetricsMsg>,
     /// Where the HTTP side reads from.
     pub snapshots: Snapshots,
-    /// Poll periods and timeouts.
+    /// Deadlines and backoff.
     pub timings: Timings,
 }
 
-/// The actor's memory between messages.
+/// The actor's memory between messages; what must survive a crash is in the status instead.
 pub struct InstanceState {
     args: InstanceArgs,
-    /// Latest object from the watcher.
-    instance: Option<Arc<RedisInstance>>,
-    /// Latest object that passed validation; what the pods keep running when an edit is refused.
-    last_good: Option<Arc<RedisInstance>>,
-    /// Latest spec whose config completed a rollout: where a config Redis rejects rolls back to.
-    last_healthy: Option<Arc<RedisInstance>>,
-    /// A config that passed validation but made redis-server exit.
-    rejected: Option<Rejection>,
+    written: Written,
+    target: Target,
     /// Hash on the live StatefulSet's template, as last seen.
     last_known_hash: Option<String>,
-    stage: Stage,
     step_queued: bool,
-    /// The pending Tick; aborted when another is scheduled, so each actor has one timer.
     timer: Option<JoinHandle<Result<(), MessagingErr<InstanceMsg>>>>,
-    /// Generation whose StatefulSet was last applied; `None` after a start, so the first pass
-    /// re-applies (a no-op on the server when nothing changed).
-    applied_generation: Option<i64>,
-    restart_requested: bool,
-    restart_began: Option<Instant>,
-    stage_deadline: Option<Instant>,
-    deadline_reported: bool,
-    refused_generation: Option<i64>,
     consecutive_failures: u32,
-    last_status: Option<RedisInstanceStatus>,
-}
-
-/// A config redis-server itself refused.
-struct Rejection {
-    hash: String,
-    message: String,
+    /// Start time of the restart whose overdue Event was posted, so it is posted once.
+    overdue_reported: Option<Timestamp>,
+    /// Generation whose refusal was reported, so each refused edit is told once.
+    refused_generation: Option<i64>,
 }
 
 /// See the module docs.
@@ -145,22 +121,14 @@ impl Actor for RedisInstanceActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(InstanceState {
             args,
-            instance: None,
-            last_good: None,
-            last_healthy: None,
-            rejected: None,
+            written: Written::default(),
+            target: Target::default(),
             last_known_hash: None,
-            stage: Stage::Steady,
             step_queued: false,
             timer: None,
-            applied_generation: None,
-            restart_requested: false,
-            restart_began: None,
-            stage_deadline: None,
-            deadline_reported: false,
-            refused_generation: None,
             consecutive_failures: 0,
-            last_status: None,
+            overdue_reported: None,
+            refused_generation: None,
         })
     }
 
@@ -171,14 +139,10 @@ impl Actor for RedisInstanceActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            InstanceMsg::Spec(instance) => {
-                state.instance = Some(instance);
-                queue_step(&myself, state);
-            }
-            InstanceMsg::OwnedChanged | InstanceMsg::Tick => queue_step(&myself, state),
+            InstanceMsg::Changed | InstanceMsg::Tick => queue_step(&myself, state),
             InstanceMsg::Step => {
                 state.step_queued = false;
-                let outcome = take_step(state).await;
+                let outcome = step(state).await;
                 after_step(&myself, state, outcome).await;
             }
         }
@@ -205,11 +169,21 @@ fn queue_step(myself: &ActorRef<InstanceMsg>, state: &mut InstanceState) {
     }
 }
 
-fn schedule_tick(myself: &ActorRef<InstanceMsg>, state: &mut InstanceState, after: Duration) {
+/// Spreads timers of many instances that started together, so they do not fire in one burst.
+fn jittered(base: Duration) -> Duration {
+    let nanos = Timestamp::now().subsec_nanosecond().unsigned_abs();
+    base + base.mul_f64(f64::from(nanos % 1000) / 5000.0)
+}
+
+fn schedule_tick(
+    myself: &ActorRef<InstanceMsg>,
+    state: &mut InstanceState,
+    after: Option<Duration>,
+) {
     if let Some(timer) = state.timer.take() {
         timer.abort();
     }
-    state.timer = Some(myself.send_after(after, || InstanceMsg::Tick));
+    state.timer = after.map(|after| myself.send_after(jittered(after), || InstanceMsg::Tick));
 }
 
 /// Consecutive failed steps after which a person is told with a Warning Event; fewer are
@@ -219,23 +193,21 @@ const FAILURES_BEFORE_EVENT: u32 = 3;
 async fn after_step(
     myself: &ActorRef<InstanceMsg>,
     state: &mut InstanceState,
-    outcome: Result<Step, kube_io::Error>,
+    outcome: Result<Option<Duration>, kube_io::Error>,
 ) {
-    let timings = state.args.timings;
     match outcome {
-        Ok(step) => {
+        Ok(None) => {
             state.consecutive_failures = 0;
-            if step.is_write() {
-                queue_step(myself, state);
-            } else if state.stage != Stage::Steady {
-                schedule_tick(myself, state, timings.progress_poll);
-            } else {
-                schedule_tick(myself, state, timings.resync);
-            }
+            queue_step(myself, state);
+        }
+        Ok(Some(wake_in)) => {
+            state.consecutive_failures = 0;
+            let wake = (wake_in < Duration::MAX).then_some(wake_in);
+            schedule_tick(myself, state, wake);
         }
         Err(error) => {
             state.consecutive_failures += 1;
-            let backoff = backoff(state.consecutive_failures, timings.max_backoff);
+            let backoff = backoff(state.consecutive_failures, state.args.timings.max_backoff);
             let key = &state.args.key;
             warn!(namespace = %key.namespace, instance = %key.name, %error, reason = error.reason(),
                 retry_in_secs = backoff.as_secs(), "reconcile step failed");
@@ -244,7 +216,7 @@ async fn after_step(
                 reason: error.reason(),
             });
             if state.consecutive_failures == FAILURES_BEFORE_EVENT
-                && let Some(instance) = state.instance.clone()
+                && let Some(instance) = report::cached_instance(state)
             {
                 let note = format!(
                     "{error}; failed {FAILURES_BEFORE_EVENT} times in a row, retrying with backoff"
@@ -255,42 +227,8 @@ async fn after_step(
                     .event(&instance, true, error.reason(), "Reconcile", note)
                     .await;
             }
-            schedule_tick(myself, state, backoff);
+            schedule_tick(myself, state, Some(backoff));
         }
-    }
-}
-
-/// A rejection survives operator restarts through `status.rejectedConfigHash`: without it, a
-/// restarted operator would roll the config Redis refused out again. A new config clears it.
-fn recall_rejection(state: &mut InstanceState, current: &RedisInstance, desired_hash: &str) {
-    let recorded = current
-        .status
-        .as_ref()
-        .and_then(|s| s.rejected_config_hash.as_deref());
-    if state.rejected.is_none() && recorded == Some(desired_hash) {
-        let message = current
-            .status
-            .as_ref()
-            .and_then(|s| crate::status::find_condition(s, crate::status::condition::CONFIG_VALID))
-            .filter(|c| c.reason == "RedisRejectedConfig")
-            .map(|c| c.message.clone())
-            .unwrap_or_else(|| {
-                format!(
-                    "redis-server refused config {}; fix spec.config",
-                    short_hash(desired_hash)
-                )
-            });
-        state.rejected = Some(Rejection {
-            hash: desired_hash.to_owned(),
-            message,
-        });
-    }
-    if state
-        .rejected
-        .as_ref()
-        .is_some_and(|r| r.hash != desired_hash)
-    {
-        state.rejected = None;
     }
 }
 
@@ -299,128 +237,89 @@ fn backoff(failures: u32, max: Duration) -> Duration {
     Duration::from_secs(1u64 << failures.saturating_sub(1).min(16)).min(max)
 }
 
-/// One pass: observe, decide, act once, report.
-async fn take_step(state: &mut InstanceState) -> Result<Step, kube_io::Error> {
-    let Some(cached) = state.instance.clone() else {
-        return Ok(Step::Idle);
-    };
-    // Act on the newest spec, not the one this message was queued for: edits still waiting in
-    // the mailbox coalesce into this step, so quick successive edits end in one restart.
-    let Some(latest) = state.args.api.instance(&cached.name_any()).await? else {
+/// One step. `Ok(None)`: it wrote, take the next step now. `Ok(Some(d))`: wait for the next
+/// watch event, or at most `d` (`Duration::MAX`: no timer).
+async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Error> {
+    let key = state.args.key.clone();
+    let Some(seen) = observe(
+        &state.args.stores,
+        &mut state.written,
+        &key.namespace,
+        &key.name,
+    ) else {
         // Deleted; the supervisor stops this actor when the watch reports it.
-        return Ok(Step::Idle);
+        return Ok(Some(Duration::MAX));
     };
-    let current = Arc::new(latest);
-    state.instance = Some(current.clone());
-    if current.metadata.deletion_timestamp.is_some() {
+    if seen.instance.metadata.deletion_timestamp.is_some() {
         // The garbage collector removes everything the instance owns.
-        return Ok(Step::Idle);
+        return Ok(Some(Duration::MAX));
     }
-    let violations = validate(&current.spec.config);
-    if violations.is_empty() {
-        state.last_good = Some(current.clone());
-        state.refused_generation = None;
-    } else {
-        refuse(state, &current, &violations).await;
-    }
-    // A refused edit changes nothing: keep driving the last good spec (which also lets a
-    // Recreate already under way finish with the config it started with).
-    let Some(mut target) = state.last_good.clone() else {
-        // Nothing valid seen since this actor started (e.g. the operator restarted while the
-        // spec was invalid): touch nothing, but report the pods that do run.
-        let live_sts = state.args.api.statefulset(&current.name_any()).await?;
-        state.last_known_hash = live_sts
-            .as_ref()
-            .and_then(config_hash_of)
-            .map(str::to_owned);
-        write_status(state, &current, live_sts.as_ref(), &violations, None).await?;
-        return Ok(Step::Idle);
-    };
-    let mut rendered = render(&target.spec.config);
-    recall_rejection(state, &current, &rendered.hash);
-    let name = target.name_any();
-    let api = state.args.api.clone();
-    let live_sts = api.statefulset(&name).await?;
-    let rejection = state
-        .rejected
-        .as_ref()
-        .filter(|r| r.hash == rendered.hash)
-        .map(|r| r.message.clone());
-    if rejection.is_some() {
-        // Redis refused this config: drive the last one that ran instead.
-        let Some(healthy) = state.last_healthy.clone() else {
-            // No config known to run since this actor started: leave the pods as they are.
-            let live = live_sts
-                .as_ref()
-                .and_then(config_hash_of)
-                .map(str::to_owned);
-            log_hash_comparison(state, live.as_deref(), &rendered.hash);
-            state.last_known_hash = live;
-            write_status(
-                state,
-                &current,
-                live_sts.as_ref(),
-                &violations,
-                rejection.as_deref(),
-            )
-            .await?;
-            return Ok(Step::Idle);
-        };
-        target = healthy;
-        rendered = render(&target.spec.config);
-    }
-    let live_cm = api.config_map(&config_map_name(&target)).await?;
-    let live_text = live_cm
-        .as_ref()
-        .and_then(|cm| cm.data.as_ref()?.get(CONFIG_FILE_KEY).cloned());
-    let pods = if state.stage == Stage::Steady {
-        Vec::new()
-    } else {
-        api.pods(&target).await?
-    };
-    let live_hash = live_sts
-        .as_ref()
-        .and_then(config_hash_of)
+    state.last_known_hash = seen
+        .statefulset
+        .as_deref()
+        .and_then(crate::resources::config_hash_of)
         .map(str::to_owned);
-    if live_sts.is_some() {
-        log_hash_comparison(state, live_hash.as_deref(), &rendered.hash);
+    let current: Arc<RedisInstance> = seen.instance.clone();
+    let violations = state.target.accept(&current);
+    if !violations.is_empty() {
+        report::refuse(state, &current, &violations).await;
     }
-    state.last_known_hash = live_hash.clone();
-    let desired = Desired {
-        config_text: &rendered.text,
-        hash: &rendered.hash,
-        strategy: target.spec.restart_strategy,
-        spec_changed: state.applied_generation != target.metadata.generation,
-        restart_requested: state.restart_requested,
-    };
-    let observed = Observed {
-        config_text: live_text.as_deref(),
-        statefulset: live_sts.as_ref(),
-        pods: pods.len(),
-    };
-    let step = next_step(&desired, &observed, &state.stage);
-    debug!(namespace = %state.args.key.namespace, instance = %name, ?step, stage = ?state.stage, "next step");
-    let sts_after = perform(
-        state,
-        &target,
-        &rendered,
-        live_text.as_deref(),
-        live_sts.as_ref(),
-        &pods,
-        &step,
-    )
-    .await?;
-    if !step.is_write() {
-        write_status(
-            state,
-            &current,
-            sts_after.as_ref().or(live_sts.as_ref()),
-            &violations,
-            rejection.as_deref(),
-        )
-        .await?;
+    state.target.detect_rejection(&seen.pods);
+    if let Some((rejection, crash)) = state.target.take_fresh_rejection() {
+        report::rejected(state, &current, &rejection, &crash).await;
     }
-    Ok(step)
+    let Some(plan) = state.target.plan() else {
+        // Nothing known to be safe to run: touch nothing, but report what runs.
+        debug!(namespace = %key.namespace, instance = %key.name, decision = "Hold", "next step");
+        report::write_status(state, &seen, None).await?;
+        return Ok(Some(Duration::MAX));
+    };
+    let want = Desired {
+        config_text: &plan.rendered.text,
+        hash: &plan.rendered.hash,
+        strategy: plan.instance.spec.restart_strategy,
+        statefulset: &plan.statefulset,
+        service: &plan.service,
+    };
+    let now = Timestamp::now();
+    let record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
+    let snapshot = Snapshot {
+        config_text: seen.config_text.as_deref(),
+        statefulset: seen.statefulset.as_deref(),
+        service: seen.service.as_deref(),
+        pods: &seen.pods,
+        unadopted_claims: seen.unadopted_claims.len(),
+        rollout: record,
+        now,
+    };
+    let deadlines = Deadlines {
+        progress: state.args.timings.progress_deadline,
+    };
+    let decision = decide(&want, &snapshot, &deadlines);
+    report::log_hash_comparison(state, &seen, &want, &decision);
+    debug!(namespace = %key.namespace, instance = %key.name, ?decision, "next step");
+    if decision.is_write() {
+        perform::perform(state, &plan, &want, &seen, &decision, now).await?;
+        return Ok(None);
+    }
+    if let Some(record) = record
+        && overdue(record, now, deadlines.progress)
+    {
+        report::overdue(state, &current, record).await;
+    }
+    report::write_status(state, &seen, Some(&plan)).await?;
+    if matches!(decision, Decision::Idle) {
+        state.target.converged(&plan);
+    }
+    // Wake at the deadline if the rollout has not finished by then; events usually come first.
+    let wake = record
+        .filter(|r| !overdue(r, now, deadlines.progress))
+        .map(|r| {
+            let elapsed = now.duration_since(r.started_at.0).unsigned_abs();
+            deadlines.progress.saturating_sub(elapsed) + Duration::from_secs(1)
+        })
+        .unwrap_or(Duration::MAX);
+    Ok(Some(wake))
 }
 
 #[cfg(test)]
@@ -429,10 +328,17 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let max = Duration::from_secs(60);
+        let max = Duration::from_secs(30);
         assert_eq!(backoff(1, max), Duration::from_secs(1));
         assert_eq!(backoff(2, max), Duration::from_secs(2));
         assert_eq!(backoff(4, max), Duration::from_secs(8));
         assert_eq!(backoff(30, max), max);
+    }
+
+    #[test]
+    fn jitter_adds_at_most_a_fifth() {
+        let base = Duration::from_secs(10);
+        let j = jittered(base);
+        assert!(j >= base && j <= base + Duration::from_secs(2), "{j:?}");
     }
 }

@@ -1,32 +1,118 @@
-//! What the actor tells people: status and conditions, Warning Events, hash-comparison logs.
+//! What the actor tells people: status and conditions, Events, and the spec's log lines.
+
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info, warn};
 
+use super::observe::Observed;
+use super::target::{Plan, Rejection};
 use super::{InstanceSnapshot, InstanceState};
 use crate::actors::metrics::MetricsMsg;
 use crate::config::render::short_hash;
-use crate::config::validate::Violation;
-use crate::crd::RedisInstance;
+use crate::config::validate::{Violation, validate};
+use crate::crd::{RedisInstance, RedisInstanceStatus, RolloutRecord};
+use crate::decide::{Crash, Decision, Desired, rollout_complete};
 use crate::kube_io;
-use crate::plan::Stage;
 use crate::resources::config_hash_of;
 use crate::status::{ConditionValue, condition, phase, ready_condition, set_condition};
 
-/// "Config hash comparison" at info when it matters (a mismatch, or the first look after a
-/// start); at debug on quiet resyncs so the log stays readable.
-pub(super) fn log_hash_comparison(state: &InstanceState, live: Option<&str>, desired: &str) {
+/// "Config hash comparison" at info when a restart is decided, at debug otherwise, so an idle
+/// fleet logs nothing.
+pub(super) fn log_hash_comparison(
+    state: &InstanceState,
+    seen: &Observed,
+    want: &Desired,
+    decision: &Decision,
+) {
+    let Some(live) = seen.statefulset.as_deref().and_then(config_hash_of) else {
+        return;
+    };
     let key = &state.args.key;
-    let matches = live == Some(desired);
-    if !matches || state.last_known_hash.is_none() {
-        info!(namespace = %key.namespace, instance = %key.name, old_hash = live.unwrap_or(""),
-            new_hash = desired, matches, "Config hash comparison");
+    let matches = live == want.hash;
+    if matches!(
+        decision,
+        Decision::BeginRestart { .. } | Decision::Retarget { .. }
+    ) {
+        info!(namespace = %key.namespace, instance = %key.name, old_hash = live,
+            new_hash = want.hash, matches, "Config hash comparison");
     } else {
-        debug!(namespace = %key.namespace, instance = %key.name, old_hash = live.unwrap_or(""),
-            new_hash = desired, matches, "Config hash comparison");
+        debug!(namespace = %key.namespace, instance = %key.name, old_hash = live,
+            new_hash = want.hash, matches, "Config hash comparison");
     }
+}
+
+/// The instance as the cache holds it, for Events about failed steps.
+pub(super) fn cached_instance(state: &InstanceState) -> Option<Arc<RedisInstance>> {
+    let key = &state.args.key;
+    state
+        .args
+        .stores
+        .instances
+        .get(&ObjectRef::new(&key.name).within(&key.namespace))
+}
+
+/// Redis itself refused a config: told once, as a Warning Event.
+pub(super) async fn rejected(
+    state: &InstanceState,
+    instance: &RedisInstance,
+    rejection: &Rejection,
+    crash: &Crash,
+) {
+    let key = &state.args.key;
+    warn!(namespace = %key.namespace, instance = %key.name, pod = %crash.pod, exit_code = crash.exit_code,
+        hash = %rejection.hash, "Redis rejected the config");
+    report_refusal(
+        state,
+        instance,
+        "RedisRejectedConfig",
+        "Restart",
+        rejection.message.clone(),
+    )
+    .await;
+}
+
+/// The restart in flight passed its progress deadline: told once per restart.
+pub(super) async fn overdue(
+    state: &mut InstanceState,
+    instance: &RedisInstance,
+    record: &RolloutRecord,
+) {
+    if state.overdue_reported == Some(record.started_at.0) {
+        return;
+    }
+    state.overdue_reported = Some(record.started_at.0);
+    let key = &state.args.key;
+    let note = format!(
+        "restart to config {} not finished {}s after it began at {}; check the pods' readiness and redis logs",
+        short_hash(&record.config_hash),
+        state.args.timings.progress_deadline.as_secs(),
+        record.started_at.0
+    );
+    warn!(namespace = %key.namespace, instance = %key.name, detail = %note, "restart overdue");
+    state
+        .args
+        .api
+        .event(instance, true, "RolloutStuck", "Restart", note)
+        .await;
+}
+
+/// Something the operator owns was changed by hand and has been put back.
+pub(super) async fn drift_repaired(state: &InstanceState, instance: &RedisInstance, kind: &str) {
+    let key = &state.args.key;
+    info!(namespace = %key.namespace, instance = %key.name, kind, "drift repaired");
+    let note = format!(
+        "{kind} of {} differed from what the operator builds; restored it",
+        key.name
+    );
+    state
+        .args
+        .api
+        .event(instance, false, "DriftRepaired", "Repair", note)
+        .await;
 }
 
 pub(super) async fn refuse(
@@ -34,7 +120,13 @@ pub(super) async fn refuse(
     current: &RedisInstance,
     violations: &[Violation],
 ) {
-    if state.refused_generation == current.metadata.generation {
+    let told = current.status.as_ref().is_some_and(|s| {
+        s.observed_generation == current.metadata.generation
+            && crate::status::find_condition(s, condition::CONFIG_VALID)
+                .is_some_and(|c| c.reason == "InvalidConfig")
+    });
+    if told || state.refused_generation == current.metadata.generation {
+        // Already reported, by this actor or (per the stored status) before a restart.
         return;
     }
     state.refused_generation = current.metadata.generation;
@@ -81,30 +173,38 @@ pub(super) fn refusal_message(violations: &[Violation], running_hash: Option<&st
     }
 }
 
-pub(super) async fn write_status(
-    state: &mut InstanceState,
-    current: &RedisInstance,
-    sts: Option<&StatefulSet>,
-    violations: &[Violation],
-    rejection: Option<&str>,
-) -> Result<(), kube_io::Error> {
-    let mut status = state
-        .last_status
-        .clone()
-        .or_else(|| current.status.clone())
-        .unwrap_or_default();
+/// The status the caches and the actor's memory call for; the restart record and count are
+/// carried over from the stored status (only the perform step changes them).
+pub(super) fn derive_status(
+    state: &InstanceState,
+    seen: &Observed,
+    plan: Option<&Plan>,
+) -> RedisInstanceStatus {
+    let stored = seen.instance.status.as_ref();
+    derive_status_with(state, seen, plan, stored.and_then(|s| s.rollout.clone()))
+}
+
+/// [`derive_status`] with `rollout` as the restart in flight (the one about to be written).
+pub(super) fn derive_status_with(
+    state: &InstanceState,
+    seen: &Observed,
+    plan: Option<&Plan>,
+    rollout: Option<RolloutRecord>,
+) -> RedisInstanceStatus {
+    let current = &seen.instance;
+    let violations = validate(&current.spec.config);
+    let mut status = current.status.clone().unwrap_or_default();
+    status.rollout = rollout;
     let generation = current.metadata.generation;
     let now = Time(Timestamp::now());
+    let sts = seen.statefulset.as_deref();
     let ready = sts
         .and_then(|s| s.status.as_ref()?.ready_replicas)
         .unwrap_or(0);
-    let wanted = state
-        .last_good
-        .as_ref()
-        .map_or(current.spec.replicas, |g| g.spec.replicas);
+    let wanted = plan.map_or(current.spec.replicas, |p| p.instance.spec.replicas);
+    let rejection = state.target.rejection().map(|r| r.message.as_str());
     let config_valid = violations.is_empty() && rejection.is_none();
-    // Creating pods for the first time is Pending, not Restarting.
-    let restarting = state.restart_began.is_some() || state.stage == Stage::AwaitingDeletion;
+    let record = status.rollout.clone();
     status.observed_generation = generation;
     status.ready_replicas = ready;
     status.config_hash = sts.and_then(config_hash_of).map(str::to_owned);
@@ -112,8 +212,8 @@ pub(super) async fn write_status(
         .config_hash
         .as_deref()
         .map(|h| short_hash(h).to_owned());
-    status.rejected_config_hash = state.rejected.as_ref().map(|r| r.hash.clone());
-    let current_phase = phase(config_valid, restarting, ready, wanted);
+    status.rejected_config_hash = state.target.rejection().map(|r| r.hash.clone());
+    let current_phase = phase(config_valid, record.is_some(), ready, wanted);
     status.phase = Some(current_phase);
     let validity = if let Some(message) = rejection.filter(|_| violations.is_empty()) {
         ConditionValue::new(
@@ -134,7 +234,7 @@ pub(super) async fn write_status(
             condition::CONFIG_VALID,
             false,
             "InvalidConfig",
-            refusal_message(violations, status.config_hash.as_deref()),
+            refusal_message(&violations, status.config_hash.as_deref()),
         )
     };
     set_condition(&mut status, validity, generation, &now);
@@ -144,62 +244,86 @@ pub(super) async fn write_status(
         generation,
         &now,
     );
-    set_condition(&mut status, progressing(state), generation, &now);
+    let progressing = progressing(record.as_ref(), sts, state);
+    set_condition(&mut status, progressing, generation, &now);
+    status
+}
 
+/// Writes the derived status when it differs from the stored one, and updates the HTTP view.
+pub(super) async fn write_status(
+    state: &mut InstanceState,
+    seen: &Observed,
+    plan: Option<&Plan>,
+) -> Result<(), kube_io::Error> {
+    let status = derive_status(state, seen, plan);
+    store_status(state, seen, status).await
+}
+
+/// Publishes `status`: to the API only when it changed, so an idle instance writes nothing.
+pub(super) async fn store_status(
+    state: &mut InstanceState,
+    seen: &Observed,
+    status: RedisInstanceStatus,
+) -> Result<(), kube_io::Error> {
     let key = state.args.key.clone();
     state.args.snapshots.insert(
         key.clone(),
         InstanceSnapshot {
             config_hash: status.config_hash.clone(),
-            phase: current_phase.as_str(),
-            ready_replicas: ready,
-            replicas: wanted,
+            phase: status.phase.map_or("Pending", |p| p.as_str()),
+            ready_replicas: status.ready_replicas,
+            replicas: seen.instance.spec.replicas,
         },
     );
-    let _ = state
-        .args
-        .metrics
-        .send_message(MetricsMsg::ReadyReplicas(key, i64::from(ready)));
-    // `current` was read from the API this pass, so this compares with what the server holds.
-    if current.status.as_ref() != Some(&status) {
-        state.args.api.write_status(current, &status).await?;
+    let _ = state.args.metrics.send_message(MetricsMsg::ReadyReplicas(
+        key,
+        i64::from(status.ready_replicas),
+    ));
+    if seen.instance.status.as_ref() != Some(&status) {
+        let stored = state.args.api.write_status(&seen.instance, &status).await?;
+        state.written.instance = Some(Arc::new(stored));
     }
-    state.last_status = Some(status);
     Ok(())
 }
 
-pub(super) fn progressing(state: &InstanceState) -> ConditionValue {
-    let overdue = state.deadline_reported;
-    match (&state.stage, overdue) {
-        (Stage::Steady, _) => ConditionValue::new(
+fn progressing(
+    record: Option<&RolloutRecord>,
+    sts: Option<&StatefulSet>,
+    state: &InstanceState,
+) -> ConditionValue {
+    let stuck = record.is_some_and(|r| state.overdue_reported == Some(r.started_at.0));
+    match record {
+        Some(r) if stuck => ConditionValue::new(
+            condition::PROGRESSING,
+            true,
+            "RolloutStuck",
+            format!(
+                "restart to config {} is taking longer than expected; check pod readiness and redis logs",
+                short_hash(&r.config_hash)
+            ),
+        ),
+        Some(r) => ConditionValue::new(
+            condition::PROGRESSING,
+            true,
+            "Restarting",
+            format!(
+                "{}: pods are being restarted with config {} ({})",
+                r.reason.as_str(),
+                short_hash(&r.config_hash),
+                r.strategy.as_str()
+            ),
+        ),
+        None if sts.is_some_and(|s| !rollout_complete(s)) => ConditionValue::new(
+            condition::PROGRESSING,
+            true,
+            "RollingOut",
+            "the StatefulSet controller is starting pods",
+        ),
+        None => ConditionValue::new(
             condition::PROGRESSING,
             false,
             "Converged",
             "all replicas run the desired config",
-        ),
-        (Stage::RollingOut, false) => ConditionValue::new(
-            condition::PROGRESSING,
-            true,
-            "RollingOut",
-            "pods are being replaced with the new config",
-        ),
-        (Stage::RollingOut, true) => ConditionValue::new(
-            condition::PROGRESSING,
-            true,
-            "RolloutStuck",
-            "the rollout is taking longer than expected; check pod readiness and redis logs",
-        ),
-        (Stage::AwaitingDeletion, false) => ConditionValue::new(
-            condition::PROGRESSING,
-            true,
-            "Recreating",
-            "waiting for the old StatefulSet and its pods to be deleted",
-        ),
-        (Stage::AwaitingDeletion, true) => ConditionValue::new(
-            condition::PROGRESSING,
-            true,
-            "RecreateTimeout",
-            "the old StatefulSet or its pods are still terminating; check their finalizers",
         ),
     }
 }

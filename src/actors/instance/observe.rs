@@ -1,0 +1,261 @@
+//! Reads one instance's objects from the watch caches, preferring the operator's own writes
+//! until the caches have caught up with them, so a pass never acts on a state it already changed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+
+use crate::config::render::CONFIG_FILE_KEY;
+use crate::crd::RedisInstance;
+use crate::resources::{DATA_VOLUME, config_map_name};
+
+/// Readers of the supervisor's watch caches; cheap to clone.
+#[derive(Clone)]
+pub struct Stores {
+    /// RedisInstances.
+    pub instances: Store<RedisInstance>,
+    /// ConfigMaps the operator manages.
+    pub config_maps: Store<ConfigMap>,
+    /// StatefulSets the operator manages.
+    pub statefulsets: Store<StatefulSet>,
+    /// Services the operator manages.
+    pub services: Store<Service>,
+    /// Pods of managed StatefulSets (status and metadata only).
+    pub pods: Store<Pod>,
+    /// Data claims of managed StatefulSets (metadata only).
+    pub claims: Store<PartialObjectMeta<PersistentVolumeClaim>>,
+}
+
+/// The operator's own writes whose watch events may not have arrived yet.
+#[derive(Default)]
+pub struct Written {
+    /// The instance as returned by the last status write.
+    pub instance: Option<Arc<RedisInstance>>,
+    /// The last ConfigMap written.
+    pub config_map: Option<Arc<ConfigMap>>,
+    /// The last StatefulSet applied or deleted.
+    pub statefulset: Option<Arc<StatefulSet>>,
+    /// The last Service applied.
+    pub service: Option<Arc<Service>>,
+    /// Uids of pods deleted whose deletion the cache may not show yet.
+    pub deleted_pods: HashSet<String>,
+    /// Claims (uid -> the resourceVersion tried) adopted, or lost to a concurrent writer,
+    /// whose new version the cache does not show yet.
+    pub adopted_claims: HashMap<String, String>,
+}
+
+/// One instance as the caches show it.
+pub struct Observed {
+    /// The instance itself, status included.
+    pub instance: Arc<RedisInstance>,
+    /// `redis.conf` of its ConfigMap.
+    pub config_text: Option<String>,
+    /// Its StatefulSet.
+    pub statefulset: Option<Arc<StatefulSet>>,
+    /// Its Service.
+    pub service: Option<Arc<Service>>,
+    /// Its pods, by ordinal.
+    pub pods: Vec<Arc<Pod>>,
+    /// Its data claims that lack the instance as an owner.
+    pub unadopted_claims: Vec<Arc<PartialObjectMeta<PersistentVolumeClaim>>>,
+}
+
+/// resourceVersions are etcd revisions in practice; when one is not a number, trust the cache.
+fn version<K: Resource>(obj: &K) -> Option<u64> {
+    obj.meta().resource_version.as_deref()?.parse().ok()
+}
+
+/// The cached object, or the written one while the cache is behind it.
+fn newest<K: Resource>(cached: Option<Arc<K>>, written: &mut Option<Arc<K>>) -> Option<Arc<K>> {
+    let Some(mine) = written.clone() else {
+        return cached;
+    };
+    let deleting = mine.meta().deletion_timestamp.is_some();
+    let behind = match &cached {
+        // Not in the cache: either our create is not seen yet, or our delete already is.
+        None => !deleting,
+        Some(theirs) => match (version(theirs.as_ref()), version(mine.as_ref())) {
+            (Some(c), Some(w)) => c < w,
+            _ => false,
+        },
+    };
+    if behind {
+        Some(mine)
+    } else {
+        *written = None;
+        cached
+    }
+}
+
+fn lookup<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.get(&ObjectRef::new(name).within(namespace))
+}
+
+/// Objects named `<prefix>-<ordinal>`: every ordinal below `at_least`, and on past it while
+/// they keep existing (a StatefulSet scaled up by hand, pods still terminating).
+fn by_ordinal<K>(store: &Store<K>, namespace: &str, prefix: &str, at_least: i32) -> Vec<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let mut found = Vec::new();
+    for ordinal in 0.. {
+        match lookup(store, namespace, &format!("{prefix}-{ordinal}")) {
+            Some(obj) => found.push(obj),
+            None if ordinal >= at_least => break,
+            None => {}
+        }
+    }
+    found
+}
+
+/// Pods this actor deleted count as terminating until the cache says so; uids the cache no
+/// longer shows are forgotten.
+fn mark_deleted(pods: &mut [Arc<Pod>], deleted: &mut HashSet<String>) {
+    if deleted.is_empty() {
+        return;
+    }
+    let present: HashSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
+    deleted.retain(|uid| present.contains(uid));
+    for pod in pods.iter_mut() {
+        let ours = pod.uid().is_some_and(|uid| deleted.contains(&uid));
+        if ours && pod.metadata.deletion_timestamp.is_none() {
+            let mut marked = Pod::clone(pod);
+            marked.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::now(),
+                ));
+            *pod = Arc::new(marked);
+        }
+    }
+}
+
+/// Reads the instance `namespace/name` and everything it owns; `None` once it is gone.
+pub fn observe(
+    stores: &Stores,
+    written: &mut Written,
+    namespace: &str,
+    name: &str,
+) -> Option<Observed> {
+    let instance = newest(
+        lookup(&stores.instances, namespace, name),
+        &mut written.instance,
+    )?;
+    let config_map = newest(
+        lookup(&stores.config_maps, namespace, &config_map_name(&instance)),
+        &mut written.config_map,
+    );
+    let statefulset = newest(
+        lookup(&stores.statefulsets, namespace, name),
+        &mut written.statefulset,
+    );
+    let service = newest(
+        lookup(&stores.services, namespace, name),
+        &mut written.service,
+    );
+    let replicas = [
+        Some(instance.spec.replicas),
+        statefulset.as_ref().and_then(|s| s.spec.replicas),
+        statefulset
+            .as_ref()
+            .and_then(|s| s.status.as_ref().map(|st| st.replicas)),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(0);
+    let mut pods = by_ordinal(&stores.pods, namespace, name, replicas);
+    mark_deleted(&mut pods, &mut written.deleted_pods);
+    let uid = instance.uid();
+    let unadopted_claims = by_ordinal(
+        &stores.claims,
+        namespace,
+        &format!("{DATA_VOLUME}-{name}"),
+        replicas,
+    )
+    .into_iter()
+    .filter(|claim| {
+        let owned = claim
+            .owner_references()
+            .iter()
+            .any(|r| Some(&r.uid) == uid.as_ref());
+        let claim_uid = claim.uid().unwrap_or_default();
+        let tried = written
+            .adopted_claims
+            .get(&claim_uid)
+            .is_some_and(|rv| Some(rv) == claim.resource_version().as_ref());
+        if !tried {
+            written.adopted_claims.remove(&claim_uid);
+        }
+        !owned && !tried
+    })
+    .collect();
+    Some(Observed {
+        config_text: config_map
+            .as_ref()
+            .and_then(|cm| cm.data.as_ref()?.get(CONFIG_FILE_KEY).cloned()),
+        instance,
+        statefulset,
+        service,
+        pods,
+        unadopted_claims,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn cm(version: &str) -> Arc<ConfigMap> {
+        let mut cm = ConfigMap::default();
+        cm.metadata.resource_version = Some(version.into());
+        Arc::new(cm)
+    }
+
+    #[test]
+    fn written_object_wins_until_the_cache_catches_up() {
+        let mut written = Some(cm("7"));
+        assert_eq!(
+            newest(Some(cm("5")), &mut written)
+                .unwrap()
+                .metadata
+                .resource_version
+                .as_deref(),
+            Some("7")
+        );
+        assert!(written.is_some());
+        assert_eq!(
+            newest(Some(cm("9")), &mut written)
+                .unwrap()
+                .metadata
+                .resource_version
+                .as_deref(),
+            Some("9")
+        );
+        assert!(written.is_none(), "forgotten once the cache has it");
+        let mut created = Some(cm("3"));
+        assert!(
+            newest(None, &mut created).is_some(),
+            "a create not yet seen"
+        );
+    }
+
+    #[test]
+    fn a_deletion_seen_by_the_cache_means_gone() {
+        let mut deleting = ConfigMap::default();
+        deleting.metadata.resource_version = Some("8".into());
+        deleting.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        let mut written = Some(Arc::new(deleting));
+        assert!(newest(Some(cm("5")), &mut written).is_some());
+        assert!(newest(None, &mut written).is_none());
+    }
+}

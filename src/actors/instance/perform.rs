@@ -1,0 +1,264 @@
+//! Carries out one decision: the only place the instance actor writes to the API. Each write's
+//! result is kept in [`super::Written`], so the next step sees it before the watch brings it.
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use tracing::info;
+
+use super::InstanceState;
+use super::observe::Observed;
+use super::report;
+use super::target::Plan;
+use crate::actors::metrics::MetricsMsg;
+use crate::config::render::{config_hash, short_hash};
+use crate::crd::{RestartReason, RolloutRecord};
+use crate::decide::{Decision, Desired, record_for};
+use crate::kube_io;
+use crate::resources::{adoption_ref, config_hash_of, config_map, restarted_at_of, statefulset};
+
+pub(super) async fn perform(
+    state: &mut InstanceState,
+    plan: &Plan,
+    want: &Desired<'_>,
+    seen: &Observed,
+    decision: &Decision,
+    now: Timestamp,
+) -> Result<(), kube_io::Error> {
+    let api = state.args.api.clone();
+    let key = state.args.key.clone();
+    let (ns, name) = (&key.namespace, &key.name);
+    let instance = &seen.instance;
+    let target = &plan.instance;
+    let record = instance.status.as_ref().and_then(|s| s.rollout.clone());
+    let live = seen.statefulset.as_deref();
+    let live_hash = live.and_then(config_hash_of).unwrap_or("").to_owned();
+    match decision {
+        Decision::ApplyService => {
+            let existed = seen.service.is_some();
+            let applied = api.apply("Service", &plan.service).await?;
+            state.written.service = Some(Arc::new(applied));
+            if existed {
+                report::drift_repaired(state, instance, "Service").await;
+            } else {
+                info!(namespace = %ns, instance = %name, "Service missing, creating it");
+            }
+        }
+        Decision::AdoptClaims => {
+            let mut adopted = 0;
+            for claim in &seen.unadopted_claims {
+                if api.adopt_claim(claim, adoption_ref(instance)).await? {
+                    adopted += 1;
+                }
+                // Tried at this version: not again until the cache shows another one.
+                state.written.adopted_claims.insert(
+                    claim.uid().unwrap_or_default(),
+                    claim.resource_version().unwrap_or_default(),
+                );
+            }
+            info!(namespace = %ns, instance = %name, adopted, "adopted data volume claims");
+        }
+        Decision::WriteConfigMap => {
+            let old_file_hash = seen
+                .config_text
+                .as_deref()
+                .map(config_hash)
+                .unwrap_or_default();
+            info!(namespace = %ns, instance = %name, old_hash = %old_file_hash, new_hash = want.hash,
+                missing = seen.config_text.is_none(), "ConfigMap configuration changed, updating");
+            let written = api
+                .apply("ConfigMap", &config_map(target, &plan.rendered))
+                .await?;
+            state.written.config_map = Some(Arc::new(written));
+        }
+        Decision::CreateStatefulSet => {
+            let (hash, marker) = match &record {
+                Some(r) => (r.config_hash.clone(), r.restarted_at.clone()),
+                None => (want.hash.to_owned(), None),
+            };
+            info!(namespace = %ns, instance = %name, old_hash = %state.last_known_hash.clone().unwrap_or_default(),
+                new_hash = %hash, "StatefulSet not found or needs recreation, creating new one");
+            let created = api
+                .apply(
+                    "StatefulSet",
+                    &statefulset(target, &hash, marker.as_deref()),
+                )
+                .await?;
+            state.written.statefulset = Some(Arc::new(created));
+            let (reason, verb) = if record.is_some() {
+                ("Recreated", "recreated")
+            } else {
+                ("Created", "created")
+            };
+            let note = format!(
+                "{verb} StatefulSet {name} with config {}",
+                short_hash(&hash)
+            );
+            api.event(instance, false, reason, "CreateStatefulSet", note)
+                .await;
+        }
+        Decision::BeginRestart { reason, marker } => {
+            let strategy = want.strategy.as_str();
+            info!(namespace = %ns, instance = %name, old_hash = %live_hash, new_hash = want.hash, strategy,
+                reason = reason.as_str(), "ConfigMap was updated or StatefulSet needs restart");
+            let next = record_for(want, live, *reason, *marker, now);
+            begin_restart(state, seen, plan, next, &live_hash).await?;
+        }
+        Decision::Retarget { counted } => {
+            let old = record.expect("retarget is decided only with a record");
+            if *counted {
+                let next = record_for(want, live, RestartReason::Superseded, false, now);
+                info!(namespace = %ns, instance = %name, old_hash = %old.config_hash, new_hash = want.hash,
+                    "ConfigMap was updated or StatefulSet needs restart");
+                begin_restart(state, seen, plan, next, &old.config_hash).await?;
+            } else {
+                let marker = old.restarted_at.is_some();
+                let next = RolloutRecord {
+                    started_at: old.started_at.clone(),
+                    ..record_for(want, live, old.reason, marker, now)
+                };
+                write_record(state, seen, plan, Some(next), 0).await?;
+                let note = format!(
+                    "config changed before any pod restarted; the restart continues with config {}",
+                    short_hash(want.hash)
+                );
+                api.event(instance, false, "RestartRetargeted", "Restart", note)
+                    .await;
+            }
+        }
+        Decision::RollOut => {
+            let record = record.expect("roll out is decided only with a record");
+            let desired = statefulset(target, &record.config_hash, record.restarted_at.as_deref());
+            let applied = api.apply("StatefulSet", &desired).await?;
+            state.written.statefulset = Some(Arc::new(applied));
+        }
+        Decision::DeleteForRecreate => {
+            let live = seen
+                .statefulset
+                .as_ref()
+                .expect("delete is decided only with a StatefulSet");
+            let deleting = api.delete_statefulset(live).await?;
+            state.written.statefulset = Some(Arc::new(deleting.unwrap_or_else(|| gone(live))));
+        }
+        Decision::RepairStatefulSet => {
+            let marker = live.and_then(restarted_at_of);
+            let applied = api
+                .apply("StatefulSet", &statefulset(target, &live_hash, marker))
+                .await?;
+            state.written.statefulset = Some(Arc::new(applied));
+            let changed_spec = instance.status.as_ref().and_then(|s| s.observed_generation)
+                != instance.metadata.generation;
+            if !changed_spec {
+                report::drift_repaired(state, instance, "StatefulSetSpec").await;
+            }
+        }
+        Decision::ReplacePods(names) => {
+            for pod in seen.pods.iter().filter(|p| names.contains(&p.name_any())) {
+                api.delete_pod(pod).await?;
+                state
+                    .written
+                    .deleted_pods
+                    .insert(pod.uid().unwrap_or_default());
+                info!(namespace = %ns, instance = %name, pod = %pod.name_any(), "replacing a stuck pod");
+                let note = format!(
+                    "deleted pod {}: not ready on an older revision, so the StatefulSet controller would never replace it",
+                    pod.name_any()
+                );
+                api.event(instance, true, "PodReplaced", "Restart", note)
+                    .await;
+            }
+        }
+        Decision::FinishRestart => {
+            let record = record.expect("finish is decided only with a record");
+            write_record(state, seen, plan, None, 0).await?;
+            let took = now.duration_since(record.started_at.0).unsigned_abs();
+            let _ = state
+                .args
+                .metrics
+                .send_message(MetricsMsg::RestartCompleted {
+                    key: key.clone(),
+                    strategy: record.strategy.as_str(),
+                    took,
+                });
+            info!(namespace = %ns, instance = %name, hash = %record.config_hash,
+                strategy = record.strategy.as_str(), took_secs = took.as_secs_f64(), "restart complete");
+            let note = format!(
+                "all replicas run config {} and are ready",
+                short_hash(&record.config_hash)
+            );
+            api.event(instance, false, "RestartCompleted", "Restart", note)
+                .await;
+        }
+        Decision::Wait(_) | Decision::Idle => {}
+    }
+    Ok(())
+}
+
+/// The API said the StatefulSet is already gone: a copy marked as deleting stands in for it
+/// until the watch delivers the deletion (a version no cache can pass keeps it in front).
+fn gone(live: &k8s_openapi::api::apps::v1::StatefulSet) -> k8s_openapi::api::apps::v1::StatefulSet {
+    let mut copy = live.clone();
+    copy.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    copy.metadata.resource_version = Some(u64::MAX.to_string());
+    copy
+}
+
+/// Records and counts a restart in status before its first write, then tells people.
+async fn begin_restart(
+    state: &mut InstanceState,
+    seen: &Observed,
+    plan: &Plan,
+    record: RolloutRecord,
+    old_hash: &str,
+) -> Result<(), kube_io::Error> {
+    let key = state.args.key.clone();
+    let strategy = record.strategy.as_str();
+    let (new_hash, reason) = (record.config_hash.clone(), record.reason);
+    write_record(state, seen, plan, Some(record), 1).await?;
+    if reason == RestartReason::ConfigChanged {
+        let _ = state
+            .args
+            .metrics
+            .send_message(MetricsMsg::HashMismatch(key.clone()));
+    }
+    let _ = state
+        .args
+        .metrics
+        .send_message(MetricsMsg::Restarted { key, strategy });
+    let how = if strategy == "Recreate" {
+        "deleting the StatefulSet and its pods, then recreating it"
+    } else {
+        "replacing pods one at a time"
+    };
+    let note = format!(
+        "{}: config {} -> {}: {how}",
+        reason.as_str(),
+        short_hash(old_hash),
+        short_hash(&new_hash)
+    );
+    state
+        .args
+        .api
+        .event(&seen.instance, false, "RestartStarted", "Restart", note)
+        .await;
+    Ok(())
+}
+
+/// Writes the status with `record` as the restart in flight and `added` more restarts counted.
+async fn write_record(
+    state: &mut InstanceState,
+    seen: &Observed,
+    plan: &Plan,
+    record: Option<RolloutRecord>,
+    added: i64,
+) -> Result<(), kube_io::Error> {
+    let started = record.as_ref().map(|r| r.started_at.clone());
+    let mut status = report::derive_status_with(state, seen, Some(plan), record);
+    if added > 0 {
+        status.restarts += added;
+        status.last_restart_time = started;
+    }
+    report::store_status(state, seen, status).await
+}

@@ -1,0 +1,248 @@
+//! The instance's decisions: from what is desired, what the caches show and the restart in
+//! flight, the one next thing to do.
+//!
+//! Pure, so every situation a user can cause is a row in the tests below. The instance actor
+//! performs the decision, and the next watch event brings the next one. A restart is recorded
+//! in status before its first write, and edits that arrive while its pods are being replaced
+//! wait for it to finish, so a burst of edits costs at most one more restart.
+
+mod pods;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{RestartReason, RestartStrategy, RolloutRecord};
+use crate::resources::{
+    StatefulSetDrift, config_hash_of, restarted_at_of, service_drifted, statefulset_drift,
+};
+
+pub use pods::{Crash, crashed_pod, is_ready, pod_config_hash, rollout_complete, stuck_pods};
+
+/// What the instance should look like now.
+#[derive(Debug, Clone, Copy)]
+pub struct Desired<'a> {
+    /// Rendered redis.conf.
+    pub config_text: &'a str,
+    /// Its hash.
+    pub hash: &'a str,
+    /// The user's chosen strategy for the next restart.
+    pub strategy: RestartStrategy,
+    /// The StatefulSet the operator builds for this spec (hash annotation included).
+    pub statefulset: &'a StatefulSet,
+    /// The Service it builds.
+    pub service: &'a Service,
+}
+
+/// What the caches show of the instance.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot<'a> {
+    /// `redis.conf` of the ConfigMap; `None` when the ConfigMap (or key) is missing.
+    pub config_text: Option<&'a str>,
+    /// The StatefulSet, if any.
+    pub statefulset: Option<&'a StatefulSet>,
+    /// The Service, if any.
+    pub service: Option<&'a Service>,
+    /// Pods of the instance, terminating ones included.
+    pub pods: &'a [Arc<Pod>],
+    /// Data claims that do not name the instance as an owner yet.
+    pub unadopted_claims: usize,
+    /// The restart in flight, from status.
+    pub rollout: Option<&'a RolloutRecord>,
+    /// The clock, for deadlines.
+    pub now: Timestamp,
+}
+
+/// The next thing to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The Service is missing or differs: apply it.
+    ApplyService,
+    /// Claims the StatefulSet controller created lack the instance as owner: add it.
+    AdoptClaims,
+    /// The ConfigMap is missing or its content differs: write it.
+    WriteConfigMap,
+    /// No StatefulSet: create it (the first time, or the second half of a Recreate).
+    CreateStatefulSet,
+    /// The pods must restart: record the restart in status (and count it) before acting.
+    BeginRestart {
+        /// Why.
+        reason: RestartReason,
+        /// The config hash stays the same, so the template needs a restart marker.
+        marker: bool,
+    },
+    /// A newer config replaces the recorded target.
+    Retarget {
+        /// The pods already restarted for the old target, so this is a restart of its own.
+        counted: bool,
+    },
+    /// RollingUpdate: apply the template with the recorded hash and marker.
+    RollOut,
+    /// Recreate: delete the StatefulSet and its pods.
+    DeleteForRecreate,
+    /// Fields outside the pod template differ (replicas, labels): apply without a restart.
+    RepairStatefulSet,
+    /// Pods the StatefulSet controller will not replace by itself: delete them.
+    ReplacePods(Vec<String>),
+    /// Every pod runs the recorded target and is ready: close the record.
+    FinishRestart,
+    /// Nothing to do until the caches change.
+    Wait(Waiting),
+    /// Converged.
+    Idle,
+}
+
+/// What a `Wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// The StatefulSet or its pods to be gone.
+    Deletion,
+    /// The StatefulSet controller to finish replacing pods.
+    Rollout,
+}
+
+impl Decision {
+    /// Whether performing it writes to the API.
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Decision::Wait(_) | Decision::Idle)
+    }
+}
+
+/// How long a restart may take before it counts as failing.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// From the recorded start to all pods ready.
+    pub progress: Duration,
+}
+
+/// Decides the next step. The Service and claims first (cheap, never restart anything), then
+/// the ConfigMap before the StatefulSet, so every pod started after a template change reads the
+/// new file.
+pub fn decide(want: &Desired, seen: &Snapshot, deadlines: &Deadlines) -> Decision {
+    if seen
+        .service
+        .is_none_or(|svc| service_drifted(want.service, svc))
+    {
+        return Decision::ApplyService;
+    }
+    if seen.unadopted_claims > 0 {
+        return Decision::AdoptClaims;
+    }
+    match seen.rollout {
+        None => at_rest(want, seen),
+        Some(record) => in_flight(want, seen, record, deadlines),
+    }
+}
+
+fn deleting(sts: &StatefulSet) -> bool {
+    sts.metadata.deletion_timestamp.is_some()
+}
+
+/// No restart in flight: compare the spec's three rules, then drift.
+fn at_rest(want: &Desired, seen: &Snapshot) -> Decision {
+    let Some(sts) = seen.statefulset else {
+        return if seen.config_text != Some(want.config_text) {
+            Decision::WriteConfigMap
+        } else {
+            Decision::CreateStatefulSet
+        };
+    };
+    if deleting(sts) {
+        // Deleted by someone else: create it again once it is gone.
+        return Decision::Wait(Waiting::Deletion);
+    }
+    let restart = |reason, marker| Decision::BeginRestart { reason, marker };
+    if config_hash_of(sts) != Some(want.hash) {
+        return restart(RestartReason::ConfigChanged, false);
+    }
+    if seen.config_text != Some(want.config_text) {
+        return restart(RestartReason::ConfigMapChanged, true);
+    }
+    match statefulset_drift(want.statefulset, sts) {
+        Some(StatefulSetDrift::Image) => restart(RestartReason::ImageChanged, true),
+        Some(StatefulSetDrift::PodTemplate) => restart(RestartReason::PodTemplateChanged, true),
+        Some(StatefulSetDrift::Spec) => Decision::RepairStatefulSet,
+        None if rollout_complete(sts) => Decision::Idle,
+        None => Decision::Wait(Waiting::Rollout),
+    }
+}
+
+/// The template carries the record's hash and marker: the StatefulSet controller has the
+/// restart in hand.
+pub fn applied(record: &RolloutRecord, sts: &StatefulSet) -> bool {
+    !deleting(sts)
+        && config_hash_of(sts) == Some(record.config_hash.as_str())
+        && (record.restarted_at.is_none() || restarted_at_of(sts) == record.restarted_at.as_deref())
+}
+
+/// Past the progress deadline, counted from the recorded start.
+pub fn overdue(record: &RolloutRecord, now: Timestamp, deadline: Duration) -> bool {
+    let started = record.started_at.0;
+    now.duration_since(started).unsigned_abs() > deadline && now > started
+}
+
+fn in_flight(
+    want: &Desired,
+    seen: &Snapshot,
+    record: &RolloutRecord,
+    deadlines: &Deadlines,
+) -> Decision {
+    let newer = want.hash != record.config_hash;
+    if let Some(sts) = seen.statefulset.filter(|sts| applied(record, sts)) {
+        if rollout_complete(sts) {
+            return Decision::FinishRestart;
+        }
+        let late = overdue(record, seen.now, deadlines.progress);
+        let failing = late || crashed_pod(seen.pods, &record.config_hash).is_some();
+        if newer && failing {
+            // Waiting for a rollout that cannot finish would block the fix forever.
+            return Decision::Retarget { counted: true };
+        }
+        let stuck = stuck_pods(sts, seen.pods, late);
+        if !stuck.is_empty() {
+            return Decision::ReplacePods(stuck);
+        }
+        // A newer config waits here, and goes into one restart after this one.
+        return Decision::Wait(Waiting::Rollout);
+    }
+    // No pod has started on the target yet, so the target may still move to the newest config.
+    if newer {
+        return Decision::Retarget { counted: false };
+    }
+    let config_differs = seen.config_text != Some(want.config_text);
+    match (record.strategy, seen.statefulset) {
+        (_, Some(sts)) if deleting(sts) => Decision::Wait(Waiting::Deletion),
+        (RestartStrategy::Recreate, Some(_)) => Decision::DeleteForRecreate,
+        (RestartStrategy::Recreate, None) if !seen.pods.is_empty() => {
+            Decision::Wait(Waiting::Deletion)
+        }
+        _ if config_differs => Decision::WriteConfigMap,
+        (_, None) => Decision::CreateStatefulSet,
+        (RestartStrategy::RollingUpdate, Some(_)) => Decision::RollOut,
+    }
+}
+
+/// The record a restart starts with, or moves to when retargeted: the marker is needed only
+/// when the template hash alone would not change.
+pub fn record_for(
+    want: &Desired,
+    live: Option<&StatefulSet>,
+    reason: RestartReason,
+    marker: bool,
+    now: Timestamp,
+) -> RolloutRecord {
+    let same_hash = live.and_then(config_hash_of) == Some(want.hash);
+    RolloutRecord {
+        config_hash: want.hash.to_owned(),
+        restarted_at: (marker || same_hash).then(|| now.to_string()),
+        strategy: want.strategy,
+        reason,
+        started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,349 @@
+//! One row per situation a user or the cluster can cause.
+
+use super::pods::fixtures::{pod, with_status};
+use super::*;
+use crate::config::render::render;
+use crate::resources::fixtures::instance;
+use crate::resources::{service, statefulset};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+const DEADLINES: Deadlines = Deadlines {
+    progress: Duration::from_secs(120),
+};
+
+/// The desired objects for `maxmemory 100mb` under `strategy`, and what the caches show.
+struct Case {
+    text: String,
+    hash: String,
+    strategy: RestartStrategy,
+    sts: StatefulSet,
+    svc: Service,
+    live_text: Option<String>,
+    live_sts: Option<StatefulSet>,
+    live_svc: Option<Service>,
+    pods: Vec<Arc<Pod>>,
+    claims: usize,
+    record: Option<RolloutRecord>,
+    now: Timestamp,
+}
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).unwrap()
+}
+
+impl Case {
+    /// A converged instance: everything in the caches is what the operator would build.
+    fn converged(strategy: RestartStrategy) -> Self {
+        let mut ri = instance(&[("maxmemory", "100mb")]);
+        ri.spec.restart_strategy = strategy;
+        let rendered = render(&ri.spec.config);
+        let sts = statefulset(&ri, &rendered.hash, None);
+        Case {
+            live_text: Some(rendered.text.clone()),
+            live_sts: Some(with_status(sts.clone(), true)),
+            live_svc: Some(service(&ri)),
+            text: rendered.text,
+            hash: rendered.hash.clone(),
+            strategy,
+            svc: service(&ri),
+            pods: vec![pod("redis-example-0", &rendered.hash, "rev-a", true, None)],
+            sts,
+            claims: 0,
+            record: None,
+            now: t(0),
+        }
+    }
+
+    /// The user changed the config: desired moves on, the caches still show the old one.
+    fn edited(mut self) -> Self {
+        let ri = instance(&[("maxmemory", "200mb")]);
+        let rendered = render(&ri.spec.config);
+        self.sts = statefulset(&ri, &rendered.hash, None);
+        self.text = rendered.text;
+        self.hash = rendered.hash;
+        self
+    }
+
+    /// A restart towards the desired hash began at t(0).
+    fn recorded(mut self, reason: RestartReason) -> Self {
+        self.record = Some(RolloutRecord {
+            config_hash: self.hash.clone(),
+            restarted_at: None,
+            strategy: self.strategy,
+            reason,
+            started_at: Time(t(0)),
+        });
+        self
+    }
+
+    /// The template now carries the desired hash; the controller is replacing pods.
+    fn rolled_out(mut self, done: bool) -> Self {
+        self.live_sts = Some(with_status(self.sts.clone(), done));
+        self.live_text = Some(self.text.clone());
+        self
+    }
+
+    fn decide(&self) -> Decision {
+        let want = Desired {
+            config_text: &self.text,
+            hash: &self.hash,
+            strategy: self.strategy,
+            statefulset: &self.sts,
+            service: &self.svc,
+        };
+        let seen = Snapshot {
+            config_text: self.live_text.as_deref(),
+            statefulset: self.live_sts.as_ref(),
+            service: self.live_svc.as_ref(),
+            pods: &self.pods,
+            unadopted_claims: self.claims,
+            rollout: self.record.as_ref(),
+            now: self.now,
+        };
+        decide(&want, &seen, &DEADLINES)
+    }
+}
+
+fn being_deleted(mut sts: StatefulSet) -> StatefulSet {
+    sts.metadata.deletion_timestamp = Some(Time(t(0)));
+    sts
+}
+
+use RestartStrategy::{Recreate, RollingUpdate};
+
+#[test]
+fn first_creation_writes_config_then_statefulset() {
+    let mut case = Case::converged(RollingUpdate);
+    case.live_sts = None;
+    case.live_text = None;
+    assert_eq!(case.decide(), Decision::WriteConfigMap);
+    case.live_text = Some(case.text.clone());
+    assert_eq!(case.decide(), Decision::CreateStatefulSet);
+    case.live_sts = Some(with_status(case.sts.clone(), false));
+    assert_eq!(case.decide(), Decision::Wait(Waiting::Rollout));
+}
+
+#[test]
+fn converged_instance_is_idle() {
+    assert_eq!(Case::converged(RollingUpdate).decide(), Decision::Idle);
+    assert_eq!(Case::converged(Recreate).decide(), Decision::Idle);
+}
+
+#[test]
+fn service_and_claims_come_first() {
+    let mut case = Case::converged(RollingUpdate).edited();
+    case.live_svc = None;
+    assert_eq!(case.decide(), Decision::ApplyService);
+    let mut drifted = service(&instance(&[]));
+    drifted.spec.as_mut().unwrap().selector = None;
+    case.live_svc = Some(drifted);
+    assert_eq!(case.decide(), Decision::ApplyService);
+    case.live_svc = Some(case.svc.clone());
+    case.claims = 1;
+    assert_eq!(case.decide(), Decision::AdoptClaims);
+}
+
+#[test]
+fn the_spec_rules_begin_a_restart() {
+    // Rule 3: the template hash differs.
+    assert_eq!(
+        Case::converged(RollingUpdate).edited().decide(),
+        Decision::BeginRestart {
+            reason: RestartReason::ConfigChanged,
+            marker: false
+        }
+    );
+    // Rules 1 and 2: the ConfigMap is missing, or its content differs, behind matching pods.
+    let mut missing = Case::converged(Recreate);
+    missing.live_text = None;
+    let mut changed = Case::converged(Recreate);
+    changed.live_text = Some("maxmemory 1mb\n".into());
+    for case in [missing, changed] {
+        assert_eq!(
+            case.decide(),
+            Decision::BeginRestart {
+                reason: RestartReason::ConfigMapChanged,
+                marker: true
+            }
+        );
+    }
+}
+
+#[test]
+fn hand_drift_of_the_statefulset_is_repaired() {
+    let mut scaled = Case::converged(RollingUpdate);
+    scaled.live_sts.as_mut().unwrap().spec.replicas = Some(3);
+    assert_eq!(scaled.decide(), Decision::RepairStatefulSet);
+
+    let mut image = Case::converged(RollingUpdate);
+    let template = &mut image.live_sts.as_mut().unwrap().spec.template;
+    template.spec.as_mut().unwrap().containers[0].image = Some("redis:6.2".into());
+    assert_eq!(
+        image.decide(),
+        Decision::BeginRestart {
+            reason: RestartReason::ImageChanged,
+            marker: true
+        }
+    );
+}
+
+#[test]
+fn rolling_restart_writes_config_then_template_then_finishes() {
+    let case = Case::converged(RollingUpdate)
+        .edited()
+        .recorded(RestartReason::ConfigChanged);
+    assert_eq!(case.decide(), Decision::WriteConfigMap);
+    let mut written = case;
+    written.live_text = Some(written.text.clone());
+    assert_eq!(written.decide(), Decision::RollOut);
+    let rolling = written.rolled_out(false);
+    assert_eq!(rolling.decide(), Decision::Wait(Waiting::Rollout));
+    assert_eq!(rolling.rolled_out(true).decide(), Decision::FinishRestart);
+}
+
+#[test]
+fn an_operator_restarted_after_recording_resumes_without_a_new_restart() {
+    // Crash between the status write and the template write: the record alone says what to do.
+    let mut case = Case::converged(RollingUpdate)
+        .edited()
+        .recorded(RestartReason::ConfigChanged);
+    case.live_text = Some(case.text.clone());
+    assert_eq!(case.decide(), Decision::RollOut);
+}
+
+#[test]
+fn edits_during_a_healthy_rollout_wait_for_it() {
+    let mut case = Case::converged(RollingUpdate)
+        .edited()
+        .recorded(RestartReason::ConfigChanged)
+        .rolled_out(false);
+    // The user edits again: the record keeps its target until the rollout is done.
+    let newer = render(&instance(&[("maxmemory", "300mb")]).spec.config);
+    case.hash = newer.hash;
+    case.text = newer.text;
+    case.now = t(30);
+    assert_eq!(case.decide(), Decision::Wait(Waiting::Rollout));
+}
+
+#[test]
+fn edits_replace_a_failing_target_at_once() {
+    let base = Case::converged(RollingUpdate)
+        .edited()
+        .recorded(RestartReason::ConfigChanged)
+        .rolled_out(false);
+    let newer = render(&instance(&[("maxmemory", "300mb")]).spec.config);
+
+    let mut late = base;
+    late.hash = newer.hash.clone();
+    late.now = t(121);
+    assert_eq!(late.decide(), Decision::Retarget { counted: true });
+
+    let mut crashed = Case::converged(RollingUpdate)
+        .edited()
+        .recorded(RestartReason::ConfigChanged)
+        .rolled_out(false);
+    crashed.pods = vec![pod(
+        "redis-example-0",
+        &crashed.hash,
+        "rev-b",
+        false,
+        Some(1),
+    )];
+    crashed.hash = newer.hash;
+    assert_eq!(crashed.decide(), Decision::Retarget { counted: true });
+}
+
+#[test]
+fn edits_before_the_template_changes_just_move_the_target() {
+    let mut case = Case::converged(RollingUpdate)
+        .edited()
+        .recorded(RestartReason::ConfigChanged);
+    let newer = render(&instance(&[("maxmemory", "300mb")]).spec.config);
+    case.hash = newer.hash;
+    assert_eq!(case.decide(), Decision::Retarget { counted: false });
+}
+
+#[test]
+fn recreate_deletes_waits_then_creates_with_the_newest_config() {
+    let mut case = Case::converged(Recreate)
+        .edited()
+        .recorded(RestartReason::ConfigChanged);
+    assert_eq!(case.decide(), Decision::DeleteForRecreate);
+    case.live_sts = case.live_sts.map(being_deleted);
+    assert_eq!(case.decide(), Decision::Wait(Waiting::Deletion));
+    case.live_sts = None;
+    assert_eq!(
+        case.decide(),
+        Decision::Wait(Waiting::Deletion),
+        "pods remain"
+    );
+    case.pods.clear();
+    assert_eq!(case.decide(), Decision::WriteConfigMap);
+    case.live_text = Some(case.text.clone());
+    assert_eq!(case.decide(), Decision::CreateStatefulSet);
+    let created = case.rolled_out(false);
+    assert_eq!(created.decide(), Decision::Wait(Waiting::Rollout));
+    assert_eq!(created.rolled_out(true).decide(), Decision::FinishRestart);
+}
+
+#[test]
+fn a_statefulset_deleted_by_someone_else_is_awaited_then_created() {
+    let mut case = Case::converged(Recreate);
+    case.live_sts = case.live_sts.map(being_deleted);
+    assert_eq!(case.decide(), Decision::Wait(Waiting::Deletion));
+    case.live_sts = None;
+    assert_eq!(case.decide(), Decision::CreateStatefulSet);
+}
+
+#[test]
+fn a_marker_restart_is_applied_only_when_the_marker_is_on_the_template() {
+    let mut case = Case::converged(RollingUpdate).recorded(RestartReason::ConfigMapChanged);
+    case.record.as_mut().unwrap().restarted_at = Some("then".into());
+    assert_eq!(case.decide(), Decision::RollOut);
+    let marked = statefulset(
+        &instance(&[("maxmemory", "100mb")]),
+        &case.hash,
+        Some("then"),
+    );
+    case.live_sts = Some(with_status(marked, true));
+    assert_eq!(case.decide(), Decision::FinishRestart);
+}
+
+#[test]
+fn stuck_pods_on_an_older_revision_are_replaced_after_the_deadline() {
+    let mut case = Case::converged(RollingUpdate)
+        .edited()
+        .recorded(RestartReason::ImageChanged)
+        .rolled_out(false);
+    case.pods = vec![pod("redis-example-0", "old", "rev-a", false, None)];
+    case.now = t(60);
+    assert_eq!(case.decide(), Decision::Wait(Waiting::Rollout));
+    case.now = t(121);
+    assert_eq!(
+        case.decide(),
+        Decision::ReplacePods(vec!["redis-example-0".into()])
+    );
+}
+
+#[test]
+fn record_for_marks_only_when_the_hash_stays() {
+    let case = Case::converged(RollingUpdate);
+    let want = Desired {
+        config_text: &case.text,
+        hash: &case.hash,
+        strategy: case.strategy,
+        statefulset: &case.sts,
+        service: &case.svc,
+    };
+    let same = record_for(
+        &want,
+        case.live_sts.as_ref(),
+        RestartReason::ConfigMapChanged,
+        false,
+        t(5),
+    );
+    assert!(same.restarted_at.is_some());
+    let gone = record_for(&want, None, RestartReason::ConfigChanged, false, t(5));
+    assert_eq!(gone.restarted_at, None);
+    assert_eq!(gone.started_at, Time(t(5)));
+}

@@ -1,0 +1,138 @@
+//! One client-side limit on the operator's writes: at most `concurrency` in flight and a
+//! token bucket of `qps` refilled per second up to `burst`, so a cold start of thousands of
+//! instances queues here instead of turning into a storm of 429s at the API server.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// How fast the operator may write.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Sustained writes per second.
+    pub qps: f64,
+    /// Writes allowed at once after a quiet period.
+    pub burst: u32,
+    /// Writes in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            qps: 50.0,
+            burst: 100,
+            concurrency: 16,
+        }
+    }
+}
+
+/// Shared by every instance actor; cheap to clone.
+#[derive(Clone)]
+pub struct Limiter {
+    slots: Arc<Semaphore>,
+    bucket: Arc<Mutex<Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    burst: f64,
+    qps: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    /// Takes a token now, or says how long until one is free (then it is reserved).
+    fn take(&mut self, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.qps).min(self.burst);
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.qps)
+        }
+    }
+}
+
+impl Limiter {
+    /// A limiter with these limits; a zero qps or concurrency is taken as one.
+    pub fn new(limits: Limits) -> Self {
+        let burst = f64::from(limits.burst.max(1));
+        Self {
+            slots: Arc::new(Semaphore::new(limits.concurrency.max(1))),
+            bucket: Arc::new(Mutex::new(Bucket {
+                tokens: burst,
+                burst,
+                qps: limits.qps.max(0.001),
+                last: Instant::now(),
+            })),
+        }
+    }
+
+    /// Waits for a token and a slot; the slot is held until the permit is dropped.
+    pub async fn acquire(&self) -> OwnedSemaphorePermit {
+        let wait = self
+            .bucket
+            .lock()
+            .expect("limiter bucket lock")
+            .take(Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the limiter's semaphore is never closed")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn burst_is_free_then_qps_paces() {
+        let limiter = Limiter::new(Limits {
+            qps: 10.0,
+            burst: 5,
+            concurrency: 100,
+        });
+        let start = Instant::now();
+        for _ in 0..5 {
+            drop(limiter.acquire().await);
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        for _ in 0..10 {
+            drop(limiter.acquire().await);
+        }
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(999) && took <= Duration::from_millis(1001),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrency_bounds_writes_in_flight() {
+        let limiter = Limiter::new(Limits {
+            qps: 1000.0,
+            burst: 1000,
+            concurrency: 2,
+        });
+        let first = limiter.acquire().await;
+        let _second = limiter.acquire().await;
+        let third = tokio::time::timeout(Duration::from_secs(1), limiter.acquire()).await;
+        assert!(
+            third.is_err(),
+            "a third write waits while two are in flight"
+        );
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(1), limiter.acquire()).await;
+        assert!(third.is_ok());
+    }
+}

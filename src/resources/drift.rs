@@ -1,0 +1,161 @@
+//! Whether a live object still holds what the operator set on it, field by field.
+//!
+//! The API server adds defaults and other controllers add their own fields, so "equal" would
+//! always fail: a live object is in line when every field of the desired one has the same value
+//! there. Lists must match in length (an added container is drift).
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{CONFIG_HASH_ANNOTATION, RESTARTED_AT_ANNOTATION};
+
+/// What differs between the desired and the live StatefulSet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatefulSetDrift {
+    /// The container image differs: changing it restarts the pods.
+    Image,
+    /// Another part of the pod template differs: changing it restarts the pods.
+    PodTemplate,
+    /// Only fields outside the pod template (replicas, labels...): applied without a restart.
+    Spec,
+}
+
+impl StatefulSetDrift {
+    /// Fixed label for Events, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatefulSetDrift::Image => "Image",
+            StatefulSetDrift::PodTemplate => "PodTemplate",
+            StatefulSetDrift::Spec => "StatefulSetSpec",
+        }
+    }
+}
+
+/// Every field set in `desired` has the same value in `live`.
+pub fn holds(desired: &Value, live: &Value) -> bool {
+    match (desired, live) {
+        (Value::Object(want), Value::Object(have)) => want
+            .iter()
+            .all(|(key, value)| value.is_null() || have.get(key).is_some_and(|h| holds(value, h))),
+        (Value::Array(want), Value::Array(have)) => {
+            want.len() == have.len() && want.iter().zip(have).all(|(w, h)| holds(w, h))
+        }
+        (want, have) => want == have,
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// How the live StatefulSet strays from the desired one, ignoring the config hash and restart
+/// marker (compared by the caller, since they decide the kind of restart) and the immutable
+/// volume claim templates.
+pub fn statefulset_drift(desired: &StatefulSet, live: &StatefulSet) -> Option<StatefulSetDrift> {
+    let mut want = desired.spec.clone();
+    let have = live.spec.clone();
+    if let Some(annotations) = want
+        .template
+        .metadata
+        .as_mut()
+        .and_then(|m| m.annotations.as_mut())
+    {
+        annotations.remove(CONFIG_HASH_ANNOTATION);
+        annotations.remove(RESTARTED_AT_ANNOTATION);
+    }
+    if !holds(&json(&want.template), &json(&have.template)) {
+        let image = |spec: &k8s_openapi::api::apps::v1::StatefulSetSpec| {
+            spec.template
+                .spec
+                .as_ref()
+                .and_then(|p| p.containers.first())
+                .and_then(|c| c.image.clone())
+        };
+        return Some(if image(&want) != image(&have) {
+            StatefulSetDrift::Image
+        } else {
+            StatefulSetDrift::PodTemplate
+        });
+    }
+    want.template = Default::default();
+    want.volume_claim_templates = None;
+    let mut have_rest = have;
+    have_rest.template = Default::default();
+    let labels_hold = holds(
+        &json(&desired.metadata.labels),
+        &json(&live.metadata.labels),
+    );
+    if !labels_hold || !holds(&json(&want), &json(&have_rest)) {
+        return Some(StatefulSetDrift::Spec);
+    }
+    None
+}
+
+/// The live Service lacks something the operator set (ports, selector, labels).
+pub fn service_drifted(desired: &Service, live: &Service) -> bool {
+    !holds(&json(&desired.spec), &json(&live.spec))
+        || !holds(
+            &json(&desired.metadata.labels),
+            &json(&live.metadata.labels),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::fixtures::instance;
+    use crate::resources::{service, statefulset};
+    use serde_json::json;
+
+    #[test]
+    fn defaults_added_by_the_server_are_not_drift() {
+        let desired = json!({"a": 1, "b": {"c": [1, 2]}});
+        let live = json!({"a": 1, "b": {"c": [1, 2], "d": true}, "e": "x"});
+        assert!(holds(&desired, &live));
+        assert!(!holds(&desired, &json!({"a": 2, "b": {"c": [1, 2]}})));
+        assert!(!holds(&desired, &json!({"a": 1, "b": {"c": [1, 2, 3]}})));
+        assert!(!holds(&desired, &json!({"a": 1})));
+    }
+
+    #[test]
+    fn statefulset_drift_is_classified() {
+        let desired = statefulset(&instance(&[]), "h1", None);
+        let mut live = statefulset(&instance(&[]), "h0", Some("then"));
+        assert_eq!(
+            statefulset_drift(&desired, &live),
+            None,
+            "hash and marker are not drift"
+        );
+
+        live.spec.replicas = Some(3);
+        assert_eq!(
+            statefulset_drift(&desired, &live),
+            Some(StatefulSetDrift::Spec)
+        );
+
+        let mut image = statefulset(&instance(&[]), "h1", None);
+        image.spec.template.spec.as_mut().unwrap().containers[0].image = Some("redis:6.2".into());
+        assert_eq!(
+            statefulset_drift(&desired, &image),
+            Some(StatefulSetDrift::Image)
+        );
+
+        let mut probe = statefulset(&instance(&[]), "h1", None);
+        probe.spec.template.spec.as_mut().unwrap().containers[0].readiness_probe = None;
+        assert_eq!(
+            statefulset_drift(&desired, &probe),
+            Some(StatefulSetDrift::PodTemplate)
+        );
+    }
+
+    #[test]
+    fn service_with_other_ports_drifted() {
+        let desired = service(&instance(&[]));
+        let mut live = desired.clone();
+        assert!(!service_drifted(&desired, &live));
+        live.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = 6380;
+        assert!(service_drifted(&desired, &live));
+    }
+}
