@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::CustomResource;
+use kube::{CustomResource, CustomResourceExt};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
@@ -109,10 +110,42 @@ fn config_schema(_: &mut SchemaGenerator) -> Schema {
             "pattern": "^[^\\x00-\\x1f\\x7f]*$"
         },
         "x-kubernetes-validations": [{
-            "rule": "self.all(k, k.matches('^[a-z][a-z0-9-]{0,63}$'))",
-            "message": "config keys must be redis.conf directive names: lowercase letters, digits and dashes, starting with a letter"
+            "rule": "self.all(k, k.matches('^[a-z][a-z0-9_-]{0,63}$'))",
+            "messageExpression": "'config key \"' + self.filter(k, !k.matches('^[a-z][a-z0-9_-]{0,63}$'))[0] + '\" is not a redis.conf directive name: lowercase letters, digits, dashes and underscores, starting with a letter'"
         }]
     })
+}
+
+/// Longest name whose objects Kubernetes accepts: the StatefulSet controller labels each pod
+/// with `controller-revision-hash: <name>-<10 characters>`, and a label value holds 63.
+pub const MAX_NAME_LENGTH: usize = 52;
+
+/// The CustomResourceDefinition as installed: the derived schema plus admission rules on
+/// `metadata.name`, refusing at `kubectl apply` a name the operator could not run (a dot is no
+/// Service name; a long name makes the pods' labels too long).
+pub fn definition() -> CustomResourceDefinition {
+    let mut crd = RedisInstance::crd();
+    let rules = serde_json::json!([
+        {
+            "rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+            "message": "metadata.name must be a DNS label (lowercase letters, digits and '-', starting with a letter, ending with a letter or digit): it also names the instance's Service, StatefulSet and pods"
+        },
+        {
+            "rule": format!("size(self.metadata.name) <= {MAX_NAME_LENGTH}"),
+            "message": format!("metadata.name must be at most {MAX_NAME_LENGTH} characters: the StatefulSet's pods carry a controller-revision-hash label of the name plus 11 characters, and a label holds at most 63")
+        }
+    ]);
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            schema.x_kubernetes_validations =
+                Some(serde_json::from_value(rules.clone()).expect("static rules are valid"));
+        }
+    }
+    crd
 }
 
 /// What the operator last observed and did.
@@ -231,11 +264,10 @@ impl Phase {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::CustomResourceExt;
 
     #[test]
     fn crd_has_status_subresource_and_printer_columns() {
-        let crd = RedisInstance::crd();
+        let crd = definition();
         let version = &crd.spec.versions[0];
         assert_eq!(crd.spec.group, GROUP);
         assert!(version.subresources.as_ref().unwrap().status.is_some());
@@ -254,7 +286,7 @@ mod tests {
 
     #[test]
     fn committed_crd_yaml_is_current() {
-        let generated = serde_yaml::to_string(&RedisInstance::crd()).unwrap();
+        let generated = serde_yaml::to_string(&definition()).unwrap();
         let committed = include_str!("../deploy/crd.yaml");
         assert!(
             generated == committed,

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kube::CustomResourceExt;
 use redis_operator::actors::instance::Timings;
-use redis_operator::crd::RedisInstance;
 use redis_operator::limiter::Limits;
 use redis_operator::run::{Options, run};
 use redis_operator::telemetry::{self, LogFormat};
@@ -67,7 +65,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Crd => {
             print!(
                 "{}",
-                serde_yaml::to_string(&RedisInstance::crd()).context("serializing the CRD")?
+                serde_yaml::to_string(&redis_operator::crd::definition())
+                    .context("serializing the CRD")?
             );
             Ok(())
         }

@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::{Client, CustomResourceExt, ResourceExt};
+use kube::{Client, ResourceExt};
 use redis_operator::crd::RedisInstance;
 
 use crate::common::{TestNamespace, kubeconfig_path, redis_cli, wait_for};
@@ -20,7 +20,7 @@ use crate::common::{TestNamespace, kubeconfig_path, redis_cli, wait_for};
 /// Installs the CRD (server-side apply, so concurrent tests agree) and waits until it serves.
 pub async fn install_crd(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = RedisInstance::crd();
+    let crd = redis_operator::crd::definition();
     api.patch(
         &crd.name_any(),
         &PatchParams::apply("e2e-tests").force(),
@@ -66,6 +66,11 @@ pub struct Operator {
 impl Operator {
     /// Starts `redis-operator run --namespace <ns>`; logs go to `target/e2e-logs/<ns>.log`.
     pub fn start(namespace: &str) -> Self {
+        Self::start_with(namespace, &[])
+    }
+
+    /// [`Operator::start`] with more flags (they override the defaults given here).
+    pub fn start_with(namespace: &str, flags: &[&str]) -> Self {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
         std::fs::create_dir_all(&dir).unwrap();
         let log_path = dir.join(format!("{namespace}.log"));
@@ -84,7 +89,13 @@ impl Operator {
                 "--metrics-addr",
                 "127.0.0.1:0",
             ])
-            .args(["--log-format", "json", "--progress-deadline", "60"])
+            .args(["--log-format", "json"])
+            .args(if flags.contains(&"--progress-deadline") {
+                &[][..]
+            } else {
+                &["--progress-deadline", "60"][..]
+            })
+            .args(flags)
             .arg("--kubeconfig")
             .arg(kubeconfig_path())
             .env("RUST_LOG", "info,redis_operator=debug")
@@ -461,4 +472,31 @@ pub async fn event_count(ns: &TestNamespace, instance: &str, reason: &str) -> i6
         .filter(|e| e.reason.as_deref() == Some(reason))
         .map(|e| e.series.map_or(1, |s| i64::from(s.count)))
         .sum()
+}
+
+/// Waits until the instance has recorded `restarts` restarts, none is in flight, and it runs
+/// Ready on its current generation; returns it.
+pub async fn wait_restarts(ns: &TestNamespace, name: &str, restarts: i64) -> RedisInstance {
+    let api = ns.api::<RedisInstance>();
+    wait_for(
+        Duration::from_secs(180),
+        &format!("{name} to settle after {restarts} restarts"),
+        || {
+            let api = api.clone();
+            async move {
+                let ri = api.get(name).await.map_err(|e| e.to_string())?;
+                let status = ri.status.clone().unwrap_or_default();
+                let settled = status.restarts == restarts
+                    && status.rollout.is_none()
+                    && status.observed_generation == ri.metadata.generation
+                    && status.phase.map(|p| p.as_str()) == Some("Running");
+                if settled {
+                    Ok(ri)
+                } else {
+                    Err(format!("{status:?}"))
+                }
+            }
+        },
+    )
+    .await
 }

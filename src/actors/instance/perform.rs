@@ -37,7 +37,8 @@ pub(super) async fn perform(
     let live_hash = live.and_then(config_hash_of).unwrap_or("").to_owned();
     match decision {
         Decision::ApplyService => {
-            let existed = seen.service.is_some();
+            // Missing or different after the instance was first set up: someone changed it.
+            let existed = seen.service.is_some() || live.is_some();
             let applied = api.apply("Service", &plan.service).await?;
             state.written.service = Some(Arc::new(applied));
             if existed {

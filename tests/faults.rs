@@ -1,0 +1,342 @@
+//! The fault suite: what users and clusters do to an instance, on the local cluster with real
+//! Redis. Each case holds the recorded restart count against the pods' real restarts (by uid),
+//! and checks that data written before the fault is still there.
+
+mod common;
+mod e2e;
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::Client;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use redis_operator::config::render::render;
+use redis_operator::config::validate::validate;
+use redis_operator::crd::{RedisInstance, RestartStrategy};
+use serde_json::json;
+
+use common::{TestNamespace, ready_pod, redis_cli, uid, wait_for};
+use e2e::*;
+
+const NAME: &str = "redis-example";
+
+async fn setup(prefix: &str, flags: &[&str]) -> (Client, TestNamespace, Operator) {
+    let client = common::client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    let operator = Operator::start_with(&ns.name, flags);
+    (client, ns, operator)
+}
+
+/// The example instance, Ready, with a key written to its Redis.
+async fn running(ns: &TestNamespace, strategy: RestartStrategy) -> RedisInstance {
+    let mut instance = example("redis-example.yaml");
+    instance.spec.restart_strategy = strategy;
+    apply_instance(ns, &instance).await.unwrap();
+    wait_ready(ns, NAME, None, Duration::from_secs(180)).await;
+    let pod = ready_pod(ns, &format!("{NAME}-0")).await;
+    assert_eq!(
+        redis_cli(&pod, &["SET", "before-the-fault", "kept"]).await,
+        "OK"
+    );
+    instance
+}
+
+async fn assert_data_kept(ns: &TestNamespace) {
+    let pod = ready_pod(ns, &format!("{NAME}-0")).await;
+    assert_eq!(redis_cli(&pod, &["GET", "before-the-fault"]).await, "kept");
+}
+
+async fn statefulset(ns: &TestNamespace) -> StatefulSet {
+    ns.api::<StatefulSet>().get(NAME).await.unwrap()
+}
+
+fn image_of(sts: &StatefulSet) -> Option<String> {
+    sts.spec
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .image
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hand_scaling_and_a_deleted_service_are_repaired_from_the_watch() {
+    let (_client, ns, _operator) = setup("drift", &[]).await;
+    running(&ns, RestartStrategy::RollingUpdate).await;
+    let history = PodHistory::start(&ns).await;
+
+    // kubectl scale statefulset redis-example --replicas=3
+    ns.api::<StatefulSet>()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "replicas put back to 1",
+        || async {
+            match statefulset(&ns).await.spec.replicas {
+                Some(1) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+
+    // kubectl delete service redis-example
+    let old = ns.api::<Service>().get(NAME).await.unwrap();
+    ns.api::<Service>()
+        .delete(NAME, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the Service back", || async {
+        match ns
+            .api::<Service>()
+            .get_opt(NAME)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(svc) if uid(&svc) != uid(&old) => Ok(()),
+            other => Err(format!("{:?}", other.map(|s| uid(&s)))),
+        }
+    })
+    .await;
+
+    let ri = wait_restarts(&ns, NAME, 0).await;
+    assert_eq!(ri.status.unwrap().restarts, 0);
+    assert!(event_count(&ns, NAME, "DriftRepaired").await >= 2);
+    assert_eq!(
+        history.restarts().get("redis-example-0"),
+        Some(&0),
+        "pod 0 untouched"
+    );
+    assert_data_kept(&ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_changes_by_hand_or_through_the_spec_are_counted_restarts() {
+    let (_client, ns, _operator) = setup("image", &[]).await;
+    let mut instance = running(&ns, RestartStrategy::RollingUpdate).await;
+    let history = PodHistory::start(&ns).await;
+
+    // kubectl set image statefulset/redis-example redis=redis:6.2: put back, by a restart.
+    ns.api::<StatefulSet>()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::<()>::Json(
+                serde_json::from_value(json!([{
+                    "op": "replace",
+                    "path": "/spec/template/spec/containers/0/image",
+                    "value": "redis:6.2"
+                }]))
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_restarts(&ns, NAME, 1).await;
+    assert_eq!(
+        image_of(&statefulset(&ns).await).as_deref(),
+        Some("redis:7.0")
+    );
+
+    // A new image through the spec: a restart too, with its reason.
+    instance.spec.image = "redis:7.2".into();
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_restarts(&ns, NAME, 2).await;
+    assert_eq!(
+        image_of(&statefulset(&ns).await).as_deref(),
+        Some("redis:7.2")
+    );
+
+    assert_eq!(event_count(&ns, NAME, "RestartStarted").await, 2);
+    let notes: Vec<_> = instance_events(&ns, NAME)
+        .await
+        .into_iter()
+        .filter(|(_, reason, _)| reason == "RestartStarted")
+        .map(|(_, _, note)| note)
+        .collect();
+    assert!(
+        notes.iter().all(|n| n.starts_with("ImageChanged")),
+        "{notes:?}"
+    );
+    // The hand edit may itself have replaced the pod once before the repair.
+    let real = history.restarts()["redis-example-0"];
+    assert!((2..=3).contains(&real), "pod 0 restarted {real} times");
+    assert_data_kept(&ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_stuck_on_an_unrunnable_image_is_replaced_once_the_image_is_fixed() {
+    let (_client, ns, _operator) = setup("stuck", &["--progress-deadline", "10"]).await;
+    let mut instance = example("redis-example.yaml");
+    instance.spec.image = "nginx:1.27".into();
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "the pod to wait on its image",
+        || async {
+            let pod = ns
+                .api::<Pod>()
+                .get_opt("redis-example-0")
+                .await
+                .map_err(|e| e.to_string())?;
+            let waiting = pod
+                .as_ref()
+                .and_then(|p| {
+                    p.status
+                        .as_ref()?
+                        .container_statuses
+                        .as_ref()?
+                        .first()?
+                        .state
+                        .clone()
+                })
+                .and_then(|s| s.waiting)
+                .and_then(|w| w.reason);
+            match waiting.as_deref() {
+                Some("ImageNotSupported") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+
+    // The StatefulSet controller never replaces an unready pod; the operator does, after the
+    // deadline, so the fix reaches the pod.
+    instance.spec.image = "redis:7.0".into();
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_restarts(&ns, NAME, 1).await;
+    assert_eq!(event_count(&ns, NAME, "PodReplaced").await, 1);
+    let pod = ready_pod(&ns, "redis-example-0").await;
+    assert_eq!(redis_cli(&pod, &["PING"]).await, "PONG");
+}
+
+/// Edits the config of a Recreate instance, stops the operator (`kill`: SIGKILL, else SIGTERM)
+/// as soon as the old StatefulSet is being deleted, and starts another one.
+async fn operator_stopped_mid_recreate(kill: bool, prefix: &str) {
+    let (_client, ns, operator) = setup(prefix, &[]).await;
+    let mut instance = running(&ns, RestartStrategy::Recreate).await;
+    let history = PodHistory::start(&ns).await;
+    let old = statefulset(&ns).await;
+
+    instance
+        .spec
+        .config
+        .insert("maxmemory".into(), "150mb".into());
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_for(Duration::from_secs(30), "the Recreate delete", || async {
+        let sts = ns
+            .api::<StatefulSet>()
+            .get_opt(NAME)
+            .await
+            .map_err(|e| e.to_string())?;
+        match sts {
+            Some(s) if uid(&s) == uid(&old) && s.metadata.deletion_timestamp.is_none() => {
+                Err("not deleted yet".into())
+            }
+            _ => Ok(()),
+        }
+    })
+    .await;
+    if kill {
+        operator.kill();
+    } else {
+        assert!(operator.stop().success());
+    }
+    let _operator = Operator::start(&ns.name);
+
+    let hash = render(&instance.spec.config).hash;
+    let ri = wait_ready(&ns, NAME, Some(&hash), Duration::from_secs(180)).await;
+    assert_eq!(
+        ri.status.unwrap().restarts,
+        1,
+        "the restart is recorded once"
+    );
+    assert_eq!(event_count(&ns, NAME, "RestartStarted").await, 1);
+    assert_eq!(event_count(&ns, NAME, "RestartCompleted").await, 1);
+    assert_eq!(
+        history.restarts()["redis-example-0"],
+        1,
+        "the pod restarted once"
+    );
+    assert_ne!(uid(&statefulset(&ns).await), uid(&old));
+    assert_data_kept(&ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_killed_right_after_the_recreate_delete_records_the_restart_once() {
+    operator_stopped_mid_recreate(true, "killed").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_stopped_right_after_the_recreate_delete_records_the_restart_once() {
+    operator_stopped_mid_recreate(false, "stopped").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_and_keys_the_operator_cannot_run_are_refused_at_admission() {
+    let client = common::client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, "admission").await;
+    let api = ns.api::<RedisInstance>();
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let refusal = |name: &str, key: &str| {
+        let mut instance = example("redis-example.yaml");
+        instance.metadata.name = Some(name.into());
+        instance.spec.config.insert(key.into(), "0".into());
+        let api = api.clone();
+        let dry_run = dry_run.clone();
+        async move {
+            match api.create(&dry_run, &instance).await {
+                Ok(_) => None,
+                Err(kube::Error::Api(status)) => Some(status.message),
+                Err(other) => panic!("{other}"),
+            }
+        }
+    };
+    let dotted = refusal("my.redis", "hz").await.expect("a dot is refused");
+    assert!(dotted.contains("DNS label"), "{dotted}");
+    let long = refusal(&"r".repeat(53), "hz")
+        .await
+        .expect("53 characters are refused");
+    assert!(long.contains("at most 52"), "{long}");
+    assert_eq!(
+        refusal(&"r".repeat(52), "hz").await,
+        None,
+        "52 characters fit"
+    );
+    let upper = refusal("upper", "MAXMEMORY")
+        .await
+        .expect("upper case is refused");
+    assert!(upper.contains("\"MAXMEMORY\""), "the key is named: {upper}");
+    for key in [
+        "server_cpulist",
+        "bio_cpulist",
+        "bgsave_cpulist",
+        "aof_rewrite_cpulist",
+    ] {
+        assert_eq!(
+            refusal("cpulist", key).await,
+            None,
+            "{key} is a Redis 7.0 directive"
+        );
+        let config = [(key.to_owned(), "0".to_owned())].into();
+        assert!(
+            validate(&config).is_empty(),
+            "{key}: {:?}",
+            validate(&config)
+        );
+    }
+}
