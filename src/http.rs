@@ -4,17 +4,18 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
-use ractor::ActorRef;
+use ractor::{ActorCell, ActorRef, ActorStatus};
 
 use crate::actors::instance::{InstanceSnapshot, Snapshots};
 use crate::actors::metrics::MetricsMsg;
+use crate::health::Health;
 
 /// Failures of the HTTP server.
 #[derive(Debug, thiserror::Error)]
@@ -40,15 +41,17 @@ pub struct HttpState {
     pub metrics: ActorRef<MetricsMsg>,
     /// Read by `/instances`.
     pub snapshots: Snapshots,
-    /// Set once the supervisor has routed the first full list.
-    pub ready: Arc<AtomicBool>,
+    /// Caches synced, watches failing.
+    pub health: Arc<Health>,
+    /// The actors whose death makes the operator unhealthy.
+    pub vital: Vec<ActorCell>,
 }
 
 /// The router, separate from binding so tests can drive it.
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/instances", get(instances))
         .with_state(state)
@@ -83,16 +86,31 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     }
 }
 
-async fn readyz(State(state): State<HttpState>) -> Response {
-    if state.ready.load(Ordering::SeqCst) {
-        "ok".into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "waiting for the first list of RedisInstances\n",
-        )
-            .into_response()
+/// How long a watch may fail before the operator counts as dead and wants a restart.
+const WATCH_FAILURE_LIMIT: Duration = Duration::from_secs(120);
+
+fn verdict(result: Result<(), String>) -> Response {
+    match result {
+        Ok(()) => "ok\n".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
     }
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    verdict(state.health.readiness())
+}
+
+async fn healthz(State(state): State<HttpState>) -> Response {
+    let dead: Vec<_> = state
+        .vital
+        .iter()
+        .filter(|cell| cell.get_status() != ActorStatus::Running)
+        .map(|cell| cell.get_name().unwrap_or_else(|| cell.get_id().to_string()))
+        .collect();
+    if !dead.is_empty() {
+        return verdict(Err(format!("actors not running: {}", dead.join(", "))));
+    }
+    verdict(state.health.liveness(WATCH_FAILURE_LIMIT))
 }
 
 async fn instances(State(state): State<HttpState>) -> Json<BTreeMap<String, InstanceSnapshot>> {

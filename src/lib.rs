@@ -4,6 +4,7 @@ pub mod actors;
 pub mod config;
 pub mod crd;
 pub mod decide;
+pub mod health;
 pub mod http;
 pub mod kube_io;
 pub mod limiter;

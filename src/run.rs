@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use dashmap::DashMap;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -17,6 +16,7 @@ use crate::actors::instance::Timings;
 use crate::actors::metrics::MetricsActor;
 use crate::actors::supervisor::{SupervisorActor, SupervisorArgs};
 use crate::crd::RedisInstance;
+use crate::health::Health;
 use crate::http::{self, HttpState};
 use crate::limiter::{Limiter, Limits};
 
@@ -40,6 +40,9 @@ pub enum Error {
     /// The HTTP server failed.
     #[error(transparent)]
     Http(#[from] http::Error),
+    /// The supervisor actor ended on its own.
+    #[error("the supervisor actor died; no instance would be acted on")]
+    SupervisorDied,
     /// The metrics registry refused a family.
     #[error("failed to register metrics: {0}")]
     Metrics(#[source] prometheus::Error),
@@ -98,17 +101,17 @@ pub async fn run(options: Options) -> Result<(), Error> {
         .map_err(Error::Crd)?;
 
     let registry = prometheus::Registry::new();
-    let (metrics, metrics_handle) = Actor::spawn(None, MetricsActor, registry)
+    let (metrics, metrics_handle) = Actor::spawn(Some("metrics".into()), MetricsActor, registry)
         .await
         .map_err(|e| Error::Spawn("metrics", e))?;
     let snapshots = Arc::new(DashMap::new());
-    let ready = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(Health::default());
     let reporter = Reporter {
         controller: "redis-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let (supervisor, supervisor_handle) = Actor::spawn(
-        None,
+    let (supervisor, mut supervisor_handle) = Actor::spawn(
+        Some("supervisor".into()),
         SupervisorActor,
         SupervisorArgs {
             client,
@@ -116,7 +119,7 @@ pub async fn run(options: Options) -> Result<(), Error> {
             metrics: metrics.clone(),
             snapshots: snapshots.clone(),
             timings: options.timings,
-            ready: ready.clone(),
+            health: health.clone(),
             reporter,
             limiter: Limiter::new(options.limits),
         },
@@ -131,24 +134,33 @@ pub async fn run(options: Options) -> Result<(), Error> {
         HttpState {
             metrics: metrics.clone(),
             snapshots,
-            ready,
+            health,
+            vital: vec![supervisor.get_cell(), metrics.get_cell()],
         },
         async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         },
     ));
-    // A server that fails early (port taken) stops the operator too.
+    // A server that fails early (port taken) stops the operator too, and so does a supervisor
+    // that died: nothing would act on instances any more.
+    let mut supervisor_died = false;
     let early_exit = tokio::select! {
         signal = shutdown_signal() => {
             info!(signal, "shutting down: letting in-flight steps reach a safe point");
             None
         }
         result = &mut server => Some(result),
+        _ = &mut supervisor_handle => {
+            supervisor_died = true;
+            None
+        }
     };
     let _ = stop_tx.send(true);
-    // The supervisor's post_stop waits for its children to finish their current step.
-    supervisor.stop(Some("shutdown".into()));
-    let _ = supervisor_handle.await;
+    if !supervisor_died {
+        // The supervisor's post_stop waits for its children to finish their current step.
+        supervisor.stop(Some("shutdown".into()));
+        let _ = supervisor_handle.await;
+    }
     metrics.stop(None);
     let _ = metrics_handle.await;
     let server_result = match early_exit {
@@ -158,6 +170,9 @@ pub async fn run(options: Options) -> Result<(), Error> {
     match server_result {
         Ok(result) => result?,
         Err(err) => warn!(error = %err, "http server task ended abnormally"),
+    }
+    if supervisor_died {
+        return Err(Error::SupervisorDied);
     }
     info!("redis-operator stopped");
     Ok(())

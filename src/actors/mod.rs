@@ -10,6 +10,7 @@
 pub mod instance;
 pub mod metrics;
 pub mod supervisor;
+mod watches;
 
 #[cfg(test)]
 mod mock_api_tests;

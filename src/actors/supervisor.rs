@@ -3,29 +3,21 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
-use kube::api::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use serde::de::DeserializeOwned;
 use tracing::{error, info, warn};
 
 use super::instance::{InstanceArgs, InstanceMsg, RedisInstanceActor, Snapshots, Stores, Timings};
 use super::metrics::{InstanceKey, MetricsMsg};
 use crate::crd::RedisInstance;
+use crate::health::Health;
 use crate::kube_io::InstanceApi;
 use crate::limiter::Limiter;
-use crate::resources::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER};
 
 /// Everything the supervisor is started with.
 pub struct SupervisorArgs {
@@ -39,8 +31,8 @@ pub struct SupervisorArgs {
     pub snapshots: Snapshots,
     /// Passed to every instance actor.
     pub timings: Timings,
-    /// Set once the first full list of RedisInstances has been routed (for `/readyz`).
-    pub ready: Arc<AtomicBool>,
+    /// What `/readyz` and `/healthz` report.
+    pub health: Arc<Health>,
     /// Identity on published Events.
     pub reporter: Reporter,
     /// Shared by every instance's writes.
@@ -88,7 +80,12 @@ impl Actor for SupervisorActor {
         myself: ActorRef<Self::Msg>,
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let (stores, watch_tasks) = start_watches(&myself, &args.client, args.namespace.as_deref());
+        let (stores, watch_tasks) = super::watches::start(
+            &myself,
+            &args.client,
+            args.namespace.as_deref(),
+            args.health.clone(),
+        );
         Ok(SupervisorState {
             args,
             actors: HashMap::new(),
@@ -227,7 +224,7 @@ async fn on_instance_event(
             for key in keys {
                 ensure_actor(myself, state, &key).await;
             }
-            if !state.args.ready.swap(true, Ordering::SeqCst) {
+            if state.args.health.set_synced() {
                 info!(
                     instances = state.instances.len(),
                     "initial list of RedisInstances routed"
@@ -313,184 +310,5 @@ fn key_of<K: Resource>(obj: &K) -> InstanceKey {
     InstanceKey {
         namespace: obj.namespace().unwrap_or_default(),
         name: obj.name_any(),
-    }
-}
-
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-/// Watches one kind the operator owns into a cache, and routes each change to the instance
-/// named by the object's label. Managed fields are dropped: nothing reads them, and they are
-/// much of an object's size.
-fn watch_owned<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    trim: fn(&mut K),
-    to: ActorRef<SupervisorMsg>,
-    kind: &'static str,
-) -> (Store<K>, JoinHandle<()>)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
-        .modify(move |obj: &mut K| {
-            obj.meta_mut().managed_fields = None;
-            trim(obj);
-        })
-        .reflect(writer)
-        .default_backoff();
-    (reader, forward(kind, owned_events(stream), to))
-}
-
-/// Stores an object as it comes.
-fn keep<K>(_: &mut K) {}
-
-fn start_watches(
-    myself: &ActorRef<SupervisorMsg>,
-    client: &Client,
-    namespace: Option<&str>,
-) -> (Stores, Vec<JoinHandle<()>>) {
-    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
-    let (config_maps, cm_task) = watch_owned::<ConfigMap>(
-        api(client, namespace),
-        owned.clone(),
-        keep,
-        myself.clone(),
-        "ConfigMap",
-    );
-    let (statefulsets, sts_task) = watch_owned::<StatefulSet>(
-        api(client, namespace),
-        owned.clone(),
-        keep,
-        myself.clone(),
-        "StatefulSet",
-    );
-    let (services, svc_task) = watch_owned::<Service>(
-        api(client, namespace),
-        owned.clone(),
-        keep,
-        myself.clone(),
-        "Service",
-    );
-    // The decisions read a pod's metadata and status only; its spec is most of its size.
-    let (pods, pod_task) = watch_owned::<Pod>(
-        api(client, namespace),
-        owned.clone(),
-        |pod| pod.spec = None,
-        myself.clone(),
-        "Pod",
-    );
-    let (claims, claim_task) = watch_owned::<PartialObjectMeta<PersistentVolumeClaim>>(
-        api(client, namespace),
-        owned,
-        keep,
-        myself.clone(),
-        "PersistentVolumeClaim",
-    );
-    let (instances, instance_writer) = reflector::store();
-    let stores = Stores {
-        instances,
-        config_maps,
-        statefulsets,
-        services,
-        pods,
-        claims,
-    };
-    let instance_stream = watcher(
-        api::<RedisInstance>(client, namespace),
-        watcher::Config::default(),
-    )
-    .modify(|ri: &mut RedisInstance| ri.metadata.managed_fields = None)
-    .reflect(instance_writer)
-    .default_backoff()
-    .map(|event| event.map(|e| SupervisorMsg::Instance(Box::new(e))));
-    let gate = stores.clone();
-    let to = myself.clone();
-    // Instances are routed only once every owned cache holds its first list: a step taken
-    // before would see no StatefulSet and create one that exists.
-    let instance_task = ractor::concurrency::spawn(async move {
-        let _ = futures::join!(
-            gate.config_maps.wait_until_ready(),
-            gate.statefulsets.wait_until_ready(),
-            gate.services.wait_until_ready(),
-            gate.pods.wait_until_ready(),
-            gate.claims.wait_until_ready(),
-        );
-        pump("RedisInstance", instance_stream, to).await;
-    });
-    (
-        stores,
-        vec![
-            cm_task,
-            sts_task,
-            svc_task,
-            pod_task,
-            claim_task,
-            instance_task,
-        ],
-    )
-}
-
-/// Maps owned-object events to the instance they belong to, by label.
-fn owned_events<S, K>(stream: S) -> impl Stream<Item = Result<SupervisorMsg, watcher::Error>> + Send
-where
-    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
-    K: Resource + Send,
-{
-    stream.filter_map(|event| async move {
-        let obj = match event {
-            Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => obj,
-            // A relist's objects reach the cache together, at its end.
-            Ok(watcher::Event::InitDone) => return Some(Ok(SupervisorMsg::OwnedRelisted)),
-            Ok(_) => return None,
-            Err(err) => return Some(Err(err)),
-        };
-        let name = obj.labels().get(INSTANCE_LABEL)?.clone();
-        Some(Ok(SupervisorMsg::Owned(InstanceKey {
-            namespace: obj.namespace().unwrap_or_default(),
-            name,
-        })))
-    })
-}
-
-fn forward<S>(what: &'static str, stream: S, to: ActorRef<SupervisorMsg>) -> JoinHandle<()>
-where
-    S: Stream<Item = Result<SupervisorMsg, watcher::Error>> + Send + 'static,
-{
-    ractor::concurrency::spawn(pump(what, stream, to))
-}
-
-/// Sends each event to the supervisor until it stops.
-async fn pump<S>(what: &'static str, stream: S, to: ActorRef<SupervisorMsg>)
-where
-    S: Stream<Item = Result<SupervisorMsg, watcher::Error>> + Send + 'static,
-{
-    let mut stream = std::pin::pin!(stream);
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(msg) => {
-                if to.send_message(msg).is_err() {
-                    return;
-                }
-            }
-            // The backoff retries; say so, since a lasting failure (RBAC, missing CRD) needs a person.
-            Err(err) => {
-                warn!(watch = what, error = %err, "watch failed; retrying with backoff")
-            }
-        }
     }
 }

@@ -177,12 +177,17 @@ impl Operator {
 
     /// `/metrics` as text, from the address the operator logged.
     pub async fn metrics(&self) -> String {
+        self.get("/metrics").await
+    }
+
+    /// The body of `path` on the operator's HTTP server.
+    pub async fn get(&self, path: &str) -> String {
         let addr = self
             .log_lines()
             .iter()
             .find_map(|l| l["addr"].as_str().map(str::to_owned))
             .expect("the operator logs the address it serves on");
-        http_get(&addr, "/metrics").await
+        http_get(&addr, path).await
     }
 }
 

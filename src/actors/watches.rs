@@ -1,0 +1,240 @@
+//! The supervisor's watches: one kube-runtime reflector per kind, feeding the caches the
+//! instance actors read, and routing each change to the instance named by the object's label.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::utils::Backoff;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use ractor::ActorRef;
+use ractor::concurrency::JoinHandle;
+use serde::de::DeserializeOwned;
+use tracing::warn;
+
+use super::instance::Stores;
+use super::metrics::InstanceKey;
+use super::supervisor::SupervisorMsg;
+use crate::crd::RedisInstance;
+use crate::health::Health;
+use crate::resources::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER};
+
+/// Retry delays of a failed watch: 250 ms doubling to 4 s, and back to 250 ms after any event.
+/// Short, so that the operator resumes within seconds of an API server's return rather than
+/// after a backoff grown during the outage.
+struct WatchBackoff {
+    next: Duration,
+}
+
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+const LONGEST_RETRY: Duration = Duration::from_secs(4);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self { next: FIRST_RETRY }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (self.next * 2).min(LONGEST_RETRY);
+        Some(now)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = FIRST_RETRY;
+    }
+}
+
+/// Where watch tasks report.
+#[derive(Clone)]
+struct Sink {
+    to: ActorRef<SupervisorMsg>,
+    health: Arc<Health>,
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Watches one kind the operator owns into a cache. Managed fields are dropped: nothing reads
+/// them, and they are much of an object's size.
+fn watch_owned<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    trim: fn(&mut K),
+    sink: &Sink,
+    kind: &'static str,
+) -> (Store<K>, JoinHandle<()>)
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api::<K>(client, namespace), owned)
+        .modify(move |obj: &mut K| {
+            obj.meta_mut().managed_fields = None;
+            trim(obj);
+        })
+        .reflect(writer)
+        .backoff(WatchBackoff::default());
+    let task = ractor::concurrency::spawn(pump(kind, owned_events(stream), sink.clone()));
+    (reader, task)
+}
+
+/// Stores an object as it comes.
+fn keep<K>(_: &mut K) {}
+
+/// Drops a pod's spec: the decisions read its metadata and status only, and the spec is most
+/// of its size.
+fn status_only(pod: &mut Pod) {
+    pod.spec = None;
+}
+
+/// Starts every watch; returns the caches and the tasks (aborted when the supervisor stops).
+pub fn start(
+    to: &ActorRef<SupervisorMsg>,
+    client: &Client,
+    namespace: Option<&str>,
+    health: Arc<Health>,
+) -> (Stores, Vec<JoinHandle<()>>) {
+    let sink = Sink {
+        to: to.clone(),
+        health,
+    };
+    let (config_maps, cm_task) =
+        watch_owned::<ConfigMap>(client, namespace, keep, &sink, "ConfigMap");
+    let (statefulsets, sts_task) =
+        watch_owned::<StatefulSet>(client, namespace, keep, &sink, "StatefulSet");
+    let (services, svc_task) = watch_owned::<Service>(client, namespace, keep, &sink, "Service");
+    let (pods, pod_task) = watch_owned::<Pod>(client, namespace, status_only, &sink, "Pod");
+    let (claims, claim_task) = watch_owned::<PartialObjectMeta<PersistentVolumeClaim>>(
+        client,
+        namespace,
+        keep,
+        &sink,
+        "PersistentVolumeClaim",
+    );
+    let (instances, instance_writer) = reflector::store();
+    let stores = Stores {
+        instances,
+        config_maps,
+        statefulsets,
+        services,
+        pods,
+        claims,
+    };
+    let instance_stream = watcher(
+        api::<RedisInstance>(client, namespace),
+        watcher::Config::default(),
+    )
+    .modify(|ri: &mut RedisInstance| ri.metadata.managed_fields = None)
+    .reflect(instance_writer)
+    .backoff(WatchBackoff::default())
+    .map(|event| event.map(|e| SupervisorMsg::Instance(Box::new(e))));
+    let gate = stores.clone();
+    // Instances are routed only once every owned cache holds its first list: a step taken
+    // before would see no StatefulSet and create one that exists.
+    let instance_task = ractor::concurrency::spawn(async move {
+        let _ = futures::join!(
+            gate.config_maps.wait_until_ready(),
+            gate.statefulsets.wait_until_ready(),
+            gate.services.wait_until_ready(),
+            gate.pods.wait_until_ready(),
+            gate.claims.wait_until_ready(),
+        );
+        pump("RedisInstance", instance_stream, sink).await;
+    });
+    let tasks = vec![
+        cm_task,
+        sts_task,
+        svc_task,
+        pod_task,
+        claim_task,
+        instance_task,
+    ];
+    (stores, tasks)
+}
+
+/// Maps owned-object events to the instance they belong to, by label.
+fn owned_events<S, K>(stream: S) -> impl Stream<Item = Result<SupervisorMsg, watcher::Error>> + Send
+where
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+    K: Resource + Send,
+{
+    stream.filter_map(|event| async move {
+        let obj = match event {
+            Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => obj,
+            // A relist's objects reach the cache together, at its end.
+            Ok(watcher::Event::InitDone) => return Some(Ok(SupervisorMsg::OwnedRelisted)),
+            Ok(_) => return None,
+            Err(err) => return Some(Err(err)),
+        };
+        let name = obj.labels().get(INSTANCE_LABEL)?.clone();
+        Some(Ok(SupervisorMsg::Owned(InstanceKey {
+            namespace: obj.namespace().unwrap_or_default(),
+            name,
+        })))
+    })
+}
+
+/// Sends each event to the supervisor until it stops, and tells `/readyz` how the watch fares.
+async fn pump<S>(kind: &'static str, stream: S, sink: Sink)
+where
+    S: Stream<Item = Result<SupervisorMsg, watcher::Error>> + Send + 'static,
+{
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(msg) => {
+                sink.health.watch_ok(kind);
+                if sink.to.send_message(msg).is_err() {
+                    return;
+                }
+            }
+            // The backoff retries; say so, since a lasting failure (RBAC, missing CRD) needs a person.
+            Err(err) => {
+                sink.health.watch_failed(kind);
+                warn!(watch = kind, error = %err, "watch failed; retrying with backoff");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_retries_stay_short_and_reset() {
+        let mut backoff = WatchBackoff::default();
+        let delays: Vec<_> = backoff.by_ref().take(7).collect();
+        assert_eq!(delays[0], FIRST_RETRY);
+        assert_eq!(delays[6], LONGEST_RETRY);
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(FIRST_RETRY));
+    }
+}
