@@ -11,8 +11,8 @@ demo: ## Set up everything, start the local cluster, run the operator with the e
 test: ## Run all checks and tests (starts the local cluster when needed, stops it after)
 	hack/test
 
-crd: ## Regenerate deploy/crd.yaml from the Rust types
-	cargo run --quiet --bin redis-operator -- crd > deploy/crd.yaml
+crd: ## Regenerate deploy/base/crd.yaml from the Rust types
+	cargo run --quiet --bin redis-operator -- crd > deploy/base/crd.yaml
 
 bench: ## Measure rendering, hashing, validation and planning speed
 	cargo bench --bench core

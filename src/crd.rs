@@ -287,10 +287,10 @@ mod tests {
     #[test]
     fn committed_crd_yaml_is_current() {
         let generated = serde_yaml::to_string(&definition()).unwrap();
-        let committed = include_str!("../deploy/crd.yaml");
+        let committed = include_str!("../deploy/base/crd.yaml");
         assert!(
             generated == committed,
-            "deploy/crd.yaml is stale: run `make crd` and commit the result"
+            "deploy/base/crd.yaml is stale: run `make crd` and commit the result"
         );
     }
 

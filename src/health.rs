@@ -13,6 +13,8 @@ use tokio::time::Instant;
 pub struct Health {
     synced: AtomicBool,
     failing: Mutex<BTreeMap<&'static str, Instant>>,
+    /// Why this process does not act: it waits for the leader Lease.
+    standby: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -38,8 +40,17 @@ impl Health {
         }
     }
 
-    /// Ready to act: caches synced and no watch failing, so decisions rest on current caches.
+    /// This process waits for the Lease (`Some(why)`), or holds it (`None`).
+    pub fn set_standby(&self, why: Option<String>) {
+        *self.standby.lock().expect("health lock") = why;
+    }
+
+    /// Ready to act: the Lease held, caches synced and no watch failing, so decisions rest on
+    /// current caches. A standby replica is alive but not ready.
     pub fn readiness(&self) -> Result<(), String> {
+        if let Some(why) = self.standby.lock().expect("health lock").clone() {
+            return Err(format!("standby: {why}"));
+        }
         if !self.synced.load(Ordering::SeqCst) {
             return Err("waiting for the watch caches' first lists".into());
         }
@@ -96,6 +107,9 @@ mod tests {
         );
         health.watch_ok("Pod");
         assert_eq!(health.readiness(), Ok(()));
+        health.set_standby(Some("lease held by b".into()));
+        assert_eq!(health.readiness(), Err("standby: lease held by b".into()));
+        health.set_standby(None);
         assert_eq!(health.liveness(Duration::from_secs(60)), Ok(()));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -43,8 +43,8 @@ pub struct HttpState {
     pub snapshots: Snapshots,
     /// Caches synced, watches failing.
     pub health: Arc<Health>,
-    /// The actors whose death makes the operator unhealthy.
-    pub vital: Vec<ActorCell>,
+    /// The actors whose death makes the operator unhealthy (the supervisor joins on leadership).
+    pub vital: Arc<Mutex<Vec<ActorCell>>>,
 }
 
 /// The router, separate from binding so tests can drive it.
@@ -101,8 +101,8 @@ async fn readyz(State(state): State<HttpState>) -> Response {
 }
 
 async fn healthz(State(state): State<HttpState>) -> Response {
-    let dead: Vec<_> = state
-        .vital
+    let vital = state.vital.lock().expect("vital lock").clone();
+    let dead: Vec<_> = vital
         .iter()
         .filter(|cell| cell.get_status() != ActorStatus::Running)
         .map(|cell| cell.get_name().unwrap_or_else(|| cell.get_id().to_string()))

@@ -42,6 +42,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// This process does not surely hold the leader Lease, so it does not write.
+    #[error(transparent)]
+    NotLeader(#[from] crate::limiter::NotLeader),
     /// Writing the instance's status failed.
     #[error("failed to update status of {name}: {source}")]
     Status {
@@ -60,6 +63,7 @@ impl Error {
             Error::Apply { .. } => "ApplyFailed",
             Error::Delete { .. } => "DeleteFailed",
             Error::Status { .. } => "StatusUpdateFailed",
+            Error::NotLeader(_) => "NotLeader",
         }
     }
 
@@ -69,6 +73,7 @@ impl Error {
             Error::Apply { source, .. }
             | Error::Delete { source, .. }
             | Error::Status { source, .. } => source,
+            Error::NotLeader(_) => return false,
         };
         matches!(source, kube::Error::Api(status) if status.code == 422)
     }
@@ -139,7 +144,7 @@ impl InstanceApi {
             + Debug,
     {
         let name = obj.name_any();
-        let _permit = self.limiter.acquire().await;
+        let _permit = self.limiter.acquire().await?;
         self.api::<K>()
             .patch(
                 &name,
@@ -164,7 +169,7 @@ impl InstanceApi {
         };
         if live.finalizers().iter().next().is_some() {
             let strip = json!({ "metadata": { "finalizers": null, "uid": live.uid() } });
-            let _permit = self.limiter.acquire().await;
+            let _permit = self.limiter.acquire().await?;
             match api
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&strip))
                 .await
@@ -179,7 +184,7 @@ impl InstanceApi {
             uid: live.uid(),
             resource_version: None,
         });
-        let _permit = self.limiter.acquire().await;
+        let _permit = self.limiter.acquire().await?;
         match api.delete(&name, &params).await {
             Ok(either) => Ok(either.left()),
             Err(err) if not_found(&err) => Ok(None),
@@ -197,7 +202,7 @@ impl InstanceApi {
             }),
             ..DeleteParams::default()
         };
-        let _permit = self.limiter.acquire().await;
+        let _permit = self.limiter.acquire().await?;
         match self.api::<Pod>().delete(&name, &params).await {
             Ok(_) => Ok(()),
             Err(err) if not_found(&err) => Ok(()),
@@ -225,7 +230,7 @@ impl InstanceApi {
             "ownerReferences": refs,
             "resourceVersion": claim.resource_version(),
         }});
-        let _permit = self.limiter.acquire().await;
+        let _permit = self.limiter.acquire().await?;
         match self
             .api::<PersistentVolumeClaim>()
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -250,7 +255,7 @@ impl InstanceApi {
     ) -> Result<RedisInstance> {
         let name = instance.name_any();
         let patch = json!({ "status": status_patch(status) });
-        let _permit = self.limiter.acquire().await;
+        let _permit = self.limiter.acquire().await?;
         self.api::<RedisInstance>()
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -278,7 +283,10 @@ impl InstanceApi {
             action: action.to_owned(),
             secondary: None,
         };
-        let _permit = self.limiter.acquire().await;
+        let Ok(_permit) = self.limiter.acquire().await else {
+            tracing::debug!(reason, "not the leader; event not published");
+            return;
+        };
         if let Err(error) = self
             .recorder
             .publish(&event, &instance.object_ref(&()))

@@ -7,6 +7,7 @@ pub mod decide;
 pub mod health;
 pub mod http;
 pub mod kube_io;
+pub mod leader;
 pub mod limiter;
 pub mod resources;
 pub mod run;

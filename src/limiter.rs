@@ -1,12 +1,15 @@
-//! One client-side limit on the operator's writes: at most `concurrency` in flight and a
-//! token bucket of `qps` refilled per second up to `burst`, so a cold start of thousands of
-//! instances queues here instead of turning into a storm of 429s at the API server.
+//! The gate every write of the operator passes: only while this process holds the leader
+//! Lease, at most `concurrency` in flight, and a token bucket of `qps` refilled per second up
+//! to `burst`, so a cold start of thousands of instances queues here instead of turning into a
+//! storm of 429s at the API server.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+use crate::leader::Fence;
 
 /// How fast the operator may write.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +37,13 @@ impl Default for Limits {
 pub struct Limiter {
     slots: Arc<Semaphore>,
     bucket: Arc<Mutex<Bucket>>,
+    fence: Arc<Fence>,
 }
+
+/// A write was refused because this process does not (or no longer surely) hold the Lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not the leader: another operator may hold the lease, so nothing is written")]
+pub struct NotLeader;
 
 struct Bucket {
     tokens: f64,
@@ -59,8 +68,9 @@ impl Bucket {
 }
 
 impl Limiter {
-    /// A limiter with these limits; a zero qps or concurrency is taken as one.
-    pub fn new(limits: Limits) -> Self {
+    /// A limiter with these limits that lets writes through while `fence` allows; a zero qps
+    /// or concurrency is taken as one.
+    pub fn new(limits: Limits, fence: Arc<Fence>) -> Self {
         let burst = f64::from(limits.burst.max(1));
         Self {
             slots: Arc::new(Semaphore::new(limits.concurrency.max(1))),
@@ -70,11 +80,21 @@ impl Limiter {
                 qps: limits.qps.max(0.001),
                 last: Instant::now(),
             })),
+            fence,
         }
     }
 
-    /// Waits for a token and a slot; the slot is held until the permit is dropped.
-    pub async fn acquire(&self) -> OwnedSemaphorePermit {
+    /// A limiter for a process that writes without leader election.
+    pub fn unfenced(limits: Limits) -> Self {
+        Self::new(limits, Arc::new(Fence::open()))
+    }
+
+    /// Waits for a token and a slot; the slot is held until the permit is dropped. Refused
+    /// when the Lease is not surely held, before and after the wait.
+    pub async fn acquire(&self) -> Result<OwnedSemaphorePermit, NotLeader> {
+        if !self.fence.allows() {
+            return Err(NotLeader);
+        }
         let wait = self
             .bucket
             .lock()
@@ -83,11 +103,17 @@ impl Limiter {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        self.slots
+        let permit = self
+            .slots
             .clone()
             .acquire_owned()
             .await
-            .expect("the limiter's semaphore is never closed")
+            .expect("the limiter's semaphore is never closed");
+        if self.fence.allows() {
+            Ok(permit)
+        } else {
+            Err(NotLeader)
+        }
     }
 }
 
@@ -97,18 +123,18 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn burst_is_free_then_qps_paces() {
-        let limiter = Limiter::new(Limits {
+        let limiter = Limiter::unfenced(Limits {
             qps: 10.0,
             burst: 5,
             concurrency: 100,
         });
         let start = Instant::now();
         for _ in 0..5 {
-            drop(limiter.acquire().await);
+            drop(limiter.acquire().await.unwrap());
         }
         assert_eq!(start.elapsed(), Duration::ZERO);
         for _ in 0..10 {
-            drop(limiter.acquire().await);
+            drop(limiter.acquire().await.unwrap());
         }
         let took = start.elapsed();
         assert!(
@@ -119,13 +145,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn concurrency_bounds_writes_in_flight() {
-        let limiter = Limiter::new(Limits {
+        let limiter = Limiter::unfenced(Limits {
             qps: 1000.0,
             burst: 1000,
             concurrency: 2,
         });
-        let first = limiter.acquire().await;
-        let _second = limiter.acquire().await;
+        let first = limiter.acquire().await.unwrap();
+        let _second = limiter.acquire().await.unwrap();
         let third = tokio::time::timeout(Duration::from_secs(1), limiter.acquire()).await;
         assert!(
             third.is_err(),
@@ -134,5 +160,11 @@ mod tests {
         drop(first);
         let third = tokio::time::timeout(Duration::from_secs(1), limiter.acquire()).await;
         assert!(third.is_ok());
+    }
+
+    #[tokio::test]
+    async fn nothing_passes_without_the_lease() {
+        let limiter = Limiter::new(Limits::default(), Arc::new(Fence::closed()));
+        assert_eq!(limiter.acquire().await.err(), Some(NotLeader));
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use redis_operator::actors::instance::Timings;
+use redis_operator::leader::LeaseConfig;
 use redis_operator::limiter::Limits;
 use redis_operator::run::{Options, run};
 use redis_operator::telemetry::{self, LogFormat};
@@ -25,7 +26,7 @@ enum Command {
     /// Run the operator: watch RedisInstances and keep their ConfigMap, Service and StatefulSet
     /// in line with the spec; restart pods when the rendered redis.conf's hash changes.
     Run(RunArgs),
-    /// Print the RedisInstance CustomResourceDefinition as YAML (what deploy/crd.yaml holds).
+    /// Print the RedisInstance CustomResourceDefinition as YAML (what deploy/base/crd.yaml holds).
     Crd,
 }
 
@@ -57,6 +58,21 @@ struct RunArgs {
     /// API writes in flight at once.
     #[arg(long, default_value_t = 16)]
     api_concurrency: usize,
+    /// Act only while holding a coordination.k8s.io Lease, so that of several replicas (or a
+    /// second install by mistake) exactly one acts; the others stand by and take over when it
+    /// stops renewing. `--leader-elect=false` acts without one.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+        action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "redis-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else --namespace, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Seconds a Lease hold lasts without renewal; a standby takes over after that.
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
 }
 
 #[tokio::main]
@@ -81,7 +97,26 @@ async fn main() -> anyhow::Result<()> {
                 burst: args.api_burst,
                 concurrency: args.api_concurrency,
             };
+            let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_else(|_| "redis-operator".into());
+                format!("{host}-{}", std::process::id())
+            });
+            let lease = args.leader_elect.then(|| LeaseConfig {
+                name: args.lease_name.clone(),
+                namespace: args
+                    .lease_namespace
+                    .clone()
+                    .or_else(|| args.namespace.clone())
+                    .unwrap_or_else(|| "default".into()),
+                identity,
+                duration: Duration::from_secs(args.lease_duration.max(2)),
+                renew_every: Duration::from_secs((args.lease_duration / 3).max(1)),
+                retry_every: Duration::from_secs(2),
+            });
             run(Options {
+                lease,
                 kubeconfig: args.kubeconfig,
                 namespace: args.namespace,
                 metrics_addr: args.metrics_addr,

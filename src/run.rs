@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -10,7 +10,7 @@ use kube::runtime::events::Reporter;
 use kube::{Api, Client, Config};
 use ractor::Actor;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::actors::instance::Timings;
 use crate::actors::metrics::MetricsActor;
@@ -18,6 +18,7 @@ use crate::actors::supervisor::{SupervisorActor, SupervisorArgs};
 use crate::crd::RedisInstance;
 use crate::health::Health;
 use crate::http::{self, HttpState};
+use crate::leader::{self, Elector, Fence, LeaseConfig};
 use crate::limiter::{Limiter, Limits};
 
 /// Failures that stop the operator.
@@ -31,7 +32,7 @@ pub enum Error {
     Client(#[source] kube::Error),
     /// The CRD is not installed or the API server is unreachable.
     #[error(
-        "cannot list RedisInstances ({0}); is deploy/crd.yaml applied and the API server reachable?"
+        "cannot list RedisInstances ({0}); is deploy/base/crd.yaml applied and the API server reachable?"
     )]
     Crd(#[source] kube::Error),
     /// An actor failed to start.
@@ -43,6 +44,9 @@ pub enum Error {
     /// The supervisor actor ended on its own.
     #[error("the supervisor actor died; no instance would be acted on")]
     SupervisorDied,
+    /// Another operator took the leader Lease.
+    #[error("lost the leader lease to {0}")]
+    LostLease(String),
     /// The metrics registry refused a family.
     #[error("failed to register metrics: {0}")]
     Metrics(#[source] prometheus::Error),
@@ -61,6 +65,8 @@ pub struct Options {
     pub timings: Timings,
     /// Bounds on the operator's API writes.
     pub limits: Limits,
+    /// The leader-election Lease; `None` acts without one.
+    pub lease: Option<LeaseConfig>,
 }
 
 /// `redis-operator/<version>`, sent on every request.
@@ -88,7 +94,20 @@ async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, Error> {
     Client::try_from(config).map_err(Error::Client)
 }
 
-/// Runs until SIGTERM or SIGINT, then lets every instance actor finish its current step.
+/// Why the operator stops.
+enum Outcome {
+    /// SIGTERM or SIGINT.
+    Signal(&'static str),
+    /// The HTTP server ended (it failed to bind, say).
+    Server(Result<Result<(), http::Error>, tokio::task::JoinError>),
+    /// The supervisor actor ended on its own.
+    SupervisorDied,
+    /// Another operator holds the Lease now.
+    LostLease(String),
+}
+
+/// Runs until SIGTERM or SIGINT, then lets every instance actor finish its current step. With
+/// leader election, waits for the Lease first, and stops at once if it is lost.
 pub async fn run(options: Options) -> Result<(), Error> {
     let client = client(options.kubeconfig.as_ref()).await?;
     let probe: Api<RedisInstance> = match &options.namespace {
@@ -101,6 +120,14 @@ pub async fn run(options: Options) -> Result<(), Error> {
         .map_err(Error::Crd)?;
 
     let registry = prometheus::Registry::new();
+    let leader_gauge = prometheus::IntGauge::new(
+        "redis_operator_leader",
+        "1 while this replica holds the leader Lease and acts on instances, else 0",
+    )
+    .map_err(Error::Metrics)?;
+    registry
+        .register(Box::new(leader_gauge.clone()))
+        .map_err(Error::Metrics)?;
     let (metrics, metrics_handle) = Actor::spawn(Some("metrics".into()), MetricsActor, registry)
         .await
         .map_err(|e| Error::Spawn("metrics", e))?;
@@ -110,69 +137,116 @@ pub async fn run(options: Options) -> Result<(), Error> {
         controller: "redis-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let (supervisor, mut supervisor_handle) = Actor::spawn(
-        Some("supervisor".into()),
-        SupervisorActor,
-        SupervisorArgs {
-            client,
-            namespace: options.namespace.clone(),
-            metrics: metrics.clone(),
-            snapshots: snapshots.clone(),
-            timings: options.timings,
-            health: health.clone(),
-            reporter,
-            limiter: Limiter::new(options.limits),
-        },
-    )
-    .await
-    .map_err(|e| Error::Spawn("supervisor", e))?;
-    info!(namespace = options.namespace.as_deref().unwrap_or("*"), metrics_addr = %options.metrics_addr, "redis-operator started");
-
+    let vital = Arc::new(Mutex::new(vec![metrics.get_cell()]));
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let mut server = tokio::spawn(http::serve(
         options.metrics_addr,
         HttpState {
             metrics: metrics.clone(),
-            snapshots,
-            health,
-            vital: vec![supervisor.get_cell(), metrics.get_cell()],
+            snapshots: snapshots.clone(),
+            health: health.clone(),
+            vital: vital.clone(),
         },
         async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         },
     ));
-    // A server that fails early (port taken) stops the operator too, and so does a supervisor
-    // that died: nothing would act on instances any more.
-    let mut supervisor_died = false;
-    let early_exit = tokio::select! {
-        signal = shutdown_signal() => {
-            info!(signal, "shutting down: letting in-flight steps reach a safe point");
-            None
-        }
-        result = &mut server => Some(result),
-        _ = &mut supervisor_handle => {
-            supervisor_died = true;
-            None
-        }
+    info!(namespace = options.namespace.as_deref().unwrap_or("*"), metrics_addr = %options.metrics_addr,
+        leader_election = options.lease.is_some(), "redis-operator started");
+    let mut signal = std::pin::pin!(shutdown_signal());
+
+    let (fence, mut elector) = match &options.lease {
+        Some(config) => (
+            Arc::new(Fence::closed()),
+            Some(Elector::new(
+                client.clone(),
+                config.clone(),
+                reporter.clone(),
+            )),
+        ),
+        None => (Arc::new(Fence::open()), None),
     };
+    let mut outcome = None;
+    if let Some(elector) = elector.as_mut() {
+        tokio::select! {
+            _ = leader::acquire(elector, &fence, &health) => {}
+            name = &mut signal => outcome = Some(Outcome::Signal(name)),
+            result = &mut server => outcome = Some(Outcome::Server(result)),
+        }
+    }
+    let mut supervisor = None;
+    if outcome.is_none() {
+        leader_gauge.set(1);
+        let (actor, mut handle) = Actor::spawn(
+            Some("supervisor".into()),
+            SupervisorActor,
+            SupervisorArgs {
+                client,
+                namespace: options.namespace.clone(),
+                metrics: metrics.clone(),
+                snapshots,
+                timings: options.timings,
+                health: health.clone(),
+                reporter,
+                limiter: Limiter::new(options.limits, fence.clone()),
+                regained: fence.regained(),
+            },
+        )
+        .await
+        .map_err(|e| Error::Spawn("supervisor", e))?;
+        vital.lock().expect("vital lock").push(actor.get_cell());
+        let lost = async {
+            match elector.as_mut() {
+                Some(elector) => leader::keep(elector, &fence).await,
+                None => std::future::pending().await,
+            }
+        };
+        outcome = Some(tokio::select! {
+            name = &mut signal => Outcome::Signal(name),
+            result = &mut server => Outcome::Server(result),
+            _ = &mut handle => Outcome::SupervisorDied,
+            holder = lost => Outcome::LostLease(holder),
+        });
+        supervisor = Some((actor, handle));
+    }
+    let outcome = outcome.expect("set on every path");
+    match &outcome {
+        Outcome::Signal(name) => {
+            info!(
+                signal = name,
+                "shutting down: letting in-flight steps reach a safe point"
+            )
+        }
+        Outcome::LostLease(holder) => {
+            // The fence already refuses every write; the actors' steps end at once.
+            error!(%holder, "lost the leader lease to another operator; stopping at once");
+            leader_gauge.set(0);
+        }
+        Outcome::SupervisorDied => error!("the supervisor actor died"),
+        Outcome::Server(_) => {}
+    }
     let _ = stop_tx.send(true);
-    if !supervisor_died {
+    if let Some((actor, handle)) = supervisor
+        && !matches!(outcome, Outcome::SupervisorDied)
+    {
         // The supervisor's post_stop waits for its children to finish their current step.
-        supervisor.stop(Some("shutdown".into()));
-        let _ = supervisor_handle.await;
+        actor.stop(Some("shutdown".into()));
+        let _ = handle.await;
+    }
+    if let (Some(elector), Outcome::Signal(_)) = (elector.as_mut(), &outcome) {
+        elector.release().await;
     }
     metrics.stop(None);
     let _ = metrics_handle.await;
-    let server_result = match early_exit {
-        Some(result) => result,
-        None => server.await,
+    let server_result = match outcome {
+        Outcome::Server(result) => result,
+        Outcome::SupervisorDied => return Err(Error::SupervisorDied),
+        Outcome::LostLease(holder) => return Err(Error::LostLease(holder)),
+        Outcome::Signal(_) => server.await,
     };
     match server_result {
         Ok(result) => result?,
         Err(err) => warn!(error = %err, "http server task ended abnormally"),
-    }
-    if supervisor_died {
-        return Err(Error::SupervisorDied);
     }
     info!("redis-operator stopped");
     Ok(())

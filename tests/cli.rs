@@ -48,10 +48,11 @@ fn run_help_explains_every_flag() {
 fn crd_subcommand_prints_the_committed_manifest() {
     let printed = run(&["crd"]);
     let committed =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/base/crd.yaml"))
+            .unwrap();
     assert_eq!(
         printed, committed,
-        "deploy/crd.yaml is stale: run `make crd`"
+        "deploy/base/crd.yaml is stale: run `make crd`"
     );
 }
 

@@ -113,7 +113,7 @@ async fn hand_scaling_and_a_deleted_service_are_repaired_from_the_watch() {
     assert_eq!(ri.status.unwrap().restarts, 0);
     assert!(event_count(&ns, NAME, "DriftRepaired").await >= 2);
     assert_eq!(
-        history.restarts().get("redis-example-0"),
+        history.restarts().await.get("redis-example-0"),
         Some(&0),
         "pod 0 untouched"
     );
@@ -169,7 +169,7 @@ async fn image_changes_by_hand_or_through_the_spec_are_counted_restarts() {
         "{notes:?}"
     );
     // The hand edit may itself have replaced the pod once before the repair.
-    let real = history.restarts()["redis-example-0"];
+    let real = history.restarts().await["redis-example-0"];
     assert!((2..=3).contains(&real), "pod 0 restarted {real} times");
     assert_data_kept(&ns).await;
 }
@@ -264,7 +264,7 @@ async fn operator_stopped_mid_recreate(kill: bool, prefix: &str) {
     assert_eq!(event_count(&ns, NAME, "RestartStarted").await, 1);
     assert_eq!(event_count(&ns, NAME, "RestartCompleted").await, 1);
     assert_eq!(
-        history.restarts()["redis-example-0"],
+        history.restarts().await["redis-example-0"],
         1,
         "the pod restarted once"
     );
@@ -339,4 +339,87 @@ async fn names_and_keys_the_operator_cannot_run_are_refused_at_admission() {
             validate(&config)
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_operator_stands_by_and_takes_over_when_the_leader_dies() {
+    let (_client, ns, first) = setup("leader", &[]).await;
+    let mut instance = running(&ns, RestartStrategy::Recreate).await;
+    let second = Operator::start(&ns.name);
+    wait_for(
+        Duration::from_secs(30),
+        "the second operator to stand by",
+        || async {
+            let standby = second
+                .log_lines()
+                .iter()
+                .any(|l| l["message"] == "standby: another operator holds the lease");
+            if standby {
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        },
+    )
+    .await;
+    assert!(second.get("/readyz").await.starts_with("standby"));
+    assert_eq!(first.get("/readyz").await.trim(), "ok");
+    assert_eq!(event_count(&ns, "redis-operator", "Standby").await, 1);
+    let history = PodHistory::start(&ns).await;
+
+    // Two operators watch the same namespace: still one restart per edit, one Event each.
+    for memory in ["110mb", "120mb"] {
+        instance
+            .spec
+            .config
+            .insert("maxmemory".into(), memory.into());
+        apply_instance(&ns, &instance).await.unwrap();
+        wait_ready(
+            &ns,
+            NAME,
+            Some(&render(&instance.spec.config).hash),
+            Duration::from_secs(180),
+        )
+        .await;
+    }
+    assert_eq!(
+        wait_restarts(&ns, NAME, 2).await.status.unwrap().restarts,
+        2
+    );
+    assert_eq!(history.restarts().await["redis-example-0"], 2);
+    assert_eq!(event_count(&ns, NAME, "RestartStarted").await, 2);
+    assert!(
+        !second
+            .log_lines()
+            .iter()
+            .any(|l| l["message"] == "ConfigMap was updated or StatefulSet needs restart"),
+        "the standby acted"
+    );
+
+    // The leader dies without releasing the Lease: the standby takes over once it expires.
+    first.kill();
+    wait_for(
+        Duration::from_secs(40),
+        "the standby to take over",
+        || async {
+            match second.get("/readyz").await.trim() {
+                "ok" => Ok(()),
+                other => Err(other.to_owned()),
+            }
+        },
+    )
+    .await;
+    instance
+        .spec
+        .config
+        .insert("maxmemory".into(), "130mb".into());
+    apply_instance(&ns, &instance).await.unwrap();
+    let hash = render(&instance.spec.config).hash;
+    wait_ready(&ns, NAME, Some(&hash), Duration::from_secs(180)).await;
+    assert_eq!(
+        wait_restarts(&ns, NAME, 3).await.status.unwrap().restarts,
+        3
+    );
+    assert_eq!(history.restarts().await["redis-example-0"], 3);
+    assert_data_kept(&ns).await;
 }

@@ -155,7 +155,7 @@ async fn instance_memory(count: usize) -> (f64, f64) {
         controller: "bench".into(),
         instance: None,
     };
-    let limiter = Limiter::new(Limits::default());
+    let limiter = Limiter::unfenced(Limits::default());
     let before = LIVE.load(Ordering::Relaxed);
     let mut actors = Vec::with_capacity(count);
     for i in 0..count {

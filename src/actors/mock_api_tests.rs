@@ -167,7 +167,12 @@ async fn spawn_instance_actor(
             namespace: "team-a".into(),
             name: "redis-example".into(),
         },
-        api: InstanceApi::new(client, "team-a", reporter, Limiter::new(Limits::default())),
+        api: InstanceApi::new(
+            client,
+            "team-a",
+            reporter,
+            Limiter::unfenced(Limits::default()),
+        ),
         stores,
         metrics,
         snapshots: Default::default(),

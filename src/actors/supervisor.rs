@@ -37,6 +37,8 @@ pub struct SupervisorArgs {
     pub reporter: Reporter,
     /// Shared by every instance's writes.
     pub limiter: Limiter,
+    /// Changes when writing is allowed again after the Lease lapsed.
+    pub regained: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Messages the supervisor handles; the watch tasks send the first two.
@@ -46,8 +48,9 @@ pub enum SupervisorMsg {
     Instance(Box<watcher::Event<RedisInstance>>),
     /// An object labelled with this instance changed or was deleted (already in the caches).
     Owned(InstanceKey),
-    /// A watch of owned objects re-listed: its cache was replaced as a whole.
-    OwnedRelisted,
+    /// Every instance takes a step: a watch of owned objects re-listed (its cache was replaced
+    /// as a whole), or writing became allowed again after the Lease lapsed.
+    WakeAll,
     /// Try again to start the actor of an instance whose actor failed.
     Respawn(InstanceKey),
 }
@@ -80,12 +83,22 @@ impl Actor for SupervisorActor {
         myself: ActorRef<Self::Msg>,
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let (stores, watch_tasks) = super::watches::start(
+        let (stores, mut watch_tasks) = super::watches::start(
             &myself,
             &args.client,
             args.namespace.as_deref(),
             args.health.clone(),
         );
+        // Steps refused while the Lease lapsed (an API outage) are taken again at once.
+        let mut regained = args.regained.clone();
+        let me = myself.clone();
+        watch_tasks.push(ractor::concurrency::spawn(async move {
+            while regained.changed().await.is_ok() {
+                if me.send_message(SupervisorMsg::WakeAll).is_err() {
+                    return;
+                }
+            }
+        }));
         Ok(SupervisorState {
             args,
             actors: HashMap::new(),
@@ -111,7 +124,7 @@ impl Actor for SupervisorActor {
                     let _ = actor.send_message(InstanceMsg::Changed);
                 }
             }
-            SupervisorMsg::OwnedRelisted => {
+            SupervisorMsg::WakeAll => {
                 for actor in state.actors.values() {
                     let _ = actor.send_message(InstanceMsg::Changed);
                 }

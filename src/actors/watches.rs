@@ -189,7 +189,7 @@ where
         let obj = match event {
             Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => obj,
             // A relist's objects reach the cache together, at its end.
-            Ok(watcher::Event::InitDone) => return Some(Ok(SupervisorMsg::OwnedRelisted)),
+            Ok(watcher::Event::InitDone) => return Some(Ok(SupervisorMsg::WakeAll)),
             Ok(_) => return None,
             Err(err) => return Some(Err(err)),
         };

@@ -59,12 +59,10 @@ pub async fn install_crd(client: &Client) {
 pub struct Operator {
     child: Child,
     pub log_path: PathBuf,
-    /// Lines an earlier operator of the same test wrote to the same file.
-    first_log_line: usize,
 }
 
 impl Operator {
-    /// Starts `redis-operator run --namespace <ns>`; logs go to `target/e2e-logs/<ns>.log`.
+    /// Starts `redis-operator run --namespace <ns>`; logs go to `target/e2e-logs/<ns>.<n>.log`.
     pub fn start(namespace: &str) -> Self {
         Self::start_with(namespace, &[])
     }
@@ -73,13 +71,15 @@ impl Operator {
     pub fn start_with(namespace: &str, flags: &[&str]) -> Self {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
         std::fs::create_dir_all(&dir).unwrap();
-        let log_path = dir.join(format!("{namespace}.log"));
+        // One file per process: operators of one test may run side by side.
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log_path = dir.join(format!("{namespace}.{n}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
             .unwrap();
-        let first_log_line = std::fs::read_to_string(&log_path).map_or(0, |t| t.lines().count());
         let child = Command::new(env!("CARGO_BIN_EXE_redis-operator"))
             // Port 0: the operator picks a free port and logs it, so parallel tests never clash.
             .args([
@@ -106,7 +106,6 @@ impl Operator {
         Self {
             child,
             log_path,
-            first_log_line,
         }
     }
 
@@ -143,7 +142,6 @@ impl Operator {
         std::fs::read_to_string(&self.log_path)
             .unwrap_or_default()
             .lines()
-            .skip(self.first_log_line)
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     }
@@ -410,6 +408,7 @@ pub fn kubectl(args: &[&str]) -> String {
 pub struct PodHistory {
     seen: std::sync::Arc<std::sync::Mutex<BTreeMap<String, BTreeSet<String>>>>,
     task: tokio::task::JoinHandle<()>,
+    api: Api<Pod>,
 }
 
 impl PodHistory {
@@ -421,9 +420,10 @@ impl PodHistory {
         let record = seen.clone();
         let (listed_tx, listed_rx) = tokio::sync::oneshot::channel();
         let api = ns.api::<Pod>();
+        let watched = api.clone();
         let task = tokio::spawn(async move {
             let mut listed = Some(listed_tx);
-            let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+            let mut events = std::pin::pin!(watcher(watched, watcher::Config::default()));
             while let Some(event) = events.next().await {
                 let pod = match event {
                     Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,
@@ -443,11 +443,40 @@ impl PodHistory {
             }
         });
         let _ = tokio::time::timeout(Duration::from_secs(30), listed_rx).await;
-        Self { seen, task }
+        Self { seen, task, api }
     }
 
-    /// Pod name -> times it was replaced since the watch began.
-    pub fn restarts(&self) -> BTreeMap<String, usize> {
+    /// Pod name -> times it was replaced since the watch began. Waits first until the watch has
+    /// seen every pod that exists now, since a busy API server may deliver it late.
+    pub async fn restarts(&self) -> BTreeMap<String, usize> {
+        wait_for(
+            Duration::from_secs(30),
+            "the pod watch to catch up",
+            || async {
+                let pods = self
+                    .api
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let seen = self.seen.lock().unwrap().clone();
+                let missing: Vec<_> = pods
+                    .items
+                    .iter()
+                    .filter(|p| {
+                        !seen
+                            .get(&p.name_any())
+                            .is_some_and(|uids| uids.contains(&p.uid().unwrap_or_default()))
+                    })
+                    .map(|p| p.name_any())
+                    .collect();
+                if missing.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("not yet seen: {missing:?}"))
+                }
+            },
+        )
+        .await;
         self.seen
             .lock()
             .unwrap()
