@@ -65,7 +65,7 @@ fn image_of(sts: &StatefulSet) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hand_scaling_and_a_deleted_service_are_repaired_from_the_watch() {
-    let (_client, ns, _operator) = setup("drift", &[]).await;
+    let (_client, ns, operator) = setup("drift", &[]).await;
     running(&ns, RestartStrategy::RollingUpdate).await;
     let history = PodHistory::start(&ns).await;
 
@@ -112,6 +112,14 @@ async fn hand_scaling_and_a_deleted_service_are_repaired_from_the_watch() {
     let ri = wait_restarts(&ns, NAME, 0).await;
     assert_eq!(ri.status.unwrap().restarts, 0);
     assert!(event_count(&ns, NAME, "DriftRepaired").await >= 2);
+    let metrics = operator.metrics().await;
+    for kind in ["Service", "StatefulSetSpec"] {
+        let series = format!(
+            "redis_operator_drift_repairs_total{{instance=\"{NAME}\",kind=\"{kind}\",namespace=\"{}\"}}",
+            ns.name
+        );
+        assert!(metrics.contains(&series), "no {series} in\n{metrics}");
+    }
     assert_eq!(
         history.restarts().await.get("redis-example-0"),
         Some(&0),
@@ -147,6 +155,7 @@ async fn image_changes_by_hand_or_through_the_spec_are_counted_restarts() {
         image_of(&statefulset(&ns).await).as_deref(),
         Some("redis:7.0")
     );
+    assert_eq!(event_count(&ns, NAME, "DriftRepaired").await, 1);
 
     // A new image through the spec: a restart too, with its reason.
     instance.spec.image = "redis:7.2".into();

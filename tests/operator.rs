@@ -146,7 +146,7 @@ async fn spec_walkthrough(prefix: &str, strategy: RestartStrategy) {
     // Metrics and Events tell the same story.
     let metrics = operator.metrics().await;
     let restarts = format!(
-        "redis_operator_restarts_total{{instance=\"redis-example\",namespace=\"{}\",strategy=\"{}\"}} 1",
+        "redis_operator_restarts_total{{instance=\"redis-example\",namespace=\"{}\",reason=\"ConfigChanged\",strategy=\"{}\"}} 1",
         ns.name,
         strategy.as_str()
     );

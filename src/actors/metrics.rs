@@ -26,12 +26,21 @@ impl std::fmt::Display for InstanceKey {
 /// What the other actors report.
 #[derive(Debug)]
 pub enum MetricsMsg {
-    /// A config-change restart began.
+    /// A restart of the pods began.
     Restarted {
         /// The instance.
         key: InstanceKey,
         /// `RollingUpdate` or `Recreate`.
         strategy: &'static str,
+        /// Why: `ConfigChanged`, `ConfigMapChanged`, `ImageChanged`, `PodTemplateChanged`, `Superseded`.
+        reason: &'static str,
+    },
+    /// Something the operator owns was changed by hand and put back.
+    DriftRepaired {
+        /// The instance.
+        key: InstanceKey,
+        /// What drifted: `Service`, `StatefulSetSpec`, `Image`, `PodTemplate`, `ConfigMap`.
+        kind: &'static str,
     },
     /// A restart finished: every pod runs the new config and is ready.
     RestartCompleted {
@@ -61,6 +70,14 @@ pub enum MetricsMsg {
     Render(RpcReplyPort<String>),
 }
 
+/// Per-instance families with labels beyond namespace and instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Family {
+    Restarts,
+    Errors,
+    DriftRepairs,
+}
+
 /// The metric families the operator exports.
 pub struct MetricsState {
     registry: Registry,
@@ -70,9 +87,10 @@ pub struct MetricsState {
     errors: IntCounterVec,
     ready_replicas: IntGaugeVec,
     restart_seconds: HistogramVec,
-    /// Third-label values used per instance, so [`MetricsState::forget`] can remove exactly them.
-    strategies_used: HashMap<InstanceKey, HashSet<&'static str>>,
-    reasons_used: HashMap<InstanceKey, HashSet<&'static str>>,
+    drift_repairs: IntCounterVec,
+    /// Values of the labels after namespace and instance, per family and instance, so
+    /// [`MetricsState::forget`] removes exactly the series an instance had.
+    extra_labels: HashMap<InstanceKey, HashSet<(Family, [&'static str; 2])>>,
 }
 
 impl MetricsState {
@@ -82,9 +100,16 @@ impl MetricsState {
         let restarts = IntCounterVec::new(
             Opts::new(
                 "redis_operator_restarts_total",
-                "Config-change restarts started, per instance",
+                "Restarts of an instance's pods started by the operator, by strategy and reason",
             ),
-            &["namespace", "instance", "strategy"],
+            &["namespace", "instance", "strategy", "reason"],
+        )?;
+        let drift_repairs = IntCounterVec::new(
+            Opts::new(
+                "redis_operator_drift_repairs_total",
+                "Objects the operator owns found changed by hand and put back, by kind",
+            ),
+            &["namespace", "instance", "kind"],
         )?;
         let hash_mismatches = IntCounterVec::new(
             Opts::new(
@@ -130,6 +155,7 @@ impl MetricsState {
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(ready_replicas.clone()))?;
         registry.register(Box::new(restart_seconds.clone()))?;
+        registry.register(Box::new(drift_repairs.clone()))?;
         Ok(Self {
             registry,
             restarts,
@@ -138,21 +164,28 @@ impl MetricsState {
             errors,
             ready_replicas,
             restart_seconds,
-            strategies_used: HashMap::new(),
-            reasons_used: HashMap::new(),
+            drift_repairs,
+            extra_labels: HashMap::new(),
         })
     }
 
     fn record(&mut self, msg: MetricsMsg) {
         match msg {
-            MetricsMsg::Restarted { key, strategy } => {
+            MetricsMsg::Restarted {
+                key,
+                strategy,
+                reason,
+            } => {
                 self.restarts
-                    .with_label_values(&[&key.namespace, &key.name, strategy])
+                    .with_label_values(&[&key.namespace, &key.name, strategy, reason])
                     .inc();
-                self.strategies_used
-                    .entry(key)
-                    .or_default()
-                    .insert(strategy);
+                self.remember(key, Family::Restarts, [strategy, reason]);
+            }
+            MetricsMsg::DriftRepaired { key, kind } => {
+                self.drift_repairs
+                    .with_label_values(&[&key.namespace, &key.name, kind])
+                    .inc();
+                self.remember(key, Family::DriftRepairs, [kind, ""]);
             }
             MetricsMsg::RestartCompleted { strategy, took, .. } => {
                 self.restart_seconds
@@ -173,7 +206,7 @@ impl MetricsState {
                 self.errors
                     .with_label_values(&[&key.namespace, &key.name, reason])
                     .inc();
-                self.reasons_used.entry(key).or_default().insert(reason);
+                self.remember(key, Family::Errors, [reason, ""]);
             }
             MetricsMsg::ReadyReplicas(key, n) => {
                 self.ready_replicas
@@ -194,14 +227,22 @@ impl MetricsState {
         let _ = self.hash_mismatches.remove_label_values(&pair);
         let _ = self.invalid_configs.remove_label_values(&pair);
         let _ = self.ready_replicas.remove_label_values(&pair);
-        for strategy in self.strategies_used.remove(key).unwrap_or_default() {
-            let _ = self
-                .restarts
-                .remove_label_values(&[pair[0], pair[1], strategy]);
+        for (family, [a, b]) in self.extra_labels.remove(key).unwrap_or_default() {
+            let _ = match family {
+                Family::Restarts => self.restarts.remove_label_values(&[pair[0], pair[1], a, b]),
+                Family::Errors => self.errors.remove_label_values(&[pair[0], pair[1], a]),
+                Family::DriftRepairs => self
+                    .drift_repairs
+                    .remove_label_values(&[pair[0], pair[1], a]),
+            };
         }
-        for reason in self.reasons_used.remove(key).unwrap_or_default() {
-            let _ = self.errors.remove_label_values(&[pair[0], pair[1], reason]);
-        }
+    }
+
+    fn remember(&mut self, key: InstanceKey, family: Family, labels: [&'static str; 2]) {
+        self.extra_labels
+            .entry(key)
+            .or_default()
+            .insert((family, labels));
     }
 
     /// The registry in the Prometheus text exposition format.
@@ -260,13 +301,14 @@ mod tests {
             .send_message(MetricsMsg::Restarted {
                 key: key(),
                 strategy: "Recreate",
+                reason: "ConfigChanged",
             })
             .unwrap();
         actor.send_message(MetricsMsg::HashMismatch(key())).unwrap();
         actor.send_message(MetricsMsg::HashMismatch(key())).unwrap();
         let text = ractor::call_t!(actor, MetricsMsg::Render, 1000).unwrap();
         assert!(text.contains(
-            r#"redis_operator_restarts_total{instance="redis-example",namespace="ns",strategy="Recreate"} 1"#
+            r#"redis_operator_restarts_total{instance="redis-example",namespace="ns",reason="ConfigChanged",strategy="Recreate"} 1"#
         ));
         assert!(text.contains(r#"redis_operator_config_hash_mismatches_total{instance="redis-example",namespace="ns"} 2"#));
 
@@ -286,6 +328,11 @@ mod tests {
             MetricsMsg::Restarted {
                 key: key(),
                 strategy: "RollingUpdate",
+                reason: "ConfigChanged",
+            },
+            MetricsMsg::DriftRepaired {
+                key: key(),
+                kind: "Service",
             },
             MetricsMsg::RestartCompleted {
                 key: key(),

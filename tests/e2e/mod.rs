@@ -103,10 +103,7 @@ impl Operator {
             .stderr(log)
             .spawn()
             .expect("start redis-operator");
-        Self {
-            child,
-            log_path,
-        }
+        Self { child, log_path }
     }
 
     /// SIGTERM, then wait for a clean exit.

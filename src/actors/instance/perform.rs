@@ -106,6 +106,18 @@ pub(super) async fn perform(
                 reason = reason.as_str(), "ConfigMap was updated or StatefulSet needs restart");
             let next = record_for(want, live, *reason, *marker, now);
             begin_restart(state, seen, plan, next, &live_hash).await?;
+            // A restart the spec did not ask for puts back what was changed by hand.
+            let spec_seen = instance.status.as_ref().and_then(|s| s.observed_generation)
+                == instance.metadata.generation;
+            let drift = match reason {
+                RestartReason::ConfigMapChanged => Some("ConfigMap"),
+                RestartReason::ImageChanged if spec_seen => Some("Image"),
+                RestartReason::PodTemplateChanged if spec_seen => Some("PodTemplate"),
+                _ => None,
+            };
+            if let Some(kind) = drift {
+                report::drift_repaired(state, instance, kind).await;
+            }
         }
         Decision::Retarget { counted } => {
             let old = record.expect("retarget is decided only with a record");
@@ -224,10 +236,11 @@ async fn begin_restart(
             .metrics
             .send_message(MetricsMsg::HashMismatch(key.clone()));
     }
-    let _ = state
-        .args
-        .metrics
-        .send_message(MetricsMsg::Restarted { key, strategy });
+    let _ = state.args.metrics.send_message(MetricsMsg::Restarted {
+        key,
+        strategy,
+        reason: reason.as_str(),
+    });
     let how = if strategy == "Recreate" {
         "deleting the StatefulSet and its pods, then recreating it"
     } else {

@@ -101,8 +101,16 @@ pub(super) async fn overdue(
 }
 
 /// Something the operator owns was changed by hand and has been put back.
-pub(super) async fn drift_repaired(state: &InstanceState, instance: &RedisInstance, kind: &str) {
+pub(super) async fn drift_repaired(
+    state: &InstanceState,
+    instance: &RedisInstance,
+    kind: &'static str,
+) {
     let key = &state.args.key;
+    let _ = state.args.metrics.send_message(MetricsMsg::DriftRepaired {
+        key: key.clone(),
+        kind,
+    });
     info!(namespace = %key.namespace, instance = %key.name, kind, "drift repaired");
     let note = format!(
         "{kind} of {} differed from what the operator builds; restored it",
