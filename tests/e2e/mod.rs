@@ -55,6 +55,15 @@ pub async fn install_crd(client: &Client) {
     .await;
 }
 
+/// The `(flag, value)` pairs of `defaults` whose flag `flags` does not set itself.
+fn defaults(flags: &[&str], defaults: &[(&str, &str)]) -> Vec<String> {
+    defaults
+        .iter()
+        .filter(|(flag, _)| !flags.contains(flag))
+        .flat_map(|(flag, value)| [(*flag).to_owned(), (*value).to_owned()])
+        .collect()
+}
+
 /// The operator binary, running against the local cluster and watching one namespace.
 pub struct Operator {
     child: Child,
@@ -90,14 +99,12 @@ impl Operator {
                 "127.0.0.1:0",
             ])
             .args(["--log-format", "json"])
-            .args(if flags.contains(&"--progress-deadline") {
-                &[][..]
-            } else {
-                &["--progress-deadline", "60"][..]
-            })
+            .args(defaults(flags, &[("--progress-deadline", "60")]))
             .args(flags)
-            .arg("--kubeconfig")
-            .arg(kubeconfig_path())
+            .args(defaults(
+                flags,
+                &[("--kubeconfig", &kubeconfig_path().to_string_lossy())],
+            ))
             .env("RUST_LOG", "info,redis_operator=debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -375,13 +382,24 @@ pub async fn config_get(pod: &Pod, name: &str) -> String {
 /// Runs the kubectl that `hack/build-controlplane` built (as a user would) against the local
 /// cluster; returns stdout.
 pub fn kubectl(args: &[&str]) -> String {
+    let out = kubectl_output(args);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs that kubectl and returns its output, whether it succeeded or not.
+pub fn kubectl_output(args: &[&str]) -> std::process::Output {
     let cache = std::env::var_os("REDIS_OPERATOR_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/redis-operator")
         });
     let binary = cache.join("kubernetes-v1.37.2/kubectl");
-    let out = Command::new(&binary)
+    Command::new(&binary)
         .arg("--kubeconfig")
         .arg(kubeconfig_path())
         .args(args)
@@ -391,13 +409,7 @@ pub fn kubectl(args: &[&str]) -> String {
                 "{} ({e}); hack/build-controlplane builds it",
                 binary.display()
             )
-        });
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        })
 }
 
 /// Every pod uid seen under each pod name, from a watch started at [`PodHistory::start`]: the
