@@ -24,6 +24,26 @@ ensure_packages() {
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Debian's redis-server package starts a system-wide Redis listening on every address; the
+  # node agent runs its own. invoke-rc.d asks policy-rc.d, and 101 means "start nothing".
+  local policy=/usr/sbin/policy-rc.d own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && own_policy=1
+  fi
   apt-get update -qq >/dev/null
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ "$own_policy" = 1 ] && rm -f "$policy"
+  stop_system_redis
+}
+
+# Stops and disables a system Redis daemon (started by systemd despite policy-rc.d, or left
+# from an earlier install), so no Redis but the pods' listens on this host.
+stop_system_redis() {
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+    log "stopping the system redis-server service"
+    systemctl disable --now redis-server >/dev/null 2>&1 || true
+  elif [ -f /run/redis/redis-server.pid ] && kill -0 "$(cat /run/redis/redis-server.pid)" 2>/dev/null; then
+    log "stopping the system redis-server daemon"
+    kill "$(cat /run/redis/redis-server.pid)" || true
+  fi
 }
