@@ -49,6 +49,10 @@ struct RunArgs {
     /// and a newer config may replace its target.
     #[arg(long, default_value_t = 300)]
     progress_deadline: u64,
+    /// Seconds a restart that follows another waits for the spec to stop changing, so that a
+    /// storm of edits costs at most two restarts.
+    #[arg(long, default_value_t = 5)]
+    settle_seconds: u64,
     /// Sustained API writes per second, shared by all instances (reads come from watch caches).
     #[arg(long, default_value_t = 50.0)]
     api_qps: f64,
@@ -90,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
             telemetry::init(args.log_format);
             let timings = Timings {
                 progress_deadline: Duration::from_secs(args.progress_deadline),
+                settle: Duration::from_secs(args.settle_seconds),
                 ..Timings::default()
             };
             let limits = Limits {

@@ -35,6 +35,8 @@ fn run_help_explains_every_flag() {
         "--api-qps",
         "--api-burst",
         "--api-concurrency",
+        "--settle-seconds",
+        "--leader-elect",
     ] {
         assert!(help.contains(flag), "run --help lacks {flag}:\n{help}");
     }

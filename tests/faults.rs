@@ -8,7 +8,7 @@ mod e2e;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::Client;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use redis_operator::config::render::render;
@@ -430,5 +430,67 @@ async fn a_second_operator_stands_by_and_takes_over_when_the_leader_dies() {
         3
     );
     assert_eq!(history.restarts().await["redis-example-0"], 3);
+    assert_data_kept(&ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_storm_of_edits_under_recreate_costs_at_most_two_restarts() {
+    let (_client, ns, _operator) = setup("storm", &[]).await;
+    let mut instance = running(&ns, RestartStrategy::Recreate).await;
+    let history = PodHistory::start(&ns).await;
+    // Twenty edits, two a second: longer than one restart takes.
+    for step in 1..=20 {
+        instance
+            .spec
+            .config
+            .insert("maxmemory".into(), format!("{}mb", 100 + step));
+        apply_instance(&ns, &instance).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let hash = render(&instance.spec.config).hash;
+    let ready = wait_ready(&ns, NAME, Some(&hash), Duration::from_secs(180)).await;
+    let recorded = ready.status.unwrap().restarts;
+    let real = history.restarts().await["redis-example-0"] as i64;
+    assert!((1..=2).contains(&recorded), "{recorded} restarts recorded");
+    assert_eq!(
+        real, recorded,
+        "the pod restarted {real} times, status says {recorded}"
+    );
+    assert_eq!(event_count(&ns, NAME, "RestartStarted").await, recorded);
+    let pod = ready_pod(&ns, "redis-example-0").await;
+    assert_eq!(config_get(&pod, "maxmemory").await, "125829120");
+    assert_data_kept(&ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_map_edited_by_hand_is_restored_and_the_pods_restarted() {
+    let (_client, ns, _operator) = setup("cmdrift", &[]).await;
+    let instance = running(&ns, RestartStrategy::RollingUpdate).await;
+    let history = PodHistory::start(&ns).await;
+    let name = format!("{NAME}-config");
+    ns.api::<ConfigMap>()
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"redis.conf": "maxmemory 1mb\n"}})),
+        )
+        .await
+        .unwrap();
+    // The spec's rules: the ConfigMap's content differs from the desired config, so it is
+    // rewritten and the pods restart onto it.
+    wait_restarts(&ns, NAME, 1).await;
+    let text = ns
+        .api::<ConfigMap>()
+        .get(&name)
+        .await
+        .unwrap()
+        .data
+        .unwrap()["redis.conf"]
+        .clone();
+    assert_eq!(text, render(&instance.spec.config).text);
+    assert_eq!(history.restarts().await["redis-example-0"], 1);
+    assert_eq!(event_count(&ns, NAME, "DriftRepaired").await, 1);
+    let pod = ready_pod(&ns, "redis-example-0").await;
+    assert_eq!(config_get(&pod, "maxmemory").await, "104857600");
     assert_data_kept(&ns).await;
 }

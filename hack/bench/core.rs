@@ -232,6 +232,7 @@ async fn main() {
         pods: &[],
         unadopted_claims: 0,
         rollout: None,
+        settling: false,
         now: k8s_openapi::jiff::Timestamp::now(),
     };
     let deadlines = Deadlines {

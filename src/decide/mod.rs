@@ -52,6 +52,9 @@ pub struct Snapshot<'a> {
     pub unadopted_claims: usize,
     /// The restart in flight, from status.
     pub rollout: Option<&'a RolloutRecord>,
+    /// A restart just finished and the spec is still changing: a following restart waits
+    /// until edits settle, so a storm of edits costs at most two restarts.
+    pub settling: bool,
     /// The clock, for deadlines.
     pub now: Timestamp,
 }
@@ -102,6 +105,8 @@ pub enum Waiting {
     Deletion,
     /// The StatefulSet controller to finish replacing pods.
     Rollout,
+    /// Edits to settle before a restart that follows another.
+    Settle,
 }
 
 impl Decision {
@@ -154,7 +159,13 @@ fn at_rest(want: &Desired, seen: &Snapshot) -> Decision {
         // Deleted by someone else: create it again once it is gone.
         return Decision::Wait(Waiting::Deletion);
     }
-    let restart = |reason, marker| Decision::BeginRestart { reason, marker };
+    let restart = |reason, marker| {
+        if seen.settling {
+            Decision::Wait(Waiting::Settle)
+        } else {
+            Decision::BeginRestart { reason, marker }
+        }
+    };
     if config_hash_of(sts) != Some(want.hash) {
         return restart(RestartReason::ConfigChanged, false);
     }

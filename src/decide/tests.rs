@@ -24,6 +24,7 @@ struct Case {
     pods: Vec<Arc<Pod>>,
     claims: usize,
     record: Option<RolloutRecord>,
+    settling: bool,
     now: Timestamp,
 }
 
@@ -50,6 +51,7 @@ impl Case {
             sts,
             claims: 0,
             record: None,
+            settling: false,
             now: t(0),
         }
     }
@@ -98,6 +100,7 @@ impl Case {
             pods: &self.pods,
             unadopted_claims: self.claims,
             rollout: self.record.as_ref(),
+            settling: self.settling,
             now: self.now,
         };
         decide(&want, &seen, &DEADLINES)
@@ -346,4 +349,19 @@ fn record_for_marks_only_when_the_hash_stays() {
     let gone = record_for(&want, None, RestartReason::ConfigChanged, false, t(5));
     assert_eq!(gone.restarted_at, None);
     assert_eq!(gone.started_at, Time(t(5)));
+}
+
+#[test]
+fn a_restart_after_another_waits_while_the_spec_keeps_changing() {
+    let mut storm = Case::converged(Recreate).edited();
+    storm.settling = true;
+    assert_eq!(storm.decide(), Decision::Wait(Waiting::Settle));
+    storm.settling = false;
+    assert_eq!(
+        storm.decide(),
+        Decision::BeginRestart {
+            reason: RestartReason::ConfigChanged,
+            marker: false
+        }
+    );
 }

@@ -13,7 +13,7 @@ mod target;
 pub use observe::{Stores, Written};
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use k8s_openapi::jiff::Timestamp;
@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 
 use super::metrics::{InstanceKey, MetricsMsg};
 use crate::crd::RedisInstance;
-use crate::decide::{Deadlines, Decision, Desired, Snapshot, decide, overdue};
+use crate::decide::{Deadlines, Decision, Desired, Snapshot, Waiting, decide, overdue};
 use crate::kube_io::{self, InstanceApi};
 use observe::observe;
 use target::Target;
@@ -36,6 +36,8 @@ pub struct Timings {
     pub progress_deadline: Duration,
     /// Upper bound of the retry backoff after API errors.
     pub max_backoff: Duration,
+    /// After a restart, a following one waits until the spec has been unchanged this long.
+    pub settle: Duration,
 }
 
 impl Default for Timings {
@@ -43,6 +45,7 @@ impl Default for Timings {
         Self {
             progress_deadline: Duration::from_secs(300),
             max_backoff: Duration::from_secs(30),
+            settle: Duration::from_secs(5),
         }
     }
 }
@@ -104,6 +107,11 @@ pub struct InstanceState {
     overdue_reported: Option<Timestamp>,
     /// Generation whose refusal was reported, so each refused edit is told once.
     refused_generation: Option<i64>,
+    /// The last generation seen, and when it changed, for the settle rule.
+    generation: Option<i64>,
+    spec_changed_at: Option<Instant>,
+    /// When this actor last saw a restart finish.
+    pub(crate) restart_finished_at: Option<Instant>,
 }
 
 /// See the module docs.
@@ -129,6 +137,9 @@ impl Actor for RedisInstanceActor {
             consecutive_failures: 0,
             overdue_reported: None,
             refused_generation: None,
+            generation: None,
+            spec_changed_at: None,
+            restart_finished_at: None,
         })
     }
 
@@ -260,6 +271,12 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
         .and_then(crate::resources::config_hash_of)
         .map(str::to_owned);
     let current: Arc<RedisInstance> = seen.instance.clone();
+    if current.metadata.generation != state.generation {
+        if state.generation.is_some() {
+            state.spec_changed_at = Some(Instant::now());
+        }
+        state.generation = current.metadata.generation;
+    }
     let violations = state.target.accept(&current);
     if !violations.is_empty() {
         report::refuse(state, &current, &violations).await;
@@ -283,6 +300,7 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
     };
     let now = Timestamp::now();
     let record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
+    let settle_left = settle_left(state);
     let snapshot = Snapshot {
         config_text: seen.config_text.as_deref(),
         statefulset: seen.statefulset.as_deref(),
@@ -290,6 +308,7 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
         pods: &seen.pods,
         unadopted_claims: seen.unadopted_claims.len(),
         rollout: record,
+        settling: settle_left.is_some(),
         now,
     };
     let deadlines = Deadlines {
@@ -311,6 +330,9 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
     if matches!(decision, Decision::Idle) {
         state.target.converged(&plan);
     }
+    if let (Decision::Wait(Waiting::Settle), Some(left)) = (&decision, settle_left) {
+        return Ok(Some(left));
+    }
     // Wake at the deadline if the rollout has not finished by then; events usually come first.
     let wake = record
         .filter(|r| !overdue(r, now, deadlines.progress))
@@ -320,6 +342,15 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
         })
         .unwrap_or(Duration::MAX);
     Ok(Some(wake))
+}
+
+/// How much longer a restart that follows another must wait for edits to settle: `Some` while
+/// a restart finished within the last minute and the spec changed less than `settle` ago.
+fn settle_left(state: &InstanceState) -> Option<Duration> {
+    let settle = state.args.timings.settle;
+    let changed = state.spec_changed_at?.elapsed();
+    let recent = state.restart_finished_at?.elapsed() < Duration::from_secs(60) + settle;
+    (recent && changed < settle).then(|| settle - changed)
 }
 
 #[cfg(test)]

@@ -186,6 +186,7 @@ pub(super) async fn perform(
         Decision::FinishRestart => {
             let record = record.expect("finish is decided only with a record");
             write_record(state, seen, plan, None, 0).await?;
+            state.restart_finished_at = Some(std::time::Instant::now());
             let took = now.duration_since(record.started_at.0).unsigned_abs();
             let _ = state
                 .args
