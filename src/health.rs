@@ -45,17 +45,18 @@ impl Health {
         *self.standby.lock().expect("health lock") = why;
     }
 
-    /// Ready to act: the Lease held, caches synced and no watch failing, so decisions rest on
-    /// current caches. A standby replica is alive but not ready.
-    pub fn readiness(&self) -> Result<(), String> {
+    /// Ready: a standby waiting for the Lease (it is ready to take over, and a Deployment's
+    /// rollout needs every replica ready), or the leader with its caches synced and no watch
+    /// failing, so its decisions rest on current caches. Says which.
+    pub fn readiness(&self) -> Result<String, String> {
         if let Some(why) = self.standby.lock().expect("health lock").clone() {
-            return Err(format!("standby: {why}"));
+            return Ok(format!("ok: standby, {why}"));
         }
         if !self.synced.load(Ordering::SeqCst) {
             return Err("waiting for the watch caches' first lists".into());
         }
         match self.failing_watches(Duration::ZERO) {
-            failing if failing.is_empty() => Ok(()),
+            failing if failing.is_empty() => Ok("ok".into()),
             failing => Err(format!("watches failing: {}", failing.join(", "))),
         }
     }
@@ -94,7 +95,7 @@ mod tests {
         assert!(health.readiness().is_err(), "not synced yet");
         assert!(health.set_synced());
         assert!(!health.set_synced());
-        assert_eq!(health.readiness(), Ok(()));
+        assert_eq!(health.readiness(), Ok("ok".into()));
         health.watch_failed("Pod");
         let unready = health.readiness().unwrap_err();
         assert!(unready.contains("Pod"), "{unready}");
@@ -106,9 +107,12 @@ mod tests {
             "the first failure counts"
         );
         health.watch_ok("Pod");
-        assert_eq!(health.readiness(), Ok(()));
+        assert_eq!(health.readiness(), Ok("ok".into()));
         health.set_standby(Some("lease held by b".into()));
-        assert_eq!(health.readiness(), Err("standby: lease held by b".into()));
+        assert_eq!(
+            health.readiness(),
+            Ok("ok: standby, lease held by b".into())
+        );
         health.set_standby(None);
         assert_eq!(health.liveness(Duration::from_secs(60)), Ok(()));
     }

@@ -89,9 +89,9 @@ async fn metrics(State(state): State<HttpState>) -> Response {
 /// How long a watch may fail before the operator counts as dead and wants a restart.
 const WATCH_FAILURE_LIMIT: Duration = Duration::from_secs(120);
 
-fn verdict(result: Result<(), String>) -> Response {
+fn verdict(result: Result<String, String>) -> Response {
     match result {
-        Ok(()) => "ok\n".into_response(),
+        Ok(what) => format!("{what}\n").into_response(),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
     }
 }
@@ -110,7 +110,12 @@ async fn healthz(State(state): State<HttpState>) -> Response {
     if !dead.is_empty() {
         return verdict(Err(format!("actors not running: {}", dead.join(", "))));
     }
-    verdict(state.health.liveness(WATCH_FAILURE_LIMIT))
+    verdict(
+        state
+            .health
+            .liveness(WATCH_FAILURE_LIMIT)
+            .map(|()| "ok".into()),
+    )
 }
 
 async fn instances(State(state): State<HttpState>) -> Json<BTreeMap<String, InstanceSnapshot>> {

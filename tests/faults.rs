@@ -371,7 +371,8 @@ async fn a_second_operator_stands_by_and_takes_over_when_the_leader_dies() {
         },
     )
     .await;
-    assert!(second.get("/readyz").await.starts_with("standby"));
+    let standby = second.get("/readyz").await;
+    assert!(standby.starts_with("ok: standby"), "{standby}");
     assert_eq!(first.get("/readyz").await.trim(), "ok");
     assert_eq!(event_count(&ns, "redis-operator", "Standby").await, 1);
     let history = PodHistory::start(&ns).await;
