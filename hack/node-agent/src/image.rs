@@ -11,12 +11,24 @@ pub struct HostImage {
     pub working_dir: &'static str,
 }
 
-/// Images this agent can run. The official redis image has `WORKDIR /data` and runs `redis-server`.
-pub const SUPPORTED: &[HostImage] = &[HostImage {
-    name: "redis",
-    default_command: &["redis-server"],
-    working_dir: "/data",
-}];
+/// Images this agent can run. The official redis image has `WORKDIR /data` and runs
+/// `redis-server`; `redis-operator` is this repository's operator, its binary found in the
+/// agent's `--operator-bin-dir`.
+pub const SUPPORTED: &[HostImage] = &[
+    HostImage {
+        name: "redis",
+        default_command: &["redis-server"],
+        working_dir: "/data",
+    },
+    HostImage {
+        name: OPERATOR_IMAGE,
+        default_command: &["redis-operator"],
+        working_dir: "/",
+    },
+];
+
+/// The operator's image name.
+pub const OPERATOR_IMAGE: &str = "redis-operator";
 
 /// The image has no host equivalent.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! `node-agent`: the local cluster's only node. Wiring and signal handling; see README.md.
 
+mod apiproxy;
 mod binder;
 mod capacity;
 mod host;
@@ -74,6 +75,16 @@ struct Args {
     /// Longest grace period granted to a pod when the agent itself stops.
     #[arg(long, default_value_t = 20)]
     shutdown_grace_seconds: u64,
+    /// Port on the pods' gateway address that forwards to `--api-upstream`; pods get
+    /// KUBERNETES_SERVICE_HOST/PORT pointing there, so in-cluster clients work.
+    #[arg(long)]
+    api_proxy_port: Option<u16>,
+    /// The API server's address on the host, for `--api-proxy-port`.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    api_upstream: std::net::SocketAddr,
+    /// Directory holding the `redis-operator` binary that the image `redis-operator` runs.
+    #[arg(long)]
+    operator_bin_dir: Option<PathBuf>,
     /// Only remove what an earlier run left behind (processes, network devices, mount
     /// points), then exit.
     #[arg(long)]
@@ -133,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
 
     let network = Network::new(args.pod_cidr);
     network.setup().await?;
+    let network_gateway = network.gateway();
     let client = client(args.kubeconfig.as_ref()).await?;
     let registration = Registration::register(
         client.clone(),
@@ -168,8 +180,20 @@ async fn main() -> anyhow::Result<()> {
         mountpoints,
         recorder: recorder.clone(),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
+        api_service: args
+            .api_proxy_port
+            .map(|port| std::net::SocketAddr::from((network_gateway, port))),
+        operator_bin_dir: args.operator_bin_dir.clone(),
     });
     let shutdown = CancellationToken::new();
+    if let Some(listen) = ctx.api_service {
+        let (upstream, shutdown) = (args.api_upstream, shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(error) = apiproxy::run(listen, upstream, shutdown).await {
+                tracing::error!(%error, "the API proxy for pods stopped");
+            }
+        });
+    }
     let tasks = [
         tokio::spawn(registration.run(shutdown.clone())),
         tokio::spawn(binder::run(

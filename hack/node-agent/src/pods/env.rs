@@ -130,6 +130,24 @@ pub fn build(
     Ok(env)
 }
 
+/// The variables a kubelet gives every container for the API server's Service.
+pub fn api_service(api: std::net::SocketAddr) -> Vec<(String, String)> {
+    let (host, port) = (api.ip().to_string(), api.port().to_string());
+    vec![
+        ("KUBERNETES_SERVICE_HOST".into(), host.clone()),
+        ("KUBERNETES_SERVICE_PORT".into(), port.clone()),
+        ("KUBERNETES_SERVICE_PORT_HTTPS".into(), port.clone()),
+        ("KUBERNETES_PORT".into(), format!("tcp://{host}:{port}")),
+    ]
+}
+
+/// Puts `dir` first on the container's PATH.
+pub fn prepend_path(env: &mut [(String, String)], dir: &std::path::Path) {
+    if let Some((_, path)) = env.iter_mut().rev().find(|(k, _)| k == "PATH") {
+        *path = format!("{}:{path}", dir.display());
+    }
+}
+
 /// The argv: command (or the image default) then args, `$(VAR)` expanded from `env`.
 pub fn argv(
     container: &Container,

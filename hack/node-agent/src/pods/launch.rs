@@ -69,8 +69,17 @@ pub async fn launch(p: &PodRefs<'_>, spec: &Container) -> Result<Launch, Refusal
             .map_err(|e| config_error(e.to_string()))?,
     };
     let sources = env_sources(p, spec).await.map_err(config_error)?;
-    let env =
+    let mut env =
         env::build(p.pod, spec, addresses, &sources).map_err(|e| config_error(e.to_string()))?;
+    if let Some(api) = p.ctx.api_service {
+        // First, so that the container's own env may override them, as with the kubelet.
+        env.splice(0..0, env::api_service(api));
+    }
+    if host_image.name == image::OPERATOR_IMAGE
+        && let Some(dir) = &p.ctx.operator_bin_dir
+    {
+        env::prepend_path(&mut env, dir);
+    }
     let mut argv = env::argv(spec, host_image.default_command, &env);
     let path = env
         .iter()

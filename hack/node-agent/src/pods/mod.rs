@@ -55,6 +55,10 @@ pub struct Ctx {
     pub recorder: Recorder,
     /// Upper bound for pods' grace periods when the agent itself stops.
     pub shutdown_grace: Duration,
+    /// Where pods reach the API server (KUBERNETES_SERVICE_HOST/PORT), if it is forwarded.
+    pub api_service: Option<std::net::SocketAddr>,
+    /// Directory of the `redis-operator` binary, for the image of that name.
+    pub operator_bin_dir: Option<PathBuf>,
 }
 
 type Updates = watch::Sender<Option<Arc<Pod>>>;
