@@ -391,3 +391,28 @@ async fn unsupported_images_are_refused_with_a_clear_reason() {
         "{message}"
     );
 }
+
+/// As with the official image (built with protected mode off), a config file that says
+/// nothing about `protected-mode` serves clients on the pod IP; one that turns it on refuses
+/// them: the file still decides.
+#[tokio::test]
+async fn redis_pods_keep_the_official_image_default_of_protected_mode_off() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "cluster-protected").await;
+    create_redis(&ns, "open", 1, "port 6379\ndir /data\n").await;
+    create_redis(
+        &ns,
+        "closed",
+        1,
+        "port 6379\ndir /data\nprotected-mode yes\n",
+    )
+    .await;
+    let open = ready_pod(&ns, "open-0").await;
+    assert_eq!(redis_cli(&open, &["PING"]).await, "PONG");
+    let closed = ready_pod(&ns, "closed-0").await;
+    let refused = try_redis_cli(&pod_ip(&closed), &["PING"]).await;
+    assert!(
+        format!("{refused:?}").contains("DENIED"),
+        "protected mode set in the file applies: {refused:?}"
+    );
+}

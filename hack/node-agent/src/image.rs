@@ -94,3 +94,91 @@ mod tests {
         assert_eq!(repository_name("localhost:5000/redis"), "redis");
     }
 }
+
+/// Arguments `redis-server` takes instead of starting a server.
+const REDIS_NON_SERVER_FLAGS: &[&str] = &[
+    "-v",
+    "--version",
+    "-h",
+    "--help",
+    "--test-memory",
+    "--check-system",
+];
+
+/// The official redis image is built with protected mode off; Debian's redis-server keeps it
+/// on, so a plain `redis:7` pod would refuse clients on its pod IP. For `redis-server [config]
+/// [options]`, returns the argv that starts it from a file holding the image's defaults, then
+/// `include`-ing the given config, so that the config and the options still decide; and that
+/// file's text. `None` when argv is not a server start.
+pub fn official_redis_defaults(
+    argv: &[String],
+    defaults_file: &str,
+) -> Option<(Vec<String>, String)> {
+    let program = argv.first()?;
+    if !program.ends_with("redis-server")
+        || argv
+            .iter()
+            .any(|a| REDIS_NON_SERVER_FLAGS.contains(&a.as_str()))
+    {
+        return None;
+    }
+    let mut text =
+        String::from("# The official redis image's compiled-in defaults\nprotected-mode no\n");
+    let mut rest = &argv[1..];
+    if let Some(config) = rest.first().filter(|a| !a.starts_with('-')) {
+        text.push_str(&format!("include {config}\n"));
+        rest = &rest[1..];
+    } else if rest.first().is_some_and(|a| a == "-") {
+        // The config comes on stdin; leave it to Debian's defaults.
+        return None;
+    }
+    let mut new = vec![program.clone(), defaults_file.to_owned()];
+    new.extend(rest.iter().cloned());
+    Some((new, text))
+}
+
+#[cfg(test)]
+mod official_defaults_tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| (*a).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_config_file_is_included_after_the_image_defaults() {
+        let (argv, text) = official_redis_defaults(
+            &strings(&["/usr/bin/redis-server", "/etc/redis.conf", "--port", "7000"]),
+            "/pod/defaults.conf",
+        )
+        .unwrap();
+        assert_eq!(
+            argv,
+            strings(&[
+                "/usr/bin/redis-server",
+                "/pod/defaults.conf",
+                "--port",
+                "7000"
+            ])
+        );
+        assert!(
+            text.contains("protected-mode no\ninclude /etc/redis.conf\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn options_alone_still_get_the_defaults_and_other_commands_are_left_alone() {
+        let (argv, text) =
+            official_redis_defaults(&strings(&["redis-server", "--port", "7000"]), "/d.conf")
+                .unwrap();
+        assert_eq!(
+            argv,
+            strings(&["redis-server", "/d.conf", "--port", "7000"])
+        );
+        assert!(!text.contains("include"));
+        assert!(official_redis_defaults(&strings(&["redis-server", "--version"]), "/d").is_none());
+        assert!(official_redis_defaults(&strings(&["redis-cli", "ping"]), "/d").is_none());
+        assert!(official_redis_defaults(&strings(&["redis-server", "-"]), "/d").is_none());
+    }
+}

@@ -97,6 +97,16 @@ pub async fn launch(p: &PodRefs<'_>, spec: &Container) -> Result<Launch, Refusal
         }
     })?;
     argv[0] = resolved.display().to_string();
+    if host_image.name == "redis" {
+        let file = p.pod_dir.join(format!("{}.image-defaults.conf", spec.name));
+        if let Some((with_defaults, text)) =
+            image::official_redis_defaults(&argv, &file.display().to_string())
+        {
+            std::fs::write(&file, text)
+                .map_err(|e| config_error(format!("failed to write {}: {e}", file.display())))?;
+            argv = with_defaults;
+        }
+    }
     let mounts = mounts(p, spec, &env).map_err(config_error)?;
     let working_dir = match &spec.working_dir {
         Some(dir) if !dir.is_empty() => dir.clone(),
