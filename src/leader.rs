@@ -40,6 +40,13 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Another replica wrote the Lease first (both created it, or both took it over): routine.
+    pub fn is_race(&self) -> bool {
+        matches!(self, Error::Write { source: kube::Error::Api(status), .. } if status.code == 409)
+    }
+}
+
 /// Which Lease, who we are, and how long a hold lasts.
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {
@@ -394,6 +401,9 @@ pub async fn acquire(elector: &mut Elector, fence: &Fence, health: &Health) {
                 "lease {}/{} is held by {holder}",
                 config.namespace, config.name
             ))),
+            Err(error) if error.is_race() => {
+                tracing::debug!(%error, "another replica wrote the lease first")
+            }
             Err(error) => warn!(%error, "failed to take the lease; retrying"),
         }
         tokio::time::sleep(config.retry_every).await;
