@@ -204,20 +204,32 @@ fn last_status_written(log: &Log, base: &RedisInstance) -> RedisInstance {
     serde_json::from_value(stored).unwrap()
 }
 
-/// A converged instance: the first step writes its status once; played back by the watch, the
-/// status starts no further write, and neither do any number of events.
-#[tokio::test]
-async fn a_converged_instance_at_rest_makes_no_request() {
+/// An actor for a converged instance, after its first step (which writes the status).
+async fn first_step_of_a_converged_instance() -> (
+    RedisInstance,
+    Log,
+    ActorRef<InstanceMsg>,
+    JoinHandle<()>,
+    Writer<RedisInstance>,
+) {
     let good = converged_instance();
     let log = Log::default();
     let client = scripted_api(&good, log.clone(), Arc::default());
-    let (stores, mut watch) = converged_caches(&good);
+    let (stores, watch) = converged_caches(&good);
     let (actor, handle) = spawn_instance_actor(client, stores, Timings::default()).await;
     actor.send_message(InstanceMsg::Changed).unwrap();
     wait_until(&log, "the first status write", |reqs| {
         reqs.iter().any(|(_, p, _)| p.ends_with("/status"))
     })
     .await;
+    (good, log, actor, handle, watch)
+}
+
+/// A converged instance: the first step writes its status once; played back by the watch, the
+/// status starts no further write, and neither do any number of events.
+#[tokio::test]
+async fn a_converged_instance_at_rest_makes_no_request() {
+    let (good, log, actor, handle, mut watch) = first_step_of_a_converged_instance().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let requests = log.lock().unwrap().len();
     assert_eq!(requests, 1, "{:#?}", log.lock().unwrap());
@@ -233,16 +245,7 @@ async fn a_converged_instance_at_rest_makes_no_request() {
 
 #[tokio::test]
 async fn refused_edit_writes_only_status_and_an_event() {
-    let good = converged_instance();
-    let log = Log::default();
-    let client = scripted_api(&good, log.clone(), Arc::default());
-    let (stores, mut watch) = converged_caches(&good);
-    let (actor, handle) = spawn_instance_actor(client, stores, Timings::default()).await;
-    actor.send_message(InstanceMsg::Changed).unwrap();
-    wait_until(&log, "the first status write", |reqs| {
-        reqs.iter().any(|(_, p, _)| p.ends_with("/status"))
-    })
-    .await;
+    let (good, log, actor, handle, mut watch) = first_step_of_a_converged_instance().await;
     let mut bad = last_status_written(&log, &good);
     log.lock().unwrap().clear();
 

@@ -339,14 +339,9 @@ pub fn sha256sum(text: &str) -> String {
 
 /// Events on the instance, as (type, reason, note).
 pub async fn instance_events(ns: &TestNamespace, instance: &str) -> Vec<(String, String, String)> {
-    use k8s_openapi::api::events::v1::Event;
-    ns.api::<Event>()
-        .list(&ListParams::default())
+    events_about(ns, instance)
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(instance))
         .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("RedisInstance"))
         .map(|e| {
             (
@@ -504,14 +499,9 @@ impl Drop for PodHistory {
 /// How many times Events of `reason` were posted on the instance: repeats are aggregated into
 /// one Event whose `series.count` says how often it happened.
 pub async fn event_count(ns: &TestNamespace, instance: &str, reason: &str) -> i64 {
-    use k8s_openapi::api::events::v1::Event;
-    ns.api::<Event>()
-        .list(&ListParams::default())
+    events_about(ns, instance)
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(instance))
         .filter(|e| e.reason.as_deref() == Some(reason))
         .map(|e| e.series.map_or(1, |s| i64::from(s.count)))
         .sum()
@@ -542,4 +532,17 @@ pub async fn wait_restarts(ns: &TestNamespace, name: &str, restarts: i64) -> Red
         },
     )
     .await
+}
+
+/// Events in the namespace about the object named `name`.
+async fn events_about(ns: &TestNamespace, name: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+    use k8s_openapi::api::events::v1::Event;
+    ns.api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
 }
