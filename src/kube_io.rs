@@ -67,15 +67,32 @@ impl Error {
         }
     }
 
-    /// Whether the apiserver refused the object itself (a retry with the same input fails too).
-    pub fn is_invalid(&self) -> bool {
-        let source = match self {
+    fn api_status(&self) -> Option<&kube::core::Status> {
+        match self {
             Error::Apply { source, .. }
             | Error::Delete { source, .. }
-            | Error::Status { source, .. } => source,
-            Error::NotLeader(_) => return false,
-        };
-        matches!(source, kube::Error::Api(status) if status.code == 422)
+            | Error::Status { source, .. } => match source {
+                kube::Error::Api(status) => Some(status),
+                _ => None,
+            },
+            Error::NotLeader(_) => None,
+        }
+    }
+
+    /// Whether the apiserver refused the object itself (a retry with the same input fails too).
+    pub fn is_invalid(&self) -> bool {
+        self.api_status().is_some_and(|s| s.code == 422)
+    }
+
+    /// The instance's namespace is being deleted, so nothing new may be created in it: the
+    /// instance goes with it, and retrying or warning would only be noise.
+    pub fn is_namespace_terminating(&self) -> bool {
+        self.api_status().is_some_and(|s| {
+            s.code == 403
+                && s.details
+                    .as_ref()
+                    .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
+        })
     }
 }
 
@@ -300,6 +317,25 @@ impl InstanceApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_terminating_namespace_is_told_apart_from_other_refusals() {
+        let refusal = |cause: &str| {
+            let status: kube::core::Status = serde_json::from_value(json!({
+                "status": "Failure", "code": 403, "reason": "Forbidden", "message": "no",
+                "details": {"name": "r", "kind": "services", "causes": [{"reason": cause}]}
+            }))
+            .unwrap();
+            Error::Apply {
+                kind: "Service",
+                name: "r".into(),
+                source: kube::Error::Api(status.into()),
+            }
+        };
+        assert!(refusal("NamespaceTerminating").is_namespace_terminating());
+        assert!(!refusal("Other").is_namespace_terminating());
+        assert!(!refusal("NamespaceTerminating").is_invalid());
+    }
 
     #[test]
     fn status_patch_clears_absent_fields() {

@@ -216,6 +216,11 @@ async fn after_step(
             let wake = (wake_in < Duration::MAX).then_some(wake_in);
             schedule_tick(myself, state, wake);
         }
+        Err(error) if error.is_namespace_terminating() => {
+            let key = &state.args.key;
+            debug!(namespace = %key.namespace, instance = %key.name, "namespace is being deleted; waiting for the instance to go");
+            schedule_tick(myself, state, None);
+        }
         Err(error) => {
             state.consecutive_failures += 1;
             let backoff = backoff(state.consecutive_failures, state.args.timings.max_backoff);
