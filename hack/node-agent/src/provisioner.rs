@@ -25,6 +25,8 @@ const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
 /// The pre-StorageClass-field way of naming a class, still honoured by the binder.
 const BETA_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
 const RESYNC: Duration = Duration::from_secs(5);
+/// Volumes created at once.
+const PARALLEL_PROVISIONS: usize = 16;
 
 pub struct Provisioner {
     pub client: Client,
@@ -160,12 +162,19 @@ impl Provisioner {
             while let Some(Some(())) = changes.next().now_or_never() {}
             let existing: HashSet<String> =
                 volumes.state().iter().map(|pv| pv.name_any()).collect();
-            for pvc in claims.state() {
+            let wanted = claims.state().into_iter().filter_map(|pvc| {
                 let name = format!("pvc-{}", pvc.uid().unwrap_or_default());
-                if needs_volume(&pvc, &self.class) && !existing.contains(&name) {
-                    self.provision(&pvc, &name).await;
-                }
-            }
+                (needs_volume(&pvc, &self.class) && !existing.contains(&name))
+                    .then_some((pvc, name))
+            });
+            // Claims are independent: several in flight keep up with a StatefulSet controller
+            // that creates thousands.
+            let this = &self;
+            futures::stream::iter(wanted)
+                .for_each_concurrent(PARALLEL_PROVISIONS, |(pvc, name)| async move {
+                    this.provision(&pvc, &name).await;
+                })
+                .await;
             for pv in volumes.state() {
                 if deletable(&pv, &self.name) {
                     self.delete(&pv).await;
