@@ -11,6 +11,7 @@ mod network;
 mod node;
 mod pods;
 mod provisioner;
+mod reaper;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -82,6 +83,10 @@ struct Args {
     /// network or mounts. For clusters whose nodes are simulated (the scale profile).
     #[arg(long, conflicts_with = "reclaim_only")]
     provisioner_only: bool,
+    /// With --provisioner-only: also remove pods being deleted at once (with their uid as a
+    /// precondition), as the kubelet of a simulated node would.
+    #[arg(long, requires = "provisioner_only")]
+    remove_deleted_pods: bool,
 }
 
 async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
@@ -121,6 +126,9 @@ async fn provision_only(args: &Args) -> anyhow::Result<()> {
         },
     );
     let shutdown = CancellationToken::new();
+    let reaper = args
+        .remove_deleted_pods
+        .then(|| tokio::spawn(reaper::run(client.clone(), shutdown.clone())));
     let task = tokio::spawn(
         Provisioner {
             client,
@@ -136,6 +144,9 @@ async fn provision_only(args: &Args) -> anyhow::Result<()> {
     terminated().await?;
     shutdown.cancel();
     let _ = task.await;
+    if let Some(reaper) = reaper {
+        let _ = reaper.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
