@@ -13,6 +13,7 @@ API is the apiserver's URL; PKI the cluster's pki directory (admin.crt, admin.ke
   bench_scale.py table OUT                         print OUT as a table
 """
 
+import glob
 import json
 import os
 import ssl
@@ -127,31 +128,41 @@ def load_requests(audit_path, users, operator_user):
     whatever credentials it used."""
     needles = [f'"username":"{u}"'.encode() for u in users] + [b'"userAgent":"redis-operator/']
     requests = {}
-    with open(audit_path, "rb") as f:
-        for line in f:
-            if not any(n in line for n in needles):
-                continue
-            event = json.loads(line)
-            user = event.get("user", {}).get("username")
-            if event.get("userAgent", "").startswith("redis-operator/"):
-                user = operator_user
-            if user not in users:
-                continue
-            ref = event.get("objectRef") or {}
-            req = requests.setdefault(event["auditID"], {
-                "user": user,
-                "agent": event.get("userAgent", ""),
-                "verb": event["verb"],
-                "resource": ref.get("resource", ""),
-                "subresource": ref.get("subresource", ""),
-                "namespace": ref.get("namespace", ""),
-                "name": ref.get("name", ""),
-                "received": ts(event["requestReceivedTimestamp"]),
-                "done": None,
-            })
-            if event.get("stage") == "ResponseComplete":
-                req["done"] = ts(event["stageTimestamp"])
+    # The apiserver rotates the log every 100 MB into audit-<time>.log beside it.
+    directory, name = os.path.split(audit_path)
+    stem = name.removesuffix(".log")
+    paths = sorted(glob.glob(os.path.join(directory, stem + "-*.log"))) + [audit_path]
+    for path in paths:
+        with open(path, "rb") as f:
+            add_requests(f, needles, users, operator_user, requests)
     return list(requests.values())
+
+
+def add_requests(lines, needles, users, operator_user, requests):
+    """load_requests for one file."""
+    for line in lines:
+        if not any(n in line for n in needles):
+            continue
+        event = json.loads(line)
+        user = event.get("user", {}).get("username")
+        if event.get("userAgent", "").startswith("redis-operator/"):
+            user = operator_user
+        if user not in users:
+            continue
+        ref = event.get("objectRef") or {}
+        req = requests.setdefault(event["auditID"], {
+            "user": user,
+            "agent": event.get("userAgent", ""),
+            "verb": event["verb"],
+            "resource": ref.get("resource", ""),
+            "subresource": ref.get("subresource", ""),
+            "namespace": ref.get("namespace", ""),
+            "name": ref.get("name", ""),
+            "received": ts(event["requestReceivedTimestamp"]),
+            "done": None,
+        })
+        if event.get("stage") == "ResponseComplete":
+            req["done"] = ts(event["stageTimestamp"])
 
 
 def counts(requests, start, end):
