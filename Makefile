@@ -17,6 +17,9 @@ crd: ## Regenerate deploy/base/crd.yaml from the Rust types
 bench: ## Measure rendering, hashing, validation and planning speed
 	cargo bench --bench core
 
+bench-scale: ## Measure the operator with N=1000 and 10000 instances on fake nodes (N=1000 for one size)
+	hack/bench-scale $(or $(N),1000 10000)
+
 cluster-up: ## Start the local control plane and node agent
 	hack/local-cluster up
 
@@ -26,4 +29,4 @@ cluster-down: ## Stop the local cluster and remove its state
 cluster-status: ## Show whether the local cluster is running
 	hack/local-cluster status
 
-.PHONY: help demo test crd bench cluster-up cluster-down cluster-status
+.PHONY: help demo test crd bench bench-scale cluster-up cluster-down cluster-status

@@ -1,4 +1,4 @@
-// Pins the Kubernetes release whose kube-apiserver and kube-controller-manager the local cluster runs.
+// Pins the Kubernetes release whose kube-apiserver, kube-controller-manager and kube-scheduler the local cluster runs.
 module redis-operator/hack/controlplane
 
 go 1.26.0
@@ -217,5 +217,6 @@ replace (
 tool (
 	k8s.io/kubernetes/cmd/kube-apiserver
 	k8s.io/kubernetes/cmd/kube-controller-manager
+	k8s.io/kubernetes/cmd/kube-scheduler
 	k8s.io/kubernetes/cmd/kubectl
 )

@@ -12,6 +12,7 @@ mod network;
 mod node;
 mod pods;
 mod provisioner;
+mod reaper;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -89,6 +90,14 @@ struct Args {
     /// points), then exit.
     #[arg(long)]
     reclaim_only: bool,
+    /// Only provision volumes for the StorageClass, pinned to no node: no Node, no pods, no
+    /// network or mounts. For clusters whose nodes are simulated (the scale profile).
+    #[arg(long, conflicts_with = "reclaim_only")]
+    provisioner_only: bool,
+    /// With --provisioner-only: also remove pods being deleted at once (with their uid as a
+    /// precondition), as the kubelet of a simulated node would.
+    #[arg(long, requires = "provisioner_only")]
+    remove_deleted_pods: bool,
 }
 
 async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
@@ -113,6 +122,46 @@ async fn terminated() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The provisioner alone, until SIGTERM/SIGINT. It touches no host network or mounts, so it can
+/// run beside another cluster's full agent.
+async fn provision_only(args: &Args) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("failed to create {}", args.state_dir.display()))?;
+    let state_dir = args.state_dir.canonicalize()?;
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "node-agent".into(),
+            instance: None,
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let reaper = args
+        .remove_deleted_pods
+        .then(|| tokio::spawn(reaper::run(client.clone(), shutdown.clone())));
+    let task = tokio::spawn(
+        Provisioner {
+            client,
+            recorder,
+            class: args.storage_class.clone(),
+            name: args.provisioner.clone(),
+            node: None,
+            volumes_dir: state_dir.join("volumes"),
+        }
+        .run(shutdown.clone()),
+    );
+    tracing::info!(class = %args.storage_class, "provisioning volumes only");
+    terminated().await?;
+    shutdown.cancel();
+    let _ = task.await;
+    if let Some(reaper) = reaper {
+        let _ = reaper.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -124,6 +173,9 @@ async fn main() -> anyhow::Result<()> {
         // Plain text when logging to a file (hack/local-cluster does).
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if args.provisioner_only {
+        return provision_only(&args).await;
+    }
     if !nix::unistd::Uid::effective().is_root() {
         bail!("node-agent must run as root: it creates network namespaces and mounts");
     }
@@ -209,7 +261,7 @@ async fn main() -> anyhow::Result<()> {
                 recorder,
                 class: args.storage_class.clone(),
                 name: args.provisioner.clone(),
-                node: args.node_name.clone(),
+                node: Some(args.node_name.clone()),
                 volumes_dir: state_dir.join("volumes"),
             }
             .run(shutdown.clone()),

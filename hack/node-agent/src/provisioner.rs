@@ -1,11 +1,11 @@
 //! Dynamic provisioning for the local StorageClass: a directory-backed PersistentVolume per
 //! claim, pre-bound to it; deleted with its directory once the claim is gone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{
     HostPathVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectReference,
     PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, VolumeNodeAffinity,
@@ -25,6 +25,8 @@ const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
 /// The pre-StorageClass-field way of naming a class, still honoured by the binder.
 const BETA_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
 const RESYNC: Duration = Duration::from_secs(5);
+/// Volumes created at once.
+const PARALLEL_PROVISIONS: usize = 16;
 
 pub struct Provisioner {
     pub client: Client,
@@ -33,7 +35,8 @@ pub struct Provisioner {
     pub class: String,
     /// The provisioner name that class names.
     pub name: String,
-    pub node: String,
+    /// The node its volumes are pinned to; `None` leaves them usable on any node.
+    pub node: Option<String>,
     /// `<state>/volumes`: one directory per PV.
     pub volumes_dir: PathBuf,
 }
@@ -60,12 +63,12 @@ fn needs_volume(pvc: &PersistentVolumeClaim, class: &str) -> bool {
 }
 
 /// The PV for a claim: same size, modes and class, pre-bound through `claimRef`, a host
-/// directory pinned to this node.
+/// directory pinned to `node` when there is one.
 pub fn volume_for(
     pvc: &PersistentVolumeClaim,
     provisioner: &str,
     reclaim_policy: &str,
-    node: &str,
+    node: Option<&str>,
     path: &Path,
 ) -> PersistentVolume {
     let spec = pvc.spec.clone().unwrap_or_default();
@@ -103,7 +106,7 @@ pub fn volume_for(
                 uid: pvc.uid(),
                 ..ObjectReference::default()
             }),
-            node_affinity: Some(VolumeNodeAffinity {
+            node_affinity: node.map(|node| VolumeNodeAffinity {
                 required: Some(NodeSelector {
                     node_selector_terms: vec![NodeSelectorTerm {
                         match_expressions: Some(vec![NodeSelectorRequirement {
@@ -154,13 +157,24 @@ impl Provisioner {
                 Some(()) = changes.next() => {}
                 _ = ticker.tick() => {}
             }
-            let existing: Vec<String> = volumes.state().iter().map(|pv| pv.name_any()).collect();
-            for pvc in claims.state() {
+            // One pass covers every change already queued: with thousands of claims a pass
+            // per watch event would be quadratic.
+            while let Some(Some(())) = changes.next().now_or_never() {}
+            let existing: HashSet<String> =
+                volumes.state().iter().map(|pv| pv.name_any()).collect();
+            let wanted = claims.state().into_iter().filter_map(|pvc| {
                 let name = format!("pvc-{}", pvc.uid().unwrap_or_default());
-                if needs_volume(&pvc, &self.class) && !existing.contains(&name) {
-                    self.provision(&pvc, &name).await;
-                }
-            }
+                (needs_volume(&pvc, &self.class) && !existing.contains(&name))
+                    .then_some((pvc, name))
+            });
+            // Claims are independent: several in flight keep up with a StatefulSet controller
+            // that creates thousands.
+            let this = &self;
+            futures::stream::iter(wanted)
+                .for_each_concurrent(PARALLEL_PROVISIONS, |(pvc, name)| async move {
+                    this.provision(&pvc, &name).await;
+                })
+                .await;
             for pv in volumes.state() {
                 if deletable(&pv, &self.name) {
                     self.delete(&pv).await;
@@ -186,7 +200,7 @@ impl Provisioner {
                 return;
             }
         };
-        let pv = volume_for(pvc, &self.name, &reclaim, &self.node, &path);
+        let pv = volume_for(pvc, &self.name, &reclaim, self.node.as_deref(), &path);
         match Api::<PersistentVolume>::all(self.client.clone())
             .create(&PostParams::default(), &pv)
             .await
@@ -279,7 +293,7 @@ mod tests {
             &claim(),
             "local.redis-operator.dev/hostpath",
             "Delete",
-            "local-node",
+            Some("local-node"),
             Path::new("/v/pvc-1234"),
         );
         assert_eq!(pv.name_any(), "pvc-1234");
@@ -304,11 +318,18 @@ mod tests {
             (Some("ns"), Some("data-redis-0"), Some("1234"))
         );
         assert_eq!(spec.host_path.unwrap().path, "/v/pvc-1234");
+        assert!(spec.node_affinity.is_some());
+    }
+
+    #[test]
+    fn without_a_node_the_volume_has_no_affinity() {
+        let pv = volume_for(&claim(), "p", "Delete", None, Path::new("/v/x"));
+        assert!(pv.spec.unwrap().node_affinity.is_none());
     }
 
     #[test]
     fn deletes_only_our_released_volumes() {
-        let mut pv = volume_for(&claim(), "p", "Delete", "n", Path::new("/v/x"));
+        let mut pv = volume_for(&claim(), "p", "Delete", Some("n"), Path::new("/v/x"));
         assert!(!deletable(&pv, "p"));
         pv.status = Some(PersistentVolumeStatus {
             phase: Some("Released".into()),

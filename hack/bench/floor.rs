@@ -1,0 +1,97 @@
+//! The floor for `make bench-scale`'s edit latency: the least a controller can do to carry a
+//! RedisInstance spec change to its StatefulSet. It watches RedisInstances and, whenever one's
+//! `metadata.generation` grows, merge-patches an annotation on the same-named StatefulSet's pod
+//! template. No cache of owned objects, no status, no rendering: only the watch and one write.
+//!
+//!   cargo bench --bench floor -- --kubeconfig <file>
+//!
+//! Runs until SIGTERM/SIGINT. Prints one line per patch sent (`patched <ns>/<name> <generation>`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Config, ResourceExt};
+use tokio::signal::unix::{SignalKind, signal};
+
+const ANNOTATION: &str = "bench.redis.github.com/generation";
+
+fn kubeconfig_arg() -> anyhow::Result<PathBuf> {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--kubeconfig" {
+            return args
+                .next()
+                .map(PathBuf::from)
+                .ok_or_else(|| anyhow::anyhow!("--kubeconfig needs a file"));
+        }
+    }
+    anyhow::bail!("usage: floor --kubeconfig <file>")
+}
+
+async fn client(path: &PathBuf) -> anyhow::Result<Client> {
+    let config =
+        Config::from_custom_kubeconfig(Kubeconfig::read_from(path)?, &KubeConfigOptions::default())
+            .await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// Patches `<ns>/<name>`'s pod template annotation to `generation`.
+async fn patch(client: Client, ns: String, name: String, generation: i64) {
+    let body = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+        ANNOTATION: generation.to_string()}}}}});
+    let api = Api::<StatefulSet>::namespaced(client, &ns);
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+    {
+        Ok(_) => println!("patched {ns}/{name} {generation}"),
+        Err(error) => eprintln!("patch {ns}/{name} failed: {error}"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let client = client(&kubeconfig_arg()?).await?;
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "redis.github.com",
+        "v1",
+        "RedisInstance",
+    ));
+    let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+    let mut seen: HashMap<(String, String), i64> = HashMap::new();
+    let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    eprintln!("floor: watching RedisInstances");
+    loop {
+        let event = tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            event = events.next() => event,
+        };
+        let object = match event {
+            Some(Ok(Event::Apply(object))) => (object, true),
+            // The initial list (and any relist) only records what exists.
+            Some(Ok(Event::InitApply(object))) => (object, false),
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => {
+                eprintln!("watch error: {error}");
+                continue;
+            }
+            None => break,
+        };
+        let (object, live) = object;
+        let key = (object.namespace().unwrap_or_default(), object.name_any());
+        let generation = object.metadata.generation.unwrap_or_default();
+        let previous = seen.insert(key.clone(), generation);
+        if live && previous.is_some_and(|p| generation > p) {
+            tokio::spawn(patch(client.clone(), key.0, key.1, generation));
+        }
+    }
+    Ok(())
+}
