@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -134,10 +134,11 @@ fn not_found(err: &kube::Error) -> bool {
 }
 
 impl InstanceApi {
-    /// API access for objects in `namespace`, publishing Events as `reporter`.
-    pub fn new(client: Client, namespace: &str, reporter: Reporter, limiter: Limiter) -> Self {
+    /// API access for objects in `namespace`, publishing Events through `recorder` (one for
+    /// all instances: it holds a cache of recent Events to aggregate repeats).
+    pub fn new(client: Client, namespace: &str, recorder: Recorder, limiter: Limiter) -> Self {
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder,
             client,
             namespace: namespace.to_owned(),
             limiter,

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodCondition, PodStatus};
 use kube::client::Body;
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::Reporter;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -168,9 +168,9 @@ async fn spawn_instance_actor(
             name: "redis-example".into(),
         },
         api: InstanceApi::new(
-            client,
+            client.clone(),
             "team-a",
-            reporter,
+            Recorder::new(client, reporter),
             Limiter::unfenced(Limits::default()),
         ),
         stores,

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::runtime::events::Reporter;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use ractor::concurrency::JoinHandle;
@@ -64,6 +64,8 @@ pub struct SupervisorState {
     /// writes among them) start no step.
     instances: HashMap<InstanceKey, Option<i64>>,
     stores: Stores,
+    /// Publishes every instance's Events.
+    recorder: Recorder,
     /// Keys seen since the watcher's last (re)list began.
     relisting: Option<HashSet<InstanceKey>>,
     failures: HashMap<InstanceKey, u32>,
@@ -99,7 +101,9 @@ impl Actor for SupervisorActor {
                 }
             }
         }));
+        let recorder = Recorder::new(args.client.clone(), args.reporter.clone());
         Ok(SupervisorState {
+            recorder,
             args,
             actors: HashMap::new(),
             children: HashMap::new(),
@@ -259,7 +263,7 @@ async fn ensure_actor(
             api: InstanceApi::new(
                 state.args.client.clone(),
                 &key.namespace,
-                state.args.reporter.clone(),
+                state.recorder.clone(),
                 state.args.limiter.clone(),
             ),
             stores: state.stores.clone(),
