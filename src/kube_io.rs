@@ -280,8 +280,8 @@ impl InstanceApi {
             .map_err(|source| Error::Status { name, source })
     }
 
-    /// Publishes an Event on the instance. Failures are logged, not returned: an Event is
-    /// worth less than the step that caused it.
+    /// Publishes an Event on the instance, in the background. Failures are logged, not
+    /// returned: an Event is worth less than the step that caused it.
     pub async fn event(
         &self,
         instance: &RedisInstance,
@@ -301,17 +301,19 @@ impl InstanceApi {
             action: action.to_owned(),
             secondary: None,
         };
-        let Ok(_permit) = self.limiter.acquire().await else {
-            tracing::debug!(reason, "not the leader; event not published");
-            return;
-        };
-        if let Err(error) = self
-            .recorder
-            .publish(&event, &instance.object_ref(&()))
-            .await
-        {
-            tracing::warn!(%error, reason, "failed to publish event");
-        }
+        let (limiter, recorder) = (self.limiter.clone(), self.recorder.clone());
+        let regarding = instance.object_ref(&());
+        // In the background: an Event must not delay the step that follows (a restart's writes
+        // wait for no Event), and the limiter still paces it.
+        tokio::spawn(async move {
+            let Ok(_permit) = limiter.acquire().await else {
+                tracing::debug!(reason = %event.reason, "not the leader; event not published");
+                return;
+            };
+            if let Err(error) = recorder.publish(&event, &regarding).await {
+                tracing::warn!(%error, reason = %event.reason, "failed to publish event");
+            }
+        });
     }
 }
 

@@ -25,9 +25,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            qps: 50.0,
-            burst: 100,
-            concurrency: 16,
+            qps: 200.0,
+            burst: 1000,
+            concurrency: 32,
         }
     }
 }

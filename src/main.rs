@@ -54,13 +54,13 @@ struct RunArgs {
     #[arg(long, default_value_t = 5)]
     settle_seconds: u64,
     /// Sustained API writes per second, shared by all instances (reads come from watch caches).
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = 200.0)]
     api_qps: f64,
     /// API writes allowed in a burst after a quiet period.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 1000)]
     api_burst: u32,
     /// API writes in flight at once.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 32)]
     api_concurrency: usize,
     /// Act only while holding a coordination.k8s.io Lease, so that of several replicas (or a
     /// second install by mistake) exactly one acts; the others stand by and take over when it
