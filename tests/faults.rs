@@ -495,3 +495,30 @@ async fn a_config_map_edited_by_hand_is_restored_and_the_pods_restarted() {
     assert_eq!(config_get(&pod, "maxmemory").await, "104857600");
     assert_data_kept(&ns).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_that_finds_its_lease_taken_stops_at_once() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let (_client, ns, mut operator) = setup("lost", &[]).await;
+    running(&ns, RestartStrategy::RollingUpdate).await;
+    // Someone else writes the Lease as its holder (as a second install that took it over would).
+    ns.api::<Lease>()
+        .patch(
+            "redis-operator",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"holderIdentity": "intruder"}})),
+        )
+        .await
+        .unwrap();
+    let status = wait_for(Duration::from_secs(30), "the operator to stop", || {
+        let exited = operator.exited();
+        async move { exited.ok_or_else(|| "still running".to_owned()) }
+    })
+    .await;
+    assert!(!status.success(), "a lost lease is a failure: {status}");
+    let log = std::fs::read_to_string(&operator.log_path).unwrap();
+    assert!(
+        log.contains("lost the leader lease to another operator"),
+        "{log}"
+    );
+}

@@ -119,6 +119,11 @@ impl Operator {
     }
 
     /// SIGKILL: no chance to reach a safe point.
+    /// The exit status, once the process has ended by itself.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
