@@ -1,10 +1,13 @@
 //! The actor tree.
 //!
 //! ```text
-//! SupervisorActor ── watches RedisInstances, ConfigMaps, StatefulSets, Pods
-//!   ├── RedisInstanceActor (one per RedisInstance: its state machine, one step per message)
+//! watches.rs ──────── reflector caches: RedisInstances; managed ConfigMaps, StatefulSets,
+//!                     Services, Pods, PVCs (read by the instance actors; events routed by label)
+//! SupervisorActor ── one instance actor per RedisInstance, respawned if it fails
+//!   ├── RedisInstanceActor (observe caches -> decide -> perform writes -> status; one step
+//!   │                       per message)
 //!   ├── RedisInstanceActor ...
-//! MetricsActor ─────── counts restarts / hash mismatches; renders /metrics
+//! MetricsActor ─────── restarts, drift repairs, mismatches, errors; renders /metrics
 //! ```
 
 pub mod instance;
