@@ -1,6 +1,7 @@
 //! Tests of the local cluster itself (`hack/local-cluster up`): that a plain StatefulSet behaves
 //! as the operator will rely on: config and data volumes, persistence across pod recreation,
-//! rolling order, garbage collection. Fails (never skips) when the cluster is not up.
+//! rolling order, garbage collection; and that `kubectl logs` reads pods' output through the
+//! node agent's kubelet port. Fails (never skips) when the cluster is not up.
 
 mod common;
 
@@ -415,4 +416,193 @@ async fn redis_pods_keep_the_official_image_default_of_protected_mode_off() {
         format!("{refused:?}").contains("DENIED"),
         "protected mode set in the file applies: {refused:?}"
     );
+}
+
+/// `kubectl --kubeconfig <the cluster's> <args>`, the kubectl hack/build-controlplane builds.
+fn kubectl(args: &[&str]) -> tokio::process::Command {
+    let cache = std::env::var_os("REDIS_OPERATOR_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                .join(".cache/redis-operator")
+        });
+    let mut command = tokio::process::Command::new(cache.join("kubernetes-v1.37.2/kubectl"));
+    command
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(args)
+        .kill_on_drop(true);
+    command
+}
+
+/// `kubectl logs -n <ns> <args>`: stdout, or stderr when it fails.
+async fn kubectl_logs(ns: &TestNamespace, args: &[&str]) -> Result<String, String> {
+    let output = kubectl(&[&["logs", "-n", &ns.name], args].concat())
+        .output()
+        .await
+        .expect("run kubectl (hack/build-controlplane builds it)");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+/// A bare pod running redis-server with the DEBUG command enabled, so that a test can make it
+/// log a line of its choosing (`DEBUG LOG <text>`).
+async fn create_debuggable_redis(ns: &TestNamespace, name: &str) -> Pod {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [{
+                "name": "redis",
+                "image": "redis:7.2",
+                "command": ["redis-server", "--enable-debug-command", "yes", "--save", ""],
+                "readinessProbe": {
+                    "exec": {"command": ["sh", "-c", "redis-cli ping | grep -q PONG"]},
+                    "periodSeconds": 1
+                }
+            }],
+            "terminationGracePeriodSeconds": 5
+        }
+    }))
+    .unwrap();
+    ns.api::<Pod>()
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    ready_pod(ns, name).await
+}
+
+/// Waits until `kubectl logs <args>` prints `text`; returns the output.
+async fn logs_containing(ns: &TestNamespace, args: &[&str], text: &str) -> String {
+    wait_for(
+        Duration::from_secs(30),
+        &format!("kubectl logs {args:?} to print {text:?}"),
+        || async move {
+            let out = kubectl_logs(ns, args).await?;
+            if out.contains(text) {
+                Ok(out)
+            } else {
+                Err(out)
+            }
+        },
+    )
+    .await
+}
+
+const REDIS_READY_LINE: &str = "Ready to accept connections";
+
+#[tokio::test]
+async fn kubectl_logs_prints_the_containers_output_and_follows_new_lines() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "cluster-logs").await;
+    let pod = create_debuggable_redis(&ns, "redis").await;
+
+    logs_containing(&ns, &["redis"], REDIS_READY_LINE).await;
+    let last = kubectl_logs(&ns, &["redis", "--tail=1", "--timestamps"])
+        .await
+        .expect("kubectl logs --tail=1 --timestamps");
+    assert_eq!(last.lines().count(), 1, "{last:?}");
+    let (time, _) = last.split_once(' ').expect("a timestamp, then the line");
+    time.parse::<k8s_openapi::jiff::Timestamp>()
+        .unwrap_or_else(|e| panic!("{time:?} is no RFC 3339 time: {e}"));
+
+    let mut follow = kubectl(&["logs", "-f", "-n", &ns.name, "redis"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start kubectl logs -f");
+    let followed: Arc<Mutex<String>> = Arc::default();
+    let reader = {
+        let followed = followed.clone();
+        let stdout = follow.stdout.take().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut followed = followed.lock().unwrap();
+                followed.push_str(&line);
+                followed.push('\n');
+            }
+        })
+    };
+    let seen = |text: String| {
+        let followed = followed.clone();
+        move || {
+            let out = followed.lock().unwrap().clone();
+            let found = out.contains(&text);
+            async move { if found { Ok(()) } else { Err(out) } }
+        }
+    };
+    // The stream is open once it has shown what was logged before it began.
+    wait_for(
+        Duration::from_secs(30),
+        "kubectl logs -f to print the start-up lines",
+        seen(REDIS_READY_LINE.into()),
+    )
+    .await;
+
+    let marker = format!("marker-{}", ns.name);
+    assert_eq!(redis_cli(&pod, &["DEBUG", "LOG", &marker]).await, "OK");
+    wait_for(
+        Duration::from_secs(30),
+        "kubectl logs -f to deliver the line logged after it began",
+        seen(format!("DEBUG LOG: {marker}")),
+    )
+    .await;
+    assert!(
+        follow.try_wait().expect("poll kubectl").is_none(),
+        "kubectl logs -f keeps following a running container"
+    );
+    follow.kill().await.expect("stop kubectl logs -f");
+    reader.await.unwrap();
+}
+
+#[tokio::test]
+async fn kubectl_logs_previous_shows_the_run_before_a_restart() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "cluster-prevlogs").await;
+    let pod = create_debuggable_redis(&ns, "redis").await;
+    let refused = kubectl_logs(&ns, &["redis", "--previous"]).await;
+    assert!(
+        refused.as_ref().is_err_and(
+            |e| e.contains(r#"previous terminated container "redis" in pod "redis" not found"#)
+        ),
+        "{refused:?}"
+    );
+    let marker = format!("marker-{}", ns.name);
+    assert_eq!(redis_cli(&pod, &["DEBUG", "LOG", &marker]).await, "OK");
+    logs_containing(&ns, &["redis"], &marker).await;
+
+    // Redis exits 0; restartPolicy Always restarts it at once.
+    let _ = try_redis_cli(&pod_ip(&pod), &["SHUTDOWN", "NOSAVE"]).await;
+    let api = ns.api::<Pod>();
+    wait_for(
+        Duration::from_secs(60),
+        "redis to be restarted and Ready",
+        || {
+            let api = api.clone();
+            async move {
+                let pod = api.get("redis").await.map_err(|e| e.to_string())?;
+                let restarts = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|c| c.first())
+                    .map_or(0, |c| c.restart_count);
+                if restarts == 1 && is_ready(&pod) {
+                    Ok(())
+                } else {
+                    Err(describe(&pod))
+                }
+            }
+        },
+    )
+    .await;
+
+    let previous = logs_containing(&ns, &["redis", "--previous"], &marker).await;
+    assert!(previous.contains("ready to exit"), "{previous}");
+    let current = logs_containing(&ns, &["redis"], REDIS_READY_LINE).await;
+    assert!(!current.contains(&marker), "{current}");
 }

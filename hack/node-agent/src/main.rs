@@ -7,6 +7,8 @@ mod host;
 mod image;
 mod informer;
 mod ipam;
+mod kubelet_api;
+mod logs;
 mod mountpoints;
 mod network;
 mod node;
@@ -83,6 +85,21 @@ struct Args {
     /// The API server's address on the host, for `--api-proxy-port`.
     #[arg(long, default_value = "127.0.0.1:6443")]
     api_upstream: std::net::SocketAddr,
+    /// Port of the kubelet API on the node's InternalIP (the pods' gateway address), published
+    /// in the Node's status: the API server reads container logs there for `kubectl logs`.
+    /// Served only with --tls-cert-file and --tls-private-key-file.
+    #[arg(long, default_value_t = 16447)]
+    kubelet_port: u16,
+    /// Serving certificate of the kubelet port (PEM); it must name the node's InternalIP.
+    #[arg(long, requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// Private key of --tls-cert-file (PEM).
+    #[arg(long, requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// CA whose client certificates the kubelet port accepts (the API server's
+    /// --kubelet-client-certificate); without it, every client is served.
+    #[arg(long, requires = "tls_cert_file")]
+    client_ca_file: Option<PathBuf>,
     /// Directory holding the `redis-operator` binary that the image `redis-operator` runs.
     #[arg(long)]
     operator_bin_dir: Option<PathBuf>,
@@ -193,10 +210,35 @@ async fn main() -> anyhow::Result<()> {
     if args.reclaim_only {
         return Ok(());
     }
+    // Before anything is set up, so that a bad certificate fails the start at once.
+    let kubelet_tls = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(cert), Some(key)) => Some(kubelet_api::tls_config(&kubelet_api::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.client_ca_file.clone(),
+        })?),
+        _ => None,
+    };
 
     let network = Network::new(args.pod_cidr);
     network.setup().await?;
     let network_gateway = network.gateway();
+    // Bound before the Node names the port. On the gateway, the node's InternalIP: the API
+    // server dials that, and it is an address of this host, so nothing leaves it.
+    let kubelet_listener = match &kubelet_tls {
+        Some(_) => {
+            let addr = std::net::SocketAddr::from((network_gateway, args.kubelet_port));
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("failed to listen on {addr} (--kubelet-port)"))?;
+            tracing::info!(%addr, "serving the kubelet API");
+            Some(listener)
+        }
+        None => {
+            tracing::info!("no --tls-cert-file: not serving the kubelet API (kubectl logs)");
+            None
+        }
+    };
     let client = client(args.kubeconfig.as_ref()).await?;
     let registration = Registration::register(
         client.clone(),
@@ -206,6 +248,7 @@ async fn main() -> anyhow::Result<()> {
             host_ip: network.gateway(),
             state_dir: state_dir.clone(),
             max_pods: args.max_pods,
+            kubelet_port: kubelet_listener.as_ref().map(|_| args.kubelet_port),
         },
     )
     .await?;
@@ -236,8 +279,17 @@ async fn main() -> anyhow::Result<()> {
             .api_proxy_port
             .map(|port| std::net::SocketAddr::from((network_gateway, port))),
         operator_bin_dir: args.operator_bin_dir.clone(),
+        logs: Arc::default(),
     });
     let shutdown = CancellationToken::new();
+    if let (Some(listener), Some(tls)) = (kubelet_listener, kubelet_tls) {
+        tokio::spawn(kubelet_api::run(
+            listener,
+            tls,
+            ctx.logs.clone(),
+            shutdown.clone(),
+        ));
+    }
     if let Some(listen) = ctx.api_service {
         let (upstream, shutdown) = (args.api_upstream, shutdown.clone());
         tokio::spawn(async move {

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -44,6 +46,8 @@ pub struct NodeConfig {
     pub host_ip: Ipv4Addr,
     pub state_dir: PathBuf,
     pub max_pods: u32,
+    /// Where the API server reaches this node's kubelet port (on `host_ip`), if it is served.
+    pub kubelet_port: Option<u16>,
 }
 
 pub fn labels(name: &str) -> BTreeMap<String, String> {
@@ -114,6 +118,12 @@ fn status(
             condition("Ready", ready, reason, message),
         ]),
         node_info: Some(capacity::system_info(kubelet_version)),
+        // 0 when not served, rather than absent: a merge patch would keep an earlier run's port.
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: cfg.kubelet_port.map_or(0, i32::from),
+            }),
+        }),
         ..NodeStatus::default()
     })
 }

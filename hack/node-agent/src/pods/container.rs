@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
@@ -23,6 +23,7 @@ use super::prober::{Prober, Probes, Target};
 use super::sandbox;
 use super::status::ContainerView;
 use crate::host;
+use crate::logs::{self, ContainerLogs};
 
 /// A bind mount into the container's mount namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +45,9 @@ pub struct Launch {
     pub mounts: Vec<Mount>,
     /// An empty directory no mount target covers; see `START_SCRIPT`.
     pub stage: PathBuf,
-    pub log: PathBuf,
+    pub logs: ContainerLogs,
+    /// Where the run's log capture reports that it still writes.
+    pub log_registry: Arc<logs::Registry>,
     pub probes: Probes,
 }
 
@@ -342,7 +345,9 @@ impl ContainerRuntime {
     /// Starts the container process. On failure the container waits with a reason and a retry
     /// time, and the error is returned for logging.
     pub async fn start(&mut self, launch: Launch) -> Result<(), String> {
-        match self.spawn(&launch) {
+        let restart = matches!(self.state, State::Exited { .. }) || self.restored_run;
+        let run = self.restart_count + i32::from(restart);
+        match self.spawn(&launch, run) {
             Ok(child) => {
                 let pid = child.id().unwrap_or_default();
                 if let Err(e) = sandbox::record_pid(&launch.pod_dir, pid) {
@@ -380,13 +385,13 @@ impl ContainerRuntime {
         }
     }
 
-    fn spawn(&self, launch: &Launch) -> Result<Child, String> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&launch.log)
-            .map_err(|e| format!("failed to open log {}: {e}", launch.log.display()))?;
-        let log_err = log.try_clone().map_err(|e| e.to_string())?;
+    /// Starts run `run` (the restart count it will have) with its output captured.
+    fn spawn(&self, launch: &Launch, run: i32) -> Result<Child, String> {
+        let sink = logs::capture::Sink::open(&launch.logs, run, launch.log_registry.clone())
+            .map_err(|e| {
+                let dir = launch.logs.runs_dir.display();
+                format!("failed to open the log files of {dir}: {e}")
+            })?;
         let mut cmd = Command::new(tool("nsenter"));
         cmd.args([
             "--target",
@@ -417,12 +422,18 @@ impl ContainerRuntime {
             .env_clear()
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
+            // Through the agent, which timestamps each line as a container runtime does.
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             // Its own process group, so that stopping it reaches the processes it forks.
             .process_group(0);
-        cmd.spawn()
-            .map_err(|e| format!("failed to start container: {e}"))
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("failed to start container: {e}"))?;
+        if let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) {
+            logs::capture::start(sink, stdout, stderr);
+        }
+        Ok(child)
     }
 
     /// SIGTERM to the container's process group, SIGKILL after `grace`.

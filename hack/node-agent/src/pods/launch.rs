@@ -15,6 +15,7 @@ use super::prober::Probes;
 use super::volumes::{self, Volumes};
 use crate::host;
 use crate::image;
+use crate::logs::ContainerLogs;
 
 /// Staging area for containers whose mounts cover the pod directory; see `container.rs`.
 pub const STAGE_FALLBACK: &str = "/run/node-agent-stage";
@@ -138,7 +139,8 @@ pub async fn launch(p: &PodRefs<'_>, spec: &Container) -> Result<Launch, Refusal
         working_dir,
         mounts,
         stage,
-        log: p.log_dir.join(format!("{}.log", spec.name)),
+        logs: ContainerLogs::new(p.log_dir, &spec.name),
+        log_registry: p.ctx.logs.clone(),
         probes,
     })
 }

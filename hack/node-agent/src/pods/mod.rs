@@ -6,6 +6,7 @@
 //!                                                       |-- Sandbox   (netns + veth + IP)
 //!                                                       |-- launch    (env, argv, mounts per start)
 //!                                                       `-- ContainerRuntime per container (+ Prober)
+//!                                                             `-- logs::capture (stdout/stderr -> run files)
 //! ```
 
 mod container;
@@ -38,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 pub use container::BackoffConfig;
 
 use crate::ipam::Ipam;
+use crate::logs;
 use crate::mountpoints::MountPoints;
 use crate::network::Network;
 use worker::PodWorker;
@@ -59,6 +61,8 @@ pub struct Ctx {
     pub api_service: Option<std::net::SocketAddr>,
     /// Directory of the `redis-operator` binary, for the image of that name.
     pub operator_bin_dir: Option<PathBuf>,
+    /// The pods and log runs the kubelet port serves logs of.
+    pub logs: Arc<logs::Registry>,
 }
 
 type Updates = watch::Sender<Option<Arc<Pod>>>;
@@ -80,6 +84,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok(uid) = done {
                     workers.remove(&uid);
+                    ctx.logs.remove_pod(&uid);
                     finished.insert(uid);
                 }
             }
@@ -148,6 +153,7 @@ fn dispatch(
     }
     let ip = reserved.or_else(|| reserve_ip(ctx, &pod));
     let (updates, receiver) = watch::channel(Some(Arc::new(pod.clone())));
+    ctx.logs.add_pod(&ctx.state_dir, &pod);
     let worker = PodWorker::new(ctx.clone(), pod, ip);
     let token = shutdown.clone();
     let key = uid.clone();

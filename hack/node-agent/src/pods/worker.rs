@@ -24,6 +24,7 @@ use super::sandbox::{self, Sandbox};
 use super::status::{self, PodView};
 use super::volumes::Volumes;
 use crate::image;
+use crate::logs;
 
 /// How often the worker checks its containers and reports status.
 const TICK: Duration = Duration::from_millis(500);
@@ -82,11 +83,12 @@ impl PodWorker {
     pub fn new(ctx: Arc<Ctx>, pod: Pod, ip: Option<Ipv4Addr>) -> Self {
         let uid = pod.uid().unwrap_or_default();
         let pod_dir = ctx.state_dir.join("pods").join(&uid);
-        let log_dir = ctx.state_dir.join("pods").join(format!(
-            "{}_{}_{uid}",
-            pod.namespace().unwrap_or_default(),
-            pod.name_any()
-        ));
+        let log_dir = logs::log_dir(
+            &ctx.state_dir,
+            &pod.namespace().unwrap_or_default(),
+            &pod.name_any(),
+            &uid,
+        );
         let spec = pod.spec.clone().unwrap_or_default();
         let status = pod.status.clone().unwrap_or_default();
         let terminal = status.phase.as_deref().is_some_and(status::is_terminal);
