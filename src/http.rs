@@ -1,5 +1,5 @@
 //! HTTP endpoints: `/metrics` for Prometheus, `/healthz` and `/readyz` for the kubelet,
-//! `/instances` for a person debugging.
+//! `/instances` and `/logs/{namespace}/{name}` for a person debugging.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,15 +7,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
+use k8s_openapi::jiff::Timestamp;
 use ractor::{ActorCell, ActorRef, ActorStatus};
+use tokio::sync::{broadcast, watch};
 
 use crate::actors::instance::{InstanceSnapshot, Snapshots};
-use crate::actors::metrics::MetricsMsg;
+use crate::actors::metrics::{InstanceKey, MetricsMsg};
 use crate::health::Health;
+use crate::telemetry::LogBuffers;
 
 /// Failures of the HTTP server.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +49,10 @@ pub struct HttpState {
     pub health: Arc<Health>,
     /// The actors whose death makes the operator unhealthy (the supervisor joins on leadership).
     pub vital: Arc<Mutex<Vec<ActorCell>>>,
+    /// Each instance's recent log lines.
+    pub logs: LogBuffers,
+    /// Turns true at shutdown, so followed log streams end and the server can stop.
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// The router, separate from binding so tests can drive it.
@@ -54,6 +62,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/instances", get(instances))
+        .route("/logs/{namespace}/{name}", get(logs))
         .with_state(state)
 }
 
@@ -68,7 +77,7 @@ pub async fn serve(
         .map_err(|source| Error::Bind { addr, source })?;
     // With port 0 the OS picks one; say which.
     let bound = listener.local_addr().unwrap_or(addr);
-    tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz, /instances");
+    tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz, /instances, /logs");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
@@ -77,7 +86,10 @@ pub async fn serve(
 
 async fn metrics(State(state): State<HttpState>) -> Response {
     match ractor::call_t!(state.metrics, MetricsMsg::Render, 2000) {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Ok(Ok(text)) => {
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+        }
+        Ok(Err(why)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{why}\n")).into_response(),
         Err(err) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("metrics unavailable: {err}\n"),
@@ -126,4 +138,67 @@ async fn instances(State(state): State<HttpState>) -> Json<BTreeMap<String, Inst
             .map(|entry| (entry.key().to_string(), entry.value().clone()))
             .collect(),
     )
+}
+
+/// What `/logs/{namespace}/{name}` accepts.
+#[derive(Debug, serde::Deserialize)]
+pub struct LogQuery {
+    /// Keep the response open and send each new line as it is written.
+    #[serde(default)]
+    follow: bool,
+    /// Only lines written in the last this many seconds.
+    since_seconds: Option<u64>,
+}
+
+/// One instance's recent lines as JSON lines; 404 once the instance is deleted.
+async fn logs(
+    State(state): State<HttpState>,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(query): Query<LogQuery>,
+) -> Response {
+    let key = InstanceKey { namespace, name };
+    let Some(ring) = state.logs.ring(&key) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no RedisInstance {key} is known to the operator (deleted, or never created)\n"
+            ),
+        )
+            .into_response();
+    };
+    let since = query
+        .since_seconds
+        .map(|s| Timestamp::now() - Duration::from_secs(s));
+    let (kept, receiver) = ring.read(since);
+    // The ring is held only by the buffers: when the instance is deleted, the stream ends.
+    drop(ring);
+    let mut body: String = kept.iter().map(|line| format!("{line}\n")).collect();
+    if !query.follow {
+        return ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response();
+    }
+    let backlog = futures::stream::once(async move {
+        Ok::<_, std::convert::Infallible>(std::mem::take(&mut body))
+    });
+    let live = futures::stream::unfold(
+        (receiver, state.stopping),
+        |(mut receiver, mut stopping)| async move {
+            let line = tokio::select! {
+                line = receiver.recv() => line,
+                _ = stopping.wait_for(|stop| *stop) => return None,
+            };
+            let text = match line {
+                Ok(line) => format!("{line}\n"),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    format!("{{\"message\":\"{missed} lines skipped: the reader was too slow\"}}\n")
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            Some((Ok(text), (receiver, stopping)))
+        },
+    );
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(futures::StreamExt::chain(backlog, live)),
+    )
+        .into_response()
 }

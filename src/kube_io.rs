@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::fmt::Debug;
+use tracing::Instrument;
 
 use crate::crd::{RedisInstance, RedisInstanceStatus};
 use crate::limiter::Limiter;
@@ -305,15 +306,18 @@ impl InstanceApi {
         let regarding = instance.object_ref(&());
         // In the background: an Event must not delay the step that follows (a restart's writes
         // wait for no Event), and the limiter still paces it.
-        tokio::spawn(async move {
-            let Ok(_permit) = limiter.acquire().await else {
-                tracing::debug!(reason = %event.reason, "not the leader; event not published");
-                return;
-            };
-            if let Err(error) = recorder.publish(&event, &regarding).await {
-                tracing::warn!(%error, reason = %event.reason, "failed to publish event");
+        tokio::spawn(
+            async move {
+                let Ok(_permit) = limiter.acquire().await else {
+                    tracing::debug!(reason = %event.reason, "not the leader; event not published");
+                    return;
+                };
+                if let Err(error) = recorder.publish(&event, &regarding).await {
+                    tracing::warn!(%error, reason = %event.reason, "failed to publish event");
+                }
             }
-        });
+            .instrument(tracing::Span::current()),
+        );
     }
 }
 

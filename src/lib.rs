@@ -1,11 +1,13 @@
 //! redis-operator: runs Redis instances declared as `RedisInstance` resources.
 
 pub mod actors;
+pub mod api_traffic;
 pub mod config;
 pub mod crd;
 pub mod decide;
 pub mod health;
 pub mod http;
+pub mod instance_logs;
 pub mod kube_io;
 pub mod leader;
 pub mod limiter;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use redis_operator::actors::instance::Timings;
+use redis_operator::instance_logs;
 use redis_operator::leader::LeaseConfig;
 use redis_operator::limiter::Limits;
 use redis_operator::run::{Options, run};
@@ -28,6 +29,32 @@ enum Command {
     Run(RunArgs),
     /// Print the RedisInstance CustomResourceDefinition as YAML (what deploy/base/crd.yaml holds).
     Crd,
+    /// Print one instance's story: the operator's lines about it, interleaved with its Redis
+    /// pods' own logs, each line tagged with its source. In a cluster, first run
+    /// `kubectl -n redis-operator port-forward deploy/redis-operator 8080`.
+    Logs(LogsArgs),
+}
+
+#[derive(clap::Args)]
+struct LogsArgs {
+    /// The RedisInstance, as NAMESPACE/NAME.
+    #[arg(value_parser = instance_logs::parse_target)]
+    target: (String, String),
+    /// Keep printing new lines until the instance is deleted or the operator stops.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only lines of the last DURATION (30s, 5m, 2h, 1d).
+    #[arg(long, value_parser = instance_logs::parse_duration)]
+    since: Option<Duration>,
+    /// The operator's HTTP address (its --metrics-addr).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// Only the operator's lines, not the pods' logs.
+    #[arg(long)]
+    no_pods: bool,
+    /// Kubeconfig for reading the pods' logs (default: in-cluster, $KUBECONFIG, ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -44,6 +71,10 @@ struct RunArgs {
     /// Log format: json (one object per line, for log pipelines) or text.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
+    /// Log level (error, warn, info, debug, trace), or filter directives such as
+    /// `info,redis_operator=debug`.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log_level: String,
     /// Seconds a restart may take, from its start as recorded in status, before it counts as
     /// failing: a RolloutStuck Event is posted, pods stuck on an older revision are replaced,
     /// and a newer config may replace its target.
@@ -90,8 +121,22 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Logs(args) => {
+            let (namespace, name) = args.target;
+            instance_logs::print(instance_logs::LogsRequest {
+                namespace,
+                name,
+                follow: args.follow,
+                since: args.since,
+                addr: args.addr,
+                pods: !args.no_pods,
+                kubeconfig: args.kubeconfig,
+            })
+            .await
+            .context("redis-operator logs failed")
+        }
         Command::Run(args) => {
-            telemetry::init(args.log_format);
+            let logs = telemetry::init(args.log_format, &args.log_level)?;
             let timings = Timings {
                 progress_deadline: Duration::from_secs(args.progress_deadline),
                 settle: Duration::from_secs(args.settle_seconds),
@@ -127,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
                 metrics_addr: args.metrics_addr,
                 timings,
                 limits,
+                logs,
             })
             .await
             .context("redis-operator failed")

@@ -15,11 +15,13 @@ use tracing::{error, info, warn};
 use crate::actors::instance::Timings;
 use crate::actors::metrics::MetricsActor;
 use crate::actors::supervisor::{SupervisorActor, SupervisorArgs};
+use crate::api_traffic::ApiTraffic;
 use crate::crd::RedisInstance;
 use crate::health::Health;
 use crate::http::{self, HttpState};
 use crate::leader::{self, Elector, Fence, LeaseConfig};
 use crate::limiter::{Limiter, Limits};
+use crate::telemetry::LogBuffers;
 
 /// Failures that stop the operator.
 #[derive(Debug, thiserror::Error)]
@@ -67,12 +69,14 @@ pub struct Options {
     pub limits: Limits,
     /// The leader-election Lease; `None` acts without one.
     pub lease: Option<LeaseConfig>,
+    /// Filled by the log subscriber; served on `/logs`.
+    pub logs: LogBuffers,
 }
 
 /// `redis-operator/<version>`, sent on every request.
 pub const USER_AGENT: &str = concat!("redis-operator/", env!("CARGO_PKG_VERSION"));
 
-async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, Error> {
+async fn client(kubeconfig: Option<&PathBuf>, traffic: &ApiTraffic) -> Result<Client, Error> {
     let config = match kubeconfig {
         Some(path) => {
             let kubeconfig =
@@ -91,7 +95,10 @@ async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, Error> {
         ::http::header::USER_AGENT,
         ::http::HeaderValue::from_static(USER_AGENT),
     ));
-    Client::try_from(config).map_err(Error::Client)
+    Ok(kube::client::ClientBuilder::try_from(config)
+        .map_err(Error::Client)?
+        .with_layer(traffic)
+        .build())
 }
 
 /// Why the operator stops.
@@ -109,7 +116,9 @@ enum Outcome {
 /// Runs until SIGTERM or SIGINT, then lets every instance actor finish its current step. With
 /// leader election, waits for the Lease first, and stops at once if it is lost.
 pub async fn run(options: Options) -> Result<(), Error> {
-    let client = client(options.kubeconfig.as_ref()).await?;
+    let registry = prometheus::Registry::new();
+    let traffic = ApiTraffic::register(&registry).map_err(Error::Metrics)?;
+    let client = client(options.kubeconfig.as_ref(), &traffic).await?;
     let probe: Api<RedisInstance> = match &options.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -119,7 +128,6 @@ pub async fn run(options: Options) -> Result<(), Error> {
         .await
         .map_err(Error::Crd)?;
 
-    let registry = prometheus::Registry::new();
     let leader_gauge = prometheus::IntGauge::new(
         "redis_operator_leader",
         "1 while this replica holds the leader Lease and acts on instances, else 0",
@@ -146,6 +154,8 @@ pub async fn run(options: Options) -> Result<(), Error> {
             snapshots: snapshots.clone(),
             health: health.clone(),
             vital: vital.clone(),
+            logs: options.logs.clone(),
+            stopping: stop_rx.clone(),
         },
         async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
@@ -190,6 +200,8 @@ pub async fn run(options: Options) -> Result<(), Error> {
                 reporter,
                 limiter: Limiter::new(options.limits, fence.clone()),
                 regained: fence.regained(),
+                traffic,
+                logs: options.logs.clone(),
             },
         )
         .await

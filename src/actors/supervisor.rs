@@ -14,10 +14,12 @@ use tracing::{error, info, warn};
 
 use super::instance::{InstanceArgs, InstanceMsg, RedisInstanceActor, Snapshots, Stores, Timings};
 use super::metrics::{InstanceKey, MetricsMsg};
+use crate::api_traffic::ApiTraffic;
 use crate::crd::RedisInstance;
 use crate::health::Health;
 use crate::kube_io::InstanceApi;
 use crate::limiter::Limiter;
+use crate::telemetry::LogBuffers;
 
 /// Everything the supervisor is started with.
 pub struct SupervisorArgs {
@@ -39,6 +41,10 @@ pub struct SupervisorArgs {
     pub limiter: Limiter,
     /// Changes when writing is allowed again after the Lease lapsed.
     pub regained: tokio::sync::watch::Receiver<u64>,
+    /// Counts watch events.
+    pub traffic: ApiTraffic,
+    /// Opened for each instance with an actor, closed when it is deleted.
+    pub logs: LogBuffers,
 }
 
 /// Messages the supervisor handles; the watch tasks send the first two.
@@ -90,6 +96,7 @@ impl Actor for SupervisorActor {
             &args.client,
             args.namespace.as_deref(),
             args.health.clone(),
+            args.traffic.clone(),
         );
         // Steps refused while the Lease lapsed (an API outage) are taken again at once.
         let mut regained = args.regained.clone();
@@ -258,6 +265,7 @@ async fn ensure_actor(
     key: &InstanceKey,
 ) {
     if !state.actors.contains_key(key) {
+        state.args.logs.open(key);
         let args = InstanceArgs {
             key: key.clone(),
             api: InstanceApi::new(
@@ -321,6 +329,7 @@ fn forget(state: &mut SupervisorState, key: &InstanceKey) {
         info!(namespace = %key.namespace, instance = %key.name, "instance deleted; stopping its actor");
         actor.stop(Some("instance deleted".into()));
     }
+    state.args.logs.close(key);
 }
 
 fn key_of<K: Resource>(obj: &K) -> InstanceKey {

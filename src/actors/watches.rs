@@ -21,6 +21,7 @@ use tracing::warn;
 use super::instance::Stores;
 use super::metrics::InstanceKey;
 use super::supervisor::SupervisorMsg;
+use crate::api_traffic::ApiTraffic;
 use crate::crd::RedisInstance;
 use crate::health::Health;
 use crate::resources::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER};
@@ -62,6 +63,7 @@ impl Backoff for WatchBackoff {
 struct Sink {
     to: ActorRef<SupervisorMsg>,
     health: Arc<Health>,
+    traffic: ApiTraffic,
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -120,10 +122,12 @@ pub fn start(
     client: &Client,
     namespace: Option<&str>,
     health: Arc<Health>,
+    traffic: ApiTraffic,
 ) -> (Stores, Vec<JoinHandle<()>>) {
     let sink = Sink {
         to: to.clone(),
         health,
+        traffic,
     };
     let (config_maps, cm_task) =
         watch_owned::<ConfigMap>(client, namespace, keep, &sink, "ConfigMap");
@@ -211,6 +215,7 @@ where
         match item {
             Ok(msg) => {
                 sink.health.watch_ok(kind);
+                sink.traffic.watch_event(kind);
                 if sink.to.send_message(msg).is_err() {
                     return;
                 }

@@ -110,6 +110,25 @@ pub enum Waiting {
 }
 
 impl Decision {
+    /// Fixed name, for metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::ApplyService => "ApplyService",
+            Decision::AdoptClaims => "AdoptClaims",
+            Decision::WriteConfigMap => "WriteConfigMap",
+            Decision::CreateStatefulSet => "CreateStatefulSet",
+            Decision::BeginRestart { .. } => "BeginRestart",
+            Decision::Retarget { .. } => "Retarget",
+            Decision::RollOut => "RollOut",
+            Decision::DeleteForRecreate => "DeleteForRecreate",
+            Decision::RepairStatefulSet => "RepairStatefulSet",
+            Decision::ReplacePods(_) => "ReplacePods",
+            Decision::FinishRestart => "FinishRestart",
+            Decision::Wait(_) => "Wait",
+            Decision::Idle => "Idle",
+        }
+    }
+
     /// Whether performing it writes to the API.
     pub fn is_write(&self) -> bool {
         !matches!(self, Decision::Wait(_) | Decision::Idle)

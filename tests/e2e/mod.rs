@@ -189,12 +189,15 @@ impl Operator {
 
     /// The body of `path` on the operator's HTTP server.
     pub async fn get(&self, path: &str) -> String {
-        let addr = self
-            .log_lines()
+        http_get(&self.http_addr(), path).await
+    }
+
+    /// `host:port` of the operator's HTTP server, as it logged it.
+    pub fn http_addr(&self) -> String {
+        self.log_lines()
             .iter()
             .find_map(|l| l["addr"].as_str().map(str::to_owned))
-            .expect("the operator logs the address it serves on");
-        http_get(&addr, path).await
+            .expect("the operator logs the address it serves on")
     }
 }
 

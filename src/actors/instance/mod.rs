@@ -19,7 +19,7 @@ use dashmap::DashMap;
 use k8s_openapi::jiff::Timestamp;
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use super::metrics::{InstanceKey, MetricsMsg};
 use crate::crd::RedisInstance;
@@ -112,6 +112,12 @@ pub struct InstanceState {
     spec_changed_at: Option<Instant>,
     /// When this actor last saw a restart finish.
     pub(crate) restart_finished_at: Option<Instant>,
+    /// Which of the mismatch kinds the last step saw, so each is counted when it appears.
+    mismatches: [bool; 3],
+    /// What the last step decided, for the step-duration histogram.
+    decided: &'static str,
+    /// Every line logged while handling this instance carries its namespace and name from here.
+    span: tracing::Span,
 }
 
 /// See the module docs.
@@ -127,6 +133,9 @@ impl Actor for RedisInstanceActor {
         _: ActorRef<Self::Msg>,
         args: InstanceArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let _ = args.metrics.send_message(MetricsMsg::ActorStarted);
+        // At error level so that it is enabled whatever --log-level filters out.
+        let span = tracing::error_span!("instance", namespace = %args.key.namespace, instance = %args.key.name);
         Ok(InstanceState {
             args,
             written: Written::default(),
@@ -140,6 +149,9 @@ impl Actor for RedisInstanceActor {
             generation: None,
             spec_changed_at: None,
             restart_finished_at: None,
+            mismatches: [false; 3],
+            decided: "None",
+            span,
         })
     }
 
@@ -149,14 +161,8 @@ impl Actor for RedisInstanceActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            InstanceMsg::Changed | InstanceMsg::Tick => queue_step(&myself, state),
-            InstanceMsg::Step => {
-                state.step_queued = false;
-                let outcome = step(state).await;
-                after_step(&myself, state, outcome).await;
-            }
-        }
+        let span = state.span.clone();
+        handle(myself, msg, state).instrument(span).await;
         Ok(())
     }
 
@@ -168,7 +174,25 @@ impl Actor for RedisInstanceActor {
         if let Some(timer) = state.timer.take() {
             timer.abort();
         }
+        let _ = state.args.metrics.send_message(MetricsMsg::ActorStopped);
         Ok(())
+    }
+}
+
+/// One message, inside the instance's span.
+async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut InstanceState) {
+    match msg {
+        InstanceMsg::Changed | InstanceMsg::Tick => queue_step(&myself, state),
+        InstanceMsg::Step => {
+            state.step_queued = false;
+            let began = Instant::now();
+            let outcome = step(state).await;
+            let _ = state.args.metrics.send_message(MetricsMsg::StepTook {
+                decision: state.decided,
+                took: began.elapsed(),
+            });
+            after_step(&myself, state, outcome).await;
+        }
     }
 }
 
@@ -217,19 +241,18 @@ async fn after_step(
             schedule_tick(myself, state, wake);
         }
         Err(error) if error.is_namespace_terminating() => {
-            let key = &state.args.key;
-            debug!(namespace = %key.namespace, instance = %key.name, "namespace is being deleted; waiting for the instance to go");
+            debug!("namespace is being deleted; waiting for the instance to go");
             schedule_tick(myself, state, None);
         }
         Err(error) => {
             state.consecutive_failures += 1;
             let backoff = backoff(state.consecutive_failures, state.args.timings.max_backoff);
             let key = &state.args.key;
-            warn!(namespace = %key.namespace, instance = %key.name, %error, reason = error.reason(),
+            warn!(%error, reason = error.reason(),
                 retry_in_secs = backoff.as_secs(), "reconcile step failed");
             let _ = state.args.metrics.send_message(MetricsMsg::ReconcileError {
                 key: key.clone(),
-                reason: error.reason(),
+                category: error.reason(),
             });
             if state.consecutive_failures == FAILURES_BEFORE_EVENT
                 && let Some(instance) = report::cached_instance(state)
@@ -257,6 +280,7 @@ fn backoff(failures: u32, max: Duration) -> Duration {
 /// watch event, or at most `d` (`Duration::MAX`: no timer).
 async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Error> {
     let key = state.args.key.clone();
+    state.decided = "Gone";
     let Some(seen) = observe(
         &state.args.stores,
         &mut state.written,
@@ -292,7 +316,8 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
     }
     let Some(plan) = state.target.plan() else {
         // Nothing known to be safe to run: touch nothing, but report what runs.
-        debug!(namespace = %key.namespace, instance = %key.name, decision = "Hold", "next step");
+        state.decided = "Hold";
+        debug!(decision = "Hold", "next step");
         report::write_status(state, &seen, None).await?;
         return Ok(Some(Duration::MAX));
     };
@@ -320,8 +345,10 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
         progress: state.args.timings.progress_deadline,
     };
     let decision = decide(&want, &snapshot, &deadlines);
-    report::log_hash_comparison(state, &seen, &want, &decision);
-    debug!(namespace = %key.namespace, instance = %key.name, ?decision, "next step");
+    state.decided = decision.name();
+    report::note_mismatches(state, &seen, &want);
+    report::log_hash_comparison(&seen, &want, &decision);
+    debug!(?decision, "next step");
     if decision.is_write() {
         perform::perform(state, &plan, &want, &seen, &decision, now).await?;
         return Ok(None);

@@ -29,7 +29,7 @@ pub(super) async fn perform(
 ) -> Result<(), kube_io::Error> {
     let api = state.args.api.clone();
     let key = state.args.key.clone();
-    let (ns, name) = (&key.namespace, &key.name);
+    let name = &key.name;
     let instance = &seen.instance;
     let target = &plan.instance;
     let record = instance.status.as_ref().and_then(|s| s.rollout.clone());
@@ -44,7 +44,7 @@ pub(super) async fn perform(
             if existed {
                 report::drift_repaired(state, instance, "Service").await;
             } else {
-                info!(namespace = %ns, instance = %name, "Service missing, creating it");
+                info!("Service missing, creating it");
             }
         }
         Decision::AdoptClaims => {
@@ -59,7 +59,7 @@ pub(super) async fn perform(
                     claim.resource_version().unwrap_or_default(),
                 );
             }
-            info!(namespace = %ns, instance = %name, adopted, "adopted data volume claims");
+            info!(adopted, "adopted data volume claims");
         }
         Decision::WriteConfigMap => {
             let old_file_hash = seen
@@ -67,7 +67,7 @@ pub(super) async fn perform(
                 .as_deref()
                 .map(config_hash)
                 .unwrap_or_default();
-            info!(namespace = %ns, instance = %name, old_hash = %old_file_hash, new_hash = want.hash,
+            info!(old_hash = %old_file_hash, new_hash = want.hash,
                 missing = seen.config_text.is_none(), "ConfigMap configuration changed, updating");
             let written = api
                 .apply("ConfigMap", &config_map(target, &plan.rendered))
@@ -79,7 +79,7 @@ pub(super) async fn perform(
                 Some(r) => (r.config_hash.clone(), r.restarted_at.clone()),
                 None => (want.hash.to_owned(), None),
             };
-            info!(namespace = %ns, instance = %name, old_hash = %state.last_known_hash.clone().unwrap_or_default(),
+            info!(old_hash = %state.last_known_hash.clone().unwrap_or_default(),
                 new_hash = %hash, "StatefulSet not found or needs recreation, creating new one");
             let created = api
                 .apply(
@@ -102,7 +102,7 @@ pub(super) async fn perform(
         }
         Decision::BeginRestart { reason, marker } => {
             let strategy = want.strategy.as_str();
-            info!(namespace = %ns, instance = %name, old_hash = %live_hash, new_hash = want.hash, strategy,
+            info!(old_hash = %live_hash, new_hash = want.hash, strategy,
                 reason = reason.as_str(), "ConfigMap was updated or StatefulSet needs restart");
             let next = record_for(want, live, *reason, *marker, now);
             begin_restart(state, seen, plan, next, &live_hash).await?;
@@ -123,7 +123,7 @@ pub(super) async fn perform(
             let old = record.expect("retarget is decided only with a record");
             if *counted {
                 let next = record_for(want, live, RestartReason::Superseded, false, now);
-                info!(namespace = %ns, instance = %name, old_hash = %old.config_hash, new_hash = want.hash,
+                info!(old_hash = %old.config_hash, new_hash = want.hash,
                     "ConfigMap was updated or StatefulSet needs restart");
                 begin_restart(state, seen, plan, next, &old.config_hash).await?;
             } else {
@@ -174,7 +174,7 @@ pub(super) async fn perform(
                     .written
                     .deleted_pods
                     .insert(pod.uid().unwrap_or_default());
-                info!(namespace = %ns, instance = %name, pod = %pod.name_any(), "replacing a stuck pod");
+                info!(pod = %pod.name_any(), "replacing a stuck pod");
                 let note = format!(
                     "deleted pod {}: not ready on an older revision, so the StatefulSet controller would never replace it",
                     pod.name_any()
@@ -196,7 +196,7 @@ pub(super) async fn perform(
                     strategy: record.strategy.as_str(),
                     took,
                 });
-            info!(namespace = %ns, instance = %name, hash = %record.config_hash,
+            info!(hash = %record.config_hash,
                 strategy = record.strategy.as_str(), took_secs = took.as_secs_f64(), "restart complete");
             let note = format!(
                 "all replicas run config {} and are ready",
@@ -231,12 +231,6 @@ async fn begin_restart(
     let strategy = record.strategy.as_str();
     let (new_hash, reason) = (record.config_hash.clone(), record.reason);
     write_record(state, seen, plan, Some(record), 1).await?;
-    if reason == RestartReason::ConfigChanged {
-        let _ = state
-            .args
-            .metrics
-            .send_message(MetricsMsg::HashMismatch(key.clone()));
-    }
     let _ = state.args.metrics.send_message(MetricsMsg::Restarted {
         key,
         strategy,

@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 use super::observe::Observed;
 use super::target::{Plan, Rejection};
 use super::{InstanceSnapshot, InstanceState};
-use crate::actors::metrics::MetricsMsg;
+use crate::actors::metrics::{MISMATCH_KINDS, MetricsMsg};
 use crate::config::render::short_hash;
 use crate::config::validate::{Violation, validate};
 use crate::crd::{RedisInstance, RedisInstanceStatus, RolloutRecord};
@@ -22,27 +22,55 @@ use crate::status::{ConditionValue, condition, phase, ready_condition, set_condi
 
 /// "Config hash comparison" at info when a restart is decided, at debug otherwise, so an idle
 /// fleet logs nothing.
-pub(super) fn log_hash_comparison(
-    state: &InstanceState,
-    seen: &Observed,
-    want: &Desired,
-    decision: &Decision,
-) {
+pub(super) fn log_hash_comparison(seen: &Observed, want: &Desired, decision: &Decision) {
     let Some(live) = seen.statefulset.as_deref().and_then(config_hash_of) else {
         return;
     };
-    let key = &state.args.key;
     let matches = live == want.hash;
     if matches!(
         decision,
         Decision::BeginRestart { .. } | Decision::Retarget { .. }
     ) {
-        info!(namespace = %key.namespace, instance = %key.name, old_hash = live,
-            new_hash = want.hash, matches, "Config hash comparison");
+        info!(
+            old_hash = live,
+            new_hash = want.hash,
+            matches,
+            "Config hash comparison"
+        );
     } else {
-        debug!(namespace = %key.namespace, instance = %key.name, old_hash = live,
-            new_hash = want.hash, matches, "Config hash comparison");
+        debug!(
+            old_hash = live,
+            new_hash = want.hash,
+            matches,
+            "Config hash comparison"
+        );
     }
+}
+
+/// Counts each kind of difference from the desired config when it first appears, while a
+/// StatefulSet runs (a new instance's missing ConfigMap is a creation, not a mismatch).
+pub(super) fn note_mismatches(state: &mut InstanceState, seen: &Observed, want: &Desired) {
+    let running = seen.statefulset.as_deref();
+    let live_hash = running.and_then(config_hash_of);
+    let now = [
+        running.is_some() && seen.config_text.is_none(),
+        running.is_some()
+            && seen
+                .config_text
+                .as_deref()
+                .is_some_and(|t| t != want.config_text),
+        live_hash.is_some_and(|h| h != want.hash),
+    ];
+    for ((kind, is), was) in MISMATCH_KINDS.into_iter().zip(now).zip(state.mismatches) {
+        if is && !was {
+            let key = state.args.key.clone();
+            let _ = state
+                .args
+                .metrics
+                .send_message(MetricsMsg::HashMismatch { key, kind });
+        }
+    }
+    state.mismatches = now;
 }
 
 /// The instance as the cache holds it, for Events about failed steps.
@@ -62,8 +90,7 @@ pub(super) async fn rejected(
     rejection: &Rejection,
     crash: &Crash,
 ) {
-    let key = &state.args.key;
-    warn!(namespace = %key.namespace, instance = %key.name, pod = %crash.pod, exit_code = crash.exit_code,
+    warn!(pod = %crash.pod, exit_code = crash.exit_code,
         hash = %rejection.hash, "Redis rejected the config");
     report_refusal(
         state,
@@ -85,14 +112,13 @@ pub(super) async fn overdue(
         return;
     }
     state.overdue_reported = Some(record.started_at.0);
-    let key = &state.args.key;
     let note = format!(
         "restart to config {} not finished {}s after it began at {}; check the pods' readiness and redis logs",
         short_hash(&record.config_hash),
         state.args.timings.progress_deadline.as_secs(),
         record.started_at.0
     );
-    warn!(namespace = %key.namespace, instance = %key.name, detail = %note, "restart overdue");
+    warn!(detail = %note, "restart overdue");
     state
         .args
         .api
@@ -111,7 +137,7 @@ pub(super) async fn drift_repaired(
         key: key.clone(),
         kind,
     });
-    info!(namespace = %key.namespace, instance = %key.name, kind, "drift repaired");
+    info!(kind, "drift repaired");
     let note = format!(
         "{kind} of {} differed from what the operator builds; restored it",
         key.name
@@ -138,9 +164,8 @@ pub(super) async fn refuse(
         return;
     }
     state.refused_generation = current.metadata.generation;
-    let key = state.args.key.clone();
     let message = refusal_message(violations, state.last_known_hash.as_deref());
-    warn!(namespace = %key.namespace, instance = %key.name, generation = current.metadata.generation,
+    warn!(generation = current.metadata.generation,
         violations = %message, "config refused");
     report_refusal(state, current, "InvalidConfig", "Validate", message).await;
 }
@@ -283,10 +308,16 @@ pub(super) async fn store_status(
             replicas: seen.instance.spec.replicas,
         },
     );
-    let _ = state.args.metrics.send_message(MetricsMsg::ReadyReplicas(
+    let strategy = seen.instance.spec.restart_strategy.as_str();
+    let _ = state.args.metrics.send_message(MetricsMsg::Observed {
         key,
-        i64::from(status.ready_replicas),
-    ));
+        ready: status.ready_replicas,
+        desired: seen.instance.spec.replicas,
+        config_invalid: status.phase == Some(crate::crd::Phase::Invalid),
+        mismatched: state.mismatches.iter().any(|m| *m),
+        restarting: status.rollout.is_some(),
+        strategy,
+    });
     if seen.instance.status.as_ref() != Some(&status) {
         let stored = state.args.api.write_status(&seen.instance, &status).await?;
         state.written.instance = Some(Arc::new(stored));

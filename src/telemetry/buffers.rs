@@ -1,0 +1,206 @@
+//! The recent log lines of each instance, kept in a bounded ring while the instance exists, and
+//! handed to followers as they are written: what `GET /logs/{namespace}/{name}` serves.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use k8s_openapi::jiff::Timestamp;
+use serde_json::Value;
+use tokio::sync::broadcast;
+use tracing::{Event, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+use super::fields::line_of;
+use crate::actors::metrics::InstanceKey;
+
+/// Lines kept per instance; older ones are dropped.
+pub const LINES_PER_INSTANCE: usize = 1000;
+
+/// One instance's recent lines, and the channel its followers listen on.
+pub struct Ring {
+    lines: Mutex<VecDeque<(Timestamp, Arc<str>)>>,
+    follow: broadcast::Sender<Arc<str>>,
+}
+
+impl Ring {
+    fn new() -> Self {
+        Self {
+            lines: Mutex::new(VecDeque::new()),
+            follow: broadcast::channel(256).0,
+        }
+    }
+
+    fn push(&self, at: Timestamp, line: Arc<str>) {
+        let mut lines = self.lines.lock().expect("log ring lock");
+        if lines.len() == LINES_PER_INSTANCE {
+            lines.pop_front();
+        }
+        lines.push_back((at, line.clone()));
+        // No follower is fine.
+        let _ = self.follow.send(line);
+    }
+
+    /// The kept lines written at or after `since`, and a receiver of the lines written after
+    /// them (taken under one lock, so none is lost or told twice).
+    pub fn read(&self, since: Option<Timestamp>) -> (Vec<Arc<str>>, broadcast::Receiver<Arc<str>>) {
+        let lines = self.lines.lock().expect("log ring lock");
+        let kept = lines
+            .iter()
+            .filter(|(at, _)| since.is_none_or(|s| *at >= s))
+            .map(|(_, line)| line.clone())
+            .collect();
+        (kept, self.follow.subscribe())
+    }
+}
+
+/// Every instance's ring. Lines are kept only for instances that are [`LogBuffers::open`]: a
+/// line logged about a deleted instance does not bring its buffer back.
+#[derive(Clone, Default)]
+pub struct LogBuffers {
+    rings: Arc<DashMap<InstanceKey, Arc<Ring>>>,
+}
+
+impl std::fmt::Debug for LogBuffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogBuffers({} instances)", self.rings.len())
+    }
+}
+
+impl LogBuffers {
+    /// Starts keeping lines of `key`.
+    pub fn open(&self, key: &InstanceKey) {
+        self.rings
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Ring::new()));
+    }
+
+    /// Frees `key`'s lines; its followers' streams end.
+    pub fn close(&self, key: &InstanceKey) {
+        self.rings.remove(key);
+    }
+
+    /// `key`'s ring, if its instance exists.
+    pub fn ring(&self, key: &InstanceKey) -> Option<Arc<Ring>> {
+        self.rings.get(key).map(|r| r.clone())
+    }
+
+    /// Instances with a buffer.
+    pub fn len(&self) -> usize {
+        self.rings.len()
+    }
+
+    /// No instance has a buffer.
+    pub fn is_empty(&self) -> bool {
+        self.rings.is_empty()
+    }
+}
+
+/// Copies each line that carries `namespace` and `instance` (from its span or its own fields)
+/// into that instance's ring, as the same JSON the log output holds.
+impl<S> Layer<S> for LogBuffers
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if self.rings.is_empty() {
+            return;
+        }
+        let line = line_of(event, ctx.event_scope(event));
+        let (Some(Value::String(namespace)), Some(Value::String(name))) =
+            (line.get("namespace"), line.get("instance"))
+        else {
+            return;
+        };
+        let key = InstanceKey {
+            namespace: namespace.clone(),
+            name: name.clone(),
+        };
+        if let Some(ring) = self.ring(&key) {
+            let text: Arc<str> = Value::Object(line).to_string().into();
+            ring.push(Timestamp::now(), text);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+    use crate::telemetry::fields::SpanFieldsLayer;
+
+    fn key(name: &str) -> InstanceKey {
+        InstanceKey {
+            namespace: "ns".into(),
+            name: name.into(),
+        }
+    }
+
+    fn lines(buffers: &LogBuffers, name: &str) -> Vec<Value> {
+        let (kept, _) = buffers.ring(&key(name)).unwrap().read(None);
+        kept.iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn lines_go_to_the_instance_of_their_span_and_only_while_it_exists() {
+        let buffers = LogBuffers::default();
+        buffers.open(&key("a"));
+        buffers.open(&key("b"));
+        let subscriber = tracing_subscriber::registry()
+            .with(SpanFieldsLayer)
+            .with(buffers.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let a = tracing::error_span!("instance", namespace = "ns", instance = "a");
+            a.in_scope(|| tracing::info!(old_hash = "1", "Config hash comparison"));
+            tracing::info!(namespace = "ns", instance = "b", "instance actor started");
+            tracing::info!("a line about no instance");
+            buffers.close(&key("a"));
+            a.in_scope(|| tracing::info!("after the instance was deleted"));
+        });
+        assert!(buffers.ring(&key("a")).is_none());
+        let b = lines(&buffers, "b");
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0]["message"], "instance actor started");
+        assert_eq!(buffers.len(), 1);
+    }
+
+    #[test]
+    fn a_ring_keeps_the_newest_lines_and_tells_followers() {
+        let ring = Ring::new();
+        let (_, mut follower) = ring.read(None);
+        for n in 0..LINES_PER_INSTANCE + 5 {
+            ring.push(Timestamp::now(), n.to_string().into());
+            if n == 0 {
+                assert_eq!(&*follower.try_recv().unwrap(), "0");
+            }
+        }
+        let (kept, _) = ring.read(None);
+        assert_eq!(kept.len(), LINES_PER_INSTANCE);
+        assert_eq!(&*kept[0], "5");
+        let later = Timestamp::now() + std::time::Duration::from_secs(60);
+        assert!(ring.read(Some(later)).0.is_empty());
+    }
+
+    #[test]
+    fn span_fields_reach_the_line_at_top_level() {
+        let buffers = LogBuffers::default();
+        buffers.open(&key("a"));
+        let subscriber = tracing_subscriber::registry()
+            .with(SpanFieldsLayer)
+            .with(buffers.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::error_span!("instance", namespace = "ns", instance = "a");
+            span.in_scope(|| tracing::warn!(reason = "ApplyFailed", "reconcile step failed"));
+        });
+        let line = &lines(&buffers, "a")[0];
+        assert_eq!(line["namespace"], "ns");
+        assert_eq!(line["instance"], "a");
+        assert_eq!(line["reason"], "ApplyFailed");
+        assert_eq!(line["level"], "WARN");
+    }
+}
