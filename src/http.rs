@@ -116,7 +116,13 @@ async fn healthz(State(state): State<HttpState>) -> Response {
     let vital = state.vital.lock().expect("vital lock").clone();
     let dead: Vec<_> = vital
         .iter()
-        .filter(|cell| cell.get_status() != ActorStatus::Running)
+        // Still starting counts as alive; only an actor on its way out is dead.
+        .filter(|cell| {
+            matches!(
+                cell.get_status(),
+                ActorStatus::Draining | ActorStatus::Stopping | ActorStatus::Stopped
+            )
+        })
         .map(|cell| cell.get_name().unwrap_or_else(|| cell.get_id().to_string()))
         .collect();
     if !dead.is_empty() {
@@ -201,4 +207,113 @@ async fn logs(
         Body::from_stream(futures::StreamExt::chain(backlog, live)),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::to_bytes;
+    use axum::http::Request;
+    use ractor::Actor;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::actors::metrics::MetricsActor;
+
+    async fn state() -> (HttpState, ActorRef<MetricsMsg>, watch::Sender<bool>) {
+        let (metrics, _) = Actor::spawn(None, MetricsActor, prometheus::Registry::new())
+            .await
+            .unwrap();
+        let (stop, stopping) = watch::channel(false);
+        let state = HttpState {
+            metrics: metrics.clone(),
+            snapshots: Snapshots::default(),
+            health: Arc::new(Health::default()),
+            vital: Arc::new(Mutex::new(vec![metrics.get_cell()])),
+            logs: LogBuffers::default(),
+            stopping,
+        };
+        (state, metrics, stop)
+    }
+
+    async fn get(state: &HttpState, path: &str) -> (StatusCode, String) {
+        let response = router(state.clone())
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn healthz_fails_once_a_vital_actor_is_dead() {
+        let (state, metrics, _stop) = state().await;
+        assert_eq!(
+            get(&state, "/healthz").await,
+            (StatusCode::OK, "ok\n".into())
+        );
+        metrics.stop(None);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while metrics.get_status() != ActorStatus::Stopped {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        let (status, body) = get(&state, "/healthz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("actors not running"), "{body}");
+        let (status, body) = get(&state, "/metrics").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    }
+
+    #[tokio::test]
+    async fn readyz_waits_for_the_caches_and_logs_serve_only_known_instances() {
+        let (state, _metrics, _stop) = state().await;
+        assert_eq!(
+            get(&state, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        state.health.set_synced();
+        assert_eq!(get(&state, "/readyz").await.0, StatusCode::OK);
+
+        let (status, body) = get(&state, "/logs/ns/gone").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        let key = InstanceKey {
+            namespace: "ns".into(),
+            name: "r".into(),
+        };
+        state.logs.open(&key);
+        assert_eq!(
+            get(&state, "/logs/ns/r").await,
+            (StatusCode::OK, String::new())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_followed_log_stream_ends_at_shutdown() {
+        let (state, _metrics, stop) = state().await;
+        let key = InstanceKey {
+            namespace: "ns".into(),
+            name: "r".into(),
+        };
+        state.logs.open(&key);
+        let response = router(state.clone())
+            .oneshot(
+                Request::get("/logs/ns/r?follow=true")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        stop.send(true).unwrap();
+        let body = tokio::time::timeout(
+            Duration::from_secs(5),
+            to_bytes(response.into_body(), 1 << 20),
+        )
+        .await
+        .expect("the stream ends at shutdown")
+        .unwrap();
+        assert!(body.is_empty());
+    }
 }

@@ -66,6 +66,78 @@ async fn follow(addr: &str, ns: &str, name: &str) -> mpsc::UnboundedReceiver<Val
     rx
 }
 
+/// `redis-operator logs NS/NAME -f`, its stdout read line by line; killed on drop.
+struct StoryFollower {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl StoryFollower {
+    fn start(ns: &str, name: &str, addr: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_redis-operator"))
+            .args(["logs", &format!("{ns}/{name}"), "-f", "--addr", addr])
+            .args(["--kubeconfig", &kubeconfig_path().to_string_lossy()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line from `[source, text]` stamped after `after`.
+    async fn wait_for_line(&mut self, wanted: &[&str; 2], after: k8s_openapi::jiff::Timestamp) {
+        let [source, text] = *wanted;
+        wait_for(
+            Duration::from_secs(60),
+            &format!("logs -f to print {source}: {text}"),
+            || {
+                self.seen.extend(self.lines.try_iter());
+                let found = self.seen.iter().any(|line| {
+                    let mut words = line.split_whitespace();
+                    let at = words
+                        .next()
+                        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+                    at.is_some_and(|at| at > after)
+                        && words.next() == Some(source)
+                        && line.contains(text)
+                });
+                let seen = self.seen.len();
+                std::future::ready(if found {
+                    Ok(())
+                } else {
+                    Err(format!("{seen} lines so far"))
+                })
+            },
+        )
+        .await;
+    }
+}
+
+impl Drop for StoryFollower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn messages(lines: &[Value]) -> Vec<&str> {
     lines.iter().filter_map(|l| l["message"].as_str()).collect()
 }
@@ -90,6 +162,7 @@ async fn each_instance_has_its_own_log_stream_that_follows_and_ends_with_it() {
     let addr = operator.http_addr();
     let mut followed = follow(&addr, &ns.name, a).await;
     let asked_at = k8s_openapi::jiff::Timestamp::now();
+    let mut story_followed = StoryFollower::start(&ns.name, a, &addr);
     // Both change at once.
     for (name, strategy) in [
         (a, RestartStrategy::RollingUpdate),
@@ -100,6 +173,28 @@ async fn each_instance_has_its_own_log_stream_that_follows_and_ends_with_it() {
     }
     wait_restarts(&ns, a, 1).await;
     wait_restarts(&ns, b, 1).await;
+    for name in [a, b] {
+        wait_for(
+            Duration::from_secs(30),
+            "the config change's Events",
+            || async {
+                let told = [
+                    event_count(&ns, name, "ConfigUpdated").await,
+                    event_count(&ns, name, "RestartStarted").await,
+                    event_count(&ns, name, "RestartCompleted").await,
+                ];
+                if told == [1, 1, 1] {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{told:?} of {:?}",
+                        instance_events(&ns, name).await
+                    ))
+                }
+            },
+        )
+        .await;
+    }
 
     for name in [a, b] {
         let lines = buffered(&operator, &ns, name).await;
@@ -135,6 +230,17 @@ async fn each_instance_has_its_own_log_stream_that_follows_and_ends_with_it() {
         restart_line["timestamp"].as_str().unwrap().parse().unwrap();
     assert!(written_at > asked_at, "{restart_line}");
     assert_eq!(restart_line["instance"], a);
+
+    // Followed, the story goes on across the restart: the operator's restart line, and the
+    // replacement pod's start-up, opened again under the same pod name.
+    let pod = format!("{a}-0");
+    story_followed
+        .wait_for_line(&["operator", SPEC_MESSAGES[2]], asked_at)
+        .await;
+    story_followed
+        .wait_for_line(&[pod.as_str(), "Ready to accept connections"], asked_at)
+        .await;
+    drop(story_followed);
 
     // One instance's story: the operator's lines and the pod's own, each tagged.
     let out = Command::new(env!("CARGO_BIN_EXE_redis-operator"))

@@ -73,6 +73,23 @@ pub(super) async fn perform(
                 .apply("ConfigMap", &config_map(target, &plan.rendered))
                 .await?;
             state.written.config_map = Some(Arc::new(written));
+            // A running instance's config changed (or its ConfigMap was restored); a new
+            // instance's first write is part of creating it and not told apart.
+            if seen.config_text.is_some() || live.is_some() {
+                let note = match &seen.config_text {
+                    Some(_) => format!(
+                        "redis.conf changed from config {} to {}",
+                        short_hash(&old_file_hash),
+                        short_hash(want.hash)
+                    ),
+                    None => format!(
+                        "the ConfigMap was missing; wrote config {}",
+                        short_hash(want.hash)
+                    ),
+                };
+                api.event(instance, false, "ConfigUpdated", "WriteConfigMap", note)
+                    .await;
+            }
         }
         Decision::CreateStatefulSet => {
             let (hash, marker) = match &record {
