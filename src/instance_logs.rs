@@ -2,6 +2,7 @@
 //! its `/logs` endpoint) and its Redis pods' own output (through the `pods/log` API),
 //! interleaved by time, each line tagged with where it came from.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -84,18 +85,18 @@ pub async fn print(request: LogsRequest) -> Result<(), Error> {
     if request.pods {
         let client = client(request.kubeconfig.as_ref()).await?;
         let pods: Api<Pod> = Api::namespaced(client, &request.namespace);
-        let selector = format!("{INSTANCE_LABEL}={}", request.name);
-        let listed = pods
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| Error::Pods(format!("{}/{}", request.namespace, request.name), e))?;
-        for pod in listed.items {
-            tokio::spawn(pod_lines(
-                pods.clone(),
-                pod.name_any(),
-                request.clone(),
-                sink.clone(),
-            ));
+        let mut followed = HashSet::new();
+        follow_new_pods(&pods, &request, &sink, &mut followed).await?;
+        if request.follow {
+            // Pods come and go (a Recreate, a scale-up): look for new names now and then.
+            let (pods, request, sink) = (pods.clone(), request.clone(), sink.clone());
+            tokio::spawn(async move {
+                while !sink.is_closed() {
+                    tokio::time::sleep(POD_LIST_INTERVAL).await;
+                    // A failed list is tried again at the next interval.
+                    let _ = follow_new_pods(&pods, &request, &sink, &mut followed).await;
+                }
+            });
         }
     }
     drop(sink);
@@ -157,6 +158,36 @@ async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, Error> {
             .map_err(|e| Error::Config(e.to_string()))?,
     };
     Client::try_from(config).map_err(|e| Error::Config(e.to_string()))
+}
+
+/// How often `-f` looks for pods it does not follow yet.
+const POD_LIST_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Starts reading the logs of the instance's pods (by uid) not in `followed` yet.
+async fn follow_new_pods(
+    pods: &Api<Pod>,
+    request: &LogsRequest,
+    sink: &mpsc::Sender<Tagged>,
+    followed: &mut HashSet<String>,
+) -> Result<(), Error> {
+    let selector = format!("{INSTANCE_LABEL}={}", request.name);
+    let listed = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| Error::Pods(format!("{}/{}", request.namespace, request.name), e))?;
+    for pod in listed.items {
+        let uid = pod.uid().unwrap_or_default();
+        if followed.insert(uid.clone()) {
+            tokio::spawn(pod_lines(
+                pods.clone(),
+                pod.name_any(),
+                uid,
+                request.clone(),
+                sink.clone(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads `GET /logs/{namespace}/{name}` (HTTP/1.0: the body ends when the connection closes).
@@ -230,9 +261,16 @@ fn operator_line(line: &str) -> Option<Tagged> {
     })
 }
 
-/// A pod's output, with the API's timestamps. While following, the log is opened again when
-/// the container ends (a restart brings a new one under the same pod name).
-async fn pod_lines(api: Api<Pod>, pod: String, request: LogsRequest, sink: mpsc::Sender<Tagged>) {
+/// One pod's output (one pod object, by uid), with the API's timestamps. While following, the
+/// log is opened again when its container ends and restarts in the same pod; once the name
+/// belongs to another pod (a restart's replacement), that pod's own reader takes over.
+async fn pod_lines(
+    api: Api<Pod>,
+    pod: String,
+    uid: String,
+    request: LogsRequest,
+    sink: mpsc::Sender<Tagged>,
+) {
     let mut since_time = None;
     loop {
         let params = LogParams {
@@ -263,6 +301,10 @@ async fn pod_lines(api: Api<Pod>, pod: String, request: LogsRequest, sink: mpsc:
             return;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+        let current = api.get_opt(&pod).await.ok().flatten();
+        if current.and_then(|p| p.uid()).as_deref() != Some(uid.as_str()) {
+            return;
+        }
     }
 }
 

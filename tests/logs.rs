@@ -79,7 +79,7 @@ impl StoryFollower {
             .args(["logs", &format!("{ns}/{name}"), "-f", "--addr", addr])
             .args(["--kubeconfig", &kubeconfig_path().to_string_lossy()])
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -123,7 +123,8 @@ impl StoryFollower {
                 std::future::ready(if found {
                     Ok(())
                 } else {
-                    Err(format!("{seen} lines so far"))
+                    let tail = &self.seen[self.seen.len().saturating_sub(8)..];
+                    Err(format!("{seen} lines so far, the last: {tail:#?}"))
                 })
             },
         )
@@ -163,6 +164,13 @@ async fn each_instance_has_its_own_log_stream_that_follows_and_ends_with_it() {
     let mut followed = follow(&addr, &ns.name, a).await;
     let asked_at = k8s_openapi::jiff::Timestamp::now();
     let mut story_followed = StoryFollower::start(&ns.name, a, &addr);
+    // It has connected once it prints the instance's earlier lines.
+    story_followed
+        .wait_for_line(
+            &["operator", SPEC_MESSAGES[3]],
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        )
+        .await;
     // Both change at once.
     for (name, strategy) in [
         (a, RestartStrategy::RollingUpdate),

@@ -446,6 +446,17 @@ async fn every_dashboard_panel_and_alert_answers_from_a_real_prometheus() {
                 "panel {title:?} should show the restart: {result:?}"
             );
         }
+        if title.starts_with("Config hash mismatches") {
+            // The edit changed both the file and the template's hash.
+            for kind in ["ConfigMapDiffers", "AnnotationDiffers"] {
+                let counted = result.iter().any(|s| {
+                    s["metric"]["instance"] == NAME
+                        && s["metric"]["kind"] == kind
+                        && value_of(s) >= 1.0
+                });
+                assert!(counted, "panel {title:?} should count {kind}: {result:?}");
+            }
+        }
         if expr.contains("by (namespace, instance)") {
             assert!(
                 result.iter().any(|s| s["metric"]["instance"] == NAME),

@@ -210,10 +210,18 @@ impl MetricsState {
                 f.restarting
                     .with_label_values(&pair)
                     .set(i64::from(restarting));
-                // Created at 0, so that `increase()` and `rate()` see the first restart.
+                // Created at 0, so that `increase()` and `rate()` see the first restart and
+                // the first mismatch of each kind.
                 f.restarts
                     .with_label_values(&[pair[0], pair[1], strategy, "ConfigChanged"]);
                 f.rollout_seconds.with_label_values(&[strategy]);
+                for kind in MISMATCH_KINDS {
+                    f.hash_mismatches
+                        .with_label_values(&[pair[0], pair[1], kind]);
+                }
+                for kind in MISMATCH_KINDS {
+                    self.remember(key.clone(), Family::HashMismatches, [kind, ""]);
+                }
                 self.remember(key, Family::Restarts, [strategy, "ConfigChanged"]);
             }
             MetricsMsg::StepTook { decision, took } => {

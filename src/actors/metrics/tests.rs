@@ -85,6 +85,7 @@ async fn counts_restarts_and_mismatches_and_forgets_instances() {
         ),
         "the spec's restart series exists before the first restart:\n{text}"
     );
+    assert!(text.contains(r#"redis_operator_config_hash_mismatches_total{instance="redis-example",kind="ConfigMapDiffers",namespace="ns"} 0"#));
     actor
         .send_message(MetricsMsg::Restarted {
             key: key(),
