@@ -19,40 +19,58 @@ use crate::actors::metrics::InstanceKey;
 /// Lines kept per instance; older ones are dropped.
 pub const LINES_PER_INSTANCE: usize = 1000;
 
-/// One instance's recent lines, and the channel its followers listen on.
+/// One instance's recent lines, and the channel its followers listen on (made on the first
+/// follow: most instances are never followed, and an idle channel holds all its slots).
 pub struct Ring {
-    lines: Mutex<VecDeque<(Timestamp, Arc<str>)>>,
-    follow: broadcast::Sender<Arc<str>>,
+    inner: Mutex<RingInner>,
 }
+
+struct RingInner {
+    lines: VecDeque<(Timestamp, Arc<str>)>,
+    follow: Option<broadcast::Sender<Arc<str>>>,
+}
+
+/// Lines a follower may fall behind by before it is told some were skipped.
+const FOLLOW_BACKLOG: usize = 256;
 
 impl Ring {
     fn new() -> Self {
         Self {
-            lines: Mutex::new(VecDeque::new()),
-            follow: broadcast::channel(256).0,
+            inner: Mutex::new(RingInner {
+                lines: VecDeque::new(),
+                follow: None,
+            }),
         }
     }
 
     fn push(&self, at: Timestamp, line: Arc<str>) {
-        let mut lines = self.lines.lock().expect("log ring lock");
-        if lines.len() == LINES_PER_INSTANCE {
-            lines.pop_front();
+        let mut inner = self.inner.lock().expect("log ring lock");
+        if inner.lines.len() == LINES_PER_INSTANCE {
+            inner.lines.pop_front();
         }
-        lines.push_back((at, line.clone()));
-        // No follower is fine.
-        let _ = self.follow.send(line);
+        inner.lines.push_back((at, line.clone()));
+        if let Some(follow) = &inner.follow
+            && follow.send(line).is_err()
+        {
+            // Every follower is gone.
+            inner.follow = None;
+        }
     }
 
     /// The kept lines written at or after `since`, and a receiver of the lines written after
     /// them (taken under one lock, so none is lost or told twice).
     pub fn read(&self, since: Option<Timestamp>) -> (Vec<Arc<str>>, broadcast::Receiver<Arc<str>>) {
-        let lines = self.lines.lock().expect("log ring lock");
-        let kept = lines
+        let mut inner = self.inner.lock().expect("log ring lock");
+        let kept = inner
+            .lines
             .iter()
             .filter(|(at, _)| since.is_none_or(|s| *at >= s))
             .map(|(_, line)| line.clone())
             .collect();
-        (kept, self.follow.subscribe())
+        let follow = inner
+            .follow
+            .get_or_insert_with(|| broadcast::channel(FOLLOW_BACKLOG).0);
+        (kept, follow.subscribe())
     }
 }
 
