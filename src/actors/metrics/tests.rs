@@ -62,6 +62,18 @@ fn every_kind_of_message() -> Vec<MetricsMsg> {
     ]
 }
 
+/// A metrics actor that has been sent one message of each kind.
+async fn told_every_kind_of_message() -> (ActorRef<MetricsMsg>, ractor::concurrency::JoinHandle<()>)
+{
+    let (actor, handle) = Actor::spawn(None, MetricsActor, Registry::new())
+        .await
+        .unwrap();
+    for msg in every_kind_of_message() {
+        actor.send_message(msg).unwrap();
+    }
+    (actor, handle)
+}
+
 #[tokio::test]
 async fn counts_restarts_and_mismatches_and_forgets_instances() {
     let (actor, handle) = Actor::spawn(None, MetricsActor, Registry::new())
@@ -116,12 +128,7 @@ async fn counts_restarts_and_mismatches_and_forgets_instances() {
 
 #[tokio::test]
 async fn every_per_instance_series_goes_with_its_instance() {
-    let (actor, handle) = Actor::spawn(None, MetricsActor, Registry::new())
-        .await
-        .unwrap();
-    for msg in every_kind_of_message() {
-        actor.send_message(msg).unwrap();
-    }
+    let (actor, handle) = told_every_kind_of_message().await;
     let text = render(&actor).await;
     assert!(
         text.contains(
@@ -144,12 +151,7 @@ async fn every_per_instance_series_goes_with_its_instance() {
 
 #[tokio::test]
 async fn every_metric_on_the_dashboard_and_in_the_alerts_is_exported() {
-    let (actor, handle) = Actor::spawn(None, MetricsActor, Registry::new())
-        .await
-        .unwrap();
-    for msg in every_kind_of_message() {
-        actor.send_message(msg).unwrap();
-    }
+    let (actor, handle) = told_every_kind_of_message().await;
     let mut exported = render(&actor).await;
     // Exported by the process, not the actor.
     exported.push_str("\nredis_operator_leader\nredis_operator_api_requests_total\nredis_operator_watch_events_total\n");
