@@ -145,18 +145,9 @@ fn write_line(line: &Tagged) {
 }
 
 async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, Error> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| Error::Config(e.to_string()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .map_err(|e| Error::Config(e.to_string()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| Error::Config(e.to_string()))?,
-    };
+    let config = crate::run::client_config(kubeconfig)
+        .await
+        .map_err(Error::Config)?;
     Client::try_from(config).map_err(|e| Error::Config(e.to_string()))
 }
 

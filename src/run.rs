@@ -76,25 +76,28 @@ pub struct Options {
 /// `redis-operator/<version>`, sent on every request.
 pub const USER_AGENT: &str = concat!("redis-operator/", env!("CARGO_PKG_VERSION"));
 
-async fn client(kubeconfig: Option<&PathBuf>, traffic: &ApiTraffic) -> Result<Client, Error> {
-    let config = match kubeconfig {
+/// The client config from `kubeconfig`, else in-cluster, `$KUBECONFIG` or `~/.kube/config`,
+/// with the operator's User-Agent so the API server's audit log and metrics tell its requests
+/// apart. Shared by `run` and `logs`.
+pub async fn client_config(kubeconfig: Option<&PathBuf>) -> Result<Config, String> {
+    let mut config = match kubeconfig {
         Some(path) => {
-            let kubeconfig =
-                Kubeconfig::read_from(path).map_err(|e| Error::Config(e.to_string()))?;
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| e.to_string())?;
             Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| Error::Config(e.to_string()))?
+                .map_err(|e| e.to_string())?
         }
-        None => Config::infer()
-            .await
-            .map_err(|e| Error::Config(e.to_string()))?,
+        None => Config::infer().await.map_err(|e| e.to_string())?,
     };
-    let mut config = config;
-    // Lets the API server's audit log and metrics tell the operator's requests apart.
     config.headers.push((
         ::http::header::USER_AGENT,
         ::http::HeaderValue::from_static(USER_AGENT),
     ));
+    Ok(config)
+}
+
+async fn client(kubeconfig: Option<&PathBuf>, traffic: &ApiTraffic) -> Result<Client, Error> {
+    let config = client_config(kubeconfig).await.map_err(Error::Config)?;
     Ok(kube::client::ClientBuilder::try_from(config)
         .map_err(Error::Client)?
         .with_layer(traffic)

@@ -209,22 +209,33 @@ impl Drop for Operator {
     }
 }
 
-/// A minimal HTTP/1.0 GET, enough for the operator's own endpoints.
+/// A minimal HTTP/1.0 GET, enough for the operator's own endpoints; panics if nothing listens.
 pub async fn http_get(addr: &str, path: &str) -> String {
+    try_http_get(addr, path)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} from the operator: {e}"))
+}
+
+/// [`http_get`] that reports a server not (yet) listening instead of panicking.
+pub async fn try_http_get(addr: &str, path: &str) -> Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
-        .expect("connect to operator http");
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
     stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .write_all(request.as_bytes())
         .await
-        .unwrap();
+        .map_err(|e| e.to_string())?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
+    stream
+        .read_to_string(&mut response)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(response
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
+        .unwrap_or_default())
 }
 
 /// An example manifest from `examples/`, placed in `namespace`.
