@@ -606,3 +606,98 @@ async fn kubectl_logs_previous_shows_the_run_before_a_restart() {
     let current = logs_containing(&ns, &["redis"], REDIS_READY_LINE).await;
     assert!(!current.contains(&marker), "{current}");
 }
+
+/// Creates a pod whose container prints 100 numbered lines and `last`, then exits 3, under
+/// `terminationMessagePolicy` `policy`; returns its container's status once a run ended and
+/// the container restarted (so that `lastState` holds that run).
+async fn failing_pod_status(
+    ns: &TestNamespace,
+    name: &str,
+    policy: &str,
+    last: &str,
+) -> k8s_openapi::api::core::v1::ContainerStatus {
+    let script = format!("for i in $(seq 1 100); do echo line $i; done; echo '{last}'; exit 3");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [{
+                "name": "main",
+                "image": "redis:7.2",
+                "command": ["sh", "-c", script],
+                "terminationMessagePolicy": policy
+            }],
+            "terminationGracePeriodSeconds": 1
+        }
+    }))
+    .unwrap();
+    let api = ns.api::<Pod>();
+    api.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    wait_for(
+        Duration::from_secs(60),
+        &format!("pod {name} to restart after its container exited 3"),
+        || {
+            let api = api.clone();
+            async move {
+                let pod = api.get(name).await.map_err(|e| e.to_string())?;
+                let status = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|c| c.first())
+                    .cloned();
+                let restarted = status.as_ref().is_some_and(|s| {
+                    s.last_state
+                        .as_ref()
+                        .and_then(|l| l.terminated.as_ref())
+                        .is_some_and(|t| t.exit_code == 3)
+                });
+                match status {
+                    Some(status) if restarted => Ok(status),
+                    _ => Err(describe(&pod)),
+                }
+            }
+        },
+    )
+    .await
+}
+
+/// The termination messages in a container status: of `state` and of `lastState`, for runs
+/// that ended with exit code 3.
+fn exit_3_messages(status: &k8s_openapi::api::core::v1::ContainerStatus) -> Vec<Option<String>> {
+    [status.state.as_ref(), status.last_state.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.terminated.as_ref())
+        .filter(|t| t.exit_code == 3)
+        .map(|t| t.message.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failed_container_under_fallback_to_logs_on_error_reports_its_last_output() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "cluster-termmsg").await;
+    let last = "refused: the reason is here";
+
+    let status = failing_pod_status(&ns, "fallback", "FallbackToLogsOnError", last).await;
+    let messages = exit_3_messages(&status);
+    assert!(!messages.is_empty(), "{status:?}");
+    for message in messages {
+        // The last 80 lines: lines 22 to 100 and the last one.
+        let message = message.unwrap_or_else(|| panic!("no message in {status:?}"));
+        assert!(
+            message.ends_with(&format!("line 100\n{last}\n")),
+            "{message:?}"
+        );
+        assert!(message.starts_with("line 22\n"), "{message:?}");
+        assert_eq!(message.lines().count(), 80, "{message:?}");
+    }
+
+    // `File`, the default: no terminationMessagePath file support, and no fallback.
+    let status = failing_pod_status(&ns, "file", "File", last).await;
+    let messages = exit_3_messages(&status);
+    assert!(!messages.is_empty(), "{status:?}");
+    assert!(messages.iter().all(Option::is_none), "{status:?}");
+}

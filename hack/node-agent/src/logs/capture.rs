@@ -100,8 +100,8 @@ impl Drop for Sink {
 }
 
 /// Copies both pipes into `sink` until both close: the container, and whatever it forked
-/// into its process group, have exited.
-pub fn start<O, E>(sink: Sink, stdout: O, stderr: E)
+/// into its process group, have exited. The task ends when everything is written.
+pub fn start<O, E>(sink: Sink, stdout: O, stderr: E) -> tokio::task::JoinHandle<()>
 where
     O: AsyncRead + Unpin + Send + 'static,
     E: AsyncRead + Unpin + Send + 'static,
@@ -112,7 +112,7 @@ where
             pump(stdout, Stream::Stdout, &sink),
             pump(stderr, Stream::Stderr, &sink)
         );
-    });
+    })
 }
 
 async fn pump(mut pipe: impl AsyncRead + Unpin, stream: Stream, sink: &Mutex<Sink>) {

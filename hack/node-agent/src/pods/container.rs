@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -17,6 +17,7 @@ use k8s_openapi::jiff::Timestamp;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::prober::{Prober, Probes, Target};
@@ -49,6 +50,9 @@ pub struct Launch {
     /// Where the run's log capture reports that it still writes.
     pub log_registry: Arc<logs::Registry>,
     pub probes: Probes,
+    /// `terminationMessagePolicy: FallbackToLogsOnError`: a failed run's message is the tail
+    /// of its output.
+    pub fallback_to_logs: bool,
 }
 
 /// Runs inside a fresh private mount namespace (inside the pod's network namespace), then
@@ -109,6 +113,52 @@ impl Backoff {
     }
 }
 
+/// The kubelet's limits on a termination message taken from the logs: the last 80 lines,
+/// and of those the last 2048 bytes.
+const MESSAGE_LINES: u64 = 80;
+const MESSAGE_BYTES: usize = 2048;
+/// How long an exited run's output may take to reach its run file (the pipes close with the
+/// process group; a background process that keeps them open is not waited for).
+const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
+
+/// Whether a run's termination message comes from its output: the kubelet's rule for
+/// `FallbackToLogsOnError` is a non-zero exit code. Under `File` (the default) the message
+/// would come from the file at `terminationMessagePath`, which this agent does not support,
+/// so it stays unset.
+fn falls_back_to_logs(fallback_to_logs: bool, exit_code: i32) -> bool {
+    fallback_to_logs && exit_code != 0
+}
+
+/// The last `MESSAGE_LINES` lines of a run file's output (both streams), cut to their last
+/// `MESSAGE_BYTES` bytes as the kubelet's ring buffer does; a character split by the cut is
+/// dropped.
+fn output_tail(run_file: &Path) -> std::io::Result<String> {
+    let opts = logs::read::LogOptions {
+        tail_lines: Some(MESSAGE_LINES),
+        ..logs::read::LogOptions::default()
+    };
+    let mut reader = logs::read::LogReader::open(run_file, opts)?;
+    let mut output = Vec::new();
+    loop {
+        let chunk = reader.read_more()?;
+        if chunk.is_empty() {
+            break;
+        }
+        output.extend_from_slice(&chunk);
+    }
+    Ok(keep_end(&output, MESSAGE_BYTES))
+}
+
+/// The last `max` bytes of `bytes` as text, without a leading partial UTF-8 character.
+fn keep_end(bytes: &[u8], max: usize) -> String {
+    let mut start = bytes.len().saturating_sub(max);
+    // UTF-8 continuation bytes are 0b10xxxxxx.
+    while start < bytes.len() && start > 0 && bytes[start] & 0xC0 == 0x80 {
+        start += 1;
+    }
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
 /// How a run of the container ended.
 #[derive(Debug, Clone)]
 pub struct Termination {
@@ -153,6 +203,10 @@ enum State {
         pid: u32,
         started_at: Timestamp,
         prober: Prober,
+        /// Copies the run's output into `run_file`; ends when the pipes close.
+        capture: JoinHandle<()>,
+        run_file: PathBuf,
+        fallback_to_logs: bool,
     },
     /// Ended; restarted at `restart_at` if the restart policy says so.
     Exited {
@@ -274,12 +328,12 @@ impl ContainerRuntime {
     }
 
     /// Notices an exit or a failed probe.
-    pub fn poll(&mut self) -> Option<Event> {
+    pub async fn poll(&mut self) -> Option<Event> {
         let State::Running { child, prober, .. } = &mut self.state else {
             return None;
         };
         if let Ok(Some(status)) = child.try_wait() {
-            self.finish(Some(status), false);
+            self.finish(Some(status), false).await;
             return Some(Event::Exited);
         }
         prober
@@ -291,10 +345,15 @@ impl ContainerRuntime {
     }
 
     /// Marks the container exited with `status` (None: unknown).
-    fn finish(&mut self, status: Option<ExitStatus>, probe_failure: bool) {
+    async fn finish(&mut self, status: Option<ExitStatus>, probe_failure: bool) {
         let State::Running {
-            pid, started_at, ..
-        } = &self.state
+            pid,
+            started_at,
+            capture,
+            run_file,
+            fallback_to_logs,
+            ..
+        } = &mut self.state
         else {
             return;
         };
@@ -307,11 +366,23 @@ impl ContainerRuntime {
             },
             None => (-1, None),
         };
+        let message = if falls_back_to_logs(*fallback_to_logs, exit_code) {
+            // The run's last lines may still be on their way from the pipes.
+            let _ = tokio::time::timeout(OUTPUT_DRAIN, capture).await;
+            match output_tail(run_file) {
+                Ok(tail) => Some(tail),
+                Err(e) => Some(format!(
+                    "Error on reading termination message from logs: {e}"
+                )),
+            }
+        } else {
+            None
+        };
         let termination = Termination {
             exit_code,
             signal,
             reason: if exit_code == 0 { "Completed" } else { "Error" }.into(),
-            message: None,
+            message,
             started_at: *started_at,
             finished_at: Timestamp::now(),
             container_id: Some(container_id(*pid)),
@@ -348,7 +419,7 @@ impl ContainerRuntime {
         let restart = matches!(self.state, State::Exited { .. }) || self.restored_run;
         let run = self.restart_count + i32::from(restart);
         match self.spawn(&launch, run) {
-            Ok(child) => {
+            Ok((child, capture)) => {
                 let pid = child.id().unwrap_or_default();
                 if let Err(e) = sandbox::record_pid(&launch.pod_dir, pid) {
                     tracing::warn!(error = %e, "container pid not recorded; a crash would leak it");
@@ -374,6 +445,9 @@ impl ContainerRuntime {
                     pid,
                     started_at: Timestamp::now(),
                     prober: Prober::spawn(launch.probes, target, since),
+                    capture,
+                    run_file: launch.logs.run_file(run),
+                    fallback_to_logs: launch.fallback_to_logs,
                 };
                 Ok(())
             }
@@ -385,8 +459,9 @@ impl ContainerRuntime {
         }
     }
 
-    /// Starts run `run` (the restart count it will have) with its output captured.
-    fn spawn(&self, launch: &Launch, run: i32) -> Result<Child, String> {
+    /// Starts run `run` (the restart count it will have) with its output captured by the
+    /// returned task.
+    fn spawn(&self, launch: &Launch, run: i32) -> Result<(Child, JoinHandle<()>), String> {
         let sink = logs::capture::Sink::open(&launch.logs, run, launch.log_registry.clone())
             .map_err(|e| {
                 let dir = launch.logs.runs_dir.display();
@@ -430,10 +505,11 @@ impl ContainerRuntime {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("failed to start container: {e}"))?;
-        if let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) {
-            logs::capture::start(sink, stdout, stderr);
-        }
-        Ok(child)
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            let _ = child.start_kill();
+            return Err("failed to start container: its output pipes are missing".into());
+        };
+        Ok((child, logs::capture::start(sink, stdout, stderr)))
     }
 
     /// SIGTERM to the container's process group, SIGKILL after `grace`.
@@ -452,7 +528,7 @@ impl ContainerRuntime {
         };
         // Whatever the main process left behind in its group.
         let _ = killpg(group, Signal::SIGKILL);
-        self.finish(status, probe_failure);
+        self.finish(status, probe_failure).await;
         if let State::Exited { termination, .. } = &mut self.state
             && probe_failure
         {
@@ -531,7 +607,7 @@ impl ContainerRuntime {
 
 /// Fresh mount points `<stage>/<i>`, each a directory or a file like its source. Nothing is
 /// mounted here in the host's namespace (mounts happen in the container's), so removing is safe.
-fn stage(stage: &std::path::Path, mounts: &[Mount]) -> std::io::Result<()> {
+fn stage(stage: &Path, mounts: &[Mount]) -> std::io::Result<()> {
     if stage.exists() {
         std::fs::remove_dir_all(stage)?;
     }
@@ -600,5 +676,91 @@ mod tests {
         assert_eq!(delays, [0, 10, 20, 40, 40]);
         assert_eq!(backoff.delay(Duration::from_secs(601)), Duration::ZERO);
         assert_eq!(backoff.delay(short), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn only_a_failed_run_under_fallback_to_logs_takes_its_message_from_the_logs() {
+        // (FallbackToLogsOnError, exit code) -> message from the logs
+        let table = [
+            (false, 0, false),
+            (false, 1, false),
+            (false, 137, false),
+            (true, 0, false),
+            (true, 1, true),
+            (true, 3, true),
+            (true, 137, true),
+            (true, -1, true),
+        ];
+        for (fallback, exit_code, want) in table {
+            assert_eq!(
+                falls_back_to_logs(fallback, exit_code),
+                want,
+                "fallback {fallback}, exit code {exit_code}"
+            );
+        }
+    }
+
+    /// A run file holding `records` as (stream, partial, content), in a directory of its own.
+    fn run_file(name: &str, records: &[(logs::read::Stream, bool, &[u8])]) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("node-agent-tail-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("0.log");
+        let now = Timestamp::now();
+        let bytes: Vec<u8> = records
+            .iter()
+            .flat_map(|(stream, partial, content)| {
+                logs::read::format_record(now, *stream, *partial, content)
+            })
+            .collect();
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_message_is_the_last_80_lines_of_both_streams() {
+        use logs::read::Stream::{Stderr, Stdout};
+        let lines: Vec<String> = (1..=100).map(|i| format!("line {i}")).collect();
+        let mut records: Vec<(logs::read::Stream, bool, &[u8])> = lines
+            .iter()
+            .map(|l| (Stdout, false, l.as_bytes()))
+            .collect();
+        records.push((Stderr, false, b"the reason"));
+        let path = run_file("lines", &records);
+        let want: String = lines[21..]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .chain(["the reason\n".to_string()])
+            .collect();
+        assert_eq!(output_tail(&path).unwrap(), want);
+
+        let short = run_file(
+            "short",
+            &[(Stderr, false, b"bad"), (Stdout, true, b"no newline")],
+        );
+        assert_eq!(output_tail(&short).unwrap(), "bad\nno newline");
+        let empty = run_file("empty", &[]);
+        assert_eq!(output_tail(&empty).unwrap(), "");
+        assert!(output_tail(Path::new("/nonexistent/run.log")).is_err());
+        for file in [path, short, empty] {
+            std::fs::remove_dir_all(file.parent().unwrap()).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_long_output_keeps_its_last_2048_bytes() {
+        use logs::read::Stream::Stdout;
+        let first = vec![b'a'; 3000];
+        let path = run_file("bytes", &[(Stdout, false, &first), (Stdout, false, b"end")]);
+        let tail = output_tail(&path).unwrap();
+        assert_eq!(tail.len(), MESSAGE_BYTES);
+        assert!(tail.ends_with("aaa\nend\n"), "{tail:?}");
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+
+        assert_eq!(keep_end(b"abcdef", 3), "def");
+        assert_eq!(keep_end(b"abc", 10), "abc");
+        // "é" is two bytes: a cut through it drops the half.
+        assert_eq!(keep_end("xé!".as_bytes(), 2), "!");
+        assert_eq!(keep_end("xé!".as_bytes(), 3), "é!");
     }
 }

@@ -142,6 +142,8 @@ pub async fn launch(p: &PodRefs<'_>, spec: &Container) -> Result<Launch, Refusal
         logs: ContainerLogs::new(p.log_dir, &spec.name),
         log_registry: p.ctx.logs.clone(),
         probes,
+        fallback_to_logs: spec.termination_message_policy.as_deref()
+            == Some("FallbackToLogsOnError"),
     })
 }
 

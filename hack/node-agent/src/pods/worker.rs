@@ -233,7 +233,7 @@ impl PodWorker {
         let grace = self.grace();
         for group in [Group::Init, Group::Main] {
             for i in 0..self.group(group).len() {
-                let failed = match self.group_mut(group)[i].poll() {
+                let failed = match self.group_mut(group)[i].poll().await {
                     Some(Event::ProbeFailed(message)) => Some(message),
                     Some(Event::Exited) | None => None,
                 };
