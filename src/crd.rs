@@ -50,10 +50,11 @@ pub struct RedisInstanceSpec {
     /// Number of Redis pods; each gets its own PersistentVolumeClaim.
     #[schemars(range(min = 0, max = 100))]
     pub replicas: i32,
-    /// Persistent volume for Redis's data directory. Fixed at creation: a StatefulSet's claim
-    /// template cannot change, so the API server refuses edits rather than the operator failing later.
+    /// Persistent volume for Redis's data directory. Size and class are fixed at creation: a
+    /// StatefulSet's claim template cannot change, so the API server refuses edits rather than
+    /// the operator failing later.
     #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "self == oldSelf",
+        "rule": "self.size == oldSelf.size && has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
         "message": "storage cannot change after creation (a StatefulSet's volume claim template is immutable); create a new RedisInstance to move the data"
     }]))]
     pub storage: StorageSpec,
@@ -64,6 +65,97 @@ pub struct RedisInstanceSpec {
     /// How a config change reaches the pods.
     #[serde(default)]
     pub restart_strategy: RestartStrategy,
+    /// Whether directives Redis can change at runtime are applied to the running pods
+    /// (`Live`) or by a restart (`Restart`, the default).
+    #[serde(default)]
+    pub config_update: ConfigUpdate,
+    /// How long a restarted pod may take to become ready, and what happens when it does not.
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+    /// Holds every restart and live apply; status shows the pending change until unpaused.
+    /// The annotation `redis.github.com/paused: "true"` does the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+/// How a config change reaches running pods.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq, JsonSchema)]
+pub enum ConfigUpdate {
+    /// Every change restarts the pods (the StatefulSet's template carries the hash of the
+    /// whole file).
+    #[default]
+    Restart,
+    /// Directives Redis can change at runtime are applied with `CONFIG SET` on every pod,
+    /// all or nothing; only the others restart the pods.
+    Live,
+}
+
+/// Safety limits of a restart.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Seconds a pod on the new config may take to become ready before the rollout halts.
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub progress_deadline_seconds: u32,
+    /// What a halted rollout does: go back to the last config that ran, or stay halted.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+}
+
+fn default_progress_deadline() -> u32 {
+    120
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        Self {
+            progress_deadline_seconds: default_progress_deadline(),
+            on_failure: OnFailure::default(),
+        }
+    }
+}
+
+/// What a halted rollout does.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq, JsonSchema)]
+pub enum OnFailure {
+    /// Restart the pods on the last config that ran.
+    #[default]
+    Rollback,
+    /// Replace no further pods; wait for a fixed spec.
+    Halt,
+}
+
+/// What happens to the data claims when the instance is deleted or scaled down.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionPolicy {
+    /// On deletion of the instance: keep the claims (`Retain`, the default) or delete them.
+    #[serde(default)]
+    pub when_deleted: Retention,
+    /// On scale-down: keep the claims of removed pods (`Retain`, the default) or delete them.
+    #[serde(default)]
+    pub when_scaled: Retention,
+}
+
+/// Keep or delete.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq, JsonSchema)]
+pub enum Retention {
+    /// Keep the claims (and the data).
+    #[default]
+    Retain,
+    /// Delete the claims.
+    Delete,
+}
+
+impl Retention {
+    /// The StatefulSet API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Retention::Retain => "Retain",
+            Retention::Delete => "Delete",
+        }
+    }
 }
 
 /// The PersistentVolumeClaim template for `/data`.
@@ -76,6 +168,9 @@ pub struct StorageSpec {
     /// StorageClass of the claim; the cluster default when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// Whether the claims outlive the instance and scale-downs; may change at any time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_policy: Option<RetentionPolicy>,
 }
 
 /// How pods pick up a new config.
@@ -170,6 +265,16 @@ pub struct RedisInstanceStatus {
     /// When the last config-change restart began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restart_time: Option<Time>,
+    /// Under `configUpdate: Live`, SHA-256 of the runtime-changeable directives the pods were
+    /// last verified to run (`CONFIG GET`); `configHash` covers the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_config_hash: Option<String>,
+    /// A live change Redis refused: its hash. It is not tried again until spec.config changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_live_config_hash: Option<String>,
+    /// A change held back by `spec.paused`: what would happen when unpaused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_change: Option<String>,
     /// A config that passed validation but that redis-server refused at startup; the pods were
     /// rolled back and it is not tried again until spec.config changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,7 +283,7 @@ pub struct RedisInstanceStatus {
     /// mid-sequence finishes it without counting it twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutRecord>,
-    /// One-word summary: Pending, Restarting, Running, Degraded or Invalid.
+    /// One-word summary: Pending, Restarting, Running, Degraded, Invalid, Paused or Halted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// Ready, ConfigValid and Progressing.
@@ -246,6 +351,10 @@ pub enum Phase {
     Degraded,
     /// The spec was refused; the pods keep their last good config.
     Invalid,
+    /// `spec.paused` holds a change back.
+    Paused,
+    /// A restart's pod did not become ready in time; no further pods are replaced.
+    Halted,
 }
 
 impl Phase {
@@ -257,6 +366,8 @@ impl Phase {
             Phase::Running => "Running",
             Phase::Degraded => "Degraded",
             Phase::Invalid => "Invalid",
+            Phase::Paused => "Paused",
+            Phase::Halted => "Halted",
         }
     }
 }

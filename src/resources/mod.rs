@@ -92,9 +92,13 @@ pub(crate) mod fixtures {
                 storage: StorageSpec {
                     size: "1Gi".into(),
                     storage_class_name: Some("standard".into()),
+                    retention_policy: None,
                 },
                 config: crate::config::config_of(config),
                 restart_strategy: RestartStrategy::RollingUpdate,
+                config_update: Default::default(),
+                rollout: Default::default(),
+                paused: false,
             },
         );
         instance.metadata.namespace = Some("team-a".into());
