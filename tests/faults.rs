@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use kube::Client;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
 use redis_operator::config::render::render;
 use redis_operator::config::validate::validate;
 use redis_operator::crd::{RedisInstance, RestartStrategy};
@@ -521,4 +521,132 @@ async fn a_leader_that_finds_its_lease_taken_stops_at_once() {
         log.contains("lost the leader lease to another operator"),
         "{log}"
     );
+}
+
+/// The pid of the pod's redis-server: the node agent's container id is `node-agent://<pid>`.
+fn redis_server_pid(pod: &Pod) -> u32 {
+    let id = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .and_then(|c| c.container_id.clone())
+        .unwrap_or_else(|| panic!("no container id: {}", common::describe(pod)));
+    let pid: u32 = id
+        .strip_prefix("node-agent://")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("container id {id:?} names no pid"));
+    // Redis rewrites its title: "/usr/bin/redis-server *:6379".
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    assert!(
+        cmdline.contains("redis-server"),
+        "pid {pid} of pod {} runs {cmdline:?}, not redis-server",
+        uid(pod)
+    );
+    pid
+}
+
+fn restart_count(pod: &Pod) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .map_or(0, |c| c.restart_count)
+}
+
+/// A crash of a pod that runs a new config (here SIGKILL, as an out-of-memory kill would be)
+/// says nothing against that config: the kubelet restarts the container and the rollout
+/// finishes on the new config, with no rollback.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_off_crash_on_a_new_config_is_restarted_not_rolled_back() {
+    let (_client, ns, _operator) = setup("oneoff", &[]).await;
+    // Three pods, so that the rollout is still under way when the first new pod crashes.
+    let mut instance = example("redis-example.yaml");
+    instance.spec.replicas = 3;
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_ready(&ns, NAME, None, Duration::from_secs(240)).await;
+
+    instance
+        .spec
+        .config
+        .insert("maxmemory".into(), "200mb".into());
+    let new_hash = render(&instance.spec.config).hash;
+    apply_instance(&ns, &instance).await.unwrap();
+    // The highest ordinal goes first.
+    let last = format!("{NAME}-2");
+    let pod = wait_for(
+        Duration::from_secs(120),
+        "pod 2 to run the new config and be ready",
+        || {
+            let (api, last, new_hash) = (ns.api::<Pod>(), &last, &new_hash);
+            async move {
+                let pod = api.get(last).await.map_err(|e| e.to_string())?;
+                let hash = pod.annotations().get("redis.github.com/config-hash");
+                if hash == Some(new_hash) && common::is_ready(&pod) {
+                    Ok(pod)
+                } else {
+                    Err(format!("hash {hash:?}: {}", common::describe(&pod)))
+                }
+            }
+        },
+    )
+    .await;
+    let pid = redis_server_pid(&pod);
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "kill -KILL {pid}");
+
+    // The same pod, restarted in place; its last run was killed by the signal.
+    let restarted = wait_for(
+        Duration::from_secs(60),
+        "pod 2 restarted in place after the kill",
+        || {
+            let (api, last, pod) = (ns.api::<Pod>(), &last, &pod);
+            async move {
+                let now = api.get(last).await.map_err(|e| e.to_string())?;
+                if uid(&now) == uid(pod) && restart_count(&now) >= 1 {
+                    Ok(now)
+                } else {
+                    Err(common::describe(&now))
+                }
+            }
+        },
+    )
+    .await;
+    let terminated = restarted
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .and_then(|c| c.last_state.as_ref())
+        .and_then(|s| s.terminated.clone())
+        .unwrap_or_else(|| panic!("no last state: {}", common::describe(&restarted)));
+    assert_eq!(terminated.exit_code, 137, "{terminated:?}");
+    let message = terminated.message.unwrap_or_default();
+    assert!(
+        !message.contains("FATAL CONFIG FILE ERROR"),
+        "the killed run's output: {message}"
+    );
+
+    let ri = wait_ready(&ns, NAME, Some(&new_hash), Duration::from_secs(180)).await;
+    let status = ri.status.unwrap();
+    assert_eq!(status.rejected_config_hash, None, "{status:?}");
+    assert_eq!(
+        status.config_hash.as_deref(),
+        Some(new_hash.as_str()),
+        "still on the new config"
+    );
+    assert_eq!(event_count(&ns, NAME, "RedisRejectedConfig").await, 0);
+    for pod in pods(&ns, NAME).await {
+        assert_eq!(
+            pod.annotations().get("redis.github.com/config-hash"),
+            Some(&new_hash),
+            "{}",
+            pod.name_any()
+        );
+        assert_eq!(config_get(&pod, "maxmemory").await, "209715200");
+    }
 }

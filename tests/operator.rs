@@ -587,7 +587,10 @@ async fn config_redis_rejects_is_rolled_back_to_the_last_one_that_ran() {
         },
     )
     .await;
-    assert!(message.contains("exited with code 1"), "{message}");
+    // Redis's own words, from the pod's termination message (FallbackToLogsOnError).
+    let said = ">>> 'activedefrag yes': Active defragmentation cannot be enabled";
+    assert!(message.contains(said), "quotes Redis's reason: {message}");
+    assert!(message.contains("(exit code 1)"), "{message}");
     assert!(
         message.contains(&good_hash[..12]),
         "names the config it rolls back to: {message}"
@@ -632,9 +635,9 @@ async fn config_redis_rejects_is_rolled_back_to_the_last_one_that_ran() {
     );
     let events = instance_events(&ns, "redis-example").await;
     assert!(
-        events
-            .iter()
-            .any(|(t, r, _)| t == "Warning" && r == "RedisRejectedConfig"),
+        events.iter().any(|(t, r, note)| t == "Warning"
+            && r == "RedisRejectedConfig"
+            && note.contains(said)),
         "{events:?}"
     );
 

@@ -47,6 +47,66 @@ pub struct Crash {
     pub pod: String,
     /// redis-server's exit code.
     pub exit_code: i32,
+    /// The run's termination message: with `terminationMessagePolicy: FallbackToLogsOnError`,
+    /// the end of what redis-server printed.
+    pub message: Option<String>,
+}
+
+impl Crash {
+    /// What Redis said when it refused its config file, if that is why it exited.
+    pub fn config_error(&self) -> Option<ConfigError> {
+        self.message.as_deref().and_then(config_error)
+    }
+}
+
+/// The header redis-server prints before it exits on a config file it cannot load, as in
+/// `*** FATAL CONFIG FILE ERROR (Redis 7.2.4) ***`.
+const CONFIG_ERROR_HEADER: &str = "*** FATAL CONFIG FILE ERROR";
+/// The start of the line that quotes the offending directive: `>>> 'maxmemory 10x'`.
+const QUOTED_LINE_PREFIX: &str = ">>> ";
+/// Longest quoted directive and reason kept: an Event's note holds at most 1 KiB.
+const QUOTED_LINE_MAX: usize = 200;
+const REASON_MAX: usize = 400;
+
+/// Redis's account of a config file line it refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The line as Redis quotes it, `>>> 'appendonly maybe'` (cut after `QUOTED_LINE_MAX`
+    /// bytes).
+    pub line: String,
+    /// Why, as Redis put it: `argument must be 'yes' or 'no'` (cut after `REASON_MAX` bytes).
+    pub reason: String,
+}
+
+/// Reads a termination message: a config file error when it holds Redis's fatal config error
+/// header followed by the `>>>` line and the reason; anything else (no message, a signal, an
+/// out-of-memory kill, some other exit) is not.
+pub fn config_error(message: &str) -> Option<ConfigError> {
+    // The last report: a message may hold the end of earlier output too.
+    let (_, report) = message.rsplit_once(CONFIG_ERROR_HEADER)?;
+    let mut lines = report
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with(QUOTED_LINE_PREFIX));
+    let line = lines.next()?;
+    let reason = lines.find(|l| !l.is_empty())?;
+    Some(ConfigError {
+        line: cut(line, QUOTED_LINE_MAX),
+        reason: cut(reason, REASON_MAX),
+    })
+}
+
+/// `text`, cut to at most `max` bytes at a character boundary, with `...` when cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let end = (0..=max)
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
+    format!("{}...", &text[..end])
 }
 
 /// The config hash a pod was started with (copied from the template annotation).
@@ -68,24 +128,42 @@ pub fn is_ready(pod: &Pod) -> bool {
         })
 }
 
-fn crash_of(pod: &Pod) -> Option<Crash> {
-    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-    statuses.iter().find_map(|c| {
+/// The pod's failed runs its status still shows: the one that just ended (`state`), else the
+/// one before the current run (`lastState`), per container.
+fn crashes_of(pod: &Pod) -> impl Iterator<Item = Crash> + '_ {
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default();
+    statuses.iter().flat_map(move |c| {
         let now = c.state.as_ref().and_then(|s| s.terminated.as_ref());
         let before = c.last_state.as_ref().and_then(|s| s.terminated.as_ref());
-        now.or(before).filter(|t| t.exit_code != 0).map(|t| Crash {
-            pod: pod.name_any(),
-            exit_code: t.exit_code,
-        })
+        [now, before]
+            .into_iter()
+            .flatten()
+            .filter(|t| t.exit_code != 0)
+            .map(|t| Crash {
+                pod: pod.name_any(),
+                exit_code: t.exit_code,
+                message: t.message.clone(),
+            })
     })
 }
 
-/// The first pod running config `hash` whose Redis exited non-zero: Redis rejected that config
-/// (a directive this build refuses, say) even though it passed validation.
+fn crash_of(pod: &Pod) -> Option<Crash> {
+    crashes_of(pod).next()
+}
+
+/// The first pod running config `hash` whose Redis exited because it refused that config file
+/// (a directive this build refuses, say) even though it passed validation. Other crashes (a
+/// signal, an out-of-memory kill, an exit without Redis's config error report) are no verdict
+/// on the config: the kubelet restarts the container and the rollout waits.
 pub fn crashed_pod(pods: &[Arc<Pod>], hash: &str) -> Option<Crash> {
     pods.iter()
         .filter(|p| pod_config_hash(p) == Some(hash))
-        .find_map(|pod| crash_of(pod))
+        .flat_map(|pod| crashes_of(pod))
+        .find(|crash| crash.config_error().is_some())
 }
 
 /// Pods the StatefulSet controller will never replace by itself: on an older revision, not
@@ -119,12 +197,37 @@ pub(crate) mod fixtures {
         ContainerState, ContainerStateTerminated, ContainerStatus, PodCondition, PodStatus,
     };
 
+    /// What redis-server prints when it refuses `line` of its config file for `reason`.
+    pub fn config_error_output(line: &str, reason: &str) -> String {
+        format!(
+            "\n*** FATAL CONFIG FILE ERROR (Redis 7.2.4) ***\n\
+             Reading the configuration file, at line 3\n>>> '{line}'\n{reason}\n"
+        )
+    }
+
     pub fn pod(
         name: &str,
         hash: &str,
         revision: &str,
         ready: bool,
         last_exit: Option<i32>,
+    ) -> Arc<Pod> {
+        // A crash in these fixtures is Redis refusing its config file; `crashed` makes others.
+        let refused = config_error_output("maxmemory 10x", "argument must be a memory value");
+        let message = last_exit
+            .filter(|code| *code != 0)
+            .map(|_| refused.as_str());
+        crashed(name, hash, revision, ready, last_exit, message)
+    }
+
+    /// Like [`pod`], with `message` as the last run's termination message.
+    pub fn crashed(
+        name: &str,
+        hash: &str,
+        revision: &str,
+        ready: bool,
+        last_exit: Option<i32>,
+        message: Option<&str>,
     ) -> Arc<Pod> {
         let mut pod = Pod::default();
         pod.metadata.name = Some(name.into());
@@ -143,6 +246,7 @@ pub(crate) mod fixtures {
                 last_state: last_exit.map(|code| ContainerState {
                     terminated: Some(ContainerStateTerminated {
                         exit_code: code,
+                        message: message.map(str::to_owned),
                         ..ContainerStateTerminated::default()
                     }),
                     ..ContainerState::default()
@@ -178,24 +282,175 @@ mod tests {
     use crate::resources::statefulset;
 
     #[test]
-    fn a_crash_counts_only_for_pods_running_the_given_config() {
-        let pods = [
-            pod("r-0", "old", "rev-a", true, Some(1)),
-            pod("r-1", "new", "rev-b", true, None),
-            pod("r-2", "new", "rev-b", false, Some(1)),
+    fn redis_config_file_errors_are_told_from_other_exits() {
+        let bad_directive =
+            config_error_output("foo bar", "Bad directive or wrong number of arguments");
+        let yes_no = config_error_output("appendonly maybe", "argument must be 'yes' or 'no'");
+        let long_value = "x".repeat(300);
+        let long_line = config_error_output(
+            &format!("maxmemory {long_value}"),
+            "argument must be a memory value",
+        );
+        let long_reason = format!("{}...", "y".repeat(REASON_MAX));
+        let cut_line = format!("'maxmemory {}...", &long_value[..QUOTED_LINE_MAX - 15]);
+        // (case, termination message, what Redis said: the quoted line and the reason)
+        type Said<'a> = Option<(&'a str, &'a str)>;
+        let table: [(&str, String, Said); 12] = [
+            (
+                "an unknown directive",
+                bad_directive.clone(),
+                Some((
+                    ">>> 'foo bar'",
+                    "Bad directive or wrong number of arguments",
+                )),
+            ),
+            (
+                "a bad argument",
+                yes_no.clone(),
+                Some((">>> 'appendonly maybe'", "argument must be 'yes' or 'no'")),
+            ),
+            (
+                "earlier output before the report",
+                format!("some earlier line\n{yes_no}"),
+                Some((">>> 'appendonly maybe'", "argument must be 'yes' or 'no'")),
+            ),
+            (
+                "CRLF and padding are trimmed",
+                yes_no.replace('\n', "  \r\n"),
+                Some((">>> 'appendonly maybe'", "argument must be 'yes' or 'no'")),
+            ),
+            (
+                "a long quoted line is cut",
+                long_line,
+                Some((
+                    &format!(">>> {cut_line}"),
+                    "argument must be a memory value",
+                )),
+            ),
+            (
+                "a long reason is cut",
+                config_error_output("foo bar", &"y".repeat(500)),
+                Some((">>> 'foo bar'", &long_reason)),
+            ),
+            ("no message", String::new(), None),
+            (
+                "the header alone",
+                "*** FATAL CONFIG FILE ERROR (Redis 7.2.4) ***\n".into(),
+                None,
+            ),
+            (
+                "no reason after the quoted line",
+                "*** FATAL CONFIG FILE ERROR (Redis 7.2.4) ***\n>>> 'foo bar'\n".into(),
+                None,
+            ),
+            (
+                "the quoted line without the header",
+                ">>> 'foo bar'\nBad directive or wrong number of arguments\n".into(),
+                None,
+            ),
+            (
+                "the log of a Redis that ran, then was killed",
+                "1:M 01 Jan 2026 00:00:00.000 * Ready to accept connections tcp\n".into(),
+                None,
+            ),
+            (
+                "a Redis crash report",
+                "=== REDIS BUG REPORT START: Cut & paste starting from here ===\n\
+                 1:M 01 Jan 2026 # Redis 7.2.4 crashed by signal: 11\n"
+                    .into(),
+                None,
+            ),
         ];
-        assert_eq!(
-            crashed_pod(&pods, "new"),
-            Some(Crash {
-                pod: "r-2".into(),
-                exit_code: 1
-            })
-        );
-        assert_eq!(crashed_pod(&pods[..2], "new"), None);
-        assert_eq!(
-            crashed_pod(&[pod("r-0", "new", "rev-b", true, Some(0))], "new"),
-            None
-        );
+        for (case, message, want) in table {
+            let got = config_error(&message);
+            let got = got.as_ref().map(|e| (e.line.as_str(), e.reason.as_str()));
+            assert_eq!(got, want, "{case}");
+        }
+    }
+
+    #[test]
+    fn only_a_config_file_error_under_the_given_config_is_a_rejection() {
+        let refused = config_error_output("foo bar", "Bad directive or wrong number of arguments");
+        let refused = Some(refused.as_str());
+        let ran = Some("1:M * Ready to accept connections tcp\n");
+        // The run that just ended, rather than the one before the current run.
+        let ended_now = |pod: Arc<Pod>| {
+            let mut pod = (*pod).clone();
+            let status = pod.status.as_mut().unwrap();
+            let container = &mut status.container_statuses.as_mut().unwrap()[0];
+            container.state = container.last_state.take();
+            Arc::new(pod)
+        };
+        // (case, pods, the rejection found: pod and exit code)
+        type Row = (&'static str, Vec<Arc<Pod>>, Option<(&'static str, i32)>);
+        let table: Vec<Row> = vec![
+            (
+                "Redis refused the new config",
+                vec![
+                    crashed("r-0", "old", "rev-a", true, None, None),
+                    crashed("r-1", "new", "rev-b", false, Some(1), refused),
+                ],
+                Some(("r-1", 1)),
+            ),
+            (
+                "the refusal shows in the state of the run that just ended",
+                vec![ended_now(crashed(
+                    "r-0",
+                    "new",
+                    "rev-b",
+                    false,
+                    Some(1),
+                    refused,
+                ))],
+                Some(("r-0", 1)),
+            ),
+            (
+                "Redis refused another config",
+                vec![crashed("r-0", "old", "rev-a", false, Some(1), refused)],
+                None,
+            ),
+            (
+                "an exit without a message (policy File)",
+                vec![crashed("r-0", "new", "rev-b", false, Some(1), None)],
+                None,
+            ),
+            (
+                "killed by SIGKILL after it ran",
+                vec![crashed("r-0", "new", "rev-b", false, Some(137), ran)],
+                None,
+            ),
+            (
+                "an out-of-memory kill",
+                vec![crashed("r-0", "new", "rev-b", false, Some(137), Some(""))],
+                None,
+            ),
+            (
+                "a clean exit",
+                vec![crashed("r-0", "new", "rev-b", true, Some(0), refused)],
+                None,
+            ),
+            (
+                "a one-off crash on one pod, a refusal on another",
+                vec![
+                    crashed("r-0", "new", "rev-b", true, Some(139), ran),
+                    crashed("r-1", "new", "rev-b", false, Some(1), refused),
+                ],
+                Some(("r-1", 1)),
+            ),
+            ("no pods", vec![], None),
+        ];
+        for (case, pods, want) in table {
+            let got = crashed_pod(&pods, "new");
+            assert_eq!(
+                got.as_ref().map(|c| (c.pod.as_str(), c.exit_code)),
+                want,
+                "{case}"
+            );
+            if let Some(crash) = got {
+                assert_eq!(crash.message.as_deref(), refused, "{case}");
+                assert!(crash.config_error().is_some(), "{case}");
+            }
+        }
     }
 
     #[test]
@@ -205,7 +460,8 @@ mod tests {
             pod("r-0", "old", "rev-a", false, None),
             pod("r-1", "old", "rev-a", true, None),
             pod("r-2", "new", "rev-b", false, None),
-            pod("r-3", "old", "rev-a", false, Some(1)),
+            // Any crash, config error or not: the controller will not replace it.
+            crashed("r-3", "old", "rev-a", false, Some(137), None),
         ];
         assert_eq!(stuck_pods(&sts, &pods, true), ["r-0", "r-3"]);
         assert_eq!(

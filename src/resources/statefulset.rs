@@ -112,6 +112,9 @@ fn pod_spec(instance: &RedisInstance) -> PodSpec {
             ..ContainerPort::default()
         }]),
         readiness_probe: Some(readiness_probe()),
+        // A failed run's status then carries the end of its output, where Redis says why it
+        // refused its config file; the operator reads it to tell a refused config from a crash.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: CONFIG_VOLUME.into(),
@@ -221,6 +224,11 @@ mod tests {
             "redis-example-config"
         );
         assert!(container.readiness_probe.is_some());
+        assert_eq!(
+            container.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError"),
+            "a crash's status must carry Redis's last output"
+        );
     }
 
     #[test]

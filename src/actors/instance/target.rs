@@ -118,12 +118,17 @@ impl Target {
             ),
             None => "no earlier config ran, so there is nothing to roll back to".to_owned(),
         };
+        // `crashed_pod` returns only crashes whose message holds Redis's report.
+        let said = crash.config_error().map_or_else(
+            || "see the pod's log for Redis's reason".to_owned(),
+            |e| format!("Redis said: {}: {}", e.line, e.reason),
+        );
         let message = format!(
-            "redis-server exited with code {} in pod {} under config {}; {outcome}. \
-             See the pod's log for Redis's reason, then fix spec.config",
-            crash.exit_code,
+            "redis-server refused config {} in pod {} (exit code {}); {said}; {outcome}. \
+             Fix spec.config",
+            short_hash(&hash),
             crash.pod,
-            short_hash(&hash)
+            crash.exit_code,
         );
         let rejection = Rejection { hash, message };
         self.rejected = Some(rejection.clone());
