@@ -2,10 +2,8 @@
 //! through the shared [`Limiter`]. Reads come from the watch caches.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -32,7 +30,7 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// Deleting or un-finalizing an object failed.
+    /// Deleting an object failed.
     #[error("failed to delete {kind} {name}: {source}")]
     Delete {
         /// Kind of the object.
@@ -174,40 +172,29 @@ impl InstanceApi {
             .map_err(|source| Error::Apply { kind, name, source })
     }
 
-    /// Strips the StatefulSet's finalizers, then deletes it in the foreground, so the API keeps
-    /// it until the garbage collector has removed its pods. The uid precondition makes a stale
-    /// cache harmless: a StatefulSet someone recreated meanwhile is not deleted by mistake.
-    /// Returns the object as it is being deleted; `None` when it was already gone.
+    /// Deletes the StatefulSet with `propagationPolicy: Orphan`: its pods and claims stay, so
+    /// no claim is collected whatever `persistentVolumeClaimRetentionPolicy` says (with
+    /// `whenDeleted: Delete` the StatefulSet owns them). The pods are deleted by the caller once
+    /// the StatefulSet is gone. Finalizers are left alone: Orphan needs none removed, and one
+    /// someone else put there is theirs, so the deletion waits for them. The uid precondition
+    /// makes a stale cache harmless: a StatefulSet someone recreated meanwhile is not deleted
+    /// by mistake. Returns the object as it is being deleted; `None` when it is already gone.
     pub async fn delete_statefulset(&self, live: &StatefulSet) -> Result<Option<StatefulSet>> {
-        let api = self.api::<StatefulSet>();
         let name = live.name_any();
-        let delete_err = |source| Error::Delete {
-            kind: "StatefulSet",
-            name: name.clone(),
-            source,
-        };
-        if live.finalizers().iter().next().is_some() {
-            let strip = json!({ "metadata": { "finalizers": null, "uid": live.uid() } });
-            let _permit = self.limiter.acquire().await?;
-            match api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&strip))
-                .await
-            {
-                Ok(_) => {}
-                Err(err) if not_found(&err) => return Ok(None),
-                Err(err) => return Err(delete_err(err)),
-            }
-        }
-        let mut params = DeleteParams::foreground();
+        let mut params = DeleteParams::orphan();
         params.preconditions = Some(Preconditions {
             uid: live.uid(),
             resource_version: None,
         });
         let _permit = self.limiter.acquire().await?;
-        match api.delete(&name, &params).await {
+        match self.api::<StatefulSet>().delete(&name, &params).await {
             Ok(either) => Ok(either.left()),
             Err(err) if not_found(&err) => Ok(None),
-            Err(err) => Err(delete_err(err)),
+            Err(source) => Err(Error::Delete {
+                kind: "StatefulSet",
+                name,
+                source,
+            }),
         }
     }
 
@@ -227,39 +214,6 @@ impl InstanceApi {
             Err(err) if not_found(&err) => Ok(()),
             Err(source) => Err(Error::Delete {
                 kind: "Pod",
-                name,
-                source,
-            }),
-        }
-    }
-
-    /// Adds a non-controller owner reference to the instance on a claim the StatefulSet
-    /// controller created, so deleting the instance removes it and nothing is orphaned. The
-    /// resourceVersion makes this a compare-and-swap: a concurrent writer gives a 409 and the
-    /// next pass retries with fresh refs. Returns whether the claim was adopted.
-    pub async fn adopt_claim(
-        &self,
-        claim: &PartialObjectMeta<PersistentVolumeClaim>,
-        owner: OwnerReference,
-    ) -> Result<bool> {
-        let mut refs = claim.metadata.owner_references.clone().unwrap_or_default();
-        refs.push(owner);
-        let name = claim.name_any();
-        let patch = json!({ "metadata": {
-            "ownerReferences": refs,
-            "resourceVersion": claim.resource_version(),
-        }});
-        let _permit = self.limiter.acquire().await?;
-        match self
-            .api::<PersistentVolumeClaim>()
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => Ok(true),
-            // Someone else (the binder, mostly) wrote it first; its watch event brings a retry.
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-            Err(source) => Err(Error::Apply {
-                kind: "PersistentVolumeClaim",
                 name,
                 source,
             }),

@@ -126,6 +126,8 @@ async fn the_operator_needs_only_the_rbac_in_deploy() {
         ("update", "redisinstances.redis.github.com", &ns.name),
         ("delete", "configmaps", &ns.name),
         ("delete", "persistentvolumeclaims", &ns.name),
+        ("patch", "persistentvolumeclaims", &ns.name),
+        ("list", "persistentvolumeclaims", &ns.name),
         ("update", "leases.coordination.k8s.io", &ns.name),
     ] {
         assert!(

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service}
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use redis_operator::config::render::render;
-use redis_operator::crd::{RedisInstance, RestartStrategy};
+use redis_operator::crd::{RedisInstance, RestartStrategy, Retention, RetentionPolicy};
 use redis_operator::resources::config_map;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -435,17 +435,58 @@ where
     Ok(list.items.len())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn deleting_the_instance_leaves_no_orphans() {
-    let (_client, ns, _operator) = setup("delete").await;
-    apply_instance(&ns, &example("redis-example.yaml"))
-        .await
-        .unwrap();
-    wait_ready(&ns, "redis-example", None, READY_TIMEOUT).await;
+const INSTANCE_SELECTOR: &str = "app.kubernetes.io/instance=redis-example";
+
+/// Waits until the instance's ConfigMap, Service, StatefulSet and pods are gone; returns how
+/// many of its claims are left then.
+async fn wait_objects_gone(ns: &TestNamespace) -> usize {
+    let selector = ListParams::default().labels(INSTANCE_SELECTOR);
+    wait_for(
+        Duration::from_secs(120),
+        "the instance's objects to be gone",
+        || {
+            let selector = selector.clone();
+            async move {
+                let left = [
+                    count::<ConfigMap>(ns, &selector).await?,
+                    count::<Service>(ns, &selector).await?,
+                    count::<StatefulSet>(ns, &selector).await?,
+                    count::<Pod>(ns, &selector).await?,
+                ];
+                if left.iter().all(|n| *n == 0) {
+                    count::<PersistentVolumeClaim>(ns, &selector).await
+                } else {
+                    Err(format!(
+                        "left (configmaps, services, statefulsets, pods): {left:?}"
+                    ))
+                }
+            }
+        },
+    )
+    .await
+}
+
+/// Waits until the instance has no claim left.
+async fn wait_claims_gone(ns: &TestNamespace) {
+    let selector = ListParams::default().labels(INSTANCE_SELECTOR);
+    wait_for(Duration::from_secs(120), "the claims to be gone", || {
+        let selector = selector.clone();
+        async move {
+            match count::<PersistentVolumeClaim>(ns, &selector).await? {
+                0 => Ok(()),
+                n => Err(format!("{n} claims left")),
+            }
+        }
+    })
+    .await;
+}
+
+/// Waits until the StatefulSet controller has made StatefulSet `owner` an owner of the claim.
+async fn wait_claim_owned_by(ns: &TestNamespace, owner: &str) -> PersistentVolumeClaim {
     let claims = ns.api::<PersistentVolumeClaim>();
-    let claim = wait_for(
+    wait_for(
         Duration::from_secs(60),
-        "the data claim to be adopted by the instance",
+        "the StatefulSet to own the data claim",
         || {
             let claims = claims.clone();
             async move {
@@ -456,7 +497,7 @@ async fn deleting_the_instance_leaves_no_orphans() {
                 let owned = claim
                     .owner_references()
                     .iter()
-                    .any(|o| o.kind == "RedisInstance");
+                    .any(|o| o.kind == "StatefulSet" && o.uid == owner);
                 if owned {
                     Ok(claim)
                 } else {
@@ -465,39 +506,224 @@ async fn deleting_the_instance_leaves_no_orphans() {
             }
         },
     )
-    .await;
-    assert_eq!(claim.status.unwrap().phase.as_deref(), Some("Bound"));
+    .await
+}
+
+fn deleted_with_the_instance() -> RetentionPolicy {
+    RetentionPolicy {
+        when_deleted: Retention::Delete,
+        when_scaled: Retention::Retain,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_the_instance_keeps_its_claims_by_default() {
+    let (_client, ns, _operator) = setup("delete").await;
+    apply_instance(&ns, &example("redis-example.yaml"))
+        .await
+        .unwrap();
+    wait_ready(&ns, "redis-example", None, READY_TIMEOUT).await;
+    let claims = ns.api::<PersistentVolumeClaim>();
+    let claim = claims.get("data-redis-example-0").await.unwrap();
+    assert_eq!(
+        claim.status.as_ref().unwrap().phase.as_deref(),
+        Some("Bound")
+    );
+    let sts = ns.api::<StatefulSet>().get("redis-example").await.unwrap();
+    let retention = sts.spec.persistent_volume_claim_retention_policy.unwrap();
+    assert_eq!(
+        (
+            retention.when_deleted.as_deref(),
+            retention.when_scaled.as_deref()
+        ),
+        (Some("Retain"), Some("Retain"))
+    );
+    assert!(
+        claim.owner_references().is_empty(),
+        "nothing owns the claim: {:?}",
+        claim.owner_references()
+    );
 
     ns.api::<RedisInstance>()
         .delete("redis-example", &DeleteParams::background())
         .await
         .unwrap();
-    let selector = ListParams::default().labels("app.kubernetes.io/instance=redis-example");
+    assert_eq!(wait_objects_gone(&ns).await, 1, "the claim is kept");
+    let kept = claims.get("data-redis-example-0").await.unwrap();
+    assert_eq!(kept.uid(), claim.uid());
+    assert_eq!(kept.status.unwrap().phase.as_deref(), Some("Bound"));
+
+    // What the README tells a user to run to delete the data.
+    kubectl(&["-n", &ns.name, "delete", "pvc", "-l", INSTANCE_SELECTOR]);
+    wait_claims_gone(&ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_when_deleted_delete_the_claims_go_with_the_instance() {
+    let (_client, ns, _operator) = setup("delete-claims").await;
+    let mut instance = example("redis-example.yaml");
+    instance.spec.storage.retention_policy = Some(deleted_with_the_instance());
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_ready(&ns, "redis-example", None, READY_TIMEOUT).await;
+    let sts = ns.api::<StatefulSet>().get("redis-example").await.unwrap();
+    wait_claim_owned_by(&ns, &uid(&sts)).await;
+
+    ns.api::<RedisInstance>()
+        .delete("redis-example", &DeleteParams::background())
+        .await
+        .unwrap();
+    wait_objects_gone(&ns).await;
+    wait_claims_gone(&ns).await;
+}
+
+/// Takes a finalizer of someone else's off the StatefulSet when the test ends, pass or fail, so
+/// that the namespace can be deleted.
+struct ForeignFinalizer {
+    namespace: String,
+}
+
+impl Drop for ForeignFinalizer {
+    fn drop(&mut self) {
+        let _ = kubectl_output(&[
+            "-n",
+            &self.namespace,
+            "patch",
+            "statefulset",
+            "redis-example",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
+    }
+}
+
+/// With `whenDeleted: Delete` the StatefulSet owns its claims, so deleting it in the foreground
+/// would delete the data. A Recreate deletes it orphaning them, leaves a finalizer someone else
+/// put there in place and waits for it, then deletes the old pods itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recreate_keeps_the_data_and_others_finalizers_with_when_deleted_delete() {
+    let (_client, ns, operator) = setup("recreate-keep").await;
+    let mut instance = example("redis-example.yaml");
+    instance.spec.restart_strategy = RestartStrategy::Recreate;
+    instance.spec.storage.retention_policy = Some(deleted_with_the_instance());
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_ready(&ns, "redis-example", None, READY_TIMEOUT).await;
+    let statefulsets = ns.api::<StatefulSet>();
+    let sts_before = statefulsets.get("redis-example").await.unwrap();
+    let claim = wait_claim_owned_by(&ns, &uid(&sts_before)).await;
+    let pod = ready_pod(&ns, "redis-example-0").await;
+    assert_eq!(
+        redis_cli(&pod, &["SET", "written-before-recreate", "kept"]).await,
+        "OK"
+    );
+    let _cleanup = ForeignFinalizer {
+        namespace: ns.name.clone(),
+    };
+    statefulsets
+        .patch(
+            "redis-example",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"finalizers": ["example.com/keep"]}})),
+        )
+        .await
+        .unwrap();
+
+    instance
+        .spec
+        .config
+        .insert("maxmemory".into(), "110mb".into());
+    apply_instance(&ns, &instance).await.unwrap();
+    let new_hash = render(&instance.spec.config).hash;
+
+    // Deleted with its dependents orphaned (the garbage collector's `orphan` finalizer done),
+    // and held by the foreign finalizer, which the operator leaves alone.
     wait_for(
-        Duration::from_secs(120),
-        "every object of the instance to be gone",
+        Duration::from_secs(60),
+        "the StatefulSet to be deleting, held by the foreign finalizer alone",
         || {
-            let ns = &ns;
-            let selector = selector.clone();
+            let statefulsets = statefulsets.clone();
             async move {
-                let left = [
-                    count::<ConfigMap>(ns, &selector).await?,
-                    count::<Service>(ns, &selector).await?,
-                    count::<StatefulSet>(ns, &selector).await?,
-                    count::<Pod>(ns, &selector).await?,
-                    count::<PersistentVolumeClaim>(ns, &selector).await?,
-                ];
-                if left.iter().all(|n| *n == 0) {
+                let sts = statefulsets
+                    .get("redis-example")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let deleting = sts.metadata.deletion_timestamp.is_some();
+                if deleting && sts.finalizers() == ["example.com/keep"] {
                     Ok(())
                 } else {
                     Err(format!(
-                        "left (configmaps, services, statefulsets, pods, claims): {left:?}"
+                        "deleting {deleting}, finalizers {:?}",
+                        sts.finalizers()
                     ))
                 }
             }
         },
     )
     .await;
+    operator
+        .wait_for_passes(
+            2,
+            Some("deleted the StatefulSet, orphaning its pods and claims"),
+        )
+        .await;
+    let sts = statefulsets.get("redis-example").await.unwrap();
+    assert_eq!(sts.finalizers(), ["example.com/keep"], "left in place");
+    assert_eq!(uid(&sts), uid(&sts_before));
+    let orphan = ns
+        .api::<PersistentVolumeClaim>()
+        .get("data-redis-example-0")
+        .await
+        .unwrap();
+    assert_eq!(uid(&orphan), uid(&claim), "the claim is kept");
+    assert!(
+        orphan.owner_references().is_empty(),
+        "orphaned: {:?}",
+        orphan.owner_references()
+    );
+    let waiting = ns
+        .api::<RedisInstance>()
+        .get("redis-example")
+        .await
+        .unwrap();
+    assert!(
+        waiting.status.unwrap().rollout.is_some(),
+        "the restart waits for the deletion"
+    );
+
+    // Its owner takes the finalizer off (only its own: the test fails if another is there).
+    statefulsets
+        .patch(
+            "redis-example",
+            &PatchParams::default(),
+            &Patch::<()>::Json(
+                serde_json::from_value(serde_json::json!([
+                    {"op": "test", "path": "/metadata/finalizers", "value": ["example.com/keep"]},
+                    {"op": "remove", "path": "/metadata/finalizers"}
+                ]))
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let finished = wait_restarts(&ns, "redis-example", 1).await;
+    assert_eq!(
+        finished.status.unwrap().config_hash.as_deref(),
+        Some(new_hash.as_str())
+    );
+    let pod = ready_pod_not(&ns, "redis-example-0", Some(&uid(&pod))).await;
+    assert_eq!(config_get(&pod, "maxmemory").await, "115343360");
+    assert_eq!(
+        redis_cli(&pod, &["GET", "written-before-recreate"]).await,
+        "kept"
+    );
+    let sts_after = statefulsets.get("redis-example").await.unwrap();
+    assert_ne!(uid(&sts_after), uid(&sts_before), "a new StatefulSet");
+    let claim_after = wait_claim_owned_by(&ns, &uid(&sts_after)).await;
+    assert_eq!(
+        uid(&claim_after),
+        uid(&claim),
+        "the same claim, now the new StatefulSet's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -72,9 +72,13 @@ fn instance(config: BTreeMap<String, String>) -> RedisInstance {
             storage: StorageSpec {
                 size: "1Gi".into(),
                 storage_class_name: Some("standard".into()),
+                retention_policy: None,
             },
             config,
             restart_strategy: RestartStrategy::RollingUpdate,
+            config_update: Default::default(),
+            rollout: Default::default(),
+            paused: false,
         },
     );
     instance.metadata.namespace = Some("bench".into());
@@ -140,7 +144,6 @@ async fn instance_memory(count: usize) -> (f64, f64) {
             pod.metadata.namespace = Some("bench".into());
             pod
         })),
-        claims: cache(std::iter::empty()),
     };
     let cached = (LIVE.load(Ordering::Relaxed) - before) as f64 / count as f64;
 
@@ -231,7 +234,6 @@ async fn main() {
         statefulset: Some(&live),
         service: Some(&svc),
         pods: &[],
-        unadopted_claims: 0,
         rollout: None,
         settling: false,
         now: k8s_openapi::jiff::Timestamp::now(),

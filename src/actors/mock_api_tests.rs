@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodCondition, PodStatus};
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
 use kube::client::Body;
-use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
@@ -21,21 +20,27 @@ use serde_json::{Value, json};
 use super::instance::{InstanceArgs, InstanceMsg, RedisInstanceActor, Stores, Timings};
 use super::metrics::{InstanceKey, MetricsActor};
 use crate::config::render::render;
-use crate::crd::RedisInstance;
+use crate::crd::{RedisInstance, RestartStrategy};
 use crate::kube_io::InstanceApi;
 use crate::limiter::{Limiter, Limits};
-use crate::resources::{adoption_ref, config_map, fixtures, service, statefulset};
+use crate::resources::{config_map, fixtures, service, statefulset};
 
 type Log = Arc<Mutex<Vec<(Method, String, Value)>>>;
 
 /// Records every request. A status patch answers with `instance` carrying the sent status; the
-/// first `conflicts` status patches get 409 Conflict.
+/// first `conflicts` status patches get 409 Conflict. An apply answers with what was sent; a
+/// StatefulSet delete with the StatefulSet marked as deleting (its finalizers kept); a pod
+/// delete with success.
 fn scripted_api(instance: &RedisInstance, log: Log, conflicts: Arc<AtomicUsize>) -> kube::Client {
     let instance_json = serde_json::to_value(instance).unwrap();
+    let mut deleting = serde_json::to_value(live_statefulset(instance, "deleted")).unwrap();
+    deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    deleting["metadata"]["resourceVersion"] = json!("150");
     let service = tower::service_fn(move |req: Request<Body>| {
         let log = log.clone();
         let instance_json = instance_json.clone();
         let conflicts = conflicts.clone();
+        let deleting = deleting.clone();
         async move {
             let (parts, body) = req.into_parts();
             let bytes = body.collect_bytes().await.unwrap_or_default();
@@ -60,6 +65,18 @@ fn scripted_api(instance: &RedisInstance, log: Log, conflicts: Arc<AtomicUsize>)
                     (StatusCode::OK, stored)
                 }
                 (Method::POST, p) if p.ends_with("/events") => (StatusCode::CREATED, sent),
+                (Method::PATCH, p)
+                    if p.contains("/configmaps/") || p.contains("/statefulsets/") =>
+                {
+                    let mut stored = sent;
+                    stored["metadata"]["resourceVersion"] = json!("200");
+                    (StatusCode::OK, stored)
+                }
+                (Method::DELETE, p) if p.contains("/statefulsets/") => (StatusCode::OK, deleting),
+                (Method::DELETE, p) if p.contains("/pods/") => (
+                    StatusCode::OK,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                ),
                 _ => (
                     StatusCode::NOT_FOUND,
                     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound", "message": "not scripted"}),
@@ -76,9 +93,42 @@ fn scripted_api(instance: &RedisInstance, log: Log, conflicts: Arc<AtomicUsize>)
     kube::Client::new(service, "team-a")
 }
 
+/// The StatefulSet of a converged instance as the cache shows it: a uid, a version, a
+/// finalizer someone else put there, and a status saying the rollout is complete.
+fn live_statefulset(instance: &RedisInstance, hash: &str) -> StatefulSet {
+    let mut sts: StatefulSet = statefulset(instance, hash, None);
+    sts.metadata.uid = Some("sts-uid-1".into());
+    sts.metadata.resource_version = Some("1".into());
+    sts.metadata.finalizers = Some(vec!["example.com/keep".into()]);
+    sts.metadata.generation = Some(1);
+    sts.status = Some(StatefulSetStatus {
+        observed_generation: Some(1),
+        replicas: 1,
+        ready_replicas: Some(1),
+        updated_replicas: Some(1),
+        current_revision: Some("r1".into()),
+        update_revision: Some("r1".into()),
+        ..StatefulSetStatus::default()
+    });
+    sts
+}
+
+/// The writers of the caches, to play the watches.
+struct Watches {
+    instances: Writer<RedisInstance>,
+    statefulsets: Writer<StatefulSet>,
+    pods: Writer<Pod>,
+}
+
 /// Caches holding a converged instance, and the writer of its RedisInstance cache, to play
 /// the watch.
 fn converged_caches(instance: &RedisInstance) -> (Stores, Writer<RedisInstance>) {
+    let (stores, watches) = converged_caches_and_watches(instance);
+    (stores, watches.instances)
+}
+
+/// [`converged_caches`] with the writers of the StatefulSet and pod caches too.
+fn converged_caches_and_watches(instance: &RedisInstance) -> (Stores, Watches) {
     fn cache<K>(objects: Vec<K>) -> (reflector::Store<K>, Writer<K>)
     where
         K: Resource<DynamicType = ()> + Clone + 'static,
@@ -90,20 +140,12 @@ fn converged_caches(instance: &RedisInstance) -> (Stores, Writer<RedisInstance>)
         (reader, writer)
     }
     let rendered = render(&instance.spec.config);
-    let mut sts: StatefulSet = statefulset(instance, &rendered.hash, None);
-    sts.metadata.generation = Some(1);
-    sts.status = Some(StatefulSetStatus {
-        observed_generation: Some(1),
-        replicas: 1,
-        ready_replicas: Some(1),
-        updated_replicas: Some(1),
-        current_revision: Some("r1".into()),
-        update_revision: Some("r1".into()),
-        ..StatefulSetStatus::default()
-    });
+    let sts = live_statefulset(instance, &rendered.hash);
     let mut pod = Pod::default();
     pod.metadata.name = Some("redis-example-0".into());
     pod.metadata.namespace = instance.namespace();
+    pod.metadata.uid = Some("pod-uid-0".into());
+    pod.metadata.resource_version = Some("1".into());
     pod.status = Some(PodStatus {
         conditions: Some(vec![PodCondition {
             type_: "Ready".into(),
@@ -112,20 +154,24 @@ fn converged_caches(instance: &RedisInstance) -> (Stores, Writer<RedisInstance>)
         }]),
         ..PodStatus::default()
     });
-    let mut claim = PartialObjectMeta::<PersistentVolumeClaim>::default();
-    claim.metadata.name = Some("data-redis-example-0".into());
-    claim.metadata.namespace = instance.namespace();
-    claim.metadata.owner_references = Some(vec![adoption_ref(instance)]);
-    let (instances, writer) = cache(vec![instance.clone()]);
+    let mut cm = config_map(instance, &rendered);
+    cm.metadata.resource_version = Some("1".into());
+    let (instances, instances_writer) = cache(vec![instance.clone()]);
+    let (statefulsets, statefulsets_writer) = cache(vec![sts]);
+    let (pods, pods_writer) = cache(vec![pod]);
     let stores = Stores {
         instances,
-        config_maps: cache(vec![config_map(instance, &rendered)]).0,
-        statefulsets: cache(vec![sts]).0,
+        config_maps: cache(vec![cm]).0,
+        statefulsets,
         services: cache(vec![service(instance)]).0,
-        pods: cache(vec![pod]).0,
-        claims: cache(vec![claim]).0,
+        pods,
     };
-    (stores, writer)
+    let watches = Watches {
+        instances: instances_writer,
+        statefulsets: statefulsets_writer,
+        pods: pods_writer,
+    };
+    (stores, watches)
 }
 
 fn writes_to(log: &Log, kind: &str) -> Vec<(Method, String)> {
@@ -338,6 +384,134 @@ async fn conflicts_are_retried_with_backoff() {
     );
     assert_eq!(events[0]["type"], "Warning");
     assert_eq!(events[0]["reason"], "StatusUpdateFailed");
+    actor.stop(None);
+    handle.await.unwrap();
+}
+
+/// The requests so far, as (method, path, body).
+fn requests(log: &Log) -> Vec<(Method, String, Value)> {
+    log.lock().unwrap().clone()
+}
+
+/// A Recreate restart: the StatefulSet is deleted with propagation Orphan and its uid, and no
+/// finalizer is stripped (someone else's `example.com/keep` stays); the orphaned pod is deleted
+/// (gracefully, by uid) only once the StatefulSet is gone; the ConfigMap and the new StatefulSet
+/// are written only once the pod is gone. No claim is touched.
+#[tokio::test]
+async fn a_recreate_orphans_the_claims_and_deletes_the_pods_itself() {
+    let old = converged_instance();
+    let mut edited = old.clone();
+    edited.spec.restart_strategy = RestartStrategy::Recreate;
+    edited
+        .spec
+        .config
+        .insert("maxmemory".into(), "200mb".into());
+    edited.metadata.generation = Some(2);
+    let log = Log::default();
+    let client = scripted_api(&edited, log.clone(), Arc::default());
+    let (stores, mut watches) = converged_caches_and_watches(&old);
+    watches
+        .instances
+        .apply_watcher_event(&watcher::Event::Apply(edited.clone()));
+    let (actor, handle) = spawn_instance_actor(client, stores, Timings::default()).await;
+    actor.send_message(InstanceMsg::Changed).unwrap();
+
+    // The delete, then a wait for the StatefulSet to be gone: its finalizer holds it.
+    wait_until(&log, "the StatefulSet's delete", |reqs| {
+        reqs.iter()
+            .any(|(m, p, _)| *m == Method::DELETE && p.contains("/statefulsets/"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deletes: Vec<Value> = requests(&log)
+        .into_iter()
+        .filter(|(m, p, _)| *m == Method::DELETE && p.contains("/statefulsets/"))
+        .map(|(_, _, body)| body)
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert_eq!(deletes[0]["propagationPolicy"], "Orphan", "{}", deletes[0]);
+    assert_eq!(
+        deletes[0]["preconditions"]["uid"], "sts-uid-1",
+        "{}",
+        deletes[0]
+    );
+    let sts_writes: Vec<_> = writes_to(&log, "/statefulsets/")
+        .into_iter()
+        .filter(|(m, _)| *m != Method::DELETE)
+        .collect();
+    assert!(
+        sts_writes.is_empty(),
+        "no finalizer stripped: {sts_writes:?}"
+    );
+    assert!(
+        writes_to(&log, "/pods/").is_empty(),
+        "pods wait for the StatefulSet"
+    );
+    assert!(writes_to(&log, "/persistentvolumeclaims").is_empty());
+
+    // The StatefulSet is gone: its orphaned pod is deleted, once, and then awaited.
+    let gone = live_statefulset(&old, "gone");
+    watches
+        .statefulsets
+        .apply_watcher_event(&watcher::Event::Delete(gone));
+    actor.send_message(InstanceMsg::Changed).unwrap();
+    wait_until(&log, "the orphaned pod's delete", |reqs| {
+        reqs.iter()
+            .any(|(m, p, _)| *m == Method::DELETE && p.ends_with("/pods/redis-example-0"))
+    })
+    .await;
+    actor.send_message(InstanceMsg::Changed).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pod_deletes: Vec<Value> = requests(&log)
+        .into_iter()
+        .filter(|(m, p, _)| *m == Method::DELETE && p.contains("/pods/"))
+        .map(|(_, _, body)| body)
+        .collect();
+    assert_eq!(pod_deletes.len(), 1, "{pod_deletes:?}");
+    assert_eq!(pod_deletes[0]["preconditions"]["uid"], "pod-uid-0");
+    assert!(
+        pod_deletes[0].get("gracePeriodSeconds").is_none(),
+        "graceful: {}",
+        pod_deletes[0]
+    );
+    assert!(
+        writes_to(&log, "/configmaps/").is_empty() && writes_to(&log, "/statefulsets/").len() == 1,
+        "nothing is created while a pod of the old config remains: {:#?}",
+        requests(&log)
+    );
+
+    // The pod is gone: the new config, then the new StatefulSet.
+    let mut pod = Pod::default();
+    pod.metadata.name = Some("redis-example-0".into());
+    pod.metadata.namespace = Some("team-a".into());
+    watches
+        .pods
+        .apply_watcher_event(&watcher::Event::Delete(pod));
+    actor.send_message(InstanceMsg::Changed).unwrap();
+    wait_until(&log, "the new StatefulSet", |reqs| {
+        reqs.iter()
+            .any(|(m, p, _)| *m == Method::PATCH && p.contains("/statefulsets/"))
+    })
+    .await;
+    let order: Vec<(Method, String)> = requests(&log)
+        .into_iter()
+        .filter(|(_, p, _)| !p.ends_with("/status") && !p.ends_with("/events"))
+        .map(|(m, p, _)| (m, p))
+        .collect();
+    let kinds: Vec<String> = order
+        .iter()
+        .map(|(m, p)| format!("{m} {}", p.rsplit('/').nth(1).unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "DELETE statefulsets",
+            "DELETE pods",
+            "PATCH configmaps",
+            "PATCH statefulsets"
+        ],
+        "{order:#?}"
+    );
     actor.stop(None);
     handle.await.unwrap();
 }

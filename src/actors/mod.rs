@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! watches.rs ──────── reflector caches: RedisInstances; managed ConfigMaps, StatefulSets,
-//!                     Services, Pods, PVCs (read by the instance actors; events routed by label)
+//!                     Services, Pods (read by the instance actors; events routed by label)
 //! SupervisorActor ── one instance actor per RedisInstance, respawned if it fails
 //!   ├── RedisInstanceActor (observe caches -> decide -> perform writes -> status; one step
 //!   │                       per message)

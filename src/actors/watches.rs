@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -135,13 +134,6 @@ pub fn start(
         watch_owned::<StatefulSet>(client, namespace, keep, &sink, "StatefulSet");
     let (services, svc_task) = watch_owned::<Service>(client, namespace, keep, &sink, "Service");
     let (pods, pod_task) = watch_owned::<Pod>(client, namespace, status_only, &sink, "Pod");
-    let (claims, claim_task) = watch_owned::<PartialObjectMeta<PersistentVolumeClaim>>(
-        client,
-        namespace,
-        keep,
-        &sink,
-        "PersistentVolumeClaim",
-    );
     let (instances, instance_writer) = reflector::store();
     let stores = Stores {
         instances,
@@ -149,7 +141,6 @@ pub fn start(
         statefulsets,
         services,
         pods,
-        claims,
     };
     let instance_stream = watcher(
         api::<RedisInstance>(client, namespace),
@@ -168,18 +159,10 @@ pub fn start(
             gate.statefulsets.wait_until_ready(),
             gate.services.wait_until_ready(),
             gate.pods.wait_until_ready(),
-            gate.claims.wait_until_ready(),
         );
         pump("RedisInstance", instance_stream, sink).await;
     });
-    let tasks = vec![
-        cm_task,
-        sts_task,
-        svc_task,
-        pod_task,
-        claim_task,
-        instance_task,
-    ];
+    let tasks = vec![cm_task, sts_task, svc_task, pod_task, instance_task];
     (stores, tasks)
 }
 

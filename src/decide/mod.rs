@@ -14,6 +14,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 
 use crate::crd::{RestartReason, RestartStrategy, RolloutRecord};
 use crate::resources::{
@@ -48,8 +49,6 @@ pub struct Snapshot<'a> {
     pub service: Option<&'a Service>,
     /// Pods of the instance, terminating ones included.
     pub pods: &'a [Arc<Pod>],
-    /// Data claims that do not name the instance as an owner yet.
-    pub unadopted_claims: usize,
     /// The restart in flight, from status.
     pub rollout: Option<&'a RolloutRecord>,
     /// A restart just finished and the spec is still changing: a following restart waits
@@ -64,8 +63,6 @@ pub struct Snapshot<'a> {
 pub enum Decision {
     /// The Service is missing or differs: apply it.
     ApplyService,
-    /// Claims the StatefulSet controller created lack the instance as owner: add it.
-    AdoptClaims,
     /// The ConfigMap is missing or its content differs: write it.
     WriteConfigMap,
     /// No StatefulSet: create it (the first time, or the second half of a Recreate).
@@ -84,8 +81,12 @@ pub enum Decision {
     },
     /// RollingUpdate: apply the template with the recorded hash and marker.
     RollOut,
-    /// Recreate: delete the StatefulSet and its pods.
+    /// Recreate: delete the StatefulSet, orphaning its pods and claims (the claims hold the
+    /// data, whatever the retention policy).
     DeleteForRecreate,
+    /// Recreate, once the StatefulSet is gone: delete its orphaned pods, so no pod of the old
+    /// config outlives it and the new StatefulSet adopts none.
+    DeleteOrphanedPods(Vec<String>),
     /// Fields outside the pod template differ (replicas, labels): apply without a restart.
     RepairStatefulSet,
     /// Pods the StatefulSet controller will not replace by itself: delete them.
@@ -114,13 +115,13 @@ impl Decision {
     pub fn name(&self) -> &'static str {
         match self {
             Decision::ApplyService => "ApplyService",
-            Decision::AdoptClaims => "AdoptClaims",
             Decision::WriteConfigMap => "WriteConfigMap",
             Decision::CreateStatefulSet => "CreateStatefulSet",
             Decision::BeginRestart { .. } => "BeginRestart",
             Decision::Retarget { .. } => "Retarget",
             Decision::RollOut => "RollOut",
             Decision::DeleteForRecreate => "DeleteForRecreate",
+            Decision::DeleteOrphanedPods(_) => "DeleteOrphanedPods",
             Decision::RepairStatefulSet => "RepairStatefulSet",
             Decision::ReplacePods(_) => "ReplacePods",
             Decision::FinishRestart => "FinishRestart",
@@ -142,18 +143,15 @@ pub struct Deadlines {
     pub progress: Duration,
 }
 
-/// Decides the next step. The Service and claims first (cheap, never restart anything), then
-/// the ConfigMap before the StatefulSet, so every pod started after a template change reads the
-/// new file.
+/// Decides the next step. The Service first (cheap, never restarts anything), then the
+/// ConfigMap before the StatefulSet, so every pod started after a template change reads the new
+/// file.
 pub fn decide(want: &Desired, seen: &Snapshot, deadlines: &Deadlines) -> Decision {
     if seen
         .service
         .is_none_or(|svc| service_drifted(want.service, svc))
     {
         return Decision::ApplyService;
-    }
-    if seen.unadopted_claims > 0 {
-        return Decision::AdoptClaims;
     }
     match seen.rollout {
         None => at_rest(want, seen),
@@ -247,7 +245,19 @@ fn in_flight(
         (_, Some(sts)) if deleting(sts) => Decision::Wait(Waiting::Deletion),
         (RestartStrategy::Recreate, Some(_)) => Decision::DeleteForRecreate,
         (RestartStrategy::Recreate, None) if !seen.pods.is_empty() => {
-            Decision::Wait(Waiting::Deletion)
+            // The StatefulSet was deleted with its pods orphaned: they go before a new one
+            // comes, so no pod of the old config outlives the restart.
+            let left: Vec<String> = seen
+                .pods
+                .iter()
+                .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+                .map(|pod| pod.name_any())
+                .collect();
+            if left.is_empty() {
+                Decision::Wait(Waiting::Deletion)
+            } else {
+                Decision::DeleteOrphanedPods(left)
+            }
         }
         _ if config_differs => Decision::WriteConfigMap,
         (_, None) => Decision::CreateStatefulSet,

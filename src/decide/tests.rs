@@ -22,7 +22,6 @@ struct Case {
     live_sts: Option<StatefulSet>,
     live_svc: Option<Service>,
     pods: Vec<Arc<Pod>>,
-    claims: usize,
     record: Option<RolloutRecord>,
     settling: bool,
     now: Timestamp,
@@ -49,7 +48,6 @@ impl Case {
             svc: service(&ri),
             pods: vec![pod("redis-example-0", &rendered.hash, "rev-a", true, None)],
             sts,
-            claims: 0,
             record: None,
             settling: false,
             now: t(0),
@@ -98,7 +96,6 @@ impl Case {
             statefulset: self.live_sts.as_ref(),
             service: self.live_svc.as_ref(),
             pods: &self.pods,
-            unadopted_claims: self.claims,
             rollout: self.record.as_ref(),
             settling: self.settling,
             now: self.now,
@@ -110,6 +107,12 @@ impl Case {
 fn being_deleted(mut sts: StatefulSet) -> StatefulSet {
     sts.metadata.deletion_timestamp = Some(Time(t(0)));
     sts
+}
+
+fn terminating(pod: Arc<Pod>) -> Arc<Pod> {
+    let mut pod = Pod::clone(&pod);
+    pod.metadata.deletion_timestamp = Some(Time(t(0)));
+    Arc::new(pod)
 }
 
 use RestartStrategy::{Recreate, RollingUpdate};
@@ -133,7 +136,7 @@ fn converged_instance_is_idle() {
 }
 
 #[test]
-fn service_and_claims_come_first() {
+fn the_service_comes_first() {
     let mut case = Case::converged(RollingUpdate).edited();
     case.live_svc = None;
     assert_eq!(case.decide(), Decision::ApplyService);
@@ -141,9 +144,6 @@ fn service_and_claims_come_first() {
     drifted.spec.as_mut().unwrap().selector = None;
     case.live_svc = Some(drifted);
     assert_eq!(case.decide(), Decision::ApplyService);
-    case.live_svc = Some(case.svc.clone());
-    case.claims = 1;
-    assert_eq!(case.decide(), Decision::AdoptClaims);
 }
 
 #[test]
@@ -277,9 +277,11 @@ fn recreate_deletes_waits_then_creates_with_the_newest_config() {
     case.live_sts = None;
     assert_eq!(
         case.decide(),
-        Decision::Wait(Waiting::Deletion),
-        "pods remain"
+        Decision::DeleteOrphanedPods(vec!["redis-example-0".into()]),
+        "the orphaned pods go before a new StatefulSet comes"
     );
+    case.pods = case.pods.into_iter().map(terminating).collect();
+    assert_eq!(case.decide(), Decision::Wait(Waiting::Deletion));
     case.pods.clear();
     assert_eq!(case.decide(), Decision::WriteConfigMap);
     case.live_text = Some(case.text.clone());
@@ -296,6 +298,52 @@ fn a_statefulset_deleted_by_someone_else_is_awaited_then_created() {
     assert_eq!(case.decide(), Decision::Wait(Waiting::Deletion));
     case.live_sts = None;
     assert_eq!(case.decide(), Decision::CreateStatefulSet);
+}
+
+#[test]
+fn a_recreate_waits_for_a_statefulset_someone_else_holds_with_a_finalizer() {
+    // Deleted with propagation Orphan, held by a foreign finalizer: its pods keep serving on the
+    // old config and nothing is deleted or created until the StatefulSet is gone.
+    let mut case = Case::converged(Recreate)
+        .edited()
+        .recorded(RestartReason::ConfigChanged);
+    let mut held = being_deleted(case.live_sts.clone().unwrap());
+    held.metadata.finalizers = Some(vec!["example.com/keep".into()]);
+    case.live_sts = Some(held);
+    case.now = t(3600);
+    assert_eq!(case.decide(), Decision::Wait(Waiting::Deletion));
+}
+
+#[test]
+fn a_recreate_interrupted_after_its_delete_deletes_only_pods_not_yet_terminating() {
+    // The operator crashed after deleting the StatefulSet; a new one finds three orphans, one
+    // of them already terminating.
+    let mut case = Case::converged(Recreate)
+        .edited()
+        .recorded(RestartReason::ConfigChanged);
+    case.live_sts = None;
+    case.pods = vec![
+        pod("redis-example-0", "old", "rev-a", true, None),
+        terminating(pod("redis-example-1", "old", "rev-a", true, None)),
+        pod("redis-example-2", "old", "rev-a", false, None),
+    ];
+    assert_eq!(
+        case.decide(),
+        Decision::DeleteOrphanedPods(vec!["redis-example-0".into(), "redis-example-2".into()])
+    );
+}
+
+#[test]
+fn a_changed_retention_policy_is_applied_without_a_restart() {
+    let mut case = Case::converged(Recreate);
+    let mut ri = instance(&[("maxmemory", "100mb")]);
+    ri.spec.restart_strategy = Recreate;
+    ri.spec.storage.retention_policy = Some(crate::crd::RetentionPolicy {
+        when_deleted: crate::crd::Retention::Delete,
+        when_scaled: crate::crd::Retention::Retain,
+    });
+    case.sts = statefulset(&ri, &case.hash, None);
+    assert_eq!(case.decide(), Decision::RepairStatefulSet);
 }
 
 #[test]

@@ -70,14 +70,6 @@ pub fn controller_ref(instance: &RedisInstance) -> OwnerReference {
         .expect("a RedisInstance read from the API has a name and uid")
 }
 
-/// A non-controller owner reference to the instance, for PVCs the StatefulSet controller created.
-pub fn adoption_ref(instance: &RedisInstance) -> OwnerReference {
-    OwnerReference {
-        controller: None,
-        ..controller_ref(instance)
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod fixtures {
     //! A RedisInstance as the API would return it, for builder tests.

@@ -54,14 +54,7 @@ pub fn statefulset(
                 type_: Some("RollingUpdate".into()),
                 ..StatefulSetUpdateStrategy::default()
             }),
-            // The data must outlive a Recreate restart; the operator adopts the claims instead,
-            // so deleting the RedisInstance still removes them.
-            persistent_volume_claim_retention_policy: Some(
-                StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_deleted: Some("Retain".into()),
-                    when_scaled: Some("Retain".into()),
-                },
-            ),
+            persistent_volume_claim_retention_policy: Some(retention_policy(instance)),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(instance)),
@@ -74,6 +67,22 @@ pub fn statefulset(
             ..StatefulSetSpec::default()
         },
         status: None,
+    }
+}
+
+/// `spec.storage.retentionPolicy`, Retain/Retain by default. With `whenDeleted: Delete` the
+/// StatefulSet controller makes the StatefulSet an owner of its claims, so a Recreate restart
+/// deletes the StatefulSet with `propagationPolicy: Orphan` to keep them.
+fn retention_policy(instance: &RedisInstance) -> StatefulSetPersistentVolumeClaimRetentionPolicy {
+    let policy = instance
+        .spec
+        .storage
+        .retention_policy
+        .clone()
+        .unwrap_or_default();
+    StatefulSetPersistentVolumeClaimRetentionPolicy {
+        when_deleted: Some(policy.when_deleted.as_str().into()),
+        when_scaled: Some(policy.when_scaled.as_str().into()),
     }
 }
 
@@ -193,6 +202,7 @@ fn data_claim(instance: &RedisInstance) -> PersistentVolumeClaim {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::{Retention, RetentionPolicy};
     use crate::resources::fixtures::instance;
 
     #[test]
@@ -259,6 +269,32 @@ mod tests {
         );
         let retention = spec.persistent_volume_claim_retention_policy.unwrap();
         assert_eq!(retention.when_deleted.as_deref(), Some("Retain"));
+        assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+    }
+
+    #[test]
+    fn retention_policy_follows_the_spec() {
+        let mut ri = instance(&[]);
+        ri.spec.storage.retention_policy = Some(RetentionPolicy {
+            when_deleted: Retention::Delete,
+            when_scaled: Retention::Retain,
+        });
+        let retention = statefulset(&ri, "h", None)
+            .spec
+            .persistent_volume_claim_retention_policy
+            .unwrap();
+        assert_eq!(retention.when_deleted.as_deref(), Some("Delete"));
+        assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+        ri.spec.storage.retention_policy = Some(RetentionPolicy {
+            when_deleted: Retention::Retain,
+            when_scaled: Retention::Delete,
+        });
+        let retention = statefulset(&ri, "h", None)
+            .spec
+            .persistent_volume_claim_retention_policy
+            .unwrap();
+        assert_eq!(retention.when_deleted.as_deref(), Some("Retain"));
+        assert_eq!(retention.when_scaled.as_deref(), Some("Delete"));
     }
 
     #[test]

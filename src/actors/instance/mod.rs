@@ -336,7 +336,6 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
         statefulset: seen.statefulset.as_deref(),
         service: seen.service.as_deref(),
         pods: &seen.pods,
-        unadopted_claims: seen.unadopted_claims.len(),
         rollout: record,
         settling: settle_left.is_some(),
         now,

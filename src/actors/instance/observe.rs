@@ -1,18 +1,17 @@
 //! Reads one instance's objects from the watch caches, preferring the operator's own writes
 //! until the caches have caught up with them, so a pass never acts on a state it already changed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
-use kube::core::PartialObjectMeta;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
 use crate::config::render::CONFIG_FILE_KEY;
 use crate::crd::RedisInstance;
-use crate::resources::{DATA_VOLUME, config_map_name};
+use crate::resources::config_map_name;
 
 /// Readers of the supervisor's watch caches; cheap to clone.
 #[derive(Clone)]
@@ -27,8 +26,6 @@ pub struct Stores {
     pub services: Store<Service>,
     /// Pods of managed StatefulSets (status and metadata only).
     pub pods: Store<Pod>,
-    /// Data claims of managed StatefulSets (metadata only).
-    pub claims: Store<PartialObjectMeta<PersistentVolumeClaim>>,
 }
 
 /// The operator's own writes whose watch events may not have arrived yet.
@@ -44,9 +41,6 @@ pub struct Written {
     pub service: Option<Arc<Service>>,
     /// Uids of pods deleted whose deletion the cache may not show yet.
     pub deleted_pods: HashSet<String>,
-    /// Claims (uid -> the resourceVersion tried) adopted, or lost to a concurrent writer,
-    /// whose new version the cache does not show yet.
-    pub adopted_claims: HashMap<String, String>,
 }
 
 /// One instance as the caches show it.
@@ -61,8 +55,6 @@ pub struct Observed {
     pub service: Option<Arc<Service>>,
     /// Its pods, by ordinal.
     pub pods: Vec<Arc<Pod>>,
-    /// Its data claims that lack the instance as an owner.
-    pub unadopted_claims: Vec<Arc<PartialObjectMeta<PersistentVolumeClaim>>>,
 }
 
 /// resourceVersions are etcd revisions in practice; when one is not a number, trust the cache.
@@ -173,30 +165,6 @@ pub fn observe(
     .unwrap_or(0);
     let mut pods = by_ordinal(&stores.pods, namespace, name, replicas);
     mark_deleted(&mut pods, &mut written.deleted_pods);
-    let uid = instance.uid();
-    let unadopted_claims = by_ordinal(
-        &stores.claims,
-        namespace,
-        &format!("{DATA_VOLUME}-{name}"),
-        replicas,
-    )
-    .into_iter()
-    .filter(|claim| {
-        let owned = claim
-            .owner_references()
-            .iter()
-            .any(|r| Some(&r.uid) == uid.as_ref());
-        let claim_uid = claim.uid().unwrap_or_default();
-        let tried = written
-            .adopted_claims
-            .get(&claim_uid)
-            .is_some_and(|rv| Some(rv) == claim.resource_version().as_ref());
-        if !tried {
-            written.adopted_claims.remove(&claim_uid);
-        }
-        !owned && !tried
-    })
-    .collect();
     Some(Observed {
         config_text: config_map
             .as_ref()
@@ -205,7 +173,6 @@ pub fn observe(
         statefulset,
         service,
         pods,
-        unadopted_claims,
     })
 }
 

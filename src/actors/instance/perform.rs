@@ -17,7 +17,7 @@ use crate::config::render::{config_hash, short_hash};
 use crate::crd::{RestartReason, RolloutRecord};
 use crate::decide::{Decision, Desired, record_for};
 use crate::kube_io;
-use crate::resources::{adoption_ref, config_hash_of, config_map, restarted_at_of, statefulset};
+use crate::resources::{config_hash_of, config_map, restarted_at_of, statefulset};
 
 pub(super) async fn perform(
     state: &mut InstanceState,
@@ -46,20 +46,6 @@ pub(super) async fn perform(
             } else {
                 info!("Service missing, creating it");
             }
-        }
-        Decision::AdoptClaims => {
-            let mut adopted = 0;
-            for claim in &seen.unadopted_claims {
-                if api.adopt_claim(claim, adoption_ref(instance)).await? {
-                    adopted += 1;
-                }
-                // Tried at this version: not again until the cache shows another one.
-                state.written.adopted_claims.insert(
-                    claim.uid().unwrap_or_default(),
-                    claim.resource_version().unwrap_or_default(),
-                );
-            }
-            info!(adopted, "adopted data volume claims");
         }
         Decision::WriteConfigMap => {
             let old_file_hash = seen
@@ -171,6 +157,17 @@ pub(super) async fn perform(
                 .expect("delete is decided only with a StatefulSet");
             let deleting = api.delete_statefulset(live).await?;
             state.written.statefulset = Some(Arc::new(deleting.unwrap_or_else(|| gone(live))));
+            info!(statefulset = %name, "deleted the StatefulSet, orphaning its pods and claims");
+        }
+        Decision::DeleteOrphanedPods(names) => {
+            for pod in seen.pods.iter().filter(|p| names.contains(&p.name_any())) {
+                api.delete_pod(pod).await?;
+                state
+                    .written
+                    .deleted_pods
+                    .insert(pod.uid().unwrap_or_default());
+                info!(pod = %pod.name_any(), "deleting a pod the deleted StatefulSet left behind");
+            }
         }
         Decision::RepairStatefulSet => {
             let marker = live.and_then(restarted_at_of);
@@ -254,7 +251,7 @@ async fn begin_restart(
         reason: reason.as_str(),
     });
     let how = if strategy == "Recreate" {
-        "deleting the StatefulSet and its pods, then recreating it"
+        "deleting the StatefulSet and its pods (keeping the data claims), then recreating it"
     } else {
         "replacing pods one at a time"
     };
