@@ -323,6 +323,9 @@ pub enum RestartReason {
     PodTemplateChanged,
     /// The restart in flight was failing and a newer config replaced its target.
     Superseded,
+    /// The pods refused the new config or never became ready on it: back to the last config
+    /// that ran.
+    RolledBack,
 }
 
 impl RestartReason {
@@ -334,6 +337,7 @@ impl RestartReason {
             RestartReason::ImageChanged => "ImageChanged",
             RestartReason::PodTemplateChanged => "PodTemplateChanged",
             RestartReason::Superseded => "Superseded",
+            RestartReason::RolledBack => "RolledBack",
         }
     }
 }

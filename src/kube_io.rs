@@ -44,6 +44,10 @@ pub enum Error {
     /// This process does not surely hold the leader Lease, so it does not write.
     #[error(transparent)]
     NotLeader(#[from] crate::limiter::NotLeader),
+    /// A pod's Redis could not be reached for a live config change (not an API error, but a
+    /// step that failed the same way: retried with backoff).
+    #[error(transparent)]
+    Live(#[from] crate::live::pods::Error),
     /// Writing the instance's status failed.
     #[error("failed to update status of {name}: {source}")]
     Status {
@@ -63,6 +67,7 @@ impl Error {
             Error::Delete { .. } => "DeleteFailed",
             Error::Status { .. } => "StatusUpdateFailed",
             Error::NotLeader(_) => "NotLeader",
+            Error::Live(_) => "RedisUnreachable",
         }
     }
 
@@ -74,7 +79,7 @@ impl Error {
                 kube::Error::Api(status) => Some(status),
                 _ => None,
             },
-            Error::NotLeader(_) => None,
+            Error::NotLeader(_) | Error::Live(_) => None,
         }
     }
 
@@ -118,6 +123,9 @@ fn status_patch(status: &RedisInstanceStatus) -> serde_json::Value {
             "shortHash",
             "lastRestartTime",
             "rejectedConfigHash",
+            "liveConfigHash",
+            "refusedLiveConfigHash",
+            "pendingChange",
             "rollout",
             "phase",
             "conditions",
@@ -307,5 +315,48 @@ mod tests {
         assert_eq!(patch["restarts"], 2);
         assert!(patch["configHash"].is_null() && patch.get("configHash").is_some());
         assert!(patch.get("rejectedConfigHash").is_some());
+    }
+
+    #[test]
+    fn status_patch_names_every_field_a_status_can_omit() {
+        use crate::crd::{Phase, RestartReason, RestartStrategy, RolloutRecord};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        let time = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let full = RedisInstanceStatus {
+            observed_generation: Some(1),
+            config_hash: Some("h".into()),
+            short_hash: Some("h".into()),
+            ready_replicas: 1,
+            restarts: 1,
+            last_restart_time: Some(time.clone()),
+            live_config_hash: Some("l".into()),
+            refused_live_config_hash: Some("r".into()),
+            pending_change: Some("p".into()),
+            rejected_config_hash: Some("x".into()),
+            rollout: Some(RolloutRecord {
+                config_hash: "h".into(),
+                restarted_at: None,
+                strategy: RestartStrategy::RollingUpdate,
+                reason: RestartReason::ConfigChanged,
+                started_at: time,
+            }),
+            phase: Some(Phase::Running),
+            conditions: vec![Condition {
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+                message: String::new(),
+                observed_generation: None,
+                reason: "R".into(),
+                status: "True".into(),
+                type_: "Ready".into(),
+            }],
+        };
+        let every = serde_json::to_value(&full).unwrap();
+        let cleared = status_patch(&RedisInstanceStatus::default());
+        for key in every.as_object().unwrap().keys() {
+            assert!(
+                cleared.get(key).is_some(),
+                "a status without {key} would not clear it"
+            );
+        }
     }
 }

@@ -11,6 +11,8 @@ pub mod instance_logs;
 pub mod kube_io;
 pub mod leader;
 pub mod limiter;
+pub mod live;
+pub mod preview;
 pub mod resources;
 pub mod run;
 pub mod status;

@@ -33,6 +33,27 @@ enum Command {
     /// pods' own logs, each line tagged with its source. In a cluster, first run
     /// `kubectl -n redis-operator port-forward deploy/redis-operator 8080`.
     Logs(LogsArgs),
+    /// Preview what applying a RedisInstance would do, without writing anything: refused (and
+    /// why), nothing, a live CONFIG SET (which directives), or a restart (which directives
+    /// force it, and the strategy). Exits 1 when the spec would be refused.
+    Diff(DiffArgs),
+}
+
+#[derive(clap::Args)]
+struct DiffArgs {
+    /// The RedisInstance manifest to preview.
+    #[arg(short = 'f', long = "filename")]
+    file: Option<PathBuf>,
+    /// Namespace (default: the manifest's, else the kubeconfig context's).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// Preview the live object of this name instead of a file (what the operator would do
+    /// now, for example while paused).
+    #[arg(long)]
+    name: Option<String>,
+    /// Kubeconfig (default: in-cluster, $KUBECONFIG, ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -84,6 +105,10 @@ struct RunArgs {
     /// storm of edits costs at most two restarts.
     #[arg(long, default_value_t = 5)]
     settle_seconds: u64,
+    /// Seconds between checks, with `CONFIG GET`, that the pods of a `configUpdate: Live`
+    /// instance still run its live directives; drift found is set back.
+    #[arg(long, default_value_t = 60)]
+    live_check_seconds: u64,
     /// Sustained API writes per second, shared by all instances (reads come from watch caches).
     #[arg(long, default_value_t = 200.0)]
     api_qps: f64,
@@ -135,11 +160,23 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("redis-operator logs failed")
         }
+        Command::Diff(args) => {
+            let code = redis_operator::preview::diff(redis_operator::preview::DiffRequest {
+                file: args.file,
+                namespace: args.namespace,
+                name: args.name,
+                kubeconfig: args.kubeconfig,
+            })
+            .await
+            .context("redis-operator diff failed")?;
+            std::process::exit(code);
+        }
         Command::Run(args) => {
             let logs = telemetry::init(args.log_format, &args.log_level)?;
             let timings = Timings {
                 progress_deadline: Duration::from_secs(args.progress_deadline),
                 settle: Duration::from_secs(args.settle_seconds),
+                live_check: Duration::from_secs(args.live_check_seconds),
                 ..Timings::default()
             };
             let limits = Limits {

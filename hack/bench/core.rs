@@ -228,6 +228,7 @@ async fn main() {
         strategy: RestartStrategy::RollingUpdate,
         statefulset: &live,
         service: &svc,
+        live: false,
     };
     let snapshot = Snapshot {
         config_text: Some(&rendered.text),
@@ -237,6 +238,10 @@ async fn main() {
         rollout: None,
         settling: false,
         now: k8s_openapi::jiff::Timestamp::now(),
+        live_refused: false,
+        paused: false,
+        halted: false,
+        failed_hash: None,
     };
     let deadlines = Deadlines {
         progress: std::time::Duration::from_secs(300),

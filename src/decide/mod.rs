@@ -17,11 +17,14 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::crd::{RestartReason, RestartStrategy, RolloutRecord};
+use crate::live::live_only_change;
 use crate::resources::{
     StatefulSetDrift, config_hash_of, restarted_at_of, service_drifted, statefulset_drift,
 };
 
-pub use pods::{Crash, crashed_pod, is_ready, pod_config_hash, rollout_complete, stuck_pods};
+pub use pods::{
+    Crash, crashed_pod, is_ready, never_ready, pod_config_hash, rollout_complete, stuck_pods,
+};
 
 /// What the instance should look like now.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +39,8 @@ pub struct Desired<'a> {
     pub statefulset: &'a StatefulSet,
     /// The Service it builds.
     pub service: &'a Service,
+    /// `configUpdate: Live`: a change confined to live directives is applied in place.
+    pub live: bool,
 }
 
 /// What the caches show of the instance.
@@ -56,6 +61,15 @@ pub struct Snapshot<'a> {
     pub settling: bool,
     /// The clock, for deadlines.
     pub now: Timestamp,
+    /// Redis refused the desired live directives; they wait for a new spec.
+    pub live_refused: bool,
+    /// `spec.paused` (or its annotation): restarts and live applies are held.
+    pub paused: bool,
+    /// The restart in flight failed its deadline under `onFailure: Halt`: replace no more pods.
+    pub halted: bool,
+    /// A config the pods failed on (refused or never ready): its unready pods are replaced at
+    /// once when rolling back, instead of waiting for another deadline.
+    pub failed_hash: Option<&'a str>,
 }
 
 /// The next thing to do.
@@ -93,6 +107,10 @@ pub enum Decision {
     ReplacePods(Vec<String>),
     /// Every pod runs the recorded target and is ready: close the record.
     FinishRestart,
+    /// Only live directives differ: `CONFIG SET` them on every pod, then write the ConfigMap.
+    ApplyLive,
+    /// What would be done, held back by `spec.paused`.
+    Held(Box<Decision>),
     /// Nothing to do until the caches change.
     Wait(Waiting),
     /// Converged.
@@ -108,6 +126,10 @@ pub enum Waiting {
     Rollout,
     /// Edits to settle before a restart that follows another.
     Settle,
+    /// A spec whose live change Redis refused to be fixed.
+    LiveRefused,
+    /// A halted rollout (`onFailure: Halt`) to be fixed.
+    Halted,
 }
 
 impl Decision {
@@ -125,6 +147,8 @@ impl Decision {
             Decision::RepairStatefulSet => "RepairStatefulSet",
             Decision::ReplacePods(_) => "ReplacePods",
             Decision::FinishRestart => "FinishRestart",
+            Decision::ApplyLive => "ApplyLive",
+            Decision::Held(_) => "Held",
             Decision::Wait(_) => "Wait",
             Decision::Idle => "Idle",
         }
@@ -132,7 +156,7 @@ impl Decision {
 
     /// Whether performing it writes to the API.
     pub fn is_write(&self) -> bool {
-        !matches!(self, Decision::Wait(_) | Decision::Idle)
+        !matches!(self, Decision::Wait(_) | Decision::Idle | Decision::Held(_))
     }
 }
 
@@ -147,6 +171,32 @@ pub struct Deadlines {
 /// ConfigMap before the StatefulSet, so every pod started after a template change reads the new
 /// file.
 pub fn decide(want: &Desired, seen: &Snapshot, deadlines: &Deadlines) -> Decision {
+    let next = next_step(want, seen, deadlines);
+    if seen.paused && changes_pods(&next, seen) {
+        Decision::Held(Box::new(next))
+    } else {
+        next
+    }
+}
+
+/// What `spec.paused` holds: anything that restarts a pod or changes its running config.
+/// Creating a new instance and repairs that restart nothing go on.
+fn changes_pods(decision: &Decision, seen: &Snapshot) -> bool {
+    match decision {
+        Decision::WriteConfigMap => seen.statefulset.is_some() || seen.rollout.is_some(),
+        Decision::CreateStatefulSet => seen.rollout.is_some(),
+        Decision::BeginRestart { .. }
+        | Decision::Retarget { .. }
+        | Decision::RollOut
+        | Decision::DeleteForRecreate
+        | Decision::DeleteOrphanedPods(_)
+        | Decision::ReplacePods(_)
+        | Decision::ApplyLive => true,
+        _ => false,
+    }
+}
+
+fn next_step(want: &Desired, seen: &Snapshot, deadlines: &Deadlines) -> Decision {
     if seen
         .service
         .is_none_or(|svc| service_drifted(want.service, svc))
@@ -187,7 +237,15 @@ fn at_rest(want: &Desired, seen: &Snapshot) -> Decision {
         return restart(RestartReason::ConfigChanged, false);
     }
     if seen.config_text != Some(want.config_text) {
-        return restart(RestartReason::ConfigMapChanged, true);
+        let live_only = seen
+            .config_text
+            .is_some_and(|old| want.live && live_only_change(old, want.config_text).is_some());
+        return match live_only {
+            false => restart(RestartReason::ConfigMapChanged, true),
+            true if seen.live_refused => Decision::Wait(Waiting::LiveRefused),
+            true if !rollout_complete(sts) => Decision::Wait(Waiting::Rollout),
+            true => Decision::ApplyLive,
+        };
     }
     match statefulset_drift(want.statefulset, sts) {
         Some(StatefulSetDrift::Image) => restart(RestartReason::ImageChanged, true),
@@ -224,12 +282,17 @@ fn in_flight(
             return Decision::FinishRestart;
         }
         let late = overdue(record, seen.now, deadlines.progress);
-        let failing = late || crashed_pod(seen.pods, &record.config_hash).is_some();
+        let failing = late
+            || seen.failed_hash == Some(record.config_hash.as_str())
+            || crashed_pod(seen.pods, &record.config_hash).is_some();
         if newer && failing {
             // Waiting for a rollout that cannot finish would block the fix forever.
             return Decision::Retarget { counted: true };
         }
-        let stuck = stuck_pods(sts, seen.pods, late);
+        if seen.halted {
+            return Decision::Wait(Waiting::Halted);
+        }
+        let stuck = stuck_pods(sts, seen.pods, late, seen.failed_hash);
         if !stuck.is_empty() {
             return Decision::ReplacePods(stuck);
         }

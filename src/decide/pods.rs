@@ -169,7 +169,15 @@ pub fn crashed_pod(pods: &[Arc<Pod>], hash: &str) -> Option<Crash> {
 /// Pods the StatefulSet controller will never replace by itself: on an older revision, not
 /// ready, and either crashing or past the deadline. The controller waits for every pod to be
 /// ready before it moves on, so such a pod blocks every later fix.
-pub fn stuck_pods(sts: &StatefulSet, pods: &[Arc<Pod>], past_deadline: bool) -> Vec<String> {
+///
+/// Pods on `failed_hash`, a config being rolled back from, are stuck as soon as they are
+/// unready: waiting for them is what failed.
+pub fn stuck_pods(
+    sts: &StatefulSet,
+    pods: &[Arc<Pod>],
+    past_deadline: bool,
+    failed_hash: Option<&str>,
+) -> Vec<String> {
     let Some(update) = sts
         .status
         .as_ref()
@@ -183,9 +191,34 @@ pub fn stuck_pods(sts: &StatefulSet, pods: &[Arc<Pod>], past_deadline: bool) -> 
     pods.iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| p.labels().get(REVISION_LABEL).is_some_and(|r| r != update))
-        .filter(|p| !is_ready(p) && (past_deadline || crash_of(p).is_some()))
+        .filter(|p| {
+            let failed = failed_hash.is_some_and(|h| pod_config_hash(p) == Some(h));
+            !is_ready(p) && (past_deadline || failed || crash_of(p).is_some())
+        })
         .map(|p| p.name_any())
         .collect()
+}
+
+/// The first pod started on config `hash` that is still not ready `deadline` after it was
+/// created: the config runs but never serves.
+pub fn never_ready(
+    pods: &[Arc<Pod>],
+    hash: &str,
+    deadline: std::time::Duration,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Option<String> {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| pod_config_hash(p) == Some(hash) && !is_ready(p))
+        .find(|p| {
+            p.metadata
+                .creation_timestamp
+                .as_ref()
+                .is_some_and(|created| {
+                    now > created.0 && now.duration_since(created.0).unsigned_abs() > deadline
+                })
+        })
+        .map(|p| p.name_any())
 }
 
 #[cfg(test)]
@@ -463,9 +496,9 @@ mod tests {
             // Any crash, config error or not: the controller will not replace it.
             crashed("r-3", "old", "rev-a", false, Some(137), None),
         ];
-        assert_eq!(stuck_pods(&sts, &pods, true), ["r-0", "r-3"]);
+        assert_eq!(stuck_pods(&sts, &pods, true, None), ["r-0", "r-3"]);
         assert_eq!(
-            stuck_pods(&sts, &pods, false),
+            stuck_pods(&sts, &pods, false, None),
             ["r-3"],
             "a crash needs no deadline"
         );
@@ -477,6 +510,14 @@ mod tests {
         assert!(rollout_complete(&sts));
         sts.metadata.generation = Some(3);
         assert!(!rollout_complete(&sts));
-        assert!(stuck_pods(&sts, &[pod("r-0", "old", "rev-0", false, Some(1))], true).is_empty());
+        assert!(
+            stuck_pods(
+                &sts,
+                &[pod("r-0", "old", "rev-0", false, Some(1))],
+                true,
+                None
+            )
+            .is_empty()
+        );
     }
 }

@@ -25,6 +25,11 @@ struct Case {
     record: Option<RolloutRecord>,
     settling: bool,
     now: Timestamp,
+    live: bool,
+    live_refused: bool,
+    paused: bool,
+    halted: bool,
+    failed_hash: Option<String>,
 }
 
 fn t(secs: i64) -> Timestamp {
@@ -51,6 +56,11 @@ impl Case {
             record: None,
             settling: false,
             now: t(0),
+            live: false,
+            live_refused: false,
+            paused: false,
+            halted: false,
+            failed_hash: None,
         }
     }
 
@@ -90,6 +100,7 @@ impl Case {
             strategy: self.strategy,
             statefulset: &self.sts,
             service: &self.svc,
+            live: self.live,
         };
         let seen = Snapshot {
             config_text: self.live_text.as_deref(),
@@ -99,6 +110,10 @@ impl Case {
             rollout: self.record.as_ref(),
             settling: self.settling,
             now: self.now,
+            live_refused: self.live_refused,
+            paused: self.paused,
+            halted: self.halted,
+            failed_hash: self.failed_hash.as_deref(),
         };
         decide(&want, &seen, &DEADLINES)
     }
@@ -385,6 +400,7 @@ fn record_for_marks_only_when_the_hash_stays() {
         strategy: case.strategy,
         statefulset: &case.sts,
         service: &case.svc,
+        live: false,
     };
     let same = record_for(
         &want,
@@ -411,5 +427,136 @@ fn a_restart_after_another_waits_while_the_spec_keeps_changing() {
             reason: RestartReason::ConfigChanged,
             marker: false
         }
+    );
+}
+
+/// Under `configUpdate: Live`, the instance converged on `from` while the spec asks for `to`.
+fn live_case(from: &[(&str, &str)], to: &[(&str, &str)]) -> Case {
+    use crate::crd::ConfigUpdate;
+    let build = |config: &[(&str, &str)]| {
+        let mut ri = instance(config);
+        ri.spec.config_update = ConfigUpdate::Live;
+        let rendered = render(&ri.spec.config);
+        let hash = crate::live::template_hash(&ri, &rendered);
+        (statefulset(&ri, &hash, None), rendered.text, hash)
+    };
+    let (old_sts, old_text, old_hash) = build(from);
+    let (sts, text, hash) = build(to);
+    let mut case = Case::converged(RollingUpdate);
+    case.live = true;
+    case.live_sts = Some(with_status(old_sts, true));
+    case.live_text = Some(old_text);
+    case.pods = vec![pod("redis-example-0", &old_hash, "rev-a", true, None)];
+    case.sts = sts;
+    case.text = text;
+    case.hash = hash;
+    case
+}
+
+#[test]
+fn a_live_only_edit_is_applied_in_place_and_anything_else_restarts() {
+    let from = [("maxmemory", "100mb"), ("databases", "16")];
+    let live = live_case(
+        &from,
+        &[("maxmemory", "200mb"), ("databases", "16"), ("hz", "20")],
+    );
+    assert_eq!(live.decide(), Decision::ApplyLive);
+    let mixed = live_case(&from, &[("maxmemory", "200mb"), ("databases", "8")]);
+    assert!(matches!(
+        mixed.decide(),
+        Decision::BeginRestart {
+            reason: RestartReason::ConfigChanged,
+            ..
+        }
+    ));
+    let removed = live_case(&from, &[("databases", "16")]);
+    assert!(
+        matches!(
+            removed.decide(),
+            Decision::BeginRestart {
+                reason: RestartReason::ConfigMapChanged,
+                ..
+            }
+        ),
+        "a removed directive goes back to its default only by a restart"
+    );
+    let mut missing = live_case(&from, &from);
+    missing.live_text = None;
+    assert!(
+        matches!(missing.decide(), Decision::BeginRestart { .. }),
+        "the spec's rule: a missing ConfigMap restarts"
+    );
+    assert_eq!(live_case(&from, &from).decide(), Decision::Idle);
+}
+
+#[test]
+fn a_refused_or_unfinished_live_edit_waits() {
+    let from = [("maxmemory", "100mb")];
+    let mut refused = live_case(&from, &[("maxmemory", "200mb")]);
+    refused.live_refused = true;
+    assert_eq!(refused.decide(), Decision::Wait(Waiting::LiveRefused));
+    let mut rolling = live_case(&from, &[("maxmemory", "200mb")]);
+    rolling.live_sts = rolling.live_sts.map(|s| with_status(s, false));
+    assert_eq!(rolling.decide(), Decision::Wait(Waiting::Rollout));
+}
+
+#[test]
+fn pause_holds_restarts_and_live_applies_but_not_creation_or_repairs() {
+    let mut restart = Case::converged(RollingUpdate).edited();
+    restart.paused = true;
+    assert!(
+        matches!(restart.decide(), Decision::Held(inner) if matches!(*inner, Decision::BeginRestart { .. }))
+    );
+    let mut live = live_case(&[("maxmemory", "100mb")], &[("maxmemory", "200mb")]);
+    live.paused = true;
+    assert_eq!(live.decide(), Decision::Held(Box::new(Decision::ApplyLive)));
+    let mut new = Case::converged(RollingUpdate);
+    new.paused = true;
+    new.live_sts = None;
+    new.live_text = None;
+    assert_eq!(new.decide(), Decision::WriteConfigMap);
+    new.live_text = Some(new.text.clone());
+    assert_eq!(new.decide(), Decision::CreateStatefulSet);
+    let mut service = Case::converged(RollingUpdate);
+    service.paused = true;
+    service.live_svc = None;
+    assert_eq!(service.decide(), Decision::ApplyService);
+    let mut idle = Case::converged(RollingUpdate);
+    idle.paused = true;
+    assert_eq!(idle.decide(), Decision::Idle);
+}
+
+#[test]
+fn a_halted_rollout_replaces_no_further_pods() {
+    let mut case = Case::converged(RollingUpdate)
+        .edited()
+        .recorded(RestartReason::ConfigChanged)
+        .rolled_out(false);
+    case.pods = vec![pod("redis-example-0", "old", "rev-a", false, Some(1))];
+    assert_eq!(
+        case.decide(),
+        Decision::ReplacePods(vec!["redis-example-0".into()]),
+        "not halted: a crashing pod on the old revision is replaced"
+    );
+    case.halted = true;
+    assert_eq!(case.decide(), Decision::Wait(Waiting::Halted));
+}
+
+#[test]
+fn pods_on_a_failed_config_are_replaced_at_once_when_rolling_back() {
+    let mut case = Case::converged(RollingUpdate)
+        .edited()
+        .recorded(RestartReason::RolledBack)
+        .rolled_out(false);
+    case.pods = vec![pod("redis-example-0", "bad", "rev-a", false, None)];
+    assert_eq!(
+        case.decide(),
+        Decision::Wait(Waiting::Rollout),
+        "unready, but not known to have failed"
+    );
+    case.failed_hash = Some("bad".into());
+    assert_eq!(
+        case.decide(),
+        Decision::ReplacePods(vec!["redis-example-0".into()])
     );
 }

@@ -5,6 +5,7 @@
 //! A write is followed at once by the next step; a wait ends with the next watch event. The only
 //! timers are the retry after an error and the restart's progress deadline, both jittered.
 
+mod live;
 mod observe;
 mod perform;
 mod report;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 use tracing::{Instrument, debug, warn};
@@ -38,6 +40,8 @@ pub struct Timings {
     pub max_backoff: Duration,
     /// After a restart, a following one waits until the spec has been unchanged this long.
     pub settle: Duration,
+    /// How often a `configUpdate: Live` instance's pods are checked for live drift.
+    pub live_check: Duration,
 }
 
 impl Default for Timings {
@@ -46,6 +50,7 @@ impl Default for Timings {
             progress_deadline: Duration::from_secs(300),
             max_backoff: Duration::from_secs(30),
             settle: Duration::from_secs(5),
+            live_check: Duration::from_secs(60),
         }
     }
 }
@@ -116,6 +121,10 @@ pub struct InstanceState {
     mismatches: [bool; 3],
     /// What the last step decided, for the step-duration histogram.
     decided: &'static str,
+    /// The pods' live config, as last applied and checked.
+    live: live::LiveMemory,
+    /// What `spec.paused` holds back, for status.
+    pending: Option<String>,
     /// Every line logged while handling this instance carries its namespace and name from here.
     span: tracing::Span,
 }
@@ -151,6 +160,8 @@ impl Actor for RedisInstanceActor {
             restart_finished_at: None,
             mismatches: [false; 3],
             decided: "None",
+            live: live::LiveMemory::default(),
+            pending: None,
             span,
         })
     }
@@ -310,9 +321,13 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
     if !violations.is_empty() {
         report::refuse(state, &current, &violations).await;
     }
-    state.target.detect_rejection(&seen.pods);
+    let now = Timestamp::now();
+    state.target.detect_rejection(&seen.pods, now);
     if let Some((rejection, crash)) = state.target.take_fresh_rejection() {
         report::rejected(state, &current, &rejection, &crash).await;
+    }
+    if let Some((failure, outcome)) = state.target.take_fresh_failure() {
+        report::rollout_failed(state, &current, &failure, outcome).await;
     }
     let Some(plan) = state.target.plan() else {
         // Nothing known to be safe to run: touch nothing, but report what runs.
@@ -323,13 +338,18 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
     };
     let want = Desired {
         config_text: &plan.rendered.text,
-        hash: &plan.rendered.hash,
+        hash: &plan.template_hash,
         strategy: plan.instance.spec.restart_strategy,
         statefulset: &plan.statefulset,
         service: &plan.service,
+        live: plan.instance.spec.config_update == crate::crd::ConfigUpdate::Live,
     };
-    let now = Timestamp::now();
     let record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
+    state.live.recall(&current, &plan);
+    state
+        .target
+        .forget_halt(record.map(|r| r.config_hash.as_str()));
+    let halted_hash = state.target.halted().map(|h| h.hash.as_str());
     let settle_left = settle_left(state);
     let snapshot = Snapshot {
         config_text: seen.config_text.as_deref(),
@@ -339,12 +359,24 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
         rollout: record,
         settling: settle_left.is_some(),
         now,
+        live_refused: state.live.refuses(&plan),
+        paused: paused(&current),
+        halted: halted_hash == Some(plan.template_hash.as_str()),
+        failed_hash: state
+            .target
+            .rejection()
+            .map(|r| r.hash.as_str())
+            .or(halted_hash),
     };
     let deadlines = Deadlines {
         progress: state.args.timings.progress_deadline,
     };
     let decision = decide(&want, &snapshot, &deadlines);
     state.decided = decision.name();
+    state.pending = match &decision {
+        Decision::Held(held) => Some(report::pending_change(held, &seen, &plan)),
+        _ => None,
+    };
     report::note_mismatches(state, &seen, &want);
     report::log_hash_comparison(&seen, &want, &decision);
     debug!(?decision, "next step");
@@ -357,10 +389,17 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
     {
         report::overdue(state, &current, record).await;
     }
-    report::write_status(state, &seen, Some(&plan)).await?;
+    let mut live_wake = Duration::MAX;
     if matches!(decision, Decision::Idle) {
         state.target.converged(&plan);
+        if live::check_due(state, &plan) {
+            live::check(state, &plan, &seen).await;
+        }
+        if plan.instance.spec.config_update == crate::crd::ConfigUpdate::Live {
+            live_wake = state.args.timings.live_check;
+        }
     }
+    report::write_status(state, &seen, Some(&plan)).await?;
     if let (Decision::Wait(Waiting::Settle), Some(left)) = (&decision, settle_left) {
         return Ok(Some(left));
     }
@@ -372,7 +411,43 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
             deadlines.progress.saturating_sub(elapsed) + Duration::from_secs(1)
         })
         .unwrap_or(Duration::MAX);
-    Ok(Some(wake))
+    let pod_deadline = record.map_or(Duration::MAX, |r| {
+        let deadline =
+            Duration::from_secs(plan.instance.spec.rollout.progress_deadline_seconds.into());
+        next_pod_deadline(&seen.pods, &r.config_hash, deadline, now)
+    });
+    Ok(Some(wake.min(pod_deadline).min(live_wake)))
+}
+
+/// `spec.paused`, or the pause annotation set to anything but "false".
+fn paused(instance: &RedisInstance) -> bool {
+    instance.spec.paused
+        || instance
+            .annotations()
+            .get(PAUSED_ANNOTATION)
+            .is_some_and(|v| v != "false")
+}
+
+/// Annotation that pauses an instance like `spec.paused`, for tools that only label and
+/// annotate.
+pub const PAUSED_ANNOTATION: &str = "redis.github.com/paused";
+
+/// When the first unready pod on config `hash` reaches its readiness deadline.
+fn next_pod_deadline(
+    pods: &[Arc<k8s_openapi::api::core::v1::Pod>],
+    hash: &str,
+    deadline: Duration,
+    now: Timestamp,
+) -> Duration {
+    pods.iter()
+        .filter(|p| crate::decide::pod_config_hash(p) == Some(hash) && !crate::decide::is_ready(p))
+        .filter_map(|p| p.metadata.creation_timestamp.as_ref())
+        .map(|created| now.duration_since(created.0).unsigned_abs())
+        // Past it, the failure is already found; no timer needed.
+        .filter(|age| *age <= deadline)
+        .map(|age| deadline - age + Duration::from_secs(1))
+        .min()
+        .unwrap_or(Duration::MAX)
 }
 
 /// How much longer a restart that follows another must wait for edits to settle: `Some` while

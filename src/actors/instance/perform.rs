@@ -125,7 +125,13 @@ pub(super) async fn perform(
         Decision::Retarget { counted } => {
             let old = record.expect("retarget is decided only with a record");
             if *counted {
-                let next = record_for(want, live, RestartReason::Superseded, false, now);
+                let failed = state.target.rejection().map(|r| r.hash.as_str());
+                let reason = if failed == Some(old.config_hash.as_str()) {
+                    RestartReason::RolledBack
+                } else {
+                    RestartReason::Superseded
+                };
+                let next = record_for(want, live, reason, false, now);
                 info!(old_hash = %old.config_hash, new_hash = want.hash,
                     "ConfigMap was updated or StatefulSet needs restart");
                 begin_restart(state, seen, plan, next, &old.config_hash).await?;
@@ -219,7 +225,8 @@ pub(super) async fn perform(
             api.event(instance, false, "RestartCompleted", "Restart", note)
                 .await;
         }
-        Decision::Wait(_) | Decision::Idle => {}
+        Decision::ApplyLive => super::live::apply(state, plan, seen).await?,
+        Decision::Wait(_) | Decision::Idle | Decision::Held(_) => {}
     }
     Ok(())
 }

@@ -9,12 +9,12 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info, warn};
 
 use super::observe::Observed;
-use super::target::{Plan, Rejection};
+use super::target::{Outcome, Plan, Rejection};
 use super::{InstanceSnapshot, InstanceState};
 use crate::actors::metrics::{MISMATCH_KINDS, MetricsMsg};
 use crate::config::render::short_hash;
 use crate::config::validate::{Violation, validate};
-use crate::crd::{RedisInstance, RedisInstanceStatus, RolloutRecord};
+use crate::crd::{ConfigUpdate, RedisInstance, RedisInstanceStatus, RolloutRecord};
 use crate::decide::{Crash, Decision, Desired, rollout_complete};
 use crate::kube_io;
 use crate::resources::config_hash_of;
@@ -100,6 +100,68 @@ pub(super) async fn rejected(
         rejection.message.clone(),
     )
     .await;
+}
+
+/// A restart's pod never became ready: told once, as a Warning Event, and counted.
+pub(super) async fn rollout_failed(
+    state: &InstanceState,
+    instance: &RedisInstance,
+    failure: &Rejection,
+    outcome: Outcome,
+) {
+    let action = match outcome {
+        Outcome::RolledBack => "RolledBack",
+        Outcome::Halted => "Halted",
+    };
+    warn!(hash = %failure.hash, action, detail = %failure.message, "rollout failed");
+    let _ = state.args.metrics.send_message(MetricsMsg::RolloutFailed {
+        key: state.args.key.clone(),
+        action,
+    });
+    let reason = match outcome {
+        Outcome::RolledBack => "RolloutRolledBack",
+        Outcome::Halted => "RolloutHalted",
+    };
+    state
+        .args
+        .api
+        .event(instance, true, reason, "Restart", failure.message.clone())
+        .await;
+}
+
+/// What a held decision would do, in words, for `status.pendingChange`.
+pub(super) fn pending_change(held: &Decision, seen: &Observed, plan: &Plan) -> String {
+    let directives = |old: Option<&str>| {
+        let names: Vec<String> = match old {
+            Some(old) => crate::live::changed_directives(old, &plan.rendered.text)
+                .into_iter()
+                .collect(),
+            None => Vec::new(),
+        };
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", names.join(", "))
+        }
+    };
+    let changed = directives(seen.config_text.as_deref());
+    match held {
+        Decision::ApplyLive => format!(
+            "live apply{changed} of config {}",
+            plan.rendered.short_hash()
+        ),
+        Decision::BeginRestart { reason, .. } => format!(
+            "restart ({}, {}){changed} to config {}",
+            reason.as_str(),
+            plan.instance.spec.restart_strategy.as_str(),
+            short_hash(&plan.template_hash)
+        ),
+        other => format!(
+            "{}{changed} toward config {}",
+            other.name(),
+            short_hash(&plan.template_hash)
+        ),
+    }
 }
 
 /// The restart in flight passed its progress deadline: told once per restart.
@@ -235,8 +297,14 @@ pub(super) fn derive_status_with(
         .and_then(|s| s.status.as_ref()?.ready_replicas)
         .unwrap_or(0);
     let wanted = plan.map_or(current.spec.replicas, |p| p.instance.spec.replicas);
-    let rejection = state.target.rejection().map(|r| r.message.as_str());
-    let config_valid = violations.is_empty() && rejection.is_none();
+    let rejection = state.target.rejection();
+    let live_refusal = state
+        .live
+        .refused
+        .as_ref()
+        .filter(|_| plan.is_some_and(|p| state.live.refuses(p)))
+        .map(|(_, message)| message.clone());
+    let config_valid = violations.is_empty() && rejection.is_none() && live_refusal.is_none();
     let record = status.rollout.clone();
     status.observed_generation = generation;
     status.ready_replicas = ready;
@@ -245,16 +313,35 @@ pub(super) fn derive_status_with(
         .config_hash
         .as_deref()
         .map(|h| short_hash(h).to_owned());
-    status.rejected_config_hash = state.target.rejection().map(|r| r.hash.clone());
-    let current_phase = phase(config_valid, record.is_some(), ready, wanted);
+    status.rejected_config_hash = rejection.map(|r| r.hash.clone());
+    let live_mode = plan.is_some_and(|p| p.instance.spec.config_update == ConfigUpdate::Live);
+    status.live_config_hash = match live_mode {
+        true => state.live.verified.clone().or(status.live_config_hash),
+        false => None,
+    };
+    status.refused_live_config_hash = state
+        .live
+        .refused
+        .as_ref()
+        .filter(|_| live_refusal.is_some())
+        .map(|(hash, _)| hash.clone());
+    status.pending_change = state.pending.clone();
+    let halted = state
+        .target
+        .halted()
+        .filter(|h| record.as_ref().is_some_and(|r| r.config_hash == h.hash));
+    let current_phase = if status.pending_change.is_some() {
+        crate::crd::Phase::Paused
+    } else if halted.is_some() {
+        crate::crd::Phase::Halted
+    } else {
+        phase(config_valid, record.is_some(), ready, wanted)
+    };
     status.phase = Some(current_phase);
-    let validity = if let Some(message) = rejection.filter(|_| violations.is_empty()) {
-        ConditionValue::new(
-            condition::CONFIG_VALID,
-            false,
-            "RedisRejectedConfig",
-            message,
-        )
+    let validity = if let Some(r) = rejection.filter(|_| violations.is_empty()) {
+        ConditionValue::new(condition::CONFIG_VALID, false, r.reason, r.message.clone())
+    } else if let Some(message) = live_refusal.filter(|_| violations.is_empty()) {
+        ConditionValue::new(condition::CONFIG_VALID, false, "LiveConfigRefused", message)
     } else if config_valid {
         ConditionValue::new(
             condition::CONFIG_VALID,
@@ -277,7 +364,21 @@ pub(super) fn derive_status_with(
         generation,
         &now,
     );
-    let progressing = progressing(record.as_ref(), sts, state);
+    let progressing = match (halted, &status.pending_change) {
+        (Some(h), _) => ConditionValue::new(
+            condition::PROGRESSING,
+            false,
+            "RolloutHalted",
+            h.message.clone(),
+        ),
+        (None, Some(pending)) => ConditionValue::new(
+            condition::PROGRESSING,
+            false,
+            "Paused",
+            format!("spec.paused holds: {pending}"),
+        ),
+        (None, None) => progressing(record.as_ref(), sts, state),
+    };
     set_condition(&mut status, progressing, generation, &now);
     status
 }

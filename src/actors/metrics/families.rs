@@ -21,6 +21,8 @@ pub(super) struct Families {
     pub ready_replicas: IntGaugeVec,
     pub desired_replicas: IntGaugeVec,
     pub drift_repairs: IntCounterVec,
+    pub live_changes: IntCounterVec,
+    pub rollout_failures: IntCounterVec,
     pub rollout_seconds: HistogramVec,
     pub step_seconds: HistogramVec,
     pub live_actors: IntGauge,
@@ -93,6 +95,18 @@ impl Families {
                 "Objects the operator owns found changed by hand and put back, by kind",
                 &["namespace", "instance", "kind"],
             )?,
+            live_changes: counter(
+                "redis_operator_live_config_changes_total",
+                "Live config changes (configUpdate: Live) by outcome: Applied to every pod without \
+                 a restart, or Refused by Redis and set back on every pod",
+                &["namespace", "instance", "outcome"],
+            )?,
+            rollout_failures: counter(
+                "redis_operator_rollout_failures_total",
+                "Restarts whose pods refused the new config or never became ready, by what \
+                 followed: RolledBack to the last config that ran, or Halted",
+                &["namespace", "instance", "action"],
+            )?,
             rollout_seconds: HistogramVec::new(
                 HistogramOpts::new(
                     "redis_operator_rollout_duration_seconds",
@@ -129,6 +143,8 @@ impl Families {
         registry.register(Box::new(families.ready_replicas.clone()))?;
         registry.register(Box::new(families.desired_replicas.clone()))?;
         registry.register(Box::new(families.drift_repairs.clone()))?;
+        registry.register(Box::new(families.live_changes.clone()))?;
+        registry.register(Box::new(families.rollout_failures.clone()))?;
         registry.register(Box::new(families.rollout_seconds.clone()))?;
         registry.register(Box::new(families.step_seconds.clone()))?;
         registry.register(Box::new(families.live_actors.clone()))?;

@@ -64,6 +64,20 @@ pub enum MetricsMsg {
     },
     /// A spec was refused, by validation or by Redis.
     InvalidConfig(InstanceKey),
+    /// A live config change ended.
+    LiveChange {
+        /// The instance.
+        key: InstanceKey,
+        /// `Applied` or `Refused`.
+        outcome: &'static str,
+    },
+    /// A restart failed (refused config, or a pod never ready).
+    RolloutFailed {
+        /// The instance.
+        key: InstanceKey,
+        /// `RolledBack` or `Halted`.
+        action: &'static str,
+    },
     /// A reconcile step failed.
     ReconcileError {
         /// The instance.
@@ -116,6 +130,8 @@ enum Family {
     Errors,
     DriftRepairs,
     HashMismatches,
+    LiveChanges,
+    RolloutFailures,
 }
 
 /// The registry and the families the operator exports.
@@ -178,6 +194,18 @@ impl MetricsState {
                 f.invalid_configs
                     .with_label_values(&[&key.namespace, &key.name])
                     .inc();
+            }
+            MetricsMsg::LiveChange { key, outcome } => {
+                f.live_changes
+                    .with_label_values(&[&key.namespace, &key.name, outcome])
+                    .inc();
+                self.remember(key, Family::LiveChanges, [outcome, ""]);
+            }
+            MetricsMsg::RolloutFailed { key, action } => {
+                f.rollout_failures
+                    .with_label_values(&[&key.namespace, &key.name, action])
+                    .inc();
+                self.remember(key, Family::RolloutFailures, [action, ""]);
             }
             MetricsMsg::ReconcileError { key, category } => {
                 f.errors
@@ -257,6 +285,10 @@ impl MetricsState {
                 Family::DriftRepairs => f.drift_repairs.remove_label_values(&[pair[0], pair[1], a]),
                 Family::HashMismatches => f
                     .hash_mismatches
+                    .remove_label_values(&[pair[0], pair[1], a]),
+                Family::LiveChanges => f.live_changes.remove_label_values(&[pair[0], pair[1], a]),
+                Family::RolloutFailures => f
+                    .rollout_failures
                     .remove_label_values(&[pair[0], pair[1], a]),
             };
         }

@@ -1,0 +1,226 @@
+//! The instance actor's live config: applying a change confined to live directives to every
+//! pod, and checking on a timer that the pods still run them.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kube::ResourceExt;
+use tracing::{debug, info, warn};
+
+use super::InstanceState;
+use super::observe::Observed;
+use super::report;
+use super::target::Plan;
+use crate::actors::metrics::MetricsMsg;
+use crate::config::render::short_hash;
+use crate::crd::{ConfigUpdate, RedisInstance};
+use crate::kube_io;
+use crate::live::pods::{self, PodAddress, PodChange};
+use crate::resources::config_map;
+
+/// What the actor remembers of its pods' live config.
+#[derive(Debug, Default)]
+pub struct LiveMemory {
+    /// Live hash Redis refused, with the reason; not tried again until the spec changes.
+    pub refused: Option<(String, String)>,
+    /// Live hash every pod was last seen running.
+    pub verified: Option<String>,
+    /// When the pods were last checked.
+    pub checked_at: Option<Instant>,
+    /// Live hash whose drift repair Redis refused, told once.
+    drift_refusal_told: Option<String>,
+}
+
+impl LiveMemory {
+    /// Recalls a refusal recorded in status, so a restarted operator does not apply it again.
+    pub fn recall(&mut self, instance: &RedisInstance, plan: &Plan) {
+        let status = instance.status.as_ref();
+        let recorded = status.and_then(|s| s.refused_live_config_hash.as_deref());
+        if self.refused.is_none() && recorded == Some(plan.live_hash.as_str()) {
+            let message = status
+                .and_then(|s| {
+                    crate::status::find_condition(s, crate::status::condition::CONFIG_VALID)
+                })
+                .filter(|c| c.reason == "LiveConfigRefused")
+                .map_or_else(
+                    || "Redis refused this live config".to_owned(),
+                    |c| c.message.clone(),
+                );
+            self.refused = Some((plan.live_hash.clone(), message));
+        }
+        if self
+            .refused
+            .as_ref()
+            .is_some_and(|(h, _)| *h != plan.live_hash)
+        {
+            self.refused = None;
+        }
+    }
+
+    /// Whether Redis refused the plan's live directives.
+    pub fn refuses(&self, plan: &Plan) -> bool {
+        self.refused
+            .as_ref()
+            .is_some_and(|(h, _)| *h == plan.live_hash)
+    }
+}
+
+fn addresses(seen: &Observed) -> Vec<PodAddress> {
+    seen.pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| PodAddress {
+            pod: p.name_any(),
+            ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
+        })
+        .collect()
+}
+
+fn password(plan: &Plan) -> Option<&str> {
+    plan.instance
+        .spec
+        .config
+        .get("requirepass")
+        .map(String::as_str)
+}
+
+/// `name old -> new` for each directive that changed, from the first pod that changed it.
+fn describe(changes: &[PodChange]) -> (BTreeSet<String>, String) {
+    let mut names = BTreeSet::new();
+    let mut parts = Vec::new();
+    for change in changes {
+        for (name, before, after) in &change.changed {
+            if names.insert(name.clone()) {
+                parts.push(format!("{name} {before:?} -> {after:?}"));
+            }
+        }
+    }
+    (names, parts.join(", "))
+}
+
+/// `ApplyLive`: every pod takes the live directives (or none does), then the ConfigMap is
+/// written, so a pod that restarts later starts from the same config.
+pub(super) async fn apply(
+    state: &mut InstanceState,
+    plan: &Plan,
+    seen: &Observed,
+) -> Result<(), kube_io::Error> {
+    let pods = addresses(seen);
+    let instance = &seen.instance;
+    let key = state.args.key.clone();
+    match pods::apply(&pods, &plan.live, password(plan)).await {
+        Ok(changes) => {
+            let written = state
+                .args
+                .api
+                .apply("ConfigMap", &config_map(&plan.instance, &plan.rendered))
+                .await?;
+            state.written.config_map = Some(Arc::new(written));
+            state.live.verified = Some(plan.live_hash.clone());
+            state.live.checked_at = Some(Instant::now());
+            let (names, detail) = describe(&changes);
+            let directives: Vec<_> = names.into_iter().collect();
+            info!(directives = ?directives, pods = pods.len(), live_hash = %plan.live_hash,
+                "applied config change live, no restart");
+            let _ = state.args.metrics.send_message(MetricsMsg::LiveChange {
+                key,
+                outcome: "Applied",
+            });
+            let note = if detail.is_empty() {
+                format!(
+                    "the pods already ran these live directives; wrote config {} to the ConfigMap",
+                    plan.rendered.short_hash()
+                )
+            } else {
+                format!(
+                    "set {detail} on {} pods with CONFIG SET, no restart; wrote config {} to the ConfigMap",
+                    pods.len(),
+                    plan.rendered.short_hash()
+                )
+            };
+            state
+                .args
+                .api
+                .event(instance, false, "ConfigAppliedLive", "LiveApply", note)
+                .await;
+            Ok(())
+        }
+        Err(error) if error.is_refusal() => {
+            let message = format!(
+                "live config change refused: {error}; every pod keeps its running config and the \
+                 ConfigMap is unchanged. Fix spec.config"
+            );
+            warn!(%error, live_hash = %plan.live_hash, "Redis refused the live config change");
+            state.live.refused = Some((plan.live_hash.clone(), message.clone()));
+            let _ = state.args.metrics.send_message(MetricsMsg::LiveChange {
+                key,
+                outcome: "Refused",
+            });
+            report::report_refusal(state, instance, "LiveConfigRefused", "LiveApply", message)
+                .await;
+            Ok(())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Whether a live check is due for a converged `Live` instance.
+pub(super) fn check_due(state: &InstanceState, plan: &Plan) -> bool {
+    plan.instance.spec.config_update == ConfigUpdate::Live
+        && !plan.live.is_empty()
+        && state
+            .live
+            .checked_at
+            .is_none_or(|at| at.elapsed() >= state.args.timings.live_check)
+}
+
+/// Reads every pod's live directives and sets back any that drifted (a hand-run
+/// `CONFIG SET`, a pod restarted from an older file).
+pub(super) async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observed) {
+    state.live.checked_at = Some(Instant::now());
+    let pods = addresses(seen);
+    match pods::apply(&pods, &plan.live, password(plan)).await {
+        Ok(changes) => {
+            state.live.verified = Some(plan.live_hash.clone());
+            let (names, detail) = describe(&changes);
+            if names.is_empty() {
+                debug!("live config verified on every pod");
+                return;
+            }
+            let drifted: Vec<_> = changes
+                .iter()
+                .filter(|c| !c.changed.is_empty())
+                .map(|c| c.pod.as_str())
+                .collect();
+            info!(pods = ?drifted, directives = ?names, "live config drift repaired");
+            let _ = state.args.metrics.send_message(MetricsMsg::DriftRepaired {
+                key: state.args.key.clone(),
+                kind: "LiveConfig",
+            });
+            let note = format!(
+                "pods {} ran other values than spec.config; set back {detail} (live config {})",
+                drifted.join(", "),
+                short_hash(&plan.live_hash)
+            );
+            state
+                .args
+                .api
+                .event(&seen.instance, true, "LiveDriftRepaired", "Repair", note)
+                .await;
+        }
+        Err(error) if error.is_refusal() => {
+            warn!(%error, "live config drift could not be repaired");
+            if state.live.drift_refusal_told.as_deref() != Some(plan.live_hash.as_str()) {
+                state.live.drift_refusal_told = Some(plan.live_hash.clone());
+                let note = format!("live config drift could not be set back: {error}");
+                state
+                    .args
+                    .api
+                    .event(&seen.instance, true, "LiveDriftNotRepaired", "Repair", note)
+                    .await;
+            }
+        }
+        Err(error) => debug!(%error, "live config check skipped: a pod did not answer"),
+    }
+}

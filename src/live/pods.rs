@@ -1,0 +1,281 @@
+//! Applies live directives to every pod: one `CONFIG SET` per pod carrying all of them (Redis 7
+//! applies those all or nothing), checked with `CONFIG GET`, and undone on the pods that took
+//! it when a later pod refuses, so a refused change leaves every pod as it was.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+
+use super::normalize::same;
+use crate::config::render::REDIS_PORT;
+
+/// Why a live apply did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A pod has no IP yet.
+    #[error("pod {pod} has no IP address yet")]
+    NoAddress {
+        /// The pod.
+        pod: String,
+    },
+    /// The pod's Redis did not answer (or refused the password).
+    #[error("cannot talk to Redis in pod {pod}: {message}")]
+    Unreachable {
+        /// The pod.
+        pod: String,
+        /// What the client said.
+        message: String,
+    },
+    /// Redis refused the change; the pods that took it were set back.
+    #[error("pod {pod} refused CONFIG SET of {directives}: {message}{}", undone(.rolled_back))]
+    Refused {
+        /// The pod.
+        pod: String,
+        /// The directives in the refused call, comma separated.
+        directives: String,
+        /// Redis's reason (it names the directive it failed on).
+        message: String,
+        /// Pods that had taken the change and were set back.
+        rolled_back: Vec<String>,
+    },
+    /// Redis took the change but reads back something else.
+    #[error(
+        "pod {pod}: after CONFIG SET, CONFIG GET {directive} answers {got:?} instead of {wanted:?}"
+    )]
+    Unverified {
+        /// The pod.
+        pod: String,
+        /// The directive.
+        directive: String,
+        /// Value asked for.
+        wanted: String,
+        /// Value read back.
+        got: String,
+    },
+}
+
+fn undone(pods: &[String]) -> String {
+    match pods {
+        [] => String::new(),
+        pods => format!("; set back on {}, which had taken it", pods.join(", ")),
+    }
+}
+
+impl Error {
+    /// Whether Redis itself said no (as opposed to a pod that could not be reached).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Error::Refused { .. } | Error::Unverified { .. })
+    }
+}
+
+/// A pod to apply to.
+#[derive(Debug, Clone)]
+pub struct PodAddress {
+    /// Pod name.
+    pub pod: String,
+    /// Pod IP, if assigned.
+    pub ip: Option<String>,
+}
+
+/// What changed on one pod: `(directive, before, after)` as `CONFIG GET` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodChange {
+    /// The pod.
+    pub pod: String,
+    /// Directives whose value changed.
+    pub changed: Vec<(String, String, String)>,
+}
+
+/// A pod that took the change, with what to restore if a later pod refuses.
+struct Taken {
+    pod: String,
+    conn: MultiplexedConnection,
+    before: Vec<(String, String)>,
+}
+
+async fn connect(pod: &PodAddress, password: Option<&str>) -> Result<MultiplexedConnection, Error> {
+    let unreachable = |e: redis::RedisError| Error::Unreachable {
+        pod: pod.pod.clone(),
+        message: e.to_string(),
+    };
+    let ip = pod.ip.clone().ok_or_else(|| Error::NoAddress {
+        pod: pod.pod.clone(),
+    })?;
+    let port = u16::try_from(REDIS_PORT).expect("the Redis port fits");
+    let mut info = ConnectionAddr::Tcp(ip, port)
+        .into_connection_info()
+        .map_err(unreachable)?;
+    if let Some(password) = password.filter(|p| !p.is_empty()) {
+        info = info.set_redis_settings(RedisConnectionInfo::default().set_password(password));
+    }
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(3)))
+        .set_response_timeout(Some(Duration::from_secs(5)));
+    redis::Client::open(info)
+        .map_err(unreachable)?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(unreachable)
+}
+
+/// `CONFIG GET` of several directives in one call.
+async fn config_get(
+    conn: &mut MultiplexedConnection,
+    names: &[&String],
+) -> redis::RedisResult<BTreeMap<String, String>> {
+    let flat: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg(names)
+        .query_async(conn)
+        .await?;
+    Ok(flat
+        .chunks(2)
+        .filter_map(|kv| Some((kv.first()?.clone(), kv.get(1)?.clone())))
+        .collect())
+}
+
+async fn config_set(
+    conn: &mut MultiplexedConnection,
+    pairs: &[(String, String)],
+) -> redis::RedisResult<()> {
+    let mut cmd = redis::cmd("CONFIG");
+    cmd.arg("SET");
+    for (name, value) in pairs {
+        cmd.arg(name).arg(value);
+    }
+    cmd.query_async(conn).await
+}
+
+/// Sets back every pod that took the change; returns their names and any failure to do so.
+async fn undo(taken: Vec<Taken>) -> (Vec<String>, Vec<String>) {
+    let mut undone = Vec::new();
+    let mut failures = Vec::new();
+    for mut t in taken.into_iter().rev() {
+        match config_set(&mut t.conn, &t.before).await {
+            Ok(()) => undone.push(t.pod),
+            Err(e) => failures.push(format!("pod {} could not be set back: {e}", t.pod)),
+        }
+    }
+    (undone, failures)
+}
+
+/// Makes every pod run `want` (live directives by primary name), pod by pod. Pods that already
+/// run a value are not set again. On any refusal the pods changed so far are set back and the
+/// error says which pod refused, which directives and Redis's reason.
+pub async fn apply(
+    pods: &[PodAddress],
+    want: &BTreeMap<String, String>,
+    password: Option<&str>,
+) -> Result<Vec<PodChange>, Error> {
+    let names: Vec<&String> = want.keys().collect();
+    let mut taken: Vec<Taken> = Vec::new();
+    let mut changes = Vec::new();
+    for pod in pods {
+        let result = apply_one(pod, want, &names, password).await;
+        match result {
+            Ok((change, Some(t))) => {
+                taken.push(t);
+                changes.push(change);
+            }
+            Ok((change, None)) => changes.push(change),
+            Err(mut error) => {
+                let (undone, failures) = undo(taken).await;
+                if let Error::Refused {
+                    rolled_back,
+                    message,
+                    ..
+                } = &mut error
+                {
+                    *rolled_back = undone;
+                    for failure in failures {
+                        message.push_str("; ");
+                        message.push_str(&failure);
+                    }
+                }
+                return Err(error);
+            }
+        }
+    }
+    Ok(changes)
+}
+
+async fn apply_one(
+    pod: &PodAddress,
+    want: &BTreeMap<String, String>,
+    names: &[&String],
+    password: Option<&str>,
+) -> Result<(PodChange, Option<Taken>), Error> {
+    let unreachable = |e: redis::RedisError| Error::Unreachable {
+        pod: pod.pod.clone(),
+        message: e.to_string(),
+    };
+    let mut conn = connect(pod, password).await?;
+    let before = config_get(&mut conn, names).await.map_err(unreachable)?;
+    let differs = |name: &str| {
+        let got = before.get(name).map_or("", String::as_str);
+        same(name, &want[name], got) != Some(true)
+    };
+    let pairs: Vec<(String, String)> = want
+        .iter()
+        .filter(|(name, _)| differs(name))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    let mut change = PodChange {
+        pod: pod.pod.clone(),
+        changed: Vec::new(),
+    };
+    if pairs.is_empty() {
+        return Ok((change, None));
+    }
+    if let Err(e) = config_set(&mut conn, &pairs).await {
+        if e.is_io_error() || e.is_timeout() {
+            return Err(unreachable(e));
+        }
+        return Err(Error::Refused {
+            pod: pod.pod.clone(),
+            directives: pairs
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            message: e.to_string(),
+            rolled_back: Vec::new(),
+        });
+    }
+    let restore: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(n, _)| (n.clone(), before.get(n).cloned().unwrap_or_default()))
+        .collect();
+    let set: Vec<&String> = pairs.iter().map(|(n, _)| n).collect();
+    let after = match config_get(&mut conn, &set).await {
+        Ok(after) => after,
+        Err(e) => {
+            let _ = config_set(&mut conn, &restore).await;
+            return Err(unreachable(e));
+        }
+    };
+    for (name, wanted) in &pairs {
+        let got = after.get(name).cloned().unwrap_or_default();
+        if same(name, wanted, &got) == Some(false) {
+            let _ = config_set(&mut conn, &restore).await;
+            return Err(Error::Unverified {
+                pod: pod.pod.clone(),
+                directive: name.clone(),
+                wanted: wanted.clone(),
+                got,
+            });
+        }
+        let was = before.get(name).cloned().unwrap_or_default();
+        if was != got {
+            change.changed.push((name.clone(), was, got));
+        }
+    }
+    let taken = Taken {
+        pod: pod.pod.clone(),
+        conn,
+        before: restore,
+    };
+    Ok((change, Some(taken)))
+}

@@ -1,0 +1,345 @@
+//! `redis-operator diff`: what applying a RedisInstance would do to the running pods, worked
+//! out from the same rules the operator follows, without writing anything.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{Api, Client, ResourceExt};
+
+use crate::config::render::{CONFIG_FILE_KEY, render, short_hash};
+use crate::config::validate::{Violation, validate};
+use crate::crd::{ConfigUpdate, RedisInstance, RestartStrategy};
+use crate::live::{changed_directives, is_live, live_only_change, template_hash};
+use crate::resources::{config_hash_of, config_map_name};
+
+/// What runs now, as the cluster shows it.
+#[derive(Debug, Default, Clone)]
+pub struct Running {
+    /// `redis.conf` of the instance's ConfigMap.
+    pub config_text: Option<String>,
+    /// The StatefulSet's template hash; `None` when there is no StatefulSet.
+    pub template_hash: Option<String>,
+    /// The StatefulSet's Redis image.
+    pub image: Option<String>,
+}
+
+/// The outcome of applying a spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Validation refuses it; nothing would change.
+    Refused(Vec<Violation>),
+    /// No StatefulSet yet: everything would be created.
+    Create {
+        /// The template hash it would carry.
+        hash: String,
+    },
+    /// The pods already run it.
+    Nothing,
+    /// Applied with `CONFIG SET`, no restart.
+    Live {
+        /// The directives set.
+        directives: Vec<String>,
+    },
+    /// The pods restart.
+    Restart {
+        /// What forces the restart.
+        forcing: Vec<String>,
+        /// Live directives that change with it.
+        with: Vec<String>,
+        /// How.
+        strategy: RestartStrategy,
+    },
+}
+
+/// The verdict for applying `new` over `running`, by the operator's rules: the template hash
+/// first, then the ConfigMap's content, then the image.
+pub fn verdict(new: &RedisInstance, running: &Running) -> Verdict {
+    let violations = validate(&new.spec.config);
+    if !violations.is_empty() {
+        return Verdict::Refused(violations);
+    }
+    let rendered = render(&new.spec.config);
+    let hash = template_hash(new, &rendered);
+    let Some(running_hash) = running.template_hash.as_deref() else {
+        return Verdict::Create { hash };
+    };
+    let strategy = new.spec.restart_strategy;
+    let Some(old_text) = running.config_text.as_deref() else {
+        return Verdict::Restart {
+            forcing: vec!["the ConfigMap is missing".into()],
+            with: Vec::new(),
+            strategy,
+        };
+    };
+    let live_mode = new.spec.config_update == ConfigUpdate::Live;
+    let changed = changed_directives(old_text, &rendered.text);
+    let (live, restart): (Vec<String>, Vec<String>) = changed
+        .into_iter()
+        .partition(|name| live_mode && is_live(name));
+    if running_hash != hash {
+        let forcing = if restart.is_empty() {
+            vec!["the pod template's config hash (configUpdate changed how it is computed)".into()]
+        } else {
+            restart
+        };
+        return Verdict::Restart {
+            forcing,
+            with: live,
+            strategy,
+        };
+    }
+    if old_text != rendered.text {
+        return match live_only_change(old_text, &rendered.text).filter(|_| live_mode) {
+            Some(names) => Verdict::Live {
+                directives: names.into_iter().collect(),
+            },
+            None => Verdict::Restart {
+                forcing: restart
+                    .into_iter()
+                    .map(|n| format!("{n} (removed, or not settable at runtime)"))
+                    .chain(live.into_iter().map(|n| format!("{n} (removed)")))
+                    .collect(),
+                with: Vec::new(),
+                strategy,
+            },
+        };
+    }
+    if running
+        .image
+        .as_deref()
+        .is_some_and(|i| i != new.spec.image)
+    {
+        return Verdict::Restart {
+            forcing: vec![format!("image {}", new.spec.image)],
+            with: Vec::new(),
+            strategy,
+        };
+    }
+    Verdict::Nothing
+}
+
+impl Verdict {
+    /// Exit status of `diff`: 0 when applying would be accepted, 1 when refused.
+    pub fn exit_code(&self) -> i32 {
+        i32::from(matches!(self, Verdict::Refused(_)))
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Refused(violations) => {
+                writeln!(
+                    f,
+                    "refused: nothing would change; the pods keep their config"
+                )?;
+                for v in violations {
+                    writeln!(f, "  {v}")?;
+                }
+                Ok(())
+            }
+            Verdict::Create { hash } => writeln!(
+                f,
+                "create: ConfigMap, Service and StatefulSet with config {}",
+                short_hash(hash)
+            ),
+            Verdict::Nothing => writeln!(f, "nothing: the pods already run this config"),
+            Verdict::Live { directives } => writeln!(
+                f,
+                "live: CONFIG SET {} on every pod, no restart",
+                directives.join(", ")
+            ),
+            Verdict::Restart {
+                forcing,
+                with,
+                strategy,
+            } => {
+                writeln!(
+                    f,
+                    "restart ({}): forced by {}",
+                    strategy.as_str(),
+                    forcing.join(", ")
+                )?;
+                if !with.is_empty() {
+                    writeln!(f, "  changing with it: {}", with.join(", "))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Why `diff` could not give a verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read or is not a RedisInstance.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Neither a file nor a name was given.
+    #[error("give -f FILE, or --name NAME to preview the live object")]
+    NoTarget,
+    /// Talking to the API failed.
+    #[error("{0}")]
+    Api(String),
+}
+
+/// What `diff` is asked.
+pub struct DiffRequest {
+    /// A manifest to preview.
+    pub file: Option<PathBuf>,
+    /// Namespace (default: the manifest's, else the kubeconfig's).
+    pub namespace: Option<String>,
+    /// Name of the live object to preview when no file is given.
+    pub name: Option<String>,
+    /// Kubeconfig.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+fn read_manifest(path: &PathBuf) -> Result<RedisInstance, Error> {
+    let file_err = |reason: String| Error::File {
+        path: path.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+    serde_yaml::from_str(&text).map_err(|e| file_err(e.to_string()))
+}
+
+/// Reads what runs and prints the verdict; returns the exit status.
+pub async fn diff(request: DiffRequest) -> Result<i32, Error> {
+    let config = crate::run::client_config(request.kubeconfig.as_ref())
+        .await
+        .map_err(Error::Api)?;
+    let default_namespace = config.default_namespace.clone();
+    let client = Client::try_from(config).map_err(|e| Error::Api(e.to_string()))?;
+    let manifest = request.file.as_ref().map(read_manifest).transpose()?;
+    let namespace = request
+        .namespace
+        .or_else(|| manifest.as_ref().and_then(|m| m.namespace()))
+        .unwrap_or(default_namespace);
+    let name = match (&manifest, &request.name) {
+        (Some(m), _) => m.name_any(),
+        (None, Some(name)) => name.clone(),
+        (None, None) => return Err(Error::NoTarget),
+    };
+    let api_err = |e: kube::Error| Error::Api(e.to_string());
+    let live = Api::<RedisInstance>::namespaced(client.clone(), &namespace)
+        .get_opt(&name)
+        .await
+        .map_err(api_err)?;
+    let new = match (manifest, &live) {
+        (Some(m), _) => m,
+        (None, Some(live)) => live.clone(),
+        (None, None) => {
+            return Err(Error::Api(format!(
+                "RedisInstance {namespace}/{name} not found"
+            )));
+        }
+    };
+    let mut running = Running::default();
+    if live.is_some() {
+        let sts = Api::<StatefulSet>::namespaced(client.clone(), &namespace)
+            .get_opt(&name)
+            .await
+            .map_err(api_err)?;
+        running.template_hash = sts.as_ref().and_then(config_hash_of).map(str::to_owned);
+        running.image = sts.as_ref().and_then(|s| {
+            s.spec
+                .template
+                .spec
+                .as_ref()?
+                .containers
+                .first()?
+                .image
+                .clone()
+        });
+        running.config_text = Api::<ConfigMap>::namespaced(client, &namespace)
+            .get_opt(&config_map_name(&new))
+            .await
+            .map_err(api_err)?
+            .and_then(|cm| cm.data?.remove(CONFIG_FILE_KEY));
+    }
+    let verdict = verdict(&new, &running);
+    print!("{namespace}/{name}: {verdict}");
+    if new.spec.paused {
+        println!("  held while spec.paused is true; status.pendingChange shows it");
+    }
+    Ok(verdict.exit_code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::fixtures::instance;
+
+    fn running_on(instance: &RedisInstance) -> Running {
+        let rendered = render(&instance.spec.config);
+        Running {
+            template_hash: Some(template_hash(instance, &rendered)),
+            config_text: Some(rendered.text),
+            image: Some(instance.spec.image.clone()),
+        }
+    }
+
+    fn live(config: &[(&str, &str)]) -> RedisInstance {
+        let mut i = instance(config);
+        i.spec.config_update = ConfigUpdate::Live;
+        i
+    }
+
+    #[test]
+    fn each_kind_of_edit_gets_its_verdict() {
+        let now = live(&[("maxmemory", "100mb"), ("databases", "16")]);
+        let running = running_on(&now);
+        assert_eq!(verdict(&now, &running), Verdict::Nothing);
+        assert_eq!(
+            verdict(
+                &live(&[("maxmemory", "200mb"), ("databases", "16")]),
+                &running
+            ),
+            Verdict::Live {
+                directives: vec!["maxmemory".into()]
+            }
+        );
+        assert_eq!(
+            verdict(
+                &live(&[("maxmemory", "200mb"), ("databases", "8")]),
+                &running
+            ),
+            Verdict::Restart {
+                forcing: vec!["databases".into()],
+                with: vec!["maxmemory".into()],
+                strategy: RestartStrategy::RollingUpdate
+            }
+        );
+        let refused = verdict(&live(&[("maxmemory", "lots")]), &running);
+        assert!(matches!(&refused, Verdict::Refused(v) if v[0].directive == "maxmemory"));
+        assert_eq!(refused.exit_code(), 1);
+        assert!(matches!(
+            verdict(&now, &Running::default()),
+            Verdict::Create { .. }
+        ));
+    }
+
+    #[test]
+    fn under_restart_every_change_restarts_and_an_image_change_too() {
+        let now = instance(&[("maxmemory", "100mb")]);
+        let running = running_on(&now);
+        let edit = instance(&[("maxmemory", "200mb")]);
+        assert_eq!(
+            verdict(&edit, &running).to_string(),
+            "restart (RollingUpdate): forced by maxmemory\n"
+        );
+        let mut image = now.clone();
+        image.spec.image = "redis:7.2".into();
+        assert!(
+            matches!(verdict(&image, &running), Verdict::Restart { forcing, .. } if forcing[0] == "image redis:7.2")
+        );
+    }
+}

@@ -1,0 +1,422 @@
+//! Live config on the local cluster with real Redis: changes Redis takes at runtime are applied
+//! to every pod without a restart, all or nothing, and kept there.
+
+mod common;
+mod e2e;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use redis_operator::config::render::render;
+use redis_operator::crd::{ConfigUpdate, RedisInstance};
+use redis_operator::live::{live_hash, split};
+
+use common::{TestNamespace, pod_ip, try_redis_cli, wait_for};
+use e2e::*;
+
+const NAME: &str = "redis-example";
+const PASSWORD: &str = "live-secret";
+
+async fn setup(prefix: &str, flags: &[&str]) -> (Client, TestNamespace, Operator) {
+    let client = common::client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    let operator = Operator::start_with(&ns.name, flags);
+    (client, ns, operator)
+}
+
+fn live_instance(replicas: i32, config: &[(&str, &str)]) -> RedisInstance {
+    let mut instance = example("redis-example.yaml");
+    instance.spec.replicas = replicas;
+    instance.spec.config_update = ConfigUpdate::Live;
+    instance.spec.config = config
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    instance
+}
+
+/// `redis-cli` on the pod, authenticating when the instance sets a password.
+async fn cli(pod: &Pod, password: Option<&str>, args: &[&str]) -> String {
+    let mut all = Vec::new();
+    if let Some(p) = password {
+        all.extend(["--no-auth-warning", "-a", p]);
+    }
+    all.extend_from_slice(args);
+    try_redis_cli(&pod_ip(pod), &all)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `CONFIG GET` of each name on the pod.
+async fn running(pod: &Pod, password: Option<&str>, names: &[&str]) -> BTreeMap<String, String> {
+    let mut values = BTreeMap::new();
+    for name in names {
+        let out = cli(pod, password, &["CONFIG", "GET", name]).await;
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some(*name), "CONFIG GET {name}: {out:?}");
+        values.insert(
+            (*name).to_owned(),
+            lines.next().unwrap_or_default().to_owned(),
+        );
+    }
+    values
+}
+
+fn expect(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// Waits until status says every pod was verified on the live part of `instance`'s config and
+/// the ConfigMap holds all of it.
+async fn wait_live_applied(ns: &TestNamespace, instance: &RedisInstance) -> RedisInstance {
+    let want_live = live_hash(&split(&instance.spec.config, ConfigUpdate::Live).live);
+    let want_text = render(&instance.spec.config).text;
+    let api = ns.api::<RedisInstance>();
+    wait_for(
+        Duration::from_secs(120),
+        "the live change to be applied",
+        || {
+            let (api, want_live, want_text) = (api.clone(), want_live.clone(), want_text.clone());
+            async move {
+                let ri = api.get(NAME).await.map_err(|e| e.to_string())?;
+                let status = ri.status.clone().unwrap_or_default();
+                let (text, _) = config_map_and_hash(ns, NAME).await;
+                let done = status.live_config_hash.as_deref() == Some(want_live.as_str())
+                    && text == want_text
+                    && status.observed_generation == ri.metadata.generation
+                    && status.phase.map(|p| p.as_str()) == Some("Running");
+                if done {
+                    Ok(ri)
+                } else {
+                    Err(format!("{status:?}"))
+                }
+            }
+        },
+    )
+    .await
+}
+
+async fn edit_config(ns: &TestNamespace, instance: &mut RedisInstance, pairs: &[(&str, &str)]) {
+    for (k, v) in pairs {
+        instance
+            .spec
+            .config
+            .insert((*k).to_owned(), (*v).to_owned());
+    }
+    apply_instance(ns, instance).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_edit_restarts_no_pod_and_a_mixed_edit_restarts_once() {
+    let (_client, ns, _operator) = setup("live-edit", &[]).await;
+    let mut instance = live_instance(
+        3,
+        &[
+            ("maxmemory", "100mb"),
+            ("maxmemory-policy", "allkeys-lru"),
+            ("save", "900 1"),
+            ("databases", "16"),
+            ("requirepass", PASSWORD),
+        ],
+    );
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_ready(&ns, NAME, None, Duration::from_secs(240)).await;
+    let history = PodHistory::start(&ns).await;
+    let names = ["maxmemory", "maxmemory-policy", "save", "databases"];
+
+    edit_config(
+        &ns,
+        &mut instance,
+        &[
+            ("maxmemory", "200mb"),
+            ("maxmemory-policy", "volatile-lfu"),
+            ("save", "300 10 60 1000"),
+        ],
+    )
+    .await;
+    let ri = wait_live_applied(&ns, &instance).await;
+    let started = pods(&ns, NAME).await;
+    assert_eq!(started.len(), 3);
+    for pod in &started {
+        assert_eq!(
+            running(pod, Some(PASSWORD), &names).await,
+            expect(&[
+                ("maxmemory", "209715200"),
+                ("maxmemory-policy", "volatile-lfu"),
+                ("save", "300 10 60 1000"),
+                ("databases", "16"),
+            ]),
+            "pod {}",
+            kube::ResourceExt::name_any(pod)
+        );
+    }
+    assert!(
+        history.restarts().await.values().all(|n| *n == 0),
+        "{:?}",
+        history.restarts().await
+    );
+    let status = ri.status.unwrap();
+    assert_eq!(status.restarts, 0);
+    assert_eq!(event_count(&ns, NAME, "ConfigAppliedLive").await, 1);
+    assert_eq!(event_count(&ns, NAME, "RestartStarted").await, 0);
+
+    // `databases` only changes at start-up: this edit restarts each pod once, and the live
+    // directive changed with it arrives through the new file.
+    edit_config(
+        &ns,
+        &mut instance,
+        &[("databases", "8"), ("maxmemory", "300mb")],
+    )
+    .await;
+    wait_restarts(&ns, NAME, 1).await;
+    for pod in &pods(&ns, NAME).await {
+        let now = running(pod, Some(PASSWORD), &["maxmemory", "databases"]).await;
+        assert_eq!(
+            now,
+            expect(&[("maxmemory", "314572800"), ("databases", "8")])
+        );
+    }
+    let restarts = history.restarts().await;
+    assert!(
+        restarts.values().all(|n| *n == 1),
+        "each pod restarted once: {restarts:?}"
+    );
+    let (text, _) = config_map_and_hash(&ns, NAME).await;
+    assert_eq!(text, render(&instance.spec.config).text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_live_change_is_undone_everywhere_and_hand_drift_is_set_back() {
+    let (_client, ns, operator) = setup("live-refused", &["--live-check-seconds", "3"]).await;
+    let mut instance = live_instance(2, &[("maxmemory", "100mb"), ("appendonly", "yes")]);
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;
+    let history = PodHistory::start(&ns).await;
+    let before = render(&instance.spec.config).text;
+    let pods = pods(&ns, NAME).await;
+    // The second pod's default user may no longer run CONFIG SET: the first pod takes the
+    // change, the second refuses it, so the first must be set back.
+    assert_eq!(
+        cli(
+            &pods[1],
+            None,
+            &["ACL", "SETUSER", "default", "-config|set"]
+        )
+        .await,
+        "OK"
+    );
+
+    edit_config(&ns, &mut instance, &[("maxmemory", "150mb")]).await;
+    let api = ns.api::<RedisInstance>();
+    let refused = wait_for(Duration::from_secs(60), "the refusal in status", || {
+        let api = api.clone();
+        async move {
+            let ri = api.get(NAME).await.map_err(|e| e.to_string())?;
+            let status = ri.status.clone().unwrap_or_default();
+            let condition = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "ConfigValid")
+                .cloned();
+            match condition {
+                Some(c)
+                    if c.reason == "LiveConfigRefused"
+                        && status.refused_live_config_hash.is_some() =>
+                {
+                    Ok(c.message)
+                }
+                _ => Err(format!("{status:?}")),
+            }
+        }
+    })
+    .await;
+    assert!(
+        refused.contains("redis-example-1") && refused.contains("maxmemory"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("no permissions"),
+        "Redis's reason is quoted: {refused}"
+    );
+    assert!(refused.contains("set back on redis-example-0"), "{refused}");
+    let warnings = instance_events(&ns, NAME).await;
+    assert!(
+        warnings.iter().any(|(t, r, n)| t == "Warning"
+            && r == "LiveConfigRefused"
+            && n.contains("redis-example-1")),
+        "{warnings:?}"
+    );
+    for pod in &pods {
+        assert_eq!(
+            running(pod, None, &["maxmemory"]).await["maxmemory"],
+            "104857600"
+        );
+    }
+    let (text, _) = config_map_and_hash(&ns, NAME).await;
+    assert_eq!(text, before, "the ConfigMap keeps the config the pods run");
+    assert!(history.restarts().await.values().all(|n| *n == 0));
+
+    // Allowed again, the next edit goes through on both pods.
+    assert_eq!(
+        cli(
+            &pods[1],
+            None,
+            &["ACL", "SETUSER", "default", "+config|set"]
+        )
+        .await,
+        "OK"
+    );
+    edit_config(&ns, &mut instance, &[("maxmemory", "160mb")]).await;
+    wait_live_applied(&ns, &instance).await;
+    for pod in &pods {
+        assert_eq!(
+            running(pod, None, &["maxmemory"]).await["maxmemory"],
+            "167772160"
+        );
+    }
+
+    // Someone sets a value by hand: the next check puts the spec's value back.
+    assert_eq!(
+        cli(&pods[0], None, &["CONFIG", "SET", "maxmemory", "1mb"]).await,
+        "OK"
+    );
+    let pod0 = pods[0].clone();
+    wait_for(
+        Duration::from_secs(60),
+        "the hand-set maxmemory to be set back",
+        || {
+            let pod0 = pod0.clone();
+            async move {
+                let now = running(&pod0, None, &["maxmemory"]).await["maxmemory"].clone();
+                if now == "167772160" { Ok(()) } else { Err(now) }
+            }
+        },
+    )
+    .await;
+    wait_for(Duration::from_secs(30), "the drift Event", || async {
+        let n = event_count(&ns, NAME, "LiveDriftRepaired").await;
+        if n >= 1 { Ok(()) } else { Err(n.to_string()) }
+    })
+    .await;
+    let metrics = operator.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("redis_operator_drift_repairs_total")
+                && l.contains("kind=\"LiveConfig\"")
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("redis_operator_live_config_changes_total{instance=\"redis-example\""),
+        "{metrics}"
+    );
+    assert!(history.restarts().await.values().all(|n| *n == 0));
+}
+
+/// `redis-operator diff -f <manifest>` against the local cluster: stdout and exit status.
+fn diff(ns: &TestNamespace, instance: &RedisInstance) -> (String, i32) {
+    let mut manifest = instance.clone();
+    manifest.metadata.namespace = Some(ns.name.clone());
+    let path = std::env::temp_dir().join(format!(
+        "{}-{}.yaml",
+        ns.name,
+        manifest.metadata.name.clone().unwrap()
+    ));
+    std::fs::write(&path, serde_yaml::to_string(&manifest).unwrap()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redis-operator"))
+        .args(["diff", "-f"])
+        .arg(&path)
+        .arg("--kubeconfig")
+        .arg(common::kubeconfig_path())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.code().is_some(), "{out:?}");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.status.code().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn diff_gives_the_verdict_of_each_kind_of_edit_and_writes_nothing() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let (_client, ns, _operator) = setup("live-diff", &[]).await;
+    let instance = live_instance(1, &[("maxmemory", "100mb"), ("databases", "16")]);
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;
+    let versions = || async {
+        let ri = ns.api::<RedisInstance>().get(NAME).await.unwrap();
+        let cm = ns
+            .api::<ConfigMap>()
+            .get(&format!("{NAME}-config"))
+            .await
+            .unwrap();
+        let sts = ns.api::<StatefulSet>().get(NAME).await.unwrap();
+        [
+            ri.metadata.resource_version,
+            cm.metadata.resource_version,
+            sts.metadata.resource_version,
+        ]
+    };
+    let before = versions().await;
+    let edit = |pairs: &[(&str, &str)]| {
+        let mut i = instance.clone();
+        for (k, v) in pairs {
+            i.spec.config.insert((*k).to_owned(), (*v).to_owned());
+        }
+        i
+    };
+
+    let (out, code) = diff(&ns, &instance);
+    assert_eq!(
+        (out.as_str(), code),
+        (
+            format!(
+                "{}/{NAME}: nothing: the pods already run this config\n",
+                ns.name
+            )
+            .as_str(),
+            0
+        )
+    );
+    let (out, code) = diff(&ns, &edit(&[("maxmemory", "200mb"), ("save", "60 100")]));
+    assert!(
+        out.contains(": live: CONFIG SET maxmemory, save on every pod, no restart"),
+        "{out}"
+    );
+    assert_eq!(code, 0);
+    let (out, _) = diff(&ns, &edit(&[("maxmemory", "200mb"), ("databases", "8")]));
+    assert!(
+        out.contains(": restart (RollingUpdate): forced by databases"),
+        "{out}"
+    );
+    assert!(out.contains("changing with it: maxmemory"), "{out}");
+    let (out, code) = diff(&ns, &edit(&[("maxmemory", "lots")]));
+    assert!(
+        out.contains(": refused: nothing would change") && out.contains("maxmemory:"),
+        "{out}"
+    );
+    assert_eq!(code, 1);
+    let mut other = instance.clone();
+    other.metadata.name = Some("not-there-yet".into());
+    let (out, _) = diff(&ns, &other);
+    assert!(out.contains("not-there-yet: create:"), "{out}");
+    let mut paused = edit(&[("databases", "4")]);
+    paused.spec.paused = true;
+    let (out, _) = diff(&ns, &paused);
+    assert!(
+        out.contains("restart (RollingUpdate)") && out.contains("held while spec.paused"),
+        "{out}"
+    );
+
+    assert_eq!(versions().await, before, "diff writes nothing");
+}

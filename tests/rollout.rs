@@ -1,0 +1,251 @@
+//! Safe rollouts on the local cluster with real Redis: a config the pods never become ready on
+//! is halted after the first pod and rolled back (or left halted), and `spec.paused` holds
+//! every change until it is lifted.
+
+mod common;
+mod e2e;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::{Patch, PatchParams};
+use redis_operator::crd::{OnFailure, RedisInstance};
+use serde_json::json;
+
+use common::{TestNamespace, ready_pod, redis_cli, wait_for};
+use e2e::*;
+
+const NAME: &str = "redis-example";
+
+async fn setup(prefix: &str) -> (Client, TestNamespace, Operator) {
+    let client = common::client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    let operator = Operator::start(&ns.name);
+    (client, ns, operator)
+}
+
+/// `replicas` pods with a save point (so a restart keeps the data) and a key in database 3 of
+/// each pod.
+async fn with_data_in_database_3(
+    ns: &TestNamespace,
+    replicas: i32,
+    on_failure: OnFailure,
+) -> RedisInstance {
+    let mut instance = example("redis-example.yaml");
+    instance.spec.replicas = replicas;
+    instance.spec.config = [("save", "900 1"), ("databases", "16")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    instance.spec.rollout.progress_deadline_seconds = 15;
+    instance.spec.rollout.on_failure = on_failure;
+    apply_instance(ns, &instance).await.unwrap();
+    wait_ready(ns, NAME, None, Duration::from_secs(180)).await;
+    for ordinal in 0..replicas {
+        let pod = ready_pod(ns, &format!("{NAME}-{ordinal}")).await;
+        assert_eq!(
+            redis_cli(&pod, &["-n", "3", "SET", "kept", "yes"]).await,
+            "OK"
+        );
+    }
+    instance
+}
+
+/// Lowering `databases` below a database that holds data passes validation, but Redis exits
+/// at start-up ("Data file was created with a Redis server configured to handle more than 1
+/// databases"), so the new pod never becomes ready: only the data tells, not the config.
+async fn lower_databases(ns: &TestNamespace, instance: &mut RedisInstance) {
+    instance.spec.config.insert("databases".into(), "1".into());
+    apply_instance(ns, instance).await.unwrap();
+}
+
+async fn status_where(
+    ns: &TestNamespace,
+    what: &str,
+    ok: impl Fn(&RedisInstance) -> bool + Clone,
+) -> RedisInstance {
+    let api = ns.api::<RedisInstance>();
+    wait_for(Duration::from_secs(180), what, || {
+        let (api, ok) = (api.clone(), ok.clone());
+        async move {
+            let ri = api.get(NAME).await.map_err(|e| e.to_string())?;
+            if ok(&ri) {
+                Ok(ri)
+            } else {
+                Err(format!("{:?}", ri.status))
+            }
+        }
+    })
+    .await
+}
+
+fn condition_reason(ri: &RedisInstance, kind: &str) -> Option<String> {
+    ri.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| c.reason.clone())
+}
+
+async fn data_kept(pod: &Pod) {
+    assert_eq!(redis_cli(pod, &["-n", "3", "GET", "kept"]).await, "yes");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_never_ready_is_halted_after_one_pod_and_rolled_back() {
+    let (_client, ns, operator) = setup("rollback").await;
+    let mut instance = with_data_in_database_3(&ns, 3, OnFailure::Rollback).await;
+    let history = PodHistory::start(&ns).await;
+    lower_databases(&ns, &mut instance).await;
+
+    let ri = status_where(&ns, "the rollback to finish", |ri| {
+        let status = ri.status.clone().unwrap_or_default();
+        status.restarts == 2
+            && status.rollout.is_none()
+            && status.ready_replicas == 3
+            && condition_reason(ri, "ConfigValid").as_deref() == Some("NeverReady")
+    })
+    .await;
+    let restarts = history.restarts().await;
+    assert_eq!(
+        restarts.get(&format!("{NAME}-2")),
+        Some(&2),
+        "to the new config and back: {restarts:?}"
+    );
+    assert_eq!(restarts.get(&format!("{NAME}-1")), Some(&0), "{restarts:?}");
+    assert_eq!(restarts.get(&format!("{NAME}-0")), Some(&0), "{restarts:?}");
+    let status = ri.status.unwrap();
+    let message = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ConfigValid")
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        message.contains("redis-example-2 is not ready 15s after"),
+        "{message}"
+    );
+    assert!(message.contains("rolling back to config"), "{message}");
+    assert_eq!(event_count(&ns, NAME, "RolloutRolledBack").await, 1);
+    for ordinal in 0..3 {
+        let pod = ready_pod(&ns, &format!("{NAME}-{ordinal}")).await;
+        assert_eq!(config_get(&pod, "databases").await, "16");
+        data_kept(&pod).await;
+    }
+    let metrics = operator.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("redis_operator_rollout_failures_total")
+                && l.contains("action=\"RolledBack\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("reason=\"RolledBack\""),
+        "the way back is a counted restart: {metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_halt_the_rollout_stops_after_one_pod_until_the_spec_is_fixed() {
+    let (_client, ns, _operator) = setup("halt").await;
+    let mut instance = with_data_in_database_3(&ns, 2, OnFailure::Halt).await;
+    let history = PodHistory::start(&ns).await;
+    lower_databases(&ns, &mut instance).await;
+
+    let ri = status_where(&ns, "the rollout to halt", |ri| {
+        ri.status.as_ref().and_then(|s| s.phase).map(|p| p.as_str()) == Some("Halted")
+    })
+    .await;
+    assert_eq!(
+        condition_reason(&ri, "Progressing").as_deref(),
+        Some("RolloutHalted")
+    );
+    assert_eq!(event_count(&ns, NAME, "RolloutHalted").await, 1);
+    // Still halted a while later: nothing more is replaced, nothing rolled back.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let restarts = history.restarts().await;
+    assert_eq!(restarts.get(&format!("{NAME}-0")), Some(&0), "{restarts:?}");
+    assert_eq!(restarts.get(&format!("{NAME}-1")), Some(&1), "{restarts:?}");
+    let ri = ns.api::<RedisInstance>().get(NAME).await.unwrap();
+    assert!(
+        ri.status.unwrap().rollout.is_some(),
+        "the restart stays recorded while halted"
+    );
+
+    // The fix is a new spec: the pods go to it, and the untouched pod stays untouched.
+    instance.spec.config.insert("databases".into(), "16".into());
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_restarts(&ns, NAME, 2).await;
+    let restarts = history.restarts().await;
+    assert_eq!(restarts.get(&format!("{NAME}-0")), Some(&0), "{restarts:?}");
+    for ordinal in 0..2 {
+        data_kept(&ready_pod(&ns, &format!("{NAME}-{ordinal}")).await).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_holds_a_change_and_shows_it_until_resumed() {
+    let (_client, ns, _operator) = setup("pause").await;
+    let mut instance = example("redis-example.yaml");
+    apply_instance(&ns, &instance).await.unwrap();
+    let ready = wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;
+    let hash = ready.status.unwrap().config_hash;
+    let history = PodHistory::start(&ns).await;
+    let (text_before, _) = config_map_and_hash(&ns, NAME).await;
+
+    // Paused by annotation first, then by the spec field.
+    let api = ns.api::<RedisInstance>();
+    let annotate = |value: Option<&str>| json!({ "metadata": { "annotations": { "redis.github.com/paused": value } } });
+    api.patch(
+        NAME,
+        &PatchParams::default(),
+        &Patch::Merge(annotate(Some("true"))),
+    )
+    .await
+    .unwrap();
+    instance
+        .spec
+        .config
+        .insert("maxmemory".into(), "64mb".into());
+    apply_instance(&ns, &instance).await.unwrap();
+    let paused = status_where(&ns, "the change to be held", |ri| {
+        let status = ri.status.clone().unwrap_or_default();
+        status.phase.map(|p| p.as_str()) == Some("Paused")
+            && status.observed_generation == ri.metadata.generation
+    })
+    .await;
+    let pending = paused.status.unwrap().pending_change.unwrap();
+    assert!(
+        pending.contains("restart (ConfigChanged, RollingUpdate)"),
+        "{pending}"
+    );
+    assert!(pending.contains("maxmemory"), "{pending}");
+    instance.spec.paused = true;
+    apply_instance(&ns, &instance).await.unwrap();
+    api.patch(NAME, &PatchParams::default(), &Patch::Merge(annotate(None)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let held = api.get(NAME).await.unwrap().status.unwrap();
+    assert_eq!(held.phase.map(|p| p.as_str()), Some("Paused"));
+    assert_eq!(held.config_hash, hash);
+    assert_eq!(
+        config_map_and_hash(&ns, NAME).await.0,
+        text_before,
+        "the ConfigMap waits too"
+    );
+    assert!(history.restarts().await.values().all(|n| *n == 0));
+
+    instance.spec.paused = false;
+    apply_instance(&ns, &instance).await.unwrap();
+    let resumed = wait_restarts(&ns, NAME, 1).await;
+    assert_eq!(resumed.status.unwrap().pending_change, None);
+    let pod = ready_pod(&ns, &format!("{NAME}-0")).await;
+    assert_eq!(config_get(&pod, "maxmemory").await, "67108864");
+}
