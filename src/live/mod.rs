@@ -39,7 +39,8 @@ pub fn canonical(key: &str) -> String {
 pub struct Split {
     /// Directives that need a restart.
     pub restart: BTreeMap<String, String>,
-    /// Directives applied with `CONFIG SET`, keyed by primary name.
+    /// Directives applied with `CONFIG SET`, keyed by primary name, each value in the form
+    /// `CONFIG SET` takes (see [`normalize::for_config_set`]).
     pub live: BTreeMap<String, String>,
 }
 
@@ -48,7 +49,8 @@ pub fn split(config: &BTreeMap<String, String>, mode: ConfigUpdate) -> Split {
     let mut out = Split::default();
     for (key, value) in config {
         if mode == ConfigUpdate::Live && is_live(key) {
-            out.live.insert(canonical(key), value.clone());
+            out.live
+                .insert(canonical(key), normalize::for_config_set(key, value));
         } else {
             out.restart.insert(key.clone(), value.clone());
         }
@@ -190,5 +192,18 @@ mod tests {
         assert_eq!(s.restart.keys().collect::<Vec<_>>(), ["databases"]);
         assert!(split(&config, ConfigUpdate::Restart).live.is_empty());
         assert_eq!(live_hash(&s.live).len(), 64);
+    }
+
+    #[test]
+    fn live_values_have_the_single_spaces_config_set_needs() {
+        // CONFIG SET refuses `save "900 1  300 10"`; the config file takes it.
+        let config = config_of(&[("save", "900 1  300 10"), ("masterauth", "a  b")]);
+        let s = split(&config, ConfigUpdate::Live);
+        assert_eq!(s.live["save"], "900 1 300 10");
+        assert_eq!(s.live["masterauth"], "a  b");
+        assert_eq!(
+            split(&config, ConfigUpdate::Restart).restart["save"],
+            "900 1  300 10"
+        );
     }
 }
