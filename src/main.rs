@@ -107,7 +107,7 @@ struct RunArgs {
     settle_seconds: u64,
     /// Seconds between checks, with `CONFIG GET`, that the pods of a `configUpdate: Live`
     /// instance still run its live directives; drift found is set back.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     live_check_seconds: u64,
     /// Sustained API writes per second, shared by all instances (reads come from watch caches).
     #[arg(long, default_value_t = 200.0)]

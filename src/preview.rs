@@ -267,7 +267,11 @@ pub async fn diff(request: DiffRequest) -> Result<i32, Error> {
     }
     let verdict = verdict(&new, &running);
     print!("{namespace}/{name}: {verdict}");
-    if new.spec.paused {
+    let annotated = new
+        .annotations()
+        .get("redis.github.com/paused")
+        .is_some_and(|v| v != "false");
+    if new.spec.paused || annotated {
         println!("  held while spec.paused is true; status.pendingChange shows it");
     }
     Ok(verdict.exit_code())

@@ -313,10 +313,18 @@ async fn a_refused_live_change_is_undone_everywhere_and_hand_drift_is_set_back()
                 && !l.ends_with(" 0")),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("redis_operator_live_config_changes_total{instance=\"redis-example\""),
-        "{metrics}"
-    );
+    let sample = |outcome: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("redis_operator_live_config_changes_total")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(sample("Refused").as_deref(), Some("1"), "{metrics}");
+    assert_eq!(sample("Applied").as_deref(), Some("1"), "{metrics}");
     assert!(history.restarts().await.values().all(|n| *n == 0));
 }
 

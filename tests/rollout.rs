@@ -18,11 +18,11 @@ use e2e::*;
 
 const NAME: &str = "redis-example";
 
-async fn setup(prefix: &str) -> (Client, TestNamespace, Operator) {
+async fn setup(prefix: &str, flags: &[&str]) -> (Client, TestNamespace, Operator) {
     let client = common::client().await;
     install_crd(&client).await;
     let ns = TestNamespace::create(&client, prefix).await;
-    let operator = Operator::start(&ns.name);
+    let operator = Operator::start_with(&ns.name, flags);
     (client, ns, operator)
 }
 
@@ -96,7 +96,7 @@ async fn data_kept(pod: &Pod) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_config_never_ready_is_halted_after_one_pod_and_rolled_back() {
-    let (_client, ns, operator) = setup("rollback").await;
+    let (_client, ns, operator) = setup("rollback", &[]).await;
     let mut instance = with_data_in_database_3(&ns, 3, OnFailure::Rollback).await;
     let history = PodHistory::start(&ns).await;
     lower_databases(&ns, &mut instance).await;
@@ -153,7 +153,8 @@ async fn a_config_never_ready_is_halted_after_one_pod_and_rolled_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn under_halt_the_rollout_stops_after_one_pod_until_the_spec_is_fixed() {
-    let (_client, ns, _operator) = setup("halt").await;
+    // A short whole-restart deadline, so the check below also covers what happens past it.
+    let (_client, ns, _operator) = setup("halt", &["--progress-deadline", "20"]).await;
     let mut instance = with_data_in_database_3(&ns, 2, OnFailure::Halt).await;
     let history = PodHistory::start(&ns).await;
     lower_databases(&ns, &mut instance).await;
@@ -167,8 +168,26 @@ async fn under_halt_the_rollout_stops_after_one_pod_until_the_spec_is_fixed() {
         Some("RolloutHalted")
     );
     assert_eq!(event_count(&ns, NAME, "RolloutHalted").await, 1);
-    // Still halted a while later: nothing more is replaced, nothing rolled back.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Still halted past --progress-deadline: nothing more is replaced, nothing rolled back.
+    let started = ri
+        .status
+        .as_ref()
+        .unwrap()
+        .rollout
+        .as_ref()
+        .unwrap()
+        .started_at
+        .0;
+    let past = started
+        .checked_add(std::time::Duration::from_secs(25))
+        .unwrap()
+        .duration_since(k8s_openapi::jiff::Timestamp::now());
+    tokio::time::sleep(past.unsigned_abs().min(Duration::from_secs(25))).await;
+    let ri = ns.api::<RedisInstance>().get(NAME).await.unwrap();
+    assert_eq!(
+        ri.status.as_ref().and_then(|s| s.phase).map(|p| p.as_str()),
+        Some("Halted")
+    );
     let restarts = history.restarts().await;
     assert_eq!(restarts.get(&format!("{NAME}-0")), Some(&0), "{restarts:?}");
     assert_eq!(restarts.get(&format!("{NAME}-1")), Some(&1), "{restarts:?}");
@@ -191,7 +210,7 @@ async fn under_halt_the_rollout_stops_after_one_pod_until_the_spec_is_fixed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pause_holds_a_change_and_shows_it_until_resumed() {
-    let (_client, ns, _operator) = setup("pause").await;
+    let (_client, ns, _operator) = setup("pause", &[]).await;
     let mut instance = example("redis-example.yaml");
     apply_instance(&ns, &instance).await.unwrap();
     let ready = wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;

@@ -27,7 +27,7 @@ fn operator_directives() -> [(&'static str, String); 4] {
 
 /// Defaults a user may override. Protected mode would refuse every client outside the pod
 /// when no password is set, which is the common in-cluster setup.
-const USER_OVERRIDABLE_DEFAULTS: &[(&str, &str)] = &[("protected-mode", "no")];
+pub const USER_OVERRIDABLE_DEFAULTS: &[(&str, &str)] = &[("protected-mode", "no")];
 
 const HEADER: &str =
     "# Rendered by redis-operator from spec.config; edit the RedisInstance, not this file.\n";

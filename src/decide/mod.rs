@@ -22,6 +22,9 @@ use crate::resources::{
     StatefulSetDrift, config_hash_of, restarted_at_of, service_drifted, statefulset_drift,
 };
 
+/// Pods and StatefulSets as the caches hold them, for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) use pods::fixtures as pods_fixtures;
 pub use pods::{
     Crash, crashed_pod, is_ready, never_ready, pod_config_hash, rollout_complete, stuck_pods,
 };
@@ -183,8 +186,9 @@ pub fn decide(want: &Desired, seen: &Snapshot, deadlines: &Deadlines) -> Decisio
 /// Creating a new instance and repairs that restart nothing go on.
 fn changes_pods(decision: &Decision, seen: &Snapshot) -> bool {
     match decision {
-        Decision::WriteConfigMap => seen.statefulset.is_some() || seen.rollout.is_some(),
-        Decision::CreateStatefulSet => seen.rollout.is_some(),
+        // Once a Recreate has removed the StatefulSet, writing the file and creating it again
+        // go on: a pause must not leave the instance without pods.
+        Decision::WriteConfigMap => seen.statefulset.is_some(),
         Decision::BeginRestart { .. }
         | Decision::Retarget { .. }
         | Decision::RollOut
@@ -236,18 +240,26 @@ fn at_rest(want: &Desired, seen: &Snapshot) -> Decision {
     if config_hash_of(sts) != Some(want.hash) {
         return restart(RestartReason::ConfigChanged, false);
     }
+    let drift = statefulset_drift(want.statefulset, sts);
     if seen.config_text != Some(want.config_text) {
         let live_only = seen
             .config_text
             .is_some_and(|old| want.live && live_only_change(old, want.config_text).is_some());
-        return match live_only {
-            false => restart(RestartReason::ConfigMapChanged, true),
-            true if seen.live_refused => Decision::Wait(Waiting::LiveRefused),
-            true if !rollout_complete(sts) => Decision::Wait(Waiting::Rollout),
-            true => Decision::ApplyLive,
+        if !live_only {
+            return restart(RestartReason::ConfigMapChanged, true);
+        }
+        // A repair or a template restart goes first, so a refused or pending live change
+        // holds up nothing else; a restart carries the live change in its new file.
+        return match drift {
+            Some(StatefulSetDrift::Spec) => Decision::RepairStatefulSet,
+            Some(StatefulSetDrift::Image) => restart(RestartReason::ImageChanged, true),
+            Some(StatefulSetDrift::PodTemplate) => restart(RestartReason::PodTemplateChanged, true),
+            None if seen.live_refused => Decision::Wait(Waiting::LiveRefused),
+            None if !rollout_complete(sts) => Decision::Wait(Waiting::Rollout),
+            None => Decision::ApplyLive,
         };
     }
-    match statefulset_drift(want.statefulset, sts) {
+    match drift {
         Some(StatefulSetDrift::Image) => restart(RestartReason::ImageChanged, true),
         Some(StatefulSetDrift::PodTemplate) => restart(RestartReason::PodTemplateChanged, true),
         Some(StatefulSetDrift::Spec) => Decision::RepairStatefulSet,

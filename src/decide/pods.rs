@@ -199,11 +199,13 @@ pub fn stuck_pods(
         .collect()
 }
 
-/// The first pod started on config `hash` that is still not ready `deadline` after it was
-/// created: the config runs but never serves.
+/// The first pod created on config `hash` since `since` (a restart's start; creation times
+/// have whole seconds) that is still not ready `deadline` after it was created: the config
+/// does not serve.
 pub fn never_ready(
     pods: &[Arc<Pod>],
     hash: &str,
+    since: k8s_openapi::jiff::Timestamp,
     deadline: std::time::Duration,
     now: k8s_openapi::jiff::Timestamp,
 ) -> Option<String> {
@@ -215,7 +217,9 @@ pub fn never_ready(
                 .creation_timestamp
                 .as_ref()
                 .is_some_and(|created| {
-                    now > created.0 && now.duration_since(created.0).unsigned_abs() > deadline
+                    created.0.as_second() >= since.as_second()
+                        && now > created.0
+                        && now.duration_since(created.0).unsigned_abs() > deadline
                 })
         })
         .map(|p| p.name_any())

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::directives::{self, Access, Kind};
 use crate::config::render::config_hash;
-use crate::config::render::{RenderedConfig, render};
+use crate::config::render::{RenderedConfig, USER_OVERRIDABLE_DEFAULTS, render};
 use crate::crd::{ConfigUpdate, RedisInstance};
 
 /// Live directives that still restart: the operator authenticates with `requirepass`, and
@@ -53,6 +53,15 @@ pub fn split(config: &BTreeMap<String, String>, mode: ConfigUpdate) -> Split {
                 .insert(canonical(key), normalize::for_config_set(key, value));
         } else {
             out.restart.insert(key.clone(), value.clone());
+        }
+    }
+    if mode == ConfigUpdate::Live {
+        // The file carries these when the spec does not, so removing one from the spec is a
+        // live change back to the operator's default.
+        for (name, value) in USER_OVERRIDABLE_DEFAULTS {
+            if is_live(name) && !out.live.contains_key(*name) {
+                out.live.insert((*name).to_owned(), (*value).to_owned());
+            }
         }
     }
     out
@@ -188,7 +197,11 @@ mod tests {
     fn split_keys_live_directives_by_primary_name() {
         let config = config_of(&[("slave-read-only", "no"), ("databases", "4")]);
         let s = split(&config, ConfigUpdate::Live);
-        assert_eq!(s.live.keys().collect::<Vec<_>>(), ["replica-read-only"]);
+        assert_eq!(
+            s.live.keys().collect::<Vec<_>>(),
+            ["protected-mode", "replica-read-only"],
+            "the operator's default for protected-mode is live too"
+        );
         assert_eq!(s.restart.keys().collect::<Vec<_>>(), ["databases"]);
         assert!(split(&config, ConfigUpdate::Restart).live.is_empty());
         assert_eq!(live_hash(&s.live).len(), 64);

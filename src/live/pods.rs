@@ -161,25 +161,56 @@ async fn undo(taken: Vec<Taken>) -> (Vec<String>, Vec<String>) {
     (undone, failures)
 }
 
-/// Makes every pod run `want` (live directives by primary name), pod by pod. Pods that already
-/// run a value are not set again. On any refusal the pods changed so far are set back and the
-/// error says which pod refused, which directives and Redis's reason.
+/// One pod read before any is written: its connection, the values it runs and the ones to set.
+struct Prepared {
+    pod: String,
+    conn: MultiplexedConnection,
+    before: BTreeMap<String, String>,
+    pairs: Vec<(String, String)>,
+}
+
+/// Makes every pod run `want` (live directives by primary name). Every pod is reached and read
+/// first, so an unreachable pod stops the change before anything is set; then each pod gets one
+/// `CONFIG SET` of the values it does not run yet. On any failure the pods changed so far (and
+/// the one that failed, in case its reply was lost after it applied) are set back, and the
+/// error says which pod, which directives and Redis's reason.
 pub async fn apply(
     pods: &[PodAddress],
     want: &BTreeMap<String, String>,
     password: Option<&str>,
 ) -> Result<Vec<PodChange>, Error> {
     let names: Vec<&String> = want.keys().collect();
+    let mut prepared = Vec::with_capacity(pods.len());
+    for pod in pods {
+        prepared.push(prepare(pod, want, &names, password).await?);
+    }
     let mut taken: Vec<Taken> = Vec::new();
     let mut changes = Vec::new();
-    for pod in pods {
-        let result = apply_one(pod, want, &names, password).await;
-        match result {
-            Ok((change, Some(t))) => {
-                taken.push(t);
+    for p in prepared {
+        let mut change = PodChange {
+            pod: p.pod.clone(),
+            changed: Vec::new(),
+        };
+        if p.pairs.is_empty() {
+            changes.push(change);
+            continue;
+        }
+        let restore: Vec<(String, String)> = p
+            .pairs
+            .iter()
+            .map(|(n, _)| (n.clone(), p.before.get(n).cloned().unwrap_or_default()))
+            .collect();
+        taken.push(Taken {
+            pod: p.pod.clone(),
+            conn: p.conn,
+            before: restore,
+        });
+        let conn = &mut taken.last_mut().expect("just pushed").conn;
+        match set_and_verify(conn, &p.pod, &p.pairs, &p.before).await {
+            Ok(changed) => {
+                change.changed = changed;
                 changes.push(change);
             }
-            Ok((change, None)) => changes.push(change),
             Err(mut error) => {
                 let (undone, failures) = undo(taken).await;
                 if let Error::Refused {
@@ -188,7 +219,7 @@ pub async fn apply(
                     ..
                 } = &mut error
                 {
-                    *rolled_back = undone;
+                    *rolled_back = undone.into_iter().filter(|u| *u != p.pod).collect();
                     for failure in failures {
                         message.push_str("; ");
                         message.push_str(&failure);
@@ -201,40 +232,58 @@ pub async fn apply(
     Ok(changes)
 }
 
-async fn apply_one(
+async fn prepare(
     pod: &PodAddress,
     want: &BTreeMap<String, String>,
     names: &[&String],
     password: Option<&str>,
-) -> Result<(PodChange, Option<Taken>), Error> {
-    let unreachable = |e: redis::RedisError| Error::Unreachable {
-        pod: pod.pod.clone(),
-        message: e.to_string(),
-    };
+) -> Result<Prepared, Error> {
     let mut conn = connect(pod, password).await?;
-    let before = config_get(&mut conn, names).await.map_err(unreachable)?;
-    let differs = |name: &str| {
-        let got = before.get(name).map_or("", String::as_str);
-        same(name, &want[name], got) != Some(true)
-    };
-    let pairs: Vec<(String, String)> = want
+    let before = config_get(&mut conn, names)
+        .await
+        .map_err(|e| Error::Unreachable {
+            pod: pod.pod.clone(),
+            message: e.to_string(),
+        })?;
+    let pairs = want
         .iter()
-        .filter(|(name, _)| differs(name))
+        .filter(|(name, value)| {
+            let got = before.get(*name).map_or("", String::as_str);
+            same(name, value, got) != Some(true)
+        })
         .map(|(n, v)| (n.clone(), v.clone()))
         .collect();
-    let mut change = PodChange {
+    Ok(Prepared {
         pod: pod.pod.clone(),
-        changed: Vec::new(),
+        conn,
+        before,
+        pairs,
+    })
+}
+
+/// Redis said no to the change itself (an error reply or a missing permission), as opposed to
+/// a pod busy loading, a script running, or a lost connection, which are retried.
+fn refused(e: &redis::RedisError) -> bool {
+    matches!(e.code(), Some("ERR" | "NOPERM"))
+}
+
+/// One `CONFIG SET` of `pairs`, read back; returns what changed.
+async fn set_and_verify(
+    conn: &mut MultiplexedConnection,
+    pod: &str,
+    pairs: &[(String, String)],
+    before: &BTreeMap<String, String>,
+) -> Result<Vec<(String, String, String)>, Error> {
+    let unreachable = |e: redis::RedisError| Error::Unreachable {
+        pod: pod.to_owned(),
+        message: e.to_string(),
     };
-    if pairs.is_empty() {
-        return Ok((change, None));
-    }
-    if let Err(e) = config_set(&mut conn, &pairs).await {
-        if e.is_io_error() || e.is_timeout() {
+    if let Err(e) = config_set(conn, pairs).await {
+        if !refused(&e) {
             return Err(unreachable(e));
         }
         return Err(Error::Refused {
-            pod: pod.pod.clone(),
+            pod: pod.to_owned(),
             directives: pairs
                 .iter()
                 .map(|(n, _)| n.as_str())
@@ -244,24 +293,14 @@ async fn apply_one(
             rolled_back: Vec::new(),
         });
     }
-    let restore: Vec<(String, String)> = pairs
-        .iter()
-        .map(|(n, _)| (n.clone(), before.get(n).cloned().unwrap_or_default()))
-        .collect();
     let set: Vec<&String> = pairs.iter().map(|(n, _)| n).collect();
-    let after = match config_get(&mut conn, &set).await {
-        Ok(after) => after,
-        Err(e) => {
-            let _ = config_set(&mut conn, &restore).await;
-            return Err(unreachable(e));
-        }
-    };
-    for (name, wanted) in &pairs {
+    let after = config_get(conn, &set).await.map_err(unreachable)?;
+    let mut changed = Vec::new();
+    for (name, wanted) in pairs {
         let got = after.get(name).cloned().unwrap_or_default();
         if same(name, wanted, &got) == Some(false) {
-            let _ = config_set(&mut conn, &restore).await;
             return Err(Error::Unverified {
-                pod: pod.pod.clone(),
+                pod: pod.to_owned(),
                 directive: name.clone(),
                 wanted: wanted.clone(),
                 got,
@@ -269,13 +308,8 @@ async fn apply_one(
         }
         let was = before.get(name).cloned().unwrap_or_default();
         if was != got {
-            change.changed.push((name.clone(), was, got));
+            changed.push((name.clone(), was, got));
         }
     }
-    let taken = Taken {
-        pod: pod.pod.clone(),
-        conn,
-        before: restore,
-    };
-    Ok((change, Some(taken)))
+    Ok(changed)
 }

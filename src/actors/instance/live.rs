@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use tracing::{debug, info, warn};
@@ -49,10 +49,13 @@ impl LiveMemory {
                 );
             self.refused = Some((plan.live_hash.clone(), message));
         }
+        // A new live config, or the pods found running the refused one (a restart carried
+        // it in the file): the refusal is over.
+        let verified = self.verified.as_ref();
         if self
             .refused
             .as_ref()
-            .is_some_and(|(h, _)| *h != plan.live_hash)
+            .is_some_and(|(h, _)| *h != plan.live_hash || Some(h) == verified)
         {
             self.refused = None;
         }
@@ -167,12 +170,19 @@ pub(super) async fn apply(
 
 /// Whether a live check is due for a converged `Live` instance.
 pub(super) fn check_due(state: &InstanceState, plan: &Plan) -> bool {
-    plan.instance.spec.config_update == ConfigUpdate::Live
-        && !plan.live.is_empty()
-        && state
-            .live
-            .checked_at
-            .is_none_or(|at| at.elapsed() >= state.args.timings.live_check)
+    next_check_in(state, plan) == Duration::ZERO
+}
+
+/// How long until the next live check; `Duration::MAX` when the instance has none.
+pub(super) fn next_check_in(state: &InstanceState, plan: &Plan) -> Duration {
+    if plan.instance.spec.config_update != ConfigUpdate::Live || plan.live.is_empty() {
+        return Duration::MAX;
+    }
+    let every = state.args.timings.live_check;
+    state
+        .live
+        .checked_at
+        .map_or(Duration::ZERO, |at| every.saturating_sub(at.elapsed()))
 }
 
 /// Reads every pod's live directives and sets back any that drifted (a hand-run

@@ -322,7 +322,10 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
         report::refuse(state, &current, &violations).await;
     }
     let now = Timestamp::now();
-    state.target.detect_rejection(&seen.pods, now);
+    let stored_record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
+    state
+        .target
+        .detect_rejection(&seen.pods, stored_record, now);
     if let Some((rejection, crash)) = state.target.take_fresh_rejection() {
         report::rejected(state, &current, &rejection, &crash).await;
     }
@@ -395,9 +398,7 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
         if live::check_due(state, &plan) {
             live::check(state, &plan, &seen).await;
         }
-        if plan.instance.spec.config_update == crate::crd::ConfigUpdate::Live {
-            live_wake = state.args.timings.live_check;
-        }
+        live_wake = live::next_check_in(state, &plan);
     }
     report::write_status(state, &seen, Some(&plan)).await?;
     if let (Decision::Wait(Waiting::Settle), Some(left)) = (&decision, settle_left) {

@@ -17,7 +17,9 @@ use crate::config::render::{config_hash, short_hash};
 use crate::crd::{RestartReason, RolloutRecord};
 use crate::decide::{Decision, Desired, record_for};
 use crate::kube_io;
-use crate::resources::{config_hash_of, config_map, restarted_at_of, statefulset};
+use crate::resources::{
+    RESTARTED_AT_ANNOTATION, config_hash_of, config_map, restarted_at_of, statefulset,
+};
 
 pub(super) async fn perform(
     state: &mut InstanceState,
@@ -131,7 +133,16 @@ pub(super) async fn perform(
                 } else {
                     RestartReason::Superseded
                 };
-                let next = record_for(want, live, reason, false, now);
+                let mut next = record_for(want, live, reason, false, now);
+                if reason == RestartReason::RolledBack {
+                    // Back to exactly the template the untouched pods run, marker included, so
+                    // the StatefulSet controller leaves them alone.
+                    next.restarted_at = seen
+                        .pods
+                        .iter()
+                        .find(|p| crate::decide::pod_config_hash(p) == Some(want.hash))
+                        .and_then(|p| p.annotations().get(RESTARTED_AT_ANNOTATION).cloned());
+                }
                 info!(old_hash = %old.config_hash, new_hash = want.hash,
                     "ConfigMap was updated or StatefulSet needs restart");
                 begin_restart(state, seen, plan, next, &old.config_hash).await?;

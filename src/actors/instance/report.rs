@@ -92,6 +92,10 @@ pub(super) async fn rejected(
 ) {
     warn!(pod = %crash.pod, exit_code = crash.exit_code,
         hash = %rejection.hash, "Redis rejected the config");
+    let _ = state.args.metrics.send_message(MetricsMsg::RolloutFailed {
+        key: state.args.key.clone(),
+        action: "RolledBack",
+    });
     report_refusal(
         state,
         instance,
@@ -313,7 +317,7 @@ pub(super) fn derive_status_with(
         .config_hash
         .as_deref()
         .map(|h| short_hash(h).to_owned());
-    status.rejected_config_hash = rejection.map(|r| r.hash.clone());
+    status.rejected_config_hash = rejection.map(|r| r.spec_hash.clone());
     let live_mode = plan.is_some_and(|p| p.instance.spec.config_update == ConfigUpdate::Live);
     status.live_config_hash = match live_mode {
         true => state.live.verified.clone().or(status.live_config_hash),

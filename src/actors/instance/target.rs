@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 
 use crate::config::render::{RenderedConfig, render, short_hash};
 use crate::config::validate::{Violation, validate};
-use crate::crd::{OnFailure, RedisInstance};
+use crate::crd::{OnFailure, RedisInstance, RolloutRecord};
 use crate::decide::{Crash, crashed_pod, never_ready};
 use crate::live;
 use crate::resources::{service, statefulset};
@@ -50,17 +50,22 @@ impl Plan {
     }
 }
 
-/// The template hash of a spec.
-fn hash_of(instance: &RedisInstance) -> String {
-    live::template_hash(instance, &render(&instance.spec.config))
+/// The template hash of a spec (what its pods carry), and the hash of its whole rendered file
+/// (what changes with any edit of `spec.config`).
+fn hashes_of(instance: &RedisInstance) -> (String, String) {
+    let rendered = render(&instance.spec.config);
+    (live::template_hash(instance, &rendered), rendered.hash)
 }
 
 /// A config that passed validation but that the pods failed on: redis-server refused it, or
 /// it never became ready.
 #[derive(Debug, Clone)]
 pub struct Rejection {
-    /// Its template hash.
+    /// Its template hash, which the failed pods carry.
     pub hash: String,
+    /// The hash of its whole file: a new `spec.config` (even one that only changes live
+    /// directives) clears the rejection.
+    pub spec_hash: String,
     /// Condition reason and Event reason: `RedisRejectedConfig` or `NeverReady`.
     pub reason: &'static str,
     /// What the status condition and the Event say.
@@ -73,10 +78,18 @@ pub const REJECTION_REASONS: [&str; 2] = ["RedisRejectedConfig", "NeverReady"];
 /// What a failure found this step led to, to be reported once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// The pods go back to the last config that ran (or, with none, are left alone).
+    /// The pods go back to the last config that ran.
     RolledBack,
-    /// No further pods are replaced (`onFailure: Halt`).
+    /// No further pods are replaced (`onFailure: Halt`, or nothing to roll back to).
     Halted,
+}
+
+/// The config a restart is failing on.
+struct Failing<'a> {
+    good: &'a RedisInstance,
+    hash: &'a str,
+    spec_hash: &'a str,
+    healthy: Option<&'a str>,
 }
 
 /// The actor's memory of specs.
@@ -105,10 +118,10 @@ impl Target {
             self.last_good = Some(current.clone());
         }
         if let Some(good) = &self.last_good {
-            let hash = hash_of(good);
+            let (hash, spec_hash) = hashes_of(good);
             let status = current.status.as_ref();
             let recorded = status.and_then(|s| s.rejected_config_hash.as_deref());
-            if self.rejected.is_none() && recorded == Some(hash.as_str()) {
+            if self.rejected.is_none() && recorded == Some(spec_hash.as_str()) {
                 let recorded = status
                     .and_then(|s| {
                         crate::status::find_condition(s, crate::status::condition::CONFIG_VALID)
@@ -127,33 +140,60 @@ impl Target {
                     )
                 });
                 self.rejected = Some(Rejection {
-                    hash: hash.clone(),
+                    hash,
+                    spec_hash: spec_hash.clone(),
                     reason,
                     message,
                 });
             }
-            if self.rejected.as_ref().is_some_and(|r| r.hash != hash) {
+            if self
+                .rejected
+                .as_ref()
+                .is_some_and(|r| r.spec_hash != spec_hash)
+            {
                 self.rejected = None;
+            }
+            if self
+                .halted
+                .as_ref()
+                .is_some_and(|r| r.spec_hash != spec_hash)
+            {
+                self.halted = None;
             }
         }
         violations
     }
 
-    /// A pod running the newest valid config exited with an error: Redis refused that config.
-    pub fn detect_rejection(&mut self, pods: &[Arc<Pod>], now: k8s_openapi::jiff::Timestamp) {
+    /// Looks for the newest valid config failing on the pods: a pod on it exited with Redis's
+    /// config-file error, or, while `record` restarts the pods onto it, one of the pods it
+    /// started is not ready in time.
+    pub fn detect_rejection(
+        &mut self,
+        pods: &[Arc<Pod>],
+        record: Option<&RolloutRecord>,
+        now: k8s_openapi::jiff::Timestamp,
+    ) {
         let Some(good) = self.last_good.clone() else {
             return;
         };
-        let hash = hash_of(&good);
-        let healthy = self.last_healthy.as_deref().map(hash_of);
+        let (hash, spec_hash) = hashes_of(&good);
+        let healthy = self.last_healthy.as_deref().map(|h| hashes_of(h).0);
         if self.rejected.is_some()
-            || self.halted.as_ref().is_some_and(|h| h.hash == hash)
+            || self.halted.is_some()
             || healthy.as_deref() == Some(hash.as_str())
         {
             return;
         }
         let Some(crash) = crashed_pod(pods, &hash) else {
-            self.detect_never_ready(&good, pods, &hash, healthy.as_deref(), now);
+            if let Some(record) = record.filter(|r| r.config_hash == hash) {
+                let failing = Failing {
+                    good: &good,
+                    hash: &hash,
+                    spec_hash: &spec_hash,
+                    healthy: healthy.as_deref(),
+                };
+                self.detect_never_ready(&failing, pods, record, now);
+            }
             return;
         };
         let outcome = match &healthy {
@@ -177,6 +217,7 @@ impl Target {
         );
         let rejection = Rejection {
             hash,
+            spec_hash,
             reason: REJECTION_REASONS[0],
             message,
         };
@@ -184,27 +225,28 @@ impl Target {
         self.fresh = Some((rejection, crash));
     }
 
-    /// A pod on the newest config is still unready past `spec.rollout.progressDeadlineSeconds`:
-    /// the rollout halts there, and rolls back unless `onFailure: Halt`.
+    /// A pod the restart started is still unready `spec.rollout.progressDeadlineSeconds` after
+    /// it was created: the rollout halts there, and rolls back unless `onFailure: Halt` (or
+    /// nothing ran before, so there is nothing to go back to).
     fn detect_never_ready(
         &mut self,
-        good: &RedisInstance,
+        failing: &Failing,
         pods: &[Arc<Pod>],
-        hash: &str,
-        healthy: Option<&str>,
+        record: &RolloutRecord,
         now: k8s_openapi::jiff::Timestamp,
     ) {
-        let rollout = &good.spec.rollout;
+        let rollout = &failing.good.spec.rollout;
         let deadline = Duration::from_secs(rollout.progress_deadline_seconds.into());
-        let Some(pod) = never_ready(pods, hash, deadline, now) else {
+        let since = record.started_at.0;
+        let Some(pod) = never_ready(pods, failing.hash, since, deadline, now) else {
             return;
         };
         let failed = format!(
             "pod {pod} is not ready {}s after it started on config {}",
             deadline.as_secs(),
-            short_hash(hash)
+            short_hash(failing.hash)
         );
-        let (outcome, message) = match (rollout.on_failure, healthy) {
+        let (outcome, message) = match (rollout.on_failure, failing.healthy) {
             (OnFailure::Halt, _) => (
                 Outcome::Halted,
                 format!(
@@ -219,14 +261,15 @@ impl Target {
                 ),
             ),
             (OnFailure::Rollback, None) => (
-                Outcome::RolledBack,
+                Outcome::Halted,
                 format!(
-                    "{failed}; no earlier config ran, so there is nothing to roll back to. Fix spec.config"
+                    "{failed}; rollout halted: no earlier config ran since the operator started, so there is nothing to roll back to. Fix spec.config"
                 ),
             ),
         };
         let rejection = Rejection {
-            hash: hash.to_owned(),
+            hash: failing.hash.to_owned(),
+            spec_hash: failing.spec_hash.to_owned(),
             reason: "NeverReady",
             message,
         };
@@ -271,7 +314,7 @@ impl Target {
         let good = self.last_good.clone()?;
         let plan = Plan::of(good);
         match &self.rejected {
-            Some(r) if r.hash == plan.template_hash => self.last_healthy.clone().map(Plan::of),
+            Some(r) if r.spec_hash == plan.rendered.hash => self.last_healthy.clone().map(Plan::of),
             _ => Some(plan),
         }
     }
@@ -279,5 +322,131 @@ impl Target {
     /// Every pod runs `plan` and is ready: it is what a refused config rolls back to.
     pub fn converged(&mut self, plan: &Plan) {
         self.last_healthy = Some(plan.instance.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ConfigUpdate, RestartReason, RestartStrategy};
+    use crate::decide::pods_fixtures::pod;
+    use crate::resources::fixtures::instance;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    fn record(hash: &str) -> RolloutRecord {
+        RolloutRecord {
+            config_hash: hash.to_owned(),
+            restarted_at: None,
+            strategy: RestartStrategy::RollingUpdate,
+            reason: RestartReason::ConfigChanged,
+            started_at: Time(t(0)),
+        }
+    }
+
+    /// An unready pod on `hash`, created at `created`.
+    fn unready(hash: &str, created: i64) -> Arc<Pod> {
+        let mut p = Pod::clone(&pod("redis-example-0", hash, "rev-b", false, None));
+        p.metadata.creation_timestamp = Some(Time(t(created)));
+        Arc::new(p)
+    }
+
+    /// A target that saw `old` converge, then accepted `new`.
+    fn moved_on(old: RedisInstance, new: RedisInstance) -> (Target, String) {
+        let mut target = Target::default();
+        target.accept(&Arc::new(old));
+        let plan = target.plan().unwrap();
+        target.converged(&plan);
+        target.accept(&Arc::new(new.clone()));
+        (target, hashes_of(&new).0)
+    }
+
+    #[test]
+    fn a_never_ready_pod_counts_only_during_a_restart_onto_its_config() {
+        let (mut target, hash) = moved_on(
+            instance(&[("maxmemory", "100mb")]),
+            instance(&[("maxmemory", "200mb")]),
+        );
+        let pods = [unready(&hash, 1)];
+        target.detect_rejection(&pods, None, t(500));
+        assert!(
+            target.take_fresh_failure().is_none(),
+            "no restart in flight"
+        );
+        target.detect_rejection(&pods, Some(&record(&hash)), t(100));
+        assert!(target.take_fresh_failure().is_none(), "within the deadline");
+        target.detect_rejection(&[unready(&hash, -10)], Some(&record(&hash)), t(500));
+        assert!(
+            target.take_fresh_failure().is_none(),
+            "created before the restart"
+        );
+        target.detect_rejection(&pods, Some(&record(&hash)), t(122));
+        let (failure, outcome) = target.take_fresh_failure().unwrap();
+        assert_eq!(outcome, Outcome::RolledBack);
+        assert!(
+            failure.message.contains("rolling back to config"),
+            "{}",
+            failure.message
+        );
+        let plan = target.plan().unwrap();
+        assert_eq!(
+            plan.instance.spec.config["maxmemory"], "100mb",
+            "back to what ran"
+        );
+    }
+
+    #[test]
+    fn halt_stays_until_the_spec_or_the_restart_moves_on() {
+        let mut new = instance(&[("maxmemory", "200mb")]);
+        new.spec.rollout.on_failure = OnFailure::Halt;
+        let (mut target, hash) = moved_on(instance(&[("maxmemory", "100mb")]), new.clone());
+        target.detect_rejection(&[unready(&hash, 1)], Some(&record(&hash)), t(200));
+        assert_eq!(target.take_fresh_failure().unwrap().1, Outcome::Halted);
+        assert_eq!(target.plan().unwrap().template_hash, hash, "no rollback");
+        target.forget_halt(Some(&hash));
+        target.detect_rejection(&[unready(&hash, 1)], Some(&record(&hash)), t(300));
+        assert!(
+            target.halted().is_some() && target.take_fresh_failure().is_none(),
+            "found once"
+        );
+        target.forget_halt(Some("another"));
+        assert!(target.halted().is_none());
+    }
+
+    #[test]
+    fn with_nothing_that_ran_a_never_ready_config_is_halted_not_rolled_back() {
+        let mut target = Target::default();
+        let new = instance(&[("maxmemory", "200mb")]);
+        target.accept(&Arc::new(new.clone()));
+        let hash = hashes_of(&new).0;
+        target.detect_rejection(&[unready(&hash, 1)], Some(&record(&hash)), t(200));
+        assert_eq!(target.take_fresh_failure().unwrap().1, Outcome::Halted);
+        assert!(
+            target.plan().is_some(),
+            "the pods are left on the config, not held"
+        );
+    }
+
+    #[test]
+    fn under_live_an_edit_of_live_directives_alone_still_clears_a_rejection() {
+        let live = |pairs: &[(&str, &str)]| {
+            let mut i = instance(pairs);
+            i.spec.config_update = ConfigUpdate::Live;
+            i
+        };
+        let (mut target, hash) = moved_on(
+            live(&[("databases", "16"), ("maxmemory", "100mb")]),
+            live(&[("databases", "8"), ("maxmemory", "100mb")]),
+        );
+        target.detect_rejection(&[unready(&hash, 1)], Some(&record(&hash)), t(200));
+        assert!(target.rejection().is_some());
+        let fixed = live(&[("databases", "8"), ("maxmemory", "150mb")]);
+        assert_eq!(hashes_of(&fixed).0, hash, "same template hash");
+        target.accept(&Arc::new(fixed));
+        assert!(target.rejection().is_none(), "a new spec.config is tried");
     }
 }
