@@ -197,12 +197,14 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
         InstanceMsg::Step => {
             state.step_queued = false;
             let began = Instant::now();
-            let outcome = step(state).await;
+            // Boxed: the step's future is large and needed only while a step runs, not kept
+            // in every idle actor's task.
+            let outcome = Box::pin(step(state)).await;
             let _ = state.args.metrics.send_message(MetricsMsg::StepTook {
                 decision: state.decided,
                 took: began.elapsed(),
             });
-            after_step(&myself, state, outcome).await;
+            Box::pin(after_step(&myself, state, outcome)).await;
         }
     }
 }

@@ -93,17 +93,21 @@ pub(super) async fn perform(
                 )
                 .await?;
             state.written.statefulset = Some(Arc::new(created));
-            let (reason, verb) = if record.is_some() {
-                ("Recreated", "recreated")
-            } else {
-                ("Created", "created")
-            };
-            let note = format!(
-                "{verb} StatefulSet {name} with config {}",
-                short_hash(&hash)
-            );
-            api.event(instance, false, reason, "CreateStatefulSet", note)
-                .await;
+            // A new instance's creation is told by its status alone: at fleet scale an Event
+            // per instance is a request per instance. A StatefulSet created again (a Recreate,
+            // or one deleted by hand) is news.
+            let ran_before = instance
+                .status
+                .as_ref()
+                .is_some_and(|s| s.config_hash.is_some());
+            if record.is_some() || ran_before {
+                let note = format!(
+                    "recreated StatefulSet {name} with config {}",
+                    short_hash(&hash)
+                );
+                api.event(instance, false, "Recreated", "CreateStatefulSet", note)
+                    .await;
+            }
         }
         Decision::BeginRestart { reason, marker } => {
             let strategy = want.strategy.as_str();
