@@ -14,7 +14,7 @@ use super::report;
 use super::target::Plan;
 use crate::actors::metrics::MetricsMsg;
 use crate::config::render::{config_hash, short_hash};
-use crate::crd::{RestartReason, RolloutRecord};
+use crate::crd::{RestartReason, RestartStrategy, RolloutRecord};
 use crate::decide::{Decision, Desired, record_for};
 use crate::kube_io;
 use crate::resources::{
@@ -50,34 +50,11 @@ pub(super) async fn perform(
             }
         }
         Decision::WriteConfigMap => {
-            let old_file_hash = seen
-                .config_text
-                .as_deref()
-                .map(config_hash)
-                .unwrap_or_default();
-            info!(old_hash = %old_file_hash, new_hash = want.hash,
-                missing = seen.config_text.is_none(), "ConfigMap configuration changed, updating");
+            let old_file_hash = announce_config_map(seen, want);
             let written = api
                 .apply("ConfigMap", &config_map(target, &plan.rendered))
                 .await?;
-            state.written.config_map = Some(Arc::new(written));
-            // A running instance's config changed (or its ConfigMap was restored); a new
-            // instance's first write is part of creating it and not told apart.
-            if seen.config_text.is_some() || live.is_some() {
-                let note = match &seen.config_text {
-                    Some(_) => format!(
-                        "redis.conf changed from config {} to {}",
-                        short_hash(&old_file_hash),
-                        short_hash(want.hash)
-                    ),
-                    None => format!(
-                        "the ConfigMap was missing; wrote config {}",
-                        short_hash(want.hash)
-                    ),
-                };
-                api.event(instance, false, "ConfigUpdated", "WriteConfigMap", note)
-                    .await;
-            }
+            config_map_written(state, seen, want, written, &old_file_hash).await;
         }
         Decision::CreateStatefulSet => {
             let (hash, marker) = match &record {
@@ -114,7 +91,23 @@ pub(super) async fn perform(
             info!(old_hash = %live_hash, new_hash = want.hash, strategy,
                 reason = reason.as_str(), "ConfigMap was updated or StatefulSet needs restart");
             let next = record_for(want, live, *reason, *marker, now);
-            begin_restart(state, seen, plan, next, &live_hash).await?;
+            let file_differs = seen.config_text.as_deref() != Some(want.config_text);
+            if next.strategy == RestartStrategy::RollingUpdate && file_differs {
+                // The record and the new file do not depend on each other (either may fail
+                // and the next step finishes the other), and both must precede the template:
+                // written together, an edit reaches the template one round trip sooner.
+                let old_file_hash = announce_config_map(seen, want);
+                let file = config_map(target, &plan.rendered);
+                let (recorded, written) = tokio::join!(
+                    begin_restart(state, seen, plan, next, &live_hash),
+                    api.apply("ConfigMap", &file),
+                );
+                let written = written?;
+                config_map_written(state, seen, want, written, &old_file_hash).await;
+                recorded?;
+            } else {
+                begin_restart(state, seen, plan, next, &live_hash).await?;
+            }
             // A restart the spec did not ask for puts back what was changed by hand.
             let spec_seen = instance.status.as_ref().and_then(|s| s.observed_generation)
                 == instance.metadata.generation;
@@ -253,6 +246,55 @@ fn gone(live: &k8s_openapi::api::apps::v1::StatefulSet) -> k8s_openapi::api::app
     copy.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
     copy.metadata.resource_version = Some(u64::MAX.to_string());
     copy
+}
+
+/// The spec's log line for a ConfigMap write; returns the old file's hash.
+fn announce_config_map(seen: &Observed, want: &Desired<'_>) -> String {
+    let old_file_hash = seen
+        .config_text
+        .as_deref()
+        .map(config_hash)
+        .unwrap_or_default();
+    info!(old_hash = %old_file_hash, new_hash = want.hash,
+        missing = seen.config_text.is_none(), "ConfigMap configuration changed, updating");
+    old_file_hash
+}
+
+/// Keeps the written ConfigMap for the next step and tells people when a running instance's
+/// file changed (or was restored); a new instance's first write is part of creating it.
+async fn config_map_written(
+    state: &mut InstanceState,
+    seen: &Observed,
+    want: &Desired<'_>,
+    written: k8s_openapi::api::core::v1::ConfigMap,
+    old_file_hash: &str,
+) {
+    state.written.config_map = Some(Arc::new(written));
+    if seen.config_text.is_none() && seen.statefulset.is_none() {
+        return;
+    }
+    let note = match &seen.config_text {
+        Some(_) => format!(
+            "redis.conf changed from config {} to {}",
+            short_hash(old_file_hash),
+            short_hash(want.hash)
+        ),
+        None => format!(
+            "the ConfigMap was missing; wrote config {}",
+            short_hash(want.hash)
+        ),
+    };
+    state
+        .args
+        .api
+        .event(
+            &seen.instance,
+            false,
+            "ConfigUpdated",
+            "WriteConfigMap",
+            note,
+        )
+        .await;
 }
 
 /// Records and counts a restart in status before its first write, then tells people.
