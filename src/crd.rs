@@ -97,13 +97,13 @@ pub struct RolloutSpec {
     /// Seconds a pod on the new config may take to become ready before the rollout halts.
     #[serde(default = "default_progress_deadline")]
     #[schemars(range(min = 10, max = 86400))]
-    pub progress_deadline_seconds: u32,
+    pub progress_deadline_seconds: i32,
     /// What a halted rollout does: go back to the last config that ran, or stay halted.
     #[serde(default)]
     pub on_failure: OnFailure,
 }
 
-fn default_progress_deadline() -> u32 {
+fn default_progress_deadline() -> i32 {
     120
 }
 

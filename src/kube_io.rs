@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use crate::crd::{RedisInstance, RedisInstanceStatus};
 use crate::limiter::Limiter;
-use crate::resources::MANAGER;
+use crate::resources::{CONFIG_HASH_ANNOTATION, MANAGER, RESTARTED_AT_ANNOTATION};
 
 /// Failures talking to the API server, by what was attempted.
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +204,33 @@ impl InstanceApi {
                 source,
             }),
         }
+    }
+
+    /// Sets the pod template's config hash and restart marker (removing the marker when
+    /// `None`) and nothing else, with a merge patch.
+    pub async fn set_restart_annotations(
+        &self,
+        name: &str,
+        hash: &str,
+        marker: Option<&str>,
+    ) -> Result<StatefulSet> {
+        let patch = json!({ "spec": { "template": { "metadata": { "annotations": {
+            CONFIG_HASH_ANNOTATION: hash,
+            RESTARTED_AT_ANNOTATION: marker,
+        }}}}});
+        let params = PatchParams {
+            field_manager: Some(MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        let _permit = self.limiter.acquire().await?;
+        self.api::<StatefulSet>()
+            .patch(name, &params, &Patch::Merge(&patch))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "StatefulSet",
+                name: name.to_owned(),
+                source,
+            })
     }
 
     /// Deletes a pod (gracefully), only the very pod that was seen (uid precondition).

@@ -415,8 +415,15 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
         })
         .unwrap_or(Duration::MAX);
     let pod_deadline = record.map_or(Duration::MAX, |r| {
-        let deadline =
-            Duration::from_secs(plan.instance.spec.rollout.progress_deadline_seconds.into());
+        let deadline = Duration::from_secs(
+            plan.instance
+                .spec
+                .rollout
+                .progress_deadline_seconds
+                .max(0)
+                .unsigned_abs()
+                .into(),
+        );
         next_pod_deadline(&seen.pods, &r.config_hash, deadline, now)
     });
     Ok(Some(wake.min(pod_deadline).min(live_wake)))

@@ -19,6 +19,7 @@ use crate::decide::{Decision, Desired, record_for};
 use crate::kube_io;
 use crate::resources::{
     RESTARTED_AT_ANNOTATION, config_hash_of, config_map, restarted_at_of, statefulset,
+    statefulset_drift,
 };
 
 pub(super) async fn perform(
@@ -161,7 +162,20 @@ pub(super) async fn perform(
         Decision::RollOut => {
             let record = record.expect("roll out is decided only with a record");
             let desired = statefulset(target, &record.config_hash, record.restarted_at.as_deref());
-            let applied = api.apply("StatefulSet", &desired).await?;
+            // A config edit changes only the template's restart annotations: one small merge
+            // patch of them is cheaper for the API server than applying the whole object.
+            let only_annotations =
+                live.is_some_and(|sts| statefulset_drift(&desired, sts).is_none());
+            let applied = if only_annotations {
+                api.set_restart_annotations(
+                    name,
+                    &record.config_hash,
+                    record.restarted_at.as_deref(),
+                )
+                .await?
+            } else {
+                api.apply("StatefulSet", &desired).await?
+            };
             state.written.statefulset = Some(Arc::new(applied));
         }
         Decision::DeleteForRecreate => {

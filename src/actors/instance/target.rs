@@ -236,7 +236,13 @@ impl Target {
         now: k8s_openapi::jiff::Timestamp,
     ) {
         let rollout = &failing.good.spec.rollout;
-        let deadline = Duration::from_secs(rollout.progress_deadline_seconds.into());
+        let deadline = Duration::from_secs(
+            rollout
+                .progress_deadline_seconds
+                .max(0)
+                .unsigned_abs()
+                .into(),
+        );
         let since = record.started_at.0;
         let Some(pod) = never_ready(pods, failing.hash, since, deadline, now) else {
             return;
