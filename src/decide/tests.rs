@@ -560,3 +560,28 @@ fn pods_on_a_failed_config_are_replaced_at_once_when_rolling_back() {
         Decision::ReplacePods(vec!["redis-example-0".into()])
     );
 }
+
+#[test]
+fn a_pause_mid_recreate_keeps_the_old_pods_or_brings_the_statefulset_back() {
+    let mut case = Case::converged(Recreate)
+        .edited()
+        .recorded(RestartReason::ConfigChanged);
+    case.paused = true;
+    assert_eq!(
+        case.decide(),
+        Decision::Held(Box::new(Decision::DeleteForRecreate))
+    );
+    case.live_sts = None;
+    assert!(
+        matches!(case.decide(), Decision::Held(inner) if matches!(*inner, Decision::DeleteOrphanedPods(_))),
+        "the orphaned pods keep serving while paused"
+    );
+    case.pods.clear();
+    assert_eq!(
+        case.decide(),
+        Decision::WriteConfigMap,
+        "with its pods gone, the instance gets its StatefulSet back even while paused"
+    );
+    case.live_text = Some(case.text.clone());
+    assert_eq!(case.decide(), Decision::CreateStatefulSet);
+}
