@@ -389,7 +389,9 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
         perform::perform(state, &plan, &want, &seen, &decision, now).await?;
         return Ok(None);
     }
-    if let Some(record) = record
+    // A restart a pause holds is not stuck: no Warning, no deadline timer while it is held.
+    let held = matches!(decision, Decision::Held(_));
+    if let Some(record) = record.filter(|_| !held)
         && overdue(record, now, deadlines.progress)
     {
         report::overdue(state, &current, record).await;
@@ -408,7 +410,7 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
     }
     // Wake at the deadline if the rollout has not finished by then; events usually come first.
     let wake = record
-        .filter(|r| !overdue(r, now, deadlines.progress))
+        .filter(|r| !held && !overdue(r, now, deadlines.progress))
         .map(|r| {
             let elapsed = now.duration_since(r.started_at.0).unsigned_abs();
             deadlines.progress.saturating_sub(elapsed) + Duration::from_secs(1)
