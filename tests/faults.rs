@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use redis_operator::config::render::render;
 use redis_operator::config::validate::validate;
 use redis_operator::crd::{RedisInstance, RestartStrategy};
@@ -20,14 +20,6 @@ use common::{TestNamespace, ready_pod, redis_cli, uid, wait_for};
 use e2e::*;
 
 const NAME: &str = "redis-example";
-
-async fn setup(prefix: &str, flags: &[&str]) -> (Client, TestNamespace, Operator) {
-    let client = common::client().await;
-    install_crd(&client).await;
-    let ns = TestNamespace::create(&client, prefix).await;
-    let operator = Operator::start_with(&ns.name, flags);
-    (client, ns, operator)
-}
 
 /// The example instance, Ready, with a key written to its Redis.
 async fn running(ns: &TestNamespace, strategy: RestartStrategy) -> RedisInstance {

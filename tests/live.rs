@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::Client;
 use redis_operator::config::render::render;
 use redis_operator::crd::{ConfigUpdate, RedisInstance};
 use redis_operator::live::{live_hash, split};
@@ -18,14 +17,6 @@ use e2e::*;
 
 const NAME: &str = "redis-example";
 const PASSWORD: &str = "live-secret";
-
-async fn setup(prefix: &str, flags: &[&str]) -> (Client, TestNamespace, Operator) {
-    let client = common::client().await;
-    install_crd(&client).await;
-    let ns = TestNamespace::create(&client, prefix).await;
-    let operator = Operator::start_with(&ns.name, flags);
-    (client, ns, operator)
-}
 
 fn live_instance(replicas: i32, config: &[(&str, &str)]) -> RedisInstance {
     let mut instance = example("redis-example.yaml");

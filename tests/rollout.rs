@@ -8,7 +8,6 @@ mod e2e;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::Client;
 use kube::api::{Patch, PatchParams};
 use redis_operator::crd::{OnFailure, RedisInstance};
 use serde_json::json;
@@ -17,14 +16,6 @@ use common::{TestNamespace, ready_pod, redis_cli, wait_for};
 use e2e::*;
 
 const NAME: &str = "redis-example";
-
-async fn setup(prefix: &str, flags: &[&str]) -> (Client, TestNamespace, Operator) {
-    let client = common::client().await;
-    install_crd(&client).await;
-    let ns = TestNamespace::create(&client, prefix).await;
-    let operator = Operator::start_with(&ns.name, flags);
-    (client, ns, operator)
-}
 
 /// `replicas` pods with a save point (so a restart keeps the data) and a key in database 3 of
 /// each pod.

@@ -249,7 +249,7 @@ fn parse_int(value: &str) -> Option<i128> {
 
 /// Parses a memory size the way Redis's `memtoull` does (digits, then an optional unit), but
 /// refuses what Redis reads as 0 by accident: the empty string and a unit without digits.
-fn parse_memory(value: &str) -> Option<u128> {
+pub(crate) fn parse_memory(value: &str) -> Option<u128> {
     let split = value
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(value.len());

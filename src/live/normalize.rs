@@ -101,22 +101,7 @@ fn clamped_size(name: &str, value: Size) -> Size {
 
 /// A Redis memory size in bytes: digits and an optional unit (k = 1000, kb = 1024, ...).
 pub fn bytes(value: &str) -> Option<u64> {
-    let lower = value.to_ascii_lowercase();
-    let digits_end = lower
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(lower.len());
-    let (number, unit) = lower.split_at(digits_end);
-    let factor: u64 = match unit {
-        "" | "b" => 1,
-        "k" => 1000,
-        "kb" => 1024,
-        "m" => 1000 * 1000,
-        "mb" => 1024 * 1024,
-        "g" => 1000 * 1000 * 1000,
-        "gb" => 1024 * 1024 * 1024,
-        _ => return None,
-    };
-    number.parse::<u64>().ok()?.checked_mul(factor)
+    crate::config::validate::parse_memory(value).and_then(|b| u64::try_from(b).ok())
 }
 
 fn words(value: &str) -> Vec<&str> {

@@ -238,6 +238,16 @@ pub async fn try_http_get(addr: &str, path: &str) -> Result<String, String> {
         .unwrap_or_default())
 }
 
+/// A client, the CRD installed, a fresh namespace named from `prefix`, and an operator
+/// watching it started with `flags`.
+pub async fn setup(prefix: &str, flags: &[&str]) -> (Client, TestNamespace, Operator) {
+    let client = crate::common::client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    let operator = Operator::start_with(&ns.name, flags);
+    (client, ns, operator)
+}
+
 /// An example manifest from `examples/`, placed in `namespace`.
 pub fn example(file: &str) -> RedisInstance {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

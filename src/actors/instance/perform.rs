@@ -189,11 +189,7 @@ pub(super) async fn perform(
         }
         Decision::DeleteOrphanedPods(names) => {
             for pod in seen.pods.iter().filter(|p| names.contains(&p.name_any())) {
-                api.delete_pod(pod).await?;
-                state
-                    .written
-                    .deleted_pods
-                    .insert(pod.uid().unwrap_or_default());
+                delete_pod(state, pod).await?;
                 info!(pod = %pod.name_any(), "deleting a pod the deleted StatefulSet left behind");
             }
         }
@@ -211,11 +207,7 @@ pub(super) async fn perform(
         }
         Decision::ReplacePods(names) => {
             for pod in seen.pods.iter().filter(|p| names.contains(&p.name_any())) {
-                api.delete_pod(pod).await?;
-                state
-                    .written
-                    .deleted_pods
-                    .insert(pod.uid().unwrap_or_default());
+                delete_pod(state, pod).await?;
                 info!(pod = %pod.name_any(), "replacing a stuck pod");
                 let note = format!(
                     "deleted pod {}: not ready on an older revision, so the StatefulSet controller would never replace it",
@@ -260,6 +252,19 @@ fn gone(live: &k8s_openapi::api::apps::v1::StatefulSet) -> k8s_openapi::api::app
     copy.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
     copy.metadata.resource_version = Some(u64::MAX.to_string());
     copy
+}
+
+/// Deletes a pod, and counts it as terminating until the cache shows its deletion.
+async fn delete_pod(
+    state: &mut InstanceState,
+    pod: &k8s_openapi::api::core::v1::Pod,
+) -> Result<(), kube_io::Error> {
+    state.args.api.delete_pod(pod).await?;
+    state
+        .written
+        .deleted_pods
+        .insert(pod.uid().unwrap_or_default());
+    Ok(())
 }
 
 /// The spec's log line for a ConfigMap write; returns the old file's hash.
