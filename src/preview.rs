@@ -12,7 +12,7 @@ use crate::config::render::{CONFIG_FILE_KEY, render, short_hash};
 use crate::config::validate::{Violation, validate};
 use crate::crd::{ConfigUpdate, RedisInstance, RestartStrategy};
 use crate::live::{changed_directives, is_live, live_only_change, template_hash};
-use crate::resources::{config_hash_of, config_map_name};
+use crate::resources::{config_hash_of, config_map_name, image_of};
 
 /// What runs now, as the cluster shows it.
 #[derive(Debug, Default, Clone)]
@@ -249,16 +249,10 @@ pub async fn diff(request: DiffRequest) -> Result<i32, Error> {
             .await
             .map_err(api_err)?;
         running.template_hash = sts.as_ref().and_then(config_hash_of).map(str::to_owned);
-        running.image = sts.as_ref().and_then(|s| {
-            s.spec
-                .template
-                .spec
-                .as_ref()?
-                .containers
-                .first()?
-                .image
-                .clone()
-        });
+        running.image = sts
+            .as_ref()
+            .and_then(|s| image_of(&s.spec))
+            .map(str::to_owned);
         running.config_text = Api::<ConfigMap>::namespaced(client, &namespace)
             .get_opt(&config_map_name(&new))
             .await

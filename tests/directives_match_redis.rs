@@ -565,6 +565,37 @@ fn samples(table: &[(&str, &[&str])], directive: &Directive, current: &str) -> V
     }
 }
 
+/// The directive's samples that validation accepts; a missing or invalid sample is a failure.
+fn valid_samples(
+    table: &[(&str, &[&str])],
+    table_name: &str,
+    directive: &Directive,
+    current: &str,
+    failures: &mut Vec<String>,
+) -> Vec<String> {
+    let name = directive.name;
+    let values = samples(table, directive, current);
+    if values.is_empty() {
+        failures.push(format!("{name}: no sample; add one to {table_name}"));
+    }
+    values
+        .into_iter()
+        .filter(|sample| {
+            let config = BTreeMap::from([(name.to_owned(), sample.clone())]);
+            match validate(&config).first() {
+                Some(v) => {
+                    failures.push(format!(
+                        "{name} {sample:?}: sample is invalid: {}",
+                        v.reason
+                    ));
+                    false
+                }
+                None => true,
+            }
+        })
+        .collect()
+}
+
 /// Kinds `same` claims to compare: for these, "cannot tell" is a failure too.
 fn compared(kind: Kind) -> bool {
     !matches!(
@@ -602,19 +633,14 @@ fn live_values_set_on_redis_read_back_as_the_same() {
             failures.push(format!("{name}: CONFIG GET does not answer"));
             continue;
         };
-        let values = samples(LIVE_SAMPLES, directive, &current);
-        if values.is_empty() {
-            failures.push(format!("{name}: no sample; add one to LIVE_SAMPLES"));
-        }
-        for sample in values {
+        for sample in valid_samples(
+            LIVE_SAMPLES,
+            "LIVE_SAMPLES",
+            directive,
+            &current,
+            &mut failures,
+        ) {
             let config = BTreeMap::from([(name.to_owned(), sample.clone())]);
-            if let Some(v) = validate(&config).first() {
-                failures.push(format!(
-                    "{name} {sample:?}: sample is invalid: {}",
-                    v.reason
-                ));
-                continue;
-            }
             // What the operator sends: the value as `split` keeps it for CONFIG SET.
             let Some(sent) = split(&config, ConfigUpdate::Live).live.remove(name) else {
                 failures.push(format!("{name}: split does not treat it as live"));
@@ -689,19 +715,13 @@ fn config_set_refuses_what_the_operator_restarts_for() {
         }
         checked.insert(name);
         let before = server.config_get(name).remove(name).unwrap_or_default();
-        let values = samples(RESTART_SAMPLES, directive, &before);
-        if values.is_empty() {
-            failures.push(format!("{name}: no sample; add one to RESTART_SAMPLES"));
-        }
-        for sample in values {
-            let config = BTreeMap::from([(name.to_owned(), sample.clone())]);
-            if let Some(v) = validate(&config).first() {
-                failures.push(format!(
-                    "{name} {sample:?}: sample is invalid: {}",
-                    v.reason
-                ));
-                continue;
-            }
+        for sample in valid_samples(
+            RESTART_SAMPLES,
+            "RESTART_SAMPLES",
+            directive,
+            &before,
+            &mut failures,
+        ) {
             let reply = server.cli(&["config", "set", name, &sample]);
             let refused = reply.contains("can't set immutable config")
                 || reply.contains("can't set protected config");

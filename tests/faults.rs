@@ -14,6 +14,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use redis_operator::config::render::render;
 use redis_operator::config::validate::validate;
 use redis_operator::crd::{RedisInstance, RestartStrategy};
+use redis_operator::resources::image_of;
 use serde_json::json;
 
 use common::{TestNamespace, ready_pod, redis_cli, uid, wait_for};
@@ -42,17 +43,6 @@ async fn assert_data_kept(ns: &TestNamespace) {
 
 async fn statefulset(ns: &TestNamespace) -> StatefulSet {
     ns.api::<StatefulSet>().get(NAME).await.unwrap()
-}
-
-fn image_of(sts: &StatefulSet) -> Option<String> {
-    sts.spec
-        .template
-        .spec
-        .as_ref()?
-        .containers
-        .first()?
-        .image
-        .clone()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -143,20 +133,14 @@ async fn image_changes_by_hand_or_through_the_spec_are_counted_restarts() {
         .await
         .unwrap();
     wait_restarts(&ns, NAME, 1).await;
-    assert_eq!(
-        image_of(&statefulset(&ns).await).as_deref(),
-        Some("redis:7.0")
-    );
+    assert_eq!(image_of(&statefulset(&ns).await.spec), Some("redis:7.0"));
     assert_eq!(event_count(&ns, NAME, "DriftRepaired").await, 1);
 
     // A new image through the spec: a restart too, with its reason.
     instance.spec.image = "redis:7.2".into();
     apply_instance(&ns, &instance).await.unwrap();
     wait_restarts(&ns, NAME, 2).await;
-    assert_eq!(
-        image_of(&statefulset(&ns).await).as_deref(),
-        Some("redis:7.2")
-    );
+    assert_eq!(image_of(&statefulset(&ns).await.spec), Some("redis:7.2"));
 
     assert_eq!(event_count(&ns, NAME, "RestartStarted").await, 2);
     let notes: Vec<_> = instance_events(&ns, NAME)

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Service;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{CONFIG_HASH_ANNOTATION, RESTARTED_AT_ANNOTATION};
+use super::{CONFIG_HASH_ANNOTATION, RESTARTED_AT_ANNOTATION, image_of};
 
 /// What differs between the desired and the live StatefulSet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,14 +66,7 @@ pub fn statefulset_drift(desired: &StatefulSet, live: &StatefulSet) -> Option<St
         annotations.remove(RESTARTED_AT_ANNOTATION);
     }
     if !holds(&json(&want.template), &json(&have.template)) {
-        let image = |spec: &k8s_openapi::api::apps::v1::StatefulSetSpec| {
-            spec.template
-                .spec
-                .as_ref()
-                .and_then(|p| p.containers.first())
-                .and_then(|c| c.image.clone())
-        };
-        return Some(if image(&want) != image(&have) {
+        return Some(if image_of(&want) != image_of(&have) {
             StatefulSetDrift::Image
         } else {
             StatefulSetDrift::PodTemplate

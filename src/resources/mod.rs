@@ -16,8 +16,8 @@ pub use configmap::{config_map, config_map_name};
 pub use drift::{StatefulSetDrift, service_drifted, statefulset_drift};
 pub use service::service;
 pub use statefulset::{
-    CONFIG_HASH_ANNOTATION, DATA_VOLUME, RESTARTED_AT_ANNOTATION, config_hash_of, restarted_at_of,
-    statefulset,
+    CONFIG_HASH_ANNOTATION, DATA_VOLUME, RESTARTED_AT_ANNOTATION, config_hash_of, image_of,
+    restarted_at_of, statefulset,
 };
 
 /// Label naming the instance an object belongs to; the watchers route events by it.

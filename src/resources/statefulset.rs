@@ -91,6 +91,17 @@ pub fn config_hash_of(sts: &StatefulSet) -> Option<&str> {
     template_annotation(sts, CONFIG_HASH_ANNOTATION)
 }
 
+/// The Redis container's image in a StatefulSet spec.
+pub fn image_of(spec: &StatefulSetSpec) -> Option<&str> {
+    spec.template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .image
+        .as_deref()
+}
+
 /// The restart marker a live StatefulSet's pod template carries, if any.
 pub fn restarted_at_of(sts: &StatefulSet) -> Option<&str> {
     template_annotation(sts, RESTARTED_AT_ANNOTATION)
