@@ -2,7 +2,7 @@
 //! through the shared [`Limiter`]. Reads come from the watch caches.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
 use tracing::Instrument;
 
 use crate::crd::{RedisInstance, RedisInstanceStatus};
@@ -110,7 +111,11 @@ pub struct InstanceApi {
     namespace: String,
     recorder: Recorder,
     limiter: Limiter,
+    held: HeldEvents,
 }
+
+/// Events held back while a restart's writes are under way, each with the span it was told in.
+type HeldEvents = Arc<Mutex<Option<Vec<(Event, ObjectReference, tracing::Span)>>>>;
 
 /// The status as a merge patch: absent optional fields become `null`, so a merge patch clears
 /// them instead of leaving an old value behind.
@@ -149,6 +154,7 @@ impl InstanceApi {
             client,
             namespace: namespace.to_owned(),
             limiter,
+            held: HeldEvents::default(),
         }
     }
 
@@ -291,10 +297,37 @@ impl InstanceApi {
             action: action.to_owned(),
             secondary: None,
         };
-        let (limiter, recorder) = (self.limiter.clone(), self.recorder.clone());
         let regarding = instance.object_ref(&());
-        // In the background: an Event must not delay the step that follows (a restart's writes
-        // wait for no Event), and the limiter still paces it.
+        let span = tracing::Span::current();
+        if let Some(held) = self.held.lock().expect("held events lock").as_mut() {
+            held.push((event, regarding, span));
+            return;
+        }
+        self.publish(event, regarding, span);
+    }
+
+    /// Holds back the Events told from now on until [`InstanceApi::release_events`]: a
+    /// restart's Events then reach the API server after its template patch, not beside it,
+    /// where they would slow the patch that ends the edit's latency.
+    pub fn hold_events(&self) {
+        self.held
+            .lock()
+            .expect("held events lock")
+            .get_or_insert_with(Vec::new);
+    }
+
+    /// Publishes the held Events, in the order told, and stops holding.
+    pub fn release_events(&self) {
+        let held = self.held.lock().expect("held events lock").take();
+        for (event, regarding, span) in held.into_iter().flatten() {
+            self.publish(event, regarding, span);
+        }
+    }
+
+    /// In the background: an Event must not delay the step that follows (a restart's writes
+    /// wait for no Event), and the limiter still paces it.
+    fn publish(&self, event: Event, regarding: ObjectReference, span: tracing::Span) {
+        let (limiter, recorder) = (self.limiter.clone(), self.recorder.clone());
         tokio::spawn(
             async move {
                 let Ok(_permit) = limiter.acquire().await else {
@@ -305,7 +338,7 @@ impl InstanceApi {
                     tracing::warn!(%error, reason = %event.reason, "failed to publish event");
                 }
             }
-            .instrument(tracing::Span::current()),
+            .instrument(span),
         );
     }
 }

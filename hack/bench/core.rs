@@ -21,7 +21,7 @@ use redis_operator::crd::{RedisInstance, RedisInstanceSpec, RestartStrategy, Sto
 use redis_operator::decide::{Deadlines, Desired, Snapshot, decide};
 use redis_operator::kube_io::InstanceApi;
 use redis_operator::limiter::{Limiter, Limits};
-use redis_operator::resources::{service, statefulset};
+use redis_operator::resources::{compact_statefulset, service, statefulset};
 
 /// Counts live heap bytes and allocation calls, so memory is measured, not guessed.
 struct Counting;
@@ -118,7 +118,8 @@ where
 }
 
 /// Heap bytes per instance: its objects in the watch caches (trimmed as the supervisor trims
-/// them: no managed fields, pods without spec), then its actor after it took a step.
+/// them: no managed fields, pods without spec, StatefulSets compacted), then its actor after it
+/// took a step.
 async fn instance_memory(count: usize) -> (f64, f64) {
     use k8s_openapi::api::core::v1::Pod;
     let named = |i: usize| {
@@ -135,7 +136,9 @@ async fn instance_memory(count: usize) -> (f64, f64) {
         })),
         statefulsets: cache((0..count).map(|i| {
             let inst = named(i);
-            statefulset(&inst, &render(&inst.spec.config).hash, None)
+            let mut sts = statefulset(&inst, &render(&inst.spec.config).hash, None);
+            compact_statefulset(&mut sts);
+            sts
         })),
         services: cache((0..count).map(|i| service(&named(i)))),
         pods: cache((0..count * 3).map(|i| {

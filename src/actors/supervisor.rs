@@ -227,6 +227,8 @@ async fn on_instance_event(
             let spec_changed = known != Some(generation);
             if spec_changed || instance.metadata.deletion_timestamp.is_some() {
                 ensure_actor(myself, state, &key).await;
+            } else if let Some(actor) = state.actors.get(&key) {
+                let _ = actor.send_message(InstanceMsg::StatusSeen);
             }
         }
         watcher::Event::Delete(instance) => forget(state, &key_of(&instance)),

@@ -23,7 +23,7 @@ use super::supervisor::SupervisorMsg;
 use crate::api_traffic::ApiTraffic;
 use crate::crd::RedisInstance;
 use crate::health::Health;
-use crate::resources::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER};
+use crate::resources::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER, compact_statefulset};
 
 /// Retry delays of a failed watch: 250 ms doubling to 4 s, and back to 250 ms after any event.
 /// Short, so that the operator resumes within seconds of an API server's return rather than
@@ -131,7 +131,7 @@ pub fn start(
     let (config_maps, cm_task) =
         watch_owned::<ConfigMap>(client, namespace, keep, &sink, "ConfigMap");
     let (statefulsets, sts_task) =
-        watch_owned::<StatefulSet>(client, namespace, keep, &sink, "StatefulSet");
+        watch_owned::<StatefulSet>(client, namespace, compact_statefulset, &sink, "StatefulSet");
     let (services, svc_task) = watch_owned::<Service>(client, namespace, keep, &sink, "Service");
     let (pods, pod_task) = watch_owned::<Pod>(client, namespace, status_only, &sink, "Pod");
     let (instances, instance_writer) = reflector::store();

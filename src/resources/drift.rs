@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Service;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::compact::{image_in, template_json};
 use super::{CONFIG_HASH_ANNOTATION, RESTARTED_AT_ANNOTATION, image_of};
 
 /// What differs between the desired and the live StatefulSet.
@@ -65,8 +66,9 @@ pub fn statefulset_drift(desired: &StatefulSet, live: &StatefulSet) -> Option<St
         annotations.remove(CONFIG_HASH_ANNOTATION);
         annotations.remove(RESTARTED_AT_ANNOTATION);
     }
-    if !holds(&json(&want.template), &json(&have.template)) {
-        return Some(if image_of(&want) != image_of(&have) {
+    let live_template = template_json(&have);
+    if !holds(&json(&want.template), &live_template) {
+        return Some(if image_of(&want) != image_in(&live_template) {
             StatefulSetDrift::Image
         } else {
             StatefulSetDrift::PodTemplate

@@ -1,5 +1,6 @@
 //! Pure builders of the Kubernetes objects a RedisInstance owns; no API calls here.
 
+mod compact;
 mod configmap;
 mod drift;
 mod service;
@@ -12,6 +13,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::RedisInstance;
 
+pub use compact::compact_statefulset;
 pub use configmap::{config_map, config_map_name};
 pub use drift::{StatefulSetDrift, service_drifted, statefulset_drift};
 pub use service::service;

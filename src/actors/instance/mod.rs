@@ -80,6 +80,10 @@ pub enum InstanceMsg {
     Step,
     /// Timer: retry after an error, or look again at a restart's deadline.
     Tick,
+    /// A status-only update reached the cache. It starts no step, but the copies this actor
+    /// holds of the instance (its own status write, the specs it remembers) give way to the
+    /// cache's, so two copies are not kept.
+    StatusSeen,
 }
 
 /// Everything an instance actor is started with.
@@ -185,6 +189,7 @@ impl Actor for RedisInstanceActor {
         if let Some(timer) = state.timer.take() {
             timer.abort();
         }
+        state.args.api.release_events();
         let _ = state.args.metrics.send_message(MetricsMsg::ActorStopped);
         Ok(())
     }
@@ -194,6 +199,17 @@ impl Actor for RedisInstanceActor {
 async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut InstanceState) {
     match msg {
         InstanceMsg::Changed | InstanceMsg::Tick => queue_step(&myself, state),
+        InstanceMsg::StatusSeen => {
+            let key = &state.args.key;
+            if let Some(current) = observe::seen_status(
+                &state.args.stores,
+                &mut state.written,
+                &key.namespace,
+                &key.name,
+            ) {
+                state.target.follow(&current);
+            }
+        }
         InstanceMsg::Step => {
             state.step_queued = false;
             let began = Instant::now();
@@ -243,6 +259,9 @@ async fn after_step(
     state: &mut InstanceState,
     outcome: Result<Option<Duration>, kube_io::Error>,
 ) {
+    if !matches!(outcome, Ok(None)) {
+        state.args.api.release_events();
+    }
     match outcome {
         Ok(None) => {
             state.consecutive_failures = 0;

@@ -129,6 +129,21 @@ fn mark_deleted(pods: &mut [Arc<Pod>], deleted: &mut HashSet<String>) {
     }
 }
 
+/// The cached instance, after dropping the copy this actor wrote once the cache holds it (or
+/// a newer one).
+pub fn seen_status(
+    stores: &Stores,
+    written: &mut Written,
+    namespace: &str,
+    name: &str,
+) -> Option<Arc<RedisInstance>> {
+    let cached = lookup(&stores.instances, namespace, name);
+    if written.instance.is_some() {
+        newest(cached.clone(), &mut written.instance);
+    }
+    cached
+}
+
 /// Reads the instance `namespace/name` and everything it owns; `None` once it is gone.
 pub fn observe(
     stores: &Stores,

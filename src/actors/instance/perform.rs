@@ -88,6 +88,8 @@ pub(super) async fn perform(
             }
         }
         Decision::BeginRestart { reason, marker } => {
+            // Released when the actor next waits, which is after the template patch.
+            api.hold_events();
             let strategy = want.strategy.as_str();
             info!(old_hash = %live_hash, new_hash = want.hash, strategy,
                 reason = reason.as_str(), "ConfigMap was updated or StatefulSet needs restart");

@@ -92,6 +92,13 @@ struct Failing<'a> {
     healthy: Option<&'a str>,
 }
 
+/// Whether two copies of an instance hold the same spec, so either may stand for the other.
+fn same_spec(a: &RedisInstance, b: &RedisInstance) -> bool {
+    a.metadata.uid == b.metadata.uid
+        && a.metadata.generation == b.metadata.generation
+        && a.spec == b.spec
+}
+
 /// The actor's memory of specs.
 #[derive(Default)]
 pub struct Target {
@@ -109,6 +116,20 @@ pub struct Target {
 }
 
 impl Target {
+    /// Points the remembered specs that equal `current`'s at the cache's copy: holding an
+    /// older copy (older status) would keep it alive beside the cache's for as long as the
+    /// actor remembers it.
+    pub fn follow(&mut self, current: &Arc<RedisInstance>) {
+        for kept in [&mut self.last_good, &mut self.last_healthy] {
+            if let Some(spec) = kept.as_mut()
+                && !Arc::ptr_eq(spec, current)
+                && same_spec(spec, current)
+            {
+                *spec = current.clone();
+            }
+        }
+    }
+
     /// Validates the newest spec, keeps it when valid, and returns what is wrong with it.
     /// A rejection recorded in status is recalled, so a restarted operator does not roll the
     /// refused config out again; a different config clears it.
@@ -117,6 +138,7 @@ impl Target {
         if violations.is_empty() {
             self.last_good = Some(current.clone());
         }
+        self.follow(current);
         if let Some(good) = &self.last_good {
             let (hash, spec_hash) = hashes_of(good);
             let status = current.status.as_ref();
@@ -369,6 +391,34 @@ mod tests {
         target.converged(&plan);
         target.accept(&Arc::new(new.clone()));
         (target, hashes_of(&new).0)
+    }
+
+    #[test]
+    fn remembered_specs_follow_the_cache_copy_but_keep_their_own_spec() {
+        let mut first = instance(&[("maxmemory", "100mb")]);
+        first.metadata.generation = Some(1);
+        let mut target = Target::default();
+        target.accept(&Arc::new(first.clone()));
+        let plan = target.plan().unwrap();
+        target.converged(&plan);
+        // A status write: same spec, new copy in the cache.
+        let restatused = Arc::new(first.clone());
+        target.follow(&restatused);
+        assert!(Arc::ptr_eq(target.last_good.as_ref().unwrap(), &restatused));
+        assert!(Arc::ptr_eq(
+            target.last_healthy.as_ref().unwrap(),
+            &restatused
+        ));
+        // A new spec: the last healthy one is remembered as it was.
+        let mut second = instance(&[("maxmemory", "200mb")]);
+        second.metadata.generation = Some(2);
+        let second = Arc::new(second);
+        target.accept(&second);
+        assert!(Arc::ptr_eq(target.last_good.as_ref().unwrap(), &second));
+        assert!(Arc::ptr_eq(
+            target.last_healthy.as_ref().unwrap(),
+            &restatused
+        ));
     }
 
     #[test]
