@@ -1,7 +1,6 @@
 //! The few Kubernetes API calls the operator makes, in one place: all of them writes, each
 //! through the shared [`Limiter`]. Reads come from the watch caches.
 
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -15,7 +14,9 @@ use tracing::Instrument;
 
 use crate::crd::{RedisInstance, RedisInstanceStatus};
 use crate::limiter::Limiter;
-use crate::resources::{CONFIG_HASH_ANNOTATION, MANAGER, RESTARTED_AT_ANNOTATION};
+use crate::resources::{
+    CONFIG_HASH_ANNOTATION, CachedPod, CachedStatefulSet, MANAGER, RESTARTED_AT_ANNOTATION,
+};
 
 /// Failures talking to the API server, by what was attempted.
 #[derive(Debug, thiserror::Error)]
@@ -193,7 +194,10 @@ impl InstanceApi {
     /// someone else put there is theirs, so the deletion waits for them. The uid precondition
     /// makes a stale cache harmless: a StatefulSet someone recreated meanwhile is not deleted
     /// by mistake. Returns the object as it is being deleted; `None` when it is already gone.
-    pub async fn delete_statefulset(&self, live: &StatefulSet) -> Result<Option<StatefulSet>> {
+    pub async fn delete_statefulset(
+        &self,
+        live: &CachedStatefulSet,
+    ) -> Result<Option<CachedStatefulSet>> {
         let name = live.name_any();
         let mut params = DeleteParams::orphan();
         params.preconditions = Some(Preconditions {
@@ -201,7 +205,7 @@ impl InstanceApi {
             resource_version: None,
         });
         let _permit = self.limiter.acquire().await?;
-        match self.api::<StatefulSet>().delete(&name, &params).await {
+        match self.api::<CachedStatefulSet>().delete(&name, &params).await {
             Ok(either) => Ok(either.left()),
             Err(err) if not_found(&err) => Ok(None),
             Err(source) => Err(Error::Delete {
@@ -219,7 +223,7 @@ impl InstanceApi {
         name: &str,
         hash: &str,
         marker: Option<&str>,
-    ) -> Result<StatefulSet> {
+    ) -> Result<CachedStatefulSet> {
         let patch = json!({ "spec": { "template": { "metadata": { "annotations": {
             CONFIG_HASH_ANNOTATION: hash,
             RESTARTED_AT_ANNOTATION: marker,
@@ -229,7 +233,7 @@ impl InstanceApi {
             ..PatchParams::default()
         };
         let _permit = self.limiter.acquire().await?;
-        self.api::<StatefulSet>()
+        self.api::<CachedStatefulSet>()
             .patch(name, &params, &Patch::Merge(&patch))
             .await
             .map_err(|source| Error::Apply {
@@ -240,7 +244,7 @@ impl InstanceApi {
     }
 
     /// Deletes a pod (gracefully), only the very pod that was seen (uid precondition).
-    pub async fn delete_pod(&self, pod: &Pod) -> Result<()> {
+    pub async fn delete_pod(&self, pod: &CachedPod) -> Result<()> {
         let name = pod.name_any();
         let params = DeleteParams {
             preconditions: Some(Preconditions {

@@ -12,7 +12,7 @@ use crate::config::render::{CONFIG_FILE_KEY, render, short_hash};
 use crate::config::validate::{Violation, validate};
 use crate::crd::{ConfigUpdate, RedisInstance, RestartStrategy};
 use crate::live::{changed_directives, is_live, live_only_change, template_hash};
-use crate::resources::{config_hash_of, config_map_name, image_of};
+use crate::resources::{CachedStatefulSet, config_hash_of, config_map_name, image_of};
 
 /// What runs now, as the cluster shows it.
 #[derive(Debug, Default, Clone)]
@@ -248,7 +248,12 @@ pub async fn diff(request: DiffRequest) -> Result<i32, Error> {
             .get_opt(&name)
             .await
             .map_err(api_err)?;
-        running.template_hash = sts.as_ref().and_then(config_hash_of).map(str::to_owned);
+        running.template_hash = sts
+            .as_ref()
+            .map(CachedStatefulSet::from)
+            .as_ref()
+            .and_then(config_hash_of)
+            .map(str::to_owned);
         running.image = sts
             .as_ref()
             .and_then(|s| image_of(&s.spec))

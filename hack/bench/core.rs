@@ -21,7 +21,7 @@ use redis_operator::crd::{RedisInstance, RedisInstanceSpec, RestartStrategy, Sto
 use redis_operator::decide::{Deadlines, Desired, Snapshot, decide};
 use redis_operator::kube_io::InstanceApi;
 use redis_operator::limiter::{Limiter, Limits};
-use redis_operator::resources::{compact_statefulset, service, statefulset};
+use redis_operator::resources::{CachedStatefulSet, service, statefulset};
 
 /// Counts live heap bytes and allocation calls, so memory is measured, not guessed.
 struct Counting;
@@ -117,11 +117,11 @@ where
     reader
 }
 
-/// Heap bytes per instance: its objects in the watch caches (trimmed as the supervisor trims
-/// them: no managed fields, pods without spec, StatefulSets compacted), then its actor after it
-/// took a step.
+/// Heap bytes per instance: its objects in the watch caches (as the supervisor keeps them: no
+/// managed fields, pods and StatefulSets in their cached forms), then its actor after it took
+/// a step.
 async fn instance_memory(count: usize) -> (f64, f64) {
-    use k8s_openapi::api::core::v1::Pod;
+    use redis_operator::resources::CachedPod;
     let named = |i: usize| {
         let mut inst = instance(config(10));
         inst.metadata.name = Some(format!("redis-{i}"));
@@ -136,13 +136,11 @@ async fn instance_memory(count: usize) -> (f64, f64) {
         })),
         statefulsets: cache((0..count).map(|i| {
             let inst = named(i);
-            let mut sts = statefulset(&inst, &render(&inst.spec.config).hash, None);
-            compact_statefulset(&mut sts);
-            sts
+            CachedStatefulSet::from(&statefulset(&inst, &render(&inst.spec.config).hash, None))
         })),
         services: cache((0..count).map(|i| service(&named(i)))),
         pods: cache((0..count * 3).map(|i| {
-            let mut pod = Pod::default();
+            let mut pod = CachedPod::default();
             pod.metadata.name = Some(format!("redis-{}-{}", i / 3, i % 3));
             pod.metadata.namespace = Some("bench".into());
             pod
@@ -233,9 +231,10 @@ async fn main() {
         service: &svc,
         live: false,
     };
+    let cached = CachedStatefulSet::from(&live);
     let snapshot = Snapshot {
         config_text: Some(&rendered.text),
-        statefulset: Some(&live),
+        statefulset: Some(&cached),
         service: Some(&svc),
         pods: &[],
         rollout: None,

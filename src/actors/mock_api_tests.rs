@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use k8s_openapi::api::core::v1::PodCondition;
 use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, store::Writer};
@@ -23,7 +23,9 @@ use crate::config::render::render;
 use crate::crd::{RedisInstance, RestartStrategy};
 use crate::kube_io::InstanceApi;
 use crate::limiter::{Limiter, Limits};
-use crate::resources::{config_map, fixtures, service, statefulset};
+use crate::resources::{
+    CachedPod, CachedPodStatus, CachedStatefulSet, config_map, fixtures, service, statefulset,
+};
 
 type Log = Arc<Mutex<Vec<(Method, String, Value)>>>;
 
@@ -116,8 +118,8 @@ fn live_statefulset(instance: &RedisInstance, hash: &str) -> StatefulSet {
 /// The writers of the caches, to play the watches.
 struct Watches {
     instances: Writer<RedisInstance>,
-    statefulsets: Writer<StatefulSet>,
-    pods: Writer<Pod>,
+    statefulsets: Writer<CachedStatefulSet>,
+    pods: Writer<CachedPod>,
 }
 
 /// Caches holding a converged instance, and the writer of its RedisInstance cache, to play
@@ -141,23 +143,23 @@ fn converged_caches_and_watches(instance: &RedisInstance) -> (Stores, Watches) {
     }
     let rendered = render(&instance.spec.config);
     let sts = live_statefulset(instance, &rendered.hash);
-    let mut pod = Pod::default();
+    let mut pod = CachedPod::default();
     pod.metadata.name = Some("redis-example-0".into());
     pod.metadata.namespace = instance.namespace();
     pod.metadata.uid = Some("pod-uid-0".into());
     pod.metadata.resource_version = Some("1".into());
-    pod.status = Some(PodStatus {
+    pod.status = Some(CachedPodStatus {
         conditions: Some(vec![PodCondition {
             type_: "Ready".into(),
             status: "True".into(),
             ..PodCondition::default()
         }]),
-        ..PodStatus::default()
+        ..CachedPodStatus::default()
     });
     let mut cm = config_map(instance, &rendered);
     cm.metadata.resource_version = Some("1".into());
     let (instances, instances_writer) = cache(vec![instance.clone()]);
-    let (statefulsets, statefulsets_writer) = cache(vec![sts]);
+    let (statefulsets, statefulsets_writer) = cache(vec![CachedStatefulSet::from(&sts)]);
     let (pods, pods_writer) = cache(vec![pod]);
     let stores = Stores {
         instances,
@@ -453,7 +455,7 @@ async fn a_recreate_orphans_the_claims_and_deletes_the_pods_itself() {
     let gone = live_statefulset(&old, "gone");
     watches
         .statefulsets
-        .apply_watcher_event(&watcher::Event::Delete(gone));
+        .apply_watcher_event(&watcher::Event::Delete(CachedStatefulSet::from(&gone)));
     actor.send_message(InstanceMsg::Changed).unwrap();
     wait_until(&log, "the orphaned pod's delete", |reqs| {
         reqs.iter()
@@ -481,7 +483,7 @@ async fn a_recreate_orphans_the_claims_and_deletes_the_pods_itself() {
     );
 
     // The pod is gone: the new config, then the new StatefulSet.
-    let mut pod = Pod::default();
+    let mut pod = CachedPod::default();
     pod.metadata.name = Some("redis-example-0".into());
     pod.metadata.namespace = Some("team-a".into());
     watches

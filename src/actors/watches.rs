@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::utils::Backoff;
@@ -23,7 +22,9 @@ use super::supervisor::SupervisorMsg;
 use crate::api_traffic::ApiTraffic;
 use crate::crd::RedisInstance;
 use crate::health::Health;
-use crate::resources::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER, compact_statefulset};
+use crate::resources::{
+    CachedPod, CachedStatefulSet, INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER, REVISION_LABEL,
+};
 
 /// Retry delays of a failed watch: 250 ms doubling to 4 s, and back to 250 ms after any event.
 /// Short, so that the operator resumes within seconds of an API server's return rather than
@@ -109,10 +110,16 @@ where
 /// Stores an object as it comes.
 fn keep<K>(_: &mut K) {}
 
-/// Drops a pod's spec: the decisions read its metadata and status only, and the spec is most
-/// of its size.
-fn status_only(pod: &mut Pod) {
-    pod.spec = None;
+/// Drops the pod's metadata the decisions never read; its labels keep the two that route the
+/// event and tell its revision.
+fn trim_pod(pod: &mut CachedPod) {
+    let meta = &mut pod.metadata;
+    meta.owner_references = None;
+    meta.generate_name = None;
+    meta.finalizers = None;
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|key, _| key == INSTANCE_LABEL || key == REVISION_LABEL);
+    }
 }
 
 /// Starts every watch; returns the caches and the tasks (aborted when the supervisor stops).
@@ -131,9 +138,9 @@ pub fn start(
     let (config_maps, cm_task) =
         watch_owned::<ConfigMap>(client, namespace, keep, &sink, "ConfigMap");
     let (statefulsets, sts_task) =
-        watch_owned::<StatefulSet>(client, namespace, compact_statefulset, &sink, "StatefulSet");
+        watch_owned::<CachedStatefulSet>(client, namespace, keep, &sink, "StatefulSet");
     let (services, svc_task) = watch_owned::<Service>(client, namespace, keep, &sink, "Service");
-    let (pods, pod_task) = watch_owned::<Pod>(client, namespace, status_only, &sink, "Pod");
+    let (pods, pod_task) = watch_owned::<CachedPod>(client, namespace, trim_pod, &sink, "Pod");
     let (instances, instance_writer) = reflector::store();
     let stores = Stores {
         instances,

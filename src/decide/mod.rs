@@ -12,14 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::crd::{RestartReason, RestartStrategy, RolloutRecord};
 use crate::live::live_only_change;
 use crate::resources::{
-    StatefulSetDrift, config_hash_of, restarted_at_of, service_drifted, statefulset_drift,
+    CachedPod, CachedStatefulSet, StatefulSetDrift, config_hash_of, restarted_at_of,
+    service_drifted, statefulset_drift,
 };
 
 /// Pods and StatefulSets as the caches hold them, for tests elsewhere in the crate.
@@ -52,11 +53,11 @@ pub struct Snapshot<'a> {
     /// `redis.conf` of the ConfigMap; `None` when the ConfigMap (or key) is missing.
     pub config_text: Option<&'a str>,
     /// The StatefulSet, if any.
-    pub statefulset: Option<&'a StatefulSet>,
+    pub statefulset: Option<&'a CachedStatefulSet>,
     /// The Service, if any.
     pub service: Option<&'a Service>,
     /// Pods of the instance, terminating ones included.
-    pub pods: &'a [Arc<Pod>],
+    pub pods: &'a [Arc<CachedPod>],
     /// The restart in flight, from status.
     pub rollout: Option<&'a RolloutRecord>,
     /// A restart just finished and the spec is still changing: a following restart waits
@@ -213,7 +214,7 @@ fn next_step(want: &Desired, seen: &Snapshot, deadlines: &Deadlines) -> Decision
     }
 }
 
-fn deleting(sts: &StatefulSet) -> bool {
+fn deleting(sts: &CachedStatefulSet) -> bool {
     sts.metadata.deletion_timestamp.is_some()
 }
 
@@ -270,7 +271,7 @@ fn at_rest(want: &Desired, seen: &Snapshot) -> Decision {
 
 /// The template carries the record's hash and marker: the StatefulSet controller has the
 /// restart in hand.
-pub fn applied(record: &RolloutRecord, sts: &StatefulSet) -> bool {
+pub fn applied(record: &RolloutRecord, sts: &CachedStatefulSet) -> bool {
     !deleting(sts)
         && config_hash_of(sts) == Some(record.config_hash.as_str())
         && (record.restarted_at.is_none() || restarted_at_of(sts) == record.restarted_at.as_deref())
@@ -344,7 +345,7 @@ fn in_flight(
 /// when the template hash alone would not change.
 pub fn record_for(
     want: &Desired,
-    live: Option<&StatefulSet>,
+    live: Option<&CachedStatefulSet>,
     reason: RestartReason,
     marker: bool,
     now: Timestamp,

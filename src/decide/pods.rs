@@ -2,17 +2,12 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
-use crate::resources::CONFIG_HASH_ANNOTATION;
-
-/// Label the StatefulSet controller puts on each pod: the revision it was created from.
-const REVISION_LABEL: &str = "controller-revision-hash";
+use crate::resources::{CONFIG_HASH_ANNOTATION, CachedPod, CachedStatefulSet, REVISION_LABEL};
 
 /// The controller has seen the latest template, every pod runs it, and all are ready.
-pub fn rollout_complete(sts: &StatefulSet) -> bool {
+pub fn rollout_complete(sts: &CachedStatefulSet) -> bool {
     let Some(status) = &sts.status else {
         return false;
     };
@@ -30,7 +25,7 @@ pub fn rollout_complete(sts: &StatefulSet) -> bool {
 }
 
 /// The controller's status describes the newest spec (not the one before the last write).
-pub fn generation_seen(sts: &StatefulSet) -> bool {
+pub fn generation_seen(sts: &CachedStatefulSet) -> bool {
     match (
         sts.status.as_ref().and_then(|s| s.observed_generation),
         sts.metadata.generation,
@@ -110,14 +105,14 @@ fn cut(text: &str, max: usize) -> String {
 }
 
 /// The config hash a pod was started with (copied from the template annotation).
-pub fn pod_config_hash(pod: &Pod) -> Option<&str> {
+pub fn pod_config_hash(pod: &CachedPod) -> Option<&str> {
     pod.annotations()
         .get(CONFIG_HASH_ANNOTATION)
         .map(String::as_str)
 }
 
 /// Whether the pod passes its readiness probe.
-pub fn is_ready(pod: &Pod) -> bool {
+pub fn is_ready(pod: &CachedPod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -130,7 +125,7 @@ pub fn is_ready(pod: &Pod) -> bool {
 
 /// The pod's failed runs its status still shows: the one that just ended (`state`), else the
 /// one before the current run (`lastState`), per container.
-fn crashes_of(pod: &Pod) -> impl Iterator<Item = Crash> + '_ {
+fn crashes_of(pod: &CachedPod) -> impl Iterator<Item = Crash> + '_ {
     let statuses = pod
         .status
         .as_ref()
@@ -151,7 +146,7 @@ fn crashes_of(pod: &Pod) -> impl Iterator<Item = Crash> + '_ {
     })
 }
 
-fn crash_of(pod: &Pod) -> Option<Crash> {
+fn crash_of(pod: &CachedPod) -> Option<Crash> {
     crashes_of(pod).next()
 }
 
@@ -159,7 +154,7 @@ fn crash_of(pod: &Pod) -> Option<Crash> {
 /// (a directive this build refuses, say) even though it passed validation. Other crashes (a
 /// signal, an out-of-memory kill, an exit without Redis's config error report) are no verdict
 /// on the config: the kubelet restarts the container and the rollout waits.
-pub fn crashed_pod(pods: &[Arc<Pod>], hash: &str) -> Option<Crash> {
+pub fn crashed_pod(pods: &[Arc<CachedPod>], hash: &str) -> Option<Crash> {
     pods.iter()
         .filter(|p| pod_config_hash(p) == Some(hash))
         .flat_map(|pod| crashes_of(pod))
@@ -173,8 +168,8 @@ pub fn crashed_pod(pods: &[Arc<Pod>], hash: &str) -> Option<Crash> {
 /// Pods on `failed_hash`, a config being rolled back from, are stuck as soon as they are
 /// unready: waiting for them is what failed.
 pub fn stuck_pods(
-    sts: &StatefulSet,
-    pods: &[Arc<Pod>],
+    sts: &CachedStatefulSet,
+    pods: &[Arc<CachedPod>],
     past_deadline: bool,
     failed_hash: Option<&str>,
 ) -> Vec<String> {
@@ -203,7 +198,7 @@ pub fn stuck_pods(
 /// have whole seconds) that is still not ready `deadline` after it was created: the config
 /// does not serve.
 pub fn never_ready(
-    pods: &[Arc<Pod>],
+    pods: &[Arc<CachedPod>],
     hash: &str,
     since: k8s_openapi::jiff::Timestamp,
     deadline: std::time::Duration,
@@ -229,10 +224,9 @@ pub fn never_ready(
 pub(crate) mod fixtures {
     //! Pods and StatefulSets as the caches would hold them.
     use super::*;
-    use k8s_openapi::api::apps::v1::StatefulSetStatus;
-    use k8s_openapi::api::core::v1::{
-        ContainerState, ContainerStateTerminated, ContainerStatus, PodCondition, PodStatus,
-    };
+    use crate::resources::{CachedContainerStatus, CachedPodStatus};
+    use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
+    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, PodCondition};
 
     /// What redis-server prints when it refuses `line` of its config file for `reason`.
     pub fn config_error_output(line: &str, reason: &str) -> String {
@@ -248,7 +242,7 @@ pub(crate) mod fixtures {
         revision: &str,
         ready: bool,
         last_exit: Option<i32>,
-    ) -> Arc<Pod> {
+    ) -> Arc<CachedPod> {
         // A crash in these fixtures is Redis refusing its config file; `crashed` makes others.
         let refused = config_error_output("maxmemory 10x", "argument must be a memory value");
         let message = last_exit
@@ -265,21 +259,19 @@ pub(crate) mod fixtures {
         ready: bool,
         last_exit: Option<i32>,
         message: Option<&str>,
-    ) -> Arc<Pod> {
-        let mut pod = Pod::default();
+    ) -> Arc<CachedPod> {
+        let mut pod = CachedPod::default();
         pod.metadata.name = Some(name.into());
         pod.metadata.annotations =
             Some([(CONFIG_HASH_ANNOTATION.to_owned(), hash.to_owned())].into());
         pod.metadata.labels = Some([(REVISION_LABEL.to_owned(), revision.to_owned())].into());
-        pod.status = Some(PodStatus {
+        pod.status = Some(CachedPodStatus {
             conditions: Some(vec![PodCondition {
                 type_: "Ready".into(),
                 status: if ready { "True" } else { "False" }.into(),
                 ..PodCondition::default()
             }]),
-            container_statuses: Some(vec![ContainerStatus {
-                name: "redis".into(),
-                restart_count: i32::from(last_exit.is_some()),
+            container_statuses: Some(vec![CachedContainerStatus {
                 last_state: last_exit.map(|code| ContainerState {
                     terminated: Some(ContainerStateTerminated {
                         exit_code: code,
@@ -288,9 +280,9 @@ pub(crate) mod fixtures {
                     }),
                     ..ContainerState::default()
                 }),
-                ..ContainerStatus::default()
+                ..CachedContainerStatus::default()
             }]),
-            ..PodStatus::default()
+            ..CachedPodStatus::default()
         });
         Arc::new(pod)
     }
@@ -411,7 +403,7 @@ mod tests {
         let refused = Some(refused.as_str());
         let ran = Some("1:M * Ready to accept connections tcp\n");
         // The run that just ended, rather than the one before the current run.
-        let ended_now = |pod: Arc<Pod>| {
+        let ended_now = |pod: Arc<CachedPod>| {
             let mut pod = (*pod).clone();
             let status = pod.status.as_mut().unwrap();
             let container = &mut status.container_statuses.as_mut().unwrap()[0];
@@ -419,7 +411,11 @@ mod tests {
             Arc::new(pod)
         };
         // (case, pods, the rejection found: pod and exit code)
-        type Row = (&'static str, Vec<Arc<Pod>>, Option<(&'static str, i32)>);
+        type Row = (
+            &'static str,
+            Vec<Arc<CachedPod>>,
+            Option<(&'static str, i32)>,
+        );
         let table: Vec<Row> = vec![
             (
                 "Redis refused the new config",
@@ -493,6 +489,7 @@ mod tests {
     #[test]
     fn only_unready_pods_on_an_older_revision_are_stuck() {
         let sts = with_status(statefulset(&instance(&[]), "new", None), false);
+        let sts = CachedStatefulSet::from(&sts);
         let pods = [
             pod("r-0", "old", "rev-a", false, None),
             pod("r-1", "old", "rev-a", true, None),
@@ -510,7 +507,8 @@ mod tests {
 
     #[test]
     fn rollout_is_incomplete_until_the_controller_observes_the_generation() {
-        let mut sts = with_status(statefulset(&instance(&[]), "new", None), true);
+        let sts = with_status(statefulset(&instance(&[]), "new", None), true);
+        let mut sts = CachedStatefulSet::from(&sts);
         assert!(rollout_complete(&sts));
         sts.metadata.generation = Some(3);
         assert!(!rollout_complete(&sts));

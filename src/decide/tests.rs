@@ -21,7 +21,7 @@ struct Case {
     live_text: Option<String>,
     live_sts: Option<StatefulSet>,
     live_svc: Option<Service>,
-    pods: Vec<Arc<Pod>>,
+    pods: Vec<Arc<CachedPod>>,
     record: Option<RolloutRecord>,
     settling: bool,
     now: Timestamp,
@@ -102,9 +102,10 @@ impl Case {
             service: &self.svc,
             live: self.live,
         };
+        let live_sts = self.live_sts.as_ref().map(CachedStatefulSet::from);
         let seen = Snapshot {
             config_text: self.live_text.as_deref(),
-            statefulset: self.live_sts.as_ref(),
+            statefulset: live_sts.as_ref(),
             service: self.live_svc.as_ref(),
             pods: &self.pods,
             rollout: self.record.as_ref(),
@@ -124,8 +125,8 @@ fn being_deleted(mut sts: StatefulSet) -> StatefulSet {
     sts
 }
 
-fn terminating(pod: Arc<Pod>) -> Arc<Pod> {
-    let mut pod = Pod::clone(&pod);
+fn terminating(pod: Arc<CachedPod>) -> Arc<CachedPod> {
+    let mut pod = CachedPod::clone(&pod);
     pod.metadata.deletion_timestamp = Some(Time(t(0)));
     Arc::new(pod)
 }
@@ -404,7 +405,7 @@ fn record_for_marks_only_when_the_hash_stays() {
     };
     let same = record_for(
         &want,
-        case.live_sts.as_ref(),
+        case.live_sts.as_ref().map(CachedStatefulSet::from).as_ref(),
         RestartReason::ConfigMapChanged,
         false,
         t(5),

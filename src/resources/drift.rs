@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::Service;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::compact::{image_in, template_json};
-use super::{CONFIG_HASH_ANNOTATION, RESTARTED_AT_ANNOTATION, image_of};
+use super::cached_statefulset::image_in;
+use super::{CONFIG_HASH_ANNOTATION, CachedStatefulSet, RESTARTED_AT_ANNOTATION, image_of};
 
 /// What differs between the desired and the live StatefulSet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,9 +54,11 @@ fn json<T: Serialize>(value: &T) -> Value {
 /// How the live StatefulSet strays from the desired one, ignoring the config hash and restart
 /// marker (compared by the caller, since they decide the kind of restart) and the immutable
 /// volume claim templates.
-pub fn statefulset_drift(desired: &StatefulSet, live: &StatefulSet) -> Option<StatefulSetDrift> {
+pub fn statefulset_drift(
+    desired: &StatefulSet,
+    live: &CachedStatefulSet,
+) -> Option<StatefulSetDrift> {
     let mut want = desired.spec.clone();
-    let have = live.spec.clone();
     if let Some(annotations) = want
         .template
         .metadata
@@ -66,7 +68,7 @@ pub fn statefulset_drift(desired: &StatefulSet, live: &StatefulSet) -> Option<St
         annotations.remove(CONFIG_HASH_ANNOTATION);
         annotations.remove(RESTARTED_AT_ANNOTATION);
     }
-    let live_template = template_json(&have);
+    let live_template = live.spec.template_json();
     if !holds(&json(&want.template), &live_template) {
         return Some(if image_of(&want) != image_in(&live_template) {
             StatefulSetDrift::Image
@@ -74,15 +76,16 @@ pub fn statefulset_drift(desired: &StatefulSet, live: &StatefulSet) -> Option<St
             StatefulSetDrift::PodTemplate
         });
     }
-    want.template = Default::default();
     want.volume_claim_templates = None;
-    let mut have_rest = have;
-    have_rest.template = Default::default();
+    let mut want_rest = json(&want);
+    if let Some(fields) = want_rest.as_object_mut() {
+        fields.remove("template");
+    }
     let labels_hold = holds(
         &json(&desired.metadata.labels),
         &json(&live.metadata.labels),
     );
-    if !labels_hold || !holds(&json(&want), &json(&have_rest)) {
+    if !labels_hold || !holds(&want_rest, &live.spec.rest_json()) {
         return Some(StatefulSetDrift::Spec);
     }
     None
@@ -119,28 +122,28 @@ mod tests {
         let desired = statefulset(&instance(&[]), "h1", None);
         let mut live = statefulset(&instance(&[]), "h0", Some("then"));
         assert_eq!(
-            statefulset_drift(&desired, &live),
+            statefulset_drift(&desired, &CachedStatefulSet::from(&live)),
             None,
             "hash and marker are not drift"
         );
 
         live.spec.replicas = Some(3);
         assert_eq!(
-            statefulset_drift(&desired, &live),
+            statefulset_drift(&desired, &CachedStatefulSet::from(&live)),
             Some(StatefulSetDrift::Spec)
         );
 
         let mut image = statefulset(&instance(&[]), "h1", None);
         image.spec.template.spec.as_mut().unwrap().containers[0].image = Some("redis:6.2".into());
         assert_eq!(
-            statefulset_drift(&desired, &image),
+            statefulset_drift(&desired, &CachedStatefulSet::from(&image)),
             Some(StatefulSetDrift::Image)
         );
 
         let mut probe = statefulset(&instance(&[]), "h1", None);
         probe.spec.template.spec.as_mut().unwrap().containers[0].readiness_probe = None;
         assert_eq!(
-            statefulset_drift(&desired, &probe),
+            statefulset_drift(&desired, &CachedStatefulSet::from(&probe)),
             Some(StatefulSetDrift::PodTemplate)
         );
     }

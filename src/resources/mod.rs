@@ -1,6 +1,7 @@
 //! Pure builders of the Kubernetes objects a RedisInstance owns; no API calls here.
 
-mod compact;
+mod cached_pod;
+mod cached_statefulset;
 mod configmap;
 mod drift;
 mod service;
@@ -13,13 +14,15 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::RedisInstance;
 
-pub use compact::compact_statefulset;
+pub use cached_pod::{CachedContainerStatus, CachedPod, CachedPodStatus};
+pub use cached_statefulset::{
+    CachedStatefulSet, CachedStatefulSetSpec, config_hash_of, restarted_at_of,
+};
 pub use configmap::{config_map, config_map_name};
 pub use drift::{StatefulSetDrift, service_drifted, statefulset_drift};
 pub use service::service;
 pub use statefulset::{
-    CONFIG_HASH_ANNOTATION, DATA_VOLUME, RESTARTED_AT_ANNOTATION, config_hash_of, image_of,
-    restarted_at_of, statefulset,
+    CONFIG_HASH_ANNOTATION, DATA_VOLUME, RESTARTED_AT_ANNOTATION, image_of, statefulset,
 };
 
 /// Label naming the instance an object belongs to; the watchers route events by it.
@@ -28,6 +31,8 @@ pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`], and the field manager of every server-side apply.
 pub const MANAGER: &str = "redis-operator";
+/// Label the StatefulSet controller puts on each pod: the revision it was created from.
+pub const REVISION_LABEL: &str = "controller-revision-hash";
 const NAME_LABEL: &str = "app.kubernetes.io/name";
 
 /// Labels that select one instance's pods; also the StatefulSet's selector, so never change them.

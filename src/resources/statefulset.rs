@@ -86,11 +86,6 @@ fn retention_policy(instance: &RedisInstance) -> StatefulSetPersistentVolumeClai
     }
 }
 
-/// The hash a live StatefulSet's pod template carries, if any.
-pub fn config_hash_of(sts: &StatefulSet) -> Option<&str> {
-    template_annotation(sts, CONFIG_HASH_ANNOTATION)
-}
-
 /// The Redis container's image in a StatefulSet spec.
 pub fn image_of(spec: &StatefulSetSpec) -> Option<&str> {
     spec.template
@@ -100,22 +95,6 @@ pub fn image_of(spec: &StatefulSetSpec) -> Option<&str> {
         .first()?
         .image
         .as_deref()
-}
-
-/// The restart marker a live StatefulSet's pod template carries, if any.
-pub fn restarted_at_of(sts: &StatefulSet) -> Option<&str> {
-    template_annotation(sts, RESTARTED_AT_ANNOTATION)
-}
-
-fn template_annotation<'a>(sts: &'a StatefulSet, key: &str) -> Option<&'a str> {
-    sts.spec
-        .template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get(key)
-        .map(String::as_str)
 }
 
 fn pod_spec(instance: &RedisInstance) -> PodSpec {
@@ -215,11 +194,15 @@ mod tests {
     use super::*;
     use crate::crd::{Retention, RetentionPolicy};
     use crate::resources::fixtures::instance;
+    use crate::resources::{CachedStatefulSet, config_hash_of, restarted_at_of};
 
     #[test]
     fn runs_redis_with_the_mounted_config_and_hash() {
         let sts = statefulset(&instance(&[]), "abc123", None);
-        assert_eq!(config_hash_of(&sts), Some("abc123"));
+        assert_eq!(
+            config_hash_of(&CachedStatefulSet::from(&sts)),
+            Some("abc123")
+        );
         let spec = sts.spec;
         assert_eq!(spec.replicas, Some(1));
         assert_eq!(spec.service_name.as_deref(), Some("redis-example"));
@@ -256,6 +239,10 @@ mod tests {
     fn restart_marker_is_carried_on_the_template() {
         let plain = statefulset(&instance(&[]), "h", None);
         let marked = statefulset(&instance(&[]), "h", Some("2026-11-27T03:00:00Z"));
+        let (plain, marked) = (
+            CachedStatefulSet::from(&plain),
+            CachedStatefulSet::from(&marked),
+        );
         assert_eq!(restarted_at_of(&plain), None);
         assert_eq!(restarted_at_of(&marked), Some("2026-11-27T03:00:00Z"));
         assert_eq!(config_hash_of(&marked), Some("h"));

@@ -466,7 +466,7 @@ pub const PAUSED_ANNOTATION: &str = "redis.github.com/paused";
 
 /// When the first unready pod on config `hash` reaches its readiness deadline.
 fn next_pod_deadline(
-    pods: &[Arc<k8s_openapi::api::core::v1::Pod>],
+    pods: &[Arc<crate::resources::CachedPod>],
     hash: &str,
     deadline: Duration,
     now: Timestamp,

@@ -4,14 +4,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
 use crate::config::render::CONFIG_FILE_KEY;
 use crate::crd::RedisInstance;
-use crate::resources::config_map_name;
+use crate::resources::{CachedPod, CachedStatefulSet, config_map_name};
 
 /// Readers of the supervisor's watch caches; cheap to clone.
 #[derive(Clone)]
@@ -21,11 +20,11 @@ pub struct Stores {
     /// ConfigMaps the operator manages.
     pub config_maps: Store<ConfigMap>,
     /// StatefulSets the operator manages.
-    pub statefulsets: Store<StatefulSet>,
+    pub statefulsets: Store<CachedStatefulSet>,
     /// Services the operator manages.
     pub services: Store<Service>,
     /// Pods of managed StatefulSets (status and metadata only).
-    pub pods: Store<Pod>,
+    pub pods: Store<CachedPod>,
 }
 
 /// The operator's own writes whose watch events may not have arrived yet.
@@ -36,7 +35,7 @@ pub struct Written {
     /// The last ConfigMap written.
     pub config_map: Option<Arc<ConfigMap>>,
     /// The last StatefulSet applied or deleted.
-    pub statefulset: Option<Arc<StatefulSet>>,
+    pub statefulset: Option<Arc<CachedStatefulSet>>,
     /// The last Service applied.
     pub service: Option<Arc<Service>>,
     /// Uids of pods deleted whose deletion the cache may not show yet.
@@ -50,11 +49,11 @@ pub struct Observed {
     /// `redis.conf` of its ConfigMap.
     pub config_text: Option<String>,
     /// Its StatefulSet.
-    pub statefulset: Option<Arc<StatefulSet>>,
+    pub statefulset: Option<Arc<CachedStatefulSet>>,
     /// Its Service.
     pub service: Option<Arc<Service>>,
     /// Its pods, by ordinal.
-    pub pods: Vec<Arc<Pod>>,
+    pub pods: Vec<Arc<CachedPod>>,
 }
 
 /// resourceVersions are etcd revisions in practice; when one is not a number, trust the cache.
@@ -110,7 +109,7 @@ where
 
 /// Pods this actor deleted count as terminating until the cache says so; uids the cache no
 /// longer shows are forgotten.
-fn mark_deleted(pods: &mut [Arc<Pod>], deleted: &mut HashSet<String>) {
+fn mark_deleted(pods: &mut [Arc<CachedPod>], deleted: &mut HashSet<String>) {
     if deleted.is_empty() {
         return;
     }
@@ -119,7 +118,7 @@ fn mark_deleted(pods: &mut [Arc<Pod>], deleted: &mut HashSet<String>) {
     for pod in pods.iter_mut() {
         let ours = pod.uid().is_some_and(|uid| deleted.contains(&uid));
         if ours && pod.metadata.deletion_timestamp.is_none() {
-            let mut marked = Pod::clone(pod);
+            let mut marked = CachedPod::clone(pod);
             marked.metadata.deletion_timestamp =
                 Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                     k8s_openapi::jiff::Timestamp::now(),

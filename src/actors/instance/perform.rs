@@ -18,8 +18,8 @@ use crate::crd::{RestartReason, RestartStrategy, RolloutRecord};
 use crate::decide::{Decision, Desired, record_for};
 use crate::kube_io;
 use crate::resources::{
-    RESTARTED_AT_ANNOTATION, config_hash_of, config_map, restarted_at_of, statefulset,
-    statefulset_drift,
+    CachedStatefulSet, RESTARTED_AT_ANNOTATION, config_hash_of, config_map, restarted_at_of,
+    statefulset, statefulset_drift,
 };
 
 pub(super) async fn perform(
@@ -70,7 +70,7 @@ pub(super) async fn perform(
                     &statefulset(target, &hash, marker.as_deref()),
                 )
                 .await?;
-            state.written.statefulset = Some(Arc::new(created));
+            state.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&created)));
             // A new instance's creation is told by its status alone: at fleet scale an Event
             // per instance is a request per instance. A StatefulSet created again (a Recreate,
             // or one deleted by hand) is news.
@@ -176,7 +176,7 @@ pub(super) async fn perform(
                 )
                 .await?
             } else {
-                api.apply("StatefulSet", &desired).await?
+                CachedStatefulSet::from(&api.apply("StatefulSet", &desired).await?)
             };
             state.written.statefulset = Some(Arc::new(applied));
         }
@@ -200,7 +200,7 @@ pub(super) async fn perform(
             let applied = api
                 .apply("StatefulSet", &statefulset(target, &live_hash, marker))
                 .await?;
-            state.written.statefulset = Some(Arc::new(applied));
+            state.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&applied)));
             let changed_spec = instance.status.as_ref().and_then(|s| s.observed_generation)
                 != instance.metadata.generation;
             if !changed_spec {
@@ -249,7 +249,7 @@ pub(super) async fn perform(
 
 /// The API said the StatefulSet is already gone: a copy marked as deleting stands in for it
 /// until the watch delivers the deletion (a version no cache can pass keeps it in front).
-fn gone(live: &k8s_openapi::api::apps::v1::StatefulSet) -> k8s_openapi::api::apps::v1::StatefulSet {
+fn gone(live: &CachedStatefulSet) -> CachedStatefulSet {
     let mut copy = live.clone();
     copy.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
     copy.metadata.resource_version = Some(u64::MAX.to_string());
@@ -259,7 +259,7 @@ fn gone(live: &k8s_openapi::api::apps::v1::StatefulSet) -> k8s_openapi::api::app
 /// Deletes a pod, and counts it as terminating until the cache shows its deletion.
 async fn delete_pod(
     state: &mut InstanceState,
-    pod: &k8s_openapi::api::core::v1::Pod,
+    pod: &crate::resources::CachedPod,
 ) -> Result<(), kube_io::Error> {
     state.args.api.delete_pod(pod).await?;
     state

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
@@ -432,7 +431,7 @@ pub(super) async fn store_status(
 
 fn progressing(
     record: Option<&RolloutRecord>,
-    sts: Option<&StatefulSet>,
+    sts: Option<&crate::resources::CachedStatefulSet>,
     state: &InstanceState,
 ) -> ConditionValue {
     let stuck = record.is_some_and(|r| state.overdue_reported == Some(r.started_at.0));

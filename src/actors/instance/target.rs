@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 
 use crate::config::render::{RenderedConfig, render, short_hash};
 use crate::config::validate::{Violation, validate};
 use crate::crd::{OnFailure, RedisInstance, RolloutRecord};
 use crate::decide::{Crash, crashed_pod, never_ready};
 use crate::live;
-use crate::resources::{service, statefulset};
+use crate::resources::{CachedPod, service, statefulset};
 
 /// The desired objects of one spec.
 pub struct Plan {
@@ -191,7 +191,7 @@ impl Target {
     /// started is not ready in time.
     pub fn detect_rejection(
         &mut self,
-        pods: &[Arc<Pod>],
+        pods: &[Arc<CachedPod>],
         record: Option<&RolloutRecord>,
         now: k8s_openapi::jiff::Timestamp,
     ) {
@@ -253,7 +253,7 @@ impl Target {
     fn detect_never_ready(
         &mut self,
         failing: &Failing,
-        pods: &[Arc<Pod>],
+        pods: &[Arc<CachedPod>],
         record: &RolloutRecord,
         now: k8s_openapi::jiff::Timestamp,
     ) {
@@ -377,8 +377,8 @@ mod tests {
     }
 
     /// An unready pod on `hash`, created at `created`.
-    fn unready(hash: &str, created: i64) -> Arc<Pod> {
-        let mut p = Pod::clone(&pod("redis-example-0", hash, "rev-b", false, None));
+    fn unready(hash: &str, created: i64) -> Arc<CachedPod> {
+        let mut p = CachedPod::clone(&pod("redis-example-0", hash, "rev-b", false, None));
         p.metadata.creation_timestamp = Some(Time(t(created)));
         Arc::new(p)
     }
