@@ -1,39 +1,12 @@
-//! The metric families the metrics actor owns, with their names, help texts and buckets.
+//! The metric families kept in the prometheus registry: histograms, counts and process series.
 
-use prometheus::{
-    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
-};
+use prometheus::{Gauge, HistogramOpts, HistogramVec, IntGauge, Opts, Registry};
 
-/// Label names of the per-instance series.
-const PER_INSTANCE: [&str; 2] = ["namespace", "instance"];
-
-/// Every family the actor writes; registered once.
+/// The families that are not per instance; registered once.
 pub(super) struct Families {
-    pub restarts: IntCounterVec,
-    pub last_restart: GaugeVec,
-    pub hash_mismatches: IntCounterVec,
-    pub invalid_configs: IntCounterVec,
-    pub config_invalid: IntGaugeVec,
-    pub mismatched: IntGaugeVec,
-    pub restarting: IntGaugeVec,
-    pub errors: IntCounterVec,
-    pub ready_replicas: IntGaugeVec,
-    pub desired_replicas: IntGaugeVec,
-    pub drift_repairs: IntCounterVec,
-    pub live_changes: IntCounterVec,
-    pub rollout_failures: IntCounterVec,
     pub rollout_seconds: HistogramVec,
     pub step_seconds: HistogramVec,
     pub live_actors: IntGauge,
-}
-
-fn counter(name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, prometheus::Error> {
-    IntCounterVec::new(Opts::new(name, help), labels)
-}
-
-fn gauge(name: &str, help: &str) -> Result<IntGaugeVec, prometheus::Error> {
-    IntGaugeVec::new(Opts::new(name, help), &PER_INSTANCE)
 }
 
 impl Families {
@@ -41,72 +14,6 @@ impl Families {
     /// collector's RSS, CPU and open-fd series.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let families = Self {
-            restarts: counter(
-                "redis_operator_restarts_total",
-                "Restarts of an instance's pods started by the operator, by strategy and reason",
-                &["namespace", "instance", "strategy", "reason"],
-            )?,
-            last_restart: GaugeVec::new(
-                Opts::new(
-                    "redis_operator_last_restart_timestamp_seconds",
-                    "Unix time at which the operator last started a restart of the instance's pods",
-                ),
-                &PER_INSTANCE,
-            )?,
-            hash_mismatches: counter(
-                "redis_operator_config_hash_mismatches_total",
-                "Times a difference from the desired config was observed, by kind: \
-                 ConfigMapMissing, ConfigMapDiffers (content), AnnotationDiffers \
-                 (the StatefulSet's config-hash annotation); each counted once when it appears",
-                &["namespace", "instance", "kind"],
-            )?,
-            invalid_configs: counter(
-                "redis_operator_invalid_configs_total",
-                "Configs refused, by validation or by Redis itself at start-up",
-                &PER_INSTANCE,
-            )?,
-            config_invalid: gauge(
-                "redis_operator_config_invalid",
-                "1 while the instance's spec.config is refused and its pods keep the last good config",
-            )?,
-            mismatched: gauge(
-                "redis_operator_config_mismatched",
-                "1 while the running objects differ from the desired config (any mismatch kind)",
-            )?,
-            restarting: gauge(
-                "redis_operator_restart_in_progress",
-                "1 while a restart of the instance's pods is recorded in its status and not finished",
-            )?,
-            errors: counter(
-                "redis_operator_reconcile_errors_total",
-                "Failed reconcile steps, by category",
-                &["namespace", "instance", "category"],
-            )?,
-            ready_replicas: gauge(
-                "redis_operator_ready_replicas",
-                "Ready Redis pods per instance",
-            )?,
-            desired_replicas: gauge(
-                "redis_operator_desired_replicas",
-                "Redis pods the instance's spec asks for",
-            )?,
-            drift_repairs: counter(
-                "redis_operator_drift_repairs_total",
-                "Objects the operator owns found changed by hand and put back, by kind",
-                &["namespace", "instance", "kind"],
-            )?,
-            live_changes: counter(
-                "redis_operator_live_config_changes_total",
-                "Live config changes (configUpdate: Live) by outcome: Applied to every pod without \
-                 a restart, or Refused by Redis and set back on every pod",
-                &["namespace", "instance", "outcome"],
-            )?,
-            rollout_failures: counter(
-                "redis_operator_rollout_failures_total",
-                "Restarts whose pods refused the new config or never became ready, by what \
-                 followed: RolledBack to the last config that ran, or Halted",
-                &["namespace", "instance", "action"],
-            )?,
             rollout_seconds: HistogramVec::new(
                 HistogramOpts::new(
                     "redis_operator_rollout_duration_seconds",
@@ -132,19 +39,6 @@ impl Families {
                 "Instance actors running, one per RedisInstance",
             )?,
         };
-        registry.register(Box::new(families.restarts.clone()))?;
-        registry.register(Box::new(families.last_restart.clone()))?;
-        registry.register(Box::new(families.hash_mismatches.clone()))?;
-        registry.register(Box::new(families.invalid_configs.clone()))?;
-        registry.register(Box::new(families.config_invalid.clone()))?;
-        registry.register(Box::new(families.mismatched.clone()))?;
-        registry.register(Box::new(families.restarting.clone()))?;
-        registry.register(Box::new(families.errors.clone()))?;
-        registry.register(Box::new(families.ready_replicas.clone()))?;
-        registry.register(Box::new(families.desired_replicas.clone()))?;
-        registry.register(Box::new(families.drift_repairs.clone()))?;
-        registry.register(Box::new(families.live_changes.clone()))?;
-        registry.register(Box::new(families.rollout_failures.clone()))?;
         registry.register(Box::new(families.rollout_seconds.clone()))?;
         registry.register(Box::new(families.step_seconds.clone()))?;
         registry.register(Box::new(families.live_actors.clone()))?;

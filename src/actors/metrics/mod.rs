@@ -1,14 +1,15 @@
-//! The metrics actor: owns the Prometheus registry and renders it for `/metrics`.
+//! The metrics actor: owns the registry and the per-instance series; renders them for `/metrics`.
 
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::{Registry, TextEncoder};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use families::Families;
+use per_instance::{Counter, Gauges, Instances};
 
 mod families;
+mod per_instance;
 #[cfg(test)]
 mod tests;
 
@@ -123,24 +124,11 @@ pub enum MetricsMsg {
 /// The kinds of [`MetricsMsg::HashMismatch`].
 pub const MISMATCH_KINDS: [&str; 3] = ["ConfigMapMissing", "ConfigMapDiffers", "AnnotationDiffers"];
 
-/// Per-instance families with labels beyond namespace and instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Family {
-    Restarts,
-    Errors,
-    DriftRepairs,
-    HashMismatches,
-    LiveChanges,
-    RolloutFailures,
-}
-
-/// The registry and the families the operator exports.
+/// The registry, and the per-instance series kept beside it.
 pub struct MetricsState {
     registry: Registry,
     families: Families,
-    /// Values of the labels after namespace and instance, per family and instance, so
-    /// [`MetricsState::forget`] removes exactly the series an instance had.
-    extra_labels: HashMap<InstanceKey, HashSet<(Family, [&'static str; 2])>>,
+    instances: Instances,
 }
 
 impl MetricsState {
@@ -150,7 +138,7 @@ impl MetricsState {
         Ok(Self {
             registry,
             families,
-            extra_labels: HashMap::new(),
+            instances: Instances::default(),
         })
     }
 
@@ -162,22 +150,15 @@ impl MetricsState {
                 strategy,
                 reason,
             } => {
-                f.restarts
-                    .with_label_values(&[&key.namespace, &key.name, strategy, reason])
-                    .inc();
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default();
-                f.last_restart
-                    .with_label_values(&[&key.namespace, &key.name])
-                    .set(now.as_secs_f64());
-                self.remember(key, Family::Restarts, [strategy, reason]);
+                let series = self.instances.series(key);
+                series.add(Counter::Restarts, [reason, strategy], 1);
+                series.last_restart = Some(now.as_secs_f64());
             }
             MetricsMsg::DriftRepaired { key, kind } => {
-                f.drift_repairs
-                    .with_label_values(&[&key.namespace, &key.name, kind])
-                    .inc();
-                self.remember(key, Family::DriftRepairs, [kind, ""]);
+                self.count(key, Counter::DriftRepairs, kind);
             }
             MetricsMsg::RestartCompleted { strategy, took, .. } => {
                 f.rollout_seconds
@@ -185,33 +166,17 @@ impl MetricsState {
                     .observe(took.as_secs_f64());
             }
             MetricsMsg::HashMismatch { key, kind } => {
-                f.hash_mismatches
-                    .with_label_values(&[&key.namespace, &key.name, kind])
-                    .inc();
-                self.remember(key, Family::HashMismatches, [kind, ""]);
+                self.count(key, Counter::HashMismatches, kind);
             }
-            MetricsMsg::InvalidConfig(key) => {
-                f.invalid_configs
-                    .with_label_values(&[&key.namespace, &key.name])
-                    .inc();
-            }
+            MetricsMsg::InvalidConfig(key) => self.count(key, Counter::InvalidConfigs, ""),
             MetricsMsg::LiveChange { key, outcome } => {
-                f.live_changes
-                    .with_label_values(&[&key.namespace, &key.name, outcome])
-                    .inc();
-                self.remember(key, Family::LiveChanges, [outcome, ""]);
+                self.count(key, Counter::LiveChanges, outcome);
             }
             MetricsMsg::RolloutFailed { key, action } => {
-                f.rollout_failures
-                    .with_label_values(&[&key.namespace, &key.name, action])
-                    .inc();
-                self.remember(key, Family::RolloutFailures, [action, ""]);
+                self.count(key, Counter::RolloutFailures, action);
             }
             MetricsMsg::ReconcileError { key, category } => {
-                f.errors
-                    .with_label_values(&[&key.namespace, &key.name, category])
-                    .inc();
-                self.remember(key, Family::Errors, [category, ""]);
+                self.count(key, Counter::Errors, category);
             }
             MetricsMsg::Observed {
                 key,
@@ -222,35 +187,21 @@ impl MetricsState {
                 restarting,
                 strategy,
             } => {
-                let pair = [key.namespace.as_str(), key.name.as_str()];
-                f.ready_replicas
-                    .with_label_values(&pair)
-                    .set(i64::from(ready));
-                f.desired_replicas
-                    .with_label_values(&pair)
-                    .set(i64::from(desired));
-                f.config_invalid
-                    .with_label_values(&pair)
-                    .set(i64::from(config_invalid));
-                f.mismatched
-                    .with_label_values(&pair)
-                    .set(i64::from(mismatched));
-                f.restarting
-                    .with_label_values(&pair)
-                    .set(i64::from(restarting));
+                f.rollout_seconds.with_label_values(&[strategy]);
+                let series = self.instances.series(key);
+                series.gauges = Some(Gauges {
+                    ready,
+                    desired,
+                    config_invalid,
+                    mismatched,
+                    restarting,
+                });
                 // Created at 0, so that `increase()` and `rate()` see the first restart and
                 // the first mismatch of each kind.
-                f.restarts
-                    .with_label_values(&[pair[0], pair[1], strategy, "ConfigChanged"]);
-                f.rollout_seconds.with_label_values(&[strategy]);
+                series.add(Counter::Restarts, ["ConfigChanged", strategy], 0);
                 for kind in MISMATCH_KINDS {
-                    f.hash_mismatches
-                        .with_label_values(&[pair[0], pair[1], kind]);
+                    series.add(Counter::HashMismatches, [kind, ""], 0);
                 }
-                for kind in MISMATCH_KINDS {
-                    self.remember(key.clone(), Family::HashMismatches, [kind, ""]);
-                }
-                self.remember(key, Family::Restarts, [strategy, "ConfigChanged"]);
             }
             MetricsMsg::StepTook { decision, took } => {
                 f.step_seconds
@@ -259,7 +210,7 @@ impl MetricsState {
             }
             MetricsMsg::ActorStarted => f.live_actors.inc(),
             MetricsMsg::ActorStopped => f.live_actors.dec(),
-            MetricsMsg::Forget(key) => self.forget(&key),
+            MetricsMsg::Forget(key) => self.instances.forget(key),
             MetricsMsg::Render(reply) => {
                 // The caller may have timed out and gone; nothing to do then.
                 let _ = reply.send(self.render());
@@ -267,47 +218,17 @@ impl MetricsState {
         }
     }
 
-    /// Removal errors only mean the series never existed.
-    fn forget(&mut self, key: &InstanceKey) {
-        let f = &self.families;
-        let pair = [key.namespace.as_str(), key.name.as_str()];
-        let _ = f.invalid_configs.remove_label_values(&pair);
-        let _ = f.config_invalid.remove_label_values(&pair);
-        let _ = f.mismatched.remove_label_values(&pair);
-        let _ = f.restarting.remove_label_values(&pair);
-        let _ = f.ready_replicas.remove_label_values(&pair);
-        let _ = f.desired_replicas.remove_label_values(&pair);
-        let _ = f.last_restart.remove_label_values(&pair);
-        for (family, [a, b]) in self.extra_labels.remove(key).unwrap_or_default() {
-            let _ = match family {
-                Family::Restarts => f.restarts.remove_label_values(&[pair[0], pair[1], a, b]),
-                Family::Errors => f.errors.remove_label_values(&[pair[0], pair[1], a]),
-                Family::DriftRepairs => f.drift_repairs.remove_label_values(&[pair[0], pair[1], a]),
-                Family::HashMismatches => f
-                    .hash_mismatches
-                    .remove_label_values(&[pair[0], pair[1], a]),
-                Family::LiveChanges => f.live_changes.remove_label_values(&[pair[0], pair[1], a]),
-                Family::RolloutFailures => f
-                    .rollout_failures
-                    .remove_label_values(&[pair[0], pair[1], a]),
-            };
-        }
+    fn count(&mut self, key: InstanceKey, counter: Counter, label: &'static str) {
+        self.instances.series(key).add(counter, [label, ""], 1);
     }
 
-    fn remember(&mut self, key: InstanceKey, family: Family, labels: [&'static str; 2]) {
-        self.extra_labels
-            .entry(key)
-            .or_default()
-            .insert((family, labels));
-    }
-
-    /// The registry in the Prometheus text exposition format.
+    /// The registry in the Prometheus text exposition format, then the per-instance series.
     pub fn render(&self) -> Result<String, String> {
-        let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
+        let mut text = TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
             .map_err(|e| format!("encoding metrics: {e}"))?;
-        String::from_utf8(buf).map_err(|e| format!("metrics are not UTF-8: {e}"))
+        self.instances.write_text(&mut text);
+        Ok(text)
     }
 }
 

@@ -1,4 +1,4 @@
-//! The metrics actor against its own registry: counts, series removal, and the dashboard's names.
+//! The metrics actor on its own registry: counts, series removal, text format, dashboard names.
 
 use std::time::Duration;
 
@@ -189,4 +189,160 @@ async fn every_metric_on_the_dashboard_and_in_the_alerts_is_exported() {
     }
     actor.stop(None);
     handle.await.unwrap();
+}
+
+fn observed(namespace: &str, name: &str, strategy: &'static str) -> MetricsMsg {
+    MetricsMsg::Observed {
+        key: InstanceKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        },
+        ready: 2,
+        desired: 3,
+        config_invalid: false,
+        mismatched: true,
+        restarting: true,
+        strategy,
+    }
+}
+
+/// The lines from `# HELP name` up to the next family.
+fn family_block<'a>(text: &'a str, name: &str) -> &'a str {
+    let start = text
+        .find(&format!("# HELP {name} "))
+        .unwrap_or_else(|| panic!("{name} is missing:\n{text}"));
+    let rest = &text[start..];
+    let end = rest[1..].find("# HELP ").map_or(rest.len(), |i| i + 1);
+    &rest[..end]
+}
+
+/// What a scraper needs of the text format: HELP and TYPE once per family, before its samples;
+/// each sample `name{labels} value`, labels sorted by name (but a bucket's `le`, which the crate
+/// writes last), the value a number.
+fn assert_well_formed(text: &str) {
+    let mut seen = std::collections::HashSet::new();
+    let mut family = String::new();
+    for line in text.lines() {
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut words = comment.splitn(3, ' ');
+            let (kind, name) = (words.next().unwrap(), words.next().unwrap());
+            assert!(
+                seen.insert((kind, name)),
+                "second {kind} of {name}:\n{text}"
+            );
+            family = name.to_owned();
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+        let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .fold(name, |n, suffix| n.strip_suffix(suffix).unwrap_or(n));
+        assert!(
+            name == family || base == family,
+            "{line} is not in {family}"
+        );
+        assert!(seen.contains(&("TYPE", name)) || seen.contains(&("TYPE", base)));
+        let labels = labels.strip_suffix('}').unwrap();
+        let names = labels
+            .split("\",")
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| pair.split_once("=\"").unwrap().0)
+            .filter(|&label| label != "le")
+            .collect::<Vec<_>>();
+        assert!(names.is_sorted(), "{line}");
+    }
+}
+
+#[test]
+fn per_instance_families_render_in_the_crates_text_format() {
+    let mut state = MetricsState::register(Registry::new()).unwrap();
+    state.record(observed("other", "b", "Recreate"));
+    state.record(observed("ns", "a", "RollingUpdate"));
+    for (strategy, reason) in [
+        ("RollingUpdate", "ImageChanged"),
+        ("RollingUpdate", "ConfigChanged"),
+        ("Recreate", "ImageChanged"),
+    ] {
+        state.record(MetricsMsg::Restarted {
+            key: InstanceKey {
+                namespace: "ns".into(),
+                name: "a".into(),
+            },
+            strategy,
+            reason,
+        });
+    }
+    state.record(MetricsMsg::ReconcileError {
+        key: InstanceKey {
+            namespace: "other".into(),
+            name: "b".into(),
+        },
+        category: "ApplyFailed",
+    });
+    let text = state.render().unwrap();
+
+    assert_eq!(
+        family_block(&text, "redis_operator_restarts_total"),
+        "# HELP redis_operator_restarts_total Restarts of an instance's pods started by the \
+         operator, by strategy and reason\n\
+         # TYPE redis_operator_restarts_total counter\n\
+         redis_operator_restarts_total{instance=\"a\",namespace=\"ns\",reason=\"ConfigChanged\",strategy=\"RollingUpdate\"} 1\n\
+         redis_operator_restarts_total{instance=\"a\",namespace=\"ns\",reason=\"ImageChanged\",strategy=\"Recreate\"} 1\n\
+         redis_operator_restarts_total{instance=\"a\",namespace=\"ns\",reason=\"ImageChanged\",strategy=\"RollingUpdate\"} 1\n\
+         redis_operator_restarts_total{instance=\"b\",namespace=\"other\",reason=\"ConfigChanged\",strategy=\"Recreate\"} 0\n"
+    );
+    assert_eq!(
+        family_block(&text, "redis_operator_reconcile_errors_total"),
+        "# HELP redis_operator_reconcile_errors_total Failed reconcile steps, by category\n\
+         # TYPE redis_operator_reconcile_errors_total counter\n\
+         redis_operator_reconcile_errors_total{category=\"ApplyFailed\",instance=\"b\",namespace=\"other\"} 1\n"
+    );
+    assert!(text.contains("redis_operator_ready_replicas{instance=\"b\",namespace=\"other\"} 2\n"));
+    assert!(
+        text.contains("redis_operator_restart_in_progress{instance=\"a\",namespace=\"ns\"} 1\n")
+    );
+    assert!(text.contains("redis_operator_config_invalid{instance=\"a\",namespace=\"ns\"} 0\n"));
+    assert_eq!(
+        text.matches("redis_operator_last_restart_timestamp_seconds{")
+            .count(),
+        1
+    );
+    assert!(
+        !text.contains("redis_operator_invalid_configs_total"),
+        "a family without samples has no HELP or TYPE either:\n{text}"
+    );
+    assert_well_formed(&text);
+}
+
+#[test]
+fn label_values_are_escaped_as_the_crate_escapes_them() {
+    let odd = "a\"b\\c\nd";
+    let mut state = MetricsState::register(Registry::new()).unwrap();
+    state.record(MetricsMsg::InvalidConfig(InstanceKey {
+        namespace: odd.into(),
+        name: "x".into(),
+    }));
+    let text = state.render().unwrap();
+    assert!(
+        text.contains(
+            r#"redis_operator_invalid_configs_total{instance="x",namespace="a\"b\\c\nd"} 1"#
+        ),
+        "{text}"
+    );
+
+    let registry = Registry::new();
+    let reference =
+        prometheus::IntCounterVec::new(prometheus::Opts::new("n", "h"), &["namespace"]).unwrap();
+    registry.register(Box::new(reference.clone())).unwrap();
+    reference.with_label_values(&[odd]).inc();
+    let crate_text = TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    assert!(
+        crate_text.contains(r#"{namespace="a\"b\\c\nd"}"#),
+        "{crate_text}"
+    );
+    assert_well_formed(&text);
 }
