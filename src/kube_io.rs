@@ -159,6 +159,11 @@ impl InstanceApi {
         }
     }
 
+    /// Waits for this instance's turn to take a step; see [`Limiter::step`].
+    pub async fn step_turn(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.limiter.step().await
+    }
+
     fn api<K>(&self) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,

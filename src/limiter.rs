@@ -1,7 +1,8 @@
 //! The gate every write of the operator passes: only while this process holds the leader
 //! Lease, at most `concurrency` in flight, and a token bucket of `qps` refilled per second up
 //! to `burst`, so a cold start of thousands of instances queues here instead of turning into a
-//! storm of 429s at the API server.
+//! storm of 429s at the API server. Whole instance steps pass a gate of their own, so that
+//! the instances waiting their turn hold no half-done step in memory.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +21,8 @@ pub struct Limits {
     pub burst: u32,
     /// Writes in flight at once.
     pub concurrency: usize,
+    /// Instance steps running at once.
+    pub steps: usize,
 }
 
 impl Default for Limits {
@@ -28,6 +31,7 @@ impl Default for Limits {
             qps: 200.0,
             burst: 1000,
             concurrency: 32,
+            steps: 64,
         }
     }
 }
@@ -36,6 +40,7 @@ impl Default for Limits {
 #[derive(Clone)]
 pub struct Limiter {
     slots: Arc<Semaphore>,
+    steps: Arc<Semaphore>,
     bucket: Arc<Mutex<Bucket>>,
     fence: Arc<Fence>,
 }
@@ -68,12 +73,13 @@ impl Bucket {
 }
 
 impl Limiter {
-    /// A limiter with these limits that lets writes through while `fence` allows; a zero qps
-    /// or concurrency is taken as one.
+    /// A limiter with these limits that lets writes through while `fence` allows; a zero qps,
+    /// concurrency or step count is taken as one.
     pub fn new(limits: Limits, fence: Arc<Fence>) -> Self {
         let burst = f64::from(limits.burst.max(1));
         Self {
             slots: Arc::new(Semaphore::new(limits.concurrency.max(1))),
+            steps: Arc::new(Semaphore::new(limits.steps.max(1))),
             bucket: Arc::new(Mutex::new(Bucket {
                 tokens: burst,
                 burst,
@@ -87,6 +93,16 @@ impl Limiter {
     /// A limiter for a process that writes without leader election.
     pub fn unfenced(limits: Limits) -> Self {
         Self::new(limits, Arc::new(Fence::open()))
+    }
+
+    /// Waits until fewer than `steps` instance steps run; the step runs until the permit is
+    /// dropped. First come, first served.
+    pub async fn step(&self) -> OwnedSemaphorePermit {
+        self.steps
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the limiter's semaphore is never closed")
     }
 
     /// Waits for a token and a slot; the slot is held until the permit is dropped. Refused
@@ -127,6 +143,7 @@ mod tests {
             qps: 10.0,
             burst: 5,
             concurrency: 100,
+            steps: 1,
         });
         let start = Instant::now();
         for _ in 0..5 {
@@ -149,6 +166,7 @@ mod tests {
             qps: 1000.0,
             burst: 1000,
             concurrency: 2,
+            steps: 1,
         });
         let first = limiter.acquire().await.unwrap();
         let _second = limiter.acquire().await.unwrap();
@@ -160,6 +178,31 @@ mod tests {
         drop(first);
         let third = tokio::time::timeout(Duration::from_secs(1), limiter.acquire()).await;
         assert!(third.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn steps_beyond_the_limit_wait_their_turn_in_order() {
+        let limiter = Limiter::unfenced(Limits {
+            steps: 2,
+            ..Limits::default()
+        });
+        let first = limiter.step().await;
+        let _second = limiter.step().await;
+        let (third, fourth) = (limiter.step(), limiter.step());
+        tokio::pin!(third, fourth);
+        let wait = Duration::from_secs(1);
+        assert!(
+            tokio::time::timeout(wait, &mut third).await.is_err(),
+            "a third step waits while two run"
+        );
+        assert!(tokio::time::timeout(wait, &mut fourth).await.is_err());
+        drop(first);
+        let third = tokio::time::timeout(wait, &mut third).await;
+        assert!(third.is_ok(), "the first to wait runs first");
+        assert!(
+            tokio::time::timeout(wait, &mut fourth).await.is_err(),
+            "one step ended, so one more runs"
+        );
     }
 
     #[tokio::test]

@@ -118,6 +118,10 @@ struct RunArgs {
     /// API writes in flight at once.
     #[arg(long, default_value_t = 32)]
     api_concurrency: usize,
+    /// Instance steps (read the caches, decide, write) running at once; the other instances
+    /// wait their turn holding nothing, which bounds memory when thousands start together.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    max_concurrent_steps: u64,
     /// Act only while holding a coordination.k8s.io Lease, so that of several replicas (or a
     /// second install by mistake) exactly one acts; the others stand by and take over when it
     /// stops renewing. `--leader-elect=false` acts without one.
@@ -183,6 +187,7 @@ async fn main() -> anyhow::Result<()> {
                 qps: args.api_qps,
                 burst: args.api_burst,
                 concurrency: args.api_concurrency,
+                steps: usize::try_from(args.max_concurrent_steps).unwrap_or(usize::MAX),
             };
             let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
                 let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -35,6 +35,7 @@ fn run_help_explains_every_flag() {
         "--api-qps",
         "--api-burst",
         "--api-concurrency",
+        "--max-concurrent-steps",
         "--settle-seconds",
         "--leader-elect",
     ] {

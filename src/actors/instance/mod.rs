@@ -212,6 +212,9 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
             }
         }
         InstanceMsg::Step => {
+            // Taken before reading the caches, so the step decides on what they hold when it
+            // runs, and an instance waiting its turn holds no desired objects in memory.
+            let _turn = state.args.api.step_turn().await;
             state.step_queued = false;
             let began = Instant::now();
             // Boxed: the step's future is large and needed only while a step runs, not kept
