@@ -21,7 +21,9 @@ use redis_operator::crd::{RedisInstance, RedisInstanceSpec, RestartStrategy, Sto
 use redis_operator::decide::{Deadlines, Desired, Snapshot, decide};
 use redis_operator::kube_io::InstanceApi;
 use redis_operator::limiter::{Limiter, Limits};
-use redis_operator::resources::{CachedStatefulSet, service, statefulset};
+use redis_operator::resources::{
+    CachedConfigMap, CachedService, CachedStatefulSet, service, statefulset,
+};
 
 /// Counts live heap bytes and allocation calls, so memory is measured, not guessed.
 struct Counting;
@@ -132,13 +134,16 @@ async fn instance_memory(count: usize) -> (f64, f64) {
         instances: cache((0..count).map(named)),
         config_maps: cache((0..count).map(|i| {
             let inst = named(i);
-            redis_operator::resources::config_map(&inst, &render(&inst.spec.config))
+            CachedConfigMap::from(&redis_operator::resources::config_map(
+                &inst,
+                &render(&inst.spec.config),
+            ))
         })),
         statefulsets: cache((0..count).map(|i| {
             let inst = named(i);
             CachedStatefulSet::from(&statefulset(&inst, &render(&inst.spec.config).hash, None))
         })),
-        services: cache((0..count).map(|i| service(&named(i)))),
+        services: cache((0..count).map(|i| CachedService::from(&service(&named(i))))),
         pods: cache((0..count * 3).map(|i| {
             let mut pod = CachedPod::default();
             pod.metadata.name = Some(format!("redis-{}-{}", i / 3, i % 3));
@@ -232,10 +237,11 @@ async fn main() {
         live: false,
     };
     let cached = CachedStatefulSet::from(&live);
+    let cached_svc = CachedService::from(&svc);
     let snapshot = Snapshot {
         config_text: Some(&rendered.text),
         statefulset: Some(&cached),
-        service: Some(&svc),
+        service: Some(&cached_svc),
         pods: &[],
         rollout: None,
         settling: false,

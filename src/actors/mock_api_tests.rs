@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::PodCondition;
 use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, store::Writer};
@@ -24,7 +23,8 @@ use crate::crd::{RedisInstance, RestartStrategy};
 use crate::kube_io::InstanceApi;
 use crate::limiter::{Limiter, Limits};
 use crate::resources::{
-    CachedPod, CachedPodStatus, CachedStatefulSet, config_map, fixtures, service, statefulset,
+    CachedConfigMap, CachedPod, CachedPodCondition, CachedPodStatus, CachedService,
+    CachedStatefulSet, config_map, fixtures, service, statefulset,
 };
 
 type Log = Arc<Mutex<Vec<(Method, String, Value)>>>;
@@ -149,10 +149,9 @@ fn converged_caches_and_watches(instance: &RedisInstance) -> (Stores, Watches) {
     pod.metadata.uid = Some("pod-uid-0".into());
     pod.metadata.resource_version = Some("1".into());
     pod.status = Some(CachedPodStatus {
-        conditions: Some(vec![PodCondition {
+        conditions: Some(vec![CachedPodCondition {
             type_: "Ready".into(),
             status: "True".into(),
-            ..PodCondition::default()
         }]),
         ..CachedPodStatus::default()
     });
@@ -163,9 +162,9 @@ fn converged_caches_and_watches(instance: &RedisInstance) -> (Stores, Watches) {
     let (pods, pods_writer) = cache(vec![pod]);
     let stores = Stores {
         instances,
-        config_maps: cache(vec![cm]).0,
+        config_maps: cache(vec![CachedConfigMap::from(&cm)]).0,
         statefulsets,
-        services: cache(vec![service(instance)]).0,
+        services: cache(vec![CachedService::from(&service(instance))]).0,
         pods,
     };
     let watches = Watches {

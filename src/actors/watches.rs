@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::utils::Backoff;
@@ -23,7 +22,8 @@ use crate::api_traffic::ApiTraffic;
 use crate::crd::RedisInstance;
 use crate::health::Health;
 use crate::resources::{
-    CachedPod, CachedStatefulSet, INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER, REVISION_LABEL,
+    CachedConfigMap, CachedPod, CachedService, CachedStatefulSet, INSTANCE_LABEL, MANAGED_BY_LABEL,
+    MANAGER, READY_CONDITION, REVISION_LABEL,
 };
 
 /// Retry delays of a failed watch: 250 ms doubling to 4 s, and back to 250 ms after any event.
@@ -76,8 +76,9 @@ where
     }
 }
 
-/// Watches one kind the operator owns into a cache. Managed fields are dropped: nothing reads
-/// them, and they are much of an object's size.
+/// Watches one kind the operator owns into a cache. Managed fields and owner references are
+/// dropped: nothing reads them (ownership is set on write, and the garbage collector reads it
+/// from the API server), and managed fields are much of an object's size.
 fn watch_owned<K>(
     client: &Client,
     namespace: Option<&str>,
@@ -98,7 +99,9 @@ where
     let (reader, writer) = reflector::store();
     let stream = watcher(api::<K>(client, namespace), owned)
         .modify(move |obj: &mut K| {
-            obj.meta_mut().managed_fields = None;
+            let meta = obj.meta_mut();
+            meta.managed_fields = None;
+            meta.owner_references = None;
             trim(obj);
         })
         .reflect(writer)
@@ -110,15 +113,17 @@ where
 /// Stores an object as it comes.
 fn keep<K>(_: &mut K) {}
 
-/// Drops the pod's metadata the decisions never read; its labels keep the two that route the
-/// event and tell its revision.
+/// Drops what the decisions never read of a pod: its labels keep the two that route the event
+/// and tell its revision, its conditions the one that tells readiness.
 fn trim_pod(pod: &mut CachedPod) {
     let meta = &mut pod.metadata;
-    meta.owner_references = None;
     meta.generate_name = None;
     meta.finalizers = None;
     if let Some(labels) = meta.labels.as_mut() {
         labels.retain(|key, _| key == INSTANCE_LABEL || key == REVISION_LABEL);
+    }
+    if let Some(conditions) = pod.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+        conditions.retain(|c| c.type_ == READY_CONDITION);
     }
 }
 
@@ -136,10 +141,11 @@ pub fn start(
         traffic,
     };
     let (config_maps, cm_task) =
-        watch_owned::<ConfigMap>(client, namespace, keep, &sink, "ConfigMap");
+        watch_owned::<CachedConfigMap>(client, namespace, keep, &sink, "ConfigMap");
     let (statefulsets, sts_task) =
         watch_owned::<CachedStatefulSet>(client, namespace, keep, &sink, "StatefulSet");
-    let (services, svc_task) = watch_owned::<Service>(client, namespace, keep, &sink, "Service");
+    let (services, svc_task) =
+        watch_owned::<CachedService>(client, namespace, keep, &sink, "Service");
     let (pods, pod_task) = watch_owned::<CachedPod>(client, namespace, trim_pod, &sink, "Pod");
     let (instances, instance_writer) = reflector::store();
     let stores = Stores {

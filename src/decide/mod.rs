@@ -19,7 +19,7 @@ use kube::ResourceExt;
 use crate::crd::{RestartReason, RestartStrategy, RolloutRecord};
 use crate::live::live_only_change;
 use crate::resources::{
-    CachedPod, CachedStatefulSet, StatefulSetDrift, config_hash_of, restarted_at_of,
+    CachedPod, CachedService, CachedStatefulSet, StatefulSetDrift, config_hash_of, restarted_at_of,
     service_drifted, statefulset_drift,
 };
 
@@ -55,7 +55,7 @@ pub struct Snapshot<'a> {
     /// The StatefulSet, if any.
     pub statefulset: Option<&'a CachedStatefulSet>,
     /// The Service, if any.
-    pub service: Option<&'a Service>,
+    pub service: Option<&'a CachedService>,
     /// Pods of the instance, terminating ones included.
     pub pods: &'a [Arc<CachedPod>],
     /// The restart in flight, from status.

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use kube::ResourceExt;
 
-use crate::resources::{CONFIG_HASH_ANNOTATION, CachedPod, CachedStatefulSet, REVISION_LABEL};
+use crate::resources::{
+    CONFIG_HASH_ANNOTATION, CachedPod, CachedStatefulSet, READY_CONDITION, REVISION_LABEL,
+};
 
 /// The controller has seen the latest template, every pod runs it, and all are ready.
 pub fn rollout_complete(sts: &CachedStatefulSet) -> bool {
@@ -119,7 +121,7 @@ pub fn is_ready(pod: &CachedPod) -> bool {
         .is_some_and(|conditions| {
             conditions
                 .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .any(|c| c.type_ == READY_CONDITION && c.status == "True")
         })
 }
 
@@ -224,9 +226,11 @@ pub fn never_ready(
 pub(crate) mod fixtures {
     //! Pods and StatefulSets as the caches would hold them.
     use super::*;
-    use crate::resources::{CachedContainerStatus, CachedPodStatus};
+    use crate::resources::{
+        CachedContainerState, CachedContainerStatus, CachedPodCondition, CachedPodStatus,
+    };
     use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
-    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, PodCondition};
+    use k8s_openapi::api::core::v1::ContainerStateTerminated;
 
     /// What redis-server prints when it refuses `line` of its config file for `reason`.
     pub fn config_error_output(line: &str, reason: &str) -> String {
@@ -266,19 +270,17 @@ pub(crate) mod fixtures {
             Some([(CONFIG_HASH_ANNOTATION.to_owned(), hash.to_owned())].into());
         pod.metadata.labels = Some([(REVISION_LABEL.to_owned(), revision.to_owned())].into());
         pod.status = Some(CachedPodStatus {
-            conditions: Some(vec![PodCondition {
-                type_: "Ready".into(),
+            conditions: Some(vec![CachedPodCondition {
+                type_: READY_CONDITION.into(),
                 status: if ready { "True" } else { "False" }.into(),
-                ..PodCondition::default()
             }]),
             container_statuses: Some(vec![CachedContainerStatus {
-                last_state: last_exit.map(|code| ContainerState {
+                last_state: last_exit.map(|code| CachedContainerState {
                     terminated: Some(ContainerStateTerminated {
                         exit_code: code,
                         message: message.map(str::to_owned),
                         ..ContainerStateTerminated::default()
                     }),
-                    ..ContainerState::default()
                 }),
                 ..CachedContainerStatus::default()
             }]),

@@ -103,10 +103,11 @@ impl Case {
             live: self.live,
         };
         let live_sts = self.live_sts.as_ref().map(CachedStatefulSet::from);
+        let live_svc = self.live_svc.as_ref().map(CachedService::from);
         let seen = Snapshot {
             config_text: self.live_text.as_deref(),
             statefulset: live_sts.as_ref(),
-            service: self.live_svc.as_ref(),
+            service: live_svc.as_ref(),
             pods: &self.pods,
             rollout: self.record.as_ref(),
             settling: self.settling,

@@ -9,8 +9,10 @@ use k8s_openapi::api::core::v1::Service;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::cached_statefulset::image_in;
-use super::{CONFIG_HASH_ANNOTATION, CachedStatefulSet, RESTARTED_AT_ANNOTATION, image_of};
+use super::cached::image_in;
+use super::{
+    CONFIG_HASH_ANNOTATION, CachedService, CachedStatefulSet, RESTARTED_AT_ANNOTATION, image_of,
+};
 
 /// What differs between the desired and the live StatefulSet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,8 +94,8 @@ pub fn statefulset_drift(
 }
 
 /// The live Service lacks something the operator set (ports, selector, labels).
-pub fn service_drifted(desired: &Service, live: &Service) -> bool {
-    !holds(&json(&desired.spec), &json(&live.spec))
+pub fn service_drifted(desired: &Service, live: &CachedService) -> bool {
+    !holds(&json(&desired.spec), &live.spec_json())
         || !holds(
             &json(&desired.metadata.labels),
             &json(&live.metadata.labels),
@@ -152,8 +154,8 @@ mod tests {
     fn service_with_other_ports_drifted() {
         let desired = service(&instance(&[]));
         let mut live = desired.clone();
-        assert!(!service_drifted(&desired, &live));
+        assert!(!service_drifted(&desired, &CachedService::from(&live)));
         live.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = 6380;
-        assert!(service_drifted(&desired, &live));
+        assert!(service_drifted(&desired, &CachedService::from(&live)));
     }
 }

@@ -1,7 +1,6 @@
 //! Pure builders of the Kubernetes objects a RedisInstance owns; no API calls here.
 
-mod cached_pod;
-mod cached_statefulset;
+mod cached;
 mod configmap;
 mod drift;
 mod service;
@@ -14,9 +13,10 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::RedisInstance;
 
-pub use cached_pod::{CachedContainerStatus, CachedPod, CachedPodStatus};
-pub use cached_statefulset::{
-    CachedStatefulSet, CachedStatefulSetSpec, config_hash_of, restarted_at_of,
+pub use cached::{
+    CachedConfigMap, CachedContainerState, CachedContainerStatus, CachedPod, CachedPodCondition,
+    CachedPodStatus, CachedService, CachedStatefulSet, CachedStatefulSetSpec, READY_CONDITION,
+    config_hash_of, restarted_at_of,
 };
 pub use configmap::{config_map, config_map_name};
 pub use drift::{StatefulSetDrift, service_drifted, statefulset_drift};

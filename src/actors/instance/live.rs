@@ -17,7 +17,7 @@ use crate::config::render::short_hash;
 use crate::crd::{ConfigUpdate, RedisInstance};
 use crate::kube_io;
 use crate::live::pods::{self, PodAddress, PodChange};
-use crate::resources::config_map;
+use crate::resources::{CachedConfigMap, config_map};
 
 /// What the actor remembers of its pods' live config.
 #[derive(Debug, Default)]
@@ -119,7 +119,7 @@ pub(super) async fn apply(
                 .api
                 .apply("ConfigMap", &config_map(&plan.instance, &plan.rendered))
                 .await?;
-            state.written.config_map = Some(Arc::new(written));
+            state.written.config_map = Some(Arc::new(CachedConfigMap::from(&written)));
             state.live.verified = Some(plan.live_hash.clone());
             state.live.checked_at = Some(Instant::now());
             let (names, detail) = describe(&changes);

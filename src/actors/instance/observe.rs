@@ -4,13 +4,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
-use crate::config::render::CONFIG_FILE_KEY;
 use crate::crd::RedisInstance;
-use crate::resources::{CachedPod, CachedStatefulSet, config_map_name};
+use crate::resources::{
+    CachedConfigMap, CachedPod, CachedService, CachedStatefulSet, config_map_name,
+};
 
 /// Readers of the supervisor's watch caches; cheap to clone.
 #[derive(Clone)]
@@ -18,11 +18,11 @@ pub struct Stores {
     /// RedisInstances.
     pub instances: Store<RedisInstance>,
     /// ConfigMaps the operator manages.
-    pub config_maps: Store<ConfigMap>,
+    pub config_maps: Store<CachedConfigMap>,
     /// StatefulSets the operator manages.
     pub statefulsets: Store<CachedStatefulSet>,
     /// Services the operator manages.
-    pub services: Store<Service>,
+    pub services: Store<CachedService>,
     /// Pods of managed StatefulSets (status and metadata only).
     pub pods: Store<CachedPod>,
 }
@@ -33,11 +33,11 @@ pub struct Written {
     /// The instance as returned by the last status write.
     pub instance: Option<Arc<RedisInstance>>,
     /// The last ConfigMap written.
-    pub config_map: Option<Arc<ConfigMap>>,
+    pub config_map: Option<Arc<CachedConfigMap>>,
     /// The last StatefulSet applied or deleted.
     pub statefulset: Option<Arc<CachedStatefulSet>>,
     /// The last Service applied.
-    pub service: Option<Arc<Service>>,
+    pub service: Option<Arc<CachedService>>,
     /// Uids of pods deleted whose deletion the cache may not show yet.
     pub deleted_pods: HashSet<String>,
 }
@@ -51,7 +51,7 @@ pub struct Observed {
     /// Its StatefulSet.
     pub statefulset: Option<Arc<CachedStatefulSet>>,
     /// Its Service.
-    pub service: Option<Arc<Service>>,
+    pub service: Option<Arc<CachedService>>,
     /// Its pods, by ordinal.
     pub pods: Vec<Arc<CachedPod>>,
 }
@@ -180,9 +180,7 @@ pub fn observe(
     let mut pods = by_ordinal(&stores.pods, namespace, name, replicas);
     mark_deleted(&mut pods, &mut written.deleted_pods);
     Some(Observed {
-        config_text: config_map
-            .as_ref()
-            .and_then(|cm| cm.data.as_ref()?.get(CONFIG_FILE_KEY).cloned()),
+        config_text: config_map.and_then(|cm| cm.config_text.clone()),
         instance,
         statefulset,
         service,
@@ -193,6 +191,7 @@ pub fn observe(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
 

@@ -18,8 +18,8 @@ use crate::crd::{RestartReason, RestartStrategy, RolloutRecord};
 use crate::decide::{Decision, Desired, record_for};
 use crate::kube_io;
 use crate::resources::{
-    CachedStatefulSet, RESTARTED_AT_ANNOTATION, config_hash_of, config_map, restarted_at_of,
-    statefulset, statefulset_drift,
+    CachedConfigMap, CachedService, CachedStatefulSet, RESTARTED_AT_ANNOTATION, config_hash_of,
+    config_map, restarted_at_of, statefulset, statefulset_drift,
 };
 
 pub(super) async fn perform(
@@ -43,7 +43,7 @@ pub(super) async fn perform(
             // Missing or different after the instance was first set up: someone changed it.
             let existed = seen.service.is_some() || live.is_some();
             let applied = api.apply("Service", &plan.service).await?;
-            state.written.service = Some(Arc::new(applied));
+            state.written.service = Some(Arc::new(CachedService::from(&applied)));
             if existed {
                 report::drift_repaired(state, instance, "Service").await;
             } else {
@@ -290,7 +290,7 @@ async fn config_map_written(
     written: k8s_openapi::api::core::v1::ConfigMap,
     old_file_hash: &str,
 ) {
-    state.written.config_map = Some(Arc::new(written));
+    state.written.config_map = Some(Arc::new(CachedConfigMap::from(&written)));
     if seen.config_text.is_none() && seen.statefulset.is_none() {
         return;
     }

@@ -1,21 +1,17 @@
 //! A StatefulSet as the watch cache keeps it: its metadata, status, replicas and template
 //! annotations typed, and the rest of its spec as JSON text.
 //!
-//! Parsed, a StatefulSet's spec (containers, probes, volumes, claim templates) is most of the
-//! object's memory, and a k8s-openapi `StatefulSet` is 2.6 KB before any field is set. Only
-//! drift detection reads the spec beyond replicas and the two template annotations, and it
-//! compares it as JSON anyway, so the cache keeps that part as text. Claim templates are
-//! dropped: they cannot change.
+//! Parsed, the spec (containers, probes, volumes, claim templates) is most of a StatefulSet's
+//! memory. Only drift detection reads it beyond replicas and the two template annotations, and
+//! it compares it as JSON anyway. Claim templates are dropped: they cannot change.
 
-use std::borrow::Cow;
-
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{CONFIG_HASH_ANNOTATION, RESTARTED_AT_ANNOTATION};
+use super::{from_json, to_json};
+use crate::resources::{CONFIG_HASH_ANNOTATION, RESTARTED_AT_ANNOTATION};
 
 /// The cached StatefulSet.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -56,7 +52,7 @@ impl From<StatefulSetSpec> for CachedStatefulSetSpec {
         };
         let config_hash = annotation(CONFIG_HASH_ANNOTATION);
         let restarted_at = annotation(RESTARTED_AT_ANNOTATION);
-        let template = serde_json::to_string(&spec.template).unwrap_or_default();
+        let template = to_json(&spec.template);
         spec.template = Default::default();
         spec.volume_claim_templates = None;
         let mut rest = serde_json::to_value(&spec).unwrap_or(Value::Null);
@@ -68,7 +64,7 @@ impl From<StatefulSetSpec> for CachedStatefulSetSpec {
             config_hash,
             restarted_at,
             template,
-            rest: rest.to_string(),
+            rest: to_json(&rest),
         }
     }
 }
@@ -76,12 +72,12 @@ impl From<StatefulSetSpec> for CachedStatefulSetSpec {
 impl CachedStatefulSetSpec {
     /// The pod template as JSON.
     pub fn template_json(&self) -> Value {
-        serde_json::from_str(&self.template).unwrap_or(Value::Null)
+        from_json(&self.template)
     }
 
     /// The spec without its pod template and claim templates, as JSON.
     pub fn rest_json(&self) -> Value {
-        serde_json::from_str(&self.rest).unwrap_or(Value::Null)
+        from_json(&self.rest)
     }
 }
 
@@ -98,34 +94,7 @@ impl From<&StatefulSet> for CachedStatefulSet {
     }
 }
 
-impl kube::Resource for CachedStatefulSet {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("StatefulSet")
-    }
-
-    fn group(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("apps")
-    }
-
-    fn version(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("v1")
-    }
-
-    fn plural(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("statefulsets")
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+namespaced_resource!(CachedStatefulSet, "StatefulSet", "apps", "statefulsets");
 
 /// The hash a live StatefulSet's pod template carries, if any.
 pub fn config_hash_of(sts: &CachedStatefulSet) -> Option<&str> {
