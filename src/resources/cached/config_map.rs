@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer};
 
+use super::cached_metadata;
 use crate::config::render::CONFIG_FILE_KEY;
 
 /// The cached ConfigMap.
@@ -29,10 +30,8 @@ namespaced_resource!(CachedConfigMap, "ConfigMap", "", "configmaps");
 impl From<&ConfigMap> for CachedConfigMap {
     /// The ConfigMap as the watch would have delivered it to the cache.
     fn from(cm: &ConfigMap) -> Self {
-        let mut metadata = cm.metadata.clone();
-        metadata.managed_fields = None;
         Self {
-            metadata,
+            metadata: cached_metadata(&cm.metadata),
             config_text: cm
                 .data
                 .as_ref()

@@ -5,6 +5,8 @@
 //! 50,000 objects, so each kind has a type of its own, deserialised straight from the watch:
 //! what it leaves out is never held, not even briefly. Cached objects are never written back.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
 /// Implements `kube::Resource` for a namespaced cache type of a built-in kind, so that `Api`,
 /// the watcher and the reflector store work with it as with the full type.
 macro_rules! namespaced_resource {
@@ -56,6 +58,14 @@ pub use service::CachedService;
 pub use statefulset::{
     CachedStatefulSet, CachedStatefulSetSpec, config_hash_of, image_in, restarted_at_of,
 };
+
+/// Metadata as the watches keep it: without managed fields, which nothing reads.
+fn cached_metadata(metadata: &ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        managed_fields: None,
+        ..metadata.clone()
+    }
+}
 
 /// A value as JSON text; `from_json` reads it back.
 fn to_json<T: serde::Serialize>(value: &T) -> String {

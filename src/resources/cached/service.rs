@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::{from_json, to_json};
+use super::{cached_metadata, from_json, to_json};
 
 /// The cached Service.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -35,10 +35,8 @@ impl CachedService {
 impl From<&Service> for CachedService {
     /// The Service as the watch would have delivered it to the cache.
     fn from(svc: &Service) -> Self {
-        let mut metadata = svc.metadata.clone();
-        metadata.managed_fields = None;
         Self {
-            metadata,
+            metadata: cached_metadata(&svc.metadata),
             // Through a JSON value, so the text is the same as the watch's.
             spec: to_json(&serde_json::to_value(&svc.spec).unwrap_or_default()),
         }

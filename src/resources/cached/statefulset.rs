@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{from_json, to_json};
+use super::{cached_metadata, from_json, to_json};
 use crate::resources::{CONFIG_HASH_ANNOTATION, RESTARTED_AT_ANNOTATION};
 
 /// The cached StatefulSet.
@@ -84,10 +84,8 @@ impl CachedStatefulSetSpec {
 impl From<&StatefulSet> for CachedStatefulSet {
     /// The StatefulSet as the watch would have delivered it to the cache.
     fn from(sts: &StatefulSet) -> Self {
-        let mut metadata = sts.metadata.clone();
-        metadata.managed_fields = None;
         Self {
-            metadata,
+            metadata: cached_metadata(&sts.metadata),
             spec: sts.spec.clone().into(),
             status: sts.status.clone(),
         }
