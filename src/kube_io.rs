@@ -50,6 +50,15 @@ pub enum Error {
     /// step that failed the same way: retried with backoff).
     #[error(transparent)]
     Live(#[from] crate::live::pods::Error),
+    /// The status could not be turned into JSON; nothing was written.
+    #[error("failed to serialize the status of {name}: {source}")]
+    Serialize {
+        /// The instance.
+        name: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Writing the instance's status failed.
     #[error("failed to update status of {name}: {source}")]
     Status {
@@ -65,9 +74,11 @@ impl Error {
     /// Bounded label for metrics and Event reasons.
     pub fn reason(&self) -> &'static str {
         match self {
+            Error::Apply { .. } if self.is_conflict() => "Conflict",
             Error::Apply { .. } => "ApplyFailed",
             Error::Delete { .. } => "DeleteFailed",
-            Error::Status { .. } => "StatusUpdateFailed",
+            Error::Status { .. } if self.is_conflict() => "Conflict",
+            Error::Status { .. } | Error::Serialize { .. } => "StatusUpdateFailed",
             Error::NotLeader(_) => "NotLeader",
             Error::Live(_) => "RedisUnreachable",
         }
@@ -81,8 +92,14 @@ impl Error {
                 kube::Error::Api(status) => Some(status),
                 _ => None,
             },
-            Error::NotLeader(_) | Error::Live(_) => None,
+            Error::NotLeader(_) | Error::Live(_) | Error::Serialize { .. } => None,
         }
+    }
+
+    /// The object changed since the cache showed it (or the uid it was decided for is gone):
+    /// routine, taken again from a fresh look.
+    pub fn is_conflict(&self) -> bool {
+        self.api_status().is_some_and(|s| s.code == 409)
     }
 
     /// Whether the apiserver refused the object itself (a retry with the same input fails too).
@@ -102,6 +119,9 @@ impl Error {
     }
 }
 
+/// The longest Event note the API server accepts, in bytes.
+pub const EVENT_NOTE_MAX: usize = 1024;
+
 /// Result of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -119,9 +139,15 @@ pub struct InstanceApi {
 type HeldEvents = Arc<Mutex<Option<Vec<(Event, ObjectReference, tracing::Span)>>>>;
 
 /// The status as a merge patch: absent optional fields become `null`, so a merge patch clears
-/// them instead of leaving an old value behind.
-fn status_patch(status: &RedisInstanceStatus) -> serde_json::Value {
-    let mut value = serde_json::to_value(status).unwrap_or_default();
+/// them instead of leaving an old value behind. It carries the uid and resourceVersion the
+/// status was derived from, so the API server refuses it (409) if the instance changed since,
+/// or is another object of the same name: a lagging cache, a deposed leader or an actor of a
+/// deleted instance can then never overwrite a newer restart record or count one twice.
+fn status_patch(
+    instance: &RedisInstance,
+    status: &RedisInstanceStatus,
+) -> serde_json::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(status)?;
     if let Some(fields) = value.as_object_mut() {
         for key in [
             "observedGeneration",
@@ -139,7 +165,13 @@ fn status_patch(status: &RedisInstanceStatus) -> serde_json::Value {
             fields.entry(key).or_insert(serde_json::Value::Null);
         }
     }
-    value
+    Ok(json!({
+        "metadata": {
+            "uid": instance.metadata.uid,
+            "resourceVersion": instance.metadata.resource_version,
+        },
+        "status": value,
+    }))
 }
 
 fn not_found(err: &kube::Error) -> bool {
@@ -277,7 +309,10 @@ impl InstanceApi {
         status: &RedisInstanceStatus,
     ) -> Result<RedisInstance> {
         let name = instance.name_any();
-        let patch = json!({ "status": status_patch(status) });
+        let patch = status_patch(instance, status).map_err(|source| Error::Serialize {
+            name: name.clone(),
+            source,
+        })?;
         let _permit = self.limiter.acquire().await?;
         self.api::<RedisInstance>()
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -302,7 +337,8 @@ impl InstanceApi {
                 EventType::Normal
             },
             reason: reason.to_owned(),
-            note: Some(note),
+            // The API refuses a longer note, and then no Event at all would be told.
+            note: Some(crate::text::cut(&note, EVENT_NOTE_MAX - 3)),
             action: action.to_owned(),
             secondary: None,
         };
@@ -375,12 +411,27 @@ mod tests {
         assert!(!refusal("NamespaceTerminating").is_invalid());
     }
 
+    fn seen_instance() -> RedisInstance {
+        let mut instance = crate::resources::fixtures::instance(&[]);
+        instance.metadata.uid = Some("uid-1".into());
+        instance.metadata.resource_version = Some("42".into());
+        instance
+    }
+
+    #[test]
+    fn status_patch_is_preconditioned_on_what_it_was_derived_from() {
+        let patch = status_patch(&seen_instance(), &RedisInstanceStatus::default()).unwrap();
+        assert_eq!(patch["metadata"]["uid"], "uid-1");
+        assert_eq!(patch["metadata"]["resourceVersion"], "42");
+    }
+
     #[test]
     fn status_patch_clears_absent_fields() {
-        let patch = status_patch(&RedisInstanceStatus {
+        let status = RedisInstanceStatus {
             restarts: 2,
             ..RedisInstanceStatus::default()
-        });
+        };
+        let patch = status_patch(&seen_instance(), &status).unwrap()["status"].take();
         assert_eq!(patch["restarts"], 2);
         assert!(patch["configHash"].is_null() && patch.get("configHash").is_some());
         assert!(patch.get("rejectedConfigHash").is_some());
@@ -420,7 +471,8 @@ mod tests {
             }],
         };
         let every = serde_json::to_value(&full).unwrap();
-        let cleared = status_patch(&RedisInstanceStatus::default());
+        let cleared =
+            status_patch(&seen_instance(), &RedisInstanceStatus::default()).unwrap()["status"].take();
         for key in every.as_object().unwrap().keys() {
             assert!(
                 cleared.get(key).is_some(),

@@ -17,3 +17,4 @@ pub mod resources;
 pub mod run;
 pub mod status;
 pub mod telemetry;
+pub mod text;

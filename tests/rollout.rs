@@ -81,6 +81,15 @@ fn condition_reason(ri: &RedisInstance, kind: &str) -> Option<String> {
         .map(|c| c.reason.clone())
 }
 
+fn condition_status(ri: &RedisInstance, kind: &str) -> Option<String> {
+    ri.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| c.status.clone())
+}
+
 async fn data_kept(pod: &Pod) {
     assert_eq!(redis_cli(pod, &["-n", "3", "GET", "kept"]).await, "yes");
 }
@@ -258,4 +267,43 @@ async fn pause_holds_a_change_and_shows_it_until_resumed() {
     assert_eq!(resumed.status.unwrap().pending_change, None);
     let pod = ready_pod(&ns, &format!("{NAME}-0")).await;
     assert_eq!(config_get(&pod, "maxmemory").await, "67108864");
+
+    // The annotation alone, added and removed with no spec edit, pauses and resumes.
+    api.patch(
+        NAME,
+        &PatchParams::default(),
+        &Patch::Merge(annotate(Some("true"))),
+    )
+    .await
+    .unwrap();
+    // A hand edit of the ConfigMap is a restart the pause must hold.
+    let cm_api = ns.api::<k8s_openapi::api::core::v1::ConfigMap>();
+    let edited_text = config_map_and_hash(&ns, NAME).await.0 + "\n# edited by hand\n";
+    cm_api
+        .patch(
+            &format!("{NAME}-config"),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "data": { "redis.conf": edited_text } })),
+        )
+        .await
+        .unwrap();
+    let held = status_where(&ns, "the hand edit to be held", |ri| {
+        ri.status.as_ref().and_then(|s| s.phase).map(|p| p.as_str()) == Some("Paused")
+    })
+    .await;
+    assert_eq!(
+        condition_reason(&held, "Progressing").as_deref(),
+        Some("Paused")
+    );
+    assert_eq!(condition_status(&held, "Progressing").as_deref(), Some("True"));
+    api.patch(NAME, &PatchParams::default(), &Patch::Merge(annotate(None)))
+        .await
+        .unwrap();
+    let resumed = wait_restarts(&ns, NAME, 2).await;
+    assert_eq!(resumed.status.unwrap().pending_change, None);
+    assert_ne!(
+        config_map_and_hash(&ns, NAME).await.0,
+        edited_text,
+        "the hand edit was put back once the annotation went"
+    );
 }

@@ -34,6 +34,16 @@ type Log = Arc<Mutex<Vec<(Method, String, Value)>>>;
 /// StatefulSet delete with the StatefulSet marked as deleting (its finalizers kept); a pod
 /// delete with success.
 fn scripted_api(instance: &RedisInstance, log: Log, conflicts: Arc<AtomicUsize>) -> kube::Client {
+    failing_api(instance, log, conflicts, StatusCode::CONFLICT)
+}
+
+/// [`scripted_api`] whose first `failures` status patches fail with `code`.
+fn failing_api(
+    instance: &RedisInstance,
+    log: Log,
+    conflicts: Arc<AtomicUsize>,
+    code: StatusCode,
+) -> kube::Client {
     let instance_json = serde_json::to_value(instance).unwrap();
     let mut deleting = serde_json::to_value(live_statefulset(instance, "deleted")).unwrap();
     deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
@@ -57,8 +67,8 @@ fn scripted_api(instance: &RedisInstance, log: Log, conflicts: Arc<AtomicUsize>)
                     .is_ok();
             let (status, reply) = match (parts.method.clone(), path.as_str()) {
                 _ if conflict => (
-                    StatusCode::CONFLICT,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409, "reason": "Conflict", "message": "the object has been modified"}),
+                    code,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code.as_u16(), "reason": code.canonical_reason(), "message": "scripted failure"}),
                 ),
                 (Method::PATCH, p) if p.ends_with("/status") => {
                     let mut stored = instance_json;
@@ -340,12 +350,16 @@ async fn refused_edit_writes_only_status_and_an_event() {
     handle.await.unwrap();
 }
 
-#[tokio::test]
-async fn conflicts_are_retried_with_backoff() {
+/// An actor for a converged instance whose first `failures` status writes fail with `code`,
+/// with retries capped at 50 ms.
+async fn failing_status_writes(
+    failures: usize,
+    code: StatusCode,
+) -> (Log, Arc<AtomicUsize>, ActorRef<InstanceMsg>, JoinHandle<()>) {
     let good = converged_instance();
     let log = Log::default();
-    let conflicts = Arc::new(AtomicUsize::new(3));
-    let client = scripted_api(&good, log.clone(), conflicts.clone());
+    let left = Arc::new(AtomicUsize::new(failures));
+    let client = failing_api(&good, log.clone(), left.clone(), code);
     let (stores, _watch) = converged_caches(&good);
     let timings = Timings {
         max_backoff: Duration::from_millis(50),
@@ -353,6 +367,32 @@ async fn conflicts_are_retried_with_backoff() {
     };
     let (actor, handle) = spawn_instance_actor(client, stores, timings).await;
     actor.send_message(InstanceMsg::Changed).unwrap();
+    (log, left, actor, handle)
+}
+
+/// Bodies of the status writes so far.
+fn status_bodies(log: &Log) -> Vec<Value> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, p, _)| *m == Method::PATCH && p.ends_with("/status"))
+        .map(|(_, _, body)| body.clone())
+        .collect()
+}
+
+fn events_posted(log: &Log) -> Vec<Value> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, p, _)| *m == Method::POST && p.ends_with("/events"))
+        .map(|(_, _, body)| body.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn failures_are_retried_with_backoff_and_told_after_three() {
+    let (log, left, actor, handle) =
+        failing_status_writes(3, StatusCode::INTERNAL_SERVER_ERROR).await;
     wait_until(&log, "a status write after the retries", |reqs| {
         reqs.iter()
             .filter(|(_, p, _)| p.ends_with("/status"))
@@ -361,23 +401,13 @@ async fn conflicts_are_retried_with_backoff() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        conflicts.load(Ordering::SeqCst),
-        0,
-        "all conflicts were served"
-    );
+    assert_eq!(left.load(Ordering::SeqCst), 0, "all failures were served");
     assert_eq!(
         writes_to(&log, "/status").len(),
         4,
         "three refused writes, then one that went through"
     );
-    let events: Vec<Value> = log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(m, p, _)| *m == Method::POST && p.ends_with("/events"))
-        .map(|(_, _, body)| body.clone())
-        .collect();
+    let events = events_posted(&log);
     assert_eq!(
         events.len(),
         1,
@@ -385,6 +415,61 @@ async fn conflicts_are_retried_with_backoff() {
     );
     assert_eq!(events[0]["type"], "Warning");
     assert_eq!(events[0]["reason"], "StatusUpdateFailed");
+    actor.stop(None);
+    handle.await.unwrap();
+}
+
+/// A status write names the uid and resourceVersion it was derived from; a conflict is looked
+/// at again, not told as a failure.
+#[tokio::test]
+async fn status_writes_are_preconditioned_and_conflicts_looked_at_again() {
+    let (log, left, actor, handle) = failing_status_writes(3, StatusCode::CONFLICT).await;
+    wait_until(&log, "a status write after the conflicts", |reqs| {
+        reqs.iter()
+            .filter(|(_, p, _)| p.ends_with("/status"))
+            .count()
+            == 4
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(left.load(Ordering::SeqCst), 0);
+    let writes = status_bodies(&log);
+    assert_eq!(writes.len(), 4, "three conflicts, then one that went through");
+    for body in &writes {
+        assert_eq!(body["metadata"]["resourceVersion"], "10", "{body}");
+        assert!(body["metadata"]["uid"].is_string(), "{body}");
+    }
+    assert_eq!(events_posted(&log), Vec::<Value>::new(), "a conflict is routine");
+    actor.stop(None);
+    handle.await.unwrap();
+}
+
+/// A write the API server refuses as invalid (422) fails the same way every time: it is told
+/// once and not retried until the spec changes.
+#[tokio::test]
+async fn an_invalid_write_is_told_once_and_not_retried() {
+    let (log, _left, actor, handle) =
+        failing_status_writes(usize::MAX, StatusCode::UNPROCESSABLE_ENTITY).await;
+    wait_until(&log, "the refusal's Event", |reqs| {
+        reqs.iter().any(|(m, p, _)| *m == Method::POST && p.ends_with("/events"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = events_posted(&log);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "Warning");
+    assert_eq!(events[0]["reason"], "ApiRefused");
+    let writes = status_bodies(&log);
+    assert!(
+        writes.len() <= 2,
+        "the step's write and the one recording the refusal, no retries: {}",
+        writes.len()
+    );
+    let recorded = &writes.last().unwrap()["status"]["conditions"];
+    assert!(
+        recorded.to_string().contains("\"reason\":\"ApiRefused\""),
+        "{recorded}"
+    );
     actor.stop(None);
     handle.await.unwrap();
 }

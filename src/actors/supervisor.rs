@@ -12,7 +12,9 @@ use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{error, info, warn};
 
-use super::instance::{InstanceArgs, InstanceMsg, RedisInstanceActor, Snapshots, Stores, Timings};
+use super::instance::{
+    InstanceArgs, InstanceMsg, PAUSED_ANNOTATION, RedisInstanceActor, Snapshots, Stores, Timings,
+};
 use super::metrics::{InstanceKey, MetricsMsg};
 use crate::api_traffic::ApiTraffic;
 use crate::crd::RedisInstance;
@@ -66,9 +68,9 @@ pub struct SupervisorState {
     args: SupervisorArgs,
     actors: HashMap<InstanceKey, ActorRef<InstanceMsg>>,
     children: HashMap<ActorId, InstanceKey>,
-    /// Generation last routed per instance: status-only updates (the operator's own status
-    /// writes among them) start no step.
-    instances: HashMap<InstanceKey, Option<i64>>,
+    /// What last started a step, per instance: status-only updates (the operator's own status
+    /// writes among them) start none.
+    instances: HashMap<InstanceKey, Routed>,
     stores: Stores,
     /// Publishes every instance's Events.
     recorder: Recorder,
@@ -216,16 +218,13 @@ async fn on_instance_event(
             if let Some(seen) = state.relisting.as_mut() {
                 seen.insert(key.clone());
             }
-            state
-                .instances
-                .insert(key.clone(), instance.metadata.generation);
+            state.instances.insert(key.clone(), Routed::of(&instance));
         }
         watcher::Event::Apply(instance) => {
             let key = key_of(&instance);
-            let generation = instance.metadata.generation;
-            let known = state.instances.insert(key.clone(), generation);
-            let spec_changed = known != Some(generation);
-            if spec_changed || instance.metadata.deletion_timestamp.is_some() {
+            let routed = Routed::of(&instance);
+            let known = state.instances.insert(key.clone(), routed.clone());
+            if starts_step(known.as_ref(), &routed, &instance) {
                 ensure_actor(myself, state, &key).await;
             } else if let Some(actor) = state.actors.get(&key) {
                 let _ = actor.send_message(InstanceMsg::StatusSeen);
@@ -258,6 +257,29 @@ async fn on_instance_event(
             }
         }
     }
+}
+
+/// What of an instance, when it changes, calls for a step: the spec (its generation) and every
+/// annotation the operator reads. Nothing else of the object does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Routed {
+    generation: Option<i64>,
+    paused: Option<String>,
+}
+
+impl Routed {
+    fn of(instance: &RedisInstance) -> Self {
+        Self {
+            generation: instance.metadata.generation,
+            paused: instance.annotations().get(PAUSED_ANNOTATION).cloned(),
+        }
+    }
+}
+
+/// Whether an update of the instance starts a step: a new instance, a changed spec or read
+/// annotation, or a deletion begun (the actor stops acting on it).
+fn starts_step(known: Option<&Routed>, seen: &Routed, instance: &RedisInstance) -> bool {
+    known != Some(seen) || instance.metadata.deletion_timestamp.is_some()
 }
 
 /// Starts the instance's actor if it has none, and wakes it.
@@ -338,5 +360,61 @@ fn key_of<K: Resource>(obj: &K) -> InstanceKey {
     InstanceKey {
         namespace: obj.namespace().unwrap_or_default(),
         name: obj.name_any(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn instance(generation: i64, paused: Option<&str>, deleting: bool) -> RedisInstance {
+        let mut instance = crate::resources::fixtures::instance(&[]);
+        instance.metadata.generation = Some(generation);
+        if let Some(value) = paused {
+            instance.metadata.annotations =
+                Some([(PAUSED_ANNOTATION.to_owned(), value.to_owned())].into());
+        }
+        if deleting {
+            instance.metadata.deletion_timestamp =
+                Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        }
+        instance
+    }
+
+    #[test]
+    fn updates_that_start_a_step() {
+        let at_rest = Routed::of(&instance(3, None, false));
+        // (what changed, the update, whether it starts a step)
+        let rows = [
+            ("a status-only update", instance(3, None, false), false),
+            ("a spec edit", instance(4, None, false), true),
+            ("pause annotation added", instance(3, Some("true"), false), true),
+            ("deletion begun", instance(3, None, true), true),
+        ];
+        for (what, update, starts) in rows {
+            let seen = Routed::of(&update);
+            assert_eq!(
+                starts_step(Some(&at_rest), &seen, &update),
+                starts,
+                "{what}"
+            );
+        }
+        let paused = Routed::of(&instance(3, Some("true"), false));
+        let resumed = instance(3, None, false);
+        assert!(
+            starts_step(Some(&paused), &Routed::of(&resumed), &resumed),
+            "pause annotation removed"
+        );
+        let changed = instance(3, Some("false"), false);
+        assert!(
+            starts_step(Some(&paused), &Routed::of(&changed), &changed),
+            "pause annotation changed"
+        );
+        let new = instance(1, None, false);
+        assert!(
+            starts_step(None, &Routed::of(&new), &new),
+            "an instance first seen"
+        );
     }
 }

@@ -48,9 +48,10 @@ impl RenderedConfig {
     }
 }
 
-/// The first 12 characters of a hex hash (all of it when shorter).
+/// The first 12 characters of a hash (all of it when shorter). Hashes read back from
+/// annotations are user-editable text, so this counts characters, not bytes.
 pub fn short_hash(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
+    crate::text::prefix_chars(hash, 12)
 }
 
 /// Renders user directives (already validated) plus the operator's own, sorted by name,
@@ -164,5 +165,12 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(a.short_hash(), &a.hash[..12]);
+    }
+
+    #[test]
+    fn a_hand_written_non_ascii_hash_is_shortened_without_panicking() {
+        // Its 12th byte falls inside a character.
+        assert_eq!(short_hash("abcdefghijké€xyz"), "abcdefghijké");
+        assert_eq!(short_hash("€€€€€€€€€€€€€€"), "€€€€€€€€€€€€");
     }
 }

@@ -89,21 +89,9 @@ pub fn config_error(message: &str) -> Option<ConfigError> {
     let line = lines.next()?;
     let reason = lines.find(|l| !l.is_empty())?;
     Some(ConfigError {
-        line: cut(line, QUOTED_LINE_MAX),
-        reason: cut(reason, REASON_MAX),
+        line: crate::text::cut(line, QUOTED_LINE_MAX),
+        reason: crate::text::cut(reason, REASON_MAX),
     })
-}
-
-/// `text`, cut to at most `max` bytes at a character boundary, with `...` when cut.
-fn cut(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let end = (0..=max)
-        .rev()
-        .find(|i| text.is_char_boundary(*i))
-        .unwrap_or(0);
-    format!("{}...", &text[..end])
 }
 
 /// The config hash a pod was started with (copied from the template annotation).

@@ -129,6 +129,10 @@ pub struct InstanceState {
     live: live::LiveMemory,
     /// What `spec.paused` holds back, for status.
     pending: Option<String>,
+    /// The last step waits for edits to settle before a restart.
+    settling: bool,
+    /// The generation whose objects the API server refused (422), and its message.
+    api_refusal: Option<(Option<i64>, String)>,
 }
 
 /// See the module docs.
@@ -162,6 +166,8 @@ impl Actor for RedisInstanceActor {
             decided: "None",
             live: live::LiveMemory::default(),
             pending: None,
+            settling: false,
+            api_refusal: None,
         })
     }
 
@@ -269,6 +275,7 @@ async fn after_step(
     match outcome {
         Ok(None) => {
             state.consecutive_failures = 0;
+            state.api_refusal = None;
             queue_step(myself, state);
         }
         Ok(Some(wake_in)) => {
@@ -278,6 +285,22 @@ async fn after_step(
         }
         Err(error) if error.is_namespace_terminating() => {
             debug!("namespace is being deleted; waiting for the instance to go");
+            schedule_tick(myself, state, None);
+        }
+        Err(error) if error.is_conflict() => {
+            // A write preconditioned on what the cache showed met a newer object: look again
+            // soon, when the watch has brought it. Routine, so no failure is counted or told.
+            debug!(%error, "the object changed since it was read; looking again");
+            let _ = state.args.metrics.send_message(MetricsMsg::ReconcileError {
+                key: state.args.key.clone(),
+                category: error.reason(),
+            });
+            schedule_tick(myself, state, Some(CONFLICT_RETRY));
+        }
+        Err(error) if error.is_invalid() => {
+            // The API server refuses the object itself: the same write fails again until the
+            // spec changes, and a spec change starts the next step.
+            refused_by_api(state, &error).await;
             schedule_tick(myself, state, None);
         }
         Err(error) => {
@@ -307,6 +330,47 @@ async fn after_step(
     }
 }
 
+/// How soon a step whose write met a conflict looks again.
+const CONFLICT_RETRY: Duration = Duration::from_millis(250);
+
+/// Tells once per generation that the API server refused what this spec builds, and keeps it
+/// on the status until the spec changes.
+async fn refused_by_api(state: &mut InstanceState, error: &kube_io::Error) {
+    let key = state.args.key.clone();
+    let _ = state.args.metrics.send_message(MetricsMsg::ReconcileError {
+        key,
+        category: error.reason(),
+    });
+    let Some(instance) = report::cached_instance(state) else {
+        return;
+    };
+    let generation = instance.metadata.generation;
+    if state
+        .api_refusal
+        .as_ref()
+        .is_some_and(|(g, _)| *g == generation)
+    {
+        return;
+    }
+    warn!(%error, reason = error.reason(), "the API server refused a write; not retried until the spec changes");
+    let message = format!("{error}; not retried until the spec changes");
+    state.api_refusal = Some((generation, message.clone()));
+    state
+        .args
+        .api
+        .event(&instance, true, "ApiRefused", "Reconcile", message)
+        .await;
+    if let Some(seen) = observe(
+        &state.args.stores,
+        &mut state.written,
+        &state.args.key.namespace,
+        &state.args.key.name,
+    ) && let Err(error) = report::write_status(state, &seen, None).await
+    {
+        debug!(%error, "could not record the refusal in status; the next step will");
+    }
+}
+
 /// 1s, 2s, 4s ... capped.
 fn backoff(failures: u32, max: Duration) -> Duration {
     Duration::from_secs(1u64 << failures.saturating_sub(1).min(16)).min(max)
@@ -317,6 +381,7 @@ fn backoff(failures: u32, max: Duration) -> Duration {
 async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Error> {
     let key = state.args.key.clone();
     state.decided = "Gone";
+    state.settling = false;
     let Some(seen) = observe(
         &state.args.stores,
         &mut state.written,
@@ -401,6 +466,7 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
     };
     let decision = decide(&want, &snapshot, &deadlines);
     state.decided = decision.name();
+    state.settling = decision == Decision::Wait(Waiting::Settle);
     state.pending = match &decision {
         Decision::Held(held) => Some(report::pending_change(held, &seen, &plan)),
         _ => None,

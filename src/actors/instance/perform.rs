@@ -197,9 +197,12 @@ pub(super) async fn perform(
         }
         Decision::RepairStatefulSet => {
             let marker = live.and_then(restarted_at_of);
-            let applied = api
-                .apply("StatefulSet", &statefulset(target, &live_hash, marker))
-                .await?;
+            let mut repaired = statefulset(target, &live_hash, marker);
+            // The hash and marker come from the cache: the write holds only if the StatefulSet
+            // is still the one they were read from, or it could undo a newer restart.
+            repaired.metadata.resource_version =
+                live.and_then(|sts| sts.metadata.resource_version.clone());
+            let applied = api.apply("StatefulSet", &repaired).await?;
             state.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&applied)));
             let changed_spec = instance.status.as_ref().and_then(|s| s.observed_generation)
                 != instance.metadata.generation;

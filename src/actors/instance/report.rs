@@ -367,20 +367,40 @@ pub(super) fn derive_status_with(
         generation,
         &now,
     );
-    let progressing = match (halted, &status.pending_change) {
-        (Some(h), _) => ConditionValue::new(
+    let api_refusal = state
+        .api_refusal
+        .as_ref()
+        .filter(|(g, _)| *g == generation)
+        .map(|(_, message)| message);
+    // A change that waits (a pause, the settle rule) is still in progress: reporting it as
+    // converged would let `kubectl wait` and CI gates pass while the pods run the old config.
+    let progressing = match (halted, api_refusal, &status.pending_change) {
+        (Some(h), _, _) => ConditionValue::new(
             condition::PROGRESSING,
             false,
             "RolloutHalted",
             h.message.clone(),
         ),
-        (None, Some(pending)) => ConditionValue::new(
+        (None, Some(message), _) => {
+            ConditionValue::new(condition::PROGRESSING, false, "ApiRefused", message)
+        }
+        (None, None, Some(pending)) => ConditionValue::new(
             condition::PROGRESSING,
-            false,
+            true,
             "Paused",
             format!("spec.paused holds: {pending}"),
         ),
-        (None, None) => progressing(record.as_ref(), sts, state),
+        (None, None, None) if state.settling => ConditionValue::new(
+            condition::PROGRESSING,
+            true,
+            "Settling",
+            format!(
+                "a restart to config {} waits until the spec has been unchanged for {}s",
+                plan.map_or("", |p| short_hash(&p.template_hash)),
+                state.args.timings.settle.as_secs()
+            ),
+        ),
+        (None, None, None) => progressing(record.as_ref(), sts, state),
     };
     set_condition(&mut status, progressing, generation, &now);
     status
