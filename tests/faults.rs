@@ -112,7 +112,7 @@ async fn hand_scaling_and_a_deleted_service_are_repaired_from_the_watch() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn image_changes_by_hand_or_through_the_spec_are_counted_restarts() {
-    let (_client, ns, _operator) = setup("image", &[]).await;
+    let (_client, ns, operator) = setup("image", &[]).await;
     let mut instance = running(&ns, RestartStrategy::RollingUpdate).await;
     let history = PodHistory::start(&ns).await;
 
@@ -156,6 +156,29 @@ async fn image_changes_by_hand_or_through_the_spec_are_counted_restarts() {
     // The hand edit may itself have replaced the pod once before the repair.
     let real = history.restarts().await["redis-example-0"];
     assert!((2..=3).contains(&real), "pod 0 restarted {real} times");
+    assert_data_kept(&ns).await;
+
+    // A hash annotation edited by hand to text whose 12th byte falls inside a character: put
+    // back by a restart, with no actor failing on it.
+    let hash = config_map_and_hash(&ns, NAME).await.1.unwrap();
+    ns.api::<StatefulSet>()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"metadata": {"annotations": {
+                "redis.github.com/config-hash": "abcdefghijké€ by hand"
+            }}}}})),
+        )
+        .await
+        .unwrap();
+    wait_restarts(&ns, NAME, 3).await;
+    assert_eq!(config_map_and_hash(&ns, NAME).await.1, Some(hash));
+    let failed: Vec<_> = operator
+        .log_lines()
+        .into_iter()
+        .filter(|line| line.to_string().contains("instance actor failed"))
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
     assert_data_kept(&ns).await;
 }
 
