@@ -79,7 +79,9 @@ impl Error {
             Error::Delete { .. } => "DeleteFailed",
             Error::Status { .. } if self.is_conflict() => "Conflict",
             Error::Status { .. } | Error::Serialize { .. } => "StatusUpdateFailed",
-            Error::NotLeader(_) => "NotLeader",
+            Error::NotLeader(_) | Error::Live(crate::live::pods::Error::NotLeader(_)) => {
+                "NotLeader"
+            }
             Error::Live(_) => "RedisUnreachable",
         }
     }
@@ -189,6 +191,11 @@ impl InstanceApi {
             limiter,
             held: HeldEvents::default(),
         }
+    }
+
+    /// The gate every write passes, Redis commands that change state included.
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
     }
 
     /// Waits for this instance's turn to take a step; see [`Limiter::step`].
@@ -472,7 +479,8 @@ mod tests {
         };
         let every = serde_json::to_value(&full).unwrap();
         let cleared =
-            status_patch(&seen_instance(), &RedisInstanceStatus::default()).unwrap()["status"].take();
+            status_patch(&seen_instance(), &RedisInstanceStatus::default()).unwrap()["status"]
+                .take();
         for key in every.as_object().unwrap().keys() {
             assert!(
                 cleared.get(key).is_some(),

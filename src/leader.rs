@@ -81,7 +81,8 @@ pub enum LeaseStep {
 }
 
 /// Decides from the Lease's spec and how long, by our own clock, it has stayed unchanged (so
-/// clock skew between machines does not matter).
+/// clock skew between machines does not matter). A holder is waited for as long as the
+/// duration it wrote into the Lease, which is what its fence counts on, whatever ours is.
 pub fn next_step(
     spec: Option<&LeaseSpec>,
     me: &str,
@@ -91,10 +92,15 @@ pub fn next_step(
     let Some(spec) = spec else {
         return LeaseStep::Create;
     };
+    let holders_duration = spec
+        .lease_duration_seconds
+        .and_then(|s| u64::try_from(s).ok())
+        .filter(|s| *s > 0)
+        .map_or(duration, Duration::from_secs);
     match spec.holder_identity.as_deref() {
         Some(holder) if holder == me => LeaseStep::Renew,
         None | Some("") => LeaseStep::TakeOver,
-        Some(_) if unchanged_for >= duration => LeaseStep::TakeOver,
+        Some(_) if unchanged_for >= holders_duration => LeaseStep::TakeOver,
         Some(holder) => LeaseStep::Wait {
             holder: holder.to_owned(),
         },
@@ -357,21 +363,58 @@ impl Elector {
     }
 }
 
+/// Why a leader stopped leading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lost {
+    /// Another operator holds the Lease now.
+    TakenBy(String),
+    /// No renewal went through for a whole lease duration: a standby may hold it by now.
+    NotRenewed(Duration),
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lost::TakenBy(holder) => write!(f, "lost the leader lease to {holder}"),
+            Lost::NotRenewed(for_) => write!(
+                f,
+                "could not renew the leader lease for {}s; a standby may hold it",
+                for_.as_secs()
+            ),
+        }
+    }
+}
+
+/// Whether a leader whose last renewal went through `since_renewed` ago must step down: once
+/// a whole lease duration has passed, a standby may have taken over, and a leader that stayed
+/// would report itself leader and ready while it can write nothing.
+pub fn must_step_down(since_renewed: Duration, duration: Duration) -> bool {
+    since_renewed >= duration
+}
+
 /// Keeps renewing while held: extends `fence` on each renewal, and returns once the Lease is
-/// seen held by someone else (the fence is then closed at once).
-pub async fn keep(elector: &mut Elector, fence: &Fence) -> String {
+/// seen held by someone else or could not be renewed for a whole lease duration (the fence is
+/// then closed at once), as client-go's leader election stops leading.
+pub async fn keep(elector: &mut Elector, fence: &Fence) -> Lost {
     let config = elector.config().clone();
+    let mut renewed = Instant::now();
     loop {
         let wait = match elector.attempt().await {
             Ok(Held::Until(until)) => {
-                fence.extend(until - config.duration / 5);
+                renewed = Instant::now();
+                fence.extend(until - request_timeout(config.duration));
                 config.renew_every
             }
             Ok(Held::By(holder)) => {
                 fence.revoke();
-                return holder;
+                return Lost::TakenBy(holder);
             }
             Err(error) => {
+                if must_step_down(renewed.elapsed(), config.duration) {
+                    fence.revoke();
+                    warn!(%error, "cannot renew the lease; stepping down");
+                    return Lost::NotRenewed(renewed.elapsed());
+                }
                 if !fence.allows() {
                     warn!(%error, "cannot renew the lease; writes are paused until it is renewed");
                 }
@@ -380,6 +423,13 @@ pub async fn keep(elector: &mut Elector, fence: &Fence) -> String {
         };
         tokio::time::sleep(wait).await;
     }
+}
+
+/// How long every API request of a leader may take: a write admitted just before the fence
+/// closes must have landed, or failed, before a standby can take over, which is a fifth of a
+/// lease duration later. At least a second.
+pub fn request_timeout(duration: Duration) -> Duration {
+    (duration / 5).max(Duration::from_secs(1))
 }
 
 /// Waits until the Lease is ours; extends `fence` and returns then. Meanwhile `/readyz` says
@@ -393,7 +443,7 @@ pub async fn acquire(elector: &mut Elector, fence: &Fence, health: &Health) {
     loop {
         match elector.attempt().await {
             Ok(Held::Until(until)) => {
-                fence.extend(until - config.duration / 5);
+                fence.extend(until - request_timeout(config.duration));
                 health.set_standby(None);
                 return;
             }
@@ -447,6 +497,31 @@ mod tests {
             next_step(Some(&held_by(Some("b"))), "a", D, D),
             LeaseStep::TakeOver,
             "unrenewed for a whole lease duration, by our clock"
+        );
+        let mut long = held_by(Some("b"));
+        long.lease_duration_seconds = Some(60);
+        assert_eq!(
+            next_step(Some(&long), "a", D, D),
+            LeaseStep::Wait { holder: "b".into() },
+            "the holder's own duration in the Lease is honoured, not ours"
+        );
+        assert_eq!(
+            next_step(Some(&long), "a", Duration::from_secs(60), D),
+            LeaseStep::TakeOver
+        );
+    }
+
+    #[test]
+    fn a_leader_steps_down_after_a_lease_duration_without_renewal() {
+        assert!(!must_step_down(Duration::from_secs(14), D));
+        assert!(must_step_down(D, D));
+        assert!(
+            request_timeout(D) <= D / 5,
+            "a request ends before a standby may take over"
+        );
+        assert_eq!(
+            request_timeout(Duration::from_secs(2)),
+            Duration::from_secs(1)
         );
     }
 

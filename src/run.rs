@@ -46,9 +46,9 @@ pub enum Error {
     /// The supervisor actor ended on its own.
     #[error("the supervisor actor died; no instance would be acted on")]
     SupervisorDied,
-    /// Another operator took the leader Lease.
-    #[error("lost the leader lease to {0}")]
-    LostLease(String),
+    /// Another operator took the leader Lease, or it could not be renewed.
+    #[error("{0}")]
+    LostLease(leader::Lost),
     /// The metrics registry refused a family.
     #[error("failed to register metrics: {0}")]
     Metrics(#[source] prometheus::Error),
@@ -96,8 +96,19 @@ pub async fn client_config(kubeconfig: Option<&PathBuf>) -> Result<Config, Strin
     Ok(config)
 }
 
-async fn client(kubeconfig: Option<&PathBuf>, traffic: &ApiTraffic) -> Result<Client, Error> {
-    let config = client_config(kubeconfig).await.map_err(Error::Config)?;
+/// A client whose requests each give up after `timeout`, when given (the watches' client has
+/// none: a watch is a request that lasts minutes).
+async fn new_client(
+    kubeconfig: Option<&PathBuf>,
+    traffic: &ApiTraffic,
+    timeout: Option<std::time::Duration>,
+) -> Result<Client, Error> {
+    let mut config = client_config(kubeconfig).await.map_err(Error::Config)?;
+    if let Some(timeout) = timeout {
+        config.connect_timeout = Some(timeout);
+        config.read_timeout = Some(timeout);
+        config.write_timeout = Some(timeout);
+    }
     Ok(kube::client::ClientBuilder::try_from(config)
         .map_err(Error::Client)?
         .with_layer(traffic)
@@ -112,8 +123,8 @@ enum Outcome {
     Server(Result<Result<(), http::Error>, tokio::task::JoinError>),
     /// The supervisor actor ended on its own.
     SupervisorDied,
-    /// Another operator holds the Lease now.
-    LostLease(String),
+    /// Another operator holds the Lease now, or it could not be renewed.
+    LostLease(leader::Lost),
 }
 
 /// Runs until SIGTERM or SIGINT, then lets every instance actor finish its current step. With
@@ -121,7 +132,14 @@ enum Outcome {
 pub async fn run(options: Options) -> Result<(), Error> {
     let registry = prometheus::Registry::new();
     let traffic = ApiTraffic::register(&registry).map_err(Error::Metrics)?;
-    let client = client(options.kubeconfig.as_ref(), &traffic).await?;
+    let client = new_client(options.kubeconfig.as_ref(), &traffic, None).await?;
+    // Under leader election every write must land or fail within the fence's margin, so a
+    // deposed leader's request cannot arrive after a standby has taken over.
+    let write_timeout = options
+        .lease
+        .as_ref()
+        .map(|lease| leader::request_timeout(lease.duration));
+    let writer = new_client(options.kubeconfig.as_ref(), &traffic, write_timeout).await?;
     let probe: Api<RedisInstance> = match &options.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -172,7 +190,7 @@ pub async fn run(options: Options) -> Result<(), Error> {
         Some(config) => (
             Arc::new(Fence::closed()),
             Some(Elector::new(
-                client.clone(),
+                writer.clone(),
                 config.clone(),
                 reporter.clone(),
             )),
@@ -195,6 +213,7 @@ pub async fn run(options: Options) -> Result<(), Error> {
             SupervisorActor,
             SupervisorArgs {
                 client,
+                writer,
                 namespace: options.namespace.clone(),
                 metrics: metrics.clone(),
                 snapshots,
@@ -220,7 +239,7 @@ pub async fn run(options: Options) -> Result<(), Error> {
             name = &mut signal => Outcome::Signal(name),
             result = &mut server => Outcome::Server(result),
             _ = &mut handle => Outcome::SupervisorDied,
-            holder = lost => Outcome::LostLease(holder),
+            lost = lost => Outcome::LostLease(lost),
         });
         supervisor = Some((actor, handle));
     }
@@ -232,9 +251,9 @@ pub async fn run(options: Options) -> Result<(), Error> {
                 "shutting down: letting in-flight steps reach a safe point"
             )
         }
-        Outcome::LostLease(holder) => {
+        Outcome::LostLease(lost) => {
             // The fence already refuses every write; the actors' steps end at once.
-            error!(%holder, "lost the leader lease to another operator; stopping at once");
+            error!(reason = %lost, "no longer the leader; stopping at once");
             leader_gauge.set(0);
         }
         Outcome::SupervisorDied => error!("the supervisor actor died"),
@@ -256,7 +275,7 @@ pub async fn run(options: Options) -> Result<(), Error> {
     let server_result = match outcome {
         Outcome::Server(result) => result,
         Outcome::SupervisorDied => return Err(Error::SupervisorDied),
-        Outcome::LostLease(holder) => return Err(Error::LostLease(holder)),
+        Outcome::LostLease(lost) => return Err(Error::LostLease(lost)),
         Outcome::Signal(_) => server.await,
     };
     match server_result {

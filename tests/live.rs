@@ -103,6 +103,89 @@ async fn edit_config(ns: &TestNamespace, instance: &mut RedisInstance, pairs: &[
     apply_instance(ns, instance).await.unwrap();
 }
 
+/// Freezes a process with SIGSTOP, and lets it go on (SIGCONT) when dropped, whatever happens.
+struct Frozen(u32);
+
+impl Frozen {
+    fn signal(pid: u32, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    fn new(pid: u32) -> Self {
+        Self::signal(pid, "STOP");
+        Self(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        Self::signal(self.0, "CONT");
+    }
+}
+
+/// A leader frozen past its lease (SIGSTOP, as a stalled machine or a long pause would do) and
+/// then woken, after a standby took over and applied a newer live value: the woken leader,
+/// whose caches and overdue timers still hold the old spec, sets nothing back on the pods,
+/// sees the Lease taken and stops.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_leader_woken_after_a_takeover_sets_nothing_back() {
+    let flags = ["--lease-duration", "6", "--live-check-seconds", "2"];
+    let (_client, ns, mut first) = setup("live-frozen", &flags).await;
+    let mut instance = live_instance(1, &[("maxmemory", "100mb")]);
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;
+    wait_live_applied(&ns, &instance).await;
+    let second = Operator::start_with(&ns.name, &flags);
+    wait_for(
+        Duration::from_secs(30),
+        "the second operator to stand by",
+        || async {
+            let standby = second
+                .log_lines()
+                .iter()
+                .any(|l| l["message"] == "standby: another operator holds the lease");
+            if standby {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            }
+        },
+    )
+    .await;
+    let history = PodHistory::start(&ns).await;
+
+    let frozen = Frozen::new(first.pid());
+    edit_config(&ns, &mut instance, &[("maxmemory", "150mb")]).await;
+    wait_live_applied(&ns, &instance).await;
+    let pod = pods(&ns, NAME).await.remove(0);
+    let applied = || async { running(&pod, None, &["maxmemory"]).await["maxmemory"].clone() };
+    assert_eq!(applied().await, "157286400", "the new leader applied it");
+
+    drop(frozen);
+    // The woken leader's live check is long overdue and its caches say 100mb: for the next
+    // five seconds, and after it has stopped, the pod keeps the new leader's value.
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(
+            applied().await,
+            "157286400",
+            "the deposed leader set it back"
+        );
+    }
+    let status = wait_for(Duration::from_secs(30), "the woken leader to stop", || {
+        let exited = first.exited();
+        async move { exited.ok_or_else(|| "still running".to_owned()) }
+    })
+    .await;
+    assert!(!status.success(), "losing the lease is a failure: {status}");
+    assert_eq!(applied().await, "157286400");
+    assert!(history.restarts().await.values().all(|n| *n == 0));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_edit_restarts_no_pod_and_a_mixed_edit_restarts_once() {
     let (_client, ns, _operator) = setup("live-edit", &[]).await;

@@ -295,7 +295,10 @@ async fn pause_holds_a_change_and_shows_it_until_resumed() {
         condition_reason(&held, "Progressing").as_deref(),
         Some("Paused")
     );
-    assert_eq!(condition_status(&held, "Progressing").as_deref(), Some("True"));
+    assert_eq!(
+        condition_status(&held, "Progressing").as_deref(),
+        Some("True")
+    );
     api.patch(NAME, &PatchParams::default(), &Patch::Merge(annotate(None)))
         .await
         .unwrap();

@@ -434,12 +434,20 @@ async fn status_writes_are_preconditioned_and_conflicts_looked_at_again() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(left.load(Ordering::SeqCst), 0);
     let writes = status_bodies(&log);
-    assert_eq!(writes.len(), 4, "three conflicts, then one that went through");
+    assert_eq!(
+        writes.len(),
+        4,
+        "three conflicts, then one that went through"
+    );
     for body in &writes {
         assert_eq!(body["metadata"]["resourceVersion"], "10", "{body}");
         assert!(body["metadata"]["uid"].is_string(), "{body}");
     }
-    assert_eq!(events_posted(&log), Vec::<Value>::new(), "a conflict is routine");
+    assert_eq!(
+        events_posted(&log),
+        Vec::<Value>::new(),
+        "a conflict is routine"
+    );
     actor.stop(None);
     handle.await.unwrap();
 }
@@ -451,7 +459,8 @@ async fn an_invalid_write_is_told_once_and_not_retried() {
     let (log, _left, actor, handle) =
         failing_status_writes(usize::MAX, StatusCode::UNPROCESSABLE_ENTITY).await;
     wait_until(&log, "the refusal's Event", |reqs| {
-        reqs.iter().any(|(m, p, _)| *m == Method::POST && p.ends_with("/events"))
+        reqs.iter()
+            .any(|(m, p, _)| *m == Method::POST && p.ends_with("/events"))
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -25,8 +25,10 @@ use crate::telemetry::LogBuffers;
 
 /// Everything the supervisor is started with.
 pub struct SupervisorArgs {
-    /// API client.
+    /// API client of the watches.
     pub client: Client,
+    /// API client of the writes and Events, whose requests time out within the fence's margin.
+    pub writer: Client,
     /// Watch one namespace, or all when `None`.
     pub namespace: Option<String>,
     /// The metrics actor.
@@ -110,7 +112,7 @@ impl Actor for SupervisorActor {
                 }
             }
         }));
-        let recorder = Recorder::new(args.client.clone(), args.reporter.clone());
+        let recorder = Recorder::new(args.writer.clone(), args.reporter.clone());
         Ok(SupervisorState {
             recorder,
             args,
@@ -293,7 +295,7 @@ async fn ensure_actor(
         let args = InstanceArgs {
             key: key.clone(),
             api: InstanceApi::new(
-                state.args.client.clone(),
+                state.args.writer.clone(),
                 &key.namespace,
                 state.recorder.clone(),
                 state.args.limiter.clone(),
@@ -389,7 +391,11 @@ mod tests {
         let rows = [
             ("a status-only update", instance(3, None, false), false),
             ("a spec edit", instance(4, None, false), true),
-            ("pause annotation added", instance(3, Some("true"), false), true),
+            (
+                "pause annotation added",
+                instance(3, Some("true"), false),
+                true,
+            ),
             ("deletion begun", instance(3, None, true), true),
         ];
         for (what, update, starts) in rows {

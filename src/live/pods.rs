@@ -10,6 +10,7 @@ use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConn
 
 use super::normalize::same;
 use crate::config::render::REDIS_PORT;
+use crate::limiter::{Limiter, NotLeader};
 
 /// Why a live apply did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,10 @@ pub enum Error {
         /// Pods that had taken the change and were set back.
         rolled_back: Vec<String>,
     },
+    /// This process does not surely hold the leader Lease, so it sets nothing: a `CONFIG SET`
+    /// is a write like any API write, fenced the same way.
+    #[error(transparent)]
+    NotLeader(#[from] NotLeader),
     /// Redis took the change but reads back something else.
     #[error(
         "pod {pod}: after CONFIG SET, CONFIG GET {directive} answers {got:?} instead of {wanted:?}"
@@ -148,14 +153,25 @@ async fn config_set(
     cmd.query_async(conn).await
 }
 
+/// One `CONFIG SET`, sent only while the fence allows writing and with a write slot held.
+async fn fenced_config_set(
+    gate: &Limiter,
+    conn: &mut MultiplexedConnection,
+    pairs: &[(String, String)],
+) -> Result<redis::RedisResult<()>, NotLeader> {
+    let _permit = gate.acquire().await?;
+    Ok(config_set(conn, pairs).await)
+}
+
 /// Sets back every pod that took the change; returns their names and any failure to do so.
-async fn undo(taken: Vec<Taken>) -> (Vec<String>, Vec<String>) {
+async fn undo(gate: &Limiter, taken: Vec<Taken>) -> (Vec<String>, Vec<String>) {
     let mut undone = Vec::new();
     let mut failures = Vec::new();
     for mut t in taken.into_iter().rev() {
-        match config_set(&mut t.conn, &t.before).await {
-            Ok(()) => undone.push(t.pod),
-            Err(e) => failures.push(format!("pod {} could not be set back: {e}", t.pod)),
+        match fenced_config_set(gate, &mut t.conn, &t.before).await {
+            Ok(Ok(())) => undone.push(t.pod),
+            Ok(Err(e)) => failures.push(format!("pod {} could not be set back: {e}", t.pod)),
+            Err(e) => failures.push(format!("pod {} was not set back: {e}", t.pod)),
         }
     }
     (undone, failures)
@@ -178,6 +194,7 @@ pub async fn apply(
     pods: &[PodAddress],
     want: &BTreeMap<String, String>,
     password: Option<&str>,
+    gate: &Limiter,
 ) -> Result<Vec<PodChange>, Error> {
     let names: Vec<&String> = want.keys().collect();
     let mut prepared = Vec::with_capacity(pods.len());
@@ -206,13 +223,13 @@ pub async fn apply(
             before: restore,
         });
         let conn = &mut taken.last_mut().expect("just pushed").conn;
-        match set_and_verify(conn, &p.pod, &p.pairs, &p.before).await {
+        match set_and_verify(gate, conn, &p.pod, &p.pairs, &p.before).await {
             Ok(changed) => {
                 change.changed = changed;
                 changes.push(change);
             }
             Err(mut error) => {
-                let (undone, failures) = undo(taken).await;
+                let (undone, failures) = undo(gate, taken).await;
                 if let Error::Refused {
                     rolled_back,
                     message,
@@ -269,6 +286,7 @@ fn refused(e: &redis::RedisError) -> bool {
 
 /// One `CONFIG SET` of `pairs`, read back; returns what changed.
 async fn set_and_verify(
+    gate: &Limiter,
     conn: &mut MultiplexedConnection,
     pod: &str,
     pairs: &[(String, String)],
@@ -278,7 +296,7 @@ async fn set_and_verify(
         pod: pod.to_owned(),
         message: e.to_string(),
     };
-    if let Err(e) = config_set(conn, pairs).await {
+    if let Err(e) = fenced_config_set(gate, conn, pairs).await? {
         if !refused(&e) {
             return Err(unreachable(e));
         }

@@ -112,7 +112,7 @@ pub(super) async fn apply(
     let pods = addresses(seen);
     let instance = &seen.instance;
     let key = state.args.key.clone();
-    match pods::apply(&pods, &plan.live, password(plan)).await {
+    match pods::apply(&pods, &plan.live, password(plan), state.args.api.limiter()).await {
         Ok(changes) => {
             let written = state
                 .args
@@ -190,7 +190,7 @@ pub(super) fn next_check_in(state: &InstanceState, plan: &Plan) -> Duration {
 pub(super) async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observed) {
     state.live.checked_at = Some(Instant::now());
     let pods = addresses(seen);
-    match pods::apply(&pods, &plan.live, password(plan)).await {
+    match pods::apply(&pods, &plan.live, password(plan), state.args.api.limiter()).await {
         Ok(changes) => {
             state.live.verified = Some(plan.live_hash.clone());
             let (names, detail) = describe(&changes);
@@ -231,6 +231,6 @@ pub(super) async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observe
                     .await;
             }
         }
-        Err(error) => debug!(%error, "live config check skipped: a pod did not answer"),
+        Err(error) => warn!(%error, "live config check skipped: a pod did not answer"),
     }
 }
