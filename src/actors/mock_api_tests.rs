@@ -16,7 +16,7 @@ use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorRef};
 use serde_json::{Value, json};
 
-use super::instance::{InstanceArgs, InstanceMsg, RedisInstanceActor, Stores, Timings};
+use super::instance::{InstanceArgs, InstanceMsg, RedisInstanceActor, Snapshots, Stores, Timings};
 use super::metrics::{InstanceKey, MetricsActor};
 use crate::config::render::render;
 use crate::crd::{RedisInstance, RestartStrategy};
@@ -212,6 +212,15 @@ async fn spawn_instance_actor(
     stores: Stores,
     timings: Timings,
 ) -> (ActorRef<InstanceMsg>, JoinHandle<()>) {
+    spawn_instance_actor_with(client, stores, timings, Snapshots::default()).await
+}
+
+async fn spawn_instance_actor_with(
+    client: kube::Client,
+    stores: Stores,
+    timings: Timings,
+    snapshots: Snapshots,
+) -> (ActorRef<InstanceMsg>, JoinHandle<()>) {
     let (metrics, _) = Actor::spawn(None, MetricsActor, prometheus::Registry::new())
         .await
         .unwrap();
@@ -232,7 +241,7 @@ async fn spawn_instance_actor(
         ),
         stores,
         metrics,
-        snapshots: Default::default(),
+        snapshots,
         timings,
     };
     Actor::spawn(None, RedisInstanceActor, args).await.unwrap()
@@ -280,6 +289,29 @@ async fn first_step_of_a_converged_instance() -> (
     })
     .await;
     (good, log, actor, handle, watch)
+}
+
+/// A step under way when its instance is deleted may put its snapshot back after the supervisor
+/// dropped it: the actor drops it again when it stops.
+#[tokio::test]
+async fn a_deleted_instance_leaves_no_snapshot_behind() {
+    let good = converged_instance();
+    let log = Log::default();
+    let client = scripted_api(&good, log.clone(), Arc::default());
+    let (stores, mut watch) = converged_caches(&good);
+    let snapshots = Snapshots::default();
+    let (actor, handle) =
+        spawn_instance_actor_with(client, stores, Timings::default(), snapshots.clone()).await;
+    actor.send_message(InstanceMsg::Changed).unwrap();
+    wait_until(&log, "the first status write", |reqs| {
+        reqs.iter().any(|(_, p, _)| p.ends_with("/status"))
+    })
+    .await;
+    assert_eq!(snapshots.len(), 1, "the step published its snapshot");
+    watch.apply_watcher_event(&watcher::Event::Delete(good.clone()));
+    actor.stop(Some("instance deleted".into()));
+    handle.await.unwrap();
+    assert!(snapshots.is_empty(), "a deleted instance left its snapshot");
 }
 
 /// A converged instance: the first step writes its status once; played back by the watch, the

@@ -197,6 +197,16 @@ impl Actor for RedisInstanceActor {
             timer.abort();
         }
         state.args.api.release_events();
+        // A step that was under way when the instance was deleted may have put back its
+        // snapshot and series after the supervisor dropped them: drop them again, after it.
+        let key = &state.args.key;
+        if report::cached_instance(state).is_none() {
+            state.args.snapshots.remove(key);
+            let _ = state
+                .args
+                .metrics
+                .send_message(MetricsMsg::Forget(key.clone()));
+        }
         let _ = state.args.metrics.send_message(MetricsMsg::ActorStopped);
         Ok(())
     }
