@@ -150,6 +150,7 @@ async fn instance_memory(count: usize) -> (f64, f64) {
             pod.metadata.namespace = Some("bench".into());
             pod
         })),
+        versions: Default::default(),
     };
     let cached = (LIVE.load(Ordering::Relaxed) - before) as f64 / count as f64;
 

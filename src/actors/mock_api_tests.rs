@@ -176,6 +176,7 @@ fn converged_caches_and_watches(instance: &RedisInstance) -> (Stores, Watches) {
         statefulsets,
         services: cache(vec![CachedService::from(&service(instance))]).0,
         pods,
+        versions: Default::default(),
     };
     let watches = Watches {
         instances: instances_writer,

@@ -2,6 +2,7 @@
 //! instance actors read, and routing each change to the instance named by the object's label.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -15,7 +16,7 @@ use ractor::concurrency::JoinHandle;
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
-use super::instance::Stores;
+use super::instance::{Stores, Versions};
 use super::metrics::InstanceKey;
 use super::supervisor::SupervisorMsg;
 use crate::api_traffic::ApiTraffic;
@@ -83,6 +84,7 @@ fn watch_owned<K>(
     client: &Client,
     namespace: Option<&str>,
     trim: fn(&mut K),
+    progress: Option<(Arc<Versions>, Progress)>,
     sink: &Sink,
     kind: &'static str,
 ) -> (Store<K>, JoinHandle<()>)
@@ -105,10 +107,35 @@ where
             trim(obj);
         })
         .reflect(writer)
+        // After the cache holds the object, so that a step that sees the watch past its
+        // write also sees the cache that shows it.
+        // A relist's objects reach the cache together at its end, and count from then.
+        .inspect({
+            let relisted = AtomicU64::new(0);
+            move |event| {
+                let (Some((versions, of_kind)), Ok(event)) = (&progress, event) else {
+                    return;
+                };
+                let seen = of_kind(versions);
+                match event {
+                    watcher::Event::Apply(obj) | watcher::Event::Delete(obj) => {
+                        Versions::saw(seen, obj);
+                    }
+                    watcher::Event::InitApply(obj) => Versions::saw(&relisted, obj),
+                    watcher::Event::Init => relisted.store(0, Ordering::Relaxed),
+                    watcher::Event::InitDone => {
+                        seen.fetch_max(relisted.load(Ordering::Relaxed), Ordering::Relaxed);
+                    }
+                }
+            }
+        })
         .backoff(WatchBackoff::default());
     let task = ractor::concurrency::spawn(pump(kind, owned_events(stream), sink.clone()));
     (reader, task)
 }
+
+/// Which of the [`Versions`] a watch advances.
+type Progress = fn(&Versions) -> &AtomicU64;
 
 /// Stores an object as it comes.
 fn keep<K>(_: &mut K) {}
@@ -140,13 +167,34 @@ pub fn start(
         health,
         traffic,
     };
-    let (config_maps, cm_task) =
-        watch_owned::<CachedConfigMap>(client, namespace, keep, &sink, "ConfigMap");
-    let (statefulsets, sts_task) =
-        watch_owned::<CachedStatefulSet>(client, namespace, keep, &sink, "StatefulSet");
-    let (services, svc_task) =
-        watch_owned::<CachedService>(client, namespace, keep, &sink, "Service");
-    let (pods, pod_task) = watch_owned::<CachedPod>(client, namespace, trim_pod, &sink, "Pod");
+    let versions = Arc::new(Versions::default());
+    let progress = |of_kind: Progress| Some((versions.clone(), of_kind));
+    let (config_maps, cm_task) = watch_owned::<CachedConfigMap>(
+        client,
+        namespace,
+        keep,
+        progress(|v| &v.config_maps),
+        &sink,
+        "ConfigMap",
+    );
+    let (statefulsets, sts_task) = watch_owned::<CachedStatefulSet>(
+        client,
+        namespace,
+        keep,
+        progress(|v| &v.statefulsets),
+        &sink,
+        "StatefulSet",
+    );
+    let (services, svc_task) = watch_owned::<CachedService>(
+        client,
+        namespace,
+        keep,
+        progress(|v| &v.services),
+        &sink,
+        "Service",
+    );
+    let (pods, pod_task) =
+        watch_owned::<CachedPod>(client, namespace, trim_pod, None, &sink, "Pod");
     let (instances, instance_writer) = reflector::store();
     let stores = Stores {
         instances,
@@ -154,6 +202,7 @@ pub fn start(
         statefulsets,
         services,
         pods,
+        versions,
     };
     let instance_stream = watcher(
         api::<RedisInstance>(client, namespace),

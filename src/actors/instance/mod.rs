@@ -11,7 +11,7 @@ mod perform;
 mod report;
 mod target;
 
-pub use observe::{Stores, Written};
+pub use observe::{Stores, Versions, Written};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
@@ -25,6 +26,30 @@ pub struct Stores {
     pub services: Store<CachedService>,
     /// Pods of managed StatefulSets (status and metadata only).
     pub pods: Store<CachedPod>,
+    /// How far each watch has come.
+    pub versions: Arc<Versions>,
+}
+
+/// The highest resourceVersion each watch of owned objects has delivered. A watch delivers a
+/// kind's changes in order, so once it has passed the version of a write, the cache shows that
+/// write or something newer, a deletion included.
+#[derive(Debug, Default)]
+pub struct Versions {
+    /// ConfigMaps.
+    pub config_maps: AtomicU64,
+    /// StatefulSets.
+    pub statefulsets: AtomicU64,
+    /// Services.
+    pub services: AtomicU64,
+}
+
+impl Versions {
+    /// Notes that a watch delivered `obj`.
+    pub fn saw<K: Resource>(seen: &AtomicU64, obj: &K) {
+        if let Some(v) = version(obj) {
+            seen.fetch_max(v, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The operator's own writes whose watch events may not have arrived yet.
@@ -61,20 +86,30 @@ fn version<K: Resource>(obj: &K) -> Option<u64> {
     obj.meta().resource_version.as_deref()?.parse().ok()
 }
 
-/// The cached object, or the written one while the cache is behind it.
-fn newest<K: Resource>(cached: Option<Arc<K>>, written: &mut Option<Arc<K>>) -> Option<Arc<K>> {
+/// The cached object, or the written one while the cache is behind it. `watched` is how far
+/// the kind's watch has come: once past the write, the cache is trusted, even where it shows
+/// nothing (someone deleted the object before the cache saw it written).
+fn newest<K: Resource>(
+    cached: Option<Arc<K>>,
+    written: &mut Option<Arc<K>>,
+    watched: Option<&AtomicU64>,
+) -> Option<Arc<K>> {
     let Some(mine) = written.clone() else {
         return cached;
     };
     let deleting = mine.meta().deletion_timestamp.is_some();
-    let behind = match &cached {
-        // Not in the cache: either our create is not seen yet, or our delete already is.
-        None => !deleting,
-        Some(theirs) => match (version(theirs.as_ref()), version(mine.as_ref())) {
-            (Some(c), Some(w)) => c < w,
-            _ => false,
-        },
-    };
+    let caught_up = watched.is_some_and(|seen| {
+        version(mine.as_ref()).is_some_and(|v| seen.load(Ordering::Relaxed) >= v)
+    });
+    let behind = !caught_up
+        && match &cached {
+            // Not in the cache: either our create is not seen yet, or our delete already is.
+            None => !deleting,
+            Some(theirs) => match (version(theirs.as_ref()), version(mine.as_ref())) {
+                (Some(c), Some(w)) => c < w,
+                _ => false,
+            },
+        };
     if behind {
         Some(mine)
     } else {
@@ -138,7 +173,7 @@ pub fn seen_status(
 ) -> Option<Arc<RedisInstance>> {
     let cached = lookup(&stores.instances, namespace, name);
     if written.instance.is_some() {
-        newest(cached.clone(), &mut written.instance);
+        newest(cached.clone(), &mut written.instance, None);
     }
     cached
 }
@@ -153,18 +188,23 @@ pub fn observe(
     let instance = newest(
         lookup(&stores.instances, namespace, name),
         &mut written.instance,
+        None,
     )?;
+    let versions = &stores.versions;
     let config_map = newest(
         lookup(&stores.config_maps, namespace, &config_map_name(&instance)),
         &mut written.config_map,
+        Some(&versions.config_maps),
     );
     let statefulset = newest(
         lookup(&stores.statefulsets, namespace, name),
         &mut written.statefulset,
+        Some(&versions.statefulsets),
     );
     let service = newest(
         lookup(&stores.services, namespace, name),
         &mut written.service,
+        Some(&versions.services),
     );
     let replicas = [
         Some(instance.spec.replicas),
@@ -205,7 +245,7 @@ mod tests {
     fn written_object_wins_until_the_cache_catches_up() {
         let mut written = Some(cm("7"));
         assert_eq!(
-            newest(Some(cm("5")), &mut written)
+            newest(Some(cm("5")), &mut written, None)
                 .unwrap()
                 .metadata
                 .resource_version
@@ -214,7 +254,7 @@ mod tests {
         );
         assert!(written.is_some());
         assert_eq!(
-            newest(Some(cm("9")), &mut written)
+            newest(Some(cm("9")), &mut written, None)
                 .unwrap()
                 .metadata
                 .resource_version
@@ -224,7 +264,7 @@ mod tests {
         assert!(written.is_none(), "forgotten once the cache has it");
         let mut created = Some(cm("3"));
         assert!(
-            newest(None, &mut created).is_some(),
+            newest(None, &mut created, None).is_some(),
             "a create not yet seen"
         );
     }
@@ -235,7 +275,22 @@ mod tests {
         deleting.metadata.resource_version = Some("8".into());
         deleting.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
         let mut written = Some(Arc::new(deleting));
-        assert!(newest(Some(cm("5")), &mut written).is_some());
-        assert!(newest(None, &mut written).is_none());
+        assert!(newest(Some(cm("5")), &mut written, None).is_some());
+        assert!(newest(None, &mut written, None).is_none());
+    }
+
+    #[test]
+    fn once_the_watch_is_past_a_write_the_cache_is_trusted_even_when_empty() {
+        let watched = AtomicU64::new(2);
+        let mut created = Some(cm("3"));
+        assert!(
+            newest(None, &mut created, Some(&watched)).is_some(),
+            "the watch has not delivered the create yet"
+        );
+        // Someone deleted it before the cache ever showed it: the watch delivers the
+        // deletion (version 4), and the copy no longer hides that it is gone.
+        watched.store(4, Ordering::Relaxed);
+        assert!(newest(None, &mut created, Some(&watched)).is_none());
+        assert!(created.is_none(), "forgotten");
     }
 }
