@@ -19,6 +19,11 @@ use crate::actors::metrics::InstanceKey;
 /// Lines kept per instance; older ones are dropped.
 pub const LINES_PER_INSTANCE: usize = 1000;
 
+/// Bytes of log lines kept for all instances together: each ring keeps at most its share (this
+/// divided by the number of instances) and always its newest line. At 10,000 instances a share
+/// is 6.7 KB: 24 lines of 270 bytes.
+pub const BYTES_FOR_ALL: usize = 64 << 20;
+
 /// One instance's recent lines, and the channel its followers listen on (made on the first
 /// follow: most instances are never followed, and an idle channel holds all its slots).
 pub struct Ring {
@@ -27,6 +32,7 @@ pub struct Ring {
 
 struct RingInner {
     lines: VecDeque<(Timestamp, Arc<str>)>,
+    bytes: usize,
     follow: Option<broadcast::Sender<Arc<str>>>,
 }
 
@@ -38,17 +44,24 @@ impl Ring {
         Self {
             inner: Mutex::new(RingInner {
                 lines: VecDeque::new(),
+                bytes: 0,
                 follow: None,
             }),
         }
     }
 
-    fn push(&self, at: Timestamp, line: Arc<str>) {
+    /// Keeps `line`, dropping the oldest lines past [`LINES_PER_INSTANCE`] or `share` bytes.
+    fn push(&self, at: Timestamp, line: Arc<str>, share: usize) {
         let mut inner = self.inner.lock().expect("log ring lock");
-        if inner.lines.len() == LINES_PER_INSTANCE {
-            inner.lines.pop_front();
-        }
+        inner.bytes += line.len();
         inner.lines.push_back((at, line.clone()));
+        while inner.lines.len() > 1
+            && (inner.lines.len() > LINES_PER_INSTANCE || inner.bytes > share)
+        {
+            if let Some((_, old)) = inner.lines.pop_front() {
+                inner.bytes -= old.len();
+            }
+        }
         if let Some(follow) = &inner.follow
             && follow.send(line).is_err()
         {
@@ -105,6 +118,11 @@ impl LogBuffers {
         self.rings.get(key).map(|r| r.clone())
     }
 
+    /// The bytes each ring may keep now.
+    fn share(&self) -> usize {
+        BYTES_FOR_ALL / self.rings.len().max(1)
+    }
+
     /// Instances with a buffer.
     pub fn len(&self) -> usize {
         self.rings.len()
@@ -138,7 +156,7 @@ where
         };
         if let Some(ring) = self.ring(&key) {
             let text: Arc<str> = Value::Object(line).to_string().into();
-            ring.push(Timestamp::now(), text);
+            ring.push(Timestamp::now(), text, self.share());
         }
     }
 }
@@ -192,7 +210,7 @@ mod tests {
         let ring = Ring::new();
         let (_, mut follower) = ring.read(None);
         for n in 0..LINES_PER_INSTANCE + 5 {
-            ring.push(Timestamp::now(), n.to_string().into());
+            ring.push(Timestamp::now(), n.to_string().into(), BYTES_FOR_ALL);
             if n == 0 {
                 assert_eq!(&*follower.try_recv().unwrap(), "0");
             }
@@ -202,6 +220,53 @@ mod tests {
         assert_eq!(&*kept[0], "5");
         let later = Timestamp::now() + std::time::Duration::from_secs(60);
         assert!(ring.read(Some(later)).0.is_empty());
+    }
+
+    #[test]
+    fn all_rings_together_keep_at_most_the_global_budget() {
+        let buffers = LogBuffers::default();
+        let count = 10_000;
+        for n in 0..count {
+            buffers.open(&key(&n.to_string()));
+        }
+        let line: Arc<str> = "x".repeat(270).into();
+        for n in 0..count {
+            let ring = buffers.ring(&key(&n.to_string())).unwrap();
+            for _ in 0..100 {
+                ring.push(Timestamp::now(), line.clone(), buffers.share());
+            }
+        }
+        let kept: usize = (0..count)
+            .map(|n| {
+                buffers
+                    .ring(&key(&n.to_string()))
+                    .unwrap()
+                    .read(None)
+                    .0
+                    .len()
+            })
+            .sum();
+        assert!(
+            kept * line.len() <= BYTES_FOR_ALL,
+            "{kept} lines of {} bytes",
+            line.len()
+        );
+        assert_eq!(
+            kept / count,
+            BYTES_FOR_ALL / count / line.len(),
+            "an equal share each"
+        );
+        let one = buffers.ring(&key("0")).unwrap();
+        one.push(
+            Timestamp::now(),
+            "y".repeat(BYTES_FOR_ALL).into(),
+            buffers.share(),
+        );
+        assert_eq!(
+            one.read(None).0.len(),
+            1,
+            "the newest line stays, whatever its size"
+        );
     }
 
     #[test]
