@@ -186,7 +186,7 @@ struct Prepared {
 }
 
 /// Makes every pod run `want` (live directives by primary name). Every pod is reached and read
-/// first, so an unreachable pod stops the change before anything is set; then each pod gets one
+/// first, all at once, so an unreachable pod stops the change before anything is set; then each pod gets one
 /// `CONFIG SET` of the values it does not run yet. On any failure the pods changed so far (and
 /// the one that failed, in case its reply was lost after it applied) are set back, and the
 /// error says which pod, which directives and Redis's reason.
@@ -197,10 +197,12 @@ pub async fn apply(
     gate: &Limiter,
 ) -> Result<Vec<PodChange>, Error> {
     let names: Vec<&String> = want.keys().collect();
-    let mut prepared = Vec::with_capacity(pods.len());
-    for pod in pods {
-        prepared.push(prepare(pod, want, &names, password).await?);
-    }
+    // All pods at once: an unreachable pod costs its timeouts once, not once per pod.
+    let prepared =
+        futures::future::join_all(pods.iter().map(|pod| prepare(pod, want, &names, password)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
     let mut taken: Vec<Taken> = Vec::new();
     let mut changes = Vec::new();
     for p in prepared {

@@ -230,12 +230,12 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
         InstanceMsg::Step => {
             // Taken before reading the caches, so the step decides on what they hold when it
             // runs, and an instance waiting its turn holds no desired objects in memory.
-            let _turn = state.args.api.step_turn().await;
+            let turn = state.args.api.step_turn().await;
             state.step_queued = false;
             let began = Instant::now();
             // Boxed: the step's future is large and needed only while a step runs, not kept
             // in every idle actor's task.
-            let outcome = Box::pin(step(state)).await;
+            let outcome = Box::pin(step(state, turn)).await;
             let _ = state.args.metrics.send_message(MetricsMsg::StepTook {
                 decision: state.decided,
                 took: began.elapsed(),
@@ -388,7 +388,10 @@ fn backoff(failures: u32, max: Duration) -> Duration {
 
 /// One step. `Ok(None)`: it wrote, take the next step now. `Ok(Some(d))`: wait for the next
 /// watch event, or at most `d` (`Duration::MAX`: no timer).
-async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Error> {
+async fn step(
+    state: &mut InstanceState,
+    turn: tokio::sync::OwnedSemaphorePermit,
+) -> Result<Option<Duration>, kube_io::Error> {
     let key = state.args.key.clone();
     state.decided = "Gone";
     state.settling = false;
@@ -499,6 +502,8 @@ async fn step(state: &mut InstanceState) -> Result<Option<Duration>, kube_io::Er
     if matches!(decision, Decision::Idle) {
         state.target.converged(&plan);
         if live::check_due(state, &plan) {
+            // Dialling pods may take seconds: other instances' steps need not wait for it.
+            drop(turn);
             live::check(state, &plan, &seen).await;
         }
         live_wake = live::next_check_in(state, &plan);
