@@ -27,7 +27,8 @@ use crate::resources::{
 #[cfg(test)]
 pub(crate) use pods::fixtures as pods_fixtures;
 pub use pods::{
-    Crash, crashed_pod, is_ready, never_ready, pod_config_hash, rollout_complete, stuck_pods,
+    CLOCK_SLACK, Crash, crashed_pod, is_ready, never_ready, pod_config_hash, rollout_complete,
+    stuck_pods, unready_on,
 };
 
 /// What the instance should look like now.

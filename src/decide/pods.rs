@@ -184,30 +184,44 @@ pub fn stuck_pods(
         .collect()
 }
 
-/// The first pod created on config `hash` since `since` (a restart's start; creation times
-/// have whole seconds) that is still not ready `deadline` after it was created: the config
-/// does not serve.
+/// How far the operator's clock and the API server's may differ when a pod's creation time is
+/// compared with a restart's start: a pod this much older than the restart is from before it.
+pub const CLOCK_SLACK: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The first pod on config `hash`, created for the restart that began at `since`, that has been
+/// unready for longer than `deadline` (by `unready_for`, measured on the operator's own
+/// monotonic clock, so a skewed wall clock on either side changes nothing): the config does
+/// not serve.
 pub fn never_ready(
     pods: &[Arc<CachedPod>],
     hash: &str,
     since: k8s_openapi::jiff::Timestamp,
     deadline: std::time::Duration,
-    now: k8s_openapi::jiff::Timestamp,
+    unready_for: impl Fn(&CachedPod) -> Option<std::time::Duration>,
 ) -> Option<String> {
+    unready_on(pods, hash, since)
+        .find(|p| unready_for(p).is_some_and(|d| d > deadline))
+        .map(|p| p.name_any())
+}
+
+/// Pods on config `hash`, not ready and not being deleted, created for the restart that began
+/// at `since` (within [`CLOCK_SLACK`]).
+pub fn unready_on<'a>(
+    pods: &'a [Arc<CachedPod>],
+    hash: &'a str,
+    since: k8s_openapi::jiff::Timestamp,
+) -> impl Iterator<Item = &'a Arc<CachedPod>> + 'a {
     pods.iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| pod_config_hash(p) == Some(hash) && !is_ready(p))
-        .find(|p| {
+        .filter(move |p| pod_config_hash(p) == Some(hash) && !is_ready(p))
+        .filter(move |p| {
             p.metadata
                 .creation_timestamp
                 .as_ref()
                 .is_some_and(|created| {
-                    created.0.as_second() >= since.as_second()
-                        && now > created.0
-                        && now.duration_since(created.0).unsigned_abs() > deadline
+                    created.0.as_second() + CLOCK_SLACK.as_secs() as i64 >= since.as_second()
                 })
         })
-        .map(|p| p.name_any())
 }
 
 #[cfg(test)]

@@ -78,6 +78,16 @@ impl Operator {
 
     /// [`Operator::start`] with more flags (they override the defaults given here).
     pub fn start_with(namespace: &str, flags: &[&str]) -> Self {
+        Self::start_inner(namespace, flags, None)
+    }
+
+    /// [`Operator::start_with`], its wall clock moved by `offset` (libfaketime's `+30s` or
+    /// `-30s`; its monotonic clock is left alone), as on a machine whose clock is off.
+    pub fn start_skewed(namespace: &str, flags: &[&str], offset: &str) -> Self {
+        Self::start_inner(namespace, flags, Some(offset))
+    }
+
+    fn start_inner(namespace: &str, flags: &[&str], clock_offset: Option<&str>) -> Self {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
         std::fs::create_dir_all(&dir).unwrap();
         // One file per process: operators of one test may run side by side.
@@ -89,7 +99,18 @@ impl Operator {
             .append(true)
             .open(&log_path)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_redis-operator"))
+        let binary = env!("CARGO_BIN_EXE_redis-operator");
+        let mut command = match clock_offset {
+            Some(offset) => {
+                let mut faked = Command::new("faketime");
+                faked
+                    .args(["-f", offset, binary])
+                    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+                faked
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             // Port 0: the operator picks a free port and logs it, so parallel tests never clash.
             .args([
                 "run",
@@ -250,6 +271,19 @@ pub async fn setup(prefix: &str, flags: &[&str]) -> (Client, TestNamespace, Oper
     install_crd(&client).await;
     let ns = TestNamespace::create(&client, prefix).await;
     let operator = Operator::start_with(&ns.name, flags);
+    (client, ns, operator)
+}
+
+/// [`setup`] with the operator's wall clock moved by `offset` (see [`Operator::start_skewed`]).
+pub async fn setup_skewed(
+    prefix: &str,
+    flags: &[&str],
+    offset: &str,
+) -> (Client, TestNamespace, Operator) {
+    let client = crate::common::client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    let operator = Operator::start_skewed(&ns.name, flags, offset);
     (client, ns, operator)
 }
 

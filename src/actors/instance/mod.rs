@@ -426,9 +426,11 @@ async fn step(
     }
     let now = Timestamp::now();
     let stored_record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
+    let clock = Instant::now();
+    state.target.note_unready(&seen.pods, stored_record, clock);
     state
         .target
-        .detect_rejection(&seen.pods, stored_record, now);
+        .detect_rejection(&seen.pods, stored_record, clock);
     if let Some((rejection, crash)) = state.target.take_fresh_rejection() {
         report::rejected(state, &current, &rejection, &crash).await;
     }
@@ -530,7 +532,7 @@ async fn step(
                 .unsigned_abs()
                 .into(),
         );
-        next_pod_deadline(&seen.pods, &r.config_hash, deadline, now)
+        next_pod_deadline(&state.target, &seen.pods, r, deadline, clock)
     });
     Ok(Some(wake.min(pod_deadline).min(live_wake)))
 }
@@ -548,17 +550,16 @@ fn paused(instance: &RedisInstance) -> bool {
 /// annotate.
 pub const PAUSED_ANNOTATION: &str = "redis.github.com/paused";
 
-/// When the first unready pod on config `hash` reaches its readiness deadline.
+/// When the first unready pod of the restart `record` reaches its readiness deadline.
 fn next_pod_deadline(
+    target: &Target,
     pods: &[Arc<crate::resources::CachedPod>],
-    hash: &str,
+    record: &crate::crd::RolloutRecord,
     deadline: Duration,
-    now: Timestamp,
+    now: Instant,
 ) -> Duration {
-    pods.iter()
-        .filter(|p| crate::decide::pod_config_hash(p) == Some(hash) && !crate::decide::is_ready(p))
-        .filter_map(|p| p.metadata.creation_timestamp.as_ref())
-        .map(|created| now.duration_since(created.0).unsigned_abs())
+    crate::decide::unready_on(pods, &record.config_hash, record.started_at.0)
+        .filter_map(|p| target.unready_for(p, now))
         // Past it, the failure is already found; no timer needed.
         .filter(|age| *age <= deadline)
         .map(|age| deadline - age + Duration::from_secs(1))

@@ -1,9 +1,9 @@
 //! Which spec the pods should run: the newest one that passed validation, unless redis-server
 //! itself refused its config, in which case the last one that ran.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Service;
 use crate::config::render::{RenderedConfig, render, short_hash};
 use crate::config::validate::{Violation, validate};
 use crate::crd::{OnFailure, RedisInstance, RolloutRecord};
-use crate::decide::{Crash, crashed_pod, never_ready};
+use crate::decide::{Crash, crashed_pod, never_ready, unready_on};
 use crate::live;
 use crate::resources::{CachedPod, service, statefulset};
 
@@ -113,6 +113,11 @@ pub struct Target {
     fresh: Option<(Rejection, Crash)>,
     /// A never-ready rollout found this step, to be reported once.
     fresh_failure: Option<(Rejection, Outcome)>,
+    /// When this actor first saw each unready pod of the restart in flight (by uid), on its
+    /// own monotonic clock: how long a pod has been unready is then measured without
+    /// comparing two machines' wall clocks. A restarted operator starts counting again, which
+    /// can only make it judge later, never wrongly.
+    unready_since: HashMap<String, Instant>,
 }
 
 impl Target {
@@ -186,6 +191,32 @@ impl Target {
         violations
     }
 
+    /// Notes the unready pods of the restart in flight, and forgets the others.
+    pub fn note_unready(
+        &mut self,
+        pods: &[Arc<CachedPod>],
+        record: Option<&RolloutRecord>,
+        now: Instant,
+    ) {
+        let Some(record) = record else {
+            self.unready_since.clear();
+            return;
+        };
+        let unready: Vec<String> = unready_on(pods, &record.config_hash, record.started_at.0)
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect();
+        self.unready_since.retain(|uid, _| unready.contains(uid));
+        for uid in unready {
+            self.unready_since.entry(uid).or_insert(now);
+        }
+    }
+
+    /// How long `pod` has been seen unready during the restart in flight.
+    pub fn unready_for(&self, pod: &CachedPod, now: Instant) -> Option<Duration> {
+        let since = self.unready_since.get(pod.metadata.uid.as_ref()?)?;
+        Some(now.saturating_duration_since(*since))
+    }
+
     /// Looks for the newest valid config failing on the pods: a pod on it exited with Redis's
     /// config-file error, or, while `record` restarts the pods onto it, one of the pods it
     /// started is not ready in time.
@@ -193,7 +224,7 @@ impl Target {
         &mut self,
         pods: &[Arc<CachedPod>],
         record: Option<&RolloutRecord>,
-        now: k8s_openapi::jiff::Timestamp,
+        now: Instant,
     ) {
         let Some(good) = self.last_good.clone() else {
             return;
@@ -255,7 +286,7 @@ impl Target {
         failing: &Failing,
         pods: &[Arc<CachedPod>],
         record: &RolloutRecord,
-        now: k8s_openapi::jiff::Timestamp,
+        now: Instant,
     ) {
         let rollout = &failing.good.spec.rollout;
         let deadline = Duration::from_secs(
@@ -266,11 +297,13 @@ impl Target {
                 .into(),
         );
         let since = record.started_at.0;
-        let Some(pod) = never_ready(pods, failing.hash, since, deadline, now) else {
+        let Some(pod) = never_ready(pods, failing.hash, since, deadline, |p| {
+            self.unready_for(p, now)
+        }) else {
             return;
         };
         let failed = format!(
-            "pod {pod} is not ready {}s after it started on config {}",
+            "pod {pod} is still not ready {}s after it was seen on config {}",
             deadline.as_secs(),
             short_hash(failing.hash)
         );
@@ -376,11 +409,29 @@ mod tests {
         }
     }
 
-    /// An unready pod on `hash`, created at `created`.
+    /// An unready pod on `hash`, created at `created` by the API server's clock.
     fn unready(hash: &str, created: i64) -> Arc<CachedPod> {
         let mut p = CachedPod::clone(&pod("redis-example-0", hash, "rev-b", false, None));
         p.metadata.creation_timestamp = Some(Time(t(created)));
+        p.metadata.uid = Some(format!("uid-{created}"));
         Arc::new(p)
+    }
+
+    /// The operator's monotonic clock, `secs` into a test.
+    fn at(secs: u64) -> Instant {
+        static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+        *START + Duration::from_secs(secs)
+    }
+
+    /// One step's look at the pods, at `secs` on the operator's clock.
+    fn look(
+        target: &mut Target,
+        pods: &[Arc<CachedPod>],
+        record: Option<&RolloutRecord>,
+        secs: u64,
+    ) {
+        target.note_unready(pods, record, at(secs));
+        target.detect_rejection(pods, record, at(secs));
     }
 
     /// A target that saw `old` converge, then accepted `new`.
@@ -428,19 +479,28 @@ mod tests {
             instance(&[("maxmemory", "200mb")]),
         );
         let pods = [unready(&hash, 1)];
-        target.detect_rejection(&pods, None, t(500));
+        look(&mut target, &pods, None, 0);
+        look(&mut target, &pods, None, 500);
         assert!(
             target.take_fresh_failure().is_none(),
             "no restart in flight"
         );
-        target.detect_rejection(&pods, Some(&record(&hash)), t(100));
-        assert!(target.take_fresh_failure().is_none(), "within the deadline");
-        target.detect_rejection(&[unready(&hash, -10)], Some(&record(&hash)), t(500));
+        let restart = record(&hash);
+        look(&mut target, &pods, Some(&restart), 500);
+        look(&mut target, &pods, Some(&restart), 600);
+        assert!(
+            target.take_fresh_failure().is_none(),
+            "within the deadline of when it was first seen"
+        );
+        let old = [unready(&hash, -300)];
+        look(&mut target, &old, Some(&restart), 600);
+        look(&mut target, &old, Some(&restart), 900);
         assert!(
             target.take_fresh_failure().is_none(),
             "created before the restart"
         );
-        target.detect_rejection(&pods, Some(&record(&hash)), t(122));
+        look(&mut target, &pods, Some(&restart), 900);
+        look(&mut target, &pods, Some(&restart), 1021);
         let (failure, outcome) = target.take_fresh_failure().unwrap();
         assert_eq!(outcome, Outcome::RolledBack);
         assert!(
@@ -455,16 +515,44 @@ mod tests {
         );
     }
 
+    /// The API server's clock and the operator's differ: the pod was created a minute before
+    /// the restart by the operator's clock, or long after; either way it is judged by how long
+    /// the operator has seen it unready.
+    #[test]
+    fn clock_skew_neither_hides_nor_hastens_a_never_ready_pod() {
+        for created in [-60, 0, 3, 30] {
+            let (mut target, hash) = moved_on(
+                instance(&[("maxmemory", "100mb")]),
+                instance(&[("maxmemory", "200mb")]),
+            );
+            let pods = [unready(&hash, created)];
+            let restart = record(&hash);
+            look(&mut target, &pods, Some(&restart), 0);
+            look(&mut target, &pods, Some(&restart), 119);
+            assert!(
+                target.take_fresh_failure().is_none(),
+                "created at {created}"
+            );
+            look(&mut target, &pods, Some(&restart), 121);
+            assert!(
+                target.take_fresh_failure().is_some(),
+                "created at {created}"
+            );
+        }
+    }
+
     #[test]
     fn halt_stays_until_the_spec_or_the_restart_moves_on() {
         let mut new = instance(&[("maxmemory", "200mb")]);
         new.spec.rollout.on_failure = OnFailure::Halt;
         let (mut target, hash) = moved_on(instance(&[("maxmemory", "100mb")]), new.clone());
-        target.detect_rejection(&[unready(&hash, 1)], Some(&record(&hash)), t(200));
+        let pods = [unready(&hash, 1)];
+        look(&mut target, &pods, Some(&record(&hash)), 0);
+        look(&mut target, &pods, Some(&record(&hash)), 200);
         assert_eq!(target.take_fresh_failure().unwrap().1, Outcome::Halted);
         assert_eq!(target.plan().unwrap().template_hash, hash, "no rollback");
         target.forget_halt(Some(&hash));
-        target.detect_rejection(&[unready(&hash, 1)], Some(&record(&hash)), t(300));
+        look(&mut target, &pods, Some(&record(&hash)), 300);
         assert!(
             target.halted().is_some() && target.take_fresh_failure().is_none(),
             "found once"
@@ -479,7 +567,9 @@ mod tests {
         let new = instance(&[("maxmemory", "200mb")]);
         target.accept(&Arc::new(new.clone()));
         let hash = hashes_of(&new).0;
-        target.detect_rejection(&[unready(&hash, 1)], Some(&record(&hash)), t(200));
+        let pods = [unready(&hash, 1)];
+        look(&mut target, &pods, Some(&record(&hash)), 0);
+        look(&mut target, &pods, Some(&record(&hash)), 200);
         assert_eq!(target.take_fresh_failure().unwrap().1, Outcome::Halted);
         assert!(
             target.plan().is_some(),
@@ -498,7 +588,9 @@ mod tests {
             live(&[("databases", "16"), ("maxmemory", "100mb")]),
             live(&[("databases", "8"), ("maxmemory", "100mb")]),
         );
-        target.detect_rejection(&[unready(&hash, 1)], Some(&record(&hash)), t(200));
+        let pods = [unready(&hash, 1)];
+        look(&mut target, &pods, Some(&record(&hash)), 0);
+        look(&mut target, &pods, Some(&record(&hash)), 200);
         assert!(target.rejection().is_some());
         let fixed = live(&[("databases", "8"), ("maxmemory", "150mb")]);
         assert_eq!(hashes_of(&fixed).0, hash, "same template hash");
