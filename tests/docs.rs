@@ -2,6 +2,10 @@
 //! only real `make` targets and real `redis-operator` subcommands and flags, and
 //! docs/troubleshooting.md explains every Event and condition reason the sources emit.
 
+#[path = "docs/cli.rs"]
+mod cli;
+#[path = "docs/links.rs"]
+mod links;
 #[path = "docs/markdown.rs"]
 mod markdown;
 #[path = "docs/reasons.rs"]
@@ -11,13 +15,9 @@ mod rust_source;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use markdown::{Doc, anchors, code_spans, commands, links, parse};
-
-/// Files the docs link to that another branch adds; listed here only until that branch is
-/// merged (the check fails once one exists, so that the entry is removed).
-const AWAITED: &[&str] = &["deploy/helm/redis-operator/README.md"];
+use cli::{FlagCheck, accepts, flag_name, help, subcommands};
+use markdown::{Doc, anchors, code_spans, commands, parse};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -77,62 +77,6 @@ fn shown_commands(path: &Path, doc: &Doc) -> Vec<(String, Vec<String>)> {
     found
 }
 
-/// Checks one link of `from` (a path relative to the repository); `None` when it resolves.
-fn broken(from: &Path, target: &str, docs: &BTreeMap<PathBuf, Doc>) -> Option<String> {
-    if target.contains("://") || target.starts_with("mailto:") {
-        return None;
-    }
-    let (path, anchor) = target.split_once('#').unwrap_or((target, ""));
-    let dir = from.parent().unwrap_or(Path::new(""));
-    let linked = if path.is_empty() {
-        from.to_owned()
-    } else {
-        normalize(&dir.join(path))
-    };
-    let full = repo().join(&linked);
-    let display = linked.display().to_string();
-    if AWAITED.contains(&display.as_str()) {
-        return full
-            .exists()
-            .then(|| format!("{display} exists now: remove it from AWAITED in tests/docs.rs"));
-    }
-    if !full.exists() {
-        return Some(format!("{target}: {display} does not exist"));
-    }
-    if anchor.is_empty() {
-        return None;
-    }
-    let known = match docs.get(&linked) {
-        Some(doc) => anchors(doc),
-        None if display.ends_with(".md") => anchors(&parse(
-            &std::fs::read_to_string(&full).expect("read a linked file"),
-        )),
-        None => {
-            return Some(format!(
-                "{target}: an anchor into a file that is not Markdown"
-            ));
-        }
-    };
-    (!known.contains(anchor)).then(|| {
-        format!("{target}: {display} has no heading with anchor #{anchor} (it has: {known:?})")
-    })
-}
-
-/// `a/b/../c` as `a/c`.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for part in path.components() {
-        match part {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
-}
-
 fn parsed_documents() -> BTreeMap<PathBuf, Doc> {
     documents()
         .into_iter()
@@ -148,9 +92,9 @@ fn every_relative_link_and_anchor_resolves() {
     for (path, doc) in &docs {
         for (number, line) in &doc.prose {
             let (_, outside_code) = code_spans(line);
-            for target in links(&outside_code) {
+            for target in markdown::links(&outside_code) {
                 checked += 1;
-                if let Some(problem) = broken(path, &target, &docs) {
+                if let Some(problem) = links::broken(path, &target, &docs) {
                     problems.push(format!("{}:{number}: {problem}", path.display()));
                 }
             }
@@ -183,7 +127,7 @@ fn references_to_the_docs_from_code_and_manifests_resolve() {
         "examples",
         ".ci",
     ] {
-        walk(&root.join(dir), &mut files);
+        links::walk(&root.join(dir), &mut files);
     }
     files.extend(["Makefile", "Dockerfile"].map(|f| root.join(f)));
     for file in files {
@@ -199,8 +143,8 @@ fn references_to_the_docs_from_code_and_manifests_resolve() {
             continue;
         }
         for (index, line) in text.lines().enumerate() {
-            for reference in doc_references(line) {
-                if let Some(problem) = broken(Path::new("README.md"), &reference, &docs) {
+            for reference in links::doc_references(line) {
+                if let Some(problem) = links::broken(Path::new("README.md"), &reference, &docs) {
                     problems.push(format!("{}:{}: {problem}", rel.display(), index + 1));
                 }
             }
@@ -213,47 +157,17 @@ fn references_to_the_docs_from_code_and_manifests_resolve() {
     );
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            if path.file_name().is_some_and(|n| n != "target") {
-                walk(&path, out);
-            }
-        } else {
-            out.push(path);
-        }
-    }
-}
-
-/// `docs/page.md` and `docs/page.md#anchor` (and `README.md#anchor`) mentioned in a line.
-fn doc_references(line: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for word in line.split(|c: char| c.is_whitespace() || "()`'\",;[]<>".contains(c)) {
-        let word = word.trim_end_matches(['.', ':']);
-        let is_page = word.starts_with("docs/") && (word.ends_with(".md") || word.contains(".md#"));
-        let is_readme_anchor = word.starts_with("README.md#");
-        if is_page || is_readme_anchor {
-            found.push(word.to_owned());
-        }
-    }
-    found
-}
-
 #[test]
 fn doc_references_are_found_in_comments() {
     assert_eq!(
-        doc_references("# See the RBAC table (docs/operations.md#rbac)."),
+        links::doc_references("# See the RBAC table (docs/operations.md#rbac)."),
         ["docs/operations.md#rbac"]
     );
     assert_eq!(
-        doc_references("see docs/reference.md, and README.md#x"),
+        links::doc_references("see docs/reference.md, and README.md#x"),
         ["docs/reference.md", "README.md#x"]
     );
-    assert!(doc_references("see the README").is_empty());
+    assert!(links::doc_references("see the README").is_empty());
 }
 
 fn makefile_targets() -> BTreeSet<String> {
@@ -267,6 +181,36 @@ fn makefile_targets() -> BTreeSet<String> {
         })
         .map(str::to_owned)
         .collect()
+}
+
+#[test]
+fn every_repository_path_the_docs_mention_exists() {
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    for (path, text) in documents() {
+        for (place, words) in shown_commands(&path, &parse(&text)) {
+            // kubectl's `deploy/NAME` names a Deployment: only its files (-f, -k) are paths.
+            let files: Vec<&String> = match words[0].as_str() {
+                "kubectl" => words
+                    .windows(2)
+                    .filter(|w| matches!(w[0].as_str(), "-f" | "-k" | "--filename"))
+                    .map(|w| &w[1])
+                    .collect(),
+                _ => words.iter().collect(),
+            };
+            for mentioned in files.into_iter().filter_map(|w| links::mentioned_path(w)) {
+                checked += 1;
+                if let Some(problem) = links::missing(mentioned) {
+                    problems.push(format!("{place}: {problem}"));
+                }
+            }
+        }
+    }
+    assert!(
+        checked >= 20,
+        "only {checked} paths found: is the extraction broken?"
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 #[test]
@@ -302,70 +246,6 @@ fn every_make_target_the_docs_name_exists() {
         "only {named} `make` commands found: is the extraction broken?"
     );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-}
-
-fn help(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_redis-operator"))
-        .args(args)
-        .arg("--help")
-        .output()
-        .expect("run redis-operator");
-    assert!(
-        out.status.success(),
-        "redis-operator {args:?} --help failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The subcommands `redis-operator --help` lists.
-fn subcommands(top: &str) -> BTreeSet<String> {
-    top.lines()
-        .skip_while(|l| !l.starts_with("Commands:"))
-        .skip(1)
-        .take_while(|l| l.starts_with("  "))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Whether `help` lists `flag` (`--name` or `-x`) as an option.
-fn accepts(help: &str, flag: &str) -> bool {
-    help.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == '=' || c == '<')
-        .any(|word| word == flag)
-}
-
-/// `--flag` from a shown word: `--leader-elect[=false]` and `--log-format=text` name the flag
-/// before `[` or `=`.
-fn flag_name(word: &str) -> Option<&str> {
-    let name = word.split(['[', '=']).next().unwrap_or(word);
-    (name.starts_with('-') && name.len() > 1 && name != "--").then_some(name)
-}
-
-/// Flags checked against the `--help` of their subcommand (each help text read once).
-#[derive(Default)]
-struct FlagCheck {
-    helps: BTreeMap<String, String>,
-    checked: usize,
-    problems: Vec<String>,
-}
-
-impl FlagCheck {
-    fn check(&mut self, place: &str, sub: &str, flag: &str) {
-        let text = self.helps.entry(sub.to_owned()).or_insert_with(|| {
-            if sub.is_empty() {
-                help(&[])
-            } else {
-                help(&[sub])
-            }
-        });
-        self.checked += 1;
-        if !accepts(text, flag) {
-            self.problems.push(format!(
-                "{place}: `redis-operator {sub} {flag}`: not in `redis-operator {sub} --help`"
-            ));
-        }
-    }
 }
 
 #[test]
@@ -626,7 +506,7 @@ fn markdown_parts_are_read_as_github_renders_them() {
     );
     let (spans, rest) = code_spans("see [a](b.md#c) and `[x](y)`");
     assert_eq!(spans, ["[x](y)"]);
-    assert_eq!(links(&rest), ["b.md#c"]);
+    assert_eq!(markdown::links(&rest), ["b.md#c"]);
     assert_eq!(
         commands("$ export A=1; N=1000 make bench-scale && kubectl get x | grep 'a b'"),
         [
