@@ -4,13 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Strings an expression can hold, each with where its literal is (`path:line`).
-type Values = BTreeMap<String, String>;
-
 use super::rust_source::{
     Function, Source, calls, enclosing, functions, is_ident, literals_in, matching, split_list,
     string_literal, strip_conversions,
 };
+
+/// Strings an expression can hold, each with where its literal is (`path:line`).
+type Values = BTreeMap<String, String>;
 
 /// Field accesses whose struct the scanner cannot infer, with that struct's name: the reason is
 /// then every value a `Struct { field: ... }` literal gives the field. A new indirection the
