@@ -553,7 +553,7 @@ async fn deleting_the_instance_keeps_its_claims_by_default() {
     assert_eq!(kept.uid(), claim.uid());
     assert_eq!(kept.status.unwrap().phase.as_deref(), Some("Bound"));
 
-    // What the README tells a user to run to delete the data.
+    // What docs/reference.md#data-claims tells a user to run to delete the data.
     kubectl(&["-n", &ns.name, "delete", "pvc", "-l", INSTANCE_SELECTOR]);
     wait_claims_gone(&ns).await;
 }
