@@ -221,9 +221,13 @@ fn blank_test_modules(code: &str) -> String {
         let Some(close) = matching(&out, open) else {
             break;
         };
+        // One space per byte, so every offset after it stays where it was.
         let blank: String = out[start..=close]
             .chars()
-            .map(|c| if c == '\n' { '\n' } else { ' ' })
+            .map(|c| match c {
+                '\n' => "\n".to_owned(),
+                c => " ".repeat(c.len_utf8()),
+            })
             .collect();
         out.replace_range(start..=close, &blank);
         from = close;
