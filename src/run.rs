@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::actors::instance::Timings;
 use crate::actors::metrics::MetricsActor;
-use crate::actors::supervisor::{SupervisorActor, SupervisorArgs};
+use crate::actors::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
 use crate::api_traffic::ApiTraffic;
 use crate::crd::RedisInstance;
 use crate::health::Health;
@@ -197,38 +197,43 @@ pub async fn run(options: Options) -> Result<(), Error> {
         ),
         None => (Arc::new(Fence::open()), None),
     };
+    // A standby starts its watches at once, so that when it takes over its caches are warm
+    // and it acts without waiting for a full relist; it starts no instance actor until then.
+    let (actor, mut handle) = Actor::spawn(
+        Some("supervisor".into()),
+        SupervisorActor,
+        SupervisorArgs {
+            client,
+            writer,
+            namespace: options.namespace.clone(),
+            metrics: metrics.clone(),
+            snapshots,
+            timings: options.timings,
+            health: health.clone(),
+            reporter,
+            limiter: Limiter::new(options.limits, fence.clone()),
+            regained: fence.regained(),
+            traffic,
+            logs: options.logs.clone(),
+            leading: elector.is_none(),
+        },
+    )
+    .await
+    .map_err(|e| Error::Spawn("supervisor", e))?;
+    vital.lock().expect("vital lock").push(actor.get_cell());
     let mut outcome = None;
     if let Some(elector) = elector.as_mut() {
         tokio::select! {
-            _ = leader::acquire(elector, &fence, &health) => {}
+            _ = leader::acquire(elector, &fence, &health) => {
+                let _ = actor.send_message(SupervisorMsg::Lead);
+            }
             name = &mut signal => outcome = Some(Outcome::Signal(name)),
             result = &mut server => outcome = Some(Outcome::Server(result)),
+            _ = &mut handle => outcome = Some(Outcome::SupervisorDied),
         }
     }
-    let mut supervisor = None;
     if outcome.is_none() {
         leader_gauge.set(1);
-        let (actor, mut handle) = Actor::spawn(
-            Some("supervisor".into()),
-            SupervisorActor,
-            SupervisorArgs {
-                client,
-                writer,
-                namespace: options.namespace.clone(),
-                metrics: metrics.clone(),
-                snapshots,
-                timings: options.timings,
-                health: health.clone(),
-                reporter,
-                limiter: Limiter::new(options.limits, fence.clone()),
-                regained: fence.regained(),
-                traffic,
-                logs: options.logs.clone(),
-            },
-        )
-        .await
-        .map_err(|e| Error::Spawn("supervisor", e))?;
-        vital.lock().expect("vital lock").push(actor.get_cell());
         let lost = async {
             match elector.as_mut() {
                 Some(elector) => leader::keep(elector, &fence).await,
@@ -241,8 +246,8 @@ pub async fn run(options: Options) -> Result<(), Error> {
             _ = &mut handle => Outcome::SupervisorDied,
             lost = lost => Outcome::LostLease(lost),
         });
-        supervisor = Some((actor, handle));
     }
+    let supervisor = Some((actor, handle));
     let outcome = outcome.expect("set on every path");
     match &outcome {
         Outcome::Signal(name) => {

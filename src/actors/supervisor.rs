@@ -49,6 +49,9 @@ pub struct SupervisorArgs {
     pub traffic: ApiTraffic,
     /// Opened for each instance with an actor, closed when it is deleted.
     pub logs: LogBuffers,
+    /// Start acting at once; otherwise only fill the caches until [`SupervisorMsg::Lead`], so
+    /// that a standby that takes over has them warm instead of waiting for a full relist.
+    pub leading: bool,
 }
 
 /// Messages the supervisor handles; the watch tasks send the first two.
@@ -63,6 +66,8 @@ pub enum SupervisorMsg {
     WakeAll,
     /// Try again to start the actor of an instance whose actor failed.
     Respawn(InstanceKey),
+    /// This process now holds the leader Lease: start acting on every instance.
+    Lead,
 }
 
 /// The supervisor's memory.
@@ -80,6 +85,8 @@ pub struct SupervisorState {
     relisting: Option<HashSet<InstanceKey>>,
     failures: HashMap<InstanceKey, u32>,
     watch_tasks: Vec<JoinHandle<()>>,
+    /// Whether instance actors may run: false on a standby, whose watches only fill caches.
+    leading: bool,
 }
 
 /// See the module docs.
@@ -114,6 +121,7 @@ impl Actor for SupervisorActor {
         }));
         let recorder = Recorder::new(args.writer.clone(), args.reporter.clone());
         Ok(SupervisorState {
+            leading: args.leading,
             recorder,
             args,
             actors: HashMap::new(),
@@ -146,6 +154,17 @@ impl Actor for SupervisorActor {
             }
             SupervisorMsg::Respawn(key) => {
                 if state.instances.contains_key(&key) {
+                    ensure_actor(&myself, state, &key).await;
+                }
+            }
+            SupervisorMsg::Lead => {
+                state.leading = true;
+                let keys: Vec<_> = state.instances.keys().cloned().collect();
+                info!(
+                    instances = keys.len(),
+                    "leading: acting on every instance from the warm caches"
+                );
+                for key in keys {
                     ensure_actor(&myself, state, &key).await;
                 }
             }
@@ -284,12 +303,15 @@ fn starts_step(known: Option<&Routed>, seen: &Routed, instance: &RedisInstance) 
     known != Some(seen) || instance.metadata.deletion_timestamp.is_some()
 }
 
-/// Starts the instance's actor if it has none, and wakes it.
+/// Starts the instance's actor if it has none, and wakes it; a standby starts none.
 async fn ensure_actor(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
     key: &InstanceKey,
 ) {
+    if !state.leading {
+        return;
+    }
     if !state.actors.contains_key(key) {
         state.args.logs.open(key);
         let args = InstanceArgs {
