@@ -283,6 +283,11 @@ pub struct RedisInstanceStatus {
     /// mid-sequence finishes it without counting it twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutRecord>,
+    /// The StatefulSet's `metadata.generation` after the operator's last write of it: a higher
+    /// one means someone else changed it, so a difference in its pod template is drift to put
+    /// back, not a change of the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stateful_set_generation: Option<i64>,
     /// One-word summary: Pending, Restarting, Running, Degraded, Invalid, Paused or Halted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,

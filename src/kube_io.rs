@@ -161,6 +161,7 @@ fn status_patch(
             "refusedLiveConfigHash",
             "pendingChange",
             "rollout",
+            "statefulSetGeneration",
             "phase",
             "conditions",
         ] {
@@ -467,6 +468,7 @@ mod tests {
                 reason: RestartReason::ConfigChanged,
                 started_at: time,
             }),
+            stateful_set_generation: Some(3),
             phase: Some(Phase::Running),
             conditions: vec![Condition {
                 last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),

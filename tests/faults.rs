@@ -153,6 +153,11 @@ async fn image_changes_by_hand_or_through_the_spec_are_counted_restarts() {
         notes.iter().all(|n| n.starts_with("ImageChanged")),
         "{notes:?}"
     );
+    assert_eq!(
+        event_count(&ns, NAME, "DriftRepaired").await,
+        1,
+        "a change made in the spec is not drift"
+    );
     // The hand edit may itself have replaced the pod once before the repair.
     let real = history.restarts().await["redis-example-0"];
     assert!((2..=3).contains(&real), "pod 0 restarted {real} times");

@@ -131,6 +131,8 @@ pub struct InstanceState {
     pending: Option<String>,
     /// The last step waits for edits to settle before a restart.
     settling: bool,
+    /// The StatefulSet's generation after this actor's last write of it, until status holds it.
+    statefulset_written: Option<i64>,
     /// The generation whose objects the API server refused (422), and its message.
     api_refusal: Option<(Option<i64>, String)>,
 }
@@ -167,6 +169,7 @@ impl Actor for RedisInstanceActor {
             live: live::LiveMemory::default(),
             pending: None,
             settling: false,
+            statefulset_written: None,
             api_refusal: None,
         })
     }

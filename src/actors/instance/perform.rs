@@ -70,6 +70,7 @@ pub(super) async fn perform(
                     &statefulset(target, &hash, marker.as_deref()),
                 )
                 .await?;
+            state.statefulset_written = created.metadata.generation;
             state.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&created)));
             // A new instance's creation is told by its status alone: at fleet scale an Event
             // per instance is a request per instance. A StatefulSet created again (a Recreate,
@@ -112,12 +113,11 @@ pub(super) async fn perform(
                 begin_restart(state, seen, plan, next, &live_hash).await?;
             }
             // A restart the spec did not ask for puts back what was changed by hand.
-            let spec_seen = instance.status.as_ref().and_then(|s| s.observed_generation)
-                == instance.metadata.generation;
+            let hand_edited = edited_by_others(state, instance, live);
             let drift = match reason {
                 RestartReason::ConfigMapChanged => Some("ConfigMap"),
-                RestartReason::ImageChanged if spec_seen => Some("Image"),
-                RestartReason::PodTemplateChanged if spec_seen => Some("PodTemplate"),
+                RestartReason::ImageChanged if hand_edited => Some("Image"),
+                RestartReason::PodTemplateChanged if hand_edited => Some("PodTemplate"),
                 _ => None,
             };
             if let Some(kind) = drift {
@@ -178,6 +178,7 @@ pub(super) async fn perform(
             } else {
                 CachedStatefulSet::from(&api.apply("StatefulSet", &desired).await?)
             };
+            state.statefulset_written = applied.metadata.generation;
             state.written.statefulset = Some(Arc::new(applied));
         }
         Decision::DeleteForRecreate => {
@@ -196,6 +197,7 @@ pub(super) async fn perform(
             }
         }
         Decision::RepairStatefulSet => {
+            let hand_edited = edited_by_others(state, instance, live);
             let marker = live.and_then(restarted_at_of);
             let mut repaired = statefulset(target, &live_hash, marker);
             // The hash and marker come from the cache: the write holds only if the StatefulSet
@@ -203,10 +205,9 @@ pub(super) async fn perform(
             repaired.metadata.resource_version =
                 live.and_then(|sts| sts.metadata.resource_version.clone());
             let applied = api.apply("StatefulSet", &repaired).await?;
+            state.statefulset_written = applied.metadata.generation;
             state.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&applied)));
-            let changed_spec = instance.status.as_ref().and_then(|s| s.observed_generation)
-                != instance.metadata.generation;
-            if !changed_spec {
+            if hand_edited {
                 report::drift_repaired(state, instance, "StatefulSetSpec").await;
             }
         }
@@ -248,6 +249,25 @@ pub(super) async fn perform(
         Decision::Wait(_) | Decision::Idle | Decision::Held(_) => {}
     }
     Ok(())
+}
+
+/// Whether someone else changed the StatefulSet since the operator last wrote it: its
+/// generation moved past the one recorded after that write (kept in status, so a restarted
+/// operator tells a hand edit from a spec change the same way).
+fn edited_by_others(
+    state: &InstanceState,
+    instance: &crate::crd::RedisInstance,
+    live: Option<&CachedStatefulSet>,
+) -> bool {
+    let ours = state.statefulset_written.or_else(|| {
+        instance
+            .status
+            .as_ref()
+            .and_then(|s| s.stateful_set_generation)
+    });
+    live.and_then(|sts| sts.metadata.generation)
+        .zip(ours)
+        .is_some_and(|(now, ours)| now > ours)
 }
 
 /// The API said the StatefulSet is already gone: a copy marked as deleting stands in for it

@@ -329,6 +329,9 @@ pub(super) fn derive_status_with(
         .filter(|_| live_refusal.is_some())
         .map(|(hash, _)| hash.clone());
     status.pending_change = state.pending.clone();
+    if state.statefulset_written.is_some() {
+        status.stateful_set_generation = state.statefulset_written;
+    }
     let halted = state
         .target
         .halted()
