@@ -23,6 +23,8 @@ pub struct Running {
     pub template_hash: Option<String>,
     /// The StatefulSet's Redis image.
     pub image: Option<String>,
+    /// The StatefulSet's replicas.
+    pub replicas: Option<i32>,
 }
 
 /// The outcome of applying a spec.
@@ -30,6 +32,9 @@ pub struct Running {
 pub enum Verdict {
     /// Validation refuses it; nothing would change.
     Refused(Vec<Violation>),
+    /// The API server refuses the object itself (its schema and rules, such as a storage size
+    /// that cannot change); nothing would change.
+    RefusedByApi(String),
     /// No StatefulSet yet: everything would be created.
     Create {
         /// The template hash it would carry.
@@ -95,15 +100,23 @@ pub fn verdict(new: &RedisInstance, running: &Running) -> Verdict {
             Some(names) => Verdict::Live {
                 directives: names.into_iter().collect(),
             },
-            None => Verdict::Restart {
-                forcing: restart
+            // The template hash is unchanged, so what differs is the file alone: directives
+            // removed from spec.config force the restart (Redis keeps a removed value until it
+            // restarts); those changed with them are applied by it.
+            None => {
+                let (removed, changed): (Vec<String>, Vec<String>) = restart
                     .into_iter()
-                    .map(|n| format!("{n} (removed, or not settable at runtime)"))
-                    .chain(live.into_iter().map(|n| format!("{n} (removed)")))
-                    .collect(),
-                with: Vec::new(),
-                strategy,
-            },
+                    .chain(live)
+                    .partition(|n| !new.spec.config.contains_key(n));
+                Verdict::Restart {
+                    forcing: removed
+                        .into_iter()
+                        .map(|n| format!("{n} (removed)"))
+                        .collect(),
+                    with: changed,
+                    strategy,
+                }
+            }
         };
     }
     if running
@@ -123,7 +136,10 @@ pub fn verdict(new: &RedisInstance, running: &Running) -> Verdict {
 impl Verdict {
     /// Exit status of `diff`: 0 when applying would be accepted, 1 when refused.
     pub fn exit_code(&self) -> i32 {
-        i32::from(matches!(self, Verdict::Refused(_)))
+        i32::from(matches!(
+            self,
+            Verdict::Refused(_) | Verdict::RefusedByApi(_)
+        ))
     }
 }
 
@@ -139,6 +155,13 @@ impl fmt::Display for Verdict {
                     writeln!(f, "  {v}")?;
                 }
                 Ok(())
+            }
+            Verdict::RefusedByApi(message) => {
+                writeln!(
+                    f,
+                    "refused by the API server: nothing would change; the pods keep their config"
+                )?;
+                writeln!(f, "  {message}")
             }
             Verdict::Create { hash } => writeln!(
                 f,
@@ -170,6 +193,56 @@ impl fmt::Display for Verdict {
         }
     }
 }
+
+/// What a change of `spec.replicas` does besides the verdict: pods are added on the new
+/// config or removed from the highest ordinal down, and the others are not restarted for it.
+pub fn scale_note(new: &RedisInstance, running: &Running) -> Option<String> {
+    let from = running.replicas?;
+    let to = new.spec.replicas;
+    match to.cmp(&from) {
+        std::cmp::Ordering::Equal => None,
+        std::cmp::Ordering::Greater => Some(format!(
+            "scale {from} -> {to}: {} pod(s) created, none restarted for it",
+            to - from
+        )),
+        std::cmp::Ordering::Less => Some(format!(
+            "scale {from} -> {to}: {} pod(s) removed from the highest ordinal down, none restarted for it",
+            from - to
+        )),
+    }
+}
+
+/// Asks the API server whether it would accept `new` (a server-side apply with `dryRun`, which
+/// stores nothing): its schema and rules refuse what validation here does not see, such as a
+/// change of `spec.storage`. `Ok(None)` when accepted; `Err` when it could not be asked.
+async fn admission(
+    client: &Client,
+    namespace: &str,
+    new: &RedisInstance,
+) -> Result<Option<String>, kube::Error> {
+    let api = Api::<RedisInstance>::namespaced(client.clone(), namespace);
+    let params = kube::api::PatchParams::apply(DRY_RUN_MANAGER)
+        .dry_run()
+        .force();
+    let mut object = new.clone();
+    object.metadata.namespace = Some(namespace.to_owned());
+    object.metadata.resource_version = None;
+    object.metadata.managed_fields = None;
+    object.status = None;
+    match api
+        .patch(&new.name_any(), &params, &kube::api::Patch::Apply(&object))
+        .await
+    {
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(status)) if matches!(status.code, 400 | 422) => {
+            Ok(Some(status.message))
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// The field manager of `diff`'s dry runs; nothing is stored under it.
+const DRY_RUN_MANAGER: &str = "redis-operator-diff";
 
 /// Why `diff` could not give a verdict.
 #[derive(Debug, thiserror::Error)]
@@ -258,14 +331,27 @@ pub async fn diff(request: DiffRequest) -> Result<i32, Error> {
             .as_ref()
             .and_then(|s| image_of(&s.spec))
             .map(str::to_owned);
-        running.config_text = Api::<ConfigMap>::namespaced(client, &namespace)
+        running.replicas = sts.as_ref().and_then(|s| s.spec.replicas);
+        running.config_text = Api::<ConfigMap>::namespaced(client.clone(), &namespace)
             .get_opt(&config_map_name(&new))
             .await
             .map_err(api_err)?
             .and_then(|cm| cm.data?.remove(CONFIG_FILE_KEY));
     }
-    let verdict = verdict(&new, &running);
+    let mut verdict = verdict(&new, &running);
+    if !matches!(verdict, Verdict::Refused(_)) {
+        match admission(&client, &namespace, &new).await {
+            Ok(Some(message)) => verdict = Verdict::RefusedByApi(message),
+            Ok(None) => {}
+            Err(error) => println!(
+                "note: could not ask the API server whether it accepts the object (dry run): {error}"
+            ),
+        }
+    }
     print!("{namespace}/{name}: {verdict}");
+    if let Some(note) = scale_note(&new, &running).filter(|_| verdict.exit_code() == 0) {
+        println!("  {note}");
+    }
     let annotated = new
         .annotations()
         .get("redis.github.com/paused")
@@ -287,6 +373,7 @@ mod tests {
             template_hash: Some(template_hash(instance, &rendered)),
             config_text: Some(rendered.text),
             image: Some(instance.spec.image.clone()),
+            replicas: Some(instance.spec.replicas),
         }
     }
 
@@ -328,6 +415,33 @@ mod tests {
             verdict(&now, &Running::default()),
             Verdict::Create { .. }
         ));
+    }
+
+    #[test]
+    fn a_directive_left_out_is_named_removed_and_a_scale_is_told() {
+        let now = live(&[("maxmemory", "100mb"), ("databases", "16")]);
+        let running = running_on(&now);
+        let without = live(&[("databases", "16")]);
+        assert_eq!(
+            verdict(&without, &running),
+            Verdict::Restart {
+                forcing: vec!["maxmemory (removed)".into()],
+                with: Vec::new(),
+                strategy: RestartStrategy::RollingUpdate
+            }
+        );
+        let mut more = now.clone();
+        more.spec.replicas = 3;
+        assert_eq!(verdict(&more, &running), Verdict::Nothing);
+        assert_eq!(
+            scale_note(&more, &running).as_deref(),
+            Some("scale 1 -> 3: 2 pod(s) created, none restarted for it")
+        );
+        assert_eq!(scale_note(&now, &running), None);
+        assert_eq!(
+            Verdict::RefusedByApi("spec.storage is immutable".into()).exit_code(),
+            1
+        );
     }
 
     #[test]

@@ -492,6 +492,26 @@ async fn diff_gives_the_verdict_of_each_kind_of_edit_and_writes_nothing() {
     other.metadata.name = Some("not-there-yet".into());
     let (out, _) = diff(&ns, &other);
     assert!(out.contains("not-there-yet: create:"), "{out}");
+    // What only the API server knows: the storage of a StatefulSet's claims cannot change.
+    let mut bigger = instance.clone();
+    bigger.spec.storage.size = "2Gi".into();
+    let (out, code) = diff(&ns, &bigger);
+    assert!(out.contains(": refused by the API server"), "{out}");
+    assert!(out.contains("storage"), "the API server's reason: {out}");
+    assert_eq!(code, 1);
+    let mut more = instance.clone();
+    more.spec.replicas = 3;
+    let (out, code) = diff(&ns, &more);
+    assert!(
+        out.contains("nothing: the pods already run this config")
+            && out.contains("scale 1 -> 3: 2 pod(s) created, none restarted for it"),
+        "{out}"
+    );
+    assert_eq!(code, 0);
+    let mut without = instance.clone();
+    without.spec.config.remove("maxmemory");
+    let (out, _) = diff(&ns, &without);
+    assert!(out.contains("forced by maxmemory (removed)"), "{out}");
     let mut paused = edit(&[("databases", "4")]);
     paused.spec.paused = true;
     let (out, _) = diff(&ns, &paused);
