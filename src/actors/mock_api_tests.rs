@@ -315,6 +315,70 @@ async fn a_deleted_instance_leaves_no_snapshot_behind() {
     assert!(snapshots.is_empty(), "a deleted instance left its snapshot");
 }
 
+/// An operator started after a rollback was recorded, on a spec whose config the pods never ran
+/// (so no spec it knows is safe to run): the pods have finished the rollback, so the record is
+/// closed, not left to keep the instance "restarting" until the spec changes.
+#[tokio::test]
+async fn a_finished_rollback_recorded_before_a_restart_is_closed() {
+    use crate::crd::{RestartReason, RolloutRecord};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    let good = converged_instance();
+    let (stores, mut watches) = converged_caches_and_watches(&good);
+    let mut rejected = good.clone();
+    rejected
+        .spec
+        .config
+        .insert("maxmemory".into(), "200mb".into());
+    rejected.metadata.generation = Some(2);
+    let started = Time(k8s_openapi::jiff::Timestamp::now());
+    rejected.status = Some(crate::crd::RedisInstanceStatus {
+        observed_generation: Some(2),
+        rejected_config_hash: Some(render(&rejected.spec.config).hash),
+        rollout: Some(RolloutRecord {
+            config_hash: render(&good.spec.config).hash,
+            restarted_at: None,
+            strategy: RestartStrategy::RollingUpdate,
+            reason: RestartReason::RolledBack,
+            started_at: started.clone(),
+        }),
+        conditions: vec![Condition {
+            type_: "ConfigValid".into(),
+            status: "False".into(),
+            reason: "NeverReady".into(),
+            message: "never ready; rolling back".into(),
+            observed_generation: Some(2),
+            last_transition_time: started,
+        }],
+        ..Default::default()
+    });
+    watches
+        .instances
+        .apply_watcher_event(&watcher::Event::Apply(rejected.clone()));
+    let log = Log::default();
+    let client = scripted_api(&rejected, log.clone(), Arc::default());
+    let (actor, handle) = spawn_instance_actor(client, stores, Timings::default()).await;
+    actor.send_message(InstanceMsg::Changed).unwrap();
+    wait_until(&log, "the record closed", |reqs| {
+        reqs.iter().any(|(m, p, body)| {
+            *m == Method::PATCH && p.ends_with("/status") && body["status"]["rollout"].is_null()
+        })
+    })
+    .await;
+    let events = events_posted(&log);
+    assert!(
+        events.iter().any(|e| e["reason"] == "RestartCompleted"),
+        "{events:?}"
+    );
+    let others: Vec<_> = requests(&log)
+        .into_iter()
+        .filter(|(_, p, _)| !p.ends_with("/status") && !p.ends_with("/events"))
+        .map(|(m, p, _)| (m, p))
+        .collect();
+    assert!(others.is_empty(), "nothing else is written: {others:?}");
+    actor.stop(None);
+    handle.await.unwrap();
+}
+
 /// A converged instance: the first step writes its status once; played back by the watch, the
 /// status starts no further write, and neither do any number of events.
 #[tokio::test]

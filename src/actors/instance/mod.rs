@@ -25,7 +25,9 @@ use tracing::{Instrument, debug, warn};
 
 use super::metrics::{InstanceKey, MetricsMsg};
 use crate::crd::RedisInstance;
-use crate::decide::{Deadlines, Decision, Desired, Snapshot, Waiting, decide, overdue};
+use crate::decide::{
+    Deadlines, Decision, Desired, Snapshot, Waiting, applied, decide, overdue, rollout_complete,
+};
 use crate::kube_io::{self, InstanceApi};
 use observe::observe;
 use target::Target;
@@ -441,7 +443,18 @@ async fn step(
         report::rollout_failed(state, &current, &failure, outcome).await;
     }
     let Some(plan) = state.target.plan() else {
-        // Nothing known to be safe to run: touch nothing, but report what runs.
+        // Nothing known to be safe to run: touch nothing, but report what runs, and close a
+        // recorded restart the pods have finished, so that no finished rollout stays recorded.
+        if let Some(record) = stored_record.filter(|r| {
+            seen.statefulset
+                .as_deref()
+                .is_some_and(|sts| applied(r, sts) && rollout_complete(sts))
+        }) {
+            state.decided = "FinishRestart";
+            let record = record.clone();
+            perform::finish_restart(state, None, &seen, &record, now).await?;
+            return Ok(None);
+        }
         state.decided = "Hold";
         debug!(decision = "Hold", "next step");
         report::write_status(state, &seen, None).await?;

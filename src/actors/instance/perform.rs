@@ -152,7 +152,7 @@ pub(super) async fn perform(
                     started_at: old.started_at.clone(),
                     ..record_for(want, live, old.reason, marker, now)
                 };
-                write_record(state, seen, plan, Some(next), 0).await?;
+                write_record(state, seen, Some(plan), Some(next), 0).await?;
                 let note = format!(
                     "config changed before any pod restarted; the restart continues with config {}",
                     short_hash(want.hash)
@@ -225,25 +225,7 @@ pub(super) async fn perform(
         }
         Decision::FinishRestart => {
             let record = record.expect("finish is decided only with a record");
-            write_record(state, seen, plan, None, 0).await?;
-            state.restart_finished_at = Some(std::time::Instant::now());
-            let took = now.duration_since(record.started_at.0).unsigned_abs();
-            let _ = state
-                .args
-                .metrics
-                .send_message(MetricsMsg::RestartCompleted {
-                    key: key.clone(),
-                    strategy: record.strategy.as_str(),
-                    took,
-                });
-            info!(hash = %record.config_hash,
-                strategy = record.strategy.as_str(), took_secs = took.as_secs_f64(), "restart complete");
-            let note = format!(
-                "all replicas run config {} and are ready",
-                short_hash(&record.config_hash)
-            );
-            api.event(instance, false, "RestartCompleted", "Restart", note)
-                .await;
+            finish_restart(state, Some(plan), seen, &record, now).await?;
         }
         Decision::ApplyLive => super::live::apply(state, plan, seen).await?,
         Decision::Wait(_) | Decision::Idle | Decision::Held(_) => {}
@@ -352,7 +334,7 @@ async fn begin_restart(
     let key = state.args.key.clone();
     let strategy = record.strategy.as_str();
     let (new_hash, reason) = (record.config_hash.clone(), record.reason);
-    write_record(state, seen, plan, Some(record), 1).await?;
+    write_record(state, seen, Some(plan), Some(record), 1).await?;
     let _ = state.args.metrics.send_message(MetricsMsg::Restarted {
         key,
         strategy,
@@ -377,16 +359,52 @@ async fn begin_restart(
     Ok(())
 }
 
+/// Every pod runs the recorded restart's config and is ready: the record is closed, and the
+/// restart told and timed. Needs no plan, so that a restart recorded before the operator
+/// stopped is closed even when no spec is known to be safe to run (a rollback's target
+/// lives only in the memory of the operator that decided it).
+pub(super) async fn finish_restart(
+    state: &mut InstanceState,
+    plan: Option<&Plan>,
+    seen: &Observed,
+    record: &RolloutRecord,
+    now: Timestamp,
+) -> Result<(), kube_io::Error> {
+    write_record(state, seen, plan, None, 0).await?;
+    state.restart_finished_at = Some(std::time::Instant::now());
+    let took = now.duration_since(record.started_at.0).unsigned_abs();
+    let _ = state
+        .args
+        .metrics
+        .send_message(MetricsMsg::RestartCompleted {
+            key: state.args.key.clone(),
+            strategy: record.strategy.as_str(),
+            took,
+        });
+    info!(hash = %record.config_hash,
+        strategy = record.strategy.as_str(), took_secs = took.as_secs_f64(), "restart complete");
+    let note = format!(
+        "all replicas run config {} and are ready",
+        short_hash(&record.config_hash)
+    );
+    state
+        .args
+        .api
+        .event(&seen.instance, false, "RestartCompleted", "Restart", note)
+        .await;
+    Ok(())
+}
+
 /// Writes the status with `record` as the restart in flight and `added` more restarts counted.
 async fn write_record(
     state: &mut InstanceState,
     seen: &Observed,
-    plan: &Plan,
+    plan: Option<&Plan>,
     record: Option<RolloutRecord>,
     added: i64,
 ) -> Result<(), kube_io::Error> {
     let started = record.as_ref().map(|r| r.started_at.clone());
-    let mut status = report::derive_status_with(state, seen, Some(plan), record);
+    let mut status = report::derive_status_with(state, seen, plan, record);
     if added > 0 {
         status.restarts += added;
         status.last_restart_time = started;
