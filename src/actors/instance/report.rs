@@ -381,7 +381,7 @@ pub(super) fn derive_status_with(
         (Some(h), _, _) => ConditionValue::new(
             condition::PROGRESSING,
             false,
-            "RolloutHalted",
+            super::target::HALTED_REASON,
             h.message.clone(),
         ),
         (None, Some(message), _) => {

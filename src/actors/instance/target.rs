@@ -72,6 +72,10 @@ pub struct Rejection {
     pub message: String,
 }
 
+/// The `Progressing` reason a halted rollout is recorded under, so a restarted operator
+/// recalls it.
+pub const HALTED_REASON: &str = "RolloutHalted";
+
 /// Condition reasons a rejection is recorded under, so a restarted operator recalls it.
 pub const REJECTION_REASONS: [&str; 2] = ["RedisRejectedConfig", "NeverReady"];
 
@@ -146,6 +150,7 @@ impl Target {
         self.follow(current);
         if let Some(good) = &self.last_good {
             let (hash, spec_hash) = hashes_of(good);
+            self.recall_halt(current, &hash, &spec_hash);
             let status = current.status.as_ref();
             let recorded = status.and_then(|s| s.rejected_config_hash.as_deref());
             if self.rejected.is_none() && recorded == Some(spec_hash.as_str()) {
@@ -215,6 +220,32 @@ impl Target {
     pub fn unready_for(&self, pod: &CachedPod, now: Instant) -> Option<Duration> {
         let since = self.unready_since.get(pod.metadata.uid.as_ref()?)?;
         Some(now.saturating_duration_since(*since))
+    }
+
+    /// A halt recorded in status (the restart still recorded, `Progressing` false with reason
+    /// `RolloutHalted`) is recalled, so a restarted operator keeps the rollout halted instead
+    /// of finding the failure, and telling and counting it, again.
+    fn recall_halt(&mut self, current: &RedisInstance, hash: &str, spec_hash: &str) {
+        if self.halted.is_some() {
+            return;
+        }
+        let Some(status) = current.status.as_ref() else {
+            return;
+        };
+        let on_this_config = status
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.config_hash == hash);
+        let halted = crate::status::find_condition(status, crate::status::condition::PROGRESSING)
+            .filter(|c| c.reason == HALTED_REASON && on_this_config);
+        if let Some(condition) = halted {
+            self.halted = Some(Rejection {
+                hash: hash.to_owned(),
+                spec_hash: spec_hash.to_owned(),
+                reason: "NeverReady",
+                message: condition.message.clone(),
+            });
+        }
     }
 
     /// Looks for the newest valid config failing on the pods: a pod on it exited with Redis's
@@ -559,6 +590,45 @@ mod tests {
         );
         target.forget_halt(Some("another"));
         assert!(target.halted().is_none());
+    }
+
+    /// An operator restarted while a rollout is halted: the halt is read back from status, so
+    /// the failure is neither found nor told again.
+    #[test]
+    fn a_halt_recorded_in_status_is_recalled_by_a_restarted_operator() {
+        let mut halted = instance(&[("maxmemory", "200mb")]);
+        halted.spec.rollout.on_failure = OnFailure::Halt;
+        let hash = hashes_of(&halted).0;
+        let mut status = crate::crd::RedisInstanceStatus {
+            rollout: Some(record(&hash)),
+            ..Default::default()
+        };
+        crate::status::set_condition(
+            &mut status,
+            crate::status::ConditionValue::new(
+                crate::status::condition::PROGRESSING,
+                false,
+                HALTED_REASON,
+                "pod redis-example-0 is still not ready; rollout halted",
+            ),
+            None,
+            &Time(t(0)),
+        );
+        halted.status = Some(status);
+        let mut target = Target::default();
+        target.accept(&Arc::new(halted));
+        assert_eq!(
+            target.halted().map(|h| h.hash.as_str()),
+            Some(hash.as_str())
+        );
+        let pods = [unready(&hash, 1)];
+        look(&mut target, &pods, Some(&record(&hash)), 0);
+        look(&mut target, &pods, Some(&record(&hash)), 500);
+        assert!(target.take_fresh_failure().is_none(), "not told again");
+        let mut other = instance(&[("maxmemory", "300mb")]);
+        other.spec.rollout.on_failure = OnFailure::Halt;
+        target.accept(&Arc::new(other));
+        assert!(target.halted().is_none(), "a new spec ends the halt");
     }
 
     #[test]
