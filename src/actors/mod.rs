@@ -3,7 +3,8 @@
 //! ```text
 //! watches.rs ──────── reflector caches: RedisInstances; managed ConfigMaps, StatefulSets,
 //!                     Services, Pods (read by the instance actors; events routed by label)
-//! SupervisorActor ── one instance actor per RedisInstance, respawned if it fails
+//! SupervisorActor ── one instance actor per RedisInstance, respawned if it fails (routing.rs:
+//!                     which watch events call for a step)
 //!   ├── RedisInstanceActor (observe caches -> decide -> perform writes -> status; one step
 //!   │                       per message)
 //!   ├── RedisInstanceActor ...
@@ -12,6 +13,7 @@
 
 pub mod instance;
 pub mod metrics;
+mod routing;
 pub mod supervisor;
 mod watches;
 

@@ -1,21 +1,20 @@
 //! The supervisor: watches RedisInstances and their objects, keeps one instance actor per
 //! instance, routes events to it, and respawns a failed actor with backoff.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{error, info, warn};
 
-use super::instance::{
-    InstanceArgs, InstanceMsg, PAUSED_ANNOTATION, RedisInstanceActor, Snapshots, Stores, Timings,
-};
+use super::instance::{InstanceArgs, InstanceMsg, RedisInstanceActor, Snapshots, Stores, Timings};
 use super::metrics::{InstanceKey, MetricsMsg};
+use super::routing::{Route, Router, respawn_delay};
 use crate::api_traffic::ApiTraffic;
 use crate::crd::RedisInstance;
 use crate::health::Health;
@@ -75,14 +74,11 @@ pub struct SupervisorState {
     args: SupervisorArgs,
     actors: HashMap<InstanceKey, ActorRef<InstanceMsg>>,
     children: HashMap<ActorId, InstanceKey>,
-    /// What last started a step, per instance: status-only updates (the operator's own status
-    /// writes among them) start none.
-    instances: HashMap<InstanceKey, Routed>,
+    /// The instances known, and what of each last started a step.
+    router: Router,
     stores: Stores,
     /// Publishes every instance's Events.
     recorder: Recorder,
-    /// Keys seen since the watcher's last (re)list began.
-    relisting: Option<HashSet<InstanceKey>>,
     failures: HashMap<InstanceKey, u32>,
     watch_tasks: Vec<JoinHandle<()>>,
     /// Whether instance actors may run: false on a standby, whose watches only fill caches.
@@ -126,9 +122,8 @@ impl Actor for SupervisorActor {
             args,
             actors: HashMap::new(),
             children: HashMap::new(),
-            instances: HashMap::new(),
+            router: Router::default(),
             stores,
-            relisting: None,
             failures: HashMap::new(),
             watch_tasks,
         })
@@ -153,13 +148,13 @@ impl Actor for SupervisorActor {
                 }
             }
             SupervisorMsg::Respawn(key) => {
-                if state.instances.contains_key(&key) {
+                if state.router.knows(&key) {
                     ensure_actor(&myself, state, &key).await;
                 }
             }
             SupervisorMsg::Lead => {
                 state.leading = true;
-                let keys: Vec<_> = state.instances.keys().cloned().collect();
+                let keys = state.router.keys();
                 info!(
                     instances = keys.len(),
                     "leading: acting on every instance from the warm caches"
@@ -195,10 +190,10 @@ impl Actor for SupervisorActor {
                 }
                 let failures = state.failures.entry(key.clone()).or_insert(0);
                 *failures += 1;
-                let delay = Duration::from_secs(1u64 << (*failures).min(6));
+                let delay = respawn_delay(*failures);
                 error!(namespace = %key.namespace, instance = %key.name, error = %err,
                     respawn_in_secs = delay.as_secs(), "instance actor failed");
-                if state.instances.contains_key(&key) {
+                if state.router.knows(&key) {
                     myself.send_after(delay, move || SupervisorMsg::Respawn(key));
                 }
             }
@@ -231,76 +226,23 @@ async fn on_instance_event(
     state: &mut SupervisorState,
     event: watcher::Event<RedisInstance>,
 ) {
-    match event {
-        watcher::Event::Init => state.relisting = Some(HashSet::new()),
-        watcher::Event::InitApply(instance) => {
-            // The cache shows a (re)list only once it is complete: its steps wait for InitDone.
-            let key = key_of(&instance);
-            if let Some(seen) = state.relisting.as_mut() {
-                seen.insert(key.clone());
-            }
-            state.instances.insert(key.clone(), Routed::of(&instance));
-        }
-        watcher::Event::Apply(instance) => {
-            let key = key_of(&instance);
-            let routed = Routed::of(&instance);
-            let known = state.instances.insert(key.clone(), routed.clone());
-            if starts_step(known.as_ref(), &routed, &instance) {
-                ensure_actor(myself, state, &key).await;
-            } else if let Some(actor) = state.actors.get(&key) {
-                let _ = actor.send_message(InstanceMsg::StatusSeen);
-            }
-        }
-        watcher::Event::Delete(instance) => forget(state, &key_of(&instance)),
-        watcher::Event::InitDone => {
-            // Instances deleted while the watch was down never sent a Delete.
-            if let Some(seen) = state.relisting.take() {
-                let gone: Vec<_> = state
-                    .instances
-                    .keys()
-                    .filter(|k| !seen.contains(*k))
-                    .cloned()
-                    .collect();
-                for key in gone {
-                    forget(state, &key);
+    for route in state.router.route(&event) {
+        match route {
+            Route::Step(key) => ensure_actor(myself, state, &key).await,
+            Route::StatusSeen(key) => {
+                if let Some(actor) = state.actors.get(&key) {
+                    let _ = actor.send_message(InstanceMsg::StatusSeen);
                 }
             }
-            // Every instance takes one step from the fresh cache: the operator's resync.
-            let keys: Vec<_> = state.instances.keys().cloned().collect();
-            for key in keys {
-                ensure_actor(myself, state, &key).await;
-            }
-            if state.args.health.set_synced() {
-                info!(
-                    instances = state.instances.len(),
-                    "initial list of RedisInstances routed"
-                );
-            }
+            Route::Forget(key) => forget(state, &key),
         }
     }
-}
-
-/// What of an instance, when it changes, calls for a step: the spec (its generation) and every
-/// annotation the operator reads. Nothing else of the object does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Routed {
-    generation: Option<i64>,
-    paused: Option<String>,
-}
-
-impl Routed {
-    fn of(instance: &RedisInstance) -> Self {
-        Self {
-            generation: instance.metadata.generation,
-            paused: instance.annotations().get(PAUSED_ANNOTATION).cloned(),
-        }
+    if matches!(event, watcher::Event::InitDone) && state.args.health.set_synced() {
+        info!(
+            instances = state.router.len(),
+            "initial list of RedisInstances routed"
+        );
     }
-}
-
-/// Whether an update of the instance starts a step: a new instance, a changed spec or read
-/// annotation, or a deletion begun (the actor stops acting on it).
-fn starts_step(known: Option<&Routed>, seen: &Routed, instance: &RedisInstance) -> bool {
-    known != Some(seen) || instance.metadata.deletion_timestamp.is_some()
 }
 
 /// Starts the instance's actor if it has none, and wakes it; a standby starts none.
@@ -365,7 +307,6 @@ fn remove_if_current(
 
 /// The instance is gone: stop its actor (owned objects go with the garbage collector).
 fn forget(state: &mut SupervisorState, key: &InstanceKey) {
-    state.instances.remove(key);
     state.failures.remove(key);
     state.args.snapshots.remove(key);
     let _ = state
@@ -378,71 +319,4 @@ fn forget(state: &mut SupervisorState, key: &InstanceKey) {
         actor.stop(Some("instance deleted".into()));
     }
     state.args.logs.close(key);
-}
-
-fn key_of<K: Resource>(obj: &K) -> InstanceKey {
-    InstanceKey {
-        namespace: obj.namespace().unwrap_or_default(),
-        name: obj.name_any(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-    fn instance(generation: i64, paused: Option<&str>, deleting: bool) -> RedisInstance {
-        let mut instance = crate::resources::fixtures::instance(&[]);
-        instance.metadata.generation = Some(generation);
-        if let Some(value) = paused {
-            instance.metadata.annotations =
-                Some([(PAUSED_ANNOTATION.to_owned(), value.to_owned())].into());
-        }
-        if deleting {
-            instance.metadata.deletion_timestamp =
-                Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
-        }
-        instance
-    }
-
-    #[test]
-    fn updates_that_start_a_step() {
-        let at_rest = Routed::of(&instance(3, None, false));
-        // (what changed, the update, whether it starts a step)
-        let rows = [
-            ("a status-only update", instance(3, None, false), false),
-            ("a spec edit", instance(4, None, false), true),
-            (
-                "pause annotation added",
-                instance(3, Some("true"), false),
-                true,
-            ),
-            ("deletion begun", instance(3, None, true), true),
-        ];
-        for (what, update, starts) in rows {
-            let seen = Routed::of(&update);
-            assert_eq!(
-                starts_step(Some(&at_rest), &seen, &update),
-                starts,
-                "{what}"
-            );
-        }
-        let paused = Routed::of(&instance(3, Some("true"), false));
-        let resumed = instance(3, None, false);
-        assert!(
-            starts_step(Some(&paused), &Routed::of(&resumed), &resumed),
-            "pause annotation removed"
-        );
-        let changed = instance(3, Some("false"), false);
-        assert!(
-            starts_step(Some(&paused), &Routed::of(&changed), &changed),
-            "pause annotation changed"
-        );
-        let new = instance(1, None, false);
-        assert!(
-            starts_step(None, &Routed::of(&new), &new),
-            "an instance first seen"
-        );
-    }
 }

@@ -14,7 +14,7 @@ mod per_instance;
 mod tests;
 
 /// Which instance a sample belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InstanceKey {
     /// Namespace of the RedisInstance.
     pub namespace: String,
