@@ -359,22 +359,7 @@ async fn a_second_operator_stands_by_and_takes_over_when_the_leader_dies() {
     let (_client, ns, first) = setup("leader", &[]).await;
     let mut instance = running(&ns, RestartStrategy::Recreate).await;
     let second = Operator::start(&ns.name);
-    wait_for(
-        Duration::from_secs(30),
-        "the second operator to stand by",
-        || async {
-            let standby = second
-                .log_lines()
-                .iter()
-                .any(|l| l["message"] == "standby: another operator holds the lease");
-            if standby {
-                Ok(())
-            } else {
-                Err("not yet".into())
-            }
-        },
-    )
-    .await;
+    second.wait_standby().await;
     let standby = second.get("/readyz").await;
     assert!(standby.starts_with("ok: standby"), "{standby}");
     assert_eq!(first.get("/readyz").await.trim(), "ok");

@@ -140,22 +140,7 @@ async fn a_frozen_leader_woken_after_a_takeover_sets_nothing_back() {
     wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;
     wait_live_applied(&ns, &instance).await;
     let second = Operator::start_with(&ns.name, &flags);
-    wait_for(
-        Duration::from_secs(30),
-        "the second operator to stand by",
-        || async {
-            let standby = second
-                .log_lines()
-                .iter()
-                .any(|l| l["message"] == "standby: another operator holds the lease");
-            if standby {
-                Ok(())
-            } else {
-                Err("not yet".to_owned())
-            }
-        },
-    )
-    .await;
+    second.wait_standby().await;
     let history = PodHistory::start(&ns).await;
 
     let frozen = Frozen::new(first.pid());

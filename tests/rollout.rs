@@ -72,22 +72,20 @@ async fn status_where(
     .await
 }
 
-fn condition_reason(ri: &RedisInstance, kind: &str) -> Option<String> {
+fn condition(
+    ri: &RedisInstance,
+    kind: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     ri.status
         .as_ref()?
         .conditions
         .iter()
         .find(|c| c.type_ == kind)
-        .map(|c| c.reason.clone())
+        .cloned()
 }
 
-fn condition_status(ri: &RedisInstance, kind: &str) -> Option<String> {
-    ri.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == kind)
-        .map(|c| c.status.clone())
+fn condition_reason(ri: &RedisInstance, kind: &str) -> Option<String> {
+    condition(ri, kind).map(|c| c.reason)
 }
 
 async fn data_kept(pod: &Pod) {
@@ -298,7 +296,7 @@ async fn pause_holds_a_change_and_shows_it_until_resumed() {
         Some("Paused")
     );
     assert_eq!(
-        condition_status(&held, "Progressing").as_deref(),
+        condition(&held, "Progressing").map(|c| c.status).as_deref(),
         Some("True")
     );
     api.patch(NAME, &PatchParams::default(), &Patch::Merge(annotate(None)))

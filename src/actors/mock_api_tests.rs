@@ -467,23 +467,23 @@ async fn failing_status_writes(
     (log, left, actor, handle)
 }
 
-/// Bodies of the status writes so far.
-fn status_bodies(log: &Log) -> Vec<Value> {
+/// Bodies of the requests so far made with `method` to a path ending in `suffix`.
+fn bodies(log: &Log, method: Method, suffix: &str) -> Vec<Value> {
     log.lock()
         .unwrap()
         .iter()
-        .filter(|(m, p, _)| *m == Method::PATCH && p.ends_with("/status"))
+        .filter(|(m, p, _)| *m == method && p.ends_with(suffix))
         .map(|(_, _, body)| body.clone())
         .collect()
 }
 
+/// Bodies of the status writes so far.
+fn status_bodies(log: &Log) -> Vec<Value> {
+    bodies(log, Method::PATCH, "/status")
+}
+
 fn events_posted(log: &Log) -> Vec<Value> {
-    log.lock()
-        .unwrap()
-        .iter()
-        .filter(|(m, p, _)| *m == Method::POST && p.ends_with("/events"))
-        .map(|(_, _, body)| body.clone())
-        .collect()
+    bodies(log, Method::POST, "/events")
 }
 
 #[tokio::test]

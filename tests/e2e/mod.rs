@@ -134,6 +134,26 @@ impl Operator {
         Self { child, log_path }
     }
 
+    /// Waits until this operator says it stands by because another holds the Lease.
+    pub async fn wait_standby(&self) {
+        wait_for(
+            Duration::from_secs(30),
+            "the operator to stand by",
+            || async {
+                let standby = self
+                    .log_lines()
+                    .iter()
+                    .any(|l| l["message"] == "standby: another operator holds the lease");
+                if standby {
+                    Ok(())
+                } else {
+                    Err("not yet".to_owned())
+                }
+            },
+        )
+        .await;
+    }
+
     /// The operator's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
