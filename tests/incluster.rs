@@ -1,8 +1,9 @@
-//! The operator as users run it: `kubectl apply -k deploy/` for real, two replicas as pods on the
-//! local cluster (the node agent runs the image `redis-operator` from the built binary, with a
-//! ServiceAccount token and KUBERNETES_SERVICE_HOST as a kubelet gives them), in-cluster config,
-//! the RBAC of deploy/ only, and a takeover when the leader's pod is deleted. Alone in its test
-//! binary: while it runs, an operator acts on every namespace.
+//! The operator as users run it: installed once with `helm install` of deploy/helm/ for real,
+//! two replicas as pods on the local cluster (the node agent runs the image `redis-operator`
+//! from the built binary, with a ServiceAccount token and KUBERNETES_SERVICE_HOST as a kubelet
+//! gives them), in-cluster config, the chart's RBAC only, a takeover when the leader's pod is
+//! deleted, and `helm uninstall` removing it all but the CRD. Alone in its test binary: while
+//! it runs, an operator acts on every namespace.
 
 mod common;
 mod e2e;
@@ -10,10 +11,11 @@ mod e2e;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams};
+use kube::{Client, ResourceExt};
 use redis_operator::config::render::render;
 
 use common::{TestNamespace, is_ready, kubeconfig_path, wait_for};
@@ -22,31 +24,81 @@ use e2e::*;
 const NAMESPACE: &str = "redis-operator";
 const SELECTOR: &str = "app.kubernetes.io/name=redis-operator";
 
-/// Deletes the operator's Deployment and waits for its pods to go, pass or fail, so that no
-/// cluster-wide operator outlives this test.
-struct Installed;
+/// The Helm release, named as the chart's objects are.
+const RELEASE: &str = "redis-operator";
 
-impl Drop for Installed {
-    fn drop(&mut self) {
-        let _ = kubectl_output(&[
+/// The chart installed as the release `redis-operator`; uninstalled on drop, pass or fail, and
+/// its pods awaited, so that no cluster-wide operator outlives this test.
+struct HelmRelease;
+
+impl HelmRelease {
+    /// `helm install`, after removing what an interrupted run or the kustomize tests may have
+    /// left: Helm refuses to take over objects it did not create, and a fresh install is what
+    /// users do. The CRD stays (other tests' instances use it), so Helm skips its own copy.
+    fn install() -> Self {
+        helm(&[
+            "uninstall",
+            RELEASE,
             "-n",
             NAMESPACE,
-            "delete",
-            "deployment",
-            "redis-operator",
             "--ignore-not-found",
-            "--wait=true",
+            "--wait",
         ]);
-        let _ = kubectl_output(&[
+        let leftovers = ["rbac.yaml", "service.yaml", "deployment.yaml"].map(|file| {
+            repo_path("deploy/base")
+                .join(file)
+                .to_string_lossy()
+                .into_owned()
+        });
+        let mut delete = vec!["delete", "--ignore-not-found", "--wait=true"];
+        for file in &leftovers {
+            delete.extend(["-f", file]);
+        }
+        kubectl(&delete);
+        wait_for_no_operator_pods();
+        let chart = repo_path("deploy/helm/redis-operator");
+        helm(&[
+            "install",
+            RELEASE,
+            &chart.to_string_lossy(),
             "-n",
             NAMESPACE,
-            "wait",
-            "--for=delete",
-            "pod",
-            "-l",
-            SELECTOR,
-            "--timeout=60s",
+            "--create-namespace",
         ]);
+        Self
+    }
+
+    fn uninstall() -> std::process::Output {
+        let out = helm_output(&[
+            "uninstall",
+            RELEASE,
+            "-n",
+            NAMESPACE,
+            "--ignore-not-found",
+            "--wait",
+        ]);
+        wait_for_no_operator_pods();
+        out
+    }
+}
+
+/// Waits until the pods of a removed Deployment are gone (at most their grace period).
+fn wait_for_no_operator_pods() {
+    let _ = kubectl_output(&[
+        "-n",
+        NAMESPACE,
+        "wait",
+        "--for=delete",
+        "pod",
+        "-l",
+        SELECTOR,
+        "--timeout=60s",
+    ]);
+}
+
+impl Drop for HelmRelease {
+    fn drop(&mut self) {
+        Self::uninstall();
     }
 }
 
@@ -83,12 +135,25 @@ fn operator_logs() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn deployed_with_kustomize_the_operator_runs_as_pods_and_fails_over() {
+async fn installed_with_helm_the_operator_runs_as_pods_and_fails_over() {
     let client = common::client().await;
     install_crd(&client).await;
-    let deploy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy");
-    let _installed = Installed;
-    kubectl(&["apply", "-k", &deploy.to_string_lossy()]);
+    let _release = HelmRelease::install();
+    let status: serde_json::Value =
+        serde_json::from_str(&helm(&["status", RELEASE, "-n", NAMESPACE, "-o", "json"])).unwrap();
+    assert_eq!(status["info"]["status"], "deployed", "{status}");
+    let deployment = Api::<Deployment>::namespaced(client.clone(), NAMESPACE)
+        .get("redis-operator")
+        .await
+        .unwrap();
+    assert_eq!(
+        deployment
+            .labels()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("Helm"),
+        "the Deployment is not the chart's"
+    );
     wait_for(
         Duration::from_secs(120),
         "both operator pods Ready",
@@ -161,4 +226,29 @@ async fn deployed_with_kustomize_the_operator_runs_as_pods_and_fails_over() {
         !logs.contains("forbidden: User"),
         "the operator was refused something:\n{logs}"
     );
+
+    // `helm uninstall` takes the operator and its RBAC away, and leaves the CRD (Helm never
+    // deletes the CRDs of crds/), so that RedisInstances survive an uninstall.
+    let out = HelmRelease::uninstall();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        operator_pods(&client).await.is_empty(),
+        "operator pods left"
+    );
+    for (kind, namespace) in [
+        ("deployment", NAMESPACE),
+        ("clusterrole", ""),
+        ("serviceaccount", NAMESPACE),
+    ] {
+        let mut args = vec!["get", kind, "redis-operator", "--ignore-not-found"];
+        if !namespace.is_empty() {
+            args.extend(["-n", namespace]);
+        }
+        assert_eq!(kubectl(&args), "", "{kind} left after helm uninstall");
+    }
+    kubectl(&["get", "crd", "redisinstances.redis.github.com"]);
 }
