@@ -8,6 +8,7 @@
 mod common;
 mod e2e;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -120,16 +121,28 @@ async fn lease_holder(client: &Client) -> Option<String> {
         .holder_identity
 }
 
-/// The container logs the node agent keeps for the operator's pods, deleted ones included.
-fn operator_logs() -> String {
+/// The directories where the node agent keeps the operator's pods' logs, deleted pods included
+/// (named namespace_pod_uid).
+fn operator_pod_dirs() -> BTreeSet<PathBuf> {
     let pods = kubeconfig_path().with_file_name("node").join("pods");
+    std::fs::read_dir(&pods)
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name();
+            name.to_string_lossy()
+                .starts_with(&format!("{NAMESPACE}_redis-operator-"))
+        })
+        .map(|entry| entry.path())
+        .collect()
+}
+
+/// The container logs of the operator's pods, but those of `earlier` runs: their pods log
+/// refusals while they stop, as `helm uninstall` deletes the RBAC at the same time.
+fn operator_logs(earlier: &BTreeSet<PathBuf>) -> String {
     let mut text = String::new();
-    for entry in std::fs::read_dir(&pods).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&format!("{NAMESPACE}_redis-operator-")) {
-            let log: PathBuf = entry.path().join("operator.log");
-            text.push_str(&std::fs::read_to_string(log).unwrap_or_default());
-        }
+    for dir in operator_pod_dirs().difference(earlier) {
+        text.push_str(&std::fs::read_to_string(dir.join("operator.log")).unwrap_or_default());
     }
     text
 }
@@ -138,6 +151,7 @@ fn operator_logs() -> String {
 async fn installed_with_helm_the_operator_runs_as_pods_and_fails_over() {
     let client = common::client().await;
     install_crd(&client).await;
+    let earlier_pods = operator_pod_dirs();
     let _release = HelmRelease::install();
     let status: serde_json::Value =
         serde_json::from_str(&helm(&["status", RELEASE, "-n", NAMESPACE, "-o", "json"])).unwrap();
@@ -168,11 +182,23 @@ async fn installed_with_helm_the_operator_runs_as_pods_and_fails_over() {
         },
     )
     .await;
-    let leader = wait_for(Duration::from_secs(60), "a leader", || async {
-        lease_holder(&client)
-            .await
-            .ok_or_else(|| "no holder".to_owned())
-    })
+    // The Lease may still name a pod of an earlier run: `helm uninstall` deletes the RBAC while
+    // the pods stop, so they cannot release it, and it expires by itself.
+    let leader = wait_for(
+        Duration::from_secs(60),
+        "one of the pods to lead",
+        || async {
+            let pods: Vec<String> = operator_pods(&client)
+                .await
+                .iter()
+                .map(|pod| pod.name_any())
+                .collect();
+            match lease_holder(&client).await {
+                Some(holder) if pods.contains(&holder) => Ok(holder),
+                other => Err(format!("holder {other:?}, pods {pods:?}")),
+            }
+        },
+    )
     .await;
 
     let ns = TestNamespace::create(&client, "incluster").await;
@@ -217,7 +243,7 @@ async fn installed_with_helm_the_operator_runs_as_pods_and_fails_over() {
     let pod = common::ready_pod(&ns, "redis-example-0").await;
     assert_eq!(config_get(&pod, "maxmemory").await, "167772160");
 
-    let logs = operator_logs();
+    let logs = operator_logs(&earlier_pods);
     assert!(
         logs.contains("acquired the lease") && logs.contains(&successor),
         "{logs}"
