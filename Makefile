@@ -11,8 +11,9 @@ demo: ## Set up everything, start the local cluster, run the operator with the e
 test: ## Run all checks and tests (starts the local cluster when needed, stops it after)
 	hack/test
 
-crd: ## Regenerate deploy/base/crd.yaml from the Rust types
+crd: ## Regenerate deploy/base/crd.yaml and the Helm chart's copy from the Rust types
 	cargo run --quiet --bin redis-operator -- crd > deploy/base/crd.yaml
+	cp deploy/base/crd.yaml deploy/helm/redis-operator/crds/crd.yaml
 
 bench: ## Measure rendering, hashing, validation and planning speed
 	cargo bench --bench core

@@ -1,6 +1,7 @@
-//! deploy/ on the local cluster: the kustomize base and its overlay pass a server-side dry
-//! run, and the real operator runs a restart with nothing but the ServiceAccount's RBAC from
-//! deploy/ (it impersonates the ServiceAccount), while that RBAC refuses what it must not do.
+//! deploy/ on the local cluster: the kustomize base and its overlay, and the Helm chart with
+//! the matching values, pass a server-side dry run, and the real operator runs a restart with
+//! nothing but the ServiceAccount's RBAC from deploy/ (it impersonates the ServiceAccount),
+//! while that RBAC refuses what it must not do.
 
 mod common;
 mod e2e;
@@ -52,6 +53,25 @@ async fn the_manifests_pass_a_server_side_dry_run() {
         assert!(
             out.contains("deployment.apps/redis-operator"),
             "{dir}: {out}"
+        );
+    }
+    // The chart likewise: `helm template` with the defaults and in namespaced mode, its output
+    // applied as a file (the monitoring objects need the Prometheus Operator's CRDs).
+    for (name, values) in [
+        ("default", &[][..]),
+        (
+            "namespaced",
+            &["watchNamespace=redis", "createWatchNamespace=true"][..],
+        ),
+    ] {
+        let rendered = helm_template(&repo_path("deploy/helm/redis-operator"), values);
+        let path = repo_path("target/e2e-logs").join(format!("helm-{name}.yaml"));
+        std::fs::write(&path, rendered).unwrap();
+        let out = kubectl(&["apply", "--dry-run=server", "-f", &path.to_string_lossy()]);
+        assert!(
+            out.contains("deployment.apps/redis-operator")
+                && out.contains("customresourcedefinition.apiextensions.k8s.io/redisinstances"),
+            "chart, {name} values: {out}"
         );
     }
 }

@@ -1,15 +1,18 @@
-//! The operator as users run it: `kubectl apply -k deploy/` for real, two replicas as pods on the
-//! local cluster (the node agent runs the image `redis-operator` from the built binary, with a
-//! ServiceAccount token and KUBERNETES_SERVICE_HOST as a kubelet gives them), in-cluster config,
-//! the RBAC of deploy/ only, and a takeover when the leader's pod is deleted. Alone in its test
-//! binary: while it runs, an operator acts on every namespace.
+//! The operator as users run it: installed once with `helm install` of deploy/helm/ for real,
+//! two replicas as pods on the local cluster (the node agent runs the image `redis-operator`
+//! from the built binary, with a ServiceAccount token and KUBERNETES_SERVICE_HOST as a kubelet
+//! gives them), in-cluster config, the chart's RBAC only, a takeover when the leader's pod is
+//! deleted, and `helm uninstall` removing it all but the CRD. Alone in its test binary: while
+//! it runs, an operator acts on every namespace.
 
 mod common;
 mod e2e;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -22,31 +25,81 @@ use e2e::*;
 const NAMESPACE: &str = "redis-operator";
 const SELECTOR: &str = "app.kubernetes.io/name=redis-operator";
 
-/// Deletes the operator's Deployment and waits for its pods to go, pass or fail, so that no
-/// cluster-wide operator outlives this test.
-struct Installed;
+/// The Helm release, named as the chart's objects are.
+const RELEASE: &str = "redis-operator";
 
-impl Drop for Installed {
-    fn drop(&mut self) {
-        let _ = kubectl_output(&[
+/// The chart installed as the release `redis-operator`; uninstalled on drop, pass or fail, and
+/// its pods awaited, so that no cluster-wide operator outlives this test.
+struct HelmRelease;
+
+impl HelmRelease {
+    /// `helm install`, after removing what an interrupted run or the kustomize tests may have
+    /// left: Helm refuses to take over objects it did not create, and a fresh install is what
+    /// users do. The CRD stays (other tests' instances use it), so Helm skips its own copy.
+    fn install() -> Self {
+        helm(&[
+            "uninstall",
+            RELEASE,
             "-n",
             NAMESPACE,
-            "delete",
-            "deployment",
-            "redis-operator",
             "--ignore-not-found",
-            "--wait=true",
+            "--wait",
         ]);
-        let _ = kubectl_output(&[
+        let leftovers = ["rbac.yaml", "service.yaml", "deployment.yaml"].map(|file| {
+            repo_path("deploy/base")
+                .join(file)
+                .to_string_lossy()
+                .into_owned()
+        });
+        let mut delete = vec!["delete", "--ignore-not-found", "--wait=true"];
+        for file in &leftovers {
+            delete.extend(["-f", file]);
+        }
+        kubectl(&delete);
+        wait_for_no_operator_pods();
+        let chart = repo_path("deploy/helm/redis-operator");
+        helm(&[
+            "install",
+            RELEASE,
+            &chart.to_string_lossy(),
             "-n",
             NAMESPACE,
-            "wait",
-            "--for=delete",
-            "pod",
-            "-l",
-            SELECTOR,
-            "--timeout=60s",
+            "--create-namespace",
         ]);
+        Self
+    }
+
+    fn uninstall() -> std::process::Output {
+        let out = helm_output(&[
+            "uninstall",
+            RELEASE,
+            "-n",
+            NAMESPACE,
+            "--ignore-not-found",
+            "--wait",
+        ]);
+        wait_for_no_operator_pods();
+        out
+    }
+}
+
+/// Waits until the pods of a removed Deployment are gone (at most their grace period).
+fn wait_for_no_operator_pods() {
+    let _ = kubectl_output(&[
+        "-n",
+        NAMESPACE,
+        "wait",
+        "--for=delete",
+        "pod",
+        "-l",
+        SELECTOR,
+        "--timeout=60s",
+    ]);
+}
+
+impl Drop for HelmRelease {
+    fn drop(&mut self) {
+        Self::uninstall();
     }
 }
 
@@ -68,27 +121,53 @@ async fn lease_holder(client: &Client) -> Option<String> {
         .holder_identity
 }
 
-/// The container logs the node agent keeps for the operator's pods, deleted ones included.
-fn operator_logs() -> String {
+/// The directories where the node agent keeps the operator's pods' logs, deleted pods included
+/// (named namespace_pod_uid).
+fn operator_pod_dirs() -> BTreeSet<PathBuf> {
     let pods = kubeconfig_path().with_file_name("node").join("pods");
+    std::fs::read_dir(&pods)
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name();
+            name.to_string_lossy()
+                .starts_with(&format!("{NAMESPACE}_redis-operator-"))
+        })
+        .map(|entry| entry.path())
+        .collect()
+}
+
+/// The container logs of the operator's pods, but those of `earlier` runs: their pods log
+/// refusals while they stop, as `helm uninstall` deletes the RBAC at the same time.
+fn operator_logs(earlier: &BTreeSet<PathBuf>) -> String {
     let mut text = String::new();
-    for entry in std::fs::read_dir(&pods).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&format!("{NAMESPACE}_redis-operator-")) {
-            let log: PathBuf = entry.path().join("operator.log");
-            text.push_str(&std::fs::read_to_string(log).unwrap_or_default());
-        }
+    for dir in operator_pod_dirs().difference(earlier) {
+        text.push_str(&std::fs::read_to_string(dir.join("operator.log")).unwrap_or_default());
     }
     text
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn deployed_with_kustomize_the_operator_runs_as_pods_and_fails_over() {
+async fn installed_with_helm_the_operator_runs_as_pods_and_fails_over() {
     let client = common::client().await;
     install_crd(&client).await;
-    let deploy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy");
-    let _installed = Installed;
-    kubectl(&["apply", "-k", &deploy.to_string_lossy()]);
+    let earlier_pods = operator_pod_dirs();
+    let _release = HelmRelease::install();
+    let status: serde_json::Value =
+        serde_json::from_str(&helm(&["status", RELEASE, "-n", NAMESPACE, "-o", "json"])).unwrap();
+    assert_eq!(status["info"]["status"], "deployed", "{status}");
+    let deployment = Api::<Deployment>::namespaced(client.clone(), NAMESPACE)
+        .get("redis-operator")
+        .await
+        .unwrap();
+    assert_eq!(
+        deployment
+            .labels()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("Helm"),
+        "the Deployment is not the chart's"
+    );
     wait_for(
         Duration::from_secs(120),
         "both operator pods Ready",
@@ -103,19 +182,23 @@ async fn deployed_with_kustomize_the_operator_runs_as_pods_and_fails_over() {
         },
     )
     .await;
-    // One of these pods: a Lease left by an earlier install names a pod that is gone, and is
-    // taken over once it expires.
-    let leader = wait_for(Duration::from_secs(60), "a leader", || async {
-        let pods: Vec<String> = operator_pods(&client)
-            .await
-            .iter()
-            .map(|p| p.name_any())
-            .collect();
-        match lease_holder(&client).await {
-            Some(holder) if pods.contains(&holder) => Ok(holder),
-            other => Err(format!("{other:?} is none of {pods:?}")),
-        }
-    })
+    // The Lease may still name a pod of an earlier run: `helm uninstall` deletes the RBAC while
+    // the pods stop, so they cannot release it, and it expires by itself.
+    let leader = wait_for(
+        Duration::from_secs(60),
+        "one of the pods to lead",
+        || async {
+            let pods: Vec<String> = operator_pods(&client)
+                .await
+                .iter()
+                .map(|pod| pod.name_any())
+                .collect();
+            match lease_holder(&client).await {
+                Some(holder) if pods.contains(&holder) => Ok(holder),
+                other => Err(format!("holder {other:?}, pods {pods:?}")),
+            }
+        },
+    )
     .await;
 
     let ns = TestNamespace::create(&client, "incluster").await;
@@ -160,7 +243,7 @@ async fn deployed_with_kustomize_the_operator_runs_as_pods_and_fails_over() {
     let pod = common::ready_pod(&ns, "redis-example-0").await;
     assert_eq!(config_get(&pod, "maxmemory").await, "167772160");
 
-    let logs = operator_logs();
+    let logs = operator_logs(&earlier_pods);
     assert!(
         logs.contains("acquired the lease") && logs.contains(&successor),
         "{logs}"
@@ -169,4 +252,29 @@ async fn deployed_with_kustomize_the_operator_runs_as_pods_and_fails_over() {
         !logs.contains("forbidden: User"),
         "the operator was refused something:\n{logs}"
     );
+
+    // `helm uninstall` takes the operator and its RBAC away, and leaves the CRD (Helm never
+    // deletes the CRDs of crds/), so that RedisInstances survive an uninstall.
+    let out = HelmRelease::uninstall();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        operator_pods(&client).await.is_empty(),
+        "operator pods left"
+    );
+    for (kind, namespace) in [
+        ("deployment", NAMESPACE),
+        ("clusterrole", ""),
+        ("serviceaccount", NAMESPACE),
+    ] {
+        let mut args = vec!["get", kind, "redis-operator", "--ignore-not-found"];
+        if !namespace.is_empty() {
+            args.extend(["-n", namespace]);
+        }
+        assert_eq!(kubectl(&args), "", "{kind} left after helm uninstall");
+    }
+    kubectl(&["get", "crd", "redisinstances.redis.github.com"]);
 }

@@ -476,16 +476,70 @@ pub fn kubectl(args: &[&str]) -> String {
 
 /// Runs that kubectl and returns its output, whether it succeeded or not.
 pub fn kubectl_output(args: &[&str]) -> std::process::Output {
+    run_cached_binary("kubernetes-v1.37.2/kubectl", args, &[])
+}
+
+/// Runs the helm that `hack/build-controlplane` built (the version `hack/lib/common.sh` pins)
+/// against the local cluster; returns stdout.
+pub fn helm(args: &[&str]) -> String {
+    let out = helm_output(args);
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs that helm and returns its output, whether it succeeded or not. Its configuration,
+/// cache and data directories are under target/, so tests never touch the user's.
+pub fn helm_output(args: &[&str]) -> std::process::Output {
+    let home = repo_path("target/helm-home");
+    let env = [
+        ("HELM_CONFIG_HOME", home.join("config")),
+        ("HELM_CACHE_HOME", home.join("cache")),
+        ("HELM_DATA_HOME", home.join("data")),
+    ];
+    run_cached_binary("helm-v4.3.2/helm", args, &env)
+}
+
+/// The chart of deploy/helm/, as `helm template` renders it with the CRD, released as
+/// `redis-operator` in the namespace `redis-operator`; `values` are `--set` assignments.
+pub fn helm_template(chart: &std::path::Path, values: &[&str]) -> String {
+    let chart = chart.to_string_lossy();
+    let mut args = vec![
+        "template",
+        "redis-operator",
+        &chart,
+        "--namespace",
+        "redis-operator",
+        "--include-crds",
+    ];
+    for value in values {
+        args.extend(["--set", value]);
+    }
+    helm(&args)
+}
+
+/// A path in the repository.
+pub fn repo_path(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Runs a binary that `hack/build-controlplane` put in the cache, with the local cluster's
+/// kubeconfig.
+fn run_cached_binary(binary: &str, args: &[&str], env: &[(&str, PathBuf)]) -> std::process::Output {
     let cache = std::env::var_os("REDIS_OPERATOR_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/redis-operator")
         });
-    let binary = cache.join("kubernetes-v1.37.2/kubectl");
+    let binary = cache.join(binary);
     Command::new(&binary)
         .arg("--kubeconfig")
         .arg(kubeconfig_path())
         .args(args)
+        .envs(env.iter().map(|(key, value)| (key, value)))
         .output()
         .unwrap_or_else(|e| {
             panic!(
