@@ -62,7 +62,7 @@ impl HelmRelease {
             "install",
             RELEASE,
             &chart.to_string_lossy(),
-            "-n",
+            "--namespace",
             NAMESPACE,
             "--create-namespace",
         ]);

@@ -6,10 +6,6 @@ use std::path::{Path, PathBuf};
 use super::markdown::{Doc, anchors, parse};
 use crate::repo;
 
-/// Files the docs link to that another branch adds; listed here only until that branch is
-/// merged (the check fails once one exists, so that the entry is removed).
-const AWAITED: &[&str] = &["deploy/helm/redis-operator/README.md"];
-
 /// Checks one link of `from` (a path relative to the repository); `None` when it resolves.
 pub fn broken(from: &Path, target: &str, docs: &BTreeMap<PathBuf, Doc>) -> Option<String> {
     if target.contains("://") || target.starts_with("mailto:") {
@@ -24,11 +20,6 @@ pub fn broken(from: &Path, target: &str, docs: &BTreeMap<PathBuf, Doc>) -> Optio
     };
     let full = repo().join(&linked);
     let display = linked.display().to_string();
-    if AWAITED.contains(&display.as_str()) {
-        return full.exists().then(|| {
-            format!("{display} exists now: remove it from AWAITED in tests/docs/links.rs")
-        });
-    }
     if !full.exists() {
         return Some(format!("{target}: {display} does not exist"));
     }
@@ -96,12 +87,6 @@ pub fn doc_references(line: &str) -> Vec<String> {
     found
 }
 
-/// Whether `path` is a file another branch adds, or a directory that will hold one.
-fn awaited(path: &str) -> bool {
-    let dir = format!("{}/", path.trim_end_matches('/'));
-    AWAITED.iter().any(|a| *a == path || a.starts_with(&dir))
-}
-
 /// The repository path a code span names (`src/...`, `deploy/...`), if it names one.
 pub fn mentioned_path(span: &str) -> Option<&str> {
     const ROOTS: [&str; 8] = [
@@ -119,9 +104,9 @@ pub fn mentioned_path(span: &str) -> Option<&str> {
     ROOTS.iter().any(|r| word.starts_with(r)).then_some(word)
 }
 
-/// Why the repository path `path` is not there; `None` when it is (or is awaited).
+/// Why the repository path `path` is not there; `None` when it is.
 pub fn missing(path: &str) -> Option<String> {
-    if awaited(path) || repo().join(path).exists() {
+    if repo().join(path).exists() {
         return None;
     }
     Some(format!("`{path}` does not exist"))

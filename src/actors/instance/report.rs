@@ -8,7 +8,7 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info, warn};
 
 use super::observe::Observed;
-use super::target::{Outcome, Plan, Rejection};
+use super::target::{HALTED_REASON, Outcome, Plan, Rejection};
 use super::{InstanceSnapshot, InstanceState};
 use crate::actors::metrics::{MISMATCH_KINDS, MetricsMsg};
 use crate::config::render::short_hash;
@@ -381,7 +381,7 @@ pub(super) fn derive_status_with(
         (Some(h), _, _) => ConditionValue::new(
             condition::PROGRESSING,
             false,
-            super::target::HALTED_REASON,
+            HALTED_REASON,
             h.message.clone(),
         ),
         (None, Some(message), _) => {
