@@ -15,6 +15,8 @@ pub struct Health {
     failing: Mutex<BTreeMap<&'static str, Instant>>,
     /// Why this process does not act: it waits for the leader Lease.
     standby: Mutex<Option<String>>,
+    /// Why this leader writes nothing: it could not renew its Lease.
+    lapsed: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -45,6 +47,12 @@ impl Health {
         *self.standby.lock().expect("health lock") = why;
     }
 
+    /// This leader could not renew its Lease for a lease duration (`Some(why)`): it writes
+    /// nothing and is not ready until a renewal goes through; `None` once one did.
+    pub fn set_lapsed(&self, why: Option<String>) {
+        *self.lapsed.lock().expect("health lock") = why;
+    }
+
     /// Ready: a standby waiting for the Lease (it is ready to take over, and a Deployment's
     /// rollout needs every replica ready), or the leader with its caches synced and no watch
     /// failing, so its decisions rest on current caches. Says which.
@@ -55,9 +63,18 @@ impl Health {
         if !self.synced.load(Ordering::SeqCst) {
             return Err("waiting for the watch caches' first lists".into());
         }
-        match self.failing_watches(Duration::ZERO) {
-            failing if failing.is_empty() => Ok("ok".into()),
-            failing => Err(format!("watches failing: {}", failing.join(", "))),
+        let mut problems = Vec::new();
+        let failing = self.failing_watches(Duration::ZERO);
+        if !failing.is_empty() {
+            problems.push(format!("watches failing: {}", failing.join(", ")));
+        }
+        if let Some(why) = self.lapsed.lock().expect("health lock").clone() {
+            problems.push(why);
+        }
+        if problems.is_empty() {
+            Ok("ok".into())
+        } else {
+            Err(problems.join("; "))
         }
     }
 
@@ -115,5 +132,22 @@ mod tests {
         );
         health.set_standby(None);
         assert_eq!(health.liveness(Duration::from_secs(60)), Ok(()));
+    }
+
+    #[test]
+    fn a_leader_that_cannot_renew_is_not_ready_but_alive() {
+        let health = Health::default();
+        health.set_synced();
+        health.set_lapsed(Some("the leader lease could not be renewed for 15s".into()));
+        health.watch_failed("Pod");
+        let unready = health.readiness().unwrap_err();
+        assert!(
+            unready.contains("watches failing: Pod") && unready.contains("could not be renewed"),
+            "{unready}"
+        );
+        assert_eq!(health.liveness(Duration::from_secs(60)), Ok(()));
+        health.watch_ok("Pod");
+        health.set_lapsed(None);
+        assert_eq!(health.readiness(), Ok("ok".into()));
     }
 }

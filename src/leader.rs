@@ -363,59 +363,55 @@ impl Elector {
     }
 }
 
-/// Why a leader stopped leading.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lost {
-    /// Another operator holds the Lease now.
-    TakenBy(String),
-    /// No renewal went through for a whole lease duration: a standby may hold it by now.
-    NotRenewed(Duration),
-}
-
-impl std::fmt::Display for Lost {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Lost::TakenBy(holder) => write!(f, "lost the leader lease to {holder}"),
-            Lost::NotRenewed(for_) => write!(
-                f,
-                "could not renew the leader lease for {}s; a standby may hold it",
-                for_.as_secs()
-            ),
-        }
-    }
-}
-
-/// Whether a leader whose last renewal went through `since_renewed` ago must step down: once
-/// a whole lease duration has passed, a standby may have taken over, and a leader that stayed
-/// would report itself leader and ready while it can write nothing.
-pub fn must_step_down(since_renewed: Duration, duration: Duration) -> bool {
+/// Whether a leader whose last renewal went through `since_renewed` ago has lapsed: a whole
+/// lease duration has passed, so a standby may have taken over. It then writes nothing (its
+/// fence closed long before), reports 0 on `redis_operator_leader` and fails `/readyz` until
+/// a renewal goes through, or it sees the Lease held by another and stops.
+pub fn lapsed(since_renewed: Duration, duration: Duration) -> bool {
     since_renewed >= duration
 }
 
-/// Keeps renewing while held: extends `fence` on each renewal, and returns once the Lease is
-/// seen held by someone else or could not be renewed for a whole lease duration (the fence is
-/// then closed at once), as client-go's leader election stops leading.
-pub async fn keep(elector: &mut Elector, fence: &Fence) -> Lost {
+/// Keeps renewing while held: extends `fence` on each renewal, and returns the new holder once
+/// the Lease is seen held by someone else (the fence is then closed at once). While no renewal
+/// goes through for a lease duration, says so on `health` and `leading`.
+pub async fn keep(
+    elector: &mut Elector,
+    fence: &Fence,
+    health: &Health,
+    leading: &prometheus::IntGauge,
+) -> String {
     let config = elector.config().clone();
     let mut renewed = Instant::now();
+    let mut told = false;
     loop {
         let wait = match elector.attempt().await {
             Ok(Held::Until(until)) => {
                 renewed = Instant::now();
                 fence.extend(until - request_timeout(config.duration));
+                if told {
+                    told = false;
+                    info!(lease = %config.name, "renewed the lease again; acting on instances");
+                    health.set_lapsed(None);
+                    leading.set(1);
+                }
                 config.renew_every
             }
             Ok(Held::By(holder)) => {
                 fence.revoke();
-                return Lost::TakenBy(holder);
+                return holder;
             }
             Err(error) => {
-                if must_step_down(renewed.elapsed(), config.duration) {
-                    fence.revoke();
-                    warn!(%error, "cannot renew the lease; stepping down");
-                    return Lost::NotRenewed(renewed.elapsed());
-                }
-                if !fence.allows() {
+                let since = renewed.elapsed();
+                if lapsed(since, config.duration) && !told {
+                    told = true;
+                    warn!(%error, since_secs = since.as_secs(),
+                        "cannot renew the lease for a lease duration; not leading until it is renewed");
+                    health.set_lapsed(Some(format!(
+                        "the leader lease could not be renewed for {}s; nothing is written",
+                        since.as_secs()
+                    )));
+                    leading.set(0);
+                } else if !fence.allows() && !told {
                     warn!(%error, "cannot renew the lease; writes are paused until it is renewed");
                 }
                 config.retry_every
@@ -512,9 +508,9 @@ mod tests {
     }
 
     #[test]
-    fn a_leader_steps_down_after_a_lease_duration_without_renewal() {
-        assert!(!must_step_down(Duration::from_secs(14), D));
-        assert!(must_step_down(D, D));
+    fn a_leader_lapses_after_a_lease_duration_without_renewal() {
+        assert!(!lapsed(Duration::from_secs(14), D));
+        assert!(lapsed(D, D));
         assert!(
             request_timeout(D) <= D / 5,
             "a request ends before a standby may take over"

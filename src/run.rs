@@ -46,9 +46,9 @@ pub enum Error {
     /// The supervisor actor ended on its own.
     #[error("the supervisor actor died; no instance would be acted on")]
     SupervisorDied,
-    /// Another operator took the leader Lease, or it could not be renewed.
-    #[error("{0}")]
-    LostLease(leader::Lost),
+    /// Another operator took the leader Lease.
+    #[error("lost the leader lease to {0}")]
+    LostLease(String),
     /// The metrics registry refused a family.
     #[error("failed to register metrics: {0}")]
     Metrics(#[source] prometheus::Error),
@@ -123,8 +123,8 @@ enum Outcome {
     Server(Result<Result<(), http::Error>, tokio::task::JoinError>),
     /// The supervisor actor ended on its own.
     SupervisorDied,
-    /// Another operator holds the Lease now, or it could not be renewed.
-    LostLease(leader::Lost),
+    /// Another operator holds the Lease now.
+    LostLease(String),
 }
 
 /// Runs until SIGTERM or SIGINT, then lets every instance actor finish its current step. With
@@ -236,7 +236,7 @@ pub async fn run(options: Options) -> Result<(), Error> {
         leader_gauge.set(1);
         let lost = async {
             match elector.as_mut() {
-                Some(elector) => leader::keep(elector, &fence).await,
+                Some(elector) => leader::keep(elector, &fence, &health, &leader_gauge).await,
                 None => std::future::pending().await,
             }
         };
@@ -244,7 +244,7 @@ pub async fn run(options: Options) -> Result<(), Error> {
             name = &mut signal => Outcome::Signal(name),
             result = &mut server => Outcome::Server(result),
             _ = &mut handle => Outcome::SupervisorDied,
-            lost = lost => Outcome::LostLease(lost),
+            holder = lost => Outcome::LostLease(holder),
         });
     }
     let supervisor = Some((actor, handle));
@@ -256,9 +256,9 @@ pub async fn run(options: Options) -> Result<(), Error> {
                 "shutting down: letting in-flight steps reach a safe point"
             )
         }
-        Outcome::LostLease(lost) => {
+        Outcome::LostLease(holder) => {
             // The fence already refuses every write; the actors' steps end at once.
-            error!(reason = %lost, "no longer the leader; stopping at once");
+            error!(%holder, "lost the leader lease to another operator; stopping at once");
             leader_gauge.set(0);
         }
         Outcome::SupervisorDied => error!("the supervisor actor died"),
@@ -280,7 +280,7 @@ pub async fn run(options: Options) -> Result<(), Error> {
     let server_result = match outcome {
         Outcome::Server(result) => result,
         Outcome::SupervisorDied => return Err(Error::SupervisorDied),
-        Outcome::LostLease(lost) => return Err(Error::LostLease(lost)),
+        Outcome::LostLease(holder) => return Err(Error::LostLease(holder)),
         Outcome::Signal(_) => server.await,
     };
     match server_result {

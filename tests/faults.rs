@@ -506,7 +506,10 @@ async fn a_leader_that_finds_its_lease_taken_stops_at_once() {
     .await;
     assert!(!status.success(), "a lost lease is a failure: {status}");
     let log = std::fs::read_to_string(&operator.log_path).unwrap();
-    assert!(log.contains("lost the leader lease to intruder"), "{log}");
+    assert!(
+        log.contains("lost the leader lease to another operator"),
+        "{log}"
+    );
 }
 
 /// The pid of the pod's redis-server: the node agent's container id is `node-agent://<pid>`.

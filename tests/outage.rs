@@ -51,6 +51,22 @@ async fn after_an_api_server_outage_the_operator_resumes_within_seconds() {
         "ok",
         "a short outage does not make the operator want a restart: {outage}"
     );
+    // Past a lease duration (15 s) without a renewal, it no longer shows as a ready leader.
+    wait_for(
+        Duration::from_secs(15),
+        "the leader to report its lapsed lease",
+        || async {
+            let ready = operator.get("/readyz").await;
+            let metrics = operator.metrics().await;
+            if ready.contains("could not be renewed") && metrics.contains("redis_operator_leader 0")
+            {
+                Ok(())
+            } else {
+                Err(ready)
+            }
+        },
+    )
+    .await;
     local_cluster(&["start", "kube-apiserver"]);
 
     instance
@@ -78,4 +94,5 @@ async fn after_an_api_server_outage_the_operator_resumes_within_seconds() {
     let hash = render(&instance.spec.config).hash;
     wait_ready(&ns, "redis-example", Some(&hash), Duration::from_secs(180)).await;
     assert_eq!(operator.get("/readyz").await.trim(), "ok");
+    assert!(operator.metrics().await.contains("redis_operator_leader 1"));
 }
