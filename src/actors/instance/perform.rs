@@ -91,9 +91,6 @@ pub(super) async fn perform(
         Decision::BeginRestart { reason, marker } => {
             // Released when the actor next waits, which is after the template patch.
             api.hold_events();
-            let strategy = want.strategy.as_str();
-            info!(old_hash = %live_hash, new_hash = want.hash, strategy,
-                reason = reason.as_str(), "ConfigMap was updated or StatefulSet needs restart");
             let next = record_for(want, live, *reason, *marker, now);
             let file_differs = seen.config_text.as_deref() != Some(want.config_text);
             if next.strategy == RestartStrategy::RollingUpdate && file_differs {
@@ -143,8 +140,6 @@ pub(super) async fn perform(
                         .find(|p| crate::decide::pod_config_hash(p) == Some(want.hash))
                         .and_then(|p| p.annotations().get(RESTARTED_AT_ANNOTATION).cloned());
                 }
-                info!(old_hash = %old.config_hash, new_hash = want.hash,
-                    "ConfigMap was updated or StatefulSet needs restart");
                 begin_restart(state, seen, plan, next, &old.config_hash).await?;
             } else {
                 let marker = old.restarted_at.is_some();
@@ -335,6 +330,10 @@ async fn begin_restart(
     let strategy = record.strategy.as_str();
     let (new_hash, reason) = (record.config_hash.clone(), record.reason);
     write_record(state, seen, Some(plan), Some(record), 1).await?;
+    // Told once the record holds: a write refused for a conflict is taken again, and the
+    // restart it begins must be told once.
+    info!(old_hash = %old_hash, new_hash = %new_hash, strategy,
+        reason = reason.as_str(), "ConfigMap was updated or StatefulSet needs restart");
     let _ = state.args.metrics.send_message(MetricsMsg::Restarted {
         key,
         strategy,
