@@ -1,8 +1,9 @@
 //! The operator as users run it: `kubectl apply -k deploy/` for real, two replicas as pods on the
-//! local cluster (the node agent runs the image `redis-operator` from the built binary, with a
-//! ServiceAccount token and KUBERNETES_SERVICE_HOST as a kubelet gives them), in-cluster config,
-//! the RBAC of deploy/ only, and a takeover when the leader's pod is deleted. Alone in its test
-//! binary: while it runs, an operator acts on every namespace.
+//! local cluster (the node agent runs the image `redis-operator` that `make image` built: its
+//! layer unpacked into a root of its own, the entrypoint run there as the image's non-root user,
+//! with a ServiceAccount token and KUBERNETES_SERVICE_HOST as a kubelet gives them), in-cluster
+//! config, the RBAC of deploy/ only, and a takeover when the leader's pod is deleted. Alone in
+//! its test binary: while it runs, an operator acts on every namespace.
 
 mod common;
 mod e2e;
@@ -68,15 +69,82 @@ async fn lease_holder(client: &Client) -> Option<String> {
         .holder_identity
 }
 
-/// The container logs the node agent keeps for the operator's pods, deleted ones included.
-fn operator_logs() -> String {
+/// The uid of the image's user (`USER` in the Dockerfile).
+const IMAGE_UID: &str = "65532";
+
+/// Checks the operator's process in a pod as the node agent started it (its pid is in the
+/// container ID the agent reports): the image's user, no privilege escalation, and a root of
+/// its own holding the binary and no shell.
+fn assert_runs_from_the_image(pod: &Pod) {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let status = &pod
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
+    let id = status.container_id.as_deref().unwrap_or_default();
+    let pid = id
+        .strip_prefix("node-agent://")
+        .unwrap_or_else(|| panic!("{name}: container ID {id:?}"));
+    assert!(
+        status.image_id.contains("@sha256:"),
+        "{name}: image ID {:?} names no image digest",
+        status.image_id
+    );
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |key: &str| {
+        proc_status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    // Real, effective, saved and filesystem ids.
+    assert_eq!(field("Uid:"), [IMAGE_UID; 4], "{name}: {proc_status}");
+    assert_eq!(field("Gid:"), [IMAGE_UID; 4], "{name}: {proc_status}");
+    assert!(field("Groups:").is_empty(), "{name}: {proc_status}");
+    // allowPrivilegeEscalation: false in deploy/.
+    assert_eq!(field("NoNewPrivs:"), ["1"], "{name}");
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+    assert_ne!(root, PathBuf::from("/"), "{name}: not in the image's root");
+    let inside = PathBuf::from(format!("/proc/{pid}/root"));
+    assert!(inside.join("redis-operator").is_file(), "{name}: {root:?}");
+    assert!(
+        !inside.join("bin/sh").exists(),
+        "{name}: a shell in the image"
+    );
+    assert!(
+        inside
+            .join("var/run/secrets/kubernetes.io/serviceaccount/token")
+            .is_file(),
+        "{name}: the ServiceAccount token is not mounted in the image's root"
+    );
+}
+
+/// The node agent's log directories of the operator's pods, deleted ones included.
+fn operator_log_dirs() -> Vec<PathBuf> {
     let pods = kubeconfig_path().with_file_name("node").join("pods");
+    // None yet on a fresh cluster.
+    std::fs::read_dir(&pods)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&format!("{NAMESPACE}_redis-operator-"))
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+/// The container logs of the operator's pods, but for those of earlier runs (`earlier`).
+fn operator_logs(earlier: &[PathBuf]) -> String {
     let mut text = String::new();
-    for entry in std::fs::read_dir(&pods).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&format!("{NAMESPACE}_redis-operator-")) {
-            let log: PathBuf = entry.path().join("operator.log");
-            text.push_str(&std::fs::read_to_string(log).unwrap_or_default());
+    for dir in operator_log_dirs() {
+        if !earlier.contains(&dir) {
+            text.push_str(&std::fs::read_to_string(dir.join("operator.log")).unwrap_or_default());
         }
     }
     text
@@ -88,6 +156,7 @@ async fn deployed_with_kustomize_the_operator_runs_as_pods_and_fails_over() {
     install_crd(&client).await;
     let deploy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy");
     let _installed = Installed;
+    let earlier_logs = operator_log_dirs();
     kubectl(&["apply", "-k", &deploy.to_string_lossy()]);
     wait_for(
         Duration::from_secs(120),
@@ -103,10 +172,22 @@ async fn deployed_with_kustomize_the_operator_runs_as_pods_and_fails_over() {
         },
     )
     .await;
+    for pod in operator_pods(&client).await {
+        assert_runs_from_the_image(&pod);
+    }
+    // A Lease left by an operator that died without releasing it names a pod that is gone.
     let leader = wait_for(Duration::from_secs(60), "a leader", || async {
-        lease_holder(&client)
-            .await
-            .ok_or_else(|| "no holder".to_owned())
+        let pods = operator_pods(&client).await;
+        match lease_holder(&client).await {
+            Some(holder)
+                if pods
+                    .iter()
+                    .any(|p| p.metadata.name.as_ref() == Some(&holder)) =>
+            {
+                Ok(holder)
+            }
+            other => Err(format!("holder {other:?}")),
+        }
     })
     .await;
 
@@ -152,7 +233,7 @@ async fn deployed_with_kustomize_the_operator_runs_as_pods_and_fails_over() {
     let pod = common::ready_pod(&ns, "redis-example-0").await;
     assert_eq!(config_get(&pod, "maxmemory").await, "167772160");
 
-    let logs = operator_logs();
+    let logs = operator_logs(&earlier_logs);
     assert!(
         logs.contains("acquired the lease") && logs.contains(&successor),
         "{logs}"
