@@ -11,6 +11,9 @@ demo: ## Set up everything, start the local cluster, run the operator with the e
 test: ## Run all checks and tests (starts the local cluster when needed, stops it after)
 	hack/test
 
+image: ## Build the operator's image (static binary, OCI layout under target/image) without a container engine
+	hack/build-image
+
 crd: ## Regenerate deploy/base/crd.yaml and the Helm chart's copy from the Rust types
 	cargo run --quiet --bin redis-operator -- crd > deploy/base/crd.yaml
 	cp deploy/base/crd.yaml deploy/helm/redis-operator/crds/crd.yaml
@@ -30,4 +33,4 @@ cluster-down: ## Stop the local cluster and remove its state
 cluster-status: ## Show whether the local cluster is running
 	hack/local-cluster status
 
-.PHONY: help demo test crd bench bench-scale cluster-up cluster-down cluster-status
+.PHONY: help demo test image crd bench bench-scale cluster-up cluster-down cluster-status

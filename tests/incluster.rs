@@ -1,9 +1,10 @@
 //! The operator as users run it: installed once with `helm install` of deploy/helm/ for real,
 //! two replicas as pods on the local cluster (the node agent runs the image `redis-operator`
-//! from the built binary, with a ServiceAccount token and KUBERNETES_SERVICE_HOST as a kubelet
-//! gives them), in-cluster config, the chart's RBAC only, a takeover when the leader's pod is
-//! deleted, and `helm uninstall` removing it all but the CRD. Alone in its test binary: while
-//! it runs, an operator acts on every namespace.
+//! that `make image` built: its layer unpacked into a root of its own, the entrypoint run there
+//! as the image's non-root user, with a ServiceAccount token and KUBERNETES_SERVICE_HOST as a
+//! kubelet gives them), in-cluster config, the chart's RBAC only, a takeover when the leader's
+//! pod is deleted, and `helm uninstall` removing it all but the CRD. Alone in its test binary:
+//! while it runs, an operator acts on every namespace.
 
 mod common;
 mod e2e;
@@ -121,6 +122,60 @@ async fn lease_holder(client: &Client) -> Option<String> {
         .holder_identity
 }
 
+/// The uid of the image's user (`USER` in the Dockerfile).
+const IMAGE_UID: &str = "65532";
+
+/// Checks the operator's process in a pod as the node agent started it (its pid is in the
+/// container ID the agent reports): the image's user, no privilege escalation, and a root of
+/// its own holding the binary and no shell.
+fn assert_runs_from_the_image(pod: &Pod) {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let status = &pod
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
+    let id = status.container_id.as_deref().unwrap_or_default();
+    let pid = id
+        .strip_prefix("node-agent://")
+        .unwrap_or_else(|| panic!("{name}: container ID {id:?}"));
+    assert!(
+        status.image_id.contains("@sha256:"),
+        "{name}: image ID {:?} names no image digest",
+        status.image_id
+    );
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |key: &str| {
+        proc_status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    // Real, effective, saved and filesystem ids.
+    assert_eq!(field("Uid:"), [IMAGE_UID; 4], "{name}: {proc_status}");
+    assert_eq!(field("Gid:"), [IMAGE_UID; 4], "{name}: {proc_status}");
+    assert!(field("Groups:").is_empty(), "{name}: {proc_status}");
+    // allowPrivilegeEscalation: false in deploy/.
+    assert_eq!(field("NoNewPrivs:"), ["1"], "{name}");
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+    assert_ne!(root, PathBuf::from("/"), "{name}: not in the image's root");
+    let inside = PathBuf::from(format!("/proc/{pid}/root"));
+    assert!(inside.join("redis-operator").is_file(), "{name}: {root:?}");
+    assert!(
+        !inside.join("bin/sh").exists(),
+        "{name}: a shell in the image"
+    );
+    assert!(
+        inside
+            .join("var/run/secrets/kubernetes.io/serviceaccount/token")
+            .is_file(),
+        "{name}: the ServiceAccount token is not mounted in the image's root"
+    );
+}
+
 /// The directories where the node agent keeps the operator's pods' logs, deleted pods included
 /// (named namespace_pod_uid).
 fn operator_pod_dirs() -> BTreeSet<PathBuf> {
@@ -182,6 +237,9 @@ async fn installed_with_helm_the_operator_runs_as_pods_and_fails_over() {
         },
     )
     .await;
+    for pod in operator_pods(&client).await {
+        assert_runs_from_the_image(&pod);
+    }
     // The Lease may still name a pod of an earlier run: `helm uninstall` deletes the RBAC while
     // the pods stop, so they cannot release it, and it expires by itself.
     let leader = wait_for(

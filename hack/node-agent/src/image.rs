@@ -1,4 +1,5 @@
-//! Maps container images to host installs: nothing is pulled, a known image runs host binaries.
+//! Maps container images to what runs them: nothing is pulled; `redis` runs host binaries, the
+//! operator's image runs from the OCI layout the agent is given (see `oci.rs`).
 
 /// What a supported image stands for on this host.
 #[derive(Debug, PartialEq, Eq)]
@@ -11,23 +12,15 @@ pub struct HostImage {
     pub working_dir: &'static str,
 }
 
-/// Images this agent can run. The official redis image has `WORKDIR /data` and runs
-/// `redis-server`; `redis-operator` is this repository's operator, its binary found in the
-/// agent's `--operator-bin-dir`.
-pub const SUPPORTED: &[HostImage] = &[
-    HostImage {
-        name: "redis",
-        default_command: &["redis-server"],
-        working_dir: "/data",
-    },
-    HostImage {
-        name: OPERATOR_IMAGE,
-        default_command: &["redis-operator"],
-        working_dir: "/",
-    },
-];
+/// Images this agent runs from host binaries. The official redis image has `WORKDIR /data` and
+/// runs `redis-server`.
+pub const SUPPORTED: &[HostImage] = &[HostImage {
+    name: "redis",
+    default_command: &["redis-server"],
+    working_dir: "/data",
+}];
 
-/// The operator's image name.
+/// The operator's image name: run from the agent's `--operator-image-dir`, not from the host.
 pub const OPERATOR_IMAGE: &str = "redis-operator";
 
 /// The image has no host equivalent.
@@ -58,6 +51,7 @@ pub fn resolve(image: &str) -> Result<&'static HostImage, Unsupported> {
             supported: SUPPORTED
                 .iter()
                 .map(|known| known.name)
+                .chain([OPERATOR_IMAGE])
                 .collect::<Vec<_>>()
                 .join(", "),
         })
@@ -88,7 +82,7 @@ mod tests {
         assert_eq!(err.image, "nginx:1.27");
         let message = err.to_string();
         assert!(message.contains("\"nginx:1.27\""), "{message}");
-        assert!(message.contains("redis"), "{message}");
+        assert!(message.contains("redis, redis-operator"), "{message}");
         // A port in the registry is not a tag.
         assert!(resolve("localhost:5000/redis-exporter").is_err());
         assert_eq!(repository_name("localhost:5000/redis"), "redis");

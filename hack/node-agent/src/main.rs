@@ -12,6 +12,7 @@ mod logs;
 mod mountpoints;
 mod network;
 mod node;
+mod oci;
 mod pods;
 mod provisioner;
 mod reaper;
@@ -41,7 +42,8 @@ use provisioner::Provisioner;
 /// provisions directory-backed PersistentVolumes for the StorageClass it serves, and runs each
 /// pod's containers as host processes: in a network namespace with its own pod IP (reachable
 /// from the host), with volumes bind-mounted in a private mount namespace per container.
-/// Images are not pulled; a supported image name maps to host binaries (redis -> redis-server).
+/// Images are not pulled: redis maps to host binaries (redis-server), and the operator's image
+/// runs from an OCI image layout on disk, unpacked into a root filesystem, as its user.
 ///
 /// Needs root. On SIGTERM/SIGINT it stops all pods gracefully and removes its network devices
 /// and mount points; on start it first reclaims whatever a crashed run left behind.
@@ -100,9 +102,10 @@ struct Args {
     /// --kubelet-client-certificate); without it, every client is served.
     #[arg(long, requires = "tls_cert_file")]
     client_ca_file: Option<PathBuf>,
-    /// Directory holding the `redis-operator` binary that the image `redis-operator` runs.
+    /// OCI image layout (as `make image` writes it) that the image `redis-operator` runs from:
+    /// its layers are unpacked under the state dir, and containers run its entrypoint there.
     #[arg(long)]
-    operator_bin_dir: Option<PathBuf>,
+    operator_image_dir: Option<PathBuf>,
     /// Only remove what an earlier run left behind (processes, network devices, mount
     /// points), then exit.
     #[arg(long)]
@@ -206,6 +209,9 @@ async fn main() -> anyhow::Result<()> {
     let killed = pods::reclaim(&state_dir).await;
     Network::reclaim().await;
     mountpoints.remove_created();
+    // Unpacked images: no container uses them any more, and the layout may have been rebuilt.
+    let unpacked_images = state_dir.join("images");
+    let _ = std::fs::remove_dir_all(&unpacked_images);
     if killed > 0 {
         tracing::info!(killed, "reclaimed processes of an earlier run");
     }
@@ -280,7 +286,11 @@ async fn main() -> anyhow::Result<()> {
         api_service: args
             .api_proxy_port
             .map(|port| std::net::SocketAddr::from((network_gateway, port))),
-        operator_bin_dir: args.operator_bin_dir.clone(),
+        operator_image: args
+            .operator_image_dir
+            .as_ref()
+            .map(|dir| std::path::absolute(dir).map(|dir| oci::Layout::new(dir, unpacked_images)))
+            .transpose()?,
         logs: Arc::default(),
     });
     let shutdown = CancellationToken::new();

@@ -1,5 +1,6 @@
-//! One container: a host process in the pod's namespaces with its volumes bind-mounted, its
-//! exit, a graceful stop, and the kubelet's restart backoff.
+//! One container: a process in the pod's namespaces (under the host's root, or chrooted into its
+//! image's root as its user) with its volumes bind-mounted, its exit, a graceful stop, and the
+//! kubelet's restart backoff.
 
 use std::net::Ipv4Addr;
 use std::os::unix::process::ExitStatusExt;
@@ -22,6 +23,7 @@ use tokio::time::Instant;
 
 use super::prober::{Prober, Probes, Target};
 use super::sandbox;
+use super::security::Identity;
 use super::status::ContainerView;
 use crate::host;
 use crate::logs::{self, ContainerLogs};
@@ -34,6 +36,14 @@ pub struct Mount {
     pub read_only: bool,
 }
 
+/// The root filesystem of a container of an OCI image, and who runs in it.
+#[derive(Debug, Clone)]
+pub struct RootFs {
+    /// The image unpacked: the read-only lower layer, shared by every container of the image.
+    pub image: PathBuf,
+    pub identity: Identity,
+}
+
 /// Everything needed to start the container process.
 #[derive(Debug)]
 pub struct Launch {
@@ -44,7 +54,11 @@ pub struct Launch {
     pub env: Vec<(String, String)>,
     pub working_dir: String,
     pub mounts: Vec<Mount>,
-    /// An empty directory no mount target covers; see `START_SCRIPT`.
+    /// The image's root, for an OCI image; `None`: the host's root.
+    pub root: Option<RootFs>,
+    /// What the pod's status reports as the container's imageID.
+    pub image_id: String,
+    /// An empty directory no mount target covers; see `START_SCRIPT` and `IMAGE_START_SCRIPT`.
     pub stage: PathBuf,
     pub logs: ContainerLogs,
     /// Where the run's log capture reports that it still writes.
@@ -80,6 +94,53 @@ if [ "$i" -gt 0 ]; then umount -l "$stage"/*; fi
 mkdir -p "$1"
 cd "$1"
 shift
+exec "$@"
+"#;
+
+/// Like `START_SCRIPT`, for a container of an OCI image. Arguments: the staging directory, the
+/// unpacked image, ro|rw (the root), uid, gid, yes|no (no_new_privs), the host's PATH, working
+/// dir, (source, target, ro|rw) triples, `--`, argv.
+///
+/// The root is an overlay: the shared unpacked image under a tmpfs layer of this run, which
+/// goes away with the mount namespace, so each run starts from the image as a runtime's
+/// container does, and mount points never touch the image. As a runtime does, it gets /proc,
+/// a read-only /sys and a small /dev (null, zero, full, random, urandom, tty, shm): a static
+/// glibc binary reads /dev/urandom for randomness. Mount targets lie under the root,
+/// so sources need no staging. `unshare --root` chroots (from the host's tools, as the image
+/// holds no shell) and becomes the user, then execs the entrypoint under the root: a binary
+/// that needs a file the image lacks (a libc, a CA bundle) fails there.
+const IMAGE_START_SCRIPT: &str = r#"set -e
+layer=$1 image=$2 root_mode=$3 uid=$4 gid=$5 no_new_privs=$6 wd=$8
+had_path=${PATH+yes} container_path=${PATH-}
+PATH=$7
+shift 8
+mount -t tmpfs -o mode=0755 container-layer "$layer"
+mkdir "$layer/upper" "$layer/work" "$layer/root"
+mount -t overlay overlay -o "lowerdir=$image,upperdir=$layer/upper,workdir=$layer/work" "$layer/root"
+root=$layer/root
+mkdir -p "$root/proc" "$root/dev" "$root/sys"
+mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
+mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
+mount -t tmpfs -o nosuid,mode=0755,size=64k dev "$root/dev"
+for device in null zero full random urandom tty; do
+  : >"$root/dev/$device"; mount --bind "/dev/$device" "$root/dev/$device"
+done
+mkdir "$root/dev/shm" "$root/dev/pts"
+mount -t tmpfs -o nosuid,nodev,mode=1777 shm "$root/dev/shm"
+ln -s /proc/self/fd "$root/dev/fd"
+ln -s /proc/self/fd/0 "$root/dev/stdin"; ln -s /proc/self/fd/1 "$root/dev/stdout"; ln -s /proc/self/fd/2 "$root/dev/stderr"
+while [ "$1" != "--" ]; do
+  if [ -d "$1" ]; then mkdir -p "$root$2"; else mkdir -p "$(dirname "$root$2")"; [ -e "$root$2" ] || : >"$root$2"; fi
+  mount --bind "$1" "$root$2"
+  if [ "$3" = ro ]; then mount -o remount,bind,ro "$root$2"; fi
+  shift 3
+done
+shift
+mkdir -p "$root$wd"
+if [ "$root_mode" = ro ]; then mount -o remount,bind,ro "$root"; fi
+set -- "$(command -v unshare)" --root="$root" --wd="$wd" --setuid "$uid" --setgid "$gid" -- "$@"
+if [ "$no_new_privs" = yes ]; then set -- "$(command -v setpriv)" --no-new-privs "$@"; fi
+if [ "$had_path" = yes ]; then PATH=$container_path; else unset PATH; fi
 exec "$@"
 "#;
 
@@ -429,6 +490,10 @@ impl ContainerRuntime {
                     pod_ip: launch.pod_ip,
                     pid,
                     env: launch.env,
+                    user: launch
+                        .root
+                        .as_ref()
+                        .map(|root| (root.identity.uid, root.identity.gid)),
                 };
                 if let State::Exited { termination, .. } = &self.state {
                     self.last_termination = Some(termination.clone());
@@ -436,10 +501,7 @@ impl ContainerRuntime {
                 } else if std::mem::take(&mut self.restored_run) {
                     self.restart_count += 1;
                 }
-                self.image_id = format!(
-                    "host://{}",
-                    launch.argv.first().cloned().unwrap_or_default()
-                );
+                self.image_id = launch.image_id;
                 self.state = State::Running {
                     child,
                     pid,
@@ -481,19 +543,47 @@ impl ContainerRuntime {
             "--propagation".into(),
             "private".into(),
             "--".into(),
-        ])
-        .args([tool("sh"), "-c".into(), START_SCRIPT.into(), "sh".into()])
-        .arg(&launch.stage);
-        stage(&launch.stage, &launch.mounts)
-            .map_err(|e| format!("failed to prepare {}: {e}", launch.stage.display()))?;
-        cmd.args(launch.mounts.iter().map(|m| &m.source)).arg("--");
-        for mount in &launch.mounts {
-            cmd.arg(&mount.target)
-                .arg(if mount.read_only { "ro" } else { "rw" });
+        ]);
+        match &launch.root {
+            None => {
+                cmd.args([tool("sh"), "-c".into(), START_SCRIPT.into(), "sh".into()])
+                    .arg(&launch.stage);
+                stage(&launch.stage, &launch.mounts)
+                    .map_err(|e| format!("failed to prepare {}: {e}", launch.stage.display()))?;
+                cmd.args(launch.mounts.iter().map(|m| &m.source)).arg("--");
+                for mount in &launch.mounts {
+                    cmd.arg(&mount.target).arg(mode(mount.read_only));
+                }
+                cmd.arg("--").arg(&launch.working_dir);
+            }
+            Some(root) => {
+                let identity = root.identity;
+                cmd.args([
+                    tool("sh"),
+                    "-c".into(),
+                    IMAGE_START_SCRIPT.into(),
+                    "sh".into(),
+                ])
+                .arg(&launch.stage)
+                .arg(&root.image)
+                .arg(mode(identity.read_only_root))
+                .arg(identity.uid.to_string())
+                .arg(identity.gid.to_string())
+                .arg(if identity.no_new_privs { "yes" } else { "no" })
+                .arg(std::env::var_os("PATH").unwrap_or_default())
+                .arg(&launch.working_dir);
+                // A layer is mounted on the staging directory, in the container's namespace.
+                stage(&launch.stage, &[])
+                    .map_err(|e| format!("failed to prepare {}: {e}", launch.stage.display()))?;
+                for mount in &launch.mounts {
+                    cmd.arg(&mount.source)
+                        .arg(&mount.target)
+                        .arg(mode(mount.read_only));
+                }
+                cmd.arg("--");
+            }
         }
-        cmd.arg("--")
-            .arg(&launch.working_dir)
-            .args(&launch.argv)
+        cmd.args(&launch.argv)
             .env_clear()
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -621,6 +711,10 @@ fn stage(stage: &Path, mounts: &[Mount]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+fn mode(read_only: bool) -> &'static str {
+    if read_only { "ro" } else { "rw" }
 }
 
 fn waiting(reason: &str, message: Option<String>) -> ContainerState {

@@ -74,18 +74,23 @@ pub fn hostname(pod: &Pod) -> String {
         .unwrap_or_default()
 }
 
-/// The environment in definition order; later entries win, as in a container runtime.
+/// The environment in definition order; later entries win, as in a container runtime: the
+/// runtime's defaults, the image's `image_env`, then the container's own.
 pub fn build(
     pod: &Pod,
     container: &Container,
     addresses: Addresses,
     sources: &Sources,
+    image_env: &[(String, String)],
 ) -> Result<Vec<(String, String)>, Error> {
     let mut env: Vec<(String, String)> = vec![
         ("PATH".into(), DEFAULT_PATH.into()),
         ("HOSTNAME".into(), hostname(pod)),
         ("HOME".into(), "/root".into()),
     ];
+    for (name, value) in image_env {
+        set(&mut env, name.clone(), value.clone());
+    }
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.as_deref().unwrap_or("");
         let data = if let Some(r) = &from.config_map_ref {
@@ -139,13 +144,6 @@ pub fn api_service(api: std::net::SocketAddr) -> Vec<(String, String)> {
         ("KUBERNETES_SERVICE_PORT_HTTPS".into(), port.clone()),
         ("KUBERNETES_PORT".into(), format!("tcp://{host}:{port}")),
     ]
-}
-
-/// Puts `dir` first on the container's PATH.
-pub fn prepend_path(env: &mut [(String, String)], dir: &std::path::Path) {
-    if let Some((_, path)) = env.iter_mut().rev().find(|(k, _)| k == "PATH") {
-        *path = format!("{}:{path}", dir.display());
-    }
 }
 
 /// The argv: command (or the image default) then args, `$(VAR)` expanded from `env`.
@@ -381,7 +379,7 @@ mod tests {
             )]),
             ..Sources::default()
         };
-        let env = build(&pod(), &container, ADDRESSES, &sources).unwrap();
+        let env = build(&pod(), &container, ADDRESSES, &sources, &[]).unwrap();
         let get = |k: &str| get(&env, k).map(str::to_owned);
         assert_eq!(get("HOSTNAME").as_deref(), Some("web-0-host"));
         assert_eq!(get("S_PASSWORD").as_deref(), Some("hunter2"));
@@ -410,14 +408,20 @@ mod tests {
         };
         let sources = Sources::default();
         assert_eq!(
-            build(&pod(), &container(selector.clone()), ADDRESSES, &sources),
+            build(
+                &pod(),
+                &container(selector.clone()),
+                ADDRESSES,
+                &sources,
+                &[]
+            ),
             Err(Error::MissingSource {
                 kind: "configmap",
                 name: "cfg".into()
             })
         );
         selector.optional = Some(true);
-        let env = build(&pod(), &container(selector), ADDRESSES, &sources).unwrap();
+        let env = build(&pod(), &container(selector), ADDRESSES, &sources, &[]).unwrap();
         assert!(get(&env, "X").is_none());
     }
 

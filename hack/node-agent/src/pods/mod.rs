@@ -16,6 +16,7 @@ mod launch;
 mod probe;
 mod prober;
 mod sandbox;
+mod security;
 mod status;
 mod volumes;
 mod worker;
@@ -59,8 +60,8 @@ pub struct Ctx {
     pub shutdown_grace: Duration,
     /// Where pods reach the API server (KUBERNETES_SERVICE_HOST/PORT), if it is forwarded.
     pub api_service: Option<std::net::SocketAddr>,
-    /// Directory of the `redis-operator` binary, for the image of that name.
-    pub operator_bin_dir: Option<PathBuf>,
+    /// The OCI layout the image `redis-operator` runs from.
+    pub operator_image: Option<crate::oci::Layout>,
     /// The pods and log runs the kubelet port serves logs of.
     pub logs: Arc<logs::Registry>,
 }

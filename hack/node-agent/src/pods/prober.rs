@@ -26,9 +26,11 @@ pub struct Probes {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub pod_ip: Ipv4Addr,
-    /// The container's main process: exec probes join its namespaces.
+    /// The container's main process: exec probes join its namespaces, root and working dir.
     pub pid: u32,
     pub env: Vec<(String, String)>,
+    /// The uid and gid of a container of an image, which exec probes take too.
+    pub user: Option<(u32, u32)>,
 }
 
 /// The verdicts so far.
@@ -173,20 +175,27 @@ async fn check(action: &Action, target: &Target, timeout: Duration) -> Result<()
         .unwrap_or_else(|_| Err(format!("timed out after {}s", timeout.as_secs())))
 }
 
-/// Runs the command in the container's mount, network and UTS namespaces with its environment.
+/// Runs the command in the container's mount, network and UTS namespaces, root and working
+/// directory, as its user, with its environment.
 async fn exec(command: &[String], target: &Target) -> Result<(), String> {
     let Some((program, args)) = command.split_first() else {
         return Err("exec probe has an empty command".into());
     };
-    let output = Command::new("nsenter")
-        .args([
-            "--target",
-            &target.pid.to_string(),
-            "--mount",
-            "--net",
-            "--uts",
-            "--",
-        ])
+    let mut nsenter = Command::new("nsenter");
+    nsenter.args([
+        "--target",
+        &target.pid.to_string(),
+        "--mount",
+        "--net",
+        "--uts",
+        "--root",
+        "--wd",
+    ]);
+    if let Some((uid, gid)) = target.user {
+        nsenter.args(["--setuid", &uid.to_string(), "--setgid", &gid.to_string()]);
+    }
+    let output = nsenter
+        .arg("--")
         .arg(program)
         .args(args)
         .env_clear()
