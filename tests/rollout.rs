@@ -72,6 +72,15 @@ async fn status_where(
     .await
 }
 
+/// Sets (`Some`) or removes (`None`) the pause annotation, and nothing else.
+async fn pause_by_annotation(ns: &TestNamespace, value: Option<&str>) {
+    let patch = json!({ "metadata": { "annotations": { "redis.github.com/paused": value } } });
+    ns.api::<RedisInstance>()
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+}
+
 fn condition(
     ri: &RedisInstance,
     kind: &str,
@@ -220,14 +229,7 @@ async fn pause_holds_a_change_and_shows_it_until_resumed() {
 
     // Paused by annotation first, then by the spec field.
     let api = ns.api::<RedisInstance>();
-    let annotate = |value: Option<&str>| json!({ "metadata": { "annotations": { "redis.github.com/paused": value } } });
-    api.patch(
-        NAME,
-        &PatchParams::default(),
-        &Patch::Merge(annotate(Some("true"))),
-    )
-    .await
-    .unwrap();
+    pause_by_annotation(&ns, Some("true")).await;
     instance
         .spec
         .config
@@ -247,9 +249,7 @@ async fn pause_holds_a_change_and_shows_it_until_resumed() {
     assert!(pending.contains("maxmemory"), "{pending}");
     instance.spec.paused = true;
     apply_instance(&ns, &instance).await.unwrap();
-    api.patch(NAME, &PatchParams::default(), &Patch::Merge(annotate(None)))
-        .await
-        .unwrap();
+    pause_by_annotation(&ns, None).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let held = api.get(NAME).await.unwrap().status.unwrap();
     assert_eq!(held.phase.map(|p| p.as_str()), Some("Paused"));
@@ -269,13 +269,7 @@ async fn pause_holds_a_change_and_shows_it_until_resumed() {
     assert_eq!(config_get(&pod, "maxmemory").await, "67108864");
 
     // The annotation alone, added and removed with no spec edit, pauses and resumes.
-    api.patch(
-        NAME,
-        &PatchParams::default(),
-        &Patch::Merge(annotate(Some("true"))),
-    )
-    .await
-    .unwrap();
+    pause_by_annotation(&ns, Some("true")).await;
     // A hand edit of the ConfigMap is a restart the pause must hold.
     let cm_api = ns.api::<k8s_openapi::api::core::v1::ConfigMap>();
     let edited_text = config_map_and_hash(&ns, NAME).await.0 + "\n# edited by hand\n";
@@ -299,9 +293,7 @@ async fn pause_holds_a_change_and_shows_it_until_resumed() {
         condition(&held, "Progressing").map(|c| c.status).as_deref(),
         Some("True")
     );
-    api.patch(NAME, &PatchParams::default(), &Patch::Merge(annotate(None)))
-        .await
-        .unwrap();
+    pause_by_annotation(&ns, None).await;
     let resumed = wait_restarts(&ns, NAME, 2).await;
     assert_eq!(resumed.status.unwrap().pending_change, None);
     assert_ne!(

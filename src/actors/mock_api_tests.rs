@@ -467,6 +467,18 @@ async fn failing_status_writes(
     (log, left, actor, handle)
 }
 
+/// Waits for `count` status writes, and a little longer to see that no more follow.
+async fn wait_status_writes(log: &Log, count: usize) {
+    wait_until(log, &format!("{count} status writes"), |reqs| {
+        reqs.iter()
+            .filter(|(_, p, _)| p.ends_with("/status"))
+            .count()
+            == count
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
 /// Bodies of the requests so far made with `method` to a path ending in `suffix`.
 fn bodies(log: &Log, method: Method, suffix: &str) -> Vec<Value> {
     log.lock()
@@ -490,14 +502,7 @@ fn events_posted(log: &Log) -> Vec<Value> {
 async fn failures_are_retried_with_backoff_and_told_after_three() {
     let (log, left, actor, handle) =
         failing_status_writes(3, StatusCode::INTERNAL_SERVER_ERROR).await;
-    wait_until(&log, "a status write after the retries", |reqs| {
-        reqs.iter()
-            .filter(|(_, p, _)| p.ends_with("/status"))
-            .count()
-            == 4
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_status_writes(&log, 4).await;
     assert_eq!(left.load(Ordering::SeqCst), 0, "all failures were served");
     assert_eq!(
         writes_to(&log, "/status").len(),
@@ -521,14 +526,7 @@ async fn failures_are_retried_with_backoff_and_told_after_three() {
 #[tokio::test]
 async fn status_writes_are_preconditioned_and_conflicts_looked_at_again() {
     let (log, left, actor, handle) = failing_status_writes(3, StatusCode::CONFLICT).await;
-    wait_until(&log, "a status write after the conflicts", |reqs| {
-        reqs.iter()
-            .filter(|(_, p, _)| p.ends_with("/status"))
-            .count()
-            == 4
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_status_writes(&log, 4).await;
     assert_eq!(left.load(Ordering::SeqCst), 0);
     let writes = status_bodies(&log);
     assert_eq!(
