@@ -110,6 +110,54 @@ async fn hand_scaling_and_a_deleted_service_are_repaired_from_the_watch() {
     assert_data_kept(&ns).await;
 }
 
+/// An operator started on an invalid spec knows no config safe to run, so it holds the pods;
+/// the Service, which depends on no directive, is still repaired.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_restart_on_an_invalid_spec_a_deleted_service_is_still_repaired() {
+    let (_client, ns, operator) = setup("invalid-restart", &[]).await;
+    let mut instance = running(&ns, RestartStrategy::RollingUpdate).await;
+    let history = PodHistory::start(&ns).await;
+    instance
+        .spec
+        .config
+        .insert("maxmemory".into(), "lots".into());
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_for(Duration::from_secs(30), "the spec refused", || async {
+        let ri = ns.api::<RedisInstance>().get(NAME).await.unwrap();
+        match ri.status.and_then(|s| s.phase) {
+            Some(phase) if phase.as_str() == "Invalid" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(operator.stop().success(), "a clean stop on SIGTERM");
+    let _restarted = Operator::start(&ns.name);
+
+    let old = ns.api::<Service>().get(NAME).await.unwrap();
+    ns.api::<Service>()
+        .delete(NAME, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the Service back", || async {
+        match ns
+            .api::<Service>()
+            .get_opt(NAME)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(svc) if uid(&svc) != uid(&old) => Ok(()),
+            other => Err(format!("{:?}", other.map(|s| uid(&s)))),
+        }
+    })
+    .await;
+    assert_eq!(
+        history.restarts().await.get("redis-example-0"),
+        Some(&0),
+        "the pod keeps running its last good config"
+    );
+    assert_data_kept(&ns).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn image_changes_by_hand_or_through_the_spec_are_counted_restarts() {
     let (_client, ns, operator) = setup("image", &[]).await;

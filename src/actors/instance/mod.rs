@@ -455,6 +455,19 @@ async fn step(
             perform::finish_restart(state, None, &seen, &record, now).await?;
             return Ok(None);
         }
+        // The Service depends on no directive, so one that ran before is repaired from the
+        // current spec whatever its config (an operator restarted on an invalid spec knows no
+        // other); nothing is created for an instance that never ran.
+        let service = crate::resources::service(&current);
+        let drifted = seen
+            .service
+            .as_deref()
+            .is_none_or(|svc| crate::resources::service_drifted(&service, svc));
+        if seen.statefulset.is_some() && drifted {
+            state.decided = "ApplyService";
+            perform::apply_service(state, &seen, &service).await?;
+            return Ok(None);
+        }
         state.decided = "Hold";
         debug!(decision = "Hold", "next step");
         report::write_status(state, &seen, None).await?;

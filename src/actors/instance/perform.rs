@@ -39,17 +39,7 @@ pub(super) async fn perform(
     let live = seen.statefulset.as_deref();
     let live_hash = live.and_then(config_hash_of).unwrap_or("").to_owned();
     match decision {
-        Decision::ApplyService => {
-            // Missing or different after the instance was first set up: someone changed it.
-            let existed = seen.service.is_some() || live.is_some();
-            let applied = api.apply("Service", &plan.service).await?;
-            state.written.service = Some(Arc::new(CachedService::from(&applied)));
-            if existed {
-                report::drift_repaired(state, instance, "Service").await;
-            } else {
-                info!("Service missing, creating it");
-            }
-        }
+        Decision::ApplyService => apply_service(state, seen, &plan.service).await?,
         Decision::WriteConfigMap => {
             let old_file_hash = announce_config_map(seen, want);
             let written = api
@@ -224,6 +214,24 @@ pub(super) async fn perform(
         }
         Decision::ApplyLive => super::live::apply(state, plan, seen).await?,
         Decision::Wait(_) | Decision::Idle | Decision::Held(_) => {}
+    }
+    Ok(())
+}
+
+/// Writes the Service; one missing or different after the instance was first set up was changed
+/// by someone, and is told as drift.
+pub(super) async fn apply_service(
+    state: &mut InstanceState,
+    seen: &Observed,
+    service: &k8s_openapi::api::core::v1::Service,
+) -> Result<(), kube_io::Error> {
+    let existed = seen.service.is_some() || seen.statefulset.is_some();
+    let applied = state.args.api.apply("Service", service).await?;
+    state.written.service = Some(Arc::new(CachedService::from(&applied)));
+    if existed {
+        report::drift_repaired(state, &seen.instance, "Service").await;
+    } else {
+        info!("Service missing, creating it");
     }
     Ok(())
 }
