@@ -41,6 +41,27 @@ async fn assert_data_kept(ns: &TestNamespace) {
     assert_eq!(redis_cli(&pod, &["GET", "before-the-fault"]).await, "kept");
 }
 
+/// `kubectl delete service redis-example`, then waits until a new one stands in its place.
+async fn delete_service_and_wait_until_back(ns: &TestNamespace) {
+    let old = ns.api::<Service>().get(NAME).await.unwrap();
+    ns.api::<Service>()
+        .delete(NAME, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the Service back", || async {
+        match ns
+            .api::<Service>()
+            .get_opt(NAME)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(svc) if uid(&svc) != uid(&old) => Ok(()),
+            other => Err(format!("{:?}", other.map(|s| uid(&s)))),
+        }
+    })
+    .await;
+}
+
 async fn statefulset(ns: &TestNamespace) -> StatefulSet {
     ns.api::<StatefulSet>().get(NAME).await.unwrap()
 }
@@ -72,24 +93,7 @@ async fn hand_scaling_and_a_deleted_service_are_repaired_from_the_watch() {
     )
     .await;
 
-    // kubectl delete service redis-example
-    let old = ns.api::<Service>().get(NAME).await.unwrap();
-    ns.api::<Service>()
-        .delete(NAME, &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_for(Duration::from_secs(30), "the Service back", || async {
-        match ns
-            .api::<Service>()
-            .get_opt(NAME)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            Some(svc) if uid(&svc) != uid(&old) => Ok(()),
-            other => Err(format!("{:?}", other.map(|s| uid(&s)))),
-        }
-    })
-    .await;
+    delete_service_and_wait_until_back(&ns).await;
 
     let ri = wait_restarts(&ns, NAME, 0).await;
     assert_eq!(ri.status.unwrap().restarts, 0);
@@ -133,23 +137,7 @@ async fn after_a_restart_on_an_invalid_spec_a_deleted_service_is_still_repaired(
     assert!(operator.stop().success(), "a clean stop on SIGTERM");
     let _restarted = Operator::start(&ns.name);
 
-    let old = ns.api::<Service>().get(NAME).await.unwrap();
-    ns.api::<Service>()
-        .delete(NAME, &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_for(Duration::from_secs(30), "the Service back", || async {
-        match ns
-            .api::<Service>()
-            .get_opt(NAME)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            Some(svc) if uid(&svc) != uid(&old) => Ok(()),
-            other => Err(format!("{:?}", other.map(|s| uid(&s)))),
-        }
-    })
-    .await;
+    delete_service_and_wait_until_back(&ns).await;
     assert_eq!(
         history.restarts().await.get("redis-example-0"),
         Some(&0),
