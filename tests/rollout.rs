@@ -139,7 +139,7 @@ async fn a_config_never_ready_is_halted_after_one_pod_and_rolled_back() {
         "{message}"
     );
     assert!(message.contains("rolling back to config"), "{message}");
-    assert_eq!(event_count(&ns, NAME, "RolloutRolledBack").await, 1);
+    assert_eq!(event_count_once(&ns, NAME, "RolloutRolledBack", 1).await, 1);
     for ordinal in 0..3 {
         let pod = ready_pod(&ns, &format!("{NAME}-{ordinal}")).await;
         assert_eq!(config_get(&pod, "databases").await, "16");
@@ -176,7 +176,7 @@ async fn under_halt_the_rollout_stops_after_one_pod_until_the_spec_is_fixed() {
         condition_reason(&ri, "Progressing").as_deref(),
         Some("RolloutHalted")
     );
-    assert_eq!(event_count(&ns, NAME, "RolloutHalted").await, 1);
+    assert_eq!(event_count_once(&ns, NAME, "RolloutHalted", 1).await, 1);
     // Still halted past --progress-deadline: nothing more is replaced, nothing rolled back.
     let started = ri
         .status

@@ -649,6 +649,24 @@ pub async fn event_count(ns: &TestNamespace, instance: &str, reason: &str) -> i6
         .sum()
 }
 
+/// [`event_count`] once at least `at_least` are there (at most 10 s): the operator posts Events
+/// in the background, so one can reach the API server after the status write it goes with.
+pub async fn event_count_once(
+    ns: &TestNamespace,
+    instance: &str,
+    reason: &str,
+    at_least: i64,
+) -> i64 {
+    let what = format!("{at_least} {reason} Event(s)");
+    wait_for(Duration::from_secs(10), &what, || async {
+        match event_count(ns, instance, reason).await {
+            n if n >= at_least => Ok(n),
+            n => Err(format!("{n} so far")),
+        }
+    })
+    .await
+}
+
 /// Waits until the instance has recorded `restarts` restarts, none is in flight, and it runs
 /// Ready on its current generation; returns it.
 pub async fn wait_restarts(ns: &TestNamespace, name: &str, restarts: i64) -> RedisInstance {
