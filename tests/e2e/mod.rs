@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,9 @@ fn defaults(flags: &[&str], defaults: &[(&str, &str)]) -> Vec<String> {
         .collect()
 }
 
+/// Debian's libfaketime for multithreaded programs.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
 /// The operator binary, running against the local cluster and watching one namespace.
 pub struct Operator {
     child: Child,
@@ -99,17 +102,19 @@ impl Operator {
             .append(true)
             .open(&log_path)
             .unwrap();
-        let binary = env!("CARGO_BIN_EXE_redis-operator");
-        let mut command = match clock_offset {
-            Some(offset) => {
-                let mut faked = Command::new("faketime");
-                faked
-                    .args(["-f", offset, binary])
-                    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-                faked
-            }
-            None => Command::new(binary),
-        };
+        let mut command = Command::new(env!("CARGO_BIN_EXE_redis-operator"));
+        if let Some(offset) = clock_offset {
+            // libfaketime preloaded into the operator itself (the `faketime` command would run
+            // it as a child, which a signal to the command does not stop).
+            assert!(
+                Path::new(LIBFAKETIME).exists(),
+                "{LIBFAKETIME} missing: hack/test installs Debian's faketime"
+            );
+            command
+                .env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME", offset)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
         let child = command
             // Port 0: the operator picks a free port and logs it, so parallel tests never clash.
             .args([
