@@ -291,10 +291,64 @@ pub struct RedisInstanceStatus {
     /// One-word summary: Pending, Restarting, Running, Degraded, Invalid, Paused or Halted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    /// A multi-pod instance's replication: its primary, each pod's role and link, and the
+    /// switchover in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationStatus>,
     /// Ready, ConfigValid and Progressing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// Who the primary is, as the operator decided it: recorded before the role changes, so a new
+/// leader continues the decision instead of taking another.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationStatus {
+    /// The pod that takes writes (selected by the `<name>-primary` Service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
+    /// Role changes so far: planned switchovers and failovers.
+    #[serde(default)]
+    pub role_changes: i64,
+    /// Of those, failovers after the primary was lost.
+    #[serde(default)]
+    pub failovers: i64,
+    /// A planned switchover in flight, written before `FAILOVER` is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover: Option<SwitchoverRecord>,
+    /// Each pod's role and link, as last probed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<ReplicaPodStatus>,
+}
+
+/// A switchover from one pod to another.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SwitchoverRecord {
+    /// The primary handing over.
+    pub from: String,
+    /// The replica taking over.
+    pub to: String,
+    /// When it began.
+    pub started_at: Time,
+}
+
+/// One pod's replication, for status.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaPodStatus {
+    /// The pod.
+    pub name: String,
+    /// `primary`, `replica`, `unassigned` (started, no role given yet) or `unreachable`.
+    pub role: String,
+    /// A replica's link to the primary: `up`, `down` or `syncing`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// Bytes of the primary's replication stream a replica has not processed yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<i64>,
 }
 
 /// A restart of the pods that has begun and not yet completed.

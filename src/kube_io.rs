@@ -469,6 +469,7 @@ mod tests {
                 started_at: time,
             }),
             stateful_set_generation: Some(3),
+            replication: Some(crate::crd::ReplicationStatus::default()),
             phase: Some(Phase::Running),
             conditions: vec![Condition {
                 last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),

@@ -13,6 +13,7 @@ pub mod leader;
 pub mod limiter;
 pub mod live;
 pub mod preview;
+pub mod replication;
 pub mod resources;
 pub mod run;
 pub mod status;

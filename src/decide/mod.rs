@@ -7,6 +7,7 @@
 //! wait for it to finish, so a burst of edits costs at most one more restart.
 
 mod pods;
+pub mod replication;
 
 use std::sync::Arc;
 use std::time::Duration;

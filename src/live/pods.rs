@@ -100,7 +100,10 @@ struct Taken {
     before: Vec<(String, String)>,
 }
 
-async fn connect(pod: &PodAddress, password: Option<&str>) -> Result<MultiplexedConnection, Error> {
+pub(crate) async fn connect(
+    pod: &PodAddress,
+    password: Option<&str>,
+) -> Result<MultiplexedConnection, Error> {
     let unreachable = |e: redis::RedisError| Error::Unreachable {
         pod: pod.pod.clone(),
         message: e.to_string(),

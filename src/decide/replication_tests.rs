@@ -1,0 +1,489 @@
+//! Rows of replication situations and the step each one takes.
+
+use super::*;
+use crate::crd::SwitchoverRecord;
+use crate::replication::{BOOT_PRIMARY_HOST, BOOT_PRIMARY_PORT};
+
+fn primary(offset: i64) -> PodReplication {
+    PodReplication {
+        role: Role::Primary,
+        primary_host: None,
+        primary_port: None,
+        link_up: false,
+        syncing: false,
+        offset,
+        replid: "h1".into(),
+        failover: FailoverState::None,
+        replicas: Vec::new(),
+    }
+}
+
+fn replica_of(ip: &str, offset: i64) -> PodReplication {
+    PodReplication {
+        role: Role::Replica,
+        primary_host: Some(ip.into()),
+        primary_port: Some(6379),
+        link_up: true,
+        ..primary(offset)
+    }
+}
+
+fn booting() -> PodReplication {
+    PodReplication {
+        primary_host: Some(BOOT_PRIMARY_HOST.into()),
+        primary_port: Some(BOOT_PRIMARY_PORT),
+        link_up: false,
+        replid: "fresh".into(),
+        ..replica_of("", 0)
+    }
+}
+
+const IPS: [&str; 3] = ["10.0.0.10", "10.0.0.11", "10.0.0.12"];
+const NAMES: [&str; 3] = ["r-0", "r-1", "r-2"];
+
+fn pod<'a>(
+    ordinal: usize,
+    probe: Option<&'a PodReplication>,
+    label: Option<&'a str>,
+) -> ReplicaPod<'a> {
+    ReplicaPod {
+        name: NAMES[ordinal],
+        ordinal: i32::try_from(ordinal).unwrap(),
+        ip: Some(IPS[ordinal]),
+        deleting: false,
+        ready: true,
+        up_to_date: true,
+        role_label: label,
+        probe,
+    }
+}
+
+fn status(primary: &str) -> ReplicationStatus {
+    ReplicationStatus {
+        primary: Some(primary.into()),
+        ..ReplicationStatus::default()
+    }
+}
+
+fn decide_with(
+    pods: &[ReplicaPod],
+    status: Option<&ReplicationStatus>,
+    rolling: bool,
+) -> ReplicationStep {
+    let lags = BTreeMap::new();
+    let view = ReplicationView {
+        pods,
+        replicas: i32::try_from(pods.len()).unwrap(),
+        status,
+        rolling,
+        primary_silent_for: None,
+        switchover_sent: false,
+        switchover_age: Duration::ZERO,
+        last_lag: &lags,
+        paused: false,
+    };
+    decide_replication(&view, &ReplicationLimits::default())
+}
+
+fn healthy() -> (PodReplication, PodReplication, PodReplication) {
+    (
+        primary(100),
+        replica_of(IPS[0], 100),
+        replica_of(IPS[0], 100),
+    )
+}
+
+#[test]
+fn a_new_instance_elects_ordinal_zero_then_promotes_it_and_points_the_others_at_it() {
+    let (b0, b1, b2) = (booting(), booting(), booting());
+    let pods = [
+        pod(0, Some(&b0), None),
+        pod(1, Some(&b1), None),
+        pod(2, Some(&b2), None),
+    ];
+    assert_eq!(
+        decide_with(&pods, None, false),
+        ReplicationStep::Elect {
+            pod: "r-0".into(),
+            lost: false
+        }
+    );
+    let recorded = status("r-0");
+    assert_eq!(
+        decide_with(&pods, Some(&recorded), false),
+        ReplicationStep::Promote { pod: "r-0".into() }
+    );
+    let p0 = primary(0);
+    let pods = [
+        pod(0, Some(&p0), None),
+        pod(1, Some(&b1), None),
+        pod(2, Some(&b2), None),
+    ];
+    assert_eq!(
+        decide_with(&pods, Some(&recorded), false),
+        ReplicationStep::Follow {
+            pod: "r-1".into(),
+            primary_ip: IPS[0].into()
+        }
+    );
+}
+
+#[test]
+fn no_election_before_ordinal_zero_answers() {
+    let b1 = booting();
+    let pods = [pod(0, None, None), pod(1, Some(&b1), None)];
+    assert_eq!(
+        decide_with(&pods, None, false),
+        ReplicationStep::Wait(ReplicationWait::NoCandidate)
+    );
+}
+
+#[test]
+fn labels_follow_roles_with_a_wrong_primary_label_removed_first() {
+    let (p0, r1, r2) = healthy();
+    let recorded = status("r-0");
+    let pods = [
+        pod(0, Some(&p0), None),
+        pod(1, Some(&r1), Some("primary")),
+        pod(2, Some(&r2), None),
+    ];
+    assert_eq!(
+        decide_with(&pods, Some(&recorded), false),
+        ReplicationStep::Label {
+            pod: "r-1".into(),
+            role: Some(Role::Replica)
+        }
+    );
+    let pods = [
+        pod(0, Some(&p0), None),
+        pod(1, Some(&r1), Some("replica")),
+        pod(2, Some(&r2), None),
+    ];
+    assert_eq!(
+        decide_with(&pods, Some(&recorded), false),
+        ReplicationStep::Label {
+            pod: "r-0".into(),
+            role: Some(Role::Primary)
+        }
+    );
+    let pods = [
+        pod(0, Some(&p0), Some("primary")),
+        pod(1, Some(&r1), Some("replica")),
+        pod(2, Some(&r2), Some("replica")),
+    ];
+    assert_eq!(
+        decide_with(&pods, Some(&recorded), false),
+        ReplicationStep::Idle
+    );
+}
+
+#[test]
+fn a_second_primary_is_made_to_follow_the_recorded_one() {
+    let (p0, r1, _) = healthy();
+    let rogue = primary(500);
+    let recorded = status("r-0");
+    let pods = [
+        pod(0, Some(&p0), Some("primary")),
+        pod(1, Some(&r1), Some("replica")),
+        pod(2, Some(&rogue), Some("primary")),
+    ];
+    assert_eq!(
+        decide_with(&pods, Some(&recorded), false),
+        ReplicationStep::Follow {
+            pod: "r-2".into(),
+            primary_ip: IPS[0].into()
+        }
+    );
+}
+
+#[test]
+fn a_restart_replaces_replicas_first_highest_ordinal_first_then_switches_over_once() {
+    let (p0, r1, r2) = healthy();
+    let recorded = status("r-0");
+    let old = |mut p: ReplicaPod<'static>| {
+        p.up_to_date = false;
+        p
+    };
+    let (p0, r1, r2): (&'static _, &'static _, &'static _) = (
+        Box::leak(Box::new(p0)),
+        Box::leak(Box::new(r1)),
+        Box::leak(Box::new(r2)),
+    );
+    let pods = [
+        old(pod(0, Some(p0), Some("primary"))),
+        old(pod(1, Some(r1), Some("replica"))),
+        old(pod(2, Some(r2), Some("replica"))),
+    ];
+    assert_eq!(
+        decide_with(&pods, Some(&recorded), true),
+        ReplicationStep::ReplacePod { pod: "r-2".into() }
+    );
+    let pods = [
+        old(pod(0, Some(p0), Some("primary"))),
+        old(pod(1, Some(r1), Some("replica"))),
+        pod(2, Some(r2), Some("replica")),
+    ];
+    assert_eq!(
+        decide_with(&pods, Some(&recorded), true),
+        ReplicationStep::ReplacePod { pod: "r-1".into() }
+    );
+    let pods = [
+        old(pod(0, Some(p0), Some("primary"))),
+        pod(1, Some(r1), Some("replica")),
+        pod(2, Some(r2), Some("replica")),
+    ];
+    assert_eq!(
+        decide_with(&pods, Some(&recorded), true),
+        ReplicationStep::BeginSwitchover {
+            from: "r-0".into(),
+            to: "r-1".into()
+        }
+    );
+}
+
+#[test]
+fn no_pod_is_replaced_while_a_replica_syncs_or_lags_or_a_pod_is_unready() {
+    let (p0, _, r2) = healthy();
+    let mut syncing = replica_of(IPS[0], 100);
+    syncing.syncing = true;
+    let lagging = replica_of(IPS[0], 100 - 2 * 1024 * 1024);
+    let recorded = status("r-0");
+    for r1 in [&syncing, &lagging] {
+        let mut pods = [
+            pod(0, Some(&p0), Some("primary")),
+            pod(1, Some(r1), Some("replica")),
+            pod(2, Some(&r2), Some("replica")),
+        ];
+        pods[2].up_to_date = false;
+        assert_eq!(
+            decide_with(&pods, Some(&recorded), true),
+            ReplicationStep::Wait(ReplicationWait::Sync)
+        );
+    }
+    let r1 = replica_of(IPS[0], 100);
+    let mut pods = [
+        pod(0, Some(&p0), Some("primary")),
+        pod(1, Some(&r1), Some("replica")),
+        pod(2, Some(&r2), Some("replica")),
+    ];
+    pods[2].up_to_date = false;
+    pods[1].ready = false;
+    assert_eq!(
+        decide_with(&pods, Some(&recorded), true),
+        ReplicationStep::Wait(ReplicationWait::Pods)
+    );
+}
+
+#[test]
+fn a_recorded_switchover_is_sent_then_finished_by_whoever_leads() {
+    let (p0, r1, r2) = healthy();
+    let mut recorded = status("r-0");
+    recorded.switchover = Some(SwitchoverRecord {
+        from: "r-0".into(),
+        to: "r-1".into(),
+        started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ),
+    });
+    let pods = [
+        pod(0, Some(&p0), Some("primary")),
+        pod(1, Some(&r1), Some("replica")),
+        pod(2, Some(&r2), Some("replica")),
+    ];
+    assert_eq!(
+        decide_with(&pods, Some(&recorded), true),
+        ReplicationStep::Switchover {
+            from: "r-0".into(),
+            to_ip: IPS[1].into()
+        }
+    );
+    let mut pausing = primary(100);
+    pausing.failover = FailoverState::WaitingForSync;
+    let pods = [
+        pod(0, Some(&pausing), Some("primary")),
+        pod(1, Some(&r1), Some("replica")),
+        pod(2, Some(&r2), Some("replica")),
+    ];
+    assert_eq!(
+        decide_with(&pods, Some(&recorded), true),
+        ReplicationStep::Wait(ReplicationWait::Switchover)
+    );
+    // Done before the operator could record it: a new leader finishes it, no second one.
+    let (new_primary, old_primary) = (primary(120), replica_of(IPS[1], 120));
+    let pods = [
+        pod(0, Some(&old_primary), Some("primary")),
+        pod(1, Some(&new_primary), Some("replica")),
+        pod(2, Some(&r2), Some("replica")),
+    ];
+    assert_eq!(
+        decide_with(&pods, Some(&recorded), true),
+        ReplicationStep::FinishSwitchover { to: "r-1".into() }
+    );
+}
+
+#[test]
+fn a_switchover_that_was_sent_and_left_the_primary_in_place_aborts() {
+    let (p0, r1, r2) = healthy();
+    let mut recorded = status("r-0");
+    recorded.switchover = Some(SwitchoverRecord {
+        from: "r-0".into(),
+        to: "r-1".into(),
+        started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ),
+    });
+    let pods = [
+        pod(0, Some(&p0), Some("primary")),
+        pod(1, Some(&r1), Some("replica")),
+        pod(2, Some(&r2), Some("replica")),
+    ];
+    let lags = BTreeMap::new();
+    let view = ReplicationView {
+        pods: &pods,
+        replicas: 3,
+        status: Some(&recorded),
+        rolling: true,
+        primary_silent_for: None,
+        switchover_sent: true,
+        switchover_age: Duration::from_secs(1),
+        last_lag: &lags,
+        paused: false,
+    };
+    assert!(matches!(
+        decide_replication(&view, &ReplicationLimits::default()),
+        ReplicationStep::AbortSwitchover { .. }
+    ));
+}
+
+#[test]
+fn a_lost_primary_is_replaced_by_the_replica_furthest_ahead_after_the_silence_bound() {
+    let r1 = replica_of(IPS[0], 90);
+    let r2 = replica_of(IPS[0], 95);
+    let recorded = status("r-0");
+    let pods = [
+        pod(0, None, Some("primary")),
+        pod(1, Some(&r1), Some("replica")),
+        pod(2, Some(&r2), Some("replica")),
+    ];
+    let lags = BTreeMap::new();
+    let mut view = ReplicationView {
+        pods: &pods,
+        replicas: 3,
+        status: Some(&recorded),
+        rolling: false,
+        primary_silent_for: Some(Duration::from_secs(1)),
+        switchover_sent: false,
+        switchover_age: Duration::ZERO,
+        last_lag: &lags,
+        paused: false,
+    };
+    let limits = ReplicationLimits::default();
+    assert_eq!(
+        decide_replication(&view, &limits),
+        ReplicationStep::Wait(ReplicationWait::PrimarySilent)
+    );
+    view.primary_silent_for = Some(Duration::from_secs(4));
+    assert_eq!(
+        decide_replication(&view, &limits),
+        ReplicationStep::Elect {
+            pod: "r-2".into(),
+            lost: true
+        }
+    );
+    // A replica last seen far behind is not promoted.
+    let lags = BTreeMap::from([("r-2".to_owned(), 10 * 1024 * 1024)]);
+    view.last_lag = &lags;
+    assert_eq!(
+        decide_replication(&view, &limits),
+        ReplicationStep::Elect {
+            pod: "r-1".into(),
+            lost: true
+        }
+    );
+}
+
+#[test]
+fn a_restarted_primary_loses_its_role_to_a_replica_and_then_follows_it() {
+    let b0 = booting();
+    let r1 = replica_of(IPS[0], 100);
+    let r2 = replica_of(IPS[0], 100);
+    let recorded = status("r-0");
+    let pods = [
+        pod(0, Some(&b0), Some("primary")),
+        pod(1, Some(&r1), Some("replica")),
+        pod(2, Some(&r2), Some("replica")),
+    ];
+    assert_eq!(
+        decide_with(&pods, Some(&recorded), false),
+        ReplicationStep::Elect {
+            pod: "r-1".into(),
+            lost: true
+        }
+    );
+    // Recorded, not yet promoted: promote it (a new leader does the same).
+    let recorded = status("r-1");
+    assert_eq!(
+        decide_with(&pods, Some(&recorded), false),
+        ReplicationStep::Promote { pod: "r-1".into() }
+    );
+    let p1 = primary(100);
+    let pods = [
+        pod(0, Some(&b0), Some("primary")),
+        pod(1, Some(&p1), Some("replica")),
+        pod(2, Some(&r2), Some("replica")),
+    ];
+    assert_eq!(
+        decide_with(&pods, Some(&recorded), false),
+        ReplicationStep::Follow {
+            pod: "r-0".into(),
+            primary_ip: IPS[1].into()
+        }
+    );
+}
+
+#[test]
+fn when_every_pod_restarted_the_recorded_primary_keeps_its_role() {
+    let (b0, b1, b2) = (booting(), booting(), booting());
+    let recorded = status("r-1");
+    let pods = [
+        pod(0, Some(&b0), None),
+        pod(1, Some(&b1), None),
+        pod(2, Some(&b2), None),
+    ];
+    assert_eq!(
+        decide_with(&pods, Some(&recorded), false),
+        ReplicationStep::Promote { pod: "r-1".into() }
+    );
+}
+
+#[test]
+fn a_scale_down_moves_the_primary_off_the_removed_ordinals_first() {
+    let p2 = primary(100);
+    let r0 = replica_of(IPS[2], 100);
+    let r1 = replica_of(IPS[2], 100);
+    let recorded = status("r-2");
+    let pods = [
+        pod(0, Some(&r0), Some("replica")),
+        pod(1, Some(&r1), Some("replica")),
+        pod(2, Some(&p2), Some("primary")),
+    ];
+    let lags = BTreeMap::new();
+    let view = ReplicationView {
+        pods: &pods,
+        replicas: 2,
+        status: Some(&recorded),
+        rolling: false,
+        primary_silent_for: None,
+        switchover_sent: false,
+        switchover_age: Duration::ZERO,
+        last_lag: &lags,
+        paused: false,
+    };
+    assert_eq!(
+        decide_replication(&view, &ReplicationLimits::default()),
+        ReplicationStep::BeginSwitchover {
+            from: "r-2".into(),
+            to: "r-0".into()
+        }
+    );
+}

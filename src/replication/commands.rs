@@ -1,0 +1,143 @@
+//! The Redis commands of replication, one pod at a time; every one that changes a role passes
+//! the leader fence, like an API write.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+
+use super::info::{PodReplication, parse_info};
+use crate::config::render::REDIS_PORT;
+use crate::limiter::{Limiter, NotLeader};
+use crate::live::pods::{PodAddress, connect};
+
+/// Why a replication command did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The pod could not be reached.
+    #[error(transparent)]
+    Unreachable(#[from] crate::live::pods::Error),
+    /// Redis answered with an error.
+    #[error("pod {pod}: {command} failed: {message}")]
+    Refused {
+        /// The pod.
+        pod: String,
+        /// The command.
+        command: &'static str,
+        /// Redis's reason.
+        message: String,
+    },
+    /// `INFO replication` named no role.
+    #[error("pod {pod}: INFO replication names no role")]
+    NoRole {
+        /// The pod.
+        pod: String,
+    },
+    /// Not surely the leader: no role is changed.
+    #[error(transparent)]
+    NotLeader(#[from] NotLeader),
+}
+
+/// A pod's link state for status: `up`, `down` or `syncing`.
+pub type Link = &'static str;
+
+fn refused<'a>(
+    pod: &'a PodAddress,
+    command: &'static str,
+) -> impl Fn(redis::RedisError) -> Error + 'a {
+    move |e| Error::Refused {
+        pod: pod.pod.clone(),
+        command,
+        message: e.to_string(),
+    }
+}
+
+/// `INFO replication` of one pod.
+pub async fn probe(pod: &PodAddress, password: Option<&str>) -> Result<PodReplication, Error> {
+    let mut conn = connect(pod, password).await?;
+    let text: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut conn)
+        .await
+        .map_err(refused(pod, "INFO replication"))?;
+    parse_info(&text).ok_or_else(|| Error::NoRole {
+        pod: pod.pod.clone(),
+    })
+}
+
+async fn fenced(
+    gate: &Limiter,
+    conn: &mut MultiplexedConnection,
+    cmd: &redis::Cmd,
+) -> Result<redis::RedisResult<()>, NotLeader> {
+    let _permit = gate.acquire().await?;
+    Ok(cmd.query_async(conn).await)
+}
+
+async fn run(
+    pod: &PodAddress,
+    password: Option<&str>,
+    gate: &Limiter,
+    name: &'static str,
+    cmd: redis::Cmd,
+) -> Result<(), Error> {
+    let mut conn = connect(pod, password).await?;
+    fenced(gate, &mut conn, &cmd)
+        .await?
+        .map_err(refused(pod, name))
+}
+
+fn port() -> u16 {
+    u16::try_from(REDIS_PORT).expect("the Redis port fits")
+}
+
+/// `REPLICAOF NO ONE`: the pod becomes the primary, keeping its data and history.
+pub async fn promote(
+    pod: &PodAddress,
+    password: Option<&str>,
+    gate: &Limiter,
+) -> Result<(), Error> {
+    let mut cmd = redis::cmd("REPLICAOF");
+    cmd.arg("NO").arg("ONE");
+    run(pod, password, gate, "REPLICAOF NO ONE", cmd).await
+}
+
+/// `REPLICAOF <primary> <port>`: the pod follows the primary at `host`.
+pub async fn follow(
+    pod: &PodAddress,
+    host: &str,
+    password: Option<&str>,
+    gate: &Limiter,
+) -> Result<(), Error> {
+    let mut cmd = redis::cmd("REPLICAOF");
+    cmd.arg(host).arg(port());
+    run(pod, password, gate, "REPLICAOF", cmd).await
+}
+
+/// Points a pod back at the boot placeholder: it keeps its data, serves reads only, and takes
+/// no writes until given a role again.
+pub async fn demote(pod: &PodAddress, password: Option<&str>, gate: &Limiter) -> Result<(), Error> {
+    let mut cmd = redis::cmd("REPLICAOF");
+    cmd.arg(super::BOOT_PRIMARY_HOST)
+        .arg(super::BOOT_PRIMARY_PORT);
+    run(pod, password, gate, "REPLICAOF", cmd).await
+}
+
+/// `FAILOVER TO <target> <port> TIMEOUT <ms>` on the primary: it pauses writes until the target
+/// has every write, then hands it the primary role and follows it. Never `FORCE`: a target
+/// that does not catch up in time leaves the primary as it was. Redis answers at once; the
+/// outcome shows in `INFO replication` of both pods.
+pub async fn failover_to(
+    primary: &PodAddress,
+    target_ip: &str,
+    timeout: Duration,
+    password: Option<&str>,
+    gate: &Limiter,
+) -> Result<(), Error> {
+    let mut cmd = redis::cmd("FAILOVER");
+    cmd.arg("TO")
+        .arg(target_ip)
+        .arg(port())
+        .arg("TIMEOUT")
+        .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+    run(primary, password, gate, "FAILOVER", cmd).await
+}
