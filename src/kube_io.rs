@@ -162,10 +162,20 @@ fn status_patch(
             "pendingChange",
             "rollout",
             "statefulSetGeneration",
+            "replication",
             "phase",
             "conditions",
         ] {
             fields.entry(key).or_insert(serde_json::Value::Null);
+        }
+        // A merge patch merges nested objects too: a cleared switchover must be said.
+        if let Some(replication) = fields
+            .get_mut("replication")
+            .and_then(|r| r.as_object_mut())
+        {
+            for key in ["primary", "switchover", "pods"] {
+                replication.entry(key).or_insert(serde_json::Value::Null);
+            }
         }
     }
     Ok(json!({
@@ -310,6 +320,28 @@ impl InstanceApi {
         }
     }
 
+    /// Sets (or removes, with `None`) one label of the very pod that was seen: the uid in the
+    /// patch is a precondition, so a pod recreated under the same name is not labelled by
+    /// mistake.
+    pub async fn label_pod(&self, pod: &CachedPod, key: &str, value: Option<&str>) -> Result<()> {
+        let name = pod.name_any();
+        let patch = json!({ "metadata": { "uid": pod.uid(), "labels": { key: value } } });
+        let params = PatchParams {
+            field_manager: Some(MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        let _permit = self.limiter.acquire().await?;
+        self.api::<Pod>()
+            .patch(&name, &params, &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|source| Error::Apply {
+                kind: "Pod",
+                name,
+                source,
+            })
+    }
+
     /// Replaces the status subresource; returns the instance as stored after the write.
     pub async fn write_status(
         &self,
@@ -441,6 +473,16 @@ mod tests {
         };
         let patch = status_patch(&seen_instance(), &status).unwrap()["status"].take();
         assert_eq!(patch["restarts"], 2);
+        let replicated = RedisInstanceStatus {
+            replication: Some(crate::crd::ReplicationStatus::default()),
+            ..RedisInstanceStatus::default()
+        };
+        let nested = status_patch(&seen_instance(), &replicated).unwrap()["status"].take();
+        assert!(
+            nested["replication"]
+                .get("switchover")
+                .is_some_and(|v| v.is_null())
+        );
         assert!(patch["configHash"].is_null() && patch.get("configHash").is_some());
         assert!(patch.get("rejectedConfigHash").is_some());
     }

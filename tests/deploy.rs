@@ -134,6 +134,7 @@ async fn the_operator_needs_only_the_rbac_in_deploy() {
         ("patch", "redisinstances.redis.github.com/status", &ns.name),
         ("patch", "statefulsets.apps", &ns.name),
         ("delete", "pods", &ns.name),
+        ("patch", "pods", &ns.name),
         ("update", "leases.coordination.k8s.io", "redis-operator"),
     ] {
         assert!(can_i(verb, resource, namespace), "cannot {verb} {resource}");

@@ -24,7 +24,7 @@ use crate::crd::RedisInstance;
 use crate::health::Health;
 use crate::resources::{
     CachedConfigMap, CachedPod, CachedService, CachedStatefulSet, INSTANCE_LABEL, MANAGED_BY_LABEL,
-    MANAGER, READY_CONDITION, REVISION_LABEL,
+    MANAGER, READY_CONDITION, REVISION_LABEL, ROLE_LABEL,
 };
 
 /// Retry delays of a failed watch: 250 ms doubling to 4 s, and back to 250 ms after any event.
@@ -140,14 +140,14 @@ type Progress = fn(&Versions) -> &AtomicU64;
 /// Stores an object as it comes.
 fn keep<K>(_: &mut K) {}
 
-/// Drops what the decisions never read of a pod: its labels keep the two that route the event
-/// and tell its revision, its conditions the one that tells readiness.
+/// Drops what the decisions never read of a pod: its labels keep those that route the event,
+/// tell its revision and its role, its conditions the one that tells readiness.
 fn trim_pod(pod: &mut CachedPod) {
     let meta = &mut pod.metadata;
     meta.generate_name = None;
     meta.finalizers = None;
     if let Some(labels) = meta.labels.as_mut() {
-        labels.retain(|key, _| key == INSTANCE_LABEL || key == REVISION_LABEL);
+        labels.retain(|key, _| key == INSTANCE_LABEL || key == REVISION_LABEL || key == ROLE_LABEL);
     }
     if let Some(conditions) = pod.status.as_mut().and_then(|s| s.conditions.as_mut()) {
         conditions.retain(|c| c.type_ == READY_CONDITION);

@@ -3,6 +3,7 @@
 mod cached;
 mod configmap;
 mod drift;
+mod replicated;
 mod service;
 mod statefulset;
 
@@ -20,6 +21,9 @@ pub use cached::{
 };
 pub use configmap::{config_map, config_map_name};
 pub use drift::{StatefulSetDrift, service_drifted, statefulset_drift};
+pub use replicated::{
+    CONVERT_ANNOTATION, ROLE_LABEL, primary_service, replicas_service, replicated, unconverted,
+};
 pub use service::service;
 pub use statefulset::{
     CONFIG_HASH_ANNOTATION, DATA_VOLUME, RESTARTED_AT_ANNOTATION, image_of, statefulset,

@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::ResourceExt;
 
+use super::replicated::{boot_guard_args, replicated};
 use super::{config_map_name, labels, owned_meta, selector_labels};
 use crate::config::render::{CONFIG_DIR, CONFIG_FILE_KEY, DATA_DIR, REDIS_PORT};
 use crate::crd::RedisInstance;
@@ -50,8 +51,16 @@ pub fn statefulset(
                 match_labels: Some(selector_labels(instance)),
                 ..LabelSelector::default()
             },
+            // A replicated instance's pods are replaced by the operator, replicas first.
             update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("RollingUpdate".into()),
+                type_: Some(
+                    if replicated(instance) {
+                        "OnDelete"
+                    } else {
+                        "RollingUpdate"
+                    }
+                    .into(),
+                ),
                 ..StatefulSetUpdateStrategy::default()
             }),
             persistent_volume_claim_retention_policy: Some(retention_policy(instance)),
@@ -98,13 +107,17 @@ pub fn image_of(spec: &StatefulSetSpec) -> Option<&str> {
 }
 
 fn pod_spec(instance: &RedisInstance) -> PodSpec {
+    let mut command = vec![
+        "redis-server".into(),
+        format!("{CONFIG_DIR}/{CONFIG_FILE_KEY}"),
+    ];
+    if replicated(instance) {
+        command.extend(boot_guard_args());
+    }
     let redis = Container {
         name: "redis".into(),
         image: Some(instance.spec.image.clone()),
-        command: Some(vec![
-            "redis-server".into(),
-            format!("{CONFIG_DIR}/{CONFIG_FILE_KEY}"),
-        ]),
+        command: Some(command),
         ports: Some(vec![ContainerPort {
             name: Some("redis".into()),
             container_port: REDIS_PORT,

@@ -80,7 +80,7 @@ fn addresses(seen: &Observed) -> Vec<PodAddress> {
         .collect()
 }
 
-fn password(plan: &Plan) -> Option<&str> {
+pub(super) fn password(plan: &Plan) -> Option<&str> {
     plan.instance
         .spec
         .config

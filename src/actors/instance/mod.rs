@@ -8,6 +8,7 @@
 mod live;
 mod observe;
 mod perform;
+mod replicate;
 mod report;
 mod target;
 
@@ -137,6 +138,12 @@ pub struct InstanceState {
     statefulset_written: Option<i64>,
     /// The generation whose objects the API server refused (422), and its message.
     api_refusal: Option<(Option<i64>, String)>,
+    /// Replication memory of a replicated instance.
+    replication: replicate::ReplicationMemory,
+    /// Role Services this actor applied, until the cache shows them.
+    replication_services: std::collections::HashMap<String, Arc<crate::resources::CachedService>>,
+    /// The user was told the instance runs unrelated servers until converted.
+    unconverted_reported: bool,
 }
 
 /// See the module docs.
@@ -173,6 +180,9 @@ impl Actor for RedisInstanceActor {
             settling: false,
             statefulset_written: None,
             api_refusal: None,
+            replication: replicate::ReplicationMemory::default(),
+            replication_services: std::collections::HashMap::new(),
+            unconverted_reported: false,
         })
     }
 
@@ -508,7 +518,15 @@ async fn step(
     let deadlines = Deadlines {
         progress: state.args.timings.progress_deadline,
     };
-    let decision = decide(&want, &snapshot, &deadlines);
+    let mut decision = decide(&want, &snapshot, &deadlines);
+    let replicated = crate::resources::replicated(&plan.instance);
+    if replicated
+        && decision == Decision::RepairStatefulSet
+        && primary_leaves(&current, plan.instance.spec.replicas)
+    {
+        // The primary's pod is among those a scale-down removes: it hands over first.
+        decision = Decision::Wait(Waiting::Rollout);
+    }
     state.decided = decision.name();
     state.settling = decision == Decision::Wait(Waiting::Settle);
     state.pending = match &decision {
@@ -540,6 +558,21 @@ async fn step(
         live_wake = live::next_check_in(state, &plan);
     }
     report::write_status(state, &seen, Some(&plan)).await?;
+    if !replicated && !state.unconverted_reported && crate::resources::unconverted(&current) {
+        state.unconverted_reported = true;
+        report::unconverted(state, &current).await;
+    }
+    let mut replication_wake = Duration::MAX;
+    if replicated {
+        let rolling = replicate::rolling(&seen);
+        match replicate::step(state, &plan, &seen, rolling, held).await? {
+            None => {
+                state.decided = "Replicate";
+                return Ok(None);
+            }
+            Some(wake) => replication_wake = wake,
+        }
+    }
     if let (Decision::Wait(Waiting::Settle), Some(left)) = (&decision, settle_left) {
         return Ok(Some(left));
     }
@@ -563,7 +596,20 @@ async fn step(
         );
         next_pod_deadline(&state.target, &seen.pods, r, deadline, clock)
     });
-    Ok(Some(wake.min(pod_deadline).min(live_wake)))
+    Ok(Some(
+        wake.min(pod_deadline).min(live_wake).min(replication_wake),
+    ))
+}
+
+/// Whether the recorded primary's ordinal is at or past `replicas`, so a scale-down to it
+/// would remove the primary's pod.
+fn primary_leaves(instance: &RedisInstance, replicas: i32) -> bool {
+    instance
+        .status
+        .as_ref()
+        .and_then(|s| s.replication.as_ref()?.primary.as_deref())
+        .and_then(|p| p.rsplit_once('-')?.1.parse::<i32>().ok())
+        .is_some_and(|ordinal| ordinal >= replicas)
 }
 
 /// `spec.paused`, or the pause annotation set to anything but "false".

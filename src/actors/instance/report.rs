@@ -293,6 +293,10 @@ pub(super) fn derive_status_with(
     let violations = validate(&current.spec.config);
     let mut status = current.status.clone().unwrap_or_default();
     status.rollout = rollout;
+    if status.replication.is_none() && crate::resources::replicated(current) {
+        // From here on the instance is replicated for good (see `resources::unconverted`).
+        status.replication = Some(crate::crd::ReplicationStatus::default());
+    }
     let generation = current.metadata.generation;
     let now = Time(Timestamp::now());
     let sts = seen.statefulset.as_deref();
@@ -410,6 +414,22 @@ pub(super) fn derive_status_with(
 }
 
 /// Writes the derived status when it differs from the stored one, and updates the HTTP view.
+/// Tells once that an instance which ran as several unrelated servers stays so until the user
+/// agrees to turn it into one primary and its replicas.
+pub(super) async fn unconverted(state: &InstanceState, instance: &RedisInstance) {
+    let note = format!(
+        "{} pods run as unrelated servers, each with its own data; annotate the instance with {}=true to make pod 0 the primary and the others its replicas (their own data is replaced by the primary's)",
+        instance.spec.replicas,
+        crate::resources::CONVERT_ANNOTATION
+    );
+    warn!("{note}");
+    state
+        .args
+        .api
+        .event(instance, true, "ReplicationNotEnabled", "Replicate", note)
+        .await;
+}
+
 pub(super) async fn write_status(
     state: &mut InstanceState,
     seen: &Observed,

@@ -1,0 +1,427 @@
+//! The replication part of a replicated instance's step: probe every pod's Redis, decide (pure,
+//! in `decide::replication`), perform the one step decided. Runs when the rest of the instance
+//! has nothing to write, so the config, template and Services come first.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use tracing::{info, warn};
+
+use super::InstanceState;
+use super::live::password;
+use super::observe::Observed;
+use super::report;
+use super::target::Plan;
+use crate::crd::{ReplicaPodStatus, ReplicationStatus, SwitchoverRecord};
+use crate::decide::replication::{
+    ReplicaPod, ReplicationLimits, ReplicationStep, ReplicationView, decide_replication,
+};
+use crate::decide::{is_ready, rollout_complete};
+use crate::kube_io;
+use crate::live::pods::PodAddress;
+use crate::replication::{self, PodReplication, Role, awaiting_role};
+use crate::resources::{
+    CachedPod, CachedService, REVISION_LABEL, ROLE_LABEL, primary_service, replicas_service,
+    service_drifted,
+};
+
+/// What the actor remembers of replication between steps; the decisions that must survive a
+/// leader change are in status instead.
+#[derive(Debug, Default)]
+pub struct ReplicationMemory {
+    /// Since when the recorded primary has not answered.
+    primary_silent_since: Option<(String, Instant)>,
+    /// The switchover target whose `FAILOVER` this process sent.
+    switchover_sent: Option<String>,
+    /// Each replica's lag at the last probe that saw the primary.
+    last_lag: BTreeMap<String, i64>,
+}
+
+/// How often a replicated instance's pods are probed: quickly while something is in motion,
+/// and at rest often enough that a primary that stops answering is replaced within seconds.
+const BUSY_PROBE: Duration = Duration::from_millis(500);
+const IDLE_PROBE: Duration = Duration::from_secs(2);
+
+/// One replication step. `Ok(None)`: it wrote; `Ok(Some(d))`: probe again in `d`.
+pub(super) async fn step(
+    state: &mut InstanceState,
+    plan: &Plan,
+    seen: &Observed,
+    rolling: bool,
+    paused: bool,
+) -> Result<Option<Duration>, kube_io::Error> {
+    if let Some(wrote) = apply_services(state, plan).await? {
+        return Ok(wrote);
+    }
+    let password = password(plan).map(str::to_owned);
+    let pods: Vec<&Arc<CachedPod>> = seen.pods.iter().collect();
+    let probes: Vec<Option<PodReplication>> =
+        futures::future::join_all(pods.iter().map(|pod| async {
+            let address = PodAddress {
+                pod: pod.name_any(),
+                ip: pod_ip(pod).map(str::to_owned),
+            };
+            replication::probe(&address, password.as_deref()).await.ok()
+        }))
+        .await;
+    let status = seen
+        .instance
+        .status
+        .as_ref()
+        .and_then(|s| s.replication.clone())
+        .unwrap_or_default();
+    let update_revision = seen
+        .statefulset
+        .as_deref()
+        .and_then(|sts| sts.status.as_ref()?.update_revision.clone());
+    let views: Vec<ReplicaPod> = pods
+        .iter()
+        .zip(&probes)
+        .map(|(pod, probe)| ReplicaPod {
+            name: pod.metadata.name.as_deref().unwrap_or_default(),
+            ordinal: ordinal(pod),
+            ip: pod_ip(pod),
+            deleting: pod.metadata.deletion_timestamp.is_some(),
+            ready: is_ready(pod),
+            up_to_date: update_revision.is_some()
+                && pod.labels().get(REVISION_LABEL) == update_revision.as_ref(),
+            role_label: pod.labels().get(ROLE_LABEL).map(String::as_str),
+            probe: probe.as_ref(),
+        })
+        .collect();
+    remember(&mut state.replication, &status, &views);
+    let now = Instant::now();
+    let silent_for = state
+        .replication
+        .primary_silent_since
+        .as_ref()
+        .map(|(_, since)| now.duration_since(*since));
+    let switchover_age = status.switchover.as_ref().map_or(Duration::ZERO, |sw| {
+        Timestamp::now()
+            .duration_since(sw.started_at.0)
+            .unsigned_abs()
+    });
+    let view = ReplicationView {
+        pods: &views,
+        replicas: plan.instance.spec.replicas,
+        status: Some(&status),
+        rolling,
+        primary_silent_for: silent_for,
+        switchover_sent: status
+            .switchover
+            .as_ref()
+            .is_some_and(|sw| state.replication.switchover_sent.as_ref() == Some(&sw.to)),
+        switchover_age,
+        last_lag: &state.replication.last_lag,
+        paused,
+    };
+    let limits = ReplicationLimits::default();
+    let decided = decide_replication(&view, &limits);
+    tracing::debug!(step = decided.name(), ?decided, "replication step");
+    let summary = summarize(&views);
+    let pod = |name: &str| pods.iter().find(|p| p.name_any() == name).copied();
+    let address = |name: &str| PodAddress {
+        pod: name.to_owned(),
+        ip: pod(name).and_then(|p| pod_ip(p)).map(str::to_owned),
+    };
+    let gate = state.args.api.limiter().clone();
+    let redis_failed = |error: replication::Error| {
+        warn!(%error, "replication command failed; trying again");
+        Ok(Some(Duration::from_secs(1)))
+    };
+    match decided {
+        ReplicationStep::Elect { pod, lost } => {
+            let mut next = status.clone();
+            let old = next.primary.replace(pod.clone());
+            if lost {
+                next.role_changes += 1;
+                next.failovers += 1;
+            }
+            next.pods = summary;
+            write(state, seen, plan, next).await?;
+            let instance = &seen.instance;
+            if lost {
+                let note = format!(
+                    "primary {} lost; promoting {pod}, the replica furthest ahead",
+                    old.unwrap_or_default()
+                );
+                warn!(primary = %pod, "primary lost, failing over");
+                state
+                    .args
+                    .api
+                    .event(instance, true, "Failover", "Promote", note)
+                    .await;
+            } else {
+                info!(primary = %pod, "primary elected");
+                let note = format!("{pod} is the primary; the other pods replicate it");
+                state
+                    .args
+                    .api
+                    .event(instance, false, "PrimaryElected", "Promote", note)
+                    .await;
+            }
+            Ok(None)
+        }
+        ReplicationStep::Promote { pod } => {
+            info!(%pod, "REPLICAOF NO ONE: promoting the recorded primary");
+            match replication::promote(&address(&pod), password.as_deref(), &gate).await {
+                Ok(()) => Ok(None),
+                Err(e) => redis_failed(e),
+            }
+        }
+        ReplicationStep::Follow { pod, primary_ip } => {
+            info!(%pod, primary = %primary_ip, "REPLICAOF: following the primary");
+            match replication::follow(&address(&pod), &primary_ip, password.as_deref(), &gate).await
+            {
+                Ok(()) => Ok(None),
+                Err(e) => redis_failed(e),
+            }
+        }
+        ReplicationStep::Label { pod: name, role } => {
+            if let Some(p) = pod(&name) {
+                state
+                    .args
+                    .api
+                    .label_pod(p, ROLE_LABEL, role.map(Role::as_str))
+                    .await?;
+            }
+            // The pod's watch event brings the next step, once the cache shows the label.
+            Ok(Some(BUSY_PROBE))
+        }
+        ReplicationStep::BeginSwitchover { from, to } => {
+            let mut next = status.clone();
+            next.switchover = Some(SwitchoverRecord {
+                from: from.clone(),
+                to: to.clone(),
+                started_at: Time(Timestamp::now()),
+            });
+            next.pods = summary;
+            write(state, seen, plan, next).await?;
+            info!(%from, %to, "switchover recorded");
+            Ok(None)
+        }
+        ReplicationStep::Switchover { from, to_ip } => {
+            let to = status
+                .switchover
+                .as_ref()
+                .map(|sw| sw.to.clone())
+                .unwrap_or_default();
+            info!(%from, %to, "FAILOVER TO the replica");
+            let sent = replication::failover_to(
+                &address(&from),
+                &to_ip,
+                limits.switchover_timeout,
+                password.as_deref(),
+                &gate,
+            )
+            .await;
+            match sent {
+                Ok(()) => {
+                    state.replication.switchover_sent = Some(to);
+                    Ok(Some(Duration::from_millis(100)))
+                }
+                Err(e) => redis_failed(e),
+            }
+        }
+        ReplicationStep::FinishSwitchover { to } => {
+            let mut next = status.clone();
+            let from = next.switchover.take().map(|sw| sw.from).unwrap_or_default();
+            next.primary = Some(to.clone());
+            next.role_changes += 1;
+            next.pods = summary;
+            write(state, seen, plan, next).await?;
+            state.replication.switchover_sent = None;
+            info!(%from, %to, "switchover done");
+            let note = format!("switched the primary role from {from} to {to}");
+            state
+                .args
+                .api
+                .event(&seen.instance, false, "Switchover", "Switchover", note)
+                .await;
+            Ok(None)
+        }
+        ReplicationStep::AbortSwitchover { message } => {
+            let mut next = status.clone();
+            next.switchover = None;
+            next.pods = summary;
+            write(state, seen, plan, next).await?;
+            state.replication.switchover_sent = None;
+            warn!(%message, "switchover abandoned");
+            state
+                .args
+                .api
+                .event(
+                    &seen.instance,
+                    true,
+                    "SwitchoverFailed",
+                    "Switchover",
+                    message,
+                )
+                .await;
+            Ok(None)
+        }
+        ReplicationStep::ReplacePod { pod: name } => {
+            if let Some(p) = pod(&name) {
+                info!(pod = %name, "replacing the pod for the restart");
+                state.args.api.delete_pod(p).await?;
+                state.written.deleted_pods.extend(p.uid());
+            }
+            Ok(Some(BUSY_PROBE))
+        }
+        ReplicationStep::Wait(_) | ReplicationStep::Idle => {
+            if status.pods != summary {
+                let mut next = status.clone();
+                next.pods = summary;
+                write(state, seen, plan, next).await?;
+            }
+            let idle = matches!(decided, ReplicationStep::Idle) && !rolling;
+            Ok(Some(if idle { IDLE_PROBE } else { BUSY_PROBE }))
+        }
+    }
+}
+
+/// `<name>-primary` and `<name>-replicas`, applied when missing or changed. `Some(None)`: it
+/// wrote.
+async fn apply_services(
+    state: &mut InstanceState,
+    plan: &Plan,
+) -> Result<Option<Option<Duration>>, kube_io::Error> {
+    let namespace = state.args.key.namespace.clone();
+    for desired in [
+        primary_service(&plan.instance),
+        replicas_service(&plan.instance),
+    ] {
+        let name = desired.name_any();
+        let cached = state
+            .args
+            .stores
+            .services
+            .get(&ObjectRef::<CachedService>::new(&name).within(&namespace));
+        match cached {
+            Some(svc) if !service_drifted(&desired, &svc) => {
+                state.replication_services.remove(&name);
+                continue;
+            }
+            // Written by this actor, and the cache has not caught up yet.
+            _ if state
+                .replication_services
+                .get(&name)
+                .is_some_and(|w| !service_drifted(&desired, w)) =>
+            {
+                continue;
+            }
+            _ => {}
+        }
+        let applied = state.args.api.apply("Service", &desired).await?;
+        info!(service = %name, "applied the role Service");
+        state
+            .replication_services
+            .insert(name, Arc::new(CachedService::from(&applied)));
+        return Ok(Some(None));
+    }
+    Ok(None)
+}
+
+async fn write(
+    state: &mut InstanceState,
+    seen: &Observed,
+    plan: &Plan,
+    replication: ReplicationStatus,
+) -> Result<(), kube_io::Error> {
+    let mut status = report::derive_status(state, seen, Some(plan));
+    status.replication = Some(replication);
+    report::store_status(state, seen, status).await
+}
+
+/// Notes when the recorded primary stopped answering and how far behind each replica is.
+fn remember(memory: &mut ReplicationMemory, status: &ReplicationStatus, pods: &[ReplicaPod]) {
+    let Some(name) = status.primary.as_deref() else {
+        memory.primary_silent_since = None;
+        return;
+    };
+    let primary = pods.iter().find(|p| p.name == name && !p.deleting);
+    match primary.and_then(|p| p.probe) {
+        Some(probe) if probe.role == Role::Primary => {
+            memory.primary_silent_since = None;
+            memory.last_lag = pods
+                .iter()
+                .filter_map(|p| {
+                    let r = p.probe?;
+                    (r.role == Role::Replica && r.replid == probe.replid)
+                        .then(|| (p.name.to_owned(), (probe.offset - r.offset).max(0)))
+                })
+                .collect();
+        }
+        _ => {
+            let fresh = memory
+                .primary_silent_since
+                .as_ref()
+                .is_none_or(|(n, _)| n != name);
+            if fresh {
+                memory.primary_silent_since = Some((name.to_owned(), Instant::now()));
+            }
+        }
+    }
+}
+
+/// Each pod's role and link for status; lag is left to metrics, which change with every write.
+fn summarize(pods: &[ReplicaPod]) -> Vec<ReplicaPodStatus> {
+    pods.iter()
+        .filter(|p| !p.deleting)
+        .map(|p| {
+            let (role, link) = match p.probe {
+                None => ("unreachable", None),
+                Some(r) if r.role == Role::Primary => ("primary", None),
+                Some(r) if awaiting_role(r) => ("unassigned", None),
+                Some(r) => (
+                    "replica",
+                    Some(if r.syncing {
+                        "syncing"
+                    } else if r.link_up {
+                        "up"
+                    } else {
+                        "down"
+                    }),
+                ),
+            };
+            ReplicaPodStatus {
+                name: p.name.to_owned(),
+                role: role.to_owned(),
+                link: link.map(str::to_owned),
+                lag_bytes: None,
+            }
+        })
+        .collect()
+}
+
+fn pod_ip(pod: &CachedPod) -> Option<&str> {
+    pod.status.as_ref().and_then(|s| s.pod_ip.as_deref())
+}
+
+fn ordinal(pod: &CachedPod) -> i32 {
+    pod.metadata
+        .name
+        .as_deref()
+        .and_then(|n| n.rsplit_once('-'))
+        .and_then(|(_, o)| o.parse().ok())
+        .unwrap_or(-1)
+}
+
+/// A restart of a replicated instance is the operator's to carry out: the template carries
+/// the record and not every pod runs it yet.
+pub(super) fn rolling(seen: &Observed) -> bool {
+    let record = seen
+        .instance
+        .status
+        .as_ref()
+        .and_then(|s| s.rollout.as_ref());
+    match (record, seen.statefulset.as_deref()) {
+        (Some(record), Some(sts)) => crate::decide::applied(record, sts) && !rollout_complete(sts),
+        _ => false,
+    }
+}
