@@ -85,7 +85,7 @@ struct Prometheus {
 impl Prometheus {
     fn start(dir: &Path, target: &str) -> Self {
         // honor_labels as the ServiceMonitor sets it, so the operator's own `namespace` and
-        // `instance` labels are kept; a job name of another Prometheus than the ServiceMonitor's.
+        // `instance` labels are kept; but a job name other than the ServiceMonitor's.
         let config = format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
              rule_files: [rules.yaml]\n\
