@@ -1,8 +1,10 @@
 //! Monitoring as users run it: the alert rules through `promtool`, and every dashboard panel
-//! and alert expression on a real Prometheus that scrapes an operator which restarted one
-//! instance and refused a config.
+//! and alert expression on a real Prometheus that scrapes an operator, first with a healthy
+//! fleet, then after it restarted one instance and refused a config.
 
 mod common;
+#[path = "monitoring/dashboard.rs"]
+mod dashboard;
 mod e2e;
 
 use std::path::{Path, PathBuf};
@@ -20,7 +22,9 @@ const NAME: &str = "redis-example";
 const CROWDED: &str = "redis-crowded";
 const RULES: &str = include_str!("../deploy/components/monitoring/prometheusrule.yaml");
 const RULE_TESTS: &str = include_str!("prometheus/alerts.test.yaml");
-const DASHBOARD: &str = include_str!("../dashboards/redis-operator.json");
+/// The job name Prometheus gives the operator here: not the ServiceMonitor's
+/// (`redis-operator-metrics`), so that a query or rule that hard-codes that name finds nothing.
+const JOB: &str = "kubernetes-service-endpoints";
 
 /// A fresh directory under `target/` holding the PrometheusRule's `spec` as a Prometheus rules
 /// file (`rules.yaml`) and the promtool unit tests beside it.
@@ -55,6 +59,17 @@ fn promtool(dir: &Path, args: &[&str]) {
 }
 
 #[test]
+fn no_alert_rule_depends_on_the_job_name() {
+    for (alert, expr) in alert_rules() {
+        assert!(
+            !expr.contains("job="),
+            "alert {alert} hard-codes a job, so it misfires on a Prometheus that names the \
+             operator's job otherwise: {expr}"
+        );
+    }
+}
+
+#[test]
 fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
     let dir = rules_dir("promtool");
     promtool(&dir, &["check", "rules", "rules.yaml"]);
@@ -69,13 +84,13 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(dir: &Path, target: &str) -> Self {
-        // The job name the ServiceMonitor gives (the Service's name), and honor_labels as it
-        // sets, so the operator's own `namespace` and `instance` labels are kept.
+        // honor_labels as the ServiceMonitor sets it, so the operator's own `namespace` and
+        // `instance` labels are kept; but a job name other than the ServiceMonitor's.
         let config = format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
              rule_files: [rules.yaml]\n\
              scrape_configs:\n\
-             - job_name: redis-operator-metrics\n  honor_labels: true\n  static_configs: [{{targets: ['{target}']}}]\n"
+             - job_name: {JOB}\n  honor_labels: true\n  static_configs: [{{targets: ['{target}']}}]\n"
         );
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -146,33 +161,58 @@ fn value_of(sample: &Value) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Every panel's queries as `(panel title, expr)`, with Grafana's variables set as a person
-/// looking at this test's namespace would set them; windows cover the whole test.
-fn panel_queries(namespace: &str) -> Vec<(String, String)> {
-    let dashboard: Value = serde_json::from_str(DASHBOARD).unwrap();
-    dashboard["panels"]
+/// What a query variable (`label_values(<selector>, <label>)`) lists, with the job variable
+/// set to [`JOB`] and the namespace to `namespace`.
+async fn variable_values(
+    prometheus: &Prometheus,
+    query: &str,
+    namespace: &str,
+) -> Result<Vec<Value>, String> {
+    let inner = query
+        .strip_prefix("label_values(")
+        .and_then(|q| q.strip_suffix(')'))
+        .ok_or_else(|| format!("not a label_values query: {query}"))?;
+    let (selector, label) = inner
+        .rsplit_once(',')
+        .ok_or_else(|| format!("no label in {query}"))?;
+    let selector = selector
+        .replace("$job", JOB)
+        .replace("$namespace", namespace);
+    let path = format!(
+        "label/{}/values?match[]={}",
+        label.trim(),
+        encode(&selector)
+    );
+    Ok(prometheus
+        .api(&path)
+        .await?
         .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|panel| {
-            let title = panel["title"].as_str().unwrap_or_default().to_owned();
-            panel["targets"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .map(move |target| {
-                    let expr = target["expr"]
-                        .as_str()
-                        .unwrap()
-                        .replace("$namespace", namespace)
-                        .replace("$instance", ".*")
-                        .replace("$__rate_interval", "10m")
-                        .replace("$__range", "10m");
-                    (title.clone(), expr)
-                })
-        })
-        .collect()
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// Every panel query on a healthy fleet: each returns a series, and each value is a number
+/// (0 where nothing happened), but for quantiles, which are undefined until something is
+/// observed. `Err` lists the panels that do not.
+async fn panels_without_numbers(
+    prometheus: &Prometheus,
+    queries: &[(String, String)],
+) -> Result<(), String> {
+    let mut failures = Vec::new();
+    for (title, expr) in queries {
+        let result = prometheus.query(expr).await?;
+        let quantile = expr.starts_with("histogram_quantile(");
+        if result.is_empty() {
+            failures.push(format!("panel {title:?} shows No data: {expr}"));
+        } else if !quantile && result.iter().any(|s| value_of(s).is_nan()) {
+            failures.push(format!("panel {title:?} shows NaN: {expr}: {result:?}"));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("\n{}", failures.join("\n")))
+    }
 }
 
 /// `(alert name, expr)` of every rule.
@@ -336,6 +376,41 @@ async fn every_dashboard_panel_and_alert_answers_from_a_real_prometheus() {
     )
     .await;
 
+    // A healthy fleet: each variable lists what this test runs, and every panel shows a number
+    // rather than "No data", errors and refusals included.
+    let healthy = dashboard::panel_queries(&ns.name, JOB);
+    wait_for(
+        Duration::from_secs(60),
+        "every dashboard panel to show a number on a healthy fleet",
+        || panels_without_numbers(&prometheus, &healthy),
+    )
+    .await;
+    // These fall back to 0 when nothing is scraped: here they must see the operator itself.
+    for (title, expr) in &healthy {
+        if ["Operator up", "Live instance actors"].contains(&title.as_str()) {
+            let result = prometheus.query(expr).await.unwrap();
+            assert!(
+                result.iter().all(|s| value_of(s) >= 1.0),
+                "panel {title:?} should count the operator: {expr}: {result:?}"
+            );
+        }
+    }
+    let expected = [
+        ("job", JOB),
+        ("namespace", ns.name.as_str()),
+        ("instance", NAME),
+    ];
+    for (name, value) in expected {
+        let query = dashboard::variable_query_of(name);
+        let values = variable_values(&prometheus, &query, &ns.name)
+            .await
+            .unwrap();
+        assert!(
+            values.contains(&Value::from(value)),
+            "variable {name} ({query}) should list {value}: {values:?}"
+        );
+    }
+
     apply_instance(&ns, &example("redis-example-updated.yaml"))
         .await
         .unwrap();
@@ -385,20 +460,7 @@ async fn every_dashboard_panel_and_alert_answers_from_a_real_prometheus() {
     )
     .await;
 
-    // The namespace variable's query finds this test's namespace.
-    let namespaces = prometheus
-        .api("label/namespace/values?match[]=redis_operator_ready_replicas")
-        .await
-        .unwrap();
-    assert!(
-        namespaces
-            .as_array()
-            .unwrap()
-            .contains(&Value::from(ns.name.as_str())),
-        "{namespaces}"
-    );
-
-    let queries = panel_queries(&ns.name);
+    let queries = dashboard::panel_queries(&ns.name, JOB);
     assert!(queries.len() >= 15, "{queries:?}");
     for (title, expr) in queries {
         let result = wait_for(

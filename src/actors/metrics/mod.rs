@@ -196,12 +196,15 @@ impl MetricsState {
                     mismatched,
                     restarting,
                 });
-                // Created at 0, so that `increase()` and `rate()` see the first restart and
-                // the first mismatch of each kind.
+                // Created at 0, so that `increase()` and `rate()` see the first restart, the
+                // first mismatch of each kind and the first refusal, and the dashboard shows 0
+                // on a healthy instance. Error categories are left out: one series per category
+                // and instance would cost more than the panel's `or vector(0)` does.
                 series.add(Counter::Restarts, ["ConfigChanged", strategy], 0);
                 for kind in MISMATCH_KINDS {
                     series.add(Counter::HashMismatches, [kind, ""], 0);
                 }
+                series.add(Counter::InvalidConfigs, ["", ""], 0);
             }
             MetricsMsg::StepTook { decision, took } => {
                 f.step_seconds

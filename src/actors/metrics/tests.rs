@@ -98,6 +98,15 @@ async fn counts_restarts_and_mismatches_and_forgets_instances() {
         "the spec's restart series exists before the first restart:\n{text}"
     );
     assert!(text.contains(r#"redis_operator_config_hash_mismatches_total{instance="redis-example",kind="ConfigMapDiffers",namespace="ns"} 0"#));
+    assert!(
+        text.contains(
+            r#"redis_operator_invalid_configs_total{instance="redis-example",namespace="ns"} 0"#
+        ),
+        "the refusal series exists before the first refusal:\n{text}"
+    );
+    actor
+        .send_message(MetricsMsg::InvalidConfig(key()))
+        .unwrap();
     actor
         .send_message(MetricsMsg::Restarted {
             key: key(),
@@ -115,6 +124,9 @@ async fn counts_restarts_and_mismatches_and_forgets_instances() {
     ));
     assert!(text.contains(r#"redis_operator_config_hash_mismatches_total{instance="redis-example",kind="AnnotationDiffers",namespace="ns"} 2"#));
     assert!(text.contains(r#"redis_operator_config_hash_mismatches_total{instance="redis-example",kind="ConfigMapMissing",namespace="ns"} 1"#));
+    assert!(text.contains(
+        r#"redis_operator_invalid_configs_total{instance="redis-example",namespace="ns"} 1"#
+    ));
     assert!(text.contains(
         r#"redis_operator_last_restart_timestamp_seconds{instance="redis-example",namespace="ns"}"#
     ));
@@ -310,7 +322,7 @@ fn per_instance_families_render_in_the_crates_text_format() {
         1
     );
     assert!(
-        !text.contains("redis_operator_invalid_configs_total"),
+        !text.contains("redis_operator_drift_repairs_total"),
         "a family without samples has no HELP or TYPE either:\n{text}"
     );
     assert_well_formed(&text);
