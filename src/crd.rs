@@ -318,6 +318,10 @@ pub struct ReplicationStatus {
     /// A planned switchover in flight, written before `FAILOVER` is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switchover: Option<SwitchoverRecord>,
+    /// The restart (by its config hash) whose switchover failed, and why: it halts there,
+    /// with the old primary serving, until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover_failed: Option<SwitchoverFailure>,
     /// Each pod's role and link, as last probed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pods: Vec<ReplicaPodStatus>,
@@ -333,6 +337,16 @@ pub struct SwitchoverRecord {
     pub to: String,
     /// When it began.
     pub started_at: Time,
+}
+
+/// A switchover that did not happen.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SwitchoverFailure {
+    /// Config hash of the restart it belonged to.
+    pub config_hash: String,
+    /// What happened.
+    pub message: String,
 }
 
 /// One pod's replication, for status.

@@ -173,7 +173,7 @@ fn status_patch(
             .get_mut("replication")
             .and_then(|r| r.as_object_mut())
         {
-            for key in ["primary", "switchover", "pods"] {
+            for key in ["primary", "switchover", "switchoverFailed", "pods"] {
                 replication.entry(key).or_insert(serde_json::Value::Null);
             }
         }

@@ -54,6 +54,8 @@ pub struct ReplicationView<'a> {
     pub last_lag: &'a BTreeMap<String, i64>,
     /// `spec.paused`: no planned role change and no pod replaced.
     pub paused: bool,
+    /// The restart in flight already failed its switchover: it halts before another.
+    pub switchover_halted: bool,
 }
 
 /// Bounds of the decisions.
@@ -119,6 +121,8 @@ pub enum ReplicationWait {
     Switchover,
     /// The replaced pod to come back.
     Pods,
+    /// A fixed spec, after a failed switchover.
+    Halted,
 }
 
 impl ReplicationStep {
@@ -394,6 +398,9 @@ fn next_replacement(
         };
     }
     if (view.rolling && !primary.up_to_date) || leaving {
+        if view.switchover_halted {
+            return ReplicationStep::Wait(ReplicationWait::Halted);
+        }
         let target = replicas
             .iter()
             .filter(|p| p.up_to_date && p.ordinal < view.replicas)

@@ -81,6 +81,7 @@ fn decide_with(
         switchover_age: Duration::ZERO,
         last_lag: &lags,
         paused: false,
+        switchover_halted: false,
     };
     decide_replication(&view, &ReplicationLimits::default())
 }
@@ -348,6 +349,7 @@ fn a_switchover_that_was_sent_and_left_the_primary_in_place_aborts() {
         switchover_age: Duration::from_secs(1),
         last_lag: &lags,
         paused: false,
+        switchover_halted: false,
     };
     assert!(matches!(
         decide_replication(&view, &ReplicationLimits::default()),
@@ -376,6 +378,7 @@ fn a_lost_primary_is_replaced_by_the_replica_furthest_ahead_after_the_silence_bo
         switchover_age: Duration::ZERO,
         last_lag: &lags,
         paused: false,
+        switchover_halted: false,
     };
     let limits = ReplicationLimits::default();
     assert_eq!(
@@ -478,6 +481,7 @@ fn a_scale_down_moves_the_primary_off_the_removed_ordinals_first() {
         switchover_age: Duration::ZERO,
         last_lag: &lags,
         paused: false,
+        switchover_halted: false,
     };
     assert_eq!(
         decide_replication(&view, &ReplicationLimits::default()),

@@ -17,7 +17,7 @@ use super::live::password;
 use super::observe::Observed;
 use super::report;
 use super::target::Plan;
-use crate::crd::{ReplicaPodStatus, ReplicationStatus, SwitchoverRecord};
+use crate::crd::{ReplicaPodStatus, ReplicationStatus, SwitchoverFailure, SwitchoverRecord};
 use crate::decide::replication::{
     ReplicaPod, ReplicationLimits, ReplicationStep, ReplicationView, decide_replication,
 };
@@ -119,6 +119,7 @@ pub(super) async fn step(
         switchover_age,
         last_lag: &state.replication.last_lag,
         paused,
+        switchover_halted: rolling && failed_here(seen, &status),
     };
     let limits = ReplicationLimits::default();
     let decided = decide_replication(&view, &limits);
@@ -248,6 +249,10 @@ pub(super) async fn step(
         ReplicationStep::AbortSwitchover { message } => {
             let mut next = status.clone();
             next.switchover = None;
+            next.switchover_failed = rollout_hash(seen).map(|config_hash| SwitchoverFailure {
+                config_hash,
+                message: message.clone(),
+            });
             next.pods = summary;
             write(state, seen, plan, next).await?;
             state.replication.switchover_sent = None;
@@ -410,6 +415,19 @@ fn ordinal(pod: &CachedPod) -> i32 {
         .and_then(|n| n.rsplit_once('-'))
         .and_then(|(_, o)| o.parse().ok())
         .unwrap_or(-1)
+}
+
+fn rollout_hash(seen: &Observed) -> Option<String> {
+    let status = seen.instance.status.as_ref()?;
+    Some(status.rollout.as_ref()?.config_hash.clone())
+}
+
+/// The restart in flight is the one whose switchover failed.
+fn failed_here(seen: &Observed, status: &ReplicationStatus) -> bool {
+    status
+        .switchover_failed
+        .as_ref()
+        .is_some_and(|f| Some(&f.config_hash) == rollout_hash(seen).as_ref())
 }
 
 /// A restart of a replicated instance is the operator's to carry out: the template carries

@@ -381,12 +381,29 @@ pub(super) fn derive_status_with(
         .map(|(_, message)| message);
     // A change that waits (a pause, the settle rule) is still in progress: reporting it as
     // converged would let `kubectl wait` and CI gates pass while the pods run the old config.
+    let switchover_failed = status
+        .replication
+        .as_ref()
+        .and_then(|r| r.switchover_failed.as_ref())
+        .filter(|f| {
+            record
+                .as_ref()
+                .is_some_and(|r| r.config_hash == f.config_hash)
+        });
     let progressing = match (halted, api_refusal, &status.pending_change) {
         (Some(h), _, _) => ConditionValue::new(
             condition::PROGRESSING,
             false,
             HALTED_REASON,
             h.message.clone(),
+        ),
+        _ if switchover_failed.is_some() => ConditionValue::new(
+            condition::PROGRESSING,
+            false,
+            "SwitchoverFailed",
+            switchover_failed
+                .map(|f| f.message.clone())
+                .unwrap_or_default(),
         ),
         (None, Some(message), _) => {
             ConditionValue::new(condition::PROGRESSING, false, "ApiRefused", message)
