@@ -213,11 +213,14 @@ fn the_drift_check_reports_a_changed_chart() {
     copy_dir(&repo_path(CHART), &copy);
     let helpers = copy.join("templates/_helpers.tpl");
     let original = std::fs::read_to_string(&helpers).unwrap();
-    let pods_rule = r#"verbs: ["list", "watch", "delete"]"#;
+    let pods_rule = r#"verbs: ["list", "watch", "patch", "delete"]"#;
     assert!(original.contains(pods_rule), "{original}");
     std::fs::write(
         &helpers,
-        original.replace(pods_rule, r#"verbs: ["list", "watch", "delete", "get"]"#),
+        original.replace(
+            pods_rule,
+            r#"verbs: ["list", "watch", "patch", "delete", "get"]"#,
+        ),
     )
     .unwrap();
 

@@ -17,6 +17,7 @@ use super::live::password;
 use super::observe::Observed;
 use super::report;
 use super::target::Plan;
+use crate::actors::metrics::MetricsMsg;
 use crate::crd::{ReplicaPodStatus, ReplicationStatus, SwitchoverFailure, SwitchoverRecord};
 use crate::decide::replication::{
     ReplicaPod, ReplicationLimits, ReplicationStep, ReplicationView, decide_replication,
@@ -95,6 +96,22 @@ pub(super) async fn step(
         })
         .collect();
     remember(&mut state.replication, &status, &views);
+    let _ = state.args.metrics.send_message(MetricsMsg::Replication {
+        key: state.args.key.clone(),
+        primaries: u32::try_from(
+            views
+                .iter()
+                .filter(|p| p.probe.is_some_and(|r| r.role == Role::Primary))
+                .count(),
+        )
+        .unwrap_or(u32::MAX),
+        lags: state
+            .replication
+            .last_lag
+            .iter()
+            .map(|(pod, lag)| (pod.clone(), *lag))
+            .collect(),
+    });
     let now = Instant::now();
     let silent_for = state
         .replication
@@ -142,6 +159,10 @@ pub(super) async fn step(
             if lost {
                 next.role_changes += 1;
                 next.failovers += 1;
+                let _ = state.args.metrics.send_message(MetricsMsg::RoleChanged {
+                    key: state.args.key.clone(),
+                    kind: "Unplanned",
+                });
             }
             next.pods = summary;
             write(state, seen, plan, next).await?;
@@ -234,6 +255,10 @@ pub(super) async fn step(
             let from = next.switchover.take().map(|sw| sw.from).unwrap_or_default();
             next.primary = Some(to.clone());
             next.role_changes += 1;
+            let _ = state.args.metrics.send_message(MetricsMsg::RoleChanged {
+                key: state.args.key.clone(),
+                kind: "Planned",
+            });
             next.pods = summary;
             write(state, seen, plan, next).await?;
             state.replication.switchover_sent = None;

@@ -104,6 +104,22 @@ pub enum MetricsMsg {
         /// restart and `increase()` sees that restart.
         strategy: &'static str,
     },
+    /// What the last probe of a replicated instance's pods saw.
+    Replication {
+        /// The instance.
+        key: InstanceKey,
+        /// Pods that report the primary role.
+        primaries: u32,
+        /// Each replica's lag in bytes, by pod.
+        lags: Vec<(String, i64)>,
+    },
+    /// The primary role moved to another pod.
+    RoleChanged {
+        /// The instance.
+        key: InstanceKey,
+        /// `Planned` (a switchover) or `Unplanned` (a failover).
+        kind: &'static str,
+    },
     /// One actor step ended.
     StepTook {
         /// What was decided (fixed names).
@@ -206,6 +222,21 @@ impl MetricsState {
                 }
                 series.add(Counter::InvalidConfigs, ["", ""], 0);
             }
+            MetricsMsg::Replication {
+                key,
+                primaries,
+                lags,
+            } => {
+                let series = self.instances.series(key);
+                if series.replication.is_none() {
+                    // At 0, so that `increase()` sees the first role change of either kind.
+                    for kind in ["Planned", "Unplanned"] {
+                        series.add(Counter::RoleChanges, [kind, ""], 0);
+                    }
+                }
+                series.replication = Some(per_instance::Replication { primaries, lags });
+            }
+            MetricsMsg::RoleChanged { key, kind } => self.count(key, Counter::RoleChanges, kind),
             MetricsMsg::StepTook { decision, took } => {
                 f.step_seconds
                     .with_label_values(&[decision])

@@ -16,6 +16,7 @@ pub(super) enum Counter {
     DriftRepairs,
     LiveChanges,
     RolloutFailures,
+    RoleChanges,
 }
 
 impl Counter {
@@ -28,6 +29,7 @@ impl Counter {
             Self::DriftRepairs => "redis_operator_drift_repairs_total",
             Self::LiveChanges => "redis_operator_live_config_changes_total",
             Self::RolloutFailures => "redis_operator_rollout_failures_total",
+            Self::RoleChanges => "redis_operator_role_changes_total",
         }
     }
 
@@ -54,6 +56,10 @@ impl Counter {
                 "Restarts whose pods refused the new config or never became ready, by what \
                  followed: RolledBack to the last config that ran, or Halted"
             }
+            Self::RoleChanges => {
+                "Changes of a replicated instance's primary, by kind: Planned (a restart's \
+                 switchover) or Unplanned (a failover after the primary was lost)"
+            }
         }
     }
 
@@ -67,6 +73,7 @@ impl Counter {
             Self::Errors => &["category"],
             Self::LiveChanges => &["outcome"],
             Self::RolloutFailures => &["action"],
+            Self::RoleChanges => &["kind"],
         }
     }
 }
@@ -130,10 +137,17 @@ impl Gauge {
 enum Family {
     Counter(Counter),
     Gauge(Gauge),
+    /// Pods of a replicated instance that report the primary role.
+    PrimaryPods,
+    /// Each replica's lag behind the primary, by pod.
+    ReplicationLag,
 }
 
+const PRIMARY_PODS: &str = "redis_operator_primary_pods";
+const REPLICATION_LAG: &str = "redis_operator_replication_lag_bytes";
+
 /// In the order of their names, as the registry writes its families.
-const FAMILIES: [Family; 13] = [
+const FAMILIES: [Family; 16] = [
     Family::Counter(Counter::HashMismatches),
     Family::Gauge(Gauge::ConfigInvalid),
     Family::Gauge(Gauge::Mismatched),
@@ -142,12 +156,24 @@ const FAMILIES: [Family; 13] = [
     Family::Counter(Counter::InvalidConfigs),
     Family::Gauge(Gauge::LastRestart),
     Family::Counter(Counter::LiveChanges),
+    Family::PrimaryPods,
     Family::Gauge(Gauge::ReadyReplicas),
     Family::Counter(Counter::Errors),
+    Family::ReplicationLag,
     Family::Gauge(Gauge::Restarting),
     Family::Counter(Counter::Restarts),
+    Family::Counter(Counter::RoleChanges),
     Family::Counter(Counter::RolloutFailures),
 ];
+
+/// What the last probe of a replicated instance's pods saw.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Replication {
+    /// Pods that report the primary role.
+    pub primaries: u32,
+    /// Each replica's lag in bytes, by pod.
+    pub lags: Vec<(String, i64)>,
+}
 
 /// What the last step saw; all five gauges appear together, on the first `Observed`.
 #[derive(Debug, Clone, Copy)]
@@ -171,6 +197,7 @@ struct Count {
 pub(super) struct Series {
     pub gauges: Option<Gauges>,
     pub last_restart: Option<f64>,
+    pub replication: Option<Replication>,
     /// Sorted by counter and labels, so each family's samples come out in a stable order.
     counts: Vec<Count>,
 }
@@ -246,6 +273,20 @@ impl Instances {
                             write_sample(out, gauge.name(), key, std::iter::empty(), value);
                         }
                     }
+                    Family::PrimaryPods => {
+                        if let Some(r) = &series.replication {
+                            write_header(out, &mut header);
+                            let value = f64::from(r.primaries);
+                            write_sample(out, PRIMARY_PODS, key, std::iter::empty(), value);
+                        }
+                    }
+                    Family::ReplicationLag => {
+                        for (pod, lag) in series.replication.iter().flat_map(|r| &r.lags) {
+                            write_header(out, &mut header);
+                            let labels = std::iter::once(("pod", pod.as_str()));
+                            write_sample(out, REPLICATION_LAG, key, labels, *lag as f64);
+                        }
+                    }
                 }
             }
         }
@@ -258,6 +299,17 @@ fn write_header(out: &mut String, header: &mut Option<Family>) {
     let (name, help, kind) = match family {
         Family::Counter(c) => (c.name(), c.help(), "counter"),
         Family::Gauge(g) => (g.name(), g.help(), "gauge"),
+        Family::PrimaryPods => (
+            PRIMARY_PODS,
+            "Pods of a replicated instance whose Redis reports the primary role; \
+             anything but 1 means no writes or two writable servers",
+            "gauge",
+        ),
+        Family::ReplicationLag => (
+            REPLICATION_LAG,
+            "Bytes of the primary's replication stream a replica has not processed, by pod",
+            "gauge",
+        ),
     };
     out.push_str("# HELP ");
     out.push_str(name);

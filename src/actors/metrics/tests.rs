@@ -54,6 +54,15 @@ fn every_kind_of_message() -> Vec<MetricsMsg> {
             key: key(),
             category: "ApplyFailed",
         },
+        MetricsMsg::Replication {
+            key: key(),
+            primaries: 1,
+            lags: vec![("redis-example-1".into(), 0)],
+        },
+        MetricsMsg::RoleChanged {
+            key: key(),
+            kind: "Planned",
+        },
         MetricsMsg::StepTook {
             decision: "Idle",
             took: Duration::from_millis(2),
@@ -325,6 +334,41 @@ fn per_instance_families_render_in_the_crates_text_format() {
         !text.contains("redis_operator_drift_repairs_total"),
         "a family without samples has no HELP or TYPE either:\n{text}"
     );
+    assert_well_formed(&text);
+}
+
+#[test]
+fn replication_series_exist_at_zero_and_count_role_changes_by_kind() {
+    let mut state = MetricsState::register(Registry::new()).unwrap();
+    let lags = vec![("r-1".to_owned(), 0), ("r-2".to_owned(), 1500)];
+    state.record(MetricsMsg::Replication {
+        key: key(),
+        primaries: 1,
+        lags,
+    });
+    state.record(MetricsMsg::RoleChanged {
+        key: key(),
+        kind: "Unplanned",
+    });
+    let text = state.render().unwrap();
+    assert_eq!(
+        family_block(&text, "redis_operator_role_changes_total")
+            .lines()
+            .skip(2)
+            .collect::<Vec<_>>(),
+        [
+            "redis_operator_role_changes_total{instance=\"redis-example\",kind=\"Planned\",namespace=\"ns\"} 0",
+            "redis_operator_role_changes_total{instance=\"redis-example\",kind=\"Unplanned\",namespace=\"ns\"} 1",
+        ]
+    );
+    assert!(
+        text.contains(
+            "redis_operator_primary_pods{instance=\"redis-example\",namespace=\"ns\"} 1\n"
+        )
+    );
+    assert!(text.contains(
+        "redis_operator_replication_lag_bytes{instance=\"redis-example\",namespace=\"ns\",pod=\"r-2\"} 1500\n"
+    ));
     assert_well_formed(&text);
 }
 
