@@ -343,5 +343,35 @@ async fn three_pods_replicate_roll_out_with_one_switchover_and_fail_over_without
     assert_eq!(lines.next(), Some("slave"), "{role}");
     assert_eq!(lines.next(), Some(pod_ip(&primary).as_str()), "{role}");
     assert_eq!(replication(&ns).await.role_changes, 2);
-    drop(operator);
+
+    // The operator killed while a switchover is recorded: the next one finishes it, and the
+    // restart changes roles once.
+    let patch = json!({"spec": {"config": {"maxmemory": "130mb"}}});
+    ns.api::<RedisInstance>()
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let switching = wait_for(
+        Duration::from_secs(180),
+        "a recorded switchover",
+        || async {
+            let repl = replication(&ns).await;
+            repl.switchover.clone().ok_or(format!("{repl:?}"))
+        },
+    )
+    .await;
+    operator.kill();
+    let _operator = Operator::start(&ns.name);
+    wait_restarts(&ns, NAME, 2).await;
+    let primary = settled(&ns, 3).await;
+    let repl = replication(&ns).await;
+    assert_eq!(
+        repl.role_changes, 3,
+        "one role change for the third: {repl:?}"
+    );
+    assert_eq!(
+        primary.name_any(),
+        switching.to,
+        "the recorded switchover's target took over"
+    );
 }

@@ -113,6 +113,8 @@ pub enum ReplicationStep {
 pub enum ReplicationWait {
     /// The recorded primary does not answer, for less than the failover bound.
     PrimarySilent,
+    /// The recorded primary's pod is being deleted and its Redis still answers.
+    PrimaryLeaving,
     /// No pod can become the primary: none answers with usable data.
     NoCandidate,
     /// Replicas to link up and catch up before the next pod is replaced.
@@ -290,6 +292,19 @@ fn current_primary<'a>(
     live: &[&'a ReplicaPod<'a>],
     recorded: Option<&str>,
 ) -> Option<Health<'a>> {
+    if let Some(leaving) = view
+        .pods
+        .iter()
+        .find(|p| p.deleting && Some(p.name) == recorded)
+    {
+        // A primary shutting down pauses writes until its replicas have them all, then exits;
+        // promoting a replica while it still answers would let it take writes the new primary
+        // never sees. Once it is gone, nothing is waited for.
+        let answering = leaving.probe.is_some_and(|p| p.role == Role::Primary);
+        return answering.then_some(Health::Decided(ReplicationStep::Wait(
+            ReplicationWait::PrimaryLeaving,
+        )));
+    }
     let pod = live.iter().copied().find(|p| Some(p.name) == recorded)?;
     let probe = match pod.probe {
         Some(probe) => probe,

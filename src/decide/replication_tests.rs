@@ -491,3 +491,27 @@ fn a_scale_down_moves_the_primary_off_the_removed_ordinals_first() {
         }
     );
 }
+
+#[test]
+fn a_primary_being_deleted_keeps_its_role_while_it_answers_and_loses_it_at_once_when_gone() {
+    let (p0, r1, r2) = healthy();
+    let recorded = status("r-0");
+    let mut pods = [
+        pod(0, Some(&p0), Some("primary")),
+        pod(1, Some(&r1), Some("replica")),
+        pod(2, Some(&r2), Some("replica")),
+    ];
+    pods[0].deleting = true;
+    assert_eq!(
+        decide_with(&pods, Some(&recorded), false),
+        ReplicationStep::Wait(ReplicationWait::PrimaryLeaving)
+    );
+    pods[0].probe = None;
+    assert_eq!(
+        decide_with(&pods, Some(&recorded), false),
+        ReplicationStep::Elect {
+            pod: "r-1".into(),
+            lost: true
+        }
+    );
+}
