@@ -1,19 +1,20 @@
 //! Tests of the local cluster itself (`hack/local-cluster up`): that a plain StatefulSet behaves
 //! as the operator will rely on: config and data volumes, persistence across pod recreation,
-//! rolling order, garbage collection; and that `kubectl logs` reads pods' output through the
-//! node agent's kubelet port. Fails (never skips) when the cluster is not up.
+//! rolling order, garbage collection; that `kubectl logs` reads pods' output through the
+//! node agent's kubelet port; and that kube-proxy routes a Service's ClusterIP to the pod it
+//! selects. Fails (never skips) when the cluster is not up.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, ExecAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, Pod, PodSpec, PodTemplateSpec, Probe, Volume, VolumeMount,
+    PersistentVolumeClaimSpec, Pod, PodSpec, PodTemplateSpec, Probe, Service, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -700,4 +701,217 @@ async fn a_failed_container_under_fallback_to_logs_on_error_reports_its_last_out
     let messages = exit_3_messages(&status);
     assert!(!messages.is_empty(), "{status:?}");
     assert!(messages.iter().all(Option::is_none), "{status:?}");
+}
+
+/// How long kube-proxy may take to route a ClusterIP to the pod a Service newly selects.
+const SERVICE_ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A ClusterIP Service `name` on port 6379 selecting pods labelled `app=<name>,serving=yes`;
+/// returns its ClusterIP.
+async fn create_service(ns: &TestNamespace, name: &str) -> String {
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"app": name, "serving": "yes"},
+            "ports": [{"name": "redis", "port": 6379, "targetPort": 6379}]
+        }
+    }))
+    .unwrap();
+    let service = ns
+        .api::<Service>()
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("create service");
+    service
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .filter(|ip| ip.starts_with("10.96."))
+        .unwrap_or_else(|| panic!("service {name} got no ClusterIP in 10.96.0.0/16"))
+}
+
+/// A bare pod `name` labelled `app=<app>,serving=<serving>` running redis-server with
+/// `dbfilename <name>.rdb`: `CONFIG GET dbfilename` through a Service says which pod answered.
+/// `extra` containers run beside Redis, in the same network namespace.
+async fn create_named_redis(
+    ns: &TestNamespace,
+    app: &str,
+    name: &str,
+    serving: &str,
+    extra: &[serde_json::Value],
+) {
+    let redis = json!({
+        "name": "redis",
+        "image": "redis:7.2",
+        "command": ["redis-server", "--save", "", "--dbfilename", format!("{name}.rdb")],
+        "ports": [{"name": "redis", "containerPort": 6379}],
+        "readinessProbe": {
+            "exec": {"command": ["sh", "-c", "redis-cli ping | grep -q PONG"]},
+            "periodSeconds": 1
+        }
+    });
+    let containers = [&[redis], extra].concat();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": app, "serving": serving}},
+        "spec": {
+            "containers": containers,
+            "terminationGracePeriodSeconds": 1
+        }
+    }))
+    .unwrap();
+    ns.api::<Pod>()
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+}
+
+/// Which pod answers on `ip` port 6379 (the `<pod>` of its `<pod>.rdb`), asked from this
+/// process, on the host, as a client outside the pod network. Bounded: a ClusterIP no rule
+/// routes yet would leave the connection hanging.
+async fn answering_pod(ip: &str) -> Result<String, String> {
+    let output = tokio::process::Command::new("timeout")
+        .args(["3", "redis-cli", "-h", ip, "CONFIG", "GET", "dbfilename"])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("failed to run redis-cli: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    match stdout.lines().collect::<Vec<_>>()[..] {
+        ["dbfilename", file] if output.status.success() => file
+            .strip_suffix(".rdb")
+            .map(str::to_owned)
+            .ok_or_else(|| format!("unexpected dbfilename {file:?}")),
+        _ => Err(format!(
+            "redis-cli -h {ip}: {} {stdout:?} {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+    }
+}
+
+/// Waits until the pod answering on `ip` is `want`; returns how long that took.
+async fn wait_answering(ip: &str, want: &str) -> Duration {
+    let start = Instant::now();
+    wait_for(
+        SERVICE_ROUTE_TIMEOUT,
+        &format!("ClusterIP {ip} to reach pod {want}"),
+        || async move {
+            match answering_pod(ip).await? {
+                pod if pod == want => Ok(()),
+                pod => Err(format!("pod {pod} answered")),
+            }
+        },
+    )
+    .await;
+    start.elapsed()
+}
+
+/// Runs a pod `name` (restartPolicy Never) whose only container runs `script` with `sh -c`;
+/// returns its exit code and its log once it ended.
+async fn run_to_completion(ns: &TestNamespace, name: &str, script: &str) -> (i32, String) {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [{"name": "main", "image": "redis:7.2", "command": ["sh", "-c", script]}],
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1
+        }
+    }))
+    .unwrap();
+    let api = ns.api::<Pod>();
+    api.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    let exit_code = wait_for(
+        POD_READY_TIMEOUT,
+        &format!("pod {name} to run to completion"),
+        || {
+            let api = api.clone();
+            async move {
+                let pod = api.get(name).await.map_err(|e| e.to_string())?;
+                let terminated = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|c| c.first())
+                    .and_then(|c| c.state.as_ref())
+                    .and_then(|s| s.terminated.as_ref())
+                    .map(|t| t.exit_code);
+                terminated.ok_or_else(|| describe(&pod))
+            }
+        },
+    )
+    .await;
+    let log = kubectl_logs(ns, &[name])
+        .await
+        .unwrap_or_else(|e| panic!("kubectl logs {name}: {e}"));
+    (exit_code, log)
+}
+
+/// kube-proxy routes a ClusterIP as in a real cluster: from the host, from another pod, from
+/// the selected pod to itself (hairpin), and to another pod once the selector's match moves.
+#[tokio::test]
+async fn a_cluster_ip_reaches_the_selected_pod_from_the_host_and_from_pods() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "cluster-svc").await;
+    let app = "svc";
+    let cluster_ip = create_service(&ns, app).await;
+
+    // Pod a also asks its own Service, until it is routed back to itself.
+    let self_check = json!({
+        "name": "self-check",
+        "image": "redis:7.2",
+        "command": ["sh", "-c", format!(
+            "until [ \"$(timeout 3 redis-cli -h {cluster_ip} CONFIG GET dbfilename | tail -n 1)\" = a.rdb ]; \
+             do sleep 0.5; done; echo reached itself through {cluster_ip}; exec sleep infinity"
+        )]
+    });
+    create_named_redis(&ns, app, "a", "yes", &[self_check]).await;
+    create_named_redis(&ns, app, "b", "no", &[]).await;
+    ready_pod(&ns, "a").await;
+    ready_pod(&ns, "b").await;
+
+    let first = wait_answering(&cluster_ip, "a").await;
+    eprintln!("ClusterIP {cluster_ip} reached pod a from the host {first:?} after both were Ready");
+    logs_containing(
+        &ns,
+        &["a", "-c", "self-check"],
+        &format!("reached itself through {cluster_ip}"),
+    )
+    .await;
+
+    let (exit_code, log) = run_to_completion(
+        &ns,
+        "client",
+        &format!(
+            "set -e; timeout 5 redis-cli -h {cluster_ip} PING; \
+             timeout 5 redis-cli -h {cluster_ip} CONFIG GET dbfilename"
+        ),
+    )
+    .await;
+    assert_eq!(
+        (exit_code, log.lines().collect::<Vec<_>>()),
+        (0, vec!["PONG", "dbfilename", "a.rdb"]),
+        "a client pod asks the Service; pod a answers"
+    );
+
+    // The Service now selects b instead of a.
+    let relabel =
+        |serving: &'static str| Patch::Merge(json!({"metadata": {"labels": {"serving": serving}}}));
+    let pods = ns.api::<Pod>();
+    let pp = PatchParams::default();
+    pods.patch("a", &pp, &relabel("no"))
+        .await
+        .expect("relabel a");
+    pods.patch("b", &pp, &relabel("yes"))
+        .await
+        .expect("relabel b");
+    let moved = wait_answering(&cluster_ip, "b").await;
+    eprintln!("ClusterIP {cluster_ip} reached pod b {moved:?} after the relabel");
+    for _ in 0..5 {
+        assert_eq!(
+            answering_pod(&cluster_ip).await.as_deref(),
+            Ok("b"),
+            "only b is selected now"
+        );
+    }
 }

@@ -80,6 +80,23 @@ impl Network {
         host::run("ip", &["link", "set", &veth, "master", BRIDGE, "up"])
             .await
             .map_err(fail)?;
+        // Hairpin, as the kubelet sets it: a pod whose connection to its own Service is DNATed
+        // back to itself gets the frame out of the bridge port it came in by (the bridge never
+        // sends a frame back out of its ingress port otherwise).
+        host::run(
+            "ip",
+            &[
+                "link",
+                "set",
+                &veth,
+                "type",
+                "bridge_slave",
+                "hairpin",
+                "on",
+            ],
+        )
+        .await
+        .map_err(fail)?;
         let address = format!("{ip}/{}", self.cidr.prefix());
         let gateway = self.gateway().to_string();
         host::run(
