@@ -88,9 +88,13 @@ struct WriteArgs {
     ack: write::Ack,
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     wait_timeout_ms: u64,
-    /// Bound on a connection attempt or a command (added to WAIT's own timeout).
+    /// Bound on a command (added to WAIT's own timeout).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     op_timeout_ms: u64,
+    /// Bound on a connection attempt: a gone pod's address often answers nothing, and the
+    /// next attempt may find the new one.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    connect_timeout_ms: u64,
     /// Pause after a failed connection or a broken one.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     reconnect_ms: u64,
@@ -157,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
                 ack: args.ack,
                 wait_timeout: Duration::from_millis(args.wait_timeout_ms),
                 op_timeout: Duration::from_millis(args.op_timeout_ms),
+                connect_timeout: Duration::from_millis(args.connect_timeout_ms),
                 reconnect_delay: Duration::from_millis(args.reconnect_ms),
                 ledger: args.ledger,
                 prefix,

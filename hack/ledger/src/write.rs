@@ -47,8 +47,11 @@ pub struct WriteOptions {
     pub ack: Ack,
     /// The timeout given to `WAIT`.
     pub wait_timeout: Duration,
-    /// How long a connection attempt or a command (on top of `WAIT`'s own timeout) may take.
+    /// How long a command (on top of `WAIT`'s own timeout) may take.
     pub op_timeout: Duration,
+    /// How long a connection attempt may take. Short: an address whose pod is gone often
+    /// answers nothing at all, and the next attempt may find the new address.
+    pub connect_timeout: Duration,
     pub reconnect_delay: Duration,
     pub ledger: PathBuf,
     /// Keys are `<prefix>:<connection>:<sequence>`; their value is the key itself.
@@ -269,7 +272,7 @@ async fn open(shared: &Shared, options: &WriteOptions) -> Result<MultiplexedConn
         .resolve()
         .await
         .map_err(|_| Failure::NoTarget)?;
-    let connection = conn::connect(&addr, options.op_timeout).await?;
+    let connection = conn::connect(&addr, options.connect_timeout).await?;
     shared.connected(&addr);
     Ok(connection)
 }
