@@ -261,6 +261,9 @@ fn summarize(label: &str, report: &Value, readback: &Value, event_name: &str) ->
     lost
 }
 
+/// The figure printed is not asserted: Redis 7.0's FAILOVER keeps writes paused until the
+/// target's next `REPLCONF ACK`, which replicas send once a second (the primary sends no
+/// `GETACK` while clients are paused), so the pause is anywhere from a few ms to about 1 s.
 #[test]
 fn a_planned_failover_loses_no_acknowledged_write_in_either_variant() {
     let scratch = Scratch::new("failover");
