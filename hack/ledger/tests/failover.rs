@@ -192,15 +192,73 @@ impl Writer {
     /// Stops the writer and returns its report.
     fn finish(mut self) -> Value {
         self.send("stop");
-        let started = Instant::now();
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(started.elapsed() < DEADLINE, "the writer did not stop");
-            thread::sleep(Duration::from_millis(20));
-        }
-        let output = self.child.wait_with_output().unwrap();
-        assert!(output.status.success(), "ledger write failed");
-        serde_json::from_slice(&output.stdout).expect("the writer prints JSON")
+        stopped(self.child, "write")
     }
+}
+
+/// Waits for a ledger command told to stop, and returns its report.
+fn stopped(mut child: Child, what: &str) -> Value {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < DEADLINE, "ledger {what} did not stop");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "ledger {what} failed");
+    serde_json::from_slice(&output.stdout).expect("ledger prints JSON")
+}
+
+/// A running `ledger roles` over the three servers.
+struct RolePoller {
+    child: Child,
+    stdin: ChildStdin,
+}
+
+impl RolePoller {
+    fn start(dir: &Path, servers: [&Server; 3]) -> Self {
+        let list = dir.join("pods");
+        let lines: Vec<String> = ["p", "r1", "r2"]
+            .iter()
+            .zip(servers)
+            .map(|(name, server)| format!("{name} {}", server.addr()))
+            .collect();
+        fs::write(&list, lines.join("\n")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args([
+                "roles",
+                "--interval-ms",
+                "20",
+                "--duration-s",
+                WRITER_SECONDS,
+            ])
+            .arg("--targets-cmd")
+            .arg(format!("cat {}", list.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run the ledger binary");
+        let stdin = child.stdin.take().unwrap();
+        Self { child, stdin }
+    }
+
+    fn finish(mut self) -> Value {
+        writeln!(self.stdin, "stop").unwrap();
+        stopped(self.child, "roles")
+    }
+}
+
+/// Checks what the poller saw: `promotions` role changes, never two primaries in one round.
+fn check_roles(report: &Value, promotions: u64) {
+    println!(
+        "ROLE polled {} times: {} promotions, {} demotions, at most {} primaries at once",
+        report["rounds"],
+        report["promotions"],
+        report["demotions"],
+        report["max_primaries_at_once"]
+    );
+    assert!(report["rounds"].as_u64().unwrap() > 10, "{report}");
+    assert_eq!(report["promotions"], promotions, "{report}");
+    assert_eq!(report["max_primaries_at_once"], 1, "{report}");
 }
 
 fn verify(ledger: &Path, server: &Server) -> Value {
@@ -267,7 +325,8 @@ fn summarize(label: &str, report: &Value, readback: &Value, event_name: &str) ->
 #[test]
 fn a_planned_failover_loses_no_acknowledged_write_in_either_variant() {
     let scratch = Scratch::new("failover");
-    let (primary, new_primary, _other) = trio(&scratch.0);
+    let (primary, new_primary, other) = trio(&scratch.0);
+    let poller = RolePoller::start(&scratch.0, [&primary, &new_primary, &other]);
     let target = scratch.0.join("target");
     fs::write(&target, primary.addr()).unwrap();
     let mut plain = Writer::start(&scratch.0, "set", &target);
@@ -302,6 +361,10 @@ fn a_planned_failover_loses_no_acknowledged_write_in_either_variant() {
 
     let plain_report = plain.finish();
     let waited_report = waited.finish();
+    // The old primary turns replica: one promotion, one demotion.
+    let roles = poller.finish();
+    check_roles(&roles, 1);
+    assert_eq!(roles["demotions"], 1, "{roles}");
     for report in [&plain_report, &waited_report] {
         assert_eq!(
             addresses(report),
@@ -335,6 +398,7 @@ fn a_planned_failover_loses_no_acknowledged_write_in_either_variant() {
 fn a_killed_primary_with_the_freshest_replica_promoted_loses_no_write_acknowledged_by_wait() {
     let scratch = Scratch::new("kill");
     let (mut primary, first, second) = trio(&scratch.0);
+    let poller = RolePoller::start(&scratch.0, [&primary, &first, &second]);
     let target = scratch.0.join("target");
     fs::write(&target, primary.addr()).unwrap();
     let mut plain = Writer::start(&scratch.0, "set", &target);
@@ -377,6 +441,10 @@ fn a_killed_primary_with_the_freshest_replica_promoted_loses_no_write_acknowledg
 
     let plain_report = plain.finish();
     let waited_report = waited.finish();
+    // The killed primary stays down: one promotion, no demotion.
+    let roles = poller.finish();
+    check_roles(&roles, 1);
+    assert_eq!(roles["demotions"], 0, "{roles}");
     for report in [&plain_report, &waited_report] {
         assert_eq!(addresses(report), [old_addr.clone(), promoted.addr()]);
         let refused = report["failed"]["refused"].as_u64().unwrap_or(0)
