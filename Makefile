@@ -24,6 +24,9 @@ bench: ## Measure rendering, hashing, validation and planning speed
 bench-scale: ## Measure the operator with N=1000 and 10000 instances on fake nodes (N=1000 for one size)
 	hack/bench-scale $(or $(N),1000 10000)
 
+bench-failover: ## Measure lost writes, write gaps and role changes over N rollouts and N primary kills (N=10)
+	hack/bench-failover --rollouts $(or $(N),10) --kills $(or $(N),10)
+
 cluster-up: ## Start the local control plane and node agent
 	hack/local-cluster up
 
@@ -33,4 +36,4 @@ cluster-down: ## Stop the local cluster and remove its state
 cluster-status: ## Show whether the local cluster is running
 	hack/local-cluster status
 
-.PHONY: help demo test image crd bench bench-scale cluster-up cluster-down cluster-status
+.PHONY: help demo test image crd bench bench-scale bench-failover cluster-up cluster-down cluster-status
