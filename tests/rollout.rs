@@ -12,13 +12,13 @@ use kube::api::{Patch, PatchParams};
 use redis_operator::crd::{OnFailure, RedisInstance};
 use serde_json::json;
 
-use common::{TestNamespace, ready_pod, redis_cli, wait_for};
+use common::{TestNamespace, ready_pod, redis_cli, try_redis_cli, wait_for};
 use e2e::*;
 
 const NAME: &str = "redis-example";
 
 /// `replicas` pods with a save point (so a restart keeps the data) and a key in database 3 of
-/// each pod.
+/// each pod: written on the first primary, copied by the replicas.
 async fn with_data_in_database_3(
     ns: &TestNamespace,
     replicas: i32,
@@ -34,12 +34,29 @@ async fn with_data_in_database_3(
     instance.spec.rollout.on_failure = on_failure;
     apply_instance(ns, &instance).await.unwrap();
     wait_ready(ns, NAME, None, Duration::from_secs(180)).await;
-    for ordinal in 0..replicas {
+    // With several pods, pod 0 is the first primary and the others copy its data.
+    let primary = ready_pod(ns, &format!("{NAME}-0")).await;
+    wait_for(Duration::from_secs(60), "a write on pod 0", || async {
+        match try_redis_cli(
+            &common::pod_ip(&primary),
+            &["-n", "3", "SET", "kept", "yes"],
+        )
+        .await?
+        {
+            ok if ok == "OK" => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    for ordinal in 1..replicas {
         let pod = ready_pod(ns, &format!("{NAME}-{ordinal}")).await;
-        assert_eq!(
-            redis_cli(&pod, &["-n", "3", "SET", "kept", "yes"]).await,
-            "OK"
-        );
+        wait_for(Duration::from_secs(60), "the key replicated", || async {
+            match try_redis_cli(&common::pod_ip(&pod), &["-n", "3", "GET", "kept"]).await? {
+                yes if yes == "yes" => Ok(()),
+                other => Err(other),
+            }
+        })
+        .await;
     }
     instance
 }

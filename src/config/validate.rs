@@ -135,7 +135,17 @@ pub fn refusal(directive: &Directive) -> Option<String> {
             // Topology is the operator's: a fixed replicaof would point every pod at one
             // address and make them read-only; sentinel lines need sentinel mode, which Redis
             // refuses to mix with a plain server.
-            "replicaof" => "not supported: replication is not managed by the operator",
+            "replicaof" => {
+                "not supported: with replicas of 2 or more the operator decides who replicates whom"
+            }
+            // The operator names replicas by pod IP in FAILOVER and compares the addresses
+            // the primary reports with its pods'; an announced address would not match.
+            "replica-announce-ip" | "replica-announce-port" | "replica-announced" => {
+                "not supported: the operator finds replicas by their pod IP"
+            }
+            // A writable replica takes writes its primary never sees, which a resync or a
+            // failover silently drops.
+            "replica-read-only" => "not supported: replicas are always read-only",
             "sentinel" => "not supported: sentinel mode is not managed by the operator",
             _ => return None,
         }
@@ -863,6 +873,8 @@ mod tests {
             "enable-protected-configs",
             "replicaof",
             "slaveof",
+            "replica-announce-ip",
+            "slave-read-only",
             "sentinel",
             "cluster-enabled",
             "cluster-announce-ip",
