@@ -43,6 +43,17 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Reading objects failed.
+    #[error("failed to read {kind} of {name}: {source}")]
+    Read {
+        /// Kind of the objects.
+        kind: &'static str,
+        /// What they belong to.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// This process does not surely hold the leader Lease, so it does not write.
     #[error(transparent)]
     NotLeader(#[from] crate::limiter::NotLeader),
@@ -77,6 +88,7 @@ impl Error {
             Error::Apply { .. } if self.is_conflict() => "Conflict",
             Error::Apply { .. } => "ApplyFailed",
             Error::Delete { .. } => "DeleteFailed",
+            Error::Read { .. } => "ReadFailed",
             Error::Status { .. } if self.is_conflict() => "Conflict",
             Error::Status { .. } | Error::Serialize { .. } => "StatusUpdateFailed",
             Error::NotLeader(_) | Error::Live(crate::live::pods::Error::NotLeader(_)) => {
@@ -90,6 +102,7 @@ impl Error {
         match self {
             Error::Apply { source, .. }
             | Error::Delete { source, .. }
+            | Error::Read { source, .. }
             | Error::Status { source, .. } => match source {
                 kube::Error::Api(status) => Some(status),
                 _ => None,
@@ -340,6 +353,30 @@ impl InstanceApi {
                 name,
                 source,
             })
+    }
+
+    /// The addresses a Service's EndpointSlices list as ready: who its clients can still reach.
+    /// A read, so it passes no write gate.
+    pub async fn ready_endpoints(&self, service: &str) -> Result<Vec<String>> {
+        use k8s_openapi::api::discovery::v1::EndpointSlice;
+        let params = kube::api::ListParams::default()
+            .labels(&format!("kubernetes.io/service-name={service}"));
+        let slices = self
+            .api::<EndpointSlice>()
+            .list(&params)
+            .await
+            .map_err(|source| Error::Read {
+                kind: "EndpointSlice",
+                name: service.to_owned(),
+                source,
+            })?;
+        Ok(slices
+            .items
+            .iter()
+            .flat_map(|slice| slice.endpoints.iter().flatten())
+            .filter(|e| e.conditions.as_ref().is_none_or(|c| c.ready != Some(false)))
+            .flat_map(|e| e.addresses.iter().cloned())
+            .collect())
     }
 
     /// Replaces the status subresource; returns the instance as stored after the write.

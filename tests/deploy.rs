@@ -135,6 +135,7 @@ async fn the_operator_needs_only_the_rbac_in_deploy() {
         ("patch", "statefulsets.apps", &ns.name),
         ("delete", "pods", &ns.name),
         ("patch", "pods", &ns.name),
+        ("list", "endpointslices.discovery.k8s.io", &ns.name),
         ("update", "leases.coordination.k8s.io", "redis-operator"),
     ] {
         assert!(can_i(verb, resource, namespace), "cannot {verb} {resource}");

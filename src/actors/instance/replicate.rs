@@ -296,6 +296,21 @@ pub(super) async fn step(
             Ok(None)
         }
         ReplicationStep::ReplacePod { pod: name } => {
+            // Clients of the primary Service are cut only once its endpoints no longer list
+            // the pod (it was the primary until the switchover): cut earlier, they would
+            // reconnect to it.
+            let service = format!("{}-primary", state.args.key.name);
+            let ip = pod(&name).and_then(|p| pod_ip(p)).map(str::to_owned);
+            if let Some(ip) = ip
+                && state
+                    .args
+                    .api
+                    .ready_endpoints(&service)
+                    .await?
+                    .contains(&ip)
+            {
+                return Ok(Some(Duration::from_millis(250)));
+            }
             if let Some(p) = pod(&name) {
                 info!(pod = %name, "replacing the pod for the restart");
                 state.args.api.delete_pod(p).await?;
