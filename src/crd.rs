@@ -72,10 +72,59 @@ pub struct RedisInstanceSpec {
     /// How long a restarted pod may take to become ready, and what happens when it does not.
     #[serde(default)]
     pub rollout: RolloutSpec,
+    /// Bounds of a replicated instance's (two pods or more) switchovers and failovers.
+    #[serde(default, skip_serializing_if = "ReplicationSpec::is_default")]
+    pub replication: ReplicationSpec,
     /// Holds every restart and live apply; status shows the pending change until unpaused.
     /// The annotation `redis.github.com/paused: "true"` does the same.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+}
+
+/// Bounds of switchovers and failovers.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationSpec {
+    /// How long a restart's `FAILOVER` may pause writes while the target replica catches up;
+    /// past it the old primary keeps its role and the restart halts.
+    #[serde(default = "default_switchover_timeout")]
+    #[schemars(range(min = 1, max = 60))]
+    pub switchover_timeout_seconds: i32,
+    /// A replica further behind the primary than this many bytes is not switched to, and no
+    /// pod is replaced while one is; when the primary is lost, a replica last seen further
+    /// behind is not promoted.
+    #[serde(default = "default_max_lag_bytes")]
+    #[schemars(range(min = 0))]
+    pub max_lag_bytes: i64,
+    /// When the primary is lost and every replica was last seen further behind than
+    /// `maxLagBytes`, promote the one furthest ahead anyway (writes it lacks are lost) rather
+    /// than wait without a primary.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failover_to_lagging_replica: bool,
+}
+
+fn default_switchover_timeout() -> i32 {
+    5
+}
+
+fn default_max_lag_bytes() -> i64 {
+    1024 * 1024
+}
+
+impl Default for ReplicationSpec {
+    fn default() -> Self {
+        Self {
+            switchover_timeout_seconds: default_switchover_timeout(),
+            max_lag_bytes: default_max_lag_bytes(),
+            failover_to_lagging_replica: false,
+        }
+    }
+}
+
+impl ReplicationSpec {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// How a config change reaches running pods.

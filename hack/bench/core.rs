@@ -80,6 +80,7 @@ fn instance(config: BTreeMap<String, String>) -> RedisInstance {
             restart_strategy: RestartStrategy::RollingUpdate,
             config_update: Default::default(),
             rollout: Default::default(),
+            replication: Default::default(),
             paused: false,
         },
     );

@@ -68,6 +68,9 @@ pub struct ReplicationLimits {
     pub max_lag_bytes: i64,
     /// `FAILOVER`'s own timeout; a switchover not done by then (plus slack) failed.
     pub switchover_timeout: Duration,
+    /// When the primary is lost, promote a replica last seen past `max_lag_bytes` rather
+    /// than none.
+    pub failover_to_lagging: bool,
 }
 
 impl Default for ReplicationLimits {
@@ -76,6 +79,24 @@ impl Default for ReplicationLimits {
             failover_after: Duration::from_secs(3),
             max_lag_bytes: 1024 * 1024,
             switchover_timeout: Duration::from_secs(5),
+            failover_to_lagging: false,
+        }
+    }
+}
+
+impl ReplicationLimits {
+    /// The limits `spec.replication` asks for.
+    pub fn from_spec(spec: &crate::crd::ReplicationSpec) -> Self {
+        Self {
+            max_lag_bytes: spec.max_lag_bytes,
+            switchover_timeout: Duration::from_secs(
+                spec.switchover_timeout_seconds
+                    .clamp(1, 60)
+                    .unsigned_abs()
+                    .into(),
+            ),
+            failover_to_lagging: spec.failover_to_lagging_replica,
+            ..Self::default()
         }
     }
 }
@@ -340,19 +361,32 @@ fn candidate<'a>(
     live: &[&'a ReplicaPod<'a>],
     except: Option<&str>,
 ) -> Option<&'a ReplicaPod<'a>> {
-    live.iter()
+    let usable: Vec<&ReplicaPod> = live
+        .iter()
         .copied()
         .filter(|p| Some(p.name) != except)
         .filter(|p| {
             p.probe
                 .is_some_and(|r| r.role == Role::Replica && !awaiting_role(r) && !r.syncing)
         })
+        .collect();
+    let furthest = |pods: Vec<&'a ReplicaPod<'a>>| {
+        pods.into_iter()
+            .max_by_key(|p| (p.probe.map_or(0, |r| r.offset), -p.ordinal))
+    };
+    let close = usable
+        .iter()
+        .copied()
         .filter(|p| {
             view.last_lag
                 .get(p.name)
                 .is_none_or(|lag| *lag <= limits.max_lag_bytes)
         })
-        .max_by_key(|p| (p.probe.map_or(0, |r| r.offset), -p.ordinal))
+        .collect();
+    match furthest(close) {
+        None if limits.failover_to_lagging => furthest(usable),
+        found => found,
+    }
 }
 
 /// No primary serves: the first election (ordinal 0, which holds the data of an instance that

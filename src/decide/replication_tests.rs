@@ -403,6 +403,27 @@ fn a_lost_primary_is_replaced_by_the_replica_furthest_ahead_after_the_silence_bo
             lost: true
         }
     );
+    // Both far behind: none, unless the spec says the furthest ahead will do.
+    let lags = BTreeMap::from([
+        ("r-1".to_owned(), 9 * 1024 * 1024),
+        ("r-2".to_owned(), 10 * 1024 * 1024),
+    ]);
+    view.last_lag = &lags;
+    assert_eq!(
+        decide_replication(&view, &limits),
+        ReplicationStep::Wait(ReplicationWait::NoCandidate)
+    );
+    let lagging = ReplicationLimits {
+        failover_to_lagging: true,
+        ..limits
+    };
+    assert_eq!(
+        decide_replication(&view, &lagging),
+        ReplicationStep::Elect {
+            pod: "r-2".into(),
+            lost: true
+        }
+    );
 }
 
 #[test]

@@ -101,6 +101,7 @@ pub(crate) mod fixtures {
                 restart_strategy: RestartStrategy::RollingUpdate,
                 config_update: Default::default(),
                 rollout: Default::default(),
+                replication: Default::default(),
                 paused: false,
             },
         );

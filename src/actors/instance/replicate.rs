@@ -138,7 +138,7 @@ pub(super) async fn step(
         paused,
         switchover_halted: rolling && failed_here(seen, &status),
     };
-    let limits = ReplicationLimits::default();
+    let limits = ReplicationLimits::from_spec(&plan.instance.spec.replication);
     let decided = decide_replication(&view, &limits);
     tracing::debug!(step = decided.name(), ?decided, "replication step");
     let summary = summarize(&views);
