@@ -37,6 +37,12 @@ pub const GROUP: &str = "redis.github.com";
     ),
     printcolumn(name = "Restarts", type_ = "integer", json_path = ".status.restarts"),
     printcolumn(
+        name = "Primary",
+        type_ = "string",
+        json_path = ".status.replication.primary",
+        description = "the pod that takes writes, with two pods or more"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -517,7 +523,7 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Replicas", "Ready", "Phase", "Hash", "Restarts", "Age"]
+            ["Replicas", "Ready", "Phase", "Hash", "Restarts", "Primary", "Age"]
         );
     }
 
