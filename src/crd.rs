@@ -523,7 +523,9 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Replicas", "Ready", "Phase", "Hash", "Restarts", "Primary", "Age"]
+            [
+                "Replicas", "Ready", "Phase", "Hash", "Restarts", "Primary", "Age"
+            ]
         );
     }
 

@@ -1,7 +1,8 @@
-//! Replicated instances on the local cluster with real Redis: one primary and its replicas,
-//! a restart-class edit under a write load (replicas first, one switchover, no acknowledged
-//! write lost), and the primary's pod deleted (the replica furthest ahead promoted, no write
-//! acknowledged by a replica lost, the old primary back as a replica).
+//! Replicated instances on the local cluster with real Redis: one primary and its replicas; a
+//! restart-class edit under a write load sent through the primary Service and kube-proxy
+//! (replicas first, one switchover, no acknowledged write lost); the primary's pod deleted
+//! (the replica furthest ahead promoted, no write acknowledged by a replica lost, the old
+//! primary back as a replica); the operator killed mid-switchover (no second one).
 
 mod common;
 mod e2e;
@@ -11,9 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
 use redis_operator::crd::{RedisInstance, ReplicationStatus};
 use serde_json::json;
 
@@ -87,9 +90,10 @@ async fn settled(ns: &TestNamespace, replicas: usize) -> Pod {
     .await
 }
 
-/// Writes unique keys to whichever pod is labelled primary, for as long as it runs, and keeps
-/// every key the server acknowledged: with `SET` returning OK, or with `wait_replica`, only
-/// once `WAIT 1` says a replica has it.
+/// Writes unique keys through the `<name>-primary` Service's ClusterIP, as a client in the
+/// cluster would (kube-proxy routes it to the pod labelled primary), reconnecting on any error,
+/// and keeps every key the server acknowledged: with `SET` returning OK, or with
+/// `wait_replica`, only once `WAIT 1` says a replica has it.
 struct Ledger {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<String>>>,
@@ -97,32 +101,20 @@ struct Ledger {
 }
 
 impl Ledger {
-    fn start(ns: &TestNamespace, prefix: &str, wait_replica: bool) -> Self {
+    async fn start(ns: &TestNamespace, prefix: &str, wait_replica: bool) -> Self {
+        let svc: k8s_openapi::api::core::v1::Service =
+            ns.api().get(&format!("{NAME}-primary")).await.unwrap();
+        let ip = svc.spec.unwrap().cluster_ip.unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
-        let api = ns.api::<Pod>();
         let (stop2, acked2, prefix) = (stop.clone(), acked.clone(), prefix.to_owned());
         let task = tokio::spawn(async move {
+            let client = redis::Client::open(format!("redis://{ip}:6379")).unwrap();
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_millis(500)))
+                .set_response_timeout(Some(Duration::from_secs(2)));
             let mut n = 0u64;
             while !stop2.load(Ordering::Relaxed) {
-                let selector = format!("app.kubernetes.io/instance={NAME},{ROLE}=primary");
-                let Ok(list) = api.list(&ListParams::default().labels(&selector)).await else {
-                    continue;
-                };
-                let Some(ip) = list
-                    .items
-                    .first()
-                    .and_then(|p| p.status.as_ref()?.pod_ip.clone())
-                else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                let Ok(client) = redis::Client::open(format!("redis://{ip}:6379")) else {
-                    continue;
-                };
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_millis(500)))
-                    .set_response_timeout(Some(Duration::from_secs(2)));
                 let Ok(mut conn) = client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
@@ -130,11 +122,7 @@ impl Ledger {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
-                // Up to 200 writes per connection, then look up the primary again.
-                for _ in 0..200 {
-                    if stop2.load(Ordering::Relaxed) {
-                        break;
-                    }
+                while !stop2.load(Ordering::Relaxed) {
                     n += 1;
                     let key = format!("{prefix}:{n}");
                     let set: redis::RedisResult<String> = redis::cmd("SET")
@@ -254,7 +242,7 @@ async fn three_pods_replicate_roll_out_with_one_switchover_and_fail_over_without
         .iter()
         .map(|p| (p.name_any(), p.uid().unwrap()))
         .collect();
-    let ledger = Ledger::start(&ns, "rollout", false);
+    let ledger = Ledger::start(&ns, "rollout", false).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let patch = json!({"spec": {"config": {"maxmemory": "120mb"}}});
     ns.api::<RedisInstance>()
@@ -303,7 +291,7 @@ async fn three_pods_replicate_roll_out_with_one_switchover_and_fail_over_without
     assert_eq!(event_count_once(&ns, NAME, "Switchover", 1).await, 1);
 
     // The primary's pod deleted under a load acknowledged by a replica (WAIT 1).
-    let ledger = Ledger::start(&ns, "kill", true);
+    let ledger = Ledger::start(&ns, "kill", true).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let victim = new_primary.name_any();
     ns.api::<Pod>()
@@ -346,20 +334,26 @@ async fn three_pods_replicate_roll_out_with_one_switchover_and_fail_over_without
 
     // The operator killed while a switchover is recorded: the next one finishes it, and the
     // restart changes roles once.
+    // Watched rather than polled: the record lives for about a second.
+    let api = ns.api::<RedisInstance>();
+    let config = kube::runtime::watcher::Config::default().fields(&format!("metadata.name={NAME}"));
+    let mut updates = Box::pin(kube::runtime::watcher(api, config).applied_objects());
     let patch = json!({"spec": {"config": {"maxmemory": "130mb"}}});
     ns.api::<RedisInstance>()
         .patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let switching = wait_for(
-        Duration::from_secs(180),
-        "a recorded switchover",
-        || async {
-            let repl = replication(&ns).await;
-            repl.switchover.clone().ok_or(format!("{repl:?}"))
-        },
-    )
-    .await;
+    let switching = tokio::time::timeout(Duration::from_secs(180), async {
+        while let Some(ri) = updates.next().await {
+            let recorded = ri.ok().and_then(|ri| ri.status?.replication?.switchover);
+            if let Some(switchover) = recorded {
+                return switchover;
+            }
+        }
+        panic!("the watch ended");
+    })
+    .await
+    .expect("a recorded switchover within 180 s");
     operator.kill();
     let _operator = Operator::start(&ns.name);
     wait_restarts(&ns, NAME, 2).await;

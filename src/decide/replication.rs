@@ -48,8 +48,6 @@ pub struct ReplicationView<'a> {
     pub primary_silent_for: Option<Duration>,
     /// This process sent the recorded switchover's `FAILOVER`.
     pub switchover_sent: bool,
-    /// How long the recorded switchover has been in flight.
-    pub switchover_age: Duration,
     /// Each replica's lag behind the primary at the last probe that saw the primary answer.
     pub last_lag: &'a BTreeMap<String, i64>,
     /// `spec.paused`: no planned role change and no pod replaced.
@@ -203,8 +201,9 @@ pub fn decide_replication(view: &ReplicationView, limits: &ReplicationLimits) ->
                 if failing_over {
                     return ReplicationStep::Wait(ReplicationWait::Switchover);
                 }
-                let late = view.switchover_age > limits.switchover_timeout + Duration::from_secs(2);
-                if view.switchover_sent || late {
+                // Sent by this process and over: it failed. Recorded by another leader that
+                // may never have sent it: this one sends it once; only one can succeed.
+                if view.switchover_sent {
                     return ReplicationStep::AbortSwitchover {
                         message: format!(
                             "switchover from {} to {} did not complete within {}s; {} stays the primary",

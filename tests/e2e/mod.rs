@@ -169,12 +169,12 @@ impl Operator {
         self.terminate()
     }
 
-    /// SIGKILL: no chance to reach a safe point.
     /// The exit status, once the process has ended by itself.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().unwrap()
     }
 
+    /// SIGKILL: no chance to reach a safe point.
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -118,11 +118,6 @@ pub(super) async fn step(
         .primary_silent_since
         .as_ref()
         .map(|(_, since)| now.duration_since(*since));
-    let switchover_age = status.switchover.as_ref().map_or(Duration::ZERO, |sw| {
-        Timestamp::now()
-            .duration_since(sw.started_at.0)
-            .unsigned_abs()
-    });
     let view = ReplicationView {
         pods: &views,
         replicas: plan.instance.spec.replicas,
@@ -133,7 +128,6 @@ pub(super) async fn step(
             .switchover
             .as_ref()
             .is_some_and(|sw| state.replication.switchover_sent.as_ref() == Some(&sw.to)),
-        switchover_age,
         last_lag: &state.replication.last_lag,
         paused,
         switchover_halted: rolling && failed_here(seen, &status),
