@@ -65,7 +65,7 @@ pub fn verdict(new: &RedisInstance, running: &Running) -> Verdict {
     if !violations.is_empty() {
         return Verdict::Refused(violations);
     }
-    let rendered = render(&new.spec.config);
+    let rendered = render(&crate::config::effective(new));
     let hash = template_hash(new, &rendered);
     let Some(running_hash) = running.template_hash.as_deref() else {
         return Verdict::Create { hash };

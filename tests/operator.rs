@@ -86,7 +86,7 @@ async fn spec_walkthrough(prefix: &str, strategy: RestartStrategy) {
     assert_eq!(
         header,
         [
-            "NAME", "REPLICAS", "READY", "PHASE", "HASH", "RESTARTS", "AGE"
+            "NAME", "REPLICAS", "READY", "PHASE", "HASH", "RESTARTS", "PRIMARY", "AGE"
         ],
         "{table}"
     );

@@ -79,7 +79,7 @@ pub fn template_hash(instance: &RedisInstance, rendered: &RenderedConfig) -> Str
     match instance.spec.config_update {
         ConfigUpdate::Restart => rendered.hash.clone(),
         ConfigUpdate::Live => {
-            render(&split(&instance.spec.config, ConfigUpdate::Live).restart).hash
+            render(&split(&crate::config::effective(instance), ConfigUpdate::Live).restart).hash
         }
     }
 }

@@ -35,9 +35,13 @@ pub struct Plan {
 
 impl Plan {
     fn of(instance: Arc<RedisInstance>) -> Self {
-        let rendered = render(&instance.spec.config);
+        let rendered = render(&crate::config::effective(&instance));
         let template_hash = live::template_hash(&instance, &rendered);
-        let live = live::split(&instance.spec.config, instance.spec.config_update).live;
+        let live = live::split(
+            &crate::config::effective(&instance),
+            instance.spec.config_update,
+        )
+        .live;
         Self {
             statefulset: statefulset(&instance, &template_hash, None),
             service: service(&instance),
@@ -53,7 +57,7 @@ impl Plan {
 /// The template hash of a spec (what its pods carry), and the hash of its whole rendered file
 /// (what changes with any edit of `spec.config`).
 fn hashes_of(instance: &RedisInstance) -> (String, String) {
-    let rendered = render(&instance.spec.config);
+    let rendered = render(&crate::config::effective(instance));
     (live::template_hash(instance, &rendered), rendered.hash)
 }
 
