@@ -176,6 +176,28 @@ fn assert_runs_from_the_image(pod: &Pod) {
     );
 }
 
+/// From outside the pod (this host, over the pod network) `/metrics` answers, while `/logs` and
+/// `/instances` are neither on the metrics port nor reachable on the debug port, which listens
+/// on the pod's loopback only.
+async fn assert_debug_endpoints_stay_on_loopback(pod: &Pod) {
+    let name = pod.name_any();
+    let ip = pod.status.as_ref().unwrap().pod_ip.clone().unwrap();
+    let (status, body) = http_get_status(&format!("{ip}:8080"), "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{name}: /metrics: {body}");
+    assert!(body.contains("redis_operator_leader"), "{name}: {body}");
+    for path in ["/logs/default/redis-example", "/instances"] {
+        let (status, body) = http_get_status(&format!("{ip}:8080"), path).await.unwrap();
+        assert_eq!(status, 404, "{name}: {path} on the metrics port: {body}");
+        let refused = http_get_status(&format!("{ip}:8081"), path).await;
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("refused")),
+            "{name}: {path} on the debug port from outside the pod: {refused:?}"
+        );
+    }
+}
+
 /// The directories where the node agent keeps the operator's pods' logs, deleted pods included
 /// (named namespace_pod_uid).
 fn operator_pod_dirs() -> BTreeSet<PathBuf> {
@@ -239,6 +261,7 @@ async fn installed_with_helm_the_operator_runs_as_pods_and_fails_over() {
     .await;
     for pod in operator_pods(&client).await {
         assert_runs_from_the_image(&pod);
+        assert_debug_endpoints_stay_on_loopback(&pod).await;
     }
     // The Lease may still name a pod of an earlier run: `helm uninstall` deletes the RBAC while
     // the pods stop, so they cannot release it, and it expires by itself.
