@@ -178,8 +178,9 @@ fn assert_runs_from_the_image(pod: &Pod) {
 
 /// From outside the pod (this host, over the pod network) `/metrics` answers, while `/logs` and
 /// `/instances` are neither on the metrics port nor reachable on the debug port, which answers
-/// on the pod's own loopback only (where `kubectl port-forward` connects).
-async fn assert_debug_endpoints_stay_on_loopback(pod: &Pod, instance_logs: &str) {
+/// on the pod's own loopback only (where `kubectl port-forward` connects). Only the leader
+/// keeps instances' log lines; a standby knows no instance.
+async fn assert_debug_endpoints_stay_on_loopback(pod: &Pod, instance_logs: &str, leader: &str) {
     let name = pod.name_any();
     let ip = pod.status.as_ref().unwrap().pod_ip.clone().unwrap();
     let (status, body) = http_get_status(&format!("{ip}:8080"), "/metrics")
@@ -195,9 +196,14 @@ async fn assert_debug_endpoints_stay_on_loopback(pod: &Pod, instance_logs: &str)
             refused.as_ref().is_err_and(|e| e.contains("refused")),
             "{name}: {path} on the debug port from outside the pod: {refused:?}"
         );
+        let answer = if path == instance_logs && name != leader {
+            "404"
+        } else {
+            "200"
+        };
         assert_eq!(
             from_the_pods_loopback(pod, path),
-            "200",
+            answer,
             "{name}: {path} on the pod's loopback"
         );
     }
@@ -312,7 +318,7 @@ async fn installed_with_helm_the_operator_runs_as_pods_and_fails_over() {
     wait_ready(&ns, "redis-example", None, Duration::from_secs(180)).await;
     let instance_logs = format!("/logs/{}/redis-example", ns.name);
     for pod in operator_pods(&client).await {
-        assert_debug_endpoints_stay_on_loopback(&pod, &instance_logs).await;
+        assert_debug_endpoints_stay_on_loopback(&pod, &instance_logs, &leader).await;
     }
     let history = PodHistory::start(&ns).await;
     instance
