@@ -184,7 +184,7 @@ pub async fn run(options: Options) -> Result<(), Error> {
             stopping: stop_rx.clone(),
         },
     ));
-    info!(namespace = options.namespace.as_deref().unwrap_or("*"), metrics_addr = %options.metrics_addr, debug_addr = %options.debug_addr,
+    info!(namespace = options.namespace.as_deref().unwrap_or("*"), metrics_addr = %options.metrics_addr,
         leader_election = options.lease.is_some(), "redis-operator started");
     let mut signal = std::pin::pin!(shutdown_signal());
 
