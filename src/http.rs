@@ -1,5 +1,5 @@
-//! HTTP endpoints: `/metrics` for Prometheus, `/healthz` and `/readyz` for the kubelet,
-//! `/instances` and `/logs/{namespace}/{name}` for a person debugging.
+//! HTTP endpoints: `/metrics` for Prometheus, `/healthz` and `/readyz` for the kubelet, and, on a
+//! loopback-only listener, `/instances` and `/logs/{namespace}/{name}` for a person debugging.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,6 +33,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// `/instances` and `/logs` show every instance's state and log lines, so they are served
+    /// only where nothing from the pod network reaches them (`kubectl port-forward` does).
+    #[error(
+        "--debug-addr {0} is not a loopback address; /instances and /logs are served on loopback only"
+    )]
+    DebugNotLoopback(SocketAddr),
     /// The server stopped with an error.
     #[error("failed to serve http: {0}")]
     Serve(#[source] std::io::Error),
@@ -55,33 +61,61 @@ pub struct HttpState {
     pub stopping: watch::Receiver<bool>,
 }
 
-/// The router, separate from binding so tests can drive it.
+/// What Prometheus and the kubelet reach over the pod network; separate from binding so tests
+/// can drive it.
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// What only a caller on the operator's own loopback reaches: every instance's state and log
+/// lines, which are not for anyone who can reach the pod.
+pub fn debug_router(state: HttpState) -> Router {
+    Router::new()
         .route("/instances", get(instances))
         .route("/logs/{namespace}/{name}", get(logs))
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves.
-pub async fn serve(
-    addr: SocketAddr,
-    state: HttpState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { addr, source })?;
+/// Where the two routers listen.
+#[derive(Debug, Clone, Copy)]
+pub struct Addrs {
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub metrics: SocketAddr,
+    /// `/instances`, `/logs`; must be a loopback address.
+    pub debug: SocketAddr,
+}
+
+/// Serves both listeners until `state.stopping` turns true.
+pub async fn serve(addrs: Addrs, state: HttpState) -> Result<(), Error> {
+    if !addrs.debug.ip().is_loopback() {
+        return Err(Error::DebugNotLoopback(addrs.debug));
+    }
+    let public = bind(addrs.metrics).await?;
+    let debug = bind(addrs.debug).await?;
     // With port 0 the OS picks one; say which.
-    let bound = listener.local_addr().unwrap_or(addr);
-    tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz, /instances, /logs");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+    let bound = public.local_addr().unwrap_or(addrs.metrics);
+    tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz");
+    let debug_bound = debug.local_addr().unwrap_or(addrs.debug);
+    tracing::info!(debug_addr = %debug_bound, "serving /instances, /logs on loopback only");
+    let until_stopping = |mut stopping: watch::Receiver<bool>| async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+    let public = axum::serve(public, router(state.clone()))
+        .with_graceful_shutdown(until_stopping(state.stopping.clone()));
+    let debug = axum::serve(debug, debug_router(state.clone()))
+        .with_graceful_shutdown(until_stopping(state.stopping.clone()));
+    let (public, debug) = tokio::join!(public.into_future(), debug.into_future());
+    public.and(debug).map_err(Error::Serve)
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(Error::Serve)
+        .map_err(|source| Error::Bind { addr, source })
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {
@@ -236,7 +270,12 @@ mod tests {
     }
 
     async fn get(state: &HttpState, path: &str) -> (StatusCode, String) {
-        let response = router(state.clone())
+        let router = if path.starts_with("/logs") || path.starts_with("/instances") {
+            debug_router(state.clone())
+        } else {
+            router(state.clone())
+        };
+        let response = router
             .oneshot(Request::get(path).body(Body::empty()).unwrap())
             .await
             .unwrap();
@@ -298,7 +337,7 @@ mod tests {
             name: "r".into(),
         };
         state.logs.open(&key);
-        let response = router(state.clone())
+        let response = debug_router(state.clone())
             .oneshot(
                 Request::get("/logs/ns/r?follow=true")
                     .body(Body::empty())
@@ -315,5 +354,37 @@ mod tests {
         .expect("the stream ends at shutdown")
         .unwrap();
         assert!(body.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_public_router_serves_no_instance_state_or_logs() {
+        let (state, _metrics, _stop) = state().await;
+        let key = InstanceKey {
+            namespace: "ns".into(),
+            name: "r".into(),
+        };
+        state.logs.open(&key);
+        for path in ["/logs/ns/r", "/instances"] {
+            let response = router(state.clone())
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(get(&state, path).await.0, StatusCode::OK, "{path}");
+        }
+        assert_eq!(get(&state, "/metrics").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_debug_address_off_loopback_is_refused() {
+        let (state, _metrics, _stop) = state().await;
+        for debug in ["0.0.0.0:0", "10.0.0.1:8081", "[::]:0"] {
+            let addrs = Addrs {
+                metrics: "127.0.0.1:0".parse().unwrap(),
+                debug: debug.parse().unwrap(),
+            };
+            let err = serve(addrs, state.clone()).await.unwrap_err();
+            assert!(matches!(err, Error::DebugNotLoopback(_)), "{debug}: {err}");
+        }
     }
 }

@@ -23,7 +23,7 @@ pub enum Error {
     /// The operator's HTTP server did not answer.
     #[error(
         "cannot reach the operator at {addr} ({source}); in a cluster, run \
-         `kubectl -n redis-operator port-forward deploy/redis-operator 8080` and pass --addr 127.0.0.1:8080"
+         `kubectl -n redis-operator port-forward deploy/redis-operator 8081` and pass --addr 127.0.0.1:8081"
     )]
     Connect {
         /// Where.

@@ -31,7 +31,7 @@ enum Command {
     Crd,
     /// Print one instance's story: the operator's lines about it, interleaved with its Redis
     /// pods' own logs, each line tagged with its source. In a cluster, first run
-    /// `kubectl -n redis-operator port-forward deploy/redis-operator 8080`.
+    /// `kubectl -n redis-operator port-forward deploy/redis-operator 8081`.
     Logs(LogsArgs),
     /// Preview what applying a RedisInstance would do, without writing anything: refused (and
     /// why), nothing, a live CONFIG SET (which directives), or a restart (which directives
@@ -67,8 +67,8 @@ struct LogsArgs {
     /// Only lines of the last DURATION (30s, 5m, 2h, 1d).
     #[arg(long, value_parser = instance_logs::parse_duration)]
     since: Option<Duration>,
-    /// The operator's HTTP address (its --metrics-addr).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// The operator's debug address (its --debug-addr, reached through a port-forward).
+    #[arg(long, default_value = "127.0.0.1:8081")]
     addr: String,
     /// Only the operator's lines, not the pods' logs.
     #[arg(long)]
@@ -83,9 +83,13 @@ struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "WATCH_NAMESPACE")]
     namespace: Option<String>,
-    /// Address for /metrics, /healthz, /readyz and /instances.
+    /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
+    /// Address for /instances and /logs, which show every instance's state and log lines:
+    /// loopback only (reach it with `kubectl port-forward`); any other address is refused.
+    #[arg(long, env = "DEBUG_ADDR", default_value = "127.0.0.1:8081")]
+    debug_addr: SocketAddr,
     /// Kubeconfig file (default: in-cluster config, else $KUBECONFIG, else ~/.kube/config).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
@@ -212,6 +216,7 @@ async fn main() -> anyhow::Result<()> {
                 kubeconfig: args.kubeconfig,
                 namespace: args.namespace,
                 metrics_addr: args.metrics_addr,
+                debug_addr: args.debug_addr,
                 timings,
                 limits,
                 logs,

@@ -63,6 +63,8 @@ pub struct Options {
     pub namespace: Option<String>,
     /// Where `/metrics`, `/healthz`, `/readyz` are served.
     pub metrics_addr: SocketAddr,
+    /// Where `/instances` and `/logs` are served; loopback only.
+    pub debug_addr: SocketAddr,
     /// Deadlines and backoff of the instance actors.
     pub timings: Timings,
     /// Bounds on the operator's API writes.
@@ -167,9 +169,12 @@ pub async fn run(options: Options) -> Result<(), Error> {
         instance: std::env::var("POD_NAME").ok(),
     };
     let vital = Arc::new(Mutex::new(vec![metrics.get_cell()]));
-    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut server = tokio::spawn(http::serve(
-        options.metrics_addr,
+        http::Addrs {
+            metrics: options.metrics_addr,
+            debug: options.debug_addr,
+        },
         HttpState {
             metrics: metrics.clone(),
             snapshots: snapshots.clone(),
@@ -177,9 +182,6 @@ pub async fn run(options: Options) -> Result<(), Error> {
             vital: vital.clone(),
             logs: options.logs.clone(),
             stopping: stop_rx.clone(),
-        },
-        async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
         },
     ));
     info!(namespace = options.namespace.as_deref().unwrap_or("*"), metrics_addr = %options.metrics_addr,

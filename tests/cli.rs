@@ -29,6 +29,7 @@ fn run_help_explains_every_flag() {
     for flag in [
         "--namespace",
         "--metrics-addr",
+        "--debug-addr",
         "--kubeconfig",
         "--log-format",
         "--progress-deadline",
@@ -44,6 +45,10 @@ fn run_help_explains_every_flag() {
     assert!(
         help.contains("0.0.0.0:8080"),
         "the default metrics address is shown"
+    );
+    assert!(
+        help.contains("127.0.0.1:8081"),
+        "the default debug address, on loopback, is shown"
     );
 }
 

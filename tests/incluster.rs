@@ -176,6 +176,59 @@ fn assert_runs_from_the_image(pod: &Pod) {
     );
 }
 
+/// From outside the pod (this host, over the pod network) `/metrics` answers, while `/logs` and
+/// `/instances` are neither on the metrics port nor reachable on the debug port, which answers
+/// on the pod's own loopback only (where `kubectl port-forward` connects). Only the leader
+/// keeps instances' log lines; a standby knows no instance.
+async fn assert_debug_endpoints_stay_on_loopback(pod: &Pod, instance_logs: &str, leader: &str) {
+    let name = pod.name_any();
+    let ip = pod.status.as_ref().unwrap().pod_ip.clone().unwrap();
+    let (status, body) = http_get_status(&format!("{ip}:8080"), "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{name}: /metrics: {body}");
+    assert!(body.contains("redis_operator_leader"), "{name}: {body}");
+    for path in [instance_logs, "/instances"] {
+        let (status, body) = http_get_status(&format!("{ip}:8080"), path).await.unwrap();
+        assert_eq!(status, 404, "{name}: {path} on the metrics port: {body}");
+        let refused = http_get_status(&format!("{ip}:8081"), path).await;
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("refused")),
+            "{name}: {path} on the debug port from outside the pod: {refused:?}"
+        );
+        let answer = if path == instance_logs && name != leader {
+            "404"
+        } else {
+            "200"
+        };
+        assert_eq!(
+            from_the_pods_loopback(pod, path),
+            answer,
+            "{name}: {path} on the pod's loopback"
+        );
+    }
+}
+
+/// The status code of `GET http://127.0.0.1:8081{path}` inside the pod's network namespace.
+fn from_the_pods_loopback(pod: &Pod, path: &str) -> String {
+    let status = &pod
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
+    let id = status.container_id.as_deref().unwrap_or_default();
+    let pid = id.strip_prefix("node-agent://").unwrap();
+    let out = std::process::Command::new("nsenter")
+        .args(["--target", pid, "--net", "--"])
+        .args(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://127.0.0.1:8081{path}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The directories where the node agent keeps the operator's pods' logs, deleted pods included
 /// (named namespace_pod_uid).
 fn operator_pod_dirs() -> BTreeSet<PathBuf> {
@@ -263,6 +316,10 @@ async fn installed_with_helm_the_operator_runs_as_pods_and_fails_over() {
     let mut instance = example("redis-example.yaml");
     apply_instance(&ns, &instance).await.unwrap();
     wait_ready(&ns, "redis-example", None, Duration::from_secs(180)).await;
+    let instance_logs = format!("/logs/{}/redis-example", ns.name);
+    for pod in operator_pods(&client).await {
+        assert_debug_endpoints_stay_on_loopback(&pod, &instance_logs, &leader).await;
+    }
     let history = PodHistory::start(&ns).await;
     instance
         .spec

@@ -33,7 +33,7 @@ fn instance(name: &str, file: &str, strategy: RestartStrategy) -> RedisInstance 
 
 async fn buffered(operator: &Operator, ns: &TestNamespace, name: &str) -> Vec<Value> {
     operator
-        .get(&format!("/logs/{}/{name}", ns.name))
+        .debug_get(&format!("/logs/{}/{name}", ns.name))
         .await
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -160,7 +160,7 @@ async fn each_instance_has_its_own_log_stream_that_follows_and_ends_with_it() {
     wait_ready(&ns, a, None, Duration::from_secs(180)).await;
     wait_ready(&ns, b, None, Duration::from_secs(180)).await;
 
-    let addr = operator.http_addr();
+    let addr = operator.debug_addr();
     let mut followed = follow(&addr, &ns.name, a).await;
     let asked_at = k8s_openapi::jiff::Timestamp::now();
     let mut story_followed = StoryFollower::start(&ns.name, a, &addr);
@@ -295,7 +295,7 @@ async fn each_instance_has_its_own_log_stream_that_follows_and_ends_with_it() {
         Duration::from_secs(60),
         "a's log buffer to be freed",
         || async {
-            let body = operator.get(&format!("/logs/{}/{a}", ns.name)).await;
+            let body = operator.debug_get(&format!("/logs/{}/{a}", ns.name)).await;
             if body.starts_with("no RedisInstance") {
                 Ok(())
             } else {

@@ -963,3 +963,110 @@ async fn a_burst_of_edits_during_a_rolling_restart_costs_at_most_one_more_restar
         );
     }
 }
+
+/// The host directory behind a claim: the local PersistentVolume the node agent provisioned.
+async fn claim_dir(client: &kube::Client, ns: &TestNamespace, claim: &str) -> std::path::PathBuf {
+    let pvc = ns.api::<PersistentVolumeClaim>().get(claim).await.unwrap();
+    let volume = pvc.spec.unwrap().volume_name.unwrap();
+    let pv = kube::Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(client.clone())
+        .get(&volume)
+        .await
+        .unwrap();
+    let spec = pv.spec.unwrap();
+    let path = spec
+        .local
+        .map(|l| l.path)
+        .or(spec.host_path.map(|h| h.path))
+        .unwrap_or_else(|| panic!("{volume} is not a local volume"));
+    path.into()
+}
+
+/// The Redis process as the node agent started it (its pid is the container ID): the redis
+/// user's ids, fsGroup as its only supplementary group, no way to gain privileges, no
+/// capabilities.
+fn assert_runs_as_redis(pod: &Pod) {
+    const REDIS: &str = "999";
+    let status = &pod
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
+    let id = status.container_id.as_deref().unwrap_or_default();
+    let pid = id
+        .strip_prefix("node-agent://")
+        .unwrap_or_else(|| panic!("container ID {id:?}"));
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("redis-server"),
+        "pid {pid} is not redis-server: {cmdline:?}"
+    );
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |key: &str| {
+        proc_status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    // Real, effective, saved and filesystem ids.
+    assert_eq!(field("Uid:"), [REDIS; 4], "{proc_status}");
+    assert_eq!(field("Gid:"), [REDIS; 4], "{proc_status}");
+    assert_eq!(field("Groups:"), [REDIS], "fsGroup: {proc_status}");
+    assert_eq!(field("NoNewPrivs:"), ["1"], "{proc_status}");
+    for caps in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        assert_eq!(field(caps), ["0000000000000000"], "{caps} {proc_status}");
+    }
+}
+
+/// Owner and group of a file of the data volume.
+fn owner(path: &std::path::Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (meta.uid(), meta.gid())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_runs_as_the_redis_user_and_writes_its_data_even_after_root_did() {
+    let (client, ns, _operator) = setup("nonroot").await;
+    apply_instance(&ns, &example("redis-example.yaml"))
+        .await
+        .unwrap();
+    wait_ready(&ns, "redis-example", None, Duration::from_secs(180)).await;
+    let pod = ready_pod(&ns, "redis-example-0").await;
+    assert_runs_as_redis(&pod);
+    let data = claim_dir(&client, &ns, "data-redis-example-0").await;
+    assert_eq!(redis_cli(&pod, &["SET", "before", "1"]).await, "OK");
+    assert_eq!(redis_cli(&pod, &["SAVE"]).await, "OK");
+    assert_eq!(owner(&data.join("dump.rdb")), (999, 999));
+
+    // The volume as a Redis running as root (before this version) left it: everything root's,
+    // nothing group-writable. The next pod's mount hands it to fsGroup again.
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "0:0"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        data.join("dump.rdb"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    ns.api::<Pod>()
+        .delete("redis-example-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    let pod = ready_pod_not(&ns, "redis-example-0", Some(&uid(&pod))).await;
+    assert_runs_as_redis(&pod);
+    assert_eq!(redis_cli(&pod, &["GET", "before"]).await, "1");
+    assert_eq!(redis_cli(&pod, &["SET", "after", "2"]).await, "OK");
+    assert_eq!(redis_cli(&pod, &["SAVE"]).await, "OK");
+    assert_eq!(owner(&data.join("dump.rdb")), (999, 999));
+    assert_eq!(owner(&data).1, 999, "the volume's group is fsGroup");
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+    assert_eq!(mode & 0o2070, 0o2070, "group-writable and setgid: {mode:o}");
+}

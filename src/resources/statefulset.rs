@@ -7,9 +7,9 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, ExecAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, ExecAction,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, SeccompProfile, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -127,6 +127,7 @@ fn pod_spec(instance: &RedisInstance) -> PodSpec {
         // A failed run's status then carries the end of its output, where Redis says why it
         // refused its config file; the operator reads it to tell a refused config from a crash.
         termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(container_security_context()),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: CONFIG_VOLUME.into(),
@@ -155,7 +156,41 @@ fn pod_spec(instance: &RedisInstance) -> PodSpec {
         // Redis flushes its AOF and, with `save` set, writes an RDB on SIGTERM.
         termination_grace_period_seconds: Some(30),
         enable_service_links: Some(false),
+        security_context: Some(pod_security_context()),
         ..PodSpec::default()
+    }
+}
+
+/// The official redis image's `redis` user and group: Redis runs as it, never as root.
+pub const REDIS_UID: i64 = 999;
+
+/// Redis as `redis`, its data volume handed to that group on mount (so an existing volume
+/// written by root becomes writable), under the runtime's default seccomp profile.
+fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(REDIS_UID),
+        run_as_group: Some(REDIS_UID),
+        fs_group: Some(REDIS_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// No capabilities and no way to gain any; the root filesystem read-only, as Redis writes only
+/// under `dir` (the data volume) and reads its config from the config volume.
+fn container_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
     }
 }
 
@@ -246,6 +281,29 @@ mod tests {
             Some("FallbackToLogsOnError"),
             "a crash's status must carry Redis's last output"
         );
+    }
+
+    #[test]
+    fn redis_runs_as_the_redis_user_without_privileges() {
+        let pod = statefulset(&instance(&[]), "h", None)
+            .spec
+            .template
+            .spec
+            .unwrap();
+        let context = pod.security_context.unwrap();
+        assert_eq!(context.run_as_non_root, Some(true));
+        assert_eq!(
+            (context.run_as_user, context.run_as_group, context.fs_group),
+            (Some(999), Some(999), Some(999))
+        );
+        assert_eq!(context.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let container = pod.containers[0].security_context.clone().unwrap();
+        assert_eq!(container.allow_privilege_escalation, Some(false));
+        assert_eq!(container.read_only_root_filesystem, Some(true));
+        assert_eq!(container.privileged, None);
+        let capabilities = container.capabilities.unwrap();
+        assert_eq!(capabilities.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        assert_eq!(capabilities.add, None);
     }
 
     #[test]

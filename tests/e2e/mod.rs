@@ -123,6 +123,8 @@ impl Operator {
                 namespace,
                 "--metrics-addr",
                 "127.0.0.1:0",
+                "--debug-addr",
+                "127.0.0.1:0",
             ])
             .args(["--log-format", "json"])
             .args(defaults(flags, &[("--progress-deadline", "60")]))
@@ -250,6 +252,19 @@ impl Operator {
             .find_map(|l| l["addr"].as_str().map(str::to_owned))
             .expect("the operator logs the address it serves on")
     }
+
+    /// The body of `path` (`/logs/...`, `/instances`) on the operator's loopback listener.
+    pub async fn debug_get(&self, path: &str) -> String {
+        http_get(&self.debug_addr(), path).await
+    }
+
+    /// `host:port` of the operator's loopback listener for `/instances` and `/logs`.
+    pub fn debug_addr(&self) -> String {
+        self.log_lines()
+            .iter()
+            .find_map(|l| l["debug_addr"].as_str().map(str::to_owned))
+            .expect("the operator logs the address of its debug listener")
+    }
 }
 
 impl Drop for Operator {
@@ -269,6 +284,11 @@ pub async fn http_get(addr: &str, path: &str) -> String {
 
 /// [`http_get`] that reports a server not (yet) listening instead of panicking.
 pub async fn try_http_get(addr: &str, path: &str) -> Result<String, String> {
+    http_get_status(addr, path).await.map(|(_, body)| body)
+}
+
+/// The status code and body of `GET path`, or why the server could not be asked.
+pub async fn http_get_status(addr: &str, path: &str) -> Result<(u16, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
@@ -283,10 +303,14 @@ pub async fn try_http_get(addr: &str, path: &str) -> Result<String, String> {
         .read_to_string(&mut response)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default())
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    // "HTTP/1.1 404 Not Found"
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("no status line in {head:?}"))?;
+    Ok((status, body.to_owned()))
 }
 
 /// A client, the CRD installed, a fresh namespace named from `prefix`, and an operator

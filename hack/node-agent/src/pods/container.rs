@@ -56,6 +56,8 @@ pub struct Launch {
     pub mounts: Vec<Mount>,
     /// The image's root, for an OCI image; `None`: the host's root.
     pub root: Option<RootFs>,
+    /// Who a process under the host's root runs as (an image's root carries its own).
+    pub host_identity: Identity,
     /// What the pod's status reports as the container's imageID.
     pub image_id: String,
     /// An empty directory no mount target covers; see `START_SCRIPT` and `IMAGE_START_SCRIPT`.
@@ -71,12 +73,16 @@ pub struct Launch {
 
 /// Runs inside a fresh private mount namespace (inside the pod's network namespace), then
 /// execs the command, so the container's pid is this script's. Arguments: the staging
-/// directory, the mount sources, `--`, (target, ro|rw) pairs, `--`, working dir, argv.
+/// directory, the mount sources, `--`, (target, ro|rw) pairs, `--`, working dir, then the user:
+/// uid, gid, the fsGroup (or empty), yes|no (no_new_privs), ro|rw (the root), yes|no (drop
+/// every capability), the host's setpriv, then argv.
 ///
 /// Containers share the host's root, so a volume mounted at, say, /work would hide sources
 /// under /work (such as this repository's state directory) from the mounts after it. Every
 /// source is therefore first bind-mounted to `<stage>/<i>`, which no target covers, and the
-/// targets are mounted from there.
+/// targets are mounted from there. A read-only root is the host's root remounted read-only in
+/// this namespace only; the volumes, mounted on it, keep their own mode. A user other than
+/// root is taken on with `setpriv` as the last step, after the mounts that need root.
 const START_SCRIPT: &str = r#"set -e
 stage=$1; shift
 i=0
@@ -93,8 +99,15 @@ shift
 if [ "$i" -gt 0 ]; then umount -l "$stage"/*; fi
 mkdir -p "$1"
 cd "$1"
-shift
-exec "$@"
+uid=$2 gid=$3 fs_group=$4 no_new_privs=$5 root_mode=$6 drop_caps=$7 setpriv=$8
+shift 8
+if [ "$root_mode" = ro ]; then mount -o remount,bind,ro /; fi
+if [ "$uid:$gid:$fs_group:$no_new_privs:$drop_caps" = "0:0::no:no" ]; then exec "$@"; fi
+if [ -n "$fs_group" ]; then groups=--groups=$fs_group; else groups=--clear-groups; fi
+set -- --reuid="$uid" --regid="$gid" "$groups" -- "$@"
+if [ "$no_new_privs" = yes ]; then set -- --no-new-privs "$@"; fi
+if [ "$drop_caps" = yes ]; then set -- --inh-caps=-all --bounding-set=-all "$@"; fi
+exec "$setpriv" "$@"
 "#;
 
 /// Like `START_SCRIPT`, for a container of an OCI image. Arguments: the staging directory, the
@@ -490,10 +503,11 @@ impl ContainerRuntime {
                     pod_ip: launch.pod_ip,
                     pid,
                     env: launch.env,
-                    user: launch
-                        .root
-                        .as_ref()
-                        .map(|root| (root.identity.uid, root.identity.gid)),
+                    user: match &launch.root {
+                        Some(root) => Some((root.identity.uid, root.identity.gid)),
+                        None if launch.host_identity.is_plain_root() => None,
+                        None => Some((launch.host_identity.uid, launch.host_identity.gid)),
+                    },
                 };
                 if let State::Exited { termination, .. } = &self.state {
                     self.last_termination = Some(termination.clone());
@@ -554,7 +568,16 @@ impl ContainerRuntime {
                 for mount in &launch.mounts {
                     cmd.arg(&mount.target).arg(mode(mount.read_only));
                 }
-                cmd.arg("--").arg(&launch.working_dir);
+                let identity = launch.host_identity;
+                cmd.arg("--")
+                    .arg(&launch.working_dir)
+                    .arg(identity.uid.to_string())
+                    .arg(identity.gid.to_string())
+                    .arg(identity.fs_group.map(|g| g.to_string()).unwrap_or_default())
+                    .arg(yes_no(identity.no_new_privs))
+                    .arg(mode(identity.read_only_root))
+                    .arg(yes_no(identity.drop_all_capabilities))
+                    .arg(tool("setpriv"));
             }
             Some(root) => {
                 let identity = root.identity;
@@ -569,7 +592,7 @@ impl ContainerRuntime {
                 .arg(mode(identity.read_only_root))
                 .arg(identity.uid.to_string())
                 .arg(identity.gid.to_string())
-                .arg(if identity.no_new_privs { "yes" } else { "no" })
+                .arg(yes_no(identity.no_new_privs))
                 .arg(std::env::var_os("PATH").unwrap_or_default())
                 .arg(&launch.working_dir);
                 // A layer is mounted on the staging directory, in the container's namespace.
@@ -717,6 +740,10 @@ fn mode(read_only: bool) -> &'static str {
     if read_only { "ro" } else { "rw" }
 }
 
+fn yes_no(flag: bool) -> &'static str {
+    if flag { "yes" } else { "no" }
+}
+
 fn waiting(reason: &str, message: Option<String>) -> ContainerState {
     ContainerState {
         waiting: Some(ContainerStateWaiting {
@@ -736,7 +763,7 @@ fn tool(name: &str) -> String {
     static PATHS: OnceLock<Vec<(String, String)>> = OnceLock::new();
     let paths = PATHS.get_or_init(|| {
         let path = std::env::var("PATH").unwrap_or_default();
-        ["nsenter", "unshare", "sh"]
+        ["nsenter", "unshare", "sh", "setpriv"]
             .iter()
             .map(|t| {
                 let found = host::find_executable(t, &path).map(|p| p.display().to_string());

@@ -117,6 +117,13 @@ pub async fn launch(p: &PodRefs<'_>, spec: &Container) -> Result<Launch, Refusal
         // First, so that the container's own env may override them, as with the kubelet.
         env.splice(0..0, env::api_service(api));
     }
+    let host_identity = match &runner {
+        // A host image has no USER of its own: root unless the securityContext says otherwise.
+        Runner::Host(_) => {
+            security::identity(p.pod, spec, "").map_err(|e| config_error(e.to_string()))?
+        }
+        Runner::Oci { .. } => security::Identity::ROOT,
+    };
     let (argv, root, image_id, image_working_dir) = match &runner {
         Runner::Host(host_image) => {
             let argv = host_argv(p, spec, host_image, &env)?;
@@ -205,6 +212,7 @@ pub async fn launch(p: &PodRefs<'_>, spec: &Container) -> Result<Launch, Refusal
         working_dir,
         mounts,
         root,
+        host_identity,
         image_id,
         stage,
         logs: ContainerLogs::new(p.log_dir, &spec.name),

@@ -13,6 +13,7 @@ mod container;
 mod env;
 mod files;
 mod launch;
+mod ownership;
 mod probe;
 mod prober;
 mod sandbox;

@@ -29,6 +29,27 @@ pub struct Identity {
     pub no_new_privs: bool,
     /// `readOnlyRootFilesystem`: the root is mounted read-only (volumes keep their own mode).
     pub read_only_root: bool,
+    /// The pod's `fsGroup`: a supplementary group of the process, and the group that owns its
+    /// writable volumes.
+    pub fs_group: Option<u32>,
+    /// `capabilities.drop` holds `ALL`: no capability is left, not even in the bounding set.
+    pub drop_all_capabilities: bool,
+}
+
+impl Identity {
+    /// Root with every default: how a host image's process starts without a securityContext.
+    pub const ROOT: Identity = Identity {
+        uid: 0,
+        gid: 0,
+        no_new_privs: false,
+        read_only_root: false,
+        fs_group: None,
+        drop_all_capabilities: false,
+    };
+
+    pub fn is_plain_root(&self) -> bool {
+        *self == Self::ROOT
+    }
 }
 
 /// The container's identity: `runAsUser`/`runAsGroup` of the container, else of the pod, else
@@ -61,11 +82,21 @@ pub fn identity(pod: &Pod, container: &Container, image_user: &str) -> Result<Id
             container: container.name.clone(),
         });
     }
+    let fs_group = pod_context
+        .and_then(|c| c.fs_group)
+        .map(|gid| id("fsGroup", gid))
+        .transpose()?;
+    let dropped = context
+        .and_then(|c| c.capabilities.as_ref())
+        .and_then(|c| c.drop.as_deref())
+        .unwrap_or_default();
     Ok(Identity {
         uid,
         gid,
         no_new_privs: context.and_then(|c| c.allow_privilege_escalation) == Some(false),
         read_only_root: context.and_then(|c| c.read_only_root_filesystem) == Some(true),
+        fs_group,
+        drop_all_capabilities: dropped.iter().any(|c| c == "ALL"),
     })
 }
 
@@ -91,7 +122,7 @@ fn id(field: &'static str, value: i64) -> Result<u32, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{PodSecurityContext, PodSpec, SecurityContext};
+    use k8s_openapi::api::core::v1::{Capabilities, PodSecurityContext, PodSpec, SecurityContext};
 
     fn pod(context: Option<PodSecurityContext>) -> Pod {
         Pod {
@@ -138,6 +169,37 @@ mod tests {
         let id = identity(&pod_level, &container_level, "65532:65532").unwrap();
         assert_eq!((id.uid, id.gid), (4000, 3000));
         assert_eq!((id.no_new_privs, id.read_only_root), (true, true));
+        assert_eq!((id.fs_group, id.drop_all_capabilities), (None, false));
+        assert!(identity(&bare.0, &bare.1, "").unwrap().is_plain_root());
+    }
+
+    #[test]
+    fn fs_group_and_dropped_capabilities_are_read() {
+        let with_group = pod(Some(PodSecurityContext {
+            run_as_user: Some(999),
+            run_as_group: Some(999),
+            fs_group: Some(1999),
+            ..PodSecurityContext::default()
+        }));
+        let drop_all = container(Some(SecurityContext {
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }));
+        let id = identity(&with_group, &drop_all, "").unwrap();
+        assert_eq!((id.uid, id.gid, id.fs_group), (999, 999, Some(1999)));
+        assert!(id.drop_all_capabilities);
+        assert!(!id.is_plain_root());
+        let negative = pod(Some(PodSecurityContext {
+            fs_group: Some(-1),
+            ..PodSecurityContext::default()
+        }));
+        assert_eq!(
+            identity(&negative, &container(None), ""),
+            Err(Error::OutOfRange("fsGroup", -1))
+        );
     }
 
     #[test]

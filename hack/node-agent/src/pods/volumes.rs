@@ -15,6 +15,7 @@ use kube::{Api, Client};
 
 use super::env::{self, Addresses};
 use super::files::{self, Files, Source};
+use super::ownership;
 
 /// A volume cannot be provided (yet); the pod's containers wait.
 #[derive(Debug, thiserror::Error)]
@@ -208,7 +209,11 @@ impl Volumes {
             }
             write(&dir, &all)?
         } else if volume.empty_dir.is_some() {
-            std::fs::create_dir_all(&dir).map_err(|e| Error::Io(dir.display().to_string(), e))?;
+            if !dir.exists() {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Error::Io(dir.display().to_string(), e))?;
+                give_to_fs_group(pod, &dir)?;
+            }
             dir
         } else if let Some(host_path) = &volume.host_path {
             let path = PathBuf::from(&host_path.path);
@@ -222,7 +227,13 @@ impl Volumes {
             match self.paths.get(&volume.name) {
                 // A claim's binding never changes, so it is resolved once.
                 Some(path) => path.clone(),
-                None => claim_path(client, ns, &claim.claim_name).await?,
+                None => {
+                    let path = claim_path(client, ns, &claim.claim_name).await?;
+                    if claim.read_only != Some(true) {
+                        give_to_fs_group(pod, &path)?;
+                    }
+                    path
+                }
             }
         } else {
             return Err(Error::Unsupported);
@@ -288,6 +299,23 @@ impl Volumes {
             },
         );
         Ok(value)
+    }
+}
+
+/// A writable volume handed to the pod's `fsGroup` when the pod first mounts it, as the kubelet
+/// does. File volumes (ConfigMap, Secret) are left as they are written: their default mode
+/// already lets any user read them.
+fn give_to_fs_group(pod: &Pod, path: &Path) -> Result<(), Error> {
+    let fs_group = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|c| c.fs_group)
+        .and_then(|gid| u32::try_from(gid).ok());
+    match fs_group {
+        Some(gid) => ownership::give_to_group(path, gid)
+            .map_err(|e| Error::Io(format!("{} (fsGroup {gid})", path.display()), e)),
+        None => Ok(()),
     }
 }
 
