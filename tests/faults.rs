@@ -550,17 +550,7 @@ async fn a_leader_that_finds_its_lease_taken_stops_at_once() {
 
 /// The pid of the pod's redis-server: the node agent's container id is `node-agent://<pid>`.
 fn redis_server_pid(pod: &Pod) -> u32 {
-    let id = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|c| c.first())
-        .and_then(|c| c.container_id.clone())
-        .unwrap_or_else(|| panic!("no container id: {}", common::describe(pod)));
-    let pid: u32 = id
-        .strip_prefix("node-agent://")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("container id {id:?} names no pid"));
+    let pid: u32 = common::container_pid(pod).parse().expect("a pid");
     // Redis rewrites its title: "/usr/bin/redis-server *:6379".
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let cmdline = String::from_utf8_lossy(&cmdline);

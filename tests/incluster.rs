@@ -137,10 +137,7 @@ fn assert_runs_from_the_image(pod: &Pod) {
         .container_statuses
         .as_ref()
         .unwrap()[0];
-    let id = status.container_id.as_deref().unwrap_or_default();
-    let pid = id
-        .strip_prefix("node-agent://")
-        .unwrap_or_else(|| panic!("{name}: container ID {id:?}"));
+    let pid = common::container_pid(pod);
     assert!(
         status.image_id.contains("@sha256:"),
         "{name}: image ID {:?} names no image digest",
@@ -211,17 +208,9 @@ async fn assert_debug_endpoints_stay_on_loopback(pod: &Pod, instance_logs: &str,
 
 /// The status code of `GET http://127.0.0.1:8081{path}` inside the pod's network namespace.
 fn from_the_pods_loopback(pod: &Pod, path: &str) -> String {
-    let status = &pod
-        .status
-        .as_ref()
-        .unwrap()
-        .container_statuses
-        .as_ref()
-        .unwrap()[0];
-    let id = status.container_id.as_deref().unwrap_or_default();
-    let pid = id.strip_prefix("node-agent://").unwrap();
+    let pid = common::container_pid(pod);
     let out = std::process::Command::new("nsenter")
-        .args(["--target", pid, "--net", "--"])
+        .args(["--target", &pid, "--net", "--"])
         .args(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"])
         .arg(format!("http://127.0.0.1:8081{path}"))
         .output()

@@ -66,8 +66,10 @@ fn expect(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 /// Waits until status says every pod was verified on the live part of `instance`'s config and
 /// the ConfigMap holds all of it.
 async fn wait_live_applied(ns: &TestNamespace, instance: &RedisInstance) -> RedisInstance {
-    let want_live = live_hash(&split(&instance.spec.config, ConfigUpdate::Live).live);
-    let want_text = render(&instance.spec.config).text;
+    // Replicas of a password-protected instance also get masterauth.
+    let config = redis_operator::config::effective(instance);
+    let want_live = live_hash(&split(&config, ConfigUpdate::Live).live);
+    let want_text = render(&config).text;
     let api = ns.api::<RedisInstance>();
     wait_for(
         Duration::from_secs(120),

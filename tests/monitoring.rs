@@ -348,13 +348,20 @@ async fn wait_refused(ns: &TestNamespace) {
     .await;
 }
 
+/// An example with two pods: a primary and a replica, so the replication series have data.
+fn two_pods(file: &str) -> RedisInstance {
+    let mut instance = example(file);
+    instance.spec.replicas = 2;
+    instance
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_dashboard_panel_and_alert_answers_from_a_real_prometheus() {
     let client = common::client().await;
     install_crd(&client).await;
     let ns = TestNamespace::create(&client, "monitoring").await;
     let operator = Operator::start(&ns.name);
-    apply_instance(&ns, &example("redis-example.yaml"))
+    apply_instance(&ns, &two_pods("redis-example.yaml"))
         .await
         .unwrap();
     wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;
@@ -411,11 +418,11 @@ async fn every_dashboard_panel_and_alert_answers_from_a_real_prometheus() {
         );
     }
 
-    apply_instance(&ns, &example("redis-example-updated.yaml"))
+    apply_instance(&ns, &two_pods("redis-example-updated.yaml"))
         .await
         .unwrap();
     wait_restarts(&ns, NAME, 1).await;
-    let mut bad = example("redis-example-updated.yaml");
+    let mut bad = two_pods("redis-example-updated.yaml");
     bad.spec.config.insert("maxmemory".into(), "lots".into());
     apply_instance(&ns, &bad).await.unwrap();
     wait_refused(&ns).await;

@@ -986,17 +986,7 @@ async fn claim_dir(client: &kube::Client, ns: &TestNamespace, claim: &str) -> st
 /// capabilities.
 fn assert_runs_as_redis(pod: &Pod) {
     const REDIS: &str = "999";
-    let status = &pod
-        .status
-        .as_ref()
-        .unwrap()
-        .container_statuses
-        .as_ref()
-        .unwrap()[0];
-    let id = status.container_id.as_deref().unwrap_or_default();
-    let pid = id
-        .strip_prefix("node-agent://")
-        .unwrap_or_else(|| panic!("container ID {id:?}"));
+    let pid = common::container_pid(pod);
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     assert!(
         String::from_utf8_lossy(&cmdline).contains("redis-server"),

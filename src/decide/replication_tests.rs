@@ -65,22 +65,35 @@ fn status(primary: &str) -> ReplicationStatus {
     }
 }
 
+/// No lag remembered.
+static NO_LAGS: BTreeMap<String, i64> = BTreeMap::new();
+
+/// A view of `pods` at rest: as many pods as asked for, nothing remembered.
+fn view_of<'a>(
+    pods: &'a [ReplicaPod<'a>],
+    status: Option<&'a ReplicationStatus>,
+) -> ReplicationView<'a> {
+    ReplicationView {
+        pods,
+        replicas: i32::try_from(pods.len()).unwrap(),
+        status,
+        rolling: false,
+        primary_silent_for: None,
+        switchover_sent: false,
+        last_lag: &NO_LAGS,
+        paused: false,
+        switchover_halted: false,
+    }
+}
+
 fn decide_with(
     pods: &[ReplicaPod],
     status: Option<&ReplicationStatus>,
     rolling: bool,
 ) -> ReplicationStep {
-    let lags = BTreeMap::new();
     let view = ReplicationView {
-        pods,
-        replicas: i32::try_from(pods.len()).unwrap(),
-        status,
         rolling,
-        primary_silent_for: None,
-        switchover_sent: false,
-        last_lag: &lags,
-        paused: false,
-        switchover_halted: false,
+        ..view_of(pods, status)
     };
     decide_replication(&view, &ReplicationLimits::default())
 }
@@ -337,17 +350,10 @@ fn a_switchover_that_was_sent_and_left_the_primary_in_place_aborts() {
         pod(1, Some(&r1), Some("replica")),
         pod(2, Some(&r2), Some("replica")),
     ];
-    let lags = BTreeMap::new();
     let view = ReplicationView {
-        pods: &pods,
-        replicas: 3,
-        status: Some(&recorded),
         rolling: true,
-        primary_silent_for: None,
         switchover_sent: true,
-        last_lag: &lags,
-        paused: false,
-        switchover_halted: false,
+        ..view_of(&pods, Some(&recorded))
     };
     assert!(matches!(
         decide_replication(&view, &ReplicationLimits::default()),
@@ -365,17 +371,9 @@ fn a_lost_primary_is_replaced_by_the_replica_furthest_ahead_after_the_silence_bo
         pod(1, Some(&r1), Some("replica")),
         pod(2, Some(&r2), Some("replica")),
     ];
-    let lags = BTreeMap::new();
     let mut view = ReplicationView {
-        pods: &pods,
-        replicas: 3,
-        status: Some(&recorded),
-        rolling: false,
         primary_silent_for: Some(Duration::from_secs(1)),
-        switchover_sent: false,
-        last_lag: &lags,
-        paused: false,
-        switchover_halted: false,
+        ..view_of(&pods, Some(&recorded))
     };
     let limits = ReplicationLimits::default();
     assert_eq!(
@@ -488,17 +486,9 @@ fn a_scale_down_moves_the_primary_off_the_removed_ordinals_first() {
         pod(1, Some(&r1), Some("replica")),
         pod(2, Some(&p2), Some("primary")),
     ];
-    let lags = BTreeMap::new();
     let view = ReplicationView {
-        pods: &pods,
         replicas: 2,
-        status: Some(&recorded),
-        rolling: false,
-        primary_silent_for: None,
-        switchover_sent: false,
-        last_lag: &lags,
-        paused: false,
-        switchover_halted: false,
+        ..view_of(&pods, Some(&recorded))
     };
     assert_eq!(
         decide_replication(&view, &ReplicationLimits::default()),

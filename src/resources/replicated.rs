@@ -4,12 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use kube::ResourceExt;
 
 use super::{owned_meta, selector_labels};
-use crate::config::render::REDIS_PORT;
 use crate::crd::RedisInstance;
 use crate::replication::{BOOT_PRIMARY_HOST, BOOT_PRIMARY_PORT, Role};
 
@@ -76,12 +74,7 @@ fn role_service(instance: &RedisInstance, name: String, role: Role) -> Service {
         metadata: owned_meta(instance, name),
         spec: Some(ServiceSpec {
             selector: Some(selector),
-            ports: Some(vec![ServicePort {
-                name: Some("redis".into()),
-                port: REDIS_PORT,
-                target_port: Some(IntOrString::String("redis".into())),
-                ..ServicePort::default()
-            }]),
+            ports: Some(vec![super::service::redis_port()]),
             ..ServiceSpec::default()
         }),
         ..Service::default()

@@ -17,15 +17,20 @@ pub fn service(instance: &RedisInstance) -> Service {
             selector: Some(selector_labels(instance)),
             // Peers and clients can find a pod while it loads its dataset.
             publish_not_ready_addresses: Some(true),
-            ports: Some(vec![ServicePort {
-                name: Some("redis".into()),
-                port: REDIS_PORT,
-                target_port: Some(IntOrString::String("redis".into())),
-                ..ServicePort::default()
-            }]),
+            ports: Some(vec![redis_port()]),
             ..ServiceSpec::default()
         }),
         ..Service::default()
+    }
+}
+
+/// Port 6379 to the pods' `redis` port, on every Service of an instance.
+pub(super) fn redis_port() -> ServicePort {
+    ServicePort {
+        name: Some("redis".into()),
+        port: REDIS_PORT,
+        target_port: Some(IntOrString::String("redis".into())),
+        ..ServicePort::default()
     }
 }
 

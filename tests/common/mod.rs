@@ -269,6 +269,21 @@ pub fn pod_ip(pod: &Pod) -> String {
         .unwrap_or_else(|| panic!("pod {} has no IP", pod.name_any()))
 }
 
+/// The host pid of the pod's first container: the node agent reports it in the container ID.
+pub fn container_pid(pod: &Pod) -> String {
+    let id = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .and_then(|c| c.container_id.clone())
+        .unwrap_or_else(|| panic!("no container ID: {}", describe(pod)));
+    id.strip_prefix("node-agent://")
+        .filter(|pid| pid.parse::<u32>().is_ok())
+        .unwrap_or_else(|| panic!("container ID {id:?} names no pid"))
+        .to_owned()
+}
+
 /// `redis-cli -h <ip> <args>`: its stdout, or why it failed.
 pub async fn try_redis_cli(ip: &str, args: &[&str]) -> Result<String, String> {
     let output = tokio::process::Command::new("redis-cli")

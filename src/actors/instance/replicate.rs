@@ -153,10 +153,7 @@ pub(super) async fn step(
             if lost {
                 next.role_changes += 1;
                 next.failovers += 1;
-                let _ = state.args.metrics.send_message(MetricsMsg::RoleChanged {
-                    key: state.args.key.clone(),
-                    kind: "Unplanned",
-                });
+                role_changed(state, "Unplanned");
             }
             next.pods = summary;
             write(state, seen, plan, next).await?;
@@ -249,10 +246,7 @@ pub(super) async fn step(
             let from = next.switchover.take().map(|sw| sw.from).unwrap_or_default();
             next.primary = Some(to.clone());
             next.role_changes += 1;
-            let _ = state.args.metrics.send_message(MetricsMsg::RoleChanged {
-                key: state.args.key.clone(),
-                kind: "Planned",
-            });
+            role_changed(state, "Planned");
             next.pods = summary;
             write(state, seen, plan, next).await?;
             state.replication.switchover_sent = None;
@@ -364,6 +358,14 @@ async fn apply_services(
         return Ok(Some(None));
     }
     Ok(None)
+}
+
+fn role_changed(state: &InstanceState, kind: &'static str) {
+    let key = state.args.key.clone();
+    let _ = state
+        .args
+        .metrics
+        .send_message(MetricsMsg::RoleChanged { key, kind });
 }
 
 async fn write(
