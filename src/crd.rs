@@ -415,7 +415,8 @@ pub struct ReplicaPodStatus {
     /// A replica's link to the primary: `up`, `down` or `syncing`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
-    /// Bytes of the primary's replication stream a replica has not processed yet.
+    /// How far a replica is behind the primary, in whole MiB of its replication stream, while
+    /// further behind than `spec.replication.maxLagBytes` (exact figures are in the metrics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_bytes: Option<i64>,
 }

@@ -249,7 +249,10 @@ async fn a_live_edit_restarts_no_pod_and_a_mixed_edit_restarts_once() {
         "each pod restarted once: {restarts:?}"
     );
     let (text, _) = config_map_and_hash(&ns, NAME).await;
-    assert_eq!(text, render(&instance.spec.config).text);
+    assert_eq!(
+        text,
+        render(&redis_operator::config::effective(&instance)).text
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -135,7 +135,7 @@ pub(super) async fn step(
     let limits = ReplicationLimits::from_spec(&plan.instance.spec.replication);
     let decided = decide_replication(&view, &limits);
     tracing::debug!(step = decided.name(), ?decided, "replication step");
-    let summary = summarize(&views);
+    let summary = summarize(&views, &state.replication.last_lag, limits.max_lag_bytes);
     let pod = |name: &str| pods.iter().find(|p| p.name_any() == name).copied();
     let address = |name: &str| PodAddress {
         pod: name.to_owned(),
@@ -410,8 +410,15 @@ fn remember(memory: &mut ReplicationMemory, status: &ReplicationStatus, pods: &[
     }
 }
 
-/// Each pod's role and link for status; lag is left to metrics, which change with every write.
-fn summarize(pods: &[ReplicaPod]) -> Vec<ReplicaPodStatus> {
+/// Each pod's role and link for status, and the lag of a replica further behind than `bound`,
+/// in whole MiB: the exact lag changes with every write, so it is left to metrics, and status
+/// is written only when a replica falls behind, catches up, or moves by a MiB.
+fn summarize(
+    pods: &[ReplicaPod],
+    lags: &BTreeMap<String, i64>,
+    bound: i64,
+) -> Vec<ReplicaPodStatus> {
+    const MIB: i64 = 1024 * 1024;
     pods.iter()
         .filter(|p| !p.deleting)
         .map(|p| {
@@ -434,7 +441,10 @@ fn summarize(pods: &[ReplicaPod]) -> Vec<ReplicaPodStatus> {
                 name: p.name.to_owned(),
                 role: role.to_owned(),
                 link: link.map(str::to_owned),
-                lag_bytes: None,
+                lag_bytes: lags
+                    .get(p.name)
+                    .filter(|lag| **lag > bound)
+                    .map(|lag| lag / MIB * MIB),
             }
         })
         .collect()
