@@ -95,8 +95,16 @@ def main(work, out, run_id, meta_json):
     ]
     # A pod that was down between replica and primary shows as down -> primary here; the
     # poller's own promotion count already tells those apart from restarts.
+    # Only a rollout's promotion is a FAILOVER; a kill's is a failover after the primary died.
+    rollout_windows = [
+        (e["start_ms"], e["end_ms"]) for e in roles["events"] if e["name"].startswith("rollout")
+    ]
     switch_gaps = [
-        g for g in (gap_at(writers["a"], roles, p) for p in promotions if p["from"] == "replica")
+        g for g in (
+            gap_at(writers["a"], roles, p) for p in promotions
+            if p["from"] == "replica"
+            and any(start <= p["at_ms"] <= end for start, end in rollout_windows)
+        )
         if g is not None
     ]
 

@@ -104,6 +104,22 @@ pub(crate) async fn connect(
     pod: &PodAddress,
     password: Option<&str>,
 ) -> Result<MultiplexedConnection, Error> {
+    connect_within(
+        pod,
+        password,
+        Duration::from_secs(3),
+        Duration::from_secs(5),
+    )
+    .await
+}
+
+/// [`connect`] with the given connect and reply timeouts.
+pub(crate) async fn connect_within(
+    pod: &PodAddress,
+    password: Option<&str>,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) -> Result<MultiplexedConnection, Error> {
     let unreachable = |e: redis::RedisError| Error::Unreachable {
         pod: pod.pod.clone(),
         message: e.to_string(),
@@ -119,8 +135,8 @@ pub(crate) async fn connect(
         info = info.set_redis_settings(RedisConnectionInfo::default().set_password(password));
     }
     let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(3)))
-        .set_response_timeout(Some(Duration::from_secs(5)));
+        .set_connection_timeout(Some(connect_timeout))
+        .set_response_timeout(Some(response_timeout));
     redis::Client::open(info)
         .map_err(unreachable)?
         .get_multiplexed_async_connection_with_config(&config)

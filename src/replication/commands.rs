@@ -8,7 +8,7 @@ use redis::aio::MultiplexedConnection;
 use super::info::{PodReplication, parse_info};
 use crate::config::render::REDIS_PORT;
 use crate::limiter::{Limiter, NotLeader};
-use crate::live::pods::{PodAddress, connect};
+use crate::live::pods::{PodAddress, connect, connect_within};
 
 /// Why a replication command did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -51,9 +51,12 @@ fn refused<'a>(
     }
 }
 
-/// `INFO replication` of one pod.
+/// `INFO replication` of one pod. A pod on the pod network answers within milliseconds; one
+/// whose network is gone would hold a probe for the whole default timeout, which delays a
+/// failover by as much.
 pub async fn probe(pod: &PodAddress, password: Option<&str>) -> Result<PodReplication, Error> {
-    let mut conn = connect(pod, password).await?;
+    let quick = Duration::from_secs(1);
+    let mut conn = connect_within(pod, password, quick, quick).await?;
     let text: String = redis::cmd("INFO")
         .arg("replication")
         .query_async(&mut conn)
