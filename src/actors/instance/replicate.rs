@@ -169,6 +169,17 @@ pub(super) async fn step(
                     .api
                     .event(instance, true, "Failover", "Promote", note)
                     .await;
+            } else if converting(instance) {
+                // Told before any pod follows the primary, which replaces its data.
+                warn!(primary = %pod, "converting to replication");
+                let note = format!(
+                    "converting to replication: {pod} is the primary and keeps its data; every other pod's own data is now replaced by a copy of it"
+                );
+                state
+                    .args
+                    .api
+                    .event(instance, true, "ReplicationConversion", "Promote", note)
+                    .await;
             } else {
                 info!(primary = %pod, "primary elected");
                 let note = format!("{pod} is the primary; the other pods replicate it");
@@ -461,6 +472,19 @@ fn ordinal(pod: &CachedPod) -> i32 {
         .and_then(|n| n.rsplit_once('-'))
         .and_then(|(_, o)| o.parse().ok())
         .unwrap_or(-1)
+}
+
+/// The first election of an instance the user agreed to convert: it ran before with several
+/// pods, each with data of its own.
+fn converting(instance: &crate::crd::RedisInstance) -> bool {
+    instance
+        .annotations()
+        .get(crate::resources::CONVERT_ANNOTATION)
+        .is_some_and(|v| v == "true")
+        && instance
+            .status
+            .as_ref()
+            .is_some_and(|s| s.config_hash.is_some() && s.ready_replicas >= 2)
 }
 
 fn rollout_hash(seen: &Observed) -> Option<String> {
