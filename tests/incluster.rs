@@ -143,14 +143,8 @@ fn assert_runs_from_the_image(pod: &Pod) {
         "{name}: image ID {:?} names no image digest",
         status.image_id
     );
-    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |key: &str| {
-        proc_status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .map(|v| v.split_whitespace().collect::<Vec<_>>())
-            .unwrap_or_default()
-    };
+    let process = common::ProcStatus::read(&pid);
+    let (field, proc_status) = (|key: &str| process.field(key), &process.0);
     // Real, effective, saved and filesystem ids.
     assert_eq!(field("Uid:"), [IMAGE_UID; 4], "{name}: {proc_status}");
     assert_eq!(field("Gid:"), [IMAGE_UID; 4], "{name}: {proc_status}");

@@ -992,14 +992,8 @@ fn assert_runs_as_redis(pod: &Pod) {
         String::from_utf8_lossy(&cmdline).contains("redis-server"),
         "pid {pid} is not redis-server: {cmdline:?}"
     );
-    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |key: &str| {
-        proc_status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .map(|v| v.split_whitespace().collect::<Vec<_>>())
-            .unwrap_or_default()
-    };
+    let process = common::ProcStatus::read(&pid);
+    let (field, proc_status) = (|key: &str| process.field(key), &process.0);
     // Real, effective, saved and filesystem ids.
     assert_eq!(field("Uid:"), [REDIS; 4], "{proc_status}");
     assert_eq!(field("Gid:"), [REDIS; 4], "{proc_status}");

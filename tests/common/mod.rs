@@ -284,6 +284,24 @@ pub fn container_pid(pod: &Pod) -> String {
         .to_owned()
 }
 
+/// `/proc/<pid>/status` of a process, read once.
+pub struct ProcStatus(pub String);
+
+impl ProcStatus {
+    pub fn read(pid: &str) -> Self {
+        Self(std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap())
+    }
+
+    /// The words of the line that starts with `key` (`"Uid:"`), empty when there is none.
+    pub fn field(&self, key: &str) -> Vec<&str> {
+        self.0
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.split_whitespace().collect())
+            .unwrap_or_default()
+    }
+}
+
 /// `redis-cli -h <ip> <args>`: its stdout, or why it failed.
 pub async fn try_redis_cli(ip: &str, args: &[&str]) -> Result<String, String> {
     let output = tokio::process::Command::new("redis-cli")
