@@ -82,6 +82,7 @@ fn instance(config: BTreeMap<String, String>) -> RedisInstance {
             rollout: Default::default(),
             replication: Default::default(),
             paused: false,
+            auth: Default::default(),
         },
     );
     instance.metadata.namespace = Some("bench".into());
@@ -137,12 +138,16 @@ async fn instance_memory(count: usize) -> (f64, f64) {
             let inst = named(i);
             CachedConfigMap::from(&redis_operator::resources::config_map(
                 &inst,
-                &render(&inst.spec.config),
+                &redis_operator::config::rendered(&inst),
             ))
         })),
         statefulsets: cache((0..count).map(|i| {
             let inst = named(i);
-            CachedStatefulSet::from(&statefulset(&inst, &render(&inst.spec.config).hash, None))
+            CachedStatefulSet::from(&statefulset(
+                &inst,
+                &redis_operator::config::rendered(&inst).hash,
+                None,
+            ))
         })),
         services: cache((0..count).map(|i| CachedService::from(&service(&named(i))))),
         pods: cache((0..count * 3).map(|i| {
@@ -152,6 +157,7 @@ async fn instance_memory(count: usize) -> (f64, f64) {
             pod
         })),
         versions: Default::default(),
+        secret_versions: Default::default(),
     };
     let cached = (LIVE.load(Ordering::Relaxed) - before) as f64 / count as f64;
 
@@ -221,7 +227,7 @@ async fn main() {
         );
     }
     let inst = instance(config(10));
-    let rendered = render(&inst.spec.config);
+    let rendered = redis_operator::config::rendered(&inst);
     row(
         "build StatefulSet",
         measure(20_000, || {

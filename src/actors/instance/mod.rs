@@ -5,6 +5,7 @@
 //! A write is followed at once by the next step; a wait ends with the next watch event. The only
 //! timers are the retry after an error and the restart's progress deadline, both jittered.
 
+mod auth;
 mod live;
 mod observe;
 mod perform;
@@ -144,6 +145,10 @@ pub struct InstanceState {
     replication_services: std::collections::HashMap<String, Arc<crate::resources::CachedService>>,
     /// The user was told the instance runs unrelated servers until converted.
     unconverted_reported: bool,
+    /// Credentials memory: Secrets read, the ACL applied.
+    auth: auth::AuthMemory,
+    /// How to log in to the pods' Redis, as the last credentials step found.
+    access: crate::auth::Access,
 }
 
 /// See the module docs.
@@ -183,6 +188,8 @@ impl Actor for RedisInstanceActor {
             replication: replicate::ReplicationMemory::default(),
             replication_services: std::collections::HashMap::new(),
             unconverted_reported: false,
+            auth: auth::AuthMemory::default(),
+            access: crate::auth::Access::default(),
         })
     }
 
@@ -483,6 +490,9 @@ async fn step(
         report::write_status(state, &seen, None).await?;
         return Ok(Some(Duration::MAX));
     };
+    // Before anything creates pods or talks to Redis: the ACL Secret the pods mount, and the
+    // login the live and replication steps use.
+    let auth_wake = auth::step(state, &plan.instance, &seen).await?;
     let want = Desired {
         config_text: &plan.rendered.text,
         hash: &plan.template_hash,
@@ -597,7 +607,10 @@ async fn step(
         next_pod_deadline(&state.target, &seen.pods, r, deadline, clock)
     });
     Ok(Some(
-        wake.min(pod_deadline).min(live_wake).min(replication_wake),
+        wake.min(pod_deadline)
+            .min(live_wake)
+            .min(replication_wake)
+            .min(auth_wake),
     ))
 }
 
