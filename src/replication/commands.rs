@@ -84,10 +84,7 @@ async fn run(
     name: &'static str,
     cmd: redis::Cmd,
 ) -> Result<(), Error> {
-    let mut conn = connect(pod, access.login.as_ref()).await?;
-    fenced(gate, &mut conn, &cmd)
-        .await?
-        .map_err(refused(pod, name))
+    run_after_login(pod, access, gate, name, cmd, false).await
 }
 
 /// [`run`], after telling the pod how to log in to a primary it follows: set on every pod that
@@ -99,8 +96,19 @@ async fn run_with_primary_login(
     name: &'static str,
     cmd: redis::Cmd,
 ) -> Result<(), Error> {
+    run_after_login(pod, access, gate, name, cmd, true).await
+}
+
+async fn run_after_login(
+    pod: &PodAddress,
+    access: &Access,
+    gate: &Limiter,
+    name: &'static str,
+    cmd: redis::Cmd,
+    primary_login: bool,
+) -> Result<(), Error> {
     let mut conn = connect(pod, access.login.as_ref()).await?;
-    if let Some(replication) = &access.replication {
+    if let Some(replication) = access.replication.as_ref().filter(|_| primary_login) {
         let mut login = redis::cmd("CONFIG");
         login
             .arg("SET")
