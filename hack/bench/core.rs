@@ -157,6 +157,7 @@ async fn instance_memory(count: usize) -> (f64, f64) {
             pod
         })),
         versions: Default::default(),
+        secrets: cache(std::iter::empty()),
         secret_versions: Default::default(),
     };
     let cached = (LIVE.load(Ordering::Relaxed) - before) as f64 / count as f64;

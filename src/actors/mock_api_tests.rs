@@ -177,6 +177,7 @@ fn converged_caches_and_watches(instance: &RedisInstance) -> (Stores, Watches) {
         services: cache(vec![CachedService::from(&service(instance))]).0,
         pods,
         versions: Default::default(),
+        secrets: cache(Vec::new()).0,
         secret_versions: Default::default(),
     };
     let watches = Watches {

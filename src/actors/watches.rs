@@ -139,9 +139,10 @@ where
 /// metadata watch last saw it: an actor reads a Secret again only when its version moved.
 pub type SecretVersions = Arc<dashmap::DashMap<(String, String), String>>;
 
-/// Watches Secrets' metadata only, so their data stays on the API server and out of this
-/// process's memory; a change gives a step to every instance that references the Secret (see
-/// `auth::referenced_secrets`), which then reads it.
+/// Watches every Secret's metadata only, so the data of Secrets the operator does not own stays
+/// on the API server and out of this process's memory; a change gives a step to every instance
+/// that references the Secret (see `auth::referenced_secrets`), which then reads it. The
+/// Secrets it owns are cached whole by their own watch, like its other objects.
 fn watch_secrets(
     client: &Client,
     namespace: Option<&str>,
@@ -173,7 +174,7 @@ fn watch_secrets(
                 })))
             }
         });
-    ractor::concurrency::spawn(pump("Secret", stream, sink.clone()))
+    ractor::concurrency::spawn(pump("SecretMetadata", stream, sink.clone()))
 }
 
 /// Which of the [`Versions`] a watch advances.
@@ -237,10 +238,19 @@ pub fn start(
     );
     let (pods, pod_task) =
         watch_owned::<CachedPod>(client, namespace, trim_pod, None, &sink, "Pod");
+    let (owned_secrets, owned_secret_task) = watch_owned::<Secret>(
+        client,
+        namespace,
+        keep,
+        progress(|v| &v.secrets),
+        &sink,
+        "Secret",
+    );
     let secret_versions = SecretVersions::default();
     let secret_task = watch_secrets(client, namespace, secret_versions.clone(), &sink);
     let (instances, instance_writer) = reflector::store();
     let stores = Stores {
+        secrets: owned_secrets,
         secret_versions,
         instances,
         config_maps,
@@ -266,6 +276,7 @@ pub fn start(
             gate.statefulsets.wait_until_ready(),
             gate.services.wait_until_ready(),
             gate.pods.wait_until_ready(),
+            gate.secrets.wait_until_ready(),
         );
         pump("RedisInstance", instance_stream, sink).await;
     });
@@ -274,6 +285,7 @@ pub fn start(
         sts_task,
         svc_task,
         pod_task,
+        owned_secret_task,
         secret_task,
         instance_task,
     ];

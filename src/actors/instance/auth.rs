@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use tracing::{info, warn};
 
 use super::InstanceState;
-use super::observe::Observed;
+use super::observe::{Observed, lookup, newest};
 use crate::auth::acl::{self, AclUser};
 use crate::auth::{
     Access, Credentials, OPERATOR_USER, REPLICATION_USER, acl_secret_name, enabled,
@@ -28,8 +28,11 @@ use crate::resources::{
 /// `status.aclHash`.
 #[derive(Default)]
 pub struct AuthMemory {
-    /// Secrets as last read, by name: read again only when the watch shows a new version.
+    /// Secrets of the user's as last read, by name: read again only when the watch shows a new
+    /// version.
     read: HashMap<String, Arc<Secret>>,
+    /// Secrets the operator wrote, until its cache shows them.
+    written: HashMap<String, Arc<Secret>>,
     /// The ACL file's fingerprint every running pod was brought in line with, until status
     /// holds it.
     pub applied: Option<String>,
@@ -80,17 +83,19 @@ pub(super) async fn step(
     let users = acl::instance_users(clients, &system.operator, &system.replication);
     let file = acl::render(&users);
     let acl_name = acl_secret_name(instance);
-    let stored = read(state, &acl_name).await?;
+    let stored = owned(state, &acl_name);
     if stored.as_deref().and_then(acl_file_of) != Some(file.as_str()) {
         let version = stored.as_ref().and_then(|s| s.resource_version());
         let secret = acl_secret(instance, &file, version);
-        state.auth.read.remove(&acl_name);
         let api = state.args.api.clone();
-        if stored.is_some() {
-            api.apply("Secret", &secret).await?;
-        } else if api.create_secret(&secret).await?.is_none() {
-            // Someone created it meanwhile: it is read again next time.
-            return Ok(Duration::from_millis(200));
+        let written = match stored {
+            Some(_) => Some(api.apply("Secret", &secret).await?),
+            None => api.create_secret(&secret).await?,
+        };
+        match written {
+            Some(written) => wrote(state, written),
+            // Someone created it meanwhile: the cache shows it soon.
+            None => return Ok(Duration::from_millis(200)),
         }
         info!(secret = %acl_name, users = users.len(), "ACL file written");
     }
@@ -164,11 +169,7 @@ async fn system_passwords(
     instance: &RedisInstance,
 ) -> Result<Option<SystemPasswords>, kube_io::Error> {
     let name = system_secret_name(instance);
-    if let Some(known) = read(state, &name)
-        .await?
-        .as_deref()
-        .and_then(SystemPasswords::of)
-    {
+    if let Some(known) = owned(state, &name).as_deref().and_then(SystemPasswords::of) {
         return Ok(Some(known));
     }
     let fresh = SystemPasswords {
@@ -178,13 +179,11 @@ async fn system_passwords(
     let api = state.args.api.clone();
     match api.create_secret(&system_secret(instance, &fresh)).await? {
         Some(created) => {
-            state.auth.read.insert(name, Arc::new(created));
+            wrote(state, created);
             Ok(Some(fresh))
         }
-        None => {
-            state.auth.read.remove(&name);
-            Ok(None)
-        }
+        // Someone created it meanwhile: the cache shows it soon.
+        None => Ok(None),
     }
 }
 
@@ -199,8 +198,28 @@ struct Clients {
     default_passwords: Vec<String>,
 }
 
-/// A Secret by name, read again only when the Secret watch shows another version than the
-/// one read last (or knows nothing of it).
+/// A Secret the operator owns, from its watch cache, or as written while the cache is behind.
+fn owned(state: &mut InstanceState, name: &str) -> Option<Arc<Secret>> {
+    let stores = &state.args.stores;
+    let cached = lookup(&stores.secrets, &state.args.key.namespace, name);
+    let mut written = state.auth.written.remove(name);
+    let newest = newest(cached, &mut written, Some(&stores.versions.secrets));
+    if let Some(still) = written {
+        state.auth.written.insert(name.to_owned(), still);
+    }
+    newest
+}
+
+/// Notes a Secret the operator just wrote, for [`owned`] to see before the cache does.
+fn wrote(state: &mut InstanceState, secret: Secret) {
+    state
+        .auth
+        .written
+        .insert(secret.name_any(), Arc::new(secret));
+}
+
+/// A user's Secret by name, read again only when the Secret watch shows another version than
+/// the one read last (or knows nothing of it).
 async fn read(
     state: &mut InstanceState,
     name: &str,
@@ -285,7 +304,7 @@ async fn generated_default(
     instance: &RedisInstance,
 ) -> Result<Option<Clients>, kube_io::Error> {
     let name = generated_secret_name(instance);
-    let secret = match read(state, &name).await? {
+    let secret = match owned(state, &name) {
         Some(secret) => secret,
         None => {
             let seeded = seed_password(instance);
@@ -308,9 +327,8 @@ async fn generated_default(
                 api.event(instance, true, "PasswordMoved", "MovePassword", note)
                     .await;
             }
-            let created = Arc::new(created);
-            state.auth.read.insert(name.clone(), created.clone());
-            created
+            wrote(state, created.clone());
+            Arc::new(created)
         }
     };
     if seed_password(instance).is_some() && !state.auth.requirepass_reported {

@@ -28,6 +28,8 @@ pub struct Stores {
     pub pods: Store<CachedPod>,
     /// How far each watch has come.
     pub versions: Arc<Versions>,
+    /// The Secrets the operator owns (`<name>-auth`, `<name>-acl`, `<name>-operator`).
+    pub secrets: Store<k8s_openapi::api::core::v1::Secret>,
     /// Every Secret's resourceVersion, from the metadata watch.
     pub secret_versions: crate::actors::watches::SecretVersions,
 }
@@ -43,6 +45,8 @@ pub struct Versions {
     pub statefulsets: AtomicU64,
     /// Services.
     pub services: AtomicU64,
+    /// Secrets the operator owns.
+    pub secrets: AtomicU64,
 }
 
 impl Versions {
@@ -91,7 +95,7 @@ fn version<K: Resource>(obj: &K) -> Option<u64> {
 /// The cached object, or the written one while the cache is behind it. `watched` is how far
 /// the kind's watch has come: once past the write, the cache is trusted, even where it shows
 /// nothing (someone deleted the object before the cache saw it written).
-fn newest<K: Resource>(
+pub(super) fn newest<K: Resource>(
     cached: Option<Arc<K>>,
     written: &mut Option<Arc<K>>,
     watched: Option<&AtomicU64>,
@@ -120,7 +124,7 @@ fn newest<K: Resource>(
     }
 }
 
-fn lookup<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
+pub(super) fn lookup<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
