@@ -150,23 +150,47 @@ fn watch_secrets(
     sink: &Sink,
 ) -> JoinHandle<()> {
     let api = api::<PartialObjectMeta<Secret>>(client, namespace);
+    let relisting = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let stream = watcher(api, watcher::Config::default())
         .backoff(WatchBackoff::default())
         .filter_map(move |event| {
             let versions = versions.clone();
+            let relisting = relisting.clone();
             async move {
-                let (obj, deleted) = match event {
-                    Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => (obj, false),
-                    Ok(watcher::Event::Delete(obj)) => (obj, true),
-                    Ok(watcher::Event::InitDone) => return Some(Ok(SupervisorMsg::WakeAll)),
-                    Ok(watcher::Event::Init) => return None,
+                // A relist's objects only record their versions: its end wakes every
+                // instance anyway, and a message per Secret would scan every instance as often.
+                let (obj, deleted, relisted) = match event {
+                    Ok(watcher::Event::Apply(obj)) => (obj, false, false),
+                    Ok(watcher::Event::InitApply(obj)) => (obj, false, true),
+                    Ok(watcher::Event::Delete(obj)) => (obj, true, false),
+                    Ok(watcher::Event::Init) => {
+                        relisting.lock().expect("relisting lock").clear();
+                        return None;
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        // Secrets deleted while the watch was down are gone from the relist.
+                        let seen = std::mem::take(&mut *relisting.lock().expect("relisting lock"));
+                        versions.retain(|key, _| seen.contains(key));
+                        return Some(Ok(SupervisorMsg::WakeAll));
+                    }
                     Err(err) => return Some(Err(err)),
                 };
                 let key = (obj.namespace().unwrap_or_default(), obj.name_any());
+                if relisted {
+                    relisting
+                        .lock()
+                        .expect("relisting lock")
+                        .insert(key.clone());
+                }
                 if deleted {
                     versions.remove(&key);
                 } else {
                     versions.insert(key.clone(), obj.resource_version().unwrap_or_default());
+                }
+                // The Secrets the operator owns reach their instance through their own watch.
+                let owned = obj.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER);
+                if relisted || owned {
+                    return None;
                 }
                 Some(Ok(SupervisorMsg::Secret(InstanceKey {
                     namespace: key.0,
