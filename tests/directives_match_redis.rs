@@ -480,8 +480,6 @@ const LIVE_SAMPLES: &[(&str, &[&str])] = &[
     ),
     ("list-max-listpack-size", &["-1", "64"]),
     ("loglevel", &["WARNING"]),
-    ("masterauth", &["s3cret with spaces", " padded "]),
-    ("masteruser", &["replication"]),
     ("maxclients", &["128"]),
     ("maxmemory", &["100mb", "1gb", "1G", "64k", "0"]),
     ("maxmemory-clients", &["10%", "0%", "64kb", "100%", "0"]),
