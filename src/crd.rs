@@ -81,10 +81,29 @@ pub struct RedisInstanceSpec {
     /// Bounds of a replicated instance's (two pods or more) switchovers and failovers.
     #[serde(default, skip_serializing_if = "ReplicationSpec::is_default")]
     pub replication: ReplicationSpec,
+    /// Serve TLS only, with the certificate and CA of a Secret; see `TlsSpec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
     /// Holds every restart and live apply; status shows the pending change until unpaused.
     /// The annotation `redis.github.com/paused: "true"` does the same.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+}
+
+/// TLS on every connection: clients, replication and the operator's own.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A `kubernetes.io/tls` Secret in the instance's namespace holding `tls.crt`, `tls.key` and
+    /// `ca.crt`, as cert-manager issues them. The certificate must name
+    /// `<instance>.<namespace>.svc`, which the operator verifies; a change of the Secret is
+    /// loaded by every pod without a restart.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// Require every client to present a certificate signed by `ca.crt`
+    /// (`tls-auth-clients yes`); by default clients need only trust the server's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auth_clients: bool,
 }
 
 /// Bounds of switchovers and failovers.

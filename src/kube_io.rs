@@ -355,6 +355,19 @@ impl InstanceApi {
             })
     }
 
+    /// A Secret an instance names (`spec.tls`), or `None` when it does not exist. A read, so
+    /// it passes no write gate.
+    pub async fn secret(&self, name: &str) -> Result<Option<k8s_openapi::api::core::v1::Secret>> {
+        self.api::<k8s_openapi::api::core::v1::Secret>()
+            .get_opt(name)
+            .await
+            .map_err(|source| Error::Read {
+                kind: "Secret",
+                name: name.to_owned(),
+                source,
+            })
+    }
+
     /// The addresses a Service's EndpointSlices list as ready: who its clients can still reach.
     /// A read, so it passes no write gate.
     pub async fn ready_endpoints(&self, service: &str) -> Result<Vec<String>> {

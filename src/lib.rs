@@ -19,3 +19,4 @@ pub mod run;
 pub mod status;
 pub mod telemetry;
 pub mod text;
+pub mod tls;

@@ -10,8 +10,21 @@ use std::collections::BTreeMap;
 use crate::crd::RedisInstance;
 
 /// The directives the pods run: `spec.config`, plus, on a replicated instance with a password,
-/// `masterauth` set to it, so that replicas authenticate to the primary they follow.
+/// `masterauth` set to it, so that replicas authenticate to the primary they follow, plus the
+/// TLS directives of `spec.tls`.
 pub fn effective(instance: &RedisInstance) -> Cow<'_, BTreeMap<String, String>> {
+    let tls = crate::tls::directives(instance);
+    let mut config = without_tls(instance);
+    if !tls.is_empty() {
+        let with = config.to_mut();
+        for (name, value) in tls {
+            with.insert(name.to_owned(), value);
+        }
+    }
+    config
+}
+
+fn without_tls(instance: &RedisInstance) -> Cow<'_, BTreeMap<String, String>> {
     let config = &instance.spec.config;
     match config.get("requirepass") {
         Some(password)

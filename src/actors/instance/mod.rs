@@ -11,6 +11,7 @@ mod perform;
 mod replicate;
 mod report;
 mod target;
+mod tls;
 
 pub use observe::{Stores, Versions, Written};
 
@@ -144,6 +145,8 @@ pub struct InstanceState {
     replication_services: std::collections::HashMap<String, Arc<crate::resources::CachedService>>,
     /// The user was told the instance runs unrelated servers until converted.
     unconverted_reported: bool,
+    /// The `spec.tls` Secret's material and the pods' reload.
+    tls: tls::TlsMemory,
 }
 
 /// See the module docs.
@@ -183,6 +186,7 @@ impl Actor for RedisInstanceActor {
             replication: replicate::ReplicationMemory::default(),
             replication_services: std::collections::HashMap::new(),
             unconverted_reported: false,
+            tls: tls::TlsMemory::default(),
         })
     }
 
@@ -492,6 +496,7 @@ async fn step(
         live: plan.instance.spec.config_update == crate::crd::ConfigUpdate::Live,
     };
     let record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
+    tls::read_secret(state, &plan).await;
     state.live.recall(&current, &plan);
     state
         .target
@@ -557,6 +562,7 @@ async fn step(
         }
         live_wake = live::next_check_in(state, &plan);
     }
+    let tls_wake = tls::reload(state, &plan, &seen).await;
     report::write_status(state, &seen, Some(&plan)).await?;
     if !replicated && !state.unconverted_reported && crate::resources::unconverted(&current) {
         state.unconverted_reported = true;
@@ -597,7 +603,10 @@ async fn step(
         next_pod_deadline(&state.target, &seen.pods, r, deadline, clock)
     });
     Ok(Some(
-        wake.min(pod_deadline).min(live_wake).min(replication_wake),
+        wake.min(pod_deadline)
+            .min(live_wake)
+            .min(replication_wake)
+            .min(tls_wake),
     ))
 }
 
