@@ -220,7 +220,10 @@ pub(super) async fn reload(state: &mut InstanceState, plan: &Plan, seen: &Observ
             )
             .await;
     }
-    if behind.is_empty() && !pods.is_empty() {
+    if pods.is_empty() {
+        // Nothing serves yet (or any more): a pod that starts reads the current files.
+        reread_in
+    } else if behind.is_empty() {
         state.tls.verified = Some((wanted, Instant::now()));
         reread_in.min(SERVED_RECHECK)
     } else {
