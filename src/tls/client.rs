@@ -130,6 +130,8 @@ impl ClientTls {
                     addr: addr.clone(),
                     source,
                 })?;
+            // Commands are small and answered one at a time: no batching delay.
+            let _ = tcp.set_nodelay(true);
             let stream = self
                 .connector
                 .connect(self.server_name.clone(), tcp)
