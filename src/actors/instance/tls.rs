@@ -265,3 +265,27 @@ enum ReloadError {
     #[error("CONFIG SET of the TLS files refused: {0}")]
     Refused(#[from] redis::RedisError),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::material::tests::material;
+
+    #[test]
+    fn a_pod_is_reached_over_tls_only_when_started_with_it() {
+        let mut memory = TlsMemory::default();
+        let mut tls_pod = CachedPod::default();
+        tls_pod.metadata.annotations =
+            Some([(TLS_ANNOTATION.to_owned(), "true".to_owned())].into());
+        let plain_pod = CachedPod::default();
+        assert!(memory.for_pod(&tls_pod).is_none(), "no Secret read yet");
+        memory.client = Some(Arc::new(
+            ClientTls::new(&material(), None, "redis-example.team-a.svc").unwrap(),
+        ));
+        assert!(memory.for_pod(&tls_pod).is_some());
+        assert!(
+            memory.for_pod(&plain_pod).is_none(),
+            "a pod started before TLS was turned on speaks plain RESP until replaced"
+        );
+    }
+}
