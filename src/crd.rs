@@ -88,6 +88,49 @@ pub struct RedisInstanceSpec {
     /// The annotation `redis.github.com/paused: "true"` does the same.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// Who may connect and with which passwords. Without it the `default` user gets a password
+    /// the operator generates into the Secret `<name>-auth` (key `password`).
+    #[serde(default, skip_serializing_if = "AuthSpec::is_default")]
+    pub auth: AuthSpec,
+}
+
+/// Redis's ACL users, their passwords read from Secrets.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Users applications connect as. When set, `default` is off unless listed here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<AuthUser>,
+    /// No password at all: anyone who reaches the port may run any command. For throwaway
+    /// instances only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+}
+
+impl AuthSpec {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// One ACL user.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthUser {
+    /// The user name clients send with `AUTH <user> <password>` (`default` for `AUTH <password>`).
+    #[schemars(length(min = 1, max = 64))]
+    pub name: String,
+    /// A Secret in the instance's namespace; every key of it holds one password of this user,
+    /// so a rotation adds a key, moves the clients, then removes the old key.
+    #[schemars(length(min = 1))]
+    pub password_secret: String,
+    /// ACL rules for the user (keys, channels, commands), as `ACL SETUSER` takes them.
+    #[serde(default = "default_acl_rules")]
+    pub rules: String,
+}
+
+fn default_acl_rules() -> String {
+    "~* &* +@all".to_owned()
 }
 
 /// TLS on every connection: clients, replication and the operator's own.
@@ -369,6 +412,10 @@ pub struct RedisInstanceStatus {
     /// switchover in flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<ReplicationStatus>,
+    /// SHA-256 of the ACL file every running pod was last brought in line with (it holds
+    /// password hashes, never passwords): a Secret edit that changes it is applied live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl_hash: Option<String>,
     /// Ready, ConfigValid and Progressing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -1,8 +1,8 @@
 //! The few Kubernetes API calls the operator makes, in one place: all of them writes, each
 //! through the shared [`Limiter`]. Reads come from the watch caches.
 
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -70,6 +70,9 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The OS gave no random bytes for a password; nothing was created.
+    #[error("failed to generate a password: {0}")]
+    NoRandomness(String),
     /// Writing the instance's status failed.
     #[error("failed to update status of {name}: {source}")]
     Status {
@@ -95,6 +98,7 @@ impl Error {
                 "NotLeader"
             }
             Error::Live(_) => "RedisUnreachable",
+            Error::NoRandomness(_) => "NoRandomness",
         }
     }
 
@@ -107,7 +111,10 @@ impl Error {
                 kube::Error::Api(status) => Some(status),
                 _ => None,
             },
-            Error::NotLeader(_) | Error::Live(_) | Error::Serialize { .. } => None,
+            Error::NotLeader(_)
+            | Error::Live(_)
+            | Error::Serialize { .. }
+            | Error::NoRandomness(_) => None,
         }
     }
 
@@ -176,6 +183,7 @@ fn status_patch(
             "rollout",
             "statefulSetGeneration",
             "replication",
+            "aclHash",
             "phase",
             "conditions",
         ] {
@@ -355,19 +363,6 @@ impl InstanceApi {
             })
     }
 
-    /// A Secret an instance names (`spec.tls`), or `None` when it does not exist. A read, so
-    /// it passes no write gate.
-    pub async fn secret(&self, name: &str) -> Result<Option<k8s_openapi::api::core::v1::Secret>> {
-        self.api::<k8s_openapi::api::core::v1::Secret>()
-            .get_opt(name)
-            .await
-            .map_err(|source| Error::Read {
-                kind: "Secret",
-                name: name.to_owned(),
-                source,
-            })
-    }
-
     /// The addresses a Service's EndpointSlices list as ready: who its clients can still reach.
     /// A read, so it passes no write gate.
     pub async fn ready_endpoints(&self, service: &str) -> Result<Vec<String>> {
@@ -390,6 +385,39 @@ impl InstanceApi {
             .filter(|e| e.conditions.as_ref().is_none_or(|c| c.ready != Some(false)))
             .flat_map(|e| e.addresses.iter().cloned())
             .collect())
+    }
+
+    /// A Secret of the instance's namespace, `None` when there is none. Read on demand, never
+    /// cached: only the Secrets an instance references are read.
+    pub async fn secret(&self, name: &str) -> Result<Option<Secret>> {
+        self.api::<Secret>()
+            .get_opt(name)
+            .await
+            .map_err(|source| Error::Read {
+                kind: "Secret",
+                name: name.to_owned(),
+                source,
+            })
+    }
+
+    /// Creates a Secret the operator owns; `None` when one of that name already exists (it is
+    /// then read again, never overwritten: it may hold a password clients already use).
+    pub async fn create_secret(&self, secret: &Secret) -> Result<Option<Secret>> {
+        let name = secret.name_any();
+        let _permit = self.limiter.acquire().await?;
+        match self
+            .api::<Secret>()
+            .create(&PostParams::default(), secret)
+            .await
+        {
+            Ok(created) => Ok(Some(created)),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
+            Err(source) => Err(Error::Apply {
+                kind: "Secret",
+                name,
+                source,
+            }),
+        }
     }
 
     /// Replaces the status subresource; returns the instance as stored after the write.
@@ -553,6 +581,7 @@ mod tests {
             refused_live_config_hash: Some("r".into()),
             pending_change: Some("p".into()),
             rejected_config_hash: Some("x".into()),
+            acl_hash: Some("a".into()),
             rollout: Some(RolloutRecord {
                 config_hash: "h".into(),
                 restarted_at: None,

@@ -2,6 +2,7 @@
 
 pub mod actors;
 pub mod api_traffic;
+pub mod auth;
 pub mod config;
 pub mod crd;
 pub mod decide;

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client, ResourceExt};
 
 use crate::config::render::{CONFIG_FILE_KEY, render, short_hash};
-use crate::config::validate::{Violation, validate};
+use crate::config::validate::Violation;
 use crate::crd::{ConfigUpdate, RedisInstance, RestartStrategy};
 use crate::live::{changed_directives, is_live, live_only_change, template_hash};
 use crate::resources::{CachedStatefulSet, config_hash_of, config_map_name, image_of};
@@ -61,7 +61,7 @@ pub enum Verdict {
 /// The verdict for applying `new` over `running`, by the operator's rules: the template hash
 /// first, then the ConfigMap's content, then the image.
 pub fn verdict(new: &RedisInstance, running: &Running) -> Verdict {
-    let violations = validate(&new.spec.config);
+    let violations = crate::config::violations(&new.spec);
     if !violations.is_empty() {
         return Verdict::Refused(violations);
     }
@@ -368,7 +368,7 @@ mod tests {
     use crate::resources::fixtures::instance;
 
     fn running_on(instance: &RedisInstance) -> Running {
-        let rendered = render(&instance.spec.config);
+        let rendered = render(&crate::config::effective(instance));
         Running {
             template_hash: Some(template_hash(instance, &rendered)),
             config_text: Some(rendered.text),

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::DeleteParams;
-use redis_operator::config::render::render;
 use redis_operator::crd::RedisInstance;
 
 use common::{TestNamespace, kubeconfig_path, wait_for};
@@ -137,12 +136,15 @@ async fn the_operator_needs_only_the_rbac_in_deploy() {
         ("patch", "pods", &ns.name),
         ("list", "endpointslices.discovery.k8s.io", &ns.name),
         ("update", "leases.coordination.k8s.io", "redis-operator"),
+        ("get", "secrets", &ns.name),
+        ("create", "secrets", &ns.name),
+        ("patch", "secrets", &ns.name),
     ] {
         assert!(can_i(verb, resource, namespace), "cannot {verb} {resource}");
     }
     for (verb, resource, namespace) in [
-        ("get", "secrets", "*"),
-        ("list", "secrets", &ns.name),
+        ("delete", "secrets", &ns.name),
+        ("update", "secrets", &ns.name),
         ("delete", "namespaces", "*"),
         ("create", "deployments.apps", &ns.name),
         ("update", "redisinstances.redis.github.com", &ns.name),
@@ -179,7 +181,7 @@ async fn the_operator_needs_only_the_rbac_in_deploy() {
         .config
         .insert("maxmemory".into(), "140mb".into());
     apply_instance(&ns, &instance).await.unwrap();
-    let hash = render(&instance.spec.config).hash;
+    let hash = redis_operator::config::rendered(&instance).hash;
     let ready = wait_ready(&ns, "redis-example", Some(&hash), Duration::from_secs(180)).await;
     assert_eq!(ready.status.unwrap().restarts, 1);
     ns.api::<RedisInstance>()

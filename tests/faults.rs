@@ -11,7 +11,6 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use redis_operator::config::render::render;
 use redis_operator::config::validate::validate;
 use redis_operator::crd::{RedisInstance, RestartStrategy};
 use redis_operator::resources::image_of;
@@ -303,7 +302,7 @@ async fn operator_stopped_mid_recreate(kill: bool, prefix: &str) {
     }
     let _operator = Operator::start(&ns.name);
 
-    let hash = render(&instance.spec.config).hash;
+    let hash = redis_operator::config::rendered(&instance).hash;
     let ri = wait_ready(&ns, NAME, Some(&hash), Duration::from_secs(180)).await;
     assert_eq!(
         ri.status.unwrap().restarts,
@@ -412,7 +411,7 @@ async fn a_second_operator_stands_by_and_takes_over_when_the_leader_dies() {
         wait_ready(
             &ns,
             NAME,
-            Some(&render(&instance.spec.config).hash),
+            Some(&redis_operator::config::rendered(&instance).hash),
             Duration::from_secs(180),
         )
         .await;
@@ -449,7 +448,7 @@ async fn a_second_operator_stands_by_and_takes_over_when_the_leader_dies() {
         .config
         .insert("maxmemory".into(), "130mb".into());
     apply_instance(&ns, &instance).await.unwrap();
-    let hash = render(&instance.spec.config).hash;
+    let hash = redis_operator::config::rendered(&instance).hash;
     wait_ready(&ns, NAME, Some(&hash), Duration::from_secs(180)).await;
     assert_eq!(
         wait_restarts(&ns, NAME, 3).await.status.unwrap().restarts,
@@ -473,7 +472,7 @@ async fn a_storm_of_edits_under_recreate_costs_at_most_two_restarts() {
         apply_instance(&ns, &instance).await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let hash = render(&instance.spec.config).hash;
+    let hash = redis_operator::config::rendered(&instance).hash;
     let ready = wait_ready(&ns, NAME, Some(&hash), Duration::from_secs(180)).await;
     let recorded = ready.status.unwrap().restarts;
     let real = history.restarts().await["redis-example-0"] as i64;
@@ -513,7 +512,7 @@ async fn a_config_map_edited_by_hand_is_restored_and_the_pods_restarted() {
         .data
         .unwrap()["redis.conf"]
         .clone();
-    assert_eq!(text, render(&instance.spec.config).text);
+    assert_eq!(text, redis_operator::config::rendered(&instance).text);
     assert_eq!(history.restarts().await["redis-example-0"], 1);
     assert_eq!(event_count(&ns, NAME, "DriftRepaired").await, 1);
     let pod = ready_pod(&ns, "redis-example-0").await;
@@ -586,7 +585,7 @@ async fn a_one_off_crash_on_a_new_config_is_restarted_not_rolled_back() {
         .spec
         .config
         .insert("maxmemory".into(), "200mb".into());
-    let new_hash = render(&instance.spec.config).hash;
+    let new_hash = redis_operator::config::rendered(&instance).hash;
     apply_instance(&ns, &instance).await.unwrap();
     // The highest ordinal goes first.
     let last = format!("{NAME}-2");

@@ -18,7 +18,6 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Client, ResourceExt};
-use redis_operator::config::render::render;
 
 use common::{TestNamespace, is_ready, kubeconfig_path, wait_for};
 use e2e::*;
@@ -309,7 +308,7 @@ async fn installed_with_helm_the_operator_runs_as_pods_and_fails_over() {
         .config
         .insert("maxmemory".into(), "150mb".into());
     apply_instance(&ns, &instance).await.unwrap();
-    let hash = render(&instance.spec.config).hash;
+    let hash = redis_operator::config::rendered(&instance).hash;
     let ready = wait_ready(&ns, "redis-example", Some(&hash), Duration::from_secs(180)).await;
     assert_eq!(ready.status.unwrap().restarts, 1);
 
@@ -334,7 +333,7 @@ async fn installed_with_helm_the_operator_runs_as_pods_and_fails_over() {
         .config
         .insert("maxmemory".into(), "160mb".into());
     apply_instance(&ns, &instance).await.unwrap();
-    let hash = render(&instance.spec.config).hash;
+    let hash = redis_operator::config::rendered(&instance).hash;
     let ready = wait_ready(&ns, "redis-example", Some(&hash), Duration::from_secs(180)).await;
     assert_eq!(ready.status.unwrap().restarts, 2, "one restart per edit");
     assert_eq!(history.restarts().await["redis-example-0"], 2);

@@ -262,7 +262,7 @@ async fn a_refused_live_change_is_undone_everywhere_and_hand_drift_is_set_back()
     apply_instance(&ns, &instance).await.unwrap();
     wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;
     let history = PodHistory::start(&ns).await;
-    let before = render(&instance.spec.config).text;
+    let before = redis_operator::config::rendered(&instance).text;
     let pods = pods(&ns, NAME).await;
     // The second pod's default user may no longer run CONFIG SET: the first pod takes the
     // change, the second refuses it, so the first must be set back.

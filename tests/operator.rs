@@ -12,7 +12,6 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use redis_operator::config::render::render;
 use redis_operator::crd::{RedisInstance, RestartStrategy, Retention, RetentionPolicy};
 use redis_operator::resources::config_map;
 
@@ -62,7 +61,7 @@ async fn spec_walkthrough(prefix: &str, strategy: RestartStrategy) {
     let mut second = example("redis-example-updated.yaml");
     second.spec.restart_strategy = strategy;
     apply_instance(&ns, &second).await.unwrap();
-    let new_hash = render(&second.spec.config).hash;
+    let new_hash = redis_operator::config::rendered(&second).hash;
     let pod = ready_pod_not(&ns, "redis-example-0", Some(&uid(&pod))).await;
     let ready = wait_ready(&ns, "redis-example", Some(&new_hash), READY_TIMEOUT).await;
     let (text, hash) = config_map_and_hash(&ns, "redis-example").await;
@@ -140,7 +139,7 @@ async fn spec_walkthrough(prefix: &str, strategy: RestartStrategy) {
     assert_eq!(restart_line["new_hash"], new_hash.as_str());
     assert_eq!(
         restart_line["old_hash"].as_str(),
-        Some(sha256sum(&render(&first.spec.config).text).as_str())
+        Some(sha256sum(&redis_operator::config::rendered(&first).text).as_str())
     );
 
     // Metrics and Events tell the same story.
@@ -194,7 +193,7 @@ async fn three_replicas_roll_highest_ordinal_first() {
         .config
         .insert("maxmemory".into(), "150mb".into());
     apply_instance(&ns, &instance).await.unwrap();
-    let new_hash = render(&instance.spec.config).hash;
+    let new_hash = redis_operator::config::rendered(&instance).hash;
     // Record the order in which ordinals get a new pod.
     let order = std::sync::Mutex::new(Vec::new());
     wait_for(
@@ -336,7 +335,7 @@ async fn invalid_config_is_refused_and_the_pod_keeps_running() {
     let mut fixed = good.clone();
     fixed.spec.config.insert("maxmemory".into(), "120mb".into());
     apply_instance(&ns, &fixed).await.unwrap();
-    let new_hash = render(&fixed.spec.config).hash;
+    let new_hash = redis_operator::config::rendered(&fixed).hash;
     let ri = wait_ready(&ns, "redis-example", Some(&new_hash), READY_TIMEOUT).await;
     let valid = ri
         .status
@@ -397,7 +396,7 @@ async fn operator_killed_between_config_map_and_statefulset_converges() {
     let second = example("redis-example-updated.yaml");
     let mut edited = apply_instance(&ns, &second).await.unwrap();
     edited.metadata.uid = applied.metadata.uid.clone();
-    let rendered = render(&second.spec.config);
+    let rendered = redis_operator::config::rendered(&second);
     ns.api::<ConfigMap>()
         .patch(
             "redis-example-config",
@@ -633,7 +632,7 @@ async fn a_recreate_keeps_the_data_and_others_finalizers_with_when_deleted_delet
         .config
         .insert("maxmemory".into(), "110mb".into());
     apply_instance(&ns, &instance).await.unwrap();
-    let new_hash = render(&instance.spec.config).hash;
+    let new_hash = redis_operator::config::rendered(&instance).hash;
 
     // Deleted with its dependents orphaned (the garbage collector's `orphan` finalizer done),
     // and held by the foreign finalizer, which the operator leaves alone.
@@ -742,7 +741,7 @@ async fn quick_edits_during_a_recreate_end_in_one_restart_with_the_last_config()
             .insert("maxmemory".into(), memory.into());
         apply_instance(&ns, &instance).await.unwrap();
     }
-    let last = render(&instance.spec.config).hash;
+    let last = redis_operator::config::rendered(&instance).hash;
     let ready = wait_ready(&ns, "redis-example", Some(&last), READY_TIMEOUT).await;
     assert_eq!(
         ready.status.unwrap().restarts,
@@ -770,7 +769,7 @@ async fn config_redis_rejects_is_rolled_back_to_the_last_one_that_ran() {
     let good = example("redis-example.yaml");
     apply_instance(&ns, &good).await.unwrap();
     wait_ready(&ns, "redis-example", None, READY_TIMEOUT).await;
-    let good_hash = render(&good.spec.config).hash;
+    let good_hash = redis_operator::config::rendered(&good).hash;
     let pod = ready_pod(&ns, "redis-example-0").await;
     assert_eq!(
         redis_cli(&pod, &["SET", "survives-the-rollback", "yes"]).await,
@@ -890,7 +889,7 @@ async fn config_redis_rejects_is_rolled_back_to_the_last_one_that_ran() {
     wait_ready(
         &ns,
         "redis-example",
-        Some(&render(&fixed.spec.config).hash),
+        Some(&redis_operator::config::rendered(&fixed).hash),
         READY_TIMEOUT,
     )
     .await;
@@ -936,7 +935,7 @@ async fn a_burst_of_edits_during_a_rolling_restart_costs_at_most_one_more_restar
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
-    let last = render(&instance.spec.config).hash;
+    let last = redis_operator::config::rendered(&instance).hash;
     let ready = wait_ready(&ns, "redis-example", Some(&last), Duration::from_secs(300)).await;
     let recorded = ready.status.unwrap().restarts;
     let reasons = event_reasons(&ns, "redis-example").await;

@@ -9,8 +9,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use redis_operator::config::render::render;
-
 use common::{TestNamespace, wait_for};
 use e2e::*;
 
@@ -91,7 +89,7 @@ async fn after_an_api_server_outage_the_operator_resumes_within_seconds() {
     eprintln!("acted on the edit {took:?} after the API server came back");
     // Before the watches' backoff was bounded, this took 38-44 s; the bound is generous.
     assert!(took < Duration::from_secs(30), "took {took:?}");
-    let hash = render(&instance.spec.config).hash;
+    let hash = redis_operator::config::rendered(&instance).hash;
     wait_ready(&ns, "redis-example", Some(&hash), Duration::from_secs(180)).await;
     assert_eq!(operator.get("/readyz").await.trim(), "ok");
     assert!(operator.metrics().await.contains("redis_operator_leader 1"));

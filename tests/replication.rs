@@ -20,7 +20,7 @@ use kube::runtime::WatchStreamExt;
 use redis_operator::crd::{RedisInstance, ReplicationStatus};
 use serde_json::json;
 
-use common::{TestNamespace, pod_ip, redis_cli, try_redis_cli, wait_for};
+use common::{TestNamespace, pod_ip, redis_cli, wait_for};
 use e2e::*;
 
 const NAME: &str = "redis-example";
@@ -80,7 +80,7 @@ async fn settled(ns: &TestNamespace, replicas: usize) -> Pod {
             if !ok {
                 return Err(format!("{status:?}"));
             }
-            let role = try_redis_cli(&pod_ip(primary), &["ROLE"]).await?;
+            let role = common::try_pod_cli(primary, &["ROLE"]).await?;
             if role.lines().next() != Some("master") {
                 return Err(format!("{} says {role}", primary.name_any()));
             }
@@ -105,11 +105,14 @@ impl Ledger {
         let svc: k8s_openapi::api::core::v1::Service =
             ns.api().get(&format!("{NAME}-primary")).await.unwrap();
         let ip = svc.spec.unwrap().cluster_ip.unwrap();
+        let secret: k8s_openapi::api::core::v1::Secret =
+            ns.api().get(&format!("{NAME}-auth")).await.unwrap();
+        let password = String::from_utf8(secret.data.unwrap()["password"].0.clone()).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let (stop2, acked2, prefix) = (stop.clone(), acked.clone(), prefix.to_owned());
         let task = tokio::spawn(async move {
-            let client = redis::Client::open(format!("redis://{ip}:6379")).unwrap();
+            let client = redis::Client::open(format!("redis://:{password}@{ip}:6379")).unwrap();
             let config = redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(Duration::from_millis(500)))
                 .set_response_timeout(Some(Duration::from_secs(2)));
@@ -213,14 +216,14 @@ async fn three_pods_replicate_roll_out_with_one_switchover_and_fail_over_without
             Duration::from_secs(30),
             "the key on the replica",
             || async {
-                match try_redis_cli(&pod_ip(&replica), &["GET", "hello"]).await? {
+                match common::try_pod_cli(&replica, &["GET", "hello"]).await? {
                     v if v == "world" => Ok(()),
                     v => Err(v),
                 }
             },
         )
         .await;
-        let refused = try_redis_cli(&pod_ip(&replica), &["SET", "x", "1"]).await;
+        let refused = common::try_pod_cli(&replica, &["SET", "x", "1"]).await;
         assert!(
             refused
                 .as_ref()

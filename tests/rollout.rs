@@ -12,7 +12,7 @@ use kube::api::{Patch, PatchParams};
 use redis_operator::crd::{OnFailure, RedisInstance};
 use serde_json::json;
 
-use common::{TestNamespace, ready_pod, redis_cli, try_redis_cli, wait_for};
+use common::{TestNamespace, ready_pod, redis_cli, wait_for};
 use e2e::*;
 
 const NAME: &str = "redis-example";
@@ -37,12 +37,7 @@ async fn with_data_in_database_3(
     // With several pods, pod 0 is the first primary and the others copy its data.
     let primary = ready_pod(ns, &format!("{NAME}-0")).await;
     wait_for(Duration::from_secs(60), "a write on pod 0", || async {
-        match try_redis_cli(
-            &common::pod_ip(&primary),
-            &["-n", "3", "SET", "kept", "yes"],
-        )
-        .await?
-        {
+        match common::try_pod_cli(&primary, &["-n", "3", "SET", "kept", "yes"]).await? {
             ok if ok == "OK" => Ok(()),
             other => Err(other),
         }
@@ -51,7 +46,7 @@ async fn with_data_in_database_3(
     for ordinal in 1..replicas {
         let pod = ready_pod(ns, &format!("{NAME}-{ordinal}")).await;
         wait_for(Duration::from_secs(60), "the key replicated", || async {
-            match try_redis_cli(&common::pod_ip(&pod), &["-n", "3", "GET", "kept"]).await? {
+            match common::try_pod_cli(&pod, &["-n", "3", "GET", "kept"]).await? {
                 yes if yes == "yes" => Ok(()),
                 other => Err(other),
             }

@@ -29,6 +29,8 @@ const SECRET: &str = "redis-example-tls";
 /// A directory of PEM files made with the `openssl` CLI (hack/local-cluster installs it).
 struct Pki {
     dir: PathBuf,
+    /// The `default` user's password, from the Secret the operator generates.
+    password: String,
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -78,7 +80,10 @@ impl Pki {
                 "ca.crt",
             ],
         );
-        Self { dir }
+        Self {
+            dir,
+            password: String::new(),
+        }
     }
 
     /// A certificate for the instance's pods, signed by the CA, with `serial`: the names the
@@ -191,10 +196,12 @@ fn material(files: &BTreeMap<String, Vec<u8>>) -> Material {
     Material::from_data(SECRET, &data).unwrap()
 }
 
-/// `redis-cli` over TLS, verifying the server against the test's CA; `with_cert` presents the
-/// pods' certificate as the client's.
+/// `redis-cli` over TLS, verifying the server against the test's CA and logged in with the
+/// password the operator generated (in the environment, never on a command line);
+/// `with_cert` presents the pods' certificate as the client's.
 async fn tls_cli(pki: &Pki, ip: &str, with_cert: bool, args: &[&str]) -> Result<String, String> {
     let mut cmd = tokio::process::Command::new("redis-cli");
+    cmd.env("REDISCLI_AUTH", &pki.password);
     cmd.args(["--tls", "--cacert", &pki.path("ca.crt")]);
     if with_cert {
         cmd.args([
@@ -211,7 +218,10 @@ async fn tls_cli(pki: &Pki, ip: &str, with_cert: bool, args: &[&str]) -> Result<
         .await
         .map_err(|e| e.to_string())?;
     let stdout = String::from_utf8_lossy(&out.stdout).trim_end().to_owned();
-    if out.status.success() && !stdout.starts_with("ERR") && !stdout.is_empty() {
+    let refused = ["ERR", "NOAUTH", "WRONGPASS", "AUTH failed"]
+        .iter()
+        .any(|e| stdout.starts_with(e));
+    if out.status.success() && !refused && !stdout.is_empty() {
         Ok(stdout)
     } else {
         Err(format!(
@@ -255,7 +265,7 @@ fn restart_counts(pods: &[Pod]) -> Vec<i32> {
 #[tokio::test]
 async fn serves_tls_only_replicates_over_it_and_reloads_a_renewed_certificate_without_restarts() {
     let (_client, ns, _operator) = setup("tls", &[]).await;
-    let pki = Pki::new(&ns.name);
+    let mut pki = Pki::new(&ns.name);
     let first = pki.issue(&ns.name, 1);
     apply_secret(&ns, &first).await;
 
@@ -268,6 +278,8 @@ async fn serves_tls_only_replicates_over_it_and_reloads_a_renewed_certificate_wi
     });
     apply_instance(&ns, &instance).await.unwrap();
     wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;
+    let auth: Secret = ns.api().get(&format!("{NAME}-auth")).await.unwrap();
+    pki.password = String::from_utf8(auth.data.unwrap()["password"].0.clone()).unwrap();
 
     // Replication over TLS: the replica's link to the primary is up.
     let replication = wait_for(

@@ -83,6 +83,7 @@ fn instance(config: BTreeMap<String, String>) -> RedisInstance {
             replication: Default::default(),
             tls: None,
             paused: false,
+            auth: Default::default(),
         },
     );
     instance.metadata.namespace = Some("bench".into());
@@ -138,12 +139,16 @@ async fn instance_memory(count: usize) -> (f64, f64) {
             let inst = named(i);
             CachedConfigMap::from(&redis_operator::resources::config_map(
                 &inst,
-                &render(&inst.spec.config),
+                &redis_operator::config::rendered(&inst),
             ))
         })),
         statefulsets: cache((0..count).map(|i| {
             let inst = named(i);
-            CachedStatefulSet::from(&statefulset(&inst, &render(&inst.spec.config).hash, None))
+            CachedStatefulSet::from(&statefulset(
+                &inst,
+                &redis_operator::config::rendered(&inst).hash,
+                None,
+            ))
         })),
         services: cache((0..count).map(|i| CachedService::from(&service(&named(i))))),
         pods: cache((0..count * 3).map(|i| {
@@ -153,6 +158,7 @@ async fn instance_memory(count: usize) -> (f64, f64) {
             pod
         })),
         versions: Default::default(),
+        secret_versions: Default::default(),
     };
     let cached = (LIVE.load(Ordering::Relaxed) - before) as f64 / count as f64;
 
@@ -222,7 +228,7 @@ async fn main() {
         );
     }
     let inst = instance(config(10));
-    let rendered = render(&inst.spec.config);
+    let rendered = redis_operator::config::rendered(&inst);
     row(
         "build StatefulSet",
         measure(20_000, || {

@@ -177,6 +177,7 @@ fn converged_caches_and_watches(instance: &RedisInstance) -> (Stores, Watches) {
         services: cache(vec![CachedService::from(&service(instance))]).0,
         pods,
         versions: Default::default(),
+        secret_versions: Default::default(),
     };
     let watches = Watches {
         instances: instances_writer,
@@ -248,8 +249,11 @@ async fn spawn_instance_actor_with(
     Actor::spawn(None, RedisInstanceActor, args).await.unwrap()
 }
 
+/// Auth is off: these tests are about the API writes of config changes, and a mocked API has
+/// no Redis to give ACL users to.
 fn converged_instance() -> RedisInstance {
     let mut good = fixtures::instance(&[("maxmemory", "100mb")]);
+    good.spec.auth.disabled = true;
     good.metadata.generation = Some(1);
     good.metadata.resource_version = Some("10".into());
     good

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{error, info, warn};
@@ -63,6 +63,8 @@ pub enum SupervisorMsg {
     /// Every instance takes a step: a watch of owned objects re-listed (its cache was replaced
     /// as a whole), or writing became allowed again after the Lease lapsed.
     WakeAll,
+    /// A Secret changed or was deleted: every instance that references it takes a step.
+    Secret(InstanceKey),
     /// Try again to start the actor of an instance whose actor failed.
     Respawn(InstanceKey),
     /// This process now holds the leader Lease: start acting on every instance.
@@ -140,6 +142,21 @@ impl Actor for SupervisorActor {
             SupervisorMsg::Owned(key) => {
                 if let Some(actor) = state.actors.get(&key) {
                     let _ = actor.send_message(InstanceMsg::Changed);
+                }
+            }
+            SupervisorMsg::Secret(secret) => {
+                for instance in state.stores.instances.state() {
+                    if instance.namespace().as_deref() == Some(secret.namespace.as_str())
+                        && crate::auth::referenced_secrets(&instance).contains(&secret.name)
+                    {
+                        let key = InstanceKey {
+                            namespace: secret.namespace.clone(),
+                            name: instance.name_any(),
+                        };
+                        if let Some(actor) = state.actors.get(&key) {
+                            let _ = actor.send_message(InstanceMsg::Changed);
+                        }
+                    }
                 }
             }
             SupervisorMsg::WakeAll => {

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use kube::api::Api;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -134,6 +135,47 @@ where
     (reader, task)
 }
 
+/// The resourceVersion of every Secret the operator may read, by namespace and name, as the
+/// metadata watch last saw it: an actor reads a Secret again only when its version moved.
+pub type SecretVersions = Arc<dashmap::DashMap<(String, String), String>>;
+
+/// Watches Secrets' metadata only, so their data stays on the API server and out of this
+/// process's memory; a change gives a step to every instance that references the Secret (see
+/// `auth::referenced_secrets`), which then reads it.
+fn watch_secrets(
+    client: &Client,
+    namespace: Option<&str>,
+    versions: SecretVersions,
+    sink: &Sink,
+) -> JoinHandle<()> {
+    let api = api::<PartialObjectMeta<Secret>>(client, namespace);
+    let stream = watcher(api, watcher::Config::default())
+        .backoff(WatchBackoff::default())
+        .filter_map(move |event| {
+            let versions = versions.clone();
+            async move {
+                let (obj, deleted) = match event {
+                    Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => (obj, false),
+                    Ok(watcher::Event::Delete(obj)) => (obj, true),
+                    Ok(watcher::Event::InitDone) => return Some(Ok(SupervisorMsg::WakeAll)),
+                    Ok(watcher::Event::Init) => return None,
+                    Err(err) => return Some(Err(err)),
+                };
+                let key = (obj.namespace().unwrap_or_default(), obj.name_any());
+                if deleted {
+                    versions.remove(&key);
+                } else {
+                    versions.insert(key.clone(), obj.resource_version().unwrap_or_default());
+                }
+                Some(Ok(SupervisorMsg::Secret(InstanceKey {
+                    namespace: key.0,
+                    name: key.1,
+                })))
+            }
+        });
+    ractor::concurrency::spawn(pump("Secret", stream, sink.clone()))
+}
+
 /// Which of the [`Versions`] a watch advances.
 type Progress = fn(&Versions) -> &AtomicU64;
 
@@ -195,8 +237,11 @@ pub fn start(
     );
     let (pods, pod_task) =
         watch_owned::<CachedPod>(client, namespace, trim_pod, None, &sink, "Pod");
+    let secret_versions = SecretVersions::default();
+    let secret_task = watch_secrets(client, namespace, secret_versions.clone(), &sink);
     let (instances, instance_writer) = reflector::store();
     let stores = Stores {
+        secret_versions,
         instances,
         config_maps,
         statefulsets,
@@ -224,7 +269,14 @@ pub fn start(
         );
         pump("RedisInstance", instance_stream, sink).await;
     });
-    let tasks = vec![cm_task, sts_task, svc_task, pod_task, instance_task];
+    let tasks = vec![
+        cm_task,
+        sts_task,
+        svc_task,
+        pod_task,
+        secret_task,
+        instance_task,
+    ];
     (stores, tasks)
 }
 

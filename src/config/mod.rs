@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 
 use crate::crd::RedisInstance;
 
-/// The directives the pods run: `spec.config`, plus, on a replicated instance with a password,
-/// `masterauth` set to it, so that replicas authenticate to the primary they follow, plus the
-/// TLS directives of `spec.tls`.
+/// The directives the pods run: `spec.config` without any password (those live in Secrets,
+/// see `auth`), plus the ACL file that holds the users unless auth is disabled, plus the TLS
+/// directives of `spec.tls`.
 pub fn effective(instance: &RedisInstance) -> Cow<'_, BTreeMap<String, String>> {
     let tls = crate::tls::directives(instance);
-    let mut config = without_tls(instance);
+    let mut config = with_credentials(instance);
     if !tls.is_empty() {
         let with = config.to_mut();
         for (name, value) in tls {
@@ -24,18 +24,35 @@ pub fn effective(instance: &RedisInstance) -> Cow<'_, BTreeMap<String, String>> 
     config
 }
 
-fn without_tls(instance: &RedisInstance) -> Cow<'_, BTreeMap<String, String>> {
+fn with_credentials(instance: &RedisInstance) -> Cow<'_, BTreeMap<String, String>> {
     let config = &instance.spec.config;
-    match config.get("requirepass") {
-        Some(password)
-            if crate::resources::replicated(instance) && !config.contains_key("masterauth") =>
-        {
-            let mut with = config.clone();
-            with.insert("masterauth".to_owned(), password.clone());
-            Cow::Owned(with)
-        }
-        _ => Cow::Borrowed(config),
+    let enabled = crate::auth::enabled(instance);
+    let has_password = config.keys().any(|k| k.eq_ignore_ascii_case("requirepass"));
+    if !enabled && !has_password {
+        return Cow::Borrowed(config);
     }
+    let mut with = config.clone();
+    with.retain(|k, _| !k.eq_ignore_ascii_case("requirepass"));
+    if enabled {
+        with.insert(
+            "aclfile".to_owned(),
+            format!("{}/{}", crate::auth::ACL_DIR, crate::auth::ACL_FILE_KEY),
+        );
+    }
+    Cow::Owned(with)
+}
+
+/// The redis.conf an instance's pods run: [`effective`] rendered.
+pub fn rendered(instance: &RedisInstance) -> render::RenderedConfig {
+    render::render(&effective(instance))
+}
+
+/// Everything refused in a spec: its directives, and its `spec.auth` with the credentials
+/// `spec.config` may not carry beside it.
+pub fn violations(spec: &crate::crd::RedisInstanceSpec) -> Vec<validate::Violation> {
+    let mut found = validate::validate(&spec.config);
+    found.extend(crate::auth::validate(spec));
+    found
 }
 
 /// Builds a `spec.config` map from pairs, for tests.
@@ -53,19 +70,15 @@ mod tests {
     use crate::resources::fixtures::instance;
 
     #[test]
-    fn replicas_of_a_password_protected_instance_authenticate_with_it() {
-        let mut one = instance(&[("requirepass", "s3cret")]);
-        assert!(
-            !effective(&one).contains_key("masterauth"),
-            "one pod follows nobody"
-        );
+    fn passwords_never_reach_the_file_and_the_acl_file_does_unless_auth_is_off() {
+        let mut one = instance(&[("requirepass", "s3cret"), ("maxmemory", "1mb")]);
         one.spec.replicas = 3;
-        assert_eq!(effective(&one)["masterauth"], "s3cret");
-        one.spec.config.insert("masterauth".into(), "other".into());
-        assert_eq!(
-            effective(&one)["masterauth"],
-            "other",
-            "the user's own wins"
-        );
+        let config = effective(&one);
+        assert!(!config.contains_key("requirepass"));
+        assert!(!config.contains_key("masterauth"));
+        assert_eq!(config["aclfile"], "/etc/redis-acl/users.acl");
+        one.spec.auth.disabled = true;
+        one.spec.config.remove("requirepass");
+        assert_eq!(*effective(&one), one.spec.config, "nothing added");
     }
 }

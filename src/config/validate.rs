@@ -45,7 +45,11 @@ pub fn validate(config: &BTreeMap<String, String>) -> Vec<Violation> {
                 .err()
                 .map(|reason| Violation {
                     directive: key.clone(),
-                    reason,
+                    // Refusals quote the value; a credential's is never shown.
+                    reason: match crate::auth::is_secret_directive(key) && !value.is_empty() {
+                        true => reason.replace(value, "<redacted>"),
+                        false => reason,
+                    },
                 })
         })
         .collect()
@@ -121,13 +125,18 @@ pub fn refusal(directive: &Directive) -> Option<String> {
             }
             // Files and modules the operator does not mount: a missing one makes Redis exit
             // at startup, so every restart would fail.
-            "include" | "aclfile" => "not supported: would read a file the operator does not mount",
+            "include" => "not supported: would read a file the operator does not mount",
+            "aclfile" => "not supported: the operator sets it; declare users in spec.auth.users",
             "loadmodule" => "not supported: would load a module the operator does not mount",
             // Renaming or disabling commands (PING, CONFIG) breaks the readiness probe; ACL
             // users can lock the probe out of the default user. Neither can be written as
             // one quoted value either.
             "rename-command" => "not supported: would break the readiness probe",
-            "user" => "not supported: ACL users could lock the readiness probe out",
+            "user" => "not supported: declare users in spec.auth.users, their passwords in Secrets",
+            // Replicas log in to their primary as the operator's replication user.
+            "masterauth" | "masteruser" => {
+                "not supported: the operator sets it; replicas log in as its replication user"
+            }
             // Lets clients change `dir` and `dbfilename` at runtime, moving data off the volume.
             "enable-protected-configs" => {
                 "not supported: would let clients move dir and dbfilename off the data volume"
@@ -883,6 +892,8 @@ mod tests {
             "tls-replication",
             "tls-auth-clients",
             "tls-key-file-pass",
+            "masterauth",
+            "masteruser",
             "key-load-delay",
             "use-exit-on-panic",
         ] {

@@ -9,6 +9,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
 use super::normalize::same;
+use crate::auth::Credentials;
 use crate::config::render::REDIS_PORT;
 use crate::limiter::{Limiter, NotLeader};
 
@@ -21,13 +22,19 @@ pub enum Error {
         /// The pod.
         pod: String,
     },
-    /// The pod's Redis did not answer (or refused the password).
+    /// The pod's Redis did not answer.
     #[error("cannot talk to Redis in pod {pod}: {message}")]
     Unreachable {
         /// The pod.
         pod: String,
         /// What the client said.
         message: String,
+    },
+    /// Redis answered but refused the user name and password.
+    #[error("Redis in pod {pod} refused the operator's login")]
+    LoginRefused {
+        /// The pod.
+        pod: String,
     },
     /// Redis refused the change; the pods that took it were set back.
     #[error("pod {pod} refused CONFIG SET of {directives}: {message}{}", undone(.rolled_back))]
@@ -104,21 +111,15 @@ struct Taken {
 
 pub(crate) async fn connect(
     pod: &PodAddress,
-    password: Option<&str>,
+    login: Option<&Credentials>,
 ) -> Result<MultiplexedConnection, Error> {
-    connect_within(
-        pod,
-        password,
-        Duration::from_secs(3),
-        Duration::from_secs(5),
-    )
-    .await
+    connect_within(pod, login, Duration::from_secs(3), Duration::from_secs(5)).await
 }
 
 /// [`connect`] with the given connect and reply timeouts.
 pub(crate) async fn connect_within(
     pod: &PodAddress,
-    password: Option<&str>,
+    login: Option<&Credentials>,
     connect_timeout: Duration,
     response_timeout: Duration,
 ) -> Result<MultiplexedConnection, Error> {
@@ -131,12 +132,23 @@ pub(crate) async fn connect_within(
     })?;
     let port = u16::try_from(REDIS_PORT).expect("the Redis port fits");
     let mut settings = RedisConnectionInfo::default();
-    if let Some(password) = password.filter(|p| !p.is_empty()) {
-        settings = settings.set_password(password);
+    if let Some(login) = login {
+        settings = settings
+            .set_username(&login.user)
+            .set_password(&login.password);
     }
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(connect_timeout))
         .set_response_timeout(Some(response_timeout));
+    let refused_or_unreachable = |e: redis::RedisError| match e.kind() {
+        redis::ErrorKind::AuthenticationFailed => Error::LoginRefused {
+            pod: pod.pod.clone(),
+        },
+        _ if e.code().is_some_and(|c| c == "WRONGPASS" || c == "NOAUTH") => Error::LoginRefused {
+            pod: pod.pod.clone(),
+        },
+        _ => unreachable(e),
+    };
     if let Some(tls) = &pod.tls {
         let dialed =
             tls.dial(&ip, port, connect_timeout)
@@ -148,7 +160,7 @@ pub(crate) async fn connect_within(
         let (conn, driver) =
             MultiplexedConnection::new_with_config(&settings, dialed.stream, config)
                 .await
-                .map_err(unreachable)?;
+                .map_err(refused_or_unreachable)?;
         tokio::spawn(driver);
         return Ok(conn);
     }
@@ -160,7 +172,7 @@ pub(crate) async fn connect_within(
         .map_err(unreachable)?
         .get_multiplexed_async_connection_with_config(&config)
         .await
-        .map_err(unreachable)
+        .map_err(refused_or_unreachable)
 }
 
 /// `CONFIG GET` of several directives in one call.
@@ -231,13 +243,13 @@ struct Prepared {
 pub async fn apply(
     pods: &[PodAddress],
     want: &BTreeMap<String, String>,
-    password: Option<&str>,
+    login: Option<&Credentials>,
     gate: &Limiter,
 ) -> Result<Vec<PodChange>, Error> {
     let names: Vec<&String> = want.keys().collect();
     // All pods at once: an unreachable pod costs its timeouts once, not once per pod.
     let prepared =
-        futures::future::join_all(pods.iter().map(|pod| prepare(pod, want, &names, password)))
+        futures::future::join_all(pods.iter().map(|pod| prepare(pod, want, &names, login)))
             .await
             .into_iter()
             .collect::<Result<Vec<_>, _>>()?;
@@ -293,9 +305,9 @@ async fn prepare(
     pod: &PodAddress,
     want: &BTreeMap<String, String>,
     names: &[&String],
-    password: Option<&str>,
+    login: Option<&Credentials>,
 ) -> Result<Prepared, Error> {
-    let mut conn = connect(pod, password).await?;
+    let mut conn = connect(pod, login).await?;
     let before = config_get(&mut conn, names)
         .await
         .map_err(|e| Error::Unreachable {
@@ -360,8 +372,8 @@ async fn set_and_verify(
             return Err(Error::Unverified {
                 pod: pod.to_owned(),
                 directive: name.clone(),
-                wanted: wanted.clone(),
-                got,
+                wanted: crate::auth::shown(name, wanted).to_owned(),
+                got: crate::auth::shown(name, &got).to_owned(),
             });
         }
         let was = before.get(name).cloned().unwrap_or_default();

@@ -6,6 +6,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 
 use super::info::{PodReplication, parse_info};
+use crate::auth::Access;
 use crate::config::render::REDIS_PORT;
 use crate::limiter::{Limiter, NotLeader};
 use crate::live::pods::{PodAddress, connect, connect_within};
@@ -54,9 +55,9 @@ fn refused<'a>(
 /// `INFO replication` of one pod. A pod on the pod network answers within milliseconds; one
 /// whose network is gone would hold a probe for the whole default timeout, which delays a
 /// failover by as much.
-pub async fn probe(pod: &PodAddress, password: Option<&str>) -> Result<PodReplication, Error> {
+pub async fn probe(pod: &PodAddress, access: &Access) -> Result<PodReplication, Error> {
     let quick = Duration::from_secs(1);
-    let mut conn = connect_within(pod, password, quick, quick).await?;
+    let mut conn = connect_within(pod, access.login.as_ref(), quick, quick).await?;
     let text: String = redis::cmd("INFO")
         .arg("replication")
         .query_async(&mut conn)
@@ -78,12 +79,39 @@ async fn fenced(
 
 async fn run(
     pod: &PodAddress,
-    password: Option<&str>,
+    access: &Access,
     gate: &Limiter,
     name: &'static str,
     cmd: redis::Cmd,
 ) -> Result<(), Error> {
-    let mut conn = connect(pod, password).await?;
+    let mut conn = connect(pod, access.login.as_ref()).await?;
+    fenced(gate, &mut conn, &cmd)
+        .await?
+        .map_err(refused(pod, name))
+}
+
+/// [`run`], after telling the pod how to log in to a primary it follows: set on every pod that
+/// follows or hands over its role, since a pod restarts without it (it is never in a file).
+async fn run_with_primary_login(
+    pod: &PodAddress,
+    access: &Access,
+    gate: &Limiter,
+    name: &'static str,
+    cmd: redis::Cmd,
+) -> Result<(), Error> {
+    let mut conn = connect(pod, access.login.as_ref()).await?;
+    if let Some(replication) = &access.replication {
+        let mut login = redis::cmd("CONFIG");
+        login
+            .arg("SET")
+            .arg("masteruser")
+            .arg(&replication.user)
+            .arg("masterauth")
+            .arg(&replication.password);
+        fenced(gate, &mut conn, &login)
+            .await?
+            .map_err(refused(pod, "CONFIG SET masteruser masterauth"))?;
+    }
     fenced(gate, &mut conn, &cmd)
         .await?
         .map_err(refused(pod, name))
@@ -94,35 +122,31 @@ fn port() -> u16 {
 }
 
 /// `REPLICAOF NO ONE`: the pod becomes the primary, keeping its data and history.
-pub async fn promote(
-    pod: &PodAddress,
-    password: Option<&str>,
-    gate: &Limiter,
-) -> Result<(), Error> {
+pub async fn promote(pod: &PodAddress, access: &Access, gate: &Limiter) -> Result<(), Error> {
     let mut cmd = redis::cmd("REPLICAOF");
     cmd.arg("NO").arg("ONE");
-    run(pod, password, gate, "REPLICAOF NO ONE", cmd).await
+    run(pod, access, gate, "REPLICAOF NO ONE", cmd).await
 }
 
 /// `REPLICAOF <primary> <port>`: the pod follows the primary at `host`.
 pub async fn follow(
     pod: &PodAddress,
     host: &str,
-    password: Option<&str>,
+    access: &Access,
     gate: &Limiter,
 ) -> Result<(), Error> {
     let mut cmd = redis::cmd("REPLICAOF");
     cmd.arg(host).arg(port());
-    run(pod, password, gate, "REPLICAOF", cmd).await
+    run_with_primary_login(pod, access, gate, "REPLICAOF", cmd).await
 }
 
 /// Points a pod back at the boot placeholder: it keeps its data, serves reads only, and takes
 /// no writes until given a role again.
-pub async fn demote(pod: &PodAddress, password: Option<&str>, gate: &Limiter) -> Result<(), Error> {
+pub async fn demote(pod: &PodAddress, access: &Access, gate: &Limiter) -> Result<(), Error> {
     let mut cmd = redis::cmd("REPLICAOF");
     cmd.arg(super::BOOT_PRIMARY_HOST)
         .arg(super::BOOT_PRIMARY_PORT);
-    run(pod, password, gate, "REPLICAOF", cmd).await
+    run(pod, access, gate, "REPLICAOF", cmd).await
 }
 
 /// `FAILOVER TO <target> <port> TIMEOUT <ms>` on the primary: it pauses writes until the target
@@ -133,7 +157,7 @@ pub async fn failover_to(
     primary: &PodAddress,
     target_ip: &str,
     timeout: Duration,
-    password: Option<&str>,
+    access: &Access,
     gate: &Limiter,
 ) -> Result<(), Error> {
     let mut cmd = redis::cmd("FAILOVER");
@@ -142,5 +166,6 @@ pub async fn failover_to(
         .arg(port())
         .arg("TIMEOUT")
         .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-    run(primary, password, gate, "FAILOVER", cmd).await
+    // The primary becomes a replica of the target: it logs in there like any replica.
+    run_with_primary_login(primary, access, gate, "FAILOVER", cmd).await
 }

@@ -4,6 +4,7 @@ mod cached;
 mod configmap;
 mod drift;
 mod replicated;
+mod secret;
 mod service;
 mod statefulset;
 
@@ -24,6 +25,7 @@ pub use drift::{StatefulSetDrift, service_drifted, statefulset_drift};
 pub use replicated::{
     CONVERT_ANNOTATION, ROLE_LABEL, primary_service, replicas_service, replicated, unconverted,
 };
+pub use secret::{SystemPasswords, acl_file_of, acl_secret, generated_auth_secret, passwords_in};
 pub use service::service;
 pub use statefulset::{
     CONFIG_HASH_ANNOTATION, DATA_VOLUME, RESTARTED_AT_ANNOTATION, TLS_ANNOTATION, image_of,
@@ -105,6 +107,7 @@ pub(crate) mod fixtures {
                 replication: Default::default(),
                 tls: None,
                 paused: false,
+                auth: Default::default(),
             },
         );
         instance.metadata.namespace = Some("team-a".into());

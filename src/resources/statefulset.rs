@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, ExecAction,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, ExecAction, KeyToPath,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
     Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
     VolumeResourceRequirements,
@@ -32,6 +32,7 @@ pub const TLS_ANNOTATION: &str = "redis.github.com/tls";
 /// Name of the volumeClaimTemplate; PVCs are named `data-<instance>-<ordinal>`.
 pub const DATA_VOLUME: &str = "data";
 const CONFIG_VOLUME: &str = "config";
+const ACL_VOLUME: &str = "acl";
 
 /// The desired StatefulSet, its pod template stamped with `config_hash` and, once a forced
 /// restart happened, its `restarted_at` marker.
@@ -121,7 +122,40 @@ fn pod_spec(instance: &RedisInstance) -> PodSpec {
     if replicated(instance) {
         command.extend(boot_guard_args());
     }
-    let (mut volumes, mut mounts) = tls_volume(instance);
+    let mut mounts = vec![
+        VolumeMount {
+            name: CONFIG_VOLUME.into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: DATA_VOLUME.into(),
+            mount_path: DATA_DIR.into(),
+            ..VolumeMount::default()
+        },
+    ];
+    let mut volumes = vec![Volume {
+        name: CONFIG_VOLUME.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_map_name(instance),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    if crate::auth::enabled(instance) {
+        // The whole directory, not a subPath: a subPath mount never sees the Secret change.
+        mounts.push(VolumeMount {
+            name: ACL_VOLUME.into(),
+            mount_path: crate::auth::ACL_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(acl_volume(instance));
+    }
+    let (mut tls_volumes, mut tls_mounts) = tls_volume(instance);
+    volumes.append(&mut tls_volumes);
+    mounts.append(&mut tls_mounts);
     let redis = Container {
         name: "redis".into(),
         image: Some(instance.spec.image.clone()),
@@ -136,44 +170,36 @@ fn pod_spec(instance: &RedisInstance) -> PodSpec {
         // refused its config file; the operator reads it to tell a refused config from a crash.
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         security_context: Some(container_security_context()),
-        volume_mounts: Some({
-            let mut all = vec![
-                VolumeMount {
-                    name: CONFIG_VOLUME.into(),
-                    mount_path: CONFIG_DIR.into(),
-                    read_only: Some(true),
-                    ..VolumeMount::default()
-                },
-                VolumeMount {
-                    name: DATA_VOLUME.into(),
-                    mount_path: DATA_DIR.into(),
-                    ..VolumeMount::default()
-                },
-            ];
-            all.append(&mut mounts);
-            all
-        }),
+        volume_mounts: Some(mounts),
         ..Container::default()
     };
     PodSpec {
         containers: vec![redis],
-        volumes: Some({
-            let mut all = vec![Volume {
-                name: CONFIG_VOLUME.into(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: config_map_name(instance),
-                    ..ConfigMapVolumeSource::default()
-                }),
-                ..Volume::default()
-            }];
-            all.append(&mut volumes);
-            all
-        }),
+        volumes: Some(volumes),
         // Redis flushes its AOF and, with `save` set, writes an RDB on SIGTERM.
         termination_grace_period_seconds: Some(30),
         enable_service_links: Some(false),
         security_context: Some(pod_security_context()),
         ..PodSpec::default()
+    }
+}
+
+/// The ACL file only, out of `<name>-acl`: the operator's own passwords in that Secret stay
+/// out of the pod. Readable by Redis's group alone.
+fn acl_volume(instance: &RedisInstance) -> Volume {
+    Volume {
+        name: ACL_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(crate::auth::acl_secret_name(instance)),
+            items: Some(vec![KeyToPath {
+                key: crate::auth::ACL_FILE_KEY.into(),
+                path: crate::auth::ACL_FILE_KEY.into(),
+                ..KeyToPath::default()
+            }]),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
     }
 }
 
@@ -314,12 +340,22 @@ mod tests {
             .collect();
         assert_eq!(
             mounts,
-            [("config", "/usr/local/etc/redis"), ("data", "/data")]
+            [
+                ("config", "/usr/local/etc/redis"),
+                ("data", "/data"),
+                ("acl", "/etc/redis-acl")
+            ]
         );
+        let volumes = pod.volumes.clone().unwrap();
         assert_eq!(
-            pod.volumes.unwrap()[0].config_map.as_ref().unwrap().name,
+            volumes[0].config_map.as_ref().unwrap().name,
             "redis-example-config"
         );
+        // Only the ACL file is projected: the operator's own passwords stay out of the pod.
+        let acl = volumes[1].secret.as_ref().unwrap();
+        assert_eq!(acl.secret_name.as_deref(), Some("redis-example-acl"));
+        let keys: Vec<&str> = acl.items.iter().flatten().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["users.acl"]);
         assert!(container.readiness_probe.is_some());
         assert_eq!(
             container.termination_message_policy.as_deref(),
@@ -406,7 +442,7 @@ mod tests {
         let plain = statefulset(&instance(&[]), "h", None);
         assert!(!sts_annotations(&plain).contains_key(TLS_ANNOTATION));
         let pod = plain.spec.template.spec.unwrap();
-        assert_eq!(pod.volumes.unwrap().len(), 1);
+        assert!(!pod.volumes.unwrap().iter().any(|v| v.name == "tls"));
     }
 
     #[test]

@@ -304,9 +304,23 @@ impl ProcStatus {
 
 /// `redis-cli -h <ip> <args>`: its stdout, or why it failed.
 pub async fn try_redis_cli(ip: &str, args: &[&str]) -> Result<String, String> {
-    let output = tokio::process::Command::new("redis-cli")
-        .args(["-h", ip])
-        .args(args)
+    try_redis_cli_with(ip, None, args).await
+}
+
+/// [`try_redis_cli`] logged in as `default` with `password`, passed in the environment
+/// (`REDISCLI_AUTH`) so that it never shows on a command line.
+pub async fn try_redis_cli_with(
+    ip: &str,
+    password: Option<&str>,
+    args: &[&str],
+) -> Result<String, String> {
+    let mut command = tokio::process::Command::new("redis-cli");
+    command.args(["-h", ip]).args(args);
+    match password {
+        Some(password) => command.env("REDISCLI_AUTH", password),
+        None => command.env_remove("REDISCLI_AUTH"),
+    };
+    let output = command
         .output()
         .await
         .map_err(|e| format!("failed to run redis-cli (hack/local-cluster installs it): {e}"))?;
@@ -316,6 +330,9 @@ pub async fn try_redis_cli(ip: &str, args: &[&str]) -> Result<String, String> {
     // redis-cli exits 0 on server errors; those arrive as "ERR ..." on stdout.
     if !output.status.success()
         || stdout.starts_with("ERR")
+        || stdout.starts_with("NOAUTH")
+        || stdout.starts_with("WRONGPASS")
+        || stdout.starts_with("AUTH failed")
         || stdout.starts_with("Could not connect")
     {
         return Err(format!(
@@ -327,9 +344,28 @@ pub async fn try_redis_cli(ip: &str, args: &[&str]) -> Result<String, String> {
     Ok(stdout)
 }
 
-/// `redis-cli -h <pod IP> <args>`; fails the test if it fails. Returns stdout.
+/// The password the operator generated for the instance a pod belongs to (key `password` of
+/// the Secret `<instance>-auth`), if it generated one.
+pub async fn generated_password(pod: &Pod) -> Option<String> {
+    let instance = pod.labels().get("app.kubernetes.io/instance")?.clone();
+    let namespace = pod.namespace()?;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(connect().await.ok()?, &namespace);
+    let secret = secrets.get_opt(&format!("{instance}-auth")).await.ok()??;
+    let bytes = secret.data?.get("password")?.0.clone();
+    String::from_utf8(bytes).ok()
+}
+
+/// `redis-cli` against a pod of an instance, logged in with the password the operator
+/// generated for it (none when auth is off or the instance names its own users).
+pub async fn try_pod_cli(pod: &Pod, args: &[&str]) -> Result<String, String> {
+    let password = generated_password(pod).await;
+    try_redis_cli_with(&pod_ip(pod), password.as_deref(), args).await
+}
+
+/// [`try_pod_cli`]; fails the test if it fails. Returns stdout.
 pub async fn redis_cli(pod: &Pod, args: &[&str]) -> String {
-    try_redis_cli(&pod_ip(pod), args)
+    try_pod_cli(pod, args)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
 }

@@ -13,6 +13,7 @@ use super::observe::Observed;
 use super::report;
 use super::target::Plan;
 use crate::actors::metrics::MetricsMsg;
+use crate::auth::shown;
 use crate::config::render::short_hash;
 use crate::crd::{ConfigUpdate, RedisInstance};
 use crate::kube_io;
@@ -81,14 +82,6 @@ fn addresses(state: &InstanceState, seen: &Observed) -> Vec<PodAddress> {
         .collect()
 }
 
-pub(super) fn password(plan: &Plan) -> Option<&str> {
-    plan.instance
-        .spec
-        .config
-        .get("requirepass")
-        .map(String::as_str)
-}
-
 /// `name old -> new` for each directive that changed, from the first pod that changed it.
 fn describe(changes: &[PodChange]) -> (BTreeSet<String>, String) {
     let mut names = BTreeSet::new();
@@ -96,6 +89,7 @@ fn describe(changes: &[PodChange]) -> (BTreeSet<String>, String) {
     for change in changes {
         for (name, before, after) in &change.changed {
             if names.insert(name.clone()) {
+                let (before, after) = (shown(name, before), shown(name, after));
                 parts.push(format!("{name} {before:?} -> {after:?}"));
             }
         }
@@ -113,7 +107,14 @@ pub(super) async fn apply(
     let pods = addresses(state, seen);
     let instance = &seen.instance;
     let key = state.args.key.clone();
-    match pods::apply(&pods, &plan.live, password(plan), state.args.api.limiter()).await {
+    match pods::apply(
+        &pods,
+        &plan.live,
+        state.access.login.as_ref(),
+        state.args.api.limiter(),
+    )
+    .await
+    {
         Ok(changes) => {
             let written = state
                 .args
@@ -191,7 +192,14 @@ pub(super) fn next_check_in(state: &InstanceState, plan: &Plan) -> Duration {
 pub(super) async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observed) {
     state.live.checked_at = Some(Instant::now());
     let pods = addresses(state, seen);
-    match pods::apply(&pods, &plan.live, password(plan), state.args.api.limiter()).await {
+    match pods::apply(
+        &pods,
+        &plan.live,
+        state.access.login.as_ref(),
+        state.args.api.limiter(),
+    )
+    .await
+    {
         Ok(changes) => {
             state.live.verified = Some(plan.live_hash.clone());
             let (names, detail) = describe(&changes);

@@ -5,6 +5,7 @@
 //! A write is followed at once by the next step; a wait ends with the next watch event. The only
 //! timers are the retry after an error and the restart's progress deadline, both jittered.
 
+mod auth;
 mod live;
 mod observe;
 mod perform;
@@ -145,6 +146,10 @@ pub struct InstanceState {
     replication_services: std::collections::HashMap<String, Arc<crate::resources::CachedService>>,
     /// The user was told the instance runs unrelated servers until converted.
     unconverted_reported: bool,
+    /// Credentials memory: Secrets read, the ACL applied.
+    auth: auth::AuthMemory,
+    /// How to log in to the pods' Redis, as the last credentials step found.
+    access: crate::auth::Access,
     /// The `spec.tls` Secret's material and the pods' reload.
     tls: tls::TlsMemory,
 }
@@ -186,6 +191,8 @@ impl Actor for RedisInstanceActor {
             replication: replicate::ReplicationMemory::default(),
             replication_services: std::collections::HashMap::new(),
             unconverted_reported: false,
+            auth: auth::AuthMemory::default(),
+            access: crate::auth::Access::default(),
             tls: tls::TlsMemory::default(),
         })
     }
@@ -487,6 +494,11 @@ async fn step(
         report::write_status(state, &seen, None).await?;
         return Ok(Some(Duration::MAX));
     };
+    // Before anything talks to Redis: the TLS Secret's material (read when it changed).
+    tls::read_secret(state, &plan).await;
+    // Before anything creates pods or talks to Redis: the ACL Secret the pods mount, and the
+    // login the live and replication steps use.
+    let auth_wake = auth::step(state, &plan.instance, &seen).await?;
     let want = Desired {
         config_text: &plan.rendered.text,
         hash: &plan.template_hash,
@@ -496,7 +508,6 @@ async fn step(
         live: plan.instance.spec.config_update == crate::crd::ConfigUpdate::Live,
     };
     let record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
-    tls::read_secret(state, &plan).await;
     state.live.recall(&current, &plan);
     state
         .target
@@ -606,6 +617,7 @@ async fn step(
         wake.min(pod_deadline)
             .min(live_wake)
             .min(replication_wake)
+            .min(auth_wake)
             .min(tls_wake),
     ))
 }

@@ -28,6 +28,8 @@ pub struct Stores {
     pub pods: Store<CachedPod>,
     /// How far each watch has come.
     pub versions: Arc<Versions>,
+    /// Every Secret's resourceVersion, from the metadata watch.
+    pub secret_versions: crate::actors::watches::SecretVersions,
 }
 
 /// The highest resourceVersion each watch of owned objects has delivered. A watch delivers a

@@ -13,7 +13,6 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::{info, warn};
 
 use super::InstanceState;
-use super::live::password;
 use super::observe::Observed;
 use super::report;
 use super::target::Plan;
@@ -59,7 +58,7 @@ pub(super) async fn step(
     if let Some(wrote) = apply_services(state, plan).await? {
         return Ok(wrote);
     }
-    let password = password(plan).map(str::to_owned);
+    let access = state.access.clone();
     let pods: Vec<&Arc<CachedPod>> = seen.pods.iter().collect();
     let tls: BTreeMap<String, _> = pods
         .iter()
@@ -72,7 +71,7 @@ pub(super) async fn step(
                 ip: pod_ip(pod).map(str::to_owned),
                 tls: tls.get(&pod.name_any()).cloned().flatten(),
             };
-            replication::probe(&address, password.as_deref()).await.ok()
+            replication::probe(&address, &access).await.ok()
         }))
         .await;
     let status = seen
@@ -199,15 +198,14 @@ pub(super) async fn step(
         }
         ReplicationStep::Promote { pod } => {
             info!(%pod, "REPLICAOF NO ONE: promoting the recorded primary");
-            match replication::promote(&address(&pod), password.as_deref(), &gate).await {
+            match replication::promote(&address(&pod), &access, &gate).await {
                 Ok(()) => Ok(None),
                 Err(e) => redis_failed(e),
             }
         }
         ReplicationStep::Follow { pod, primary_ip } => {
             info!(%pod, primary = %primary_ip, "REPLICAOF: following the primary");
-            match replication::follow(&address(&pod), &primary_ip, password.as_deref(), &gate).await
-            {
+            match replication::follow(&address(&pod), &primary_ip, &access, &gate).await {
                 Ok(()) => Ok(None),
                 Err(e) => redis_failed(e),
             }
@@ -246,7 +244,7 @@ pub(super) async fn step(
                 &address(&from),
                 &to_ip,
                 limits.switchover_timeout,
-                password.as_deref(),
+                &access,
                 &gate,
             )
             .await;

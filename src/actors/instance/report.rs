@@ -12,7 +12,7 @@ use super::target::{HALTED_REASON, Outcome, Plan, Rejection};
 use super::{InstanceSnapshot, InstanceState};
 use crate::actors::metrics::{MISMATCH_KINDS, MetricsMsg};
 use crate::config::render::short_hash;
-use crate::config::validate::{Violation, validate};
+use crate::config::validate::Violation;
 use crate::crd::{ConfigUpdate, RedisInstance, RedisInstanceStatus, RolloutRecord};
 use crate::decide::{Crash, Decision, Desired, rollout_complete};
 use crate::kube_io;
@@ -290,7 +290,7 @@ pub(super) fn derive_status_with(
     rollout: Option<RolloutRecord>,
 ) -> RedisInstanceStatus {
     let current = &seen.instance;
-    let violations = validate(&current.spec.config);
+    let violations = crate::config::violations(&current.spec);
     let mut status = current.status.clone().unwrap_or_default();
     status.rollout = rollout;
     if status.replication.is_none() && crate::resources::replicated(current) {
@@ -314,6 +314,10 @@ pub(super) fn derive_status_with(
     let config_valid = violations.is_empty() && rejection.is_none() && live_refusal.is_none();
     let record = status.rollout.clone();
     status.observed_generation = generation;
+    status.acl_hash = match crate::auth::enabled(current) {
+        true => state.auth.applied.clone().or(status.acl_hash),
+        false => None,
+    };
     status.ready_replicas = ready;
     status.config_hash = sts.and_then(config_hash_of).map(str::to_owned);
     status.short_hash = status

@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 
 use crate::config::render::{RenderedConfig, render, short_hash};
-use crate::config::validate::{Violation, validate};
+use crate::config::validate::Violation;
 use crate::crd::{OnFailure, RedisInstance, RolloutRecord};
 use crate::decide::{Crash, crashed_pod, never_ready, unready_on};
 use crate::live;
@@ -147,7 +147,7 @@ impl Target {
     /// A rejection recorded in status is recalled, so a restarted operator does not roll the
     /// refused config out again; a different config clears it.
     pub fn accept(&mut self, current: &Arc<RedisInstance>) -> Vec<Violation> {
-        let violations = validate(&current.spec.config);
+        let violations = crate::config::violations(&current.spec);
         if violations.is_empty() {
             self.last_good = Some(current.clone());
         }

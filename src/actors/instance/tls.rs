@@ -18,9 +18,9 @@ use crate::resources::{CachedPod, TLS_ANNOTATION};
 use crate::tls::client::ClientTls;
 use crate::tls::material::{Material, short};
 
-/// How often the Secret is read again: a renewed certificate reaches the pods within this,
-/// plus the kubelet's refresh of the volume.
-const SECRET_REREAD: Duration = Duration::from_secs(10);
+/// How often the Secret is read again when the metadata watch shows no change: a safety net,
+/// since a change of its resourceVersion has it read at the step the watch gives.
+const SECRET_REREAD: Duration = Duration::from_secs(300);
 /// How often every pod's served certificate is checked once all served the Secret's.
 const SERVED_RECHECK: Duration = Duration::from_secs(60);
 /// How soon a pod that does not serve the Secret's certificate yet is looked at again: its
@@ -55,18 +55,28 @@ impl TlsMemory {
     }
 }
 
-/// Reads the Secret when it is due and builds the client from a changed one. Cheap when not
-/// due, so it runs before anything talks to the pods.
+/// Reads the Secret when the metadata watch shows another resourceVersion than the one read
+/// (or the safety-net interval passed) and builds the client from a changed one. Cheap when
+/// not due, so it runs before anything talks to the pods.
 pub(super) async fn read_secret(state: &mut InstanceState, plan: &Plan) {
     let Some(spec) = &plan.instance.spec.tls else {
         state.tls.read_at = None;
         state.tls.verified = None;
         return;
     };
-    if state
-        .tls
-        .read_at
-        .is_some_and(|at| at.elapsed() < SECRET_REREAD)
+    let key = (state.args.key.namespace.clone(), spec.secret_name.clone());
+    let watched = state
+        .args
+        .stores
+        .secret_versions
+        .get(&key)
+        .map(|v| v.clone());
+    let moved = watched.is_some() && watched != state.tls.version;
+    if !moved
+        && state
+            .tls
+            .read_at
+            .is_some_and(|at| at.elapsed() < SECRET_REREAD)
     {
         return;
     }
@@ -149,7 +159,7 @@ pub(super) async fn reload(state: &mut InstanceState, plan: &Plan, seen: &Observ
         return reread_in.min(SERVED_RECHECK - at.elapsed());
     }
     let port = u16::try_from(REDIS_PORT).expect("the Redis port fits");
-    let password = super::live::password(plan).map(str::to_owned);
+    let login = state.access.login.clone();
     let gate = state.args.api.limiter().clone();
     let pods: Vec<(String, String)> = seen
         .pods
@@ -181,7 +191,7 @@ pub(super) async fn reload(state: &mut InstanceState, plan: &Plan, seen: &Observ
             ip: Some(ip.clone()),
             tls: Some(client.clone()),
         };
-        match reload_pod(&address, password.as_deref(), &gate).await {
+        match reload_pod(&address, login.as_ref(), &gate).await {
             Ok(()) => {}
             Err(error) => {
                 warn!(%pod, %error, "certificate reload not sent");
@@ -238,10 +248,10 @@ pub(super) async fn reload(state: &mut InstanceState, plan: &Plan, seen: &Observ
 /// the new certificate to new connections; established ones (replication included) go on.
 async fn reload_pod(
     pod: &PodAddress,
-    password: Option<&str>,
+    login: Option<&crate::auth::Credentials>,
     gate: &crate::limiter::Limiter,
 ) -> Result<(), ReloadError> {
-    let mut conn = pods::connect(pod, password).await?;
+    let mut conn = pods::connect(pod, login).await?;
     let mut cmd = redis::cmd("CONFIG");
     cmd.arg("SET");
     for (name, value) in crate::tls::reload_pairs() {

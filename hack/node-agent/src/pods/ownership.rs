@@ -12,6 +12,31 @@ const READ_WRITE: u32 = 0o660;
 const SEARCH: u32 = 0o110;
 const SETGID: u32 = 0o2000;
 
+/// Group read for files (search for directories): the kubelet's mask for a file volume
+/// (ConfigMap, Secret, projected), which the pod reads but never writes.
+const READ: u32 = 0o440;
+
+/// Hands a file volume to group `fs_group`, read-only, as the kubelet does: a Secret file of
+/// mode 0440 is then readable by a pod running as a non-root user of that group.
+pub fn give_to_group_read_only(root: &Path, fs_group: u32) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(root)?;
+    lchown(root, None, Some(fs_group))?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mut mode = meta.permissions().mode() | READ;
+    if meta.is_dir() {
+        mode |= SEARCH;
+    }
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode & 0o7777))?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(root)? {
+            give_to_group_read_only(&entry?.path(), fs_group)?;
+        }
+    }
+    Ok(())
+}
+
 /// Hands `root` and everything under it to group `fs_group`, without following symlinks. Done
 /// on every mount, so a volume written by an earlier pod running as another user (an upgrade
 /// from root) becomes writable too.
@@ -38,6 +63,20 @@ pub fn give_to_group(root: &Path, fs_group: u32) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn file_volumes_join_the_group_read_only() {
+        let root = std::env::temp_dir().join(format!("node-agent-ro-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("users.acl"), b"x").unwrap();
+        std::fs::set_permissions(root.join("users.acl"), PermissionsExt::from_mode(0o400)).unwrap();
+        give_to_group_read_only(&root, 4242).unwrap();
+        let meta = std::fs::symlink_metadata(root.join("users.acl")).unwrap();
+        assert_eq!(meta.gid(), 4242);
+        assert_eq!(meta.mode() & 0o7777, 0o440);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn files_and_directories_join_the_group_and_become_group_writable() {

@@ -132,7 +132,8 @@ impl Volumes {
                 optional: cm.optional == Some(true),
             };
             let data = config_map(client, ns, &cm.name).await?;
-            write(
+            write_for(
+                pod,
                 &dir,
                 &files::project(source, data.as_ref(), cm.items.as_deref(), cm.default_mode)?,
             )?
@@ -144,7 +145,8 @@ impl Volumes {
                 optional: secret.optional == Some(true),
             };
             let data = self::secret(client, ns, name).await?;
-            write(
+            write_for(
+                pod,
                 &dir,
                 &files::project(
                     source,
@@ -207,7 +209,7 @@ impl Volumes {
                 }
                 // clusterTrustBundle and podCertificate sources are left out: nothing here uses them.
             }
-            write(&dir, &all)?
+            write_for(pod, &dir, &all)?
         } else if volume.empty_dir.is_some() {
             if !dir.exists() {
                 std::fs::create_dir_all(&dir)
@@ -302,21 +304,33 @@ impl Volumes {
     }
 }
 
-/// A writable volume handed to the pod's `fsGroup` when the pod first mounts it, as the kubelet
-/// does. File volumes (ConfigMap, Secret) are left as they are written: their default mode
-/// already lets any user read them.
-fn give_to_fs_group(pod: &Pod, path: &Path) -> Result<(), Error> {
-    let fs_group = pod
-        .spec
+fn fs_group(pod: &Pod) -> Option<u32> {
+    pod.spec
         .as_ref()
         .and_then(|s| s.security_context.as_ref())
         .and_then(|c| c.fs_group)
-        .and_then(|gid| u32::try_from(gid).ok());
-    match fs_group {
+        .and_then(|gid| u32::try_from(gid).ok())
+}
+
+/// A writable volume handed to the pod's `fsGroup` when the pod first mounts it, as the kubelet
+/// does.
+fn give_to_fs_group(pod: &Pod, path: &Path) -> Result<(), Error> {
+    match fs_group(pod) {
         Some(gid) => ownership::give_to_group(path, gid)
             .map_err(|e| Error::Io(format!("{} (fsGroup {gid})", path.display()), e)),
         None => Ok(()),
     }
+}
+
+/// A file volume (ConfigMap, Secret, projected) written out: its files join the pod's
+/// `fsGroup` with group read, so a Secret of mode 0440 is readable by a non-root pod.
+fn write_for(pod: &Pod, dir: &Path, files: &Files) -> Result<PathBuf, Error> {
+    let path = write(dir, files)?;
+    if let Some(gid) = fs_group(pod) {
+        ownership::give_to_group_read_only(&path, gid)
+            .map_err(|e| Error::Io(format!("{} (fsGroup {gid})", path.display()), e))?;
+    }
+    Ok(path)
 }
 
 fn write(dir: &Path, files: &Files) -> Result<PathBuf, Error> {

@@ -1,0 +1,130 @@
+//! The two Secrets an instance owns: the generated password of its `default` user, and the ACL
+//! file Redis loads (password hashes only) beside the operator's own passwords.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+
+use super::owned_meta;
+use crate::auth::{
+    ACL_FILE_KEY, GENERATED_PASSWORD_KEY, OPERATOR_PASSWORD_KEY, REPLICATION_PASSWORD_KEY,
+    acl_secret_name, generated_secret_name,
+};
+use crate::crd::RedisInstance;
+
+fn bytes(text: &str) -> ByteString {
+    ByteString(text.as_bytes().to_vec())
+}
+
+fn opaque(metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Secret {
+    Secret {
+        metadata,
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    }
+}
+
+/// `<name>-auth`: the password applications use as the `default` user.
+pub fn generated_auth_secret(instance: &RedisInstance, password: &str) -> Secret {
+    Secret {
+        data: Some(BTreeMap::from([(
+            GENERATED_PASSWORD_KEY.to_owned(),
+            bytes(password),
+        )])),
+        ..opaque(owned_meta(instance, generated_secret_name(instance)))
+    }
+}
+
+/// The operator's passwords for its own user and for replication; generated once, kept in
+/// `<name>-acl` and never mounted into the pods.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SystemPasswords {
+    pub operator: String,
+    pub replication: String,
+}
+
+impl SystemPasswords {
+    /// The passwords a `<name>-acl` Secret holds, if it holds both.
+    pub fn of(secret: &Secret) -> Option<Self> {
+        let data = secret.data.as_ref()?;
+        let text = |key: &str| {
+            data.get(key)
+                .and_then(|b| String::from_utf8(b.0.clone()).ok())
+                .filter(|s| !s.is_empty())
+        };
+        Some(Self {
+            operator: text(OPERATOR_PASSWORD_KEY)?,
+            replication: text(REPLICATION_PASSWORD_KEY)?,
+        })
+    }
+}
+
+/// `<name>-acl`: the ACL file the pods mount (only its `users.acl` key is projected into the
+/// volume) and the system passwords. `resource_version` makes the write conditional on the
+/// Secret being the one read.
+pub fn acl_secret(
+    instance: &RedisInstance,
+    acl_file: &str,
+    system: &SystemPasswords,
+    resource_version: Option<String>,
+) -> Secret {
+    let mut metadata = owned_meta(instance, acl_secret_name(instance));
+    metadata.resource_version = resource_version;
+    Secret {
+        data: Some(BTreeMap::from([
+            (ACL_FILE_KEY.to_owned(), bytes(acl_file)),
+            (OPERATOR_PASSWORD_KEY.to_owned(), bytes(&system.operator)),
+            (
+                REPLICATION_PASSWORD_KEY.to_owned(),
+                bytes(&system.replication),
+            ),
+        ])),
+        ..opaque(metadata)
+    }
+}
+
+/// The ACL file a `<name>-acl` Secret holds.
+pub fn acl_file_of(secret: &Secret) -> Option<&str> {
+    let bytes = secret.data.as_ref()?.get(ACL_FILE_KEY)?;
+    std::str::from_utf8(&bytes.0).ok()
+}
+
+/// Every value of a Secret, as text: each is one password (keys that are not UTF-8 are
+/// skipped; Redis passwords are text).
+pub fn passwords_in(secret: &Secret) -> Vec<String> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .filter_map(|(_, b)| String::from_utf8(b.0.clone()).ok())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::fixtures::instance;
+
+    #[test]
+    fn owned_secrets_round_trip_and_are_owned() {
+        let one = instance(&[]);
+        let system = SystemPasswords {
+            operator: "op".into(),
+            replication: "re".into(),
+        };
+        let acl = acl_secret(&one, "user x\n", &system, Some("7".into()));
+        assert_eq!(acl.metadata.name.as_deref(), Some("redis-example-acl"));
+        assert_eq!(acl.metadata.resource_version.as_deref(), Some("7"));
+        assert!(acl.metadata.owner_references.is_some());
+        assert!(SystemPasswords::of(&acl) == Some(system));
+        assert_eq!(acl_file_of(&acl), Some("user x\n"));
+        let generated = generated_auth_secret(&one, "pw");
+        assert_eq!(passwords_in(&generated), ["pw"]);
+        assert_eq!(
+            generated.metadata.name.as_deref(),
+            Some("redis-example-auth")
+        );
+    }
+}
