@@ -171,6 +171,14 @@ mod tests {
     }
 
     #[test]
+    fn a_key_that_is_not_the_certificates_is_refused() {
+        let mut mismatched = material();
+        mismatched.key = include_bytes!("testdata/other.key").to_vec();
+        let e = ClientTls::new(&mismatched, None, "redis-example.team-a.svc").unwrap_err();
+        assert!(e.to_string().starts_with("invalid TLS material"), "{e}");
+    }
+
+    #[test]
     fn a_name_that_is_no_dns_name_is_refused() {
         let e = ClientTls::new(&material(), None, "not a name").unwrap_err();
         assert!(e.to_string().starts_with("invalid TLS material"), "{e}");

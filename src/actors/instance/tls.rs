@@ -21,6 +21,8 @@ use crate::tls::material::{Material, short};
 /// How often the Secret is read again when the metadata watch shows no change: a safety net,
 /// since a change of its resourceVersion has it read at the step the watch gives.
 const SECRET_REREAD: Duration = Duration::from_secs(300);
+/// How soon a Secret the API server did not return is asked for again.
+const READ_RETRY: Duration = Duration::from_secs(5);
 /// How often every pod's served certificate is checked once all served the Secret's.
 const SERVED_RECHECK: Duration = Duration::from_secs(60);
 /// How soon a pod that does not serve the Secret's certificate yet is looked at again: its
@@ -145,9 +147,11 @@ pub(super) async fn reload(state: &mut InstanceState, plan: &Plan, seen: &Observ
     if plan.instance.spec.tls.is_none() {
         return Duration::MAX;
     }
-    let reread_in = state.tls.read_at.map_or(SECRET_REREAD, |at| {
-        SECRET_REREAD.saturating_sub(at.elapsed())
-    });
+    // Never read (the API did not answer): soon again, not after the safety net's interval.
+    let reread_in = state
+        .tls
+        .read_at
+        .map_or(READ_RETRY, |at| SECRET_REREAD.saturating_sub(at.elapsed()));
     let Some(client) = state.tls.client.clone() else {
         return reread_in;
     };
