@@ -359,3 +359,42 @@ async fn a_password_rotation_under_load_fails_no_command_and_restarts_nothing() 
     let found = places_holding(&ns, &operator, &[old, new]).await;
     assert!(found.is_empty(), "{found:?}");
 }
+
+/// Pods that run without ACL users (as every pod did before this operator version, or with
+/// `spec.auth.disabled`) get them when auth is turned on: the operator logs in the old way,
+/// gives each pod its users live, then rolls the pods onto the ACL file with one switchover;
+/// the data stays and no client is ever let in without a password again.
+#[tokio::test(flavor = "multi_thread")]
+async fn pods_without_users_get_them_live_then_restart_onto_the_acl_file() {
+    let (_client, ns, _operator) = setup("auth-upgrade", &[]).await;
+    let mut instance = example("redis-example.yaml");
+    instance.spec.replicas = 2;
+    instance.spec.auth.disabled = true;
+    apply_instance(&ns, &instance).await.unwrap();
+    let before = replicated_ready(&ns).await;
+    assert_eq!(
+        try_redis_cli(&pod_ip(&before[0]), &["SET", "kept", "yes"]).await,
+        Ok("OK".into()),
+        "no password while auth is off"
+    );
+
+    instance.spec.auth.disabled = false;
+    apply_instance(&ns, &instance).await.unwrap();
+    let hash = redis_operator::config::rendered(&instance).hash;
+    wait_ready(&ns, NAME, Some(&hash), Duration::from_secs(180)).await;
+    let after = replicated_ready(&ns).await;
+    for pod in &after {
+        assert_ne!(pod.uid(), before[0].uid());
+        let refused = try_redis_cli(&pod_ip(pod), &["GET", "kept"]).await;
+        assert!(refused.is_err_and(|e| e.contains("NOAUTH")));
+        assert_eq!(redis_cli(pod, &["GET", "kept"]).await, "yes");
+    }
+    let ri = ns.api::<RedisInstance>().get(NAME).await.unwrap();
+    let status = ri.status.unwrap();
+    assert!(status.acl_hash.is_some());
+    assert_eq!(
+        status.replication.unwrap().role_changes,
+        1,
+        "one switchover"
+    );
+}

@@ -143,7 +143,7 @@ async fn the_operator_needs_only_the_rbac_in_deploy() {
         assert!(can_i(verb, resource, namespace), "cannot {verb} {resource}");
     }
     for (verb, resource, namespace) in [
-        ("delete", "secrets", &ns.name),
+        ("delete", "secrets", ns.name.as_str()),
         ("update", "secrets", &ns.name),
         ("delete", "namespaces", "*"),
         ("create", "deployments.apps", &ns.name),

@@ -12,7 +12,7 @@ use redis_operator::config::render::render;
 use redis_operator::crd::{ConfigUpdate, RedisInstance};
 use redis_operator::live::{live_hash, split};
 
-use common::{TestNamespace, pod_ip, try_redis_cli, wait_for};
+use common::{TestNamespace, pod_ip, try_redis_cli_with, wait_for};
 use e2e::*;
 
 const NAME: &str = "redis-example";
@@ -29,14 +29,13 @@ fn live_instance(replicas: i32, config: &[(&str, &str)]) -> RedisInstance {
     instance
 }
 
-/// `redis-cli` on the pod, authenticating when the instance sets a password.
+/// `redis-cli` on the pod as `default`, with `password` or else the one the operator generated.
 async fn cli(pod: &Pod, password: Option<&str>, args: &[&str]) -> String {
-    let mut all = Vec::new();
-    if let Some(p) = password {
-        all.extend(["--no-auth-warning", "-a", p]);
-    }
-    all.extend_from_slice(args);
-    try_redis_cli(&pod_ip(pod), &all)
+    let password = match password {
+        Some(p) => Some(p.to_owned()),
+        None => common::generated_password(pod).await,
+    };
+    try_redis_cli_with(&pod_ip(pod), password.as_deref(), args)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -264,13 +263,13 @@ async fn a_refused_live_change_is_undone_everywhere_and_hand_drift_is_set_back()
     let history = PodHistory::start(&ns).await;
     let before = redis_operator::config::rendered(&instance).text;
     let pods = pods(&ns, NAME).await;
-    // The second pod's default user may no longer run CONFIG SET: the first pod takes the
-    // change, the second refuses it, so the first must be set back.
+    // The operator's user may no longer run CONFIG SET on the second pod: the first pod takes
+    // the change, the second refuses it, so the first must be set back.
     assert_eq!(
         cli(
             &pods[1],
             None,
-            &["ACL", "SETUSER", "default", "-config|set"]
+            &["ACL", "SETUSER", "redis-operator", "-config|set"]
         )
         .await,
         "OK"
@@ -331,7 +330,7 @@ async fn a_refused_live_change_is_undone_everywhere_and_hand_drift_is_set_back()
         cli(
             &pods[1],
             None,
-            &["ACL", "SETUSER", "default", "+config|set"]
+            &["ACL", "SETUSER", "redis-operator", "+config|set"]
         )
         .await,
         "OK"

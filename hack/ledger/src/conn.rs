@@ -60,9 +60,15 @@ impl From<&RedisError> for Failure {
     }
 }
 
-/// Opens a connection to `addr` (`host:port`), giving up after `timeout`.
+/// Opens a connection to `addr` (`host:port`), giving up after `timeout`. Logs in as `default`
+/// with `$REDISCLI_AUTH` when it is set, the variable redis-cli reads, so the password stays
+/// off every command line.
 pub async fn connect(addr: &str, timeout: Duration) -> Result<MultiplexedConnection, Failure> {
-    let client = Client::open(format!("redis://{addr}/")).map_err(|e| Failure::from(&e))?;
+    let url = match std::env::var("REDISCLI_AUTH") {
+        Ok(password) if !password.is_empty() => format!("redis://:{password}@{addr}/"),
+        _ => format!("redis://{addr}/"),
+    };
+    let client = Client::open(url).map_err(|e| Failure::from(&e))?;
     // Commands are bounded by the caller's own timeouts (WAIT may block longer than a default).
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
