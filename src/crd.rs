@@ -49,6 +49,10 @@ pub const GROUP: &str = "redis.github.com";
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.tls) == has(oldSelf.tls) || (self.replicas < 2 && oldSelf.replicas < 2)",
+    "message": "spec.tls cannot be added or removed while the instance has two pods or more: its new pods could not replicate from the old ones (TLS only against plain). Scale to 1 replica, change spec.tls, then scale back up"
+}]))]
 pub struct RedisInstanceSpec {
     /// Container image that provides `redis-server` and `redis-cli` (e.g. `redis:7.0`).
     #[schemars(length(min = 1))]

@@ -2,7 +2,8 @@
 //! `kubernetes.io/tls` Secret, an instance of two pods that serves TLS only (plain RESP gets no
 //! answer, a client without a certificate is refused when clients must authenticate),
 //! replicates over TLS and takes a live config change from the operator over verified TLS;
-//! then the Secret is renewed and every pod serves the new certificate with no restart.
+//! then the Secret is renewed and every pod serves the new certificate with no restart, and
+//! removing `spec.tls` from the running replicated instance is refused at admission.
 
 mod common;
 mod e2e;
@@ -406,4 +407,16 @@ async fn serves_tls_only_replicates_over_it_and_reloads_a_renewed_certificate_wi
     assert!(info.contains("master_link_status:up"), "{info}");
     let ri = ns.api::<RedisInstance>().get(NAME).await.unwrap();
     assert_eq!(ri.status.unwrap().restarts, 0);
+
+    // Turning TLS off in place would leave new plain pods unable to replicate from TLS ones:
+    // the API server refuses it while the instance has two pods.
+    let mut plain = changed.clone();
+    plain.spec.tls = None;
+    let refused = apply_instance(&ns, &plain).await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("spec.tls cannot be added or removed"),
+        "{refused}"
+    );
 }
