@@ -134,9 +134,16 @@ async fn a_new_instance_has_a_generated_password_found_nowhere_else() {
         ["default", "redis-operator", "replication"]
     );
 
-    let acl = format!("{NAME}-acl");
-    let operator_password = secret_value(&ns, &acl, "operator-password").await;
-    let replication_password = secret_value(&ns, &acl, "replication-password").await;
+    let system = format!("{NAME}-operator");
+    let operator_password = secret_value(&ns, &system, "operator-password").await;
+    let replication_password = secret_value(&ns, &system, "replication-password").await;
+    let acl: Secret = ns.api().get(&format!("{NAME}-acl")).await.unwrap();
+    let keys: Vec<String> = acl.data.unwrap().into_keys().collect();
+    assert_eq!(
+        keys,
+        ["users.acl"],
+        "the mounted Secret holds the hashed file only"
+    );
     for (user, password) in [
         ("redis-operator", &operator_password),
         ("replication", &replication_password),

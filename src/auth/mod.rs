@@ -17,11 +17,12 @@ pub const OPERATOR_USER: &str = "redis-operator";
 pub const REPLICATION_USER: &str = "replication";
 /// Where the ACL file's Secret is mounted (a whole directory, so updates reach the pod).
 pub const ACL_DIR: &str = "/etc/redis-acl";
-/// Key of the ACL file in the `<name>-acl` Secret, and its file name in [`ACL_DIR`].
+/// Key of the ACL file in the `<name>-acl` Secret (its only key), and its file name in
+/// [`ACL_DIR`].
 pub const ACL_FILE_KEY: &str = "users.acl";
 /// Key of the generated password in `<name>-auth`.
 pub const GENERATED_PASSWORD_KEY: &str = "password";
-/// Keys of the operator's and replication's passwords in `<name>-acl` (never mounted).
+/// Keys of the operator's and replication's passwords in `<name>-operator` (never mounted).
 pub const OPERATOR_PASSWORD_KEY: &str = "operator-password";
 pub const REPLICATION_PASSWORD_KEY: &str = "replication-password";
 /// Directives whose values are credentials: never rendered, shown or logged.
@@ -43,13 +44,18 @@ pub fn generated_secret_name(instance: &RedisInstance) -> String {
     format!("{}-auth", instance.name_any())
 }
 
-/// The Secret holding the ACL file (password hashes only) and the operator's own passwords.
+/// The Secret holding the ACL file: password hashes only.
 pub fn acl_secret_name(instance: &RedisInstance) -> String {
     format!("{}-acl", instance.name_any())
 }
 
-/// Every Secret whose change concerns the instance: the users' and the two the operator owns,
-/// and the certificate of `spec.tls`.
+/// The Secret holding the operator's own passwords, for its user and for replication.
+pub fn system_secret_name(instance: &RedisInstance) -> String {
+    format!("{}-operator", instance.name_any())
+}
+
+/// Every Secret whose change concerns the instance: the users', those the operator owns, and
+/// the certificate of `spec.tls`.
 pub fn referenced_secrets(instance: &RedisInstance) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     names.extend(instance.spec.tls.as_ref().map(|t| t.secret_name.clone()));
@@ -57,6 +63,7 @@ pub fn referenced_secrets(instance: &RedisInstance) -> BTreeSet<String> {
         return names;
     }
     names.insert(acl_secret_name(instance));
+    names.insert(system_secret_name(instance));
     if instance.spec.auth.users.is_empty() {
         names.insert(generated_secret_name(instance));
     }
@@ -219,10 +226,20 @@ mod tests {
     fn referenced_secrets_follow_the_spec() {
         let mut one = instance(&[]);
         let names: Vec<String> = referenced_secrets(&one).into_iter().collect();
-        assert_eq!(names, ["redis-example-acl", "redis-example-auth"]);
+        assert_eq!(
+            names,
+            [
+                "redis-example-acl",
+                "redis-example-auth",
+                "redis-example-operator"
+            ]
+        );
         one.spec.auth.users.push(user("app", "+@all"));
         let names: Vec<String> = referenced_secrets(&one).into_iter().collect();
-        assert_eq!(names, ["app-pw", "redis-example-acl"]);
+        assert_eq!(
+            names,
+            ["app-pw", "redis-example-acl", "redis-example-operator"]
+        );
         one.spec.auth = Default::default();
         one.spec.auth.disabled = true;
         assert!(referenced_secrets(&one).is_empty());

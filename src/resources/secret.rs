@@ -1,5 +1,5 @@
-//! The two Secrets an instance owns: the generated password of its `default` user, and the ACL
-//! file Redis loads (password hashes only) beside the operator's own passwords.
+//! The Secrets an instance owns: the generated password of its `default` user, the ACL file
+//! Redis loads (password hashes only), and the operator's own passwords (never mounted).
 
 use std::collections::BTreeMap;
 
@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use super::owned_meta;
 use crate::auth::{
     ACL_FILE_KEY, GENERATED_PASSWORD_KEY, OPERATOR_PASSWORD_KEY, REPLICATION_PASSWORD_KEY,
-    acl_secret_name, generated_secret_name,
+    acl_secret_name, generated_secret_name, system_secret_name,
 };
 use crate::crd::RedisInstance;
 
@@ -37,7 +37,7 @@ pub fn generated_auth_secret(instance: &RedisInstance, password: &str) -> Secret
 }
 
 /// The operator's passwords for its own user and for replication; generated once, kept in
-/// `<name>-acl` and never mounted into the pods.
+/// `<name>-operator` and never mounted into the pods.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SystemPasswords {
     pub operator: String,
@@ -45,7 +45,7 @@ pub struct SystemPasswords {
 }
 
 impl SystemPasswords {
-    /// The passwords a `<name>-acl` Secret holds, if it holds both.
+    /// The passwords a `<name>-operator` Secret holds, if it holds both.
     pub fn of(secret: &Secret) -> Option<Self> {
         let data = secret.data.as_ref()?;
         let text = |key: &str| {
@@ -60,26 +60,31 @@ impl SystemPasswords {
     }
 }
 
-/// `<name>-acl`: the ACL file the pods mount (only its `users.acl` key is projected into the
-/// volume) and the system passwords. `resource_version` makes the write conditional on the
-/// Secret being the one read.
-pub fn acl_secret(
-    instance: &RedisInstance,
-    acl_file: &str,
-    system: &SystemPasswords,
-    resource_version: Option<String>,
-) -> Secret {
-    let mut metadata = owned_meta(instance, acl_secret_name(instance));
-    metadata.resource_version = resource_version;
+/// `<name>-operator`: the system passwords, created once and never rewritten.
+pub fn system_secret(instance: &RedisInstance, system: &SystemPasswords) -> Secret {
     Secret {
         data: Some(BTreeMap::from([
-            (ACL_FILE_KEY.to_owned(), bytes(acl_file)),
             (OPERATOR_PASSWORD_KEY.to_owned(), bytes(&system.operator)),
             (
                 REPLICATION_PASSWORD_KEY.to_owned(),
                 bytes(&system.replication),
             ),
         ])),
+        ..opaque(owned_meta(instance, system_secret_name(instance)))
+    }
+}
+
+/// `<name>-acl`: the ACL file the pods mount, and nothing else. `resource_version` makes the
+/// write conditional on the Secret being the one read.
+pub fn acl_secret(
+    instance: &RedisInstance,
+    acl_file: &str,
+    resource_version: Option<String>,
+) -> Secret {
+    let mut metadata = owned_meta(instance, acl_secret_name(instance));
+    metadata.resource_version = resource_version;
+    Secret {
+        data: Some(BTreeMap::from([(ACL_FILE_KEY.to_owned(), bytes(acl_file))])),
         ..opaque(metadata)
     }
 }
@@ -114,12 +119,18 @@ mod tests {
             operator: "op".into(),
             replication: "re".into(),
         };
-        let acl = acl_secret(&one, "user x\n", &system, Some("7".into()));
+        let acl = acl_secret(&one, "user x\n", Some("7".into()));
         assert_eq!(acl.metadata.name.as_deref(), Some("redis-example-acl"));
         assert_eq!(acl.metadata.resource_version.as_deref(), Some("7"));
         assert!(acl.metadata.owner_references.is_some());
-        assert!(SystemPasswords::of(&acl) == Some(system));
         assert_eq!(acl_file_of(&acl), Some("user x\n"));
+        assert_eq!(acl.data.as_ref().unwrap().len(), 1, "the file only");
+        let held = system_secret(&one, &system);
+        assert_eq!(
+            held.metadata.name.as_deref(),
+            Some("redis-example-operator")
+        );
+        assert!(SystemPasswords::of(&held) == Some(system));
         let generated = generated_auth_secret(&one, "pw");
         assert_eq!(passwords_in(&generated), ["pw"]);
         assert_eq!(

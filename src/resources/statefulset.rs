@@ -184,8 +184,8 @@ fn pod_spec(instance: &RedisInstance) -> PodSpec {
     }
 }
 
-/// The ACL file only, out of `<name>-acl`: the operator's own passwords in that Secret stay
-/// out of the pod. Readable by Redis's group alone.
+/// The ACL file of `<name>-acl`, projected by key so that nothing else added to that Secret
+/// could reach the pod. Readable by Redis's group alone.
 fn acl_volume(instance: &RedisInstance) -> Volume {
     Volume {
         name: ACL_VOLUME.into(),
@@ -351,7 +351,7 @@ mod tests {
             volumes[0].config_map.as_ref().unwrap().name,
             "redis-example-config"
         );
-        // Only the ACL file is projected: the operator's own passwords stay out of the pod.
+        // Only the ACL file is projected, from a Secret that holds nothing else.
         let acl = volumes[1].secret.as_ref().unwrap();
         assert_eq!(acl.secret_name.as_deref(), Some("redis-example-acl"));
         let keys: Vec<&str> = acl.items.iter().flatten().map(|i| i.key.as_str()).collect();

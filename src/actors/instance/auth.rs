@@ -1,4 +1,4 @@
-//! The credentials part of an instance's step: read the Secrets it references, keep the two it
+//! The credentials part of an instance's step: read the Secrets it references, keep those it
 //! owns, bring every running pod's ACL users in line live, and tell the rest of the step how
 //! to log in. Runs before anything talks to Redis or creates pods.
 
@@ -15,13 +15,13 @@ use super::observe::Observed;
 use crate::auth::acl::{self, AclUser};
 use crate::auth::{
     Access, Credentials, OPERATOR_USER, REPLICATION_USER, acl_secret_name, enabled,
-    generate_password, generated_secret_name, pods, seed_password,
+    generate_password, generated_secret_name, pods, seed_password, system_secret_name,
 };
 use crate::crd::RedisInstance;
 use crate::kube_io;
 use crate::live::pods::PodAddress;
 use crate::resources::{
-    SystemPasswords, acl_file_of, acl_secret, generated_auth_secret, passwords_in,
+    SystemPasswords, acl_file_of, acl_secret, generated_auth_secret, passwords_in, system_secret,
 };
 
 /// What the actor keeps between steps; what must survive a restart is in the Secrets and in
@@ -56,14 +56,8 @@ pub(super) async fn step(
         state.auth.applied = None;
         return Ok(Duration::MAX);
     }
-    let acl_name = acl_secret_name(instance);
-    let stored = read(state, &acl_name).await?;
-    let system = match stored.as_deref().and_then(SystemPasswords::of) {
-        Some(known) => known,
-        None => SystemPasswords {
-            operator: fresh_password()?,
-            replication: fresh_password()?,
-        },
+    let Some(system) = system_passwords(state, instance).await? else {
+        return Ok(Duration::from_millis(200));
     };
     state.access = Access {
         login: Some(Credentials {
@@ -85,18 +79,17 @@ pub(super) async fn step(
     default_passwords.extend(seed_password(instance).map(str::to_owned));
     let users = acl::instance_users(clients, &system.operator, &system.replication);
     let file = acl::render(&users);
-    let in_line = stored.as_deref().is_some_and(|s| {
-        acl_file_of(s) == Some(file.as_str()) && SystemPasswords::of(s).as_ref() == Some(&system)
-    });
-    if !in_line {
+    let acl_name = acl_secret_name(instance);
+    let stored = read(state, &acl_name).await?;
+    if stored.as_deref().and_then(acl_file_of) != Some(file.as_str()) {
         let version = stored.as_ref().and_then(|s| s.resource_version());
-        let secret = acl_secret(instance, &file, &system, version);
+        let secret = acl_secret(instance, &file, version);
         state.auth.read.remove(&acl_name);
         let api = state.args.api.clone();
         if stored.is_some() {
             api.apply("Secret", &secret).await?;
         } else if api.create_secret(&secret).await?.is_none() {
-            // Someone created it meanwhile: its passwords are the ones to keep.
+            // Someone created it meanwhile: it is read again next time.
             return Ok(Duration::from_millis(200));
         }
         info!(secret = %acl_name, users = users.len(), "ACL file written");
@@ -163,6 +156,37 @@ pub(super) async fn step(
             .await;
     }
     Ok(Duration::MAX)
+}
+
+/// The operator's own passwords from `<name>-operator`, generated into it once. `None` when
+/// someone else created it meanwhile: it is read again at the next step.
+async fn system_passwords(
+    state: &mut InstanceState,
+    instance: &RedisInstance,
+) -> Result<Option<SystemPasswords>, kube_io::Error> {
+    let name = system_secret_name(instance);
+    if let Some(known) = read(state, &name)
+        .await?
+        .as_deref()
+        .and_then(SystemPasswords::of)
+    {
+        return Ok(Some(known));
+    }
+    let fresh = SystemPasswords {
+        operator: fresh_password()?,
+        replication: fresh_password()?,
+    };
+    let api = state.args.api.clone();
+    match api.create_secret(&system_secret(instance, &fresh)).await? {
+        Some(created) => {
+            state.auth.read.insert(name, Arc::new(created));
+            Ok(Some(fresh))
+        }
+        None => {
+            state.auth.read.remove(&name);
+            Ok(None)
+        }
+    }
 }
 
 fn fresh_password() -> Result<String, kube_io::Error> {
