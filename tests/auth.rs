@@ -229,13 +229,38 @@ async fn patch_secret(ns: &TestNamespace, name: &str, data: BTreeMap<&str, &str>
         .unwrap();
 }
 
-/// `app`'s password is rotated by editing its Secret: the new one is added on both pods live,
+/// A user whose Secret is missing is reported and waited for. Then `app`'s password is rotated
+/// by editing its Secret: the new one is added on both pods live,
 /// clients move to it, the old one is removed; under a load of fresh logins, no command fails
 /// and no pod restarts; `default` is off since the spec declares its own user.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_password_rotation_under_load_fails_no_command_and_restarts_nothing() {
     let (_client, ns, operator) = setup("rotate", &[]).await;
     let (old, new) = ("old-pass-0123456789", "new-pass-9876543210");
+    let mut instance = example("redis-example.yaml");
+    instance.spec.replicas = 2;
+    instance.spec.auth.users = vec![AuthUser {
+        name: "app".into(),
+        password_secret: "app-password".into(),
+        rules: "~* &* +@all".into(),
+    }];
+    apply_instance(&ns, &instance).await.unwrap();
+    // The user's Secret does not exist yet: a Warning says so, and nothing starts without it.
+    wait_for(
+        Duration::from_secs(30),
+        "the SecretMissing Warning",
+        || async {
+            let events = instance_events(&ns, NAME).await;
+            events
+                .iter()
+                .any(|(t, r, n)| {
+                    t == "Warning" && r == "SecretMissing" && n.contains("app-password")
+                })
+                .then_some(())
+                .ok_or(format!("{events:?}"))
+        },
+    )
+    .await;
     let mut secret = Secret {
         data: Some(BTreeMap::from([(
             "v1".to_owned(),
@@ -248,14 +273,6 @@ async fn a_password_rotation_under_load_fails_no_command_and_restarts_nothing() 
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    let mut instance = example("redis-example.yaml");
-    instance.spec.replicas = 2;
-    instance.spec.auth.users = vec![AuthUser {
-        name: "app".into(),
-        password_secret: "app-password".into(),
-        rules: "~* &* +@all".into(),
-    }];
-    apply_instance(&ns, &instance).await.unwrap();
     let pods = replicated_ready(&ns).await;
     let history = PodHistory::start(&ns).await;
     let ips: Vec<String> = pods.iter().map(pod_ip).collect();

@@ -77,30 +77,26 @@ async fn fenced(
     Ok(cmd.query_async(conn).await)
 }
 
+/// Whether a command is preceded by telling the pod how to log in to a primary it follows:
+/// done on every pod that follows or hands over its role, since a pod restarts without it (it
+/// is never in a file).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PrimaryLogin {
+    Leave,
+    SetFirst,
+}
+
 async fn run(
     pod: &PodAddress,
     access: &Access,
     gate: &Limiter,
     name: &'static str,
     cmd: redis::Cmd,
+    primary_login: PrimaryLogin,
 ) -> Result<(), Error> {
     let mut conn = connect(pod, access.login.as_ref()).await?;
-    fenced(gate, &mut conn, &cmd)
-        .await?
-        .map_err(refused(pod, name))
-}
-
-/// [`run`], after telling the pod how to log in to a primary it follows: set on every pod that
-/// follows or hands over its role, since a pod restarts without it (it is never in a file).
-async fn run_with_primary_login(
-    pod: &PodAddress,
-    access: &Access,
-    gate: &Limiter,
-    name: &'static str,
-    cmd: redis::Cmd,
-) -> Result<(), Error> {
-    let mut conn = connect(pod, access.login.as_ref()).await?;
-    if let Some(replication) = &access.replication {
+    let set_first = primary_login == PrimaryLogin::SetFirst;
+    if let Some(replication) = access.replication.as_ref().filter(|_| set_first) {
         let mut login = redis::cmd("CONFIG");
         login
             .arg("SET")
@@ -125,7 +121,15 @@ fn port() -> u16 {
 pub async fn promote(pod: &PodAddress, access: &Access, gate: &Limiter) -> Result<(), Error> {
     let mut cmd = redis::cmd("REPLICAOF");
     cmd.arg("NO").arg("ONE");
-    run(pod, access, gate, "REPLICAOF NO ONE", cmd).await
+    run(
+        pod,
+        access,
+        gate,
+        "REPLICAOF NO ONE",
+        cmd,
+        PrimaryLogin::Leave,
+    )
+    .await
 }
 
 /// `REPLICAOF <primary> <port>`: the pod follows the primary at `host`.
@@ -137,7 +141,7 @@ pub async fn follow(
 ) -> Result<(), Error> {
     let mut cmd = redis::cmd("REPLICAOF");
     cmd.arg(host).arg(port());
-    run_with_primary_login(pod, access, gate, "REPLICAOF", cmd).await
+    run(pod, access, gate, "REPLICAOF", cmd, PrimaryLogin::SetFirst).await
 }
 
 /// Points a pod back at the boot placeholder: it keeps its data, serves reads only, and takes
@@ -146,7 +150,7 @@ pub async fn demote(pod: &PodAddress, access: &Access, gate: &Limiter) -> Result
     let mut cmd = redis::cmd("REPLICAOF");
     cmd.arg(super::BOOT_PRIMARY_HOST)
         .arg(super::BOOT_PRIMARY_PORT);
-    run(pod, access, gate, "REPLICAOF", cmd).await
+    run(pod, access, gate, "REPLICAOF", cmd, PrimaryLogin::Leave).await
 }
 
 /// `FAILOVER TO <target> <port> TIMEOUT <ms>` on the primary: it pauses writes until the target
@@ -167,5 +171,13 @@ pub async fn failover_to(
         .arg("TIMEOUT")
         .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
     // The primary becomes a replica of the target: it logs in there like any replica.
-    run_with_primary_login(primary, access, gate, "FAILOVER", cmd).await
+    run(
+        primary,
+        access,
+        gate,
+        "FAILOVER",
+        cmd,
+        PrimaryLogin::SetFirst,
+    )
+    .await
 }

@@ -82,6 +82,21 @@ fn addresses(state: &InstanceState, seen: &Observed) -> Vec<PodAddress> {
         .collect()
 }
 
+/// The plan's live directives on `pods`, all or nothing (see [`pods::apply`]).
+async fn apply_to(
+    state: &InstanceState,
+    pods: &[PodAddress],
+    plan: &Plan,
+) -> Result<Vec<PodChange>, pods::Error> {
+    pods::apply(
+        pods,
+        &plan.live,
+        state.access.login.as_ref(),
+        state.args.api.limiter(),
+    )
+    .await
+}
+
 /// `name old -> new` for each directive that changed, from the first pod that changed it.
 fn describe(changes: &[PodChange]) -> (BTreeSet<String>, String) {
     let mut names = BTreeSet::new();
@@ -107,14 +122,7 @@ pub(super) async fn apply(
     let pods = addresses(state, seen);
     let instance = &seen.instance;
     let key = state.args.key.clone();
-    match pods::apply(
-        &pods,
-        &plan.live,
-        state.access.login.as_ref(),
-        state.args.api.limiter(),
-    )
-    .await
-    {
+    match apply_to(state, &pods, plan).await {
         Ok(changes) => {
             let written = state
                 .args
@@ -192,14 +200,7 @@ pub(super) fn next_check_in(state: &InstanceState, plan: &Plan) -> Duration {
 pub(super) async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observed) {
     state.live.checked_at = Some(Instant::now());
     let pods = addresses(state, seen);
-    match pods::apply(
-        &pods,
-        &plan.live,
-        state.access.login.as_ref(),
-        state.args.api.limiter(),
-    )
-    .await
-    {
+    match apply_to(state, &pods, plan).await {
         Ok(changes) => {
             state.live.verified = Some(plan.live_hash.clone());
             let (names, detail) = describe(&changes);
