@@ -49,6 +49,10 @@ pub const GROUP: &str = "redis.github.com";
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.tls) == has(oldSelf.tls) || (self.replicas < 2 && oldSelf.replicas < 2)",
+    "message": "spec.tls cannot be added or removed while the instance has two pods or more: its new pods could not replicate from the old ones (TLS only against plain). Scale to 1 replica, change spec.tls, then scale back up"
+}]))]
 pub struct RedisInstanceSpec {
     /// Container image that provides `redis-server` and `redis-cli` (e.g. `redis:7.0`).
     #[schemars(length(min = 1))]
@@ -81,6 +85,9 @@ pub struct RedisInstanceSpec {
     /// Bounds of a replicated instance's (two pods or more) switchovers and failovers.
     #[serde(default, skip_serializing_if = "ReplicationSpec::is_default")]
     pub replication: ReplicationSpec,
+    /// Serve TLS only, with the certificate and CA of a Secret; see `TlsSpec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
     /// Holds every restart and live apply; status shows the pending change until unpaused.
     /// The annotation `redis.github.com/paused: "true"` does the same.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -128,6 +135,22 @@ pub struct AuthUser {
 
 fn default_acl_rules() -> String {
     "~* &* +@all".to_owned()
+}
+
+/// TLS on every connection: clients, replication and the operator's own.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A `kubernetes.io/tls` Secret in the instance's namespace holding `tls.crt`, `tls.key` and
+    /// `ca.crt`, as cert-manager issues them. The certificate must name
+    /// `<instance>.<namespace>.svc`, which the operator verifies; a change of the Secret is
+    /// loaded by every pod without a restart.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// Require every client to present a certificate signed by `ca.crt`
+    /// (`tls-auth-clients yes`); by default clients need only trust the server's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auth_clients: bool,
 }
 
 /// Bounds of switchovers and failovers.

@@ -20,3 +20,4 @@ pub mod run;
 pub mod status;
 pub mod telemetry;
 pub mod text;
+pub mod tls;

@@ -81,6 +81,7 @@ fn instance(config: BTreeMap<String, String>) -> RedisInstance {
             config_update: Default::default(),
             rollout: Default::default(),
             replication: Default::default(),
+            tls: None,
             paused: false,
             auth: Default::default(),
         },

@@ -54,9 +54,11 @@ pub fn system_secret_name(instance: &RedisInstance) -> String {
     format!("{}-operator", instance.name_any())
 }
 
-/// Every Secret whose change concerns the instance: the users' and those the operator owns.
+/// Every Secret whose change concerns the instance: the users', those the operator owns, and
+/// the certificate of `spec.tls`.
 pub fn referenced_secrets(instance: &RedisInstance) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
+    names.extend(instance.spec.tls.as_ref().map(|t| t.secret_name.clone()));
     if !enabled(instance) {
         return names;
     }
@@ -241,6 +243,12 @@ mod tests {
         one.spec.auth = Default::default();
         one.spec.auth.disabled = true;
         assert!(referenced_secrets(&one).is_empty());
+        one.spec.tls = Some(crate::crd::TlsSpec {
+            secret_name: "redis-tls".into(),
+            auth_clients: false,
+        });
+        let names: Vec<String> = referenced_secrets(&one).into_iter().collect();
+        assert_eq!(names, ["redis-tls"], "with auth off too");
     }
 
     #[test]

@@ -10,8 +10,21 @@ use std::collections::BTreeMap;
 use crate::crd::RedisInstance;
 
 /// The directives the pods run: `spec.config` without any password (those live in Secrets,
-/// see `auth`), plus the ACL file that holds the users unless auth is disabled.
+/// see `auth`), plus the ACL file that holds the users unless auth is disabled, plus the TLS
+/// directives of `spec.tls`.
 pub fn effective(instance: &RedisInstance) -> Cow<'_, BTreeMap<String, String>> {
+    let tls = crate::tls::directives(instance);
+    let mut config = with_credentials(instance);
+    if !tls.is_empty() {
+        let with = config.to_mut();
+        for (name, value) in tls {
+            with.insert(name.to_owned(), value);
+        }
+    }
+    config
+}
+
+fn with_credentials(instance: &RedisInstance) -> Cow<'_, BTreeMap<String, String>> {
     let config = &instance.spec.config;
     let enabled = crate::auth::enabled(instance);
     let has_password = config.keys().any(|k| k.eq_ignore_ascii_case("requirepass"));

@@ -13,15 +13,17 @@ pub const DATA_DIR: &str = "/data";
 /// The port every Redis pod listens on.
 pub const REDIS_PORT: i32 = 6379;
 
-/// Directives the operator always sets; validation refuses them from users.
-fn operator_directives() -> [(&'static str, String); 4] {
+/// Directives the operator always sets; validation refuses them from users. With `tls-port`
+/// (rendered from `spec.tls`), the plain port is closed: TLS only.
+fn operator_directives(tls: bool) -> [(&'static str, String); 4] {
+    let port = if tls { 0 } else { REDIS_PORT };
     [
         // Listen on every address of the pod, IPv6 only where the pod has it.
         ("bind", "* -::*".to_owned()),
         // Kubernetes supervises the process; a daemonized Redis would look like an exit.
         ("daemonize", "no".to_owned()),
         ("dir", DATA_DIR.to_owned()),
-        ("port", REDIS_PORT.to_string()),
+        ("port", port.to_string()),
     ]
 }
 
@@ -64,7 +66,7 @@ pub fn render(user: &BTreeMap<String, String>) -> RenderedConfig {
     for (name, value) in user {
         lines.insert(name.to_ascii_lowercase(), quote(value));
     }
-    for (name, value) in operator_directives() {
+    for (name, value) in operator_directives(user.contains_key("tls-port")) {
         // Raw, not quoted: `bind` takes several arguments.
         lines.insert(name.to_owned(), value);
     }
@@ -128,6 +130,21 @@ mod tests {
                  maxmemory-policy allkeys-lru\nport 6379\nprotected-mode no\n"
             )
         );
+    }
+
+    #[test]
+    fn tls_closes_the_plain_port() {
+        let mut instance = crate::resources::fixtures::instance(&[("maxmemory", "100mb")]);
+        instance.spec.tls = Some(crate::crd::TlsSpec {
+            secret_name: "redis-tls".into(),
+            auth_clients: false,
+        });
+        let rendered = render(&crate::config::effective(&instance));
+        assert!(rendered.text.contains("\nport 0\n"), "{}", rendered.text);
+        assert!(rendered.text.contains("\ntls-port 6379\n"));
+        assert!(rendered.text.contains("\ntls-cert-file /tls/tls.crt\n"));
+        assert!(rendered.text.contains("\ntls-replication yes\n"));
+        assert!(rendered.text.contains("\nmaxmemory 100mb\n"));
     }
 
     #[test]

@@ -106,10 +106,10 @@ pub fn refusal(directive: &Directive) -> Option<String> {
         // operator does not provide; with cluster mode off the other cluster-* settings do
         // nothing, so refusing the whole family keeps the message simple.
         "not supported: cluster mode is not managed by the operator"
-    } else if name.starts_with("tls-") {
-        // TLS needs certificate and key files in the pod, which the spec cannot mount; a
-        // tls-port without them makes Redis exit at startup.
-        "not supported: TLS needs certificate files the operator does not mount"
+    } else if name.starts_with("tls-") && !crate::tls::USER_TUNABLE.contains(&name) {
+        // The ports, files, replication and client authentication follow spec.tls, whose
+        // Secret the operator mounts; a tls-port without those files stops Redis at startup.
+        "not supported: set spec.tls instead; the operator renders the TLS directives from it"
     } else {
         match name {
             // Kubernetes runs and watches the process: logs go to stdout for `kubectl logs`
@@ -890,6 +890,8 @@ mod tests {
             "tls-port",
             "tls-cert-file",
             "tls-replication",
+            "tls-auth-clients",
+            "tls-key-file-pass",
             "masterauth",
             "masteruser",
             "key-load-delay",
@@ -902,6 +904,25 @@ mod tests {
             reason("list-max-ziplist-entries", "512").unwrap(),
             "has no effect in Redis 7.0; use list-max-listpack-size"
         );
+    }
+
+    #[test]
+    fn tls_tuning_is_the_users_and_the_rest_points_to_spec_tls() {
+        accepts("tls-session-caching", &["no"]);
+        accepts("tls-session-cache-size", &["1000"]);
+        accepts("tls-prefer-server-ciphers", &["yes"]);
+        for name in [
+            "tls-port",
+            "tls-ca-cert-file",
+            "tls-protocols",
+            "tls-cluster",
+        ] {
+            assert_eq!(
+                reason(name, "x").unwrap(),
+                "not supported: set spec.tls instead; the operator renders the TLS directives from it",
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -16,8 +16,17 @@ use crate::config::render::{RenderedConfig, USER_OVERRIDABLE_DEFAULTS, render};
 use crate::crd::{ConfigUpdate, RedisInstance};
 
 /// Live directives that still restart: the operator authenticates with `requirepass`, and
-/// the pods must answer to the password the spec names from the moment they start.
-const RESTART_ANYWAY: &[&str] = &["requirepass"];
+/// the pods must answer to the password the spec names from the moment they start; the TLS
+/// directives of `spec.tls` come with a Secret volume, which only a new pod mounts.
+const RESTART_ANYWAY: &[&str] = &[
+    "requirepass",
+    "tls-port",
+    "tls-cert-file",
+    "tls-key-file",
+    "tls-ca-cert-file",
+    "tls-replication",
+    "tls-auth-clients",
+];
 
 /// Whether a `spec.config` key can change on a running server. Unknown keys, immutable,
 /// protected and file-only directives, and ignored compatibility knobs need a restart.

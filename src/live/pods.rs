@@ -89,6 +89,8 @@ pub struct PodAddress {
     pub pod: String,
     /// Pod IP, if assigned.
     pub ip: Option<String>,
+    /// Under `spec.tls`, how to reach it: verified TLS, never plain TCP.
+    pub tls: Option<std::sync::Arc<crate::tls::client::ClientTls>>,
 }
 
 /// What changed on one pod: `(directive, before, after)` as `CONFIG GET` shows them.
@@ -129,34 +131,48 @@ pub(crate) async fn connect_within(
         pod: pod.pod.clone(),
     })?;
     let port = u16::try_from(REDIS_PORT).expect("the Redis port fits");
-    let mut info = ConnectionAddr::Tcp(ip, port)
-        .into_connection_info()
-        .map_err(unreachable)?;
+    let mut settings = RedisConnectionInfo::default();
     if let Some(login) = login {
-        info = info.set_redis_settings(
-            RedisConnectionInfo::default()
-                .set_username(&login.user)
-                .set_password(&login.password),
-        );
+        settings = settings
+            .set_username(&login.user)
+            .set_password(&login.password);
     }
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(connect_timeout))
         .set_response_timeout(Some(response_timeout));
+    let refused_or_unreachable = |e: redis::RedisError| match e.kind() {
+        redis::ErrorKind::AuthenticationFailed => Error::LoginRefused {
+            pod: pod.pod.clone(),
+        },
+        _ if e.code().is_some_and(|c| c == "WRONGPASS" || c == "NOAUTH") => Error::LoginRefused {
+            pod: pod.pod.clone(),
+        },
+        _ => unreachable(e),
+    };
+    if let Some(tls) = &pod.tls {
+        let dialed =
+            tls.dial(&ip, port, connect_timeout)
+                .await
+                .map_err(|e| Error::Unreachable {
+                    pod: pod.pod.clone(),
+                    message: e.to_string(),
+                })?;
+        let (conn, driver) =
+            MultiplexedConnection::new_with_config(&settings, dialed.stream, config)
+                .await
+                .map_err(refused_or_unreachable)?;
+        tokio::spawn(driver);
+        return Ok(conn);
+    }
+    let info = ConnectionAddr::Tcp(ip, port)
+        .into_connection_info()
+        .map_err(unreachable)?
+        .set_redis_settings(settings);
     redis::Client::open(info)
         .map_err(unreachable)?
         .get_multiplexed_async_connection_with_config(&config)
         .await
-        .map_err(|e| match e.kind() {
-            redis::ErrorKind::AuthenticationFailed => Error::LoginRefused {
-                pod: pod.pod.clone(),
-            },
-            _ if e.code().is_some_and(|c| c == "WRONGPASS" || c == "NOAUTH") => {
-                Error::LoginRefused {
-                    pod: pod.pod.clone(),
-                }
-            }
-            _ => unreachable(e),
-        })
+        .map_err(refused_or_unreachable)
 }
 
 /// `CONFIG GET` of several directives in one call.

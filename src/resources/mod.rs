@@ -30,7 +30,8 @@ pub use secret::{
 };
 pub use service::service;
 pub use statefulset::{
-    CONFIG_HASH_ANNOTATION, DATA_VOLUME, RESTARTED_AT_ANNOTATION, image_of, statefulset,
+    CONFIG_HASH_ANNOTATION, DATA_VOLUME, RESTARTED_AT_ANNOTATION, TLS_ANNOTATION, image_of,
+    statefulset,
 };
 
 /// Label naming the instance an object belongs to; the watchers route events by it.
@@ -106,6 +107,7 @@ pub(crate) mod fixtures {
                 config_update: Default::default(),
                 rollout: Default::default(),
                 replication: Default::default(),
+                tls: None,
                 paused: false,
                 auth: Default::default(),
             },

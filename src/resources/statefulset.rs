@@ -26,6 +26,9 @@ pub const CONFIG_HASH_ANNOTATION: &str = "redis.github.com/config-hash";
 /// Pod-template annotation that forces a rolling restart when the hash alone has not changed
 /// (the ConfigMap was rewritten behind the pods' back); carried forward on every apply.
 pub const RESTARTED_AT_ANNOTATION: &str = "redis.github.com/restarted-at";
+/// Pod-template annotation present when the pods serve TLS only (`spec.tls`): the operator
+/// reaches each pod the way that pod was started, also while TLS is being turned on or off.
+pub const TLS_ANNOTATION: &str = "redis.github.com/tls";
 /// Name of the volumeClaimTemplate; PVCs are named `data-<instance>-<ordinal>`.
 pub const DATA_VOLUME: &str = "data";
 const CONFIG_VOLUME: &str = "config";
@@ -42,6 +45,9 @@ pub fn statefulset(
         BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), config_hash.to_owned())]);
     if let Some(marker) = restarted_at {
         annotations.insert(RESTARTED_AT_ANNOTATION.to_owned(), marker.to_owned());
+    }
+    if instance.spec.tls.is_some() {
+        annotations.insert(TLS_ANNOTATION.to_owned(), "true".to_owned());
     }
     let spec = &instance.spec;
     StatefulSet {
@@ -147,6 +153,9 @@ fn pod_spec(instance: &RedisInstance) -> PodSpec {
         });
         volumes.push(acl_volume(instance));
     }
+    let (mut tls_volumes, mut tls_mounts) = tls_volume(instance);
+    volumes.append(&mut tls_volumes);
+    mounts.append(&mut tls_mounts);
     let redis = Container {
         name: "redis".into(),
         image: Some(instance.spec.image.clone()),
@@ -156,7 +165,7 @@ fn pod_spec(instance: &RedisInstance) -> PodSpec {
             container_port: REDIS_PORT,
             ..ContainerPort::default()
         }]),
-        readiness_probe: Some(readiness_probe()),
+        readiness_probe: Some(readiness_probe(instance.spec.tls.is_some())),
         // A failed run's status then carries the end of its output, where Redis says why it
         // refused its config file; the operator reads it to tell a refused config from a crash.
         termination_message_policy: Some("FallbackToLogsOnError".into()),
@@ -227,15 +236,44 @@ fn container_security_context() -> SecurityContext {
     }
 }
 
+/// `spec.tls`'s Secret as a whole directory (never `subPath`: the kubelet refreshes only whole
+/// volumes, and a renewed certificate must reach the files Redis reloads).
+fn tls_volume(instance: &RedisInstance) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let Some(tls) = &instance.spec.tls else {
+        return (Vec::new(), Vec::new());
+    };
+    let volume = Volume {
+        name: crate::tls::TLS_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(tls.secret_name.clone()),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mount = VolumeMount {
+        name: crate::tls::TLS_VOLUME.into(),
+        mount_path: crate::tls::TLS_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    (vec![volume], vec![mount])
+}
+
 /// Ready once Redis answers commands: PONG, or NOAUTH when a password is set. A server still
-/// loading its dataset answers LOADING and stays unready.
-fn readiness_probe() -> Probe {
+/// loading its dataset answers LOADING and stays unready. Under TLS the probe verifies the
+/// server against the Secret's CA, as any client does.
+fn readiness_probe(tls: bool) -> Probe {
+    let tls_args = if tls {
+        format!("{} ", crate::tls::redis_cli_args())
+    } else {
+        String::new()
+    };
     Probe {
         exec: Some(ExecAction {
             command: Some(vec![
                 "sh".into(),
                 "-c".into(),
-                format!("redis-cli -p {REDIS_PORT} ping | grep -Eq '^(PONG|NOAUTH)'"),
+                format!("redis-cli {tls_args}-p {REDIS_PORT} ping | grep -Eq '^(PONG|NOAUTH)'"),
             ]),
         }),
         initial_delay_seconds: Some(1),
@@ -347,6 +385,64 @@ mod tests {
         let capabilities = container.capabilities.unwrap();
         assert_eq!(capabilities.drop.as_deref(), Some(&["ALL".to_owned()][..]));
         assert_eq!(capabilities.add, None);
+    }
+
+    fn sts_annotations(sts: &StatefulSet) -> BTreeMap<String, String> {
+        sts.spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .clone()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn tls_mounts_the_whole_secret_and_probes_over_tls() {
+        let mut tls = instance(&[]);
+        tls.spec.tls = Some(crate::crd::TlsSpec {
+            secret_name: "redis-tls".into(),
+            auth_clients: true,
+        });
+        let sts = statefulset(&tls, "h", None);
+        let pod = sts.spec.template.spec.unwrap();
+        let volume = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "tls")
+            .unwrap();
+        assert_eq!(
+            volume.secret.unwrap().secret_name.as_deref(),
+            Some("redis-tls")
+        );
+        let redis = &pod.containers[0];
+        let mount = redis
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "tls")
+            .unwrap();
+        assert_eq!(mount.mount_path, "/tls");
+        assert_eq!(mount.sub_path, None, "a subPath mount never refreshes");
+        let probe = redis.readiness_probe.as_ref().unwrap();
+        let command = probe.exec.as_ref().unwrap().command.as_ref().unwrap();
+        assert!(
+            command[2].starts_with("redis-cli --tls --cacert /tls/ca.crt --cert /tls/tls.crt --key /tls/tls.key -p 6379 ping"),
+            "{command:?}"
+        );
+        assert_eq!(
+            sts_annotations(&statefulset(&tls, "h", None))
+                .get(TLS_ANNOTATION)
+                .map(String::as_str),
+            Some("true")
+        );
+        let plain = statefulset(&instance(&[]), "h", None);
+        assert!(!sts_annotations(&plain).contains_key(TLS_ANNOTATION));
+        let pod = plain.spec.template.spec.unwrap();
+        assert!(!pod.volumes.unwrap().iter().any(|v| v.name == "tls"));
     }
 
     #[test]

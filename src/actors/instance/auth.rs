@@ -126,6 +126,7 @@ pub(super) async fn step(
             Some(PodAddress {
                 pod: p.name_any(),
                 ip: Some(ip),
+                tls: state.tls.for_pod(p),
             })
         })
         .collect();

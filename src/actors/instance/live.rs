@@ -70,13 +70,14 @@ impl LiveMemory {
     }
 }
 
-fn addresses(seen: &Observed) -> Vec<PodAddress> {
+fn addresses(state: &InstanceState, seen: &Observed) -> Vec<PodAddress> {
     seen.pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .map(|p| PodAddress {
             pod: p.name_any(),
             ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
+            tls: state.tls.for_pod(p),
         })
         .collect()
 }
@@ -118,7 +119,7 @@ pub(super) async fn apply(
     plan: &Plan,
     seen: &Observed,
 ) -> Result<(), kube_io::Error> {
-    let pods = addresses(seen);
+    let pods = addresses(state, seen);
     let instance = &seen.instance;
     let key = state.args.key.clone();
     match apply_to(state, &pods, plan).await {
@@ -198,7 +199,7 @@ pub(super) fn next_check_in(state: &InstanceState, plan: &Plan) -> Duration {
 /// `CONFIG SET`, a pod restarted from an older file).
 pub(super) async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observed) {
     state.live.checked_at = Some(Instant::now());
-    let pods = addresses(seen);
+    let pods = addresses(state, seen);
     match apply_to(state, &pods, plan).await {
         Ok(changes) => {
             state.live.verified = Some(plan.live_hash.clone());

@@ -12,6 +12,7 @@ mod perform;
 mod replicate;
 mod report;
 mod target;
+mod tls;
 
 pub use observe::{Stores, Versions, Written};
 
@@ -149,6 +150,8 @@ pub struct InstanceState {
     auth: auth::AuthMemory,
     /// How to log in to the pods' Redis, as the last credentials step found.
     access: crate::auth::Access,
+    /// The `spec.tls` Secret's material and the pods' reload.
+    tls: tls::TlsMemory,
 }
 
 /// See the module docs.
@@ -190,6 +193,7 @@ impl Actor for RedisInstanceActor {
             unconverted_reported: false,
             auth: auth::AuthMemory::default(),
             access: crate::auth::Access::default(),
+            tls: tls::TlsMemory::default(),
         })
     }
 
@@ -490,6 +494,8 @@ async fn step(
         report::write_status(state, &seen, None).await?;
         return Ok(Some(Duration::MAX));
     };
+    // Before anything talks to Redis: the TLS Secret's material (read when it changed).
+    tls::read_secret(state, &plan).await;
     // Before anything creates pods or talks to Redis: the ACL Secret the pods mount, and the
     // login the live and replication steps use.
     let auth_wake = auth::step(state, &plan.instance, &seen).await?;
@@ -567,6 +573,7 @@ async fn step(
         }
         live_wake = live::next_check_in(state, &plan);
     }
+    let tls_wake = tls::reload(state, &plan, &seen).await;
     report::write_status(state, &seen, Some(&plan)).await?;
     if !replicated && !state.unconverted_reported && crate::resources::unconverted(&current) {
         state.unconverted_reported = true;
@@ -610,7 +617,8 @@ async fn step(
         wake.min(pod_deadline)
             .min(live_wake)
             .min(replication_wake)
-            .min(auth_wake),
+            .min(auth_wake)
+            .min(tls_wake),
     ))
 }
 

@@ -60,11 +60,16 @@ pub(super) async fn step(
     }
     let access = state.access.clone();
     let pods: Vec<&Arc<CachedPod>> = seen.pods.iter().collect();
+    let tls: BTreeMap<String, _> = pods
+        .iter()
+        .map(|p| (p.name_any(), state.tls.for_pod(p)))
+        .collect();
     let probes: Vec<Option<PodReplication>> =
         futures::future::join_all(pods.iter().map(|pod| async {
             let address = PodAddress {
                 pod: pod.name_any(),
                 ip: pod_ip(pod).map(str::to_owned),
+                tls: tls.get(&pod.name_any()).cloned().flatten(),
             };
             replication::probe(&address, &access).await.ok()
         }))
@@ -139,6 +144,7 @@ pub(super) async fn step(
     let address = |name: &str| PodAddress {
         pod: name.to_owned(),
         ip: pod(name).and_then(|p| pod_ip(p)).map(str::to_owned),
+        tls: tls.get(name).cloned().flatten(),
     };
     let gate = state.args.api.limiter().clone();
     let redis_failed = |error: replication::Error| {
