@@ -24,7 +24,7 @@ use crate::kube_io::InstanceApi;
 use crate::limiter::{Limiter, Limits};
 use crate::resources::{
     CachedConfigMap, CachedPod, CachedPodCondition, CachedPodStatus, CachedService,
-    CachedStatefulSet, config_map, fixtures, service, statefulset,
+    CachedStatefulSet, config_map, fixtures, headless_service, service, statefulset,
 };
 
 type Log = Arc<Mutex<Vec<(Method, String, Value)>>>;
@@ -174,7 +174,11 @@ fn converged_caches_and_watches(instance: &RedisInstance) -> (Stores, Watches) {
         instances,
         config_maps: cache(vec![CachedConfigMap::from(&cm)]).0,
         statefulsets,
-        services: cache(vec![CachedService::from(&service(instance))]).0,
+        services: cache(vec![
+            CachedService::from(&service(instance)),
+            CachedService::from(&headless_service(instance)),
+        ])
+        .0,
         pods,
         versions: Default::default(),
         secrets: cache(Vec::new()).0,

@@ -55,7 +55,7 @@ fn json<T: Serialize>(value: &T) -> Value {
 
 /// How the live StatefulSet strays from the desired one, ignoring the config hash and restart
 /// marker (compared by the caller, since they decide the kind of restart) and the immutable
-/// volume claim templates.
+/// volume claim templates and service name.
 pub fn statefulset_drift(
     desired: &StatefulSet,
     live: &CachedStatefulSet,
@@ -79,6 +79,8 @@ pub fn statefulset_drift(
         });
     }
     want.volume_claim_templates = None;
+    // Immutable too: a StatefulSet that names another Service is migrated, not repaired.
+    want.service_name = None;
     let mut want_rest = json(&want);
     if let Some(fields) = want_rest.as_object_mut() {
         fields.remove("template");
@@ -127,6 +129,18 @@ mod tests {
             statefulset_drift(&desired, &CachedStatefulSet::from(&live)),
             None,
             "hash and marker are not drift"
+        );
+        let mut earlier = live.clone();
+        earlier.spec.service_name = Some("redis-example".into());
+        let earlier = CachedStatefulSet::from(&earlier);
+        assert_eq!(
+            statefulset_drift(&desired, &earlier),
+            None,
+            "the service name cannot be repaired, only migrated"
+        );
+        assert_eq!(
+            earlier.spec.service_name().as_deref(),
+            Some("redis-example")
         );
 
         live.spec.replicas = Some(3);
