@@ -1,5 +1,7 @@
-//! Replicated instances on the local cluster with real Redis: one primary and its replicas; a
-//! restart-class edit under a write load sent through the primary Service and kube-proxy
+//! Replicated instances on the local cluster with real Redis: one primary and its replicas; the
+//! objects of an earlier version (the StatefulSet naming the headless `<name>`, writes through
+//! `<name>-primary`) migrated with no pod restarted; a restart-class edit under a write load
+//! sent through the primary's Service `<name>` and kube-proxy
 //! (replicas first, one switchover, no acknowledged write lost); the primary's pod deleted
 //! (the replica furthest ahead promoted, no write acknowledged by a replica lost, the old
 //! primary back as a replica); the operator killed mid-switchover (no second one).
@@ -90,7 +92,7 @@ async fn settled(ns: &TestNamespace, replicas: usize) -> Pod {
     .await
 }
 
-/// Writes unique keys through the `<name>-primary` Service's ClusterIP, as a client in the
+/// Writes unique keys through the `<name>` Service's ClusterIP, as a client in the
 /// cluster would (kube-proxy routes it to the pod labelled primary), reconnecting on any error,
 /// and keeps every key the server acknowledged: with `SET` returning OK, or with
 /// `wait_replica`, only once `WAIT 1` says a replica has it.
@@ -102,8 +104,7 @@ struct Ledger {
 
 impl Ledger {
     async fn start(ns: &TestNamespace, prefix: &str, wait_replica: bool) -> Self {
-        let svc: k8s_openapi::api::core::v1::Service =
-            ns.api().get(&format!("{NAME}-primary")).await.unwrap();
+        let svc: k8s_openapi::api::core::v1::Service = ns.api().get(NAME).await.unwrap();
         let ip = svc.spec.unwrap().cluster_ip.unwrap();
         let secret: k8s_openapi::api::core::v1::Secret =
             ns.api().get(&format!("{NAME}-auth")).await.unwrap();
@@ -190,6 +191,113 @@ fn created(pod: &Pod) -> k8s_openapi::jiff::Timestamp {
     pod.metadata.creation_timestamp.as_ref().unwrap().0
 }
 
+/// Waits until the object `name` is gone.
+async fn gone<K>(ns: &TestNamespace, name: &str)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    wait_for(Duration::from_secs(30), name, || async {
+        match ns.api::<K>().get_opt(name).await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+/// With no operator running, puts back the objects an earlier version ran this instance with:
+/// the StatefulSet naming the headless Service `<name>` (deleted keeping its pods and created
+/// again, the rest of it as it was, so it adopts them), `<name>` headless and selecting every
+/// pod, `<name>-primary` for writes, no `<name>-headless`. Built with the current builders,
+/// renamed: the earlier ones differed only in these names. The pods keep their hostname's
+/// subdomain `<name>-headless`, which the migration does not look at.
+async fn as_an_earlier_version_ran_it(ns: &TestNamespace) {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::PostParams;
+    use redis_operator::resources::{headless_service, service};
+    let instance = ns.api::<RedisInstance>().get(NAME).await.unwrap();
+    let live: StatefulSet = ns.api().get(NAME).await.unwrap();
+    ns.api::<StatefulSet>()
+        .delete(NAME, &DeleteParams::orphan())
+        .await
+        .unwrap();
+    gone::<StatefulSet>(ns, NAME).await;
+    let mut earlier = StatefulSet {
+        metadata: kube::api::ObjectMeta {
+            name: live.metadata.name.clone(),
+            labels: live.metadata.labels.clone(),
+            owner_references: live.metadata.owner_references.clone(),
+            ..Default::default()
+        },
+        spec: live.spec.clone(),
+        status: None,
+    };
+    earlier.spec.service_name = Some(NAME.into());
+    ns.api::<StatefulSet>()
+        .create(&PostParams::default(), &earlier)
+        .await
+        .unwrap();
+    ns.api::<Service>()
+        .delete(NAME, &DeleteParams::default())
+        .await
+        .unwrap();
+    gone::<Service>(ns, NAME).await;
+    let mut named_headless = headless_service(&instance);
+    named_headless.metadata.name = Some(NAME.into());
+    let mut primary = service(&instance);
+    primary.metadata.name = Some(format!("{NAME}-primary"));
+    for svc in [named_headless, primary] {
+        ns.api::<Service>()
+            .create(&PostParams::default(), &svc)
+            .await
+            .unwrap();
+    }
+    ns.api::<Service>()
+        .delete(&format!("{NAME}-headless"), &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "the earlier StatefulSet owning every pod, all ready",
+        || async {
+            let sts: StatefulSet = ns.api().get(NAME).await.map_err(|e| e.to_string())?;
+            let ready = sts.status.as_ref().and_then(|s| s.ready_replicas);
+            let owned = pods(ns, NAME).await.iter().all(|p| {
+                p.owner_references()
+                    .iter()
+                    .any(|o| Some(&o.uid) == sts.metadata.uid.as_ref())
+            });
+            if owned && ready == Some(3) {
+                Ok(())
+            } else {
+                Err(format!("owned {owned}, ready {ready:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+/// Each pod's uid and its containers' restart counts.
+async fn incarnations(ns: &TestNamespace) -> BTreeMap<String, (String, Vec<i32>)> {
+    pods(ns, NAME)
+        .await
+        .iter()
+        .map(|p| {
+            let restarts = p
+                .status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+                .map(|c| c.restart_count)
+                .collect();
+            (p.name_any(), (p.uid().unwrap(), restarts))
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn three_pods_replicate_roll_out_with_one_switchover_and_fail_over_without_losing_writes() {
     let (_client, ns, operator) = setup("replication", &[]).await;
@@ -232,11 +340,109 @@ async fn three_pods_replicate_roll_out_with_one_switchover_and_fail_over_without
             "{refused:?}"
         );
     }
-    for role in ["primary", "replicas"] {
-        let svc: k8s_openapi::api::core::v1::Service =
-            ns.api().get(&format!("{NAME}-{role}")).await.unwrap();
-        let selector = svc.spec.unwrap().selector.unwrap();
-        assert_eq!(selector[ROLE], role.trim_end_matches('s'));
+    for (service, role) in [
+        (NAME.to_owned(), "primary"),
+        (format!("{NAME}-replicas"), "replica"),
+    ] {
+        let svc: k8s_openapi::api::core::v1::Service = ns.api().get(&service).await.unwrap();
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.selector.unwrap()[ROLE], role);
+        assert_ne!(spec.cluster_ip.as_deref(), Some("None"), "{service}");
+    }
+
+    // An instance an earlier version ran: the operator migrates its Services and StatefulSet
+    // without restarting a pod or losing a key.
+    operator.stop();
+    as_an_earlier_version_ran_it(&ns).await;
+    assert_eq!(
+        redis_cli(&primary, &["SET", "upgraded", "kept"]).await,
+        "OK"
+    );
+    let before = incarnations(&ns).await;
+    let restarts = ns
+        .api::<RedisInstance>()
+        .get(NAME)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .restarts;
+    let earlier: k8s_openapi::api::apps::v1::StatefulSet = ns.api().get(NAME).await.unwrap();
+    let operator = Operator::start(&ns.name);
+    let service_ip = wait_for(
+        Duration::from_secs(90),
+        "the StatefulSet naming <name>-headless, <name> a ClusterIP Service, no <name>-primary",
+        || async {
+            let sts: k8s_openapi::api::apps::v1::StatefulSet =
+                ns.api().get(NAME).await.map_err(|e| e.to_string())?;
+            let svc: k8s_openapi::api::core::v1::Service =
+                ns.api().get(NAME).await.map_err(|e| e.to_string())?;
+            let old_primary = ns
+                .api::<k8s_openapi::api::core::v1::Service>()
+                .get_opt(&format!("{NAME}-primary"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let ip = svc.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+            let named = sts.spec.service_name.clone();
+            if named.as_deref() == Some(&format!("{NAME}-headless"))
+                && sts.metadata.uid != earlier.metadata.uid
+                && !ip.is_empty()
+                && ip != "None"
+                && old_primary.is_none()
+            {
+                Ok(ip)
+            } else {
+                Err(format!(
+                    "serviceName {named:?}, clusterIP {ip:?}, {NAME}-primary {}",
+                    old_primary.is_some()
+                ))
+            }
+        },
+    )
+    .await;
+    let migrated = settled(&ns, 3).await;
+    assert_eq!(migrated.name_any(), primary.name_any(), "no role change");
+    assert_eq!(
+        incarnations(&ns).await,
+        before,
+        "pods restarted by the migration"
+    );
+    assert!(
+        before
+            .values()
+            .all(|(_, counts)| counts.iter().all(|n| *n == 0)),
+        "{before:?}"
+    );
+    let status = ns
+        .api::<RedisInstance>()
+        .get(NAME)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(status.restarts, restarts, "no restart counted");
+    assert_eq!(status.replication.unwrap().role_changes, 0);
+    // Through the ClusterIP and kube-proxy, as a client in the cluster: the primary, its data.
+    wait_for(
+        Duration::from_secs(30),
+        "the data through <name>'s ClusterIP",
+        || async {
+            let role = try_redis_cli(&service_ip, &["ROLE"]).await?;
+            let kept = try_redis_cli(&service_ip, &["GET", "upgraded"]).await?;
+            let old = try_redis_cli(&service_ip, &["GET", "hello"]).await?;
+            match (role.lines().next(), kept.as_str(), old.as_str()) {
+                (Some("master"), "kept", "world") => Ok(()),
+                _ => Err(format!("{role:?} {kept:?} {old:?}")),
+            }
+        },
+    )
+    .await;
+    let headless: k8s_openapi::api::core::v1::Service =
+        ns.api().get(&format!("{NAME}-headless")).await.unwrap();
+    assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    let reasons = event_reasons(&ns, NAME).await;
+    for reason in ["ServicesMigrating", "ServicesMigrated"] {
+        assert!(reasons.iter().any(|r| r == reason), "{reason}: {reasons:?}");
     }
 
     // A restart-class edit under a write load: replicas first, one switchover, nothing lost.
