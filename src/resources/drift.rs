@@ -95,9 +95,14 @@ pub fn statefulset_drift(
     None
 }
 
-/// The live Service lacks something the operator set (ports, selector, labels).
+/// The live Service lacks something the operator set (ports, selector, labels), or selects by
+/// more than it does (the selector is the operator's alone: `<name>` gains and loses the role).
 pub fn service_drifted(desired: &Service, live: &CachedService) -> bool {
-    !holds(&json(&desired.spec), &live.spec_json())
+    let live_spec = live.spec_json();
+    let selector = |spec: &Value| spec.get("selector").cloned().unwrap_or(Value::Null);
+    let desired_spec = json(&desired.spec);
+    selector(&desired_spec) != selector(&live_spec)
+        || !holds(&desired_spec, &live_spec)
         || !holds(
             &json(&desired.metadata.labels),
             &json(&live.metadata.labels),
@@ -169,6 +174,13 @@ mod tests {
         let desired = service(&instance(&[]));
         let mut live = desired.clone();
         assert!(!service_drifted(&desired, &CachedService::from(&live)));
+        let mut wider = desired.clone();
+        let selector = wider.spec.as_mut().unwrap().selector.as_mut().unwrap();
+        selector.insert(crate::resources::ROLE_LABEL.into(), "primary".into());
+        assert!(
+            service_drifted(&desired, &CachedService::from(&wider)),
+            "a selector with a key more selects fewer pods"
+        );
         live.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = 6380;
         assert!(service_drifted(&desired, &CachedService::from(&live)));
     }

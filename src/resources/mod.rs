@@ -26,7 +26,9 @@ pub use replicated::{CONVERT_ANNOTATION, ROLE_LABEL, replicas_service, replicate
 pub use secret::{
     SystemPasswords, acl_file_of, acl_secret, generated_auth_secret, passwords_in, system_secret,
 };
-pub use service::{headless_service, headless_service_name, legacy_primary_service_name, service};
+pub use service::{
+    headless_service, headless_service_name, legacy_primary_service_name, other_shape, service,
+};
 pub use statefulset::{
     CONFIG_HASH_ANNOTATION, DATA_VOLUME, RESTARTED_AT_ANNOTATION, image_of, statefulset,
 };

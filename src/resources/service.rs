@@ -31,6 +31,18 @@ pub fn service(instance: &RedisInstance) -> Service {
     }
 }
 
+/// `<instance>` as built for the other replication state (with or without the role in its
+/// selector): a live Service of that shape was the operator's own, for the spec as it was.
+pub fn other_shape(service: &Service) -> Service {
+    let mut other = service.clone();
+    if let Some(selector) = other.spec.as_mut().and_then(|s| s.selector.as_mut())
+        && selector.remove(ROLE_LABEL).is_none()
+    {
+        selector.insert(ROLE_LABEL.to_owned(), Role::Primary.as_str().to_owned());
+    }
+    other
+}
+
 /// Name of the headless Service, the StatefulSet's `serviceName`: pods are
 /// `<instance>-<ordinal>.<instance>-headless`.
 pub fn headless_service_name(instance: &RedisInstance) -> String {
@@ -99,5 +111,7 @@ mod tests {
         let selector = service(&one).spec.unwrap().selector.unwrap();
         assert_eq!(selector[ROLE_LABEL], "primary");
         assert_eq!(selector["app.kubernetes.io/instance"], "redis-example");
+        assert_eq!(other_shape(&service(&one)), service(&instance(&[])));
+        assert_eq!(other_shape(&service(&instance(&[]))), service(&one));
     }
 }

@@ -324,12 +324,20 @@ async fn apply_service(
                 note,
             )
             .await;
-    } else if existed {
+    } else if existed && !reshaped(seen, service) {
         report::drift_repaired(state, &seen.instance, "Service").await;
     } else {
         info!("Service missing, creating it");
     }
     Ok(())
+}
+
+/// The live `<name>` is what the operator built before the instance became replicated (or
+/// stopped being so): the spec changed it, nobody else.
+fn reshaped(seen: &Observed, service: &Service) -> bool {
+    seen.service.as_deref().is_some_and(|live| {
+        !crate::resources::service_drifted(&crate::resources::other_shape(service), live)
+    })
 }
 
 /// Whether someone else changed the StatefulSet since the operator last wrote it: its
