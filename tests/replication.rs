@@ -578,3 +578,200 @@ async fn three_pods_replicate_roll_out_with_one_switchover_and_fail_over_without
         "the recorded switchover's target took over"
     );
 }
+
+/// `GET key` on the pod named `pod`.
+async fn get_on(ns: &TestNamespace, pod: &str, key: &str) -> Result<String, String> {
+    let pod = ns.api::<Pod>().get(pod).await.map_err(|e| e.to_string())?;
+    let ip = pod
+        .status
+        .and_then(|s| s.pod_ip)
+        .ok_or("no IP yet".to_owned())?;
+    try_redis_cli(&ip, &["GET", key]).await
+}
+
+#[tokio::test]
+async fn an_earlier_multi_pod_instance_converts_on_consent_and_a_scale_down_moves_the_primary_first()
+ {
+    let (_client, ns, operator) = setup("conversion", &[]).await;
+    let mut instance = example("redis-example.yaml");
+    instance
+        .spec
+        .config
+        .insert("appendonly".into(), "yes".into());
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;
+
+    // Three unrelated servers, as a version before replication ran `replicas: 3`: the same
+    // StatefulSet scaled, and the status that version wrote.
+    operator.stop();
+    let scale = json!({"spec": {"replicas": 3}});
+    ns.api::<k8s_openapi::api::apps::v1::StatefulSet>()
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&scale))
+        .await
+        .unwrap();
+    ns.api::<RedisInstance>()
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&scale))
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(120), "three ready pods", || async {
+        let ready = pods(&ns, NAME)
+            .await
+            .iter()
+            .filter(|p| common::is_ready(p))
+            .count();
+        if ready == 3 {
+            Ok(())
+        } else {
+            Err(format!("{ready} ready"))
+        }
+    })
+    .await;
+    let scaled: k8s_openapi::api::apps::v1::StatefulSet = ns.api().get(NAME).await.unwrap();
+    let ran = json!({"status": {
+        "readyReplicas": 3,
+        "statefulSetGeneration": scaled.metadata.generation,
+    }});
+    ns.api::<RedisInstance>()
+        .patch_status(NAME, &PatchParams::default(), &Patch::Merge(&ran))
+        .await
+        .unwrap();
+    for (ordinal, pod) in pods(&ns, NAME).await.iter().enumerate() {
+        assert_eq!(
+            redis_cli(pod, &["SET", "origin", &ordinal.to_string()]).await,
+            "OK"
+        );
+        assert_eq!(
+            redis_cli(pod, &["SET", &format!("own-{ordinal}"), "x"]).await,
+            "OK"
+        );
+    }
+
+    // Upgraded: it keeps running so, and says why.
+    let operator = Operator::start(&ns.name);
+    wait_for(Duration::from_secs(60), "ReplicationNotEnabled", || async {
+        let reasons = event_reasons(&ns, NAME).await;
+        if reasons.iter().any(|r| r == "ReplicationNotEnabled") {
+            Ok(())
+        } else {
+            Err(format!("{reasons:?}"))
+        }
+    })
+    .await;
+    for ordinal in 0..3 {
+        let origin = get_on(&ns, &format!("{NAME}-{ordinal}"), "origin").await;
+        assert_eq!(
+            origin,
+            Ok(ordinal.to_string()),
+            "pod {ordinal} without consent"
+        );
+    }
+    assert!(with_role(&ns, "primary").await.is_empty());
+
+    // Consent: pod 0's data everywhere, told before any pod's own data is replaced.
+    let consent =
+        json!({"metadata": {"annotations": {"redis.github.com/convert-to-replication": "true"}}});
+    ns.api::<RedisInstance>()
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&consent))
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "pod 1 and pod 2 resynced from pod 0",
+        || async {
+            let mut replaced = 0;
+            for ordinal in 1..3 {
+                let origin = get_on(&ns, &format!("{NAME}-{ordinal}"), "origin").await;
+                if origin.as_deref().is_ok_and(|o| o != ordinal.to_string()) {
+                    replaced += 1;
+                }
+            }
+            if replaced > 0 {
+                let reasons = event_reasons(&ns, NAME).await;
+                assert!(
+                    reasons.iter().any(|r| r == "ReplicationConversion"),
+                    "a pod's data replaced before the Event: {reasons:?}"
+                );
+            }
+            if replaced == 2 {
+                Ok(())
+            } else {
+                Err(format!("{replaced} resynced"))
+            }
+        },
+    )
+    .await;
+    let primary = settled(&ns, 3).await;
+    let reasons = event_reasons(&ns, NAME).await;
+    assert!(
+        !reasons.iter().any(|r| r == "DriftRepaired"),
+        "the conversion is no drift: {reasons:?}"
+    );
+    for pod in pods(&ns, NAME).await {
+        assert_eq!(
+            redis_cli(&pod, &["GET", "origin"]).await,
+            "0",
+            "{}",
+            pod.name_any()
+        );
+        assert_eq!(redis_cli(&pod, &["EXISTS", "own-0"]).await, "1");
+        for ordinal in 1..3 {
+            let own = format!("own-{ordinal}");
+            assert_eq!(redis_cli(&pod, &["EXISTS", &own]).await, "0", "{own}");
+        }
+    }
+
+    // A scale-down that removes the primary's pod: it hands its role over first, and no
+    // acknowledged write is lost. Pod 2 is made the primary by taking the others away.
+    let last = format!("{NAME}-2");
+    if primary.name_any() != last {
+        for pod in pods(&ns, NAME)
+            .await
+            .iter()
+            .filter(|p| p.name_any() != last)
+        {
+            ns.api::<Pod>()
+                .delete(&pod.name_any(), &DeleteParams::default())
+                .await
+                .unwrap();
+        }
+        wait_for(Duration::from_secs(60), "pod 2 promoted", || async {
+            let repl = replication(&ns).await;
+            if repl.primary.as_deref() == Some(last.as_str()) {
+                Ok(())
+            } else {
+                Err(format!("{repl:?}"))
+            }
+        })
+        .await;
+        settled(&ns, 3).await;
+    }
+    let changes = replication(&ns).await.role_changes;
+    let ledger = Ledger::start(&ns, "scale", false).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let down = json!({"spec": {"replicas": 2}});
+    ns.api::<RedisInstance>()
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&down))
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(120), "pod 2 gone", || async {
+        match ns.api::<Pod>().get_opt(&last).await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{:?}", other.map(|p| p.map(|p| p.name_any())))),
+        }
+    })
+    .await;
+    let primary = settled(&ns, 2).await;
+    let acked = ledger.finish().await;
+    assert!(acked.len() > 100, "only {} writes got through", acked.len());
+    assert_eq!(
+        lost(&primary, &acked).await,
+        Vec::<String>::new(),
+        "acknowledged writes lost in the scale-down"
+    );
+    assert_eq!(
+        replication(&ns).await.role_changes,
+        changes + 1,
+        "one switchover"
+    );
+    drop(operator);
+}
