@@ -423,13 +423,15 @@ async fn three_pods_replicate_roll_out_with_one_switchover_and_fail_over_without
     assert_eq!(status.restarts, restarts, "no restart counted");
     assert_eq!(status.replication.unwrap().role_changes, 0);
     // Through the ClusterIP and kube-proxy, as a client in the cluster: the primary, its data.
+    let password = common::generated_password(&primary).await;
     wait_for(
         Duration::from_secs(30),
         "the data through <name>'s ClusterIP",
         || async {
-            let role = try_redis_cli(&service_ip, &["ROLE"]).await?;
-            let kept = try_redis_cli(&service_ip, &["GET", "upgraded"]).await?;
-            let old = try_redis_cli(&service_ip, &["GET", "hello"]).await?;
+            let cli = |args| common::try_redis_cli_with(&service_ip, password.as_deref(), args);
+            let role = cli(&["ROLE"]).await?;
+            let kept = cli(&["GET", "upgraded"]).await?;
+            let old = cli(&["GET", "hello"]).await?;
             match (role.lines().next(), kept.as_str(), old.as_str()) {
                 (Some("master"), "kept", "world") => Ok(()),
                 _ => Err(format!("{role:?} {kept:?} {old:?}")),
@@ -582,11 +584,15 @@ async fn three_pods_replicate_roll_out_with_one_switchover_and_fail_over_without
 /// `GET key` on the pod named `pod`.
 async fn get_on(ns: &TestNamespace, pod: &str, key: &str) -> Result<String, String> {
     let pod = ns.api::<Pod>().get(pod).await.map_err(|e| e.to_string())?;
-    let ip = pod
+    if pod
         .status
-        .and_then(|s| s.pod_ip)
-        .ok_or("no IP yet".to_owned())?;
-    try_redis_cli(&ip, &["GET", key]).await
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_ref())
+        .is_none()
+    {
+        return Err("no IP yet".to_owned());
+    }
+    common::try_pod_cli(&pod, &["GET", key]).await
 }
 
 #[tokio::test]
