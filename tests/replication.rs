@@ -4,7 +4,9 @@
 //! sent through the primary's Service `<name>` and kube-proxy
 //! (replicas first, one switchover, no acknowledged write lost); the primary's pod deleted
 //! (the replica furthest ahead promoted, no write acknowledged by a replica lost, the old
-//! primary back as a replica); the operator killed mid-switchover (no second one).
+//! primary back as a replica); the operator killed mid-switchover (no second one). And an
+//! earlier 3-pod instance of unrelated servers: left so until the annotation agrees, then
+//! converted (pod 0's data kept, the Event first); a scale-down removing the primary's pod.
 
 mod common;
 mod e2e;
