@@ -352,8 +352,8 @@ fn cached_service(state: &InstanceState, name: &str) -> Option<Arc<CachedService
 }
 
 /// `<name>-replicas`, applied when missing or changed; `<name>-primary` of earlier versions,
-/// deleted once `<name>` is a ClusterIP Service that selects the primary (until then, writes
-/// go through it). `Some(None)`: it wrote.
+/// deleted once `<name>` is a ClusterIP Service that selects the primary and its EndpointSlices
+/// list a ready pod (until then, writes go through it). `Some(None)`: it wrote.
 async fn apply_services(
     state: &mut InstanceState,
     plan: &Plan,
@@ -366,6 +366,12 @@ async fn apply_services(
         .is_some_and(|svc| !svc.headless() && !service_drifted(&plan.service, svc));
     if let Some(old) = cached_service(state, &legacy).filter(|_| replaced)
         && old.metadata.deletion_timestamp.is_none()
+        && !state
+            .args
+            .api
+            .ready_endpoints(&state.args.key.name)
+            .await?
+            .is_empty()
     {
         state.args.api.delete_service(&old).await?;
         info!(service = %legacy, "deleted the old primary Service: writes go through the instance's Service");
