@@ -431,7 +431,7 @@ pub struct RedisInstanceStatus {
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationStatus {
-    /// The pod that takes writes (selected by the `<name>-primary` Service).
+    /// The pod that takes writes (selected by the Service `<name>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary: Option<String>,
     /// Role changes so far: planned switchovers and failovers.

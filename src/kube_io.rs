@@ -1,7 +1,7 @@
 //! The few Kubernetes API calls the operator makes, in one place: all of them writes, each
 //! through the shared [`Limiter`]. Reads come from the watch caches.
 
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
@@ -15,7 +15,8 @@ use tracing::Instrument;
 use crate::crd::{RedisInstance, RedisInstanceStatus};
 use crate::limiter::Limiter;
 use crate::resources::{
-    CONFIG_HASH_ANNOTATION, CachedPod, CachedStatefulSet, MANAGER, RESTARTED_AT_ANNOTATION,
+    CONFIG_HASH_ANNOTATION, CachedPod, CachedService, CachedStatefulSet, MANAGER,
+    RESTARTED_AT_ANNOTATION,
 };
 
 /// Failures talking to the API server, by what was attempted.
@@ -286,6 +287,28 @@ impl InstanceApi {
             Err(err) if not_found(&err) => Ok(None),
             Err(source) => Err(Error::Delete {
                 kind: "StatefulSet",
+                name,
+                source,
+            }),
+        }
+    }
+
+    /// Deletes the very Service that was seen (uid precondition); gone already is done.
+    pub async fn delete_service(&self, live: &CachedService) -> Result<()> {
+        let name = live.name_any();
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: live.uid(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let _permit = self.limiter.acquire().await?;
+        match self.api::<Service>().delete(&name, &params).await {
+            Ok(_) => Ok(()),
+            Err(err) if not_found(&err) => Ok(()),
+            Err(source) => Err(Error::Delete {
+                kind: "Service",
                 name,
                 source,
             }),

@@ -133,6 +133,7 @@ async fn the_operator_needs_only_the_rbac_in_deploy() {
         ("patch", "redisinstances.redis.github.com/status", &ns.name),
         ("patch", "statefulsets.apps", &ns.name),
         ("delete", "pods", &ns.name),
+        ("delete", "services", &ns.name),
         ("patch", "pods", &ns.name),
         ("list", "endpointslices.discovery.k8s.io", &ns.name),
         ("update", "leases.coordination.k8s.io", "redis-operator"),

@@ -1,8 +1,12 @@
-//! Replicated instances on the local cluster with real Redis: one primary and its replicas; a
-//! restart-class edit under a write load sent through the primary Service and kube-proxy
+//! Replicated instances on the local cluster with real Redis: one primary and its replicas; the
+//! objects of an earlier version (the StatefulSet naming the headless `<name>`, writes through
+//! `<name>-primary`) migrated with no pod restarted; a restart-class edit under a write load
+//! sent through the primary's Service `<name>` and kube-proxy
 //! (replicas first, one switchover, no acknowledged write lost); the primary's pod deleted
 //! (the replica furthest ahead promoted, no write acknowledged by a replica lost, the old
-//! primary back as a replica); the operator killed mid-switchover (no second one).
+//! primary back as a replica); the operator killed mid-switchover (no second one). And an
+//! earlier 3-pod instance of unrelated servers: left so until the annotation agrees, then
+//! converted (pod 0's data kept, the Event first); a scale-down removing the primary's pod.
 
 mod common;
 mod e2e;
@@ -90,7 +94,7 @@ async fn settled(ns: &TestNamespace, replicas: usize) -> Pod {
     .await
 }
 
-/// Writes unique keys through the `<name>-primary` Service's ClusterIP, as a client in the
+/// Writes unique keys through the `<name>` Service's ClusterIP, as a client in the
 /// cluster would (kube-proxy routes it to the pod labelled primary), reconnecting on any error,
 /// and keeps every key the server acknowledged: with `SET` returning OK, or with
 /// `wait_replica`, only once `WAIT 1` says a replica has it.
@@ -102,8 +106,7 @@ struct Ledger {
 
 impl Ledger {
     async fn start(ns: &TestNamespace, prefix: &str, wait_replica: bool) -> Self {
-        let svc: k8s_openapi::api::core::v1::Service =
-            ns.api().get(&format!("{NAME}-primary")).await.unwrap();
+        let svc: k8s_openapi::api::core::v1::Service = ns.api().get(NAME).await.unwrap();
         let ip = svc.spec.unwrap().cluster_ip.unwrap();
         let secret: k8s_openapi::api::core::v1::Secret =
             ns.api().get(&format!("{NAME}-auth")).await.unwrap();
@@ -190,6 +193,113 @@ fn created(pod: &Pod) -> k8s_openapi::jiff::Timestamp {
     pod.metadata.creation_timestamp.as_ref().unwrap().0
 }
 
+/// Waits until the object `name` is gone.
+async fn gone<K>(ns: &TestNamespace, name: &str)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    wait_for(Duration::from_secs(30), name, || async {
+        match ns.api::<K>().get_opt(name).await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+/// With no operator running, puts back the objects an earlier version ran this instance with:
+/// the StatefulSet naming the headless Service `<name>` (deleted keeping its pods and created
+/// again, the rest of it as it was, so it adopts them), `<name>` headless and selecting every
+/// pod, `<name>-primary` for writes, no `<name>-headless`. Built with the current builders,
+/// renamed: the earlier ones differed only in these names. The pods keep their hostname's
+/// subdomain `<name>-headless`, which the migration does not look at.
+async fn as_an_earlier_version_ran_it(ns: &TestNamespace) {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::PostParams;
+    use redis_operator::resources::{headless_service, service};
+    let instance = ns.api::<RedisInstance>().get(NAME).await.unwrap();
+    let live: StatefulSet = ns.api().get(NAME).await.unwrap();
+    ns.api::<StatefulSet>()
+        .delete(NAME, &DeleteParams::orphan())
+        .await
+        .unwrap();
+    gone::<StatefulSet>(ns, NAME).await;
+    let mut earlier = StatefulSet {
+        metadata: kube::api::ObjectMeta {
+            name: live.metadata.name.clone(),
+            labels: live.metadata.labels.clone(),
+            owner_references: live.metadata.owner_references.clone(),
+            ..Default::default()
+        },
+        spec: live.spec.clone(),
+        status: None,
+    };
+    earlier.spec.service_name = Some(NAME.into());
+    ns.api::<StatefulSet>()
+        .create(&PostParams::default(), &earlier)
+        .await
+        .unwrap();
+    ns.api::<Service>()
+        .delete(NAME, &DeleteParams::default())
+        .await
+        .unwrap();
+    gone::<Service>(ns, NAME).await;
+    let mut named_headless = headless_service(&instance);
+    named_headless.metadata.name = Some(NAME.into());
+    let mut primary = service(&instance);
+    primary.metadata.name = Some(format!("{NAME}-primary"));
+    for svc in [named_headless, primary] {
+        ns.api::<Service>()
+            .create(&PostParams::default(), &svc)
+            .await
+            .unwrap();
+    }
+    ns.api::<Service>()
+        .delete(&format!("{NAME}-headless"), &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "the earlier StatefulSet owning every pod, all ready",
+        || async {
+            let sts: StatefulSet = ns.api().get(NAME).await.map_err(|e| e.to_string())?;
+            let ready = sts.status.as_ref().and_then(|s| s.ready_replicas);
+            let owned = pods(ns, NAME).await.iter().all(|p| {
+                p.owner_references()
+                    .iter()
+                    .any(|o| Some(&o.uid) == sts.metadata.uid.as_ref())
+            });
+            if owned && ready == Some(3) {
+                Ok(())
+            } else {
+                Err(format!("owned {owned}, ready {ready:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+/// Each pod's uid and its containers' restart counts.
+async fn incarnations(ns: &TestNamespace) -> BTreeMap<String, (String, Vec<i32>)> {
+    pods(ns, NAME)
+        .await
+        .iter()
+        .map(|p| {
+            let restarts = p
+                .status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+                .map(|c| c.restart_count)
+                .collect();
+            (p.name_any(), (p.uid().unwrap(), restarts))
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn three_pods_replicate_roll_out_with_one_switchover_and_fail_over_without_losing_writes() {
     let (_client, ns, operator) = setup("replication", &[]).await;
@@ -232,11 +342,111 @@ async fn three_pods_replicate_roll_out_with_one_switchover_and_fail_over_without
             "{refused:?}"
         );
     }
-    for role in ["primary", "replicas"] {
-        let svc: k8s_openapi::api::core::v1::Service =
-            ns.api().get(&format!("{NAME}-{role}")).await.unwrap();
-        let selector = svc.spec.unwrap().selector.unwrap();
-        assert_eq!(selector[ROLE], role.trim_end_matches('s'));
+    for (service, role) in [
+        (NAME.to_owned(), "primary"),
+        (format!("{NAME}-replicas"), "replica"),
+    ] {
+        let svc: k8s_openapi::api::core::v1::Service = ns.api().get(&service).await.unwrap();
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.selector.unwrap()[ROLE], role);
+        assert_ne!(spec.cluster_ip.as_deref(), Some("None"), "{service}");
+    }
+
+    // An instance an earlier version ran: the operator migrates its Services and StatefulSet
+    // without restarting a pod or losing a key.
+    operator.stop();
+    as_an_earlier_version_ran_it(&ns).await;
+    assert_eq!(
+        redis_cli(&primary, &["SET", "upgraded", "kept"]).await,
+        "OK"
+    );
+    let before = incarnations(&ns).await;
+    let restarts = ns
+        .api::<RedisInstance>()
+        .get(NAME)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .restarts;
+    let earlier: k8s_openapi::api::apps::v1::StatefulSet = ns.api().get(NAME).await.unwrap();
+    let operator = Operator::start(&ns.name);
+    let service_ip = wait_for(
+        Duration::from_secs(90),
+        "the StatefulSet naming <name>-headless, <name> a ClusterIP Service, no <name>-primary",
+        || async {
+            let sts: k8s_openapi::api::apps::v1::StatefulSet =
+                ns.api().get(NAME).await.map_err(|e| e.to_string())?;
+            let svc: k8s_openapi::api::core::v1::Service =
+                ns.api().get(NAME).await.map_err(|e| e.to_string())?;
+            let old_primary = ns
+                .api::<k8s_openapi::api::core::v1::Service>()
+                .get_opt(&format!("{NAME}-primary"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let ip = svc.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+            let named = sts.spec.service_name.clone();
+            if named.as_deref() == Some(&format!("{NAME}-headless"))
+                && sts.metadata.uid != earlier.metadata.uid
+                && !ip.is_empty()
+                && ip != "None"
+                && old_primary.is_none()
+            {
+                Ok(ip)
+            } else {
+                Err(format!(
+                    "serviceName {named:?}, clusterIP {ip:?}, {NAME}-primary {}",
+                    old_primary.is_some()
+                ))
+            }
+        },
+    )
+    .await;
+    let migrated = settled(&ns, 3).await;
+    assert_eq!(migrated.name_any(), primary.name_any(), "no role change");
+    assert_eq!(
+        incarnations(&ns).await,
+        before,
+        "pods restarted by the migration"
+    );
+    assert!(
+        before
+            .values()
+            .all(|(_, counts)| counts.iter().all(|n| *n == 0)),
+        "{before:?}"
+    );
+    let status = ns
+        .api::<RedisInstance>()
+        .get(NAME)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(status.restarts, restarts, "no restart counted");
+    assert_eq!(status.replication.unwrap().role_changes, 0);
+    // Through the ClusterIP and kube-proxy, as a client in the cluster: the primary, its data.
+    let password = common::generated_password(&primary).await;
+    wait_for(
+        Duration::from_secs(30),
+        "the data through <name>'s ClusterIP",
+        || async {
+            let cli = |args| common::try_redis_cli_with(&service_ip, password.as_deref(), args);
+            let role = cli(&["ROLE"]).await?;
+            let kept = cli(&["GET", "upgraded"]).await?;
+            let old = cli(&["GET", "hello"]).await?;
+            match (role.lines().next(), kept.as_str(), old.as_str()) {
+                (Some("master"), "kept", "world") => Ok(()),
+                _ => Err(format!("{role:?} {kept:?} {old:?}")),
+            }
+        },
+    )
+    .await;
+    let headless: k8s_openapi::api::core::v1::Service =
+        ns.api().get(&format!("{NAME}-headless")).await.unwrap();
+    assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    let reasons = event_reasons(&ns, NAME).await;
+    for reason in ["ServicesMigrating", "ServicesMigrated"] {
+        assert!(reasons.iter().any(|r| r == reason), "{reason}: {reasons:?}");
     }
 
     // A restart-class edit under a write load: replicas first, one switchover, nothing lost.
@@ -371,4 +581,205 @@ async fn three_pods_replicate_roll_out_with_one_switchover_and_fail_over_without
         switching.to,
         "the recorded switchover's target took over"
     );
+}
+
+/// `GET key` on the pod named `pod`.
+async fn get_on(ns: &TestNamespace, pod: &str, key: &str) -> Result<String, String> {
+    let pod = ns.api::<Pod>().get(pod).await.map_err(|e| e.to_string())?;
+    if pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_ref())
+        .is_none()
+    {
+        return Err("no IP yet".to_owned());
+    }
+    common::try_pod_cli(&pod, &["GET", key]).await
+}
+
+#[tokio::test]
+async fn an_earlier_multi_pod_instance_converts_on_consent_and_a_scale_down_moves_the_primary_first()
+ {
+    let (_client, ns, operator) = setup("conversion", &[]).await;
+    let mut instance = example("redis-example.yaml");
+    instance
+        .spec
+        .config
+        .insert("appendonly".into(), "yes".into());
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;
+
+    // Three unrelated servers, as a version before replication ran `replicas: 3`: the same
+    // StatefulSet scaled, and the status that version wrote.
+    operator.stop();
+    let scale = json!({"spec": {"replicas": 3}});
+    ns.api::<k8s_openapi::api::apps::v1::StatefulSet>()
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&scale))
+        .await
+        .unwrap();
+    ns.api::<RedisInstance>()
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&scale))
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(120), "three ready pods", || async {
+        let ready = pods(&ns, NAME)
+            .await
+            .iter()
+            .filter(|p| common::is_ready(p))
+            .count();
+        if ready == 3 {
+            Ok(())
+        } else {
+            Err(format!("{ready} ready"))
+        }
+    })
+    .await;
+    let scaled: k8s_openapi::api::apps::v1::StatefulSet = ns.api().get(NAME).await.unwrap();
+    let ran = json!({"status": {
+        "readyReplicas": 3,
+        "statefulSetGeneration": scaled.metadata.generation,
+    }});
+    ns.api::<RedisInstance>()
+        .patch_status(NAME, &PatchParams::default(), &Patch::Merge(&ran))
+        .await
+        .unwrap();
+    for (ordinal, pod) in pods(&ns, NAME).await.iter().enumerate() {
+        assert_eq!(
+            redis_cli(pod, &["SET", "origin", &ordinal.to_string()]).await,
+            "OK"
+        );
+        assert_eq!(
+            redis_cli(pod, &["SET", &format!("own-{ordinal}"), "x"]).await,
+            "OK"
+        );
+    }
+
+    // Upgraded: it keeps running so, and says why.
+    let operator = Operator::start(&ns.name);
+    wait_for(Duration::from_secs(60), "ReplicationNotEnabled", || async {
+        let reasons = event_reasons(&ns, NAME).await;
+        if reasons.iter().any(|r| r == "ReplicationNotEnabled") {
+            Ok(())
+        } else {
+            Err(format!("{reasons:?}"))
+        }
+    })
+    .await;
+    for ordinal in 0..3 {
+        let origin = get_on(&ns, &format!("{NAME}-{ordinal}"), "origin").await;
+        assert_eq!(
+            origin,
+            Ok(ordinal.to_string()),
+            "pod {ordinal} without consent"
+        );
+    }
+    assert!(with_role(&ns, "primary").await.is_empty());
+
+    // Consent: pod 0's data everywhere, told before any pod's own data is replaced.
+    let consent =
+        json!({"metadata": {"annotations": {"redis.github.com/convert-to-replication": "true"}}});
+    ns.api::<RedisInstance>()
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&consent))
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "pod 1 and pod 2 resynced from pod 0",
+        || async {
+            let mut replaced = 0;
+            for ordinal in 1..3 {
+                let origin = get_on(&ns, &format!("{NAME}-{ordinal}"), "origin").await;
+                if origin.as_deref().is_ok_and(|o| o != ordinal.to_string()) {
+                    replaced += 1;
+                }
+            }
+            if replaced > 0 {
+                let reasons = event_reasons(&ns, NAME).await;
+                assert!(
+                    reasons.iter().any(|r| r == "ReplicationConversion"),
+                    "a pod's data replaced before the Event: {reasons:?}"
+                );
+            }
+            if replaced == 2 {
+                Ok(())
+            } else {
+                Err(format!("{replaced} resynced"))
+            }
+        },
+    )
+    .await;
+    let primary = settled(&ns, 3).await;
+    let reasons = event_reasons(&ns, NAME).await;
+    assert!(
+        !reasons.iter().any(|r| r == "DriftRepaired"),
+        "the conversion is no drift: {reasons:?}"
+    );
+    for pod in pods(&ns, NAME).await {
+        assert_eq!(
+            redis_cli(&pod, &["GET", "origin"]).await,
+            "0",
+            "{}",
+            pod.name_any()
+        );
+        assert_eq!(redis_cli(&pod, &["EXISTS", "own-0"]).await, "1");
+        for ordinal in 1..3 {
+            let own = format!("own-{ordinal}");
+            assert_eq!(redis_cli(&pod, &["EXISTS", &own]).await, "0", "{own}");
+        }
+    }
+
+    // A scale-down that removes the primary's pod: it hands its role over first, and no
+    // acknowledged write is lost. Pod 2 is made the primary by taking the others away.
+    let last = format!("{NAME}-2");
+    if primary.name_any() != last {
+        for pod in pods(&ns, NAME)
+            .await
+            .iter()
+            .filter(|p| p.name_any() != last)
+        {
+            ns.api::<Pod>()
+                .delete(&pod.name_any(), &DeleteParams::default())
+                .await
+                .unwrap();
+        }
+        wait_for(Duration::from_secs(60), "pod 2 promoted", || async {
+            let repl = replication(&ns).await;
+            if repl.primary.as_deref() == Some(last.as_str()) {
+                Ok(())
+            } else {
+                Err(format!("{repl:?}"))
+            }
+        })
+        .await;
+        settled(&ns, 3).await;
+    }
+    let changes = replication(&ns).await.role_changes;
+    let ledger = Ledger::start(&ns, "scale", false).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let down = json!({"spec": {"replicas": 2}});
+    ns.api::<RedisInstance>()
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&down))
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(120), "pod 2 gone", || async {
+        match ns.api::<Pod>().get_opt(&last).await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{:?}", other.map(|p| p.map(|p| p.name_any())))),
+        }
+    })
+    .await;
+    let primary = settled(&ns, 2).await;
+    let acked = ledger.finish().await;
+    assert!(acked.len() > 100, "only {} writes got through", acked.len());
+    assert_eq!(
+        lost(&primary, &acked).await,
+        Vec::<String>::new(),
+        "acknowledged writes lost in the scale-down"
+    );
+    assert_eq!(
+        replication(&ns).await.role_changes,
+        changes + 1,
+        "one switchover"
+    );
+    drop(operator);
 }

@@ -22,7 +22,7 @@ use redis_operator::decide::{Deadlines, Desired, Snapshot, decide};
 use redis_operator::kube_io::InstanceApi;
 use redis_operator::limiter::{Limiter, Limits};
 use redis_operator::resources::{
-    CachedConfigMap, CachedService, CachedStatefulSet, service, statefulset,
+    CachedConfigMap, CachedService, CachedStatefulSet, headless_service, service, statefulset,
 };
 
 /// Counts live heap bytes and allocation calls, so memory is measured, not guessed.
@@ -238,20 +238,24 @@ async fn main() {
     );
     let live = statefulset(&inst, &rendered.hash, None);
     let svc = service(&inst);
+    let headless = headless_service(&inst);
     let desired = Desired {
         config_text: &rendered.text,
         hash: &rendered.hash,
         strategy: RestartStrategy::RollingUpdate,
         statefulset: &live,
         service: &svc,
+        headless: &headless,
         live: false,
     };
     let cached = CachedStatefulSet::from(&live);
     let cached_svc = CachedService::from(&svc);
+    let cached_headless = CachedService::from(&headless);
     let snapshot = Snapshot {
         config_text: Some(&rendered.text),
         statefulset: Some(&cached),
         service: Some(&cached_svc),
+        headless: Some(&cached_headless),
         pods: &[],
         rollout: None,
         settling: false,

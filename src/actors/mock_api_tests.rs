@@ -24,7 +24,7 @@ use crate::kube_io::InstanceApi;
 use crate::limiter::{Limiter, Limits};
 use crate::resources::{
     CachedConfigMap, CachedPod, CachedPodCondition, CachedPodStatus, CachedService,
-    CachedStatefulSet, config_map, fixtures, service, statefulset,
+    CachedStatefulSet, config_map, fixtures, headless_service, service, statefulset,
 };
 
 type Log = Arc<Mutex<Vec<(Method, String, Value)>>>;
@@ -174,7 +174,11 @@ fn converged_caches_and_watches(instance: &RedisInstance) -> (Stores, Watches) {
         instances,
         config_maps: cache(vec![CachedConfigMap::from(&cm)]).0,
         statefulsets,
-        services: cache(vec![CachedService::from(&service(instance))]).0,
+        services: cache(vec![
+            CachedService::from(&service(instance)),
+            CachedService::from(&headless_service(instance)),
+        ])
+        .0,
         pods,
         versions: Default::default(),
         secrets: cache(Vec::new()).0,
@@ -707,6 +711,39 @@ async fn a_recreate_orphans_the_claims_and_deletes_the_pods_itself() {
         ],
         "{order:#?}"
     );
+    actor.stop(None);
+    handle.await.unwrap();
+}
+
+/// Before its migration, a StatefulSet that names the headless `<name>` of earlier versions is
+/// still repaired (labels removed by hand), with the `serviceName` it has: the API server
+/// refuses any other, as the field cannot change.
+#[tokio::test]
+async fn a_repair_before_the_migration_keeps_the_service_name_it_cannot_change() {
+    let good = converged_instance();
+    let log = Log::default();
+    let client = scripted_api(&good, log.clone(), Arc::default());
+    let (stores, mut watches) = converged_caches_and_watches(&good);
+    let mut earlier = live_statefulset(&good, &render(&good.spec.config).hash);
+    earlier.spec.service_name = Some("redis-example".into());
+    earlier.metadata.labels = None;
+    earlier.metadata.resource_version = Some("2".into());
+    watches
+        .statefulsets
+        .apply_watcher_event(&watcher::Event::Apply(CachedStatefulSet::from(&earlier)));
+    let (actor, handle) = spawn_instance_actor(client, stores, Timings::default()).await;
+    actor.send_message(InstanceMsg::Changed).unwrap();
+    wait_until(&log, "the StatefulSet's repair", |reqs| {
+        reqs.iter()
+            .any(|(m, p, _)| *m == Method::PATCH && p.ends_with("/statefulsets/redis-example"))
+    })
+    .await;
+    let repair = bodies(&log, Method::PATCH, "/statefulsets/redis-example")
+        .into_iter()
+        .next()
+        .unwrap();
+    assert_eq!(repair["spec"]["serviceName"], "redis-example", "{repair}");
+    assert!(repair["metadata"]["labels"].is_object(), "{repair}");
     actor.stop(None);
     handle.await.unwrap();
 }

@@ -9,6 +9,7 @@ use kube::runtime::watcher;
 use super::instance::PAUSED_ANNOTATION;
 use super::metrics::InstanceKey;
 use crate::crd::RedisInstance;
+use crate::resources::CONVERT_ANNOTATION;
 
 /// What the supervisor does for one instance.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -28,6 +29,7 @@ pub enum Route {
 struct Routed {
     generation: Option<i64>,
     paused: Option<String>,
+    convert: Option<String>,
 }
 
 impl Routed {
@@ -35,6 +37,7 @@ impl Routed {
         Self {
             generation: instance.metadata.generation,
             paused: instance.annotations().get(PAUSED_ANNOTATION).cloned(),
+            convert: instance.annotations().get(CONVERT_ANNOTATION).cloned(),
         }
     }
 }
@@ -199,6 +202,17 @@ mod tests {
             (
                 "the pause annotation removed, no spec edit",
                 vec![Event::Apply(instance("a", 2, None))],
+                vec![step("a")],
+            ),
+            (
+                "the conversion agreed by annotation, no spec edit",
+                vec![Event::Apply({
+                    let mut agreed = instance("a", 2, None);
+                    agreed
+                        .annotations_mut()
+                        .insert(CONVERT_ANNOTATION.into(), "true".into());
+                    agreed
+                })],
                 vec![step("a")],
             ),
             (

@@ -43,8 +43,10 @@ pub struct Desired<'a> {
     pub strategy: RestartStrategy,
     /// The StatefulSet the operator builds for this spec (hash annotation included).
     pub statefulset: &'a StatefulSet,
-    /// The Service it builds.
+    /// The Service clients write through (`<name>`).
     pub service: &'a Service,
+    /// The headless Service that names the pods, the StatefulSet's `serviceName`.
+    pub headless: &'a Service,
     /// `configUpdate: Live`: a change confined to live directives is applied in place.
     pub live: bool,
 }
@@ -56,8 +58,10 @@ pub struct Snapshot<'a> {
     pub config_text: Option<&'a str>,
     /// The StatefulSet, if any.
     pub statefulset: Option<&'a CachedStatefulSet>,
-    /// The Service, if any.
+    /// The Service `<name>`, if any.
     pub service: Option<&'a CachedService>,
+    /// The headless Service, if any.
+    pub headless: Option<&'a CachedService>,
     /// Pods of the instance, terminating ones included.
     pub pods: &'a [Arc<CachedPod>],
     /// The restart in flight, from status.
@@ -81,8 +85,17 @@ pub struct Snapshot<'a> {
 /// The next thing to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// The Service is missing or differs: apply it.
+    /// The Service `<name>` is missing or differs: apply it.
     ApplyService,
+    /// The headless Service is missing or differs: apply it.
+    ApplyHeadlessService,
+    /// `<name>` is still the headless Service of earlier versions, and the StatefulSet no
+    /// longer names it: delete it (`clusterIP` cannot change), so it comes back as ClusterIP.
+    DeleteHeadlessNamedService,
+    /// The StatefulSet names the headless Service of earlier versions (`serviceName` cannot
+    /// change): delete it, orphaning its pods and claims, so it is created again naming the
+    /// new one and adopts them as they run.
+    MigrateStatefulSet,
     /// The ConfigMap is missing or its content differs: write it.
     WriteConfigMap,
     /// No StatefulSet: create it (the first time, or the second half of a Recreate).
@@ -143,6 +156,9 @@ impl Decision {
     pub fn name(&self) -> &'static str {
         match self {
             Decision::ApplyService => "ApplyService",
+            Decision::ApplyHeadlessService => "ApplyHeadlessService",
+            Decision::DeleteHeadlessNamedService => "DeleteHeadlessNamedService",
+            Decision::MigrateStatefulSet => "MigrateStatefulSet",
             Decision::WriteConfigMap => "WriteConfigMap",
             Decision::CreateStatefulSet => "CreateStatefulSet",
             Decision::BeginRestart { .. } => "BeginRestart",
@@ -196,6 +212,7 @@ fn changes_pods(decision: &Decision, seen: &Snapshot) -> bool {
         | Decision::Retarget { .. }
         | Decision::RollOut
         | Decision::DeleteForRecreate
+        | Decision::MigrateStatefulSet
         | Decision::DeleteOrphanedPods(_)
         | Decision::ReplacePods(_)
         | Decision::ApplyLive => true,
@@ -204,16 +221,51 @@ fn changes_pods(decision: &Decision, seen: &Snapshot) -> bool {
 }
 
 fn next_step(want: &Desired, seen: &Snapshot, deadlines: &Deadlines) -> Decision {
-    if seen
-        .service
-        .is_none_or(|svc| service_drifted(want.service, svc))
-    {
-        return Decision::ApplyService;
+    let step = service_step(
+        want.service,
+        want.headless,
+        seen.service,
+        seen.headless,
+        seen.statefulset,
+    );
+    if let Some(step) = step {
+        return step;
     }
     match seen.rollout {
         None => at_rest(want, seen),
         Some(record) => in_flight(want, seen, record, deadlines),
     }
+}
+
+/// What the two Services need, if anything: the headless one first, since the StatefulSet is
+/// created naming it; `<name>`, when it is the headless Service of earlier versions, is
+/// deleted only once the StatefulSet no longer names it, and then created as ClusterIP.
+pub fn service_step(
+    service: &Service,
+    headless: &Service,
+    live: Option<&CachedService>,
+    live_headless: Option<&CachedService>,
+    statefulset: Option<&CachedStatefulSet>,
+) -> Option<Decision> {
+    if live_headless.is_none_or(|svc| service_drifted(headless, svc)) {
+        return Some(Decision::ApplyHeadlessService);
+    }
+    let Some(live) = live else {
+        return Some(Decision::ApplyService);
+    };
+    if live.metadata.deletion_timestamp.is_some() {
+        return Some(Decision::Wait(Waiting::Deletion));
+    }
+    if live.headless() {
+        let named = statefulset.is_some_and(|sts| sts.spec.service_name() == live.metadata.name);
+        return (!named).then_some(Decision::DeleteHeadlessNamedService);
+    }
+    service_drifted(service, live).then_some(Decision::ApplyService)
+}
+
+/// The StatefulSet names another Service than the desired one.
+fn names_another_service(want: &Desired, sts: &CachedStatefulSet) -> bool {
+    sts.spec.service_name() != want.statefulset.spec.service_name
 }
 
 fn deleting(sts: &CachedStatefulSet) -> bool {
@@ -266,9 +318,27 @@ fn at_rest(want: &Desired, seen: &Snapshot) -> Decision {
         Some(StatefulSetDrift::Image) => restart(RestartReason::ImageChanged, true),
         Some(StatefulSetDrift::PodTemplate) => restart(RestartReason::PodTemplateChanged, true),
         Some(StatefulSetDrift::Spec) => Decision::RepairStatefulSet,
+        // Last, when nothing else is in motion: the pods it adopts run what they should.
+        None if rollout_complete(sts) && names_another_service(want, sts) => {
+            Decision::MigrateStatefulSet
+        }
         None if rollout_complete(sts) => Decision::Idle,
         None => Decision::Wait(Waiting::Rollout),
     }
+}
+
+/// The config hash and restart marker the pods left by a deleted StatefulSet run (pod 0's
+/// first): a StatefulSet created again with them adopts the pods without restarting any.
+pub fn adopted_template(pods: &[Arc<CachedPod>]) -> Option<(&str, Option<&str>)> {
+    pods.iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .find_map(|pod| {
+            let marker = pod
+                .annotations()
+                .get(crate::resources::RESTARTED_AT_ANNOTATION)
+                .map(String::as_str);
+            Some((pod_config_hash(pod)?, marker))
+        })
 }
 
 /// The template carries the record's hash and marker: the StatefulSet controller has the

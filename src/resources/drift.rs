@@ -55,7 +55,7 @@ fn json<T: Serialize>(value: &T) -> Value {
 
 /// How the live StatefulSet strays from the desired one, ignoring the config hash and restart
 /// marker (compared by the caller, since they decide the kind of restart) and the immutable
-/// volume claim templates.
+/// volume claim templates and service name.
 pub fn statefulset_drift(
     desired: &StatefulSet,
     live: &CachedStatefulSet,
@@ -79,6 +79,8 @@ pub fn statefulset_drift(
         });
     }
     want.volume_claim_templates = None;
+    // Immutable too: a StatefulSet that names another Service is migrated, not repaired.
+    want.service_name = None;
     let mut want_rest = json(&want);
     if let Some(fields) = want_rest.as_object_mut() {
         fields.remove("template");
@@ -93,9 +95,14 @@ pub fn statefulset_drift(
     None
 }
 
-/// The live Service lacks something the operator set (ports, selector, labels).
+/// The live Service lacks something the operator set (ports, selector, labels), or selects by
+/// more than it does (the selector is the operator's alone: `<name>` gains and loses the role).
 pub fn service_drifted(desired: &Service, live: &CachedService) -> bool {
-    !holds(&json(&desired.spec), &live.spec_json())
+    let live_spec = live.spec_json();
+    let selector = |spec: &Value| spec.get("selector").cloned().unwrap_or(Value::Null);
+    let desired_spec = json(&desired.spec);
+    selector(&desired_spec) != selector(&live_spec)
+        || !holds(&desired_spec, &live_spec)
         || !holds(
             &json(&desired.metadata.labels),
             &json(&live.metadata.labels),
@@ -128,6 +135,18 @@ mod tests {
             None,
             "hash and marker are not drift"
         );
+        let mut earlier = live.clone();
+        earlier.spec.service_name = Some("redis-example".into());
+        let earlier = CachedStatefulSet::from(&earlier);
+        assert_eq!(
+            statefulset_drift(&desired, &earlier),
+            None,
+            "the service name cannot be repaired, only migrated"
+        );
+        assert_eq!(
+            earlier.spec.service_name().as_deref(),
+            Some("redis-example")
+        );
 
         live.spec.replicas = Some(3);
         assert_eq!(
@@ -155,6 +174,13 @@ mod tests {
         let desired = service(&instance(&[]));
         let mut live = desired.clone();
         assert!(!service_drifted(&desired, &CachedService::from(&live)));
+        let mut wider = desired.clone();
+        let selector = wider.spec.as_mut().unwrap().selector.as_mut().unwrap();
+        selector.insert(crate::resources::ROLE_LABEL.into(), "primary".into());
+        assert!(
+            service_drifted(&desired, &CachedService::from(&wider)),
+            "a selector with a key more selects fewer pods"
+        );
         live.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = 6380;
         assert!(service_drifted(&desired, &CachedService::from(&live)));
     }

@@ -22,13 +22,13 @@ pub use cached::{
 };
 pub use configmap::{config_map, config_map_name};
 pub use drift::{StatefulSetDrift, service_drifted, statefulset_drift};
-pub use replicated::{
-    CONVERT_ANNOTATION, ROLE_LABEL, primary_service, replicas_service, replicated, unconverted,
-};
+pub use replicated::{CONVERT_ANNOTATION, ROLE_LABEL, replicas_service, replicated, unconverted};
 pub use secret::{
     SystemPasswords, acl_file_of, acl_secret, generated_auth_secret, passwords_in, system_secret,
 };
-pub use service::service;
+pub use service::{
+    headless_service, headless_service_name, legacy_primary_service_name, other_shape, service,
+};
 pub use statefulset::{
     CONFIG_HASH_ANNOTATION, DATA_VOLUME, RESTARTED_AT_ANNOTATION, TLS_ANNOTATION, image_of,
     statefulset,

@@ -1,6 +1,6 @@
 //! What a replicated instance adds to the objects: the pods' boot guard, the OnDelete update
-//! strategy (the operator picks the order of a restart), the role label and the two Services
-//! that select by it.
+//! strategy (the operator picks the order of a restart), the role label and the replicas'
+//! Service (the primary's is `<name>`, see `service`).
 
 use std::collections::BTreeMap;
 
@@ -49,29 +49,12 @@ pub fn boot_guard_args() -> Vec<String> {
     ]
 }
 
-/// `<instance>-primary`: the pod with the primary role, for writes.
-pub fn primary_service(instance: &RedisInstance) -> Service {
-    role_service(
-        instance,
-        format!("{}-primary", instance.name_any()),
-        Role::Primary,
-    )
-}
-
 /// `<instance>-replicas`: the replicas, for reads.
 pub fn replicas_service(instance: &RedisInstance) -> Service {
-    role_service(
-        instance,
-        format!("{}-replicas", instance.name_any()),
-        Role::Replica,
-    )
-}
-
-fn role_service(instance: &RedisInstance, name: String, role: Role) -> Service {
     let mut selector: BTreeMap<String, String> = selector_labels(instance);
-    selector.insert(ROLE_LABEL.to_owned(), role.as_str().to_owned());
+    selector.insert(ROLE_LABEL.to_owned(), Role::Replica.as_str().to_owned());
     Service {
-        metadata: owned_meta(instance, name),
+        metadata: owned_meta(instance, format!("{}-replicas", instance.name_any())),
         spec: Some(ServiceSpec {
             selector: Some(selector),
             ports: Some(vec![super::service::redis_port()]),
@@ -119,17 +102,11 @@ mod tests {
     }
 
     #[test]
-    fn role_services_select_the_instance_and_the_role() {
-        let svc = primary_service(&instance(&[]));
+    fn the_replicas_service_selects_the_instance_and_the_role() {
+        let svc = replicas_service(&instance(&[]));
+        assert_eq!(svc.metadata.name.as_deref(), Some("redis-example-replicas"));
         let selector = svc.spec.unwrap().selector.unwrap();
-        assert_eq!(selector[ROLE_LABEL], "primary");
+        assert_eq!(selector[ROLE_LABEL], "replica");
         assert_eq!(selector[crate::resources::INSTANCE_LABEL], "redis-example");
-        assert!(
-            replicas_service(&instance(&[]))
-                .metadata
-                .name
-                .unwrap()
-                .ends_with("-replicas")
-        );
     }
 }

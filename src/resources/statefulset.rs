@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::ResourceExt;
 
 use super::replicated::{boot_guard_args, replicated};
+use super::service::headless_service_name;
 use super::{config_map_name, labels, owned_meta, selector_labels};
 use crate::config::render::{CONFIG_DIR, CONFIG_FILE_KEY, DATA_DIR, REDIS_PORT};
 use crate::crd::RedisInstance;
@@ -54,7 +55,7 @@ pub fn statefulset(
         metadata: owned_meta(instance, instance.name_any()),
         spec: StatefulSetSpec {
             replicas: Some(spec.replicas),
-            service_name: Some(instance.name_any()),
+            service_name: Some(headless_service_name(instance)),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(instance)),
                 ..LabelSelector::default()
@@ -324,7 +325,7 @@ mod tests {
         );
         let spec = sts.spec;
         assert_eq!(spec.replicas, Some(1));
-        assert_eq!(spec.service_name.as_deref(), Some("redis-example"));
+        assert_eq!(spec.service_name.as_deref(), Some("redis-example-headless"));
         let pod = spec.template.spec.unwrap();
         let container = &pod.containers[0];
         assert_eq!(

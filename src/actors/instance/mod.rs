@@ -144,6 +144,9 @@ pub struct InstanceState {
     replication: replicate::ReplicationMemory,
     /// Role Services this actor applied, until the cache shows them.
     replication_services: std::collections::HashMap<String, Arc<crate::resources::CachedService>>,
+    /// This actor deleted the headless `<name>` to create it as ClusterIP: its creation is told
+    /// as the migration's end rather than as drift.
+    service_migrated: bool,
     /// The user was told the instance runs unrelated servers until converted.
     unconverted_reported: bool,
     /// Credentials memory: Secrets read, the ACL applied.
@@ -190,6 +193,7 @@ impl Actor for RedisInstanceActor {
             api_refusal: None,
             replication: replicate::ReplicationMemory::default(),
             replication_services: std::collections::HashMap::new(),
+            service_migrated: false,
             unconverted_reported: false,
             auth: auth::AuthMemory::default(),
             access: crate::auth::Access::default(),
@@ -480,13 +484,17 @@ async fn step(
         // current spec whatever its config (an operator restarted on an invalid spec knows no
         // other); nothing is created for an instance that never ran.
         let service = crate::resources::service(&current);
-        let drifted = seen
-            .service
-            .as_deref()
-            .is_none_or(|svc| crate::resources::service_drifted(&service, svc));
-        if seen.statefulset.is_some() && drifted {
-            state.decided = "ApplyService";
-            perform::apply_service(state, &seen, &service).await?;
+        let headless = crate::resources::headless_service(&current);
+        let services = crate::decide::service_step(
+            &service,
+            &headless,
+            seen.service.as_deref(),
+            seen.headless.as_deref(),
+            seen.statefulset.as_deref(),
+        );
+        if let Some(decision) = services.filter(|d| d.is_write() && seen.statefulset.is_some()) {
+            state.decided = decision.name();
+            perform::services(state, &seen, &decision, &service, &headless).await?;
             return Ok(None);
         }
         state.decided = "Hold";
@@ -505,6 +513,7 @@ async fn step(
         strategy: plan.instance.spec.restart_strategy,
         statefulset: &plan.statefulset,
         service: &plan.service,
+        headless: &plan.headless,
         live: plan.instance.spec.config_update == crate::crd::ConfigUpdate::Live,
     };
     let record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
@@ -518,6 +527,7 @@ async fn step(
         config_text: seen.config_text.as_deref(),
         statefulset: seen.statefulset.as_deref(),
         service: seen.service.as_deref(),
+        headless: seen.headless.as_deref(),
         pods: &seen.pods,
         rollout: record,
         settling: settle_left.is_some(),

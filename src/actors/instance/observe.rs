@@ -67,8 +67,10 @@ pub struct Written {
     pub config_map: Option<Arc<CachedConfigMap>>,
     /// The last StatefulSet applied or deleted.
     pub statefulset: Option<Arc<CachedStatefulSet>>,
-    /// The last Service applied.
+    /// The last Service `<name>` applied or deleted.
     pub service: Option<Arc<CachedService>>,
+    /// The last headless Service applied.
+    pub headless: Option<Arc<CachedService>>,
     /// Uids of pods deleted whose deletion the cache may not show yet.
     pub deleted_pods: HashSet<String>,
 }
@@ -81,8 +83,10 @@ pub struct Observed {
     pub config_text: Option<String>,
     /// Its StatefulSet.
     pub statefulset: Option<Arc<CachedStatefulSet>>,
-    /// Its Service.
+    /// Its Service `<name>`.
     pub service: Option<Arc<CachedService>>,
+    /// Its headless Service.
+    pub headless: Option<Arc<CachedService>>,
     /// Its pods, by ordinal.
     pub pods: Vec<Arc<CachedPod>>,
 }
@@ -212,6 +216,15 @@ pub fn observe(
         &mut written.service,
         Some(&versions.services),
     );
+    let headless = newest(
+        lookup(
+            &stores.services,
+            namespace,
+            &crate::resources::headless_service_name(&instance),
+        ),
+        &mut written.headless,
+        Some(&versions.services),
+    );
     let replicas = [
         Some(instance.spec.replicas),
         statefulset.as_ref().and_then(|s| s.spec.replicas),
@@ -230,6 +243,7 @@ pub fn observe(
         instance,
         statefulset,
         service,
+        headless,
         pods,
     })
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -15,7 +16,7 @@ use super::target::Plan;
 use crate::actors::metrics::MetricsMsg;
 use crate::config::render::{config_hash, short_hash};
 use crate::crd::{RestartReason, RestartStrategy, RolloutRecord};
-use crate::decide::{Decision, Desired, record_for};
+use crate::decide::{Decision, Desired, adopted_template, record_for};
 use crate::kube_io;
 use crate::resources::{
     CachedConfigMap, CachedService, CachedStatefulSet, RESTARTED_AT_ANNOTATION, config_hash_of,
@@ -39,7 +40,30 @@ pub(super) async fn perform(
     let live = seen.statefulset.as_deref();
     let live_hash = live.and_then(config_hash_of).unwrap_or("").to_owned();
     match decision {
-        Decision::ApplyService => apply_service(state, seen, &plan.service).await?,
+        Decision::ApplyService
+        | Decision::ApplyHeadlessService
+        | Decision::DeleteHeadlessNamedService => {
+            services(state, seen, decision, &plan.service, &plan.headless).await?;
+        }
+        Decision::MigrateStatefulSet => {
+            let live = live.expect("a migration is decided only with a StatefulSet");
+            let deleting = api.delete_statefulset(live).await?;
+            state.written.statefulset = Some(Arc::new(deleting.unwrap_or_else(|| gone(live))));
+            let headless = plan.headless.name_any();
+            info!(statefulset = %name, service = %headless,
+                "deleted the StatefulSet, orphaning its pods and claims, to name the new headless Service");
+            let note = format!(
+                "StatefulSet {name} named Service {name}, which becomes a ClusterIP Service: deleted it keeping its pods and claims, to create it again naming {headless}"
+            );
+            api.event(
+                instance,
+                false,
+                "ServicesMigrating",
+                "MigrateStatefulSet",
+                note,
+            )
+            .await;
+        }
         Decision::WriteConfigMap => {
             let old_file_hash = announce_config_map(seen, want);
             let written = api
@@ -48,9 +72,12 @@ pub(super) async fn perform(
             config_map_written(state, seen, want, written, &old_file_hash).await;
         }
         Decision::CreateStatefulSet => {
-            let (hash, marker) = match &record {
-                Some(r) => (r.config_hash.clone(), r.restarted_at.clone()),
-                None => (want.hash.to_owned(), None),
+            // Pods a deleted StatefulSet left (a migration, a deletion by hand with their
+            // pods orphaned) are adopted as they run: no restart the record does not ask for.
+            let (hash, marker) = match (&record, adopted_template(&seen.pods)) {
+                (Some(r), _) => (r.config_hash.clone(), r.restarted_at.clone()),
+                (None, Some((hash, marker))) => (hash.to_owned(), marker.map(str::to_owned)),
+                (None, None) => (want.hash.to_owned(), None),
             };
             info!(old_hash = %state.last_known_hash.clone().unwrap_or_default(),
                 new_hash = %hash, "StatefulSet not found or needs recreation, creating new one");
@@ -153,6 +180,8 @@ pub(super) async fn perform(
             // patch of them is cheaper for the API server than applying the whole object.
             let only_annotations =
                 live.is_some_and(|sts| statefulset_drift(&desired, sts).is_none());
+            let mut desired = desired;
+            keep_service_name(&mut desired, live);
             let applied = if only_annotations {
                 api.set_restart_annotations(
                     name,
@@ -189,6 +218,7 @@ pub(super) async fn perform(
             // is still the one they were read from, or it could undo a newer restart.
             repaired.metadata.resource_version =
                 live.and_then(|sts| sts.metadata.resource_version.clone());
+            keep_service_name(&mut repaired, live);
             let applied = api.apply("StatefulSet", &repaired).await?;
             state.statefulset_written = applied.metadata.generation;
             state.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&applied)));
@@ -218,22 +248,96 @@ pub(super) async fn perform(
     Ok(())
 }
 
-/// Writes the Service; one missing or different after the instance was first set up was changed
-/// by someone, and is told as drift.
-pub(super) async fn apply_service(
+/// `serviceName` cannot change: until the StatefulSet is migrated, a write keeps the one it has.
+fn keep_service_name(
+    desired: &mut k8s_openapi::api::apps::v1::StatefulSet,
+    live: Option<&CachedStatefulSet>,
+) {
+    if let Some(name) = live.and_then(|sts| sts.spec.service_name()) {
+        desired.spec.service_name = Some(name);
+    }
+}
+
+/// Carries out a decision about the two Services.
+pub(super) async fn services(
     state: &mut InstanceState,
     seen: &Observed,
-    service: &k8s_openapi::api::core::v1::Service,
+    decision: &Decision,
+    service: &Service,
+    headless: &Service,
+) -> Result<(), kube_io::Error> {
+    match decision {
+        Decision::ApplyService => apply_service(state, seen, service).await,
+        Decision::ApplyHeadlessService => {
+            let applied = state.args.api.apply("Service", headless).await?;
+            state.written.headless = Some(Arc::new(CachedService::from(&applied)));
+            if seen.headless.is_some() {
+                report::drift_repaired(state, &seen.instance, "Service").await;
+            } else {
+                info!(service = %headless.name_any(), "headless Service missing, creating it");
+            }
+            Ok(())
+        }
+        Decision::DeleteHeadlessNamedService => {
+            let live = seen
+                .service
+                .as_deref()
+                .expect("deleting is decided only with a Service");
+            state.args.api.delete_service(live).await?;
+            let mut deleting = live.clone();
+            deleting.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+            deleting.metadata.resource_version = Some(u64::MAX.to_string());
+            state.written.service = Some(Arc::new(deleting));
+            state.service_migrated = true;
+            info!(service = %service.name_any(), "deleted the headless Service to create it as ClusterIP");
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes the Service; one missing or different after the instance was first set up was changed
+/// by someone, and is told as drift.
+async fn apply_service(
+    state: &mut InstanceState,
+    seen: &Observed,
+    service: &Service,
 ) -> Result<(), kube_io::Error> {
     let existed = seen.service.is_some() || seen.statefulset.is_some();
     let applied = state.args.api.apply("Service", service).await?;
     state.written.service = Some(Arc::new(CachedService::from(&applied)));
-    if existed {
+    if std::mem::take(&mut state.service_migrated) && seen.service.is_none() {
+        let name = service.name_any();
+        info!(service = %name, "created the Service as ClusterIP");
+        let note = format!(
+            "Service {name} is now a ClusterIP Service; pods are named by {}",
+            crate::resources::headless_service_name(&seen.instance)
+        );
+        state
+            .args
+            .api
+            .event(
+                &seen.instance,
+                false,
+                "ServicesMigrated",
+                "ApplyService",
+                note,
+            )
+            .await;
+    } else if existed && !reshaped(seen, service) {
         report::drift_repaired(state, &seen.instance, "Service").await;
     } else {
         info!("Service missing, creating it");
     }
     Ok(())
+}
+
+/// The live `<name>` is what the operator built before the instance became replicated (or
+/// stopped being so): the spec changed it, nobody else.
+fn reshaped(seen: &Observed, service: &Service) -> bool {
+    seen.service.as_deref().is_some_and(|live| {
+        !crate::resources::service_drifted(&crate::resources::other_shape(service), live)
+    })
 }
 
 /// Whether someone else changed the StatefulSet since the operator last wrote it: its

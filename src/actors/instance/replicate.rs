@@ -26,8 +26,8 @@ use crate::kube_io;
 use crate::live::pods::PodAddress;
 use crate::replication::{self, PodReplication, Role, awaiting_role};
 use crate::resources::{
-    CachedPod, CachedService, REVISION_LABEL, ROLE_LABEL, primary_service, replicas_service,
-    service_drifted,
+    CachedPod, CachedService, REVISION_LABEL, ROLE_LABEL, legacy_primary_service_name,
+    replicas_service, service_drifted,
 };
 
 /// What the actor remembers of replication between steps; the decisions that must survive a
@@ -55,7 +55,7 @@ pub(super) async fn step(
     rolling: bool,
     paused: bool,
 ) -> Result<Option<Duration>, kube_io::Error> {
-    if let Some(wrote) = apply_services(state, plan).await? {
+    if let Some(wrote) = apply_services(state, plan, seen).await? {
         return Ok(wrote);
     }
     let access = state.access.clone();
@@ -299,20 +299,22 @@ pub(super) async fn step(
             Ok(None)
         }
         ReplicationStep::ReplacePod { pod: name } => {
-            // Clients of the primary Service are cut only once its endpoints no longer list
+            // Clients of the primary's Service are cut only once its endpoints no longer list
             // the pod (it was the primary until the switchover): cut earlier, they would
             // reconnect to it.
-            let service = format!("{}-primary", state.args.key.name);
             let ip = pod(&name).and_then(|p| pod_ip(p)).map(str::to_owned);
-            if let Some(ip) = ip
-                && state
-                    .args
-                    .api
-                    .ready_endpoints(&service)
-                    .await?
-                    .contains(&ip)
-            {
-                return Ok(Some(Duration::from_millis(250)));
+            if let Some(ip) = ip {
+                for service in write_services(state, seen) {
+                    if state
+                        .args
+                        .api
+                        .ready_endpoints(&service)
+                        .await?
+                        .contains(&ip)
+                    {
+                        return Ok(Some(Duration::from_millis(250)));
+                    }
+                }
             }
             if let Some(p) = pod(&name) {
                 info!(pod = %name, "replacing the pod for the restart");
@@ -333,17 +335,56 @@ pub(super) async fn step(
     }
 }
 
-/// `<name>-primary` and `<name>-replicas`, applied when missing or changed. `Some(None)`: it
-/// wrote.
+/// The Services through which clients write to the primary: `<name>` once it is a ClusterIP
+/// Service, and `<name>-primary` of earlier versions while it exists.
+fn write_services(state: &InstanceState, seen: &Observed) -> Vec<String> {
+    let mut names = Vec::new();
+    if seen.service.as_deref().is_some_and(|svc| !svc.headless()) {
+        names.push(state.args.key.name.clone());
+    }
+    let legacy = legacy_primary_service_name(&seen.instance);
+    if cached_service(state, &legacy).is_some() {
+        names.push(legacy);
+    }
+    names
+}
+
+fn cached_service(state: &InstanceState, name: &str) -> Option<Arc<CachedService>> {
+    state
+        .args
+        .stores
+        .services
+        .get(&ObjectRef::<CachedService>::new(name).within(&state.args.key.namespace))
+}
+
+/// `<name>-replicas`, applied when missing or changed; `<name>-primary` of earlier versions,
+/// deleted once `<name>` is a ClusterIP Service that selects the primary and its EndpointSlices
+/// list a ready pod (until then, writes go through it). `Some(None)`: it wrote.
 async fn apply_services(
     state: &mut InstanceState,
     plan: &Plan,
+    seen: &Observed,
 ) -> Result<Option<Option<Duration>>, kube_io::Error> {
+    let legacy = legacy_primary_service_name(&plan.instance);
+    let replaced = seen
+        .service
+        .as_deref()
+        .is_some_and(|svc| !svc.headless() && !service_drifted(&plan.service, svc));
+    if let Some(old) = cached_service(state, &legacy).filter(|_| replaced)
+        && old.metadata.deletion_timestamp.is_none()
+        && !state
+            .args
+            .api
+            .ready_endpoints(&state.args.key.name)
+            .await?
+            .is_empty()
+    {
+        state.args.api.delete_service(&old).await?;
+        info!(service = %legacy, "deleted the old primary Service: writes go through the instance's Service");
+        return Ok(Some(Some(BUSY_PROBE)));
+    }
     let namespace = state.args.key.namespace.clone();
-    for desired in [
-        primary_service(&plan.instance),
-        replicas_service(&plan.instance),
-    ] {
+    for desired in [replicas_service(&plan.instance)] {
         let name = desired.name_any();
         let cached = state
             .args

@@ -318,8 +318,29 @@ pub(super) fn derive_status_with(
         true => state.auth.applied.clone().or(status.acl_hash),
         false => None,
     };
+    // A StatefulSet deleted with its pods orphaned and no restart recorded (a migration to the
+    // new headless Service, or by hand) still has every pod running: status says so until a
+    // new one has adopted them and reported, or an unconverted instance that briefly seemed
+    // never to have run would be converted without consent.
+    let unreported = sts.is_none_or(|s| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.observed_generation)
+            .is_none()
+    });
+    let orphaned = unreported
+        && record.is_none()
+        && seen
+            .pods
+            .iter()
+            .any(|p| p.metadata.deletion_timestamp.is_none());
+    let ready = if orphaned {
+        status.ready_replicas
+    } else {
+        status.config_hash = sts.and_then(config_hash_of).map(str::to_owned);
+        ready
+    };
     status.ready_replicas = ready;
-    status.config_hash = sts.and_then(config_hash_of).map(str::to_owned);
     status.short_hash = status
         .config_hash
         .as_deref()

@@ -13,7 +13,7 @@ use crate::config::validate::Violation;
 use crate::crd::{OnFailure, RedisInstance, RolloutRecord};
 use crate::decide::{Crash, crashed_pod, never_ready, unready_on};
 use crate::live;
-use crate::resources::{CachedPod, service, statefulset};
+use crate::resources::{CachedPod, headless_service, service, statefulset};
 
 /// The desired objects of one spec.
 pub struct Plan {
@@ -29,8 +29,10 @@ pub struct Plan {
     pub live_hash: String,
     /// Its StatefulSet, without a restart marker.
     pub statefulset: StatefulSet,
-    /// Its Service.
+    /// Its Service `<name>`.
     pub service: Service,
+    /// Its headless Service.
+    pub headless: Service,
 }
 
 impl Plan {
@@ -45,6 +47,7 @@ impl Plan {
         Self {
             statefulset: statefulset(&instance, &template_hash, None),
             service: service(&instance),
+            headless: headless_service(&instance),
             live_hash: live::live_hash(&live),
             live,
             template_hash,

@@ -30,6 +30,12 @@ impl CachedService {
     pub fn spec_json(&self) -> Value {
         from_json(&self.spec)
     }
+
+    /// Headless (`clusterIP: None`): `clusterIP` cannot change, so such a Service becomes a
+    /// ClusterIP one only by being deleted and created again.
+    pub fn headless(&self) -> bool {
+        self.spec_json().get("clusterIP").and_then(Value::as_str) == Some("None")
+    }
 }
 
 impl From<&Service> for CachedService {
@@ -60,5 +66,8 @@ mod tests {
         );
         assert_eq!(cached, CachedService::from(&full));
         assert_eq!(cached.metadata, full.metadata);
+        assert!(!cached.headless());
+        let headless = crate::resources::headless_service(&instance(&[]));
+        assert!(CachedService::from(&headless).headless());
     }
 }

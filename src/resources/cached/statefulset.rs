@@ -79,6 +79,14 @@ impl CachedStatefulSetSpec {
     pub fn rest_json(&self) -> Value {
         from_json(&self.rest)
     }
+
+    /// `serviceName`: the headless Service that names the pods.
+    pub fn service_name(&self) -> Option<String> {
+        self.rest_json()
+            .get("serviceName")?
+            .as_str()
+            .map(str::to_owned)
+    }
 }
 
 impl From<&StatefulSet> for CachedStatefulSet {
