@@ -81,6 +81,7 @@ fn instance(config: BTreeMap<String, String>) -> RedisInstance {
             config_update: Default::default(),
             rollout: Default::default(),
             replication: Default::default(),
+            network_policy: Default::default(),
             paused: false,
         },
     );
@@ -151,6 +152,9 @@ async fn instance_memory(count: usize) -> (f64, f64) {
             pod.metadata.namespace = Some("bench".into());
             pod
         })),
+        network_policies: cache(
+            (0..count).map(|i| redis_operator::resources::network_policy(&named(i), None)),
+        ),
         versions: Default::default(),
     };
     let cached = (LIVE.load(Ordering::Relaxed) - before) as f64 / count as f64;

@@ -3,6 +3,7 @@
 mod cached;
 mod configmap;
 mod drift;
+mod network_policy;
 mod replicated;
 mod service;
 mod statefulset;
@@ -21,6 +22,7 @@ pub use cached::{
 };
 pub use configmap::{config_map, config_map_name};
 pub use drift::{StatefulSetDrift, service_drifted, statefulset_drift};
+pub use network_policy::{OPERATOR_POD_LABELS, network_policy, network_policy_drifted};
 pub use replicated::{
     CONVERT_ANNOTATION, ROLE_LABEL, primary_service, replicas_service, replicated, unconverted,
 };
@@ -102,6 +104,7 @@ pub(crate) mod fixtures {
                 config_update: Default::default(),
                 rollout: Default::default(),
                 replication: Default::default(),
+                network_policy: Default::default(),
                 paused: false,
             },
         );
