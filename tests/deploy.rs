@@ -136,6 +136,8 @@ async fn the_operator_needs_only_the_rbac_in_deploy() {
         ("delete", "pods", &ns.name),
         ("patch", "pods", &ns.name),
         ("list", "endpointslices.discovery.k8s.io", &ns.name),
+        ("watch", "networkpolicies.networking.k8s.io", "*"),
+        ("delete", "networkpolicies.networking.k8s.io", &ns.name),
         ("update", "leases.coordination.k8s.io", "redis-operator"),
     ] {
         assert!(can_i(verb, resource, namespace), "cannot {verb} {resource}");
@@ -147,6 +149,7 @@ async fn the_operator_needs_only_the_rbac_in_deploy() {
         ("create", "deployments.apps", &ns.name),
         ("update", "redisinstances.redis.github.com", &ns.name),
         ("delete", "configmaps", &ns.name),
+        ("update", "networkpolicies.networking.k8s.io", &ns.name),
         ("delete", "persistentvolumeclaims", &ns.name),
         ("patch", "persistentvolumeclaims", &ns.name),
         ("list", "persistentvolumeclaims", &ns.name),

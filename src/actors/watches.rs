@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::utils::Backoff;
@@ -195,6 +196,8 @@ pub fn start(
     );
     let (pods, pod_task) =
         watch_owned::<CachedPod>(client, namespace, trim_pod, None, &sink, "Pod");
+    let (network_policies, np_task) =
+        watch_owned::<NetworkPolicy>(client, namespace, keep, None, &sink, "NetworkPolicy");
     let (instances, instance_writer) = reflector::store();
     let stores = Stores {
         instances,
@@ -202,6 +205,7 @@ pub fn start(
         statefulsets,
         services,
         pods,
+        network_policies,
         versions,
     };
     let instance_stream = watcher(
@@ -221,10 +225,18 @@ pub fn start(
             gate.statefulsets.wait_until_ready(),
             gate.services.wait_until_ready(),
             gate.pods.wait_until_ready(),
+            gate.network_policies.wait_until_ready(),
         );
         pump("RedisInstance", instance_stream, sink).await;
     });
-    let tasks = vec![cm_task, sts_task, svc_task, pod_task, instance_task];
+    let tasks = vec![
+        cm_task,
+        sts_task,
+        svc_task,
+        pod_task,
+        np_task,
+        instance_task,
+    ];
     (stores, tasks)
 }
 
