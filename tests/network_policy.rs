@@ -1,0 +1,181 @@
+//! The NetworkPolicy every instance gets, enforced on the local cluster by kube-router's
+//! firewall: put back when deleted by hand; a client pod of the instance's namespace reaches
+//! Redis, one of another namespace is refused while the policy exists, the operator (a process
+//! on the host here) still applies a live config change, and with `networkPolicy.enabled:
+//! false` the policy is deleted and the other namespace gets through. Fails (never skips) when
+//! nothing enforces the policy.
+
+mod common;
+mod e2e;
+
+use std::time::Duration;
+
+use common::{TestNamespace, pod_ip, wait_for};
+use e2e::*;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::ResourceExt;
+use kube::api::{LogParams, Patch, PatchParams, PostParams};
+use redis_operator::crd::ConfigUpdate;
+use serde_json::json;
+
+const NAME: &str = "redis-example";
+/// kube-router adds a new pod to its rules within a second or two of the pod getting its IP.
+const RULES_SYNC: Duration = Duration::from_secs(60);
+
+/// A pod `client` in `ns` that tries `PING` on `ip` twice a second, forever, one line per try:
+/// `PONG`, or why it failed (refused, timed out).
+async fn start_client(ns: &TestNamespace, ip: &str) {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "client"},
+        "spec": {
+            "containers": [{"name": "main", "image": "redis:7.2", "command": ["sh", "-c", format!(
+                "while true; do echo \"$(timeout 2 redis-cli -h {ip} PING 2>&1 | tr -d '\\n')\"; \
+                 sleep 0.5; done"
+            )]}],
+            "terminationGracePeriodSeconds": 1
+        }
+    }))
+    .unwrap();
+    ns.api::<Pod>()
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create the client pod");
+}
+
+/// The client's last `n` tries, once it has made that many.
+async fn last_tries(ns: &TestNamespace, n: usize) -> Result<Vec<String>, String> {
+    let params = LogParams {
+        tail_lines: Some(n as i64),
+        ..LogParams::default()
+    };
+    let log = ns
+        .api::<Pod>()
+        .logs("client", &params)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tries: Vec<String> = log.lines().map(str::to_owned).collect();
+    if tries.len() < n {
+        return Err(format!("only {} tries so far: {tries:?}", tries.len()));
+    }
+    Ok(tries)
+}
+
+/// Waits until the client's last three tries all got through (`true`) or all failed.
+async fn wait_client(ns: &TestNamespace, through: bool, what: &str) -> Vec<String> {
+    wait_for(RULES_SYNC, what, || async {
+        let tries = last_tries(ns, 3).await?;
+        if tries.iter().all(|t| (t == "PONG") == through) {
+            Ok(tries)
+        } else {
+            Err(format!("{tries:?}"))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_own_namespace_reaches_redis_until_the_policy_is_disabled() {
+    let (client, ns, _operator) = setup("netpol", &[]).await;
+    let other = TestNamespace::create(&client, "netpol-other").await;
+    let mut instance = example("redis-example.yaml");
+    instance.spec.config_update = ConfigUpdate::Live;
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;
+
+    let policy = ns.api::<NetworkPolicy>().get(NAME).await.unwrap();
+    let owner = &policy.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("RedisInstance", NAME)
+    );
+    // Deleted by hand, it is put back.
+    ns.api::<NetworkPolicy>()
+        .delete(NAME, &Default::default())
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the NetworkPolicy to be put back",
+        || async {
+            match ns.api::<NetworkPolicy>().get_opt(NAME).await {
+                Ok(Some(p)) if p.uid() != policy.uid() => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let pod = pods(&ns, NAME).await.remove(0);
+    let ip = pod_ip(&pod);
+    start_client(&ns, &ip).await;
+    start_client(&other, &ip).await;
+    let own = wait_client(
+        &ns,
+        true,
+        "the client of the instance's namespace to get PONG",
+    )
+    .await;
+    let refused = wait_client(
+        &other,
+        false,
+        "the client of another namespace to be refused",
+    )
+    .await;
+    // Redis answers all along: the refusal is the policy's, seen after the own client got through.
+    wait_client(&ns, true, "the own client to get PONG after the refusal").await;
+    eprintln!("own namespace: {own:?}; other namespace: {refused:?}");
+    assert!(
+        refused
+            .iter()
+            .any(|t| t.contains("refused") || t.is_empty()),
+        "a refused connection, not a Redis error: {refused:?}"
+    );
+
+    // The operator still reaches the pod: a live change is applied without a restart.
+    instance
+        .spec
+        .config
+        .insert("maxmemory".into(), "110mb".into());
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "the live maxmemory on the pod",
+        || async {
+            let value = config_get(&pod, "maxmemory").await;
+            (value == "115343360").then_some(()).ok_or(value)
+        },
+    )
+    .await;
+    assert_eq!(
+        pods(&ns, NAME).await[0].uid(),
+        pod.uid(),
+        "applied live, not by a restart"
+    );
+
+    // Disabled: the policy goes, and the other namespace gets through.
+    ns.api::<redis_operator::crd::RedisInstance>()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"networkPolicy": {"enabled": false}}})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the NetworkPolicy to be deleted",
+        || async {
+            match ns.api::<NetworkPolicy>().get_opt(NAME).await {
+                Ok(None) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    wait_client(
+        &other,
+        true,
+        "the other namespace to get PONG without the policy",
+    )
+    .await;
+}
