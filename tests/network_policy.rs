@@ -1,33 +1,36 @@
 //! The NetworkPolicy every instance gets, enforced on the local cluster by kube-router's
-//! firewall: put back when deleted by hand; a client pod of the instance's namespace reaches
-//! Redis, one of another namespace is refused while the policy exists, the operator (a process
-//! on the host here) still applies a live config change, and with `networkPolicy.enabled:
-//! false` the policy is deleted and the other namespace gets through. Fails (never skips) when
-//! nothing enforces the policy.
+//! firewall, for a two-pod instance whose clients are the pods labelled `role=client`: the
+//! policy is put back when deleted by hand; a client pod of the instance's namespace reaches
+//! Redis, one of another namespace is refused while the policy exists; the replica's link, cut,
+//! comes back (the instance's own pods are admitted though no client label selects them); the
+//! operator (a process on the host here) still applies a live config change; and with
+//! `networkPolicy.enabled: false` the policy is deleted and the other namespace gets through.
+//! Fails (never skips) when nothing enforces the policy.
 
 mod common;
 mod e2e;
 
 use std::time::Duration;
 
-use common::{TestNamespace, pod_ip, wait_for};
+use common::{TestNamespace, pod_ip, try_redis_cli, wait_for};
 use e2e::*;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 use kube::api::{LogParams, Patch, PatchParams, PostParams};
-use redis_operator::crd::ConfigUpdate;
+use redis_operator::crd::{ClientSelector, ConfigUpdate};
 use serde_json::json;
 
 const NAME: &str = "redis-example";
 /// kube-router adds a new pod to its rules within a second or two of the pod getting its IP.
 const RULES_SYNC: Duration = Duration::from_secs(60);
 
-/// A pod `client` in `ns` that tries `PING` on `ip` twice a second, forever, one line per try:
-/// `PONG`, or why it failed (refused, timed out).
+/// A pod `client` (labelled `role=client`) in `ns` that tries `PING` on `ip` twice a second,
+/// forever, one line per try: `PONG`, or why it failed (refused, timed out).
 async fn start_client(ns: &TestNamespace, ip: &str) {
     let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "client"},
+        "metadata": {"name": "client", "labels": {"role": "client"}},
         "spec": {
             "containers": [{"name": "main", "image": "redis:7.2", "command": ["sh", "-c", format!(
                 "while true; do echo \"$(timeout 2 redis-cli -h {ip} PING 2>&1 | tr -d '\\n')\"; \
@@ -74,12 +77,45 @@ async fn wait_client(ns: &TestNamespace, through: bool, what: &str) -> Vec<Strin
     .await
 }
 
+/// The primary's pod and the replica's, once the replica is linked.
+async fn linked_pair(ns: &TestNamespace) -> (Pod, Pod) {
+    wait_for(
+        Duration::from_secs(60),
+        "a primary and a linked replica",
+        || async {
+            let mut pods = pods(ns, NAME).await;
+            let role = |p: &Pod| p.labels().get("redis.github.com/role").cloned();
+            pods.sort_by_key(|p| role(p) != Some("primary".into()));
+            let [primary, replica] = pods.as_slice() else {
+                return Err(format!("{} pods", pods.len()));
+            };
+            let linked = (role(primary).as_deref(), role(replica).as_deref())
+                == (Some("primary"), Some("replica"));
+            let info = try_redis_cli(&pod_ip(replica), &["INFO", "replication"]).await?;
+            if linked && info.contains("master_link_status:up") {
+                Ok((primary.clone(), replica.clone()))
+            } else {
+                Err(info)
+            }
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn only_the_own_namespace_reaches_redis_until_the_policy_is_disabled() {
+async fn only_the_selected_clients_and_the_own_pods_reach_redis_until_the_policy_is_disabled() {
     let (client, ns, _operator) = setup("netpol", &[]).await;
     let other = TestNamespace::create(&client, "netpol-other").await;
     let mut instance = example("redis-example.yaml");
+    instance.spec.replicas = 2;
     instance.spec.config_update = ConfigUpdate::Live;
+    instance.spec.network_policy.clients = Some(ClientSelector {
+        namespace_selector: None,
+        pod_selector: Some(LabelSelector {
+            match_labels: Some([("role".to_owned(), "client".to_owned())].into()),
+            match_expressions: None,
+        }),
+    });
     apply_instance(&ns, &instance).await.unwrap();
     wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;
 
@@ -105,8 +141,8 @@ async fn only_the_own_namespace_reaches_redis_until_the_policy_is_disabled() {
         },
     )
     .await;
-    let pod = pods(&ns, NAME).await.remove(0);
-    let ip = pod_ip(&pod);
+    let (primary, replica) = linked_pair(&ns).await;
+    let ip = pod_ip(&primary);
     start_client(&ns, &ip).await;
     start_client(&other, &ip).await;
     let own = wait_client(
@@ -131,24 +167,44 @@ async fn only_the_own_namespace_reaches_redis_until_the_policy_is_disabled() {
         "a refused connection, not a Redis error: {refused:?}"
     );
 
-    // The operator still reaches the pod: a live change is applied without a restart.
+    // Replication: the replica's link to the primary, cut, is made again under the policy.
+    let killed = try_redis_cli(&pod_ip(&replica), &["CLIENT", "KILL", "TYPE", "master"])
+        .await
+        .unwrap();
+    assert_eq!(killed, "1", "the replica's link to its primary was cut");
+    wait_for(
+        Duration::from_secs(30),
+        "the replica to link to its primary again",
+        || async {
+            let info = try_redis_cli(&pod_ip(&replica), &["INFO", "replication"]).await?;
+            info.contains("master_link_status:up")
+                .then_some(())
+                .ok_or(info)
+        },
+    )
+    .await;
+
+    // The operator still reaches the pods: a live change is applied without a restart.
     instance
         .spec
         .config
         .insert("maxmemory".into(), "110mb".into());
     apply_instance(&ns, &instance).await.unwrap();
-    wait_for(
-        Duration::from_secs(60),
-        "the live maxmemory on the pod",
-        || async {
-            let value = config_get(&pod, "maxmemory").await;
-            (value == "115343360").then_some(()).ok_or(value)
-        },
-    )
-    .await;
+    for pod in [&primary, &replica] {
+        wait_for(
+            Duration::from_secs(60),
+            "the live maxmemory on both pods",
+            || async {
+                let value = config_get(pod, "maxmemory").await;
+                (value == "115343360").then_some(()).ok_or(value)
+            },
+        )
+        .await;
+    }
+    let uids: Vec<_> = pods(&ns, NAME).await.iter().map(|p| p.uid()).collect();
     assert_eq!(
-        pods(&ns, NAME).await[0].uid(),
-        pod.uid(),
+        uids,
+        vec![primary.uid(), replica.uid()],
         "applied live, not by a restart"
     );
 
