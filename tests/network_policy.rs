@@ -1,11 +1,12 @@
 //! The NetworkPolicy every instance gets, enforced on the local cluster by kube-router's
 //! firewall, for a two-pod instance whose clients are the pods labelled `role=client`: the
 //! policy is put back when deleted by hand; a client pod of the instance's namespace reaches
-//! Redis, one of another namespace is refused while the policy exists; the replica's link, cut,
-//! comes back (the instance's own pods are admitted though no client label selects them); the
-//! operator (a process on the host here) still applies a live config change; and with
-//! `networkPolicy.enabled: false` the policy is deleted and the other namespace gets through.
-//! Fails (never skips) when nothing enforces the policy.
+//! Redis, one of another namespace is refused while the policy exists, but one labelled as the
+//! operator's pods, in the namespace the operator says it runs in, gets through; the replica's
+//! link, cut, comes back (the instance's own pods are admitted though no client label selects
+//! them); the operator (a process on the host here) still applies a live config change; and
+//! with `networkPolicy.enabled: false` the policy is deleted and the other namespace gets
+//! through. Fails (never skips) when nothing enforces the policy.
 
 mod common;
 mod e2e;
@@ -26,11 +27,15 @@ const NAME: &str = "redis-example";
 /// kube-router adds a new pod to its rules within a second or two of the pod getting its IP.
 const RULES_SYNC: Duration = Duration::from_secs(60);
 
-/// A pod `client` (labelled `role=client`) in `ns` that tries `PING` on `ip` twice a second,
-/// forever, one line per try: `PONG`, or why it failed (refused, timed out).
-async fn start_client(ns: &TestNamespace, ip: &str) {
+/// The label of the client pods, and the one the operator's pods carry.
+const CLIENT: (&str, &str) = ("role", "client");
+const OPERATOR: (&str, &str) = ("app.kubernetes.io/name", "redis-operator");
+
+/// A pod `name` labelled `label` in `ns` that tries `PING` on `ip` twice a second, forever, one
+/// line per try: `PONG`, or why it failed (refused, timed out).
+async fn start_client(ns: &TestNamespace, name: &str, label: (&str, &str), ip: &str) {
     let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "client", "labels": {"role": "client"}},
+        "metadata": {"name": name, "labels": {label.0: label.1}},
         "spec": {
             "containers": [{"name": "main", "image": "redis:7.2", "command": ["sh", "-c", format!(
                 "while true; do echo \"$(timeout 2 redis-cli -h {ip} PING 2>&1 | tr -d '\\n')\"; \
@@ -46,15 +51,15 @@ async fn start_client(ns: &TestNamespace, ip: &str) {
         .expect("create the client pod");
 }
 
-/// The client's last `n` tries, once it has made that many.
-async fn last_tries(ns: &TestNamespace, n: usize) -> Result<Vec<String>, String> {
+/// The last `n` tries of client `name`, once it has made that many.
+async fn last_tries(ns: &TestNamespace, name: &str, n: usize) -> Result<Vec<String>, String> {
     let params = LogParams {
         tail_lines: Some(n as i64),
         ..LogParams::default()
     };
     let log = ns
         .api::<Pod>()
-        .logs("client", &params)
+        .logs(name, &params)
         .await
         .map_err(|e| e.to_string())?;
     let tries: Vec<String> = log.lines().map(str::to_owned).collect();
@@ -64,10 +69,10 @@ async fn last_tries(ns: &TestNamespace, n: usize) -> Result<Vec<String>, String>
     Ok(tries)
 }
 
-/// Waits until the client's last three tries all got through (`true`) or all failed.
-async fn wait_client(ns: &TestNamespace, through: bool, what: &str) -> Vec<String> {
+/// Waits until the last three tries of client `name` all got through (`true`) or all failed.
+async fn wait_client(ns: &TestNamespace, name: &str, through: bool, what: &str) -> Vec<String> {
     wait_for(RULES_SYNC, what, || async {
-        let tries = last_tries(ns, 3).await?;
+        let tries = last_tries(ns, name, 3).await?;
         if tries.iter().all(|t| (t == "PONG") == through) {
             Ok(tries)
         } else {
@@ -104,8 +109,12 @@ async fn linked_pair(ns: &TestNamespace) -> (Pod, Pod) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_selected_clients_and_the_own_pods_reach_redis_until_the_policy_is_disabled() {
-    let (client, ns, _operator) = setup("netpol", &[]).await;
+    let client = common::client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, "netpol").await;
     let other = TestNamespace::create(&client, "netpol-other").await;
+    // As if the operator ran in a pod of `other`: the policy admits the operator's pods there.
+    let _operator = Operator::start_with_env(&ns.name, &[], &[("POD_NAMESPACE", &other.name)]);
     let mut instance = example("redis-example.yaml");
     instance.spec.replicas = 2;
     instance.spec.config_update = ConfigUpdate::Live;
@@ -143,22 +152,38 @@ async fn only_the_selected_clients_and_the_own_pods_reach_redis_until_the_policy
     .await;
     let (primary, replica) = linked_pair(&ns).await;
     let ip = pod_ip(&primary);
-    start_client(&ns, &ip).await;
-    start_client(&other, &ip).await;
+    start_client(&ns, "client", CLIENT, &ip).await;
+    start_client(&other, "client", CLIENT, &ip).await;
+    start_client(&other, "operator", OPERATOR, &ip).await;
     let own = wait_client(
         &ns,
+        "client",
         true,
         "the client of the instance's namespace to get PONG",
     )
     .await;
     let refused = wait_client(
         &other,
+        "client",
         false,
         "the client of another namespace to be refused",
     )
     .await;
     // Redis answers all along: the refusal is the policy's, seen after the own client got through.
-    wait_client(&ns, true, "the own client to get PONG after the refusal").await;
+    wait_client(
+        &ns,
+        "client",
+        true,
+        "the own client to get PONG after the refusal",
+    )
+    .await;
+    wait_client(
+        &other,
+        "operator",
+        true,
+        "a pod labelled as the operator's, in its namespace, to get PONG",
+    )
+    .await;
     eprintln!("own namespace: {own:?}; other namespace: {refused:?}");
     assert!(
         refused
@@ -230,6 +255,7 @@ async fn only_the_selected_clients_and_the_own_pods_reach_redis_until_the_policy
     .await;
     wait_client(
         &other,
+        "client",
         true,
         "the other namespace to get PONG without the policy",
     )
