@@ -8,6 +8,9 @@ use kube::{CustomResource, CustomResourceExt};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
+mod network_policy;
+pub use network_policy::{ClientSelector, NetworkPolicySpec};
+
 /// API group of every resource this operator defines.
 pub const GROUP: &str = "redis.github.com";
 
@@ -88,6 +91,9 @@ pub struct RedisInstanceSpec {
     /// Serve TLS only, with the certificate and CA of a Secret; see `TlsSpec`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// Which pods may connect to Redis: a NetworkPolicy `<name>`, on unless `enabled: false`.
+    #[serde(default, skip_serializing_if = "NetworkPolicySpec::is_default")]
+    pub network_policy: NetworkPolicySpec,
     /// Holds every restart and live apply; status shows the pending change until unpaused.
     /// The annotation `redis.github.com/paused: "true"` does the same.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

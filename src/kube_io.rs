@@ -2,6 +2,7 @@
 //! through the shared [`Limiter`]. Reads come from the watch caches.
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
@@ -340,6 +341,29 @@ impl InstanceApi {
                 name: name.to_owned(),
                 source,
             })
+    }
+
+    /// Deletes the NetworkPolicy that was seen (uid precondition, so one someone recreated
+    /// meanwhile stays); already gone counts as done.
+    pub async fn delete_network_policy(&self, live: &NetworkPolicy) -> Result<()> {
+        let name = live.name_any();
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: live.uid(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let _permit = self.limiter.acquire().await?;
+        match self.api::<NetworkPolicy>().delete(&name, &params).await {
+            Ok(_) => Ok(()),
+            Err(err) if not_found(&err) => Ok(()),
+            Err(source) => Err(Error::Delete {
+                kind: "NetworkPolicy",
+                name,
+                source,
+            }),
+        }
     }
 
     /// Deletes a pod (gracefully), only the very pod that was seen (uid precondition).

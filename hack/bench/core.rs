@@ -82,6 +82,7 @@ fn instance(config: BTreeMap<String, String>) -> RedisInstance {
             rollout: Default::default(),
             replication: Default::default(),
             tls: None,
+            network_policy: Default::default(),
             paused: false,
             auth: Default::default(),
         },
@@ -157,6 +158,9 @@ async fn instance_memory(count: usize) -> (f64, f64) {
             pod.metadata.namespace = Some("bench".into());
             pod
         })),
+        network_policies: cache(
+            (0..count).map(|i| redis_operator::resources::network_policy(&named(i), None)),
+        ),
         versions: Default::default(),
         secrets: cache(std::iter::empty()),
         secret_versions: Default::default(),

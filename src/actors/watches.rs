@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::utils::Backoff;
@@ -272,6 +273,8 @@ pub fn start(
     );
     let secret_versions = SecretVersions::default();
     let secret_task = watch_secrets(client, namespace, secret_versions.clone(), &sink);
+    let (network_policies, np_task) =
+        watch_owned::<NetworkPolicy>(client, namespace, keep, None, &sink, "NetworkPolicy");
     let (instances, instance_writer) = reflector::store();
     let stores = Stores {
         secrets: owned_secrets,
@@ -281,6 +284,7 @@ pub fn start(
         statefulsets,
         services,
         pods,
+        network_policies,
         versions,
     };
     let instance_stream = watcher(
@@ -301,6 +305,7 @@ pub fn start(
             gate.services.wait_until_ready(),
             gate.pods.wait_until_ready(),
             gate.secrets.wait_until_ready(),
+            gate.network_policies.wait_until_ready(),
         );
         pump("RedisInstance", instance_stream, sink).await;
     });
@@ -311,6 +316,7 @@ pub fn start(
         pod_task,
         owned_secret_task,
         secret_task,
+        np_task,
         instance_task,
     ];
     (stores, tasks)

@@ -3,6 +3,7 @@
 mod cached;
 mod configmap;
 mod drift;
+mod network_policy;
 mod replicated;
 mod secret;
 mod service;
@@ -22,6 +23,7 @@ pub use cached::{
 };
 pub use configmap::{config_map, config_map_name};
 pub use drift::{StatefulSetDrift, service_drifted, statefulset_drift};
+pub use network_policy::{OPERATOR_POD_LABELS, network_policy, network_policy_drifted};
 pub use replicated::{CONVERT_ANNOTATION, ROLE_LABEL, replicas_service, replicated, unconverted};
 pub use secret::{
     SystemPasswords, acl_file_of, acl_secret, generated_auth_secret, passwords_in, system_secret,
@@ -108,6 +110,7 @@ pub(crate) mod fixtures {
                 rollout: Default::default(),
                 replication: Default::default(),
                 tls: None,
+                network_policy: Default::default(),
                 paused: false,
                 auth: Default::default(),
             },

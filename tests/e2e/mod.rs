@@ -81,16 +81,27 @@ impl Operator {
 
     /// [`Operator::start`] with more flags (they override the defaults given here).
     pub fn start_with(namespace: &str, flags: &[&str]) -> Self {
-        Self::start_inner(namespace, flags, None)
+        Self::start_inner(namespace, flags, None, &[])
+    }
+
+    /// [`Operator::start_with`] with more environment variables, e.g. `POD_NAMESPACE` as a
+    /// Deployment sets it.
+    pub fn start_with_env(namespace: &str, flags: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_inner(namespace, flags, None, env)
     }
 
     /// [`Operator::start_with`], its wall clock moved by `offset` (libfaketime's `+30s` or
     /// `-30s`; its monotonic clock is left alone), as on a machine whose clock is off.
     pub fn start_skewed(namespace: &str, flags: &[&str], offset: &str) -> Self {
-        Self::start_inner(namespace, flags, Some(offset))
+        Self::start_inner(namespace, flags, Some(offset), &[])
     }
 
-    fn start_inner(namespace: &str, flags: &[&str], clock_offset: Option<&str>) -> Self {
+    fn start_inner(
+        namespace: &str,
+        flags: &[&str],
+        clock_offset: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
         std::fs::create_dir_all(&dir).unwrap();
         // One file per process: operators of one test may run side by side.
@@ -134,6 +145,7 @@ impl Operator {
                 &[("--kubeconfig", &kubeconfig_path().to_string_lossy())],
             ))
             .env("RUST_LOG", "info,redis_operator=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -7,6 +7,7 @@
 
 mod auth;
 mod live;
+mod network;
 mod observe;
 mod perform;
 mod replicate;
@@ -437,6 +438,10 @@ async fn step(
     if seen.instance.metadata.deletion_timestamp.is_some() {
         // The garbage collector removes everything the instance owns.
         return Ok(Some(Duration::MAX));
+    }
+    if network::step(state, &seen.instance).await? {
+        state.decided = "NetworkPolicy";
+        return Ok(None);
     }
     state.last_known_hash = seen
         .statefulset

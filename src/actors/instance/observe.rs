@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
@@ -26,6 +27,8 @@ pub struct Stores {
     pub services: Store<CachedService>,
     /// Pods of managed StatefulSets (status and metadata only).
     pub pods: Store<CachedPod>,
+    /// NetworkPolicies the operator manages.
+    pub network_policies: Store<NetworkPolicy>,
     /// How far each watch has come.
     pub versions: Arc<Versions>,
     /// The Secrets the operator owns (`<name>-auth`, `<name>-acl`, `<name>-operator`).
@@ -73,6 +76,8 @@ pub struct Written {
     pub headless: Option<Arc<CachedService>>,
     /// Uids of pods deleted whose deletion the cache may not show yet.
     pub deleted_pods: HashSet<String>,
+    /// The last NetworkPolicy write, until the cache shows it.
+    pub network_policy: Option<super::network::PolicyWrite>,
 }
 
 /// One instance as the caches show it.
