@@ -688,9 +688,8 @@ fn live_values_set_on_redis_read_back_as_the_same() {
     );
 }
 
-/// Directives Redis changes at runtime that the operator restarts for on purpose: it
-/// authenticates with `requirepass`, and pods must answer to the spec's password from the moment
-/// they start.
+/// Directives Redis changes at runtime that the operator never sends live: `requirepass`, which
+/// is not rendered at all (the users' passwords live in the ACL file).
 const LIVE_IN_REDIS_RESTART_HERE: &[&str] = &["requirepass"];
 
 #[test]

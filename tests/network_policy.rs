@@ -13,7 +13,7 @@ mod e2e;
 
 use std::time::Duration;
 
-use common::{TestNamespace, pod_ip, try_redis_cli, wait_for};
+use common::{TestNamespace, pod_ip, wait_for};
 use e2e::*;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -32,15 +32,35 @@ const CLIENT: (&str, &str) = ("role", "client");
 const OPERATOR: (&str, &str) = ("app.kubernetes.io/name", "redis-operator");
 
 /// A pod `name` labelled `label` in `ns` that tries `PING` on `ip` twice a second, forever, one
-/// line per try: `PONG`, or why it failed (refused, timed out).
-async fn start_client(ns: &TestNamespace, name: &str, label: (&str, &str), ip: &str) {
+/// line per try: `PONG`, or why it failed (refused, timed out). It logs in with the
+/// instance's generated password, copied into a Secret of its own namespace as an
+/// application's deployment would hold it.
+async fn start_client(
+    ns: &TestNamespace,
+    name: &str,
+    label: (&str, &str),
+    ip: &str,
+    password: &str,
+) {
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-auth")},
+        "stringData": {"password": password},
+    }))
+    .unwrap();
+    ns.api::<k8s_openapi::api::core::v1::Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the client's Secret");
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {label.0: label.1}},
         "spec": {
             "containers": [{"name": "main", "image": "redis:7.2", "command": ["sh", "-c", format!(
                 "while true; do echo \"$(timeout 2 redis-cli -h {ip} PING 2>&1 | tr -d '\\n')\"; \
                  sleep 0.5; done"
-            )]}],
+            )],
+            // The instance's generated password, as an application would get it.
+            "env": [{"name": "REDISCLI_AUTH", "valueFrom": {"secretKeyRef": {
+                "name": format!("{name}-auth"), "key": "password"}}}]}],
             "terminationGracePeriodSeconds": 1
         }
     }))
@@ -96,7 +116,7 @@ async fn linked_pair(ns: &TestNamespace) -> (Pod, Pod) {
             };
             let linked = (role(primary).as_deref(), role(replica).as_deref())
                 == (Some("primary"), Some("replica"));
-            let info = try_redis_cli(&pod_ip(replica), &["INFO", "replication"]).await?;
+            let info = common::try_pod_cli(replica, &["INFO", "replication"]).await?;
             if linked && info.contains("master_link_status:up") {
                 Ok((primary.clone(), replica.clone()))
             } else {
@@ -152,9 +172,20 @@ async fn only_the_selected_clients_and_the_own_pods_reach_redis_until_the_policy
     .await;
     let (primary, replica) = linked_pair(&ns).await;
     let ip = pod_ip(&primary);
-    start_client(&ns, "client", CLIENT, &ip).await;
-    start_client(&other, "client", CLIENT, &ip).await;
-    start_client(&other, "operator", OPERATOR, &ip).await;
+    let password = String::from_utf8(
+        ns.api::<k8s_openapi::api::core::v1::Secret>()
+            .get(&format!("{NAME}-auth"))
+            .await
+            .unwrap()
+            .data
+            .unwrap()["password"]
+            .0
+            .clone(),
+    )
+    .unwrap();
+    start_client(&ns, "client", CLIENT, &ip, &password).await;
+    start_client(&other, "client", CLIENT, &ip, &password).await;
+    start_client(&other, "operator", OPERATOR, &ip, &password).await;
     let own = wait_client(
         &ns,
         "client",
@@ -193,7 +224,7 @@ async fn only_the_selected_clients_and_the_own_pods_reach_redis_until_the_policy
     );
 
     // Replication: the replica's link to the primary, cut, is made again under the policy.
-    let killed = try_redis_cli(&pod_ip(&replica), &["CLIENT", "KILL", "TYPE", "master"])
+    let killed = common::try_pod_cli(&replica, &["CLIENT", "KILL", "TYPE", "master"])
         .await
         .unwrap();
     assert_eq!(killed, "1", "the replica's link to its primary was cut");
@@ -201,7 +232,7 @@ async fn only_the_selected_clients_and_the_own_pods_reach_redis_until_the_policy
         Duration::from_secs(30),
         "the replica to link to its primary again",
         || async {
-            let info = try_redis_cli(&pod_ip(&replica), &["INFO", "replication"]).await?;
+            let info = common::try_pod_cli(&replica, &["INFO", "replication"]).await?;
             info.contains("master_link_status:up")
                 .then_some(())
                 .ok_or(info)

@@ -15,8 +15,8 @@ use crate::config::render::config_hash;
 use crate::config::render::{RenderedConfig, USER_OVERRIDABLE_DEFAULTS, render};
 use crate::crd::{ConfigUpdate, RedisInstance};
 
-/// Live directives that still restart: the operator authenticates with `requirepass`, and
-/// the pods must answer to the password the spec names from the moment they start; the TLS
+/// Live directives that still restart: `requirepass` is never rendered (passwords live in the
+/// ACL file, see `auth`) and is kept here so that no live path could ever send it; the TLS
 /// directives of `spec.tls` come with a Secret volume, which only a new pod mounts.
 const RESTART_ANYWAY: &[&str] = &[
     "requirepass",
