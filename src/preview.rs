@@ -418,6 +418,29 @@ mod tests {
     }
 
     #[test]
+    fn diff_never_shows_a_password() {
+        let now = live(&[("maxmemory", "100mb")]);
+        let running = running_on(&now);
+        let mut with_password = live(&[("maxmemory", "100mb"), ("requirepass", "hunter2-pw")]);
+        let mut shown = verdict(&with_password, &running).to_string();
+        with_password.spec.auth.users = vec![crate::crd::AuthUser {
+            name: "app".into(),
+            password_secret: "app-pw".into(),
+            rules: "+@all".into(),
+        }];
+        let refused = verdict(&with_password, &running);
+        assert_eq!(refused.exit_code(), 1, "requirepass beside spec.auth");
+        shown.push_str(&refused.to_string());
+        with_password
+            .spec
+            .config
+            .insert("masterauth".into(), "hunter2-pw".into());
+        shown.push_str(&verdict(&with_password, &running).to_string());
+        assert!(shown.contains("requirepass"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
     fn a_directive_left_out_is_named_removed_and_a_scale_is_told() {
         let now = live(&[("maxmemory", "100mb"), ("databases", "16")]);
         let running = running_on(&now);

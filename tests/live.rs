@@ -224,6 +224,14 @@ async fn a_live_edit_restarts_no_pod_and_a_mixed_edit_restarts_once() {
     let status = ri.status.unwrap();
     assert_eq!(status.restarts, 0);
     assert_eq!(event_count(&ns, NAME, "ConfigAppliedLive").await, 1);
+    // spec.config.requirepass, as an instance of an earlier version set it: the pods took it
+    // from <name>-auth (the live checks above logged in with it), and a Warning says so.
+    assert_eq!(event_count_once(&ns, NAME, "PasswordMoved", 1).await, 1);
+    let (text, _) = config_map_and_hash(&ns, NAME).await;
+    assert!(
+        !text.contains(PASSWORD),
+        "the password is in no rendered file"
+    );
     assert_eq!(event_count(&ns, NAME, "RestartStarted").await, 0);
 
     // `databases` only changes at start-up: this edit restarts each pod once, and the live

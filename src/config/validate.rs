@@ -135,7 +135,7 @@ pub fn refusal(directive: &Directive) -> Option<String> {
             "user" => "not supported: declare users in spec.auth.users, their passwords in Secrets",
             // Replicas log in to their primary as the operator's replication user.
             "masterauth" | "masteruser" => {
-                "not supported: the operator sets it; replicas log in as its replication user"
+                "not supported: the operator sets it (replicas log in as its replication user); passwords go in spec.auth"
             }
             // Lets clients change `dir` and `dbfilename` at runtime, moving data off the volume.
             "enable-protected-configs" => {
