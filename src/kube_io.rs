@@ -296,21 +296,38 @@ impl InstanceApi {
 
     /// Deletes the very Service that was seen (uid precondition); gone already is done.
     pub async fn delete_service(&self, live: &CachedService) -> Result<()> {
-        let name = live.name_any();
+        self.delete_seen::<Service>("Service", &live.name_any(), live.uid())
+            .await
+    }
+
+    /// Deletes the object of `kind` named `name` only if it is still the one of `uid` (one
+    /// someone recreated meanwhile stays); already gone counts as done.
+    async fn delete_seen<K>(
+        &self,
+        kind: &'static str,
+        name: &str,
+        uid: Option<String>,
+    ) -> Result<()>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
         let params = DeleteParams {
             preconditions: Some(Preconditions {
-                uid: live.uid(),
+                uid,
                 resource_version: None,
             }),
             ..DeleteParams::default()
         };
         let _permit = self.limiter.acquire().await?;
-        match self.api::<Service>().delete(&name, &params).await {
+        match self.api::<K>().delete(name, &params).await {
             Ok(_) => Ok(()),
             Err(err) if not_found(&err) => Ok(()),
             Err(source) => Err(Error::Delete {
-                kind: "Service",
-                name,
+                kind,
+                name: name.to_owned(),
                 source,
             }),
         }
@@ -346,24 +363,8 @@ impl InstanceApi {
     /// Deletes the NetworkPolicy that was seen (uid precondition, so one someone recreated
     /// meanwhile stays); already gone counts as done.
     pub async fn delete_network_policy(&self, live: &NetworkPolicy) -> Result<()> {
-        let name = live.name_any();
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: live.uid(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        let _permit = self.limiter.acquire().await?;
-        match self.api::<NetworkPolicy>().delete(&name, &params).await {
-            Ok(_) => Ok(()),
-            Err(err) if not_found(&err) => Ok(()),
-            Err(source) => Err(Error::Delete {
-                kind: "NetworkPolicy",
-                name,
-                source,
-            }),
-        }
+        self.delete_seen::<NetworkPolicy>("NetworkPolicy", &live.name_any(), live.uid())
+            .await
     }
 
     /// Deletes a pod (gracefully), only the very pod that was seen (uid precondition).

@@ -225,13 +225,10 @@ async fn read(
     state: &mut InstanceState,
     name: &str,
 ) -> Result<Option<Arc<Secret>>, kube_io::Error> {
-    let key = (state.args.key.namespace.clone(), name.to_owned());
     let watched = state
         .args
         .stores
-        .secret_versions
-        .get(&key)
-        .map(|v| v.clone());
+        .secret_version(&state.args.key.namespace, name);
     if let (Some(version), Some(known)) = (&watched, state.auth.read.get(name))
         && known.metadata.resource_version.as_ref() == Some(version)
     {

@@ -37,6 +37,15 @@ pub struct Stores {
     pub secret_versions: crate::actors::watches::SecretVersions,
 }
 
+impl Stores {
+    /// A Secret's resourceVersion as the metadata watch last saw it.
+    pub fn secret_version(&self, namespace: &str, name: &str) -> Option<String> {
+        self.secret_versions
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .map(|v| v.clone())
+    }
+}
+
 /// The highest resourceVersion each watch of owned objects has delivered. A watch delivers a
 /// kind's changes in order, so once it has passed the version of a write, the cache shows that
 /// write or something newer, a deletion included.

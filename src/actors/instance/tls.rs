@@ -66,13 +66,10 @@ pub(super) async fn read_secret(state: &mut InstanceState, plan: &Plan) {
         state.tls.verified = None;
         return;
     };
-    let key = (state.args.key.namespace.clone(), spec.secret_name.clone());
     let watched = state
         .args
         .stores
-        .secret_versions
-        .get(&key)
-        .map(|v| v.clone());
+        .secret_version(&state.args.key.namespace, &spec.secret_name);
     let moved = watched.is_some() && watched != state.tls.version;
     if !moved
         && state
