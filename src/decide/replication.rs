@@ -424,7 +424,12 @@ fn next_replacement(
     primary_ip: &str,
     leaving: bool,
 ) -> ReplicationStep {
-    if live.len() < view.pods.len() || live.iter().any(|p| !p.ready) {
+    // Every pod the spec asks for must be there: a replaced pod is gone from the cache for a
+    // moment before the StatefulSet controller creates it again, and the pods left would look
+    // like a finished round of replacements.
+    let present = live.iter().filter(|p| p.ordinal < view.replicas).count();
+    let wanted = usize::try_from(view.replicas).unwrap_or(0);
+    if live.len() < view.pods.len() || present < wanted || live.iter().any(|p| !p.ready) {
         return ReplicationStep::Wait(ReplicationWait::Pods);
     }
     let behind = |p: &ReplicaPod| lag(p, primary).is_none_or(|l| l > limits.max_lag_bytes);

@@ -287,6 +287,28 @@ fn no_pod_is_replaced_while_a_replica_syncs_or_lags_or_a_pod_is_unready() {
     );
 }
 
+/// A replaced replica's pod is gone from the cache for a moment before the StatefulSet
+/// controller creates it again: the two pods left, the primary and a replaced replica, are not
+/// a finished round, so no switchover starts (seen on the local cluster: a FAILOVER sent while
+/// pod 1 was being replaced).
+#[test]
+fn no_switchover_while_a_replaced_pod_is_missing() {
+    let (p0, _, r2) = healthy();
+    let recorded = status("r-0");
+    let mut old_primary = pod(0, Some(&p0), Some("primary"));
+    old_primary.up_to_date = false;
+    let pods = [old_primary, pod(2, Some(&r2), Some("replica"))];
+    let view = ReplicationView {
+        rolling: true,
+        replicas: 3,
+        ..view_of(&pods, Some(&recorded))
+    };
+    assert_eq!(
+        decide_replication(&view, &ReplicationLimits::default()),
+        ReplicationStep::Wait(ReplicationWait::Pods)
+    );
+}
+
 #[test]
 fn a_recorded_switchover_is_sent_then_finished_by_whoever_leads() {
     let (p0, r1, r2) = healthy();
