@@ -302,6 +302,7 @@ async fn generated_default(
     instance: &RedisInstance,
 ) -> Result<Option<Clients>, kube_io::Error> {
     let name = generated_secret_name(instance);
+    let mut seeded_now = false;
     let secret = match owned(state, &name) {
         Some(secret) => secret,
         None => {
@@ -317,23 +318,22 @@ async fn generated_default(
             else {
                 return Ok(None);
             };
-            if seeded.is_some() {
-                state.auth.requirepass_reported = true;
-                let note = format!(
-                    "the password of spec.config.requirepass now lives in Secret {name} (key password), where the operator reads it; remove requirepass from spec.config, where anyone who can read the RedisInstance sees it"
-                );
-                api.event(instance, true, "PasswordMoved", "MovePassword", note)
-                    .await;
-            }
+            seeded_now = seeded.is_some();
             wrote(state, created.clone());
             Arc::new(created)
         }
     };
     if seed_password(instance).is_some() && !state.auth.requirepass_reported {
         state.auth.requirepass_reported = true;
-        let note = format!(
-            "spec.config.requirepass is not used: the default user's passwords are in Secret {name}; remove it from spec.config"
-        );
+        let note = if seeded_now {
+            format!(
+                "the password of spec.config.requirepass now lives in Secret {name} (key password), where the operator reads it; remove requirepass from spec.config, where anyone who can read the RedisInstance sees it"
+            )
+        } else {
+            format!(
+                "spec.config.requirepass is not used: the default user's passwords are in Secret {name}; remove it from spec.config"
+            )
+        };
         state
             .args
             .api

@@ -19,41 +19,32 @@ const READ: u32 = 0o440;
 /// Hands a file volume to group `fs_group`, read-only, as the kubelet does: a Secret file of
 /// mode 0440 is then readable by a pod running as a non-root user of that group.
 pub fn give_to_group_read_only(root: &Path, fs_group: u32) -> io::Result<()> {
-    let meta = std::fs::symlink_metadata(root)?;
-    lchown(root, None, Some(fs_group))?;
-    if meta.file_type().is_symlink() {
-        return Ok(());
-    }
-    let mut mode = meta.permissions().mode() | READ;
-    if meta.is_dir() {
-        mode |= SEARCH;
-    }
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode & 0o7777))?;
-    if meta.is_dir() {
-        for entry in std::fs::read_dir(root)? {
-            give_to_group_read_only(&entry?.path(), fs_group)?;
-        }
-    }
-    Ok(())
+    hand_over(root, fs_group, READ, SEARCH)
 }
 
 /// Hands `root` and everything under it to group `fs_group`, without following symlinks. Done
 /// on every mount, so a volume written by an earlier pod running as another user (an upgrade
 /// from root) becomes writable too.
 pub fn give_to_group(root: &Path, fs_group: u32) -> io::Result<()> {
+    hand_over(root, fs_group, READ_WRITE, SEARCH | SETGID)
+}
+
+/// `root` and everything under it joins `fs_group`, every entry gaining the bits of `mask`,
+/// directories those of `dir_mask` too; symlinks are not followed.
+fn hand_over(root: &Path, fs_group: u32, mask: u32, dir_mask: u32) -> io::Result<()> {
     let meta = std::fs::symlink_metadata(root)?;
     lchown(root, None, Some(fs_group))?;
     if meta.file_type().is_symlink() {
         return Ok(());
     }
-    let mut mode = meta.permissions().mode() | READ_WRITE;
+    let mut mode = meta.permissions().mode() | mask;
     if meta.is_dir() {
-        mode |= SEARCH | SETGID;
+        mode |= dir_mask;
     }
     std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode & 0o7777))?;
     if meta.is_dir() {
         for entry in std::fs::read_dir(root)? {
-            give_to_group(&entry?.path(), fs_group)?;
+            hand_over(&entry?.path(), fs_group, mask, dir_mask)?;
         }
     }
     Ok(())
