@@ -1,6 +1,6 @@
 //! A volume handed to the pod's `fsGroup`, as the kubelet does on mount: every file's group
-//! becomes the fsGroup and gains read-write (directories also search and setgid, so files
-//! created later inherit the group).
+//! becomes the fsGroup and gains read-write, or read for a file volume (directories also
+//! search, and setgid on a writable one so that files created later inherit the group).
 
 use std::io;
 use std::os::unix::fs::{PermissionsExt, lchown};
