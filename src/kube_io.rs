@@ -254,7 +254,7 @@ impl InstanceApi {
             + Debug,
     {
         let name = obj.name_any();
-        let _permit = self.limiter.acquire().await?;
+        let _permit = self.limiter.write(kind).await?;
         self.api::<K>()
             .patch(
                 &name,
@@ -282,7 +282,7 @@ impl InstanceApi {
             uid: live.uid(),
             resource_version: None,
         });
-        let _permit = self.limiter.acquire().await?;
+        let _permit = self.limiter.write("StatefulSet").await?;
         match self.api::<CachedStatefulSet>().delete(&name, &params).await {
             Ok(either) => Ok(either.left()),
             Err(err) if not_found(&err) => Ok(None),
@@ -321,7 +321,7 @@ impl InstanceApi {
             }),
             ..DeleteParams::default()
         };
-        let _permit = self.limiter.acquire().await?;
+        let _permit = self.limiter.write(kind).await?;
         match self.api::<K>().delete(name, &params).await {
             Ok(_) => Ok(()),
             Err(err) if not_found(&err) => Ok(()),
@@ -349,7 +349,7 @@ impl InstanceApi {
             field_manager: Some(MANAGER.to_owned()),
             ..PatchParams::default()
         };
-        let _permit = self.limiter.acquire().await?;
+        let _permit = self.limiter.write("StatefulSet").await?;
         self.api::<CachedStatefulSet>()
             .patch(name, &params, &Patch::Merge(&patch))
             .await
@@ -377,7 +377,7 @@ impl InstanceApi {
             }),
             ..DeleteParams::default()
         };
-        let _permit = self.limiter.acquire().await?;
+        let _permit = self.limiter.write("Pod").await?;
         match self.api::<Pod>().delete(&name, &params).await {
             Ok(_) => Ok(()),
             Err(err) if not_found(&err) => Ok(()),
@@ -399,7 +399,7 @@ impl InstanceApi {
             field_manager: Some(MANAGER.to_owned()),
             ..PatchParams::default()
         };
-        let _permit = self.limiter.acquire().await?;
+        let _permit = self.limiter.write("Pod").await?;
         self.api::<Pod>()
             .patch(&name, &params, &Patch::Merge(&patch))
             .await
@@ -452,7 +452,7 @@ impl InstanceApi {
     /// then read again, never overwritten: it may hold a password clients already use).
     pub async fn create_secret(&self, secret: &Secret) -> Result<Option<Secret>> {
         let name = secret.name_any();
-        let _permit = self.limiter.acquire().await?;
+        let _permit = self.limiter.write("Secret").await?;
         match self
             .api::<Secret>()
             .create(&PostParams::default(), secret)
@@ -479,7 +479,7 @@ impl InstanceApi {
             name: name.clone(),
             source,
         })?;
-        let _permit = self.limiter.acquire().await?;
+        let _permit = self.limiter.write("Status").await?;
         self.api::<RedisInstance>()
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -541,7 +541,7 @@ impl InstanceApi {
         let (limiter, recorder) = (self.limiter.clone(), self.recorder.clone());
         tokio::spawn(
             async move {
-                let Ok(_permit) = limiter.acquire().await else {
+                let Ok(_permit) = limiter.write("Event").await else {
                     tracing::debug!(reason = %event.reason, "not the leader; event not published");
                     return;
                 };

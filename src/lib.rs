@@ -17,6 +17,7 @@ pub mod preview;
 pub mod replication;
 pub mod resources;
 pub mod run;
+pub mod stages;
 pub mod status;
 pub mod telemetry;
 pub mod text;

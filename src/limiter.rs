@@ -105,6 +105,19 @@ impl Limiter {
             .expect("the limiter's semaphore is never closed")
     }
 
+    /// [`Limiter::acquire`] for one API write of `kind`, timed: the wait at the gate and the
+    /// time the permit is held (the request) go to the step stage histograms.
+    pub async fn write(&self, kind: &'static str) -> Result<WritePermit, NotLeader> {
+        let waited = std::time::Instant::now();
+        let permit = self.acquire().await;
+        crate::stages::since(crate::stages::Stage::WriteGate, waited);
+        Ok(WritePermit {
+            _permit: permit?,
+            kind,
+            since: std::time::Instant::now(),
+        })
+    }
+
     /// Waits for a token and a slot; the slot is held until the permit is dropped. Refused
     /// when the Lease is not surely held, before and after the wait.
     pub async fn acquire(&self) -> Result<OwnedSemaphorePermit, NotLeader> {
@@ -130,6 +143,20 @@ impl Limiter {
         } else {
             Err(NotLeader)
         }
+    }
+}
+
+/// A write slot held for one request of `kind`; dropped when the request is done, which
+/// records how long it took.
+pub struct WritePermit {
+    _permit: OwnedSemaphorePermit,
+    kind: &'static str,
+    since: std::time::Instant,
+}
+
+impl Drop for WritePermit {
+    fn drop(&mut self) {
+        crate::stages::record_write(self.kind, self.since.elapsed());
     }
 }
 

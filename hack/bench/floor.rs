@@ -1,7 +1,11 @@
 //! The floor for `make bench-scale`'s edit latency: the least a controller can do to carry a
 //! RedisInstance spec change to its StatefulSet. It watches RedisInstances and, whenever one's
-//! `metadata.generation` grows, merge-patches an annotation on the same-named StatefulSet's pod
-//! template. No cache of owned objects, no status, no rendering: only the watch and one write.
+//! `metadata.generation` grows, merge-patches an annotation on the same-named StatefulSet. No
+//! cache of owned objects, no status, no rendering: only the watch and one write.
+//!
+//! It runs beside the operator, answering the same edits, so both are measured on the same
+//! machine at the same moment: the annotation goes on the StatefulSet's own metadata, which
+//! the operator neither owns nor compares, and which restarts no pod.
 //!
 //!   cargo bench --bench floor -- --kubeconfig <file>
 //!
@@ -40,10 +44,10 @@ async fn client(path: &PathBuf) -> anyhow::Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-/// Patches `<ns>/<name>`'s pod template annotation to `generation`.
+/// Patches `<ns>/<name>`'s annotation to `generation`.
 async fn patch(client: Client, ns: String, name: String, generation: i64) {
-    let body = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
-        ANNOTATION: generation.to_string()}}}}});
+    let body = serde_json::json!({"metadata": {"annotations": {
+        ANNOTATION: generation.to_string()}}});
     let api = Api::<StatefulSet>::namespaced(client, &ns);
     match api
         .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
@@ -78,6 +82,10 @@ async fn main() -> anyhow::Result<()> {
             Some(Ok(Event::Apply(object))) => (object, true),
             // The initial list (and any relist) only records what exists.
             Some(Ok(Event::InitApply(object))) => (object, false),
+            Some(Ok(Event::InitDone)) => {
+                eprintln!("floor: initial list done");
+                continue;
+            }
             Some(Ok(_)) => continue,
             Some(Err(error)) => {
                 eprintln!("watch error: {error}");

@@ -9,13 +9,16 @@
   bench_scale.py pods API PKI                      print every pod's "ns/name uid restarts"
 
 API is the apiserver's URL; PKI the cluster's pki directory (admin.crt, admin.key, ca.crt).
-  bench_scale.py analyse PHASES AUDIT OUT N        add N's figures (from the audit log) to OUT
+  bench_scale.py analyse PHASES AUDIT OUT N [BEFORE AFTER]
+                                                   add N's figures (from the audit log) to OUT; with
+                                                   two /metrics scrapes, the step stages between
   bench_scale.py table OUT                         print OUT as a table
 """
 
 import glob
 import json
 import os
+import re
 import ssl
 import sys
 import time
@@ -210,10 +213,71 @@ def edit_latencies(edits, writes_by_user, user, start, end):
     return ms, missed
 
 
-def cmd_analyse(phases_path, audit_path, out_path, n):
+STAGE_LINE = re.compile(r'^redis_operator_step_stage_seconds_(bucket|sum|count)\{([^}]*)\} (\S+)$')
+
+
+def read_stages(path):
+    """The step stage histograms of one /metrics scrape: {(stage, kind): {"sum", "count",
+    "buckets": {le: cumulative count}}}."""
+    stages = {}
+    with open(path) as f:
+        for line in f:
+            m = STAGE_LINE.match(line.strip())
+            if not m:
+                continue
+            part, labels, value = m.groups()
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+            h = stages.setdefault((labels["stage"], labels.get("kind", "")),
+                                  {"sum": 0.0, "count": 0.0, "buckets": {}})
+            if part == "bucket":
+                h["buckets"][float(labels["le"])] = float(value)
+            else:
+                h[part] = float(value)
+    return stages
+
+
+def bucket_quantile(q, buckets, count):
+    """Prometheus' histogram_quantile: linear within the bucket the rank falls in."""
+    if count <= 0:
+        return None
+    rank, lower, below = q * count, 0.0, 0.0
+    for le in sorted(buckets):
+        if buckets[le] >= rank:
+            if le == float("inf"):
+                return lower
+            return lower + (le - lower) * (rank - below) / max(buckets[le] - below, 1e-9)
+        lower, below = le, buckets[le]
+    return lower
+
+
+def stage_breakdown(before_path, after_path):
+    """Count, mean, p50 and p99 (ms) of each stage between two scrapes."""
+    before, after = read_stages(before_path), read_stages(after_path)
+    order = ["route", "deliver", "queue", "permit", "observe", "plan", "decide", "perform",
+             "report", "write_gate", "write", "event_to_write"]
+    out = {}
+    for key, h in sorted(after.items(), key=lambda kv: (
+            order.index(kv[0][0]) if kv[0][0] in order else len(order), kv[0][1])):
+        b = before.get(key, {"sum": 0.0, "count": 0.0, "buckets": {}})
+        count = h["count"] - b["count"]
+        if count <= 0:
+            continue
+        buckets = {le: v - b["buckets"].get(le, 0.0) for le, v in h["buckets"].items()}
+        name = key[0] + (f" {key[1]}" if key[1] else "")
+        out[name] = {
+            "count": int(count),
+            "mean_ms": round((h["sum"] - b["sum"]) / count * 1000, 2),
+            "p50_ms": round(bucket_quantile(0.5, buckets, count) * 1000, 2),
+            "p99_ms": round(bucket_quantile(0.99, buckets, count) * 1000, 2),
+        }
+    return out
+
+
+def cmd_analyse(phases_path, audit_path, out_path, n, before=None, after=None):
     """Turns the phase marks and the audit log into N's entry of target/bench-scale.json."""
     with open(phases_path) as f:
         ph = json.load(f)
+    stages = stage_breakdown(before, after) if before and after else None
     op, floor, admin = ph["operator_user"], ph["floor_user"], ph["admin_user"]
     reqs = load_requests(audit_path, {op, floor, admin}, op)
     ops = [r for r in reqs if r["user"] == op]
@@ -235,8 +299,9 @@ def cmd_analyse(phases_path, audit_path, out_path, n):
     for r in reqs:
         if r["resource"] == "statefulsets" and r["verb"] in WRITES and not r["subresource"]:
             sts_writes.setdefault((r["user"], r["namespace"], r["name"]), []).append(r)
+    # The floor answers the same edits as the operator, in the same window.
     op_ms, op_missed = edit_latencies(edits, sts_writes, op, ph["edit_start"], ph["edit_end"])
-    fl_ms, fl_missed = edit_latencies(edits, sts_writes, floor, ph["floor_start"], ph["floor_end"])
+    fl_ms, fl_missed = edit_latencies(edits, sts_writes, floor, ph["edit_start"], ph["edit_end"])
 
     def r1(x):
         return None if x is None else round(x, 1)
@@ -271,6 +336,10 @@ def cmd_analyse(phases_path, audit_path, out_path, n):
         "floor_missed": fl_missed,
         "edit_p99_over_floor": (round(percentile(op_ms, 99) / percentile(fl_ms, 99), 1)
                                 if op_ms and fl_ms else None),
+        "edit_p50_over_floor": (round(percentile(op_ms, 50) / percentile(fl_ms, 50), 1)
+                                if op_ms and fl_ms else None),
+        "floor_method": "same edits, same window",
+        "stages": stages,
         "restart_stop_seconds": round(ph["restart_start"] - ph["restart_stop"], 1),
         "restart_observe_seconds": round(ph["restart_observed"] - ph["restart_start"], 1),
         "restart_requests": restart["total"],
@@ -309,6 +378,7 @@ ROWS = [
     ("edit p99 (ms)", "edit_p99_ms"),
     ("floor p50 (ms)", "floor_p50_ms"),
     ("floor p99 (ms)", "floor_p99_ms"),
+    ("edit p50 / floor p50", "edit_p50_over_floor"),
     ("edit p99 / floor p99", "edit_p99_over_floor"),
     ("edits without a write (op/floor)", None),
     ("restart: time to observe all (s)", "restart_observe_seconds"),
@@ -338,6 +408,14 @@ def cmd_table(out_path):
                     v = round(v / 1024, 1)
             cells.append(f"{'-' if v is None else v:>14}")
         print(f"{label:<34}" + "".join(cells))
+    for s in sizes:
+        stages = results[s].get("stages")
+        if not stages:
+            continue
+        print(f"\nN={s}: step stages during the edits (ms; quantiles from histogram buckets)")
+        print(f"  {'stage':<24}{'count':>8}{'mean':>10}{'p50':>10}{'p99':>10}")
+        for name, st in stages.items():
+            print(f"  {name:<24}{st['count']:>8}{st['mean_ms']:>10}{st['p50_ms']:>10}{st['p99_ms']:>10}")
 
 
 def main(argv):

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
@@ -12,7 +12,9 @@ use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{error, info, warn};
 
-use super::instance::{InstanceArgs, InstanceMsg, RedisInstanceActor, Snapshots, Stores, Timings};
+use super::instance::{
+    Arrival, InstanceArgs, InstanceMsg, RedisInstanceActor, Snapshots, Stores, Timings,
+};
 use super::metrics::{InstanceKey, MetricsMsg};
 use super::routing::{Route, Router, respawn_delay};
 use crate::api_traffic::ApiTraffic;
@@ -20,6 +22,7 @@ use crate::crd::RedisInstance;
 use crate::health::Health;
 use crate::kube_io::InstanceApi;
 use crate::limiter::Limiter;
+use crate::stages::{self, Stage};
 use crate::telemetry::LogBuffers;
 
 /// Everything the supervisor is started with.
@@ -56,10 +59,11 @@ pub struct SupervisorArgs {
 /// Messages the supervisor handles; the watch tasks send the first two.
 #[derive(Debug)]
 pub enum SupervisorMsg {
-    /// An event from the RedisInstance watcher.
-    Instance(Box<watcher::Event<RedisInstance>>),
-    /// An object labelled with this instance changed or was deleted (already in the caches).
-    Owned(InstanceKey),
+    /// An event from the RedisInstance watcher, and when the watch delivered it.
+    Instance(Box<watcher::Event<RedisInstance>>, Instant),
+    /// An object labelled with this instance changed or was deleted (already in the caches),
+    /// and when the watch delivered it.
+    Owned(InstanceKey, Instant),
     /// Every instance takes a step: a watch of owned objects re-listed (its cache was replaced
     /// as a whole), or writing became allowed again after the Lease lapsed.
     WakeAll,
@@ -138,11 +142,15 @@ impl Actor for SupervisorActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::Instance(event) => on_instance_event(&myself, state, *event).await,
-            SupervisorMsg::Owned(key) => {
+            SupervisorMsg::Instance(event, received) => {
+                on_instance_event(&myself, state, *event, received).await;
+                stages::since(Stage::Route, received);
+            }
+            SupervisorMsg::Owned(key, received) => {
                 if let Some(actor) = state.actors.get(&key) {
-                    let _ = actor.send_message(InstanceMsg::Changed);
+                    let _ = actor.send_message(InstanceMsg::Routed(Arrival::from(received)));
                 }
+                stages::since(Stage::Route, received);
             }
             SupervisorMsg::Secret(secret) => {
                 for instance in state.stores.instances.state() {
@@ -166,7 +174,7 @@ impl Actor for SupervisorActor {
             }
             SupervisorMsg::Respawn(key) => {
                 if state.router.knows(&key) {
-                    ensure_actor(&myself, state, &key).await;
+                    ensure_actor(&myself, state, &key, None).await;
                 }
             }
             SupervisorMsg::Lead => {
@@ -177,7 +185,7 @@ impl Actor for SupervisorActor {
                     "leading: acting on every instance from the warm caches"
                 );
                 for key in keys {
-                    ensure_actor(&myself, state, &key).await;
+                    ensure_actor(&myself, state, &key, None).await;
                 }
             }
         }
@@ -242,10 +250,11 @@ async fn on_instance_event(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
     event: watcher::Event<RedisInstance>,
+    received: Instant,
 ) {
     for route in state.router.route(&event) {
         match route {
-            Route::Step(key) => ensure_actor(myself, state, &key).await,
+            Route::Step(key) => ensure_actor(myself, state, &key, Some(received)).await,
             Route::StatusSeen(key) => {
                 if let Some(actor) = state.actors.get(&key) {
                     let _ = actor.send_message(InstanceMsg::StatusSeen);
@@ -262,11 +271,13 @@ async fn on_instance_event(
     }
 }
 
-/// Starts the instance's actor if it has none, and wakes it; a standby starts none.
+/// Starts the instance's actor if it has none, and wakes it (with when the watch delivered the
+/// event behind it, if one is); a standby starts none.
 async fn ensure_actor(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
     key: &InstanceKey,
+    received: Option<Instant>,
 ) {
     if !state.leading {
         return;
@@ -301,7 +312,11 @@ async fn ensure_actor(
         }
     }
     if let Some(actor) = state.actors.get(key) {
-        let _ = actor.send_message(InstanceMsg::Changed);
+        let msg = match received {
+            Some(received) => InstanceMsg::Routed(Arrival::from(received)),
+            None => InstanceMsg::Changed,
+        };
+        let _ = actor.send_message(msg);
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
@@ -294,7 +294,7 @@ pub fn start(
     .modify(|ri: &mut RedisInstance| ri.metadata.managed_fields = None)
     .reflect(instance_writer)
     .backoff(WatchBackoff::default())
-    .map(|event| event.map(|e| SupervisorMsg::Instance(Box::new(e))));
+    .map(|event| event.map(|e| SupervisorMsg::Instance(Box::new(e), Instant::now())));
     let gate = stores.clone();
     // Instances are routed only once every owned cache holds its first list: a step taken
     // before would see no StatefulSet and create one that exists.
@@ -337,10 +337,13 @@ where
             Err(err) => return Some(Err(err)),
         };
         let name = obj.labels().get(INSTANCE_LABEL)?.clone();
-        Some(Ok(SupervisorMsg::Owned(InstanceKey {
-            namespace: obj.namespace().unwrap_or_default(),
-            name,
-        })))
+        Some(Ok(SupervisorMsg::Owned(
+            InstanceKey {
+                namespace: obj.namespace().unwrap_or_default(),
+                name,
+            },
+            Instant::now(),
+        )))
     })
 }
 

@@ -33,6 +33,7 @@ use crate::decide::{
     Deadlines, Decision, Desired, Snapshot, Waiting, applied, decide, overdue, rollout_complete,
 };
 use crate::kube_io::{self, InstanceApi};
+use crate::stages::{self, Stage};
 use observe::observe;
 use target::Target;
 
@@ -90,6 +91,28 @@ pub enum InstanceMsg {
     /// holds of the instance (its own status write, the specs it remembers) give way to the
     /// cache's, so two copies are not kept.
     StatusSeen,
+    /// Like [`InstanceMsg::Changed`], for a watch event the supervisor routed: timed from the
+    /// event to the step's first write (see [`crate::stages`]).
+    Routed(Arrival),
+}
+
+/// When the watch delivered the event behind a message, and when the supervisor passed it on.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    /// The watch delivered the event.
+    pub received: Instant,
+    /// The supervisor sent it to the actor.
+    pub routed: Instant,
+}
+
+impl From<Instant> for Arrival {
+    /// An event received at `received`, passed on now.
+    fn from(received: Instant) -> Self {
+        Self {
+            received,
+            routed: Instant::now(),
+        }
+    }
 }
 
 /// Everything an instance actor is started with.
@@ -116,6 +139,9 @@ pub struct InstanceState {
     /// Hash on the live StatefulSet's template, as last seen.
     last_known_hash: Option<String>,
     step_queued: bool,
+    /// When the queued step was queued, and the earliest watch event it answers.
+    queued_at: Option<Instant>,
+    event_since: Option<Instant>,
     timer: Option<JoinHandle<Result<(), MessagingErr<InstanceMsg>>>>,
     consecutive_failures: u32,
     /// Start time of the restart whose overdue Event was posted, so it is posted once.
@@ -178,6 +204,8 @@ impl Actor for RedisInstanceActor {
             target: Target::default(),
             last_known_hash: None,
             step_queued: false,
+            queued_at: None,
+            event_since: None,
             timer: None,
             consecutive_failures: 0,
             overdue_reported: None,
@@ -247,6 +275,12 @@ impl Actor for RedisInstanceActor {
 async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut InstanceState) {
     match msg {
         InstanceMsg::Changed | InstanceMsg::Tick => queue_step(&myself, state),
+        InstanceMsg::Routed(arrival) => {
+            stages::since(Stage::Deliver, arrival.routed);
+            let since = state.event_since.get_or_insert(arrival.received);
+            *since = (*since).min(arrival.received);
+            queue_step(&myself, state);
+        }
         InstanceMsg::StatusSeen => {
             let key = &state.args.key;
             if let Some(current) = observe::seen_status(
@@ -261,12 +295,21 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
         InstanceMsg::Step => {
             // Taken before reading the caches, so the step decides on what they hold when it
             // runs, and an instance waiting its turn holds no desired objects in memory.
+            if let Some(queued) = state.queued_at.take() {
+                stages::since(Stage::Queue, queued);
+            }
+            let waited = Instant::now();
             let turn = state.args.api.step_turn().await;
+            stages::since(Stage::Permit, waited);
             state.step_queued = false;
+            let event = state.event_since.take();
             let began = Instant::now();
             // Boxed: the step's future is large and needed only while a step runs, not kept
             // in every idle actor's task.
             let outcome = Box::pin(step(state, turn)).await;
+            if let (Some(event), Ok(None)) = (event, &outcome) {
+                stages::since(Stage::EventToWrite, event);
+            }
             let _ = state.args.metrics.send_message(MetricsMsg::StepTook {
                 decision: state.decided,
                 took: began.elapsed(),
@@ -279,6 +322,7 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
 fn queue_step(myself: &ActorRef<InstanceMsg>, state: &mut InstanceState) {
     if !state.step_queued {
         state.step_queued = true;
+        state.queued_at = Some(Instant::now());
         // Sending to ourselves fails only while stopping, when no step is wanted.
         let _ = myself.send_message(InstanceMsg::Step);
     }
@@ -426,12 +470,16 @@ async fn step(
     let key = state.args.key.clone();
     state.decided = "Gone";
     state.settling = false;
-    let Some(seen) = observe(
+    let observing = Instant::now();
+    let seen = observe(
         &state.args.stores,
         &mut state.written,
         &key.namespace,
         &key.name,
-    ) else {
+    );
+    stages::since(Stage::Observe, observing);
+    let planning = Instant::now();
+    let Some(seen) = seen else {
         // Deleted; the supervisor stops this actor when the watch reports it.
         return Ok(Some(Duration::MAX));
     };
@@ -549,6 +597,8 @@ async fn step(
     let deadlines = Deadlines {
         progress: state.args.timings.progress_deadline,
     };
+    stages::since(Stage::Plan, planning);
+    let deciding = Instant::now();
     let mut decision = decide(&want, &snapshot, &deadlines);
     let replicated = crate::resources::replicated(&plan.instance);
     if replicated
@@ -567,8 +617,11 @@ async fn step(
     report::note_mismatches(state, &seen, &want);
     report::log_hash_comparison(&seen, &want, &decision);
     debug!(?decision, "next step");
+    stages::since(Stage::Decide, deciding);
     if decision.is_write() {
+        let performing = Instant::now();
         perform::perform(state, &plan, &want, &seen, &decision, now).await?;
+        stages::since(Stage::Perform, performing);
         return Ok(None);
     }
     // A restart a pause holds is not stuck: no Warning, no deadline timer while it is held.
@@ -589,7 +642,9 @@ async fn step(
         live_wake = live::next_check_in(state, &plan);
     }
     let tls_wake = tls::reload(state, &plan, &seen).await;
+    let reporting = Instant::now();
     report::write_status(state, &seen, Some(&plan)).await?;
+    stages::since(Stage::Report, reporting);
     if !replicated && !state.unconverted_reported && crate::resources::unconverted(&current) {
         state.unconverted_reported = true;
         report::unconverted(state, &current).await;

@@ -42,6 +42,7 @@ impl Families {
         registry.register(Box::new(families.rollout_seconds.clone()))?;
         registry.register(Box::new(families.step_seconds.clone()))?;
         registry.register(Box::new(families.live_actors.clone()))?;
+        crate::stages::register(registry)?;
         register_build_info(registry)?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
