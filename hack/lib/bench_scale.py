@@ -250,14 +250,21 @@ def bucket_quantile(q, buckets, count):
     return lower
 
 
+STAGE_ORDER = ["route", "deliver", "queue", "permit", "observe", "plan", "decide", "perform",
+               "report", "write_gate", "write", "event_to_write"]
+
+
+def stage_rank(name):
+    """Where a stage ("write StatefulSet" included) comes in a step, for printing."""
+    stage, _, kind = name.partition(" ")
+    return (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER), kind)
+
+
 def stage_breakdown(before_path, after_path):
     """Count, mean, p50 and p99 (ms) of each stage between two scrapes."""
     before, after = read_stages(before_path), read_stages(after_path)
-    order = ["route", "deliver", "queue", "permit", "observe", "plan", "decide", "perform",
-             "report", "write_gate", "write", "event_to_write"]
     out = {}
-    for key, h in sorted(after.items(), key=lambda kv: (
-            order.index(kv[0][0]) if kv[0][0] in order else len(order), kv[0][1])):
+    for key, h in after.items():
         b = before.get(key, {"sum": 0.0, "count": 0.0, "buckets": {}})
         count = h["count"] - b["count"]
         if count <= 0:
@@ -414,7 +421,7 @@ def cmd_table(out_path):
             continue
         print(f"\nN={s}: step stages during the edits (ms; quantiles from histogram buckets)")
         print(f"  {'stage':<24}{'count':>8}{'mean':>10}{'p50':>10}{'p99':>10}")
-        for name, st in stages.items():
+        for name, st in sorted(stages.items(), key=lambda kv: stage_rank(kv[0])):
             print(f"  {name:<24}{st['count']:>8}{st['mean_ms']:>10}{st['p50_ms']:>10}{st['p99_ms']:>10}")
 
 

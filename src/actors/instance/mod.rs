@@ -142,6 +142,9 @@ pub struct InstanceState {
     /// When the queued step was queued, and the earliest watch event it answers.
     queued_at: Option<Instant>,
     event_since: Option<Instant>,
+    /// The step permit a writing step passes to the next, and how many steps it served.
+    kept_turn: Option<tokio::sync::OwnedSemaphorePermit>,
+    chained: u32,
     timer: Option<JoinHandle<Result<(), MessagingErr<InstanceMsg>>>>,
     consecutive_failures: u32,
     /// Start time of the restart whose overdue Event was posted, so it is posted once.
@@ -206,6 +209,8 @@ impl Actor for RedisInstanceActor {
             step_queued: false,
             queued_at: None,
             event_since: None,
+            kept_turn: None,
+            chained: 0,
             timer: None,
             consecutive_failures: 0,
             overdue_reported: None,
@@ -298,17 +303,31 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
             if let Some(queued) = state.queued_at.take() {
                 stages::since(Stage::Queue, queued);
             }
-            let waited = Instant::now();
-            let turn = state.args.api.step_turn().await;
-            stages::since(Stage::Permit, waited);
+            let mut turn = match state.kept_turn.take() {
+                Some(turn) => Some(turn),
+                None => {
+                    let waited = Instant::now();
+                    let turn = state.args.api.step_turn().await;
+                    stages::since(Stage::Permit, waited);
+                    state.chained = 0;
+                    Some(turn)
+                }
+            };
             state.step_queued = false;
             let event = state.event_since.take();
             let began = Instant::now();
             // Boxed: the step's future is large and needed only while a step runs, not kept
             // in every idle actor's task.
-            let outcome = Box::pin(step(state, turn)).await;
+            let outcome = Box::pin(step(state, &mut turn)).await;
             if let (Some(event), Ok(None)) = (event, &outcome) {
                 stages::since(Stage::EventToWrite, event);
+            }
+            // A step that wrote is followed at once by the next (an edit's template patch
+            // follows its restart record): that one keeps the turn rather than queue again
+            // behind every waiting instance, a few steps in a row at most.
+            if matches!(outcome, Ok(None)) && state.chained < CHAINED_STEPS {
+                state.chained += 1;
+                state.kept_turn = turn;
             }
             let _ = state.args.metrics.send_message(MetricsMsg::StepTook {
                 decision: state.decided,
@@ -318,6 +337,9 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
         }
     }
 }
+
+/// Steps that follow a writing step in a row on one turn before the instance queues again.
+const CHAINED_STEPS: u32 = 4;
 
 fn queue_step(myself: &ActorRef<InstanceMsg>, state: &mut InstanceState) {
     if !state.step_queued {
@@ -465,7 +487,7 @@ fn backoff(failures: u32, max: Duration) -> Duration {
 /// watch event, or at most `d` (`Duration::MAX`: no timer).
 async fn step(
     state: &mut InstanceState,
-    turn: tokio::sync::OwnedSemaphorePermit,
+    turn: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Option<Duration>, kube_io::Error> {
     let key = state.args.key.clone();
     state.decided = "Gone";
@@ -636,7 +658,7 @@ async fn step(
         state.target.converged(&plan);
         if live::check_due(state, &plan) {
             // Dialling pods may take seconds: other instances' steps need not wait for it.
-            drop(turn);
+            turn.take();
             live::check(state, &plan, &seen).await;
         }
         live_wake = live::next_check_in(state, &plan);
