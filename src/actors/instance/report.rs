@@ -290,7 +290,7 @@ pub(super) fn derive_status_with(
     rollout: Option<RolloutRecord>,
 ) -> RedisInstanceStatus {
     let current = &seen.instance;
-    let violations = crate::config::violations(&current.spec);
+    let violations = crate::config::violations(current);
     let mut status = current.status.clone().unwrap_or_default();
     status.rollout = rollout;
     if status.replication.is_none() && crate::resources::replicated(current) {

@@ -150,7 +150,7 @@ impl Target {
     /// A rejection recorded in status is recalled, so a restarted operator does not roll the
     /// refused config out again; a different config clears it.
     pub fn accept(&mut self, current: &Arc<RedisInstance>) -> Vec<Violation> {
-        let violations = crate::config::violations(&current.spec);
+        let violations = crate::config::violations(current);
         if violations.is_empty() {
             self.last_good = Some(current.clone());
         }
