@@ -6,7 +6,9 @@
 //! (the replica furthest ahead promoted, no write acknowledged by a replica lost, the old
 //! primary back as a replica); the operator killed mid-switchover (no second one). And an
 //! earlier 3-pod instance of unrelated servers: left so until the annotation agrees, then
-//! converted (pod 0's data kept, the Event first); a scale-down removing the primary's pod.
+//! converted (pod 0's data kept, the Event first); a scale-down removing the primary's pod. And
+//! `min-replicas-to-write`: a primary cut off from its replica refuses writes within its lag
+//! bound, and the operator changes no role meanwhile.
 
 mod common;
 mod e2e;
