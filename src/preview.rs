@@ -61,7 +61,7 @@ pub enum Verdict {
 /// The verdict for applying `new` over `running`, by the operator's rules: the template hash
 /// first, then the ConfigMap's content, then the image.
 pub fn verdict(new: &RedisInstance, running: &Running) -> Verdict {
-    let violations = crate::config::violations(&new.spec);
+    let violations = crate::config::violations(new);
     if !violations.is_empty() {
         return Verdict::Refused(violations);
     }
@@ -307,7 +307,12 @@ pub async fn diff(request: DiffRequest) -> Result<i32, Error> {
         .await
         .map_err(api_err)?;
     let new = match (manifest, &live) {
-        (Some(m), _) => m,
+        // What ran before is judged from the cluster's status (see `auth::has_run`).
+        (Some(mut m), Some(live)) => {
+            m.status = live.status.clone();
+            m
+        }
+        (Some(m), None) => m,
         (None, Some(live)) => live.clone(),
         (None, None) => {
             return Err(Error::Api(format!(
