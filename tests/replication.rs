@@ -847,9 +847,10 @@ async fn with_min_replicas_to_write_an_isolated_primary_refuses_writes_within_it
     .await;
     let took = cut.elapsed();
     // Redis counts a replica as good while its last acknowledgement (sent once a second) is at
-    // most max-lag seconds old, and recounts once a second: max-lag + 2 s at worst.
+    // most max-lag whole seconds old, and recounts once a second: about max-lag + 3 s at worst,
+    // measured 2.4 to 3.5 s here; 1 s more for a busy machine.
     assert!(
-        took <= Duration::from_secs(MAX_LAG_SECONDS + 3),
+        took <= Duration::from_secs(MAX_LAG_SECONDS + 4),
         "refused only after {took:?}: {refused}"
     );
     eprintln!("isolated primary refused writes {took:?} after the cut: {refused}");
