@@ -512,12 +512,13 @@ async fn diff_gives_the_verdict_of_each_kind_of_edit_and_writes_nothing() {
     assert!(out.contains(": refused by the API server"), "{out}");
     assert!(out.contains("storage"), "the API server's reason: {out}");
     assert_eq!(code, 1);
+    // One pod to three: it becomes the primary of two replicas, which its template says.
     let mut more = instance.clone();
     more.spec.replicas = 3;
     let (out, code) = diff(&ns, &more);
     assert!(
-        out.contains("nothing: the pods already run this config")
-            && out.contains("scale 1 -> 3: 2 pod(s) created, none restarted for it"),
+        out.contains("restart (RollingUpdate): forced by replication")
+            && out.contains("scale 1 -> 3: 2 pod(s) created\n"),
         "{out}"
     );
     assert_eq!(code, 0);
