@@ -7,7 +7,7 @@
 //! the instance is at rest and neither the template nor any pod (terminating ones included)
 //! names it. A pod started before revisions existed mounts the shared `<name>-config`; a write
 //! that must not restart it keeps that mount, so an instance moves to revisions with its next
-//! restart, never because of the upgrade.
+//! change of config hash, never because of the upgrade.
 
 use std::collections::HashSet;
 use std::sync::Arc;
