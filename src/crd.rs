@@ -422,6 +422,12 @@ pub struct RedisInstanceStatus {
     /// switchover in flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<ReplicationStatus>,
+    /// The spec the pods last ran to completion and ready, as JSON (credential directives left
+    /// out): what a config the pods fail on rolls back to, and what the operator keeps the
+    /// objects on while the current spec is refused, across operator restarts. A string, so
+    /// that each write replaces it whole and the spec's rules do not judge a recorded copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_spec: Option<String>,
     /// SHA-256 of the ACL file every running pod was last brought in line with (it holds
     /// password hashes, never passwords): a Secret edit that changes it is applied live.
     #[serde(default, skip_serializing_if = "Option::is_none")]

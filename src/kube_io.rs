@@ -186,6 +186,7 @@ fn status_patch(
             "statefulSetGeneration",
             "replication",
             "aclHash",
+            "healthySpec",
             "phase",
             "conditions",
         ] {
@@ -664,6 +665,7 @@ mod tests {
             pending_change: Some("p".into()),
             rejected_config_hash: Some("x".into()),
             acl_hash: Some("a".into()),
+            healthy_spec: Some("{}".into()),
             rollout: Some(RolloutRecord {
                 config_hash: "h".into(),
                 restarted_at: None,

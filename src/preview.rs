@@ -1,5 +1,5 @@
-//! `redis-operator diff`: what applying a RedisInstance would do to the running pods, worked
-//! out from the same rules the operator follows, without writing anything.
+//! `redis-operator diff`: what applying a RedisInstance would do to the running pods, asked of
+//! the operator's own decision function, without writing anything.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -8,23 +8,50 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client, ResourceExt};
 
+use k8s_openapi::api::apps::v1::StatefulSetStatus;
+use k8s_openapi::jiff::Timestamp;
+
 use crate::config::render::{CONFIG_FILE_KEY, render, short_hash};
 use crate::config::validate::Violation;
-use crate::crd::{ConfigUpdate, RedisInstance, RestartStrategy};
+use crate::crd::{ConfigUpdate, RedisInstance, RestartReason, RestartStrategy};
+use crate::decide::{Deadlines, Decision, Desired, Snapshot, decide};
 use crate::live::{changed_directives, is_live, live_only_change, template_hash};
-use crate::resources::{CachedStatefulSet, config_hash_of, config_map_name, image_of};
+use crate::resources::{CachedConfigMap, CachedService, CachedStatefulSet, config_map_name};
 
 /// What runs now, as the cluster shows it.
 #[derive(Debug, Default, Clone)]
 pub struct Running {
     /// `redis.conf` of the instance's ConfigMap.
     pub config_text: Option<String>,
-    /// The StatefulSet's template hash; `None` when there is no StatefulSet.
-    pub template_hash: Option<String>,
-    /// The StatefulSet's Redis image.
-    pub image: Option<String>,
+    /// The StatefulSet; `None` when there is none.
+    pub statefulset: Option<StatefulSet>,
+}
+
+impl Running {
     /// The StatefulSet's replicas.
-    pub replicas: Option<i32>,
+    fn replicas(&self) -> Option<i32> {
+        self.statefulset.as_ref()?.spec.replicas
+    }
+
+    /// The StatefulSet as the operator's cache would hold it once its rollout in flight has
+    /// finished and a scale has been applied (`diff` tells a scale apart, see [`scale_note`]):
+    /// the question is what the new spec changes, not what is still in motion.
+    fn settled(&self, replicas: i32) -> Option<CachedStatefulSet> {
+        let mut sts = self.statefulset.clone()?;
+        sts.spec.replicas = Some(replicas);
+        let generation = sts.metadata.generation.or(Some(1));
+        sts.metadata.generation = generation;
+        sts.status = Some(StatefulSetStatus {
+            observed_generation: generation,
+            replicas,
+            ready_replicas: Some(replicas),
+            updated_replicas: Some(replicas),
+            current_revision: Some("settled".into()),
+            update_revision: Some("settled".into()),
+            ..StatefulSetStatus::default()
+        });
+        Some(CachedStatefulSet::from(&sts))
+    }
 }
 
 /// The outcome of applying a spec.
@@ -58,79 +85,160 @@ pub enum Verdict {
     },
 }
 
-/// The verdict for applying `new` over `running`, by the operator's rules: the template hash
-/// first, then the ConfigMap's content, then the image.
+/// The verdict for applying `new` over `running`: the operator's own decision function asked
+/// about a snapshot of what runs, with the directives that make the difference named.
 pub fn verdict(new: &RedisInstance, running: &Running) -> Verdict {
-    let violations = crate::config::violations(&new.spec);
+    let violations = crate::config::violations(new);
     if !violations.is_empty() {
         return Verdict::Refused(violations);
     }
     let rendered = render(&crate::config::effective(new));
     let hash = template_hash(new, &rendered);
-    let Some(running_hash) = running.template_hash.as_deref() else {
-        return Verdict::Create { hash };
+    // The objects are built as the operator would, owned by the instance: a manifest read from
+    // a file has no uid yet, and the owner reference changes no verdict.
+    let mut owner = new.clone();
+    owner
+        .metadata
+        .uid
+        .get_or_insert_with(|| "not-created".into());
+    let built = crate::resources::statefulset(&owner, &hash, None);
+    let service = crate::resources::service(&owner);
+    let headless = crate::resources::headless_service(&owner);
+    let revision = crate::resources::revision_of(&owner, &hash);
+    let shared = config_map_name(&owner);
+    let want = Desired {
+        config_text: &rendered.text,
+        hash: &hash,
+        strategy: new.spec.restart_strategy,
+        statefulset: &built,
+        service: &service,
+        headless: &headless,
+        live: new.spec.config_update == ConfigUpdate::Live,
+        revision: &revision,
+        shared: &shared,
     };
-    let strategy = new.spec.restart_strategy;
-    let Some(old_text) = running.config_text.as_deref() else {
-        return Verdict::Restart {
-            forcing: vec!["the ConfigMap is missing".into()],
-            with: Vec::new(),
-            strategy,
-        };
+    // The Services and the revision's ConfigMap as desired: they restart nothing, and the
+    // question is the pods.
+    let (cached_service, cached_headless) = (
+        CachedService::from(&service),
+        CachedService::from(&headless),
+    );
+    let revisions = [std::sync::Arc::new(CachedConfigMap::from(
+        &crate::resources::revision_config_map(&owner, &rendered, &hash),
+    ))];
+    let statefulset = running.settled(new.spec.replicas);
+    let seen = Snapshot {
+        config_text: running.config_text.as_deref(),
+        statefulset: statefulset.as_ref(),
+        service: Some(&cached_service),
+        headless: Some(&cached_headless),
+        pods: &[],
+        rollout: None,
+        settling: false,
+        now: Timestamp::now(),
+        live_refused: false,
+        paused: false,
+        halted: false,
+        failed_hash: None,
+        revisions: &revisions,
     };
-    let live_mode = new.spec.config_update == ConfigUpdate::Live;
-    let changed = changed_directives(old_text, &rendered.text);
-    let (live, restart): (Vec<String>, Vec<String>) = changed
-        .into_iter()
-        .partition(|name| live_mode && is_live(name));
-    if running_hash != hash {
-        let forcing = if restart.is_empty() {
-            vec!["the pod template's config hash (configUpdate changed how it is computed)".into()]
-        } else {
-            restart
-        };
-        return Verdict::Restart {
-            forcing,
-            with: live,
-            strategy,
-        };
+    let deadlines = Deadlines {
+        progress: std::time::Duration::MAX,
+    };
+    let explain = Explain {
+        new,
+        running_replicas: running.replicas(),
+        old_text: running.config_text.as_deref(),
+        new_text: &rendered.text,
+    };
+    match decide(&want, &seen, &deadlines) {
+        Decision::WriteConfigMap | Decision::CreateStatefulSet => Verdict::Create { hash },
+        Decision::BeginRestart { reason, .. } => explain.restart(reason),
+        Decision::ApplyLive => Verdict::Live {
+            directives: explain.live(),
+        },
+        _ => Verdict::Nothing,
     }
-    if old_text != rendered.text {
-        return match live_only_change(old_text, &rendered.text).filter(|_| live_mode) {
-            Some(names) => Verdict::Live {
-                directives: names.into_iter().collect(),
-            },
+}
+
+/// Names what makes the difference between the running file and the new one.
+struct Explain<'a> {
+    new: &'a RedisInstance,
+    running_replicas: Option<i32>,
+    old_text: Option<&'a str>,
+    new_text: &'a str,
+}
+
+impl Explain<'_> {
+    /// The changed directives: those that need a restart, and the live ones.
+    fn changed(&self) -> (Vec<String>, Vec<String>) {
+        let live_mode = self.new.spec.config_update == ConfigUpdate::Live;
+        let changed = self
+            .old_text
+            .map(|old| changed_directives(old, self.new_text))
+            .unwrap_or_default();
+        changed
+            .into_iter()
+            .partition(|name| !(live_mode && is_live(name)))
+    }
+
+    fn live(&self) -> Vec<String> {
+        self.old_text
+            .and_then(|old| live_only_change(old, self.new_text))
+            .map(|names| names.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    fn becomes_replicated(&self) -> bool {
+        self.running_replicas.is_some_and(|n| n < 2) && self.new.spec.replicas >= 2
+    }
+
+    fn restart(&self, reason: RestartReason) -> Verdict {
+        let strategy = self.new.spec.restart_strategy;
+        let (restart, live) = self.changed();
+        let (forcing, with) = match reason {
+            RestartReason::ConfigChanged if restart.is_empty() => (
+                vec![
+                    "the pod template's config hash (configUpdate changed how it is computed)"
+                        .into(),
+                ],
+                live,
+            ),
+            RestartReason::ConfigChanged => (restart, live),
+            RestartReason::ConfigMapChanged if self.old_text.is_none() => {
+                (vec!["the ConfigMap is missing".into()], Vec::new())
+            }
             // The template hash is unchanged, so what differs is the file alone: directives
             // removed from spec.config force the restart (Redis keeps a removed value until it
             // restarts); those changed with them are applied by it.
-            None => {
+            RestartReason::ConfigMapChanged => {
                 let (removed, changed): (Vec<String>, Vec<String>) = restart
                     .into_iter()
                     .chain(live)
-                    .partition(|n| !new.spec.config.contains_key(n));
-                Verdict::Restart {
-                    forcing: removed
-                        .into_iter()
-                        .map(|n| format!("{n} (removed)"))
-                        .collect(),
-                    with: changed,
-                    strategy,
-                }
+                    .partition(|n| !self.new.spec.config.contains_key(n));
+                let forcing = removed.into_iter().map(|n| format!("{n} (removed)"));
+                (forcing.collect(), changed)
             }
+            RestartReason::ImageChanged => {
+                (vec![format!("image {}", self.new.spec.image)], Vec::new())
+            }
+            _ if self.becomes_replicated() => (
+                vec!["replication: the one pod becomes a primary with replicas".into()],
+                Vec::new(),
+            ),
+            RestartReason::PodTemplateChanged
+            | RestartReason::Superseded
+            | RestartReason::RolledBack => (
+                vec!["the pod template (built differently by this operator version)".into()],
+                Vec::new(),
+            ),
         };
-    }
-    if running
-        .image
-        .as_deref()
-        .is_some_and(|i| i != new.spec.image)
-    {
-        return Verdict::Restart {
-            forcing: vec![format!("image {}", new.spec.image)],
-            with: Vec::new(),
+        Verdict::Restart {
+            forcing,
+            with,
             strategy,
-        };
+        }
     }
-    Verdict::Nothing
 }
 
 impl Verdict {
@@ -195,18 +303,23 @@ impl fmt::Display for Verdict {
 }
 
 /// What a change of `spec.replicas` does besides the verdict: pods are added on the new
-/// config or removed from the highest ordinal down, and the others are not restarted for it.
-pub fn scale_note(new: &RedisInstance, running: &Running) -> Option<String> {
-    let from = running.replicas?;
+/// config or removed from the highest ordinal down, and, unless the verdict restarts them, the
+/// others are not restarted for it.
+pub fn scale_note(new: &RedisInstance, running: &Running, verdict: &Verdict) -> Option<String> {
+    let from = running.replicas()?;
     let to = new.spec.replicas;
+    let others = match verdict {
+        Verdict::Restart { .. } => "",
+        _ => ", none restarted for it",
+    };
     match to.cmp(&from) {
         std::cmp::Ordering::Equal => None,
         std::cmp::Ordering::Greater => Some(format!(
-            "scale {from} -> {to}: {} pod(s) created, none restarted for it",
+            "scale {from} -> {to}: {} pod(s) created{others}",
             to - from
         )),
         std::cmp::Ordering::Less => Some(format!(
-            "scale {from} -> {to}: {} pod(s) removed from the highest ordinal down, none restarted for it",
+            "scale {from} -> {to}: {} pod(s) removed from the highest ordinal down{others}",
             from - to
         )),
     }
@@ -307,7 +420,12 @@ pub async fn diff(request: DiffRequest) -> Result<i32, Error> {
         .await
         .map_err(api_err)?;
     let new = match (manifest, &live) {
-        (Some(m), _) => m,
+        // What ran before is judged from the cluster's status (see `auth::has_run`).
+        (Some(mut m), Some(live)) => {
+            m.status = live.status.clone();
+            m
+        }
+        (Some(m), None) => m,
         (None, Some(live)) => live.clone(),
         (None, None) => {
             return Err(Error::Api(format!(
@@ -317,21 +435,10 @@ pub async fn diff(request: DiffRequest) -> Result<i32, Error> {
     };
     let mut running = Running::default();
     if live.is_some() {
-        let sts = Api::<StatefulSet>::namespaced(client.clone(), &namespace)
+        running.statefulset = Api::<StatefulSet>::namespaced(client.clone(), &namespace)
             .get_opt(&name)
             .await
             .map_err(api_err)?;
-        running.template_hash = sts
-            .as_ref()
-            .map(CachedStatefulSet::from)
-            .as_ref()
-            .and_then(config_hash_of)
-            .map(str::to_owned);
-        running.image = sts
-            .as_ref()
-            .and_then(|s| image_of(&s.spec))
-            .map(str::to_owned);
-        running.replicas = sts.as_ref().and_then(|s| s.spec.replicas);
         running.config_text = Api::<ConfigMap>::namespaced(client.clone(), &namespace)
             .get_opt(&config_map_name(&new))
             .await
@@ -349,7 +456,7 @@ pub async fn diff(request: DiffRequest) -> Result<i32, Error> {
         }
     }
     print!("{namespace}/{name}: {verdict}");
-    if let Some(note) = scale_note(&new, &running).filter(|_| verdict.exit_code() == 0) {
+    if let Some(note) = scale_note(&new, &running, &verdict).filter(|_| verdict.exit_code() == 0) {
         println!("  {note}");
     }
     let annotated = new
@@ -369,11 +476,10 @@ mod tests {
 
     fn running_on(instance: &RedisInstance) -> Running {
         let rendered = render(&crate::config::effective(instance));
+        let hash = template_hash(instance, &rendered);
         Running {
-            template_hash: Some(template_hash(instance, &rendered)),
+            statefulset: Some(crate::resources::statefulset(instance, &hash, None)),
             config_text: Some(rendered.text),
-            image: Some(instance.spec.image.clone()),
-            replicas: Some(instance.spec.replicas),
         }
     }
 
@@ -453,14 +559,28 @@ mod tests {
                 strategy: RestartStrategy::RollingUpdate
             }
         );
-        let mut more = now.clone();
-        more.spec.replicas = 3;
-        assert_eq!(verdict(&more, &running), Verdict::Nothing);
-        assert_eq!(
-            scale_note(&more, &running).as_deref(),
-            Some("scale 1 -> 3: 2 pod(s) created, none restarted for it")
+        // One pod to three: the pod becomes a primary, which its template says.
+        let mut three = now.clone();
+        three.spec.replicas = 3;
+        let converting = verdict(&three, &running);
+        assert!(
+            matches!(&converting, Verdict::Restart { forcing, .. } if forcing[0].starts_with("replication")),
+            "{converting:?}"
         );
-        assert_eq!(scale_note(&now, &running), None);
+        assert_eq!(
+            scale_note(&three, &running, &converting).as_deref(),
+            Some("scale 1 -> 3: 2 pod(s) created")
+        );
+        // Two to three: a replica more, nothing restarted.
+        let mut two = now.clone();
+        two.spec.replicas = 2;
+        let running = running_on(&two);
+        assert_eq!(verdict(&three, &running), Verdict::Nothing);
+        assert_eq!(
+            scale_note(&three, &running, &Verdict::Nothing).as_deref(),
+            Some("scale 2 -> 3: 1 pod(s) created, none restarted for it")
+        );
+        assert_eq!(scale_note(&two, &running, &Verdict::Nothing), None);
         assert_eq!(
             Verdict::RefusedByApi("spec.storage is immutable".into()).exit_code(),
             1

@@ -75,6 +75,15 @@ pub fn set_condition(
     }
 }
 
+/// Whether the instance already ran under some operator version: its status records the config
+/// its pods run.
+pub fn has_run(instance: &crate::crd::RedisInstance) -> bool {
+    instance
+        .status
+        .as_ref()
+        .is_some_and(|s| s.config_hash.is_some())
+}
+
 /// The condition of a type, if set.
 pub fn find_condition<'a>(status: &'a RedisInstanceStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)

@@ -1,7 +1,7 @@
 //! Credentials on the local cluster with real Redis: a new instance gets a generated password
-//! and refuses unauthenticated clients; replicas log in as the operator's replication user;
-//! no password is found anywhere but the Secrets; a rotation of a user's password under a
-//! client load fails no command and restarts no pod.
+//! and refuses unauthenticated clients (a password in its `spec.config` is refused); replicas
+//! log in as the operator's replication user; no password is found anywhere but the Secrets; a
+//! rotation of a user's password under a client load fails no command and restarts no pod.
 
 mod common;
 mod e2e;
@@ -167,6 +167,54 @@ async fn a_new_instance_has_a_generated_password_found_nowhere_else() {
             "{user} may read keys: {denied:?}"
         );
     }
+
+    // A new instance may not carry a password in spec.config: refused, told, nothing created.
+    let mut plain = example("redis-example.yaml");
+    plain.metadata.name = Some("plain".into());
+    plain
+        .spec
+        .config
+        .insert("requirepass".into(), "in-the-spec".into());
+    apply_instance(&ns, &plain).await.unwrap();
+    let message = wait_for(Duration::from_secs(30), "the refusal in status", || {
+        let api = ns.api::<RedisInstance>();
+        async move {
+            let ri = api.get("plain").await.map_err(|e| e.to_string())?;
+            let status = ri.status.unwrap_or_default();
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "ConfigValid" && c.reason == "InvalidConfig")
+                .map(|c| c.message.clone())
+                .ok_or_else(|| format!("{:?}", status.conditions))
+        }
+    })
+    .await;
+    assert!(
+        message.contains("requirepass") && message.contains("Secret plain-auth"),
+        "{message}"
+    );
+    assert!(!message.contains("in-the-spec"), "{message}");
+    let warnings = instance_events(&ns, "plain").await;
+    assert!(
+        warnings
+            .iter()
+            .any(|(t, r, n)| t == "Warning" && r == "InvalidConfig" && n.contains("requirepass")),
+        "{warnings:?}"
+    );
+    let nothing_created = [
+        ns.api::<Secret>()
+            .get_opt("plain-auth")
+            .await
+            .unwrap()
+            .is_none(),
+        ns.api::<ConfigMap>()
+            .get_opt("plain-config")
+            .await
+            .unwrap()
+            .is_none(),
+    ];
+    assert_eq!(nothing_created, [true, true]);
 
     let found = places_holding(
         &ns,

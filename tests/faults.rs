@@ -20,6 +20,7 @@ use common::{TestNamespace, ready_pod, redis_cli, uid, wait_for};
 use e2e::*;
 
 const NAME: &str = "redis-example";
+const CONFIG_HASH: &str = "redis.github.com/config-hash";
 
 /// The example instance, Ready, with a key written to its Redis.
 async fn running(ns: &TestNamespace, strategy: RestartStrategy) -> RedisInstance {
@@ -113,12 +114,13 @@ async fn hand_scaling_and_a_deleted_service_are_repaired_from_the_watch() {
     assert_data_kept(&ns).await;
 }
 
-/// An operator started on an invalid spec knows no config safe to run, so it holds the pods;
-/// the Service, which depends on no directive, is still repaired.
+/// An operator started on an invalid spec keeps the objects on the healthy spec recorded in
+/// status: a deleted Service or StatefulSet is put back, and the pod keeps running.
 #[tokio::test(flavor = "multi_thread")]
-async fn after_a_restart_on_an_invalid_spec_a_deleted_service_is_still_repaired() {
+async fn after_a_restart_on_an_invalid_spec_deleted_objects_are_still_repaired() {
     let (_client, ns, operator) = setup("invalid-restart", &[]).await;
     let mut instance = running(&ns, RestartStrategy::RollingUpdate).await;
+    let healthy_hash = redis_operator::config::rendered(&instance).hash;
     let history = PodHistory::start(&ns).await;
     instance
         .spec
@@ -137,6 +139,31 @@ async fn after_a_restart_on_an_invalid_spec_a_deleted_service_is_still_repaired(
     let _restarted = Operator::start(&ns.name);
 
     delete_service_and_wait_until_back(&ns).await;
+    // Deleted with its pod left running (as `kubectl delete --cascade=orphan` does).
+    let old = statefulset(&ns).await.uid();
+    let orphan = DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+        ..DeleteParams::default()
+    };
+    ns.api::<StatefulSet>().delete(NAME, &orphan).await.unwrap();
+    wait_for(Duration::from_secs(60), "the StatefulSet recreated", || {
+        let (api, old, want) = (ns.api::<StatefulSet>(), old.clone(), healthy_hash.clone());
+        async move {
+            let sts = api.get_opt(NAME).await.map_err(|e| e.to_string())?;
+            let sts = sts.ok_or("not yet")?;
+            let hash = sts
+                .spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.annotations.as_ref()?.get(CONFIG_HASH).cloned());
+            match (sts.uid() != old, hash) {
+                (true, Some(h)) if h == want => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
     assert_eq!(
         history.restarts().await.get("redis-example-0"),
         Some(&0),

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Patch, PatchParams};
 use redis_operator::config::render::render;
 use redis_operator::crd::{ConfigUpdate, RedisInstance};
 use redis_operator::live::{live_hash, split};
@@ -174,7 +175,9 @@ async fn a_frozen_leader_woken_after_a_takeover_sets_nothing_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_edit_restarts_no_pod_and_a_mixed_edit_restarts_once() {
-    let (_client, ns, _operator) = setup("live-edit", &[]).await;
+    let client = common::client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, "live-edit").await;
     let mut instance = live_instance(
         3,
         &[
@@ -185,7 +188,20 @@ async fn a_live_edit_restarts_no_pod_and_a_mixed_edit_restarts_once() {
             ("requirepass", PASSWORD),
         ],
     );
+    // An instance of an earlier operator version, which rendered spec.config.requirepass into
+    // the file: its status records the config it ran. A new instance's requirepass is refused
+    // (tests/auth.rs); this one's moves into <name>-auth.
     apply_instance(&ns, &instance).await.unwrap();
+    let earlier = render(&instance.spec.config).hash;
+    ns.api::<RedisInstance>()
+        .patch_status(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": { "configHash": earlier } })),
+        )
+        .await
+        .unwrap();
+    let _operator = Operator::start_with(&ns.name, &[]);
     wait_ready(&ns, NAME, None, Duration::from_secs(240)).await;
     let history = PodHistory::start(&ns).await;
     let names = ["maxmemory", "maxmemory-policy", "save", "databases"];
@@ -224,8 +240,8 @@ async fn a_live_edit_restarts_no_pod_and_a_mixed_edit_restarts_once() {
     let status = ri.status.unwrap();
     assert_eq!(status.restarts, 0);
     assert_eq!(event_count(&ns, NAME, "ConfigAppliedLive").await, 1);
-    // spec.config.requirepass, as an instance of an earlier version set it: the pods took it
-    // from <name>-auth (the live checks above logged in with it), and a Warning says so.
+    // The pods took spec.config.requirepass from <name>-auth (the live checks above logged in
+    // with it), and a Warning says so.
     assert_eq!(event_count_once(&ns, NAME, "PasswordMoved", 1).await, 1);
     let (text, _) = config_map_and_hash(&ns, NAME).await;
     assert!(
@@ -496,12 +512,13 @@ async fn diff_gives_the_verdict_of_each_kind_of_edit_and_writes_nothing() {
     assert!(out.contains(": refused by the API server"), "{out}");
     assert!(out.contains("storage"), "the API server's reason: {out}");
     assert_eq!(code, 1);
+    // One pod to three: it becomes the primary of two replicas, which its template says.
     let mut more = instance.clone();
     more.spec.replicas = 3;
     let (out, code) = diff(&ns, &more);
     assert!(
-        out.contains("nothing: the pods already run this config")
-            && out.contains("scale 1 -> 3: 2 pod(s) created, none restarted for it"),
+        out.contains("restart (RollingUpdate): forced by replication")
+            && out.contains("scale 1 -> 3: 2 pod(s) created\n"),
         "{out}"
     );
     assert_eq!(code, 0);

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use kube::ResourceExt;
 
 use crate::config::validate::Violation;
-use crate::crd::{RedisInstance, RedisInstanceSpec};
+use crate::crd::RedisInstance;
 
 /// The operator's own ACL user: only the commands it runs.
 pub const OPERATOR_USER: &str = "redis-operator";
@@ -102,20 +102,33 @@ pub fn generate_password() -> Result<String, getrandom::Error> {
 }
 
 /// What is wrong with `spec.auth` and with credentials in `spec.config`.
-pub fn validate(spec: &RedisInstanceSpec) -> Vec<Violation> {
+pub fn validate(instance: &RedisInstance) -> Vec<Violation> {
+    let spec = &instance.spec;
     let mut violations = Vec::new();
     let refuse = |directive: &str, reason: String| Violation {
         directive: directive.to_owned(),
         reason,
     };
-    // Without users of its own, an instance's `requirepass` is moved into `<name>-auth` (see
-    // `seed_password`); with them it would be a second, conflicting password for `default`.
+    // An instance that ran (`status::has_run`) with `requirepass` under an earlier version keeps working: its
+    // password moves into `<name>-auth` (see `seed_password`). Anywhere else it is a password in
+    // plain text, or a second, conflicting one for `default`.
     let declared = !spec.auth.users.is_empty() || spec.auth.disabled;
     for key in spec.config.keys() {
-        if key.eq_ignore_ascii_case("requirepass") && declared {
+        if !key.eq_ignore_ascii_case("requirepass") {
+            continue;
+        }
+        if declared {
             violations.push(refuse(
                 key,
                 "not supported with spec.auth: give the default user's passwords in a Secret named by spec.auth.users".into(),
+            ));
+        } else if !crate::status::has_run(instance) {
+            violations.push(refuse(
+                key,
+                format!(
+                    "passwords are not read from spec.config, where anyone who can read the RedisInstance sees them: remove it to get a generated password in Secret {}, or name a Secret in spec.auth.users",
+                    generated_secret_name(instance)
+                ),
             ));
         }
     }
@@ -188,12 +201,22 @@ mod tests {
     }
 
     #[test]
-    fn requirepass_moves_to_a_secret_without_users_and_is_refused_with_them() {
+    fn requirepass_is_refused_unless_an_instance_that_already_ran_moves_it_to_a_secret() {
         let mut one = instance(&[("requirepass", "s3cret")]);
-        assert!(validate(&one.spec).is_empty());
+        let refused = validate(&one);
+        assert_eq!(refused.len(), 1, "a new instance: {refused:?}");
+        assert!(
+            refused[0].reason.contains("redis-example-auth"),
+            "{refused:?}"
+        );
+        one.status = Some(crate::crd::RedisInstanceStatus {
+            config_hash: Some("0".repeat(64)),
+            ..Default::default()
+        });
+        assert!(validate(&one).is_empty(), "an instance that already ran");
         assert_eq!(seed_password(&one), Some("s3cret"));
         one.spec.auth.users.push(user("app", "~* +@all"));
-        let refused = validate(&one.spec);
+        let refused = validate(&one);
         assert_eq!(refused.len(), 1);
         assert!(refused[0].reason.contains("spec.auth"), "{refused:?}");
     }
@@ -207,10 +230,7 @@ mod tests {
             user("app", "+@all"),
             user("has space", "+@all"),
         ];
-        let directives: Vec<String> = validate(&one.spec)
-            .into_iter()
-            .map(|v| v.directive)
-            .collect();
+        let directives: Vec<String> = validate(&one).into_iter().map(|v| v.directive).collect();
         assert_eq!(
             directives,
             [

@@ -47,11 +47,11 @@ pub fn rendered(instance: &RedisInstance) -> render::RenderedConfig {
     render::render(&effective(instance))
 }
 
-/// Everything refused in a spec: its directives, and its `spec.auth` with the credentials
-/// `spec.config` may not carry beside it.
-pub fn violations(spec: &crate::crd::RedisInstanceSpec) -> Vec<validate::Violation> {
-    let mut found = validate::validate(&spec.config);
-    found.extend(crate::auth::validate(spec));
+/// Everything refused in an instance's spec: its directives, and its `spec.auth` with the
+/// credentials `spec.config` may not carry.
+pub fn violations(instance: &RedisInstance) -> Vec<validate::Violation> {
+    let mut found = validate::validate(&instance.spec.config);
+    found.extend(crate::auth::validate(instance));
     found
 }
 

@@ -110,11 +110,7 @@ pub(super) async fn perform(
             // A new instance's creation is told by its status alone: at fleet scale an Event
             // per instance is a request per instance. A StatefulSet created again (a Recreate,
             // or one deleted by hand) is news.
-            let ran_before = instance
-                .status
-                .as_ref()
-                .is_some_and(|s| s.config_hash.is_some());
-            if record.is_some() || ran_before {
+            if record.is_some() || crate::status::has_run(instance) {
                 let note = format!(
                     "recreated StatefulSet {name} with config {}",
                     short_hash(&hash)

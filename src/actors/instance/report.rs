@@ -290,7 +290,7 @@ pub(super) fn derive_status_with(
     rollout: Option<RolloutRecord>,
 ) -> RedisInstanceStatus {
     let current = &seen.instance;
-    let violations = crate::config::violations(&current.spec);
+    let violations = crate::config::violations(current);
     let mut status = current.status.clone().unwrap_or_default();
     status.rollout = rollout;
     if status.replication.is_none() && crate::resources::replicated(current) {
@@ -346,6 +346,9 @@ pub(super) fn derive_status_with(
         .as_deref()
         .map(|h| short_hash(h).to_owned());
     status.rejected_config_hash = rejection.map(|r| r.spec_hash.clone());
+    if let Some(healthy) = state.target.healthy_spec() {
+        status.healthy_spec = Some(healthy);
+    }
     let live_mode = plan.is_some_and(|p| p.instance.spec.config_update == ConfigUpdate::Live);
     status.live_config_hash = match live_mode {
         true => state.live.verified.clone().or(status.live_config_hash),

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Service;
 
 use crate::config::render::{RenderedConfig, render, short_hash};
 use crate::config::validate::Violation;
-use crate::crd::{OnFailure, RedisInstance, RolloutRecord};
+use crate::crd::{OnFailure, RedisInstance, RedisInstanceSpec, RolloutRecord};
 use crate::decide::{Crash, crashed_pod, never_ready, unready_on};
 use crate::live;
 use crate::resources::{CachedPod, headless_service, service, statefulset};
@@ -150,11 +150,12 @@ impl Target {
     /// A rejection recorded in status is recalled, so a restarted operator does not roll the
     /// refused config out again; a different config clears it.
     pub fn accept(&mut self, current: &Arc<RedisInstance>) -> Vec<Violation> {
-        let violations = crate::config::violations(&current.spec);
+        let violations = crate::config::violations(current);
         if violations.is_empty() {
             self.last_good = Some(current.clone());
         }
         self.follow(current);
+        self.recall_healthy(current);
         if let Some(good) = &self.last_good {
             let (hash, spec_hash) = hashes_of(good);
             self.recall_halt(current, &hash, &spec_hash);
@@ -227,6 +228,37 @@ impl Target {
     pub fn unready_for(&self, pod: &CachedPod, now: Instant) -> Option<Duration> {
         let since = self.unready_since.get(pod.metadata.uid.as_ref()?)?;
         Some(now.saturating_duration_since(*since))
+    }
+
+    /// The healthy spec recorded in status stands in for the one a restarted operator has not
+    /// seen converge: it is where a failing config rolls back to.
+    fn recall_healthy(&mut self, current: &RedisInstance) {
+        if self.last_healthy.is_some() {
+            return;
+        }
+        let recorded = current
+            .status
+            .as_ref()
+            .and_then(|s| s.healthy_spec.as_deref());
+        // One that does not parse (edited by hand, or from a later version) is no target.
+        let spec = recorded.and_then(|json| serde_json::from_str(json).ok());
+        self.last_healthy = spec.map(|spec| {
+            Arc::new(RedisInstance {
+                metadata: current.metadata.clone(),
+                spec,
+                status: None,
+            })
+        });
+    }
+
+    /// The spec to record as healthy in status: the last one that converged, without
+    /// credential directives (an instance that ran with `requirepass` has moved it into a
+    /// Secret already, see `auth::seed_password`).
+    pub fn healthy_spec(&self) -> Option<String> {
+        let mut spec: RedisInstanceSpec = self.last_healthy.as_ref()?.spec.clone();
+        spec.config
+            .retain(|key, _| !crate::auth::is_secret_directive(key));
+        serde_json::to_string(&spec).ok()
     }
 
     /// A halt recorded in status (the restart still recorded, `Progressing` false with reason
@@ -407,10 +439,16 @@ impl Target {
         self.rejected.as_ref()
     }
 
-    /// What to drive the pods to; `None` when no spec is known to be safe (nothing valid seen
-    /// since the operator started, or Redis refused the only one): then touch nothing.
-    pub fn plan(&self) -> Option<Plan> {
-        let good = self.last_good.clone()?;
+    /// What to drive the pods to; `None` when no spec is known to be safe: then touch nothing.
+    /// A refused spec seen first by this actor leaves the healthy one recorded in status, but
+    /// only at rest: a restart in flight was driving to a spec no longer known.
+    pub fn plan(&self, rollout_recorded: bool) -> Option<Plan> {
+        let Some(good) = self.last_good.clone() else {
+            return match rollout_recorded {
+                true => None,
+                false => self.last_healthy.clone().map(Plan::of),
+            };
+        };
         let plan = Plan::of(good);
         match &self.rejected {
             Some(r) if r.spec_hash == plan.rendered.hash => self.last_healthy.clone().map(Plan::of),
@@ -476,7 +514,7 @@ mod tests {
     fn moved_on(old: RedisInstance, new: RedisInstance) -> (Target, String) {
         let mut target = Target::default();
         target.accept(&Arc::new(old));
-        let plan = target.plan().unwrap();
+        let plan = target.plan(false).unwrap();
         target.converged(&plan);
         target.accept(&Arc::new(new.clone()));
         (target, hashes_of(&new).0)
@@ -488,7 +526,7 @@ mod tests {
         first.metadata.generation = Some(1);
         let mut target = Target::default();
         target.accept(&Arc::new(first.clone()));
-        let plan = target.plan().unwrap();
+        let plan = target.plan(false).unwrap();
         target.converged(&plan);
         // A status write: same spec, new copy in the cache.
         let restatused = Arc::new(first.clone());
@@ -546,7 +584,7 @@ mod tests {
             "{}",
             failure.message
         );
-        let plan = target.plan().unwrap();
+        let plan = target.plan(false).unwrap();
         assert_eq!(
             plan.instance.spec.config["maxmemory"], "100mb",
             "back to what ran"
@@ -588,7 +626,11 @@ mod tests {
         look(&mut target, &pods, Some(&record(&hash)), 0);
         look(&mut target, &pods, Some(&record(&hash)), 200);
         assert_eq!(target.take_fresh_failure().unwrap().1, Outcome::Halted);
-        assert_eq!(target.plan().unwrap().template_hash, hash, "no rollback");
+        assert_eq!(
+            target.plan(false).unwrap().template_hash,
+            hash,
+            "no rollback"
+        );
         target.forget_halt(Some(&hash));
         look(&mut target, &pods, Some(&record(&hash)), 300);
         assert!(
@@ -649,9 +691,61 @@ mod tests {
         look(&mut target, &pods, Some(&record(&hash)), 200);
         assert_eq!(target.take_fresh_failure().unwrap().1, Outcome::Halted);
         assert!(
-            target.plan().is_some(),
+            target.plan(false).is_some(),
             "the pods are left on the config, not held"
         );
+    }
+
+    /// An operator restarted mid-rollout knows the spec that ran from status alone: a
+    /// never-ready rollout still rolls back to it (not halted for want of a target), and the
+    /// recorded copy holds no password.
+    #[test]
+    fn a_restarted_operator_rolls_back_to_the_healthy_spec_recorded_in_status() {
+        let mut healthy = Target::default();
+        let old = Arc::new(instance(&[("maxmemory", "100mb"), ("requirepass", "pw")]));
+        healthy.last_good = Some(old.clone());
+        healthy.converged(&healthy.plan(false).unwrap());
+        let recorded = healthy.healthy_spec().unwrap();
+        assert!(!recorded.contains("pw"), "{recorded}");
+
+        let mut new = instance(&[("maxmemory", "200mb")]);
+        let hash = hashes_of(&new).0;
+        new.status = Some(crate::crd::RedisInstanceStatus {
+            config_hash: Some(hashes_of(&old).0),
+            rollout: Some(record(&hash)),
+            healthy_spec: Some(recorded.clone()),
+            ..Default::default()
+        });
+        let mut target = Target::default();
+        assert!(target.accept(&Arc::new(new)).is_empty());
+        let pods = [unready(&hash, 1)];
+        look(&mut target, &pods, Some(&record(&hash)), 0);
+        look(&mut target, &pods, Some(&record(&hash)), 200);
+        assert_eq!(target.take_fresh_failure().unwrap().1, Outcome::RolledBack);
+        let plan = target.plan(true).unwrap();
+        assert_eq!(plan.instance.spec.config["maxmemory"], "100mb");
+        assert_eq!(plan.template_hash, hashes_of(&old).0, "the same file ran");
+        assert_eq!(target.healthy_spec().unwrap(), recorded);
+    }
+
+    /// A restarted operator on a refused spec keeps the objects on the recorded healthy spec
+    /// at rest, and touches nothing while a restart it no longer knows the target of is in
+    /// flight.
+    #[test]
+    fn on_a_refused_spec_the_recorded_healthy_one_is_kept_only_at_rest() {
+        let ran = instance(&[("maxmemory", "100mb")]);
+        let mut healthy = Target::default();
+        healthy.accept(&Arc::new(ran.clone()));
+        healthy.converged(&healthy.plan(false).unwrap());
+        let mut refused = instance(&[("maxmemory", "lots")]);
+        refused.status = Some(crate::crd::RedisInstanceStatus {
+            healthy_spec: healthy.healthy_spec(),
+            ..Default::default()
+        });
+        let mut target = Target::default();
+        assert!(!target.accept(&Arc::new(refused)).is_empty());
+        assert_eq!(target.plan(false).unwrap().template_hash, hashes_of(&ran).0);
+        assert!(target.plan(true).is_none());
     }
 
     #[test]
