@@ -547,7 +547,7 @@ async fn deleting_the_instance_keeps_its_claims_by_default() {
     let mounted = mounted_config_map(&ready_pod(&ns, "redis-example-0").await);
     let revisions = revision_config_maps(&ns, "redis-example").await;
     let names: Vec<String> = revisions.iter().map(|cm| cm.name_any()).collect();
-    assert_eq!(names, [mounted.clone()]);
+    assert_eq!(names, std::slice::from_ref(&mounted));
     assert_eq!(revisions[0].immutable, Some(true));
     let instance = ns
         .api::<RedisInstance>()
