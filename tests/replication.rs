@@ -6,7 +6,9 @@
 //! (the replica furthest ahead promoted, no write acknowledged by a replica lost, the old
 //! primary back as a replica); the operator killed mid-switchover (no second one). And an
 //! earlier 3-pod instance of unrelated servers: left so until the annotation agrees, then
-//! converted (pod 0's data kept, the Event first); a scale-down removing the primary's pod.
+//! converted (pod 0's data kept, the Event first); a scale-down removing the primary's pod. And
+//! `min-replicas-to-write`: a primary cut off from its replica refuses writes within its lag
+//! bound, and the operator changes no role meanwhile.
 
 mod common;
 mod e2e;
@@ -782,4 +784,105 @@ async fn an_earlier_multi_pod_instance_converts_on_consent_and_a_scale_down_move
         "one switchover"
     );
     drop(operator);
+}
+
+/// Freezes a process with SIGSTOP, and lets it go on (SIGCONT) when dropped, whatever happens.
+struct Frozen(String);
+
+impl Frozen {
+    fn signal(pid: &str, signal: &str) -> bool {
+        std::process::Command::new("kill")
+            .args([&format!("-{signal}"), pid])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn new(pid: String) -> Self {
+        assert!(Self::signal(&pid, "STOP"), "kill -STOP {pid}");
+        Self(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // No assert: a panic while unwinding would abort and hide the first one.
+        Self::signal(&self.0, "CONT");
+    }
+}
+
+#[tokio::test]
+async fn with_min_replicas_to_write_an_isolated_primary_refuses_writes_within_its_lag_bound() {
+    const MAX_LAG_SECONDS: u64 = 2;
+    let (_client, ns, _operator) = setup("replication-isolated", &[]).await;
+    let mut instance = example("redis-example.yaml");
+    instance.spec.replicas = 2;
+    for (key, value) in [
+        ("min-replicas-to-write", "1".to_owned()),
+        ("min-replicas-max-lag", MAX_LAG_SECONDS.to_string()),
+    ] {
+        instance.spec.config.insert(key.into(), value);
+    }
+    apply_instance(&ns, &instance).await.unwrap();
+    wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;
+    let primary = settled(&ns, 2).await;
+    assert_eq!(redis_cli(&primary, &["SET", "before", "1"]).await, "OK");
+    let [replica] = with_role(&ns, "replica").await.try_into().unwrap();
+
+    // Cut the primary off from its only replica: the replica's Redis frozen (its link stays
+    // open, so only its acknowledgements stop, as when the network between them fails).
+    let frozen = Frozen::new(common::container_pid(&replica));
+    let cut = std::time::Instant::now();
+    let refused = wait_for(
+        Duration::from_secs(MAX_LAG_SECONDS + 8),
+        "the isolated primary refusing writes",
+        || async {
+            let out = common::try_pod_cli(&primary, &["SET", "isolated", "1"]).await?;
+            if out.starts_with("NOREPLICAS") {
+                Ok(out)
+            } else {
+                Err(out)
+            }
+        },
+    )
+    .await;
+    let took = cut.elapsed();
+    // Redis counts a replica as good while its last acknowledgement (sent once a second) is at
+    // most max-lag whole seconds old, and recounts once a second: about max-lag + 3 s at worst,
+    // measured 2.4 to 3.5 s here; 1 s more for a busy machine.
+    assert!(
+        took <= Duration::from_secs(MAX_LAG_SECONDS + 4),
+        "refused only after {took:?}: {refused}"
+    );
+    eprintln!("isolated primary refused writes {took:?} after the cut: {refused}");
+    // Reads go on, and the operator changes no role meanwhile: the primary still answers.
+    assert_eq!(redis_cli(&primary, &["GET", "before"]).await, "1");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = replication(&ns).await;
+    drop(frozen);
+
+    assert_eq!(
+        during.primary.as_deref(),
+        Some(primary.name_any().as_str()),
+        "{during:?}"
+    );
+    assert_eq!(
+        (during.role_changes, during.failovers),
+        (0, 0),
+        "{during:?}"
+    );
+    eprintln!("status while isolated: {:?}", during.pods);
+    wait_for(
+        Duration::from_secs(10),
+        "the primary taking writes again",
+        || async {
+            match common::try_pod_cli(&primary, &["SET", "after", "1"]).await? {
+                out if out == "OK" => Ok(()),
+                out => Err(out),
+            }
+        },
+    )
+    .await;
+    let after = settled(&ns, 2).await;
+    assert_eq!(after.name_any(), primary.name_any());
+    assert_eq!(replication(&ns).await.role_changes, 0);
 }

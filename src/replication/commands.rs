@@ -1,11 +1,11 @@
 //! The Redis commands of replication, one pod at a time; every one that changes a role passes
 //! the leader fence, like an API write.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 
-use super::info::{PodReplication, parse_info};
+use super::info::{FailoverState, PodReplication, parse_info};
 use crate::auth::Access;
 use crate::config::render::REDIS_PORT;
 use crate::limiter::{Limiter, NotLeader};
@@ -180,4 +180,51 @@ pub async fn failover_to(
         PrimaryLogin::SetFirst,
     )
     .await
+}
+
+/// How often [`await_handover`] looks: the primary Service's label moves only once it is over.
+const HANDOVER_POLL: Duration = Duration::from_millis(10);
+
+/// Waits until the `FAILOVER` sent to `primary` at `sent` is over (done or abandoned), at most
+/// until `bound` after `sent`; returns how long after `sent` it was seen over.
+///
+/// Meanwhile it asks the target to acknowledge its replication offset at every look
+/// (`REPLCONF GETACK`, as the replication user, whose rules allow it). The primary keeps writes
+/// paused until the target has acknowledged its last byte, and a replica acknowledges on its
+/// own once a second, while the primary sends no `GETACK` during the pause: that wait, up to a
+/// second, was most of the pause. Asking is harmless: an acknowledgement only reports the
+/// offset the replica has processed.
+pub async fn await_handover(
+    primary: &PodAddress,
+    target: &PodAddress,
+    access: &Access,
+    sent: Instant,
+    bound: Duration,
+) -> Result<Duration, Error> {
+    let mut conn = connect(primary, access.login.as_ref()).await?;
+    let kick_login = access.replication.as_ref().or(access.login.as_ref());
+    let mut kick = connect(target, kick_login).await.ok();
+    // `REPLCONF GETACK` has no reply (the replica answers its primary, on the replication
+    // link): the PING after it gives the one reply awaited.
+    let mut getack = redis::pipe();
+    getack.cmd("REPLCONF").arg("GETACK").arg("*").cmd("PING");
+    loop {
+        if let Some(link) = kick.as_mut() {
+            let answered = link.req_packed_commands(&getack, 0, 1).await;
+            if !matches!(answered.as_deref(), Ok([redis::Value::SimpleString(_)])) {
+                // Refused (no replication user, say): the replica's own once-a-second ack.
+                kick = None;
+            }
+        }
+        let text: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await
+            .map_err(refused(primary, "INFO replication"))?;
+        let over = parse_info(&text).is_none_or(|p| p.failover == FailoverState::None);
+        if over || sent.elapsed() >= bound {
+            return Ok(sent.elapsed());
+        }
+        tokio::time::sleep(HANDOVER_POLL).await;
+    }
 }

@@ -7,7 +7,7 @@
 mod commands;
 mod info;
 
-pub use commands::{Error, Link, demote, failover_to, follow, probe, promote};
+pub use commands::{Error, Link, await_handover, demote, failover_to, follow, probe, promote};
 pub use info::{FailoverState, PodReplication, Role, parse_info};
 
 /// Where a pod's Redis points before the operator has told it its role: a port nothing

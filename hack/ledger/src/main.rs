@@ -101,6 +101,10 @@ struct WriteArgs {
     /// Gaps at least this long are listed one by one.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     gap_threshold_ms: u64,
+    /// Writes that take at least this long are listed one by one (the `FAILOVER` pause shows
+    /// as writes held that long).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    slow_ms: u64,
     /// The ledger: one acknowledged key a line, with when it was acknowledged.
     #[arg(long)]
     ledger: PathBuf,
@@ -166,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
                 ledger: args.ledger,
                 prefix,
                 gap_threshold: Duration::from_millis(args.gap_threshold_ms),
+                slow_threshold: Duration::from_millis(args.slow_ms),
             };
             let report = write::run(options, control::listen()).await?;
             print(&report)

@@ -57,6 +57,19 @@ pub struct WriteOptions {
     /// Keys are `<prefix>:<connection>:<sequence>`; their value is the key itself.
     pub prefix: String,
     pub gap_threshold: Duration,
+    /// Writes that took at least this long (from sending `SET` to its reply, or to giving up)
+    /// are listed one by one.
+    pub slow_threshold: Duration,
+}
+
+/// A write that took at least the slow threshold: one held in a `FAILOVER`'s pause shows here,
+/// answered (`ok`, or `readonly` once the primary became a replica) after the pause.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlowWrite {
+    pub start_ms: f64,
+    pub ms: f64,
+    /// `ok`, or the failure's label (`readonly`, `io`, `timeout`, ...).
+    pub outcome: &'static str,
 }
 
 /// An address a connection was opened to, first seen at `at_ms`.
@@ -79,6 +92,9 @@ pub struct WriteReport {
     pub ran_ms: f64,
     pub connects: u64,
     pub targets: Vec<TargetSeen>,
+    pub slow_threshold_ms: f64,
+    /// Every write that took at least `slow_threshold_ms`, in the order they ended.
+    pub slow_writes: Vec<SlowWrite>,
     #[serde(flatten)]
     pub gaps: GapReport,
 }
@@ -95,6 +111,7 @@ struct Inner {
     ledger_error: Option<std::io::Error>,
     connects: u64,
     targets: Vec<TargetSeen>,
+    slow_writes: Vec<SlowWrite>,
 }
 
 impl Shared {
@@ -121,6 +138,17 @@ impl Shared {
         let mut inner = self.lock();
         let now = self.now_ms();
         inner.tracker.fail(now, failure.label());
+    }
+
+    fn took(&self, start_ms: f64, outcome: &'static str, slow_ms: f64) {
+        let ms = self.now_ms() - start_ms;
+        if ms >= slow_ms {
+            self.lock().slow_writes.push(SlowWrite {
+                start_ms,
+                ms,
+                outcome,
+            });
+        }
     }
 
     fn connected(&self, addr: &str) {
@@ -155,6 +183,7 @@ pub async fn run(
             ledger_error: None,
             connects: 0,
             targets: Vec::new(),
+            slow_writes: Vec::new(),
         }),
     });
     let options = Arc::new(options);
@@ -217,6 +246,8 @@ pub async fn run(
         ran_ms: now,
         connects: inner.connects,
         targets: inner.targets,
+        slow_threshold_ms: options.slow_threshold.as_secs_f64() * 1000.0,
+        slow_writes: inner.slow_writes,
         gaps: inner.tracker.finish(now),
     })
 }
@@ -253,9 +284,15 @@ async fn connection_loop(
         };
         sequence += 1;
         let key = format!("{}:{id}:{sequence}", options.prefix);
+        let slow_ms = options.slow_threshold.as_secs_f64() * 1000.0;
+        let start_ms = shared.now_ms();
         match write_one(open, &key, &options).await {
-            Ok(()) => shared.ack(&key),
+            Ok(()) => {
+                shared.took(start_ms, "ok", slow_ms);
+                shared.ack(&key);
+            }
             Err(failure) => {
+                shared.took(start_ms, failure.label(), slow_ms);
                 shared.fail(failure);
                 if !failure.keeps_connection() {
                     connection = None;

@@ -240,6 +240,7 @@ pub(super) async fn step(
                 .map(|sw| sw.to.clone())
                 .unwrap_or_default();
             info!(%from, %to, "FAILOVER TO the replica");
+            let sent_at = Instant::now();
             let sent = replication::failover_to(
                 &address(&from),
                 &to_ip,
@@ -248,17 +249,34 @@ pub(super) async fn step(
                 &gate,
             )
             .await;
-            match sent {
-                Ok(()) => {
-                    state.replication.switchover_sent = Some(to);
-                    Ok(Some(Duration::from_millis(100)))
-                }
-                Err(e) => redis_failed(e),
+            if let Err(e) = sent {
+                return redis_failed(e);
             }
+            state.replication.switchover_sent = Some(to.clone());
+            // Awaited here rather than probed on a timer: the primary label moves the moment
+            // the handover is over, and `FAILOVER`'s own timeout bounds the wait.
+            let bound = limits.switchover_timeout + Duration::from_secs(1);
+            match replication::await_handover(
+                &address(&from),
+                &address(&to),
+                &access,
+                sent_at,
+                bound,
+            )
+            .await
+            {
+                Ok(took) => {
+                    let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+                    info!(%from, %to, took_ms, "FAILOVER over");
+                }
+                Err(error) => warn!(%error, "FAILOVER sent; its end not seen"),
+            }
+            Ok(Some(Duration::ZERO))
         }
         ReplicationStep::FinishSwitchover { to } => {
             let mut next = status.clone();
             let from = next.switchover.take().map(|sw| sw.from).unwrap_or_default();
+            move_primary_label(state, &views, &pods, &from, &to).await?;
             next.primary = Some(to.clone());
             next.role_changes += 1;
             role_changed(state, "Planned");
@@ -333,6 +351,46 @@ pub(super) async fn step(
             Ok(Some(if idle { IDLE_PROBE } else { BUSY_PROBE }))
         }
     }
+}
+
+/// Labels the new primary, then the old one (now a replica) as a replica, in one step: the
+/// primary Service's endpoints change at once instead of a label per step.
+///
+/// The new pod first: kube-proxy applies endpoint changes at most once per its min sync period
+/// (1 s by default), so the second of two changes waits that long. With the old pod dropped
+/// first, the Service would route to nothing for that second; this way it routes to both, and
+/// the old one refuses writes (`-READONLY`): its Redis reported the replica role before this
+/// step, so no write lands on it.
+async fn move_primary_label(
+    state: &InstanceState,
+    views: &[ReplicaPod<'_>],
+    pods: &[&Arc<CachedPod>],
+    from: &str,
+    to: &str,
+) -> Result<(), kube_io::Error> {
+    let find = |name: &str| pods.iter().find(|p| p.name_any() == name).copied();
+    let role_label = |name: &str| find(name).and_then(|p| p.labels().get(ROLE_LABEL).cloned());
+    let primary = Some(Role::Primary.as_str().to_owned());
+    if let Some(pod) = find(to).filter(|_| role_label(to) != primary) {
+        info!(pod = %to, "labelled primary");
+        state
+            .args
+            .api
+            .label_pod(pod, ROLE_LABEL, Some(Role::Primary.as_str()))
+            .await?;
+    }
+    let demoted = views
+        .iter()
+        .any(|v| v.name == from && !v.deleting && v.probe.is_some_and(|r| r.role == Role::Replica));
+    if let Some(pod) = find(from).filter(|_| demoted && role_label(from) == primary) {
+        info!(pod = %from, "labelled replica");
+        state
+            .args
+            .api
+            .label_pod(pod, ROLE_LABEL, Some(Role::Replica.as_str()))
+            .await?;
+    }
+    Ok(())
 }
 
 /// The Services through which clients write to the primary: `<name>` once it is a ClusterIP
