@@ -1,7 +1,7 @@
 //! The few Kubernetes API calls the operator makes, in one place: all of them writes, each
 //! through the shared [`Limiter`]. Reads come from the watch caches.
 
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -16,8 +16,8 @@ use tracing::Instrument;
 use crate::crd::{RedisInstance, RedisInstanceStatus};
 use crate::limiter::Limiter;
 use crate::resources::{
-    CONFIG_HASH_ANNOTATION, CachedPod, CachedService, CachedStatefulSet, MANAGER,
-    RESTARTED_AT_ANNOTATION,
+    CONFIG_HASH_ANNOTATION, CONFIG_VOLUME, CachedConfigMap, CachedPod, CachedService,
+    CachedStatefulSet, MANAGER, RESTARTED_AT_ANNOTATION,
 };
 
 /// Failures talking to the API server, by what was attempted.
@@ -301,6 +301,18 @@ impl InstanceApi {
             .await
     }
 
+    /// Deletes a revision ConfigMap only as it was seen (uid and resourceVersion
+    /// preconditions): one recreated or written meanwhile stays; gone already is done.
+    pub async fn delete_config_map(&self, live: &CachedConfigMap) -> Result<()> {
+        self.delete_as_seen::<ConfigMap>(
+            "ConfigMap",
+            &live.name_any(),
+            live.uid(),
+            live.resource_version(),
+        )
+        .await
+    }
+
     /// Deletes the object of `kind` named `name` only if it is still the one of `uid` (one
     /// someone recreated meanwhile stays); already gone counts as done.
     async fn delete_seen<K>(
@@ -315,10 +327,27 @@ impl InstanceApi {
             + DeserializeOwned
             + Debug,
     {
+        self.delete_as_seen::<K>(kind, name, uid, None).await
+    }
+
+    /// [`Self::delete_seen`], and with `resource_version` also only if unchanged since.
+    async fn delete_as_seen<K>(
+        &self,
+        kind: &'static str,
+        name: &str,
+        uid: Option<String>,
+        resource_version: Option<String>,
+    ) -> Result<()>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
         let params = DeleteParams {
             preconditions: Some(Preconditions {
                 uid,
-                resource_version: None,
+                resource_version,
             }),
             ..DeleteParams::default()
         };
@@ -335,24 +364,29 @@ impl InstanceApi {
     }
 
     /// Sets the pod template's config hash and restart marker (removing the marker when
-    /// `None`) and nothing else, with a merge patch.
+    /// `None`) and the ConfigMap its config volume mounts, and nothing else, with a strategic
+    /// merge patch (which merges the volume list by name).
     pub async fn set_restart_annotations(
         &self,
         name: &str,
         hash: &str,
         marker: Option<&str>,
+        config_map: &str,
     ) -> Result<CachedStatefulSet> {
-        let patch = json!({ "spec": { "template": { "metadata": { "annotations": {
-            CONFIG_HASH_ANNOTATION: hash,
-            RESTARTED_AT_ANNOTATION: marker,
-        }}}}});
+        let patch = json!({ "spec": { "template": {
+            "metadata": { "annotations": {
+                CONFIG_HASH_ANNOTATION: hash,
+                RESTARTED_AT_ANNOTATION: marker,
+            }},
+            "spec": { "volumes": [{ "name": CONFIG_VOLUME, "configMap": { "name": config_map } }] },
+        }}});
         let params = PatchParams {
             field_manager: Some(MANAGER.to_owned()),
             ..PatchParams::default()
         };
         let _permit = self.limiter.write("StatefulSet").await?;
         self.api::<CachedStatefulSet>()
-            .patch(name, &params, &Patch::Merge(&patch))
+            .patch(name, &params, &Patch::Strategic(&patch))
             .await
             .map_err(|source| Error::Apply {
                 kind: "StatefulSet",

@@ -16,7 +16,7 @@ use crate::config::validate::Violation;
 use crate::crd::{ConfigUpdate, RedisInstance, RestartReason, RestartStrategy};
 use crate::decide::{Deadlines, Decision, Desired, Snapshot, decide};
 use crate::live::{changed_directives, is_live, live_only_change, template_hash};
-use crate::resources::{CachedService, CachedStatefulSet, config_map_name};
+use crate::resources::{CachedConfigMap, CachedService, CachedStatefulSet, config_map_name};
 
 /// What runs now, as the cluster shows it.
 #[derive(Debug, Default, Clone)]
@@ -104,6 +104,8 @@ pub fn verdict(new: &RedisInstance, running: &Running) -> Verdict {
     let built = crate::resources::statefulset(&owner, &hash, None);
     let service = crate::resources::service(&owner);
     let headless = crate::resources::headless_service(&owner);
+    let revision = crate::resources::revision_of(&owner, &hash);
+    let shared = config_map_name(&owner);
     let want = Desired {
         config_text: &rendered.text,
         hash: &hash,
@@ -112,12 +114,18 @@ pub fn verdict(new: &RedisInstance, running: &Running) -> Verdict {
         service: &service,
         headless: &headless,
         live: new.spec.config_update == ConfigUpdate::Live,
+        revision: &revision,
+        shared: &shared,
     };
-    // The Services as desired: they restart nothing, and the question is the pods.
+    // The Services and the revision's ConfigMap as desired: they restart nothing, and the
+    // question is the pods.
     let (cached_service, cached_headless) = (
         CachedService::from(&service),
         CachedService::from(&headless),
     );
+    let revisions = [std::sync::Arc::new(CachedConfigMap::from(
+        &crate::resources::revision_config_map(&owner, &rendered, &hash),
+    ))];
     let statefulset = running.settled(new.spec.replicas);
     let seen = Snapshot {
         config_text: running.config_text.as_deref(),
@@ -132,6 +140,7 @@ pub fn verdict(new: &RedisInstance, running: &Running) -> Verdict {
         paused: false,
         halted: false,
         failed_hash: None,
+        revisions: &revisions,
     };
     let deadlines = Deadlines {
         progress: std::time::Duration::MAX,

@@ -542,6 +542,23 @@ async fn deleting_the_instance_keeps_its_claims_by_default() {
         "nothing owns the claim: {:?}",
         claim.owner_references()
     );
+    // Its ConfigMaps, `<name>-config` and the revision's one the pod mounts (immutable), are
+    // owned by the instance: the garbage collector deletes them with it.
+    let mounted = mounted_config_map(&ready_pod(&ns, "redis-example-0").await);
+    let revisions = revision_config_maps(&ns, "redis-example").await;
+    let names: Vec<String> = revisions.iter().map(|cm| cm.name_any()).collect();
+    assert_eq!(names, std::slice::from_ref(&mounted));
+    assert_eq!(revisions[0].immutable, Some(true));
+    let instance = ns
+        .api::<RedisInstance>()
+        .get("redis-example")
+        .await
+        .unwrap();
+    for name in ["redis-example-config", mounted.as_str()] {
+        let cm = ns.api::<ConfigMap>().get(name).await.unwrap();
+        let owner = cm.owner_references().first().map(|o| o.uid.clone());
+        assert_eq!(owner, instance.uid(), "{name}");
+    }
 
     ns.api::<RedisInstance>()
         .delete("redis-example", &DeleteParams::background())

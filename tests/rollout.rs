@@ -1,14 +1,17 @@
 //! Safe rollouts on the local cluster with real Redis: a config the pods never become ready on
-//! is halted after the first pod and rolled back (or left halted), and `spec.paused` holds
-//! every change until it is lifted.
+//! is halted after the first pod and rolled back (or left halted), a pod of the old revision
+//! that restarts meanwhile starts on its own config, and `spec.paused` holds every change
+//! until it is lifted.
 
 mod common;
 mod e2e;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use redis_operator::crd::{OnFailure, RedisInstance, RestartReason};
@@ -188,11 +191,17 @@ async fn a_config_never_ready_is_halted_after_one_pod_and_rolled_back() {
     );
     assert!(message.contains("rolling back to config"), "{message}");
     assert_eq!(event_count_once(&ns, NAME, "RolloutRolledBack", 1).await, 1);
+    let mut mounted = BTreeSet::new();
     for ordinal in 0..3 {
         let pod = ready_pod(&ns, &format!("{NAME}-{ordinal}")).await;
         assert_eq!(config_get(&pod, "databases").await, "16");
         data_kept(&pod).await;
+        mounted.insert(mounted_config_map(&pod));
     }
+    // Every pod is back on the revision that ran; the refused one's ConfigMap is collected.
+    let mounted: Vec<&str> = mounted.iter().map(String::as_str).collect();
+    assert_eq!(mounted.len(), 1, "{mounted:?}");
+    wait_revision_config_maps(&ns, NAME, &mounted).await;
     assert!(
         counted.contains("reason=\"RolledBack\""),
         "the way back is a counted restart: {counted}"
@@ -222,6 +231,7 @@ async fn under_halt_the_rollout_stops_after_one_pod_until_the_spec_is_fixed() {
         Some("RolloutHalted")
     );
     assert_eq!(event_count_once(&ns, NAME, "RolloutHalted", 1).await, 1);
+    old_revision_restarts_on_its_own_config(&ns, &instance).await;
     // Still halted past --progress-deadline: nothing more is replaced, nothing rolled back.
     let started = ri
         .status
@@ -260,6 +270,70 @@ async fn under_halt_the_rollout_stops_after_one_pod_until_the_spec_is_fixed() {
     for ordinal in 0..2 {
         data_kept(&ready_pod(&ns, &format!("{NAME}-{ordinal}")).await).await;
     }
+    // The fix is the config pod 0 ran all along: its revision's ConfigMap is the only one
+    // left, owned by the instance (so it goes with it).
+    let kept = mounted_config_map(&ready_pod(&ns, &format!("{NAME}-0")).await);
+    wait_revision_config_maps(&ns, NAME, &[kept.as_str()]).await;
+    let instance_uid = ns.api::<RedisInstance>().get(NAME).await.unwrap().uid();
+    let owners = ns
+        .api::<ConfigMap>()
+        .get(&kept)
+        .await
+        .unwrap()
+        .owner_references()
+        .to_vec();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    assert_eq!(
+        (Some(owners[0].uid.clone()), owners[0].controller),
+        (instance_uid, Some(true))
+    );
+}
+
+/// Mid-rollout, halted: pod 0 runs the old revision, pod 1 the new one, each from its own
+/// revision's ConfigMap, while `<name>-config` already holds the new config. Redis in pod 0
+/// exits (SHUTDOWN saves its data first) and the kubelet restarts it in place: it starts on
+/// its own revision's file, so the config being rolled out (`databases 1`, which cannot load
+/// the data in database 3) does not take it down too.
+async fn old_revision_restarts_on_its_own_config(ns: &TestNamespace, instance: &RedisInstance) {
+    let old_pod = ready_pod(ns, &format!("{NAME}-0")).await;
+    let new_pod = ns.api::<Pod>().get(&format!("{NAME}-1")).await.unwrap();
+    let (old_cm, new_cm) = (mounted_config_map(&old_pod), mounted_config_map(&new_pod));
+    assert_ne!(old_cm, new_cm);
+    assert!(
+        config_map_text(ns, &old_cm)
+            .await
+            .contains("databases 16\n")
+    );
+    assert!(config_map_text(ns, &new_cm).await.contains("databases 1\n"));
+    let (shared, _) = config_map_and_hash(ns, NAME).await;
+    assert!(shared.contains("databases 1\n"), "{shared}");
+    assert_eq!(instance.spec.config["databases"], "1");
+
+    let _ = common::try_pod_cli(&old_pod, &["SHUTDOWN"]).await;
+    let restarted = wait_for(
+        Duration::from_secs(120),
+        "pod 0 restarted in place and ready",
+        || {
+            let (api, old) = (ns.api::<Pod>(), &old_pod);
+            async move {
+                let now = api.get(&old.name_any()).await.map_err(|e| e.to_string())?;
+                let restarts = now
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|c| c.first())
+                    .map_or(0, |c| c.restart_count);
+                if now.uid() == old.uid() && restarts >= 1 && common::is_ready(&now) {
+                    Ok(now)
+                } else {
+                    Err(common::describe(&now))
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(config_get(&restarted, "databases").await, "16");
+    data_kept(&restarted).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

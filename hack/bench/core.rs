@@ -134,15 +134,26 @@ async fn instance_memory(count: usize) -> (f64, f64) {
         inst
     };
     let before = LIVE.load(Ordering::Relaxed);
+    // Each instance's ConfigMaps: the spec's `<name>-config` and its revision's.
+    let config_maps: Vec<CachedConfigMap> = (0..count)
+        .flat_map(|i| {
+            let inst = named(i);
+            let rendered = redis_operator::config::rendered(&inst);
+            [
+                redis_operator::resources::config_map(&inst, &rendered),
+                redis_operator::resources::revision_config_map(&inst, &rendered, &rendered.hash),
+            ]
+        })
+        .map(|cm| CachedConfigMap::from(&cm))
+        .collect();
+    let revisions = redis_operator::actors::revision_index::RevisionIndex::default();
+    for cm in &config_maps {
+        revisions.follow(&kube::runtime::watcher::Event::Apply(cm.clone()));
+    }
     let stores = Stores {
         instances: cache((0..count).map(named)),
-        config_maps: cache((0..count).map(|i| {
-            let inst = named(i);
-            CachedConfigMap::from(&redis_operator::resources::config_map(
-                &inst,
-                &redis_operator::config::rendered(&inst),
-            ))
-        })),
+        config_maps: cache(config_maps.into_iter()),
+        revisions,
         statefulsets: cache((0..count).map(|i| {
             let inst = named(i);
             CachedStatefulSet::from(&statefulset(
@@ -241,6 +252,11 @@ async fn main() {
         }),
     );
     let live = statefulset(&inst, &rendered.hash, None);
+    let revision = redis_operator::resources::revision_of(&inst, &rendered.hash);
+    let shared = redis_operator::resources::config_map_name(&inst);
+    let revisions = [std::sync::Arc::new(CachedConfigMap::from(
+        &redis_operator::resources::revision_config_map(&inst, &rendered, &rendered.hash),
+    ))];
     let svc = service(&inst);
     let headless = headless_service(&inst);
     let desired = Desired {
@@ -251,6 +267,8 @@ async fn main() {
         service: &svc,
         headless: &headless,
         live: false,
+        revision: &revision,
+        shared: &shared,
     };
     let cached = CachedStatefulSet::from(&live);
     let cached_svc = CachedService::from(&svc);
@@ -268,6 +286,7 @@ async fn main() {
         paused: false,
         halted: false,
         failed_hash: None,
+        revisions: &revisions,
     };
     let deadlines = Deadlines {
         progress: std::time::Duration::from_secs(300),

@@ -167,12 +167,21 @@ fn converged_caches_and_watches(instance: &RedisInstance) -> (Stores, Watches) {
     });
     let mut cm = config_map(instance, &rendered);
     cm.metadata.resource_version = Some("1".into());
+    let mut revision = CachedConfigMap::from(&crate::resources::revision_config_map(
+        instance,
+        &rendered,
+        &rendered.hash,
+    ));
+    revision.metadata.resource_version = Some("1".into());
+    let revisions = crate::actors::revision_index::RevisionIndex::default();
+    revisions.follow(&watcher::Event::Apply(revision.clone()));
     let (instances, instances_writer) = cache(vec![instance.clone()]);
     let (statefulsets, statefulsets_writer) = cache(vec![CachedStatefulSet::from(&sts)]);
     let (pods, pods_writer) = cache(vec![pod]);
     let stores = Stores {
         instances,
-        config_maps: cache(vec![CachedConfigMap::from(&cm)]).0,
+        config_maps: cache(vec![CachedConfigMap::from(&cm), revision]).0,
+        revisions,
         statefulsets,
         services: cache(vec![
             CachedService::from(&service(instance)),
@@ -715,6 +724,7 @@ async fn a_recreate_orphans_the_claims_and_deletes_the_pods_itself() {
         [
             "DELETE statefulsets",
             "DELETE pods",
+            "PATCH configmaps",
             "PATCH configmaps",
             "PATCH statefulsets"
         ],

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! watches.rs ──────── reflector caches: RedisInstances; managed ConfigMaps, StatefulSets,
-//!                     Services, Pods (read by the instance actors; events routed by label)
+//!                     Services, Pods (read by the instance actors; events routed by label);
+//!                     revision_index.rs: each instance's revision ConfigMaps by name
 //! SupervisorActor ── one instance actor per RedisInstance, respawned if it fails (routing.rs:
 //!                     which watch events call for a step)
 //!   ├── RedisInstanceActor (observe caches -> decide -> perform writes -> status; one step
@@ -13,6 +14,7 @@
 
 pub mod instance;
 pub mod metrics;
+pub mod revision_index;
 mod routing;
 pub mod supervisor;
 mod watches;

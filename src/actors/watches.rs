@@ -20,6 +20,7 @@ use tracing::warn;
 
 use super::instance::{Stores, Versions};
 use super::metrics::InstanceKey;
+use super::revision_index::RevisionIndex;
 use super::supervisor::SupervisorMsg;
 use crate::api_traffic::ApiTraffic;
 use crate::crd::RedisInstance;
@@ -89,6 +90,7 @@ fn watch_owned<K>(
     progress: Option<(Arc<Versions>, Progress)>,
     sink: &Sink,
     kind: &'static str,
+    follow: impl Fn(&watcher::Event<K>) + Send + 'static,
 ) -> (Store<K>, JoinHandle<()>)
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -109,6 +111,11 @@ where
             trim(obj);
         })
         .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                follow(event);
+            }
+        })
         // After the cache holds the object, so that a step that sees the watch past its
         // write also sees the cache that shows it.
         // A relist's objects reach the cache together at its end, and count from then.
@@ -237,6 +244,7 @@ pub fn start(
     };
     let versions = Arc::new(Versions::default());
     let progress = |of_kind: Progress| Some((versions.clone(), of_kind));
+    let revisions = RevisionIndex::default();
     let (config_maps, cm_task) = watch_owned::<CachedConfigMap>(
         client,
         namespace,
@@ -244,6 +252,10 @@ pub fn start(
         progress(|v| &v.config_maps),
         &sink,
         "ConfigMap",
+        {
+            let revisions = revisions.clone();
+            move |event| revisions.follow(event)
+        },
     );
     let (statefulsets, sts_task) = watch_owned::<CachedStatefulSet>(
         client,
@@ -252,6 +264,7 @@ pub fn start(
         progress(|v| &v.statefulsets),
         &sink,
         "StatefulSet",
+        |_| {},
     );
     let (services, svc_task) = watch_owned::<CachedService>(
         client,
@@ -260,9 +273,10 @@ pub fn start(
         progress(|v| &v.services),
         &sink,
         "Service",
+        |_| {},
     );
     let (pods, pod_task) =
-        watch_owned::<CachedPod>(client, namespace, trim_pod, None, &sink, "Pod");
+        watch_owned::<CachedPod>(client, namespace, trim_pod, None, &sink, "Pod", |_| {});
     let (owned_secrets, owned_secret_task) = watch_owned::<Secret>(
         client,
         namespace,
@@ -270,17 +284,26 @@ pub fn start(
         progress(|v| &v.secrets),
         &sink,
         "Secret",
+        |_| {},
     );
     let secret_versions = SecretVersions::default();
     let secret_task = watch_secrets(client, namespace, secret_versions.clone(), &sink);
-    let (network_policies, np_task) =
-        watch_owned::<NetworkPolicy>(client, namespace, keep, None, &sink, "NetworkPolicy");
+    let (network_policies, np_task) = watch_owned::<NetworkPolicy>(
+        client,
+        namespace,
+        keep,
+        None,
+        &sink,
+        "NetworkPolicy",
+        |_| {},
+    );
     let (instances, instance_writer) = reflector::store();
     let stores = Stores {
         secrets: owned_secrets,
         secret_versions,
         instances,
         config_maps,
+        revisions,
         statefulsets,
         services,
         pods,

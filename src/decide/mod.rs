@@ -8,6 +8,7 @@
 
 mod pods;
 pub mod replication;
+mod revisions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +21,8 @@ use kube::ResourceExt;
 use crate::crd::{RestartReason, RestartStrategy, RolloutRecord};
 use crate::live::live_only_change;
 use crate::resources::{
-    CachedPod, CachedService, CachedStatefulSet, StatefulSetDrift, config_hash_of, restarted_at_of,
-    service_drifted, statefulset_drift,
+    CachedConfigMap, CachedPod, CachedService, CachedStatefulSet, StatefulSetDrift, config_hash_of,
+    config_map_of, restarted_at_of, service_drifted, statefulset_drift,
 };
 
 /// Pods and StatefulSets as the caches hold them, for tests elsewhere in the crate.
@@ -31,6 +32,7 @@ pub use pods::{
     CLOCK_SLACK, Crash, crashed_pod, is_ready, never_ready, pod_config_hash, rollout_complete,
     stuck_pods, unready_on,
 };
+pub use revisions::{created_template, mount_for, next_template_names_revision, revision_fix};
 
 /// What the instance should look like now.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +51,10 @@ pub struct Desired<'a> {
     pub headless: &'a Service,
     /// `configUpdate: Live`: a change confined to live directives is applied in place.
     pub live: bool,
+    /// The ConfigMap of this hash's revision, which its pods mount.
+    pub revision: &'a str,
+    /// The spec's `<name>-config`, which pods started before revisions existed mount.
+    pub shared: &'a str,
 }
 
 /// What the caches show of the instance.
@@ -80,6 +86,8 @@ pub struct Snapshot<'a> {
     /// A config the pods failed on (refused or never ready): its unready pods are replaced at
     /// once when rolling back, instead of waiting for another deadline.
     pub failed_hash: Option<&'a str>,
+    /// Every revision ConfigMap of the instance.
+    pub revisions: &'a [Arc<CachedConfigMap>],
 }
 
 /// The next thing to do.
@@ -128,6 +136,12 @@ pub enum Decision {
     FinishRestart,
     /// Only live directives differ: `CONFIG SET` them on every pod, then write the ConfigMap.
     ApplyLive,
+    /// The desired revision's ConfigMap is missing (or, under `Live`, behind a live change):
+    /// write it, before any template names it.
+    WriteRevision,
+    /// Revision ConfigMaps nothing names at rest (or an immutable one someone replaced with
+    /// other content): delete them, each only as it was seen.
+    DeleteRevisions(Vec<String>),
     /// What would be done, held back by `spec.paused`.
     Held(Box<Decision>),
     /// Nothing to do until the caches change.
@@ -170,6 +184,8 @@ impl Decision {
             Decision::ReplacePods(_) => "ReplacePods",
             Decision::FinishRestart => "FinishRestart",
             Decision::ApplyLive => "ApplyLive",
+            Decision::WriteRevision => "WriteRevision",
+            Decision::DeleteRevisions(_) => "DeleteRevisions",
             Decision::Held(_) => "Held",
             Decision::Wait(_) => "Wait",
             Decision::Idle => "Idle",
@@ -190,14 +206,14 @@ pub struct Deadlines {
 }
 
 /// Decides the next step. The Service first (cheap, never restarts anything), then the
-/// ConfigMap before the StatefulSet, so every pod started after a template change reads the new
-/// file.
+/// ConfigMaps before the StatefulSet, so every pod started after a template change reads the
+/// new file.
 pub fn decide(want: &Desired, seen: &Snapshot, deadlines: &Deadlines) -> Decision {
     let next = next_step(want, seen, deadlines);
     if seen.paused && changes_pods(&next, seen) {
         Decision::Held(Box::new(next))
     } else {
-        next
+        revisions::before(next, want, seen)
     }
 }
 
@@ -294,6 +310,11 @@ fn at_rest(want: &Desired, seen: &Snapshot) -> Decision {
     };
     if config_hash_of(sts) != Some(want.hash) {
         return restart(RestartReason::ConfigChanged, false);
+    }
+    // The shared ConfigMap is what pods started before revisions mount: they move at the next
+    // restart. Another one (a `configUpdate` switch, a hand edit) is put right by a restart.
+    if config_map_of(sts).is_some_and(|mount| mount != want.shared && mount != want.revision) {
+        return restart(RestartReason::PodTemplateChanged, true);
     }
     let drift = statefulset_drift(want.statefulset, sts);
     if seen.config_text != Some(want.config_text) {

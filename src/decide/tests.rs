@@ -4,7 +4,9 @@ use super::pods::fixtures::{pod, with_status};
 use super::*;
 use crate::config::render::render;
 use crate::resources::fixtures::instance;
-use crate::resources::{headless_service, service, statefulset};
+use crate::resources::{
+    headless_service, mount_config_map, revision_config_map, revision_of, service, statefulset,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 const DEADLINES: Deadlines = Deadlines {
@@ -32,6 +34,9 @@ struct Case {
     paused: bool,
     halted: bool,
     failed_hash: Option<String>,
+    revision: String,
+    shared: String,
+    revisions: Vec<Arc<CachedConfigMap>>,
 }
 
 fn t(secs: i64) -> Timestamp {
@@ -51,7 +56,7 @@ impl Case {
             live_svc: Some(service(&ri)),
             live_headless: Some(headless_service(&ri)),
             headless: headless_service(&ri),
-            text: rendered.text,
+            text: rendered.text.clone(),
             hash: rendered.hash.clone(),
             strategy,
             svc: service(&ri),
@@ -65,7 +70,29 @@ impl Case {
             paused: false,
             halted: false,
             failed_hash: None,
+            revision: revision_of(&ri, &rendered.hash),
+            shared: "redis-example-config".into(),
+            revisions: vec![revision_cm(&ri, &rendered.hash, &rendered.text)],
         }
+    }
+
+    /// The desired revision's ConfigMap is written, as a restart's first write does.
+    fn with_revision(mut self) -> Self {
+        if !self
+            .revisions
+            .iter()
+            .any(|cm| cm.name_any() == self.revision)
+        {
+            let mut ri = instance(&[]);
+            ri.spec.config_update = if self.live {
+                crate::crd::ConfigUpdate::Live
+            } else {
+                crate::crd::ConfigUpdate::Restart
+            };
+            self.revisions
+                .push(revision_cm(&ri, &self.hash, &self.text));
+        }
+        self
     }
 
     /// The user changed the config: desired moves on, the caches still show the old one.
@@ -73,6 +100,7 @@ impl Case {
         let ri = instance(&[("maxmemory", "200mb")]);
         let rendered = render(&ri.spec.config);
         self.sts = statefulset(&ri, &rendered.hash, None);
+        self.revision = revision_of(&ri, &rendered.hash);
         self.text = rendered.text;
         self.hash = rendered.hash;
         self
@@ -87,7 +115,7 @@ impl Case {
             reason,
             started_at: Time(t(0)),
         });
-        self
+        self.with_revision()
     }
 
     /// The template now carries the desired hash; the controller is replacing pods.
@@ -106,6 +134,8 @@ impl Case {
             service: &self.svc,
             headless: &self.headless,
             live: self.live,
+            revision: &self.revision,
+            shared: &self.shared,
         };
         let live_sts = self.live_sts.as_ref().map(CachedStatefulSet::from);
         let live_svc = self.live_svc.as_ref().map(CachedService::from);
@@ -123,9 +153,21 @@ impl Case {
             paused: self.paused,
             halted: self.halted,
             failed_hash: self.failed_hash.as_deref(),
+            revisions: &self.revisions,
         };
         decide(&want, &seen, &DEADLINES)
     }
+}
+
+/// The revision ConfigMap of `hash` holding `text`, as the cache shows it.
+fn revision_cm(ri: &crate::crd::RedisInstance, hash: &str, text: &str) -> Arc<CachedConfigMap> {
+    let rendered = crate::config::render::RenderedConfig {
+        text: text.to_owned(),
+        hash: hash.to_owned(),
+    };
+    let mut cm = CachedConfigMap::from(&revision_config_map(ri, &rendered, hash));
+    cm.metadata.uid = Some(format!("uid-{hash}"));
+    Arc::new(cm)
 }
 
 fn being_deleted(mut sts: StatefulSet) -> StatefulSet {
@@ -509,6 +551,8 @@ fn record_for_marks_only_when_the_hash_stays() {
         service: &case.svc,
         headless: &case.headless,
         live: false,
+        revision: &case.revision,
+        shared: &case.shared,
     };
     let same = record_for(
         &want,
@@ -546,10 +590,11 @@ fn live_case(from: &[(&str, &str)], to: &[(&str, &str)]) -> Case {
         ri.spec.config_update = ConfigUpdate::Live;
         let rendered = render(&ri.spec.config);
         let hash = crate::live::template_hash(&ri, &rendered);
-        (statefulset(&ri, &hash, None), rendered.text, hash)
+        let revision = revision_cm(&ri, &hash, &rendered.text);
+        (statefulset(&ri, &hash, None), rendered.text, hash, revision)
     };
-    let (old_sts, old_text, old_hash) = build(from);
-    let (sts, text, hash) = build(to);
+    let (old_sts, old_text, old_hash, old_revision) = build(from);
+    let (sts, text, hash, revision) = build(to);
     let mut case = Case::converged(RollingUpdate);
     case.live = true;
     case.live_sts = Some(with_status(old_sts, true));
@@ -558,6 +603,8 @@ fn live_case(from: &[(&str, &str)], to: &[(&str, &str)]) -> Case {
     case.sts = sts;
     case.text = text;
     case.hash = hash;
+    case.revision = revision.name_any();
+    case.revisions = vec![old_revision];
     case
 }
 
@@ -693,3 +740,5 @@ fn a_pause_mid_recreate_keeps_the_old_pods_or_brings_the_statefulset_back() {
     case.live_text = Some(case.text.clone());
     assert_eq!(case.decide(), Decision::CreateStatefulSet);
 }
+
+mod revisions;

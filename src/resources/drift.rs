@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use super::cached::image_in;
 use super::{
-    CONFIG_HASH_ANNOTATION, CachedService, CachedStatefulSet, RESTARTED_AT_ANNOTATION, image_of,
+    CONFIG_HASH_ANNOTATION, CONFIG_VOLUME, CachedService, CachedStatefulSet,
+    RESTARTED_AT_ANNOTATION, image_of,
 };
 
 /// What differs between the desired and the live StatefulSet.
@@ -53,9 +54,9 @@ fn json<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
-/// How the live StatefulSet strays from the desired one, ignoring the config hash and restart
-/// marker (compared by the caller, since they decide the kind of restart) and the immutable
-/// volume claim templates and service name.
+/// How the live StatefulSet strays from the desired one, ignoring the config hash, restart
+/// marker and the ConfigMap the config volume names (compared by the caller, since they decide
+/// the kind of restart) and the immutable volume claim templates and service name.
 pub fn statefulset_drift(
     desired: &StatefulSet,
     live: &CachedStatefulSet,
@@ -71,7 +72,9 @@ pub fn statefulset_drift(
         annotations.remove(RESTARTED_AT_ANNOTATION);
     }
     let live_template = live.spec.template_json();
-    if !holds(&json(&want.template), &live_template) {
+    let mut want_template = json(&want.template);
+    unset_config_map_name(&mut want_template);
+    if !holds(&want_template, &live_template) {
         return Some(if image_of(&want) != image_in(&live_template) {
             StatefulSetDrift::Image
         } else {
@@ -93,6 +96,20 @@ pub fn statefulset_drift(
         return Some(StatefulSetDrift::Spec);
     }
     None
+}
+
+/// Nulls the config volume's ConfigMap name in a pod template's JSON, so [`holds`] skips it.
+fn unset_config_map_name(template: &mut Value) {
+    let volumes = template
+        .pointer_mut("/spec/volumes")
+        .and_then(Value::as_array_mut);
+    for volume in volumes.into_iter().flatten() {
+        if volume.get("name").and_then(Value::as_str) == Some(CONFIG_VOLUME)
+            && let Some(source) = volume.get_mut("configMap").and_then(Value::as_object_mut)
+        {
+            source.insert("name".to_owned(), Value::Null);
+        }
+    }
 }
 
 /// The live Service lacks something the operator set (ports, selector, labels), or selects by
@@ -159,6 +176,30 @@ mod tests {
         assert_eq!(
             statefulset_drift(&desired, &CachedStatefulSet::from(&image)),
             Some(StatefulSetDrift::Image)
+        );
+
+        let mut shared = statefulset(&instance(&[]), "h1", None);
+        crate::resources::mount_config_map(&mut shared, "redis-example-config");
+        assert_eq!(
+            statefulset_drift(&desired, &CachedStatefulSet::from(&shared)),
+            None,
+            "the mounted ConfigMap goes with the hash, compared by the caller"
+        );
+        let mut no_config = statefulset(&instance(&[]), "h1", None);
+        no_config
+            .spec
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .volumes
+            .as_mut()
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            statefulset_drift(&desired, &CachedStatefulSet::from(&no_config)),
+            Some(StatefulSetDrift::PodTemplate),
+            "a config volume removed by hand is drift"
         );
 
         let mut probe = statefulset(&instance(&[]), "h1", None);

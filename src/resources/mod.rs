@@ -19,9 +19,12 @@ use crate::crd::RedisInstance;
 pub use cached::{
     CachedConfigMap, CachedContainerState, CachedContainerStatus, CachedPod, CachedPodCondition,
     CachedPodStatus, CachedService, CachedStatefulSet, CachedStatefulSetSpec, READY_CONDITION,
-    config_hash_of, restarted_at_of,
+    config_hash_of, config_map_of, restarted_at_of,
 };
-pub use configmap::{config_map, config_map_name};
+pub use configmap::{
+    config_map, config_map_name, is_revision_of, revision_config_map, revision_config_map_name,
+    revision_of, shared_config_map_name,
+};
 pub use drift::{StatefulSetDrift, service_drifted, statefulset_drift};
 pub use network_policy::{OPERATOR_POD_LABELS, network_policy, network_policy_drifted};
 pub use replicated::{CONVERT_ANNOTATION, ROLE_LABEL, replicas_service, replicated, unconverted};
@@ -32,8 +35,8 @@ pub use service::{
     headless_service, headless_service_name, legacy_primary_service_name, other_shape, service,
 };
 pub use statefulset::{
-    CONFIG_HASH_ANNOTATION, DATA_VOLUME, RESTARTED_AT_ANNOTATION, TLS_ANNOTATION, image_of,
-    statefulset,
+    CONFIG_HASH_ANNOTATION, CONFIG_VOLUME, DATA_VOLUME, RESTARTED_AT_ANNOTATION, TLS_ANNOTATION,
+    image_of, mount_config_map, statefulset,
 };
 
 /// Label naming the instance an object belongs to; the watchers route events by it.

@@ -18,7 +18,7 @@ use kube::ResourceExt;
 
 use super::replicated::{boot_guard_args, replicated};
 use super::service::headless_service_name;
-use super::{config_map_name, labels, owned_meta, selector_labels};
+use super::{labels, owned_meta, revision_of, selector_labels};
 use crate::config::render::{CONFIG_DIR, CONFIG_FILE_KEY, DATA_DIR, REDIS_PORT};
 use crate::crd::RedisInstance;
 
@@ -32,11 +32,13 @@ pub const RESTARTED_AT_ANNOTATION: &str = "redis.github.com/restarted-at";
 pub const TLS_ANNOTATION: &str = "redis.github.com/tls";
 /// Name of the volumeClaimTemplate; PVCs are named `data-<instance>-<ordinal>`.
 pub const DATA_VOLUME: &str = "data";
-const CONFIG_VOLUME: &str = "config";
+/// Name of the pod volume that holds redis.conf.
+pub const CONFIG_VOLUME: &str = "config";
 const ACL_VOLUME: &str = "acl";
 
 /// The desired StatefulSet, its pod template stamped with `config_hash` and, once a forced
-/// restart happened, its `restarted_at` marker.
+/// restart happened, its `restarted_at` marker, and mounting the ConfigMap of that revision
+/// (see `configmap`; [`mount_config_map`] names another).
 pub fn statefulset(
     instance: &RedisInstance,
     config_hash: &str,
@@ -79,7 +81,7 @@ pub fn statefulset(
                     annotations: Some(annotations),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec(instance)),
+                spec: Some(pod_spec(instance, config_hash)),
             },
             volume_claim_templates: Some(vec![data_claim(instance)]),
             ..StatefulSetSpec::default()
@@ -115,7 +117,23 @@ pub fn image_of(spec: &StatefulSetSpec) -> Option<&str> {
         .as_deref()
 }
 
-fn pod_spec(instance: &RedisInstance) -> PodSpec {
+/// Points the pod template's config volume at the ConfigMap `name`: a write that must not
+/// restart the pods keeps the one they mount.
+pub fn mount_config_map(sts: &mut StatefulSet, name: &str) {
+    let volume = sts
+        .spec
+        .template
+        .spec
+        .as_mut()
+        .and_then(|pod| pod.volumes.as_mut())
+        .and_then(|volumes| volumes.iter_mut().find(|v| v.name == CONFIG_VOLUME))
+        .and_then(|v| v.config_map.as_mut());
+    if let Some(source) = volume {
+        name.clone_into(&mut source.name);
+    }
+}
+
+fn pod_spec(instance: &RedisInstance, config_hash: &str) -> PodSpec {
     let mut command = vec![
         "redis-server".into(),
         format!("{CONFIG_DIR}/{CONFIG_FILE_KEY}"),
@@ -139,7 +157,7 @@ fn pod_spec(instance: &RedisInstance) -> PodSpec {
     let mut volumes = vec![Volume {
         name: CONFIG_VOLUME.into(),
         config_map: Some(ConfigMapVolumeSource {
-            name: config_map_name(instance),
+            name: revision_of(instance, config_hash),
             ..ConfigMapVolumeSource::default()
         }),
         ..Volume::default()
@@ -350,7 +368,8 @@ mod tests {
         let volumes = pod.volumes.clone().unwrap();
         assert_eq!(
             volumes[0].config_map.as_ref().unwrap().name,
-            "redis-example-config"
+            "redis-example-config-abc123",
+            "the ConfigMap of the template's own revision"
         );
         // Only the ACL file is projected, from a Secret that holds nothing else.
         let acl = volumes[1].secret.as_ref().unwrap();
@@ -363,6 +382,18 @@ mod tests {
             Some("FallbackToLogsOnError"),
             "a crash's status must carry Redis's last output"
         );
+    }
+
+    #[test]
+    fn the_config_volume_can_name_another_config_map() {
+        let mut sts = statefulset(&instance(&[]), "abc123", None);
+        mount_config_map(&mut sts, "redis-example-config");
+        let cached = CachedStatefulSet::from(&sts);
+        assert_eq!(
+            crate::resources::config_map_of(&cached),
+            Some("redis-example-config")
+        );
+        assert_eq!(config_hash_of(&cached), Some("abc123"));
     }
 
     #[test]

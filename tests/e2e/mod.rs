@@ -444,6 +444,64 @@ pub async fn config_map_and_hash(ns: &TestNamespace, instance: &str) -> (String,
     (text, hash)
 }
 
+/// The instance's revision ConfigMaps (`<instance>-config-<hash>`, the ones pods mount), by
+/// name.
+pub async fn revision_config_maps(ns: &TestNamespace, instance: &str) -> Vec<ConfigMap> {
+    let shared = format!("{instance}-config");
+    let mut found: Vec<ConfigMap> = ns
+        .api::<ConfigMap>()
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={instance}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|cm| cm.name_any().starts_with(&format!("{shared}-")))
+        .collect();
+    found.sort_by_key(|cm| cm.name_any());
+    found
+}
+
+/// Waits (at most 120 s) until the instance's revision ConfigMaps are exactly `names`.
+pub async fn wait_revision_config_maps(ns: &TestNamespace, instance: &str, names: &[&str]) {
+    wait_for(
+        Duration::from_secs(120),
+        "the revision ConfigMaps nothing mounts to be collected",
+        || async {
+            let left: Vec<String> = revision_config_maps(ns, instance)
+                .await
+                .iter()
+                .map(|cm| cm.name_any())
+                .collect();
+            if left == names {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+/// The ConfigMap a pod's config volume mounts.
+pub fn mounted_config_map(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .and_then(|v| v.iter().find(|v| v.name == "config"))
+        .and_then(|v| v.config_map.as_ref())
+        .map(|c| c.name.clone())
+        .unwrap_or_else(|| panic!("pod {} mounts no config ConfigMap", pod.name_any()))
+}
+
+/// `redis.conf` of the ConfigMap `name`.
+pub async fn config_map_text(ns: &TestNamespace, name: &str) -> String {
+    let cm = ns.api::<ConfigMap>().get(name).await.unwrap();
+    cm.data
+        .unwrap_or_default()
+        .remove("redis.conf")
+        .expect("redis.conf key")
+}
+
 /// What `sha256sum` prints for `text`, as a user would check the annotation.
 pub fn sha256sum(text: &str) -> String {
     use std::io::Write;

@@ -582,6 +582,8 @@ async fn step(
     // Before anything creates pods or talks to Redis: the ACL Secret the pods mount, and the
     // login the live and replication steps use.
     let auth_wake = auth::step(state, &plan.instance, &seen).await?;
+    let revision = crate::resources::revision_of(&plan.instance, &plan.template_hash);
+    let shared = crate::resources::config_map_name(&plan.instance);
     let want = Desired {
         config_text: &plan.rendered.text,
         hash: &plan.template_hash,
@@ -590,6 +592,8 @@ async fn step(
         service: &plan.service,
         headless: &plan.headless,
         live: plan.instance.spec.config_update == crate::crd::ConfigUpdate::Live,
+        revision: &revision,
+        shared: &shared,
     };
     let record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
     state.live.recall(&current, &plan);
@@ -615,6 +619,7 @@ async fn step(
             .rejection()
             .map(|r| r.hash.as_str())
             .or(halted_hash),
+        revisions: &seen.revisions,
     };
     let deadlines = Deadlines {
         progress: state.args.timings.progress_deadline,

@@ -21,6 +21,8 @@ pub struct Stores {
     pub instances: Store<RedisInstance>,
     /// ConfigMaps the operator manages.
     pub config_maps: Store<CachedConfigMap>,
+    /// Which of them are revision ConfigMaps, by instance.
+    pub revisions: crate::actors::revision_index::RevisionIndex,
     /// StatefulSets the operator manages.
     pub statefulsets: Store<CachedStatefulSet>,
     /// Services the operator manages.
@@ -77,6 +79,10 @@ pub struct Written {
     pub instance: Option<Arc<RedisInstance>>,
     /// The last ConfigMap written.
     pub config_map: Option<Arc<CachedConfigMap>>,
+    /// The last revision ConfigMap written.
+    pub revision: Option<Arc<CachedConfigMap>>,
+    /// Uids of revision ConfigMaps deleted whose deletion the cache may not show yet.
+    pub deleted_revisions: HashSet<String>,
     /// The last StatefulSet applied or deleted.
     pub statefulset: Option<Arc<CachedStatefulSet>>,
     /// The last Service `<name>` applied or deleted.
@@ -103,6 +109,8 @@ pub struct Observed {
     pub headless: Option<Arc<CachedService>>,
     /// Its pods, by ordinal.
     pub pods: Vec<Arc<CachedPod>>,
+    /// Its revision ConfigMaps.
+    pub revisions: Vec<Arc<CachedConfigMap>>,
 }
 
 /// resourceVersions are etcd revisions in practice; when one is not a number, trust the cache.
@@ -187,6 +195,45 @@ fn mark_deleted(pods: &mut [Arc<CachedPod>], deleted: &mut HashSet<String>) {
     }
 }
 
+/// The instance's revision ConfigMaps: the cached ones, this actor's last write while the cache
+/// is behind it, and none it deleted.
+fn revisions(
+    stores: &Stores,
+    written: &mut Written,
+    namespace: &str,
+    instance: &str,
+) -> Vec<Arc<CachedConfigMap>> {
+    let mut found: Vec<Arc<CachedConfigMap>> = stores
+        .revisions
+        .names(namespace, instance)
+        .iter()
+        .filter_map(|name| lookup(&stores.config_maps, namespace, name))
+        .collect();
+    if let Some(mine) = written.revision.clone() {
+        let at = found
+            .iter()
+            .position(|cm| cm.metadata.name == mine.metadata.name);
+        let cached = at.map(|i| found[i].clone());
+        let newest = newest(
+            cached,
+            &mut written.revision,
+            Some(&stores.versions.config_maps),
+        );
+        match (at, newest) {
+            (Some(i), Some(cm)) => found[i] = cm,
+            (None, Some(cm)) => found.push(cm),
+            _ => {}
+        }
+    }
+    let deleted = &mut written.deleted_revisions;
+    if !deleted.is_empty() {
+        let present: HashSet<String> = found.iter().filter_map(|cm| cm.uid()).collect();
+        deleted.retain(|uid| present.contains(uid));
+        found.retain(|cm| cm.uid().is_none_or(|uid| !deleted.contains(&uid)));
+    }
+    found
+}
+
 /// The cached instance, after dropping the copy this actor wrote once the cache holds it (or
 /// a newer one).
 pub fn seen_status(
@@ -252,7 +299,9 @@ pub fn observe(
     .unwrap_or(0);
     let mut pods = by_ordinal(&stores.pods, namespace, name, replicas);
     mark_deleted(&mut pods, &mut written.deleted_pods);
+    let revisions = revisions(stores, written, namespace, name);
     Some(Observed {
+        revisions,
         config_text: config_map.and_then(|cm| cm.config_text.clone()),
         instance,
         statefulset,

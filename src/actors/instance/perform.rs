@@ -16,11 +16,15 @@ use super::target::Plan;
 use crate::actors::metrics::MetricsMsg;
 use crate::config::render::{config_hash, short_hash};
 use crate::crd::{RestartReason, RestartStrategy, RolloutRecord};
-use crate::decide::{Decision, Desired, adopted_template, record_for};
+use crate::decide::{
+    Decision, Desired, created_template, mount_for, next_template_names_revision, record_for,
+    revision_fix,
+};
 use crate::kube_io;
 use crate::resources::{
     CachedConfigMap, CachedService, CachedStatefulSet, RESTARTED_AT_ANNOTATION, config_hash_of,
-    config_map, restarted_at_of, statefulset, statefulset_drift,
+    config_map, config_map_of, mount_config_map, restarted_at_of, revision_config_map, statefulset,
+    statefulset_drift,
 };
 
 pub(super) async fn perform(
@@ -66,27 +70,41 @@ pub(super) async fn perform(
         }
         Decision::WriteConfigMap => {
             let old_file_hash = announce_config_map(seen, want);
-            let written = api
-                .apply("ConfigMap", &config_map(target, &plan.rendered))
-                .await?;
-            config_map_written(state, seen, want, written, &old_file_hash).await;
+            // The template written next names the revision's ConfigMap: both precede it and
+            // depend on nothing else, so they are written together.
+            let file = config_map(target, &plan.rendered);
+            let revision = revision_ahead_file(seen, plan, want, record.as_ref());
+            let (written, revision) = tokio::join!(
+                api.apply("ConfigMap", &file),
+                apply_revision(&api, revision),
+            );
+            config_map_written(state, seen, want, written?, &old_file_hash).await;
+            revision_written(state, revision?);
+        }
+        Decision::WriteRevision => write_revision(state, plan).await?,
+        Decision::DeleteRevisions(names) => {
+            for cm in seen
+                .revisions
+                .iter()
+                .filter(|cm| names.contains(&cm.name_any()))
+            {
+                api.delete_config_map(cm).await?;
+                if let Some(uid) = cm.uid() {
+                    state.written.deleted_revisions.insert(uid);
+                }
+                info!(config_map = %cm.name_any(), "deleted a revision ConfigMap nothing mounts");
+            }
         }
         Decision::CreateStatefulSet => {
             // Pods a deleted StatefulSet left (a migration, a deletion by hand with their
             // pods orphaned) are adopted as they run: no restart the record does not ask for.
-            let (hash, marker) = match (&record, adopted_template(&seen.pods)) {
-                (Some(r), _) => (r.config_hash.clone(), r.restarted_at.clone()),
-                (None, Some((hash, marker))) => (hash.to_owned(), marker.map(str::to_owned)),
-                (None, None) => (want.hash.to_owned(), None),
-            };
+            let (hash, marker) = created_template(record.as_ref(), &seen.pods, want);
+            let mut desired = statefulset(target, hash, marker);
+            mount_config_map(&mut desired, &mount_for(want, &seen.pods, hash));
+            let hash = hash.to_owned();
             info!(old_hash = %state.last_known_hash.clone().unwrap_or_default(),
                 new_hash = %hash, "StatefulSet not found or needs recreation, creating new one");
-            let created = api
-                .apply(
-                    "StatefulSet",
-                    &statefulset(target, &hash, marker.as_deref()),
-                )
-                .await?;
+            let created = api.apply("StatefulSet", &desired).await?;
             state.statefulset_written = created.metadata.generation;
             state.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&created)));
             // A new instance's creation is told by its status alone: at fleet scale an Event
@@ -112,12 +130,15 @@ pub(super) async fn perform(
                 // written together, an edit reaches the template one round trip sooner.
                 let old_file_hash = announce_config_map(seen, want);
                 let file = config_map(target, &plan.rendered);
-                let (recorded, written) = tokio::join!(
+                let revision = revision_ahead_file(seen, plan, want, None);
+                let (recorded, written, revision) = tokio::join!(
                     begin_restart(state, seen, plan, next, &live_hash),
                     api.apply("ConfigMap", &file),
+                    apply_revision(&api, revision),
                 );
                 let written = written?;
                 config_map_written(state, seen, want, written, &old_file_hash).await;
+                revision_written(state, revision?);
                 recorded?;
             } else {
                 begin_restart(state, seen, plan, next, &live_hash).await?;
@@ -171,18 +192,22 @@ pub(super) async fn perform(
         }
         Decision::RollOut => {
             let record = record.expect("roll out is decided only with a record");
-            let desired = statefulset(target, &record.config_hash, record.restarted_at.as_deref());
-            // A config edit changes only the template's restart annotations: one small merge
-            // patch of them is cheaper for the API server than applying the whole object.
+            let mut desired =
+                statefulset(target, &record.config_hash, record.restarted_at.as_deref());
+            let mount = mount_for(want, &seen.pods, &record.config_hash);
+            mount_config_map(&mut desired, &mount);
+            // A config edit changes only the template's restart annotations and the ConfigMap
+            // it mounts: one small patch of them is cheaper for the API server than applying
+            // the whole object.
             let only_annotations =
                 live.is_some_and(|sts| statefulset_drift(&desired, sts).is_none());
-            let mut desired = desired;
             keep_service_name(&mut desired, live);
             let applied = if only_annotations {
                 api.set_restart_annotations(
                     name,
                     &record.config_hash,
                     record.restarted_at.as_deref(),
+                    &mount,
                 )
                 .await?
             } else {
@@ -210,6 +235,10 @@ pub(super) async fn perform(
             let hand_edited = edited_by_others(state, instance, live);
             let marker = live.and_then(restarted_at_of);
             let mut repaired = statefulset(target, &live_hash, marker);
+            // A repair restarts nothing, so the pods keep the ConfigMap they mount.
+            if let Some(mount) = live.and_then(config_map_of) {
+                mount_config_map(&mut repaired, mount);
+            }
             // The hash and marker come from the cache: the write holds only if the StatefulSet
             // is still the one they were read from, or it could undo a newer restart.
             repaired.metadata.resource_version =
@@ -241,6 +270,50 @@ pub(super) async fn perform(
         Decision::ApplyLive => super::live::apply(state, plan, seen).await?,
         Decision::Wait(_) | Decision::Idle | Decision::Held(_) => {}
     }
+    Ok(())
+}
+
+/// The desired revision's ConfigMap, when the next template write names it and the caches do
+/// not show it as desired: written beside a write that precedes that template anyway, it
+/// costs no round trip of its own.
+fn revision_ahead_file(
+    seen: &Observed,
+    plan: &Plan,
+    want: &Desired<'_>,
+    record: Option<&RolloutRecord>,
+) -> Option<k8s_openapi::api::core::v1::ConfigMap> {
+    let names = next_template_names_revision(want, seen.statefulset.as_deref(), record, &seen.pods);
+    (names && revision_fix(want, &seen.revisions) == Some(Decision::WriteRevision))
+        .then(|| revision_config_map(&plan.instance, &plan.rendered, &plan.template_hash))
+}
+
+async fn apply_revision(
+    api: &kube_io::InstanceApi,
+    revision: Option<k8s_openapi::api::core::v1::ConfigMap>,
+) -> Result<Option<k8s_openapi::api::core::v1::ConfigMap>, kube_io::Error> {
+    match revision {
+        Some(cm) => Ok(Some(api.apply("ConfigMap", &cm).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Keeps a written revision ConfigMap for the next step.
+fn revision_written(
+    state: &mut InstanceState,
+    written: Option<k8s_openapi::api::core::v1::ConfigMap>,
+) {
+    if let Some(cm) = written {
+        state.written.revision = Some(Arc::new(CachedConfigMap::from(&cm)));
+    }
+}
+
+/// `WriteRevision`: the desired revision's ConfigMap, created or (under `Live`) brought up to
+/// the live directives the pods were last given.
+async fn write_revision(state: &mut InstanceState, plan: &Plan) -> Result<(), kube_io::Error> {
+    let desired = revision_config_map(&plan.instance, &plan.rendered, &plan.template_hash);
+    let written = state.args.api.apply("ConfigMap", &desired).await?;
+    info!(config_map = %desired.name_any(), hash = %plan.template_hash, "wrote the revision ConfigMap");
+    revision_written(state, Some(written));
     Ok(())
 }
 

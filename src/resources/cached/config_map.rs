@@ -18,6 +18,9 @@ pub struct CachedConfigMap {
     /// Its `redis.conf` key, the only one the operator writes or reads.
     #[serde(default, rename = "data", deserialize_with = "config_file")]
     pub config_text: Option<String>,
+    /// `immutable: true`: its data can never change (a revision's, under `configUpdate: Restart`).
+    #[serde(default)]
+    pub immutable: Option<bool>,
 }
 
 fn config_file<'de, D: Deserializer<'de>>(data: D) -> Result<Option<String>, D::Error> {
@@ -37,6 +40,7 @@ impl From<&ConfigMap> for CachedConfigMap {
                 .as_ref()
                 .and_then(|d| d.get(CONFIG_FILE_KEY))
                 .cloned(),
+            immutable: cm.immutable,
         }
     }
 }
@@ -64,5 +68,9 @@ mod tests {
         let empty: CachedConfigMap =
             serde_json::from_value(serde_json::json!({"metadata": {"name": "x"}})).unwrap();
         assert_eq!(empty.config_text, None);
+        let revision = crate::resources::revision_config_map(&ri, &rendered, &rendered.hash);
+        let cached: CachedConfigMap =
+            serde_json::from_value(serde_json::to_value(&revision).unwrap()).unwrap();
+        assert_eq!(cached.immutable, Some(true));
     }
 }

@@ -45,6 +45,7 @@ macro_rules! namespaced_resource {
 }
 
 mod config_map;
+mod config_volume;
 mod pod;
 mod service;
 mod statefulset;
@@ -56,7 +57,8 @@ pub use pod::{
 };
 pub use service::CachedService;
 pub use statefulset::{
-    CachedStatefulSet, CachedStatefulSetSpec, config_hash_of, image_in, restarted_at_of,
+    CachedStatefulSet, CachedStatefulSetSpec, config_hash_of, config_map_of, image_in,
+    restarted_at_of,
 };
 
 /// Metadata as the watches keep it: without managed fields, which nothing reads.

@@ -7,12 +7,22 @@ use serde::{Deserialize, Serialize};
 /// The pod condition that tells whether it passes its readiness probe.
 pub const READY_CONDITION: &str = "Ready";
 
-/// The cached pod: metadata and the status the decisions read.
+/// The cached pod: metadata, the ConfigMap its config volume names, and the status the
+/// decisions read.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 pub struct CachedPod {
     /// The pod's metadata (managed fields dropped by the watch).
     #[serde(default)]
     pub metadata: ObjectMeta,
+    /// The ConfigMap its config volume mounts: a revision's, or the shared `<name>-config` of
+    /// a pod started before revisions existed. The only part of the spec kept.
+    #[serde(
+        default,
+        rename = "spec",
+        deserialize_with = "super::config_volume::from_spec",
+        serialize_with = "super::config_volume::as_spec"
+    )]
+    pub config_map: Option<String>,
     /// What the kubelet reports.
     pub status: Option<CachedPodStatus>,
 }
@@ -71,7 +81,8 @@ impl From<&Pod> for CachedPod {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
-        ContainerState, ContainerStateRunning, ContainerStatus, PodCondition, PodSpec, PodStatus,
+        ConfigMapVolumeSource, ContainerState, ContainerStateRunning, ContainerStatus,
+        PodCondition, PodSpec, PodStatus, Volume,
     };
 
     #[test]
@@ -79,7 +90,23 @@ mod tests {
         let mut pod = Pod::default();
         pod.metadata.name = Some("redis-example-0".into());
         pod.metadata.uid = Some("u1".into());
-        pod.spec = Some(PodSpec::default());
+        pod.spec = Some(PodSpec {
+            volumes: Some(vec![
+                Volume {
+                    name: "data".into(),
+                    ..Default::default()
+                },
+                Volume {
+                    name: "config".into(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: "redis-example-config-0123456789ab".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        });
         let ended = ContainerStateTerminated {
             exit_code: 1,
             message: Some("refused".into()),
@@ -112,6 +139,13 @@ mod tests {
         });
         let cached = CachedPod::from(&pod);
         assert_eq!(cached.metadata, pod.metadata);
+        assert_eq!(
+            cached.config_map.as_deref(),
+            Some("redis-example-config-0123456789ab")
+        );
+        let again: CachedPod =
+            serde_json::from_value(serde_json::to_value(&cached).unwrap()).unwrap();
+        assert_eq!(again, cached, "kept through its own JSON");
         let status = cached.status.expect("status kept");
         assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.7"));
         assert_eq!(

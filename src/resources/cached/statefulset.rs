@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{cached_metadata, from_json, to_json};
-use crate::resources::{CONFIG_HASH_ANNOTATION, RESTARTED_AT_ANNOTATION};
+use crate::resources::{CONFIG_HASH_ANNOTATION, CONFIG_VOLUME, RESTARTED_AT_ANNOTATION};
 
 /// The cached StatefulSet.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -34,6 +34,7 @@ pub struct CachedStatefulSetSpec {
     pub replicas: Option<i32>,
     config_hash: Option<String>,
     restarted_at: Option<String>,
+    config_map: Option<String>,
     /// The pod template as JSON text.
     template: String,
     /// The spec without its pod template and claim templates, as JSON text.
@@ -52,6 +53,14 @@ impl From<StatefulSetSpec> for CachedStatefulSetSpec {
         };
         let config_hash = annotation(CONFIG_HASH_ANNOTATION);
         let restarted_at = annotation(RESTARTED_AT_ANNOTATION);
+        let config_map = spec
+            .template
+            .spec
+            .as_ref()
+            .and_then(|pod| pod.volumes.as_ref())
+            .and_then(|volumes| volumes.iter().find(|v| v.name == CONFIG_VOLUME))
+            .and_then(|v| v.config_map.as_ref())
+            .map(|c| c.name.clone());
         let template = to_json(&spec.template);
         spec.template = Default::default();
         spec.volume_claim_templates = None;
@@ -63,6 +72,7 @@ impl From<StatefulSetSpec> for CachedStatefulSetSpec {
             replicas: spec.replicas,
             config_hash,
             restarted_at,
+            config_map,
             template,
             rest: to_json(&rest),
         }
@@ -112,6 +122,11 @@ pub fn restarted_at_of(sts: &CachedStatefulSet) -> Option<&str> {
     sts.spec.restarted_at.as_deref()
 }
 
+/// The ConfigMap a live StatefulSet's pod template mounts as its config volume, if any.
+pub fn config_map_of(sts: &CachedStatefulSet) -> Option<&str> {
+    sts.spec.config_map.as_deref()
+}
+
 /// The Redis container's image in a template as [`CachedStatefulSetSpec::template_json`]
 /// gives it.
 pub fn image_in(template: &Value) -> Option<&str> {
@@ -140,6 +155,10 @@ mod tests {
         assert_eq!(cached.spec.replicas, full.spec.replicas);
         assert_eq!(config_hash_of(&cached), Some("h1"));
         assert_eq!(restarted_at_of(&cached), Some("then"));
+        assert_eq!(
+            config_map_of(&cached),
+            Some(crate::resources::revision_config_map_name("redis-example", "h1", false).as_str())
+        );
         assert_eq!(
             image_in(&cached.spec.template_json()),
             image_of(&full.spec),
