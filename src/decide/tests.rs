@@ -125,8 +125,9 @@ impl Case {
         self
     }
 
-    fn decide(&self) -> Decision {
-        let want = Desired {
+    /// What this case desires.
+    fn want(&self) -> Desired<'_> {
+        Desired {
             config_text: &self.text,
             hash: &self.hash,
             strategy: self.strategy,
@@ -136,7 +137,11 @@ impl Case {
             live: self.live,
             revision: &self.revision,
             shared: &self.shared,
-        };
+        }
+    }
+
+    fn decide(&self) -> Decision {
+        let want = self.want();
         let live_sts = self.live_sts.as_ref().map(CachedStatefulSet::from);
         let live_svc = self.live_svc.as_ref().map(CachedService::from);
         let live_headless = self.live_headless.as_ref().map(CachedService::from);
@@ -543,17 +548,7 @@ fn stuck_pods_on_an_older_revision_are_replaced_after_the_deadline() {
 #[test]
 fn record_for_marks_only_when_the_hash_stays() {
     let case = Case::converged(RollingUpdate);
-    let want = Desired {
-        config_text: &case.text,
-        hash: &case.hash,
-        strategy: case.strategy,
-        statefulset: &case.sts,
-        service: &case.svc,
-        headless: &case.headless,
-        live: false,
-        revision: &case.revision,
-        shared: &case.shared,
-    };
+    let want = case.want();
     let same = record_for(
         &want,
         case.live_sts.as_ref().map(CachedStatefulSet::from).as_ref(),

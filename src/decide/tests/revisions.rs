@@ -139,20 +139,7 @@ fn a_rollback_to_pods_on_the_shared_config_map_keeps_them_as_they_run() {
         Decision::RollOut,
         "back to the template the untouched pods run, shared mount included"
     );
-    let want_mount = {
-        let want = Desired {
-            config_text: &case.text,
-            hash: &case.hash,
-            strategy: case.strategy,
-            statefulset: &case.sts,
-            service: &case.svc,
-            headless: &case.headless,
-            live: false,
-            revision: &case.revision,
-            shared: &case.shared,
-        };
-        mount_for(&want, &case.pods, &case.hash)
-    };
+    let want_mount = mount_for(&case.want(), &case.pods, &case.hash);
     assert_eq!(want_mount, "redis-example-config");
 }
 
