@@ -157,6 +157,9 @@ async fn a_config_never_ready_is_halted_after_one_pod_and_rolled_back() {
             .ok_or_else(|| "not yet".to_owned())
     })
     .await;
+    // The Warning is posted beside the rollback's first write; one posted by the first
+    // operator is not posted again by the next.
+    assert_eq!(event_count_once(&ns, NAME, "RolloutRolledBack", 1).await, 1);
     first.kill();
     let recorded = api.get(NAME).await.unwrap().status.unwrap_or_default();
     assert!(
