@@ -297,7 +297,7 @@ impl InstanceApi {
 
     /// Deletes the very Service that was seen (uid precondition); gone already is done.
     pub async fn delete_service(&self, live: &CachedService) -> Result<()> {
-        self.delete_seen::<Service>("Service", &live.name_any(), live.uid())
+        self.delete_as_seen::<Service>("Service", &live.name_any(), live.uid(), None)
             .await
     }
 
@@ -314,23 +314,8 @@ impl InstanceApi {
     }
 
     /// Deletes the object of `kind` named `name` only if it is still the one of `uid` (one
-    /// someone recreated meanwhile stays); already gone counts as done.
-    async fn delete_seen<K>(
-        &self,
-        kind: &'static str,
-        name: &str,
-        uid: Option<String>,
-    ) -> Result<()>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + Debug,
-    {
-        self.delete_as_seen::<K>(kind, name, uid, None).await
-    }
-
-    /// [`Self::delete_seen`], and with `resource_version` also only if unchanged since.
+    /// someone recreated meanwhile stays) and, with `resource_version`, unchanged since; already
+    /// gone counts as done.
     async fn delete_as_seen<K>(
         &self,
         kind: &'static str,
@@ -398,7 +383,7 @@ impl InstanceApi {
     /// Deletes the NetworkPolicy that was seen (uid precondition, so one someone recreated
     /// meanwhile stays); already gone counts as done.
     pub async fn delete_network_policy(&self, live: &NetworkPolicy) -> Result<()> {
-        self.delete_seen::<NetworkPolicy>("NetworkPolicy", &live.name_any(), live.uid())
+        self.delete_as_seen::<NetworkPolicy>("NetworkPolicy", &live.name_any(), live.uid(), None)
             .await
     }
 
