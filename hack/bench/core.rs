@@ -22,7 +22,8 @@ use redis_operator::decide::{Deadlines, Desired, Snapshot, decide};
 use redis_operator::kube_io::InstanceApi;
 use redis_operator::limiter::{Limiter, Limits};
 use redis_operator::resources::{
-    CachedConfigMap, CachedService, CachedStatefulSet, headless_service, service, statefulset,
+    CachedConfigMap, CachedSecret, CachedService, CachedStatefulSet, headless_service, service,
+    statefulset,
 };
 
 /// Counts live heap bytes and allocation calls, so memory is measured, not guessed.
@@ -123,16 +124,44 @@ where
     reader
 }
 
+/// Instance `redis-{i}` with 10 directives.
+fn named_instance(i: usize) -> RedisInstance {
+    let mut inst = instance(config(10));
+    inst.metadata.name = Some(format!("redis-{i}"));
+    inst
+}
+
+/// The three Secrets an instance owns, with passwords as the operator generates them.
+fn owned_secrets(inst: &RedisInstance) -> [k8s_openapi::api::core::v1::Secret; 3] {
+    use redis_operator::auth::{acl, generate_password};
+    let password = || generate_password().expect("randomness");
+    let system = redis_operator::resources::SystemPasswords {
+        operator: password(),
+        replication: password(),
+    };
+    let default = password();
+    let users = acl::instance_users(
+        vec![acl::AclUser::with_passwords(
+            "default",
+            [default.as_str()],
+            "~* &* +@all",
+        )],
+        &system.operator,
+        &system.replication,
+    );
+    [
+        redis_operator::resources::generated_auth_secret(inst, &default),
+        redis_operator::resources::system_secret(inst, &system),
+        redis_operator::resources::acl_secret(inst, &acl::render(&users), None),
+    ]
+}
+
 /// Heap bytes per instance: its objects in the watch caches (as the supervisor keeps them: no
 /// managed fields, pods and StatefulSets in their cached forms), then its actor after it took
 /// a step.
 async fn instance_memory(count: usize) -> (f64, f64) {
     use redis_operator::resources::CachedPod;
-    let named = |i: usize| {
-        let mut inst = instance(config(10));
-        inst.metadata.name = Some(format!("redis-{i}"));
-        inst
-    };
+    let named = named_instance;
     let before = LIVE.load(Ordering::Relaxed);
     // Each instance's ConfigMaps: the spec's `<name>-config` and its revision's.
     let config_maps: Vec<CachedConfigMap> = (0..count)
@@ -162,7 +191,10 @@ async fn instance_memory(count: usize) -> (f64, f64) {
                 None,
             ))
         })),
-        services: cache((0..count).map(|i| CachedService::from(&service(&named(i))))),
+        services: cache((0..count).flat_map(|i| {
+            let inst = named(i);
+            [service(&inst), headless_service(&inst)].map(|svc| CachedService::from(&svc))
+        })),
         pods: cache((0..count * 3).map(|i| {
             let mut pod = CachedPod::default();
             pod.metadata.name = Some(format!("redis-{}-{}", i / 3, i % 3));
@@ -173,7 +205,9 @@ async fn instance_memory(count: usize) -> (f64, f64) {
             (0..count).map(|i| redis_operator::resources::network_policy(&named(i), None)),
         ),
         versions: Default::default(),
-        secrets: cache(std::iter::empty()),
+        secrets: cache(
+            (0..count).flat_map(|i| owned_secrets(&named(i)).map(|s| CachedSecret::from(&s))),
+        ),
         secret_versions: Default::default(),
     };
     let cached = (LIVE.load(Ordering::Relaxed) - before) as f64 / count as f64;
@@ -303,6 +337,40 @@ async fn main() {
     );
     println!();
     let count = 1000;
+    let secrets = |as_cached: bool| {
+        let before = LIVE.load(Ordering::Relaxed);
+        // As the watch keeps them: no owner references; the cached ones keep one label.
+        let objects = (0..count)
+            .flat_map(|i| owned_secrets(&named_instance(i)))
+            .map(|mut s| {
+                s.metadata.owner_references = None;
+                s
+            });
+        let held: Box<dyn std::any::Any> = if as_cached {
+            Box::new(cache(objects.map(|s| {
+                let mut cached = CachedSecret::from(&s);
+                if let Some(labels) = cached.metadata.labels.as_mut() {
+                    labels.retain(|key, _| key == redis_operator::resources::INSTANCE_LABEL);
+                }
+                cached
+            })))
+        } else {
+            Box::new(cache(objects))
+        };
+        let bytes = (LIVE.load(Ordering::Relaxed) - before) as f64 / count as f64;
+        drop(held);
+        bytes
+    };
+    println!(
+        "| {:<44} | {:>12.0} |",
+        format!("heap bytes per instance, its 3 Secrets cached whole"),
+        secrets(false)
+    );
+    println!(
+        "| {:<44} | {:>12.0} |",
+        format!("heap bytes per instance, its 3 CachedSecrets"),
+        secrets(true)
+    );
     let (cached, actor) = instance_memory(count).await;
     println!(
         "| {:<44} | {:>12.0} |",

@@ -26,8 +26,8 @@ use crate::api_traffic::ApiTraffic;
 use crate::crd::RedisInstance;
 use crate::health::Health;
 use crate::resources::{
-    CachedConfigMap, CachedPod, CachedService, CachedStatefulSet, INSTANCE_LABEL, MANAGED_BY_LABEL,
-    MANAGER, READY_CONDITION, REVISION_LABEL, ROLE_LABEL,
+    CachedConfigMap, CachedPod, CachedSecret, CachedService, CachedStatefulSet, INSTANCE_LABEL,
+    MANAGED_BY_LABEL, MANAGER, READY_CONDITION, REVISION_LABEL, ROLE_LABEL,
 };
 
 /// Retry delays of a failed watch: 250 ms doubling to 4 s, and back to 250 ms after any event.
@@ -150,7 +150,7 @@ pub type SecretVersions = Arc<dashmap::DashMap<(String, String), String>>;
 /// Watches every Secret's metadata only, so the data of Secrets the operator does not own stays
 /// on the API server and out of this process's memory; a change gives a step to every instance
 /// that references the Secret (see `auth::referenced_secrets`), which then reads it. The
-/// Secrets it owns are cached whole by their own watch, like its other objects.
+/// Secrets it owns are cached by their own watch, like its other objects, as [`CachedSecret`]s.
 fn watch_secrets(
     client: &Client,
     namespace: Option<&str>,
@@ -229,6 +229,16 @@ fn trim_pod(pod: &mut CachedPod) {
     }
 }
 
+/// Drops what is never read of a Secret the operator owns: its labels keep the one that routes
+/// the event, and its annotations go.
+fn trim_secret(secret: &mut CachedSecret) {
+    let meta = &mut secret.metadata;
+    meta.annotations = None;
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|key, _| key == INSTANCE_LABEL);
+    }
+}
+
 /// Starts every watch; returns the caches and the tasks (aborted when the supervisor stops).
 pub fn start(
     to: &ActorRef<SupervisorMsg>,
@@ -277,10 +287,10 @@ pub fn start(
     );
     let (pods, pod_task) =
         watch_owned::<CachedPod>(client, namespace, trim_pod, None, &sink, "Pod", |_| {});
-    let (owned_secrets, owned_secret_task) = watch_owned::<Secret>(
+    let (owned_secrets, owned_secret_task) = watch_owned::<CachedSecret>(
         client,
         namespace,
-        keep,
+        trim_secret,
         progress(|v| &v.secrets),
         &sink,
         "Secret",

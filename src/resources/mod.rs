@@ -18,8 +18,8 @@ use crate::crd::RedisInstance;
 
 pub use cached::{
     CachedConfigMap, CachedContainerState, CachedContainerStatus, CachedPod, CachedPodCondition,
-    CachedPodStatus, CachedService, CachedStatefulSet, CachedStatefulSetSpec, READY_CONDITION,
-    config_hash_of, config_map_of, restarted_at_of,
+    CachedPodStatus, CachedSecret, CachedService, CachedStatefulSet, CachedStatefulSetSpec,
+    READY_CONDITION, config_hash_of, config_map_of, restarted_at_of,
 };
 pub use configmap::{
     config_map, config_map_name, is_revision_of, revision_config_map, revision_config_map_name,
@@ -28,9 +28,7 @@ pub use configmap::{
 pub use drift::{StatefulSetDrift, service_drifted, statefulset_drift};
 pub use network_policy::{OPERATOR_POD_LABELS, network_policy, network_policy_drifted};
 pub use replicated::{CONVERT_ANNOTATION, ROLE_LABEL, replicas_service, replicated, unconverted};
-pub use secret::{
-    SystemPasswords, acl_file_of, acl_secret, generated_auth_secret, passwords_in, system_secret,
-};
+pub use secret::{SystemPasswords, acl_file_of, acl_secret, generated_auth_secret, system_secret};
 pub use service::{
     headless_service, headless_service_name, legacy_primary_service_name, other_shape, service,
 };

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
-use super::owned_meta;
+use super::{CachedSecret, owned_meta};
 use crate::auth::{
     ACL_FILE_KEY, GENERATED_PASSWORD_KEY, OPERATOR_PASSWORD_KEY, REPLICATION_PASSWORD_KEY,
     acl_secret_name, generated_secret_name, system_secret_name,
@@ -46,12 +46,12 @@ pub struct SystemPasswords {
 
 impl SystemPasswords {
     /// The passwords a `<name>-operator` Secret holds, if it holds both.
-    pub fn of(secret: &Secret) -> Option<Self> {
-        let data = secret.data.as_ref()?;
+    pub fn of(secret: &CachedSecret) -> Option<Self> {
         let text = |key: &str| {
-            data.get(key)
-                .and_then(|b| String::from_utf8(b.0.clone()).ok())
+            secret
+                .value(key)
                 .filter(|s| !s.is_empty())
+                .map(str::to_owned)
         };
         Some(Self {
             operator: text(OPERATOR_PASSWORD_KEY)?,
@@ -90,21 +90,8 @@ pub fn acl_secret(
 }
 
 /// The ACL file a `<name>-acl` Secret holds.
-pub fn acl_file_of(secret: &Secret) -> Option<&str> {
-    let bytes = secret.data.as_ref()?.get(ACL_FILE_KEY)?;
-    std::str::from_utf8(&bytes.0).ok()
-}
-
-/// Every value of a Secret, as text: each is one password (keys that are not UTF-8 are
-/// skipped; Redis passwords are text).
-pub fn passwords_in(secret: &Secret) -> Vec<String> {
-    secret
-        .data
-        .iter()
-        .flatten()
-        .filter_map(|(_, b)| String::from_utf8(b.0.clone()).ok())
-        .filter(|p| !p.is_empty())
-        .collect()
+pub fn acl_file_of(secret: &CachedSecret) -> Option<&str> {
+    secret.value(ACL_FILE_KEY)
 }
 
 #[cfg(test)]
@@ -123,16 +110,16 @@ mod tests {
         assert_eq!(acl.metadata.name.as_deref(), Some("redis-example-acl"));
         assert_eq!(acl.metadata.resource_version.as_deref(), Some("7"));
         assert!(acl.metadata.owner_references.is_some());
-        assert_eq!(acl_file_of(&acl), Some("user x\n"));
+        assert_eq!(acl_file_of(&CachedSecret::from(&acl)), Some("user x\n"));
         assert_eq!(acl.data.as_ref().unwrap().len(), 1, "the file only");
         let held = system_secret(&one, &system);
         assert_eq!(
             held.metadata.name.as_deref(),
             Some("redis-example-operator")
         );
-        assert!(SystemPasswords::of(&held) == Some(system));
+        assert!(SystemPasswords::of(&CachedSecret::from(&held)) == Some(system));
         let generated = generated_auth_secret(&one, "pw");
-        assert_eq!(passwords_in(&generated), ["pw"]);
+        assert_eq!(CachedSecret::from(&generated).passwords(), ["pw"]);
         assert_eq!(
             generated.metadata.name.as_deref(),
             Some("redis-example-auth")

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use tracing::{info, warn};
 
@@ -21,7 +20,7 @@ use crate::crd::RedisInstance;
 use crate::kube_io;
 use crate::live::pods::PodAddress;
 use crate::resources::{
-    SystemPasswords, acl_file_of, acl_secret, generated_auth_secret, passwords_in, system_secret,
+    CachedSecret, SystemPasswords, acl_file_of, acl_secret, generated_auth_secret, system_secret,
 };
 
 /// What the actor keeps between steps; what must survive a restart is in the Secrets and in
@@ -30,9 +29,9 @@ use crate::resources::{
 pub struct AuthMemory {
     /// Secrets of the user's as last read, by name: read again only when the watch shows a new
     /// version.
-    read: HashMap<String, Arc<Secret>>,
+    read: HashMap<String, Arc<CachedSecret>>,
     /// Secrets the operator wrote, until its cache shows them.
-    written: HashMap<String, Arc<Secret>>,
+    written: HashMap<String, Arc<CachedSecret>>,
     /// The ACL file's fingerprint every running pod was brought in line with, until status
     /// holds it.
     pub applied: Option<String>,
@@ -93,7 +92,7 @@ pub(super) async fn step(
             None => api.create_secret(&secret).await?,
         };
         match written {
-            Some(written) => wrote(state, written),
+            Some(written) => wrote(state, &written),
             // Someone created it meanwhile: the cache shows it soon.
             None => return Ok(Duration::from_millis(200)),
         }
@@ -180,7 +179,7 @@ async fn system_passwords(
     let api = state.args.api.clone();
     match api.create_secret(&system_secret(instance, &fresh)).await? {
         Some(created) => {
-            wrote(state, created);
+            wrote(state, &created);
             Ok(Some(fresh))
         }
         // Someone created it meanwhile: the cache shows it soon.
@@ -200,7 +199,7 @@ struct Clients {
 }
 
 /// A Secret the operator owns, from its watch cache, or as written while the cache is behind.
-fn owned(state: &mut InstanceState, name: &str) -> Option<Arc<Secret>> {
+fn owned(state: &mut InstanceState, name: &str) -> Option<Arc<CachedSecret>> {
     let stores = &state.args.stores;
     let cached = lookup(&stores.secrets, &state.args.key.namespace, name);
     let mut written = state.auth.written.remove(name);
@@ -212,11 +211,11 @@ fn owned(state: &mut InstanceState, name: &str) -> Option<Arc<Secret>> {
 }
 
 /// Notes a Secret the operator just wrote, for [`owned`] to see before the cache does.
-fn wrote(state: &mut InstanceState, secret: Secret) {
+fn wrote(state: &mut InstanceState, secret: &k8s_openapi::api::core::v1::Secret) {
     state
         .auth
         .written
-        .insert(secret.name_any(), Arc::new(secret));
+        .insert(secret.name_any(), Arc::new(CachedSecret::from(secret)));
 }
 
 /// A user's Secret by name, read again only when the Secret watch shows another version than
@@ -224,7 +223,7 @@ fn wrote(state: &mut InstanceState, secret: Secret) {
 async fn read(
     state: &mut InstanceState,
     name: &str,
-) -> Result<Option<Arc<Secret>>, kube_io::Error> {
+) -> Result<Option<Arc<CachedSecret>>, kube_io::Error> {
     let watched = state
         .args
         .stores
@@ -234,7 +233,12 @@ async fn read(
     {
         return Ok(Some(known.clone()));
     }
-    let got = state.args.api.secret(name).await?.map(Arc::new);
+    let got = state
+        .args
+        .api
+        .secret(name)
+        .await?
+        .map(|s| Arc::new(CachedSecret::from(&s)));
     match &got {
         Some(secret) => state.auth.read.insert(name.to_owned(), secret.clone()),
         None => state.auth.read.remove(name),
@@ -257,7 +261,7 @@ async fn client_users(
     for user in &instance.spec.auth.users {
         match read(state, &user.password_secret).await? {
             Some(secret) => {
-                let passwords = passwords_in(&secret);
+                let passwords = secret.passwords();
                 if user.name == "default" {
                     default_passwords.extend(passwords.iter().cloned());
                 }
@@ -319,8 +323,8 @@ async fn generated_default(
                 return Ok(None);
             };
             seeded_now = seeded.is_some();
-            wrote(state, created.clone());
-            Arc::new(created)
+            wrote(state, &created);
+            Arc::new(CachedSecret::from(&created))
         }
     };
     if seed_password(instance).is_some() && !state.auth.requirepass_reported {
@@ -340,7 +344,7 @@ async fn generated_default(
             .event(instance, true, "PasswordMoved", "MovePassword", note)
             .await;
     }
-    let passwords = passwords_in(&secret);
+    let passwords = secret.passwords();
     Ok(Some(Clients {
         users: vec![AclUser::with_passwords(
             "default",

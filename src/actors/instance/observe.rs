@@ -34,7 +34,7 @@ pub struct Stores {
     /// How far each watch has come.
     pub versions: Arc<Versions>,
     /// The Secrets the operator owns (`<name>-auth`, `<name>-acl`, `<name>-operator`).
-    pub secrets: Store<k8s_openapi::api::core::v1::Secret>,
+    pub secrets: Store<crate::resources::CachedSecret>,
     /// Every Secret's resourceVersion, from the metadata watch.
     pub secret_versions: crate::actors::watches::SecretVersions,
 }

@@ -47,6 +47,7 @@ macro_rules! namespaced_resource {
 mod config_map;
 mod config_volume;
 mod pod;
+mod secret;
 mod service;
 mod statefulset;
 
@@ -55,6 +56,7 @@ pub use pod::{
     CachedContainerState, CachedContainerStatus, CachedPod, CachedPodCondition, CachedPodStatus,
     READY_CONDITION,
 };
+pub use secret::CachedSecret;
 pub use service::CachedService;
 pub use statefulset::{
     CachedStatefulSet, CachedStatefulSetSpec, config_hash_of, config_map_of, image_in,
