@@ -373,6 +373,11 @@ async fn apply_service(
     service: &Service,
 ) -> Result<(), kube_io::Error> {
     let existed = seen.service.is_some() || seen.statefulset.is_some();
+    // A creation makes the API server allocate a cluster IP, which it does one at a time.
+    let _allocating = match &seen.service {
+        None => Some(state.args.api.limiter().allocation().await),
+        Some(_) => None,
+    };
     let applied = state.args.api.apply("Service", service).await?;
     state.written.service = Some(Arc::new(CachedService::from(&applied)));
     if std::mem::take(&mut state.service_migrated) && seen.service.is_none() {
