@@ -49,6 +49,9 @@ pub struct Timings {
     pub settle: Duration,
     /// How often a `configUpdate: Live` instance's pods are checked for live drift.
     pub live_check: Duration,
+    /// How long an endpoint change takes to reach every node's service proxy; a switchover
+    /// target is routed to this long before `FAILOVER`.
+    pub route_settle: Duration,
 }
 
 impl Default for Timings {
@@ -58,6 +61,7 @@ impl Default for Timings {
             max_backoff: Duration::from_secs(30),
             settle: Duration::from_secs(5),
             live_check: Duration::from_secs(60),
+            route_settle: Duration::from_millis(1200),
         }
     }
 }
