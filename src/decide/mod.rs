@@ -6,6 +6,7 @@
 //! in status before its first write, and edits that arrive while its pods are being replaced
 //! wait for it to finish, so a burst of edits costs at most one more restart.
 
+mod act;
 mod pods;
 pub mod replication;
 mod revisions;
@@ -25,6 +26,10 @@ use crate::resources::{
     config_map_of, restarted_at_of, service_drifted, statefulset_drift,
 };
 
+pub use act::{
+    Act, Drift, Facts, FileWrite, Form, Notice, Replacement, Restart, ServiceTold, ServicesAct,
+    Template, act, drift, drift_restarted, finished, services_act,
+};
 /// Pods and StatefulSets as the caches hold them, for tests elsewhere in the crate.
 #[cfg(test)]
 pub(crate) use pods::fixtures as pods_fixtures;

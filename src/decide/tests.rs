@@ -14,6 +14,7 @@ const DEADLINES: Deadlines = Deadlines {
 };
 
 /// The desired objects for `maxmemory 100mb` under `strategy`, and what the caches show.
+#[derive(Clone)]
 struct Case {
     text: String,
     hash: String,
@@ -140,7 +141,16 @@ impl Case {
         }
     }
 
+    /// What it decides; every row also checks that a decision that writes has its act.
     fn decide(&self) -> Decision {
+        self.with_act(&Facts::default(), |decision, act| {
+            assert_eq!(decision.is_write(), act.is_write(), "{decision:?}: {act:?}");
+            decision.clone()
+        })
+    }
+
+    /// `check` of what it decides and the act that carries it out, given `facts`.
+    fn with_act<R>(&self, facts: &Facts, check: impl FnOnce(&Decision, &Act) -> R) -> R {
         let want = self.want();
         let live_sts = self.live_sts.as_ref().map(CachedStatefulSet::from);
         let live_svc = self.live_svc.as_ref().map(CachedService::from);
@@ -160,7 +170,8 @@ impl Case {
             failed_hash: self.failed_hash.as_deref(),
             revisions: &self.revisions,
         };
-        decide(&want, &seen, &DEADLINES)
+        let decision = decide(&want, &seen, &DEADLINES);
+        check(&decision, &act(&decision, &want, &seen, facts))
     }
 }
 
@@ -736,4 +747,5 @@ fn a_pause_mid_recreate_keeps_the_old_pods_or_brings_the_statefulset_back() {
     assert_eq!(case.decide(), Decision::CreateStatefulSet);
 }
 
+mod act;
 mod revisions;

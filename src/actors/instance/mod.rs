@@ -30,7 +30,8 @@ use tracing::{Instrument, debug, warn};
 use super::metrics::{InstanceKey, MetricsMsg};
 use crate::crd::RedisInstance;
 use crate::decide::{
-    Deadlines, Decision, Desired, Snapshot, Waiting, applied, decide, overdue, rollout_complete,
+    Deadlines, Decision, Desired, Facts, Snapshot, Waiting, act, applied, decide, overdue,
+    rollout_complete,
 };
 use crate::kube_io::{self, InstanceApi};
 use crate::stages::{self, Stage};
@@ -552,7 +553,8 @@ async fn step(
         }) {
             state.decided = "FinishRestart";
             let record = record.clone();
-            perform::finish_restart(state, None, &seen, &record, now).await?;
+            let event = crate::decide::finished(&record);
+            perform::finish_restart(state, None, &seen, &record, &event, now).await?;
             return Ok(None);
         }
         // The Service depends on no directive, so one that ran before is repaired from the
@@ -567,9 +569,22 @@ async fn step(
             seen.headless.as_deref(),
             seen.statefulset.as_deref(),
         );
-        if let Some(decision) = services.filter(|d| d.is_write() && seen.statefulset.is_some()) {
-            state.decided = decision.name();
-            perform::services(state, &seen, &decision, &service, &headless).await?;
+        let services = services.filter(|d| d.is_write() && seen.statefulset.is_some());
+        let act = services.as_ref().and_then(|decision| {
+            let act = crate::decide::services_act(
+                decision,
+                &service,
+                &headless,
+                seen.service.as_deref(),
+                seen.headless.as_deref(),
+                seen.statefulset.is_some(),
+                state.service_migrated,
+            );
+            Some((decision.name(), act?))
+        });
+        if let Some((decided, act)) = act {
+            state.decided = decided;
+            perform::services(state, &seen, &act, &service, &headless).await?;
             return Ok(None);
         }
         state.decided = "Hold";
@@ -600,7 +615,9 @@ async fn step(
     state
         .target
         .forget_halt(record.map(|r| r.config_hash.as_str()));
-    let halted_hash = state.target.halted().map(|h| h.hash.as_str());
+    // Owned: what is decided is carried out on the actor's state, which holds them.
+    let halted_hash = state.target.halted().map(|h| h.hash.clone());
+    let rejected_hash = state.target.rejection().map(|r| r.hash.clone());
     let settle_left = settle_left(state);
     let snapshot = Snapshot {
         config_text: seen.config_text.as_deref(),
@@ -613,12 +630,8 @@ async fn step(
         now,
         live_refused: state.live.refuses(&plan),
         paused: paused(&current),
-        halted: halted_hash == Some(plan.template_hash.as_str()),
-        failed_hash: state
-            .target
-            .rejection()
-            .map(|r| r.hash.as_str())
-            .or(halted_hash),
+        halted: halted_hash.as_ref() == Some(&plan.template_hash),
+        failed_hash: rejected_hash.as_deref().or(halted_hash.as_deref()),
         revisions: &seen.revisions,
     };
     let deadlines = Deadlines {
@@ -643,11 +656,20 @@ async fn step(
     };
     report::note_mismatches(state, &seen, &want);
     report::log_hash_comparison(&seen, &want, &decision);
+    let facts = Facts {
+        has_run: crate::status::has_run(&current),
+        written_generation: state
+            .statefulset_written
+            .or_else(|| current.status.as_ref()?.stateful_set_generation),
+        rejected_hash: rejected_hash.as_deref(),
+        service_migrated: state.service_migrated,
+    };
+    let act = act(&decision, &want, &snapshot, &facts);
     debug!(?decision, "next step");
     stages::since(Stage::Decide, deciding);
-    if decision.is_write() {
+    if act.is_write() {
         let performing = Instant::now();
-        perform::perform(state, &plan, &want, &seen, &decision, now).await?;
+        perform::perform(state, &plan, &seen, &act, now).await?;
         stages::since(Stage::Perform, performing);
         return Ok(None);
     }
