@@ -7,6 +7,8 @@
 //! wait for it to finish, so a burst of edits costs at most one more restart.
 
 mod act;
+mod failure;
+pub mod live_drift;
 mod pods;
 pub mod replication;
 mod revisions;
@@ -29,6 +31,9 @@ use crate::resources::{
 pub use act::{
     Act, Drift, Facts, FileWrite, Form, Notice, Replacement, Restart, ServiceTold, ServicesAct,
     Template, act, drift, drift_restarted, finished, services_act,
+};
+pub use failure::{
+    DriveTo, Outcome, Specs, drive_to, never_ready_outcome, refusal, watch_for_failure,
 };
 /// Pods and StatefulSets as the caches hold them, for tests elsewhere in the crate.
 #[cfg(test)]

@@ -10,8 +10,12 @@ use k8s_openapi::api::core::v1::Service;
 
 use crate::config::render::{RenderedConfig, render, short_hash};
 use crate::config::validate::Violation;
-use crate::crd::{OnFailure, RedisInstance, RedisInstanceSpec, RolloutRecord};
-use crate::decide::{Crash, crashed_pod, never_ready, unready_on};
+use crate::crd::{RedisInstance, RedisInstanceSpec, RolloutRecord};
+pub use crate::decide::Outcome;
+use crate::decide::{
+    Crash, DriveTo, Specs, crashed_pod, drive_to, never_ready, never_ready_outcome, refusal,
+    unready_on, watch_for_failure,
+};
 use crate::live;
 use crate::resources::{CachedPod, headless_service, service, statefulset};
 
@@ -85,15 +89,6 @@ pub const HALTED_REASON: &str = "RolloutHalted";
 
 /// Condition reasons a rejection is recorded under, so a restarted operator recalls it.
 pub const REJECTION_REASONS: [&str; 2] = ["RedisRejectedConfig", "NeverReady"];
-
-/// What a failure found this step led to, to be reported once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The pods go back to the last config that ran.
-    RolledBack,
-    /// No further pods are replaced (`onFailure: Halt`, or nothing to roll back to).
-    Halted,
-}
 
 /// The config a restart is failing on.
 struct Failing<'a> {
@@ -301,10 +296,8 @@ impl Target {
         };
         let (hash, spec_hash) = hashes_of(&good);
         let healthy = self.last_healthy.as_deref().map(|h| hashes_of(h).0);
-        if self.rejected.is_some()
-            || self.halted.is_some()
-            || healthy.as_deref() == Some(hash.as_str())
-        {
+        let known_failure = self.rejected.is_some() || self.halted.is_some();
+        if !watch_for_failure(known_failure, healthy.as_deref(), &hash) {
             return;
         }
         let Some(crash) = crashed_pod(pods, &hash) else {
@@ -319,25 +312,7 @@ impl Target {
             }
             return;
         };
-        let outcome = match &healthy {
-            Some(old) => format!(
-                "rolling back to config {}, the last one that ran",
-                short_hash(old)
-            ),
-            None => "no earlier config ran, so there is nothing to roll back to".to_owned(),
-        };
-        // `crashed_pod` returns only crashes whose message holds Redis's report.
-        let said = crash.config_error().map_or_else(
-            || "see the pod's log for Redis's reason".to_owned(),
-            |e| format!("Redis said: {}: {}", e.line, e.reason),
-        );
-        let message = format!(
-            "redis-server refused config {} in pod {} (exit code {}); {said}; {outcome}. \
-             Fix spec.config",
-            short_hash(&hash),
-            crash.pod,
-            crash.exit_code,
-        );
+        let message = refusal(&hash, &crash, healthy.as_deref());
         let rejection = Rejection {
             hash,
             spec_hash,
@@ -372,32 +347,13 @@ impl Target {
         }) else {
             return;
         };
-        let failed = format!(
-            "pod {pod} is still not ready {}s after it was seen on config {}",
+        let (outcome, message) = never_ready_outcome(
+            rollout.on_failure,
+            failing.healthy,
+            &pod,
+            failing.hash,
             deadline.as_secs(),
-            short_hash(failing.hash)
         );
-        let (outcome, message) = match (rollout.on_failure, failing.healthy) {
-            (OnFailure::Halt, _) => (
-                Outcome::Halted,
-                format!(
-                    "{failed}; rollout halted (onFailure: Halt): no further pods are replaced until spec.config changes"
-                ),
-            ),
-            (OnFailure::Rollback, Some(old)) => (
-                Outcome::RolledBack,
-                format!(
-                    "{failed}; rolling back to config {}, the last one that ran. Fix spec.config",
-                    short_hash(old)
-                ),
-            ),
-            (OnFailure::Rollback, None) => (
-                Outcome::Halted,
-                format!(
-                    "{failed}; rollout halted: no earlier config ran since the operator started, so there is nothing to roll back to. Fix spec.config"
-                ),
-            ),
-        };
         let rejection = Rejection {
             hash: failing.hash.to_owned(),
             spec_hash: failing.spec_hash.to_owned(),
@@ -443,16 +399,17 @@ impl Target {
     /// A refused spec seen first by this actor leaves the healthy one recorded in status, but
     /// only at rest: a restart in flight was driving to a spec no longer known.
     pub fn plan(&self, rollout_recorded: bool) -> Option<Plan> {
-        let Some(good) = self.last_good.clone() else {
-            return match rollout_recorded {
-                true => None,
-                false => self.last_healthy.clone().map(Plan::of),
-            };
+        let valid = self.last_good.clone().map(Plan::of);
+        let specs = Specs {
+            valid: valid.as_ref().map(|plan| plan.rendered.hash.as_str()),
+            rejected: self.rejected.as_ref().map(|r| r.spec_hash.as_str()),
+            healthy: self.last_healthy.is_some(),
+            rollout_recorded,
         };
-        let plan = Plan::of(good);
-        match &self.rejected {
-            Some(r) if r.spec_hash == plan.rendered.hash => self.last_healthy.clone().map(Plan::of),
-            _ => Some(plan),
+        match drive_to(&specs) {
+            DriveTo::Valid => valid,
+            DriveTo::Healthy => self.last_healthy.clone().map(Plan::of),
+            DriveTo::Hold => None,
         }
     }
 
@@ -465,7 +422,7 @@ impl Target {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{ConfigUpdate, RestartReason, RestartStrategy};
+    use crate::crd::{ConfigUpdate, OnFailure, RestartReason, RestartStrategy};
     use crate::decide::pods_fixtures::pod;
     use crate::resources::fixtures::instance;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
