@@ -12,6 +12,7 @@ pub mod live_drift;
 mod pods;
 pub mod replication;
 mod revisions;
+mod wake;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,7 @@ pub use pods::{
     stuck_pods, unready_on,
 };
 pub use revisions::{created_template, mount_for, next_template_names_revision, revision_fix};
+pub use wake::{pod_deadline_wake, progress_wake, settle_left};
 
 /// What the instance should look like now.
 #[derive(Debug, Clone, Copy)]

@@ -713,13 +713,7 @@ async fn step(
         return Ok(Some(left));
     }
     // Wake at the deadline if the rollout has not finished by then; events usually come first.
-    let wake = record
-        .filter(|r| !held && !overdue(r, now, deadlines.progress))
-        .map(|r| {
-            let elapsed = now.duration_since(r.started_at.0).unsigned_abs();
-            deadlines.progress.saturating_sub(elapsed) + Duration::from_secs(1)
-        })
-        .unwrap_or(Duration::MAX);
+    let wake = crate::decide::progress_wake(record, held, now, deadlines.progress);
     let pod_deadline = record.map_or(Duration::MAX, |r| {
         let deadline = Duration::from_secs(
             plan.instance
@@ -730,7 +724,9 @@ async fn step(
                 .unsigned_abs()
                 .into(),
         );
-        next_pod_deadline(&state.target, &seen.pods, r, deadline, clock)
+        crate::decide::pod_deadline_wake(&seen.pods, r, deadline, |p| {
+            state.target.unready_for(p, clock)
+        })
     });
     Ok(Some(
         wake.min(pod_deadline)
@@ -765,30 +761,14 @@ fn paused(instance: &RedisInstance) -> bool {
 /// annotate.
 pub const PAUSED_ANNOTATION: &str = "redis.github.com/paused";
 
-/// When the first unready pod of the restart `record` reaches its readiness deadline.
-fn next_pod_deadline(
-    target: &Target,
-    pods: &[Arc<crate::resources::CachedPod>],
-    record: &crate::crd::RolloutRecord,
-    deadline: Duration,
-    now: Instant,
-) -> Duration {
-    crate::decide::unready_on(pods, &record.config_hash, record.started_at.0)
-        .filter_map(|p| target.unready_for(p, now))
-        // Past it, the failure is already found; no timer needed.
-        .filter(|age| *age <= deadline)
-        .map(|age| deadline - age + Duration::from_secs(1))
-        .min()
-        .unwrap_or(Duration::MAX)
-}
-
-/// How much longer a restart that follows another must wait for edits to settle: `Some` while
-/// a restart finished within the last minute and the spec changed less than `settle` ago.
+/// How much longer a restart that follows another must wait for edits to settle (see
+/// [`crate::decide::settle_left`]), by this actor's clock.
 fn settle_left(state: &InstanceState) -> Option<Duration> {
-    let settle = state.args.timings.settle;
-    let changed = state.spec_changed_at?.elapsed();
-    let recent = state.restart_finished_at?.elapsed() < Duration::from_secs(60) + settle;
-    (recent && changed < settle).then(|| settle - changed)
+    crate::decide::settle_left(
+        state.args.timings.settle,
+        state.spec_changed_at.map(|at| at.elapsed()),
+        state.restart_finished_at.map(|at| at.elapsed()),
+    )
 }
 
 #[cfg(test)]
