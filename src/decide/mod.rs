@@ -100,6 +100,8 @@ pub struct Snapshot<'a> {
     pub failed_hash: Option<&'a str>,
     /// Every revision ConfigMap of the instance.
     pub revisions: &'a [Arc<CachedConfigMap>],
+    /// A replicated instance's primary pod, as status records it.
+    pub primary: Option<&'a str>,
 }
 
 /// The next thing to do.
@@ -223,10 +225,24 @@ pub struct Deadlines {
 pub fn decide(want: &Desired, seen: &Snapshot, deadlines: &Deadlines) -> Decision {
     let next = next_step(want, seen, deadlines);
     if seen.paused && changes_pods(&next, seen) {
-        Decision::Held(Box::new(next))
-    } else {
-        revisions::before(next, want, seen)
+        return Decision::Held(Box::new(next));
     }
+    match revisions::before(next, want, seen) {
+        // The primary's pod is among those a scale-down removes: it hands over first.
+        Decision::RepairStatefulSet if primary_leaves(seen.primary, want) => {
+            Decision::Wait(Waiting::Rollout)
+        }
+        next => next,
+    }
+}
+
+/// Whether the ordinal of `primary` is at or past the desired replicas, so a scale-down to them
+/// would remove the primary's pod.
+fn primary_leaves(primary: Option<&str>, want: &Desired) -> bool {
+    let replicas = want.statefulset.spec.replicas.unwrap_or(1);
+    primary
+        .and_then(|p| p.rsplit_once('-')?.1.parse::<i32>().ok())
+        .is_some_and(|ordinal| ordinal >= replicas)
 }
 
 /// What `spec.paused` holds: anything that restarts a pod or changes its running config.

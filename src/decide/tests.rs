@@ -38,6 +38,7 @@ struct Case {
     revision: String,
     shared: String,
     revisions: Vec<Arc<CachedConfigMap>>,
+    primary: Option<String>,
 }
 
 fn t(secs: i64) -> Timestamp {
@@ -74,6 +75,7 @@ impl Case {
             revision: revision_of(&ri, &rendered.hash),
             shared: "redis-example-config".into(),
             revisions: vec![revision_cm(&ri, &rendered.hash, &rendered.text)],
+            primary: None,
         }
     }
 
@@ -169,6 +171,7 @@ impl Case {
             halted: self.halted,
             failed_hash: self.failed_hash.as_deref(),
             revisions: &self.revisions,
+            primary: self.primary.as_deref(),
         };
         let decision = decide(&want, &seen, &DEADLINES);
         check(&decision, &act(&decision, &want, &seen, facts))
@@ -368,6 +371,25 @@ fn hand_drift_of_the_statefulset_is_repaired() {
             marker: true
         }
     );
+}
+
+#[test]
+fn a_scale_down_that_removes_the_primary_waits_for_its_handover() {
+    let mut scaled = Case::converged(RollingUpdate);
+    scaled.live_sts.as_mut().unwrap().spec.replicas = Some(3);
+    // The spec asks for one pod: ordinals 1 and 2 go.
+    // (recorded primary, decision)
+    let table = [
+        (None, Decision::RepairStatefulSet),
+        (Some("redis-example-0"), Decision::RepairStatefulSet),
+        (Some("redis-example-1"), Decision::Wait(Waiting::Rollout)),
+        (Some("redis-example-2"), Decision::Wait(Waiting::Rollout)),
+        (Some("no-ordinal"), Decision::RepairStatefulSet),
+    ];
+    for (primary, want) in table {
+        scaled.primary = primary.map(str::to_owned);
+        assert_eq!(scaled.decide(), want, "{primary:?}");
+    }
 }
 
 #[test]

@@ -619,6 +619,7 @@ async fn step(
     let halted_hash = state.target.halted().map(|h| h.hash.clone());
     let rejected_hash = state.target.rejection().map(|r| r.hash.clone());
     let settle_left = settle_left(state);
+    let replicated = crate::resources::replicated(&plan.instance);
     let snapshot = Snapshot {
         config_text: seen.config_text.as_deref(),
         statefulset: seen.statefulset.as_deref(),
@@ -633,21 +634,24 @@ async fn step(
         halted: halted_hash.as_ref() == Some(&plan.template_hash),
         failed_hash: rejected_hash.as_deref().or(halted_hash.as_deref()),
         revisions: &seen.revisions,
+        primary: replicated
+            .then(|| {
+                current
+                    .status
+                    .as_ref()?
+                    .replication
+                    .as_ref()?
+                    .primary
+                    .as_deref()
+            })
+            .flatten(),
     };
     let deadlines = Deadlines {
         progress: state.args.timings.progress_deadline,
     };
     stages::since(Stage::Plan, planning);
     let deciding = Instant::now();
-    let mut decision = decide(&want, &snapshot, &deadlines);
-    let replicated = crate::resources::replicated(&plan.instance);
-    if replicated
-        && decision == Decision::RepairStatefulSet
-        && primary_leaves(&current, plan.instance.spec.replicas)
-    {
-        // The primary's pod is among those a scale-down removes: it hands over first.
-        decision = Decision::Wait(Waiting::Rollout);
-    }
+    let decision = decide(&want, &snapshot, &deadlines);
     state.decided = decision.name();
     state.settling = decision == Decision::Wait(Waiting::Settle);
     state.pending = match &decision {
@@ -735,17 +739,6 @@ async fn step(
             .min(auth_wake)
             .min(tls_wake),
     ))
-}
-
-/// Whether the recorded primary's ordinal is at or past `replicas`, so a scale-down to it
-/// would remove the primary's pod.
-fn primary_leaves(instance: &RedisInstance, replicas: i32) -> bool {
-    instance
-        .status
-        .as_ref()
-        .and_then(|s| s.replication.as_ref()?.primary.as_deref())
-        .and_then(|p| p.rsplit_once('-')?.1.parse::<i32>().ok())
-        .is_some_and(|ordinal| ordinal >= replicas)
 }
 
 /// `spec.paused`, or the pause annotation set to anything but "false".
