@@ -113,6 +113,13 @@ struct RunArgs {
     /// instance still run its live directives; drift found is set back.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     live_check_seconds: u64,
+    /// Milliseconds an EndpointSlice change takes to reach every node's service proxy
+    /// (kube-proxy applies changes at most once per its --*-min-sync-period, 1 s by default).
+    /// Before a switchover the new primary joins the `<name>` Service this long ahead of
+    /// `FAILOVER`, so that clients reach it as soon as it takes the role; 0 for a proxy that
+    /// applies changes at once.
+    #[arg(long, default_value_t = 1200)]
+    route_settle_ms: u64,
     /// Sustained API writes per second, shared by all instances (reads come from watch caches).
     #[arg(long, default_value_t = 200.0)]
     api_qps: f64,
@@ -185,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
                 progress_deadline: Duration::from_secs(args.progress_deadline),
                 settle: Duration::from_secs(args.settle_seconds),
                 live_check: Duration::from_secs(args.live_check_seconds),
+                route_settle: Duration::from_millis(args.route_settle_ms),
                 ..Timings::default()
             };
             let limits = Limits {

@@ -79,24 +79,29 @@ def fields(text):
 
 
 def switchovers(work):
-    """Each FAILOVER the operator sent, with when it was seen over and the label moved."""
+    """Each FAILOVER the operator sent, with when its target was labelled primary (before it),
+    when it was seen over, and when the old primary was labelled replica (after it)."""
     log = work / "operator.log"
     if not log.exists():
         return []
-    found = []
+    found, labelled_primary = [], {}
     for line in log.read_text(errors="replace").splitlines():
         match = LOG_LINE.match(line)
         if not match:
             continue
         at, text = unix(match.group(1)), match.group(2)
         f = fields(text)
+        if text.startswith("labelled primary"):
+            labelled_primary[f.get("pod")] = at
         if text.startswith("FAILOVER TO the replica"):
-            found.append({"from": f.get("from"), "to": f.get("to"), "sent": at})
+            found.append({"from": f.get("from"), "to": f.get("to"), "sent": at,
+                          "labelled": labelled_primary.get(f.get("to"))})
         elif text.startswith("FAILOVER over") and found and "over" not in found[-1]:
             found[-1]["over"] = at
             found[-1]["took_ms"] = float(f.get("took_ms", "nan"))
-        elif text.startswith("labelled primary") and found and "labelled" not in found[-1]:
-            found[-1]["labelled"] = at
+        elif (text.startswith("labelled replica") and found and "demoted" not in found[-1]
+              and f.get("pod") == found[-1]["from"]):
+            found[-1]["demoted"] = at
     return found
 
 
@@ -120,10 +125,14 @@ def split_gap(sw, lines, writer):
         return next((x["t"] for x in lines
                      if x["source"] == source and x["t"] >= after and test(x)), None)
 
+    # The target is labelled primary before FAILOVER (negative figures below), so that the
+    # proxies route to it by the time it takes the role; the old primary leaves after.
     labelled = sw.get("labelled")
-    slice_new = first("slices", sent, lambda x: new_ip in x["ready"]) if new_ip else None
+    since = labelled if labelled is not None else sent
+    slice_new = first("slices", since, lambda x: new_ip in x["ready"]) if new_ip else None
     slice_old_gone = first("slices", sent, lambda x: old_ip not in x["ready"]) if old_ip else None
     proxy = first("proxy", slice_new, lambda x: True) if slice_new else None
+    proxy_old_gone = first("proxy", slice_old_gone, lambda x: True) if slice_old_gone else None
     base = writer["started_unix_ms"] / 1000
     rel = (sent - base) * 1000
     # The client's gap around the switchover: the longest listed gap overlapping it.
@@ -145,9 +154,14 @@ def split_gap(sw, lines, writer):
         "client_pause_ms": max(held) if held else None,
         "label_ms": ms(labelled),
         "slice_new_ms": ms(slice_new),
-        "slice_old_gone_ms": ms(slice_old_gone),
         "proxy_sync_ms": ms(proxy),
-        "first_ack_ms": None if gap is None else round(gap["end_ms"] - rel, 1),
+        "demoted_ms": ms(sw.get("demoted")),
+        "slice_old_gone_ms": ms(slice_old_gone),
+        "proxy_old_gone_ms": ms(proxy_old_gone),
+        # The gap FAILOVER opened, if one of 50 ms or more began within 200 ms of it.
+        "first_ack_ms": next((round(g["end_ms"] - rel, 1)
+                              for g in sorted(around, key=lambda g: g["start_ms"])
+                              if g["start_ms"] <= rel + 200), None),
         "gap_ms": None if gap is None else round(gap["ms"], 1),
     }
 
@@ -315,15 +329,17 @@ def main(work, out, run_id, meta_json):
           f"{result['promotions']} promotions, {result['demotions']} demotions, "
           f"at most {result['max_primaries_at_once']} pods answering master in one round")
     if splits:
-        print(f"switchovers ({len(splits)}), ms after FAILOVER was sent, p50 / p99 "
+        print(f"switchovers ({len(splits)}), ms after FAILOVER was sent (negative: before), p50 / p99 "
               f"(client pause: writes held >= {slow_floor:.0f} ms, else 0):")
         for key, label in [("client_pause_ms", "longest held write (client)"),
                            ("operator_pause_ms", "FAILOVER seen over (operator)"),
-                           ("label_ms", "primary label moved"),
-                           ("slice_new_ms", "EndpointSlice lists the new primary"),
-                           ("slice_old_gone_ms", "EndpointSlice drops the old primary"),
+                           ("label_ms", "target labelled primary"),
+                           ("slice_new_ms", "EndpointSlice lists the target"),
                            ("proxy_sync_ms", "kube-proxy sync after that"),
-                           ("first_ack_ms", "client's first acknowledged write after"),
+                           ("demoted_ms", "old primary labelled replica"),
+                           ("slice_old_gone_ms", "EndpointSlice drops the old primary"),
+                           ("proxy_old_gone_ms", "kube-proxy sync after that"),
+                           ("first_ack_ms", "end of FAILOVER's gap (if >= 50 ms)"),
                            ("gap_ms", "client's gap around it")]:
             print(f"  {label:40} {fmt_ms(p(key, 50)):>8} / {fmt_ms(p(key, 99)):>8}")
     if not promotions:

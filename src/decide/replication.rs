@@ -54,6 +54,9 @@ pub struct ReplicationView<'a> {
     pub paused: bool,
     /// The restart in flight already failed its switchover: it halts before another.
     pub switchover_halted: bool,
+    /// How long the switchover target has been listed, ready, in the endpoints of every
+    /// Service clients write through, by the operator's clock; `None` while it is not.
+    pub target_routed_for: Option<Duration>,
 }
 
 /// Bounds of the decisions.
@@ -69,6 +72,10 @@ pub struct ReplicationLimits {
     /// When the primary is lost, promote a replica last seen past `max_lag_bytes` rather
     /// than none.
     pub failover_to_lagging: bool,
+    /// How long an endpoint change takes to reach every node's service proxy (kube-proxy
+    /// applies changes at most once per its min sync period, 1 s by default): the switchover
+    /// target is routed to this long before it takes the role.
+    pub route_settle: Duration,
 }
 
 impl Default for ReplicationLimits {
@@ -78,6 +85,7 @@ impl Default for ReplicationLimits {
             max_lag_bytes: 1024 * 1024,
             switchover_timeout: Duration::from_secs(5),
             failover_to_lagging: false,
+            route_settle: Duration::from_millis(1200),
         }
     }
 }
@@ -140,6 +148,8 @@ pub enum ReplicationWait {
     Sync,
     /// A `FAILOVER` in progress.
     Switchover,
+    /// The switchover target to be routed to by every node before `FAILOVER` is sent.
+    Routing,
     /// The replaced pod to come back.
     Pods,
     /// A fixed spec, after a failed switchover.
@@ -214,6 +224,22 @@ pub fn decide_replication(view: &ReplicationView, limits: &ReplicationLimits) ->
                         ),
                     };
                 }
+                // The target joins the primary's Service before it takes the role, so that
+                // clients refused by the old primary reach it at once rather than after the
+                // service proxies' next sync; until `FAILOVER`, writes reaching it are refused
+                // (`-READONLY`), as they are on the old primary after it.
+                if to.role_label != Some(Role::Primary.as_str()) {
+                    return ReplicationStep::Label {
+                        pod: sw.to.clone(),
+                        role: Some(Role::Primary),
+                    };
+                }
+                if view
+                    .target_routed_for
+                    .is_none_or(|routed| routed < limits.route_settle)
+                {
+                    return ReplicationStep::Wait(ReplicationWait::Routing);
+                }
                 if let Some(ip) = to.ip {
                     return ReplicationStep::Switchover {
                         from: sw.from.clone(),
@@ -263,7 +289,8 @@ pub fn decide_replication(view: &ReplicationView, limits: &ReplicationLimits) ->
         }
     }
 
-    // Labels: a wrong primary label goes first, so the primary Service never selects two pods.
+    // Labels: a wrong primary label goes first, so that outside a switchover the primary
+    // Service never selects two pods.
     for pod in &live {
         if pod.name != primary.name && pod.role_label == Some(Role::Primary.as_str()) {
             let follows = pod.probe.is_some_and(|p| p.role == Role::Replica);

@@ -83,6 +83,7 @@ fn view_of<'a>(
         last_lag: &NO_LAGS,
         paused: false,
         switchover_halted: false,
+        target_routed_for: None,
     }
 }
 
@@ -325,8 +326,38 @@ fn a_recorded_switchover_is_sent_then_finished_by_whoever_leads() {
         pod(1, Some(&r1), Some("replica")),
         pod(2, Some(&r2), Some("replica")),
     ];
+    // The target joins the primary's Service first, and every proxy routes to it before
+    // `FAILOVER` is sent.
     assert_eq!(
         decide_with(&pods, Some(&recorded), true),
+        ReplicationStep::Label {
+            pod: "r-1".into(),
+            role: Some(Role::Primary)
+        }
+    );
+    let pods = [
+        pod(0, Some(&p0), Some("primary")),
+        pod(1, Some(&r1), Some("primary")),
+        pod(2, Some(&r2), Some("replica")),
+    ];
+    let limits = ReplicationLimits::default();
+    let routed = |routed: Option<Duration>| {
+        let view = ReplicationView {
+            rolling: true,
+            target_routed_for: routed,
+            ..view_of(&pods, Some(&recorded))
+        };
+        decide_replication(&view, &limits)
+    };
+    for early in [None, Some(Duration::ZERO), Some(limits.route_settle / 2)] {
+        assert_eq!(
+            routed(early),
+            ReplicationStep::Wait(ReplicationWait::Routing),
+            "{early:?}"
+        );
+    }
+    assert_eq!(
+        routed(Some(limits.route_settle)),
         ReplicationStep::Switchover {
             from: "r-0".into(),
             to_ip: IPS[1].into()

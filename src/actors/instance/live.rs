@@ -204,6 +204,9 @@ pub(super) async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observe
                     .await;
             }
         }
+        Err(error @ crate::live::pods::Error::NotLeader(_)) => {
+            warn!(%error, "live config drift left alone: this operator may no longer lead");
+        }
         Err(error) => warn!(%error, "live config check skipped: a pod did not answer"),
     }
 }

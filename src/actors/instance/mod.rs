@@ -50,6 +50,9 @@ pub struct Timings {
     pub settle: Duration,
     /// How often a `configUpdate: Live` instance's pods are checked for live drift.
     pub live_check: Duration,
+    /// How long an endpoint change takes to reach every node's service proxy; a switchover
+    /// target is routed to this long before `FAILOVER`.
+    pub route_settle: Duration,
 }
 
 impl Default for Timings {
@@ -59,6 +62,7 @@ impl Default for Timings {
             max_backoff: Duration::from_secs(30),
             settle: Duration::from_secs(5),
             live_check: Duration::from_secs(60),
+            route_settle: Duration::from_millis(1200),
         }
     }
 }
@@ -534,6 +538,9 @@ async fn step(
     let stored_record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
     let clock = Instant::now();
     state.target.note_unready(&seen.pods, stored_record, clock);
+    for pod in loading(state, &seen.pods, stored_record, clock).await {
+        state.target.note_loading(&pod, clock);
+    }
     state
         .target
         .detect_rejection(&seen.pods, stored_record, clock);
@@ -753,6 +760,38 @@ fn paused(instance: &RedisInstance) -> bool {
 /// Annotation that pauses an instance like `spec.paused`, for tools that only label and
 /// annotate.
 pub const PAUSED_ANNOTATION: &str = "redis.github.com/paused";
+
+/// The pods at their readiness deadline whose Redis is still loading its data (asked all at
+/// once, 1 s each at most; a pod that does not answer is not loading).
+async fn loading(
+    state: &InstanceState,
+    pods: &[Arc<crate::resources::CachedPod>],
+    record: Option<&crate::crd::RolloutRecord>,
+    now: Instant,
+) -> Vec<Arc<crate::resources::CachedPod>> {
+    let due = state.target.at_deadline(pods, record, now);
+    let asked = futures::future::join_all(due.iter().map(|pod| async {
+        let address = crate::live::pods::PodAddress {
+            pod: pod.name_any(),
+            ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
+            tls: state.tls.for_pod(pod),
+        };
+        let login = state.access.login.as_ref();
+        crate::live::pods::loading(&address, login).await
+    }))
+    .await;
+    due.into_iter()
+        .zip(asked)
+        .filter(|(pod, answer)| {
+            let loading = matches!(answer, Ok(true));
+            if loading {
+                tracing::info!(pod = %pod.name_any(), "pod still loading its data: not counted as never ready");
+            }
+            loading
+        })
+        .map(|(pod, _)| pod.clone())
+        .collect()
+}
 
 /// How much longer a restart that follows another must wait for edits to settle (see
 /// [`crate::decide::settle_left`]), by this actor's clock.

@@ -19,7 +19,8 @@ use super::target::Plan;
 use crate::actors::metrics::MetricsMsg;
 use crate::crd::{ReplicaPodStatus, ReplicationStatus, SwitchoverFailure, SwitchoverRecord};
 use crate::decide::replication::{
-    ReplicaPod, ReplicationLimits, ReplicationStep, ReplicationView, decide_replication,
+    ReplicaPod, ReplicationLimits, ReplicationStep, ReplicationView, ReplicationWait,
+    decide_replication,
 };
 use crate::decide::{is_ready, rollout_complete};
 use crate::kube_io;
@@ -40,12 +41,16 @@ pub struct ReplicationMemory {
     switchover_sent: Option<String>,
     /// Each replica's lag at the last probe that saw the primary.
     last_lag: BTreeMap<String, i64>,
+    /// The switchover target, since when the primary's Services list it as ready.
+    routed_since: Option<(String, Instant)>,
 }
 
 /// How often a replicated instance's pods are probed: quickly while something is in motion,
 /// and at rest often enough that a primary that stops answering is replaced within seconds.
 const BUSY_PROBE: Duration = Duration::from_millis(500);
 const IDLE_PROBE: Duration = Duration::from_secs(2);
+/// While the switchover target waits to be routed to: `FAILOVER` goes out soon after it is.
+const ROUTING_PROBE: Duration = Duration::from_millis(100);
 
 /// One replication step. `Ok(None)`: it wrote; `Ok(Some(d))`: probe again in `d`.
 pub(super) async fn step(
@@ -122,6 +127,7 @@ pub(super) async fn step(
         .primary_silent_since
         .as_ref()
         .map(|(_, since)| now.duration_since(*since));
+    let target_routed_for = target_routed_for(state, seen, &status, &views, now).await?;
     let view = ReplicationView {
         pods: &views,
         replicas: plan.instance.spec.replicas,
@@ -135,8 +141,12 @@ pub(super) async fn step(
         last_lag: &state.replication.last_lag,
         paused,
         switchover_halted: rolling && failed_here(seen, &status),
+        target_routed_for,
     };
-    let limits = ReplicationLimits::from_spec(&plan.instance.spec.replication);
+    let limits = ReplicationLimits {
+        route_settle: state.args.timings.route_settle,
+        ..ReplicationLimits::from_spec(&plan.instance.spec.replication)
+    };
     let decided = decide_replication(&view, &limits);
     tracing::debug!(step = decided.name(), ?decided, "replication step");
     let summary = summarize(&views, &state.replication.last_lag, limits.max_lag_bytes);
@@ -211,6 +221,11 @@ pub(super) async fn step(
             }
         }
         ReplicationStep::Label { pod: name, role } => {
+            match role {
+                Some(Role::Primary) => info!(pod = %name, "labelled primary"),
+                Some(Role::Replica) => info!(pod = %name, "labelled replica"),
+                None => info!(pod = %name, "role label removed"),
+            }
             if let Some(p) = pod(&name) {
                 state
                     .args
@@ -341,6 +356,7 @@ pub(super) async fn step(
             }
             Ok(Some(BUSY_PROBE))
         }
+        ReplicationStep::Wait(ReplicationWait::Routing) => Ok(Some(ROUTING_PROBE)),
         ReplicationStep::Wait(_) | ReplicationStep::Idle => {
             if status.pods != summary {
                 let mut next = status.clone();
@@ -391,6 +407,52 @@ async fn move_primary_label(
             .await?;
     }
     Ok(())
+}
+
+/// How long the recorded switchover's target, once labelled primary, has been listed ready in
+/// the endpoints of every Service clients write through (read from the API server: the
+/// EndpointSlices are not cached). With no such Service there is nothing to wait for.
+async fn target_routed_for(
+    state: &mut InstanceState,
+    seen: &Observed,
+    status: &ReplicationStatus,
+    views: &[ReplicaPod<'_>],
+    now: Instant,
+) -> Result<Option<Duration>, kube_io::Error> {
+    let target = status.switchover.as_ref().and_then(|sw| {
+        views
+            .iter()
+            .find(|p| p.name == sw.to && p.role_label == Some(Role::Primary.as_str()))
+    });
+    let Some((name, ip)) = target.and_then(|p| Some((p.name.to_owned(), p.ip?.to_owned()))) else {
+        state.replication.routed_since = None;
+        return Ok(None);
+    };
+    let services = write_services(state, seen);
+    if services.is_empty() {
+        return Ok(Some(Duration::MAX));
+    }
+    for service in services {
+        if !state
+            .args
+            .api
+            .ready_endpoints(&service)
+            .await?
+            .contains(&ip)
+        {
+            state.replication.routed_since = None;
+            return Ok(None);
+        }
+    }
+    let since = match &state.replication.routed_since {
+        Some((pod, since)) if *pod == name => *since,
+        _ => {
+            info!(pod = %name, "switchover target routed to by the primary's Services");
+            state.replication.routed_since = Some((name, now));
+            now
+        }
+    };
+    Ok(Some(now.duration_since(since)))
 }
 
 /// The Services through which clients write to the primary: `<name>` once it is a ClusterIP

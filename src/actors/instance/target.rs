@@ -98,6 +98,12 @@ struct Failing<'a> {
     healthy: Option<&'a str>,
 }
 
+/// How long a pod the restart started may stay unready (not counting time spent loading).
+fn readiness_deadline(spec: &RedisInstance) -> Duration {
+    let seconds = spec.spec.rollout.progress_deadline_seconds.max(0);
+    Duration::from_secs(seconds.unsigned_abs().into())
+}
+
 /// Whether two copies of an instance hold the same spec, so either may stand for the other.
 fn same_spec(a: &RedisInstance, b: &RedisInstance) -> bool {
     a.metadata.uid == b.metadata.uid
@@ -219,6 +225,37 @@ impl Target {
         }
     }
 
+    /// Unready pods of the restart in flight that have reached the readiness deadline of the
+    /// config rolled out: before one counts as never ready, its Redis is asked whether it is
+    /// still loading its data.
+    pub fn at_deadline<'a>(
+        &self,
+        pods: &'a [Arc<CachedPod>],
+        record: Option<&'a RolloutRecord>,
+        now: Instant,
+    ) -> Vec<&'a Arc<CachedPod>> {
+        let (Some(record), Some(good)) = (record, self.last_good.as_deref()) else {
+            return Vec::new();
+        };
+        let deadline = readiness_deadline(good);
+        unready_on(pods, &record.config_hash, record.started_at.0)
+            .filter(|p| self.unready_for(p, now).is_some_and(|d| d > deadline))
+            .collect()
+    }
+
+    /// A pod whose Redis is loading its data is making progress: its readiness deadline
+    /// counts again from `now`.
+    pub fn note_loading(&mut self, pod: &CachedPod, now: Instant) {
+        if let Some(since) = pod
+            .metadata
+            .uid
+            .as_ref()
+            .and_then(|uid| self.unready_since.get_mut(uid))
+        {
+            *since = now;
+        }
+    }
+
     /// How long `pod` has been seen unready during the restart in flight.
     pub fn unready_for(&self, pod: &CachedPod, now: Instant) -> Option<Duration> {
         let since = self.unready_since.get(pod.metadata.uid.as_ref()?)?;
@@ -334,13 +371,7 @@ impl Target {
         now: Instant,
     ) {
         let rollout = &failing.good.spec.rollout;
-        let deadline = Duration::from_secs(
-            rollout
-                .progress_deadline_seconds
-                .max(0)
-                .unsigned_abs()
-                .into(),
-        );
+        let deadline = readiness_deadline(failing.good);
         let since = record.started_at.0;
         let Some(pod) = never_ready(pods, failing.hash, since, deadline, |p| {
             self.unready_for(p, now)
@@ -572,6 +603,37 @@ mod tests {
                 "created at {created}"
             );
         }
+    }
+
+    /// A pod still loading a large dataset is unready, but not failing: each time it is found
+    /// loading at its deadline, the deadline counts again; once it stops loading and still is
+    /// not ready, the next deadline finds it.
+    #[test]
+    fn a_pod_loading_its_data_is_asked_at_its_deadline_and_given_another() {
+        let (mut target, hash) = moved_on(
+            instance(&[("maxmemory", "100mb")]),
+            instance(&[("maxmemory", "200mb")]),
+        );
+        let pods = [unready(&hash, 1)];
+        let restart = record(&hash);
+        target.note_unready(&pods, Some(&restart), at(0));
+        assert!(
+            target
+                .at_deadline(&pods, Some(&restart), at(119))
+                .is_empty()
+        );
+        assert!(target.at_deadline(&pods, None, at(121)).is_empty());
+        let due = target.at_deadline(&pods, Some(&restart), at(121));
+        assert_eq!(due.len(), 1);
+        target.note_loading(due[0], at(121));
+        look(&mut target, &pods, Some(&restart), 121);
+        look(&mut target, &pods, Some(&restart), 240);
+        assert!(target.take_fresh_failure().is_none(), "loading is progress");
+        look(&mut target, &pods, Some(&restart), 242);
+        assert!(
+            target.take_fresh_failure().is_some(),
+            "done loading and still unready a deadline later"
+        );
     }
 
     #[test]
