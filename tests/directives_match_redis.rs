@@ -75,40 +75,17 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> Self {
-        assert_redis_7_0();
+        Self::start_with(dir, &[])
+    }
+
+    /// [`Server::start`] with more arguments.
+    fn start_with(dir: &Path, args: &[&str]) -> Self {
         // The OS hands out a free port; closing the listener frees it for Redis.
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("find a free port")
             .port();
-        let log = fs::File::create(dir.join("redis.log")).expect("create log");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(log)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let server = Self { child, port };
-        let started = Instant::now();
-        while server.cli(&["ping"]).trim() != "PONG" {
-            assert!(
-                started.elapsed() < DEADLINE,
-                "redis-server did not answer PING within {DEADLINE:?}; see {}",
-                dir.join("redis.log").display()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-        server
+        spawn_redis(dir, "127.0.0.1", port, args)
     }
 
     fn cli(&self, args: &[&str]) -> String {
@@ -783,16 +760,7 @@ fn spawn_redis(dir: &Path, host: &str, port: u16, args: &[&str]) -> Server {
 #[tokio::test]
 async fn a_server_loading_its_data_is_told_apart_from_one_that_serves() {
     let scratch = Scratch::new("loading");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("find a free port")
-        .port();
-    let writer = spawn_redis(
-        scratch.path(),
-        "127.0.0.1",
-        port,
-        &["--enable-debug-command", "yes"],
-    );
+    let writer = Server::start_with(scratch.path(), &["--enable-debug-command", "yes"]);
     assert_eq!(writer.cli(&["debug", "populate", "20000"]).trim(), "OK");
     assert_eq!(writer.cli(&["save"]).trim(), "OK");
     drop(writer);

@@ -133,44 +133,97 @@ impl Drop for Frozen {
 /// then woken, after a standby took over and applied a newer live value: the woken leader,
 /// whose caches and overdue timers still hold the old spec, sets nothing back on the pods,
 /// sees the Lease taken and stops.
+/// A one-pod `configUpdate: Live` instance at `maxmemory: 100mb`, a leader acting on it and a
+/// standby, both with a short lease and frequent live checks.
+struct Takeover {
+    _client: kube::Client,
+    ns: TestNamespace,
+    leader: Operator,
+    _standby: Operator,
+    instance: RedisInstance,
+    history: PodHistory,
+}
+
+/// The lease and live check of both operators of a [`Takeover`].
+const TAKEOVER_FLAGS: [&str; 4] = ["--lease-duration", "6", "--live-check-seconds", "2"];
+
+/// `maxmemory: 150mb` as Redis reports it.
+const NEW_MAXMEMORY: &str = "157286400";
+
+impl Takeover {
+    /// The leader starts with `leader_flags` beside [`TAKEOVER_FLAGS`].
+    async fn start(prefix: &str, leader_flags: &[&str]) -> Self {
+        let flags = [&TAKEOVER_FLAGS[..], leader_flags].concat();
+        let (client, ns, leader) = setup(prefix, &flags).await;
+        let instance = live_instance(1, &[("maxmemory", "100mb")]);
+        apply_instance(&ns, &instance).await.unwrap();
+        wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;
+        wait_live_applied(&ns, &instance).await;
+        let standby = Operator::start_with(&ns.name, &TAKEOVER_FLAGS);
+        standby.wait_standby().await;
+        let history = PodHistory::start(&ns).await;
+        Self {
+            _client: client,
+            ns,
+            leader,
+            _standby: standby,
+            instance,
+            history,
+        }
+    }
+
+    /// Edits `maxmemory` to 150mb, which only the standby (by now the leader) can apply, and
+    /// waits until the pod runs it.
+    async fn apply_new_value(&mut self) {
+        edit_config(&self.ns, &mut self.instance, &[("maxmemory", "150mb")]).await;
+        wait_live_applied(&self.ns, &self.instance).await;
+        assert_eq!(
+            self.running().await,
+            NEW_MAXMEMORY,
+            "the new leader applied it"
+        );
+    }
+
+    async fn running(&self) -> String {
+        let pod = pods(&self.ns, NAME).await.remove(0);
+        running(&pod, None, &["maxmemory"]).await["maxmemory"].clone()
+    }
+
+    /// Samples the pod every 250 ms for `samples` times: it keeps the new value throughout.
+    async fn new_value_kept(&self, samples: usize, deposed: &str) {
+        for _ in 0..samples {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            assert_eq!(
+                self.running().await,
+                NEW_MAXMEMORY,
+                "the {deposed} set it back"
+            );
+        }
+    }
+}
+
+/// A leader frozen past its lease (SIGSTOP, as a stalled machine or a long pause would do) and
+/// then woken, after a standby took over and applied a newer live value: the woken leader,
+/// whose caches and overdue timers still hold the old spec, sets nothing back on the pods,
+/// sees the Lease taken and stops.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_leader_woken_after_a_takeover_sets_nothing_back() {
-    let flags = ["--lease-duration", "6", "--live-check-seconds", "2"];
-    let (_client, ns, mut first) = setup("live-frozen", &flags).await;
-    let mut instance = live_instance(1, &[("maxmemory", "100mb")]);
-    apply_instance(&ns, &instance).await.unwrap();
-    wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;
-    wait_live_applied(&ns, &instance).await;
-    let second = Operator::start_with(&ns.name, &flags);
-    second.wait_standby().await;
-    let history = PodHistory::start(&ns).await;
-
-    let frozen = Frozen::new(first.pid());
-    edit_config(&ns, &mut instance, &[("maxmemory", "150mb")]).await;
-    wait_live_applied(&ns, &instance).await;
-    let pod = pods(&ns, NAME).await.remove(0);
-    let applied = || async { running(&pod, None, &["maxmemory"]).await["maxmemory"].clone() };
-    assert_eq!(applied().await, "157286400", "the new leader applied it");
-
+    let mut takeover = Takeover::start("live-frozen", &[]).await;
+    let frozen = Frozen::new(takeover.leader.pid());
+    takeover.apply_new_value().await;
     drop(frozen);
     // The woken leader's live check is long overdue and its caches say 100mb: for the next
     // five seconds, and after it has stopped, the pod keeps the new leader's value.
-    for _ in 0..20 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(
-            applied().await,
-            "157286400",
-            "the deposed leader set it back"
-        );
-    }
+    takeover.new_value_kept(20, "woken leader").await;
+    let leader = &mut takeover.leader;
     let status = wait_for(Duration::from_secs(30), "the woken leader to stop", || {
-        let exited = first.exited();
+        let exited = leader.exited();
         async move { exited.ok_or_else(|| "still running".to_owned()) }
     })
     .await;
     assert!(!status.success(), "losing the lease is a failure: {status}");
-    assert_eq!(applied().await, "157286400");
-    assert!(history.restarts().await.values().all(|n| *n == 0));
+    assert_eq!(takeover.running().await, NEW_MAXMEMORY);
+    assert!(takeover.history.restarts().await.values().all(|n| *n == 0));
 }
 
 /// A TCP relay on loopback between an operator and the API server, which the test can cut:
@@ -247,34 +300,14 @@ async fn a_leader_cut_off_from_the_api_server_sets_nothing_back_on_the_pods() {
     let proxy = ApiProxy::start(api_server_address()).await;
     let relayed = proxy.kubeconfig("live-cut-leader");
     let relayed = relayed.to_string_lossy();
-    let flags = ["--lease-duration", "6", "--live-check-seconds", "2"];
-    let leader_flags = [&flags[..], &["--kubeconfig", &relayed]].concat();
-    let (_client, ns, first) = setup("live-cut", &leader_flags).await;
-    let mut instance = live_instance(1, &[("maxmemory", "100mb")]);
-    apply_instance(&ns, &instance).await.unwrap();
-    wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;
-    wait_live_applied(&ns, &instance).await;
-    let second = Operator::start_with(&ns.name, &flags);
-    second.wait_standby().await;
-    let history = PodHistory::start(&ns).await;
-
+    let mut takeover = Takeover::start("live-cut", &["--kubeconfig", &relayed]).await;
     proxy.cut();
-    edit_config(&ns, &mut instance, &[("maxmemory", "150mb")]).await;
-    wait_live_applied(&ns, &instance).await;
-    let pod = pods(&ns, NAME).await.remove(0);
-    let applied = || async { running(&pod, None, &["maxmemory"]).await["maxmemory"].clone() };
-    assert_eq!(applied().await, "157286400", "the new leader applied it");
+    takeover.apply_new_value().await;
     // The cut-off leader's live check comes every 2 s and its caches say 100mb: over the
     // next ten seconds the pod keeps the new leader's value.
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(
-            applied().await,
-            "157286400",
-            "the cut-off leader set it back"
-        );
-    }
-    let fenced = first
+    takeover.new_value_kept(40, "cut-off leader").await;
+    let fenced = takeover
+        .leader
         .log_lines()
         .iter()
         .filter(|l| {
@@ -285,12 +318,12 @@ async fn a_leader_cut_off_from_the_api_server_sets_nothing_back_on_the_pods() {
         fenced > 0,
         "the cut-off leader never found the drift it would set back"
     );
-    let metrics = first.metrics().await;
+    let metrics = takeover.leader.metrics().await;
     assert!(
         metrics.lines().any(|l| l == "redis_operator_leader 0"),
         "the cut-off leader still says it leads"
     );
-    assert!(history.restarts().await.values().all(|n| *n == 0));
+    assert!(takeover.history.restarts().await.values().all(|n| *n == 0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
