@@ -141,6 +141,9 @@ pub fn verdict(new: &RedisInstance, running: &Running) -> Verdict {
         halted: false,
         failed_hash: None,
         revisions: &revisions,
+        // A plan of what a spec does to the objects; a replicated scale-down's handover is the
+        // operator's to time.
+        primary: None,
     };
     let deadlines = Deadlines {
         progress: std::time::Duration::MAX,

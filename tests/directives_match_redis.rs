@@ -1,4 +1,5 @@
-//! Checks the directive table, the validator and live config against a real redis-server 7.0.
+//! Checks the directive table, the validator, live config and the operator's loading probe
+//! against a real redis-server 7.0.
 //!
 //! Needs `redis-server` and `redis-cli` 7.0.x on PATH (Debian: `apt-get install redis-server
 //! redis-tools`); without them the tests fail rather than skip, so a green run always means
@@ -74,40 +75,17 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> Self {
-        assert_redis_7_0();
+        Self::start_with(dir, &[])
+    }
+
+    /// [`Server::start`] with more arguments.
+    fn start_with(dir: &Path, args: &[&str]) -> Self {
         // The OS hands out a free port; closing the listener frees it for Redis.
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("find a free port")
             .port();
-        let log = fs::File::create(dir.join("redis.log")).expect("create log");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(log)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let server = Self { child, port };
-        let started = Instant::now();
-        while server.cli(&["ping"]).trim() != "PONG" {
-            assert!(
-                started.elapsed() < DEADLINE,
-                "redis-server did not answer PING within {DEADLINE:?}; see {}",
-                dir.join("redis.log").display()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-        server
+        spawn_redis(dir, "127.0.0.1", port, args)
     }
 
     fn cli(&self, args: &[&str]) -> String {
@@ -744,4 +722,75 @@ fn config_set_refuses_what_the_operator_restarts_for() {
         "Redis takes at runtime what the operator restarts for:\n{}",
         failures.join("\n")
     );
+}
+
+/// Starts `redis-server` with `args` on `host:port` (killed on drop) and waits until it
+/// answers at all: `PONG`, or `LOADING` while it reads its data.
+fn spawn_redis(dir: &Path, host: &str, port: u16, args: &[&str]) -> Server {
+    assert_redis_7_0();
+    let log = fs::File::create(dir.join(format!("redis-{host}.log"))).expect("create log");
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", host, "--save", ""])
+        .args(["--appendonly", "no", "--daemonize", "no"])
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(log)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server");
+    let server = Server { child, port };
+    let started = Instant::now();
+    loop {
+        let reply = run("redis-cli", &["-h", host, "-p", &port.to_string(), "ping"]);
+        let text = String::from_utf8_lossy(&reply.stdout);
+        if text.starts_with("PONG") || text.starts_with("LOADING") {
+            return server;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "redis-server on {host}:{port}: {text}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The operator's question to a pod at its readiness deadline, asked of a real server while
+/// it loads a dataset (slowed down per key) and after: loading, then not.
+#[tokio::test]
+async fn a_server_loading_its_data_is_told_apart_from_one_that_serves() {
+    let scratch = Scratch::new("loading");
+    let writer = Server::start_with(scratch.path(), &["--enable-debug-command", "yes"]);
+    assert_eq!(writer.cli(&["debug", "populate", "20000"]).trim(), "OK");
+    assert_eq!(writer.cli(&["save"]).trim(), "OK");
+    drop(writer);
+
+    // The operator dials a pod's IP on the Redis port: a loopback address of its own here.
+    let host = "127.0.0.86";
+    // Slowed per key, and answering other clients every KiB read rather than every 2 MiB.
+    let slow = [
+        "--key-load-delay",
+        "100",
+        "--loading-process-events-interval-bytes",
+        "1024",
+    ];
+    let loader = spawn_redis(scratch.path(), host, 6379, &slow);
+    let pod = redis_operator::live::pods::PodAddress {
+        pod: "loading-0".into(),
+        ip: Some(host.into()),
+        tls: None,
+    };
+    let first = redis_operator::live::pods::loading(&pod, None).await;
+    let started = Instant::now();
+    let mut after = first.as_ref().ok().copied();
+    while after == Some(true) && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = redis_operator::live::pods::loading(&pod, None).await.ok();
+    }
+    drop(loader);
+    assert!(
+        matches!(first, Ok(true)),
+        "asked while loading 20,000 keys at 100 µs each: {first:?}"
+    );
+    assert_eq!(after, Some(false), "once loaded it serves");
 }

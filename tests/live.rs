@@ -133,44 +133,197 @@ impl Drop for Frozen {
 /// then woken, after a standby took over and applied a newer live value: the woken leader,
 /// whose caches and overdue timers still hold the old spec, sets nothing back on the pods,
 /// sees the Lease taken and stops.
+/// A one-pod `configUpdate: Live` instance at `maxmemory: 100mb`, a leader acting on it and a
+/// standby, both with a short lease and frequent live checks.
+struct Takeover {
+    _client: kube::Client,
+    ns: TestNamespace,
+    leader: Operator,
+    _standby: Operator,
+    instance: RedisInstance,
+    history: PodHistory,
+}
+
+/// The lease and live check of both operators of a [`Takeover`].
+const TAKEOVER_FLAGS: [&str; 4] = ["--lease-duration", "6", "--live-check-seconds", "2"];
+
+/// `maxmemory: 150mb` as Redis reports it.
+const NEW_MAXMEMORY: &str = "157286400";
+
+impl Takeover {
+    /// The leader starts with `leader_flags` beside [`TAKEOVER_FLAGS`].
+    async fn start(prefix: &str, leader_flags: &[&str]) -> Self {
+        let flags = [&TAKEOVER_FLAGS[..], leader_flags].concat();
+        let (client, ns, leader) = setup(prefix, &flags).await;
+        let instance = live_instance(1, &[("maxmemory", "100mb")]);
+        apply_instance(&ns, &instance).await.unwrap();
+        wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;
+        wait_live_applied(&ns, &instance).await;
+        let standby = Operator::start_with(&ns.name, &TAKEOVER_FLAGS);
+        standby.wait_standby().await;
+        let history = PodHistory::start(&ns).await;
+        Self {
+            _client: client,
+            ns,
+            leader,
+            _standby: standby,
+            instance,
+            history,
+        }
+    }
+
+    /// Edits `maxmemory` to 150mb, which only the standby (by now the leader) can apply, and
+    /// waits until the pod runs it.
+    async fn apply_new_value(&mut self) {
+        edit_config(&self.ns, &mut self.instance, &[("maxmemory", "150mb")]).await;
+        wait_live_applied(&self.ns, &self.instance).await;
+        assert_eq!(
+            self.running().await,
+            NEW_MAXMEMORY,
+            "the new leader applied it"
+        );
+    }
+
+    async fn running(&self) -> String {
+        let pod = pods(&self.ns, NAME).await.remove(0);
+        running(&pod, None, &["maxmemory"]).await["maxmemory"].clone()
+    }
+
+    /// Samples the pod every 250 ms for `samples` times: it keeps the new value throughout.
+    async fn new_value_kept(&self, samples: usize, deposed: &str) {
+        for _ in 0..samples {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            assert_eq!(
+                self.running().await,
+                NEW_MAXMEMORY,
+                "the {deposed} set it back"
+            );
+        }
+    }
+}
+
+/// A leader frozen past its lease (SIGSTOP, as a stalled machine or a long pause would do) and
+/// then woken, after a standby took over and applied a newer live value: the woken leader,
+/// whose caches and overdue timers still hold the old spec, sets nothing back on the pods,
+/// sees the Lease taken and stops.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_leader_woken_after_a_takeover_sets_nothing_back() {
-    let flags = ["--lease-duration", "6", "--live-check-seconds", "2"];
-    let (_client, ns, mut first) = setup("live-frozen", &flags).await;
-    let mut instance = live_instance(1, &[("maxmemory", "100mb")]);
-    apply_instance(&ns, &instance).await.unwrap();
-    wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;
-    wait_live_applied(&ns, &instance).await;
-    let second = Operator::start_with(&ns.name, &flags);
-    second.wait_standby().await;
-    let history = PodHistory::start(&ns).await;
-
-    let frozen = Frozen::new(first.pid());
-    edit_config(&ns, &mut instance, &[("maxmemory", "150mb")]).await;
-    wait_live_applied(&ns, &instance).await;
-    let pod = pods(&ns, NAME).await.remove(0);
-    let applied = || async { running(&pod, None, &["maxmemory"]).await["maxmemory"].clone() };
-    assert_eq!(applied().await, "157286400", "the new leader applied it");
-
+    let mut takeover = Takeover::start("live-frozen", &[]).await;
+    let frozen = Frozen::new(takeover.leader.pid());
+    takeover.apply_new_value().await;
     drop(frozen);
     // The woken leader's live check is long overdue and its caches say 100mb: for the next
     // five seconds, and after it has stopped, the pod keeps the new leader's value.
-    for _ in 0..20 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(
-            applied().await,
-            "157286400",
-            "the deposed leader set it back"
-        );
-    }
+    takeover.new_value_kept(20, "woken leader").await;
+    let leader = &mut takeover.leader;
     let status = wait_for(Duration::from_secs(30), "the woken leader to stop", || {
-        let exited = first.exited();
+        let exited = leader.exited();
         async move { exited.ok_or_else(|| "still running".to_owned()) }
     })
     .await;
     assert!(!status.success(), "losing the lease is a failure: {status}");
-    assert_eq!(applied().await, "157286400");
-    assert!(history.restarts().await.values().all(|n| *n == 0));
+    assert_eq!(takeover.running().await, NEW_MAXMEMORY);
+    assert!(takeover.history.restarts().await.values().all(|n| *n == 0));
+}
+
+/// A TCP relay on loopback between an operator and the API server, which the test can cut:
+/// every open connection dropped and no new one taken, as a network partition would.
+struct ApiProxy {
+    addr: std::net::SocketAddr,
+    relay: tokio::task::JoinHandle<()>,
+}
+
+impl ApiProxy {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let relay = tokio::spawn(async move {
+            // Connections live in this set: aborting the relay drops every one of them.
+            let mut open = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                open.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self { addr, relay }
+    }
+
+    /// A copy of the test kubeconfig whose server is this relay.
+    fn kubeconfig(&self, name: &str) -> std::path::PathBuf {
+        let text = std::fs::read_to_string(common::kubeconfig_path()).unwrap();
+        let relayed: Vec<String> = text
+            .lines()
+            .map(|line| match line.split_once("server: https://") {
+                Some((indent, _)) => format!("{indent}server: https://{}", self.addr),
+                None => line.to_owned(),
+            })
+            .collect();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.kubeconfig"));
+        std::fs::write(&path, relayed.join("\n")).unwrap();
+        path
+    }
+
+    fn cut(&self) {
+        self.relay.abort();
+    }
+}
+
+impl Drop for ApiProxy {
+    fn drop(&mut self) {
+        self.relay.abort();
+    }
+}
+
+/// The API server's `host:port`, as the test kubeconfig names it.
+fn api_server_address() -> String {
+    let text = std::fs::read_to_string(common::kubeconfig_path()).unwrap();
+    text.lines()
+        .find_map(|line| {
+            line.split_once("server: https://")
+                .map(|(_, a)| a.trim().to_owned())
+        })
+        .expect("a server in the kubeconfig")
+}
+
+/// The leader cut off from the API server while it still reaches the pods (its API relay
+/// cut): a standby takes over and applies a newer live value, and for as long as the partition
+/// lasts the cut-off leader, whose caches and live checks still hold the old spec, sets nothing
+/// back on the pods; it says it is no longer the leader.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_cut_off_from_the_api_server_sets_nothing_back_on_the_pods() {
+    let proxy = ApiProxy::start(api_server_address()).await;
+    let relayed = proxy.kubeconfig("live-cut-leader");
+    let relayed = relayed.to_string_lossy();
+    let mut takeover = Takeover::start("live-cut", &["--kubeconfig", &relayed]).await;
+    proxy.cut();
+    takeover.apply_new_value().await;
+    // The cut-off leader's live check comes every 2 s and its caches say 100mb: over the
+    // next ten seconds the pod keeps the new leader's value.
+    takeover.new_value_kept(40, "cut-off leader").await;
+    let fenced = takeover
+        .leader
+        .log_lines()
+        .iter()
+        .filter(|l| {
+            l["message"] == "live config drift left alone: this operator may no longer lead"
+        })
+        .count();
+    assert!(
+        fenced > 0,
+        "the cut-off leader never found the drift it would set back"
+    );
+    let metrics = takeover.leader.metrics().await;
+    assert!(
+        metrics.lines().any(|l| l == "redis_operator_leader 0"),
+        "the cut-off leader still says it leads"
+    );
+    assert!(takeover.history.restarts().await.values().all(|n| *n == 0));
 }
 
 #[tokio::test(flavor = "multi_thread")]

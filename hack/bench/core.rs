@@ -321,6 +321,7 @@ async fn main() {
         halted: false,
         failed_hash: None,
         revisions: &revisions,
+        primary: None,
     };
     let deadlines = Deadlines {
         progress: std::time::Duration::from_secs(300),

@@ -6,9 +6,13 @@
 //! in status before its first write, and edits that arrive while its pods are being replaced
 //! wait for it to finish, so a burst of edits costs at most one more restart.
 
+mod act;
+mod failure;
+pub mod live_drift;
 mod pods;
 pub mod replication;
 mod revisions;
+mod wake;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +29,13 @@ use crate::resources::{
     config_map_of, restarted_at_of, service_drifted, statefulset_drift,
 };
 
+pub use act::{
+    Act, Drift, Facts, FileWrite, Form, Notice, Replacement, Restart, ServiceTold, ServicesAct,
+    Template, act, drift, drift_restarted, finished, services_act,
+};
+pub use failure::{
+    DriveTo, Outcome, Specs, drive_to, never_ready_outcome, refusal, watch_for_failure,
+};
 /// Pods and StatefulSets as the caches hold them, for tests elsewhere in the crate.
 #[cfg(test)]
 pub(crate) use pods::fixtures as pods_fixtures;
@@ -33,6 +44,7 @@ pub use pods::{
     stuck_pods, unready_on,
 };
 pub use revisions::{created_template, mount_for, next_template_names_revision, revision_fix};
+pub use wake::{pod_deadline_wake, progress_wake, settle_left};
 
 /// What the instance should look like now.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +100,8 @@ pub struct Snapshot<'a> {
     pub failed_hash: Option<&'a str>,
     /// Every revision ConfigMap of the instance.
     pub revisions: &'a [Arc<CachedConfigMap>],
+    /// A replicated instance's primary pod, as status records it.
+    pub primary: Option<&'a str>,
 }
 
 /// The next thing to do.
@@ -211,10 +225,24 @@ pub struct Deadlines {
 pub fn decide(want: &Desired, seen: &Snapshot, deadlines: &Deadlines) -> Decision {
     let next = next_step(want, seen, deadlines);
     if seen.paused && changes_pods(&next, seen) {
-        Decision::Held(Box::new(next))
-    } else {
-        revisions::before(next, want, seen)
+        return Decision::Held(Box::new(next));
     }
+    match revisions::before(next, want, seen) {
+        // The primary's pod is among those a scale-down removes: it hands over first.
+        Decision::RepairStatefulSet if primary_leaves(seen.primary, want) => {
+            Decision::Wait(Waiting::Rollout)
+        }
+        next => next,
+    }
+}
+
+/// Whether the ordinal of `primary` is at or past the desired replicas, so a scale-down to them
+/// would remove the primary's pod.
+fn primary_leaves(primary: Option<&str>, want: &Desired) -> bool {
+    let replicas = want.statefulset.spec.replicas.unwrap_or(1);
+    primary
+        .and_then(|p| p.rsplit_once('-')?.1.parse::<i32>().ok())
+        .is_some_and(|ordinal| ordinal >= replicas)
 }
 
 /// What `spec.paused` holds: anything that restarts a pod or changes its running config.

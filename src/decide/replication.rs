@@ -54,9 +54,19 @@ pub struct ReplicationView<'a> {
     pub paused: bool,
     /// The restart in flight already failed its switchover: it halts before another.
     pub switchover_halted: bool,
-    /// How long the switchover target has been listed, ready, in the endpoints of every
-    /// Service clients write through, by the operator's clock; `None` while it is not.
-    pub target_routed_for: Option<Duration>,
+    /// Where the recorded switchover's target stands in the Services clients write through,
+    /// once it carries the primary label; `None` before.
+    pub routing: Option<Routing>,
+}
+
+/// How long, by the operator's clock, a switchover target has been labelled primary, and
+/// listed ready in the endpoints of every Service clients write through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routing {
+    /// Since the operator saw it labelled.
+    pub labelled_for: Duration,
+    /// Since every such Service lists it; `None` while one does not.
+    pub listed_for: Option<Duration>,
 }
 
 /// Bounds of the decisions.
@@ -76,6 +86,9 @@ pub struct ReplicationLimits {
     /// applies changes at most once per its min sync period, 1 s by default): the switchover
     /// target is routed to this long before it takes the role.
     pub route_settle: Duration,
+    /// A switchover target the Services do not list this long after it was labelled (it is
+    /// not ready, or the endpoints controller is down) is given up: the primary stays.
+    pub route_bound: Duration,
 }
 
 impl Default for ReplicationLimits {
@@ -86,6 +99,7 @@ impl Default for ReplicationLimits {
             switchover_timeout: Duration::from_secs(5),
             failover_to_lagging: false,
             route_settle: Duration::from_millis(1200),
+            route_bound: Duration::from_secs(30),
         }
     }
 }
@@ -234,11 +248,25 @@ pub fn decide_replication(view: &ReplicationView, limits: &ReplicationLimits) ->
                         role: Some(Role::Primary),
                     };
                 }
-                if view
-                    .target_routed_for
-                    .is_none_or(|routed| routed < limits.route_settle)
-                {
-                    return ReplicationStep::Wait(ReplicationWait::Routing);
+                let routing = view.routing.unwrap_or(Routing {
+                    labelled_for: Duration::ZERO,
+                    listed_for: None,
+                });
+                match routing.listed_for {
+                    Some(listed) if listed >= limits.route_settle => {}
+                    None if routing.labelled_for > limits.route_bound => {
+                        return ReplicationStep::AbortSwitchover {
+                            message: format!(
+                                "switchover from {} to {}: the primary's Service did not list {} within {}s of its label; {} stays the primary",
+                                sw.from,
+                                sw.to,
+                                sw.to,
+                                limits.route_bound.as_secs(),
+                                sw.from
+                            ),
+                        };
+                    }
+                    _ => return ReplicationStep::Wait(ReplicationWait::Routing),
                 }
                 if let Some(ip) = to.ip {
                     return ReplicationStep::Switchover {

@@ -83,7 +83,7 @@ fn view_of<'a>(
         last_lag: &NO_LAGS,
         paused: false,
         switchover_halted: false,
-        target_routed_for: None,
+        routing: None,
     }
 }
 
@@ -341,28 +341,47 @@ fn a_recorded_switchover_is_sent_then_finished_by_whoever_leads() {
         pod(2, Some(&r2), Some("replica")),
     ];
     let limits = ReplicationLimits::default();
-    let routed = |routed: Option<Duration>| {
+    let routed = |labelled_for: Duration, listed_for: Option<Duration>| {
         let view = ReplicationView {
             rolling: true,
-            target_routed_for: routed,
+            routing: Some(Routing {
+                labelled_for,
+                listed_for,
+            }),
             ..view_of(&pods, Some(&recorded))
         };
         decide_replication(&view, &limits)
     };
-    for early in [None, Some(Duration::ZERO), Some(limits.route_settle / 2)] {
+    let settle = limits.route_settle;
+    for (labelled, listed) in [
+        (Duration::ZERO, None),
+        (settle * 3, None),
+        (settle, Some(Duration::ZERO)),
+        (settle * 3, Some(settle / 2)),
+    ] {
         assert_eq!(
-            routed(early),
+            routed(labelled, listed),
             ReplicationStep::Wait(ReplicationWait::Routing),
-            "{early:?}"
+            "{labelled:?} {listed:?}"
         );
     }
     assert_eq!(
-        routed(Some(limits.route_settle)),
+        routed(settle * 2, Some(settle)),
         ReplicationStep::Switchover {
             from: "r-0".into(),
             to_ip: IPS[1].into()
         }
     );
+    // Never listed (not ready, or no endpoints controller): given up, the primary stays.
+    assert!(matches!(
+        routed(limits.route_bound + Duration::from_secs(1), None),
+        ReplicationStep::AbortSwitchover { .. }
+    ));
+    // Listed at last, however late: sent.
+    assert!(matches!(
+        routed(limits.route_bound * 2, Some(settle)),
+        ReplicationStep::Switchover { .. }
+    ));
     let mut pausing = primary(100);
     pausing.failover = FailoverState::WaitingForSync;
     let pods = [

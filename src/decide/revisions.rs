@@ -46,7 +46,8 @@ pub fn mount_for(want: &Desired, pods: &[Arc<CachedPod>], hash: &str) -> String 
         .map_or(revision.clone(), str::to_owned)
 }
 
-fn instance_name<'a>(want: &Desired<'a>) -> &'a str {
+/// The instance's name, which its StatefulSet carries.
+pub(super) fn instance_name<'a>(want: &Desired<'a>) -> &'a str {
     want.statefulset
         .metadata
         .name

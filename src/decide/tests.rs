@@ -14,6 +14,7 @@ const DEADLINES: Deadlines = Deadlines {
 };
 
 /// The desired objects for `maxmemory 100mb` under `strategy`, and what the caches show.
+#[derive(Clone)]
 struct Case {
     text: String,
     hash: String,
@@ -37,6 +38,7 @@ struct Case {
     revision: String,
     shared: String,
     revisions: Vec<Arc<CachedConfigMap>>,
+    primary: Option<String>,
 }
 
 fn t(secs: i64) -> Timestamp {
@@ -73,6 +75,7 @@ impl Case {
             revision: revision_of(&ri, &rendered.hash),
             shared: "redis-example-config".into(),
             revisions: vec![revision_cm(&ri, &rendered.hash, &rendered.text)],
+            primary: None,
         }
     }
 
@@ -140,7 +143,16 @@ impl Case {
         }
     }
 
+    /// What it decides; every row also checks that a decision that writes has its act.
     fn decide(&self) -> Decision {
+        self.with_act(&Facts::default(), |decision, act| {
+            assert_eq!(decision.is_write(), act.is_write(), "{decision:?}: {act:?}");
+            decision.clone()
+        })
+    }
+
+    /// `check` of what it decides and the act that carries it out, given `facts`.
+    fn with_act<R>(&self, facts: &Facts, check: impl FnOnce(&Decision, &Act) -> R) -> R {
         let want = self.want();
         let live_sts = self.live_sts.as_ref().map(CachedStatefulSet::from);
         let live_svc = self.live_svc.as_ref().map(CachedService::from);
@@ -159,8 +171,10 @@ impl Case {
             halted: self.halted,
             failed_hash: self.failed_hash.as_deref(),
             revisions: &self.revisions,
+            primary: self.primary.as_deref(),
         };
-        decide(&want, &seen, &DEADLINES)
+        let decision = decide(&want, &seen, &DEADLINES);
+        check(&decision, &act(&decision, &want, &seen, facts))
     }
 }
 
@@ -357,6 +371,25 @@ fn hand_drift_of_the_statefulset_is_repaired() {
             marker: true
         }
     );
+}
+
+#[test]
+fn a_scale_down_that_removes_the_primary_waits_for_its_handover() {
+    let mut scaled = Case::converged(RollingUpdate);
+    scaled.live_sts.as_mut().unwrap().spec.replicas = Some(3);
+    // The spec asks for one pod: ordinals 1 and 2 go.
+    // (recorded primary, decision)
+    let table = [
+        (None, Decision::RepairStatefulSet),
+        (Some("redis-example-0"), Decision::RepairStatefulSet),
+        (Some("redis-example-1"), Decision::Wait(Waiting::Rollout)),
+        (Some("redis-example-2"), Decision::Wait(Waiting::Rollout)),
+        (Some("no-ordinal"), Decision::RepairStatefulSet),
+    ];
+    for (primary, want) in table {
+        scaled.primary = primary.map(str::to_owned);
+        assert_eq!(scaled.decide(), want, "{primary:?}");
+    }
 }
 
 #[test]
@@ -736,4 +769,5 @@ fn a_pause_mid_recreate_keeps_the_old_pods_or_brings_the_statefulset_back() {
     assert_eq!(case.decide(), Decision::CreateStatefulSet);
 }
 
+mod act;
 mod revisions;

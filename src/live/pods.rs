@@ -82,6 +82,27 @@ impl Error {
     }
 }
 
+/// Whether the pod's Redis is still loading its dataset (`INFO persistence` says `loading:1`).
+/// Such a server answers commands with `LOADING` and stays unready, which is progress, not a
+/// config that never serves. Asked only of a pod at its readiness deadline, within 1 s.
+pub async fn loading(pod: &PodAddress, login: Option<&Credentials>) -> Result<bool, Error> {
+    let quick = Duration::from_secs(1);
+    let mut conn = connect_within(pod, login, quick, quick).await?;
+    let text: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| Error::Unreachable {
+            pod: pod.pod.clone(),
+            message: e.to_string(),
+        })?;
+    Ok(reports_loading(&text))
+}
+
+fn reports_loading(info: &str) -> bool {
+    info.lines().any(|line| line.trim_end() == "loading:1")
+}
+
 /// A pod to apply to.
 #[derive(Debug, Clone)]
 pub struct PodAddress {

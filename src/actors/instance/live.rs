@@ -1,7 +1,6 @@
 //! The instance actor's live config: applying a change confined to live directives to every
 //! pod, and checking on a timer that the pods still run them.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,9 +12,8 @@ use super::observe::Observed;
 use super::report;
 use super::target::Plan;
 use crate::actors::metrics::MetricsMsg;
-use crate::auth::shown;
-use crate::config::render::short_hash;
 use crate::crd::{ConfigUpdate, RedisInstance};
+use crate::decide::live_drift;
 use crate::kube_io;
 use crate::live::pods::{self, PodAddress, PodChange};
 use crate::resources::{CachedConfigMap, config_map};
@@ -52,11 +50,11 @@ impl LiveMemory {
         }
         // A new live config, or the pods found running the refused one (a restart carried
         // it in the file): the refusal is over.
-        let verified = self.verified.as_ref();
+        let verified = self.verified.as_deref();
         if self
             .refused
             .as_ref()
-            .is_some_and(|(h, _)| *h != plan.live_hash || Some(h) == verified)
+            .is_some_and(|(h, _)| live_drift::refusal_over(h, &plan.live_hash, verified))
         {
             self.refused = None;
         }
@@ -97,21 +95,6 @@ async fn apply_to(
     .await
 }
 
-/// `name old -> new` for each directive that changed, from the first pod that changed it.
-fn describe(changes: &[PodChange]) -> (BTreeSet<String>, String) {
-    let mut names = BTreeSet::new();
-    let mut parts = Vec::new();
-    for change in changes {
-        for (name, before, after) in &change.changed {
-            if names.insert(name.clone()) {
-                let (before, after) = (shown(name, before), shown(name, after));
-                parts.push(format!("{name} {before:?} -> {after:?}"));
-            }
-        }
-    }
-    (names, parts.join(", "))
-}
-
 /// `ApplyLive`: every pod takes the live directives (or none does), then the ConfigMap is
 /// written, so a pod that restarts later starts from the same config.
 pub(super) async fn apply(
@@ -132,7 +115,7 @@ pub(super) async fn apply(
             state.written.config_map = Some(Arc::new(CachedConfigMap::from(&written)));
             state.live.verified = Some(plan.live_hash.clone());
             state.live.checked_at = Some(Instant::now());
-            let (names, detail) = describe(&changes);
+            let (names, _) = live_drift::described(&changes);
             let directives: Vec<_> = names.into_iter().collect();
             info!(directives = ?directives, pods = pods.len(), live_hash = %plan.live_hash,
                 "applied config change live, no restart");
@@ -140,22 +123,11 @@ pub(super) async fn apply(
                 key,
                 outcome: "Applied",
             });
-            let note = if detail.is_empty() {
-                format!(
-                    "the pods already ran these live directives; wrote config {} to the ConfigMap",
-                    plan.rendered.short_hash()
-                )
-            } else {
-                format!(
-                    "set {detail} on {} pods with CONFIG SET, no restart; wrote config {} to the ConfigMap",
-                    pods.len(),
-                    plan.rendered.short_hash()
-                )
-            };
+            let event = live_drift::applied(&changes, pods.len(), plan.rendered.short_hash());
             state
                 .args
                 .api
-                .event(instance, false, "ConfigAppliedLive", "LiveApply", note)
+                .event(instance, false, event.reason, event.action, event.note)
                 .await;
             Ok(())
         }
@@ -185,14 +157,9 @@ pub(super) fn check_due(state: &InstanceState, plan: &Plan) -> bool {
 
 /// How long until the next live check; `Duration::MAX` when the instance has none.
 pub(super) fn next_check_in(state: &InstanceState, plan: &Plan) -> Duration {
-    if plan.instance.spec.config_update != ConfigUpdate::Live || plan.live.is_empty() {
-        return Duration::MAX;
-    }
-    let every = state.args.timings.live_check;
-    state
-        .live
-        .checked_at
-        .map_or(Duration::ZERO, |at| every.saturating_sub(at.elapsed()))
+    let has_live = plan.instance.spec.config_update == ConfigUpdate::Live && !plan.live.is_empty();
+    let since_check = state.live.checked_at.map(|at| at.elapsed());
+    live_drift::next_check_in(has_live, state.args.timings.live_check, since_check)
 }
 
 /// Reads every pod's live directives and sets back any that drifted (a hand-run
@@ -203,30 +170,26 @@ pub(super) async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observe
     match apply_to(state, &pods, plan).await {
         Ok(changes) => {
             state.live.verified = Some(plan.live_hash.clone());
-            let (names, detail) = describe(&changes);
-            if names.is_empty() {
+            let Some(drift) = live_drift::drift_found(&changes, &plan.live_hash) else {
                 debug!("live config verified on every pod");
                 return;
-            }
-            let drifted: Vec<_> = changes
-                .iter()
-                .filter(|c| !c.changed.is_empty())
-                .map(|c| c.pod.as_str())
-                .collect();
-            info!(pods = ?drifted, directives = ?names, "live config drift repaired");
+            };
+            info!(pods = ?drift.pods, directives = ?drift.directives, "live config drift repaired");
             let _ = state.args.metrics.send_message(MetricsMsg::DriftRepaired {
                 key: state.args.key.clone(),
                 kind: "LiveConfig",
             });
-            let note = format!(
-                "pods {} ran other values than spec.config; set back {detail} (live config {})",
-                drifted.join(", "),
-                short_hash(&plan.live_hash)
-            );
+            let event = drift.event;
             state
                 .args
                 .api
-                .event(&seen.instance, true, "LiveDriftRepaired", "Repair", note)
+                .event(
+                    &seen.instance,
+                    event.warning,
+                    event.reason,
+                    event.action,
+                    event.note,
+                )
                 .await;
         }
         Err(error) if error.is_refusal() => {
@@ -240,6 +203,9 @@ pub(super) async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observe
                     .event(&seen.instance, true, "LiveDriftNotRepaired", "Repair", note)
                     .await;
             }
+        }
+        Err(error @ crate::live::pods::Error::NotLeader(_)) => {
+            warn!(%error, "live config drift left alone: this operator may no longer lead");
         }
         Err(error) => warn!(%error, "live config check skipped: a pod did not answer"),
     }

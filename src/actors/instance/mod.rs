@@ -30,7 +30,8 @@ use tracing::{Instrument, debug, warn};
 use super::metrics::{InstanceKey, MetricsMsg};
 use crate::crd::RedisInstance;
 use crate::decide::{
-    Deadlines, Decision, Desired, Snapshot, Waiting, applied, decide, overdue, rollout_complete,
+    Deadlines, Decision, Desired, Facts, Snapshot, Waiting, act, applied, decide, overdue,
+    rollout_complete,
 };
 use crate::kube_io::{self, InstanceApi};
 use crate::stages::{self, Stage};
@@ -537,6 +538,9 @@ async fn step(
     let stored_record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
     let clock = Instant::now();
     state.target.note_unready(&seen.pods, stored_record, clock);
+    for pod in loading(state, &seen.pods, stored_record, clock).await {
+        state.target.note_loading(&pod, clock);
+    }
     state
         .target
         .detect_rejection(&seen.pods, stored_record, clock);
@@ -556,7 +560,8 @@ async fn step(
         }) {
             state.decided = "FinishRestart";
             let record = record.clone();
-            perform::finish_restart(state, None, &seen, &record, now).await?;
+            let event = crate::decide::finished(&record);
+            perform::finish_restart(state, None, &seen, &record, &event, now).await?;
             return Ok(None);
         }
         // The Service depends on no directive, so one that ran before is repaired from the
@@ -571,9 +576,22 @@ async fn step(
             seen.headless.as_deref(),
             seen.statefulset.as_deref(),
         );
-        if let Some(decision) = services.filter(|d| d.is_write() && seen.statefulset.is_some()) {
-            state.decided = decision.name();
-            perform::services(state, &seen, &decision, &service, &headless).await?;
+        let services = services.filter(|d| d.is_write() && seen.statefulset.is_some());
+        let act = services.as_ref().and_then(|decision| {
+            let act = crate::decide::services_act(
+                decision,
+                &service,
+                &headless,
+                seen.service.as_deref(),
+                seen.headless.as_deref(),
+                seen.statefulset.is_some(),
+                state.service_migrated,
+            );
+            Some((decision.name(), act?))
+        });
+        if let Some((decided, act)) = act {
+            state.decided = decided;
+            perform::services(state, &seen, &act, &service, &headless).await?;
             return Ok(None);
         }
         state.decided = "Hold";
@@ -604,8 +622,11 @@ async fn step(
     state
         .target
         .forget_halt(record.map(|r| r.config_hash.as_str()));
-    let halted_hash = state.target.halted().map(|h| h.hash.as_str());
+    // Owned: what is decided is carried out on the actor's state, which holds them.
+    let halted_hash = state.target.halted().map(|h| h.hash.clone());
+    let rejected_hash = state.target.rejection().map(|r| r.hash.clone());
     let settle_left = settle_left(state);
+    let replicated = crate::resources::replicated(&plan.instance);
     let snapshot = Snapshot {
         config_text: seen.config_text.as_deref(),
         statefulset: seen.statefulset.as_deref(),
@@ -617,28 +638,27 @@ async fn step(
         now,
         live_refused: state.live.refuses(&plan),
         paused: paused(&current),
-        halted: halted_hash == Some(plan.template_hash.as_str()),
-        failed_hash: state
-            .target
-            .rejection()
-            .map(|r| r.hash.as_str())
-            .or(halted_hash),
+        halted: halted_hash.as_ref() == Some(&plan.template_hash),
+        failed_hash: rejected_hash.as_deref().or(halted_hash.as_deref()),
         revisions: &seen.revisions,
+        primary: replicated
+            .then(|| {
+                current
+                    .status
+                    .as_ref()?
+                    .replication
+                    .as_ref()?
+                    .primary
+                    .as_deref()
+            })
+            .flatten(),
     };
     let deadlines = Deadlines {
         progress: state.args.timings.progress_deadline,
     };
     stages::since(Stage::Plan, planning);
     let deciding = Instant::now();
-    let mut decision = decide(&want, &snapshot, &deadlines);
-    let replicated = crate::resources::replicated(&plan.instance);
-    if replicated
-        && decision == Decision::RepairStatefulSet
-        && primary_leaves(&current, plan.instance.spec.replicas)
-    {
-        // The primary's pod is among those a scale-down removes: it hands over first.
-        decision = Decision::Wait(Waiting::Rollout);
-    }
+    let decision = decide(&want, &snapshot, &deadlines);
     state.decided = decision.name();
     state.settling = decision == Decision::Wait(Waiting::Settle);
     state.pending = match &decision {
@@ -647,11 +667,20 @@ async fn step(
     };
     report::note_mismatches(state, &seen, &want);
     report::log_hash_comparison(&seen, &want, &decision);
+    let facts = Facts {
+        has_run: crate::status::has_run(&current),
+        written_generation: state
+            .statefulset_written
+            .or_else(|| current.status.as_ref()?.stateful_set_generation),
+        rejected_hash: rejected_hash.as_deref(),
+        service_migrated: state.service_migrated,
+    };
+    let act = act(&decision, &want, &snapshot, &facts);
     debug!(?decision, "next step");
     stages::since(Stage::Decide, deciding);
-    if decision.is_write() {
+    if act.is_write() {
         let performing = Instant::now();
-        perform::perform(state, &plan, &want, &seen, &decision, now).await?;
+        perform::perform(state, &plan, &seen, &act, now).await?;
         stages::since(Stage::Perform, performing);
         return Ok(None);
     }
@@ -695,13 +724,7 @@ async fn step(
         return Ok(Some(left));
     }
     // Wake at the deadline if the rollout has not finished by then; events usually come first.
-    let wake = record
-        .filter(|r| !held && !overdue(r, now, deadlines.progress))
-        .map(|r| {
-            let elapsed = now.duration_since(r.started_at.0).unsigned_abs();
-            deadlines.progress.saturating_sub(elapsed) + Duration::from_secs(1)
-        })
-        .unwrap_or(Duration::MAX);
+    let wake = crate::decide::progress_wake(record, held, now, deadlines.progress);
     let pod_deadline = record.map_or(Duration::MAX, |r| {
         let deadline = Duration::from_secs(
             plan.instance
@@ -712,7 +735,9 @@ async fn step(
                 .unsigned_abs()
                 .into(),
         );
-        next_pod_deadline(&state.target, &seen.pods, r, deadline, clock)
+        crate::decide::pod_deadline_wake(&seen.pods, r, deadline, |p| {
+            state.target.unready_for(p, clock)
+        })
     });
     Ok(Some(
         wake.min(pod_deadline)
@@ -721,17 +746,6 @@ async fn step(
             .min(auth_wake)
             .min(tls_wake),
     ))
-}
-
-/// Whether the recorded primary's ordinal is at or past `replicas`, so a scale-down to it
-/// would remove the primary's pod.
-fn primary_leaves(instance: &RedisInstance, replicas: i32) -> bool {
-    instance
-        .status
-        .as_ref()
-        .and_then(|s| s.replication.as_ref()?.primary.as_deref())
-        .and_then(|p| p.rsplit_once('-')?.1.parse::<i32>().ok())
-        .is_some_and(|ordinal| ordinal >= replicas)
 }
 
 /// `spec.paused`, or the pause annotation set to anything but "false".
@@ -747,30 +761,46 @@ fn paused(instance: &RedisInstance) -> bool {
 /// annotate.
 pub const PAUSED_ANNOTATION: &str = "redis.github.com/paused";
 
-/// When the first unready pod of the restart `record` reaches its readiness deadline.
-fn next_pod_deadline(
-    target: &Target,
+/// The pods at their readiness deadline whose Redis is still loading its data (asked all at
+/// once, 1 s each at most; a pod that does not answer is not loading).
+async fn loading(
+    state: &InstanceState,
     pods: &[Arc<crate::resources::CachedPod>],
-    record: &crate::crd::RolloutRecord,
-    deadline: Duration,
+    record: Option<&crate::crd::RolloutRecord>,
     now: Instant,
-) -> Duration {
-    crate::decide::unready_on(pods, &record.config_hash, record.started_at.0)
-        .filter_map(|p| target.unready_for(p, now))
-        // Past it, the failure is already found; no timer needed.
-        .filter(|age| *age <= deadline)
-        .map(|age| deadline - age + Duration::from_secs(1))
-        .min()
-        .unwrap_or(Duration::MAX)
+) -> Vec<Arc<crate::resources::CachedPod>> {
+    let due = state.target.at_deadline(pods, record, now);
+    let asked = futures::future::join_all(due.iter().map(|pod| async {
+        let address = crate::live::pods::PodAddress {
+            pod: pod.name_any(),
+            ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
+            tls: state.tls.for_pod(pod),
+        };
+        let login = state.access.login.as_ref();
+        crate::live::pods::loading(&address, login).await
+    }))
+    .await;
+    due.into_iter()
+        .zip(asked)
+        .filter(|(pod, answer)| {
+            let loading = matches!(answer, Ok(true));
+            if loading {
+                tracing::info!(pod = %pod.name_any(), "pod still loading its data: not counted as never ready");
+            }
+            loading
+        })
+        .map(|(pod, _)| pod.clone())
+        .collect()
 }
 
-/// How much longer a restart that follows another must wait for edits to settle: `Some` while
-/// a restart finished within the last minute and the spec changed less than `settle` ago.
+/// How much longer a restart that follows another must wait for edits to settle (see
+/// [`crate::decide::settle_left`]), by this actor's clock.
 fn settle_left(state: &InstanceState) -> Option<Duration> {
-    let settle = state.args.timings.settle;
-    let changed = state.spec_changed_at?.elapsed();
-    let recent = state.restart_finished_at?.elapsed() < Duration::from_secs(60) + settle;
-    (recent && changed < settle).then(|| settle - changed)
+    crate::decide::settle_left(
+        state.args.timings.settle,
+        state.spec_changed_at.map(|at| at.elapsed()),
+        state.restart_finished_at.map(|at| at.elapsed()),
+    )
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use super::target::Plan;
 use crate::actors::metrics::MetricsMsg;
 use crate::crd::{ReplicaPodStatus, ReplicationStatus, SwitchoverFailure, SwitchoverRecord};
 use crate::decide::replication::{
-    ReplicaPod, ReplicationLimits, ReplicationStep, ReplicationView, ReplicationWait,
+    ReplicaPod, ReplicationLimits, ReplicationStep, ReplicationView, ReplicationWait, Routing,
     decide_replication,
 };
 use crate::decide::{is_ready, rollout_complete};
@@ -41,8 +41,16 @@ pub struct ReplicationMemory {
     switchover_sent: Option<String>,
     /// Each replica's lag at the last probe that saw the primary.
     last_lag: BTreeMap<String, i64>,
-    /// The switchover target, since when the primary's Services list it as ready.
-    routed_since: Option<(String, Instant)>,
+    /// The switchover target on its way into the primary's Services.
+    routing: Option<RoutingMemory>,
+}
+
+/// When the switchover target was first seen labelled primary, and listed ready.
+#[derive(Debug)]
+struct RoutingMemory {
+    pod: String,
+    labelled: Instant,
+    listed: Option<Instant>,
 }
 
 /// How often a replicated instance's pods are probed: quickly while something is in motion,
@@ -127,7 +135,7 @@ pub(super) async fn step(
         .primary_silent_since
         .as_ref()
         .map(|(_, since)| now.duration_since(*since));
-    let target_routed_for = target_routed_for(state, seen, &status, &views, now).await?;
+    let routing = routing(state, seen, &status, &views, now).await?;
     let view = ReplicationView {
         pods: &views,
         replicas: plan.instance.spec.replicas,
@@ -141,7 +149,7 @@ pub(super) async fn step(
         last_lag: &state.replication.last_lag,
         paused,
         switchover_halted: rolling && failed_here(seen, &status),
-        target_routed_for,
+        routing,
     };
     let limits = ReplicationLimits {
         route_settle: state.args.timings.route_settle,
@@ -409,50 +417,65 @@ async fn move_primary_label(
     Ok(())
 }
 
-/// How long the recorded switchover's target, once labelled primary, has been listed ready in
-/// the endpoints of every Service clients write through (read from the API server: the
-/// EndpointSlices are not cached). With no such Service there is nothing to wait for.
-async fn target_routed_for(
+/// Where the recorded switchover's target stands, once labelled primary: how long since the
+/// operator saw the label, and since the endpoints of every Service clients write through
+/// list it as ready (read from the API server: EndpointSlices are not cached). With no such
+/// Service there is nothing to wait for.
+async fn routing(
     state: &mut InstanceState,
     seen: &Observed,
     status: &ReplicationStatus,
     views: &[ReplicaPod<'_>],
     now: Instant,
-) -> Result<Option<Duration>, kube_io::Error> {
+) -> Result<Option<Routing>, kube_io::Error> {
     let target = status.switchover.as_ref().and_then(|sw| {
         views
             .iter()
             .find(|p| p.name == sw.to && p.role_label == Some(Role::Primary.as_str()))
     });
     let Some((name, ip)) = target.and_then(|p| Some((p.name.to_owned(), p.ip?.to_owned()))) else {
-        state.replication.routed_since = None;
+        state.replication.routing = None;
         return Ok(None);
     };
-    let services = write_services(state, seen);
-    if services.is_empty() {
-        return Ok(Some(Duration::MAX));
-    }
-    for service in services {
-        if !state
-            .args
-            .api
-            .ready_endpoints(&service)
-            .await?
-            .contains(&ip)
-        {
-            state.replication.routed_since = None;
-            return Ok(None);
-        }
-    }
-    let since = match &state.replication.routed_since {
-        Some((pod, since)) if *pod == name => *since,
-        _ => {
-            info!(pod = %name, "switchover target routed to by the primary's Services");
-            state.replication.routed_since = Some((name, now));
-            now
-        }
+    let mut memory = match state.replication.routing.take() {
+        Some(m) if m.pod == name => m,
+        _ => RoutingMemory {
+            pod: name.clone(),
+            labelled: now,
+            listed: None,
+        },
     };
-    Ok(Some(now.duration_since(since)))
+    let services = write_services(state, seen);
+    let mut listed = true;
+    for service in &services {
+        match state.args.api.ready_endpoints(service).await {
+            Ok(endpoints) if endpoints.contains(&ip) => {}
+            Ok(_) => {
+                listed = false;
+                break;
+            }
+            Err(error) => {
+                state.replication.routing = Some(memory);
+                return Err(error);
+            }
+        }
+    }
+    if !listed {
+        memory.listed = None;
+    } else if memory.listed.is_none() {
+        info!(pod = %name, "switchover target listed by the primary's Services");
+        memory.listed = Some(now);
+    }
+    let routing = Routing {
+        labelled_for: now.duration_since(memory.labelled),
+        listed_for: if services.is_empty() {
+            Some(Duration::MAX)
+        } else {
+            memory.listed.map(|since| now.duration_since(since))
+        },
+    };
+    state.replication.routing = Some(memory);
+    Ok(Some(routing))
 }
 
 /// The Services through which clients write to the primary: `<name>` once it is a ClusterIP

@@ -195,22 +195,26 @@ pub(super) async fn overdue(
 pub(super) async fn drift_repaired(
     state: &InstanceState,
     instance: &RedisInstance,
-    kind: &'static str,
+    drift: &crate::decide::Drift,
 ) {
     let key = &state.args.key;
+    let kind = drift.kind;
     let _ = state.args.metrics.send_message(MetricsMsg::DriftRepaired {
         key: key.clone(),
         kind,
     });
     info!(kind, "drift repaired");
-    let note = format!(
-        "{kind} of {} differed from what the operator builds; restored it",
-        key.name
-    );
+    let event = &drift.event;
     state
         .args
         .api
-        .event(instance, false, "DriftRepaired", "Repair", note)
+        .event(
+            instance,
+            event.warning,
+            event.reason,
+            event.action,
+            event.note.clone(),
+        )
         .await;
 }
 

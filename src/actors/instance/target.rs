@@ -10,8 +10,12 @@ use k8s_openapi::api::core::v1::Service;
 
 use crate::config::render::{RenderedConfig, render, short_hash};
 use crate::config::validate::Violation;
-use crate::crd::{OnFailure, RedisInstance, RedisInstanceSpec, RolloutRecord};
-use crate::decide::{Crash, crashed_pod, never_ready, unready_on};
+use crate::crd::{RedisInstance, RedisInstanceSpec, RolloutRecord};
+pub use crate::decide::Outcome;
+use crate::decide::{
+    Crash, DriveTo, Specs, crashed_pod, drive_to, never_ready, never_ready_outcome, refusal,
+    unready_on, watch_for_failure,
+};
 use crate::live;
 use crate::resources::{CachedPod, headless_service, service, statefulset};
 
@@ -86,21 +90,18 @@ pub const HALTED_REASON: &str = "RolloutHalted";
 /// Condition reasons a rejection is recorded under, so a restarted operator recalls it.
 pub const REJECTION_REASONS: [&str; 2] = ["RedisRejectedConfig", "NeverReady"];
 
-/// What a failure found this step led to, to be reported once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The pods go back to the last config that ran.
-    RolledBack,
-    /// No further pods are replaced (`onFailure: Halt`, or nothing to roll back to).
-    Halted,
-}
-
 /// The config a restart is failing on.
 struct Failing<'a> {
     good: &'a RedisInstance,
     hash: &'a str,
     spec_hash: &'a str,
     healthy: Option<&'a str>,
+}
+
+/// How long a pod the restart started may stay unready (not counting time spent loading).
+fn readiness_deadline(spec: &RedisInstance) -> Duration {
+    let seconds = spec.spec.rollout.progress_deadline_seconds.max(0);
+    Duration::from_secs(seconds.unsigned_abs().into())
 }
 
 /// Whether two copies of an instance hold the same spec, so either may stand for the other.
@@ -224,6 +225,37 @@ impl Target {
         }
     }
 
+    /// Unready pods of the restart in flight that have reached the readiness deadline of the
+    /// config rolled out: before one counts as never ready, its Redis is asked whether it is
+    /// still loading its data.
+    pub fn at_deadline<'a>(
+        &self,
+        pods: &'a [Arc<CachedPod>],
+        record: Option<&'a RolloutRecord>,
+        now: Instant,
+    ) -> Vec<&'a Arc<CachedPod>> {
+        let (Some(record), Some(good)) = (record, self.last_good.as_deref()) else {
+            return Vec::new();
+        };
+        let deadline = readiness_deadline(good);
+        unready_on(pods, &record.config_hash, record.started_at.0)
+            .filter(|p| self.unready_for(p, now).is_some_and(|d| d > deadline))
+            .collect()
+    }
+
+    /// A pod whose Redis is loading its data is making progress: its readiness deadline
+    /// counts again from `now`.
+    pub fn note_loading(&mut self, pod: &CachedPod, now: Instant) {
+        if let Some(since) = pod
+            .metadata
+            .uid
+            .as_ref()
+            .and_then(|uid| self.unready_since.get_mut(uid))
+        {
+            *since = now;
+        }
+    }
+
     /// How long `pod` has been seen unready during the restart in flight.
     pub fn unready_for(&self, pod: &CachedPod, now: Instant) -> Option<Duration> {
         let since = self.unready_since.get(pod.metadata.uid.as_ref()?)?;
@@ -301,10 +333,8 @@ impl Target {
         };
         let (hash, spec_hash) = hashes_of(&good);
         let healthy = self.last_healthy.as_deref().map(|h| hashes_of(h).0);
-        if self.rejected.is_some()
-            || self.halted.is_some()
-            || healthy.as_deref() == Some(hash.as_str())
-        {
+        let known_failure = self.rejected.is_some() || self.halted.is_some();
+        if !watch_for_failure(known_failure, healthy.as_deref(), &hash) {
             return;
         }
         let Some(crash) = crashed_pod(pods, &hash) else {
@@ -319,25 +349,7 @@ impl Target {
             }
             return;
         };
-        let outcome = match &healthy {
-            Some(old) => format!(
-                "rolling back to config {}, the last one that ran",
-                short_hash(old)
-            ),
-            None => "no earlier config ran, so there is nothing to roll back to".to_owned(),
-        };
-        // `crashed_pod` returns only crashes whose message holds Redis's report.
-        let said = crash.config_error().map_or_else(
-            || "see the pod's log for Redis's reason".to_owned(),
-            |e| format!("Redis said: {}: {}", e.line, e.reason),
-        );
-        let message = format!(
-            "redis-server refused config {} in pod {} (exit code {}); {said}; {outcome}. \
-             Fix spec.config",
-            short_hash(&hash),
-            crash.pod,
-            crash.exit_code,
-        );
+        let message = refusal(&hash, &crash, healthy.as_deref());
         let rejection = Rejection {
             hash,
             spec_hash,
@@ -359,45 +371,20 @@ impl Target {
         now: Instant,
     ) {
         let rollout = &failing.good.spec.rollout;
-        let deadline = Duration::from_secs(
-            rollout
-                .progress_deadline_seconds
-                .max(0)
-                .unsigned_abs()
-                .into(),
-        );
+        let deadline = readiness_deadline(failing.good);
         let since = record.started_at.0;
         let Some(pod) = never_ready(pods, failing.hash, since, deadline, |p| {
             self.unready_for(p, now)
         }) else {
             return;
         };
-        let failed = format!(
-            "pod {pod} is still not ready {}s after it was seen on config {}",
+        let (outcome, message) = never_ready_outcome(
+            rollout.on_failure,
+            failing.healthy,
+            &pod,
+            failing.hash,
             deadline.as_secs(),
-            short_hash(failing.hash)
         );
-        let (outcome, message) = match (rollout.on_failure, failing.healthy) {
-            (OnFailure::Halt, _) => (
-                Outcome::Halted,
-                format!(
-                    "{failed}; rollout halted (onFailure: Halt): no further pods are replaced until spec.config changes"
-                ),
-            ),
-            (OnFailure::Rollback, Some(old)) => (
-                Outcome::RolledBack,
-                format!(
-                    "{failed}; rolling back to config {}, the last one that ran. Fix spec.config",
-                    short_hash(old)
-                ),
-            ),
-            (OnFailure::Rollback, None) => (
-                Outcome::Halted,
-                format!(
-                    "{failed}; rollout halted: no earlier config ran since the operator started, so there is nothing to roll back to. Fix spec.config"
-                ),
-            ),
-        };
         let rejection = Rejection {
             hash: failing.hash.to_owned(),
             spec_hash: failing.spec_hash.to_owned(),
@@ -443,16 +430,17 @@ impl Target {
     /// A refused spec seen first by this actor leaves the healthy one recorded in status, but
     /// only at rest: a restart in flight was driving to a spec no longer known.
     pub fn plan(&self, rollout_recorded: bool) -> Option<Plan> {
-        let Some(good) = self.last_good.clone() else {
-            return match rollout_recorded {
-                true => None,
-                false => self.last_healthy.clone().map(Plan::of),
-            };
+        let valid = self.last_good.clone().map(Plan::of);
+        let specs = Specs {
+            valid: valid.as_ref().map(|plan| plan.rendered.hash.as_str()),
+            rejected: self.rejected.as_ref().map(|r| r.spec_hash.as_str()),
+            healthy: self.last_healthy.is_some(),
+            rollout_recorded,
         };
-        let plan = Plan::of(good);
-        match &self.rejected {
-            Some(r) if r.spec_hash == plan.rendered.hash => self.last_healthy.clone().map(Plan::of),
-            _ => Some(plan),
+        match drive_to(&specs) {
+            DriveTo::Valid => valid,
+            DriveTo::Healthy => self.last_healthy.clone().map(Plan::of),
+            DriveTo::Hold => None,
         }
     }
 
@@ -465,7 +453,7 @@ impl Target {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{ConfigUpdate, RestartReason, RestartStrategy};
+    use crate::crd::{ConfigUpdate, OnFailure, RestartReason, RestartStrategy};
     use crate::decide::pods_fixtures::pod;
     use crate::resources::fixtures::instance;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -615,6 +603,37 @@ mod tests {
                 "created at {created}"
             );
         }
+    }
+
+    /// A pod still loading a large dataset is unready, but not failing: each time it is found
+    /// loading at its deadline, the deadline counts again; once it stops loading and still is
+    /// not ready, the next deadline finds it.
+    #[test]
+    fn a_pod_loading_its_data_is_asked_at_its_deadline_and_given_another() {
+        let (mut target, hash) = moved_on(
+            instance(&[("maxmemory", "100mb")]),
+            instance(&[("maxmemory", "200mb")]),
+        );
+        let pods = [unready(&hash, 1)];
+        let restart = record(&hash);
+        target.note_unready(&pods, Some(&restart), at(0));
+        assert!(
+            target
+                .at_deadline(&pods, Some(&restart), at(119))
+                .is_empty()
+        );
+        assert!(target.at_deadline(&pods, None, at(121)).is_empty());
+        let due = target.at_deadline(&pods, Some(&restart), at(121));
+        assert_eq!(due.len(), 1);
+        target.note_loading(due[0], at(121));
+        look(&mut target, &pods, Some(&restart), 121);
+        look(&mut target, &pods, Some(&restart), 240);
+        assert!(target.take_fresh_failure().is_none(), "loading is progress");
+        look(&mut target, &pods, Some(&restart), 242);
+        assert!(
+            target.take_fresh_failure().is_some(),
+            "done loading and still unready a deadline later"
+        );
     }
 
     #[test]
