@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
 use tracing::{info, warn};
+
+mod routing;
+
+use routing::{apply_services, move_primary_label, write_services};
 
 use super::InstanceState;
 use super::observe::Observed;
@@ -19,17 +22,14 @@ use super::target::Plan;
 use crate::actors::metrics::MetricsMsg;
 use crate::crd::{ReplicaPodStatus, ReplicationStatus, SwitchoverFailure, SwitchoverRecord};
 use crate::decide::replication::{
-    ReplicaPod, ReplicationLimits, ReplicationStep, ReplicationView, ReplicationWait, Routing,
+    ReplicaPod, ReplicationLimits, ReplicationStep, ReplicationView, ReplicationWait,
     decide_replication,
 };
 use crate::decide::{is_ready, rollout_complete};
 use crate::kube_io;
 use crate::live::pods::PodAddress;
 use crate::replication::{self, PodReplication, Role, awaiting_role};
-use crate::resources::{
-    CachedPod, CachedService, REVISION_LABEL, ROLE_LABEL, legacy_primary_service_name,
-    replicas_service, service_drifted,
-};
+use crate::resources::{CachedPod, REVISION_LABEL, ROLE_LABEL};
 
 /// What the actor remembers of replication between steps; the decisions that must survive a
 /// leader change are in status instead.
@@ -42,20 +42,12 @@ pub struct ReplicationMemory {
     /// Each replica's lag at the last probe that saw the primary.
     last_lag: BTreeMap<String, i64>,
     /// The switchover target on its way into the primary's Services.
-    routing: Option<RoutingMemory>,
-}
-
-/// When the switchover target was first seen labelled primary, and listed ready.
-#[derive(Debug)]
-struct RoutingMemory {
-    pod: String,
-    labelled: Instant,
-    listed: Option<Instant>,
+    routing: Option<routing::RoutingMemory>,
 }
 
 /// How often a replicated instance's pods are probed: quickly while something is in motion,
 /// and at rest often enough that a primary that stops answering is replaced within seconds.
-const BUSY_PROBE: Duration = Duration::from_millis(500);
+pub(super) const BUSY_PROBE: Duration = Duration::from_millis(500);
 const IDLE_PROBE: Duration = Duration::from_secs(2);
 /// While the switchover target waits to be routed to: `FAILOVER` goes out soon after it is.
 const ROUTING_PROBE: Duration = Duration::from_millis(100);
@@ -135,7 +127,7 @@ pub(super) async fn step(
         .primary_silent_since
         .as_ref()
         .map(|(_, since)| now.duration_since(*since));
-    let routing = routing(state, seen, &status, &views, now).await?;
+    let routing = routing::routing(state, seen, &status, &views, now).await?;
     let view = ReplicationView {
         pods: &views,
         replicas: plan.instance.spec.replicas,
@@ -375,188 +367,6 @@ pub(super) async fn step(
             Ok(Some(if idle { IDLE_PROBE } else { BUSY_PROBE }))
         }
     }
-}
-
-/// Labels the new primary, then the old one (now a replica) as a replica, in one step: the
-/// primary Service's endpoints change at once instead of a label per step.
-///
-/// The new pod first: kube-proxy applies endpoint changes at most once per its min sync period
-/// (1 s by default), so the second of two changes waits that long. With the old pod dropped
-/// first, the Service would route to nothing for that second; this way it routes to both, and
-/// the old one refuses writes (`-READONLY`): its Redis reported the replica role before this
-/// step, so no write lands on it.
-async fn move_primary_label(
-    state: &InstanceState,
-    views: &[ReplicaPod<'_>],
-    pods: &[&Arc<CachedPod>],
-    from: &str,
-    to: &str,
-) -> Result<(), kube_io::Error> {
-    let find = |name: &str| pods.iter().find(|p| p.name_any() == name).copied();
-    let role_label = |name: &str| find(name).and_then(|p| p.labels().get(ROLE_LABEL).cloned());
-    let primary = Some(Role::Primary.as_str().to_owned());
-    if let Some(pod) = find(to).filter(|_| role_label(to) != primary) {
-        info!(pod = %to, "labelled primary");
-        state
-            .args
-            .api
-            .label_pod(pod, ROLE_LABEL, Some(Role::Primary.as_str()))
-            .await?;
-    }
-    let demoted = views
-        .iter()
-        .any(|v| v.name == from && !v.deleting && v.probe.is_some_and(|r| r.role == Role::Replica));
-    if let Some(pod) = find(from).filter(|_| demoted && role_label(from) == primary) {
-        info!(pod = %from, "labelled replica");
-        state
-            .args
-            .api
-            .label_pod(pod, ROLE_LABEL, Some(Role::Replica.as_str()))
-            .await?;
-    }
-    Ok(())
-}
-
-/// Where the recorded switchover's target stands, once labelled primary: how long since the
-/// operator saw the label, and since the endpoints of every Service clients write through
-/// list it as ready (read from the API server: EndpointSlices are not cached). With no such
-/// Service there is nothing to wait for.
-async fn routing(
-    state: &mut InstanceState,
-    seen: &Observed,
-    status: &ReplicationStatus,
-    views: &[ReplicaPod<'_>],
-    now: Instant,
-) -> Result<Option<Routing>, kube_io::Error> {
-    let target = status.switchover.as_ref().and_then(|sw| {
-        views
-            .iter()
-            .find(|p| p.name == sw.to && p.role_label == Some(Role::Primary.as_str()))
-    });
-    let Some((name, ip)) = target.and_then(|p| Some((p.name.to_owned(), p.ip?.to_owned()))) else {
-        state.replication.routing = None;
-        return Ok(None);
-    };
-    let mut memory = match state.replication.routing.take() {
-        Some(m) if m.pod == name => m,
-        _ => RoutingMemory {
-            pod: name.clone(),
-            labelled: now,
-            listed: None,
-        },
-    };
-    let services = write_services(state, seen);
-    let mut listed = true;
-    for service in &services {
-        match state.args.api.ready_endpoints(service).await {
-            Ok(endpoints) if endpoints.contains(&ip) => {}
-            Ok(_) => {
-                listed = false;
-                break;
-            }
-            Err(error) => {
-                state.replication.routing = Some(memory);
-                return Err(error);
-            }
-        }
-    }
-    if !listed {
-        memory.listed = None;
-    } else if memory.listed.is_none() {
-        info!(pod = %name, "switchover target listed by the primary's Services");
-        memory.listed = Some(now);
-    }
-    let routing = Routing {
-        labelled_for: now.duration_since(memory.labelled),
-        listed_for: if services.is_empty() {
-            Some(Duration::MAX)
-        } else {
-            memory.listed.map(|since| now.duration_since(since))
-        },
-    };
-    state.replication.routing = Some(memory);
-    Ok(Some(routing))
-}
-
-/// The Services through which clients write to the primary: `<name>` once it is a ClusterIP
-/// Service, and `<name>-primary` of earlier versions while it exists.
-fn write_services(state: &InstanceState, seen: &Observed) -> Vec<String> {
-    let mut names = Vec::new();
-    if seen.service.as_deref().is_some_and(|svc| !svc.headless()) {
-        names.push(state.args.key.name.clone());
-    }
-    let legacy = legacy_primary_service_name(&seen.instance);
-    if cached_service(state, &legacy).is_some() {
-        names.push(legacy);
-    }
-    names
-}
-
-fn cached_service(state: &InstanceState, name: &str) -> Option<Arc<CachedService>> {
-    state
-        .args
-        .stores
-        .services
-        .get(&ObjectRef::<CachedService>::new(name).within(&state.args.key.namespace))
-}
-
-/// `<name>-replicas`, applied when missing or changed; `<name>-primary` of earlier versions,
-/// deleted once `<name>` is a ClusterIP Service that selects the primary and its EndpointSlices
-/// list a ready pod (until then, writes go through it). `Some(None)`: it wrote.
-async fn apply_services(
-    state: &mut InstanceState,
-    plan: &Plan,
-    seen: &Observed,
-) -> Result<Option<Option<Duration>>, kube_io::Error> {
-    let legacy = legacy_primary_service_name(&plan.instance);
-    let replaced = seen
-        .service
-        .as_deref()
-        .is_some_and(|svc| !svc.headless() && !service_drifted(&plan.service, svc));
-    if let Some(old) = cached_service(state, &legacy).filter(|_| replaced)
-        && old.metadata.deletion_timestamp.is_none()
-        && !state
-            .args
-            .api
-            .ready_endpoints(&state.args.key.name)
-            .await?
-            .is_empty()
-    {
-        state.args.api.delete_service(&old).await?;
-        info!(service = %legacy, "deleted the old primary Service: writes go through the instance's Service");
-        return Ok(Some(Some(BUSY_PROBE)));
-    }
-    let namespace = state.args.key.namespace.clone();
-    for desired in [replicas_service(&plan.instance)] {
-        let name = desired.name_any();
-        let cached = state
-            .args
-            .stores
-            .services
-            .get(&ObjectRef::<CachedService>::new(&name).within(&namespace));
-        match cached {
-            Some(svc) if !service_drifted(&desired, &svc) => {
-                state.replication_services.remove(&name);
-                continue;
-            }
-            // Written by this actor, and the cache has not caught up yet.
-            _ if state
-                .replication_services
-                .get(&name)
-                .is_some_and(|w| !service_drifted(&desired, w)) =>
-            {
-                continue;
-            }
-            _ => {}
-        }
-        let applied = state.args.api.apply("Service", &desired).await?;
-        info!(service = %name, "applied the role Service");
-        state
-            .replication_services
-            .insert(name, Arc::new(CachedService::from(&applied)));
-        return Ok(Some(None));
-    }
-    Ok(None)
 }
 
 fn role_changed(state: &InstanceState, kind: &'static str) {
