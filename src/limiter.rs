@@ -115,6 +115,13 @@ impl Limiter {
             .expect("the limiter's semaphore is never closed")
     }
 
+    /// A turn to create a ClusterIP Service now, if fewer than [`ALLOCATIONS_AT_ONCE`] such
+    /// writes are in flight. A step that finds none waits for [`Limiter::allocation`] outside
+    /// any step, holding neither a step turn nor a plan.
+    pub fn try_allocation(&self) -> Option<OwnedSemaphorePermit> {
+        self.allocations.clone().try_acquire_owned().ok()
+    }
+
     /// Waits until fewer than [`ALLOCATIONS_AT_ONCE`] writes that create a ClusterIP Service
     /// are in flight; taken before [`Limiter::write`], so the Lease is checked after the wait.
     pub async fn allocation(&self) -> OwnedSemaphorePermit {
@@ -270,8 +277,17 @@ mod tests {
             tokio::time::timeout(wait, limiter.acquire()).await.is_ok(),
             "other writes pass meanwhile"
         );
+        assert!(
+            limiter.try_allocation().is_none(),
+            "no turn to take at once"
+        );
         held.pop();
         assert!(tokio::time::timeout(wait, &mut next).await.is_ok());
+        held.pop();
+        assert!(
+            limiter.try_allocation().is_some(),
+            "a free turn is taken at once"
+        );
     }
 
     #[tokio::test]

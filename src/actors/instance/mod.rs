@@ -149,6 +149,10 @@ pub struct InstanceState {
     event_since: Option<Instant>,
     /// The step permit a writing step passes to the next, and how many steps it served.
     kept_turn: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// A step found no turn to create its ClusterIP Service: the next waits for one first,
+    /// before its step turn, and keeps it here for the write.
+    awaits_allocation: bool,
+    allocation: Option<tokio::sync::OwnedSemaphorePermit>,
     chained: u32,
     timer: Option<JoinHandle<Result<(), MessagingErr<InstanceMsg>>>>,
     consecutive_failures: u32,
@@ -215,6 +219,8 @@ impl Actor for RedisInstanceActor {
             queued_at: None,
             event_since: None,
             kept_turn: None,
+            awaits_allocation: false,
+            allocation: None,
             chained: 0,
             timer: None,
             consecutive_failures: 0,
@@ -307,6 +313,9 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
             // runs, and an instance waiting its turn holds no desired objects in memory.
             if let Some(queued) = state.queued_at.take() {
                 stages::since(Stage::Queue, queued);
+            }
+            if std::mem::take(&mut state.awaits_allocation) {
+                state.allocation = Some(state.args.api.limiter().allocation().await);
             }
             let mut turn = match state.kept_turn.take() {
                 Some(turn) => Some(turn),
@@ -591,8 +600,9 @@ async fn step(
         });
         if let Some((decided, act)) = act {
             state.decided = decided;
-            perform::services(state, &seen, &act, &service, &headless).await?;
-            return Ok(None);
+            return Ok(perform::services(state, &seen, &act, &service, &headless)
+                .await?
+                .wake());
         }
         state.decided = "Hold";
         debug!(decision = "Hold", "next step");
@@ -680,9 +690,9 @@ async fn step(
     stages::since(Stage::Decide, deciding);
     if act.is_write() {
         let performing = Instant::now();
-        perform::perform(state, &plan, &seen, &act, now).await?;
+        let performed = perform::perform(state, &plan, &seen, &act, now).await?;
         stages::since(Stage::Perform, performing);
-        return Ok(None);
+        return Ok(performed.wake());
     }
     // A restart a pause holds is not stuck: no Warning, no deadline timer while it is held.
     let held = matches!(decision, Decision::Held(_));

@@ -24,20 +24,38 @@ use crate::resources::{
     revision_config_map, statefulset,
 };
 
+/// What came of performing an act.
+#[must_use]
+pub(super) enum Performed {
+    Wrote,
+    /// Nothing written: the write waits for a turn the next step takes first.
+    Deferred,
+}
+
+impl Performed {
+    /// When the actor looks again: `None` at once (it wrote), else as soon as it can.
+    pub(super) fn wake(self) -> Option<std::time::Duration> {
+        match self {
+            Performed::Wrote => None,
+            Performed::Deferred => Some(std::time::Duration::ZERO),
+        }
+    }
+}
+
 pub(super) async fn perform(
     state: &mut InstanceState,
     plan: &Plan,
     seen: &Observed,
     act: &Act<'_>,
     now: Timestamp,
-) -> Result<(), kube_io::Error> {
+) -> Result<Performed, kube_io::Error> {
     let api = state.args.api.clone();
     let name = &state.args.key.name;
     let instance = &seen.instance;
     let target = &plan.instance;
     match act {
         Act::Services(services_act) => {
-            services(state, seen, services_act, &plan.service, &plan.headless).await?;
+            return services(state, seen, services_act, &plan.service, &plan.headless).await;
         }
         Act::MigrateStatefulSet { live, event } => {
             let deleting = api.delete_statefulset(live).await?;
@@ -170,7 +188,7 @@ pub(super) async fn perform(
         Act::ApplyLive => super::live::apply(state, plan, seen).await?,
         Act::Nothing => {}
     }
-    Ok(())
+    Ok(Performed::Wrote)
 }
 
 /// Posts `event` on the instance.
@@ -242,12 +260,21 @@ pub(super) async fn services(
     act: &ServicesAct<'_>,
     service: &Service,
     headless: &Service,
-) -> Result<(), kube_io::Error> {
+) -> Result<Performed, kube_io::Error> {
     match act {
         ServicesAct::Service(told) => {
             // A creation makes the API server allocate a cluster IP, which it does one at a time.
             let _allocating = match &seen.service {
-                None => Some(state.args.api.limiter().allocation().await),
+                None => {
+                    let limiter = state.args.api.limiter();
+                    match state.allocation.take().or_else(|| limiter.try_allocation()) {
+                        Some(turn) => Some(turn),
+                        None => {
+                            state.awaits_allocation = true;
+                            return Ok(Performed::Deferred);
+                        }
+                    }
+                }
                 Some(_) => None,
             };
             let applied = state.args.api.apply("Service", service).await?;
@@ -284,7 +311,7 @@ pub(super) async fn services(
             info!(service = %service.name_any(), "deleted the headless Service to create it as ClusterIP");
         }
     }
-    Ok(())
+    Ok(Performed::Wrote)
 }
 
 /// The API said the StatefulSet is already gone: a copy marked as deleting stands in for it
