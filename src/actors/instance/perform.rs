@@ -11,7 +11,7 @@ use tracing::info;
 
 use super::InstanceState;
 use super::observe::Observed;
-use super::report;
+use super::report::{self, tell};
 use super::target::Plan;
 use crate::actors::metrics::MetricsMsg;
 use crate::crd::{RedisInstance, RolloutRecord};
@@ -189,21 +189,6 @@ pub(super) async fn perform(
         Act::Nothing => {}
     }
     Ok(Performed::Wrote)
-}
-
-/// Posts `event` on the instance.
-async fn tell(state: &InstanceState, instance: &RedisInstance, event: &Notice) {
-    state
-        .args
-        .api
-        .event(
-            instance,
-            event.warning,
-            event.reason,
-            event.action,
-            event.note.clone(),
-        )
-        .await;
 }
 
 /// The StatefulSet the spec builds, carrying `template` and mounting `mount` (by default the

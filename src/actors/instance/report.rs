@@ -204,7 +204,15 @@ pub(super) async fn drift_repaired(
         kind,
     });
     info!(kind, "drift repaired");
-    let event = &drift.event;
+    tell(state, instance, &drift.event).await;
+}
+
+/// Posts `event` on the instance.
+pub(super) async fn tell(
+    state: &InstanceState,
+    instance: &RedisInstance,
+    event: &crate::decide::Notice,
+) {
     state
         .args
         .api
