@@ -234,6 +234,22 @@ pub(crate) mod fixtures {
     use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
     use k8s_openapi::api::core::v1::ContainerStateTerminated;
 
+    /// `secs` after a fixed instant, by the API server's clock.
+    pub fn t(secs: i64) -> k8s_openapi::jiff::Timestamp {
+        k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    /// A rolling restart onto `hash`, recorded as begun at [`t`]`(0)`.
+    pub fn record(hash: &str) -> crate::crd::RolloutRecord {
+        crate::crd::RolloutRecord {
+            config_hash: hash.to_owned(),
+            restarted_at: None,
+            strategy: crate::crd::RestartStrategy::RollingUpdate,
+            reason: crate::crd::RestartReason::ConfigChanged,
+            started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(0)),
+        }
+    }
+
     /// What redis-server prints when it refuses `line` of its config file for `reason`.
     pub fn config_error_output(line: &str, reason: &str) -> String {
         format!(

@@ -41,9 +41,7 @@ struct Case {
     primary: Option<String>,
 }
 
-fn t(secs: i64) -> Timestamp {
-    Timestamp::from_second(1_800_000_000 + secs).unwrap()
-}
+use super::pods_fixtures::t;
 
 impl Case {
     /// A converged instance: everything in the caches is what the operator would build.

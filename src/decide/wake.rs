@@ -65,25 +65,11 @@ pub fn pod_deadline_wake(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{RestartReason, RestartStrategy};
+    use crate::decide::pods_fixtures::{record, t};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-    fn t(secs: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + secs).unwrap()
-    }
 
     fn s(secs: u64) -> Duration {
         Duration::from_secs(secs)
-    }
-
-    fn record(hash: &str) -> RolloutRecord {
-        RolloutRecord {
-            config_hash: hash.to_owned(),
-            restarted_at: None,
-            strategy: RestartStrategy::RollingUpdate,
-            reason: RestartReason::ConfigChanged,
-            started_at: Time(t(0)),
-        }
     }
 
     #[test]

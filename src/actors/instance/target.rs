@@ -453,25 +453,11 @@ impl Target {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{ConfigUpdate, OnFailure, RestartReason, RestartStrategy};
+    use crate::crd::{ConfigUpdate, OnFailure};
     use crate::decide::pods_fixtures::pod;
+    use crate::decide::pods_fixtures::{record, t};
     use crate::resources::fixtures::instance;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    use k8s_openapi::jiff::Timestamp;
-
-    fn t(secs: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + secs).unwrap()
-    }
-
-    fn record(hash: &str) -> RolloutRecord {
-        RolloutRecord {
-            config_hash: hash.to_owned(),
-            restarted_at: None,
-            strategy: RestartStrategy::RollingUpdate,
-            reason: RestartReason::ConfigChanged,
-            started_at: Time(t(0)),
-        }
-    }
 
     /// An unready pod on `hash`, created at `created` by the API server's clock.
     fn unready(hash: &str, created: i64) -> Arc<CachedPod> {
