@@ -14,7 +14,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::config::render::{CONFIG_FILE_KEY, render, short_hash};
 use crate::config::validate::Violation;
 use crate::crd::{ConfigUpdate, RedisInstance, RestartReason, RestartStrategy};
-use crate::decide::{Deadlines, Decision, Desired, Snapshot, decide};
+use crate::decide::{Act, Deadlines, Desired, Facts, Snapshot, paused};
 use crate::live::{changed_directives, is_live, live_only_change, template_hash};
 use crate::resources::{CachedConfigMap, CachedService, CachedStatefulSet, config_map_name};
 
@@ -154,10 +154,15 @@ pub fn verdict(new: &RedisInstance, running: &Running) -> Verdict {
         old_text: running.config_text.as_deref(),
         new_text: &rendered.text,
     };
-    match decide(&want, &seen, &deadlines) {
-        Decision::WriteConfigMap | Decision::CreateStatefulSet => Verdict::Create { hash },
-        Decision::BeginRestart { reason, .. } => explain.restart(reason),
-        Decision::ApplyLive => Verdict::Live {
+    // What ran before is judged from the status, as the actor does (see `status::has_run`).
+    let facts = Facts {
+        has_run: crate::status::has_run(new),
+        ..Facts::default()
+    };
+    match crate::decide::verdict(&want, &seen, &deadlines, &facts).act {
+        Act::WriteConfigMap(_) | Act::CreateStatefulSet { .. } => Verdict::Create { hash },
+        Act::BeginRestart { restart, .. } => explain.restart(restart.record.reason),
+        Act::ApplyLive => Verdict::Live {
             directives: explain.live(),
         },
         _ => Verdict::Nothing,
@@ -462,11 +467,7 @@ pub async fn diff(request: DiffRequest) -> Result<i32, Error> {
     if let Some(note) = scale_note(&new, &running, &verdict).filter(|_| verdict.exit_code() == 0) {
         println!("  {note}");
     }
-    let annotated = new
-        .annotations()
-        .get("redis.github.com/paused")
-        .is_some_and(|v| v != "false");
-    if new.spec.paused || annotated {
+    if paused(&new) {
         println!("  held while spec.paused is true; status.pendingChange shows it");
     }
     Ok(verdict.exit_code())

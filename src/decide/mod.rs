@@ -12,6 +12,7 @@ pub mod live_drift;
 mod pods;
 pub mod replication;
 mod revisions;
+mod step;
 mod wake;
 
 use std::sync::Arc;
@@ -44,6 +45,10 @@ pub use pods::{
     stuck_pods, unready_on,
 };
 pub use revisions::{created_template, mount_for, next_template_names_revision, revision_fix};
+pub use step::{
+    HoldAct, PAUSED_ANNOTATION, Unplanned, Verdict, Wakes, hold_act, next_wake, overdue_to_tell,
+    paused, refusal_to_tell, verdict,
+};
 pub use wake::{pod_deadline_wake, progress_wake, settle_left};
 
 /// What the instance should look like now.

@@ -171,8 +171,9 @@ impl Case {
             revisions: &self.revisions,
             primary: self.primary.as_deref(),
         };
-        let decision = decide(&want, &seen, &DEADLINES);
-        check(&decision, &act(&decision, &want, &seen, facts))
+        // The one function the actor and `diff` ask.
+        let Verdict { decision, act } = verdict(&want, &seen, &DEADLINES, facts);
+        check(&decision, &act)
     }
 }
 
@@ -769,3 +770,4 @@ fn a_pause_mid_recreate_keeps_the_old_pods_or_brings_the_statefulset_back() {
 
 mod act;
 mod revisions;
+mod step;

@@ -12,9 +12,11 @@ mod observe;
 mod perform;
 mod replicate;
 mod report;
+mod step;
 mod target;
 mod tls;
 
+pub use crate::decide::PAUSED_ANNOTATION;
 pub use observe::{Stores, Versions, Written};
 
 use std::sync::Arc;
@@ -22,17 +24,11 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 use tracing::{Instrument, debug, warn};
 
 use super::metrics::{InstanceKey, MetricsMsg};
-use crate::crd::RedisInstance;
-use crate::decide::{
-    Deadlines, Decision, Desired, Facts, Snapshot, Waiting, act, applied, decide, overdue,
-    rollout_complete,
-};
 use crate::kube_io::{self, InstanceApi};
 use crate::stages::{self, Stage};
 use observe::observe;
@@ -332,7 +328,7 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
             let began = Instant::now();
             // Boxed: the step's future is large and needed only while a step runs, not kept
             // in every idle actor's task.
-            let outcome = Box::pin(step(state, &mut turn)).await;
+            let outcome = Box::pin(step::step(state, &mut turn)).await;
             if let (Some(event), Ok(None)) = (event, &outcome) {
                 stages::since(Stage::EventToWrite, event);
             }
@@ -495,322 +491,6 @@ async fn refused_by_api(state: &mut InstanceState, error: &kube_io::Error) {
 /// 1s, 2s, 4s ... capped.
 fn backoff(failures: u32, max: Duration) -> Duration {
     Duration::from_secs(1u64 << failures.saturating_sub(1).min(16)).min(max)
-}
-
-/// One step. `Ok(None)`: it wrote, take the next step now. `Ok(Some(d))`: wait for the next
-/// watch event, or at most `d` (`Duration::MAX`: no timer).
-async fn step(
-    state: &mut InstanceState,
-    turn: &mut Option<tokio::sync::OwnedSemaphorePermit>,
-) -> Result<Option<Duration>, kube_io::Error> {
-    let key = state.args.key.clone();
-    state.decided = "Gone";
-    state.settling = false;
-    let observing = Instant::now();
-    let seen = observe(
-        &state.args.stores,
-        &mut state.written,
-        &key.namespace,
-        &key.name,
-    );
-    stages::since(Stage::Observe, observing);
-    let planning = Instant::now();
-    let Some(seen) = seen else {
-        // Deleted; the supervisor stops this actor when the watch reports it.
-        return Ok(Some(Duration::MAX));
-    };
-    if seen.instance.metadata.deletion_timestamp.is_some() {
-        // The garbage collector removes everything the instance owns.
-        return Ok(Some(Duration::MAX));
-    }
-    if network::step(state, &seen.instance).await? {
-        state.decided = "NetworkPolicy";
-        return Ok(None);
-    }
-    state.last_known_hash = seen
-        .statefulset
-        .as_deref()
-        .and_then(crate::resources::config_hash_of)
-        .map(str::to_owned);
-    let current: Arc<RedisInstance> = seen.instance.clone();
-    if current.metadata.generation != state.generation {
-        if state.generation.is_some() {
-            state.spec_changed_at = Some(Instant::now());
-        }
-        state.generation = current.metadata.generation;
-    }
-    let violations = state.target.accept(&current);
-    if !violations.is_empty() {
-        report::refuse(state, &current, &violations).await;
-    }
-    let now = Timestamp::now();
-    let stored_record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
-    let clock = Instant::now();
-    state.target.note_unready(&seen.pods, stored_record, clock);
-    for pod in loading(state, &seen.pods, stored_record, clock).await {
-        state.target.note_loading(&pod, clock);
-    }
-    state
-        .target
-        .detect_rejection(&seen.pods, stored_record, clock);
-    if let Some((rejection, crash)) = state.target.take_fresh_rejection() {
-        report::rejected(state, &current, &rejection, &crash).await;
-    }
-    if let Some((failure, outcome)) = state.target.take_fresh_failure() {
-        report::rollout_failed(state, &current, &failure, outcome).await;
-    }
-    let Some(plan) = state.target.plan(stored_record.is_some()) else {
-        // Nothing known to be safe to run: touch nothing, but report what runs, and close a
-        // recorded restart the pods have finished, so that no finished rollout stays recorded.
-        if let Some(record) = stored_record.filter(|r| {
-            seen.statefulset
-                .as_deref()
-                .is_some_and(|sts| applied(r, sts) && rollout_complete(sts))
-        }) {
-            state.decided = "FinishRestart";
-            let record = record.clone();
-            let event = crate::decide::finished(&record);
-            perform::finish_restart(state, None, &seen, &record, &event, now).await?;
-            return Ok(None);
-        }
-        // The Service depends on no directive, so one that ran before is repaired from the
-        // current spec whatever its config (an operator restarted on an invalid spec knows no
-        // other); nothing is created for an instance that never ran.
-        let service = crate::resources::service(&current);
-        let headless = crate::resources::headless_service(&current);
-        let services = crate::decide::service_step(
-            &service,
-            &headless,
-            seen.service.as_deref(),
-            seen.headless.as_deref(),
-            seen.statefulset.as_deref(),
-        );
-        let services = services.filter(|d| d.is_write() && seen.statefulset.is_some());
-        let act = services.as_ref().and_then(|decision| {
-            let act = crate::decide::services_act(
-                decision,
-                &service,
-                &headless,
-                seen.service.as_deref(),
-                seen.headless.as_deref(),
-                seen.statefulset.is_some(),
-                state.service_migrated,
-            );
-            Some((decision.name(), act?))
-        });
-        if let Some((decided, act)) = act {
-            state.decided = decided;
-            return Ok(perform::services(state, &seen, &act, &service, &headless)
-                .await?
-                .wake());
-        }
-        state.decided = "Hold";
-        debug!(decision = "Hold", "next step");
-        report::write_status(state, &seen, None).await?;
-        return Ok(Some(Duration::MAX));
-    };
-    // Before anything talks to Redis: the TLS Secret's material (read when it changed).
-    tls::read_secret(state, &plan).await;
-    // Before anything creates pods or talks to Redis: the ACL Secret the pods mount, and the
-    // login the live and replication steps use.
-    let auth_wake = auth::step(state, &plan.instance, &seen).await?;
-    let revision = crate::resources::revision_of(&plan.instance, &plan.template_hash);
-    let shared = crate::resources::config_map_name(&plan.instance);
-    let want = Desired {
-        config_text: &plan.rendered.text,
-        hash: &plan.template_hash,
-        strategy: plan.instance.spec.restart_strategy,
-        statefulset: &plan.statefulset,
-        service: &plan.service,
-        headless: &plan.headless,
-        live: plan.instance.spec.config_update == crate::crd::ConfigUpdate::Live,
-        revision: &revision,
-        shared: &shared,
-    };
-    let record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
-    state.live.recall(&current, &plan);
-    state
-        .target
-        .forget_halt(record.map(|r| r.config_hash.as_str()));
-    // Owned: what is decided is carried out on the actor's state, which holds them.
-    let halted_hash = state.target.halted().map(|h| h.hash.clone());
-    let rejected_hash = state.target.rejection().map(|r| r.hash.clone());
-    let settle_left = settle_left(state);
-    let replicated = crate::resources::replicated(&plan.instance);
-    let snapshot = Snapshot {
-        config_text: seen.config_text.as_deref(),
-        statefulset: seen.statefulset.as_deref(),
-        service: seen.service.as_deref(),
-        headless: seen.headless.as_deref(),
-        pods: &seen.pods,
-        rollout: record,
-        settling: settle_left.is_some(),
-        now,
-        live_refused: state.live.refuses(&plan),
-        paused: paused(&current),
-        halted: halted_hash.as_ref() == Some(&plan.template_hash),
-        failed_hash: rejected_hash.as_deref().or(halted_hash.as_deref()),
-        revisions: &seen.revisions,
-        primary: replicated
-            .then(|| {
-                current
-                    .status
-                    .as_ref()?
-                    .replication
-                    .as_ref()?
-                    .primary
-                    .as_deref()
-            })
-            .flatten(),
-    };
-    let deadlines = Deadlines {
-        progress: state.args.timings.progress_deadline,
-    };
-    stages::since(Stage::Plan, planning);
-    let deciding = Instant::now();
-    let decision = decide(&want, &snapshot, &deadlines);
-    state.decided = decision.name();
-    state.settling = decision == Decision::Wait(Waiting::Settle);
-    state.pending = match &decision {
-        Decision::Held(held) => Some(report::pending_change(held, &seen, &plan)),
-        _ => None,
-    };
-    report::note_mismatches(state, &seen, &want);
-    report::log_hash_comparison(&seen, &want, &decision);
-    let facts = Facts {
-        has_run: crate::status::has_run(&current),
-        written_generation: state
-            .statefulset_written
-            .or_else(|| current.status.as_ref()?.stateful_set_generation),
-        rejected_hash: rejected_hash.as_deref(),
-        service_migrated: state.service_migrated,
-    };
-    let act = act(&decision, &want, &snapshot, &facts);
-    debug!(?decision, "next step");
-    stages::since(Stage::Decide, deciding);
-    if act.is_write() {
-        let performing = Instant::now();
-        let performed = perform::perform(state, &plan, &seen, &act, now).await?;
-        stages::since(Stage::Perform, performing);
-        return Ok(performed.wake());
-    }
-    // A restart a pause holds is not stuck: no Warning, no deadline timer while it is held.
-    let held = matches!(decision, Decision::Held(_));
-    if let Some(record) = record.filter(|_| !held)
-        && overdue(record, now, deadlines.progress)
-    {
-        report::overdue(state, &current, record).await;
-    }
-    let mut live_wake = Duration::MAX;
-    if matches!(decision, Decision::Idle) {
-        state.target.converged(&plan);
-        if live::check_due(state, &plan) {
-            // Dialling pods may take seconds: other instances' steps need not wait for it.
-            turn.take();
-            live::check(state, &plan, &seen).await;
-        }
-        live_wake = live::next_check_in(state, &plan);
-    }
-    let tls_wake = tls::reload(state, &plan, &seen).await;
-    let reporting = Instant::now();
-    report::write_status(state, &seen, Some(&plan)).await?;
-    stages::since(Stage::Report, reporting);
-    if !replicated && !state.unconverted_reported && crate::resources::unconverted(&current) {
-        state.unconverted_reported = true;
-        report::unconverted(state, &current).await;
-    }
-    let mut replication_wake = Duration::MAX;
-    if replicated {
-        let rolling = replicate::rolling(&seen);
-        match replicate::step(state, &plan, &seen, rolling, held).await? {
-            None => {
-                state.decided = "Replicate";
-                return Ok(None);
-            }
-            Some(wake) => replication_wake = wake,
-        }
-    }
-    if let (Decision::Wait(Waiting::Settle), Some(left)) = (&decision, settle_left) {
-        return Ok(Some(left));
-    }
-    // Wake at the deadline if the rollout has not finished by then; events usually come first.
-    let wake = crate::decide::progress_wake(record, held, now, deadlines.progress);
-    let pod_deadline = record.map_or(Duration::MAX, |r| {
-        let deadline = Duration::from_secs(
-            plan.instance
-                .spec
-                .rollout
-                .progress_deadline_seconds
-                .max(0)
-                .unsigned_abs()
-                .into(),
-        );
-        crate::decide::pod_deadline_wake(&seen.pods, r, deadline, |p| {
-            state.target.unready_for(p, clock)
-        })
-    });
-    Ok(Some(
-        wake.min(pod_deadline)
-            .min(live_wake)
-            .min(replication_wake)
-            .min(auth_wake)
-            .min(tls_wake),
-    ))
-}
-
-/// `spec.paused`, or the pause annotation set to anything but "false".
-fn paused(instance: &RedisInstance) -> bool {
-    instance.spec.paused
-        || instance
-            .annotations()
-            .get(PAUSED_ANNOTATION)
-            .is_some_and(|v| v != "false")
-}
-
-/// Annotation that pauses an instance like `spec.paused`, for tools that only label and
-/// annotate.
-pub const PAUSED_ANNOTATION: &str = "redis.github.com/paused";
-
-/// The pods at their readiness deadline whose Redis is still loading its data (asked all at
-/// once, 1 s each at most; a pod that does not answer is not loading).
-async fn loading(
-    state: &InstanceState,
-    pods: &[Arc<crate::resources::CachedPod>],
-    record: Option<&crate::crd::RolloutRecord>,
-    now: Instant,
-) -> Vec<Arc<crate::resources::CachedPod>> {
-    let due = state.target.at_deadline(pods, record, now);
-    let asked = futures::future::join_all(due.iter().map(|pod| async {
-        let address = crate::live::pods::PodAddress {
-            pod: pod.name_any(),
-            ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
-            tls: state.tls.for_pod(pod),
-        };
-        let login = state.access.login.as_ref();
-        crate::live::pods::loading(&address, login).await
-    }))
-    .await;
-    due.into_iter()
-        .zip(asked)
-        .filter(|(pod, answer)| {
-            let loading = matches!(answer, Ok(true));
-            if loading {
-                tracing::info!(pod = %pod.name_any(), "pod still loading its data: not counted as never ready");
-            }
-            loading
-        })
-        .map(|(pod, _)| pod.clone())
-        .collect()
-}
-
-/// How much longer a restart that follows another must wait for edits to settle (see
-/// [`crate::decide::settle_left`]), by this actor's clock.
-fn settle_left(state: &InstanceState) -> Option<Duration> {
-    crate::decide::settle_left(
-        state.args.timings.settle,
-        state.spec_changed_at.map(|at| at.elapsed()),
-        state.restart_finished_at.map(|at| at.elapsed()),
-    )
 }
 
 #[cfg(test)]

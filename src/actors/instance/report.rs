@@ -83,7 +83,7 @@ pub(super) fn cached_instance(state: &InstanceState) -> Option<Arc<RedisInstance
 }
 
 /// Redis itself refused a config: told once, as a Warning Event.
-pub(super) async fn rejected(
+async fn rejected(
     state: &InstanceState,
     instance: &RedisInstance,
     rejection: &Rejection,
@@ -106,7 +106,7 @@ pub(super) async fn rejected(
 }
 
 /// A restart's pod never became ready: told once, as a Warning Event, and counted.
-pub(super) async fn rollout_failed(
+async fn rollout_failed(
     state: &InstanceState,
     instance: &RedisInstance,
     failure: &Rejection,
@@ -167,15 +167,13 @@ pub(super) fn pending_change(held: &Decision, seen: &Observed, plan: &Plan) -> S
     }
 }
 
-/// The restart in flight passed its progress deadline: told once per restart.
+/// The restart in flight passed its progress deadline: told once per restart (see
+/// [`crate::decide::overdue_to_tell`]).
 pub(super) async fn overdue(
     state: &mut InstanceState,
     instance: &RedisInstance,
     record: &RolloutRecord,
 ) {
-    if state.overdue_reported == Some(record.started_at.0) {
-        return;
-    }
     state.overdue_reported = Some(record.started_at.0);
     let note = format!(
         "restart to config {} not finished {}s after it began at {}; check the pods' readiness and redis logs",
@@ -226,20 +224,25 @@ pub(super) async fn tell(
         .await;
 }
 
-pub(super) async fn refuse(
+/// Tells what the step found in the spec and the pods (see [`super::step::Findings`]).
+pub(super) async fn findings(
     state: &mut InstanceState,
     current: &RedisInstance,
-    violations: &[Violation],
+    findings: super::step::Findings,
 ) {
-    let told = current.status.as_ref().is_some_and(|s| {
-        s.observed_generation == current.metadata.generation
-            && crate::status::find_condition(s, condition::CONFIG_VALID)
-                .is_some_and(|c| c.reason == "InvalidConfig")
-    });
-    if told || state.refused_generation == current.metadata.generation {
-        // Already reported, by this actor or (per the stored status) before a restart.
-        return;
+    if let Some(violations) = findings.refused {
+        refuse(state, current, &violations).await;
     }
+    if let Some((rejection, crash)) = findings.rejection {
+        rejected(state, current, &rejection, &crash).await;
+    }
+    if let Some((failure, outcome)) = findings.failure {
+        rollout_failed(state, current, &failure, outcome).await;
+    }
+}
+
+/// A spec that fails validation: told once per generation, as a Warning Event.
+async fn refuse(state: &mut InstanceState, current: &RedisInstance, violations: &[Violation]) {
     state.refused_generation = current.metadata.generation;
     let message = refusal_message(violations, state.last_known_hash.as_deref());
     warn!(generation = current.metadata.generation,

@@ -1,0 +1,323 @@
+//! Which spec the pods run: validation, rejection, never-ready, halt and recall, a test each.
+
+use super::*;
+use crate::crd::{ConfigUpdate, OnFailure};
+use crate::decide::pods_fixtures::pod;
+use crate::decide::pods_fixtures::{record, t};
+use crate::resources::fixtures::instance;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// An unready pod on `hash`, created at `created` by the API server's clock.
+fn unready(hash: &str, created: i64) -> Arc<CachedPod> {
+    let mut p = CachedPod::clone(&pod("redis-example-0", hash, "rev-b", false, None));
+    p.metadata.creation_timestamp = Some(Time(t(created)));
+    p.metadata.uid = Some(format!("uid-{created}"));
+    Arc::new(p)
+}
+
+/// The operator's monotonic clock, `secs` into a test.
+fn at(secs: u64) -> Instant {
+    static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+    *START + Duration::from_secs(secs)
+}
+
+/// One step's look at the pods, at `secs` on the operator's clock.
+fn look(
+    target: &mut Target,
+    pods: &[Arc<CachedPod>],
+    record: Option<&RolloutRecord>,
+    secs: u64,
+) {
+    target.note_unready(pods, record, at(secs));
+    target.detect_rejection(pods, record, at(secs));
+}
+
+/// A target that saw `old` converge, then accepted `new`.
+fn moved_on(old: RedisInstance, new: RedisInstance) -> (Target, String) {
+    let mut target = Target::default();
+    target.accept(&Arc::new(old));
+    let plan = target.plan(false).unwrap();
+    target.converged(&plan);
+    target.accept(&Arc::new(new.clone()));
+    (target, hashes_of(&new).0)
+}
+
+#[test]
+fn remembered_specs_follow_the_cache_copy_but_keep_their_own_spec() {
+    let mut first = instance(&[("maxmemory", "100mb")]);
+    first.metadata.generation = Some(1);
+    let mut target = Target::default();
+    target.accept(&Arc::new(first.clone()));
+    let plan = target.plan(false).unwrap();
+    target.converged(&plan);
+    // A status write: same spec, new copy in the cache.
+    let restatused = Arc::new(first.clone());
+    target.follow(&restatused);
+    assert!(Arc::ptr_eq(target.last_good.as_ref().unwrap(), &restatused));
+    assert!(Arc::ptr_eq(
+        target.last_healthy.as_ref().unwrap(),
+        &restatused
+    ));
+    // A new spec: the last healthy one is remembered as it was.
+    let mut second = instance(&[("maxmemory", "200mb")]);
+    second.metadata.generation = Some(2);
+    let second = Arc::new(second);
+    target.accept(&second);
+    assert!(Arc::ptr_eq(target.last_good.as_ref().unwrap(), &second));
+    assert!(Arc::ptr_eq(
+        target.last_healthy.as_ref().unwrap(),
+        &restatused
+    ));
+}
+
+#[test]
+fn a_never_ready_pod_counts_only_during_a_restart_onto_its_config() {
+    let (mut target, hash) = moved_on(
+        instance(&[("maxmemory", "100mb")]),
+        instance(&[("maxmemory", "200mb")]),
+    );
+    let pods = [unready(&hash, 1)];
+    look(&mut target, &pods, None, 0);
+    look(&mut target, &pods, None, 500);
+    assert!(
+        target.take_fresh_failure().is_none(),
+        "no restart in flight"
+    );
+    let restart = record(&hash);
+    look(&mut target, &pods, Some(&restart), 500);
+    look(&mut target, &pods, Some(&restart), 600);
+    assert!(
+        target.take_fresh_failure().is_none(),
+        "within the deadline of when it was first seen"
+    );
+    let old = [unready(&hash, -300)];
+    look(&mut target, &old, Some(&restart), 600);
+    look(&mut target, &old, Some(&restart), 900);
+    assert!(
+        target.take_fresh_failure().is_none(),
+        "created before the restart"
+    );
+    look(&mut target, &pods, Some(&restart), 900);
+    look(&mut target, &pods, Some(&restart), 1021);
+    let (failure, outcome) = target.take_fresh_failure().unwrap();
+    assert_eq!(outcome, Outcome::RolledBack);
+    assert!(
+        failure.message.contains("rolling back to config"),
+        "{}",
+        failure.message
+    );
+    let plan = target.plan(false).unwrap();
+    assert_eq!(
+        plan.instance.spec.config["maxmemory"], "100mb",
+        "back to what ran"
+    );
+}
+
+/// The API server's clock and the operator's differ: the pod was created a minute before
+/// the restart by the operator's clock, or long after; either way it is judged by how long
+/// the operator has seen it unready.
+#[test]
+fn clock_skew_neither_hides_nor_hastens_a_never_ready_pod() {
+    for created in [-60, 0, 3, 30] {
+        let (mut target, hash) = moved_on(
+            instance(&[("maxmemory", "100mb")]),
+            instance(&[("maxmemory", "200mb")]),
+        );
+        let pods = [unready(&hash, created)];
+        let restart = record(&hash);
+        look(&mut target, &pods, Some(&restart), 0);
+        look(&mut target, &pods, Some(&restart), 119);
+        assert!(
+            target.take_fresh_failure().is_none(),
+            "created at {created}"
+        );
+        look(&mut target, &pods, Some(&restart), 121);
+        assert!(
+            target.take_fresh_failure().is_some(),
+            "created at {created}"
+        );
+    }
+}
+
+/// A pod still loading a large dataset is unready, but not failing: each time it is found
+/// loading at its deadline, the deadline counts again; once it stops loading and still is
+/// not ready, the next deadline finds it.
+#[test]
+fn a_pod_loading_its_data_is_asked_at_its_deadline_and_given_another() {
+    let (mut target, hash) = moved_on(
+        instance(&[("maxmemory", "100mb")]),
+        instance(&[("maxmemory", "200mb")]),
+    );
+    let pods = [unready(&hash, 1)];
+    let restart = record(&hash);
+    target.note_unready(&pods, Some(&restart), at(0));
+    assert!(
+        target
+            .at_deadline(&pods, Some(&restart), at(119))
+            .is_empty()
+    );
+    assert!(target.at_deadline(&pods, None, at(121)).is_empty());
+    let due = target.at_deadline(&pods, Some(&restart), at(121));
+    assert_eq!(due.len(), 1);
+    target.note_loading(due[0], at(121));
+    look(&mut target, &pods, Some(&restart), 121);
+    look(&mut target, &pods, Some(&restart), 240);
+    assert!(target.take_fresh_failure().is_none(), "loading is progress");
+    look(&mut target, &pods, Some(&restart), 242);
+    assert!(
+        target.take_fresh_failure().is_some(),
+        "done loading and still unready a deadline later"
+    );
+}
+
+#[test]
+fn halt_stays_until_the_spec_or_the_restart_moves_on() {
+    let mut new = instance(&[("maxmemory", "200mb")]);
+    new.spec.rollout.on_failure = OnFailure::Halt;
+    let (mut target, hash) = moved_on(instance(&[("maxmemory", "100mb")]), new.clone());
+    let pods = [unready(&hash, 1)];
+    look(&mut target, &pods, Some(&record(&hash)), 0);
+    look(&mut target, &pods, Some(&record(&hash)), 200);
+    assert_eq!(target.take_fresh_failure().unwrap().1, Outcome::Halted);
+    assert_eq!(
+        target.plan(false).unwrap().template_hash,
+        hash,
+        "no rollback"
+    );
+    target.forget_halt(Some(&hash));
+    look(&mut target, &pods, Some(&record(&hash)), 300);
+    assert!(
+        target.halted().is_some() && target.take_fresh_failure().is_none(),
+        "found once"
+    );
+    target.forget_halt(Some("another"));
+    assert!(target.halted().is_none());
+}
+
+/// An operator restarted while a rollout is halted: the halt is read back from status, so
+/// the failure is neither found nor told again.
+#[test]
+fn a_halt_recorded_in_status_is_recalled_by_a_restarted_operator() {
+    let mut halted = instance(&[("maxmemory", "200mb")]);
+    halted.spec.rollout.on_failure = OnFailure::Halt;
+    let hash = hashes_of(&halted).0;
+    let mut status = crate::crd::RedisInstanceStatus {
+        rollout: Some(record(&hash)),
+        ..Default::default()
+    };
+    crate::status::set_condition(
+        &mut status,
+        crate::status::ConditionValue::new(
+            crate::status::condition::PROGRESSING,
+            false,
+            HALTED_REASON,
+            "pod redis-example-0 is still not ready; rollout halted",
+        ),
+        None,
+        &Time(t(0)),
+    );
+    halted.status = Some(status);
+    let mut target = Target::default();
+    target.accept(&Arc::new(halted));
+    assert_eq!(
+        target.halted().map(|h| h.hash.as_str()),
+        Some(hash.as_str())
+    );
+    let pods = [unready(&hash, 1)];
+    look(&mut target, &pods, Some(&record(&hash)), 0);
+    look(&mut target, &pods, Some(&record(&hash)), 500);
+    assert!(target.take_fresh_failure().is_none(), "not told again");
+    let mut other = instance(&[("maxmemory", "300mb")]);
+    other.spec.rollout.on_failure = OnFailure::Halt;
+    target.accept(&Arc::new(other));
+    assert!(target.halted().is_none(), "a new spec ends the halt");
+}
+
+#[test]
+fn with_nothing_that_ran_a_never_ready_config_is_halted_not_rolled_back() {
+    let mut target = Target::default();
+    let new = instance(&[("maxmemory", "200mb")]);
+    target.accept(&Arc::new(new.clone()));
+    let hash = hashes_of(&new).0;
+    let pods = [unready(&hash, 1)];
+    look(&mut target, &pods, Some(&record(&hash)), 0);
+    look(&mut target, &pods, Some(&record(&hash)), 200);
+    assert_eq!(target.take_fresh_failure().unwrap().1, Outcome::Halted);
+    assert!(
+        target.plan(false).is_some(),
+        "the pods are left on the config, not held"
+    );
+}
+
+/// An operator restarted mid-rollout knows the spec that ran from status alone: a
+/// never-ready rollout still rolls back to it (not halted for want of a target), and the
+/// recorded copy holds no password.
+#[test]
+fn a_restarted_operator_rolls_back_to_the_healthy_spec_recorded_in_status() {
+    let mut healthy = Target::default();
+    let old = Arc::new(instance(&[("maxmemory", "100mb"), ("requirepass", "pw")]));
+    healthy.last_good = Some(old.clone());
+    healthy.converged(&healthy.plan(false).unwrap());
+    let recorded = healthy.healthy_spec().unwrap();
+    assert!(!recorded.contains("pw"), "{recorded}");
+
+    let mut new = instance(&[("maxmemory", "200mb")]);
+    let hash = hashes_of(&new).0;
+    new.status = Some(crate::crd::RedisInstanceStatus {
+        config_hash: Some(hashes_of(&old).0),
+        rollout: Some(record(&hash)),
+        healthy_spec: Some(recorded.clone()),
+        ..Default::default()
+    });
+    let mut target = Target::default();
+    assert!(target.accept(&Arc::new(new)).is_empty());
+    let pods = [unready(&hash, 1)];
+    look(&mut target, &pods, Some(&record(&hash)), 0);
+    look(&mut target, &pods, Some(&record(&hash)), 200);
+    assert_eq!(target.take_fresh_failure().unwrap().1, Outcome::RolledBack);
+    let plan = target.plan(true).unwrap();
+    assert_eq!(plan.instance.spec.config["maxmemory"], "100mb");
+    assert_eq!(plan.template_hash, hashes_of(&old).0, "the same file ran");
+    assert_eq!(target.healthy_spec().unwrap(), recorded);
+}
+
+/// A restarted operator on a refused spec keeps the objects on the recorded healthy spec
+/// at rest, and touches nothing while a restart it no longer knows the target of is in
+/// flight.
+#[test]
+fn on_a_refused_spec_the_recorded_healthy_one_is_kept_only_at_rest() {
+    let ran = instance(&[("maxmemory", "100mb")]);
+    let mut healthy = Target::default();
+    healthy.accept(&Arc::new(ran.clone()));
+    healthy.converged(&healthy.plan(false).unwrap());
+    let mut refused = instance(&[("maxmemory", "lots")]);
+    refused.status = Some(crate::crd::RedisInstanceStatus {
+        healthy_spec: healthy.healthy_spec(),
+        ..Default::default()
+    });
+    let mut target = Target::default();
+    assert!(!target.accept(&Arc::new(refused)).is_empty());
+    assert_eq!(target.plan(false).unwrap().template_hash, hashes_of(&ran).0);
+    assert!(target.plan(true).is_none());
+}
+
+#[test]
+fn under_live_an_edit_of_live_directives_alone_still_clears_a_rejection() {
+    let live = |pairs: &[(&str, &str)]| {
+        let mut i = instance(pairs);
+        i.spec.config_update = ConfigUpdate::Live;
+        i
+    };
+    let (mut target, hash) = moved_on(
+        live(&[("databases", "16"), ("maxmemory", "100mb")]),
+        live(&[("databases", "8"), ("maxmemory", "100mb")]),
+    );
+    let pods = [unready(&hash, 1)];
+    look(&mut target, &pods, Some(&record(&hash)), 0);
+    look(&mut target, &pods, Some(&record(&hash)), 200);
+    assert!(target.rejection().is_some());
+    let fixed = live(&[("databases", "8"), ("maxmemory", "150mb")]);
+    assert_eq!(hashes_of(&fixed).0, hash, "same template hash");
+    target.accept(&Arc::new(fixed));
+    assert!(target.rejection().is_none(), "a new spec.config is tried");
+}

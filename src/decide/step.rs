@@ -1,0 +1,209 @@
+//! The rest of one step's choices: the decision with its act (asked by the actor and by
+//! `diff` alike), what to do when no spec is safe to run, which findings to tell, and when to
+//! look again.
+//!
+//! Pure, like the rest of `decide`: the instance actor observes, calls these and performs.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::{
+    Act, Deadlines, Decision, Desired, Facts, Notice, ServicesAct, Snapshot, act, applied, decide,
+    finished, overdue, rollout_complete, service_step, services_act,
+};
+use crate::crd::{RedisInstance, RedisInstanceStatus, RolloutRecord};
+use crate::resources::{CachedService, CachedStatefulSet};
+use crate::status::{condition, find_condition};
+
+/// The decision for a snapshot and everything carrying it out takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict<'a> {
+    /// The next thing to do.
+    pub decision: Decision,
+    /// What doing it writes and tells.
+    pub act: Act<'a>,
+}
+
+/// Decides the next step and its act: the one function both the instance actor and
+/// `redis-operator diff` ask.
+pub fn verdict<'a>(
+    want: &Desired<'a>,
+    seen: &Snapshot<'a>,
+    deadlines: &Deadlines,
+    facts: &Facts<'_>,
+) -> Verdict<'a> {
+    let decision = decide(want, seen, deadlines);
+    let act = act(&decision, want, seen, facts);
+    Verdict { decision, act }
+}
+
+/// Annotation that pauses an instance like `spec.paused`, for tools that only label and
+/// annotate.
+pub const PAUSED_ANNOTATION: &str = "redis.github.com/paused";
+
+/// `spec.paused`, or the pause annotation set to anything but "false".
+pub fn paused(instance: &RedisInstance) -> bool {
+    instance.spec.paused
+        || instance
+            .annotations()
+            .get(PAUSED_ANNOTATION)
+            .is_some_and(|v| v != "false")
+}
+
+/// What the caches show of an instance whose spec holds nothing known to be safe to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Unplanned<'a> {
+    /// The restart in flight, from status.
+    pub record: Option<&'a RolloutRecord>,
+    /// The StatefulSet, if any.
+    pub statefulset: Option<&'a CachedStatefulSet>,
+    /// The Service `<name>`, if any.
+    pub service: Option<&'a CachedService>,
+    /// The headless Service, if any.
+    pub headless: Option<&'a CachedService>,
+    /// The actor deleted the headless `<name>` to create it as ClusterIP.
+    pub migrated: bool,
+}
+
+/// What an instance with nothing safe to run does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HoldAct<'a> {
+    /// The pods have finished the recorded restart: close the record, so that no finished
+    /// rollout stays recorded.
+    FinishRestart {
+        /// The record.
+        record: &'a RolloutRecord,
+        /// `RestartCompleted`.
+        event: Notice,
+    },
+    /// Repair the Services.
+    Services {
+        /// The decision's name, for metrics.
+        decided: &'static str,
+        /// The write.
+        act: ServicesAct<'a>,
+    },
+    /// Touch nothing; report what runs.
+    Hold,
+}
+
+/// What to do when no spec is known to be safe to run (`service` and `headless` are built from
+/// the current spec). The Services depend on no directive, so ones that ran before are repaired
+/// whatever the config (an operator restarted on an invalid spec knows no other); nothing is
+/// created for an instance that never ran.
+pub fn hold_act<'a>(service: &Service, headless: &Service, seen: &Unplanned<'a>) -> HoldAct<'a> {
+    let finished_record = seen.record.filter(|r| {
+        seen.statefulset
+            .is_some_and(|sts| applied(r, sts) && rollout_complete(sts))
+    });
+    if let Some(record) = finished_record {
+        return HoldAct::FinishRestart {
+            record,
+            event: finished(record),
+        };
+    }
+    let Some(sts) = seen.statefulset else {
+        return HoldAct::Hold;
+    };
+    let write = service_step(service, headless, seen.service, seen.headless, Some(sts))
+        .filter(Decision::is_write);
+    let services = write.and_then(|decision| {
+        let act = services_act(
+            &decision,
+            service,
+            headless,
+            seen.service,
+            seen.headless,
+            true,
+            seen.migrated,
+        )?;
+        Some(HoldAct::Services {
+            decided: decision.name(),
+            act,
+        })
+    });
+    services.unwrap_or(HoldAct::Hold)
+}
+
+/// The restart in flight to tell as overdue: past its progress deadline, not held by a pause
+/// (a held restart is not stuck), and not told yet (`told`: the start of the one told last).
+pub fn overdue_to_tell<'a>(
+    record: Option<&'a RolloutRecord>,
+    held: bool,
+    now: Timestamp,
+    deadlines: &Deadlines,
+    told: Option<Timestamp>,
+) -> Option<&'a RolloutRecord> {
+    record.filter(|r| {
+        !held && overdue(r, now, deadlines.progress) && told != Some(r.started_at.0)
+    })
+}
+
+/// Whether a refused spec of `generation` is still to be told: not by this actor
+/// (`told_generation`), nor, as the stored status shows, before an operator restart.
+pub fn refusal_to_tell(
+    status: Option<&RedisInstanceStatus>,
+    generation: Option<i64>,
+    told_generation: Option<i64>,
+) -> bool {
+    let in_status = status.is_some_and(|s| {
+        s.observed_generation == generation
+            && find_condition(s, condition::CONFIG_VALID)
+                .is_some_and(|c| c.reason == "InvalidConfig")
+    });
+    !in_status && told_generation != generation
+}
+
+/// When a step that wrote nothing looks again, each `Duration::MAX` when it has no reason to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wakes {
+    /// Left of the settle wait, when the decision waits for edits to settle: that alone counts.
+    pub settle: Option<Duration>,
+    /// The restart's progress deadline.
+    pub progress: Duration,
+    /// The first unready pod's readiness deadline.
+    pub pod_deadline: Duration,
+    /// The next live check.
+    pub live: Duration,
+    /// The next replication probe.
+    pub replication: Duration,
+    /// The credentials step's retry.
+    pub auth: Duration,
+    /// The TLS Secret's reread or reload.
+    pub tls: Duration,
+}
+
+impl Default for Wakes {
+    fn default() -> Self {
+        Self {
+            settle: None,
+            progress: Duration::MAX,
+            pod_deadline: Duration::MAX,
+            live: Duration::MAX,
+            replication: Duration::MAX,
+            auth: Duration::MAX,
+            tls: Duration::MAX,
+        }
+    }
+}
+
+/// The soonest of `wakes`, or the settle wait's end when the step waits for edits to settle.
+pub fn next_wake(wakes: &Wakes) -> Duration {
+    if let Some(left) = wakes.settle {
+        return left;
+    }
+    [
+        wakes.progress,
+        wakes.pod_deadline,
+        wakes.live,
+        wakes.replication,
+        wakes.auth,
+        wakes.tls,
+    ]
+    .into_iter()
+    .min()
+    .unwrap_or(Duration::MAX)
+}

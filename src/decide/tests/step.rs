@@ -1,0 +1,208 @@
+//! Rows for the step's other choices: what an instance with nothing safe to run does, which
+//! findings are told, and when a step that wrote nothing looks again.
+
+use super::*;
+
+/// What [`hold_act`] chose, in words: the variant, then the decision or the Event's reason.
+fn hold_label(case: &Case, migrated: bool) -> String {
+    let live_sts = case.live_sts.as_ref().map(CachedStatefulSet::from);
+    let live_svc = case.live_svc.as_ref().map(CachedService::from);
+    let live_headless = case.live_headless.as_ref().map(CachedService::from);
+    let view = Unplanned {
+        record: case.record.as_ref(),
+        statefulset: live_sts.as_ref(),
+        service: live_svc.as_ref(),
+        headless: live_headless.as_ref(),
+        migrated,
+    };
+    match hold_act(&case.svc, &case.headless, &view) {
+        HoldAct::FinishRestart { record, event } => {
+            assert_eq!(Some(record), case.record.as_ref());
+            format!("FinishRestart {}", event.reason)
+        }
+        HoldAct::Services { decided, act } => {
+            let told = match act {
+                ServicesAct::Service(ServiceTold::Migrated(event)) => event.reason,
+                ServicesAct::Service(ServiceTold::Repaired(drift)) => drift.event.reason,
+                ServicesAct::Service(ServiceTold::Created) => "Created",
+                ServicesAct::Headless(Some(drift)) => drift.event.reason,
+                ServicesAct::Headless(None) => "Created",
+                ServicesAct::DeleteHeadlessNamed(_) => "Deleted",
+            };
+            format!("{decided} {told}")
+        }
+        HoldAct::Hold => "Hold".into(),
+    }
+}
+
+#[test]
+fn with_nothing_safe_to_run_only_a_finished_record_and_the_services_are_written() {
+    let converged = Case::converged(RollingUpdate);
+    let never_ran = {
+        let mut case = converged.clone();
+        case.live_sts = None;
+        case.live_svc = None;
+        case.live_headless = None;
+        case
+    };
+    let mut no_service = converged.clone();
+    no_service.live_svc = None;
+    let mut no_headless = converged.clone();
+    no_headless.live_headless = None;
+    let mut service_edited = converged.clone();
+    if let Some(svc) = service_edited.live_svc.as_mut() {
+        svc.spec.as_mut().unwrap().ports = None;
+    }
+    let mut gone_with_record = converged.clone().recorded(RestartReason::ConfigChanged);
+    gone_with_record.live_sts = None;
+    // (case, the actor deleted the headless `<name>`, what is done)
+    let table = [
+        (converged.clone(), false, "Hold"),
+        (never_ran, false, "Hold"),
+        (
+            converged.clone().recorded(RestartReason::ConfigChanged),
+            false,
+            "FinishRestart RestartCompleted",
+        ),
+        (
+            converged
+                .clone()
+                .recorded(RestartReason::ConfigChanged)
+                .rolled_out(false),
+            false,
+            "Hold",
+        ),
+        (
+            converged.clone().edited().recorded(RestartReason::ConfigChanged),
+            false,
+            "Hold",
+        ),
+        (gone_with_record, false, "Hold"),
+        (no_service.clone(), false, "ApplyService DriftRepaired"),
+        (no_service, true, "ApplyService ServicesMigrated"),
+        (no_headless, false, "ApplyHeadlessService Created"),
+        (service_edited, false, "ApplyService DriftRepaired"),
+    ];
+    for (row, (case, migrated, done)) in table.into_iter().enumerate() {
+        assert_eq!(hold_label(&case, migrated), done, "row {row}");
+    }
+}
+
+#[test]
+fn an_overdue_restart_is_told_once_and_never_while_held() {
+    let record = pods_fixtures::record("abc");
+    let started = record.started_at.0;
+    // (restart recorded, held by a pause, seconds since it began, start of the one told, told)
+    let table = [
+        (false, false, 500, None, false),
+        (true, false, 100, None, false),
+        (true, false, 121, None, true),
+        (true, true, 121, None, false),
+        (true, false, 500, Some(started), false),
+        (true, false, 500, Some(t(-600)), true),
+    ];
+    for (row, (recorded, held, secs, told, tells)) in table.into_iter().enumerate() {
+        let record = recorded.then_some(&record);
+        let found = overdue_to_tell(record, held, t(secs), &DEADLINES, told);
+        assert_eq!(found.is_some(), tells, "row {row}");
+    }
+}
+
+#[test]
+fn a_refused_spec_is_told_once_per_generation_even_across_a_restart() {
+    let in_status = |observed: i64, reason: &'static str| {
+        let mut status = crate::crd::RedisInstanceStatus {
+            observed_generation: Some(observed),
+            ..Default::default()
+        };
+        crate::status::set_condition(
+            &mut status,
+            crate::status::ConditionValue::new(
+                crate::status::condition::CONFIG_VALID,
+                false,
+                reason,
+                "spec.config refused",
+            ),
+            Some(observed),
+            &Time(t(0)),
+        );
+        status
+    };
+    // (stored status, generation, generation this actor told, to tell)
+    let table = [
+        (None, Some(3), None, true),
+        (None, Some(3), Some(3), false),
+        (None, Some(4), Some(3), true),
+        (Some(in_status(3, "InvalidConfig")), Some(3), None, false),
+        (Some(in_status(2, "InvalidConfig")), Some(3), None, true),
+        (Some(in_status(3, "RedisRejectedConfig")), Some(3), None, true),
+    ];
+    for (row, (status, generation, told, tells)) in table.into_iter().enumerate() {
+        assert_eq!(
+            refusal_to_tell(status.as_ref(), generation, told),
+            tells,
+            "row {row}"
+        );
+    }
+}
+
+#[test]
+fn a_step_that_wrote_nothing_looks_again_at_the_soonest_reason_or_when_edits_settle() {
+    let s = Duration::from_secs;
+    let never = Wakes::default();
+    // (wakes, look again in)
+    let table = [
+        (never, Duration::MAX),
+        (Wakes { live: s(60), ..never }, s(60)),
+        (
+            Wakes {
+                progress: s(30),
+                pod_deadline: s(10),
+                tls: s(20),
+                ..never
+            },
+            s(10),
+        ),
+        (
+            Wakes {
+                replication: Duration::from_millis(500),
+                auth: s(2),
+                ..never
+            },
+            Duration::from_millis(500),
+        ),
+        (
+            Wakes {
+                settle: Some(s(4)),
+                replication: s(1),
+                ..never
+            },
+            s(4),
+        ),
+    ];
+    for (row, (wakes, after)) in table.into_iter().enumerate() {
+        assert_eq!(next_wake(&wakes), after, "row {row}");
+    }
+}
+
+#[test]
+fn the_annotation_pauses_like_the_spec_unless_it_says_false() {
+    // (spec.paused, annotation, paused)
+    let table = [
+        (false, None, false),
+        (true, None, true),
+        (false, Some("true"), true),
+        (false, Some(""), true),
+        (false, Some("false"), false),
+        (true, Some("false"), true),
+    ];
+    for (row, (spec, annotation, held)) in table.into_iter().enumerate() {
+        let mut ri = instance(&[]);
+        ri.spec.paused = spec;
+        if let Some(value) = annotation {
+            ri.metadata.annotations =
+                Some([(PAUSED_ANNOTATION.to_owned(), value.to_owned())].into());
+        }
+        assert_eq!(paused(&ri), held, "row {row}");
+    }
+}
