@@ -137,9 +137,7 @@ pub fn overdue_to_tell<'a>(
     deadlines: &Deadlines,
     told: Option<Timestamp>,
 ) -> Option<&'a RolloutRecord> {
-    record.filter(|r| {
-        !held && overdue(r, now, deadlines.progress) && told != Some(r.started_at.0)
-    })
+    record.filter(|r| !held && overdue(r, now, deadlines.progress) && told != Some(r.started_at.0))
 }
 
 /// Whether a refused spec of `generation` is still to be told: not by this actor

@@ -150,13 +150,23 @@ pub(super) async fn apply(
     }
 }
 
-/// Whether a live check is due for a converged `Live` instance.
-pub(super) fn check_due(state: &InstanceState, plan: &Plan) -> bool {
-    next_check_in(state, plan) == Duration::ZERO
+/// A converged instance's live check, when one is due; returns how long until the next.
+pub(super) async fn at_rest(
+    state: &mut InstanceState,
+    turn: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+    plan: &Plan,
+    seen: &Observed,
+) -> Duration {
+    if next_check_in(state, plan) == Duration::ZERO {
+        // Dialling pods may take seconds: other instances' steps need not wait for it.
+        turn.take();
+        check(state, plan, seen).await;
+    }
+    next_check_in(state, plan)
 }
 
 /// How long until the next live check; `Duration::MAX` when the instance has none.
-pub(super) fn next_check_in(state: &InstanceState, plan: &Plan) -> Duration {
+fn next_check_in(state: &InstanceState, plan: &Plan) -> Duration {
     let has_live = plan.instance.spec.config_update == ConfigUpdate::Live && !plan.live.is_empty();
     let since_check = state.live.checked_at.map(|at| at.elapsed());
     live_drift::next_check_in(has_live, state.args.timings.live_check, since_check)
@@ -164,7 +174,7 @@ pub(super) fn next_check_in(state: &InstanceState, plan: &Plan) -> Duration {
 
 /// Reads every pod's live directives and sets back any that drifted (a hand-run
 /// `CONFIG SET`, a pod restarted from an older file).
-pub(super) async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observed) {
+async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observed) {
     state.live.checked_at = Some(Instant::now());
     let pods = addresses(state, seen);
     match apply_to(state, &pods, plan).await {

@@ -8,6 +8,7 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info, warn};
 
 use super::observe::Observed;
+use super::step::{Findings, Happened};
 use super::target::{HALTED_REASON, Outcome, Plan, Rejection};
 use super::{InstanceSnapshot, InstanceState};
 use crate::actors::metrics::{MISMATCH_KINDS, MetricsMsg};
@@ -169,11 +170,7 @@ pub(super) fn pending_change(held: &Decision, seen: &Observed, plan: &Plan) -> S
 
 /// The restart in flight passed its progress deadline: told once per restart (see
 /// [`crate::decide::overdue_to_tell`]).
-pub(super) async fn overdue(
-    state: &mut InstanceState,
-    instance: &RedisInstance,
-    record: &RolloutRecord,
-) {
+async fn overdue(state: &mut InstanceState, instance: &RedisInstance, record: &RolloutRecord) {
     state.overdue_reported = Some(record.started_at.0);
     let note = format!(
         "restart to config {} not finished {}s after it began at {}; check the pods' readiness and redis logs",
@@ -224,21 +221,42 @@ pub(super) async fn tell(
         .await;
 }
 
-/// Tells what the step found in the spec and the pods (see [`super::step::Findings`]).
-pub(super) async fn findings(
+/// The report phase, entered once at the end of a step: tells what it found, an overdue
+/// restart, writes status when the step wrote nothing else, and tells an unconverted instance.
+pub(super) async fn report(
     state: &mut InstanceState,
-    current: &RedisInstance,
-    findings: super::step::Findings,
-) {
-    if let Some(violations) = findings.refused {
+    seen: &Observed,
+    plan: Option<&Plan>,
+    happened: Happened,
+) -> Result<(), kube_io::Error> {
+    let current = &seen.instance;
+    let Findings {
+        refused,
+        rejection,
+        failure,
+    } = happened.findings;
+    if let Some(violations) = refused {
         refuse(state, current, &violations).await;
     }
-    if let Some((rejection, crash)) = findings.rejection {
+    if let Some((rejection, crash)) = rejection {
         rejected(state, current, &rejection, &crash).await;
     }
-    if let Some((failure, outcome)) = findings.failure {
+    if let Some((failure, outcome)) = failure {
         rollout_failed(state, current, &failure, outcome).await;
     }
+    if let Some(record) = &happened.overdue {
+        overdue(state, current, record).await;
+    }
+    if happened.status {
+        let reporting = std::time::Instant::now();
+        write_status(state, seen, plan).await?;
+        crate::stages::since(crate::stages::Stage::Report, reporting);
+    }
+    if happened.unconverted {
+        state.unconverted_reported = true;
+        unconverted(state, current).await;
+    }
+    Ok(())
 }
 
 /// A spec that fails validation: told once per generation, as a Warning Event.

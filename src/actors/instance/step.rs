@@ -13,7 +13,7 @@ use super::observe::{Observed, observe};
 use super::target::{Outcome, Plan, Rejection};
 use super::{InstanceState, live, network, perform, replicate, report, tls};
 use crate::config::validate::Violation;
-use crate::crd::{RolloutRecord, ConfigUpdate};
+use crate::crd::{ConfigUpdate, RolloutRecord};
 use crate::decide::{
     Crash, Deadlines, Decision, Desired, Facts, HoldAct, Snapshot, Unplanned, Waiting, Wakes,
     hold_act, next_wake, overdue_to_tell, paused, refusal_to_tell, verdict,
@@ -23,6 +23,7 @@ use crate::resources::CachedPod;
 use crate::stages::{self, Stage};
 
 /// What the spec and the pods were found to hold this step, each to be told once.
+#[derive(Default)]
 pub(super) struct Findings {
     /// The newest spec fails validation, not told yet.
     pub refused: Option<Vec<Violation>>,
@@ -59,6 +60,28 @@ struct Clocks {
     at: Instant,
 }
 
+/// What one step found and did that people are told, by the report phase at its end.
+#[derive(Default)]
+pub(super) struct Happened {
+    /// What the spec and the pods were found to hold.
+    pub findings: Findings,
+    /// The restart in flight passed its progress deadline, not told yet.
+    pub overdue: Option<RolloutRecord>,
+    /// The step wrote nothing else: status is derived and written when it changed.
+    pub status: bool,
+    /// The instance runs several unrelated servers, not told yet.
+    pub unconverted: bool,
+}
+
+/// Where the decide and perform phases left the step.
+enum Next {
+    /// Done: take the next step now (`None`) or at the latest after the duration.
+    Done(Option<Duration>),
+    /// A replicated instance's pods wait for the replication step, taken once status is
+    /// reported; `Wakes` holds the step's other reasons to look again.
+    Replicate { wakes: Wakes, held: bool },
+}
+
 /// One step. `Ok(None)`: it wrote, take the next step now. `Ok(Some(d))`: wait for the next
 /// watch event, or at most `d` (`Duration::MAX`: no timer).
 pub(super) async fn step(
@@ -91,23 +114,82 @@ pub(super) async fn step(
         now: Timestamp::now(),
         at: Instant::now(),
     };
-    let findings = judge(state, &seen, clocks.at).await;
-    report::findings(state, &seen.instance, findings).await;
-    let record = seen.instance.status.as_ref().and_then(|s| s.rollout.as_ref());
-    let Some(plan) = state.target.plan(record.is_some()) else {
-        return hold(state, &seen, clocks.now).await;
+    let mut happened = Happened {
+        findings: judge(state, &seen, clocks.at).await,
+        ..Happened::default()
     };
+    let record = seen
+        .instance
+        .status
+        .as_ref()
+        .and_then(|s| s.rollout.as_ref());
+    let plan = state.target.plan(record.is_some());
+    let next = match &plan {
+        None => hold(state, &seen, clocks.now, &mut happened).await,
+        Some(plan) => {
+            let run = Run {
+                seen: &seen,
+                plan,
+                clocks,
+                planning,
+            };
+            drive(state, turn, run, &mut happened).await
+        }
+    };
+    // Told whatever came of the rest of the step: what it found is found only once.
+    let reported = report::report(state, &seen, plan.as_ref(), happened).await;
+    let next = next?;
+    reported?;
+    match (next, &plan) {
+        (Next::Done(wake), _) => Ok(wake),
+        (Next::Replicate { mut wakes, held }, Some(plan)) => {
+            let rolling = replicate::rolling(&seen);
+            match replicate::step(state, plan, &seen, rolling, held).await? {
+                None => {
+                    state.decided = "Replicate";
+                    Ok(None)
+                }
+                Some(wake) => {
+                    wakes.replication = wake;
+                    Ok(Some(next_wake(&wakes)))
+                }
+            }
+        }
+        (Next::Replicate { wakes, .. }, None) => Ok(Some(next_wake(&wakes))),
+    }
+}
+
+/// What the decide and perform phases of a step with a spec to drive to work from.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    seen: &'a Observed,
+    plan: &'a Plan,
+    clocks: Clocks,
+    /// When planning began, for its stage timing.
+    planning: Instant,
+}
+
+/// Decides the step of a spec known to be safe to run and performs it.
+async fn drive(
+    state: &mut InstanceState,
+    turn: &mut Option<OwnedSemaphorePermit>,
+    run: Run<'_>,
+    happened: &mut Happened,
+) -> Result<Next, kube_io::Error> {
+    let Run {
+        seen, plan, clocks, ..
+    } = run;
     // Before anything talks to Redis or creates pods: the TLS Secret's material (read when it
     // changed), the ACL Secret the pods mount, and the login the live and replication steps use.
-    tls::read_secret(state, &plan).await;
-    let auth_wake = super::auth::step(state, &plan.instance, &seen).await?;
-    let recalled = recall(state, &seen, &plan);
-    let want = desired(&plan, &recalled);
-    let snapshot = snapshot(&seen, &plan, &recalled, clocks.now);
+    tls::read_secret(state, plan).await;
+    let auth_wake = super::auth::step(state, &plan.instance, seen).await?;
+    let recalled = recall(state, seen, plan);
+    let want = desired(plan, &recalled);
+    let snapshot = snapshot(seen, plan, &recalled, clocks.now);
     let deadlines = Deadlines {
         progress: state.args.timings.progress_deadline,
     };
-    stages::since(Stage::Plan, planning);
+    stages::since(Stage::Plan, run.planning);
     let deciding = Instant::now();
     let facts = Facts {
         has_run: crate::status::has_run(&seen.instance),
@@ -120,28 +202,28 @@ pub(super) async fn step(
     state.decided = decision.name();
     state.settling = *decision == Decision::Wait(Waiting::Settle);
     state.pending = match decision {
-        Decision::Held(held) => Some(report::pending_change(held, &seen, &plan)),
+        Decision::Held(held) => Some(report::pending_change(held, seen, plan)),
         _ => None,
     };
-    report::note_mismatches(state, &seen, &want);
-    report::log_hash_comparison(&seen, &want, decision);
+    report::note_mismatches(state, seen, &want);
+    report::log_hash_comparison(seen, &want, decision);
     debug!(?decision, "next step");
     stages::since(Stage::Decide, deciding);
     if verdict.act.is_write() {
         let performing = Instant::now();
-        let performed = perform::perform(state, &plan, &seen, &verdict.act, clocks.now).await?;
+        let performed = perform::perform(state, plan, seen, &verdict.act, clocks.now).await?;
         stages::since(Stage::Perform, performing);
-        return Ok(performed.wake());
+        return Ok(Next::Done(performed.wake()));
     }
-    let waiting = Waited {
+    let waited = Waited {
         decision,
-        record,
+        record: snapshot.rollout,
         deadlines,
         settle_left: recalled.settle_left,
         auth_wake,
         clocks,
     };
-    after_decision(state, turn, &plan, &seen, waiting).await
+    Ok(at_rest(state, turn, run, waited, happened).await)
 }
 
 /// The actor's memory of what the caches showed: the hash the pods run, and when the spec
@@ -192,7 +274,8 @@ async fn hold(
     state: &mut InstanceState,
     seen: &Observed,
     now: Timestamp,
-) -> Result<Option<Duration>, kube_io::Error> {
+    happened: &mut Happened,
+) -> Result<Next, kube_io::Error> {
     let current = &seen.instance;
     let service = crate::resources::service(current);
     let headless = crate::resources::headless_service(current);
@@ -207,18 +290,18 @@ async fn hold(
         HoldAct::FinishRestart { record, event } => {
             state.decided = "FinishRestart";
             perform::finish_restart(state, None, seen, record, &event, now).await?;
-            Ok(None)
+            Ok(Next::Done(None))
         }
         HoldAct::Services { decided, act } => {
             state.decided = decided;
             let performed = perform::services(state, seen, &act, &service, &headless).await?;
-            Ok(performed.wake())
+            Ok(Next::Done(performed.wake()))
         }
         HoldAct::Hold => {
             state.decided = "Hold";
             debug!(decision = "Hold", "next step");
-            report::write_status(state, seen, None).await?;
-            Ok(Some(Duration::MAX))
+            happened.status = true;
+            Ok(Next::Done(Some(Duration::MAX)))
         }
     }
 }
@@ -301,55 +384,35 @@ struct Waited<'a> {
     clocks: Clocks,
 }
 
-/// A step whose decision writes nothing: tells an overdue restart, checks live config at rest,
-/// reloads TLS, reports status, takes the replication step, and says when to look again.
-async fn after_decision(
+/// A step whose decision writes nothing: checks live config at rest, reloads TLS, notes what
+/// the report tells, and says when to look again (after the replication step, if any).
+async fn at_rest(
     state: &mut InstanceState,
     turn: &mut Option<OwnedSemaphorePermit>,
-    plan: &Plan,
-    seen: &Observed,
+    run: Run<'_>,
     waited: Waited<'_>,
-) -> Result<Option<Duration>, kube_io::Error> {
+    happened: &mut Happened,
+) -> Next {
+    let Run { seen, plan, .. } = run;
     let current = &seen.instance;
     let Clocks { now, at: clock } = waited.clocks;
     let held = matches!(waited.decision, Decision::Held(_));
     let record = waited.record;
     let told = state.overdue_reported;
-    if let Some(record) = overdue_to_tell(record, held, now, &waited.deadlines, told) {
-        report::overdue(state, current, record).await;
-    }
+    happened.overdue = overdue_to_tell(record, held, now, &waited.deadlines, told).cloned();
     let mut wakes = Wakes {
         auth: waited.auth_wake,
         ..Wakes::default()
     };
     if matches!(waited.decision, Decision::Idle) {
         state.target.converged(plan);
-        if live::check_due(state, plan) {
-            // Dialling pods may take seconds: other instances' steps need not wait for it.
-            turn.take();
-            live::check(state, plan, seen).await;
-        }
-        wakes.live = live::next_check_in(state, plan);
+        wakes.live = live::at_rest(state, turn, plan, seen).await;
     }
     wakes.tls = tls::reload(state, plan, seen).await;
-    let reporting = Instant::now();
-    report::write_status(state, seen, Some(plan)).await?;
-    stages::since(Stage::Report, reporting);
+    happened.status = true;
     let replicated = crate::resources::replicated(&plan.instance);
-    if !replicated && !state.unconverted_reported && crate::resources::unconverted(current) {
-        state.unconverted_reported = true;
-        report::unconverted(state, current).await;
-    }
-    if replicated {
-        let rolling = replicate::rolling(seen);
-        match replicate::step(state, plan, seen, rolling, held).await? {
-            None => {
-                state.decided = "Replicate";
-                return Ok(None);
-            }
-            Some(wake) => wakes.replication = wake,
-        }
-    }
+    happened.unconverted =
+        !replicated && !state.unconverted_reported && crate::resources::unconverted(current);
     if *waited.decision == Decision::Wait(Waiting::Settle) {
         wakes.settle = waited.settle_left;
     }
@@ -370,7 +433,10 @@ async fn after_decision(
             state.target.unready_for(p, clock)
         })
     });
-    Ok(Some(next_wake(&wakes)))
+    match replicated {
+        true => Next::Replicate { wakes, held },
+        false => Next::Done(Some(next_wake(&wakes))),
+    }
 }
 
 /// The pods at their readiness deadline whose Redis is still loading its data (asked all at

@@ -73,7 +73,10 @@ fn with_nothing_safe_to_run_only_a_finished_record_and_the_services_are_written(
             "Hold",
         ),
         (
-            converged.clone().edited().recorded(RestartReason::ConfigChanged),
+            converged
+                .clone()
+                .edited()
+                .recorded(RestartReason::ConfigChanged),
             false,
             "Hold",
         ),
@@ -135,7 +138,12 @@ fn a_refused_spec_is_told_once_per_generation_even_across_a_restart() {
         (None, Some(4), Some(3), true),
         (Some(in_status(3, "InvalidConfig")), Some(3), None, false),
         (Some(in_status(2, "InvalidConfig")), Some(3), None, true),
-        (Some(in_status(3, "RedisRejectedConfig")), Some(3), None, true),
+        (
+            Some(in_status(3, "RedisRejectedConfig")),
+            Some(3),
+            None,
+            true,
+        ),
     ];
     for (row, (status, generation, told, tells)) in table.into_iter().enumerate() {
         assert_eq!(
@@ -153,7 +161,13 @@ fn a_step_that_wrote_nothing_looks_again_at_the_soonest_reason_or_when_edits_set
     // (wakes, look again in)
     let table = [
         (never, Duration::MAX),
-        (Wakes { live: s(60), ..never }, s(60)),
+        (
+            Wakes {
+                live: s(60),
+                ..never
+            },
+            s(60),
+        ),
         (
             Wakes {
                 progress: s(30),

@@ -22,12 +22,7 @@ fn at(secs: u64) -> Instant {
 }
 
 /// One step's look at the pods, at `secs` on the operator's clock.
-fn look(
-    target: &mut Target,
-    pods: &[Arc<CachedPod>],
-    record: Option<&RolloutRecord>,
-    secs: u64,
-) {
+fn look(target: &mut Target, pods: &[Arc<CachedPod>], record: Option<&RolloutRecord>, secs: u64) {
     target.note_unready(pods, record, at(secs));
     target.detect_rejection(pods, record, at(secs));
 }
