@@ -17,7 +17,7 @@ type Values = BTreeMap<String, String>;
 /// scanner cannot follow fails the check with a message pointing here.
 const FIELD_TYPES: &[(&str, &str, &str)] = &[
     // `r` is the `Rejection` recorded for the instance (`state.target.rejection()`).
-    ("src/actors/instance/report.rs", "r.reason", "Rejection"),
+    ("src/actors/instance/status.rs", "r.reason", "Rejection"),
     // `event` is a `Notice` that `decide` chose (src/decide/act.rs, src/decide/live_drift.rs).
     ("src/actors/instance/perform.rs", "event.reason", "Notice"),
     ("src/actors/instance/report.rs", "event.reason", "Notice"),

@@ -12,6 +12,7 @@ mod observe;
 mod perform;
 mod replicate;
 mod report;
+mod status;
 mod step;
 mod target;
 mod tls;

@@ -376,10 +376,14 @@ fn snapshot<'a>(
 
 /// What a step that wrote nothing hands from its decision to the rest.
 struct Waited<'a> {
+    /// What was decided: a wait, a hold, or idle.
     decision: &'a Decision,
+    /// The restart in flight, from status.
     record: Option<&'a RolloutRecord>,
     deadlines: Deadlines,
+    /// How much longer a following restart waits for edits to settle.
     settle_left: Option<Duration>,
+    /// When the credentials step wants to look again.
     auth_wake: Duration,
     clocks: Clocks,
 }

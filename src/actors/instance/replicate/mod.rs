@@ -383,7 +383,7 @@ async fn write(
     plan: &Plan,
     replication: ReplicationStatus,
 ) -> Result<(), kube_io::Error> {
-    let mut status = report::derive_status(state, seen, Some(plan));
+    let mut status = super::status::derive_status(state, seen, Some(plan));
     status.replication = Some(replication);
     report::store_status(state, seen, status).await
 }
