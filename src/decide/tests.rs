@@ -201,6 +201,32 @@ fn terminating(pod: Arc<CachedPod>) -> Arc<CachedPod> {
 
 use RestartStrategy::{Recreate, RollingUpdate};
 
+/// Under `configUpdate: Live`, the instance converged on `from` while the spec asks for `to`.
+fn live_case(from: &[(&str, &str)], to: &[(&str, &str)]) -> Case {
+    use crate::crd::ConfigUpdate;
+    let build = |config: &[(&str, &str)]| {
+        let mut ri = instance(config);
+        ri.spec.config_update = ConfigUpdate::Live;
+        let rendered = render(&ri.spec.config);
+        let hash = crate::live::template_hash(&ri, &rendered);
+        let revision = revision_cm(&ri, &hash, &rendered.text);
+        (statefulset(&ri, &hash, None), rendered.text, hash, revision)
+    };
+    let (old_sts, old_text, old_hash, old_revision) = build(from);
+    let (sts, text, hash, revision) = build(to);
+    let mut case = Case::converged(RollingUpdate);
+    case.live = true;
+    case.live_sts = Some(with_status(old_sts, true));
+    case.live_text = Some(old_text);
+    case.pods = vec![pod("redis-example-0", &old_hash, "rev-a", true, None)];
+    case.sts = sts;
+    case.text = text;
+    case.hash = hash;
+    case.revision = revision.name_any();
+    case.revisions = vec![old_revision];
+    case
+}
+
 #[test]
 fn first_creation_writes_config_then_statefulset() {
     let mut case = Case::converged(RollingUpdate);
@@ -228,104 +254,6 @@ fn the_service_comes_first() {
     drifted.spec.as_mut().unwrap().selector = None;
     case.live_svc = Some(drifted);
     assert_eq!(case.decide(), Decision::ApplyService);
-}
-
-/// The objects of a version before `<name>` became the ClusterIP Service: the StatefulSet named
-/// the headless Service `<name>`, and there was no `<name>-headless`.
-fn from_an_earlier_version(mut case: Case) -> Case {
-    let mut old_sts = case.live_sts.take().unwrap();
-    old_sts.spec.service_name = Some("redis-example".into());
-    case.live_sts = Some(old_sts);
-    let mut old_svc = case.headless.clone();
-    old_svc.metadata.name = Some("redis-example".into());
-    case.live_svc = Some(old_svc);
-    case
-}
-
-#[test]
-fn an_earlier_versions_objects_are_migrated_keeping_the_pods() {
-    let mut case = from_an_earlier_version(Case::converged(RollingUpdate));
-    case.live_headless = None;
-    assert_eq!(
-        case.decide(),
-        Decision::ApplyHeadlessService,
-        "additive, first"
-    );
-    case.live_headless = Some(case.headless.clone());
-    assert_eq!(
-        case.decide(),
-        Decision::MigrateStatefulSet,
-        "the StatefulSet still names the headless `<name>`: that stays until it is migrated"
-    );
-    case.live_sts = Some(being_deleted(case.live_sts.take().unwrap()));
-    assert_eq!(case.decide(), Decision::Wait(Waiting::Deletion));
-    case.live_sts = None;
-    assert_eq!(
-        case.decide(),
-        Decision::DeleteHeadlessNamedService,
-        "no StatefulSet names it any more"
-    );
-    case.live_svc = None;
-    assert_eq!(case.decide(), Decision::ApplyService);
-    case.live_svc = Some(case.svc.clone());
-    assert_eq!(
-        case.decide(),
-        Decision::CreateStatefulSet,
-        "adopting the pods as they run"
-    );
-    case.live_sts = Some(with_status(case.sts.clone(), true));
-    assert_eq!(case.decide(), Decision::Idle);
-}
-
-#[test]
-fn an_operator_restarted_mid_migration_goes_on_from_what_it_sees() {
-    // The StatefulSet was created again before `<name>` was replaced.
-    let mut case = from_an_earlier_version(Case::converged(RollingUpdate));
-    case.live_sts = Some(with_status(case.sts.clone(), true));
-    assert_eq!(case.decide(), Decision::DeleteHeadlessNamedService);
-    // `<name>` is being deleted.
-    let mut deleting = case.live_svc.take().unwrap();
-    deleting.metadata.deletion_timestamp = Some(Time(t(0)));
-    case.live_svc = Some(deleting);
-    assert_eq!(case.decide(), Decision::Wait(Waiting::Deletion));
-}
-
-#[test]
-fn a_migration_waits_for_a_rollout_and_a_pause() {
-    let mut rolling = from_an_earlier_version(Case::converged(RollingUpdate));
-    let mut sts = rolling.live_sts.take().unwrap();
-    sts.status.as_mut().unwrap().ready_replicas = Some(0);
-    rolling.live_sts = Some(sts);
-    assert_eq!(rolling.decide(), Decision::Wait(Waiting::Rollout));
-    let edited = from_an_earlier_version(Case::converged(RollingUpdate).edited());
-    assert!(
-        matches!(edited.decide(), Decision::BeginRestart { .. }),
-        "a restart goes first, with the StatefulSet as it is"
-    );
-    let mut paused = from_an_earlier_version(Case::converged(RollingUpdate));
-    paused.paused = true;
-    assert_eq!(
-        paused.decide(),
-        Decision::Held(Box::new(Decision::MigrateStatefulSet))
-    );
-}
-
-#[test]
-fn pods_left_by_a_deleted_statefulset_give_the_template_to_adopt_them_with() {
-    let mut marked = CachedPod::clone(&pod("redis-example-0", "h1", "rev-a", true, None));
-    marked.metadata.annotations.as_mut().unwrap().insert(
-        crate::resources::RESTARTED_AT_ANNOTATION.into(),
-        "2026-12-05T10:00:00Z".into(),
-    );
-    let pods = vec![
-        terminating(pod("redis-example-0", "h0", "rev-a", true, None)),
-        Arc::new(marked),
-    ];
-    assert_eq!(
-        adopted_template(&pods),
-        Some(("h1", Some("2026-12-05T10:00:00Z")))
-    );
-    assert_eq!(adopted_template(&pods[..1]), None, "terminating pods go");
 }
 
 #[test]
@@ -594,180 +522,8 @@ fn record_for_marks_only_when_the_hash_stays() {
     assert_eq!(gone.started_at, Time(t(5)));
 }
 
-#[test]
-fn a_restart_after_another_waits_while_the_spec_keeps_changing() {
-    let mut storm = Case::converged(Recreate).edited();
-    storm.settling = true;
-    assert_eq!(storm.decide(), Decision::Wait(Waiting::Settle));
-    storm.settling = false;
-    assert_eq!(
-        storm.decide(),
-        Decision::BeginRestart {
-            reason: RestartReason::ConfigChanged,
-            marker: false
-        }
-    );
-}
-
-/// Under `configUpdate: Live`, the instance converged on `from` while the spec asks for `to`.
-fn live_case(from: &[(&str, &str)], to: &[(&str, &str)]) -> Case {
-    use crate::crd::ConfigUpdate;
-    let build = |config: &[(&str, &str)]| {
-        let mut ri = instance(config);
-        ri.spec.config_update = ConfigUpdate::Live;
-        let rendered = render(&ri.spec.config);
-        let hash = crate::live::template_hash(&ri, &rendered);
-        let revision = revision_cm(&ri, &hash, &rendered.text);
-        (statefulset(&ri, &hash, None), rendered.text, hash, revision)
-    };
-    let (old_sts, old_text, old_hash, old_revision) = build(from);
-    let (sts, text, hash, revision) = build(to);
-    let mut case = Case::converged(RollingUpdate);
-    case.live = true;
-    case.live_sts = Some(with_status(old_sts, true));
-    case.live_text = Some(old_text);
-    case.pods = vec![pod("redis-example-0", &old_hash, "rev-a", true, None)];
-    case.sts = sts;
-    case.text = text;
-    case.hash = hash;
-    case.revision = revision.name_any();
-    case.revisions = vec![old_revision];
-    case
-}
-
-#[test]
-fn a_live_only_edit_is_applied_in_place_and_anything_else_restarts() {
-    let from = [("maxmemory", "100mb"), ("databases", "16")];
-    let live = live_case(
-        &from,
-        &[("maxmemory", "200mb"), ("databases", "16"), ("hz", "20")],
-    );
-    assert_eq!(live.decide(), Decision::ApplyLive);
-    let mixed = live_case(&from, &[("maxmemory", "200mb"), ("databases", "8")]);
-    assert!(matches!(
-        mixed.decide(),
-        Decision::BeginRestart {
-            reason: RestartReason::ConfigChanged,
-            ..
-        }
-    ));
-    let removed = live_case(&from, &[("databases", "16")]);
-    assert!(
-        matches!(
-            removed.decide(),
-            Decision::BeginRestart {
-                reason: RestartReason::ConfigMapChanged,
-                ..
-            }
-        ),
-        "a removed directive goes back to its default only by a restart"
-    );
-    let mut missing = live_case(&from, &from);
-    missing.live_text = None;
-    assert!(
-        matches!(missing.decide(), Decision::BeginRestart { .. }),
-        "the spec's rule: a missing ConfigMap restarts"
-    );
-    assert_eq!(live_case(&from, &from).decide(), Decision::Idle);
-}
-
-#[test]
-fn a_refused_or_unfinished_live_edit_waits() {
-    let from = [("maxmemory", "100mb")];
-    let mut refused = live_case(&from, &[("maxmemory", "200mb")]);
-    refused.live_refused = true;
-    assert_eq!(refused.decide(), Decision::Wait(Waiting::LiveRefused));
-    let mut rolling = live_case(&from, &[("maxmemory", "200mb")]);
-    rolling.live_sts = rolling.live_sts.map(|s| with_status(s, false));
-    assert_eq!(rolling.decide(), Decision::Wait(Waiting::Rollout));
-}
-
-#[test]
-fn pause_holds_restarts_and_live_applies_but_not_creation_or_repairs() {
-    let mut restart = Case::converged(RollingUpdate).edited();
-    restart.paused = true;
-    assert!(
-        matches!(restart.decide(), Decision::Held(inner) if matches!(*inner, Decision::BeginRestart { .. }))
-    );
-    let mut live = live_case(&[("maxmemory", "100mb")], &[("maxmemory", "200mb")]);
-    live.paused = true;
-    assert_eq!(live.decide(), Decision::Held(Box::new(Decision::ApplyLive)));
-    let mut new = Case::converged(RollingUpdate);
-    new.paused = true;
-    new.live_sts = None;
-    new.live_text = None;
-    assert_eq!(new.decide(), Decision::WriteConfigMap);
-    new.live_text = Some(new.text.clone());
-    assert_eq!(new.decide(), Decision::CreateStatefulSet);
-    let mut service = Case::converged(RollingUpdate);
-    service.paused = true;
-    service.live_svc = None;
-    assert_eq!(service.decide(), Decision::ApplyService);
-    let mut idle = Case::converged(RollingUpdate);
-    idle.paused = true;
-    assert_eq!(idle.decide(), Decision::Idle);
-}
-
-#[test]
-fn a_halted_rollout_replaces_no_further_pods() {
-    let mut case = Case::converged(RollingUpdate)
-        .edited()
-        .recorded(RestartReason::ConfigChanged)
-        .rolled_out(false);
-    case.pods = vec![pod("redis-example-0", "old", "rev-a", false, Some(1))];
-    assert_eq!(
-        case.decide(),
-        Decision::ReplacePods(vec!["redis-example-0".into()]),
-        "not halted: a crashing pod on the old revision is replaced"
-    );
-    case.halted = true;
-    assert_eq!(case.decide(), Decision::Wait(Waiting::Halted));
-}
-
-#[test]
-fn pods_on_a_failed_config_are_replaced_at_once_when_rolling_back() {
-    let mut case = Case::converged(RollingUpdate)
-        .edited()
-        .recorded(RestartReason::RolledBack)
-        .rolled_out(false);
-    case.pods = vec![pod("redis-example-0", "bad", "rev-a", false, None)];
-    assert_eq!(
-        case.decide(),
-        Decision::Wait(Waiting::Rollout),
-        "unready, but not known to have failed"
-    );
-    case.failed_hash = Some("bad".into());
-    assert_eq!(
-        case.decide(),
-        Decision::ReplacePods(vec!["redis-example-0".into()])
-    );
-}
-
-#[test]
-fn a_pause_mid_recreate_keeps_the_old_pods_or_brings_the_statefulset_back() {
-    let mut case = Case::converged(Recreate)
-        .edited()
-        .recorded(RestartReason::ConfigChanged);
-    case.paused = true;
-    assert_eq!(
-        case.decide(),
-        Decision::Held(Box::new(Decision::DeleteForRecreate))
-    );
-    case.live_sts = None;
-    assert!(
-        matches!(case.decide(), Decision::Held(inner) if matches!(*inner, Decision::DeleteOrphanedPods(_))),
-        "the orphaned pods keep serving while paused"
-    );
-    case.pods.clear();
-    assert_eq!(
-        case.decide(),
-        Decision::WriteConfigMap,
-        "with its pods gone, the instance gets its StatefulSet back even while paused"
-    );
-    case.live_text = Some(case.text.clone());
-    assert_eq!(case.decide(), Decision::CreateStatefulSet);
-}
-
 mod act;
+mod holds;
+mod migration;
 mod revisions;
 mod step;

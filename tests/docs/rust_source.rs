@@ -28,7 +28,8 @@ impl Source {
     }
 }
 
-/// Every `.rs` file under `dir`, except those declared as `#[cfg(test)] mod name;`.
+/// Every `.rs` file under `dir`, except those declared as `#[cfg(test)] mod name;` and their
+/// submodules.
 pub fn load_tree(root: &Path, dir: &str) -> Vec<Source> {
     let mut files = Vec::new();
     collect(&root.join(dir), &mut files);
@@ -60,7 +61,19 @@ pub fn load_tree(root: &Path, dir: &str) -> Vec<Source> {
                 })
         })
         .collect();
-    let keep: Vec<bool> = files.iter().map(|f| !test_only.contains(f)).collect();
+    // A test-only module's own submodules (`tests.rs` declaring `mod rows;` in `tests/`) are
+    // test code too.
+    let test_dirs: Vec<PathBuf> = test_only
+        .iter()
+        .map(|file| match file.file_name().and_then(|n| n.to_str()) {
+            Some("mod.rs") => file.parent().expect("a file has a directory").to_owned(),
+            _ => file.with_extension(""),
+        })
+        .collect();
+    let keep: Vec<bool> = files
+        .iter()
+        .map(|f| !test_only.contains(f) && !test_dirs.iter().any(|d| f.starts_with(d)))
+        .collect();
     let mut keep = keep.into_iter();
     sources.retain(|_| keep.next().unwrap_or(true));
     sources
