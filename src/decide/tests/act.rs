@@ -453,6 +453,7 @@ fn the_services_are_told_as_created_repaired_or_migrated() {
         reason: "ServicesMigrated",
         action: "ApplyService",
         note: "Service redis-example is now a ClusterIP Service; pods are named by redis-example-headless".into(),
+        fact: None,
     });
     // (live `<name>`, StatefulSet exists, this actor deleted the headless `<name>`, told)
     let rows = [
