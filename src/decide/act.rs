@@ -72,13 +72,13 @@ impl Notice {
     }
 }
 
-/// What identifies the restart `record` in Events about it: the same after the record went
-/// through status (which keeps whole seconds) and back to a restarted operator.
+/// What identifies the restart `record` in Events about it: why and when it began, the same
+/// after the record went through status (which keeps whole seconds) and back to a restarted
+/// operator, and after a change made before any pod restarted moved it onto another config.
 pub fn record_fact(record: &RolloutRecord) -> String {
     format!(
-        "restart {} {} {}",
+        "restart {} {}",
         record.reason.as_str(),
-        record.config_hash,
         record.started_at.0.as_second()
     )
 }
@@ -406,8 +406,8 @@ pub fn act<'a>(
                 "config changed before any pod restarted; the restart continues with config {}",
                 short_hash(want.hash)
             );
-            let event =
-                Notice::normal("RestartRetargeted", "Restart", note).of_fact(record_fact(&record));
+            let fact = format!("{} onto {}", record_fact(&record), record.config_hash);
+            let event = Notice::normal("RestartRetargeted", "Restart", note).of_fact(fact);
             Act::MoveRecord { record, event }
         }
         (Decision::RollOut, Some(record), _) => {
