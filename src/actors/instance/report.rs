@@ -15,6 +15,7 @@ use crate::config::render::short_hash;
 use crate::config::validate::Violation;
 use crate::crd::{RedisInstance, RedisInstanceStatus, RolloutRecord};
 use crate::decide::{Crash, Decision, Desired};
+use crate::events::{Occurrence, Told};
 use crate::kube_io;
 use crate::resources::config_hash_of;
 
@@ -100,6 +101,7 @@ async fn rejected(
         "RedisRejectedConfig",
         "Restart",
         rejection.message.clone(),
+        failure_fact(instance, rejection),
     )
     .await;
 }
@@ -124,11 +126,11 @@ async fn rollout_failed(
         Outcome::RolledBack => "RolloutRolledBack",
         Outcome::Halted => "RolloutHalted",
     };
-    state
-        .args
-        .api
-        .event(instance, true, reason, "Restart", failure.message.clone())
-        .await;
+    let fact = failure_fact(instance, failure);
+    state.args.api.tell(
+        instance,
+        warning(reason, "Restart", failure.message.clone(), fact),
+    );
 }
 
 /// What a held decision would do, in words, for `status.pendingChange`.
@@ -177,11 +179,11 @@ async fn overdue(state: &mut InstanceState, instance: &RedisInstance, record: &R
         record.started_at.0
     );
     warn!(detail = %note, "restart overdue");
+    let fact = crate::decide::record_fact(record);
     state
         .args
         .api
-        .event(instance, true, "RolloutStuck", "Restart", note)
-        .await;
+        .tell(instance, warning("RolloutStuck", "Restart", note, fact));
 }
 
 /// Something the operator owns was changed by hand and has been put back.
@@ -206,17 +208,7 @@ pub(super) async fn tell(
     instance: &RedisInstance,
     event: &crate::decide::Notice,
 ) {
-    state
-        .args
-        .api
-        .event(
-            instance,
-            event.warning,
-            event.reason,
-            event.action,
-            event.note.clone(),
-        )
-        .await;
+    state.args.api.tell(instance, event.told());
 }
 
 /// The report phase, entered once at the end of a step: tells what it found, an overdue
@@ -232,6 +224,8 @@ pub(super) async fn report(
         refused,
         rejection,
         failure,
+        resumed,
+        recalled,
     } = happened.findings;
     if let Some(violations) = refused {
         refuse(state, current, &violations).await;
@@ -241,6 +235,9 @@ pub(super) async fn report(
     }
     if let Some((failure, outcome)) = failure {
         rollout_failed(state, current, &failure, outcome).await;
+    }
+    if let Some(record) = &resumed {
+        retell(state, current, record, recalled.as_ref());
     }
     if let Some(record) = &happened.overdue {
         overdue(state, current, record).await;
@@ -263,16 +260,22 @@ async fn refuse(state: &mut InstanceState, current: &RedisInstance, violations: 
     let message = refusal_message(violations, state.last_known_hash.as_deref());
     warn!(generation = current.metadata.generation,
         violations = %message, "config refused");
-    report_refusal(state, current, "InvalidConfig", "Validate", message).await;
+    let fact = format!(
+        "refused generation {}",
+        current.metadata.generation.unwrap_or_default()
+    );
+    report_refusal(state, current, "InvalidConfig", "Validate", message, fact).await;
 }
 
 /// A refused config, by validation or by Redis itself: counted, and told as a Warning Event.
+/// `fact` names what was refused, so the Event is told once whoever tells it.
 pub(super) async fn report_refusal(
     state: &InstanceState,
     instance: &RedisInstance,
     reason: &str,
     action: &str,
     message: String,
+    fact: String,
 ) {
     let key = state.args.key.clone();
     let _ = state
@@ -282,8 +285,50 @@ pub(super) async fn report_refusal(
     state
         .args
         .api
-        .event(instance, true, reason, action, message)
-        .await;
+        .tell(instance, warning(reason, action, message, fact));
+}
+
+/// A Warning telling the recorded fact `fact`.
+fn warning(reason: &str, action: &str, note: String, fact: String) -> Told {
+    Told {
+        warning: true,
+        reason: reason.to_owned(),
+        action: action.to_owned(),
+        note,
+        occurrence: Occurrence::Fact(fact),
+    }
+}
+
+/// What identifies a config the pods failed on: status records it (`rejectedConfigHash`, the
+/// condition's reason) for as long as the spec that holds it, so a restarted operator names
+/// the same failure the same way.
+fn failure_fact(instance: &RedisInstance, failure: &Rejection) -> String {
+    format!(
+        "{} {} generation {}",
+        failure.reason,
+        failure.spec_hash,
+        instance.metadata.generation.unwrap_or_default()
+    )
+}
+
+/// The Events a restart in flight was told with, told again by an actor that did not tell
+/// them itself (a new leader, a respawned actor): an operator stopped between a write and its
+/// Event then leaves none untold, and their names make a second telling a no-op.
+fn retell(
+    state: &InstanceState,
+    instance: &RedisInstance,
+    record: &RolloutRecord,
+    recalled: Option<&(Rejection, &'static str)>,
+) {
+    let api = &state.args.api;
+    api.tell_unless_told(instance, crate::decide::restart_resumed(record).told());
+    if let Some((failure, reason)) = recalled {
+        let fact = failure_fact(instance, failure);
+        api.tell_unless_told(
+            instance,
+            warning(reason, "Restart", failure.message.clone(), fact),
+        );
+    }
 }
 
 /// Tells once that an instance which ran as several unrelated servers stays so until the user

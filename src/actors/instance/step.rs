@@ -31,6 +31,11 @@ pub(super) struct Findings {
     pub rejection: Option<(Rejection, Crash)>,
     /// A restart's pod never became ready.
     pub failure: Option<(Rejection, Outcome)>,
+    /// The restart in flight, whose Events are told again unless told already (see
+    /// [`report::retell`]).
+    pub resumed: Option<RolloutRecord>,
+    /// With it, the failure recalled from status and the reason of the Event that told it.
+    pub recalled: Option<(Rejection, &'static str)>,
 }
 
 /// What the actor's memory adds to the caches for this step's decision. Owned: performing the
@@ -261,10 +266,15 @@ async fn judge(state: &mut InstanceState, seen: &Observed, clock: Instant) -> Fi
         state.target.note_loading(&pod, clock);
     }
     state.target.detect_rejection(&seen.pods, record, clock);
+    let rejection = state.target.take_fresh_rejection();
+    let failure = state.target.take_fresh_failure();
+    let recalled = state.target.recalled().filter(|_| record.is_some());
     Findings {
         refused,
-        rejection: state.target.take_fresh_rejection(),
-        failure: state.target.take_fresh_failure(),
+        rejection,
+        failure,
+        resumed: record.cloned(),
+        recalled: recalled.map(|(failure, reason)| (failure.clone(), reason)),
     }
 }
 

@@ -125,6 +125,9 @@ pub struct Target {
     fresh: Option<(Rejection, Crash)>,
     /// A never-ready rollout found this step, to be reported once.
     fresh_failure: Option<(Rejection, Outcome)>,
+    /// The failure was recalled from status rather than found by this actor: the reason of
+    /// the Event its finder told, which this actor may tell again.
+    recalled: Option<&'static str>,
     /// When this actor first saw each unready pod of the restart in flight (by uid), on its
     /// own monotonic clock: how long a pod has been unready is then measured without
     /// comparing two machines' wall clocks. A restarted operator starts counting again, which
@@ -180,6 +183,10 @@ impl Target {
                         ),
                     )
                 });
+                self.recalled = Some(match reason {
+                    "NeverReady" => "RolloutRolledBack",
+                    other => other,
+                });
                 self.rejected = Some(Rejection {
                     hash,
                     spec_hash: spec_hash.clone(),
@@ -193,6 +200,7 @@ impl Target {
                 .is_some_and(|r| r.spec_hash != spec_hash)
             {
                 self.rejected = None;
+                self.recalled = None;
             }
             if self
                 .halted
@@ -310,6 +318,7 @@ impl Target {
         let halted = crate::status::find_condition(status, crate::status::condition::PROGRESSING)
             .filter(|c| c.reason == HALTED_REASON && on_this_config);
         if let Some(condition) = halted {
+            self.recalled = Some(HALTED_REASON);
             self.halted = Some(Rejection {
                 hash: hash.to_owned(),
                 spec_hash: spec_hash.to_owned(),
@@ -357,6 +366,7 @@ impl Target {
             message,
         };
         self.rejected = Some(rejection.clone());
+        self.recalled = None;
         self.fresh = Some((rejection, crash));
     }
 
@@ -395,7 +405,14 @@ impl Target {
             Outcome::Halted => self.halted = Some(rejection.clone()),
             Outcome::RolledBack => self.rejected = Some(rejection.clone()),
         }
+        self.recalled = None;
         self.fresh_failure = Some((rejection, outcome));
+    }
+
+    /// The failure recalled from status, with the reason of the Event that told it.
+    pub fn recalled(&self) -> Option<(&Rejection, &'static str)> {
+        let failure = self.halted.as_ref().or(self.rejected.as_ref())?;
+        Some((failure, self.recalled?))
     }
 
     /// The never-ready rollout found by the last [`Target::detect_rejection`], once.

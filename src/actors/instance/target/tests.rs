@@ -221,7 +221,12 @@ fn a_halt_recorded_in_status_is_recalled_by_a_restarted_operator() {
     let pods = [unready(&hash, 1)];
     look(&mut target, &pods, Some(&record(&hash)), 0);
     look(&mut target, &pods, Some(&record(&hash)), 500);
-    assert!(target.take_fresh_failure().is_none(), "not told again");
+    assert!(target.take_fresh_failure().is_none(), "not counted again");
+    let (failure, reason) = target.recalled().expect("a recalled halt");
+    assert_eq!(
+        (failure.hash.as_str(), reason),
+        (hash.as_str(), HALTED_REASON)
+    );
     let mut other = instance(&[("maxmemory", "300mb")]);
     other.spec.rollout.on_failure = OnFailure::Halt;
     target.accept(&Arc::new(other));
@@ -242,6 +247,46 @@ fn with_nothing_that_ran_a_never_ready_config_is_halted_not_rolled_back() {
         target.plan(false).is_some(),
         "the pods are left on the config, not held"
     );
+}
+
+/// A failure recorded in status is recalled with the Event its finder told, which the
+/// restarted operator may owe; a new spec forgets it.
+#[test]
+fn a_rejection_recorded_in_status_is_recalled_with_the_event_that_told_it() {
+    for (condition_reason, event_reason) in [
+        ("NeverReady", "RolloutRolledBack"),
+        ("RedisRejectedConfig", "RedisRejectedConfig"),
+    ] {
+        let mut failed = instance(&[("maxmemory", "200mb")]);
+        let (hash, spec_hash) = hashes_of(&failed);
+        let mut status = crate::crd::RedisInstanceStatus {
+            rejected_config_hash: Some(spec_hash),
+            rollout: Some(record("older")),
+            ..Default::default()
+        };
+        crate::status::set_condition(
+            &mut status,
+            crate::status::ConditionValue::new(
+                crate::status::condition::CONFIG_VALID,
+                false,
+                condition_reason,
+                "pod redis-example-0 never became ready",
+            ),
+            None,
+            &Time(t(0)),
+        );
+        failed.status = Some(status);
+        let mut target = Target::default();
+        target.accept(&Arc::new(failed));
+        let (failure, reason) = target.recalled().expect("a recalled rejection");
+        assert_eq!(
+            (failure.hash.as_str(), reason),
+            (hash.as_str(), event_reason)
+        );
+        assert_eq!(failure.message, "pod redis-example-0 never became ready");
+        target.accept(&Arc::new(instance(&[("maxmemory", "300mb")])));
+        assert!(target.recalled().is_none(), "a new spec forgets it");
+    }
 }
 
 /// An operator restarted mid-rollout knows the spec that ran from status alone: a
@@ -270,6 +315,10 @@ fn a_restarted_operator_rolls_back_to_the_healthy_spec_recorded_in_status() {
     look(&mut target, &pods, Some(&record(&hash)), 0);
     look(&mut target, &pods, Some(&record(&hash)), 200);
     assert_eq!(target.take_fresh_failure().unwrap().1, Outcome::RolledBack);
+    assert!(
+        target.recalled().is_none(),
+        "found by this actor, not recalled"
+    );
     let plan = target.plan(true).unwrap();
     assert_eq!(plan.instance.spec.config["maxmemory"], "100mb");
     assert_eq!(plan.template_hash, hashes_of(&old).0, "the same file ran");
