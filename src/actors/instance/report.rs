@@ -6,15 +6,14 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info, warn};
 
 use super::observe::Observed;
-use super::status::{derive_status, refusal_message};
+use super::status::derive_status;
 use super::step::{Findings, Happened};
 use super::target::{Outcome, Plan, Rejection};
 use super::{InstanceSnapshot, InstanceState};
 use crate::actors::metrics::{MISMATCH_KINDS, MetricsMsg};
 use crate::config::render::short_hash;
-use crate::config::validate::Violation;
 use crate::crd::{RedisInstance, RedisInstanceStatus, RolloutRecord};
-use crate::decide::{Crash, Decision, Desired};
+use crate::decide::{Decision, Desired};
 use crate::events::{Occurrence, Told};
 use crate::kube_io;
 use crate::resources::config_hash_of;
@@ -83,14 +82,7 @@ pub(super) fn cached_instance(state: &InstanceState) -> Option<Arc<RedisInstance
 }
 
 /// Redis itself refused a config: told once, as a Warning Event.
-async fn rejected(
-    state: &InstanceState,
-    instance: &RedisInstance,
-    rejection: &Rejection,
-    crash: &Crash,
-) {
-    warn!(pod = %crash.pod, exit_code = crash.exit_code,
-        hash = %rejection.hash, "Redis rejected the config");
+async fn rejected(state: &InstanceState, instance: &RedisInstance, rejection: &Rejection) {
     let _ = state.args.metrics.send_message(MetricsMsg::RolloutFailed {
         key: state.args.key.clone(),
         action: "RolledBack",
@@ -117,7 +109,6 @@ async fn rollout_failed(
         Outcome::RolledBack => "RolledBack",
         Outcome::Halted => "Halted",
     };
-    warn!(hash = %failure.hash, action, detail = %failure.message, "rollout failed");
     let _ = state.args.metrics.send_message(MetricsMsg::RolloutFailed {
         key: state.args.key.clone(),
         action,
@@ -227,11 +218,11 @@ pub(super) async fn report(
         resumed,
         recalled,
     } = happened.findings;
-    if let Some(violations) = refused {
-        refuse(state, current, &violations).await;
+    if let Some(message) = refused {
+        refuse(state, current, message).await;
     }
-    if let Some((rejection, crash)) = rejection {
-        rejected(state, current, &rejection, &crash).await;
+    if let Some((rejection, _)) = rejection {
+        rejected(state, current, &rejection).await;
     }
     if let Some((failure, outcome)) = failure {
         rollout_failed(state, current, &failure, outcome).await;
@@ -245,7 +236,11 @@ pub(super) async fn report(
     if happened.status {
         let reporting = std::time::Instant::now();
         write_status(state, seen, plan).await?;
-        crate::stages::since(crate::stages::Stage::Report, reporting);
+        // The stage times the report of a step with a spec to drive to, as it always has; a
+        // step that holds everything reports too, untimed.
+        if plan.is_some() {
+            crate::stages::since(crate::stages::Stage::Report, reporting);
+        }
     }
     if happened.unconverted {
         state.unconverted_reported = true;
@@ -255,11 +250,8 @@ pub(super) async fn report(
 }
 
 /// A spec that fails validation: told once per generation, as a Warning Event.
-async fn refuse(state: &mut InstanceState, current: &RedisInstance, violations: &[Violation]) {
+async fn refuse(state: &mut InstanceState, current: &RedisInstance, message: String) {
     state.refused_generation = current.metadata.generation;
-    let message = refusal_message(violations, state.last_known_hash.as_deref());
-    warn!(generation = current.metadata.generation,
-        violations = %message, "config refused");
     let fact = format!(
         "refused generation {}",
         current.metadata.generation.unwrap_or_default()

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::observe::{Observed, observe};
+use super::status::refusal_message;
 use super::target::{Outcome, Plan, Rejection};
 use super::{InstanceState, live, network, perform, replicate, report, tls};
-use crate::config::validate::Violation;
 use crate::crd::{ConfigUpdate, RolloutRecord};
 use crate::decide::{
     Crash, Deadlines, Decision, Desired, Facts, HoldAct, Snapshot, Unplanned, Waiting, Wakes,
@@ -25,8 +25,8 @@ use crate::stages::{self, Stage};
 /// What the spec and the pods were found to hold this step, each to be told once.
 #[derive(Default)]
 pub(super) struct Findings {
-    /// The newest spec fails validation, not told yet.
-    pub refused: Option<Vec<Violation>>,
+    /// The newest spec fails validation, not told yet: what a person reads.
+    pub refused: Option<String>,
     /// Redis refused the newest valid config.
     pub rejection: Option<(Rejection, Crash)>,
     /// A restart's pod never became ready.
@@ -249,17 +249,18 @@ fn remember(state: &mut InstanceState, seen: &Observed) {
 }
 
 /// Validates the newest spec and looks for a valid config failing on the pods; what is found
-/// for the first time is returned, to be told.
+/// for the first time is logged as it is found, and returned, to be told by the report.
 async fn judge(state: &mut InstanceState, seen: &Observed, clock: Instant) -> Findings {
     let current = &seen.instance;
     let violations = state.target.accept(current);
+    let told = state.refused_generation;
+    let generation = current.metadata.generation;
     let refused = (!violations.is_empty()
-        && refusal_to_tell(
-            current.status.as_ref(),
-            current.metadata.generation,
-            state.refused_generation,
-        ))
-    .then_some(violations);
+        && refusal_to_tell(current.status.as_ref(), generation, told))
+    .then(|| refusal_message(&violations, state.last_known_hash.as_deref()));
+    if let Some(message) = &refused {
+        warn!(generation, violations = %message, "config refused");
+    }
     let record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
     state.target.note_unready(&seen.pods, record, clock);
     for pod in loading(state, &seen.pods, record, clock).await {
@@ -267,7 +268,18 @@ async fn judge(state: &mut InstanceState, seen: &Observed, clock: Instant) -> Fi
     }
     state.target.detect_rejection(&seen.pods, record, clock);
     let rejection = state.target.take_fresh_rejection();
+    if let Some((rejection, crash)) = &rejection {
+        warn!(pod = %crash.pod, exit_code = crash.exit_code,
+            hash = %rejection.hash, "Redis rejected the config");
+    }
     let failure = state.target.take_fresh_failure();
+    if let Some((failure, outcome)) = &failure {
+        let action = match outcome {
+            Outcome::RolledBack => "RolledBack",
+            Outcome::Halted => "Halted",
+        };
+        warn!(hash = %failure.hash, action, detail = %failure.message, "rollout failed");
+    }
     let recalled = state.target.recalled().filter(|_| record.is_some());
     Findings {
         refused,
