@@ -123,6 +123,30 @@ pub fn ready_condition(ready: i32, wanted: i32) -> ConditionValue {
     }
 }
 
+/// Statuses as a restarted operator finds them, for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// `status` with its condition `type_` false for `reason`, set at its observed generation.
+    pub fn failing(
+        mut status: RedisInstanceStatus,
+        type_: &'static str,
+        reason: &'static str,
+        message: &str,
+    ) -> RedisInstanceStatus {
+        let generation = status.observed_generation;
+        let at = Time(crate::decide::pods_fixtures::t(0));
+        set_condition(
+            &mut status,
+            ConditionValue::new(type_, false, reason, message),
+            generation,
+            &at,
+        );
+        status
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

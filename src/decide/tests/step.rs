@@ -114,22 +114,12 @@ fn an_overdue_restart_is_told_once_and_never_while_held() {
 #[test]
 fn a_refused_spec_is_told_once_per_generation_even_across_a_restart() {
     let in_status = |observed: i64, reason: &'static str| {
-        let mut status = crate::crd::RedisInstanceStatus {
+        let status = crate::crd::RedisInstanceStatus {
             observed_generation: Some(observed),
             ..Default::default()
         };
-        crate::status::set_condition(
-            &mut status,
-            crate::status::ConditionValue::new(
-                crate::status::condition::CONFIG_VALID,
-                false,
-                reason,
-                "spec.config refused",
-            ),
-            Some(observed),
-            &Time(t(0)),
-        );
-        status
+        let valid = crate::status::condition::CONFIG_VALID;
+        crate::status::fixtures::failing(status, valid, reason, "spec.config refused")
     };
     // (stored status, generation, generation this actor told, to tell)
     let table = [

@@ -5,6 +5,7 @@ use crate::crd::{ConfigUpdate, OnFailure};
 use crate::decide::pods_fixtures::pod;
 use crate::decide::pods_fixtures::{record, t};
 use crate::resources::fixtures::instance;
+use crate::status::fixtures::failing;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// An unready pod on `hash`, created at `created` by the API server's clock.
@@ -196,22 +197,16 @@ fn a_halt_recorded_in_status_is_recalled_by_a_restarted_operator() {
     let mut halted = instance(&[("maxmemory", "200mb")]);
     halted.spec.rollout.on_failure = OnFailure::Halt;
     let hash = hashes_of(&halted).0;
-    let mut status = crate::crd::RedisInstanceStatus {
+    let status = crate::crd::RedisInstanceStatus {
         rollout: Some(record(&hash)),
         ..Default::default()
     };
-    crate::status::set_condition(
-        &mut status,
-        crate::status::ConditionValue::new(
-            crate::status::condition::PROGRESSING,
-            false,
-            HALTED_REASON,
-            "pod redis-example-0 is still not ready; rollout halted",
-        ),
-        None,
-        &Time(t(0)),
-    );
-    halted.status = Some(status);
+    halted.status = Some(failing(
+        status,
+        crate::status::condition::PROGRESSING,
+        HALTED_REASON,
+        "pod redis-example-0 is still not ready; rollout halted",
+    ));
     let mut target = Target::default();
     target.accept(&Arc::new(halted));
     assert_eq!(
@@ -259,23 +254,17 @@ fn a_rejection_recorded_in_status_is_recalled_with_the_event_that_told_it() {
     ] {
         let mut failed = instance(&[("maxmemory", "200mb")]);
         let (hash, spec_hash) = hashes_of(&failed);
-        let mut status = crate::crd::RedisInstanceStatus {
+        let status = crate::crd::RedisInstanceStatus {
             rejected_config_hash: Some(spec_hash),
             rollout: Some(record("older")),
             ..Default::default()
         };
-        crate::status::set_condition(
-            &mut status,
-            crate::status::ConditionValue::new(
-                crate::status::condition::CONFIG_VALID,
-                false,
-                condition_reason,
-                "pod redis-example-0 never became ready",
-            ),
-            None,
-            &Time(t(0)),
-        );
-        failed.status = Some(status);
+        failed.status = Some(failing(
+            status,
+            crate::status::condition::CONFIG_VALID,
+            condition_reason,
+            "pod redis-example-0 never became ready",
+        ));
         let mut target = Target::default();
         target.accept(&Arc::new(failed));
         let (failure, reason) = target.recalled().expect("a recalled rejection");
