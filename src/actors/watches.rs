@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::utils::Backoff;
@@ -26,8 +25,9 @@ use crate::api_traffic::ApiTraffic;
 use crate::crd::RedisInstance;
 use crate::health::Health;
 use crate::resources::{
-    CachedConfigMap, CachedPod, CachedSecret, CachedService, CachedStatefulSet, INSTANCE_LABEL,
-    MANAGED_BY_LABEL, MANAGER, READY_CONDITION, REVISION_LABEL, ROLE_LABEL,
+    CachedConfigMap, CachedNetworkPolicy, CachedPod, CachedSecret, CachedService,
+    CachedStatefulSet, INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER, READY_CONDITION, REVISION_LABEL,
+    ROLE_LABEL,
 };
 
 /// Retry delays of a failed watch: 250 ms doubling to 4 s, and back to 250 ms after any event.
@@ -298,7 +298,7 @@ pub fn start(
     );
     let secret_versions = SecretVersions::default();
     let secret_task = watch_secrets(client, namespace, secret_versions.clone(), &sink);
-    let (network_policies, np_task) = watch_owned::<NetworkPolicy>(
+    let (network_policies, np_task) = watch_owned::<CachedNetworkPolicy>(
         client,
         namespace,
         keep,

@@ -46,12 +46,14 @@ macro_rules! namespaced_resource {
 
 mod config_map;
 mod config_volume;
+mod network_policy;
 mod pod;
 mod secret;
 mod service;
 mod statefulset;
 
 pub use config_map::CachedConfigMap;
+pub use network_policy::CachedNetworkPolicy;
 pub use pod::{
     CachedContainerState, CachedContainerStatus, CachedPod, CachedPodCondition, CachedPodStatus,
     READY_CONDITION,
