@@ -19,7 +19,8 @@ use crate::crd::RedisInstance;
 pub use cached::{
     CachedConfigMap, CachedContainerState, CachedContainerStatus, CachedNetworkPolicy, CachedPod,
     CachedPodCondition, CachedPodStatus, CachedSecret, CachedService, CachedStatefulSet,
-    CachedStatefulSetSpec, READY_CONDITION, config_hash_of, config_map_of, restarted_at_of,
+    CachedStatefulSetSpec, InstanceLabelled, Labels, READY_CONDITION, config_hash_of,
+    config_map_of, restarted_at_of,
 };
 pub use configmap::{
     config_map, config_map_name, is_revision_of, revision_config_map, revision_config_map_name,

@@ -126,12 +126,7 @@ fn normalized(mut selector: LabelSelector) -> LabelSelector {
 
 /// Whether the live policy differs from the desired one in its spec or lacks one of its labels.
 pub fn network_policy_drifted(desired: &NetworkPolicy, live: &CachedNetworkPolicy) -> bool {
-    let labels = live.labels();
-    !live.spec_is(desired.spec.as_ref())
-        || desired
-            .labels()
-            .iter()
-            .any(|(key, value)| labels.get(key) != Some(value))
+    !live.spec_is(desired.spec.as_ref()) || !live.labels.hold(desired.labels())
 }
 
 #[cfg(test)]

@@ -9,16 +9,37 @@ use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer};
 
-use super::{cached_metadata, to_json};
+use super::{Labels, split_metadata, to_json};
 
 /// The cached NetworkPolicy.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(from = "Wire")]
 pub struct CachedNetworkPolicy {
-    /// Its metadata (managed fields and owner references dropped by the watch).
-    #[serde(default)]
+    /// Its metadata (managed fields and owner references dropped by the watch), without its
+    /// labels.
     pub metadata: ObjectMeta,
+    /// Its labels.
+    pub labels: Labels,
+    spec: String,
+}
+
+/// The NetworkPolicy as the API server sends it, with only the fields the cache keeps.
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(default)]
+    metadata: ObjectMeta,
     #[serde(default = "absent", deserialize_with = "as_text")]
     spec: String,
+}
+
+impl From<Wire> for CachedNetworkPolicy {
+    fn from(mut wire: Wire) -> Self {
+        Self {
+            labels: Labels::take(&mut wire.metadata),
+            metadata: wire.metadata,
+            spec: wire.spec,
+        }
+    }
 }
 
 fn absent() -> String {
@@ -53,8 +74,10 @@ impl CachedNetworkPolicy {
 impl From<&NetworkPolicy> for CachedNetworkPolicy {
     /// The NetworkPolicy as the watch would have delivered it to the cache.
     fn from(policy: &NetworkPolicy) -> Self {
+        let (metadata, labels) = split_metadata(&policy.metadata);
         Self {
-            metadata: cached_metadata(&policy.metadata),
+            metadata,
+            labels,
             spec: spec_text(policy.spec.as_ref()),
         }
     }
@@ -75,7 +98,11 @@ mod tests {
         let cached: CachedNetworkPolicy = serde_json::from_value(json).unwrap();
         assert_eq!(cached, CachedNetworkPolicy::from(&full));
         assert!(cached.spec_is(full.spec.as_ref()));
-        assert_eq!(cached.metadata, full.metadata);
+        assert_eq!(
+            cached.labels.to_map(),
+            full.metadata.labels.clone().unwrap()
+        );
+        assert_eq!(cached.metadata.labels, None);
         let other = network_policy(&instance(&[]), None);
         assert!(!cached.spec_is(other.spec.as_ref()));
         assert!(!cached.spec_is(None));
