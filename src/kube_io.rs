@@ -4,7 +4,6 @@
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -14,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use tracing::Instrument;
 
 use crate::crd::{RedisInstance, RedisInstanceStatus};
+use crate::events::{self, EventPoster, Occurrence, Told};
 use crate::limiter::Limiter;
 use crate::resources::{
     CONFIG_HASH_ANNOTATION, CONFIG_VOLUME, CachedConfigMap, CachedPod, CachedService,
@@ -143,9 +143,6 @@ impl Error {
     }
 }
 
-/// The longest Event note the API server accepts, in bytes.
-pub const EVENT_NOTE_MAX: usize = 1024;
-
 /// Result of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -154,13 +151,26 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct InstanceApi {
     client: Client,
     namespace: String,
-    recorder: Recorder,
+    events: EventPoster,
     limiter: Limiter,
     held: HeldEvents,
+    /// The Events of facts this actor told most recently, newest last.
+    told: Arc<Mutex<Vec<String>>>,
+}
+
+/// How many told facts an instance remembers: a restart and its failure at most are retold.
+const TOLD_REMEMBERED: usize = 8;
+
+/// What an actor remembers of an Event telling a fact.
+fn told_key(told: &Told) -> Option<String> {
+    match &told.occurrence {
+        Occurrence::Fact(fact) => Some(format!("{} {fact}", told.reason)),
+        Occurrence::Repeat => None,
+    }
 }
 
 /// Events held back while a restart's writes are under way, each with the span it was told in.
-type HeldEvents = Arc<Mutex<Option<Vec<(Event, ObjectReference, tracing::Span)>>>>;
+type HeldEvents = Arc<Mutex<Option<Vec<(Told, ObjectReference, tracing::Span)>>>>;
 
 /// The status as a merge patch: absent optional fields become `null`, so a merge patch clears
 /// them instead of leaving an old value behind. It carries the uid and resourceVersion the
@@ -216,15 +226,15 @@ fn not_found(err: &kube::Error) -> bool {
 }
 
 impl InstanceApi {
-    /// API access for objects in `namespace`, publishing Events through `recorder` (one for
-    /// all instances: it holds a cache of recent Events to aggregate repeats).
-    pub fn new(client: Client, namespace: &str, recorder: Recorder, limiter: Limiter) -> Self {
+    /// API access for objects in `namespace`, publishing Events through `events`.
+    pub fn new(client: Client, namespace: &str, events: EventPoster, limiter: Limiter) -> Self {
         Self {
-            recorder,
+            events,
             client,
             namespace: namespace.to_owned(),
             limiter,
             held: HeldEvents::default(),
+            told: Arc::default(),
         }
     }
 
@@ -509,8 +519,9 @@ impl InstanceApi {
             .map_err(|source| Error::Status { name, source })
     }
 
-    /// Publishes an Event on the instance, in the background. Failures are logged, not
-    /// returned: an Event is worth less than the step that caused it.
+    /// Publishes an Event on the instance, in the background; the same text told again counts
+    /// as the same Event happening again. Failures are logged, not returned: an Event is worth
+    /// less than the step that caused it.
     pub async fn event(
         &self,
         instance: &RedisInstance,
@@ -519,25 +530,46 @@ impl InstanceApi {
         action: &str,
         note: String,
     ) {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
+        let told = Told {
+            warning,
             reason: reason.to_owned(),
-            // The API refuses a longer note, and then no Event at all would be told.
-            note: Some(crate::text::cut(&note, EVENT_NOTE_MAX - 3)),
             action: action.to_owned(),
-            secondary: None,
+            note,
+            occurrence: Occurrence::Repeat,
         };
+        self.tell(instance, told);
+    }
+
+    /// Publishes `told` on the instance, in the background, or holds it back while a restart's
+    /// writes are under way.
+    pub fn tell(&self, instance: &RedisInstance, told: Told) {
+        if let Some(key) = told_key(&told) {
+            let mut remembered = self.told.lock().expect("told facts lock");
+            if !remembered.contains(&key) {
+                if remembered.len() == TOLD_REMEMBERED {
+                    remembered.remove(0);
+                }
+                remembered.push(key);
+            }
+        }
         let regarding = instance.object_ref(&());
         let span = tracing::Span::current();
         if let Some(held) = self.held.lock().expect("held events lock").as_mut() {
-            held.push((event, regarding, span));
+            held.push((told, regarding, span));
             return;
         }
-        self.publish(event, regarding, span);
+        self.publish(told, regarding, span);
+    }
+
+    /// Tells `told` unless this actor told its fact already: for Events that an actor taking
+    /// over may owe, whose second telling the API server turns away by name.
+    pub fn tell_unless_told(&self, instance: &RedisInstance, told: Told) {
+        if let Some(key) = told_key(&told)
+            && self.told.lock().expect("told facts lock").contains(&key)
+        {
+            return;
+        }
+        self.tell(instance, told);
     }
 
     /// Holds back the Events told from now on until [`InstanceApi::release_events`]: a
@@ -553,23 +585,25 @@ impl InstanceApi {
     /// Publishes the held Events, in the order told, and stops holding.
     pub fn release_events(&self) {
         let held = self.held.lock().expect("held events lock").take();
-        for (event, regarding, span) in held.into_iter().flatten() {
-            self.publish(event, regarding, span);
+        for (told, regarding, span) in held.into_iter().flatten() {
+            self.publish(told, regarding, span);
         }
     }
 
     /// In the background: an Event must not delay the step that follows (a restart's writes
     /// wait for no Event), and the limiter still paces it.
-    fn publish(&self, event: Event, regarding: ObjectReference, span: tracing::Span) {
-        let (limiter, recorder) = (self.limiter.clone(), self.recorder.clone());
+    fn publish(&self, told: Told, regarding: ObjectReference, span: tracing::Span) {
+        let (limiter, poster) = (self.limiter.clone(), self.events.clone());
         tokio::spawn(
             async move {
-                let Ok(_permit) = limiter.write("Event").await else {
-                    tracing::debug!(reason = %event.reason, "not the leader; event not published");
-                    return;
-                };
-                if let Err(error) = recorder.publish(&event, &regarding).await {
-                    tracing::warn!(%error, reason = %event.reason, "failed to publish event");
+                match poster.post(&limiter, &regarding, &told).await {
+                    Ok(posted) => tracing::trace!(reason = %told.reason, ?posted, "event told"),
+                    Err(events::Error::NotLeader) => {
+                        tracing::debug!(reason = %told.reason, "not the leader; event not published");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, reason = %told.reason, "failed to publish event");
+                    }
                 }
             }
             .instrument(span),

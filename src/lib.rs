@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod crd;
 pub mod decide;
+pub mod events;
 pub mod health;
 pub mod http;
 pub mod instance_logs;

@@ -157,10 +157,23 @@ async fn a_config_never_ready_is_halted_after_one_pod_and_rolled_back() {
             .ok_or_else(|| "not yet".to_owned())
     })
     .await;
-    // The Warning is posted beside the rollback's first write; one posted by the first
-    // operator is not posted again by the next.
+    // Both Events of the rollback are posted by the first operator; the Warning is then
+    // deleted, as if the operator had died before it got through. The next operator owes it
+    // and tells it again; the RestartStarted it also tells again is turned away by its name.
     assert_eq!(event_count_once(&ns, NAME, "RolloutRolledBack", 1).await, 1);
+    wait_for(
+        Duration::from_secs(10),
+        "the rollback's RestartStarted",
+        || async {
+            match rollback_started_events(&ns).await {
+                1 => Ok(()),
+                n => Err(format!("{n}")),
+            }
+        },
+    )
+    .await;
     first.kill();
+    delete_events(&ns, NAME, "RolloutRolledBack").await;
     let recorded = api.get(NAME).await.unwrap().status.unwrap_or_default();
     assert!(
         recorded.rollout.is_some(),
@@ -206,6 +219,7 @@ async fn a_config_never_ready_is_halted_after_one_pod_and_rolled_back() {
     );
     assert!(message.contains("rolling back to config"), "{message}");
     assert_eq!(event_count_once(&ns, NAME, "RolloutRolledBack", 1).await, 1);
+    assert_eq!(rollback_started_events(&ns).await, 1);
     let mut mounted = BTreeSet::new();
     for ordinal in 0..3 {
         let pod = ready_pod(&ns, &format!("{NAME}-{ordinal}")).await;
@@ -223,6 +237,21 @@ async fn a_config_never_ready_is_halted_after_one_pod_and_rolled_back() {
         .filter(|l| l.contains("RolledBack") && !l.starts_with('#') && !l.ends_with(" 0"))
         .collect();
     assert!(counted_again.is_empty(), "{counted_again:?}");
+}
+
+/// `RestartStarted` Events of a rollback, counting repeats.
+async fn rollback_started_events(ns: &TestNamespace) -> i64 {
+    events_about(ns, NAME)
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("RestartStarted")
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("RolledBack:"))
+        })
+        .map(|e| e.series.map_or(1, |s| i64::from(s.count)))
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -277,7 +277,7 @@ async fn instance_memory(count: usize) -> (CacheBytes, f64) {
         instance: None,
     };
     let limiter = Limiter::unfenced(Limits::default());
-    let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
+    let events = redis_operator::events::EventPoster::new(client.clone(), reporter);
     let before = LIVE.load(Ordering::Relaxed);
     let mut actors = Vec::with_capacity(count);
     for i in 0..count {
@@ -287,7 +287,7 @@ async fn instance_memory(count: usize) -> (CacheBytes, f64) {
         };
         let args = InstanceArgs {
             key,
-            api: InstanceApi::new(client.clone(), "bench", recorder.clone(), limiter.clone()),
+            api: InstanceApi::new(client.clone(), "bench", events.clone(), limiter.clone()),
             stores: stores.clone(),
             metrics: metrics.clone(),
             snapshots: snapshots.clone(),

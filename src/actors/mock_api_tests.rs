@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -263,7 +263,7 @@ async fn spawn_instance_actor_with(
         api: InstanceApi::new(
             client.clone(),
             "team-a",
-            Recorder::new(client, reporter),
+            crate::events::EventPoster::new(client, reporter),
             Limiter::unfenced(Limits::default()),
         ),
         stores,

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::runtime::events::{Recorder, Reporter};
+use crate::events::EventPoster;
+use kube::runtime::events::Reporter;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use ractor::concurrency::JoinHandle;
@@ -84,7 +85,7 @@ pub struct SupervisorState {
     router: Router,
     stores: Stores,
     /// Publishes every instance's Events.
-    recorder: Recorder,
+    events: EventPoster,
     failures: HashMap<InstanceKey, u32>,
     watch_tasks: Vec<JoinHandle<()>>,
     /// Whether instance actors may run: false on a standby, whose watches only fill caches.
@@ -121,10 +122,10 @@ impl Actor for SupervisorActor {
                 }
             }
         }));
-        let recorder = Recorder::new(args.writer.clone(), args.reporter.clone());
+        let events = EventPoster::new(args.writer.clone(), args.reporter.clone());
         Ok(SupervisorState {
             leading: args.leading,
-            recorder,
+            events,
             args,
             actors: HashMap::new(),
             children: HashMap::new(),
@@ -289,7 +290,7 @@ async fn ensure_actor(
             api: InstanceApi::new(
                 state.args.writer.clone(),
                 &key.namespace,
-                state.recorder.clone(),
+                state.events.clone(),
                 state.args.limiter.clone(),
             ),
             stores: state.stores.clone(),

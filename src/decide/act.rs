@@ -32,6 +32,10 @@ pub struct Notice {
     pub action: &'static str,
     /// The details.
     pub note: String,
+    /// The recorded fact it tells (see [`record_fact`]), when there is one: whoever tells it
+    /// again, a retry or the next leader, tells the same Event. Without one, the same note
+    /// again is the same Event happening again.
+    pub fact: Option<String>,
 }
 
 impl Notice {
@@ -41,8 +45,42 @@ impl Notice {
             reason,
             action,
             note,
+            fact: None,
         }
     }
+
+    /// This Notice, telling the fact `fact`.
+    pub fn of_fact(self, fact: String) -> Self {
+        Notice {
+            fact: Some(fact),
+            ..self
+        }
+    }
+
+    /// The Event to post.
+    pub fn told(&self) -> crate::events::Told {
+        crate::events::Told {
+            warning: self.warning,
+            reason: self.reason.to_owned(),
+            action: self.action.to_owned(),
+            note: self.note.clone(),
+            occurrence: match &self.fact {
+                Some(fact) => crate::events::Occurrence::Fact(fact.clone()),
+                None => crate::events::Occurrence::Repeat,
+            },
+        }
+    }
+}
+
+/// What identifies the restart `record` in Events about it: why and when it began, the same
+/// after the record went through status (which keeps whole seconds) and back to a restarted
+/// operator, and after a change made before any pod restarted moved it onto another config.
+pub fn record_fact(record: &RolloutRecord) -> String {
+    format!(
+        "restart {} {}",
+        record.reason.as_str(),
+        record.started_at.0.as_second()
+    )
 }
 
 /// Something the operator owns was changed by someone else, and the write puts it back: counted
@@ -330,8 +368,12 @@ pub fn act<'a>(
         (Decision::BeginRestart { reason, marker }, _, _) => {
             let record = record_for(want, live, *reason, *marker, seen.now);
             let file_differs = seen.config_text != Some(want.config_text);
-            let file = (record.strategy == RestartStrategy::RollingUpdate && file_differs)
-                .then(|| file_write(want, seen, None));
+            let file =
+                (record.strategy == RestartStrategy::RollingUpdate && file_differs).then(|| {
+                    let mut file = file_write(want, seen, None);
+                    file.event = file.event.map(|e| e.of_fact(record_fact(&record)));
+                    file
+                });
             let drift = drift_restarted(*reason, edited_by_others(facts, live))
                 .map(|kind| drift(name, kind));
             Act::BeginRestart {
@@ -364,10 +406,9 @@ pub fn act<'a>(
                 "config changed before any pod restarted; the restart continues with config {}",
                 short_hash(want.hash)
             );
-            Act::MoveRecord {
-                record,
-                event: Notice::normal("RestartRetargeted", "Restart", note),
-            }
+            let fact = format!("{} onto {}", record_fact(&record), record.config_hash);
+            let event = Notice::normal("RestartRetargeted", "Restart", note).of_fact(fact);
+            Act::MoveRecord { record, event }
         }
         (Decision::RollOut, Some(record), _) => {
             let form = match live.and_then(|sts| statefulset_drift(want.statefulset, sts)) {
@@ -504,11 +545,24 @@ fn restart(record: RolloutRecord, old_hash: &str) -> Restart {
         short_hash(old_hash),
         short_hash(&record.config_hash)
     );
+    let event = Notice::normal("RestartStarted", "Restart", note).of_fact(record_fact(&record));
     Restart {
         record,
         old_hash: old_hash.to_owned(),
-        event: Notice::normal("RestartStarted", "Restart", note),
+        event,
     }
+}
+
+/// `RestartStarted` for `record`, told by an operator that took the restart over and may not
+/// know the config it started from; the same Event as the one its starter told.
+pub fn restart_resumed(record: &RolloutRecord) -> Notice {
+    let note = format!(
+        "{}: pods restart onto config {} ({})",
+        record.reason.as_str(),
+        short_hash(&record.config_hash),
+        record.strategy.as_str()
+    );
+    Notice::normal("RestartStarted", "Restart", note).of_fact(record_fact(record))
 }
 
 /// The drift a restart for `reason` repairs, if any: a changed ConfigMap always is one; an image
@@ -551,6 +605,7 @@ fn replaced(pod: &str) -> Notice {
         reason: "PodReplaced",
         action: "Restart",
         note,
+        fact: None,
     }
 }
 
@@ -560,5 +615,5 @@ pub fn finished(record: &RolloutRecord) -> Notice {
         "all replicas run config {} and are ready",
         short_hash(&record.config_hash)
     );
-    Notice::normal("RestartCompleted", "Restart", note)
+    Notice::normal("RestartCompleted", "Restart", note).of_fact(record_fact(record))
 }

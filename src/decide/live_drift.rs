@@ -58,6 +58,7 @@ pub fn applied(changes: &[PodChange], pods: usize, short: &str) -> Notice {
         reason: "ConfigAppliedLive",
         action: "LiveApply",
         note,
+        fact: None,
     }
 }
 
@@ -97,6 +98,7 @@ pub fn drift_found(changes: &[PodChange], live_hash: &str) -> Option<LiveDrift> 
             reason: "LiveDriftRepaired",
             action: "Repair",
             note,
+            fact: None,
         },
     })
 }

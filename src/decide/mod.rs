@@ -31,7 +31,7 @@ use crate::resources::{
 
 pub use act::{
     Act, Drift, Facts, FileWrite, Form, Notice, Replacement, Restart, ServiceTold, ServicesAct,
-    Template, act, drift, drift_restarted, finished, services_act,
+    Template, act, drift, drift_restarted, finished, record_fact, restart_resumed, services_act,
 };
 pub use failure::{
     DriveTo, Outcome, Specs, drive_to, never_ready_outcome, refusal, watch_for_failure,

@@ -793,8 +793,26 @@ pub async fn wait_restarts(ns: &TestNamespace, name: &str, restarts: i64) -> Red
     .await
 }
 
+/// Deletes the Events about `instance` with `reason`, as if they had never been posted.
+pub async fn delete_events(ns: &TestNamespace, instance: &str, reason: &str) {
+    use k8s_openapi::api::events::v1::Event;
+    for event in events_about(ns, instance).await {
+        if event.reason.as_deref() == Some(reason) {
+            let name = event.metadata.name.unwrap_or_default();
+            ns.api::<Event>()
+                .delete(&name, &Default::default())
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(event_count(ns, instance, reason).await, 0);
+}
+
 /// Events in the namespace about the object named `name`.
-async fn events_about(ns: &TestNamespace, name: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+pub async fn events_about(
+    ns: &TestNamespace,
+    name: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
     use k8s_openapi::api::events::v1::Event;
     ns.api::<Event>()
         .list(&ListParams::default())

@@ -142,8 +142,16 @@ pub(super) async fn apply(
                 key,
                 outcome: "Refused",
             });
-            report::report_refusal(state, instance, "LiveConfigRefused", "LiveApply", message)
-                .await;
+            let fact = format!("live config {} refused", plan.live_hash);
+            report::report_refusal(
+                state,
+                instance,
+                "LiveConfigRefused",
+                "LiveApply",
+                message,
+                fact,
+            )
+            .await;
             Ok(())
         }
         Err(error) => Err(error.into()),

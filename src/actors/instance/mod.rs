@@ -559,6 +559,9 @@ async fn step(
     if let Some((failure, outcome)) = state.target.take_fresh_failure() {
         report::rollout_failed(state, &current, &failure, outcome).await;
     }
+    if let Some(record) = stored_record {
+        report::retell(state, &current, record);
+    }
     let Some(plan) = state.target.plan(stored_record.is_some()) else {
         // Nothing known to be safe to run: touch nothing, but report what runs, and close a
         // recorded restart the pods have finished, so that no finished rollout stays recorded.

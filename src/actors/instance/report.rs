@@ -15,6 +15,7 @@ use crate::config::render::short_hash;
 use crate::config::validate::Violation;
 use crate::crd::{ConfigUpdate, RedisInstance, RedisInstanceStatus, RolloutRecord};
 use crate::decide::{Crash, Decision, Desired, rollout_complete};
+use crate::events::{Occurrence, Told};
 use crate::kube_io;
 use crate::resources::config_hash_of;
 use crate::status::{ConditionValue, condition, phase, ready_condition, set_condition};
@@ -101,6 +102,7 @@ pub(super) async fn rejected(
         "RedisRejectedConfig",
         "Restart",
         rejection.message.clone(),
+        failure_fact(instance, rejection),
     )
     .await;
 }
@@ -125,11 +127,11 @@ pub(super) async fn rollout_failed(
         Outcome::RolledBack => "RolloutRolledBack",
         Outcome::Halted => "RolloutHalted",
     };
-    state
-        .args
-        .api
-        .event(instance, true, reason, "Restart", failure.message.clone())
-        .await;
+    let fact = failure_fact(instance, failure);
+    state.args.api.tell(
+        instance,
+        warning(reason, "Restart", failure.message.clone(), fact),
+    );
 }
 
 /// What a held decision would do, in words, for `status.pendingChange`.
@@ -184,11 +186,11 @@ pub(super) async fn overdue(
         record.started_at.0
     );
     warn!(detail = %note, "restart overdue");
+    let fact = crate::decide::record_fact(record);
     state
         .args
         .api
-        .event(instance, true, "RolloutStuck", "Restart", note)
-        .await;
+        .tell(instance, warning("RolloutStuck", "Restart", note, fact));
 }
 
 /// Something the operator owns was changed by hand and has been put back.
@@ -213,17 +215,7 @@ pub(super) async fn tell(
     instance: &RedisInstance,
     event: &crate::decide::Notice,
 ) {
-    state
-        .args
-        .api
-        .event(
-            instance,
-            event.warning,
-            event.reason,
-            event.action,
-            event.note.clone(),
-        )
-        .await;
+    state.args.api.tell(instance, event.told());
 }
 
 pub(super) async fn refuse(
@@ -244,16 +236,22 @@ pub(super) async fn refuse(
     let message = refusal_message(violations, state.last_known_hash.as_deref());
     warn!(generation = current.metadata.generation,
         violations = %message, "config refused");
-    report_refusal(state, current, "InvalidConfig", "Validate", message).await;
+    let fact = format!(
+        "refused generation {}",
+        current.metadata.generation.unwrap_or_default()
+    );
+    report_refusal(state, current, "InvalidConfig", "Validate", message, fact).await;
 }
 
 /// A refused config, by validation or by Redis itself: counted, and told as a Warning Event.
+/// `fact` names what was refused, so the Event is told once whoever tells it.
 pub(super) async fn report_refusal(
     state: &InstanceState,
     instance: &RedisInstance,
     reason: &str,
     action: &str,
     message: String,
+    fact: String,
 ) {
     let key = state.args.key.clone();
     let _ = state
@@ -263,8 +261,45 @@ pub(super) async fn report_refusal(
     state
         .args
         .api
-        .event(instance, true, reason, action, message)
-        .await;
+        .tell(instance, warning(reason, action, message, fact));
+}
+
+/// A Warning telling the recorded fact `fact`.
+fn warning(reason: &str, action: &str, note: String, fact: String) -> Told {
+    Told {
+        warning: true,
+        reason: reason.to_owned(),
+        action: action.to_owned(),
+        note,
+        occurrence: Occurrence::Fact(fact),
+    }
+}
+
+/// What identifies a config the pods failed on: status records it (`rejectedConfigHash`, the
+/// condition's reason) for as long as the spec that holds it, so a restarted operator names
+/// the same failure the same way.
+fn failure_fact(instance: &RedisInstance, failure: &Rejection) -> String {
+    format!(
+        "{} {} generation {}",
+        failure.reason,
+        failure.spec_hash,
+        instance.metadata.generation.unwrap_or_default()
+    )
+}
+
+/// The Events a restart in flight was told with, told again by an actor that did not tell
+/// them itself (a new leader, a respawned actor): an operator stopped between a write and its
+/// Event then leaves none untold, and their names make a second telling a no-op.
+pub(super) fn retell(state: &InstanceState, instance: &RedisInstance, record: &RolloutRecord) {
+    let api = &state.args.api;
+    api.tell_unless_told(instance, crate::decide::restart_resumed(record).told());
+    if let Some((failure, reason)) = state.target.recalled() {
+        let fact = failure_fact(instance, failure);
+        api.tell_unless_told(
+            instance,
+            warning(reason, "Restart", failure.message.clone(), fact),
+        );
+    }
 }
 
 /// What a person reads in the condition and the Event.

@@ -125,6 +125,9 @@ pub struct Target {
     fresh: Option<(Rejection, Crash)>,
     /// A never-ready rollout found this step, to be reported once.
     fresh_failure: Option<(Rejection, Outcome)>,
+    /// The failure was recalled from status rather than found by this actor: the reason of
+    /// the Event its finder told, which this actor may tell again.
+    recalled: Option<&'static str>,
     /// When this actor first saw each unready pod of the restart in flight (by uid), on its
     /// own monotonic clock: how long a pod has been unready is then measured without
     /// comparing two machines' wall clocks. A restarted operator starts counting again, which
@@ -180,6 +183,10 @@ impl Target {
                         ),
                     )
                 });
+                self.recalled = Some(match reason {
+                    "NeverReady" => "RolloutRolledBack",
+                    other => other,
+                });
                 self.rejected = Some(Rejection {
                     hash,
                     spec_hash: spec_hash.clone(),
@@ -193,6 +200,7 @@ impl Target {
                 .is_some_and(|r| r.spec_hash != spec_hash)
             {
                 self.rejected = None;
+                self.recalled = None;
             }
             if self
                 .halted
@@ -310,6 +318,7 @@ impl Target {
         let halted = crate::status::find_condition(status, crate::status::condition::PROGRESSING)
             .filter(|c| c.reason == HALTED_REASON && on_this_config);
         if let Some(condition) = halted {
+            self.recalled = Some(HALTED_REASON);
             self.halted = Some(Rejection {
                 hash: hash.to_owned(),
                 spec_hash: spec_hash.to_owned(),
@@ -357,6 +366,7 @@ impl Target {
             message,
         };
         self.rejected = Some(rejection.clone());
+        self.recalled = None;
         self.fresh = Some((rejection, crash));
     }
 
@@ -395,7 +405,14 @@ impl Target {
             Outcome::Halted => self.halted = Some(rejection.clone()),
             Outcome::RolledBack => self.rejected = Some(rejection.clone()),
         }
+        self.recalled = None;
         self.fresh_failure = Some((rejection, outcome));
+    }
+
+    /// The failure recalled from status, with the reason of the Event that told it.
+    pub fn recalled(&self) -> Option<(&Rejection, &'static str)> {
+        let failure = self.halted.as_ref().or(self.rejected.as_ref())?;
+        Some((failure, self.recalled?))
     }
 
     /// The never-ready rollout found by the last [`Target::detect_rejection`], once.
@@ -678,7 +695,12 @@ mod tests {
         let pods = [unready(&hash, 1)];
         look(&mut target, &pods, Some(&record(&hash)), 0);
         look(&mut target, &pods, Some(&record(&hash)), 500);
-        assert!(target.take_fresh_failure().is_none(), "not told again");
+        assert!(target.take_fresh_failure().is_none(), "not counted again");
+        let (failure, reason) = target.recalled().expect("a recalled halt");
+        assert_eq!(
+            (failure.hash.as_str(), reason),
+            (hash.as_str(), HALTED_REASON)
+        );
         let mut other = instance(&[("maxmemory", "300mb")]);
         other.spec.rollout.on_failure = OnFailure::Halt;
         target.accept(&Arc::new(other));
@@ -704,6 +726,46 @@ mod tests {
     /// An operator restarted mid-rollout knows the spec that ran from status alone: a
     /// never-ready rollout still rolls back to it (not halted for want of a target), and the
     /// recorded copy holds no password.
+    /// A failure recorded in status is recalled with the Event its finder told, which the
+    /// restarted operator may owe; a new spec forgets it.
+    #[test]
+    fn a_rejection_recorded_in_status_is_recalled_with_the_event_that_told_it() {
+        for (condition_reason, event_reason) in [
+            ("NeverReady", "RolloutRolledBack"),
+            ("RedisRejectedConfig", "RedisRejectedConfig"),
+        ] {
+            let mut failed = instance(&[("maxmemory", "200mb")]);
+            let (hash, spec_hash) = hashes_of(&failed);
+            let mut status = crate::crd::RedisInstanceStatus {
+                rejected_config_hash: Some(spec_hash),
+                rollout: Some(record("older")),
+                ..Default::default()
+            };
+            crate::status::set_condition(
+                &mut status,
+                crate::status::ConditionValue::new(
+                    crate::status::condition::CONFIG_VALID,
+                    false,
+                    condition_reason,
+                    "pod redis-example-0 never became ready",
+                ),
+                None,
+                &Time(t(0)),
+            );
+            failed.status = Some(status);
+            let mut target = Target::default();
+            target.accept(&Arc::new(failed));
+            let (failure, reason) = target.recalled().expect("a recalled rejection");
+            assert_eq!(
+                (failure.hash.as_str(), reason),
+                (hash.as_str(), event_reason)
+            );
+            assert_eq!(failure.message, "pod redis-example-0 never became ready");
+            target.accept(&Arc::new(instance(&[("maxmemory", "300mb")])));
+            assert!(target.recalled().is_none(), "a new spec forgets it");
+        }
+    }
+
     #[test]
     fn a_restarted_operator_rolls_back_to_the_healthy_spec_recorded_in_status() {
         let mut healthy = Target::default();
@@ -727,6 +789,10 @@ mod tests {
         look(&mut target, &pods, Some(&record(&hash)), 0);
         look(&mut target, &pods, Some(&record(&hash)), 200);
         assert_eq!(target.take_fresh_failure().unwrap().1, Outcome::RolledBack);
+        assert!(
+            target.recalled().is_none(),
+            "found by this actor, not recalled"
+        );
         let plan = target.plan(true).unwrap();
         assert_eq!(plan.instance.spec.config["maxmemory"], "100mb");
         assert_eq!(plan.template_hash, hashes_of(&old).0, "the same file ran");

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::render::short_hash;
+use crate::decide::record_fact;
 use crate::resources::other_shape;
 
 /// The decision of `case` and the reason, note and drift kind of every Event its act posts.
@@ -278,6 +279,12 @@ fn a_failing_target_given_up_is_a_rollback_only_from_a_config_the_pods_failed_on
                 short_hash(&case.hash)
             );
             assert_eq!(restart.event.note, note, "{row}");
+            let fact = format!("restart {} {}", reason.as_str(), t(121).as_second());
+            assert_eq!(
+                restart.event.fact,
+                Some(fact),
+                "{row}: a new restart, a new fact"
+            );
         });
     }
 }
@@ -309,6 +316,14 @@ fn a_target_moved_before_any_pod_restarted_keeps_its_start_and_reason() {
             "a marker stays"
         );
         assert_eq!(event.reason, "RestartRetargeted");
+        // Still the restart that began at t(0): its RestartStarted, told again by a new
+        // leader, is the Event already posted; each move is an Event of its own.
+        let started = case.record.as_ref().unwrap();
+        assert_eq!(record_fact(record), record_fact(started));
+        assert_eq!(
+            event.fact,
+            Some(format!("{} onto {}", record_fact(started), case.hash))
+        );
         assert_eq!(
             event.note,
             format!(
@@ -453,6 +468,7 @@ fn the_services_are_told_as_created_repaired_or_migrated() {
         reason: "ServicesMigrated",
         action: "ApplyService",
         note: "Service redis-example is now a ClusterIP Service; pods are named by redis-example-headless".into(),
+        fact: None,
     });
     // (live `<name>`, StatefulSet exists, this actor deleted the headless `<name>`, told)
     let rows = [
