@@ -687,27 +687,33 @@ mod tests {
 
     /// An operator restarted while a rollout is halted: the halt is read back from status, so
     /// the failure is neither found nor told again.
+    /// `status` with condition `kind` false for `reason`.
+    fn with_false(
+        mut status: crate::crd::RedisInstanceStatus,
+        kind: &'static str,
+        reason: &'static str,
+        message: &str,
+    ) -> crate::crd::RedisInstanceStatus {
+        let condition = crate::status::ConditionValue::new(kind, false, reason, message);
+        crate::status::set_condition(&mut status, condition, None, &Time(t(0)));
+        status
+    }
+
     #[test]
     fn a_halt_recorded_in_status_is_recalled_by_a_restarted_operator() {
         let mut halted = instance(&[("maxmemory", "200mb")]);
         halted.spec.rollout.on_failure = OnFailure::Halt;
         let hash = hashes_of(&halted).0;
-        let mut status = crate::crd::RedisInstanceStatus {
+        let status = crate::crd::RedisInstanceStatus {
             rollout: Some(record(&hash)),
             ..Default::default()
         };
-        crate::status::set_condition(
-            &mut status,
-            crate::status::ConditionValue::new(
-                crate::status::condition::PROGRESSING,
-                false,
-                HALTED_REASON,
-                "pod redis-example-0 is still not ready; rollout halted",
-            ),
-            None,
-            &Time(t(0)),
-        );
-        halted.status = Some(status);
+        halted.status = Some(with_false(
+            status,
+            crate::status::condition::PROGRESSING,
+            HALTED_REASON,
+            "pod redis-example-0 is still not ready; rollout halted",
+        ));
         let mut target = Target::default();
         target.accept(&Arc::new(halted));
         assert_eq!(
@@ -756,23 +762,17 @@ mod tests {
         ] {
             let mut failed = instance(&[("maxmemory", "200mb")]);
             let (hash, spec_hash) = hashes_of(&failed);
-            let mut status = crate::crd::RedisInstanceStatus {
+            let status = crate::crd::RedisInstanceStatus {
                 rejected_config_hash: Some(spec_hash),
                 rollout: Some(record("older")),
                 ..Default::default()
             };
-            crate::status::set_condition(
-                &mut status,
-                crate::status::ConditionValue::new(
-                    crate::status::condition::CONFIG_VALID,
-                    false,
-                    condition_reason,
-                    "pod redis-example-0 never became ready",
-                ),
-                None,
-                &Time(t(0)),
-            );
-            failed.status = Some(status);
+            failed.status = Some(with_false(
+                status,
+                crate::status::condition::CONFIG_VALID,
+                condition_reason,
+                "pod redis-example-0 never became ready",
+            ));
             let mut target = Target::default();
             target.accept(&Arc::new(failed));
             let (failure, recalled) = target.recalled().expect("a recalled rejection");
