@@ -427,8 +427,11 @@ pub fn strip_conversions(expr: &str) -> &str {
     let mut expr = expr.trim().trim_start_matches('&');
     loop {
         let before = expr;
-        for suffix in [".into()", ".to_owned()", ".to_string()"] {
+        for suffix in [".into()", ".to_owned()", ".to_string()", ".clone()"] {
             expr = expr.strip_suffix(suffix).unwrap_or(expr).trim_end();
+        }
+        if let Some(inner) = expr.strip_prefix("Some(").and_then(|e| e.strip_suffix(')')) {
+            expr = inner.trim();
         }
         if expr == before {
             return expr;

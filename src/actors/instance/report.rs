@@ -293,7 +293,8 @@ fn failure_fact(instance: &RedisInstance, failure: &Rejection) -> String {
 pub(super) fn retell(state: &InstanceState, instance: &RedisInstance, record: &RolloutRecord) {
     let api = &state.args.api;
     api.tell_unless_told(instance, crate::decide::restart_resumed(record).told());
-    if let Some((failure, reason)) = state.target.recalled() {
+    if let Some((failure, recalled)) = state.target.recalled() {
+        let reason = recalled.event_reason();
         let fact = failure_fact(instance, failure);
         api.tell_unless_told(
             instance,

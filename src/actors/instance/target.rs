@@ -87,6 +87,28 @@ pub struct Rejection {
 /// recalls it.
 pub const HALTED_REASON: &str = "RolloutHalted";
 
+/// A failure recorded in status, by the Warning its finder told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recalled {
+    /// Never ready, rolled back.
+    RolledBack,
+    /// Never ready, halted.
+    Halted,
+    /// Refused by Redis.
+    Rejected,
+}
+
+impl Recalled {
+    /// The reason of the Warning that told it.
+    pub fn event_reason(self) -> &'static str {
+        match self {
+            Recalled::RolledBack => "RolloutRolledBack",
+            Recalled::Halted => HALTED_REASON,
+            Recalled::Rejected => "RedisRejectedConfig",
+        }
+    }
+}
+
 /// Condition reasons a rejection is recorded under, so a restarted operator recalls it.
 pub const REJECTION_REASONS: [&str; 2] = ["RedisRejectedConfig", "NeverReady"];
 
@@ -125,9 +147,9 @@ pub struct Target {
     fresh: Option<(Rejection, Crash)>,
     /// A never-ready rollout found this step, to be reported once.
     fresh_failure: Option<(Rejection, Outcome)>,
-    /// The failure was recalled from status rather than found by this actor: the reason of
-    /// the Event its finder told, which this actor may tell again.
-    recalled: Option<&'static str>,
+    /// The failure was recalled from status rather than found by this actor: how its finder
+    /// told it, which this actor may tell again.
+    recalled: Option<Recalled>,
     /// When this actor first saw each unready pod of the restart in flight (by uid), on its
     /// own monotonic clock: how long a pod has been unready is then measured without
     /// comparing two machines' wall clocks. A restarted operator starts counting again, which
@@ -184,8 +206,8 @@ impl Target {
                     )
                 });
                 self.recalled = Some(match reason {
-                    "NeverReady" => "RolloutRolledBack",
-                    other => other,
+                    "NeverReady" => Recalled::RolledBack,
+                    _ => Recalled::Rejected,
                 });
                 self.rejected = Some(Rejection {
                     hash,
@@ -318,7 +340,7 @@ impl Target {
         let halted = crate::status::find_condition(status, crate::status::condition::PROGRESSING)
             .filter(|c| c.reason == HALTED_REASON && on_this_config);
         if let Some(condition) = halted {
-            self.recalled = Some(HALTED_REASON);
+            self.recalled = Some(Recalled::Halted);
             self.halted = Some(Rejection {
                 hash: hash.to_owned(),
                 spec_hash: spec_hash.to_owned(),
@@ -409,8 +431,8 @@ impl Target {
         self.fresh_failure = Some((rejection, outcome));
     }
 
-    /// The failure recalled from status, with the reason of the Event that told it.
-    pub fn recalled(&self) -> Option<(&Rejection, &'static str)> {
+    /// The failure recalled from status, with how it was told.
+    pub fn recalled(&self) -> Option<(&Rejection, Recalled)> {
         let failure = self.halted.as_ref().or(self.rejected.as_ref())?;
         Some((failure, self.recalled?))
     }
@@ -665,27 +687,33 @@ mod tests {
 
     /// An operator restarted while a rollout is halted: the halt is read back from status, so
     /// the failure is neither found nor told again.
+    /// `status` with condition `kind` false for `reason`.
+    fn with_false(
+        mut status: crate::crd::RedisInstanceStatus,
+        kind: &'static str,
+        reason: &'static str,
+        message: &str,
+    ) -> crate::crd::RedisInstanceStatus {
+        let condition = crate::status::ConditionValue::new(kind, false, reason, message);
+        crate::status::set_condition(&mut status, condition, None, &Time(t(0)));
+        status
+    }
+
     #[test]
     fn a_halt_recorded_in_status_is_recalled_by_a_restarted_operator() {
         let mut halted = instance(&[("maxmemory", "200mb")]);
         halted.spec.rollout.on_failure = OnFailure::Halt;
         let hash = hashes_of(&halted).0;
-        let mut status = crate::crd::RedisInstanceStatus {
+        let status = crate::crd::RedisInstanceStatus {
             rollout: Some(record(&hash)),
             ..Default::default()
         };
-        crate::status::set_condition(
-            &mut status,
-            crate::status::ConditionValue::new(
-                crate::status::condition::PROGRESSING,
-                false,
-                HALTED_REASON,
-                "pod redis-example-0 is still not ready; rollout halted",
-            ),
-            None,
-            &Time(t(0)),
-        );
-        halted.status = Some(status);
+        halted.status = Some(with_false(
+            status,
+            crate::status::condition::PROGRESSING,
+            HALTED_REASON,
+            "pod redis-example-0 is still not ready; rollout halted",
+        ));
         let mut target = Target::default();
         target.accept(&Arc::new(halted));
         assert_eq!(
@@ -696,11 +724,9 @@ mod tests {
         look(&mut target, &pods, Some(&record(&hash)), 0);
         look(&mut target, &pods, Some(&record(&hash)), 500);
         assert!(target.take_fresh_failure().is_none(), "not counted again");
-        let (failure, reason) = target.recalled().expect("a recalled halt");
-        assert_eq!(
-            (failure.hash.as_str(), reason),
-            (hash.as_str(), HALTED_REASON)
-        );
+        let (failure, recalled) = target.recalled().expect("a recalled halt");
+        assert_eq!(failure.hash, hash);
+        assert_eq!(recalled.event_reason(), HALTED_REASON);
         let mut other = instance(&[("maxmemory", "300mb")]);
         other.spec.rollout.on_failure = OnFailure::Halt;
         target.accept(&Arc::new(other));
@@ -736,30 +762,22 @@ mod tests {
         ] {
             let mut failed = instance(&[("maxmemory", "200mb")]);
             let (hash, spec_hash) = hashes_of(&failed);
-            let mut status = crate::crd::RedisInstanceStatus {
+            let status = crate::crd::RedisInstanceStatus {
                 rejected_config_hash: Some(spec_hash),
                 rollout: Some(record("older")),
                 ..Default::default()
             };
-            crate::status::set_condition(
-                &mut status,
-                crate::status::ConditionValue::new(
-                    crate::status::condition::CONFIG_VALID,
-                    false,
-                    condition_reason,
-                    "pod redis-example-0 never became ready",
-                ),
-                None,
-                &Time(t(0)),
-            );
-            failed.status = Some(status);
+            failed.status = Some(with_false(
+                status,
+                crate::status::condition::CONFIG_VALID,
+                condition_reason,
+                "pod redis-example-0 never became ready",
+            ));
             let mut target = Target::default();
             target.accept(&Arc::new(failed));
-            let (failure, reason) = target.recalled().expect("a recalled rejection");
-            assert_eq!(
-                (failure.hash.as_str(), reason),
-                (hash.as_str(), event_reason)
-            );
+            let (failure, recalled) = target.recalled().expect("a recalled rejection");
+            assert_eq!(failure.hash, hash);
+            assert_eq!(recalled.event_reason(), event_reason);
             assert_eq!(failure.message, "pod redis-example-0 never became ready");
             target.accept(&Arc::new(instance(&[("maxmemory", "300mb")])));
             assert!(target.recalled().is_none(), "a new spec forgets it");
