@@ -392,7 +392,10 @@ impl InstanceApi {
 
     /// Deletes the NetworkPolicy that was seen (uid precondition, so one someone recreated
     /// meanwhile stays); already gone counts as done.
-    pub async fn delete_network_policy(&self, live: &NetworkPolicy) -> Result<()> {
+    pub async fn delete_network_policy(
+        &self,
+        live: &crate::resources::CachedNetworkPolicy,
+    ) -> Result<()> {
         self.delete_as_seen::<NetworkPolicy>("NetworkPolicy", &live.name_any(), live.uid(), None)
             .await
     }

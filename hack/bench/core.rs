@@ -22,8 +22,8 @@ use redis_operator::decide::{Deadlines, Desired, Snapshot, decide};
 use redis_operator::kube_io::InstanceApi;
 use redis_operator::limiter::{Limiter, Limits};
 use redis_operator::resources::{
-    CachedConfigMap, CachedSecret, CachedService, CachedStatefulSet, headless_service, service,
-    statefulset,
+    CachedConfigMap, CachedNetworkPolicy, CachedSecret, CachedService, CachedStatefulSet,
+    headless_service, service, statefulset,
 };
 
 /// Counts live heap bytes and allocation calls, so memory is measured, not guessed.
@@ -156,61 +156,114 @@ fn owned_secrets(inst: &RedisInstance) -> [k8s_openapi::api::core::v1::Secret; 3
     ]
 }
 
+/// Heap bytes per instance that `make` leaves behind, and what it made.
+fn per_instance<T>(count: usize, make: impl FnOnce() -> T) -> (f64, T) {
+    let before = LIVE.load(Ordering::Relaxed);
+    let made = make();
+    (
+        (LIVE.load(Ordering::Relaxed) - before) as f64 / count as f64,
+        made,
+    )
+}
+
+/// Heap bytes per instance in the watch caches, by kind, in the order they are printed.
+type CacheBytes = Vec<(&'static str, f64)>;
+
 /// Heap bytes per instance: its objects in the watch caches (as the supervisor keeps them: no
-/// managed fields, pods and StatefulSets in their cached forms), then its actor after it took
-/// a step.
-async fn instance_memory(count: usize) -> (f64, f64) {
+/// managed fields, each kind in its cached form), by kind, then its actor after it took a step.
+async fn instance_memory(count: usize) -> (CacheBytes, f64) {
     use redis_operator::resources::CachedPod;
     let named = named_instance;
-    let before = LIVE.load(Ordering::Relaxed);
+    let mut bytes = CacheBytes::new();
+    let (instances_bytes, instances) = per_instance(count, || cache((0..count).map(named)));
+    bytes.push(("RedisInstance", instances_bytes));
     // Each instance's ConfigMaps: the spec's `<name>-config` and its revision's.
-    let config_maps: Vec<CachedConfigMap> = (0..count)
-        .flat_map(|i| {
-            let inst = named(i);
-            let rendered = redis_operator::config::rendered(&inst);
-            [
-                redis_operator::resources::config_map(&inst, &rendered),
-                redis_operator::resources::revision_config_map(&inst, &rendered, &rendered.hash),
-            ]
-        })
-        .map(|cm| CachedConfigMap::from(&cm))
-        .collect();
-    let revisions = redis_operator::actors::revision_index::RevisionIndex::default();
-    for cm in &config_maps {
-        revisions.follow(&kube::runtime::watcher::Event::Apply(cm.clone()));
-    }
-    let stores = Stores {
-        instances: cache((0..count).map(named)),
-        config_maps: cache(config_maps.into_iter()),
-        revisions,
-        statefulsets: cache((0..count).map(|i| {
+    let (config_map_bytes, (config_maps, revisions)) = per_instance(count, || {
+        let objects: Vec<CachedConfigMap> = (0..count)
+            .flat_map(|i| {
+                let inst = named(i);
+                let rendered = redis_operator::config::rendered(&inst);
+                [
+                    redis_operator::resources::config_map(&inst, &rendered),
+                    redis_operator::resources::revision_config_map(
+                        &inst,
+                        &rendered,
+                        &rendered.hash,
+                    ),
+                ]
+            })
+            .map(|cm| CachedConfigMap::from(&cm))
+            .collect();
+        let revisions = redis_operator::actors::revision_index::RevisionIndex::default();
+        for cm in &objects {
+            revisions.follow(&kube::runtime::watcher::Event::Apply(cm.clone()));
+        }
+        (cache(objects.into_iter()), revisions)
+    });
+    bytes.push(("2 ConfigMaps and the revision index", config_map_bytes));
+    let (statefulset_bytes, statefulsets) = per_instance(count, || {
+        cache((0..count).map(|i| {
             let inst = named(i);
             CachedStatefulSet::from(&statefulset(
                 &inst,
                 &redis_operator::config::rendered(&inst).hash,
                 None,
             ))
-        })),
-        services: cache((0..count).flat_map(|i| {
+        }))
+    });
+    bytes.push(("StatefulSet", statefulset_bytes));
+    let (service_bytes, services) = per_instance(count, || {
+        cache((0..count).flat_map(|i| {
             let inst = named(i);
             [service(&inst), headless_service(&inst)].map(|svc| CachedService::from(&svc))
-        })),
-        pods: cache((0..count * 3).map(|i| {
+        }))
+    });
+    bytes.push(("2 Services", service_bytes));
+    let (pod_bytes, pods) = per_instance(count, || {
+        cache((0..count * 3).map(|i| {
             let mut pod = CachedPod::default();
             pod.metadata.name = Some(format!("redis-{}-{}", i / 3, i % 3));
             pod.metadata.namespace = Some("bench".into());
             pod
-        })),
-        network_policies: cache(
-            (0..count).map(|i| redis_operator::resources::network_policy(&named(i), None)),
-        ),
+        }))
+    });
+    bytes.push(("3 pods (names only)", pod_bytes));
+    let (network_policy_bytes, network_policies) = per_instance(count, || {
+        cache((0..count).map(|i| {
+            CachedNetworkPolicy::from(&redis_operator::resources::network_policy(&named(i), None))
+        }))
+    });
+    bytes.push(("NetworkPolicy", network_policy_bytes));
+    let (whole_policy_bytes, whole) = per_instance(count, || {
+        cache((0..count).map(|i| redis_operator::resources::network_policy(&named(i), None)))
+    });
+    drop(whole);
+    bytes.push((
+        "(NetworkPolicy cached whole, not counted)",
+        whole_policy_bytes,
+    ));
+    let (secret_bytes, secrets) = per_instance(count, || {
+        cache((0..count).flat_map(|i| owned_secrets(&named(i)).map(|s| CachedSecret::from(&s))))
+    });
+    bytes.push(("3 Secrets", secret_bytes));
+    let stores = Stores {
+        instances,
+        config_maps,
+        revisions,
+        statefulsets,
+        services,
+        pods,
+        network_policies,
         versions: Default::default(),
-        secrets: cache(
-            (0..count).flat_map(|i| owned_secrets(&named(i)).map(|s| CachedSecret::from(&s))),
-        ),
+        secrets,
         secret_versions: Default::default(),
     };
-    let cached = (LIVE.load(Ordering::Relaxed) - before) as f64 / count as f64;
+    let cached = bytes
+        .iter()
+        .filter(|(kind, _)| !kind.starts_with('('))
+        .map(|(_, b)| b)
+        .sum();
+    bytes.push(("all", cached));
 
     // A client that answers nothing: the actors' first status write fails and they back off.
     let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
@@ -250,7 +303,7 @@ async fn instance_memory(count: usize) -> (f64, f64) {
         actor.stop(None);
         let _ = handle.await;
     }
-    (cached, per_actor)
+    (bytes, per_actor)
 }
 
 #[tokio::main]
@@ -373,11 +426,13 @@ async fn main() {
         secrets(true)
     );
     let (cached, actor) = instance_memory(count).await;
-    println!(
-        "| {:<44} | {:>12.0} |",
-        format!("heap bytes per instance in caches (n={count})"),
-        cached
-    );
+    for (kind, bytes) in cached {
+        println!(
+            "| {:<44} | {:>12.0} |",
+            format!("caches (n={count}), per instance: {kind}"),
+            bytes
+        );
+    }
     println!(
         "| {:<44} | {:>12.0} |",
         format!("heap bytes per instance actor after a step"),

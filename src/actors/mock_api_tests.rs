@@ -190,12 +190,14 @@ fn converged_caches_and_watches(instance: &RedisInstance) -> (Stores, Watches) {
         .0,
         pods,
         // As the actor builds it: in a pod, the operator's namespace is in POD_NAMESPACE.
-        network_policies: cache(vec![crate::resources::network_policy(
-            instance,
-            std::env::var("POD_NAMESPACE")
-                .ok()
-                .filter(|ns| !ns.is_empty())
-                .as_deref(),
+        network_policies: cache(vec![crate::resources::CachedNetworkPolicy::from(
+            &crate::resources::network_policy(
+                instance,
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|ns| !ns.is_empty())
+                    .as_deref(),
+            ),
         )])
         .0,
         versions: Default::default(),

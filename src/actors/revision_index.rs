@@ -25,12 +25,12 @@ pub struct RevisionIndex {
 
 /// The instance a ConfigMap is a revision of, and its name; `None` for any other ConfigMap.
 fn revision(cm: &CachedConfigMap) -> Option<Revision> {
-    let instance = cm.labels().get(INSTANCE_LABEL)?;
+    let instance = cm.labels.get(INSTANCE_LABEL)?;
     let name = cm.name_any();
     is_revision_of(instance, &name).then(|| {
         let key = InstanceKey {
             namespace: cm.namespace().unwrap_or_default(),
-            name: instance.clone(),
+            name: instance.to_owned(),
         };
         (key, name)
     })

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::utils::Backoff;
@@ -26,8 +25,9 @@ use crate::api_traffic::ApiTraffic;
 use crate::crd::RedisInstance;
 use crate::health::Health;
 use crate::resources::{
-    CachedConfigMap, CachedPod, CachedSecret, CachedService, CachedStatefulSet, INSTANCE_LABEL,
-    MANAGED_BY_LABEL, MANAGER, READY_CONDITION, REVISION_LABEL, ROLE_LABEL,
+    CachedConfigMap, CachedNetworkPolicy, CachedPod, CachedSecret, CachedService,
+    CachedStatefulSet, INSTANCE_LABEL, InstanceLabelled, MANAGED_BY_LABEL, MANAGER,
+    READY_CONDITION, REVISION_LABEL, ROLE_LABEL,
 };
 
 /// Retry delays of a failed watch: 250 ms doubling to 4 s, and back to 250 ms after any event.
@@ -94,6 +94,7 @@ fn watch_owned<K>(
 ) -> (Store<K>, JoinHandle<()>)
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + InstanceLabelled
         + Clone
         + DeserializeOwned
         + std::fmt::Debug
@@ -232,11 +233,8 @@ fn trim_pod(pod: &mut CachedPod) {
 /// Drops what is never read of a Secret the operator owns: its labels keep the one that routes
 /// the event, and its annotations go.
 fn trim_secret(secret: &mut CachedSecret) {
-    let meta = &mut secret.metadata;
-    meta.annotations = None;
-    if let Some(labels) = meta.labels.as_mut() {
-        labels.retain(|key, _| key == INSTANCE_LABEL);
-    }
+    secret.metadata.annotations = None;
+    secret.labels.keep_only(INSTANCE_LABEL);
 }
 
 /// Starts every watch; returns the caches and the tasks (aborted when the supervisor stops).
@@ -298,7 +296,7 @@ pub fn start(
     );
     let secret_versions = SecretVersions::default();
     let secret_task = watch_secrets(client, namespace, secret_versions.clone(), &sink);
-    let (network_policies, np_task) = watch_owned::<NetworkPolicy>(
+    let (network_policies, np_task) = watch_owned::<CachedNetworkPolicy>(
         client,
         namespace,
         keep,
@@ -359,7 +357,7 @@ pub fn start(
 fn owned_events<S, K>(stream: S) -> impl Stream<Item = Result<SupervisorMsg, watcher::Error>> + Send
 where
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
-    K: Resource + Send,
+    K: Resource + InstanceLabelled + Send,
 {
     stream.filter_map(|event| async move {
         let obj = match event {
@@ -369,7 +367,7 @@ where
             Ok(_) => return None,
             Err(err) => return Some(Err(err)),
         };
-        let name = obj.labels().get(INSTANCE_LABEL)?.clone();
+        let name = obj.instance_label()?.to_owned();
         Some(Ok(SupervisorMsg::Owned(
             InstanceKey {
                 namespace: obj.namespace().unwrap_or_default(),

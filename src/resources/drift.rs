@@ -88,9 +88,12 @@ pub fn statefulset_drift(
     if let Some(fields) = want_rest.as_object_mut() {
         fields.remove("template");
     }
-    let labels_hold = holds(
-        &json(&desired.metadata.labels),
-        &json(&live.metadata.labels),
+    let labels_hold = live.labels.hold(
+        desired
+            .metadata
+            .labels
+            .as_ref()
+            .unwrap_or(&Default::default()),
     );
     if !labels_hold || !holds(&want_rest, &live.spec.rest_json()) {
         return Some(StatefulSetDrift::Spec);
@@ -120,9 +123,12 @@ pub fn service_drifted(desired: &Service, live: &CachedService) -> bool {
     let desired_spec = json(&desired.spec);
     selector(&desired_spec) != selector(&live_spec)
         || !holds(&desired_spec, &live_spec)
-        || !holds(
-            &json(&desired.metadata.labels),
-            &json(&live.metadata.labels),
+        || !live.labels.hold(
+            desired
+                .metadata
+                .labels
+                .as_ref()
+                .unwrap_or(&Default::default()),
         )
 }
 

@@ -17,9 +17,10 @@ use kube::{Resource, ResourceExt};
 use crate::crd::RedisInstance;
 
 pub use cached::{
-    CachedConfigMap, CachedContainerState, CachedContainerStatus, CachedPod, CachedPodCondition,
-    CachedPodStatus, CachedSecret, CachedService, CachedStatefulSet, CachedStatefulSetSpec,
-    READY_CONDITION, config_hash_of, config_map_of, restarted_at_of,
+    CachedConfigMap, CachedContainerState, CachedContainerStatus, CachedNetworkPolicy, CachedPod,
+    CachedPodCondition, CachedPodStatus, CachedSecret, CachedService, CachedStatefulSet,
+    CachedStatefulSetSpec, InstanceLabelled, Labels, READY_CONDITION, config_hash_of,
+    config_map_of, restarted_at_of,
 };
 pub use configmap::{
     config_map, config_map_name, is_revision_of, revision_config_map, revision_config_map_name,

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::{owned_meta, selector_labels};
+use super::{CachedNetworkPolicy, owned_meta, selector_labels};
 use crate::config::render::REDIS_PORT;
 use crate::crd::{ClientSelector, RedisInstance};
 
@@ -125,13 +125,8 @@ fn normalized(mut selector: LabelSelector) -> LabelSelector {
 }
 
 /// Whether the live policy differs from the desired one in its spec or lacks one of its labels.
-pub fn network_policy_drifted(desired: &NetworkPolicy, live: &NetworkPolicy) -> bool {
-    let labels = live.labels();
-    desired.spec != live.spec
-        || desired
-            .labels()
-            .iter()
-            .any(|(key, value)| labels.get(key) != Some(value))
+pub fn network_policy_drifted(desired: &NetworkPolicy, live: &CachedNetworkPolicy) -> bool {
+    !live.spec_is(desired.spec.as_ref()) || !live.labels.hold(desired.labels())
 }
 
 #[cfg(test)]
@@ -264,21 +259,27 @@ mod tests {
         let mut live = desired.clone();
         live.labels_mut().insert("extra".into(), "kept".into());
         assert!(
-            !network_policy_drifted(&desired, &live),
+            !network_policy_drifted(&desired, &CachedNetworkPolicy::from(&live)),
             "extra labels are theirs"
         );
         live.labels_mut().remove("app.kubernetes.io/managed-by");
-        assert!(network_policy_drifted(&desired, &live));
+        assert!(network_policy_drifted(
+            &desired,
+            &CachedNetworkPolicy::from(&live)
+        ));
         let mut live = desired.clone();
         live.spec.as_mut().unwrap().ingress = None;
-        assert!(network_policy_drifted(&desired, &live));
+        assert!(network_policy_drifted(
+            &desired,
+            &CachedNetworkPolicy::from(&live)
+        ));
     }
 
     #[test]
     fn reads_back_equal_after_a_json_round_trip() {
         let desired = network_policy(&instance(&[]), Some("ops"));
         let json = serde_json::to_string(&desired).unwrap();
-        let read: NetworkPolicy = serde_json::from_str(&json).unwrap();
+        let read: CachedNetworkPolicy = serde_json::from_str(&json).unwrap();
         assert!(!network_policy_drifted(&desired, &read));
     }
 }

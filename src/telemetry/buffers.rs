@@ -19,10 +19,21 @@ use crate::actors::metrics::InstanceKey;
 /// Lines kept per instance; older ones are dropped.
 pub const LINES_PER_INSTANCE: usize = 1000;
 
-/// Bytes of log lines kept for all instances together: each ring keeps at most its share (this
-/// divided by the number of instances) and always its newest line. At 10,000 instances a share
-/// is 6.7 KB: 24 lines of 270 bytes.
-pub const BYTES_FOR_ALL: usize = 64 << 20;
+/// Bytes of log lines kept for all instances together, each line counted with its
+/// [`LINE_OVERHEAD`]: each ring keeps at most its share (this divided by the number of
+/// instances) and always its newest line. At 10,000 instances a share is 1.7 KB: 6 lines of
+/// the 220 bytes (p50) a cold start writes, where a default instance's creation writes about
+/// ten; at 1,000, 16.8 KB (about 60 lines).
+pub const BYTES_FOR_ALL: usize = 16 << 20;
+
+/// What a kept line costs beside its text: its slot in the ring (time and pointer, 32 bytes)
+/// and its shared allocation's counts (16 bytes).
+pub const LINE_OVERHEAD: usize = 48;
+
+/// The bytes a kept line counts for against its ring's share.
+fn cost(line: &str) -> usize {
+    line.len() + LINE_OVERHEAD
+}
 
 /// One instance's recent lines, and the channel its followers listen on (made on the first
 /// follow: most instances are never followed, and an idle channel holds all its slots).
@@ -53,13 +64,13 @@ impl Ring {
     /// Keeps `line`, dropping the oldest lines past [`LINES_PER_INSTANCE`] or `share` bytes.
     fn push(&self, at: Timestamp, line: Arc<str>, share: usize) {
         let mut inner = self.inner.lock().expect("log ring lock");
-        inner.bytes += line.len();
+        inner.bytes += cost(&line);
         inner.lines.push_back((at, line.clone()));
         while inner.lines.len() > 1
             && (inner.lines.len() > LINES_PER_INSTANCE || inner.bytes > share)
         {
             if let Some((_, old)) = inner.lines.pop_front() {
-                inner.bytes -= old.len();
+                inner.bytes -= cost(&old);
             }
         }
         if let Some(follow) = &inner.follow
@@ -247,13 +258,13 @@ mod tests {
             })
             .sum();
         assert!(
-            kept * line.len() <= BYTES_FOR_ALL,
+            kept * cost(&line) <= BYTES_FOR_ALL,
             "{kept} lines of {} bytes",
             line.len()
         );
         assert_eq!(
             kept / count,
-            BYTES_FOR_ALL / count / line.len(),
+            BYTES_FOR_ALL / count / cost(&line),
             "an equal share each"
         );
         let one = buffers.ring(&key("0")).unwrap();

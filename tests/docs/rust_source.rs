@@ -220,6 +220,11 @@ fn blank_test_modules(code: &str) -> String {
         let after = start + "#[cfg(test)]".len();
         let rest = &out[after..];
         let trimmed = rest.trim_start();
+        // A test module may be visible to the crate's other tests: `pub(crate) mod fixtures`.
+        let trimmed = ["pub(crate) ", "pub "]
+            .iter()
+            .find_map(|vis| trimmed.strip_prefix(vis))
+            .unwrap_or(trimmed);
         let Some(decl) = trimmed.strip_prefix("mod ") else {
             from = after;
             continue;
@@ -440,8 +445,11 @@ pub fn strip_conversions(expr: &str) -> &str {
     let mut expr = expr.trim().trim_start_matches('&');
     loop {
         let before = expr;
-        for suffix in [".into()", ".to_owned()", ".to_string()"] {
+        for suffix in [".into()", ".to_owned()", ".to_string()", ".clone()"] {
             expr = expr.strip_suffix(suffix).unwrap_or(expr).trim_end();
+        }
+        if let Some(inner) = expr.strip_prefix("Some(").and_then(|e| e.strip_suffix(')')) {
+            expr = inner.trim();
         }
         if expr == before {
             return expr;

@@ -4,7 +4,6 @@
 
 use std::sync::{Arc, LazyLock};
 
-use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use tracing::info;
@@ -12,7 +11,7 @@ use tracing::info;
 use super::InstanceState;
 use crate::crd::RedisInstance;
 use crate::kube_io;
-use crate::resources::{network_policy, network_policy_drifted};
+use crate::resources::{CachedNetworkPolicy, network_policy, network_policy_drifted};
 
 /// The operator's namespace when it runs in a pod: the Deployment sets `POD_NAMESPACE` from
 /// the pod's own metadata. Outside a pod (a process on a node, as in the end-to-end tests) the
@@ -27,7 +26,7 @@ pub(crate) static OPERATOR_NAMESPACE: LazyLock<Option<String>> = LazyLock::new(|
 /// A NetworkPolicy write whose watch event may not have arrived yet.
 pub enum PolicyWrite {
     /// Applied: the object as the API server returned it.
-    Applied(Arc<NetworkPolicy>),
+    Applied(Arc<CachedNetworkPolicy>),
     /// Deleted: the uid of the object that was deleted.
     Deleted(String),
 }
@@ -39,7 +38,8 @@ pub(super) async fn step(
     instance: &RedisInstance,
 ) -> Result<bool, kube_io::Error> {
     let cached = state.args.stores.network_policies.get(
-        &ObjectRef::<NetworkPolicy>::new(&state.args.key.name).within(&state.args.key.namespace),
+        &ObjectRef::<CachedNetworkPolicy>::new(&state.args.key.name)
+            .within(&state.args.key.namespace),
     );
     if let Some(live) = &cached
         && cache_caught_up(live, state.written.network_policy.as_ref())
@@ -73,13 +73,15 @@ pub(super) async fn step(
     }
     let applied = state.args.api.apply("NetworkPolicy", &desired).await?;
     info!(network_policy = %applied.name_any(), "applied the NetworkPolicy");
+    let applied = CachedNetworkPolicy::from(&applied);
     state.written.network_policy = Some(PolicyWrite::Applied(Arc::new(applied)));
     Ok(true)
 }
 
 /// The cache shows this actor's last write or something newer.
-fn cache_caught_up(live: &NetworkPolicy, written: Option<&PolicyWrite>) -> bool {
-    let version = |p: &NetworkPolicy| p.resource_version().and_then(|v| v.parse::<u64>().ok());
+fn cache_caught_up(live: &CachedNetworkPolicy, written: Option<&PolicyWrite>) -> bool {
+    let version =
+        |p: &CachedNetworkPolicy| p.resource_version().and_then(|v| v.parse::<u64>().ok());
     match written {
         None => true,
         Some(PolicyWrite::Applied(mine)) => match (version(live), version(mine)) {

@@ -5,7 +5,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
@@ -30,7 +29,7 @@ pub struct Stores {
     /// Pods of managed StatefulSets (status and metadata only).
     pub pods: Store<CachedPod>,
     /// NetworkPolicies the operator manages.
-    pub network_policies: Store<NetworkPolicy>,
+    pub network_policies: Store<crate::resources::CachedNetworkPolicy>,
     /// How far each watch has come.
     pub versions: Arc<Versions>,
     /// The Secrets the operator owns (`<name>-auth`, `<name>-acl`, `<name>-operator`).

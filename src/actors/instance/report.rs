@@ -8,7 +8,7 @@ use tracing::{debug, info, warn};
 use super::observe::Observed;
 use super::status::derive_status;
 use super::step::{Findings, Happened};
-use super::target::{Outcome, Plan, Rejection};
+use super::target::{Outcome, Plan, Recalled, Rejection};
 use super::{InstanceSnapshot, InstanceState};
 use crate::actors::metrics::{MISMATCH_KINDS, MetricsMsg};
 use crate::config::render::short_hash;
@@ -310,11 +310,12 @@ fn retell(
     state: &InstanceState,
     instance: &RedisInstance,
     record: &RolloutRecord,
-    recalled: Option<&(Rejection, &'static str)>,
+    recalled: Option<&(Rejection, Recalled)>,
 ) {
     let api = &state.args.api;
     api.tell_unless_told(instance, crate::decide::restart_resumed(record).told());
-    if let Some((failure, reason)) = recalled {
+    if let Some((failure, recalled)) = recalled {
+        let reason = recalled.event_reason();
         let fact = failure_fact(instance, failure);
         api.tell_unless_told(
             instance,

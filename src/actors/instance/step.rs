@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 
 use super::observe::{Observed, observe};
 use super::status::refusal_message;
-use super::target::{Outcome, Plan, Rejection};
+use super::target::{self, Outcome, Plan, Rejection};
 use super::{InstanceState, live, network, perform, replicate, report, tls};
 use crate::crd::{ConfigUpdate, RolloutRecord};
 use crate::decide::{
@@ -34,13 +34,13 @@ pub(super) struct Findings {
     /// The restart in flight, whose Events are told again unless told already (see
     /// [`report::retell`]).
     pub resumed: Option<RolloutRecord>,
-    /// With it, the failure recalled from status and the reason of the Event that told it.
-    pub recalled: Option<(Rejection, &'static str)>,
+    /// With it, the failure recalled from status and how its finder told it.
+    pub recalled: Option<(Rejection, target::Recalled)>,
 }
 
 /// What the actor's memory adds to the caches for this step's decision. Owned: performing the
 /// decision changes the memory it came from.
-struct Recalled {
+struct Remembered {
     /// The revision ConfigMap the plan's pods mount, and the spec's shared one.
     revision: String,
     shared: String,
@@ -329,14 +329,14 @@ async fn hold(
 }
 
 /// Brings the memory the decision reads up to the current spec and takes what it needs.
-fn recall(state: &mut InstanceState, seen: &Observed, plan: &Plan) -> Recalled {
+fn recall(state: &mut InstanceState, seen: &Observed, plan: &Plan) -> Remembered {
     let current = &seen.instance;
     let record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
     state.live.recall(current, plan);
     state
         .target
         .forget_halt(record.map(|r| r.config_hash.as_str()));
-    Recalled {
+    Remembered {
         revision: crate::resources::revision_of(&plan.instance, &plan.template_hash),
         shared: crate::resources::config_map_name(&plan.instance),
         halted_hash: state.target.halted().map(|h| h.hash.clone()),
@@ -351,7 +351,7 @@ fn recall(state: &mut InstanceState, seen: &Observed, plan: &Plan) -> Recalled {
 }
 
 /// What the plan's spec builds.
-fn desired<'a>(plan: &'a Plan, recalled: &'a Recalled) -> Desired<'a> {
+fn desired<'a>(plan: &'a Plan, recalled: &'a Remembered) -> Desired<'a> {
     Desired {
         config_text: &plan.rendered.text,
         hash: &plan.template_hash,
@@ -369,7 +369,7 @@ fn desired<'a>(plan: &'a Plan, recalled: &'a Recalled) -> Desired<'a> {
 fn snapshot<'a>(
     seen: &'a Observed,
     plan: &Plan,
-    recalled: &'a Recalled,
+    recalled: &'a Remembered,
     now: Timestamp,
 ) -> Snapshot<'a> {
     let current = &seen.instance;

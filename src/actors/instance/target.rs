@@ -87,6 +87,28 @@ pub struct Rejection {
 /// recalls it.
 pub const HALTED_REASON: &str = "RolloutHalted";
 
+/// A failure recorded in status, by the Warning its finder told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recalled {
+    /// Never ready, rolled back.
+    RolledBack,
+    /// Never ready, halted.
+    Halted,
+    /// Refused by Redis.
+    Rejected,
+}
+
+impl Recalled {
+    /// The reason of the Warning that told it.
+    pub fn event_reason(self) -> &'static str {
+        match self {
+            Recalled::RolledBack => "RolloutRolledBack",
+            Recalled::Halted => HALTED_REASON,
+            Recalled::Rejected => "RedisRejectedConfig",
+        }
+    }
+}
+
 /// Condition reasons a rejection is recorded under, so a restarted operator recalls it.
 pub const REJECTION_REASONS: [&str; 2] = ["RedisRejectedConfig", "NeverReady"];
 
@@ -125,9 +147,9 @@ pub struct Target {
     fresh: Option<(Rejection, Crash)>,
     /// A never-ready rollout found this step, to be reported once.
     fresh_failure: Option<(Rejection, Outcome)>,
-    /// The failure was recalled from status rather than found by this actor: the reason of
-    /// the Event its finder told, which this actor may tell again.
-    recalled: Option<&'static str>,
+    /// The failure was recalled from status rather than found by this actor: how its finder
+    /// told it, which this actor may tell again.
+    recalled: Option<Recalled>,
     /// When this actor first saw each unready pod of the restart in flight (by uid), on its
     /// own monotonic clock: how long a pod has been unready is then measured without
     /// comparing two machines' wall clocks. A restarted operator starts counting again, which
@@ -184,8 +206,8 @@ impl Target {
                     )
                 });
                 self.recalled = Some(match reason {
-                    "NeverReady" => "RolloutRolledBack",
-                    other => other,
+                    "NeverReady" => Recalled::RolledBack,
+                    _ => Recalled::Rejected,
                 });
                 self.rejected = Some(Rejection {
                     hash,
@@ -318,7 +340,7 @@ impl Target {
         let halted = crate::status::find_condition(status, crate::status::condition::PROGRESSING)
             .filter(|c| c.reason == HALTED_REASON && on_this_config);
         if let Some(condition) = halted {
-            self.recalled = Some(HALTED_REASON);
+            self.recalled = Some(Recalled::Halted);
             self.halted = Some(Rejection {
                 hash: hash.to_owned(),
                 spec_hash: spec_hash.to_owned(),
@@ -409,8 +431,8 @@ impl Target {
         self.fresh_failure = Some((rejection, outcome));
     }
 
-    /// The failure recalled from status, with the reason of the Event that told it.
-    pub fn recalled(&self) -> Option<(&Rejection, &'static str)> {
+    /// The failure recalled from status, with how it was told.
+    pub fn recalled(&self) -> Option<(&Rejection, Recalled)> {
         let failure = self.halted.as_ref().or(self.rejected.as_ref())?;
         Some((failure, self.recalled?))
     }

@@ -6,21 +6,44 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer};
 
-use super::cached_metadata;
+use super::{Labels, split_metadata};
 use crate::config::render::CONFIG_FILE_KEY;
 
 /// The cached ConfigMap.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(from = "Wire")]
 pub struct CachedConfigMap {
-    /// Its metadata (managed fields and owner references dropped by the watch).
-    #[serde(default)]
+    /// Its metadata (managed fields and owner references dropped by the watch), without its
+    /// labels.
     pub metadata: ObjectMeta,
+    /// Its labels.
+    pub labels: Labels,
     /// Its `redis.conf` key, the only one the operator writes or reads.
-    #[serde(default, rename = "data", deserialize_with = "config_file")]
     pub config_text: Option<String>,
     /// `immutable: true`: its data can never change (a revision's, under `configUpdate: Restart`).
-    #[serde(default)]
     pub immutable: Option<bool>,
+}
+
+/// The ConfigMap as the API server sends it, with only the fields the cache keeps.
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default, rename = "data", deserialize_with = "config_file")]
+    config_text: Option<String>,
+    #[serde(default)]
+    immutable: Option<bool>,
+}
+
+impl From<Wire> for CachedConfigMap {
+    fn from(mut wire: Wire) -> Self {
+        Self {
+            labels: Labels::take(&mut wire.metadata),
+            metadata: wire.metadata,
+            config_text: wire.config_text,
+            immutable: wire.immutable,
+        }
+    }
 }
 
 fn config_file<'de, D: Deserializer<'de>>(data: D) -> Result<Option<String>, D::Error> {
@@ -33,8 +56,10 @@ namespaced_resource!(CachedConfigMap, "ConfigMap", "", "configmaps");
 impl From<&ConfigMap> for CachedConfigMap {
     /// The ConfigMap as the watch would have delivered it to the cache.
     fn from(cm: &ConfigMap) -> Self {
+        let (metadata, labels) = split_metadata(&cm.metadata);
         Self {
-            metadata: cached_metadata(&cm.metadata),
+            metadata,
+            labels,
             config_text: cm
                 .data
                 .as_ref()

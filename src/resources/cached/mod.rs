@@ -46,12 +46,16 @@ macro_rules! namespaced_resource {
 
 mod config_map;
 mod config_volume;
+mod labels;
+mod network_policy;
 mod pod;
 mod secret;
 mod service;
 mod statefulset;
 
 pub use config_map::CachedConfigMap;
+pub use labels::Labels;
+pub use network_policy::CachedNetworkPolicy;
 pub use pod::{
     CachedContainerState, CachedContainerStatus, CachedPod, CachedPodCondition, CachedPodStatus,
     READY_CONDITION,
@@ -69,6 +73,46 @@ fn cached_metadata(metadata: &ObjectMeta) -> ObjectMeta {
         managed_fields: None,
         ..metadata.clone()
     }
+}
+
+/// The label naming the instance an owned object belongs to, which routes its watch events.
+pub trait InstanceLabelled {
+    /// The instance's name, from the object's labels.
+    fn instance_label(&self) -> Option<&str>;
+}
+
+macro_rules! instance_labelled {
+    ($($type:ty),*) => {$(
+        impl InstanceLabelled for $type {
+            fn instance_label(&self) -> Option<&str> {
+                self.labels.get(crate::resources::INSTANCE_LABEL)
+            }
+        }
+    )*};
+}
+
+instance_labelled!(
+    CachedConfigMap,
+    CachedNetworkPolicy,
+    CachedSecret,
+    CachedService,
+    CachedStatefulSet
+);
+
+impl InstanceLabelled for CachedPod {
+    fn instance_label(&self) -> Option<&str> {
+        use kube::ResourceExt;
+        self.labels()
+            .get(crate::resources::INSTANCE_LABEL)
+            .map(String::as_str)
+    }
+}
+
+/// Metadata as the watches keep it, and the labels moved out of it.
+fn split_metadata(metadata: &ObjectMeta) -> (ObjectMeta, Labels) {
+    let mut metadata = cached_metadata(metadata);
+    let labels = Labels::take(&mut metadata);
+    (metadata, labels)
 }
 
 /// A value as JSON text; `from_json` reads it back.

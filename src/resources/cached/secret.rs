@@ -11,18 +11,39 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer};
 
-use super::cached_metadata;
+use super::{Labels, split_metadata};
 
 /// The cached Secret.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(from = "Wire")]
 pub struct CachedSecret {
-    /// Its metadata (managed fields and owner references dropped by the watch).
-    #[serde(default)]
+    /// Its metadata (managed fields and owner references dropped by the watch), without its
+    /// labels.
     pub metadata: ObjectMeta,
+    /// Its labels.
+    pub labels: Labels,
     /// Its values that are text, by key, in key order (a value that is not UTF-8 is never a
     /// password or an ACL file, and is left out).
+    values: Vec<(String, String)>,
+}
+
+/// The Secret as the API server sends it, with only the fields the cache keeps.
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(default)]
+    metadata: ObjectMeta,
     #[serde(default, rename = "data", deserialize_with = "text_values")]
     values: Vec<(String, String)>,
+}
+
+impl From<Wire> for CachedSecret {
+    fn from(mut wire: Wire) -> Self {
+        Self {
+            labels: Labels::take(&mut wire.metadata),
+            metadata: wire.metadata,
+            values: wire.values,
+        }
+    }
 }
 
 fn text_values<'de, D: Deserializer<'de>>(data: D) -> Result<Vec<(String, String)>, D::Error> {
@@ -63,8 +84,10 @@ impl CachedSecret {
 impl From<&Secret> for CachedSecret {
     /// The Secret as the watch would have delivered it to the cache.
     fn from(secret: &Secret) -> Self {
+        let (metadata, labels) = split_metadata(&secret.metadata);
         Self {
-            metadata: cached_metadata(&secret.metadata),
+            metadata,
+            labels,
             values: as_text(secret.data.clone().unwrap_or_default()),
         }
     }

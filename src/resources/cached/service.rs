@@ -7,16 +7,37 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::{cached_metadata, from_json, to_json};
+use super::{Labels, from_json, split_metadata, to_json};
 
 /// The cached Service.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(from = "Wire")]
 pub struct CachedService {
-    /// Its metadata (managed fields and owner references dropped by the watch).
-    #[serde(default)]
+    /// Its metadata (managed fields and owner references dropped by the watch), without its
+    /// labels.
     pub metadata: ObjectMeta,
+    /// Its labels.
+    pub labels: Labels,
+    spec: String,
+}
+
+/// The Service as the API server sends it, with only the fields the cache keeps.
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(default)]
+    metadata: ObjectMeta,
     #[serde(default, deserialize_with = "as_text")]
     spec: String,
+}
+
+impl From<Wire> for CachedService {
+    fn from(mut wire: Wire) -> Self {
+        Self {
+            labels: Labels::take(&mut wire.metadata),
+            metadata: wire.metadata,
+            spec: wire.spec,
+        }
+    }
 }
 
 fn as_text<'de, D: Deserializer<'de>>(spec: D) -> Result<String, D::Error> {
@@ -41,8 +62,10 @@ impl CachedService {
 impl From<&Service> for CachedService {
     /// The Service as the watch would have delivered it to the cache.
     fn from(svc: &Service) -> Self {
+        let (metadata, labels) = split_metadata(&svc.metadata);
         Self {
-            metadata: cached_metadata(&svc.metadata),
+            metadata,
+            labels,
             // Through a JSON value, so the text is the same as the watch's.
             spec: to_json(&serde_json::to_value(&svc.spec).unwrap_or_default()),
         }
@@ -65,7 +88,9 @@ mod tests {
             serde_json::to_value(&full.spec).unwrap()
         );
         assert_eq!(cached, CachedService::from(&full));
-        assert_eq!(cached.metadata, full.metadata);
+        let mut metadata = full.metadata.clone();
+        assert_eq!(cached.labels, Labels::take(&mut metadata));
+        assert_eq!(cached.metadata, metadata);
         assert!(!cached.headless());
         let headless = crate::resources::headless_service(&instance(&[]));
         assert!(CachedService::from(&headless).headless());

@@ -10,20 +10,42 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{cached_metadata, from_json, to_json};
+use super::{Labels, from_json, split_metadata, to_json};
 use crate::resources::{CONFIG_HASH_ANNOTATION, CONFIG_VOLUME, RESTARTED_AT_ANNOTATION};
 
 /// The cached StatefulSet.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(from = "Wire")]
 pub struct CachedStatefulSet {
-    /// Its metadata (managed fields dropped by the watch).
-    #[serde(default)]
+    /// Its metadata (managed fields dropped by the watch), without its labels.
     pub metadata: ObjectMeta,
+    /// Its labels.
+    pub labels: Labels,
     /// Its spec, compacted.
-    #[serde(default)]
     pub spec: CachedStatefulSetSpec,
     /// What the StatefulSet controller reports.
     pub status: Option<StatefulSetStatus>,
+}
+
+/// The StatefulSet as the API server sends it, with only the fields the cache keeps.
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: CachedStatefulSetSpec,
+    status: Option<StatefulSetStatus>,
+}
+
+impl From<Wire> for CachedStatefulSet {
+    fn from(mut wire: Wire) -> Self {
+        Self {
+            labels: Labels::take(&mut wire.metadata),
+            metadata: wire.metadata,
+            spec: wire.spec,
+            status: wire.status,
+        }
+    }
 }
 
 /// A StatefulSet spec as the cache keeps it.
@@ -102,8 +124,10 @@ impl CachedStatefulSetSpec {
 impl From<&StatefulSet> for CachedStatefulSet {
     /// The StatefulSet as the watch would have delivered it to the cache.
     fn from(sts: &StatefulSet) -> Self {
+        let (metadata, labels) = split_metadata(&sts.metadata);
         Self {
-            metadata: cached_metadata(&sts.metadata),
+            metadata,
+            labels,
             spec: sts.spec.clone().into(),
             status: sts.status.clone(),
         }

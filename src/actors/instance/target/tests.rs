@@ -217,11 +217,9 @@ fn a_halt_recorded_in_status_is_recalled_by_a_restarted_operator() {
     look(&mut target, &pods, Some(&record(&hash)), 0);
     look(&mut target, &pods, Some(&record(&hash)), 500);
     assert!(target.take_fresh_failure().is_none(), "not counted again");
-    let (failure, reason) = target.recalled().expect("a recalled halt");
-    assert_eq!(
-        (failure.hash.as_str(), reason),
-        (hash.as_str(), HALTED_REASON)
-    );
+    let (failure, recalled) = target.recalled().expect("a recalled halt");
+    assert_eq!(failure.hash, hash);
+    assert_eq!(recalled.event_reason(), HALTED_REASON);
     let mut other = instance(&[("maxmemory", "300mb")]);
     other.spec.rollout.on_failure = OnFailure::Halt;
     target.accept(&Arc::new(other));
@@ -267,11 +265,9 @@ fn a_rejection_recorded_in_status_is_recalled_with_the_event_that_told_it() {
         ));
         let mut target = Target::default();
         target.accept(&Arc::new(failed));
-        let (failure, reason) = target.recalled().expect("a recalled rejection");
-        assert_eq!(
-            (failure.hash.as_str(), reason),
-            (hash.as_str(), event_reason)
-        );
+        let (failure, recalled) = target.recalled().expect("a recalled rejection");
+        assert_eq!(failure.hash, hash);
+        assert_eq!(recalled.event_reason(), event_reason);
         assert_eq!(failure.message, "pod redis-example-0 never became ready");
         target.accept(&Arc::new(instance(&[("maxmemory", "300mb")])));
         assert!(target.recalled().is_none(), "a new spec forgets it");
