@@ -46,5 +46,5 @@ yet), deletes of what a restart replaces, status patches, and Events.
   verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch"]
 {{- end }}
