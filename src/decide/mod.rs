@@ -9,6 +9,7 @@
 mod act;
 mod failure;
 pub mod live_drift;
+mod notice;
 mod pods;
 pub mod replication;
 mod revisions;
@@ -31,12 +32,13 @@ use crate::resources::{
 };
 
 pub use act::{
-    Act, Drift, Facts, FileWrite, Form, Notice, Replacement, Restart, ServiceTold, ServicesAct,
-    Template, act, drift, drift_restarted, finished, record_fact, restart_resumed, services_act,
+    Act, Drift, Facts, FileWrite, Form, Replacement, Restart, ServiceTold, ServicesAct, Template,
+    act, drift, drift_restarted, finished, services_act,
 };
 pub use failure::{
     DriveTo, Outcome, Specs, drive_to, never_ready_outcome, refusal, watch_for_failure,
 };
+pub use notice::{Notice, record_fact, restart_resumed};
 /// Pods and StatefulSets as the caches hold them, for tests elsewhere in the crate.
 #[cfg(test)]
 pub(crate) use pods::fixtures as pods_fixtures;

@@ -25,7 +25,7 @@ const FIELD_TYPES: &[(&str, &str, &str)] = &[
     // The Event told (src/events/mod.rs): every `Told { reason }` literal, a `Notice`'s
     // among them.
     ("src/events/mod.rs", "told.reason", "Told"),
-    ("src/decide/act.rs", "self.reason", "Notice"),
+    ("src/decide/notice.rs", "self.reason", "Notice"),
 ];
 
 /// What kind of reason was found.

@@ -1,7 +1,7 @@
 //! The few Kubernetes API calls the operator makes, in one place: all of them writes, each
 //! through the shared [`Limiter`]. Reads come from the watch caches.
 
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Client, Resource, ResourceExt};
@@ -10,10 +10,9 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
-use tracing::Instrument;
 
 use crate::crd::{RedisInstance, RedisInstanceStatus};
-use crate::events::{self, EventPoster, Occurrence, Told};
+use crate::events::EventPoster;
 use crate::limiter::Limiter;
 use crate::resources::{
     CONFIG_HASH_ANNOTATION, CONFIG_VOLUME, CachedConfigMap, CachedPod, CachedService,
@@ -153,24 +152,10 @@ pub struct InstanceApi {
     namespace: String,
     events: EventPoster,
     limiter: Limiter,
-    held: HeldEvents,
+    held: telling::HeldEvents,
     /// The Events of facts this actor told most recently, newest last.
     told: Arc<Mutex<Vec<String>>>,
 }
-
-/// How many told facts an instance remembers: a restart and its failure at most are retold.
-const TOLD_REMEMBERED: usize = 8;
-
-/// What an actor remembers of an Event telling a fact.
-fn told_key(told: &Told) -> Option<String> {
-    match &told.occurrence {
-        Occurrence::Fact(fact) => Some(format!("{} {fact}", told.reason)),
-        Occurrence::Repeat => None,
-    }
-}
-
-/// Events held back while a restart's writes are under way, each with the span it was told in.
-type HeldEvents = Arc<Mutex<Option<Vec<(Told, ObjectReference, tracing::Span)>>>>;
 
 /// The status as a merge patch: absent optional fields become `null`, so a merge patch clears
 /// them instead of leaving an old value behind. It carries the uid and resourceVersion the
@@ -233,7 +218,7 @@ impl InstanceApi {
             client,
             namespace: namespace.to_owned(),
             limiter,
-            held: HeldEvents::default(),
+            held: telling::HeldEvents::default(),
             told: Arc::default(),
         }
     }
@@ -518,204 +503,9 @@ impl InstanceApi {
             .await
             .map_err(|source| Error::Status { name, source })
     }
-
-    /// Publishes an Event on the instance, in the background; the same text told again counts
-    /// as the same Event happening again. Failures are logged, not returned: an Event is worth
-    /// less than the step that caused it.
-    pub async fn event(
-        &self,
-        instance: &RedisInstance,
-        warning: bool,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        let told = Told {
-            warning,
-            reason: reason.to_owned(),
-            action: action.to_owned(),
-            note,
-            occurrence: Occurrence::Repeat,
-        };
-        self.tell(instance, told);
-    }
-
-    /// Publishes `told` on the instance, in the background, or holds it back while a restart's
-    /// writes are under way.
-    pub fn tell(&self, instance: &RedisInstance, told: Told) {
-        if let Some(key) = told_key(&told) {
-            let mut remembered = self.told.lock().expect("told facts lock");
-            if !remembered.contains(&key) {
-                if remembered.len() == TOLD_REMEMBERED {
-                    remembered.remove(0);
-                }
-                remembered.push(key);
-            }
-        }
-        let regarding = instance.object_ref(&());
-        let span = tracing::Span::current();
-        if let Some(held) = self.held.lock().expect("held events lock").as_mut() {
-            held.push((told, regarding, span));
-            return;
-        }
-        self.publish(told, regarding, span);
-    }
-
-    /// Tells `told` unless this actor told its fact already: for Events that an actor taking
-    /// over may owe, whose second telling the API server turns away by name.
-    pub fn tell_unless_told(&self, instance: &RedisInstance, told: Told) {
-        if let Some(key) = told_key(&told)
-            && self.told.lock().expect("told facts lock").contains(&key)
-        {
-            return;
-        }
-        self.tell(instance, told);
-    }
-
-    /// Holds back the Events told from now on until [`InstanceApi::release_events`]: a
-    /// restart's Events then reach the API server after its template patch, not beside it,
-    /// where they would slow the patch that ends the edit's latency.
-    pub fn hold_events(&self) {
-        self.held
-            .lock()
-            .expect("held events lock")
-            .get_or_insert_with(Vec::new);
-    }
-
-    /// Publishes the held Events, in the order told, and stops holding.
-    pub fn release_events(&self) {
-        let held = self.held.lock().expect("held events lock").take();
-        for (told, regarding, span) in held.into_iter().flatten() {
-            self.publish(told, regarding, span);
-        }
-    }
-
-    /// In the background: an Event must not delay the step that follows (a restart's writes
-    /// wait for no Event), and the limiter still paces it.
-    fn publish(&self, told: Told, regarding: ObjectReference, span: tracing::Span) {
-        let (limiter, poster) = (self.limiter.clone(), self.events.clone());
-        tokio::spawn(
-            async move {
-                match poster.post(&limiter, &regarding, &told).await {
-                    Ok(posted) => tracing::trace!(reason = %told.reason, ?posted, "event told"),
-                    Err(events::Error::NotLeader) => {
-                        tracing::debug!(reason = %told.reason, "not the leader; event not published");
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, reason = %told.reason, "failed to publish event");
-                    }
-                }
-            }
-            .instrument(span),
-        );
-    }
 }
+
+mod telling;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_terminating_namespace_is_told_apart_from_other_refusals() {
-        let refusal = |cause: &str| {
-            let status: kube::core::Status = serde_json::from_value(json!({
-                "status": "Failure", "code": 403, "reason": "Forbidden", "message": "no",
-                "details": {"name": "r", "kind": "services", "causes": [{"reason": cause}]}
-            }))
-            .unwrap();
-            Error::Apply {
-                kind: "Service",
-                name: "r".into(),
-                source: kube::Error::Api(status.into()),
-            }
-        };
-        assert!(refusal("NamespaceTerminating").is_namespace_terminating());
-        assert!(!refusal("Other").is_namespace_terminating());
-        assert!(!refusal("NamespaceTerminating").is_invalid());
-    }
-
-    fn seen_instance() -> RedisInstance {
-        let mut instance = crate::resources::fixtures::instance(&[]);
-        instance.metadata.uid = Some("uid-1".into());
-        instance.metadata.resource_version = Some("42".into());
-        instance
-    }
-
-    #[test]
-    fn status_patch_is_preconditioned_on_what_it_was_derived_from() {
-        let patch = status_patch(&seen_instance(), &RedisInstanceStatus::default()).unwrap();
-        assert_eq!(patch["metadata"]["uid"], "uid-1");
-        assert_eq!(patch["metadata"]["resourceVersion"], "42");
-    }
-
-    #[test]
-    fn status_patch_clears_absent_fields() {
-        let status = RedisInstanceStatus {
-            restarts: 2,
-            ..RedisInstanceStatus::default()
-        };
-        let patch = status_patch(&seen_instance(), &status).unwrap()["status"].take();
-        assert_eq!(patch["restarts"], 2);
-        let replicated = RedisInstanceStatus {
-            replication: Some(crate::crd::ReplicationStatus::default()),
-            ..RedisInstanceStatus::default()
-        };
-        let nested = status_patch(&seen_instance(), &replicated).unwrap()["status"].take();
-        assert!(
-            nested["replication"]
-                .get("switchover")
-                .is_some_and(|v| v.is_null())
-        );
-        assert!(patch["configHash"].is_null() && patch.get("configHash").is_some());
-        assert!(patch.get("rejectedConfigHash").is_some());
-    }
-
-    #[test]
-    fn status_patch_names_every_field_a_status_can_omit() {
-        use crate::crd::{Phase, RestartReason, RestartStrategy, RolloutRecord};
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-        let time = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
-        let full = RedisInstanceStatus {
-            observed_generation: Some(1),
-            config_hash: Some("h".into()),
-            short_hash: Some("h".into()),
-            ready_replicas: 1,
-            restarts: 1,
-            last_restart_time: Some(time.clone()),
-            live_config_hash: Some("l".into()),
-            refused_live_config_hash: Some("r".into()),
-            pending_change: Some("p".into()),
-            rejected_config_hash: Some("x".into()),
-            acl_hash: Some("a".into()),
-            healthy_spec: Some("{}".into()),
-            rollout: Some(RolloutRecord {
-                config_hash: "h".into(),
-                restarted_at: None,
-                strategy: RestartStrategy::RollingUpdate,
-                reason: RestartReason::ConfigChanged,
-                started_at: time,
-            }),
-            stateful_set_generation: Some(3),
-            replication: Some(crate::crd::ReplicationStatus::default()),
-            phase: Some(Phase::Running),
-            conditions: vec![Condition {
-                last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
-                message: String::new(),
-                observed_generation: None,
-                reason: "R".into(),
-                status: "True".into(),
-                type_: "Ready".into(),
-            }],
-        };
-        let every = serde_json::to_value(&full).unwrap();
-        let cleared =
-            status_patch(&seen_instance(), &RedisInstanceStatus::default()).unwrap()["status"]
-                .take();
-        for key in every.as_object().unwrap().keys() {
-            assert!(
-                cleared.get(key).is_some(),
-                "a status without {key} would not clear it"
-            );
-        }
-    }
-}
+mod tests;

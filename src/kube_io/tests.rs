@@ -1,0 +1,106 @@
+//! The status patch and the API's refusals, without a cluster.
+
+use super::*;
+
+#[test]
+fn a_terminating_namespace_is_told_apart_from_other_refusals() {
+    let refusal = |cause: &str| {
+        let status: kube::core::Status = serde_json::from_value(json!({
+            "status": "Failure", "code": 403, "reason": "Forbidden", "message": "no",
+            "details": {"name": "r", "kind": "services", "causes": [{"reason": cause}]}
+        }))
+        .unwrap();
+        Error::Apply {
+            kind: "Service",
+            name: "r".into(),
+            source: kube::Error::Api(status.into()),
+        }
+    };
+    assert!(refusal("NamespaceTerminating").is_namespace_terminating());
+    assert!(!refusal("Other").is_namespace_terminating());
+    assert!(!refusal("NamespaceTerminating").is_invalid());
+}
+
+fn seen_instance() -> RedisInstance {
+    let mut instance = crate::resources::fixtures::instance(&[]);
+    instance.metadata.uid = Some("uid-1".into());
+    instance.metadata.resource_version = Some("42".into());
+    instance
+}
+
+#[test]
+fn status_patch_is_preconditioned_on_what_it_was_derived_from() {
+    let patch = status_patch(&seen_instance(), &RedisInstanceStatus::default()).unwrap();
+    assert_eq!(patch["metadata"]["uid"], "uid-1");
+    assert_eq!(patch["metadata"]["resourceVersion"], "42");
+}
+
+#[test]
+fn status_patch_clears_absent_fields() {
+    let status = RedisInstanceStatus {
+        restarts: 2,
+        ..RedisInstanceStatus::default()
+    };
+    let patch = status_patch(&seen_instance(), &status).unwrap()["status"].take();
+    assert_eq!(patch["restarts"], 2);
+    let replicated = RedisInstanceStatus {
+        replication: Some(crate::crd::ReplicationStatus::default()),
+        ..RedisInstanceStatus::default()
+    };
+    let nested = status_patch(&seen_instance(), &replicated).unwrap()["status"].take();
+    assert!(
+        nested["replication"]
+            .get("switchover")
+            .is_some_and(|v| v.is_null())
+    );
+    assert!(patch["configHash"].is_null() && patch.get("configHash").is_some());
+    assert!(patch.get("rejectedConfigHash").is_some());
+}
+
+#[test]
+fn status_patch_names_every_field_a_status_can_omit() {
+    use crate::crd::{Phase, RestartReason, RestartStrategy, RolloutRecord};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    let time = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    let full = RedisInstanceStatus {
+        observed_generation: Some(1),
+        config_hash: Some("h".into()),
+        short_hash: Some("h".into()),
+        ready_replicas: 1,
+        restarts: 1,
+        last_restart_time: Some(time.clone()),
+        live_config_hash: Some("l".into()),
+        refused_live_config_hash: Some("r".into()),
+        pending_change: Some("p".into()),
+        rejected_config_hash: Some("x".into()),
+        acl_hash: Some("a".into()),
+        healthy_spec: Some("{}".into()),
+        rollout: Some(RolloutRecord {
+            config_hash: "h".into(),
+            restarted_at: None,
+            strategy: RestartStrategy::RollingUpdate,
+            reason: RestartReason::ConfigChanged,
+            started_at: time,
+        }),
+        stateful_set_generation: Some(3),
+        replication: Some(crate::crd::ReplicationStatus::default()),
+        phase: Some(Phase::Running),
+        conditions: vec![Condition {
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            message: String::new(),
+            observed_generation: None,
+            reason: "R".into(),
+            status: "True".into(),
+            type_: "Ready".into(),
+        }],
+    };
+    let every = serde_json::to_value(&full).unwrap();
+    let cleared =
+        status_patch(&seen_instance(), &RedisInstanceStatus::default()).unwrap()["status"].take();
+    for key in every.as_object().unwrap().keys() {
+        assert!(
+            cleared.get(key).is_some(),
+            "a status without {key} would not clear it"
+        );
+    }
+}
