@@ -156,6 +156,90 @@ fn owned_secrets(inst: &RedisInstance) -> [k8s_openapi::api::core::v1::Secret; 3
     ]
 }
 
+/// Pod `ordinal` of `inst`'s StatefulSet, running and ready, as the API server shows it: its
+/// template's labels and annotations, what the StatefulSet controller and the kubelet add.
+fn running_pod(inst: &RedisInstance, ordinal: usize) -> k8s_openapi::api::core::v1::Pod {
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateRunning, ContainerStatus, Pod, PodCondition, PodStatus,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+    let hash = redis_operator::config::rendered(inst).hash;
+    let sts = statefulset(inst, &hash, None);
+    let spec = sts.spec;
+    let template = spec.template;
+    let name = sts.metadata.name.expect("name");
+    let mut meta = template.metadata.unwrap_or_default();
+    let labels = meta.labels.get_or_insert_default();
+    for (key, value) in [
+        ("controller-revision-hash", format!("{name}-5d4f8b9c7f")),
+        (
+            "statefulset.kubernetes.io/pod-name",
+            format!("{name}-{ordinal}"),
+        ),
+        ("apps.kubernetes.io/pod-index", ordinal.to_string()),
+    ] {
+        labels.insert(key.into(), value);
+    }
+    meta.name = Some(format!("{name}-{ordinal}"));
+    meta.generate_name = Some(format!("{name}-"));
+    meta.namespace = sts.metadata.namespace;
+    meta.uid = Some(format!("00000000-0000-4000-8000-{ordinal:012}"));
+    meta.resource_version = Some("123456".into());
+    meta.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    meta.owner_references = Some(vec![OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "StatefulSet".into(),
+        name: name.clone(),
+        uid: "00000000-0000-4000-8000-000000000001".into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
+    let now = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    let condition = |type_: &str| PodCondition {
+        type_: type_.into(),
+        status: "True".into(),
+        last_transition_time: now.clone(),
+        ..Default::default()
+    };
+    Pod {
+        metadata: meta,
+        spec: template.spec,
+        status: Some(PodStatus {
+            phase: Some("Running".into()),
+            conditions: Some(
+                [
+                    "PodReadyToStartContainers",
+                    "Initialized",
+                    "Ready",
+                    "ContainersReady",
+                    "PodScheduled",
+                ]
+                .map(condition)
+                .into(),
+            ),
+            container_statuses: Some(vec![ContainerStatus {
+                name: "redis".into(),
+                image: inst.spec.image.clone(),
+                image_id: String::new(),
+                ready: true,
+                restart_count: 0,
+                started: Some(true),
+                state: Some(ContainerState {
+                    running: Some(ContainerStateRunning {
+                        started_at: now.clone(),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            pod_ip: Some(format!("10.244.0.{}", ordinal + 10)),
+            host_ip: Some("10.0.0.1".into()),
+            start_time: now,
+            ..Default::default()
+        }),
+    }
+}
+
 /// Heap bytes per instance that `make` leaves behind, and what it made.
 fn per_instance<T>(count: usize, make: impl FnOnce() -> T) -> (f64, T) {
     let before = LIVE.load(Ordering::Relaxed);
@@ -170,8 +254,9 @@ fn per_instance<T>(count: usize, make: impl FnOnce() -> T) -> (f64, T) {
 type CacheBytes = Vec<(&'static str, f64)>;
 
 /// Heap bytes per instance: its objects in the watch caches (as the supervisor keeps them: no
-/// managed fields, each kind in its cached form), by kind, then its actor after it took a step.
-async fn instance_memory(count: usize) -> (CacheBytes, f64) {
+/// managed fields, each kind in its cached form), by kind, then its actor after it took a step,
+/// and the bytes the actor holds inline: its state, and its handler's future.
+async fn instance_memory(count: usize) -> (CacheBytes, f64, (usize, usize)) {
     use redis_operator::resources::CachedPod;
     let named = named_instance;
     let mut bytes = CacheBytes::new();
@@ -221,13 +306,16 @@ async fn instance_memory(count: usize) -> (CacheBytes, f64) {
     bytes.push(("2 Services", service_bytes));
     let (pod_bytes, pods) = per_instance(count, || {
         cache((0..count * 3).map(|i| {
-            let mut pod = CachedPod::default();
-            pod.metadata.name = Some(format!("redis-{}-{}", i / 3, i % 3));
-            pod.metadata.namespace = Some("bench".into());
+            let mut pod = CachedPod::from(&running_pod(&named(i / 3), i % 3));
+            // As the pod watch trims it.
+            pod.metadata.generate_name = None;
+            if let Some(conditions) = pod.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+                conditions.retain(|c| c.type_ == redis_operator::resources::READY_CONDITION);
+            }
             pod
         }))
     });
-    bytes.push(("3 pods (names only)", pod_bytes));
+    bytes.push(("3 pods", pod_bytes));
     let (network_policy_bytes, network_policies) = per_instance(count, || {
         cache((0..count).map(|i| {
             CachedNetworkPolicy::from(&redis_operator::resources::network_policy(&named(i), None))
@@ -246,7 +334,7 @@ async fn instance_memory(count: usize) -> (CacheBytes, f64) {
         cache((0..count).flat_map(|i| owned_secrets(&named(i)).map(|s| CachedSecret::from(&s))))
     });
     bytes.push(("3 Secrets", secret_bytes));
-    let stores = Stores {
+    let stores = std::sync::Arc::new(Stores {
         instances,
         config_maps,
         revisions,
@@ -257,7 +345,7 @@ async fn instance_memory(count: usize) -> (CacheBytes, f64) {
         versions: Default::default(),
         secrets,
         secret_versions: Default::default(),
-    };
+    });
     let cached = bytes
         .iter()
         .filter(|(kind, _)| !kind.starts_with('('))
@@ -299,11 +387,35 @@ async fn instance_memory(count: usize) -> (CacheBytes, f64) {
     }
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let per_actor = (LIVE.load(Ordering::Relaxed) - before) as f64 / count as f64;
+    // What each actor holds inline, whatever its heap: its state (in its task) and its
+    // handler's future (in ractor's message loop, at its largest even while idle).
+    let args = InstanceArgs {
+        key: InstanceKey {
+            namespace: "bench".into(),
+            name: "redis-0".into(),
+        },
+        api: InstanceApi::new(client.clone(), "bench", events.clone(), limiter.clone()),
+        stores: stores.clone(),
+        metrics: metrics.clone(),
+        snapshots: snapshots.clone(),
+        timings: Timings::default(),
+    };
+    let myself = actors[0].0.clone();
+    let mut state = RedisInstanceActor
+        .pre_start(myself.clone(), args)
+        .await
+        .unwrap();
+    let handler = RedisInstanceActor.handle(myself, InstanceMsg::Step, &mut state);
+    let inline = (
+        std::mem::size_of::<redis_operator::actors::instance::InstanceState>(),
+        std::mem::size_of_val(&handler),
+    );
+    drop(handler);
     for (actor, handle) in actors {
         actor.stop(None);
         let _ = handle.await;
     }
-    (bytes, per_actor)
+    (bytes, per_actor, inline)
 }
 
 #[tokio::main]
@@ -425,7 +537,7 @@ async fn main() {
         format!("heap bytes per instance, its 3 CachedSecrets"),
         secrets(true)
     );
-    let (cached, actor) = instance_memory(count).await;
+    let (cached, actor, (state, handler)) = instance_memory(count).await;
     for (kind, bytes) in cached {
         println!(
             "| {:<44} | {:>12.0} |",
@@ -437,5 +549,13 @@ async fn main() {
         "| {:<44} | {:>12.0} |",
         format!("heap bytes per instance actor after a step"),
         actor
+    );
+    println!(
+        "| {:<44} | {:>12} |",
+        "bytes of its state (inline in its task)", state
+    );
+    println!(
+        "| {:<44} | {:>12} |",
+        "bytes of its handler's future (inline, idle)", handler
     );
 }

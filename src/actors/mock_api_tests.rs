@@ -266,7 +266,7 @@ async fn spawn_instance_actor_with(
             crate::events::EventPoster::new(client, reporter),
             Limiter::unfenced(Limits::default()),
         ),
-        stores,
+        stores: Arc::new(stores),
         metrics,
         snapshots,
         timings,

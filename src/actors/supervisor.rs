@@ -83,7 +83,7 @@ pub struct SupervisorState {
     children: HashMap<ActorId, InstanceKey>,
     /// The instances known, and what of each last started a step.
     router: Router,
-    stores: Stores,
+    stores: Arc<Stores>,
     /// Publishes every instance's Events.
     events: EventPoster,
     failures: HashMap<InstanceKey, u32>,
@@ -130,7 +130,7 @@ impl Actor for SupervisorActor {
             actors: HashMap::new(),
             children: HashMap::new(),
             router: Router::default(),
-            stores,
+            stores: Arc::new(stores),
             failures: HashMap::new(),
             watch_tasks,
         })

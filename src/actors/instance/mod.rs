@@ -123,8 +123,8 @@ pub struct InstanceArgs {
     pub key: InstanceKey,
     /// Writes in its namespace.
     pub api: InstanceApi,
-    /// Reads.
-    pub stores: Stores,
+    /// Reads; shared by every actor (an `Arc`, as each actor holds its arguments inline).
+    pub stores: Arc<Stores>,
     /// Where counts go.
     pub metrics: ActorRef<MetricsMsg>,
     /// Where the HTTP side reads from.
@@ -256,7 +256,9 @@ impl Actor for RedisInstanceActor {
         let key = &state.args.key;
         let span =
             tracing::error_span!("instance", namespace = %key.namespace, instance = %key.name);
-        handle(myself, msg, state).instrument(span).await;
+        // Boxed while it runs: ractor keeps the handler's future inline in the actor's
+        // message loop, which every idle actor holds at its largest size.
+        Box::pin(handle(myself, msg, state).instrument(span)).await;
         Ok(())
     }
 

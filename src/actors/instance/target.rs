@@ -140,13 +140,15 @@ pub struct Target {
     last_good: Option<Arc<RedisInstance>>,
     /// Newest spec whose config completed a rollout: where a refused config rolls back to.
     last_healthy: Option<Arc<RedisInstance>>,
-    rejected: Option<Rejection>,
+    /// Boxed, like the three below: set only while a config fails, and every actor holds
+    /// these fields inline.
+    rejected: Option<Box<Rejection>>,
     /// A rollout halted on this config (`onFailure: Halt`).
-    halted: Option<Rejection>,
+    halted: Option<Box<Rejection>>,
     /// A crash that showed Redis refusing the config, found this step, to be reported once.
-    fresh: Option<(Rejection, Crash)>,
+    fresh: Option<Box<(Rejection, Crash)>>,
     /// A never-ready rollout found this step, to be reported once.
-    fresh_failure: Option<(Rejection, Outcome)>,
+    fresh_failure: Option<Box<(Rejection, Outcome)>>,
     /// The failure was recalled from status rather than found by this actor: how its finder
     /// told it, which this actor may tell again.
     recalled: Option<Recalled>,
@@ -209,12 +211,12 @@ impl Target {
                     "NeverReady" => Recalled::RolledBack,
                     _ => Recalled::Rejected,
                 });
-                self.rejected = Some(Rejection {
+                self.rejected = Some(Box::new(Rejection {
                     hash,
                     spec_hash: spec_hash.clone(),
                     reason,
                     message,
-                });
+                }));
             }
             if self
                 .rejected
@@ -341,12 +343,12 @@ impl Target {
             .filter(|c| c.reason == HALTED_REASON && on_this_config);
         if let Some(condition) = halted {
             self.recalled = Some(Recalled::Halted);
-            self.halted = Some(Rejection {
+            self.halted = Some(Box::new(Rejection {
                 hash: hash.to_owned(),
                 spec_hash: spec_hash.to_owned(),
                 reason: "NeverReady",
                 message: condition.message.clone(),
-            });
+            }));
         }
     }
 
@@ -387,9 +389,9 @@ impl Target {
             reason: REJECTION_REASONS[0],
             message,
         };
-        self.rejected = Some(rejection.clone());
+        self.rejected = Some(Box::new(rejection.clone()));
         self.recalled = None;
-        self.fresh = Some((rejection, crash));
+        self.fresh = Some(Box::new((rejection, crash)));
     }
 
     /// A pod the restart started is still unready `spec.rollout.progressDeadlineSeconds` after
@@ -424,27 +426,27 @@ impl Target {
             message,
         };
         match outcome {
-            Outcome::Halted => self.halted = Some(rejection.clone()),
-            Outcome::RolledBack => self.rejected = Some(rejection.clone()),
+            Outcome::Halted => self.halted = Some(Box::new(rejection.clone())),
+            Outcome::RolledBack => self.rejected = Some(Box::new(rejection.clone())),
         }
         self.recalled = None;
-        self.fresh_failure = Some((rejection, outcome));
+        self.fresh_failure = Some(Box::new((rejection, outcome)));
     }
 
     /// The failure recalled from status, with how it was told.
     pub fn recalled(&self) -> Option<(&Rejection, Recalled)> {
-        let failure = self.halted.as_ref().or(self.rejected.as_ref())?;
+        let failure = self.halted.as_deref().or(self.rejected.as_deref())?;
         Some((failure, self.recalled?))
     }
 
     /// The never-ready rollout found by the last [`Target::detect_rejection`], once.
     pub fn take_fresh_failure(&mut self) -> Option<(Rejection, Outcome)> {
-        self.fresh_failure.take()
+        self.fresh_failure.take().map(|fresh| *fresh)
     }
 
     /// The rollout halted on this config, if any.
     pub fn halted(&self) -> Option<&Rejection> {
-        self.halted.as_ref()
+        self.halted.as_deref()
     }
 
     /// A halt is over once the restart in flight targets another config (or none): a new
@@ -457,12 +459,12 @@ impl Target {
 
     /// The rejection found by the last [`Target::detect_rejection`], once.
     pub fn take_fresh_rejection(&mut self) -> Option<(Rejection, Crash)> {
-        self.fresh.take()
+        self.fresh.take().map(|fresh| *fresh)
     }
 
     /// The config Redis refused, if any.
     pub fn rejection(&self) -> Option<&Rejection> {
-        self.rejected.as_ref()
+        self.rejected.as_deref()
     }
 
     /// What to drive the pods to; `None` when no spec is known to be safe: then touch nothing.
