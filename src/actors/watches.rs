@@ -27,7 +27,7 @@ use crate::health::Health;
 use crate::resources::{
     CachedConfigMap, CachedNetworkPolicy, CachedPod, CachedSecret, CachedService,
     CachedStatefulSet, INSTANCE_LABEL, InstanceLabelled, MANAGED_BY_LABEL, MANAGER,
-    READY_CONDITION, REVISION_LABEL, ROLE_LABEL,
+    READY_CONDITION,
 };
 
 /// Retry delays of a failed watch: 250 ms doubling to 4 s, and back to 250 ms after any event.
@@ -216,15 +216,12 @@ type Progress = fn(&Versions) -> &AtomicU64;
 /// Stores an object as it comes.
 fn keep<K>(_: &mut K) {}
 
-/// Drops what the decisions never read of a pod: its labels keep those that route the event,
-/// tell its revision and its role, its conditions the one that tells readiness.
+/// Drops what the decisions never read of a pod (of its labels, `CachedPod` keeps only those
+/// read): its conditions keep the one that tells readiness.
 fn trim_pod(pod: &mut CachedPod) {
     let meta = &mut pod.metadata;
     meta.generate_name = None;
     meta.finalizers = None;
-    if let Some(labels) = meta.labels.as_mut() {
-        labels.retain(|key, _| key == INSTANCE_LABEL || key == REVISION_LABEL || key == ROLE_LABEL);
-    }
     if let Some(conditions) = pod.status.as_mut().and_then(|s| s.conditions.as_mut()) {
         conditions.retain(|c| c.type_ == READY_CONDITION);
     }

@@ -175,7 +175,7 @@ pub fn stuck_pods(
     }
     pods.iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| p.labels().get(REVISION_LABEL).is_some_and(|r| r != update))
+        .filter(|p| p.labels.get(REVISION_LABEL).is_some_and(|r| r != update))
         .filter(|p| {
             let failed = failed_hash.is_some_and(|h| pod_config_hash(p) == Some(h));
             !is_ready(p) && (past_deadline || failed || crash_of(p).is_some())
@@ -229,7 +229,7 @@ pub(crate) mod fixtures {
     //! Pods and StatefulSets as the caches would hold them.
     use super::*;
     use crate::resources::{
-        CachedContainerState, CachedContainerStatus, CachedPodCondition, CachedPodStatus,
+        CachedContainerState, CachedContainerStatus, CachedPodCondition, CachedPodStatus, Labels,
     };
     use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
     use k8s_openapi::api::core::v1::ContainerStateTerminated;
@@ -286,7 +286,7 @@ pub(crate) mod fixtures {
         pod.metadata.name = Some(name.into());
         pod.metadata.annotations =
             Some([(CONFIG_HASH_ANNOTATION.to_owned(), hash.to_owned())].into());
-        pod.metadata.labels = Some([(REVISION_LABEL.to_owned(), revision.to_owned())].into());
+        pod.labels = Labels::from(&[(REVISION_LABEL.to_owned(), revision.to_owned())].into());
         pod.status = Some(CachedPodStatus {
             conditions: Some(vec![CachedPodCondition {
                 type_: READY_CONDITION.into(),

@@ -94,19 +94,11 @@ macro_rules! instance_labelled {
 instance_labelled!(
     CachedConfigMap,
     CachedNetworkPolicy,
+    CachedPod,
     CachedSecret,
     CachedService,
     CachedStatefulSet
 );
-
-impl InstanceLabelled for CachedPod {
-    fn instance_label(&self) -> Option<&str> {
-        use kube::ResourceExt;
-        self.labels()
-            .get(crate::resources::INSTANCE_LABEL)
-            .map(String::as_str)
-    }
-}
 
 /// Metadata as the watches keep it, and the labels moved out of it.
 fn split_metadata(metadata: &ObjectMeta) -> (ObjectMeta, Labels) {

@@ -1,30 +1,77 @@
-//! A pod as the watch cache keeps it: its metadata and the few status fields the decisions read.
+//! A pod as the watch cache keeps it: its metadata, the labels and the few status fields the
+//! decisions read.
 
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
+use super::Labels;
+use crate::resources::{INSTANCE_LABEL, REVISION_LABEL, ROLE_LABEL};
+
 /// The pod condition that tells whether it passes its readiness probe.
 pub const READY_CONDITION: &str = "Ready";
 
-/// The cached pod: metadata, the ConfigMap its config volume names, and the status the
-/// decisions read.
+/// The labels of a pod the operator reads: the instance routes its watch events, the revision
+/// tells whether it runs the current template, the role which Services select it.
+const READ_LABELS: [&str; 3] = [INSTANCE_LABEL, REVISION_LABEL, ROLE_LABEL];
+
+/// The cached pod: metadata, the labels the operator reads, the ConfigMap its config volume
+/// names, and the status the decisions read.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(from = "Wire", into = "Wire")]
 pub struct CachedPod {
-    /// The pod's metadata (managed fields dropped by the watch).
-    #[serde(default)]
+    /// The pod's metadata (managed fields dropped by the watch), without its labels.
     pub metadata: ObjectMeta,
+    /// Of its labels, those in [`READ_LABELS`].
+    pub labels: Labels,
     /// The ConfigMap its config volume mounts: a revision's, or the shared `<name>-config` of
     /// a pod started before revisions existed. The only part of the spec kept.
+    pub config_map: Option<String>,
+    /// What the kubelet reports.
+    pub status: Option<CachedPodStatus>,
+}
+
+/// The pod as the API server sends it, with only the fields the cache keeps.
+#[derive(Deserialize, Serialize)]
+struct Wire {
+    #[serde(default)]
+    metadata: ObjectMeta,
     #[serde(
         default,
         rename = "spec",
         deserialize_with = "super::config_volume::from_spec",
         serialize_with = "super::config_volume::as_spec"
     )]
-    pub config_map: Option<String>,
-    /// What the kubelet reports.
-    pub status: Option<CachedPodStatus>,
+    config_map: Option<String>,
+    status: Option<CachedPodStatus>,
+}
+
+impl From<Wire> for CachedPod {
+    fn from(mut wire: Wire) -> Self {
+        if let Some(labels) = wire.metadata.labels.as_mut() {
+            labels.retain(|key, _| READ_LABELS.contains(&key.as_str()));
+        }
+        Self {
+            labels: Labels::take(&mut wire.metadata),
+            metadata: wire.metadata,
+            config_map: wire.config_map,
+            status: wire.status,
+        }
+    }
+}
+
+impl From<CachedPod> for Wire {
+    fn from(pod: CachedPod) -> Self {
+        let labels = pod.labels.to_map();
+        Self {
+            metadata: ObjectMeta {
+                labels: (!labels.is_empty()).then_some(labels),
+                ..pod.metadata
+            },
+            config_map: pod.config_map,
+            status: pod.status,
+        }
+    }
 }
 
 /// The fields of a `PodStatus` the operator reads.
@@ -80,6 +127,7 @@ impl From<&Pod> for CachedPod {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resources::InstanceLabelled;
     use k8s_openapi::api::core::v1::{
         ConfigMapVolumeSource, ContainerState, ContainerStateRunning, ContainerStatus,
         PodCondition, PodSpec, PodStatus, Volume,
@@ -90,6 +138,17 @@ mod tests {
         let mut pod = Pod::default();
         pod.metadata.name = Some("redis-example-0".into());
         pod.metadata.uid = Some("u1".into());
+        pod.metadata.labels = Some(
+            [
+                (INSTANCE_LABEL, "redis-example"),
+                (REVISION_LABEL, "redis-example-5d4f8"),
+                (ROLE_LABEL, "primary"),
+                ("app.kubernetes.io/name", "redis"),
+                ("statefulset.kubernetes.io/pod-name", "redis-example-0"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+        );
         pod.spec = Some(PodSpec {
             volumes: Some(vec![
                 Volume {
@@ -138,7 +197,23 @@ mod tests {
             ..Default::default()
         });
         let cached = CachedPod::from(&pod);
-        assert_eq!(cached.metadata, pod.metadata);
+        let unlabelled = ObjectMeta {
+            labels: None,
+            ..pod.metadata.clone()
+        };
+        assert_eq!(
+            cached.metadata, unlabelled,
+            "labels moved out of the metadata"
+        );
+        let mut read = pod.metadata.labels.clone().unwrap();
+        read.retain(|key, _| READ_LABELS.contains(&key.as_str()));
+        assert_eq!(read.len(), 3);
+        assert_eq!(
+            cached.labels.to_map(),
+            read,
+            "only the labels read are kept"
+        );
+        assert_eq!(cached.instance_label(), Some("redis-example"));
         assert_eq!(
             cached.config_map.as_deref(),
             Some("redis-example-config-0123456789ab")

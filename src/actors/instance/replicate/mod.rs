@@ -99,8 +99,8 @@ pub(super) async fn step(
             deleting: pod.metadata.deletion_timestamp.is_some(),
             ready: is_ready(pod),
             up_to_date: update_revision.is_some()
-                && pod.labels().get(REVISION_LABEL) == update_revision.as_ref(),
-            role_label: pod.labels().get(ROLE_LABEL).map(String::as_str),
+                && pod.labels.get(REVISION_LABEL) == update_revision.as_deref(),
+            role_label: pod.labels.get(ROLE_LABEL),
             probe: probe.as_ref(),
         })
         .collect();

@@ -42,7 +42,8 @@ pub(super) async fn move_primary_label(
     to: &str,
 ) -> Result<(), kube_io::Error> {
     let find = |name: &str| pods.iter().find(|p| p.name_any() == name).copied();
-    let role_label = |name: &str| find(name).and_then(|p| p.labels().get(ROLE_LABEL).cloned());
+    let role_label =
+        |name: &str| find(name).and_then(|p| p.labels.get(ROLE_LABEL).map(str::to_owned));
     let primary = Some(Role::Primary.as_str().to_owned());
     if let Some(pod) = find(to).filter(|_| role_label(to) != primary) {
         info!(pod = %to, "labelled primary");
