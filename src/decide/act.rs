@@ -331,7 +331,11 @@ pub fn act<'a>(
                     .pods
                     .iter()
                     .find(|p| pod_config_hash(p) == Some(want.hash))
-                    .and_then(|p| p.annotations().get(RESTARTED_AT_ANNOTATION).cloned());
+                    .and_then(|p| {
+                        p.annotations
+                            .get(RESTARTED_AT_ANNOTATION)
+                            .map(str::to_owned)
+                    });
             }
             Act::Retarget(restart(next, &old.config_hash))
         }

@@ -390,9 +390,8 @@ pub fn adopted_template(pods: &[Arc<CachedPod>]) -> Option<(&str, Option<&str>)>
         .filter(|pod| pod.metadata.deletion_timestamp.is_none())
         .find_map(|pod| {
             let marker = pod
-                .annotations()
-                .get(crate::resources::RESTARTED_AT_ANNOTATION)
-                .map(String::as_str);
+                .annotations
+                .get(crate::resources::RESTARTED_AT_ANNOTATION);
             Some((pod_config_hash(pod)?, marker))
         })
 }

@@ -96,9 +96,7 @@ pub fn config_error(message: &str) -> Option<ConfigError> {
 
 /// The config hash a pod was started with (copied from the template annotation).
 pub fn pod_config_hash(pod: &CachedPod) -> Option<&str> {
-    pod.annotations()
-        .get(CONFIG_HASH_ANNOTATION)
-        .map(String::as_str)
+    pod.annotations.get(CONFIG_HASH_ANNOTATION)
 }
 
 /// Whether the pod passes its readiness probe.
@@ -284,8 +282,8 @@ pub(crate) mod fixtures {
     ) -> Arc<CachedPod> {
         let mut pod = CachedPod::default();
         pod.metadata.name = Some(name.into());
-        pod.metadata.annotations =
-            Some([(CONFIG_HASH_ANNOTATION.to_owned(), hash.to_owned())].into());
+        pod.annotations =
+            Labels::from(&[(CONFIG_HASH_ANNOTATION.to_owned(), hash.to_owned())].into());
         pod.labels = Labels::from(&[(REVISION_LABEL.to_owned(), revision.to_owned())].into());
         pod.status = Some(CachedPodStatus {
             conditions: Some(vec![CachedPodCondition {

@@ -50,8 +50,9 @@ pub struct TlsMemory {
 impl TlsMemory {
     /// How to reach `pod`: over TLS when it was started with TLS (its template says so).
     pub fn for_pod(&self, pod: &CachedPod) -> Option<Arc<ClientTls>> {
-        pod.annotations()
-            .contains_key(TLS_ANNOTATION)
+        pod.annotations
+            .get(TLS_ANNOTATION)
+            .is_some()
             .then(|| self.client.clone())
             .flatten()
     }
@@ -286,8 +287,7 @@ mod tests {
     fn a_pod_is_reached_over_tls_only_when_started_with_it() {
         let mut memory = TlsMemory::default();
         let mut tls_pod = CachedPod::default();
-        tls_pod.metadata.annotations =
-            Some([(TLS_ANNOTATION.to_owned(), "true".to_owned())].into());
+        tls_pod.annotations.insert(TLS_ANNOTATION, "true");
         let plain_pod = CachedPod::default();
         assert!(memory.for_pod(&tls_pod).is_none(), "no Secret read yet");
         memory.client = Some(Arc::new(

@@ -216,9 +216,9 @@ fn failing(back: bool) -> Case {
     );
     let first = render(&instance(&[("maxmemory", "100mb")]).spec.config);
     let mut untouched = CachedPod::clone(&pod("redis-example-1", &first.hash, "rev-a", true, None));
-    untouched.metadata.annotations.as_mut().unwrap().insert(
-        crate::resources::RESTARTED_AT_ANNOTATION.into(),
-        "2026-12-05T10:00:00Z".into(),
+    untouched.annotations.insert(
+        crate::resources::RESTARTED_AT_ANNOTATION,
+        "2026-12-05T10:00:00Z",
     );
     case.pods = vec![
         pod("redis-example-0", &case.hash, "rev-b", false, None),

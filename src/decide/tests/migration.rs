@@ -86,9 +86,9 @@ fn a_migration_waits_for_a_rollout_and_a_pause() {
 #[test]
 fn pods_left_by_a_deleted_statefulset_give_the_template_to_adopt_them_with() {
     let mut marked = CachedPod::clone(&pod("redis-example-0", "h1", "rev-a", true, None));
-    marked.metadata.annotations.as_mut().unwrap().insert(
-        crate::resources::RESTARTED_AT_ANNOTATION.into(),
-        "2026-12-05T10:00:00Z".into(),
+    marked.annotations.insert(
+        crate::resources::RESTARTED_AT_ANNOTATION,
+        "2026-12-05T10:00:00Z",
     );
     let pods = vec![
         terminating(pod("redis-example-0", "h0", "rev-a", true, None)),

@@ -4,7 +4,9 @@
 //! however few labels it holds; the operator's objects carry three. At 10,000 instances the
 //! caches hold 90,000 such objects, so each cached kind moves its labels out of its metadata
 //! into this: `key=value` pairs, one a line (neither a label key nor its value can hold `=`
-//! or a line break), about 90 bytes for the operator's three.
+//! or a line break), about 90 bytes for the operator's three. Pods keep the annotations the
+//! operator reads the same way (an annotation's key cannot hold `=` or a line break either;
+//! a value with a line break is not kept).
 
 use std::collections::BTreeMap;
 
@@ -38,6 +40,14 @@ impl Labels {
         self.0 = kept.unwrap_or_default().into_boxed_str();
     }
 
+    /// Sets label `key` to `value`.
+    #[cfg(test)]
+    pub fn insert(&mut self, key: &str, value: &str) {
+        let mut map = self.to_map();
+        map.insert(key.to_owned(), value.to_owned());
+        *self = Self::from(&map);
+    }
+
     /// The labels as a map, as the API server would show them.
     pub fn to_map(&self) -> BTreeMap<String, String> {
         self.pairs()
@@ -52,7 +62,11 @@ impl Labels {
 
 impl From<&BTreeMap<String, String>> for Labels {
     fn from(labels: &BTreeMap<String, String>) -> Self {
-        let text: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let text: Vec<String> = labels
+            .iter()
+            .filter(|(_, v)| !v.contains(['\n', '\r']))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         Self(text.join("\n").into_boxed_str())
     }
 }
@@ -99,5 +113,15 @@ mod tests {
         let mut none = labels;
         none.keep_only("missing");
         assert_eq!(none, Labels::default());
+        let mut more = Labels::default();
+        more.insert("a", "1=2");
+        more.insert("b", "2");
+        assert_eq!(more.get("a"), Some("1=2"), "a value may hold =");
+        let broken = BTreeMap::from([("a".to_owned(), "1\nb=3".to_owned())]);
+        assert_eq!(
+            Labels::from(&broken),
+            Labels::default(),
+            "a line break is not kept"
+        );
     }
 }

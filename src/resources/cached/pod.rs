@@ -1,12 +1,15 @@
-//! A pod as the watch cache keeps it: its metadata, the labels and the few status fields the
-//! decisions read.
+//! A pod as the watch cache keeps it: its metadata, the labels, annotations and few status
+//! fields the decisions read.
 
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
 use super::Labels;
-use crate::resources::{INSTANCE_LABEL, REVISION_LABEL, ROLE_LABEL};
+use crate::resources::{
+    CONFIG_HASH_ANNOTATION, INSTANCE_LABEL, RESTARTED_AT_ANNOTATION, REVISION_LABEL, ROLE_LABEL,
+    TLS_ANNOTATION,
+};
 
 /// The pod condition that tells whether it passes its readiness probe.
 pub const READY_CONDITION: &str = "Ready";
@@ -15,15 +18,26 @@ pub const READY_CONDITION: &str = "Ready";
 /// tells whether it runs the current template, the role which Services select it.
 const READ_LABELS: [&str; 3] = [INSTANCE_LABEL, REVISION_LABEL, ROLE_LABEL];
 
+/// The annotations of a pod the operator reads, all from its StatefulSet's template: the
+/// config it runs, its restart marker, and whether it serves TLS.
+const READ_ANNOTATIONS: [&str; 3] = [
+    CONFIG_HASH_ANNOTATION,
+    RESTARTED_AT_ANNOTATION,
+    TLS_ANNOTATION,
+];
+
 /// The cached pod: metadata, the labels the operator reads, the ConfigMap its config volume
 /// names, and the status the decisions read.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(from = "Wire", into = "Wire")]
 pub struct CachedPod {
-    /// The pod's metadata (managed fields dropped by the watch), without its labels.
+    /// The pod's metadata (managed fields dropped by the watch), without its labels and
+    /// annotations.
     pub metadata: ObjectMeta,
     /// Of its labels, those in [`READ_LABELS`].
     pub labels: Labels,
+    /// Of its annotations, those in [`READ_ANNOTATIONS`].
+    pub annotations: Labels,
     /// The ConfigMap its config volume mounts: a revision's, or the shared `<name>-config` of
     /// a pod started before revisions existed. The only part of the spec kept.
     pub config_map: Option<String>,
@@ -48,11 +62,15 @@ struct Wire {
 
 impl From<Wire> for CachedPod {
     fn from(mut wire: Wire) -> Self {
-        if let Some(labels) = wire.metadata.labels.as_mut() {
+        let metadata = &mut wire.metadata;
+        if let Some(labels) = metadata.labels.as_mut() {
             labels.retain(|key, _| READ_LABELS.contains(&key.as_str()));
         }
+        let mut annotations = metadata.annotations.take().unwrap_or_default();
+        annotations.retain(|key, _| READ_ANNOTATIONS.contains(&key.as_str()));
         Self {
-            labels: Labels::take(&mut wire.metadata),
+            labels: Labels::take(metadata),
+            annotations: Labels::from(&annotations),
             metadata: wire.metadata,
             config_map: wire.config_map,
             status: wire.status,
@@ -63,9 +81,11 @@ impl From<Wire> for CachedPod {
 impl From<CachedPod> for Wire {
     fn from(pod: CachedPod) -> Self {
         let labels = pod.labels.to_map();
+        let annotations = pod.annotations.to_map();
         Self {
             metadata: ObjectMeta {
                 labels: (!labels.is_empty()).then_some(labels),
+                annotations: (!annotations.is_empty()).then_some(annotations),
                 ..pod.metadata
             },
             config_map: pod.config_map,
@@ -149,6 +169,15 @@ mod tests {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .into(),
         );
+        pod.metadata.annotations = Some(
+            [
+                (CONFIG_HASH_ANNOTATION, "0123456789ab"),
+                (TLS_ANNOTATION, "true"),
+                ("kubectl.kubernetes.io/default-container", "redis"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+        );
         pod.spec = Some(PodSpec {
             volumes: Some(vec![
                 Volume {
@@ -199,11 +228,22 @@ mod tests {
         let cached = CachedPod::from(&pod);
         let unlabelled = ObjectMeta {
             labels: None,
+            annotations: None,
             ..pod.metadata.clone()
         };
         assert_eq!(
             cached.metadata, unlabelled,
-            "labels moved out of the metadata"
+            "labels and annotations moved out of the metadata"
+        );
+        assert_eq!(
+            cached.annotations.get(CONFIG_HASH_ANNOTATION),
+            Some("0123456789ab")
+        );
+        assert_eq!(cached.annotations.get(TLS_ANNOTATION), Some("true"));
+        assert_eq!(
+            cached.annotations.to_map().len(),
+            2,
+            "only the annotations read are kept"
         );
         let mut read = pod.metadata.labels.clone().unwrap();
         read.retain(|key, _| READ_LABELS.contains(&key.as_str()));
