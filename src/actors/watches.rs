@@ -227,6 +227,18 @@ fn trim_pod(pod: &mut CachedPod) {
     }
 }
 
+/// The annotation `kubectl apply` leaves on what it applies: the whole object again, as JSON.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what is never read of a RedisInstance: its managed fields, and the copy of its spec
+/// that `kubectl apply` keeps in an annotation (as large as the spec, per instance).
+fn trim_instance(instance: &mut RedisInstance) {
+    instance.metadata.managed_fields = None;
+    if let Some(annotations) = instance.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
+}
+
 /// Drops what is never read of a Secret the operator owns: its labels keep the one that routes
 /// the event, and its annotations go.
 fn trim_secret(secret: &mut CachedSecret) {
@@ -319,7 +331,7 @@ pub fn start(
         api::<RedisInstance>(client, namespace),
         watcher::Config::default(),
     )
-    .modify(|ri: &mut RedisInstance| ri.metadata.managed_fields = None)
+    .modify(trim_instance)
     .reflect(instance_writer)
     .backoff(WatchBackoff::default())
     .map(|event| event.map(|e| SupervisorMsg::Instance(Box::new(e), Instant::now())));
@@ -411,5 +423,23 @@ mod tests {
         assert_eq!(delays[6], LONGEST_RETRY);
         backoff.reset();
         assert_eq!(backoff.next(), Some(FIRST_RETRY));
+    }
+
+    #[test]
+    fn an_instance_is_cached_without_kubectls_copy_of_it() {
+        let mut applied = crate::resources::fixtures::instance(&[("maxmemory", "100mb")]);
+        let pause = (
+            crate::decide::PAUSED_ANNOTATION.to_owned(),
+            "true".to_owned(),
+        );
+        let copy = serde_json::to_string(&applied).unwrap();
+        applied.metadata.annotations =
+            Some([pause.clone(), (LAST_APPLIED_ANNOTATION.to_owned(), copy)].into());
+        trim_instance(&mut applied);
+        assert_eq!(
+            applied.metadata.annotations,
+            Some([pause].into()),
+            "the annotations the operator reads stay"
+        );
     }
 }
