@@ -9,6 +9,7 @@
 mod act;
 mod failure;
 pub mod live_drift;
+mod network;
 mod notice;
 mod pods;
 pub mod replication;
@@ -38,6 +39,7 @@ pub use act::{
 pub use failure::{
     DriveTo, Outcome, Specs, drive_to, never_ready_outcome, refusal, watch_for_failure,
 };
+pub use network::{PolicyAct, PolicyStep, PolicyView, PolicyWrite, network_step};
 pub use notice::{Notice, record_fact, restart_resumed};
 /// Pods and StatefulSets as the caches hold them, for tests elsewhere in the crate.
 #[cfg(test)]
