@@ -7,6 +7,7 @@
 //! wait for it to finish, so a burst of edits costs at most one more restart.
 
 mod act;
+mod auth;
 mod failure;
 pub mod live_drift;
 mod network;
@@ -35,6 +36,10 @@ use crate::resources::{
 pub use act::{
     Act, Drift, Facts, FileWrite, Form, Replacement, Restart, ServiceTold, ServicesAct, Template,
     act, drift, drift_restarted, finished, services_act,
+};
+pub use auth::{
+    AclWrite, AuthPlan, AuthStep, AuthView, CREATED_ELSEWHERE, Creation, Synced, UsersSync,
+    auth_step, synced,
 };
 pub use failure::{
     DriveTo, Outcome, Specs, drive_to, never_ready_outcome, refusal, watch_for_failure,

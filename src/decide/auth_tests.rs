@@ -1,0 +1,426 @@
+//! Rows for the credentials decision: the Secrets as read, the actor's memory, and what is
+//! created, written, brought in line and told.
+
+use super::*;
+use crate::auth::generated_secret_name;
+use crate::crd::AuthUser;
+use crate::resources::fixtures::instance;
+use crate::resources::{CachedPodStatus, generated_auth_secret};
+
+/// What a row starts from.
+#[derive(Clone)]
+struct World {
+    instance: RedisInstance,
+    system: bool,
+    generated: bool,
+    /// For each user the spec names: its Secret is there.
+    named: Vec<bool>,
+    acl: Acl,
+    recorded: Recorded,
+    missing_told: Vec<String>,
+    requirepass_told: bool,
+    seeded_now: bool,
+}
+
+/// The ACL Secret as read.
+#[derive(Clone, Copy)]
+enum Acl {
+    Missing,
+    /// Holding another file, at resourceVersion 7.
+    Stale,
+    /// Holding the file the Secrets make.
+    Current,
+}
+
+/// The fingerprint the pods were brought in line with.
+#[derive(Clone, Copy)]
+enum Recorded {
+    Nothing,
+    Other,
+    Current,
+}
+
+impl World {
+    /// Auth on, every owned Secret there, the ACL Secret current and the pods in line.
+    fn settled() -> Self {
+        World {
+            instance: instance(&[]),
+            system: true,
+            generated: true,
+            named: Vec::new(),
+            acl: Acl::Current,
+            recorded: Recorded::Current,
+            missing_told: Vec::new(),
+            requirepass_told: false,
+            seeded_now: false,
+        }
+    }
+
+    fn with(mut self, change: impl FnOnce(&mut World)) -> Self {
+        change(&mut self);
+        self
+    }
+
+    /// The spec names `alice` (Secret `alice-pw`) and `default` (Secret `default-pw`).
+    fn named(self, present: [bool; 2]) -> Self {
+        self.with(|w| {
+            w.instance.spec.auth.users = ["alice", "default"]
+                .iter()
+                .map(|name| AuthUser {
+                    name: (*name).into(),
+                    password_secret: format!("{name}-pw"),
+                    rules: "~* +@all".into(),
+                })
+                .collect();
+            w.named = present.to_vec();
+        })
+    }
+
+    fn seeded(self) -> Self {
+        self.with(|w| {
+            w.instance.spec.config = crate::config::config_of(&[("requirepass", "old-secret")]);
+        })
+    }
+}
+
+fn secret(from: k8s_openapi::api::core::v1::Secret, version: &str) -> Arc<CachedSecret> {
+    let mut from = from;
+    from.metadata.resource_version = Some(version.into());
+    Arc::new(CachedSecret::from(&from))
+}
+
+fn password_secret(name: &str, password: &str) -> Arc<CachedSecret> {
+    let mut from = generated_auth_secret(&instance(&[]), password);
+    from.metadata.name = Some(name.into());
+    secret(from, "3")
+}
+
+fn running(name: &str, ip: Option<&str>, deleting: bool) -> Arc<CachedPod> {
+    let mut pod = CachedPod::default();
+    pod.metadata.name = Some(name.into());
+    if deleting {
+        pod.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+    }
+    pod.status = Some(CachedPodStatus {
+        pod_ip: ip.map(str::to_owned),
+        ..CachedPodStatus::default()
+    });
+    Arc::new(pod)
+}
+
+/// The pods every row runs with: two running, one without an IP yet, one going away.
+fn pods() -> Vec<Arc<CachedPod>> {
+    vec![
+        running("redis-example-0", Some("10.0.0.1"), false),
+        running("redis-example-1", Some("10.0.0.2"), false),
+        running("redis-example-2", None, false),
+        running("redis-example-3", Some("10.0.0.4"), true),
+    ]
+}
+
+/// The decision for `world`, in words.
+fn decided(world: &World) -> String {
+    let instance = &world.instance;
+    let system = world.system.then(|| SystemPasswords {
+        operator: "op-pw".into(),
+        replication: "repl-pw".into(),
+    });
+    let generated = world
+        .generated
+        .then(|| secret(generated_auth_secret(instance, "gen-pw"), "2"));
+    let named: Vec<Option<Arc<CachedSecret>>> = world
+        .named
+        .iter()
+        .zip(&instance.spec.auth.users)
+        .map(|(there, user)| {
+            there.then(|| password_secret(&user.password_secret, &format!("{}-pass", user.name)))
+        })
+        .collect();
+    let pods = pods();
+    let first = AuthView {
+        instance,
+        system: system.as_ref(),
+        generated: generated.as_deref(),
+        named: &named,
+        acl: None,
+        recorded: None,
+        pods: &pods,
+        missing_told: &world.missing_told,
+        requirepass_told: world.requirepass_told,
+        seeded_now: world.seeded_now,
+    };
+    // What the Secrets make: the file and fingerprint of a first pass with nothing written.
+    let (file, fingerprint) = match auth_step(&first) {
+        AuthStep::Run(plan) => match (plan.acl, plan.sync) {
+            (Some(write), Some(sync)) => (Some(write.secret), Some(sync.fingerprint)),
+            _ => (None, None),
+        },
+        _ => (None, None),
+    };
+    let acl = match world.acl {
+        Acl::Missing => None,
+        Acl::Stale => Some(secret(acl_secret(instance, "user old on", None), "7")),
+        Acl::Current => file.map(|file| secret(file, "8")),
+    };
+    let recorded = match world.recorded {
+        Recorded::Nothing => None,
+        Recorded::Other => Some("an older file".to_owned()),
+        Recorded::Current => fingerprint,
+    };
+    let view = AuthView {
+        acl: acl.as_deref(),
+        recorded: recorded.as_deref(),
+        ..first
+    };
+    match auth_step(&view) {
+        AuthStep::Off => "Off".into(),
+        AuthStep::Create(Creation::System) => "Create System".into(),
+        AuthStep::Create(Creation::Generated { seed }) => {
+            format!("Create Generated seed={}", seed.unwrap_or("-"))
+        }
+        AuthStep::Run(plan) => {
+            assert_eq!(
+                plan.access.login.as_ref().map(|c| c.user.as_str()),
+                Some(crate::auth::OPERATOR_USER)
+            );
+            let mut words = vec!["Run".to_owned()];
+            for told in &plan.tell {
+                words.push(format!("tell={}", told.reason));
+            }
+            if !plan.missing.is_empty() {
+                words.push(format!("missing={}", plan.missing.join(",")));
+            }
+            if plan.requirepass_told {
+                words.push("requirepass-told".into());
+            }
+            if let Some(write) = &plan.acl {
+                let version = write.secret.metadata.resource_version.as_deref();
+                words.push(match (write.create, version) {
+                    (true, _) => "acl=create".into(),
+                    (false, Some(v)) => format!("acl=apply@{v}"),
+                    (false, None) => "acl=apply".into(),
+                });
+            }
+            if let Some(sync) = &plan.sync {
+                let names: Vec<String> = sync.pods.iter().map(|(p, _)| p.name_any()).collect();
+                let logins: Vec<String> = sync
+                    .logins
+                    .iter()
+                    .map(|l| l.as_ref().map_or("none".into(), |c| c.user.clone()))
+                    .collect();
+                words.push(format!("sync={} as={}", names.join(","), logins.join(",")));
+            }
+            if plan.wake != Duration::MAX {
+                words.push(format!("wake={:?}", plan.wake));
+            }
+            words.join(" ")
+        }
+    }
+}
+
+#[test]
+fn credentials_are_created_written_brought_in_line_and_told_as_the_secrets_say() {
+    let settled = World::settled();
+    let both = "redis-example-0,redis-example-1";
+    let table = [
+        ("settled", settled.clone(), "Run".to_owned()),
+        (
+            "auth disabled",
+            settled
+                .clone()
+                .with(|w| w.instance.spec.auth.disabled = true),
+            "Off".into(),
+        ),
+        (
+            "no operator Secret yet: created first",
+            settled.clone().with(|w| {
+                w.system = false;
+                w.generated = false;
+            }),
+            "Create System".into(),
+        ),
+        (
+            "no generated Secret yet",
+            settled.clone().with(|w| w.generated = false),
+            "Create Generated seed=-".into(),
+        ),
+        (
+            "no generated Secret yet, upgraded from requirepass",
+            settled.clone().seeded().with(|w| w.generated = false),
+            "Create Generated seed=old-secret".into(),
+        ),
+        (
+            "a new instance: the ACL Secret created, the running pods brought in line",
+            settled.clone().with(|w| {
+                w.acl = Acl::Missing;
+                w.recorded = Recorded::Nothing;
+            }),
+            format!("Run acl=create sync={both} as=redis-operator,default,none"),
+        ),
+        (
+            "the ACL Secret holds another file: applied over the version read",
+            settled.clone().with(|w| {
+                w.acl = Acl::Stale;
+                w.recorded = Recorded::Other;
+            }),
+            format!("Run acl=apply@7 sync={both} as=redis-operator,default,none"),
+        ),
+        (
+            "the file is written but the pods have another one (a rotation after a crash)",
+            settled.clone().with(|w| w.recorded = Recorded::Other),
+            format!("Run sync={both} as=redis-operator,default,none"),
+        ),
+        (
+            "status lost the fingerprint: the pods are brought in line again",
+            settled.clone().with(|w| w.recorded = Recorded::Nothing),
+            format!("Run sync={both} as=redis-operator,default,none"),
+        ),
+        (
+            "upgraded from requirepass, created now: told, and its password tried as default",
+            settled.clone().seeded().with(|w| {
+                w.seeded_now = true;
+                w.recorded = Recorded::Nothing;
+            }),
+            format!(
+                "Run tell=PasswordMoved requirepass-told sync={both} \
+                 as=redis-operator,default,default,none"
+            ),
+        ),
+        (
+            "requirepass told already",
+            settled.clone().seeded().with(|w| w.requirepass_told = true),
+            "Run requirepass-told".into(),
+        ),
+        (
+            "named users, a Secret missing: told, nothing written, looked at again",
+            settled.clone().named([true, false]),
+            "Run tell=SecretMissing missing=default-pw wake=5s".into(),
+        ),
+        (
+            "named users, the same Secret missing, told already",
+            settled
+                .clone()
+                .named([true, false])
+                .with(|w| w.missing_told = vec!["default-pw".into()]),
+            "Run missing=default-pw wake=5s".into(),
+        ),
+        (
+            "named users, another Secret missing than told",
+            settled
+                .clone()
+                .named([false, false])
+                .with(|w| w.missing_told = vec!["default-pw".into()]),
+            "Run tell=SecretMissing missing=alice-pw,default-pw wake=5s".into(),
+        ),
+        (
+            "named users all there, the generated Secret not needed",
+            settled.clone().named([true, true]).with(|w| {
+                w.generated = false;
+                w.recorded = Recorded::Nothing;
+            }),
+            format!("Run sync={both} as=redis-operator,default,none"),
+        ),
+    ];
+    for (row, world, want) in table {
+        assert_eq!(decided(&world), want, "{row}");
+    }
+}
+
+#[test]
+fn the_notes_name_the_secrets_and_never_a_password() {
+    let world = World::settled().named([false, true]);
+    let mut seeded = World::settled().seeded();
+    seeded.seeded_now = true;
+    for (world, words) in [
+        (world, vec!["alice-pw".to_owned(), "team-a".into()]),
+        (
+            seeded,
+            vec![generated_secret_name(&instance(&[])), "now lives in".into()],
+        ),
+    ] {
+        let pods = pods();
+        let system = SystemPasswords {
+            operator: "op-pw".into(),
+            replication: "repl-pw".into(),
+        };
+        let generated = secret(generated_auth_secret(&world.instance, "old-secret"), "2");
+        let named: Vec<_> = world.named.iter().map(|_| None).collect();
+        let view = AuthView {
+            instance: &world.instance,
+            system: Some(&system),
+            generated: Some(&generated),
+            named: &named,
+            acl: None,
+            recorded: None,
+            pods: &pods,
+            missing_told: &[],
+            requirepass_told: false,
+            seeded_now: world.seeded_now,
+        };
+        let AuthStep::Run(plan) = auth_step(&view) else {
+            panic!("every owned Secret is there");
+        };
+        let note = &plan.tell.first().expect("one Event").note;
+        for word in words {
+            assert!(note.contains(&word), "{note:?} names {word}");
+        }
+        assert!(
+            ["old-secret", "op-pw", "repl-pw", "-pass"]
+                .iter()
+                .all(|secret| !note.contains(secret)),
+            "{note:?}"
+        );
+    }
+}
+
+#[test]
+fn the_fingerprint_is_remembered_only_once_every_pod_is_in_line() {
+    let world = World::settled().with(|w| w.recorded = Recorded::Nothing);
+    let system = SystemPasswords {
+        operator: "op-pw".into(),
+        replication: "repl-pw".into(),
+    };
+    let generated = secret(generated_auth_secret(&world.instance, "gen-pw"), "2");
+    let with_pods = pods();
+    let view = AuthView {
+        instance: &world.instance,
+        system: Some(&system),
+        generated: Some(&generated),
+        named: &[],
+        acl: None,
+        recorded: None,
+        pods: &with_pods,
+        missing_told: &[],
+        requirepass_told: false,
+        seeded_now: false,
+    };
+    let AuthStep::Run(plan) = auth_step(&view) else {
+        panic!("every owned Secret is there");
+    };
+    let sync = plan
+        .sync
+        .expect("nothing recorded: the pods are brought in line");
+    assert_eq!(synced(&sync, 1), Synced::Retry(Duration::from_secs(2)));
+    let Synced::InLine { fingerprint, tell } = synced(&sync, 0) else {
+        panic!("all in line");
+    };
+    assert_eq!(fingerprint, sync.fingerprint);
+    let tell = tell.expect("pods were changed live: told");
+    assert_eq!((tell.reason, tell.warning), ("UsersApplied", false));
+    assert!(
+        tell.note.contains("redis-example-0, redis-example-1"),
+        "{}",
+        tell.note
+    );
+    let no_pods = UsersSync {
+        pods: Vec::new(),
+        ..sync
+    };
+    assert!(
+        matches!(synced(&no_pods, 0), Synced::InLine { tell: None, .. }),
+        "no pod changed: nothing to tell"
+    );
+}
