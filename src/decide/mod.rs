@@ -16,6 +16,7 @@ mod pods;
 pub mod replication;
 mod revisions;
 mod step;
+mod tls;
 mod wake;
 
 use std::sync::Arc;
@@ -57,6 +58,10 @@ pub use revisions::{created_template, mount_for, next_template_names_revision, r
 pub use step::{
     HoldAct, PAUSED_ANNOTATION, Unplanned, Verdict, Wakes, hold_act, next_wake, overdue_to_tell,
     paused, refusal_to_tell, verdict,
+};
+pub use tls::{
+    Reload, Reloaded, SecretRead, SecretView, ServedView, reload, reloaded, secret_missing_problem,
+    secret_read, secret_read_due, tell_problem,
 };
 pub use wake::{pod_deadline_wake, progress_wake, settle_left};
 

@@ -434,7 +434,7 @@ async fn at_rest(
         state.target.converged(plan);
         wakes.live = live::at_rest(state, turn, plan, seen).await;
     }
-    wakes.tls = tls::reload(state, plan, seen).await;
+    wakes.tls = tls::reload_pods(state, plan, seen).await;
     happened.status = true;
     let replicated = crate::resources::replicated(&plan.instance);
     happened.unconverted =
