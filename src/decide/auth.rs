@@ -11,7 +11,10 @@ use super::Notice;
 use crate::auth::acl::{self, AclUser};
 use crate::auth::{Access, Credentials, OPERATOR_USER, REPLICATION_USER, enabled, seed_password};
 use crate::crd::RedisInstance;
-use crate::resources::{CachedPod, CachedSecret, SystemPasswords, acl_file_of, acl_secret};
+use crate::resources::{
+    CachedPod, CachedSecret, SystemPasswords, acl_file_of, acl_secret, generated_auth_secret,
+    system_secret,
+};
 
 /// How soon to look again after a create found the Secret already there: someone created it
 /// meanwhile, and the cache shows it soon.
@@ -33,10 +36,10 @@ const GENERATED_USER_RULES: &str = "~* &* +@all";
 pub struct AuthView<'a> {
     /// The last valid spec.
     pub instance: &'a RedisInstance,
-    /// The passwords `<name>-operator` holds (both, or `None`).
-    pub system: Option<&'a SystemPasswords>,
-    /// `<name>-auth`, when the spec names no users.
-    pub generated: Option<&'a CachedSecret>,
+    /// `<name>-operator`.
+    pub system: Owned<'a, SystemPasswords, SystemPasswords>,
+    /// `<name>-auth`, looked up only when the spec names no users.
+    pub generated: Option<Owned<'a, CachedSecret, str>>,
     /// The Secret of each user the spec names, in the spec's order; `None`: missing.
     pub named: &'a [Option<Arc<CachedSecret>>],
     /// The ACL Secret the pods mount.
@@ -50,34 +53,39 @@ pub struct AuthView<'a> {
     pub missing_told: &'a [String],
     /// The user was told that `spec.config.requirepass` is not used.
     pub requirepass_told: bool,
-    /// `<name>-auth` was created from `spec.config.requirepass` in this step.
-    pub seeded_now: bool,
 }
+
+/// A Secret the operator owns, as the actor found it.
+pub enum Owned<'a, T, F: ?Sized> {
+    /// Read (from the cache, or as the actor wrote it).
+    Read(&'a T),
+    /// Missing: the actor drew fresh passwords for it, used if it is created.
+    Missing(&'a F),
+}
+
+// Derived, they would ask `T` and `F` to be `Copy`, not the references.
+impl<T, F: ?Sized> Clone for Owned<'_, T, F> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T, F: ?Sized> Copy for Owned<'_, T, F> {}
 
 /// What the credentials part of a step does.
 #[derive(Debug, Clone, PartialEq)]
-pub enum AuthStep<'a> {
+pub enum AuthStep {
     /// `spec.auth` is off: no login, no fingerprint remembered, nothing to look again for.
     Off,
-    /// A Secret the operator owns is missing: create it, then decide again with it.
-    Create(Creation<'a>),
-    /// Everything read: the rest of the step.
+    /// The rest, in order.
     Run(Box<AuthPlan>),
-}
-
-/// A Secret of the operator's to create.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Creation<'a> {
-    /// `<name>-operator`, with fresh passwords for the operator's and the replication user.
-    System,
-    /// `<name>-auth`, with the password of `spec.config.requirepass` (an instance upgraded
-    /// from it) or, without one, a fresh one.
-    Generated { seed: Option<&'a str> },
 }
 
 /// What a credentials step with every owned Secret present does, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuthPlan {
+    /// Secrets of the operator's to create first; one someone created meanwhile ends the step
+    /// (see [`CREATED_ELSEWHERE`]).
+    pub create: Vec<Secret>,
     /// How the live and replication steps log in.
     pub access: Access,
     /// The spec's Secrets missing now, to remember as told.
@@ -137,14 +145,39 @@ struct Clients {
     default_passwords: Vec<String>,
 }
 
+/// Which Secrets the credentials decision needs read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthReads {
+    /// None: `spec.auth` is off.
+    Off,
+    /// The operator's, the ACL Secret, each user's the spec names, and `<name>-auth` when it
+    /// names none.
+    Secrets { generated: bool },
+}
+
+/// Which Secrets to read for `instance` (the last valid spec).
+pub fn auth_reads(instance: &RedisInstance) -> AuthReads {
+    match enabled(instance) {
+        false => AuthReads::Off,
+        true => AuthReads::Secrets {
+            generated: instance.spec.auth.users.is_empty(),
+        },
+    }
+}
+
 /// Decides the credentials part of a step.
-pub fn auth_step<'a>(view: &AuthView<'a>) -> AuthStep<'a> {
+pub fn auth_step(view: &AuthView<'_>) -> AuthStep {
     let instance = view.instance;
     if !enabled(instance) {
         return AuthStep::Off;
     }
-    let Some(system) = view.system else {
-        return AuthStep::Create(Creation::System);
+    let mut create = Vec::new();
+    let system = match view.system {
+        Owned::Read(system) => system,
+        Owned::Missing(fresh) => {
+            create.push(system_secret(instance, fresh));
+            fresh
+        }
     };
     let access = Access {
         login: Some(Credentials {
@@ -157,6 +190,7 @@ pub fn auth_step<'a>(view: &AuthView<'a>) -> AuthStep<'a> {
         }),
     };
     let mut plan = AuthPlan {
+        create,
         access,
         missing: Vec::new(),
         requirepass_told: view.requirepass_told,
@@ -166,15 +200,22 @@ pub fn auth_step<'a>(view: &AuthView<'a>) -> AuthStep<'a> {
         wake: Duration::MAX,
     };
     let clients = if instance.spec.auth.users.is_empty() {
-        let Some(secret) = view.generated else {
-            let seed = seed_password(instance);
-            return AuthStep::Create(Creation::Generated { seed });
+        let seed = seed_password(instance);
+        let (passwords, seeded_now) = match view.generated {
+            Some(Owned::Read(secret)) => (secret.passwords(), false),
+            // An instance upgraded from `spec.config.requirepass` keeps its password.
+            Some(Owned::Missing(fresh)) => {
+                let password = seed.unwrap_or(fresh);
+                plan.create.push(generated_auth_secret(instance, password));
+                (vec![password.to_owned()], seed.is_some())
+            }
+            // Not looked up: the actor looks it up whenever the spec names no users.
+            None => (Vec::new(), false),
         };
-        if seed_password(instance).is_some() && !view.requirepass_told {
+        if seed.is_some() && !view.requirepass_told {
             plan.requirepass_told = true;
-            plan.tell.push(password_moved(instance, view.seeded_now));
+            plan.tell.push(password_moved(instance, seeded_now));
         }
-        let passwords = secret.passwords();
         Clients {
             users: vec![AclUser::with_passwords(
                 "default",

@@ -11,7 +11,9 @@ use crate::resources::{CachedPodStatus, generated_auth_secret};
 #[derive(Clone)]
 struct World {
     instance: RedisInstance,
+    /// `<name>-operator` is there (else missing, with fresh passwords drawn).
     system: bool,
+    /// `<name>-auth` is there (else missing, with a fresh password drawn).
     generated: bool,
     /// For each user the spec names: its Secret is there.
     named: Vec<bool>,
@@ -19,7 +21,6 @@ struct World {
     recorded: Recorded,
     missing_told: Vec<String>,
     requirepass_told: bool,
-    seeded_now: bool,
 }
 
 /// The ACL Secret as read.
@@ -52,7 +53,6 @@ impl World {
             recorded: Recorded::Current,
             missing_told: Vec::new(),
             requirepass_told: false,
-            seeded_now: false,
         }
     }
 
@@ -121,16 +121,33 @@ fn pods() -> Vec<Arc<CachedPod>> {
     ]
 }
 
+/// The passwords of `<name>-operator` as read, and those drawn for it when missing.
+fn passwords() -> (SystemPasswords, SystemPasswords) {
+    let of = |operator: &str, replication: &str| SystemPasswords {
+        operator: operator.into(),
+        replication: replication.into(),
+    };
+    (of("op-pw", "repl-pw"), of("fresh-op", "fresh-repl"))
+}
+
 /// The decision for `world`, in words.
 fn decided(world: &World) -> String {
     let instance = &world.instance;
-    let system = world.system.then(|| SystemPasswords {
-        operator: "op-pw".into(),
-        replication: "repl-pw".into(),
-    });
-    let generated = world
-        .generated
-        .then(|| secret(generated_auth_secret(instance, "gen-pw"), "2"));
+    let (read, fresh) = passwords();
+    let system = match world.system {
+        true => Owned::Read(&read),
+        false => Owned::Missing(&fresh),
+    };
+    let generated_secret = secret(generated_auth_secret(instance, "gen-pw"), "2");
+    let generated = instance
+        .spec
+        .auth
+        .users
+        .is_empty()
+        .then(|| match world.generated {
+            true => Owned::Read(generated_secret.as_ref()),
+            false => Owned::Missing("fresh-gen"),
+        });
     let named: Vec<Option<Arc<CachedSecret>>> = world
         .named
         .iter()
@@ -142,15 +159,14 @@ fn decided(world: &World) -> String {
     let pods = pods();
     let first = AuthView {
         instance,
-        system: system.as_ref(),
-        generated: generated.as_deref(),
+        system,
+        generated,
         named: &named,
         acl: None,
         recorded: None,
         pods: &pods,
         missing_told: &world.missing_told,
         requirepass_told: world.requirepass_told,
-        seeded_now: world.seeded_now,
     };
     // What the Secrets make: the file and fingerprint of a first pass with nothing written.
     let (file, fingerprint) = match auth_step(&first) {
@@ -177,16 +193,21 @@ fn decided(world: &World) -> String {
     };
     match auth_step(&view) {
         AuthStep::Off => "Off".into(),
-        AuthStep::Create(Creation::System) => "Create System".into(),
-        AuthStep::Create(Creation::Generated { seed }) => {
-            format!("Create Generated seed={}", seed.unwrap_or("-"))
-        }
         AuthStep::Run(plan) => {
+            // The operator logs in with the passwords of its Secret, as read or as created.
+            let operator = if world.system { &read } else { &fresh };
             assert_eq!(
-                plan.access.login.as_ref().map(|c| c.user.as_str()),
-                Some(crate::auth::OPERATOR_USER)
+                plan.access.login,
+                Some(Credentials {
+                    user: crate::auth::OPERATOR_USER.into(),
+                    password: operator.operator.clone(),
+                })
             );
             let mut words = vec!["Run".to_owned()];
+            if !plan.create.is_empty() {
+                let names: Vec<String> = plan.create.iter().map(|s| s.name_any()).collect();
+                words.push(format!("create={}", names.join(",")));
+            }
             for told in &plan.tell {
                 words.push(format!("tell={}", told.reason));
             }
@@ -235,22 +256,28 @@ fn credentials_are_created_written_brought_in_line_and_told_as_the_secrets_say()
             "Off".into(),
         ),
         (
-            "no operator Secret yet: created first",
+            "a new instance: its Secrets created, then the ACL Secret, the pods brought in line",
             settled.clone().with(|w| {
                 w.system = false;
                 w.generated = false;
+                w.acl = Acl::Missing;
+                w.recorded = Recorded::Nothing;
             }),
-            "Create System".into(),
+            format!(
+                "Run create=redis-example-operator,redis-example-auth acl=create \
+                 sync={both} as=redis-operator,default,none"
+            ),
         ),
         (
-            "no generated Secret yet",
-            settled.clone().with(|w| w.generated = false),
-            "Create Generated seed=-".into(),
-        ),
-        (
-            "no generated Secret yet, upgraded from requirepass",
-            settled.clone().seeded().with(|w| w.generated = false),
-            "Create Generated seed=old-secret".into(),
+            "the generated Secret deleted: created again, the file follows",
+            settled.clone().with(|w| {
+                w.generated = false;
+                w.acl = Acl::Stale;
+                w.recorded = Recorded::Other;
+            }),
+            format!(
+                "Run create=redis-example-auth acl=apply@7 sync={both} as=redis-operator,default,none"
+            ),
         ),
         (
             "a new instance: the ACL Secret created, the running pods brought in line",
@@ -279,15 +306,20 @@ fn credentials_are_created_written_brought_in_line_and_told_as_the_secrets_say()
             format!("Run sync={both} as=redis-operator,default,none"),
         ),
         (
-            "upgraded from requirepass, created now: told, and its password tried as default",
+            "upgraded from requirepass: its password moved to a Secret, told, tried as default",
             settled.clone().seeded().with(|w| {
-                w.seeded_now = true;
+                w.generated = false;
                 w.recorded = Recorded::Nothing;
             }),
             format!(
-                "Run tell=PasswordMoved requirepass-told sync={both} \
+                "Run create=redis-example-auth tell=PasswordMoved requirepass-told sync={both} \
                  as=redis-operator,default,default,none"
             ),
+        ),
+        (
+            "upgraded from requirepass, its Secret made by an earlier step: told",
+            settled.clone().seeded(),
+            "Run tell=PasswordMoved requirepass-told".into(),
         ),
         (
             "requirepass told already",
@@ -332,8 +364,7 @@ fn credentials_are_created_written_brought_in_line_and_told_as_the_secrets_say()
 #[test]
 fn the_notes_name_the_secrets_and_never_a_password() {
     let world = World::settled().named([false, true]);
-    let mut seeded = World::settled().seeded();
-    seeded.seeded_now = true;
+    let seeded = World::settled().seeded();
     for (world, words) in [
         (world, vec!["alice-pw".to_owned(), "team-a".into()]),
         (
@@ -342,23 +373,26 @@ fn the_notes_name_the_secrets_and_never_a_password() {
         ),
     ] {
         let pods = pods();
-        let system = SystemPasswords {
-            operator: "op-pw".into(),
-            replication: "repl-pw".into(),
-        };
-        let generated = secret(generated_auth_secret(&world.instance, "old-secret"), "2");
+        let (system, _) = passwords();
         let named: Vec<_> = world.named.iter().map(|_| None).collect();
+        // Created now, from `spec.config.requirepass`.
+        let generated = world
+            .instance
+            .spec
+            .auth
+            .users
+            .is_empty()
+            .then_some(Owned::Missing("fresh-gen"));
         let view = AuthView {
             instance: &world.instance,
-            system: Some(&system),
-            generated: Some(&generated),
+            system: Owned::Read(&system),
+            generated,
             named: &named,
             acl: None,
             recorded: None,
             pods: &pods,
             missing_told: &[],
             requirepass_told: false,
-            seeded_now: world.seeded_now,
         };
         let AuthStep::Run(plan) = auth_step(&view) else {
             panic!("every owned Secret is there");
@@ -368,7 +402,7 @@ fn the_notes_name_the_secrets_and_never_a_password() {
             assert!(note.contains(&word), "{note:?} names {word}");
         }
         assert!(
-            ["old-secret", "op-pw", "repl-pw", "-pass"]
+            ["old-secret", "fresh-gen", "op-pw", "repl-pw", "-pass"]
                 .iter()
                 .all(|secret| !note.contains(secret)),
             "{note:?}"
@@ -379,23 +413,19 @@ fn the_notes_name_the_secrets_and_never_a_password() {
 #[test]
 fn the_fingerprint_is_remembered_only_once_every_pod_is_in_line() {
     let world = World::settled().with(|w| w.recorded = Recorded::Nothing);
-    let system = SystemPasswords {
-        operator: "op-pw".into(),
-        replication: "repl-pw".into(),
-    };
+    let (system, _) = passwords();
     let generated = secret(generated_auth_secret(&world.instance, "gen-pw"), "2");
     let with_pods = pods();
     let view = AuthView {
         instance: &world.instance,
-        system: Some(&system),
-        generated: Some(&generated),
+        system: Owned::Read(&system),
+        generated: Some(Owned::Read(&generated)),
         named: &[],
         acl: None,
         recorded: None,
         pods: &with_pods,
         missing_told: &[],
         requirepass_told: false,
-        seeded_now: false,
     };
     let AuthStep::Run(plan) = auth_step(&view) else {
         panic!("every owned Secret is there");
@@ -423,4 +453,16 @@ fn the_fingerprint_is_remembered_only_once_every_pod_is_in_line() {
         matches!(synced(&no_pods, 0), Synced::InLine { tell: None, .. }),
         "no pod changed: nothing to tell"
     );
+}
+
+#[test]
+fn the_secrets_read_follow_the_spec() {
+    let on = instance(&[]);
+    let off = World::settled()
+        .with(|w| w.instance.spec.auth.disabled = true)
+        .instance;
+    let named = World::settled().named([true, true]).instance;
+    assert_eq!(auth_reads(&off), AuthReads::Off);
+    assert_eq!(auth_reads(&on), AuthReads::Secrets { generated: true });
+    assert_eq!(auth_reads(&named), AuthReads::Secrets { generated: false });
 }

@@ -39,8 +39,8 @@ pub use act::{
     act, drift, drift_restarted, finished, services_act,
 };
 pub use auth::{
-    AclWrite, AuthPlan, AuthStep, AuthView, CREATED_ELSEWHERE, Creation, Synced, UsersSync,
-    auth_step, synced,
+    AclWrite, AuthPlan, AuthReads, AuthStep, AuthView, CREATED_ELSEWHERE, Owned, Synced, UsersSync,
+    auth_reads, auth_step, synced,
 };
 pub use failure::{
     DriveTo, Outcome, Specs, drive_to, never_ready_outcome, refusal, watch_for_failure,

@@ -16,11 +16,12 @@ use crate::auth::{
 };
 use crate::crd::RedisInstance;
 use crate::decide::{
-    AuthPlan, AuthStep, AuthView, CREATED_ELSEWHERE, Creation, Synced, auth_step, synced,
+    AuthPlan, AuthReads, AuthStep, AuthView, CREATED_ELSEWHERE, Owned, Synced, auth_reads,
+    auth_step, synced,
 };
 use crate::kube_io;
 use crate::live::pods::PodAddress;
-use crate::resources::{CachedSecret, SystemPasswords, generated_auth_secret, system_secret};
+use crate::resources::{CachedSecret, SystemPasswords};
 
 /// What the actor keeps between steps; what must survive a restart is in the Secrets and in
 /// `status.aclHash`.
@@ -40,77 +41,72 @@ pub struct AuthMemory {
     requirepass_reported: bool,
 }
 
-/// One credentials step for `instance` (the last valid spec): reads the Secrets, asks
-/// [`auth_step`] and performs what it decided. Returns when to look again.
+/// One credentials step for `instance` (the last valid spec): reads the Secrets
+/// [`auth_reads`] names, asks [`auth_step`] and performs what it decided. Returns when to look
+/// again.
 pub(super) async fn step(
     state: &mut InstanceState,
     instance: &RedisInstance,
     seen: &Observed,
 ) -> Result<Duration, kube_io::Error> {
-    // Read once: only the operator's own Secrets change by the creations below.
-    let named = named_secrets(state, instance).await?;
-    let mut seeded_now = false;
-    let plan = loop {
-        let system = owned(state, &system_secret_name(instance))
-            .as_deref()
-            .and_then(SystemPasswords::of);
-        let generated = match instance.spec.auth.users.is_empty() {
-            true => owned(state, &generated_secret_name(instance)),
-            false => None,
-        };
-        let acl = owned(state, &acl_secret_name(instance));
-        let recorded = state.auth.applied.clone().or_else(|| {
-            seen.instance
-                .status
-                .as_ref()
-                .and_then(|s| s.acl_hash.clone())
-        });
-        let view = AuthView {
-            instance,
-            system: system.as_ref(),
-            generated: generated.as_deref(),
-            named: &named,
-            acl: acl.as_deref(),
-            recorded: recorded.as_deref(),
-            pods: &seen.pods,
-            missing_told: &state.auth.missing_reported,
-            requirepass_told: state.auth.requirepass_reported,
-            seeded_now,
-        };
-        match auth_step(&view) {
-            AuthStep::Off => {
-                state.access = Access::default();
-                state.auth.applied = None;
-                return Ok(Duration::MAX);
-            }
-            AuthStep::Create(creation) => {
-                let secret = match creation {
-                    Creation::System => system_secret(
-                        instance,
-                        &SystemPasswords {
-                            operator: fresh_password()?,
-                            replication: fresh_password()?,
-                        },
-                    ),
-                    Creation::Generated { seed } => {
-                        let password = match seed {
-                            Some(p) => p.to_owned(),
-                            None => fresh_password()?,
-                        };
-                        generated_auth_secret(instance, &password)
-                    }
-                };
-                let api = state.args.api.clone();
-                let Some(created) = api.create_secret(&secret).await? else {
-                    return Ok(CREATED_ELSEWHERE);
-                };
-                seeded_now |= matches!(creation, Creation::Generated { seed: Some(_) });
-                wrote(state, &created);
-            }
-            AuthStep::Run(plan) => break plan,
-        }
+    let AuthReads::Secrets { generated } = auth_reads(instance) else {
+        return Ok(off(state));
     };
-    perform(state, instance, *plan).await
+    let named = named_secrets(state, instance).await?;
+    // Passwords for a Secret to create are drawn here, where randomness is read; only those
+    // of a missing Secret, which the decision then creates with them (`Err`: missing).
+    let system = match owned(state, &system_secret_name(instance))
+        .as_deref()
+        .and_then(SystemPasswords::of)
+    {
+        Some(read) => Ok(read),
+        None => Err(SystemPasswords {
+            operator: fresh_password()?,
+            replication: fresh_password()?,
+        }),
+    };
+    let generated = match generated {
+        true => Some(match owned(state, &generated_secret_name(instance)) {
+            Some(read) => Ok(read),
+            None => Err(fresh_password()?),
+        }),
+        false => None,
+    };
+    let acl = owned(state, &acl_secret_name(instance));
+    let recorded = state.auth.applied.clone().or_else(|| {
+        seen.instance
+            .status
+            .as_ref()
+            .and_then(|s| s.acl_hash.clone())
+    });
+    let view = AuthView {
+        instance,
+        system: match &system {
+            Ok(read) => Owned::Read(read),
+            Err(fresh) => Owned::Missing(fresh),
+        },
+        generated: generated.as_ref().map(|found| match found {
+            Ok(read) => Owned::Read(read.as_ref()),
+            Err(fresh) => Owned::Missing(fresh.as_str()),
+        }),
+        named: &named,
+        acl: acl.as_deref(),
+        recorded: recorded.as_deref(),
+        pods: &seen.pods,
+        missing_told: &state.auth.missing_reported,
+        requirepass_told: state.auth.requirepass_reported,
+    };
+    match auth_step(&view) {
+        AuthStep::Off => Ok(off(state)),
+        AuthStep::Run(plan) => perform(state, instance, *plan).await,
+    }
+}
+
+/// `spec.auth` off: no login, nothing applied.
+fn off(state: &mut InstanceState) -> Duration {
+    state.access = Access::default();
+    state.auth.applied = None;
+    Duration::MAX
 }
 
 /// Performs a credentials plan: Events, the ACL Secret, the pods' users.
@@ -119,6 +115,13 @@ async fn perform(
     instance: &RedisInstance,
     plan: AuthPlan,
 ) -> Result<Duration, kube_io::Error> {
+    let api = state.args.api.clone();
+    for secret in &plan.create {
+        let Some(created) = api.create_secret(secret).await? else {
+            return Ok(CREATED_ELSEWHERE);
+        };
+        wrote(state, &created);
+    }
     state.access = plan.access;
     state.auth.missing_reported = plan.missing;
     state.auth.requirepass_reported = plan.requirepass_told;
@@ -137,7 +140,6 @@ async fn perform(
             .await;
     }
     if let Some(write) = plan.acl {
-        let api = state.args.api.clone();
         let written = match write.create {
             false => Some(api.apply("Secret", &write.secret).await?),
             true => api.create_secret(&write.secret).await?,
