@@ -80,6 +80,18 @@ pub enum AuthStep {
     Run(Box<AuthPlan>),
 }
 
+impl AuthStep {
+    /// Whether performing it writes (a Secret, or the pods' users).
+    pub fn is_write(&self) -> bool {
+        match self {
+            AuthStep::Off => false,
+            AuthStep::Run(plan) => {
+                !plan.create.is_empty() || plan.acl.is_some() || plan.sync.is_some()
+            }
+        }
+    }
+}
+
 /// What a credentials step with every owned Secret present does, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuthPlan {

@@ -191,8 +191,13 @@ fn decided(world: &World) -> String {
         recorded: recorded.as_deref(),
         ..first
     };
-    match auth_step(&view) {
-        AuthStep::Off => "Off".into(),
+    let decided = auth_step(&view);
+    let writes = decided.is_write();
+    match decided {
+        AuthStep::Off => {
+            assert!(!writes, "off writes nothing");
+            "Off".into()
+        }
         AuthStep::Run(plan) => {
             // The operator logs in with the passwords of its Secret, as read or as created.
             let operator = if world.system { &read } else { &fresh };
@@ -237,6 +242,9 @@ fn decided(world: &World) -> String {
             if plan.wake != Duration::MAX {
                 words.push(format!("wake={:?}", plan.wake));
             }
+            let acts = ["create=", "acl=", "sync="];
+            let acting = words.iter().any(|w| acts.iter().any(|a| w.starts_with(a)));
+            assert_eq!(writes, acting, "{words:?}");
             words.join(" ")
         }
     }

@@ -56,8 +56,8 @@ pub use pods::{
 };
 pub use revisions::{created_template, mount_for, next_template_names_revision, revision_fix};
 pub use step::{
-    HoldAct, PAUSED_ANNOTATION, Unplanned, Verdict, Wakes, hold_act, next_wake, overdue_to_tell,
-    paused, refusal_to_tell, verdict,
+    HoldAct, PAUSED_ANNOTATION, Step, Unplanned, Verdict, Wakes, hold_act, next_wake,
+    overdue_to_tell, paused, refusal_to_tell, step, verdict,
 };
 pub use tls::{
     Reload, Reloaded, SecretRead, SecretView, ServedView, reload, reloaded, secret_missing_problem,

@@ -1,6 +1,6 @@
-//! The credentials part of an instance's step: reads the Secrets, asks `decide::auth_step`,
-//! and performs it (Secret writes, the pods' ACL users set live, the login the rest of the
-//! step uses). Runs before anything talks to Redis or creates pods.
+//! The credentials part of an instance's step: reads the Secrets `decide::auth_step` decides
+//! from, and performs its answer (Secret writes, the pods' ACL users set live, the login the
+//! rest of the step uses) before anything talks to Redis or creates pods.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,8 +16,7 @@ use crate::auth::{
 };
 use crate::crd::RedisInstance;
 use crate::decide::{
-    AuthPlan, AuthReads, AuthStep, AuthView, CREATED_ELSEWHERE, Owned, Synced, auth_reads,
-    auth_step, synced,
+    AuthPlan, AuthReads, AuthStep, AuthView, CREATED_ELSEWHERE, Owned, Synced, auth_reads, synced,
 };
 use crate::kube_io;
 use crate::live::pods::PodAddress;
@@ -41,20 +40,30 @@ pub struct AuthMemory {
     requirepass_reported: bool,
 }
 
-/// One credentials step for `instance` (the last valid spec): reads the Secrets
-/// [`auth_reads`] names, asks [`auth_step`] and performs what it decided. Returns when to look
-/// again.
-pub(super) async fn step(
+/// The Secrets one credentials decision reads, as read for the last valid spec; `None` when
+/// [`auth_reads`] names none.
+pub(super) struct Secrets {
+    named: Vec<Option<Arc<CachedSecret>>>,
+    /// `Err`: missing, with the passwords drawn for it.
+    system: Result<SystemPasswords, SystemPasswords>,
+    /// `Err`: missing, with the password drawn for it; `None`: not looked up.
+    generated: Option<Result<Arc<CachedSecret>, String>>,
+    acl: Option<Arc<CachedSecret>>,
+    recorded: Option<String>,
+}
+
+/// Reads the Secrets [`auth_reads`] names for `instance` (the last valid spec).
+pub(super) async fn read(
     state: &mut InstanceState,
     instance: &RedisInstance,
     seen: &Observed,
-) -> Result<Duration, kube_io::Error> {
+) -> Result<Option<Secrets>, kube_io::Error> {
     let AuthReads::Secrets { generated } = auth_reads(instance) else {
-        return Ok(off(state));
+        return Ok(None);
     };
     let named = named_secrets(state, instance).await?;
     // Passwords for a Secret to create are drawn here, where randomness is read; only those
-    // of a missing Secret, which the decision then creates with them (`Err`: missing).
+    // of a missing Secret, which the decision then creates with them.
     let system = match owned(state, &system_secret_name(instance))
         .as_deref()
         .and_then(SystemPasswords::of)
@@ -79,26 +88,50 @@ pub(super) async fn step(
             .as_ref()
             .and_then(|s| s.acl_hash.clone())
     });
-    let view = AuthView {
+    Ok(Some(Secrets {
+        named,
+        system,
+        generated,
+        acl,
+        recorded,
+    }))
+}
+
+/// What [`auth_step`](crate::decide::auth_step) reads: the Secrets as `read`, the actor's memory, the pods.
+pub(super) fn view<'a>(
+    read: &'a Secrets,
+    state: &'a InstanceState,
+    instance: &'a RedisInstance,
+    seen: &'a Observed,
+) -> AuthView<'a> {
+    AuthView {
         instance,
-        system: match &system {
+        system: match &read.system {
             Ok(read) => Owned::Read(read),
             Err(fresh) => Owned::Missing(fresh),
         },
-        generated: generated.as_ref().map(|found| match found {
+        generated: read.generated.as_ref().map(|found| match found {
             Ok(read) => Owned::Read(read.as_ref()),
             Err(fresh) => Owned::Missing(fresh.as_str()),
         }),
-        named: &named,
-        acl: acl.as_deref(),
-        recorded: recorded.as_deref(),
+        named: &read.named,
+        acl: read.acl.as_deref(),
+        recorded: read.recorded.as_deref(),
         pods: &seen.pods,
         missing_told: &state.auth.missing_reported,
         requirepass_told: state.auth.requirepass_reported,
-    };
-    match auth_step(&view) {
+    }
+}
+
+/// Performs what [`auth_step`](crate::decide::auth_step) decided. Returns when to look again.
+pub(super) async fn perform(
+    state: &mut InstanceState,
+    instance: &RedisInstance,
+    decided: AuthStep,
+) -> Result<Duration, kube_io::Error> {
+    match decided {
         AuthStep::Off => Ok(off(state)),
-        AuthStep::Run(plan) => perform(state, instance, *plan).await,
+        AuthStep::Run(plan) => perform_plan(state, instance, *plan).await,
     }
 }
 
@@ -109,8 +142,8 @@ fn off(state: &mut InstanceState) -> Duration {
     Duration::MAX
 }
 
-/// Performs a credentials plan: Events, the ACL Secret, the pods' users.
-async fn perform(
+/// Performs a credentials plan: Secrets created, Events, the ACL Secret, the pods' users.
+async fn perform_plan(
     state: &mut InstanceState,
     instance: &RedisInstance,
     plan: AuthPlan,
@@ -226,7 +259,7 @@ fn wrote(state: &mut InstanceState, secret: &k8s_openapi::api::core::v1::Secret)
 
 /// A user's Secret by name, read again only when the Secret watch shows another version than
 /// the one read last (or knows nothing of it).
-async fn read(
+async fn read_user_secret(
     state: &mut InstanceState,
     name: &str,
 ) -> Result<Option<Arc<CachedSecret>>, kube_io::Error> {
@@ -259,7 +292,7 @@ async fn named_secrets(
 ) -> Result<Vec<Option<Arc<CachedSecret>>>, kube_io::Error> {
     let mut named = Vec::with_capacity(instance.spec.auth.users.len());
     for user in &instance.spec.auth.users {
-        named.push(read(state, &user.password_secret).await?);
+        named.push(read_user_secret(state, &user.password_secret).await?);
     }
     Ok(named)
 }
