@@ -92,8 +92,9 @@ impl AuthStep {
     }
 }
 
-/// What a credentials step with every owned Secret present does, in order.
-#[derive(Debug, Clone, PartialEq)]
+/// What a credentials step with every owned Secret present does, in order. Its `Debug` names
+/// the Secrets it writes and never shows their content.
+#[derive(Clone, PartialEq)]
 pub struct AuthPlan {
     /// Secrets of the operator's to create first; one someone created meanwhile ends the step
     /// (see [`CREATED_ELSEWHERE`]).
@@ -112,6 +113,27 @@ pub struct AuthPlan {
     pub sync: Option<UsersSync>,
     /// When to look again, once all of it is done.
     pub wake: Duration,
+}
+
+impl std::fmt::Debug for AuthPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let created: Vec<String> = self.create.iter().map(|s| s.name_any()).collect();
+        let acl = self.acl.as_ref().map(|w| (w.secret.name_any(), w.create));
+        let sync = self.sync.as_ref().map(|sync| {
+            let pods: Vec<String> = sync.pods.iter().map(|(p, _)| p.name_any()).collect();
+            (pods, &sync.logins, &sync.fingerprint)
+        });
+        f.debug_struct("AuthPlan")
+            .field("create", &created)
+            .field("access", &self.access)
+            .field("missing", &self.missing)
+            .field("requirepass_told", &self.requirepass_told)
+            .field("tell", &self.tell)
+            .field("acl", &acl)
+            .field("sync", &sync)
+            .field("wake", &self.wake)
+            .finish()
+    }
 }
 
 /// The ACL Secret, and how it is written.
