@@ -733,28 +733,7 @@ async fn an_earlier_multi_pod_instance_converts_on_consent_and_scale_downs_move_
     // A scale-down that removes the primary's pod: it hands its role over first, and no
     // acknowledged write is lost. Pod 2 is made the primary by taking the others away.
     let last = format!("{NAME}-2");
-    if primary.name_any() != last {
-        for pod in pods(&ns, NAME)
-            .await
-            .iter()
-            .filter(|p| p.name_any() != last)
-        {
-            ns.api::<Pod>()
-                .delete(&pod.name_any(), &DeleteParams::default())
-                .await
-                .unwrap();
-        }
-        wait_for(Duration::from_secs(60), "pod 2 promoted", || async {
-            let repl = replication(&ns).await;
-            if repl.primary.as_deref() == Some(last.as_str()) {
-                Ok(())
-            } else {
-                Err(format!("{repl:?}"))
-            }
-        })
-        .await;
-        settled(&ns, 3).await;
-    }
+    make_primary(&ns, &primary, &last, 3).await;
     let changes = replication(&ns).await.role_changes;
     let ledger = Ledger::start(&ns, "scale", false).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -786,23 +765,7 @@ async fn an_earlier_multi_pod_instance_converts_on_consent_and_scale_downs_move_
 
     // Scaled to one pod while pod 1 is the primary: pod 1 hands its role to pod 0 first, then
     // pod 0 runs alone, restarted as a single server, with every acknowledged write.
-    let second = format!("{NAME}-1");
-    if primary.name_any() != second {
-        ns.api::<Pod>()
-            .delete(&primary.name_any(), &DeleteParams::default())
-            .await
-            .unwrap();
-        wait_for(Duration::from_secs(60), "pod 1 promoted", || async {
-            let repl = replication(&ns).await;
-            if repl.primary.as_deref() == Some(second.as_str()) {
-                Ok(())
-            } else {
-                Err(format!("{repl:?}"))
-            }
-        })
-        .await;
-        settled(&ns, 2).await;
-    }
+    make_primary(&ns, &primary, &format!("{NAME}-1"), 2).await;
     let changes = replication(&ns).await.role_changes;
     let ledger = Ledger::start(&ns, "single", false).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -854,6 +817,34 @@ async fn an_earlier_multi_pod_instance_converts_on_consent_and_scale_downs_move_
         "pod 0 serves alone"
     );
     drop(operator);
+}
+
+/// Makes `target` the primary, unless `primary` is it, by deleting every other pod (the replica
+/// left is promoted), and waits until the `replicas` pods have settled around it.
+async fn make_primary(ns: &TestNamespace, primary: &Pod, target: &str, replicas: usize) {
+    if primary.name_any() == target {
+        return;
+    }
+    for pod in pods(ns, NAME)
+        .await
+        .iter()
+        .filter(|p| p.name_any() != target)
+    {
+        ns.api::<Pod>()
+            .delete(&pod.name_any(), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    wait_for(Duration::from_secs(60), "the target promoted", || async {
+        let repl = replication(ns).await;
+        if repl.primary.as_deref() == Some(target) {
+            Ok(())
+        } else {
+            Err(format!("{target}: {repl:?}"))
+        }
+    })
+    .await;
+    settled(ns, replicas).await;
 }
 
 /// Freezes a process with SIGSTOP, and lets it go on (SIGCONT) when dropped, whatever happens.
