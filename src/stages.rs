@@ -26,11 +26,12 @@ pub enum Stage {
     /// Reading the instance and its objects from the caches.
     Observe,
     /// From the observation to a decision: validation, rendering, the desired objects,
-    /// the credentials, TLS and NetworkPolicy sub-steps.
+    /// the NetworkPolicy and TLS sub-steps, the credentials' reads.
     Plan,
     /// The pure decision.
     Decide,
-    /// Carrying out a decision that writes (the writes included).
+    /// Carrying out a decision that writes (the writes included); the credentials' writes
+    /// and live ACL changes count as one of their own.
     Perform,
     /// Deriving and (when it changed) writing the status at the end of a step that did not
     /// otherwise write.

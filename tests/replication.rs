@@ -6,9 +6,9 @@
 //! (the replica furthest ahead promoted, no write acknowledged by a replica lost, the old
 //! primary back as a replica); the operator killed mid-switchover (no second one). And an
 //! earlier 3-pod instance of unrelated servers: left so until the annotation agrees, then
-//! converted (pod 0's data kept, the Event first); a scale-down removing the primary's pod. And
-//! `min-replicas-to-write`: a primary cut off from its replica refuses writes within its lag
-//! bound, and the operator changes no role meanwhile.
+//! converted (pod 0's data kept, the Event first); scale-downs removing the primary's pod (to
+//! two pods, then to one). And `min-replicas-to-write`: a primary cut off from its replica
+//! refuses writes within its lag bound, and the operator changes no role meanwhile.
 
 mod common;
 mod e2e;
@@ -600,8 +600,8 @@ async fn get_on(ns: &TestNamespace, pod: &str, key: &str) -> Result<String, Stri
 }
 
 #[tokio::test]
-async fn an_earlier_multi_pod_instance_converts_on_consent_and_a_scale_down_moves_the_primary_first()
- {
+async fn an_earlier_multi_pod_instance_converts_on_consent_and_scale_downs_move_the_primary_first()
+{
     let (_client, ns, operator) = setup("conversion", &[]).await;
     let mut instance = example("redis-example.yaml");
     instance
@@ -733,28 +733,7 @@ async fn an_earlier_multi_pod_instance_converts_on_consent_and_a_scale_down_move
     // A scale-down that removes the primary's pod: it hands its role over first, and no
     // acknowledged write is lost. Pod 2 is made the primary by taking the others away.
     let last = format!("{NAME}-2");
-    if primary.name_any() != last {
-        for pod in pods(&ns, NAME)
-            .await
-            .iter()
-            .filter(|p| p.name_any() != last)
-        {
-            ns.api::<Pod>()
-                .delete(&pod.name_any(), &DeleteParams::default())
-                .await
-                .unwrap();
-        }
-        wait_for(Duration::from_secs(60), "pod 2 promoted", || async {
-            let repl = replication(&ns).await;
-            if repl.primary.as_deref() == Some(last.as_str()) {
-                Ok(())
-            } else {
-                Err(format!("{repl:?}"))
-            }
-        })
-        .await;
-        settled(&ns, 3).await;
-    }
+    make_primary(&ns, &primary, &last, 3).await;
     let changes = replication(&ns).await.role_changes;
     let ledger = Ledger::start(&ns, "scale", false).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -783,7 +762,89 @@ async fn an_earlier_multi_pod_instance_converts_on_consent_and_a_scale_down_move
         changes + 1,
         "one switchover"
     );
+
+    // Scaled to one pod while pod 1 is the primary: pod 1 hands its role to pod 0 first, then
+    // pod 0 runs alone, restarted as a single server, with every acknowledged write.
+    make_primary(&ns, &primary, &format!("{NAME}-1"), 2).await;
+    let changes = replication(&ns).await.role_changes;
+    let ledger = Ledger::start(&ns, "single", false).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let one = json!({"spec": {"replicas": 1}});
+    ns.api::<RedisInstance>()
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&one))
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(180),
+        "pod 0 alone, its restart done",
+        || async {
+            let instance = ns.api::<RedisInstance>().get(NAME).await.unwrap();
+            let status = instance.status.unwrap_or_default();
+            let left: Vec<String> = pods(&ns, NAME).await.iter().map(|p| p.name_any()).collect();
+            let primary = status.replication.as_ref().and_then(|r| r.primary.clone());
+            if left == [format!("{NAME}-0")]
+                && status.ready_replicas == 1
+                && status.rollout.is_none()
+                && primary.as_deref() == Some(format!("{NAME}-0").as_str())
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "pods {left:?}, ready {}, rollout {:?}, primary {primary:?}",
+                    status.ready_replicas, status.rollout
+                ))
+            }
+        },
+    )
+    .await;
+    let single = common::ready_pod(&ns, &format!("{NAME}-0")).await;
+    let acked = ledger.finish().await;
+    assert!(acked.len() > 100, "only {} writes got through", acked.len());
+    assert_eq!(
+        lost(&single, &acked).await,
+        Vec::<String>::new(),
+        "acknowledged writes lost in the scale-down to one pod"
+    );
+    assert_eq!(
+        replication(&ns).await.role_changes,
+        changes + 1,
+        "one switchover to pod 0"
+    );
+    assert!(
+        redis_cli(&single, &["INFO", "replication"])
+            .await
+            .contains("role:master"),
+        "pod 0 serves alone"
+    );
     drop(operator);
+}
+
+/// Makes `target` the primary, unless `primary` is it, by deleting every other pod (the replica
+/// left is promoted), and waits until the `replicas` pods have settled around it.
+async fn make_primary(ns: &TestNamespace, primary: &Pod, target: &str, replicas: usize) {
+    if primary.name_any() == target {
+        return;
+    }
+    for pod in pods(ns, NAME)
+        .await
+        .iter()
+        .filter(|p| p.name_any() != target)
+    {
+        ns.api::<Pod>()
+            .delete(&pod.name_any(), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    wait_for(Duration::from_secs(60), "the target promoted", || async {
+        let repl = replication(ns).await;
+        if repl.primary.as_deref() == Some(target) {
+            Ok(())
+        } else {
+            Err(format!("{target}: {repl:?}"))
+        }
+    })
+    .await;
+    settled(ns, replicas).await;
 }
 
 /// Freezes a process with SIGSTOP, and lets it go on (SIGCONT) when dropped, whatever happens.

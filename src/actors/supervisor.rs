@@ -26,6 +26,10 @@ use crate::limiter::Limiter;
 use crate::stages::{self, Stage};
 use crate::telemetry::LogBuffers;
 
+/// How long a stopping operator waits for the Events its last steps told: longer than one
+/// Event's retries, well within the pod's termination grace period with the steps' own wait.
+const EVENTS_DRAIN: Duration = Duration::from_secs(5);
+
 /// Everything the supervisor is started with.
 pub struct SupervisorArgs {
     /// API client of the watches.
@@ -243,6 +247,12 @@ impl Actor for SupervisorActor {
                 Some(Duration::from_secs(20)),
             )
             .await;
+        // What the last steps told is still on its way: an upgrade or a move of the operator
+        // must not lose it.
+        let left = state.events.drained(EVENTS_DRAIN).await;
+        if left > 0 {
+            warn!(left, "stopped with Events still being posted");
+        }
         Ok(())
     }
 }

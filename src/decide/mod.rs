@@ -7,13 +7,16 @@
 //! wait for it to finish, so a burst of edits costs at most one more restart.
 
 mod act;
+mod auth;
 mod failure;
 pub mod live_drift;
+mod network;
 mod notice;
 mod pods;
 pub mod replication;
 mod revisions;
 mod step;
+mod tls;
 mod wake;
 
 use std::sync::Arc;
@@ -35,9 +38,14 @@ pub use act::{
     Act, Drift, Facts, FileWrite, Form, Replacement, Restart, ServiceTold, ServicesAct, Template,
     act, drift, drift_restarted, finished, services_act,
 };
+pub use auth::{
+    AclWrite, AuthPlan, AuthReads, AuthStep, AuthView, CREATED_ELSEWHERE, Owned, Synced, UsersSync,
+    auth_reads, auth_step, synced,
+};
 pub use failure::{
     DriveTo, Outcome, Specs, drive_to, never_ready_outcome, refusal, watch_for_failure,
 };
+pub use network::{PolicyAct, PolicyStep, PolicyView, PolicyWrite, network_step};
 pub use notice::{Notice, record_fact, restart_resumed};
 /// Pods and StatefulSets as the caches hold them, for tests elsewhere in the crate.
 #[cfg(test)]
@@ -48,8 +56,12 @@ pub use pods::{
 };
 pub use revisions::{created_template, mount_for, next_template_names_revision, revision_fix};
 pub use step::{
-    HoldAct, PAUSED_ANNOTATION, Unplanned, Verdict, Wakes, hold_act, next_wake, overdue_to_tell,
-    paused, refusal_to_tell, verdict,
+    HoldAct, PAUSED_ANNOTATION, Step, Unplanned, Verdict, Wakes, hold_act, next_wake,
+    overdue_to_tell, paused, refusal_to_tell, step, verdict,
+};
+pub use tls::{
+    Reload, Reloaded, SecretRead, SecretView, ServedView, reload, reloaded, secret_missing_problem,
+    secret_read, secret_read_due, tell_problem,
 };
 pub use wake::{pod_deadline_wake, progress_wake, settle_left};
 

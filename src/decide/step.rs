@@ -11,8 +11,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::{
-    Act, Deadlines, Decision, Desired, Facts, Notice, ServicesAct, Snapshot, act, applied, decide,
-    finished, overdue, rollout_complete, service_step, services_act,
+    Act, AuthStep, AuthView, Deadlines, Decision, Desired, Facts, Notice, ServicesAct, Snapshot,
+    act, applied, auth_step, decide, finished, overdue, rollout_complete, service_step,
+    services_act,
 };
 use crate::crd::{RedisInstance, RedisInstanceStatus, RolloutRecord};
 use crate::resources::{CachedService, CachedStatefulSet};
@@ -25,6 +26,31 @@ pub struct Verdict<'a> {
     pub decision: Decision,
     /// What doing it writes and tells.
     pub act: Act<'a>,
+}
+
+/// Everything a step with a spec to drive decides, in the order it is performed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step<'a> {
+    /// The credentials, first: the pods mount the ACL Secret, and everything after logs in
+    /// with the operator's user.
+    pub auth: AuthStep,
+    /// The next thing to do with the instance's objects, and its act.
+    pub verdict: Verdict<'a>,
+}
+
+/// Decides a step of a spec safe to run: the one call of the instance actor's decide phase.
+/// `auth` is `None` when no credentials were read (`spec.auth` off).
+pub fn step<'a>(
+    auth: Option<&AuthView<'_>>,
+    want: &Desired<'a>,
+    seen: &Snapshot<'a>,
+    deadlines: &Deadlines,
+    facts: &Facts<'_>,
+) -> Step<'a> {
+    Step {
+        auth: auth.map_or(AuthStep::Off, auth_step),
+        verdict: verdict(want, seen, deadlines, facts),
+    }
 }
 
 /// Decides the next step and its act: the one function both the instance actor and

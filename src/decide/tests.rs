@@ -171,8 +171,18 @@ impl Case {
             revisions: &self.revisions,
             primary: self.primary.as_deref(),
         };
-        // The one function the actor and `diff` ask.
+        // The one function `diff` asks, and the actor's one entry around it.
         let Verdict { decision, act } = verdict(&want, &seen, &DEADLINES, facts);
+        let decided = step(None, &want, &seen, &DEADLINES, facts);
+        assert_eq!(
+            decided.auth,
+            AuthStep::Off,
+            "no credentials read: none decided"
+        );
+        assert_eq!(
+            (&decided.verdict.decision, &decided.verdict.act),
+            (&decision, &act)
+        );
         check(&decision, &act)
     }
 }

@@ -237,3 +237,29 @@ async fn a_deposed_leader_posts_nothing() {
     assert!(matches!(posted, Err(Error::NotLeader)));
     assert!(script.lock().unwrap().requests.is_empty());
 }
+
+#[tokio::test]
+async fn a_stopping_operator_waits_for_the_events_still_being_retried() {
+    let script = Arc::new(Mutex::new(Script {
+        failures: vec![
+            (StatusCode::SERVICE_UNAVAILABLE, false),
+            (StatusCode::SERVICE_UNAVAILABLE, false),
+        ],
+        ..Script::default()
+    }));
+    let poster = events_api(script.clone());
+    let told = told("restarting", Occurrence::Repeat);
+    poster.post_in_background(open(), regarding(), told, tracing::Span::none());
+    assert_eq!(
+        poster.clone().drained(std::time::Duration::ZERO).await,
+        1,
+        "counted by every clone while it is retried"
+    );
+    assert_eq!(
+        poster.drained(std::time::Duration::from_secs(10)).await,
+        0,
+        "done before the limit"
+    );
+    assert_eq!(creates(&script), 3);
+    assert_eq!(script.lock().unwrap().stored.len(), 1, "posted");
+}

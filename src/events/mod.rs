@@ -6,6 +6,8 @@
 //! it idempotent, so the operator can tell it again whenever it is unsure it got through: after
 //! an ambiguous failure, or after taking over from a leader that may have died in between.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -148,7 +150,22 @@ fn classify(error: &kube::Error) -> Failure {
 pub struct EventPoster {
     client: Client,
     reporter: Reporter,
+    /// Events being posted in the background, by every clone: a stopping operator waits for
+    /// them (see [`EventPoster::drained`]).
+    in_flight: Arc<AtomicUsize>,
 }
+
+/// Counts one Event posted in the background until it is dropped.
+struct Posting(Arc<AtomicUsize>);
+
+impl Drop for Posting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How often a stopping operator looks whether its Events got through.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 /// Why an Event was not posted.
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +181,54 @@ pub enum Error {
 impl EventPoster {
     /// Posts as `reporter` through `client`.
     pub fn new(client: Client, reporter: Reporter) -> Self {
-        Self { client, reporter }
+        Self {
+            client,
+            reporter,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// Posts `told` in the background (see [`EventPoster::post`]), counted until it is done,
+    /// so that an operator stopping gracefully does not drop it.
+    pub fn post_in_background(
+        &self,
+        limiter: Limiter,
+        regarding: ObjectReference,
+        told: Told,
+        span: tracing::Span,
+    ) {
+        use tracing::Instrument;
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let posting = Posting(self.in_flight.clone());
+        let poster = self.clone();
+        tokio::spawn(
+            async move {
+                let _posting = posting;
+                match poster.post(&limiter, &regarding, &told).await {
+                    Ok(posted) => tracing::trace!(reason = %told.reason, ?posted, "event told"),
+                    Err(Error::NotLeader) => {
+                        tracing::debug!(reason = %told.reason, "not the leader; event not published");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, reason = %told.reason, "failed to publish event");
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Waits until every Event posted in the background is done, or `limit` has passed;
+    /// returns how many were still being posted.
+    pub async fn drained(&self, limit: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = self.in_flight.load(Ordering::Acquire);
+            if left == 0 || tokio::time::Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
     }
 
     /// Tells `told` about `regarding`, retrying transient failures a few times; each attempt

@@ -5,11 +5,10 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
-use tracing::Instrument;
 
 use super::InstanceApi;
 use crate::crd::RedisInstance;
-use crate::events::{self, Occurrence, Told};
+use crate::events::{Occurrence, Told};
 
 /// How many told facts an instance remembers: a restart and its failure at most are retold.
 const TOLD_REMEMBERED: usize = 8;
@@ -100,20 +99,7 @@ impl InstanceApi {
     /// In the background: an Event must not delay the step that follows (a restart's writes
     /// wait for no Event), and the limiter still paces it.
     fn publish(&self, told: Told, regarding: ObjectReference, span: tracing::Span) {
-        let (limiter, poster) = (self.limiter.clone(), self.events.clone());
-        tokio::spawn(
-            async move {
-                match poster.post(&limiter, &regarding, &told).await {
-                    Ok(posted) => tracing::trace!(reason = %told.reason, ?posted, "event told"),
-                    Err(events::Error::NotLeader) => {
-                        tracing::debug!(reason = %told.reason, "not the leader; event not published");
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, reason = %told.reason, "failed to publish event");
-                    }
-                }
-            }
-            .instrument(span),
-        );
+        self.events
+            .post_in_background(self.limiter.clone(), regarding, told, span);
     }
 }

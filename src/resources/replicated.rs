@@ -19,9 +19,28 @@ pub const CONVERT_ANNOTATION: &str = "redis.github.com/convert-to-replication";
 
 /// Whether the instance runs as one primary and its replicas: two pods or more, unless it ran
 /// as several unrelated servers before replication existed and the user has not agreed to
-/// the conversion. Once replicated, `status.replication` says so for good.
+/// the conversion. Once replicated, `status.replication` says so for good. Scaled down to one
+/// pod, it stays replicated until the primary's role has moved to pod 0 (see `handing_over`).
 pub fn replicated(instance: &RedisInstance) -> bool {
-    instance.spec.replicas >= 2 && !unconverted(instance)
+    (instance.spec.replicas >= 2 && !unconverted(instance)) || handing_over(instance)
+}
+
+/// Scaled down to one pod while the primary is a pod the scale removes, and another pod
+/// serves beside it: the primary hands its role to pod 0 first (a switchover loses no
+/// acknowledged write), then the instance becomes a single server. Scaling to zero hands
+/// nothing over.
+pub fn handing_over(instance: &RedisInstance) -> bool {
+    let Some(status) = &instance.status else {
+        return false;
+    };
+    let primary_ordinal = status
+        .replication
+        .as_ref()
+        .and_then(|r| r.primary.as_deref())
+        .and_then(|p| p.rsplit_once('-')?.1.parse::<i32>().ok());
+    instance.spec.replicas == 1
+        && primary_ordinal.is_some_and(|o| o >= 1)
+        && status.ready_replicas >= 2
 }
 
 /// Ran with several pods, each with data of its own, before replication was enabled.
@@ -99,6 +118,48 @@ mod tests {
         three.annotations_mut().clear();
         three.status.as_mut().unwrap().replication = Some(ReplicationStatus::default());
         assert!(replicated(&three), "replicated once, replicated for good");
+    }
+
+    #[test]
+    fn scaled_to_one_pod_it_stays_replicated_until_pod_0_is_the_primary() {
+        let scaled = |replicas: i32, primary: &str, ready: i32| {
+            let mut inst = instance(&[]);
+            inst.spec.replicas = replicas;
+            inst.status = Some(RedisInstanceStatus {
+                config_hash: Some("h".into()),
+                ready_replicas: ready,
+                replication: Some(ReplicationStatus {
+                    primary: Some(primary.into()),
+                    ..ReplicationStatus::default()
+                }),
+                ..RedisInstanceStatus::default()
+            });
+            inst
+        };
+        assert!(
+            replicated(&scaled(1, "redis-example-2", 3)),
+            "pod 2 hands over"
+        );
+        assert!(
+            replicated(&scaled(1, "redis-example-1", 2)),
+            "pod 1 hands over"
+        );
+        assert!(
+            !replicated(&scaled(1, "redis-example-0", 3)),
+            "pod 0 is the primary: a single server"
+        );
+        assert!(
+            !replicated(&scaled(1, "redis-example-2", 1)),
+            "no other pod serves: nothing to hand over to"
+        );
+        assert!(
+            !replicated(&scaled(0, "redis-example-2", 3)),
+            "scaled to zero"
+        );
+        assert!(
+            !replicated(&scaled(1, "redis-example-\u{e9}", 3)),
+            "a primary name without an ordinal"
+        );
     }
 
     #[test]

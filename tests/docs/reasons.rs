@@ -22,6 +22,9 @@ const FIELD_TYPES: &[(&str, &str, &str)] = &[
     ("src/actors/instance/perform.rs", "event.reason", "Notice"),
     ("src/actors/instance/report.rs", "event.reason", "Notice"),
     ("src/actors/instance/live.rs", "event.reason", "Notice"),
+    // Chosen by `decide::auth_step` (src/decide/auth.rs) and `decide::tls`.
+    ("src/actors/instance/auth.rs", "event.reason", "Notice"),
+    ("src/actors/instance/tls.rs", "event.reason", "Notice"),
     // The Event told (src/events/mod.rs): every `Told { reason }` literal, a `Notice`'s
     // among them.
     ("src/events/mod.rs", "told.reason", "Told"),

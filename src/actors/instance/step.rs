@@ -12,11 +12,11 @@ use tracing::{debug, warn};
 use super::observe::{Observed, observe};
 use super::status::refusal_message;
 use super::target::{self, Outcome, Plan, Rejection};
-use super::{InstanceState, live, network, perform, replicate, report, tls};
+use super::{InstanceState, auth, live, network, perform, replicate, report, tls};
 use crate::crd::{ConfigUpdate, RolloutRecord};
 use crate::decide::{
-    Crash, Deadlines, Decision, Desired, Facts, HoldAct, Snapshot, Unplanned, Waiting, Wakes,
-    hold_act, next_wake, overdue_to_tell, paused, refusal_to_tell, verdict,
+    self, Crash, Deadlines, Decision, Desired, Facts, HoldAct, Snapshot, Unplanned, Waiting, Wakes,
+    hold_act, next_wake, overdue_to_tell, paused, refusal_to_tell,
 };
 use crate::kube_io;
 use crate::resources::CachedPod;
@@ -32,7 +32,7 @@ pub(super) struct Findings {
     /// A restart's pod never became ready.
     pub failure: Option<(Rejection, Outcome)>,
     /// The restart in flight, whose Events are told again unless told already (see
-    /// [`report::retell`]).
+    /// `report::retell`).
     pub resumed: Option<RolloutRecord>,
     /// With it, the failure recalled from status and how its finder told it.
     pub recalled: Option<(Rejection, target::Recalled)>,
@@ -184,10 +184,10 @@ async fn drive(
     let Run {
         seen, plan, clocks, ..
     } = run;
-    // Before anything talks to Redis or creates pods: the TLS Secret's material (read when it
-    // changed), the ACL Secret the pods mount, and the login the live and replication steps use.
+    // Observe what the caches do not hold: the TLS Secret's material (read when it changed)
+    // and the Secrets of the credentials.
     tls::read_secret(state, plan).await;
-    let auth_wake = super::auth::step(state, &plan.instance, seen).await?;
+    let secrets = auth::read(state, &plan.instance, seen).await?;
     let recalled = recall(state, seen, plan);
     let want = desired(plan, &recalled);
     let snapshot = snapshot(seen, plan, &recalled, clocks.now);
@@ -202,7 +202,19 @@ async fn drive(
         rejected_hash: recalled.rejected_hash.as_deref(),
         service_migrated: recalled.service_migrated,
     };
-    let verdict = verdict(&want, &snapshot, &deadlines, &facts);
+    let credentials = secrets
+        .as_ref()
+        .map(|read| auth::view(read, state, &plan.instance, seen));
+    let decided = decide::step(credentials.as_ref(), &want, &snapshot, &deadlines, &facts);
+    stages::since(Stage::Decide, deciding);
+    // Before anything talks to Redis or creates pods: the ACL Secret the pods mount, and the
+    // login the live and replication steps use.
+    let performing = decided.auth.is_write().then(Instant::now);
+    let auth_wake = auth::perform(state, &plan.instance, decided.auth).await?;
+    if let Some(performing) = performing {
+        stages::since(Stage::Perform, performing);
+    }
+    let verdict = decided.verdict;
     let decision = &verdict.decision;
     state.decided = decision.name();
     state.settling = *decision == Decision::Wait(Waiting::Settle);
@@ -213,7 +225,6 @@ async fn drive(
     report::note_mismatches(state, seen, &want);
     report::log_hash_comparison(seen, &want, decision);
     debug!(?decision, "next step");
-    stages::since(Stage::Decide, deciding);
     if verdict.act.is_write() {
         let performing = Instant::now();
         let performed = perform::perform(state, plan, seen, &verdict.act, clocks.now).await?;
@@ -434,7 +445,7 @@ async fn at_rest(
         state.target.converged(plan);
         wakes.live = live::at_rest(state, turn, plan, seen).await;
     }
-    wakes.tls = tls::reload(state, plan, seen).await;
+    wakes.tls = tls::reload_pods(state, plan, seen).await;
     happened.status = true;
     let replicated = crate::resources::replicated(&plan.instance);
     happened.unconverted =

@@ -1,5 +1,5 @@
-//! The instance actor's TLS: the `spec.tls` Secret's material (read again every few seconds),
-//! the connection each pod needs, and the reload of every pod that does not serve the Secret's
+//! The instance actor's TLS, as `decide::tls` decides it: the `spec.tls` Secret's material, the
+//! connection each pod needs, and the reload of every pod that does not serve the Secret's
 //! certificate yet: `CONFIG SET` of the same file paths, which makes Redis read the files again,
 //! checked by a handshake. No restart, whatever triggered the step.
 
@@ -13,21 +13,14 @@ use super::InstanceState;
 use super::observe::Observed;
 use super::target::Plan;
 use crate::config::render::REDIS_PORT;
+use crate::decide::{
+    Reload, SecretRead, SecretView, ServedView, reload, reloaded, secret_missing_problem,
+    secret_read, secret_read_due, tell_problem,
+};
 use crate::live::pods::{self, PodAddress};
 use crate::resources::{CachedPod, TLS_ANNOTATION};
 use crate::tls::client::ClientTls;
 use crate::tls::material::{Material, short};
-
-/// How often the Secret is read again when the metadata watch shows no change: a safety net,
-/// since a change of its resourceVersion has it read at the step the watch gives.
-const SECRET_REREAD: Duration = Duration::from_secs(300);
-/// How soon a Secret the API server did not return is asked for again.
-const READ_RETRY: Duration = Duration::from_secs(5);
-/// How often every pod's served certificate is checked once all served the Secret's.
-const SERVED_RECHECK: Duration = Duration::from_secs(60);
-/// How soon a pod that does not serve the Secret's certificate yet is looked at again: its
-/// volume may not show the new files yet.
-const RELOAD_RETRY: Duration = Duration::from_secs(2);
 
 /// What the actor knows of its TLS between steps.
 #[derive(Debug, Default)]
@@ -58,9 +51,8 @@ impl TlsMemory {
     }
 }
 
-/// Reads the Secret when the metadata watch shows another resourceVersion than the one read
-/// (or the safety-net interval passed) and builds the client from a changed one. Cheap when
-/// not due, so it runs before anything talks to the pods.
+/// Reads the Secret when [`secret_read_due`] says so and builds the client from a changed one.
+/// Cheap when not due, so it runs before anything talks to the pods.
 pub(super) async fn read_secret(state: &mut InstanceState, plan: &Plan) {
     let Some(spec) = &plan.instance.spec.tls else {
         state.tls.read_at = None;
@@ -71,13 +63,12 @@ pub(super) async fn read_secret(state: &mut InstanceState, plan: &Plan) {
         .args
         .stores
         .secret_version(&state.args.key.namespace, &spec.secret_name);
-    let moved = watched.is_some() && watched != state.tls.version;
-    if !moved
-        && state
-            .tls
-            .read_at
-            .is_some_and(|at| at.elapsed() < SECRET_REREAD)
-    {
+    let due = SecretView {
+        watched: watched.as_deref(),
+        built: state.tls.version.as_deref(),
+        read_ago: state.tls.read_at.map(|at| at.elapsed()),
+    };
+    if !secret_read_due(&due) {
         return;
     }
     let secret = match state.args.api.secret(&spec.secret_name).await {
@@ -88,19 +79,17 @@ pub(super) async fn read_secret(state: &mut InstanceState, plan: &Plan) {
         }
     };
     state.tls.read_at = Some(Instant::now());
-    let Some(secret) = secret else {
-        let problem = format!(
-            "spec.tls names Secret {}, which does not exist: the pods cannot start until it does",
-            spec.secret_name
-        );
-        tell(state, plan, problem).await;
-        return;
+    let found = secret
+        .as_ref()
+        .map(|s| s.metadata.resource_version.as_deref());
+    let secret = match (secret_read(found, state.tls.version.as_deref()), secret) {
+        (SecretRead::Build, Some(secret)) => secret,
+        (SecretRead::Missing, _) => {
+            let problem = secret_missing_problem(&spec.secret_name);
+            return tell(state, plan, problem).await;
+        }
+        _ => return,
     };
-    if secret.metadata.resource_version.is_some()
-        && secret.metadata.resource_version == state.tls.version
-    {
-        return;
-    }
     let built = Material::from_secret(&secret).map(|material| {
         let previous = state.tls.ca.as_deref().filter(|ca| *ca != material.ca);
         let server_name = crate::tls::server_name(&plan.instance);
@@ -119,61 +108,57 @@ pub(super) async fn read_secret(state: &mut InstanceState, plan: &Plan) {
     }
 }
 
-/// A Warning Event about the Secret, once per distinct problem; the pods keep what they serve.
+/// Tells a problem with the Secret as [`tell_problem`] decides; the pods keep what they serve.
 async fn tell(state: &mut InstanceState, plan: &Plan, problem: String) {
-    if state.tls.told.as_deref() == Some(problem.as_str()) {
+    let Some(event) = tell_problem(&problem, state.tls.told.as_deref()) else {
         return;
-    }
+    };
     warn!(%problem, "TLS Secret unusable");
-    state.tls.told = Some(problem.clone());
-    let note = format!("{problem}; the pods keep the certificate they serve");
+    state.tls.told = Some(problem);
     state
         .args
         .api
         .event(
             &plan.instance,
-            true,
-            "TLSSecretInvalid",
-            "LoadCertificate",
-            note,
+            event.warning,
+            event.reason,
+            event.action,
+            event.note,
         )
         .await;
 }
 
-/// Makes every ready TLS pod serve the Secret's certificate; returns when to look again.
-pub(super) async fn reload(state: &mut InstanceState, plan: &Plan, seen: &Observed) -> Duration {
-    if plan.instance.spec.tls.is_none() {
+/// Makes every ready TLS pod serve the Secret's certificate, as [`reload`] and [`reloaded`]
+/// decide; returns when to look again.
+pub(super) async fn reload_pods(
+    state: &mut InstanceState,
+    plan: &Plan,
+    seen: &Observed,
+) -> Duration {
+    let client = state.tls.client.clone();
+    let verified = state.tls.verified.clone();
+    let view = ServedView {
+        enabled: plan.instance.spec.tls.is_some(),
+        read_ago: state.tls.read_at.map(|at| at.elapsed()),
+        wanted: client.as_deref().map(ClientTls::fingerprint),
+        verified: verified
+            .as_ref()
+            .map(|(served, at)| (served.as_str(), at.elapsed())),
+        pods: &seen.pods,
+    };
+    let pods = match reload(&view) {
+        Reload::Wait(wake) => return wake,
+        Reload::Check(pods) => pods,
+    };
+    // A check is decided only with a client built: `wanted` is its fingerprint.
+    let Some(client) = client.as_ref() else {
         return Duration::MAX;
-    }
-    // Never read (the API did not answer): soon again, not after the safety net's interval.
-    let reread_in = state
-        .tls
-        .read_at
-        .map_or(READ_RETRY, |at| SECRET_REREAD.saturating_sub(at.elapsed()));
-    let Some(client) = state.tls.client.clone() else {
-        return reread_in;
     };
     let wanted = client.fingerprint().to_owned();
-    if let Some((verified, at)) = &state.tls.verified
-        && *verified == wanted
-        && at.elapsed() < SERVED_RECHECK
-    {
-        return reread_in.min(SERVED_RECHECK - at.elapsed());
-    }
     let port = u16::try_from(REDIS_PORT).expect("the Redis port fits");
     let login = state.access.login.clone();
     let gate = state.args.api.limiter().clone();
-    let pods: Vec<(String, String)> = seen
-        .pods
-        .iter()
-        .filter(|p| {
-            p.metadata.deletion_timestamp.is_none()
-                && crate::decide::is_ready(p)
-                && state.tls.for_pod(p).is_some()
-        })
-        .filter_map(|p| Some((p.name_any(), p.status.as_ref()?.pod_ip.clone()?)))
-        .collect();
-    let mut reloaded = Vec::new();
+    let mut reloaded_pods = Vec::new();
     let mut behind = Vec::new();
     for (pod, ip) in &pods {
         let quick = Duration::from_secs(2);
@@ -193,57 +178,39 @@ pub(super) async fn reload(state: &mut InstanceState, plan: &Plan, seen: &Observ
             ip: Some(ip.clone()),
             tls: Some(client.clone()),
         };
-        match reload_pod(&address, login.as_ref(), &gate).await {
-            Ok(()) => {}
-            Err(error) => {
-                warn!(%pod, %error, "certificate reload not sent");
-                behind.push(pod.clone());
-                continue;
-            }
+        if let Err(error) = reload_pod(&address, login.as_ref(), &gate).await {
+            warn!(%pod, %error, "certificate reload not sent");
+            behind.push(pod.clone());
+            continue;
         }
         // Until the volume shows the new files, Redis reads the old ones again.
         match client.dial(ip, port, quick).await {
-            Ok(dialed) if dialed.served == wanted => reloaded.push(pod.clone()),
+            Ok(dialed) if dialed.served == wanted => reloaded_pods.push(pod.clone()),
             _ => behind.push(pod.clone()),
         }
     }
-    if !reloaded.is_empty() {
-        info!(pods = ?reloaded, fingerprint = %short(&wanted), "certificate reloaded, no restart");
-        let note = format!(
-            "{} now serve the certificate of Secret {} (SHA-256 {}), reloaded with CONFIG SET, no restart",
-            reloaded.join(", "),
-            plan.instance
-                .spec
-                .tls
-                .as_ref()
-                .map(|t| t.secret_name.as_str())
-                .unwrap_or_default(),
-            short(&wanted)
-        );
+    let outcome = reloaded(&plan.instance, &view, pods.len(), &reloaded_pods, &behind);
+    if let Some(event) = outcome.tell {
+        info!(pods = ?reloaded_pods, fingerprint = %short(&wanted), "certificate reloaded, no restart");
         state
             .args
             .api
             .event(
                 &plan.instance,
-                false,
-                "CertificateReloaded",
-                "LoadCertificate",
-                note,
+                event.warning,
+                event.reason,
+                event.action,
+                event.note,
             )
             .await;
     }
-    if pods.is_empty() {
-        // Nothing serves yet (or any more): a pod that starts reads the current files.
-        reread_in
-    } else if behind.is_empty() {
-        state.tls.verified = Some((wanted, Instant::now()));
-        reread_in.min(SERVED_RECHECK)
-    } else {
-        if !behind.is_empty() {
-            debug!(pods = ?behind, "pods not serving the Secret's certificate yet");
-        }
-        RELOAD_RETRY
+    if !behind.is_empty() {
+        debug!(pods = ?behind, "pods not serving the Secret's certificate yet");
     }
+    if outcome.verified {
+        state.tls.verified = Some((wanted, Instant::now()));
+    }
+    outcome.wake
 }
 
 /// `CONFIG SET` of the TLS file paths, unchanged: Redis 7 reads the files again and serves
