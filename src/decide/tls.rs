@@ -126,7 +126,7 @@ pub fn reload(view: &ServedView<'_>) -> Reload {
             p.metadata.deletion_timestamp.is_none()
                 && is_ready(p)
                 // Started with TLS: one started before speaks plain RESP until replaced.
-                && p.annotations().contains_key(TLS_ANNOTATION)
+                && p.annotations.get(TLS_ANNOTATION).is_some()
         })
         .filter_map(|p| Some((p.name_any(), p.status.as_ref()?.pod_ip.clone()?)))
         .collect();

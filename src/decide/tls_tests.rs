@@ -112,10 +112,7 @@ fn a_problem_with_the_secret_is_told_once_until_another_comes() {
 fn tls_pod(name: &str, ready: bool, tls: bool, ip: bool, deleting: bool) -> Arc<CachedPod> {
     let mut pod = Arc::unwrap_or_clone(pod(name, "h", "r", ready, None));
     if tls {
-        pod.metadata
-            .annotations
-            .get_or_insert_default()
-            .insert(TLS_ANNOTATION.into(), "true".into());
+        pod.annotations.insert(TLS_ANNOTATION, "true");
     }
     if deleting {
         pod.metadata.deletion_timestamp =
