@@ -332,6 +332,10 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
             // Boxed: the step's future is large and needed only while a step runs, not kept
             // in every idle actor's task.
             let outcome = Box::pin(step::step(state, &mut turn)).await;
+            // An allocation turn is taken for this step's Service creation only: a step that
+            // did not create it (the cache showed the Service by then, or an earlier act came
+            // first) must not keep it, or every turn ends up held and creations wait forever.
+            state.allocation = None;
             if let (Some(event), Ok(None)) = (event, &outcome) {
                 stages::since(Stage::EventToWrite, event);
             }
