@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::ResourceExt;
 use tracing::{debug, info, warn};
 
 use super::InstanceState;
