@@ -148,8 +148,7 @@ pub(super) async fn step(
     match (next, &plan) {
         (Next::Done(wake), _) => Ok(wake),
         (Next::Replicate { mut wakes, held }, Some(plan)) => {
-            let rolling = replicate::rolling(&seen);
-            match replicate::step(state, plan, &seen, rolling, held).await? {
+            match replicate::step(state, plan, &seen, held).await? {
                 None => {
                     state.decided = "Replicate";
                     Ok(None)
