@@ -20,7 +20,7 @@ pub const CONVERT_ANNOTATION: &str = "redis.github.com/convert-to-replication";
 /// Whether the instance runs as one primary and its replicas: two pods or more, unless it ran
 /// as several unrelated servers before replication existed and the user has not agreed to
 /// the conversion. Once replicated, `status.replication` says so for good. Scaled down to one
-/// pod, it stays replicated until the primary's role has moved to pod 0 (see [`handing_over`]).
+/// pod, it stays replicated until the primary's role has moved to pod 0 (see `handing_over`).
 pub fn replicated(instance: &RedisInstance) -> bool {
     (instance.spec.replicas >= 2 && !unconverted(instance)) || handing_over(instance)
 }

@@ -184,9 +184,31 @@ async fn provision_only(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Makes the path arguments absolute, then moves to `/`: the pods' processes start in the
+/// agent's directory, and a checkout removed while the agent runs (a git worktree) would leave
+/// every shell they start complaining that its working directory is gone.
+fn leave_start_dir(args: &mut Args) -> anyhow::Result<()> {
+    let paths = [
+        args.kubeconfig.as_mut(),
+        Some(&mut args.state_dir),
+        args.tls_cert_file.as_mut(),
+        args.tls_private_key_file.as_mut(),
+        args.client_ca_file.as_mut(),
+        args.operator_image_dir.as_mut(),
+    ];
+    for path in paths.into_iter().flatten() {
+        if path.is_relative() {
+            let here = std::env::current_dir().context("the directory the agent started in")?;
+            *path = here.join(&*path);
+        }
+    }
+    std::env::set_current_dir("/").context("moving to /")
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    leave_start_dir(&mut args)?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -32,7 +32,7 @@ pub(super) struct Findings {
     /// A restart's pod never became ready.
     pub failure: Option<(Rejection, Outcome)>,
     /// The restart in flight, whose Events are told again unless told already (see
-    /// [`report::retell`]).
+    /// `report::retell`).
     pub resumed: Option<RolloutRecord>,
     /// With it, the failure recalled from status and how its finder told it.
     pub recalled: Option<(Rejection, target::Recalled)>,
