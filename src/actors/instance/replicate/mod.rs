@@ -18,6 +18,7 @@ use super::InstanceState;
 use super::observe::Observed;
 use super::target::Plan;
 use crate::actors::metrics::MetricsMsg;
+use crate::auth::Access;
 use crate::crd::ReplicationStatus;
 use crate::decide::is_ready;
 use crate::decide::replication::{ReplicaPod, ReplicationLimits, ReplicationView};
@@ -63,7 +64,7 @@ pub(super) async fn step(
         .and_then(|s| s.rollout.as_ref());
     let rolling = rolling(record, seen.statefulset.as_deref());
     let reach = Reach::of(state, seen);
-    let probes = probe(state, &reach).await;
+    let probes = probe(&state.access, &reach).await;
     let status = seen
         .instance
         .status
@@ -152,8 +153,7 @@ impl<'a> Reach<'a> {
 }
 
 /// Every pod's `INFO replication`, asked at once; `None` for a pod that did not answer.
-async fn probe(state: &InstanceState, reach: &Reach<'_>) -> Vec<Option<PodReplication>> {
-    let access = &state.access;
+async fn probe(access: &Access, reach: &Reach<'_>) -> Vec<Option<PodReplication>> {
     futures::future::join_all(reach.pods.iter().map(|pod| async {
         let address = PodAddress {
             pod: pod.name_any(),

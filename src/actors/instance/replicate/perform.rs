@@ -1,4 +1,4 @@
-//! Performs the replication step `decide::replication_step` chose: its Redis command, labels, status record and Event.
+//! Performs the replication step decided: its Redis command, labels, status record and Event.
 
 use std::time::{Duration, Instant};
 
