@@ -392,7 +392,7 @@ async fn a_live_edit_restarts_no_pod_and_a_mixed_edit_restarts_once() {
     );
     let status = ri.status.unwrap();
     assert_eq!(status.restarts, 0);
-    assert_eq!(event_count(&ns, NAME, "ConfigAppliedLive").await, 1);
+    assert_eq!(event_count_once(&ns, NAME, "ConfigAppliedLive", 1).await, 1);
     // The pods took spec.config.requirepass from <name>-auth (the live checks above logged in
     // with it), and a Warning says so.
     assert_eq!(event_count_once(&ns, NAME, "PasswordMoved", 1).await, 1);

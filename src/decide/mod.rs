@@ -14,6 +14,7 @@ mod network;
 mod notice;
 mod pods;
 pub mod replication;
+pub mod replication_act;
 mod revisions;
 mod step;
 mod tls;

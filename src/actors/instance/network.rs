@@ -1,15 +1,15 @@
-//! Performs the NetworkPolicy decision of a step: reads the cache, applies or deletes.
+//! The NetworkPolicy of a step: the one the spec asks for, and the write decided for it.
 
 use std::sync::{Arc, LazyLock};
 
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
 use tracing::info;
 
 use super::InstanceState;
 use crate::crd::RedisInstance;
 pub use crate::decide::PolicyWrite;
-use crate::decide::{PolicyAct, PolicyView, network_step};
+use crate::decide::{PolicyAct, PolicyStep};
 use crate::kube_io;
 use crate::resources::{CachedNetworkPolicy, network_policy};
 
@@ -23,28 +23,21 @@ pub(crate) static OPERATOR_NAMESPACE: LazyLock<Option<String>> = LazyLock::new(|
         .filter(|ns| !ns.is_empty())
 });
 
-/// Applies or deletes the instance's NetworkPolicy as [`network_step`] decides from the cache
-/// and the actor's last write. `Ok(true)`: it wrote.
-pub(super) async fn step(
-    state: &mut InstanceState,
-    instance: &RedisInstance,
-) -> Result<bool, kube_io::Error> {
-    let cached = state.args.stores.network_policies.get(
-        &ObjectRef::<CachedNetworkPolicy>::new(&state.args.key.name)
-            .within(&state.args.key.namespace),
-    );
-    let desired = instance
+/// The NetworkPolicy the spec asks for; `None` when `spec.networkPolicy.enabled` is false.
+pub(super) fn desired(instance: &RedisInstance) -> Option<NetworkPolicy> {
+    instance
         .spec
         .network_policy
         .enabled
-        .then(|| network_policy(instance, OPERATOR_NAMESPACE.as_deref()));
-    let written = state.written.network_policy.clone();
-    let view = PolicyView {
-        desired: desired.as_ref(),
-        cached: cached.as_deref(),
-        written: written.as_ref(),
-    };
-    let decided = network_step(&view);
+        .then(|| network_policy(instance, OPERATOR_NAMESPACE.as_deref()))
+}
+
+/// Performs the NetworkPolicy decision [`crate::decide::network_step`] took. `Ok(true)`: it
+/// wrote.
+pub(super) async fn perform(
+    state: &mut InstanceState,
+    decided: PolicyStep<'_>,
+) -> Result<bool, kube_io::Error> {
     if decided.forget {
         state.written.network_policy = None;
     }

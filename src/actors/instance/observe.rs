@@ -110,6 +110,9 @@ pub struct Observed {
     pub pods: Vec<Arc<CachedPod>>,
     /// Its revision ConfigMaps.
     pub revisions: Vec<Arc<CachedConfigMap>>,
+    /// Its NetworkPolicy, as the cache shows it (the actor's own write is remembered apart:
+    /// the NetworkPolicy decision reads both).
+    pub network_policy: Option<Arc<crate::resources::CachedNetworkPolicy>>,
 }
 
 /// resourceVersions are etcd revisions in practice; when one is not a number, trust the cache.
@@ -299,7 +302,9 @@ pub fn observe(
     let mut pods = by_ordinal(&stores.pods, namespace, name, replicas);
     mark_deleted(&mut pods, &mut written.deleted_pods);
     let revisions = revisions(stores, written, namespace, name);
+    let network_policy = lookup(&stores.network_policies, namespace, name);
     Some(Observed {
+        network_policy,
         revisions,
         config_text: config_map.and_then(|cm| cm.config_text.clone()),
         instance,

@@ -15,8 +15,8 @@ use super::target::{self, Outcome, Plan, Rejection};
 use super::{InstanceState, auth, live, network, perform, replicate, report, tls};
 use crate::crd::{ConfigUpdate, RolloutRecord};
 use crate::decide::{
-    self, Crash, Deadlines, Decision, Desired, Facts, HoldAct, Snapshot, Unplanned, Waiting, Wakes,
-    hold_act, next_wake, overdue_to_tell, paused, refusal_to_tell,
+    self, Crash, Deadlines, Decision, Desired, Facts, HoldAct, PolicyView, Snapshot, Unplanned,
+    Waiting, Wakes, hold_act, network_step, next_wake, overdue_to_tell, paused, refusal_to_tell,
 };
 use crate::kube_io;
 use crate::resources::CachedPod;
@@ -110,7 +110,16 @@ pub(super) async fn step(
     let Some(seen) = seen.filter(|s| s.instance.metadata.deletion_timestamp.is_none()) else {
         return Ok(Some(Duration::MAX));
     };
-    if network::step(state, &seen.instance).await? {
+    // The NetworkPolicy first, from the current spec even when it is invalid: no pod runs
+    // without it, and a write of it ends the step.
+    let policy = network::desired(&seen.instance);
+    let written = state.written.network_policy.clone();
+    let policy_view = PolicyView {
+        desired: policy.as_ref(),
+        cached: seen.network_policy.as_deref(),
+        written: written.as_ref(),
+    };
+    if network::perform(state, network_step(&policy_view)).await? {
         state.decided = "NetworkPolicy";
         return Ok(None);
     }
@@ -148,8 +157,7 @@ pub(super) async fn step(
     match (next, &plan) {
         (Next::Done(wake), _) => Ok(wake),
         (Next::Replicate { mut wakes, held }, Some(plan)) => {
-            let rolling = replicate::rolling(&seen);
-            match replicate::step(state, plan, &seen, rolling, held).await? {
+            match replicate::step(state, plan, &seen, held).await? {
                 None => {
                     state.decided = "Replicate";
                     Ok(None)

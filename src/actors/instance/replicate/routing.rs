@@ -11,9 +11,9 @@ use tracing::info;
 use super::super::InstanceState;
 use super::super::observe::Observed;
 use super::super::target::Plan;
-use super::BUSY_PROBE;
 use crate::crd::ReplicationStatus;
 use crate::decide::replication::{ReplicaPod, Routing};
+use crate::decide::replication_act::BUSY_PROBE;
 use crate::kube_io;
 use crate::replication::Role;
 use crate::resources::{
