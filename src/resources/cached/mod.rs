@@ -115,3 +115,33 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
 fn from_json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
 }
+
+/// The labels a cached kind keeps, as inherent methods: they shadow `ResourceExt::labels` (and
+/// `annotations` for pods), which would read the metadata's, always empty in the cache, and
+/// compile.
+macro_rules! kept_labels {
+    ($($kind:ty),*) => {$(
+        impl $kind {
+            /// The labels the cache keeps (see the field).
+            pub fn labels(&self) -> &Labels {
+                &self.labels
+            }
+        }
+    )*};
+}
+
+kept_labels!(
+    CachedPod,
+    CachedStatefulSet,
+    CachedConfigMap,
+    CachedNetworkPolicy,
+    CachedSecret,
+    CachedService
+);
+
+impl CachedPod {
+    /// The annotations the cache keeps (see the field).
+    pub fn annotations(&self) -> &Labels {
+        &self.annotations
+    }
+}

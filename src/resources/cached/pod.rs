@@ -254,6 +254,14 @@ mod tests {
             "only the labels read are kept"
         );
         assert_eq!(cached.instance_label(), Some("redis-example"));
+        {
+            // Through the method too, with `ResourceExt` (whose `labels()` reads the metadata's)
+            // in scope: the cache's own are found.
+            #[allow(unused_imports)]
+            use kube::ResourceExt;
+            assert_eq!(cached.labels().get(ROLE_LABEL), Some("primary"));
+            assert_eq!(cached.annotations().get(TLS_ANNOTATION), Some("true"));
+        }
         assert_eq!(
             cached.config_map.as_deref(),
             Some("redis-example-config-0123456789ab")
