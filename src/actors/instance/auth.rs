@@ -160,17 +160,7 @@ async fn perform_plan(
     state.auth.requirepass_reported = plan.requirepass_told;
     for event in plan.tell {
         warn!(reason = event.reason, note = %event.note, "credentials problem told");
-        state
-            .args
-            .api
-            .event(
-                instance,
-                event.warning,
-                event.reason,
-                event.action,
-                event.note,
-            )
-            .await;
+        super::report::tell(state, instance, &event).await;
     }
     if let Some(write) = plan.acl {
         let written = match write.create {
@@ -216,17 +206,7 @@ async fn perform_plan(
             if let Some(event) = tell {
                 let names: Vec<&str> = running.iter().map(|p| p.pod.as_str()).collect();
                 info!(pods = %names.join(","), "ACL users applied live");
-                state
-                    .args
-                    .api
-                    .event(
-                        instance,
-                        event.warning,
-                        event.reason,
-                        event.action,
-                        event.note,
-                    )
-                    .await;
+                super::report::tell(state, instance, &event).await;
             }
             Ok(plan.wake)
         }
