@@ -205,7 +205,7 @@ async fn image_changes_by_hand_or_through_the_spec_are_counted_restarts() {
     wait_restarts(&ns, NAME, 2).await;
     assert_eq!(image_of(&statefulset(&ns).await.spec), Some("redis:7.2"));
 
-    assert_eq!(event_count(&ns, NAME, "RestartStarted").await, 2);
+    assert_eq!(event_count_once(&ns, NAME, "RestartStarted", 2).await, 2);
     let notes: Vec<_> = instance_events(&ns, NAME)
         .await
         .into_iter()
@@ -291,7 +291,7 @@ async fn a_pod_stuck_on_an_unrunnable_image_is_replaced_once_the_image_is_fixed(
     instance.spec.image = "redis:7.0".into();
     apply_instance(&ns, &instance).await.unwrap();
     wait_restarts(&ns, NAME, 1).await;
-    assert_eq!(event_count(&ns, NAME, "PodReplaced").await, 1);
+    assert_eq!(event_count_once(&ns, NAME, "PodReplaced", 1).await, 1);
     let pod = ready_pod(&ns, "redis-example-0").await;
     assert_eq!(redis_cli(&pod, &["PING"]).await, "PONG");
 }
@@ -451,7 +451,7 @@ async fn a_second_operator_stands_by_and_takes_over_when_the_leader_dies() {
         2
     );
     assert_eq!(history.restarts().await["redis-example-0"], 2);
-    assert_eq!(event_count(&ns, NAME, "RestartStarted").await, 2);
+    assert_eq!(event_count_once(&ns, NAME, "RestartStarted", 2).await, 2);
     assert!(
         !second
             .log_lines()
@@ -511,7 +511,10 @@ async fn a_storm_of_edits_under_recreate_costs_at_most_two_restarts() {
         real, recorded,
         "the pod restarted {real} times, status says {recorded}"
     );
-    assert_eq!(event_count(&ns, NAME, "RestartStarted").await, recorded);
+    assert_eq!(
+        event_count_once(&ns, NAME, "RestartStarted", recorded).await,
+        recorded
+    );
     let pod = ready_pod(&ns, "redis-example-0").await;
     assert_eq!(config_get(&pod, "maxmemory").await, "125829120");
     assert_data_kept(&ns).await;

@@ -157,15 +157,9 @@ async fn spec_walkthrough(prefix: &str, strategy: RestartStrategy) {
         metrics.contains("redis_operator_config_hash_mismatches_total{"),
         "{metrics}"
     );
-    let reasons = event_reasons(&ns, "redis-example").await;
-    assert!(
-        reasons.contains(&"RestartStarted".to_owned()),
-        "{reasons:?}"
-    );
-    assert!(
-        reasons.contains(&"RestartCompleted".to_owned()),
-        "{reasons:?}"
-    );
+    for reason in ["RestartStarted", "RestartCompleted"] {
+        assert!(event_count_once(&ns, "redis-example", reason, 1).await >= 1);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -309,13 +303,10 @@ async fn invalid_config_is_refused_and_the_pod_keeps_running() {
     );
     assert!(refused.0.contains("daemonize"), "{}", refused.0);
     assert_eq!(refused.1.map(|p| p.as_str()), Some("Invalid"));
-    let events = instance_events(&ns, "redis-example").await;
-    assert!(
-        events
-            .iter()
-            .any(|(t, r, n)| t == "Warning" && r == "InvalidConfig" && n.contains("maxmemory")),
-        "{events:?}"
-    );
+    instance_events_once(&ns, "redis-example", |(t, r, n)| {
+        t == "Warning" && r == "InvalidConfig" && n.contains("maxmemory")
+    })
+    .await;
     // Give a wrongly eager operator time to act: the step that refused the edit ends first.
     operator.wait_for_passes(1, Some("config refused")).await;
     let still = ns.api::<Pod>().get("redis-example-0").await.unwrap();
@@ -875,13 +866,10 @@ async fn config_redis_rejects_is_rolled_back_to_the_last_one_that_ran() {
         redis_cli(&pod, &["GET", "survives-the-rollback"]).await,
         "yes"
     );
-    let events = instance_events(&ns, "redis-example").await;
-    assert!(
-        events.iter().any(|(t, r, note)| t == "Warning"
-            && r == "RedisRejectedConfig"
-            && note.contains(said)),
-        "{events:?}"
-    );
+    instance_events_once(&ns, "redis-example", |(t, r, note)| {
+        t == "Warning" && r == "RedisRejectedConfig" && note.contains(said)
+    })
+    .await;
 
     // A restarted operator remembers the rejection (status.rejectedConfigHash) and does not
     // roll the refused config out again.
@@ -968,7 +956,7 @@ async fn a_burst_of_edits_during_a_rolling_restart_costs_at_most_one_more_restar
             "pod {pod} restarted {times} times, status says {recorded}: {real:?}"
         );
     }
-    let started = event_count(&ns, "redis-example", "RestartStarted").await;
+    let started = event_count_once(&ns, "redis-example", "RestartStarted", recorded).await;
     assert_eq!(started, recorded, "{reasons:?}");
     for pod in pods(&ns, "redis-example").await {
         assert_eq!(

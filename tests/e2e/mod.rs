@@ -540,6 +540,24 @@ pub async fn instance_events(ns: &TestNamespace, instance: &str) -> Vec<(String,
         .collect()
 }
 
+/// [`instance_events`] once one of them matches `wanted` (at most 10 s): the operator posts
+/// Events in the background, so one can reach the API server after the status write it goes
+/// with.
+pub async fn instance_events_once(
+    ns: &TestNamespace,
+    instance: &str,
+    wanted: impl Fn(&(String, String, String)) -> bool,
+) -> Vec<(String, String, String)> {
+    wait_for(Duration::from_secs(10), "the Event wanted", || async {
+        let events = instance_events(ns, instance).await;
+        match events.iter().any(&wanted) {
+            true => Ok(events),
+            false => Err(format!("{events:?}")),
+        }
+    })
+    .await
+}
+
 /// Reasons of the Events on the instance.
 pub async fn event_reasons(ns: &TestNamespace, instance: &str) -> Vec<String> {
     instance_events(ns, instance)
