@@ -107,6 +107,23 @@ async fn hand_scaling_and_a_deleted_service_are_repaired_from_the_watch() {
         );
         assert!(metrics.contains(&series), "no {series} in\n{metrics}");
     }
+
+    // An operator killed between a repair and its Event (here: the Events deleted, as if they
+    // had never got through): the one taking over tells each repair from the mark it left on
+    // the object it put back, once.
+    let told = event_count(&ns, NAME, "DriftRepaired").await;
+    delete_events(&ns, NAME, "DriftRepaired").await;
+    operator.kill();
+    let operator = Operator::start(&ns.name);
+    // The killed one's Lease lapses first (15 s).
+    let leading = "acquired the lease; acting on instances";
+    operator.wait_for_passes(1, Some(leading)).await;
+    assert_eq!(
+        event_count_once(&ns, NAME, "DriftRepaired", told).await,
+        told
+    );
+    assert_eq!(event_count(&ns, NAME, "DriftRepaired").await, told);
+
     assert_eq!(
         history.restarts().await.get("redis-example-0"),
         Some(&0),

@@ -13,6 +13,7 @@ pub mod live_drift;
 mod network;
 mod notice;
 mod pods;
+mod repair_mark;
 pub mod replication;
 pub mod replication_act;
 mod revisions;
@@ -55,6 +56,7 @@ pub use pods::{
     CLOCK_SLACK, Crash, crashed_pod, is_ready, never_ready, pod_config_hash, rollout_complete,
     stuck_pods, unready_on,
 };
+pub use repair_mark::{REPAIRED_ANNOTATION, RETELL_WITHIN, owed_repairs};
 pub use revisions::{created_template, mount_for, next_template_names_revision, revision_fix};
 pub use step::{
     HoldAct, PAUSED_ANNOTATION, Step, Unplanned, Verdict, Wakes, hold_act, next_wake,

@@ -16,7 +16,7 @@ use super::target::Plan;
 use crate::actors::metrics::MetricsMsg;
 use crate::crd::{RedisInstance, RolloutRecord};
 use crate::decide::{
-    Act, FileWrite, Form, Notice, Replacement, Restart, ServiceTold, ServicesAct, Template,
+    Act, Drift, FileWrite, Form, Notice, Replacement, Restart, ServiceTold, ServicesAct, Template,
 };
 use crate::kube_io;
 use crate::resources::{
@@ -55,7 +55,15 @@ pub(super) async fn perform(
     let target = &plan.instance;
     match act {
         Act::Services(services_act) => {
-            return services(state, seen, services_act, &plan.service, &plan.headless).await;
+            return services(
+                state,
+                seen,
+                services_act,
+                &plan.service,
+                &plan.headless,
+                now,
+            )
+            .await;
         }
         Act::MigrateStatefulSet { live, event } => {
             let deleting = api.delete_statefulset(live).await?;
@@ -123,7 +131,7 @@ pub(super) async fn perform(
                 begin_restart(state, seen, plan, restart).await?;
             }
             if let Some(drift) = drift {
-                report::drift_repaired(state, instance, drift).await;
+                report::drift_repaired(state, instance, drift, &drift.event).await;
             }
         }
         Act::Retarget(restart) => begin_restart(state, seen, plan, restart).await?,
@@ -168,11 +176,14 @@ pub(super) async fn perform(
         } => {
             let mut repaired = template_statefulset(target, template, mount.as_deref());
             repaired.metadata.resource_version = resource_version.clone();
+            let told = drift
+                .as_ref()
+                .map(|drift| (drift, mark_repair(&mut repaired.metadata, name, drift, now)));
             let applied = api.apply("StatefulSet", &repaired).await?;
             state.statefulset_written = applied.metadata.generation;
             state.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&applied)));
-            if let Some(drift) = drift {
-                report::drift_repaired(state, instance, drift).await;
+            if let Some((drift, event)) = told {
+                report::drift_repaired(state, instance, drift, &event).await;
             }
         }
         Act::ReplacePods(replacements) => {
@@ -245,7 +256,9 @@ pub(super) async fn services(
     act: &ServicesAct<'_>,
     service: &Service,
     headless: &Service,
+    now: Timestamp,
 ) -> Result<Performed, kube_io::Error> {
+    let name = &state.args.key.name;
     match act {
         ServicesAct::Service(told) => {
             // A creation makes the API server allocate a cluster IP, which it does one at a time.
@@ -262,25 +275,38 @@ pub(super) async fn services(
                 }
                 Some(_) => None,
             };
-            let applied = state.args.api.apply("Service", service).await?;
+            let mut service = service.clone();
+            let repaired = match told {
+                ServiceTold::Repaired(drift) => {
+                    Some((drift, mark_repair(&mut service.metadata, name, drift, now)))
+                }
+                _ => None,
+            };
+            let applied = state.args.api.apply("Service", &service).await?;
             state.written.service = Some(Arc::new(CachedService::from(&applied)));
             state.service_migrated = false;
-            match told {
-                ServiceTold::Migrated(event) => {
+            match (told, repaired) {
+                (ServiceTold::Migrated(event), _) => {
                     info!(service = %service.name_any(), "created the Service as ClusterIP");
                     tell(state, &seen.instance, event).await;
                 }
-                ServiceTold::Repaired(drift) => {
-                    report::drift_repaired(state, &seen.instance, drift).await;
+                (_, Some((drift, event))) => {
+                    report::drift_repaired(state, &seen.instance, drift, &event).await;
                 }
-                ServiceTold::Created => info!("Service missing, creating it"),
+                _ => info!("Service missing, creating it"),
             }
         }
         ServicesAct::Headless(drift) => {
-            let applied = state.args.api.apply("Service", headless).await?;
+            let mut headless = headless.clone();
+            let told = drift
+                .as_ref()
+                .map(|drift| (drift, mark_repair(&mut headless.metadata, name, drift, now)));
+            let applied = state.args.api.apply("Service", &headless).await?;
             state.written.headless = Some(Arc::new(CachedService::from(&applied)));
-            match drift {
-                Some(drift) => report::drift_repaired(state, &seen.instance, drift).await,
+            match told {
+                Some((drift, event)) => {
+                    report::drift_repaired(state, &seen.instance, drift, &event).await;
+                }
                 None => {
                     info!(service = %headless.name_any(), "headless Service missing, creating it");
                 }
@@ -297,6 +323,23 @@ pub(super) async fn services(
         }
     }
     Ok(Performed::Wrote)
+}
+
+/// Leaves the repair's mark on the object put back (see [`crate::decide::REPAIRED_ANNOTATION`])
+/// and returns the Event telling it, which an operator taking over tells from the mark.
+fn mark_repair(
+    metadata: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    name: &str,
+    drift: &Drift,
+    now: Timestamp,
+) -> Notice {
+    let object = metadata.name.clone().unwrap_or_default();
+    let (mark, event) = drift.marked(name, &object, now);
+    metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(crate::decide::REPAIRED_ANNOTATION.to_owned(), mark);
+    event
 }
 
 /// The API said the StatefulSet is already gone: a copy marked as deleting stands in for it

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info, warn};
 
@@ -13,7 +14,7 @@ use super::{InstanceSnapshot, InstanceState};
 use crate::actors::metrics::{MISMATCH_KINDS, MetricsMsg};
 use crate::config::render::short_hash;
 use crate::crd::{RedisInstance, RedisInstanceStatus, RolloutRecord};
-use crate::decide::{Decision, Desired};
+use crate::decide::{Decision, Desired, REPAIRED_ANNOTATION, owed_repairs};
 use crate::events::{Occurrence, Told};
 use crate::kube_io;
 use crate::resources::config_hash_of;
@@ -177,11 +178,13 @@ async fn overdue(state: &mut InstanceState, instance: &RedisInstance, record: &R
         .tell(instance, warning("RolloutStuck", "Restart", note, fact));
 }
 
-/// Something the operator owns was changed by hand and has been put back.
+/// Something the operator owns was changed by hand and has been put back: counted, logged,
+/// and told with `event` (the drift's own, or the one its repair's mark names).
 pub(super) async fn drift_repaired(
     state: &InstanceState,
     instance: &RedisInstance,
     drift: &crate::decide::Drift,
+    event: &crate::decide::Notice,
 ) {
     let key = &state.args.key;
     let kind = drift.kind;
@@ -190,7 +193,28 @@ pub(super) async fn drift_repaired(
         kind,
     });
     info!(kind, "drift repaired");
-    tell(state, instance, &drift.event).await;
+    tell(state, instance, event).await;
+}
+
+/// The repairs marked on the instance's objects lately, told unless this actor told them: an
+/// operator taking over tells a repair the one before it made, and may not have told.
+fn retell_repairs(state: &InstanceState, seen: &Observed) {
+    let objects = [
+        seen.service.as_deref().map(|s| &s.metadata),
+        seen.headless.as_deref().map(|s| &s.metadata),
+        seen.statefulset.as_deref().map(|s| &s.metadata),
+    ];
+    let marks = objects.into_iter().flatten().filter_map(|meta| {
+        let mark = meta.annotations.as_ref()?.get(REPAIRED_ANNOTATION)?;
+        Some((meta.name.as_deref()?, mark.as_str()))
+    });
+    let owed = owed_repairs(&state.args.key.name, marks, Timestamp::now());
+    for event in owed {
+        state
+            .args
+            .api
+            .tell_unless_told(&seen.instance, event.told());
+    }
 }
 
 /// Posts `event` on the instance.
@@ -233,6 +257,7 @@ pub(super) async fn report(
     if let Some(record) = &happened.overdue {
         overdue(state, current, record).await;
     }
+    retell_repairs(state, seen);
     if happened.status {
         let reporting = std::time::Instant::now();
         write_status(state, seen, plan).await?;

@@ -335,7 +335,7 @@ async fn hold(
         }
         HoldAct::Services { decided, act } => {
             state.decided = decided;
-            let performed = perform::services(state, seen, &act, &service, &headless).await?;
+            let performed = perform::services(state, seen, &act, &service, &headless, now).await?;
             Ok(Next::Done(performed.wake()))
         }
         HoldAct::Hold => {

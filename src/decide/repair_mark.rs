@@ -1,0 +1,127 @@
+//! A repair's mark: the annotation a repair write leaves on the object it put back, naming what
+//! was repaired and when, so that an operator taking over tells a repair whose Event the one
+//! before it may not have posted (it was stopped between the write and the Event).
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::Notice;
+use super::act::{Drift, drift};
+
+/// Where a repair write leaves its mark: `<kind> <unix second>`.
+pub const REPAIRED_ANNOTATION: &str = "redis.github.com/repaired";
+
+/// How long after a repair an operator that did not tell it still does: a takeover comes well
+/// within it (a Lease lapses in seconds), and a mark older than this is history.
+pub const RETELL_WITHIN: Duration = Duration::from_secs(300);
+
+/// The kinds of repair that leave a mark: the ones whose write puts an object back and starts
+/// no restart (a restart's own record tells a restart-class repair again).
+const MARKED_KINDS: [&str; 2] = ["Service", "StatefulSetSpec"];
+
+impl Drift {
+    /// The mark this repair of the object `object` leaves at `at`, and the Event telling it:
+    /// the same Event as the one an operator taking over tells from the mark.
+    pub fn marked(&self, name: &str, object: &str, at: Timestamp) -> (String, Notice) {
+        let mark = format!("{} {}", self.kind, at.as_second());
+        let event =
+            repaired(name, object, &mark).map_or_else(|| self.event.clone(), |(_, event)| event);
+        (mark, event)
+    }
+}
+
+/// The repair `mark` on the object `object` tells, with when it was made; `None` for a value
+/// the operator did not write (the annotation is anyone's to edit).
+fn repaired(name: &str, object: &str, mark: &str) -> Option<(Timestamp, Notice)> {
+    let (kind, second) = mark.split_once(' ')?;
+    let kind = MARKED_KINDS.into_iter().find(|k| *k == kind)?;
+    let at = Timestamp::from_second(second.parse().ok()?).ok()?;
+    let fact = format!("repair {kind} {object} {}", at.as_second());
+    Some((at, drift(name, kind).event.of_fact(fact)))
+}
+
+/// The Events of the repairs marked on instance `name`'s objects (`marks`: each object's name
+/// and annotation) within [`RETELL_WITHIN`] of `now`: owed unless this operator told them.
+pub fn owed_repairs<'a>(
+    name: &str,
+    marks: impl IntoIterator<Item = (&'a str, &'a str)>,
+    now: Timestamp,
+) -> Vec<Notice> {
+    marks
+        .into_iter()
+        .filter_map(|(object, mark)| repaired(name, object, mark))
+        // Either way: the operator that wrote the mark may run on a clock ahead of this one.
+        .filter(|(at, _)| now.duration_since(*at).unsigned_abs() <= RETELL_WITHIN)
+        .map(|(_, event)| event)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(second).unwrap()
+    }
+
+    #[test]
+    fn the_repairer_and_the_operator_taking_over_tell_the_same_event() {
+        let (mark, told) = drift("redis-a", "Service").marked("redis-a", "redis-a", at(1_000_000));
+        assert_eq!(mark, "Service 1000000");
+        assert_eq!(told.reason, "DriftRepaired");
+        assert!(told.fact.is_some());
+        let owed = owed_repairs("redis-a", [("redis-a", mark.as_str())], at(1_000_030));
+        assert_eq!(owed, vec![told]);
+    }
+
+    #[test]
+    fn two_repairs_of_one_kind_are_two_events() {
+        let (_, first) = drift("r", "Service").marked("r", "r", at(1_000));
+        let (_, later) = drift("r", "Service").marked("r", "r", at(1_060));
+        let (_, headless) = drift("r", "Service").marked("r", "r-headless", at(1_000));
+        assert_ne!(first.fact, later.fact);
+        assert_ne!(
+            first.fact, headless.fact,
+            "both Services put back in one second"
+        );
+        assert_eq!(first.note, later.note);
+    }
+
+    #[test]
+    fn only_recent_marks_written_by_a_repair_are_owed() {
+        let now = at(10_000);
+        let recent = "StatefulSetSpec 9800";
+        let rows: [(&str, usize); 9] = [
+            (recent, 1),
+            ("Service 9700", 1),  // exactly RETELL_WITHIN ago
+            ("Service 9699", 0),  // older
+            ("Service 10060", 1), // written on a clock a minute ahead of this one
+            ("Service 10301", 0),
+            ("PodTemplate 9900", 0), // a restart tells itself
+            ("Service", 0),
+            ("Service soon", 0),
+            ("Sérvice 9900 ", 0),
+        ];
+        for (mark, owed) in rows {
+            assert_eq!(
+                owed_repairs("r", [("r", mark)], now).len(),
+                owed,
+                "{mark:?}"
+            );
+        }
+        let note = &owed_repairs("r", [("r", recent)], now)[0].note;
+        assert!(note.starts_with("StatefulSetSpec of r"), "{note}");
+    }
+
+    #[test]
+    fn a_mark_no_repair_wrote_is_told_as_the_drift_it_was() {
+        let plain = drift("r", "Image");
+        let (mark, told) = plain.marked("r", "r", at(5));
+        assert_eq!(mark, "Image 5");
+        assert_eq!(
+            told, plain.event,
+            "kinds without a mark keep their Event as it was"
+        );
+    }
+}
