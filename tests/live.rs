@@ -354,7 +354,7 @@ async fn a_live_edit_restarts_no_pod_and_a_mixed_edit_restarts_once() {
         )
         .await
         .unwrap();
-    let _operator = Operator::start_with(&ns.name, &[]);
+    let operator = Operator::start_with(&ns.name, &[]);
     wait_ready(&ns, NAME, None, Duration::from_secs(240)).await;
     let history = PodHistory::start(&ns).await;
     let names = ["maxmemory", "maxmemory-policy", "save", "databases"];
@@ -402,6 +402,15 @@ async fn a_live_edit_restarts_no_pod_and_a_mixed_edit_restarts_once() {
         "the password is in no rendered file"
     );
     assert_eq!(event_count(&ns, NAME, "RestartStarted").await, 0);
+
+    // An operator killed between the live change and its Event (here: the Event deleted, as if
+    // it had never got through): the one taking over tells it from the ConfigMap's mark, once.
+    delete_events(&ns, NAME, "ConfigAppliedLive").await;
+    operator.kill();
+    let operator = Operator::start_with(&ns.name, &[]);
+    let leading = "acquired the lease; acting on instances";
+    operator.wait_for_passes(1, Some(leading)).await;
+    assert_eq!(event_count_once(&ns, NAME, "ConfigAppliedLive", 1).await, 1);
 
     // `databases` only changes at start-up: this edit restarts each pod once, and the live
     // directive changed with it arrives through the new file.

@@ -13,13 +13,13 @@ pub mod live_drift;
 mod network;
 mod notice;
 mod pods;
-mod repair_mark;
 pub mod replication;
 pub mod replication_act;
 mod revisions;
 mod step;
 mod tls;
 mod wake;
+mod write_mark;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,7 +56,6 @@ pub use pods::{
     CLOCK_SLACK, Crash, crashed_pod, is_ready, never_ready, pod_config_hash, rollout_complete,
     stuck_pods, unready_on,
 };
-pub use repair_mark::{REPAIRED_ANNOTATION, RETELL_WITHIN, owed_repairs};
 pub use revisions::{created_template, mount_for, next_template_names_revision, revision_fix};
 pub use step::{
     HoldAct, PAUSED_ANNOTATION, Step, Unplanned, Verdict, Wakes, hold_act, next_wake,
@@ -67,6 +66,10 @@ pub use tls::{
     secret_read, secret_read_due, tell_problem,
 };
 pub use wake::{pod_deadline_wake, progress_wake, settle_left};
+pub use write_mark::{
+    APPLIED_LIVE_ANNOTATION, REPAIRED_ANNOTATION, RETELL_WITHIN, live_marked, owed_live_apply,
+    owed_repairs,
+};
 
 /// What the instance should look like now.
 #[derive(Debug, Clone, Copy)]

@@ -13,10 +13,11 @@ use super::report;
 use super::target::Plan;
 use crate::actors::metrics::MetricsMsg;
 use crate::crd::{ConfigUpdate, RedisInstance};
-use crate::decide::live_drift;
+use crate::decide::{APPLIED_LIVE_ANNOTATION, live_drift, live_marked};
 use crate::kube_io;
 use crate::live::pods::{self, PodAddress, PodChange};
 use crate::resources::{CachedConfigMap, config_map};
+use k8s_openapi::jiff::Timestamp;
 
 /// What the actor remembers of its pods' live config.
 #[derive(Debug, Default)]
@@ -107,11 +108,17 @@ pub(super) async fn apply(
     let key = state.args.key.clone();
     match apply_to(state, &pods, plan).await {
         Ok(changes) => {
-            let written = state
-                .args
-                .api
-                .apply("ConfigMap", &config_map(&plan.instance, &plan.rendered))
-                .await?;
+            // The ConfigMap carries the change's mark, and its Event the name the mark gives
+            // it, so an operator taking over tells it if this one is stopped before it does.
+            let told = live_drift::applied(&changes, pods.len(), plan.rendered.short_hash());
+            let (mark, event) = live_marked(&plan.rendered.hash, Timestamp::now(), told);
+            let mut desired = config_map(&plan.instance, &plan.rendered);
+            desired
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(APPLIED_LIVE_ANNOTATION.to_owned(), mark);
+            let written = state.args.api.apply("ConfigMap", &desired).await?;
             state.written.config_map = Some(Arc::new(CachedConfigMap::from(&written)));
             state.live.verified = Some(plan.live_hash.clone());
             state.live.checked_at = Some(Instant::now());
@@ -123,12 +130,7 @@ pub(super) async fn apply(
                 key,
                 outcome: "Applied",
             });
-            let event = live_drift::applied(&changes, pods.len(), plan.rendered.short_hash());
-            state
-                .args
-                .api
-                .event(instance, false, event.reason, event.action, event.note)
-                .await;
+            report::tell(state, instance, &event).await;
             Ok(())
         }
         Err(error) if error.is_refusal() => {

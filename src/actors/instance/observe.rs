@@ -100,6 +100,9 @@ pub struct Observed {
     pub instance: Arc<RedisInstance>,
     /// `redis.conf` of its ConfigMap.
     pub config_text: Option<String>,
+    /// The mark the last live change left on that ConfigMap (see
+    /// [`crate::decide::APPLIED_LIVE_ANNOTATION`]).
+    pub live_mark: Option<String>,
     /// Its StatefulSet.
     pub statefulset: Option<Arc<CachedStatefulSet>>,
     /// Its Service `<name>`.
@@ -306,6 +309,10 @@ pub fn observe(
     Some(Observed {
         network_policy,
         revisions,
+        live_mark: config_map.as_ref().and_then(|cm| {
+            let marks = cm.metadata.annotations.as_ref()?;
+            marks.get(crate::decide::APPLIED_LIVE_ANNOTATION).cloned()
+        }),
         config_text: config_map.and_then(|cm| cm.config_text.clone()),
         instance,
         statefulset,

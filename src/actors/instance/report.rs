@@ -14,7 +14,7 @@ use super::{InstanceSnapshot, InstanceState};
 use crate::actors::metrics::{MISMATCH_KINDS, MetricsMsg};
 use crate::config::render::short_hash;
 use crate::crd::{RedisInstance, RedisInstanceStatus, RolloutRecord};
-use crate::decide::{Decision, Desired, REPAIRED_ANNOTATION, owed_repairs};
+use crate::decide::{Decision, Desired, REPAIRED_ANNOTATION, owed_live_apply, owed_repairs};
 use crate::events::{Occurrence, Told};
 use crate::kube_io;
 use crate::resources::config_hash_of;
@@ -196,9 +196,10 @@ pub(super) async fn drift_repaired(
     tell(state, instance, event).await;
 }
 
-/// The repairs marked on the instance's objects lately, told unless this actor told them: an
-/// operator taking over tells a repair the one before it made, and may not have told.
-fn retell_repairs(state: &InstanceState, seen: &Observed) {
+/// The repairs and the live change marked on the instance's objects lately, told unless this
+/// actor told them: an operator taking over tells what the one before it did, and may not have
+/// told.
+fn retell_marked(state: &InstanceState, seen: &Observed) {
     let objects = [
         seen.service.as_deref().map(|s| &s.metadata),
         seen.headless.as_deref().map(|s| &s.metadata),
@@ -208,7 +209,9 @@ fn retell_repairs(state: &InstanceState, seen: &Observed) {
         let mark = meta.annotations.as_ref()?.get(REPAIRED_ANNOTATION)?;
         Some((meta.name.as_deref()?, mark.as_str()))
     });
-    let owed = owed_repairs(&state.args.key.name, marks, Timestamp::now());
+    let now = Timestamp::now();
+    let mut owed = owed_repairs(&state.args.key.name, marks, now);
+    owed.extend(owed_live_apply(seen.live_mark.as_deref(), now));
     for event in owed {
         state
             .args
@@ -257,7 +260,7 @@ pub(super) async fn report(
     if let Some(record) = &happened.overdue {
         overdue(state, current, record).await;
     }
-    retell_repairs(state, seen);
+    retell_marked(state, seen);
     if happened.status {
         let reporting = std::time::Instant::now();
         write_status(state, seen, plan).await?;

@@ -1,6 +1,7 @@
-//! A repair's mark: the annotation a repair write leaves on the object it put back, naming what
-//! was repaired and when, so that an operator taking over tells a repair whose Event the one
-//! before it may not have posted (it was stopped between the write and the Event).
+//! The marks a write leaves on the object it wrote, naming what it did and when, so that an
+//! operator taking over tells what the one before it did and may not have told (it was stopped
+//! between the write and the Event): a repair's, and a live change's on the ConfigMap written
+//! after the pods took it.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::Notice;
 use super::act::{Drift, drift};
+use crate::config::render::short_hash;
 
 /// Where a repair write leaves its mark: `<kind> <unix second>`.
 pub const REPAIRED_ANNOTATION: &str = "redis.github.com/repaired";
@@ -39,6 +41,49 @@ fn repaired(name: &str, object: &str, mark: &str) -> Option<(Timestamp, Notice)>
     let at = Timestamp::from_second(second.parse().ok()?).ok()?;
     let fact = format!("repair {kind} {object} {}", at.as_second());
     Some((at, drift(name, kind).event.of_fact(fact)))
+}
+
+/// Where a live change leaves its mark, on the ConfigMap `<name>-config` written once every
+/// pod took it: `<config hash> <unix second>`.
+pub const APPLIED_LIVE_ANNOTATION: &str = "redis.github.com/applied-live";
+
+/// The mark a live change of config `hash` leaves at `at`, and the Event telling it: `told` as
+/// the applying operator words it, under the name an operator taking over tells it.
+pub fn live_marked(hash: &str, at: Timestamp, told: Notice) -> (String, Notice) {
+    (
+        format!("{hash} {}", at.as_second()),
+        told.of_fact(live_fact(hash, at)),
+    )
+}
+
+fn live_fact(hash: &str, at: Timestamp) -> String {
+    format!("live {hash} {}", at.as_second())
+}
+
+/// The config hash and time a live change's mark names; `None` for a value the operator did not
+/// write (the annotation is anyone's to edit).
+fn live_mark(mark: &str) -> Option<(&str, Timestamp)> {
+    let (hash, second) = mark.split_once(' ')?;
+    let at = Timestamp::from_second(second.parse().ok()?).ok()?;
+    let valid = !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_hexdigit());
+    valid.then_some((hash, at))
+}
+
+/// The `ConfigAppliedLive` Event of the live change marked on the ConfigMap (`mark`) within
+/// [`RETELL_WITHIN`] of `now`: owed unless this operator told it. Told in the taker's words,
+/// which cannot know which directives the pods took; under the same name, so it is posted only
+/// when the first telling never was.
+pub fn owed_live_apply(mark: Option<&str>, now: Timestamp) -> Option<Notice> {
+    let (hash, at) = live_mark(mark?)?;
+    if now.duration_since(at).unsigned_abs() > RETELL_WITHIN {
+        return None;
+    }
+    let note = format!(
+        "the pods took config {}'s live directives with CONFIG SET, no restart, and it was \
+         written to the ConfigMap (told by the operator that took over)",
+        short_hash(hash)
+    );
+    Some(Notice::normal("ConfigAppliedLive", "LiveApply", note).of_fact(live_fact(hash, at)))
 }
 
 /// The Events of the repairs marked on instance `name`'s objects (`marks`: each object's name
@@ -112,6 +157,30 @@ mod tests {
         }
         let note = &owed_repairs("r", [("r", recent)], now)[0].note;
         assert!(note.starts_with("StatefulSetSpec of r"), "{note}");
+    }
+
+    #[test]
+    fn a_live_change_is_told_again_under_the_name_it_was_first_told() {
+        let hash = "ab".repeat(32);
+        let first = Notice::normal("ConfigAppliedLive", "LiveApply", "set maxmemory".into());
+        let (mark, told) = live_marked(&hash, at(2_000), first);
+        assert_eq!(mark, format!("{hash} 2000"));
+        assert_eq!(told.note, "set maxmemory", "the applier's words are kept");
+        let owed = owed_live_apply(Some(&mark), at(2_100)).unwrap();
+        assert_eq!((owed.reason, &owed.fact), (told.reason, &told.fact));
+        assert!(owed.note.contains("abababababab"), "{}", owed.note);
+        let rows = [
+            (None, at(2_100), false),
+            (Some(mark.as_str()), at(2_300), true),
+            (Some(mark.as_str()), at(2_301), false),
+            (Some("not-hex 2000"), at(2_000), false),
+            (Some("abc"), at(2_000), false),
+            (Some(" 2000"), at(2_000), false),
+            (Some("abc 2000x"), at(2_000), false),
+        ];
+        for (mark, now, owed) in rows {
+            assert_eq!(owed_live_apply(mark, now).is_some(), owed, "{mark:?}");
+        }
     }
 
     #[test]
