@@ -16,6 +16,7 @@ mod pods;
 pub mod replication;
 pub mod replication_act;
 mod revisions;
+pub mod routing;
 mod step;
 mod tls;
 mod wake;

@@ -26,6 +26,7 @@ use crate::decide::replication_act::{
     ReplicationFacts, ReplicationPlan, converting, failed_here, replication_step, rolling,
     summarize,
 };
+use crate::decide::routing::reads_listing;
 use crate::kube_io;
 use crate::live::pods::PodAddress;
 use crate::replication::{self, PodReplication, Role};
@@ -96,10 +97,21 @@ pub(super) async fn step(
         paused,
         switchover_halted: rolling && failed_here(&status, rollout_hash),
         routing,
+        listing: None,
     };
     let limits = ReplicationLimits {
         route_settle: state.args.timings.route_settle,
         ..ReplicationLimits::from_spec(&plan.instance.spec.replication)
+    };
+    // The endpoints of the Services clients write through, read only when the decision needs
+    // them: a pod is replaced once none lists it.
+    let listing = match reads_listing(&view, &limits) {
+        true => Some(routing::listing(state, seen).await?),
+        false => None,
+    };
+    let view = ReplicationView {
+        listing: listing.as_ref(),
+        ..view
     };
     let facts = ReplicationFacts {
         status: &status,

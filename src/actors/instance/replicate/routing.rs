@@ -14,6 +14,7 @@ use super::super::target::Plan;
 use crate::crd::ReplicationStatus;
 use crate::decide::replication::{ReplicaPod, Routing};
 use crate::decide::replication_act::BUSY_PROBE;
+use crate::decide::routing::{self, Listing};
 use crate::kube_io;
 use crate::replication::Role;
 use crate::resources::{
@@ -128,18 +129,26 @@ pub(super) async fn routing(
     Ok(Some(routing))
 }
 
-/// The Services through which clients write to the primary: `<name>` once it is a ClusterIP
-/// Service, and `<name>-primary` of earlier versions while it exists.
+/// The Services through which clients write to the primary (see
+/// [`crate::decide::routing::write_services`]).
 pub(super) fn write_services(state: &InstanceState, seen: &Observed) -> Vec<String> {
-    let mut names = Vec::new();
-    if seen.service.as_deref().is_some_and(|svc| !svc.headless()) {
-        names.push(state.args.key.name.clone());
-    }
     let legacy = legacy_primary_service_name(&seen.instance);
-    if cached_service(state, &legacy).is_some() {
-        names.push(legacy);
+    let cached = cached_service(state, &legacy);
+    let name = &state.args.key.name;
+    routing::write_services(name, seen.service.as_deref(), &legacy, cached.as_deref())
+}
+
+/// Reads the ready endpoints of every Service clients write through (EndpointSlices are not
+/// cached: read from the API server, only when the decision needs them).
+pub(super) async fn listing(
+    state: &InstanceState,
+    seen: &Observed,
+) -> Result<Listing, kube_io::Error> {
+    let mut services = Vec::new();
+    for name in write_services(state, seen) {
+        services.push(state.args.api.ready_endpoints(&name).await?);
     }
-    names
+    Ok(Listing { services })
 }
 
 fn cached_service(state: &InstanceState, name: &str) -> Option<Arc<CachedService>> {
