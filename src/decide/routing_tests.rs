@@ -1,7 +1,9 @@
-//! Rows for how clients reach the primary: which Services they write through, and a pod
-//! replaced only once none of them lists it.
+//! Rows for how clients reach the primary: which Services they write through, a pod replaced
+//! only once none of them lists it, a switchover target's routing, the labels a switchover
+//! moves and the role Services.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use super::*;
 use crate::crd::ReplicationStatus;
@@ -207,5 +209,351 @@ fn clients_write_through_the_cluster_ip_service_and_the_old_primary_one() {
     ];
     for (row, svc, old, expected) in table {
         assert_eq!(names(svc, old), expected, "{row}");
+    }
+}
+
+/// Three pods, r-1 recorded as the switchover target and labelled `target_label`: the target
+/// found for routing, and whether the step reads the listing.
+fn switching(target_label: Role, with_ip: bool) -> (Option<(String, String)>, bool) {
+    let (p, r) = (probe(Role::Primary, 100), probe(Role::Replica, 100));
+    let mut pods = [
+        pod(0, &p, Role::Primary),
+        pod(1, &r, target_label),
+        pod(2, &r, Role::Replica),
+    ];
+    if !with_ip {
+        pods[1].ip = None;
+    }
+    let status = ReplicationStatus {
+        primary: Some("r-0".into()),
+        switchover: Some(crate::crd::SwitchoverRecord {
+            from: "r-0".into(),
+            to: "r-1".into(),
+            started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ),
+        }),
+        ..ReplicationStatus::default()
+    };
+    let target = routing_target(Some(&status), &pods);
+    let view = ReplicationView {
+        pods: &pods,
+        replicas: 3,
+        status: Some(&status),
+        rolling: true,
+        primary_silent_for: None,
+        switchover_sent: false,
+        last_lag: &NO_LAGS,
+        paused: false,
+        switchover_halted: false,
+        routing: None,
+        listing: None,
+    };
+    let reads = reads_listing(&view, &ReplicationLimits::default());
+    let target = target.map(|(n, ip)| (n.to_owned(), ip.to_owned()));
+    (target, reads)
+}
+
+#[test]
+fn a_switchover_target_is_routed_to_once_labelled_primary() {
+    // (row, the target's label, it has an IP, the target found, the listing read)
+    let table = [
+        (
+            "labelled primary",
+            Role::Primary,
+            true,
+            Some(("r-1", IPS[1])),
+            true,
+        ),
+        (
+            "not labelled yet: the label comes first",
+            Role::Replica,
+            true,
+            None,
+            false,
+        ),
+        ("labelled, no IP yet", Role::Primary, false, None, false),
+    ];
+    for (row, label, ip, found, reads) in table {
+        let found = found.map(|(n, ip)| (n.to_owned(), ip.to_owned()));
+        assert_eq!(switching(label, ip), (found, reads), "{row}");
+    }
+}
+
+#[test]
+fn the_routing_memory_counts_from_the_label_and_from_the_listing() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let memory = |pod: &str, listed: Option<u64>| RoutingMemory {
+        pod: pod.into(),
+        labelled: t0,
+        listed: listed.map(at),
+    };
+    let target = Some(("r-1", IPS[1]));
+    let listed = listing(&[&[IPS[0], IPS[1]]]);
+    let half = listing(&[&[IPS[1]], &[IPS[0]]]);
+    let none = listing(&[]);
+    let ms = Duration::from_millis;
+    // (row, memory, target, listing, now, memory after, labelled for, listed for, newly listed)
+    let table = [
+        (
+            "no target: forgotten",
+            Some(memory("r-1", Some(0))),
+            None,
+            Some(&listed),
+            500,
+            None,
+            None,
+            false,
+        ),
+        (
+            "first seen labelled, not listed",
+            None,
+            target,
+            Some(&half),
+            0,
+            Some(memory("r-1", None)),
+            Some((ms(0), None)),
+            false,
+        ),
+        (
+            "labelled a while, listed now",
+            Some(memory("r-1", None)),
+            target,
+            Some(&listed),
+            300,
+            Some(memory("r-1", Some(300))),
+            Some((ms(300), Some(ms(0)))),
+            true,
+        ),
+        (
+            "listed since",
+            Some(memory("r-1", Some(300))),
+            target,
+            Some(&listed),
+            1500,
+            Some(memory("r-1", Some(300))),
+            Some((ms(1500), Some(ms(1200)))),
+            false,
+        ),
+        (
+            "dropped by one Service: counts again",
+            Some(memory("r-1", Some(300))),
+            target,
+            Some(&half),
+            1500,
+            Some(memory("r-1", None)),
+            Some((ms(1500), None)),
+            false,
+        ),
+        (
+            "no Service to wait for",
+            None,
+            target,
+            Some(&none),
+            0,
+            Some(memory("r-1", Some(0))),
+            Some((ms(0), Some(Duration::MAX))),
+            true,
+        ),
+        (
+            "another target: counted anew",
+            Some(memory("r-2", Some(0))),
+            target,
+            Some(&half),
+            700,
+            Some(RoutingMemory {
+                pod: "r-1".into(),
+                labelled: at(700),
+                listed: None,
+            }),
+            Some((ms(0), None)),
+            false,
+        ),
+        (
+            "listing not read: not listed",
+            Some(memory("r-1", Some(0))),
+            target,
+            None,
+            700,
+            Some(memory("r-1", None)),
+            Some((ms(700), None)),
+            false,
+        ),
+    ];
+    for (row, before, target, listing, now, after, routing, newly) in table {
+        let routed = route(before.as_ref(), target, listing, at(now));
+        let expected = Routed {
+            memory: after,
+            routing: routing.map(|(labelled_for, listed_for)| Routing {
+                labelled_for,
+                listed_for,
+            }),
+            newly_listed: newly,
+        };
+        assert_eq!(routed, expected, "{row}");
+    }
+}
+
+#[test]
+fn a_finished_switchover_labels_the_new_primary_before_the_old_one() {
+    let (p, r) = (probe(Role::Primary, 100), probe(Role::Replica, 100));
+    let moves = |from_probe: &PodReplication, from_label: Role, to_label: Role, deleting: bool| {
+        let mut pods = [pod(0, from_probe, from_label), pod(1, &p, to_label)];
+        pods[0].deleting = deleting;
+        primary_label_moves(&pods, "r-0", "r-1")
+    };
+    let primary = ("r-1".to_owned(), Role::Primary);
+    let replica = ("r-0".to_owned(), Role::Replica);
+    // (row, old primary's probe, its label, new primary's label, old one deleting, moves)
+    let table = [
+        (
+            "both move, new first",
+            &r,
+            Role::Primary,
+            Role::Replica,
+            false,
+            vec![primary.clone(), replica.clone()],
+        ),
+        (
+            "new one labelled while routed to",
+            &r,
+            Role::Primary,
+            Role::Primary,
+            false,
+            vec![replica],
+        ),
+        (
+            "old one not a replica yet: keeps its label",
+            &p,
+            Role::Primary,
+            Role::Primary,
+            false,
+            vec![],
+        ),
+        (
+            "old one being deleted",
+            &r,
+            Role::Primary,
+            Role::Replica,
+            true,
+            vec![primary],
+        ),
+        (
+            "done already",
+            &r,
+            Role::Replica,
+            Role::Primary,
+            false,
+            vec![],
+        ),
+    ];
+    for (row, from_probe, from_label, to_label, deleting, expected) in table {
+        assert_eq!(
+            moves(from_probe, from_label, to_label, deleting),
+            expected,
+            "{row}"
+        );
+    }
+}
+
+#[test]
+fn the_role_services_retire_the_old_primary_service_then_keep_the_replicas_one() {
+    let ri = instance(&[]);
+    let desired = service(&ri);
+    let cluster_ip = CachedService::from(&desired);
+    let headless = CachedService::from(&headless_service(&ri));
+    let mut drifted_svc = desired.clone();
+    drifted_svc.spec.as_mut().unwrap().ports = None;
+    let drifted = CachedService::from(&drifted_svc);
+    let legacy = CachedService::from(&service(&ri));
+    let mut leaving = legacy.clone();
+    leaving.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+    let replicas = crate::resources::replicas_service(&ri);
+    let replicas_cached = CachedService::from(&replicas);
+    let mut old_replicas = replicas.clone();
+    old_replicas.spec.as_mut().unwrap().ports = None;
+    let old_replicas = CachedService::from(&old_replicas);
+    let view = |service, legacy, serving, cached, written| RoleServicesView {
+        desired_service: &desired,
+        service,
+        legacy,
+        service_serving: serving,
+        desired_replicas: &replicas,
+        replicas: cached,
+        replicas_written: written,
+    };
+    let keep = |forget_written| RoleServicesAct::Keep { forget_written };
+    let apply = RoleServicesAct::ApplyReplicas(&replicas);
+    let ok = Some(&replicas_cached);
+    // (row, view, endpoints read, act)
+    let table = [
+        (
+            "old primary Service, <name> serves",
+            view(Some(&cluster_ip), Some(&legacy), Some(true), ok, None),
+            true,
+            RoleServicesAct::RetireLegacy(&legacy),
+        ),
+        (
+            "old primary Service, <name> lists no ready pod",
+            view(Some(&cluster_ip), Some(&legacy), Some(false), ok, None),
+            true,
+            keep(true),
+        ),
+        (
+            "old primary Service, <name> still headless",
+            view(Some(&headless), Some(&legacy), None, ok, None),
+            false,
+            keep(true),
+        ),
+        (
+            "old primary Service, <name> drifted",
+            view(Some(&drifted), Some(&legacy), None, ok, None),
+            false,
+            keep(true),
+        ),
+        (
+            "old primary Service being deleted",
+            view(Some(&cluster_ip), Some(&leaving), None, ok, None),
+            false,
+            keep(true),
+        ),
+        (
+            "replicas Service missing",
+            view(Some(&cluster_ip), None, None, None, None),
+            false,
+            apply,
+        ),
+        (
+            "replicas Service changed by hand",
+            view(Some(&cluster_ip), None, None, Some(&old_replicas), None),
+            false,
+            apply,
+        ),
+        (
+            "replicas Service written, cache behind",
+            view(
+                Some(&cluster_ip),
+                None,
+                None,
+                Some(&old_replicas),
+                Some(&replicas_cached),
+            ),
+            false,
+            keep(false),
+        ),
+        (
+            "replicas Service written and cached",
+            view(Some(&cluster_ip), None, None, ok, Some(&replicas_cached)),
+            false,
+            keep(true),
+        ),
+    ];
+    for (row, view, reads, act) in table {
+        assert_eq!(legacy_to_retire(&view).is_some(), reads, "{row}");
+        assert_eq!(role_services(&view), act, "{row}");
     }
 }

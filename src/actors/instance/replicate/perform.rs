@@ -9,11 +9,12 @@ use super::super::InstanceState;
 use super::super::observe::Observed;
 use super::super::report;
 use super::super::target::Plan;
-use super::Reach;
+use super::observe::Reach;
 use super::routing::move_primary_label;
 use crate::actors::metrics::MetricsMsg;
 use crate::decide::replication::{ReplicaPod, ReplicationStep};
 use crate::decide::replication_act::{COMMAND_RETRY, Election, ReplicationAct};
+use crate::decide::routing::primary_label_moves;
 use crate::kube_io;
 use crate::replication::{self, Role};
 use crate::resources::ROLE_LABEL;
@@ -104,7 +105,8 @@ pub(super) async fn perform(
             }
         }
         ReplicationStep::FinishSwitchover { .. } => {
-            move_primary_label(state, done.views, &reach.pods, &from, &to).await?;
+            let moves = primary_label_moves(done.views, &from, &to);
+            move_primary_label(state, reach, &moves).await?;
             record(state, done, &act).await?;
             info!(%from, %to, "switchover done");
         }
