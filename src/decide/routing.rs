@@ -244,3 +244,7 @@ pub fn role_services<'a>(view: &RoleServicesView<'a>) -> RoleServicesAct<'a> {
 #[cfg(test)]
 #[path = "routing_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "routing_services_tests.rs"]
+mod services_tests;
