@@ -16,6 +16,7 @@ mod pods;
 pub mod replication;
 pub mod replication_act;
 mod revisions;
+pub mod routing;
 mod step;
 mod tls;
 mod wake;
@@ -58,8 +59,8 @@ pub use pods::{
 };
 pub use revisions::{created_template, mount_for, next_template_names_revision, revision_fix};
 pub use step::{
-    HoldAct, PAUSED_ANNOTATION, Step, Unplanned, Verdict, Wakes, hold_act, next_wake,
-    overdue_to_tell, paused, refusal_to_tell, step, verdict,
+    Course, Drive, HoldAct, PAUSED_ANNOTATION, Planned, Step, StepAct, Unplanned, Verdict, Wakes,
+    hold_act, next_wake, overdue_to_tell, paused, refusal_to_tell, step, verdict,
 };
 pub use tls::{
     Reload, Reloaded, SecretRead, SecretView, ServedView, reload, reloaded, secret_missing_problem,

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::routing::Listing;
 use crate::crd::ReplicationStatus;
 use crate::replication::{FailoverState, PodReplication, Role, awaiting_role};
 
@@ -57,6 +58,9 @@ pub struct ReplicationView<'a> {
     /// Where the recorded switchover's target stands in the Services clients write through,
     /// once it carries the primary label; `None` before.
     pub routing: Option<Routing>,
+    /// What the endpoints of the Services clients write through list; `None`: not read (see
+    /// [`super::routing::reads_listing`]), and then no pod with an IP is replaced.
+    pub listing: Option<&'a Listing>,
 }
 
 /// How long, by the operator's clock, a switchover target has been labelled primary, and
@@ -166,6 +170,9 @@ pub enum ReplicationWait {
     Routing,
     /// The replaced pod to come back.
     Pods,
+    /// The pod to replace to leave the endpoints of the Services clients write through (it
+    /// was the primary until the switchover): cut earlier, its clients would reconnect to it.
+    Delisting,
     /// A fixed spec, after a failed switchover.
     Halted,
 }
@@ -501,9 +508,7 @@ fn next_replacement(
             .filter(|p| !p.up_to_date)
             .max_by_key(|p| p.ordinal)
     {
-        return ReplicationStep::ReplacePod {
-            pod: old.name.to_owned(),
-        };
+        return replace(view, old);
     }
     if (view.rolling && !primary.up_to_date) || leaving {
         if view.switchover_halted {
@@ -521,6 +526,19 @@ fn next_replacement(
         }
     }
     ReplicationStep::Wait(ReplicationWait::Pods)
+}
+
+/// Replaces `pod`, once no Service clients write through lists it.
+fn replace(view: &ReplicationView, pod: &ReplicaPod) -> ReplicationStep {
+    let listed = pod
+        .ip
+        .is_some_and(|ip| view.listing.is_none_or(|l| l.anywhere(ip)));
+    match listed {
+        true => ReplicationStep::Wait(ReplicationWait::Delisting),
+        false => ReplicationStep::ReplacePod {
+            pod: pod.name.to_owned(),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ pub const BUSY_PROBE: Duration = Duration::from_millis(500);
 pub const IDLE_PROBE: Duration = Duration::from_secs(2);
 /// While the switchover target waits to be routed to: `FAILOVER` goes out soon after it is.
 pub const ROUTING_PROBE: Duration = Duration::from_millis(100);
+/// While the pod to replace leaves the endpoints of the Services clients write through.
+pub const DELISTING_PROBE: Duration = Duration::from_millis(250);
 /// After a Redis command failed: soon, as the pods' state is what the next probe reads.
 pub const COMMAND_RETRY: Duration = Duration::from_secs(1);
 
@@ -171,6 +173,7 @@ pub fn replication_act(step: &ReplicationStep, facts: &ReplicationFacts) -> Repl
         }
         ReplicationStep::ReplacePod { .. } => act.wake = Some(BUSY_PROBE),
         ReplicationStep::Wait(ReplicationWait::Routing) => act.wake = Some(ROUTING_PROBE),
+        ReplicationStep::Wait(ReplicationWait::Delisting) => act.wake = Some(DELISTING_PROBE),
         ReplicationStep::Wait(_) | ReplicationStep::Idle => {
             if status.pods != facts.summary {
                 act.status = with_pods(status.clone());

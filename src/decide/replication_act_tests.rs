@@ -186,6 +186,12 @@ fn each_step_records_tells_and_waits_as_listed() {
             facts(&sw),
             "100ms",
         ),
+        // The pod to replace is still routed to: looked at again soon, nothing written.
+        (
+            ReplicationStep::Wait(ReplicationWait::Delisting),
+            facts(&plain),
+            "250ms",
+        ),
         // The summary changed: written, whatever the wait.
         (
             ReplicationStep::Wait(ReplicationWait::Sync),

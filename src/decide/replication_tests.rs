@@ -68,6 +68,11 @@ fn status(primary: &str) -> ReplicationStatus {
 /// No lag remembered.
 static NO_LAGS: BTreeMap<String, i64> = BTreeMap::new();
 
+/// No Service clients write through lists any pod.
+static NO_LISTING: Listing = Listing {
+    services: Vec::new(),
+};
+
 /// A view of `pods` at rest: as many pods as asked for, nothing remembered.
 fn view_of<'a>(
     pods: &'a [ReplicaPod<'a>],
@@ -84,6 +89,7 @@ fn view_of<'a>(
         paused: false,
         switchover_halted: false,
         routing: None,
+        listing: Some(&NO_LISTING),
     }
 }
 

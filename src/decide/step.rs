@@ -1,6 +1,6 @@
-//! The rest of one step's choices: the decision with its act (asked by the actor and by
-//! `diff` alike), what to do when no spec is safe to run, which findings to tell, and when to
-//! look again.
+//! One step's decision (the NetworkPolicy, then the credentials and the verdict of a spec to
+//! drive, or what to do when no spec is safe to run), the verdict alone (asked by `diff` too),
+//! which findings to tell, and when to look again.
 //!
 //! Pure, like the rest of `decide`: the instance actor observes, calls these and performs.
 
@@ -11,9 +11,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::{
-    Act, AuthStep, AuthView, Deadlines, Decision, Desired, Facts, Notice, ServicesAct, Snapshot,
-    act, applied, auth_step, decide, finished, overdue, rollout_complete, service_step,
-    services_act,
+    Act, AuthStep, AuthView, Deadlines, Decision, Desired, Facts, Notice, PolicyAct, PolicyStep,
+    PolicyView, ServicesAct, Snapshot, act, applied, auth_step, decide, finished, network_step,
+    overdue, rollout_complete, service_step, services_act,
 };
 use crate::crd::{RedisInstance, RedisInstanceStatus, RolloutRecord};
 use crate::resources::{CachedService, CachedStatefulSet};
@@ -28,9 +28,10 @@ pub struct Verdict<'a> {
     pub act: Act<'a>,
 }
 
-/// Everything a step with a spec to drive decides, in the order it is performed.
+/// What a step with a spec to drive decides besides the NetworkPolicy, in the order it is
+/// performed.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Step<'a> {
+pub struct Drive<'a> {
     /// The credentials, first: the pods mount the ACL Secret, and everything after logs in
     /// with the operator's user.
     pub auth: AuthStep,
@@ -38,18 +39,68 @@ pub struct Step<'a> {
     pub verdict: Verdict<'a>,
 }
 
-/// Decides a step of a spec safe to run: the one call of the instance actor's decide phase.
-/// `auth` is `None` when no credentials were read (`spec.auth` off).
-pub fn step<'a>(
-    auth: Option<&AuthView<'_>>,
-    want: &Desired<'a>,
-    seen: &Snapshot<'a>,
-    deadlines: &Deadlines,
-    facts: &Facts<'_>,
-) -> Step<'a> {
+/// What a step reads of a spec safe to run (`auth` is `None` when no credentials were read:
+/// `spec.auth` off).
+#[derive(Clone, Copy)]
+pub struct Planned<'v, 'a> {
+    /// The credentials' Secrets and memory.
+    pub auth: Option<&'v AuthView<'v>>,
+    /// What the plan's spec builds.
+    pub want: &'v Desired<'a>,
+    /// The caches and the recalled memory.
+    pub seen: &'v Snapshot<'a>,
+    /// The deadlines.
+    pub deadlines: &'v Deadlines,
+    /// The facts behind the act's form and reasons.
+    pub facts: &'v Facts<'v>,
+}
+
+/// What a step drives: a spec known to be safe to run, or nothing (the current spec is
+/// invalid and no earlier one is known to be safe).
+#[derive(Clone, Copy)]
+pub enum Course<'v, 'a> {
+    /// A spec to drive the instance to.
+    Planned(Planned<'v, 'a>),
+    /// Nothing safe to run.
+    Unplanned(Unplanned<'a>),
+}
+
+/// The one decision of a step, in the order it is performed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step<'a> {
+    /// Drop the remembered NetworkPolicy write before performing (see [`PolicyStep`]).
+    pub forget_policy: bool,
+    /// The step's writes.
+    pub act: StepAct<'a>,
+}
+
+/// What a step performs: the NetworkPolicy write alone, or the rest of the step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepAct<'a> {
+    /// Write the NetworkPolicy (never [`PolicyAct::Keep`]); nothing else this step, so that
+    /// no pod runs without it.
+    Policy(PolicyAct<'a>),
+    /// Nothing safe to run: what [`hold_act`] names.
+    Hold(HoldAct<'a>),
+    /// A spec to drive to.
+    Drive(Box<Drive<'a>>),
+}
+
+/// Decides a step: the one call of the instance actor's decide phase. The NetworkPolicy comes
+/// first, from the current spec even when it is invalid; a write of it is all the step does.
+pub fn step<'a>(policy: &PolicyView<'a>, course: &Course<'_, 'a>) -> Step<'a> {
+    let PolicyStep { act, forget } = network_step(policy);
+    let act = match (act, course) {
+        (PolicyAct::Keep, Course::Planned(planned)) => StepAct::Drive(Box::new(Drive {
+            auth: planned.auth.map_or(AuthStep::Off, auth_step),
+            verdict: verdict(planned.want, planned.seen, planned.deadlines, planned.facts),
+        })),
+        (PolicyAct::Keep, Course::Unplanned(unplanned)) => StepAct::Hold(hold_act(unplanned)),
+        (write, _) => StepAct::Policy(write),
+    };
     Step {
-        auth: auth.map_or(AuthStep::Off, auth_step),
-        verdict: verdict(want, seen, deadlines, facts),
+        forget_policy: forget,
+        act,
     }
 }
 
@@ -82,6 +133,10 @@ pub fn paused(instance: &RedisInstance) -> bool {
 /// What the caches show of an instance whose spec holds nothing known to be safe to run.
 #[derive(Debug, Clone, Copy)]
 pub struct Unplanned<'a> {
+    /// The Service `<name>` the current spec builds.
+    pub desired_service: &'a Service,
+    /// The headless Service the current spec builds.
+    pub desired_headless: &'a Service,
     /// The restart in flight, from status.
     pub record: Option<&'a RolloutRecord>,
     /// The StatefulSet, if any.
@@ -116,11 +171,11 @@ pub enum HoldAct<'a> {
     Hold,
 }
 
-/// What to do when no spec is known to be safe to run (`service` and `headless` are built from
-/// the current spec). The Services depend on no directive, so ones that ran before are repaired
+/// What to do when no spec is known to be safe to run. The Services depend on no directive, so ones that ran before are repaired
 /// whatever the config (an operator restarted on an invalid spec knows no other); nothing is
 /// created for an instance that never ran.
-pub fn hold_act<'a>(service: &Service, headless: &Service, seen: &Unplanned<'a>) -> HoldAct<'a> {
+pub fn hold_act<'a>(seen: &Unplanned<'a>) -> HoldAct<'a> {
+    let (service, headless) = (seen.desired_service, seen.desired_headless);
     let finished_record = seen.record.filter(|r| {
         seen.statefulset
             .is_some_and(|sts| applied(r, sts) && rollout_complete(sts))

@@ -13,6 +13,13 @@ const DEADLINES: Deadlines = Deadlines {
     progress: Duration::from_secs(120),
 };
 
+/// No NetworkPolicy asked for, cached or written.
+const NO_POLICY: PolicyView<'static> = PolicyView {
+    desired: None,
+    cached: None,
+    written: None,
+};
+
 /// The desired objects for `maxmemory 100mb` under `strategy`, and what the caches show.
 #[derive(Clone)]
 struct Case {
@@ -151,6 +158,36 @@ impl Case {
 
     /// `check` of what it decides and the act that carries it out, given `facts`.
     fn with_act<R>(&self, facts: &Facts, check: impl FnOnce(&Decision, &Act) -> R) -> R {
+        self.with_views(|want, seen, _| {
+            // The one function `diff` asks, and the actor's one entry around it.
+            let Verdict { decision, act } = verdict(want, seen, &DEADLINES, facts);
+            let planned = Planned {
+                auth: None,
+                want,
+                seen,
+                deadlines: &DEADLINES,
+                facts,
+            };
+            let decided = step(&NO_POLICY, &Course::Planned(planned));
+            let StepAct::Drive(drive) = decided.act else {
+                panic!("no NetworkPolicy to write: the plan is driven, not {decided:?}");
+            };
+            assert_eq!(
+                drive.auth,
+                AuthStep::Off,
+                "no credentials read: none decided"
+            );
+            assert_eq!(
+                (&drive.verdict.decision, &drive.verdict.act),
+                (&decision, &act)
+            );
+            check(&decision, &act)
+        })
+    }
+
+    /// `check` of what the step reads of this case: the desired objects and the snapshot of
+    /// a spec to drive, and the view of one with nothing safe to run.
+    fn with_views<R>(&self, check: impl FnOnce(&Desired, &Snapshot, &Unplanned) -> R) -> R {
         let want = self.want();
         let live_sts = self.live_sts.as_ref().map(CachedStatefulSet::from);
         let live_svc = self.live_svc.as_ref().map(CachedService::from);
@@ -171,19 +208,16 @@ impl Case {
             revisions: &self.revisions,
             primary: self.primary.as_deref(),
         };
-        // The one function `diff` asks, and the actor's one entry around it.
-        let Verdict { decision, act } = verdict(&want, &seen, &DEADLINES, facts);
-        let decided = step(None, &want, &seen, &DEADLINES, facts);
-        assert_eq!(
-            decided.auth,
-            AuthStep::Off,
-            "no credentials read: none decided"
-        );
-        assert_eq!(
-            (&decided.verdict.decision, &decided.verdict.act),
-            (&decision, &act)
-        );
-        check(&decision, &act)
+        let unplanned = Unplanned {
+            desired_service: &self.svc,
+            desired_headless: &self.headless,
+            record: self.record.as_ref(),
+            statefulset: live_sts.as_ref(),
+            service: live_svc.as_ref(),
+            headless: live_headless.as_ref(),
+            migrated: false,
+        };
+        check(&want, &seen, &unplanned)
     }
 }
 

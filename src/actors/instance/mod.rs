@@ -6,6 +6,7 @@
 //! timers are the retry after an error and the restart's progress deadline, both jittered.
 
 mod auth;
+mod judge;
 mod live;
 mod network;
 mod observe;

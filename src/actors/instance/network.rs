@@ -8,8 +8,8 @@ use tracing::info;
 
 use super::InstanceState;
 use crate::crd::RedisInstance;
+use crate::decide::PolicyAct;
 pub use crate::decide::PolicyWrite;
-use crate::decide::{PolicyAct, PolicyStep};
 use crate::kube_io;
 use crate::resources::{CachedNetworkPolicy, network_policy};
 
@@ -32,17 +32,13 @@ pub(super) fn desired(instance: &RedisInstance) -> Option<NetworkPolicy> {
         .then(|| network_policy(instance, OPERATOR_NAMESPACE.as_deref()))
 }
 
-/// Performs the NetworkPolicy decision [`crate::decide::network_step`] took. `Ok(true)`: it
-/// wrote.
+/// Performs the NetworkPolicy write [`crate::decide::step`] decided.
 pub(super) async fn perform(
     state: &mut InstanceState,
-    decided: PolicyStep<'_>,
-) -> Result<bool, kube_io::Error> {
-    if decided.forget {
-        state.written.network_policy = None;
-    }
-    match decided.act {
-        PolicyAct::Keep => Ok(false),
+    act: PolicyAct<'_>,
+) -> Result<(), kube_io::Error> {
+    match act {
+        PolicyAct::Keep => {}
         PolicyAct::Delete(live) => {
             state.args.api.delete_network_policy(live).await?;
             info!(
@@ -50,14 +46,13 @@ pub(super) async fn perform(
                 "deleted the NetworkPolicy: spec.networkPolicy.enabled is false"
             );
             state.written.network_policy = live.uid().map(PolicyWrite::Deleted);
-            Ok(true)
         }
         PolicyAct::Apply(desired) => {
             let applied = state.args.api.apply("NetworkPolicy", desired).await?;
             info!(network_policy = %applied.name_any(), "applied the NetworkPolicy");
             let applied = CachedNetworkPolicy::from(&applied);
             state.written.network_policy = Some(PolicyWrite::Applied(Arc::new(applied)));
-            Ok(true)
         }
     }
+    Ok(())
 }

@@ -6,9 +6,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info, warn};
 
+use super::judge::Findings;
 use super::observe::Observed;
 use super::status::derive_status;
-use super::step::{Findings, Happened};
+use super::step::Happened;
 use super::target::{Outcome, Plan, Recalled, Rejection};
 use super::{InstanceSnapshot, InstanceState};
 use crate::actors::metrics::{MISMATCH_KINDS, MetricsMsg};

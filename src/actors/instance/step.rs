@@ -1,42 +1,23 @@
 //! One step of an instance, in its four phases: observe (the caches and the actor's memory,
 //! into one snapshot), decide (one pure call), perform (the write it chose), report.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{debug, warn};
+use tracing::debug;
 
+use super::judge::{Findings, judge};
 use super::observe::{Observed, observe};
-use super::status::refusal_message;
-use super::target::{self, Outcome, Plan, Rejection};
+use super::target::Plan;
 use super::{InstanceState, auth, live, network, perform, replicate, report, tls};
 use crate::crd::{ConfigUpdate, RolloutRecord};
 use crate::decide::{
-    self, Crash, Deadlines, Decision, Desired, Facts, HoldAct, PolicyView, Snapshot, Unplanned,
-    Waiting, Wakes, hold_act, network_step, next_wake, overdue_to_tell, paused, refusal_to_tell,
+    self, Course, Deadlines, Decision, Desired, Drive, Facts, HoldAct, Planned, PolicyView,
+    Snapshot, StepAct, Unplanned, Waiting, Wakes, next_wake, overdue_to_tell, paused,
 };
 use crate::kube_io;
-use crate::resources::CachedPod;
 use crate::stages::{self, Stage};
-
-/// What the spec and the pods were found to hold this step, each to be told once.
-#[derive(Default)]
-pub(super) struct Findings {
-    /// The newest spec fails validation, not told yet: what a person reads.
-    pub refused: Option<String>,
-    /// Redis refused the newest valid config.
-    pub rejection: Option<(Rejection, Crash)>,
-    /// A restart's pod never became ready.
-    pub failure: Option<(Rejection, Outcome)>,
-    /// The restart in flight, whose Events are told again unless told already (see
-    /// `report::retell`).
-    pub resumed: Option<RolloutRecord>,
-    /// With it, the failure recalled from status and how its finder told it.
-    pub recalled: Option<(Rejection, target::Recalled)>,
-}
 
 /// What the actor's memory adds to the caches for this step's decision. Owned: performing the
 /// decision changes the memory it came from.
@@ -110,19 +91,6 @@ pub(super) async fn step(
     let Some(seen) = seen.filter(|s| s.instance.metadata.deletion_timestamp.is_none()) else {
         return Ok(Some(Duration::MAX));
     };
-    // The NetworkPolicy first, from the current spec even when it is invalid: no pod runs
-    // without it, and a write of it ends the step.
-    let policy = network::desired(&seen.instance);
-    let written = state.written.network_policy.clone();
-    let policy_view = PolicyView {
-        desired: policy.as_ref(),
-        cached: seen.network_policy.as_deref(),
-        written: written.as_ref(),
-    };
-    if network::perform(state, network_step(&policy_view)).await? {
-        state.decided = "NetworkPolicy";
-        return Ok(None);
-    }
     remember(state, &seen);
     let clocks = Clocks {
         now: Timestamp::now(),
@@ -138,18 +106,13 @@ pub(super) async fn step(
         .as_ref()
         .and_then(|s| s.rollout.as_ref());
     let plan = state.target.plan(record.is_some());
-    let next = match &plan {
-        None => hold(state, &seen, clocks.now, &mut happened).await,
-        Some(plan) => {
-            let run = Run {
-                seen: &seen,
-                plan,
-                clocks,
-                planning,
-            };
-            drive(state, turn, run, &mut happened).await
-        }
+    let run = Run {
+        seen: &seen,
+        plan: plan.as_ref(),
+        clocks,
+        planning,
     };
+    let next = decide_and_perform(state, turn, run, &mut happened).await;
     // Told whatever came of the rest of the step: what it found is found only once.
     let reported = report::report(state, &seen, plan.as_ref(), happened).await;
     let next = next?;
@@ -172,18 +135,50 @@ pub(super) async fn step(
     }
 }
 
-/// What the decide and perform phases of a step with a spec to drive to work from.
+/// What the decide and perform phases of a step work from.
 #[derive(Clone, Copy)]
 struct Run<'a> {
     seen: &'a Observed,
-    plan: &'a Plan,
+    /// The spec to drive to; `None` when none is known to be safe to run.
+    plan: Option<&'a Plan>,
     clocks: Clocks,
     /// When planning began, for its stage timing.
     planning: Instant,
 }
 
-/// Decides the step of a spec known to be safe to run and performs it.
-async fn drive(
+/// What a step with a spec to drive reads beyond the caches, and the memory it recalls.
+struct Reads {
+    /// The Secrets of the credentials; `None` with `spec.auth` off.
+    secrets: Option<auth::Secrets>,
+    recalled: Remembered,
+}
+
+impl Reads {
+    /// Observes what the caches do not hold: the TLS Secret's material (read when it changed)
+    /// and the Secrets of the credentials; and brings the memory the decision reads up to the
+    /// plan's spec.
+    async fn of(
+        state: &mut InstanceState,
+        seen: &Observed,
+        plan: &Plan,
+    ) -> Result<Self, kube_io::Error> {
+        tls::read_secret(state, plan).await;
+        let secrets = auth::read(state, &plan.instance, seen).await?;
+        let recalled = recall(state, seen, plan);
+        Ok(Reads { secrets, recalled })
+    }
+}
+
+/// The views a spec to drive is decided on, built from the step's reads.
+struct PlannedViews<'a> {
+    want: Desired<'a>,
+    snapshot: Snapshot<'a>,
+    recalled: &'a Remembered,
+}
+
+/// The decide and perform phases: builds the views, makes the step's one decision
+/// ([`decide::step`]) and performs it.
+async fn decide_and_perform(
     state: &mut InstanceState,
     turn: &mut Option<OwnedSemaphorePermit>,
     run: Run<'_>,
@@ -192,29 +187,124 @@ async fn drive(
     let Run {
         seen, plan, clocks, ..
     } = run;
-    // Observe what the caches do not hold: the TLS Secret's material (read when it changed)
-    // and the Secrets of the credentials.
-    tls::read_secret(state, plan).await;
-    let secrets = auth::read(state, &plan.instance, seen).await?;
-    let recalled = recall(state, seen, plan);
-    let want = desired(plan, &recalled);
-    let snapshot = snapshot(seen, plan, &recalled, clocks.now);
+    let current = &seen.instance;
+    // The NetworkPolicy from the current spec, even when it is invalid: no pod runs without it.
+    let policy = network::desired(current);
+    let written = state.written.network_policy.clone();
+    let policy_view = PolicyView {
+        desired: policy.as_ref(),
+        cached: seen.network_policy.as_deref(),
+        written: written.as_ref(),
+    };
+    let reads = match plan {
+        Some(plan) => Some(Reads::of(state, seen, plan).await?),
+        None => None,
+    };
+    let planned = plan.zip(reads.as_ref()).map(|(plan, reads)| PlannedViews {
+        want: desired(plan, &reads.recalled),
+        snapshot: snapshot(seen, plan, &reads.recalled, clocks.now),
+        recalled: &reads.recalled,
+    });
     let deadlines = Deadlines {
         progress: state.args.timings.progress_deadline,
     };
-    stages::since(Stage::Plan, run.planning);
-    let deciding = Instant::now();
-    let facts = Facts {
-        has_run: crate::status::has_run(&seen.instance),
-        written_generation: recalled.written_generation,
-        rejected_hash: recalled.rejected_hash.as_deref(),
-        service_migrated: recalled.service_migrated,
+    let unplanned_services;
+    let (decided, deciding) = {
+        let facts = planned.as_ref().map(|views| Facts {
+            has_run: crate::status::has_run(current),
+            written_generation: views.recalled.written_generation,
+            rejected_hash: views.recalled.rejected_hash.as_deref(),
+            service_migrated: views.recalled.service_migrated,
+        });
+        let credentials = plan.zip(reads.as_ref()).and_then(|(plan, reads)| {
+            let read = reads.secrets.as_ref()?;
+            Some(auth::view(read, state, &plan.instance, seen))
+        });
+        let course = match (&planned, &facts) {
+            (Some(views), Some(facts)) => Course::Planned(Planned {
+                auth: credentials.as_ref(),
+                want: &views.want,
+                seen: &views.snapshot,
+                deadlines: &deadlines,
+                facts,
+            }),
+            _ => {
+                // Built from the current spec: the Services depend on no directive.
+                unplanned_services = (
+                    crate::resources::service(current),
+                    crate::resources::headless_service(current),
+                );
+                Course::Unplanned(Unplanned {
+                    desired_service: &unplanned_services.0,
+                    desired_headless: &unplanned_services.1,
+                    record: current.status.as_ref().and_then(|s| s.rollout.as_ref()),
+                    statefulset: seen.statefulset.as_deref(),
+                    service: seen.service.as_deref(),
+                    headless: seen.headless.as_deref(),
+                    migrated: state.service_migrated,
+                })
+            }
+        };
+        if plan.is_some() {
+            stages::since(Stage::Plan, run.planning);
+        }
+        let deciding = Instant::now();
+        (decide::step(&policy_view, &course), deciding)
     };
-    let credentials = secrets
-        .as_ref()
-        .map(|read| auth::view(read, state, &plan.instance, seen));
-    let decided = decide::step(credentials.as_ref(), &want, &snapshot, &deadlines, &facts);
-    stages::since(Stage::Decide, deciding);
+    if plan.is_some() {
+        stages::since(Stage::Decide, deciding);
+    }
+    if decided.forget_policy {
+        state.written.network_policy = None;
+    }
+    match (decided.act, plan.zip(planned.as_ref())) {
+        (StepAct::Policy(act), _) => {
+            network::perform(state, act).await?;
+            state.decided = "NetworkPolicy";
+            Ok(Next::Done(None))
+        }
+        (StepAct::Hold(act), _) => hold(state, seen, &act, clocks.now, happened).await,
+        (StepAct::Drive(drive), Some((plan, views))) => {
+            let driven = Driven {
+                seen,
+                plan,
+                views,
+                deadlines,
+                clocks,
+            };
+            perform_drive(state, turn, driven, *drive, happened).await
+        }
+        // Not decided: a drive comes only of a plan.
+        (StepAct::Drive(_), None) => Ok(Next::Done(Some(Duration::MAX))),
+    }
+}
+
+/// What performing a drive works from.
+#[derive(Clone, Copy)]
+struct Driven<'a> {
+    seen: &'a Observed,
+    plan: &'a Plan,
+    views: &'a PlannedViews<'a>,
+    deadlines: Deadlines,
+    clocks: Clocks,
+}
+
+/// Performs the drive decided for a spec known to be safe to run.
+async fn perform_drive(
+    state: &mut InstanceState,
+    turn: &mut Option<OwnedSemaphorePermit>,
+    driven: Driven<'_>,
+    decided: Drive<'_>,
+    happened: &mut Happened,
+) -> Result<Next, kube_io::Error> {
+    let Driven {
+        seen,
+        plan,
+        views,
+        deadlines,
+        clocks,
+    } = driven;
+    let want = &views.want;
     // Before anything talks to Redis or creates pods: the ACL Secret the pods mount, and the
     // login the live and replication steps use.
     let performing = decided.auth.is_write().then(Instant::now);
@@ -230,8 +320,8 @@ async fn drive(
         Decision::Held(held) => Some(report::pending_change(held, seen, plan)),
         _ => None,
     };
-    report::note_mismatches(state, seen, &want);
-    report::log_hash_comparison(seen, &want, decision);
+    report::note_mismatches(state, seen, want);
+    report::log_hash_comparison(seen, want, decision);
     debug!(?decision, "next step");
     if verdict.act.is_write() {
         let performing = Instant::now();
@@ -241,13 +331,13 @@ async fn drive(
     }
     let waited = Waited {
         decision,
-        record: snapshot.rollout,
+        record: views.snapshot.rollout,
         deadlines,
-        settle_left: recalled.settle_left,
+        settle_left: views.recalled.settle_left,
         auth_wake,
         clocks,
     };
-    Ok(at_rest(state, turn, run, waited, happened).await)
+    Ok(at_rest(state, turn, seen, plan, waited, happened).await)
 }
 
 /// The actor's memory of what the caches showed: the hash the pods run, and when the spec
@@ -267,75 +357,27 @@ fn remember(state: &mut InstanceState, seen: &Observed) {
     }
 }
 
-/// Validates the newest spec and looks for a valid config failing on the pods; what is found
-/// for the first time is logged as it is found, and returned, to be told by the report.
-async fn judge(state: &mut InstanceState, seen: &Observed, clock: Instant) -> Findings {
-    let current = &seen.instance;
-    let violations = state.target.accept(current);
-    let told = state.refused_generation;
-    let generation = current.metadata.generation;
-    let refused = (!violations.is_empty()
-        && refusal_to_tell(current.status.as_ref(), generation, told))
-    .then(|| refusal_message(&violations, state.last_known_hash.as_deref()));
-    if let Some(message) = &refused {
-        warn!(generation, violations = %message, "config refused");
-    }
-    let record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
-    state.target.note_unready(&seen.pods, record, clock);
-    for pod in loading(state, &seen.pods, record, clock).await {
-        state.target.note_loading(&pod, clock);
-    }
-    state.target.detect_rejection(&seen.pods, record, clock);
-    let rejection = state.target.take_fresh_rejection();
-    if let Some((rejection, crash)) = &rejection {
-        warn!(pod = %crash.pod, exit_code = crash.exit_code,
-            hash = %rejection.hash, "Redis rejected the config");
-    }
-    let failure = state.target.take_fresh_failure();
-    if let Some((failure, outcome)) = &failure {
-        let action = match outcome {
-            Outcome::RolledBack => "RolledBack",
-            Outcome::Halted => "Halted",
-        };
-        warn!(hash = %failure.hash, action, detail = %failure.message, "rollout failed");
-    }
-    let recalled = state.target.recalled().filter(|_| record.is_some());
-    Findings {
-        refused,
-        rejection,
-        failure,
-        resumed: record.cloned(),
-        recalled: recalled.map(|(failure, reason)| (failure.clone(), reason)),
-    }
-}
-
-/// Nothing known to be safe to run: touch nothing but what [`hold_act`] names, and report
-/// what runs.
+/// Nothing known to be safe to run: performs what [`decide::hold_act`] named, or reports what
+/// runs.
 async fn hold(
     state: &mut InstanceState,
     seen: &Observed,
+    act: &HoldAct<'_>,
     now: Timestamp,
     happened: &mut Happened,
 ) -> Result<Next, kube_io::Error> {
-    let current = &seen.instance;
-    let service = crate::resources::service(current);
-    let headless = crate::resources::headless_service(current);
-    let view = Unplanned {
-        record: current.status.as_ref().and_then(|s| s.rollout.as_ref()),
-        statefulset: seen.statefulset.as_deref(),
-        service: seen.service.as_deref(),
-        headless: seen.headless.as_deref(),
-        migrated: state.service_migrated,
-    };
-    match hold_act(&service, &headless, &view) {
+    match act {
         HoldAct::FinishRestart { record, event } => {
             state.decided = "FinishRestart";
-            perform::finish_restart(state, None, seen, record, &event, now).await?;
+            perform::finish_restart(state, None, seen, record, event, now).await?;
             Ok(Next::Done(None))
         }
         HoldAct::Services { decided, act } => {
             state.decided = decided;
-            let performed = perform::services(state, seen, &act, &service, &headless, now).await?;
+            let current = &seen.instance;
+            let service = crate::resources::service(current);
+            let headless = crate::resources::headless_service(current);
+            let performed = perform::services(state, seen, act, &service, &headless, now).await?;
             Ok(Next::Done(performed.wake()))
         }
         HoldAct::Hold => {
@@ -434,11 +476,11 @@ struct Waited<'a> {
 async fn at_rest(
     state: &mut InstanceState,
     turn: &mut Option<OwnedSemaphorePermit>,
-    run: Run<'_>,
+    seen: &Observed,
+    plan: &Plan,
     waited: Waited<'_>,
     happened: &mut Happened,
 ) -> Next {
-    let Run { seen, plan, .. } = run;
     let current = &seen.instance;
     let Clocks { now, at: clock } = waited.clocks;
     let held = matches!(waited.decision, Decision::Held(_));
@@ -482,38 +524,6 @@ async fn at_rest(
         true => Next::Replicate { wakes, held },
         false => Next::Done(Some(next_wake(&wakes))),
     }
-}
-
-/// The pods at their readiness deadline whose Redis is still loading its data (asked all at
-/// once, 1 s each at most; a pod that does not answer is not loading).
-async fn loading(
-    state: &InstanceState,
-    pods: &[Arc<CachedPod>],
-    record: Option<&RolloutRecord>,
-    now: Instant,
-) -> Vec<Arc<CachedPod>> {
-    let due = state.target.at_deadline(pods, record, now);
-    let asked = futures::future::join_all(due.iter().map(|pod| async {
-        let address = crate::live::pods::PodAddress {
-            pod: pod.name_any(),
-            ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
-            tls: state.tls.for_pod(pod),
-        };
-        let login = state.access.login.as_ref();
-        crate::live::pods::loading(&address, login).await
-    }))
-    .await;
-    due.into_iter()
-        .zip(asked)
-        .filter(|(pod, answer)| {
-            let loading = matches!(answer, Ok(true));
-            if loading {
-                tracing::info!(pod = %pod.name_any(), "pod still loading its data: not counted as never ready");
-            }
-            loading
-        })
-        .map(|(pod, _)| pod.clone())
-        .collect()
 }
 
 /// How much longer a restart that follows another must wait for edits to settle (see

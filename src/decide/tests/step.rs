@@ -9,13 +9,15 @@ fn hold_label(case: &Case, migrated: bool) -> String {
     let live_svc = case.live_svc.as_ref().map(CachedService::from);
     let live_headless = case.live_headless.as_ref().map(CachedService::from);
     let view = Unplanned {
+        desired_service: &case.svc,
+        desired_headless: &case.headless,
         record: case.record.as_ref(),
         statefulset: live_sts.as_ref(),
         service: live_svc.as_ref(),
         headless: live_headless.as_ref(),
         migrated,
     };
-    match hold_act(&case.svc, &case.headless, &view) {
+    match hold_act(&view) {
         HoldAct::FinishRestart { record, event } => {
             assert_eq!(Some(record), case.record.as_ref());
             format!("FinishRestart {}", event.reason)
@@ -208,5 +210,156 @@ fn the_annotation_pauses_like_the_spec_unless_it_says_false() {
                 Some([(PAUSED_ANNOTATION.to_owned(), value.to_owned())].into());
         }
         assert_eq!(paused(&ri), held, "row {row}");
+    }
+}
+
+/// The step's one decision in words: what it performs, and whether the remembered
+/// NetworkPolicy write is dropped.
+fn step_label(policy: &PolicyView, case: &Case, planned: bool) -> String {
+    case.with_views(|want, seen, unplanned| {
+        let facts = Facts::default();
+        let course = match planned {
+            true => Course::Planned(Planned {
+                auth: None,
+                want,
+                seen,
+                deadlines: &DEADLINES,
+                facts: &facts,
+            }),
+            false => Course::Unplanned(*unplanned),
+        };
+        let decided = step(policy, &course);
+        let act = match decided.act {
+            StepAct::Policy(PolicyAct::Apply(_)) => "Policy Apply".to_owned(),
+            StepAct::Policy(PolicyAct::Delete(_)) => "Policy Delete".to_owned(),
+            StepAct::Policy(PolicyAct::Keep) => "Policy Keep".to_owned(),
+            StepAct::Hold(HoldAct::Hold) => "Hold".to_owned(),
+            StepAct::Hold(HoldAct::FinishRestart { .. }) => "Hold FinishRestart".to_owned(),
+            StepAct::Hold(HoldAct::Services { decided, .. }) => format!("Hold {decided}"),
+            StepAct::Drive(drive) => format!("Drive {}", drive.verdict.decision.name()),
+        };
+        let forget = if decided.forget_policy {
+            ", forget"
+        } else {
+            ""
+        };
+        format!("{act}{forget}")
+    })
+}
+
+#[test]
+fn the_network_policy_comes_first_in_the_one_decision_planned_or_not() {
+    use crate::resources::{CachedNetworkPolicy, network_policy};
+    let desired = network_policy(&crate::resources::fixtures::instance(&[]), None);
+    let stored = |version: &str| {
+        let mut policy = desired.clone();
+        policy.metadata.uid = Some("np".into());
+        policy.metadata.resource_version = Some(version.into());
+        CachedNetworkPolicy::from(&policy)
+    };
+    let (cached, newer) = (stored("5"), stored("9"));
+    let applied = PolicyWrite::Applied(Arc::new(stored("7")));
+    let policy = |desired, cached, written| PolicyView {
+        desired,
+        cached,
+        written,
+    };
+    let on = Some(&desired);
+    let converged = Case::converged(RollingUpdate);
+    let edited = converged.clone().edited();
+    let mut no_service = converged.clone();
+    no_service.live_svc = None;
+    let finished = converged.clone().recorded(RestartReason::ConfigChanged);
+    // (row, NetworkPolicy view, case, a spec to drive, what the step does)
+    let table = [
+        (
+            "policy missing, spec valid",
+            policy(on, None, None),
+            &converged,
+            true,
+            "Policy Apply",
+        ),
+        // The policy is written from the current spec even when nothing is safe to run.
+        (
+            "policy missing, spec invalid",
+            policy(on, None, None),
+            &converged,
+            false,
+            "Policy Apply",
+        ),
+        (
+            "policy missing, edit waiting",
+            policy(on, None, None),
+            &edited,
+            true,
+            "Policy Apply",
+        ),
+        (
+            "policy turned off, spec invalid",
+            policy(None, Some(&cached), None),
+            &converged,
+            false,
+            "Policy Delete, forget",
+        ),
+        (
+            "policy in place, converged",
+            policy(on, Some(&cached), None),
+            &converged,
+            true,
+            "Drive Idle, forget",
+        ),
+        (
+            "policy in place, spec edited",
+            policy(on, Some(&cached), None),
+            &edited,
+            true,
+            "Drive BeginRestart, forget",
+        ),
+        (
+            "policy in place, spec invalid",
+            policy(on, Some(&cached), None),
+            &converged,
+            false,
+            "Hold, forget",
+        ),
+        (
+            "policy in place, Service deleted, spec invalid",
+            policy(on, Some(&cached), None),
+            &no_service,
+            false,
+            "Hold ApplyService, forget",
+        ),
+        (
+            "policy in place, restart done, spec invalid",
+            policy(on, Some(&cached), None),
+            &finished,
+            false,
+            "Hold FinishRestart, forget",
+        ),
+        // Our apply is not in the cache yet: it stands, and is remembered.
+        (
+            "own apply ahead of the cache",
+            policy(on, Some(&cached), Some(&applied)),
+            &converged,
+            true,
+            "Drive Idle",
+        ),
+        (
+            "cache past our apply",
+            policy(on, Some(&newer), Some(&applied)),
+            &converged,
+            false,
+            "Hold, forget",
+        ),
+        (
+            "no policy at all",
+            policy(None, None, None),
+            &converged,
+            true,
+            "Drive Idle, forget",
+        ),
+    ];
+    for (row, view, case, planned, done) in table {
+        assert_eq!(step_label(&view, case, planned), done, "{row}");
     }
 }

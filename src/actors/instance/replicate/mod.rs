@@ -1,36 +1,40 @@
 //! The replication phase of a replicated instance's step, taken after its report when the rest
-//! of the step wrote nothing: the role Services, then observe (every pod's Redis, the routing),
-//! decide (one pure call), perform.
+//! of the step wrote nothing: the role Services (observed, decided by
+//! `decide::routing::role_services`, performed), then observe (every pod's Redis, and the
+//! endpoints of the Services clients write through when the decision needs them), decide (one
+//! pure call, with the routing memory brought up by `decide::routing::route`), perform.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
+mod observe;
 mod perform;
 mod routing;
 
-use routing::apply_services;
+use observe::Reach;
 
 use super::InstanceState;
 use super::observe::Observed;
 use super::target::Plan;
 use crate::actors::metrics::MetricsMsg;
-use crate::auth::Access;
 use crate::crd::ReplicationStatus;
-use crate::decide::is_ready;
 use crate::decide::replication::{ReplicaPod, ReplicationLimits, ReplicationView};
 use crate::decide::replication_act::{
     ReplicationFacts, ReplicationPlan, converting, failed_here, replication_step, rolling,
     summarize,
 };
+use crate::decide::routing::{
+    RoleServicesView, RoutingMemory, legacy_to_retire, reads_listing, role_services, route,
+    routing_target,
+};
 use crate::kube_io;
-use crate::live::pods::PodAddress;
-use crate::replication::{self, PodReplication, Role};
-use crate::resources::{CachedPod, REVISION_LABEL, ROLE_LABEL};
-use crate::tls::client::ClientTls;
+use crate::replication::Role;
+use crate::resources::replicas_service;
+use tracing::info;
+
 /// What the actor remembers of replication between steps; the decisions that must survive a
 /// leader change are in status instead.
 #[derive(Debug, Default)]
@@ -42,7 +46,7 @@ pub struct ReplicationMemory {
     /// Each replica's lag at the last probe that saw the primary.
     last_lag: BTreeMap<String, i64>,
     /// The switchover target on its way into the primary's Services.
-    routing: Option<routing::RoutingMemory>,
+    routing: Option<RoutingMemory>,
 }
 
 /// The replication phase. `paused`: the main decision holds a change. `Ok(None)`: it wrote;
@@ -54,7 +58,26 @@ pub(super) async fn step(
     paused: bool,
 ) -> Result<Option<Duration>, kube_io::Error> {
     // The role Services first: a write of them ends the step, before any pod is probed.
-    if let Some(wrote) = apply_services(state, plan, seen).await? {
+    let replicas = replicas_service(&plan.instance);
+    let replicas_name = replicas.name_any();
+    let legacy = observe::legacy_service(state, seen);
+    let cached_replicas = observe::cached_service(state, &replicas_name);
+    let written_replicas = state.replication_services.get(&replicas_name).cloned();
+    let mut services = RoleServicesView {
+        desired_service: &plan.service,
+        service: seen.service.as_deref(),
+        legacy: legacy.as_deref(),
+        service_serving: None,
+        desired_replicas: &replicas,
+        replicas: cached_replicas.as_deref(),
+        replicas_written: written_replicas.as_deref(),
+    };
+    if legacy_to_retire(&services).is_some() {
+        let name = &state.args.key.name;
+        services.service_serving = Some(!state.args.api.ready_endpoints(name).await?.is_empty());
+    }
+    let act = role_services(&services);
+    if let Some(wrote) = routing::perform_services(state, act, &replicas_name).await? {
         return Ok(wrote);
     }
     let record = seen
@@ -64,14 +87,14 @@ pub(super) async fn step(
         .and_then(|s| s.rollout.as_ref());
     let rolling = rolling(record, seen.statefulset.as_deref());
     let reach = Reach::of(state, seen);
-    let probes = probe(&state.access, &reach).await;
+    let probes = observe::probe(&state.access, &reach).await;
     let status = seen
         .instance
         .status
         .as_ref()
         .and_then(|s| s.replication.clone())
         .unwrap_or_default();
-    let views = views(seen, &reach, &probes);
+    let views = observe::views(seen, &reach, &probes);
     remember(&mut state.replication, &status, &views);
     send_metrics(state, &views);
     let now = Instant::now();
@@ -80,7 +103,6 @@ pub(super) async fn step(
         .primary_silent_since
         .as_ref()
         .map(|(_, since)| now.duration_since(*since));
-    let routing = routing::routing(state, seen, &status, &views, now).await?;
     let rollout_hash = record.map(|r| r.config_hash.as_str());
     let view = ReplicationView {
         pods: &views,
@@ -95,11 +117,37 @@ pub(super) async fn step(
         last_lag: &state.replication.last_lag,
         paused,
         switchover_halted: rolling && failed_here(&status, rollout_hash),
-        routing,
+        routing: None,
+        listing: None,
     };
     let limits = ReplicationLimits {
         route_settle: state.args.timings.route_settle,
         ..ReplicationLimits::from_spec(&plan.instance.spec.replication)
+    };
+    // The endpoints of the Services clients write through, read only when the decision needs
+    // them: how long a switchover target has been routed to, and a pod replaced once none
+    // lists it.
+    let listing = match reads_listing(&view, &limits) {
+        true => Some(observe::listing(state, seen).await?),
+        false => None,
+    };
+    let target = routing_target(Some(&status), &views);
+    let routed = route(
+        state.replication.routing.as_ref(),
+        target,
+        listing.as_ref(),
+        now,
+    );
+    if routed.newly_listed
+        && let Some((pod, _)) = target
+    {
+        info!(%pod, "switchover target listed by the primary's Services");
+    }
+    state.replication.routing = routed.memory;
+    let view = ReplicationView {
+        routing: routed.routing,
+        listing: listing.as_ref(),
+        ..view
     };
     let facts = ReplicationFacts {
         status: &status,
@@ -119,78 +167,6 @@ pub(super) async fn step(
         switchover_timeout: limits.switchover_timeout,
     };
     perform::perform(state, &done, decided, act).await
-}
-
-/// How to reach each pod of the step: the pods as the cache shows them, and each one's TLS.
-pub(super) struct Reach<'a> {
-    pods: Vec<&'a Arc<CachedPod>>,
-    tls: BTreeMap<String, Option<Arc<ClientTls>>>,
-}
-
-impl<'a> Reach<'a> {
-    fn of(state: &InstanceState, seen: &'a Observed) -> Self {
-        let pods: Vec<&Arc<CachedPod>> = seen.pods.iter().collect();
-        let tls = pods
-            .iter()
-            .map(|p| (p.name_any(), state.tls.for_pod(p)))
-            .collect();
-        Reach { pods, tls }
-    }
-
-    /// The pod named `name`, if the cache shows it.
-    pub(super) fn pod(&self, name: &str) -> Option<&'a Arc<CachedPod>> {
-        self.pods.iter().find(|p| p.name_any() == name).copied()
-    }
-
-    /// Where `name`'s Redis listens.
-    pub(super) fn address(&self, name: &str) -> PodAddress {
-        PodAddress {
-            pod: name.to_owned(),
-            ip: self.pod(name).and_then(|p| pod_ip(p)).map(str::to_owned),
-            tls: self.tls.get(name).cloned().flatten(),
-        }
-    }
-}
-
-/// Every pod's `INFO replication`, asked at once; `None` for a pod that did not answer.
-async fn probe(access: &Access, reach: &Reach<'_>) -> Vec<Option<PodReplication>> {
-    futures::future::join_all(reach.pods.iter().map(|pod| async {
-        let address = PodAddress {
-            pod: pod.name_any(),
-            ip: pod_ip(pod).map(str::to_owned),
-            tls: reach.tls.get(&pod.name_any()).cloned().flatten(),
-        };
-        replication::probe(&address, access).await.ok()
-    }))
-    .await
-}
-
-/// The pods as the replication decision reads them.
-fn views<'a>(
-    seen: &'a Observed,
-    reach: &Reach<'a>,
-    probes: &'a [Option<PodReplication>],
-) -> Vec<ReplicaPod<'a>> {
-    let update_revision = seen
-        .statefulset
-        .as_deref()
-        .and_then(|sts| sts.status.as_ref()?.update_revision.as_ref());
-    reach
-        .pods
-        .iter()
-        .zip(probes)
-        .map(|(pod, probe)| ReplicaPod {
-            name: pod.metadata.name.as_deref().unwrap_or_default(),
-            ordinal: ordinal(pod),
-            ip: pod_ip(pod),
-            deleting: pod.metadata.deletion_timestamp.is_some(),
-            ready: is_ready(pod),
-            up_to_date: update_revision.is_some()
-                && pod.labels.get(REVISION_LABEL) == update_revision.map(String::as_str),
-            role_label: pod.labels.get(ROLE_LABEL),
-            probe: probe.as_ref(),
-        })
-        .collect()
 }
 
 /// The primaries found and each replica's lag, for metrics.
@@ -240,17 +216,4 @@ fn remember(memory: &mut ReplicationMemory, status: &ReplicationStatus, pods: &[
             }
         }
     }
-}
-
-pub(super) fn pod_ip(pod: &CachedPod) -> Option<&str> {
-    pod.status.as_ref().and_then(|s| s.pod_ip.as_deref())
-}
-
-fn ordinal(pod: &CachedPod) -> i32 {
-    pod.metadata
-        .name
-        .as_deref()
-        .and_then(|n| n.rsplit_once('-'))
-        .and_then(|(_, o)| o.parse().ok())
-        .unwrap_or(-1)
 }

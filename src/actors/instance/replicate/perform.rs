@@ -9,11 +9,12 @@ use super::super::InstanceState;
 use super::super::observe::Observed;
 use super::super::report;
 use super::super::target::Plan;
-use super::routing::{move_primary_label, write_services};
-use super::{Reach, pod_ip};
+use super::observe::Reach;
+use super::routing::move_primary_label;
 use crate::actors::metrics::MetricsMsg;
 use crate::decide::replication::{ReplicaPod, ReplicationStep};
 use crate::decide::replication_act::{COMMAND_RETRY, Election, ReplicationAct};
+use crate::decide::routing::primary_label_moves;
 use crate::kube_io;
 use crate::replication::{self, Role};
 use crate::resources::ROLE_LABEL;
@@ -104,7 +105,8 @@ pub(super) async fn perform(
             }
         }
         ReplicationStep::FinishSwitchover { .. } => {
-            move_primary_label(state, done.views, &reach.pods, &from, &to).await?;
+            let moves = primary_label_moves(done.views, &from, &to);
+            move_primary_label(state, reach, &moves).await?;
             record(state, done, &act).await?;
             info!(%from, %to, "switchover done");
         }
@@ -113,19 +115,7 @@ pub(super) async fn perform(
             warn!(%message, "switchover abandoned");
         }
         ReplicationStep::ReplacePod { pod: name } => {
-            // Clients of the primary's Service are cut only once its endpoints no longer list
-            // the pod (it was the primary until the switchover): cut earlier, they would
-            // reconnect to it.
-            let pod = reach.pod(&name);
-            if let Some(ip) = pod.and_then(|p| pod_ip(p)) {
-                for service in write_services(state, done.seen) {
-                    let listed = state.args.api.ready_endpoints(&service).await?;
-                    if listed.iter().any(|listed| listed == ip) {
-                        return Ok(Some(Duration::from_millis(250)));
-                    }
-                }
-            }
-            if let Some(p) = pod {
+            if let Some(p) = reach.pod(&name) {
                 info!(pod = %name, "replacing the pod for the restart");
                 state.args.api.delete_pod(p).await?;
                 state.written.deleted_pods.extend(p.uid());

@@ -1,0 +1,147 @@
+//! What the replication phase observes: how to reach each pod, what each pod's Redis says,
+//! the role Services as the cache shows them, and (only when a decision needs it) what the
+//! endpoints of the Services clients write through list.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+
+use super::super::InstanceState;
+use super::super::observe::Observed;
+use crate::auth::Access;
+use crate::decide::is_ready;
+use crate::decide::replication::ReplicaPod;
+use crate::decide::routing::{self, Listing};
+use crate::kube_io;
+use crate::live::pods::PodAddress;
+use crate::replication::{self, PodReplication};
+use crate::resources::{
+    CachedPod, CachedService, REVISION_LABEL, ROLE_LABEL, legacy_primary_service_name,
+};
+use crate::tls::client::ClientTls;
+
+/// How to reach each pod of the step: the pods as the cache shows them, and each one's TLS.
+pub(super) struct Reach<'a> {
+    pub(super) pods: Vec<&'a Arc<CachedPod>>,
+    tls: BTreeMap<String, Option<Arc<ClientTls>>>,
+}
+
+impl<'a> Reach<'a> {
+    pub(super) fn of(state: &InstanceState, seen: &'a Observed) -> Self {
+        let pods: Vec<&Arc<CachedPod>> = seen.pods.iter().collect();
+        let tls = pods
+            .iter()
+            .map(|p| (p.name_any(), state.tls.for_pod(p)))
+            .collect();
+        Reach { pods, tls }
+    }
+
+    /// The pod named `name`, if the cache shows it.
+    pub(super) fn pod(&self, name: &str) -> Option<&'a Arc<CachedPod>> {
+        self.pods.iter().find(|p| p.name_any() == name).copied()
+    }
+
+    /// Where `name`'s Redis listens.
+    pub(super) fn address(&self, name: &str) -> PodAddress {
+        PodAddress {
+            pod: name.to_owned(),
+            ip: self.pod(name).and_then(|p| pod_ip(p)).map(str::to_owned),
+            tls: self.tls.get(name).cloned().flatten(),
+        }
+    }
+}
+
+/// Every pod's `INFO replication`, asked at once; `None` for a pod that did not answer.
+pub(super) async fn probe(access: &Access, reach: &Reach<'_>) -> Vec<Option<PodReplication>> {
+    futures::future::join_all(reach.pods.iter().map(|pod| async {
+        let address = PodAddress {
+            pod: pod.name_any(),
+            ip: pod_ip(pod).map(str::to_owned),
+            tls: reach.tls.get(&pod.name_any()).cloned().flatten(),
+        };
+        replication::probe(&address, access).await.ok()
+    }))
+    .await
+}
+
+/// The pods as the replication decision reads them.
+pub(super) fn views<'a>(
+    seen: &'a Observed,
+    reach: &Reach<'a>,
+    probes: &'a [Option<PodReplication>],
+) -> Vec<ReplicaPod<'a>> {
+    let update_revision = seen
+        .statefulset
+        .as_deref()
+        .and_then(|sts| sts.status.as_ref()?.update_revision.as_ref());
+    reach
+        .pods
+        .iter()
+        .zip(probes)
+        .map(|(pod, probe)| ReplicaPod {
+            name: pod.metadata.name.as_deref().unwrap_or_default(),
+            ordinal: ordinal(pod),
+            ip: pod_ip(pod),
+            deleting: pod.metadata.deletion_timestamp.is_some(),
+            ready: is_ready(pod),
+            up_to_date: update_revision.is_some()
+                && pod.labels.get(REVISION_LABEL) == update_revision.map(String::as_str),
+            role_label: pod.labels.get(ROLE_LABEL),
+            probe: probe.as_ref(),
+        })
+        .collect()
+}
+
+/// `<name>-primary` of earlier versions, as the cache shows it.
+pub(super) fn legacy_service(state: &InstanceState, seen: &Observed) -> Option<Arc<CachedService>> {
+    cached_service(state, &legacy_primary_service_name(&seen.instance))
+}
+
+/// A Service of the instance's namespace, as the cache shows it.
+pub(super) fn cached_service(state: &InstanceState, name: &str) -> Option<Arc<CachedService>> {
+    state
+        .args
+        .stores
+        .services
+        .get(&ObjectRef::<CachedService>::new(name).within(&state.args.key.namespace))
+}
+
+/// The Services through which clients write to the primary (see
+/// [`crate::decide::routing::write_services`]).
+fn write_services(state: &InstanceState, seen: &Observed) -> Vec<String> {
+    let legacy = legacy_service(state, seen);
+    routing::write_services(
+        &state.args.key.name,
+        seen.service.as_deref(),
+        &legacy_primary_service_name(&seen.instance),
+        legacy.as_deref(),
+    )
+}
+
+/// Reads the ready endpoints of every Service clients write through (EndpointSlices are not
+/// cached: read from the API server, only when the decision needs them).
+pub(super) async fn listing(
+    state: &InstanceState,
+    seen: &Observed,
+) -> Result<Listing, kube_io::Error> {
+    let mut services = Vec::new();
+    for name in write_services(state, seen) {
+        services.push(state.args.api.ready_endpoints(&name).await?);
+    }
+    Ok(Listing { services })
+}
+
+pub(super) fn pod_ip(pod: &CachedPod) -> Option<&str> {
+    pod.status.as_ref().and_then(|s| s.pod_ip.as_deref())
+}
+
+fn ordinal(pod: &CachedPod) -> i32 {
+    pod.metadata
+        .name
+        .as_deref()
+        .and_then(|n| n.rsplit_once('-'))
+        .and_then(|(_, o)| o.parse().ok())
+        .unwrap_or(-1)
+}
