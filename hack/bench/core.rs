@@ -380,6 +380,7 @@ async fn instance_memory(count: usize) -> (CacheBytes, f64, (usize, usize)) {
             metrics: metrics.clone(),
             snapshots: snapshots.clone(),
             timings: Timings::default(),
+            supervisor: None,
         };
         let (actor, handle) = Actor::spawn(None, RedisInstanceActor, args).await.unwrap();
         actor.send_message(InstanceMsg::Changed).unwrap();
@@ -399,6 +400,7 @@ async fn instance_memory(count: usize) -> (CacheBytes, f64, (usize, usize)) {
         metrics: metrics.clone(),
         snapshots: snapshots.clone(),
         timings: Timings::default(),
+        supervisor: None,
     };
     let myself = actors[0].0.clone();
     let mut state = RedisInstanceActor
