@@ -155,6 +155,17 @@ async fn spec_walkthrough(prefix: &str, strategy: RestartStrategy, hibernate: bo
         restart_line["old_hash"].as_str(),
         Some(sha256sum(&redis_operator::config::rendered(&first).text).as_str())
     );
+    if hibernate {
+        // The actor the edit woke kept running until the restart was complete.
+        let restarting = lines
+            .iter()
+            .skip_while(|l| l["message"] != "ConfigMap was updated or StatefulSet needs restart")
+            .take_while(|l| l["message"] != "restart complete");
+        let hibernated = restarting
+            .filter(|l| l["message"] == "instance actor hibernating")
+            .count();
+        assert_eq!(hibernated, 0, "{}", operator.log_path.display());
+    }
 
     // Metrics and Events tell the same story.
     let metrics = operator.metrics().await;

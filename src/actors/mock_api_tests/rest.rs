@@ -140,7 +140,8 @@ async fn a_converged_actor_hibernates_and_a_fresh_one_asks_nothing() {
     handle.await.unwrap();
 }
 
-/// An actor whose status writes keep failing has its retry timer pending: it never offers.
+/// An actor whose status writes keep failing never offers: its retry timer is pending, and its
+/// status is not in the cache (either keeps it; this does not tell which).
 #[tokio::test]
 async fn an_actor_retrying_does_not_hibernate() {
     let good = converged_instance();
