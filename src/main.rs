@@ -120,6 +120,11 @@ struct RunArgs {
     /// applies changes at once.
     #[arg(long, default_value_t = 1200)]
     route_settle_ms: u64,
+    /// Seconds an instance stays converged with nothing pending before its actor hibernates
+    /// (stops, keeping its status, metrics and logs), to save memory with many instances; the
+    /// next event for the instance starts it again. 0: never.
+    #[arg(long, default_value_t = 300)]
+    hibernate_after_seconds: u64,
     /// Sustained API writes per second, shared by all instances (reads come from watch caches).
     #[arg(long, default_value_t = 200.0)]
     api_qps: f64,
@@ -193,6 +198,8 @@ async fn main() -> anyhow::Result<()> {
                 settle: Duration::from_secs(args.settle_seconds),
                 live_check: Duration::from_secs(args.live_check_seconds),
                 route_settle: Duration::from_millis(args.route_settle_ms),
+                hibernate_after: (args.hibernate_after_seconds > 0)
+                    .then(|| Duration::from_secs(args.hibernate_after_seconds)),
                 ..Timings::default()
             };
             let limits = Limits {

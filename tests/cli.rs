@@ -38,6 +38,7 @@ fn run_help_explains_every_flag() {
         "--api-concurrency",
         "--max-concurrent-steps",
         "--settle-seconds",
+        "--hibernate-after-seconds",
         "--leader-elect",
     ] {
         assert!(help.contains(flag), "run --help lacks {flag}:\n{help}");

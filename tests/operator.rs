@@ -24,16 +24,26 @@ const SPEC_LOG_MESSAGES: [&str; 4] = [
 ];
 
 async fn setup(prefix: &str) -> (kube::Client, TestNamespace, Operator) {
+    setup_with(prefix, &[]).await
+}
+
+async fn setup_with(prefix: &str, flags: &[&str]) -> (kube::Client, TestNamespace, Operator) {
     let client = client().await;
     install_crd(&client).await;
     let ns = TestNamespace::create(&client, prefix).await;
-    let operator = Operator::start(&ns.name);
+    let operator = Operator::start_with(&ns.name, flags);
     (client, ns, operator)
 }
 
-/// The spec's test steps with its two example manifests, under the given strategy.
-async fn spec_walkthrough(prefix: &str, strategy: RestartStrategy) {
-    let (_client, ns, operator) = setup(prefix).await;
+/// Actors hibernate a second after they come to rest. No settle time: an actor that saw a
+/// restart finish stays awake for the settle window after it (a minute and the settle time).
+const HIBERNATE_SOON: [&str; 4] = ["--hibernate-after-seconds", "1", "--settle-seconds", "0"];
+
+/// The spec's test steps with its two example manifests, under the given strategy; with
+/// `hibernate`, the instance's actor hibernates between them (see [`hibernates_and_wakes`]).
+async fn spec_walkthrough(prefix: &str, strategy: RestartStrategy, hibernate: bool) {
+    let flags: &[&str] = if hibernate { &HIBERNATE_SOON } else { &[] };
+    let (_client, ns, operator) = setup_with(prefix, flags).await;
     let mut first = example("redis-example.yaml");
     first.spec.restart_strategy = strategy;
     apply_instance(&ns, &first).await.unwrap();
@@ -56,8 +66,12 @@ async fn spec_walkthrough(prefix: &str, strategy: RestartStrategy) {
         .get("data-redis-example-0")
         .await
         .unwrap();
+    if hibernate {
+        hibernates_and_wakes(&ns, &operator).await;
+    }
 
-    // Steps 3-4: edit the config; the operator restarts the pod.
+    // Steps 3-4: edit the config; the operator restarts the pod (once, as asserted below, even
+    // when the edit reaches a hibernating instance).
     let mut second = example("redis-example-updated.yaml");
     second.spec.restart_strategy = strategy;
     apply_instance(&ns, &second).await.unwrap();
@@ -141,6 +155,17 @@ async fn spec_walkthrough(prefix: &str, strategy: RestartStrategy) {
         restart_line["old_hash"].as_str(),
         Some(sha256sum(&redis_operator::config::rendered(&first).text).as_str())
     );
+    if hibernate {
+        // The actor the edit woke kept running until the restart was complete.
+        let restarting = lines
+            .iter()
+            .skip_while(|l| l["message"] != "ConfigMap was updated or StatefulSet needs restart")
+            .take_while(|l| l["message"] != "restart complete");
+        let hibernated = restarting
+            .filter(|l| l["message"] == "instance actor hibernating")
+            .count();
+        assert_eq!(hibernated, 0, "{}", operator.log_path.display());
+    }
 
     // Metrics and Events tell the same story.
     let metrics = operator.metrics().await;
@@ -162,14 +187,60 @@ async fn spec_walkthrough(prefix: &str, strategy: RestartStrategy) {
     }
 }
 
+/// The instance at rest: its actor hibernates, leaving its snapshot on `/instances`; a
+/// hand-deleted Service is an event for it, which starts a new actor that creates the Service
+/// again and hibernates in turn.
+async fn hibernates_and_wakes(ns: &TestNamespace, operator: &Operator) {
+    operator.wait_hibernated("redis-example", 1).await;
+    wait_for(Duration::from_secs(30), "the actor gauges", || async {
+        let metrics = operator.metrics().await;
+        let gauges = [
+            "redis_operator_instance_actors_hibernated 1",
+            "redis_operator_instance_actors 0",
+        ];
+        match gauges.iter().all(|g| metrics.lines().any(|l| l == *g)) {
+            true => Ok(()),
+            false => Err(metrics),
+        }
+    })
+    .await;
+    let instances = operator.debug_get("/instances").await;
+    assert!(instances.contains("redis-example"), "{instances}");
+
+    let services = ns.api::<Service>();
+    let deleted = services.get("redis-example").await.unwrap();
+    services
+        .delete("redis-example", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "the Service created again",
+        || async {
+            match services.get_opt("redis-example").await {
+                Ok(Some(service)) if service.uid() != deleted.uid() => Ok(()),
+                other => Err(format!("{:?}", other.map(|s| s.map(|s| s.uid())))),
+            }
+        },
+    )
+    .await;
+    let woken = operator.log_lines().into_iter().any(|l| {
+        l["message"] == "instance actor started"
+            && l["instance"] == "redis-example"
+            && l["woken"] == true
+    });
+    assert!(woken, "no actor woken in {}", operator.log_path.display());
+    operator.wait_hibernated("redis-example", 2).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn spec_example_rolling_update() {
-    spec_walkthrough("rolling", RestartStrategy::RollingUpdate).await;
+    spec_walkthrough("rolling", RestartStrategy::RollingUpdate, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn spec_example_recreate() {
-    spec_walkthrough("recreate", RestartStrategy::Recreate).await;
+    spec_walkthrough("recreate", RestartStrategy::Recreate, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

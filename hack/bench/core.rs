@@ -256,7 +256,7 @@ type CacheBytes = Vec<(&'static str, f64)>;
 /// Heap bytes per instance: its objects in the watch caches (as the supervisor keeps them: no
 /// managed fields, each kind in its cached form), by kind, then its actor after it took a step,
 /// and the bytes the actor holds inline: its state, and its handler's future.
-async fn instance_memory(count: usize) -> (CacheBytes, f64, (usize, usize)) {
+async fn instance_memory(count: usize) -> (CacheBytes, (f64, f64), (usize, usize)) {
     use redis_operator::resources::CachedPod;
     let named = named_instance;
     let mut bytes = CacheBytes::new();
@@ -380,6 +380,7 @@ async fn instance_memory(count: usize) -> (CacheBytes, f64, (usize, usize)) {
             metrics: metrics.clone(),
             snapshots: snapshots.clone(),
             timings: Timings::default(),
+            supervisor: None,
         };
         let (actor, handle) = Actor::spawn(None, RedisInstanceActor, args).await.unwrap();
         actor.send_message(InstanceMsg::Changed).unwrap();
@@ -399,6 +400,7 @@ async fn instance_memory(count: usize) -> (CacheBytes, f64, (usize, usize)) {
         metrics: metrics.clone(),
         snapshots: snapshots.clone(),
         timings: Timings::default(),
+        supervisor: None,
     };
     let myself = actors[0].0.clone();
     let mut state = RedisInstanceActor
@@ -411,11 +413,16 @@ async fn instance_memory(count: usize) -> (CacheBytes, f64, (usize, usize)) {
         std::mem::size_of_val(&handler),
     );
     drop(handler);
+    drop(state);
     for (actor, handle) in actors {
         actor.stop(None);
         let _ = handle.await;
     }
-    (bytes, per_actor, inline)
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // What an instance keeps once its actor stopped, as when it hibernates: its snapshot and
+    // metric series.
+    let kept = LIVE.load(Ordering::Relaxed).saturating_sub(before) as f64 / count as f64;
+    (bytes, (per_actor, kept), inline)
 }
 
 #[tokio::main]
@@ -537,7 +544,7 @@ async fn main() {
         format!("heap bytes per instance, its 3 CachedSecrets"),
         secrets(true)
     );
-    let (cached, actor, (state, handler)) = instance_memory(count).await;
+    let (cached, (actor, kept), (state, handler)) = instance_memory(count).await;
     for (kind, bytes) in cached {
         println!(
             "| {:<44} | {:>12.0} |",
@@ -549,6 +556,10 @@ async fn main() {
         "| {:<44} | {:>12.0} |",
         format!("heap bytes per instance actor after a step"),
         actor
+    );
+    println!(
+        "| {:<44} | {:>12.0} |",
+        "of which kept once its actor stopped", kept
     );
     println!(
         "| {:<44} | {:>12} |",

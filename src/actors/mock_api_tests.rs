@@ -239,14 +239,22 @@ async fn spawn_instance_actor(
     stores: Stores,
     timings: Timings,
 ) -> (ActorRef<InstanceMsg>, JoinHandle<()>) {
-    spawn_instance_actor_with(client, stores, timings, Snapshots::default()).await
+    spawn_instance_actor_with(
+        client,
+        Arc::new(stores),
+        timings,
+        Snapshots::default(),
+        None,
+    )
+    .await
 }
 
 async fn spawn_instance_actor_with(
     client: kube::Client,
-    stores: Stores,
+    stores: Arc<Stores>,
     timings: Timings,
     snapshots: Snapshots,
+    supervisor: Option<ActorRef<super::supervisor::SupervisorMsg>>,
 ) -> (ActorRef<InstanceMsg>, JoinHandle<()>) {
     let (metrics, _) = Actor::spawn(None, MetricsActor, prometheus::Registry::new())
         .await
@@ -266,10 +274,11 @@ async fn spawn_instance_actor_with(
             crate::events::EventPoster::new(client, reporter),
             Limiter::unfenced(Limits::default()),
         ),
-        stores: Arc::new(stores),
+        stores,
         metrics,
         snapshots,
         timings,
+        supervisor,
     };
     Actor::spawn(None, RedisInstanceActor, args).await.unwrap()
 }
@@ -330,8 +339,14 @@ async fn a_deleted_instance_leaves_no_snapshot_behind() {
     let client = scripted_api(&good, log.clone(), Arc::default());
     let (stores, mut watch) = converged_caches(&good);
     let snapshots = Snapshots::default();
-    let (actor, handle) =
-        spawn_instance_actor_with(client, stores, Timings::default(), snapshots.clone()).await;
+    let (actor, handle) = spawn_instance_actor_with(
+        client,
+        Arc::new(stores),
+        Timings::default(),
+        snapshots.clone(),
+        None,
+    )
+    .await;
     actor.send_message(InstanceMsg::Changed).unwrap();
     wait_until(&log, "the first status write", |reqs| {
         reqs.iter().any(|(_, p, _)| p.ends_with("/status"))
@@ -532,4 +547,5 @@ fn requests(log: &Log) -> Vec<(Method, String, Value)> {
     log.lock().unwrap().clone()
 }
 
+mod rest;
 mod writes;

@@ -1,5 +1,6 @@
 //! The supervisor: watches RedisInstances and their objects, keeps one instance actor per
-//! instance, routes events to it, and respawns a failed actor with backoff.
+//! instance, routes events to it, and respawns a failed actor with backoff. An actor at rest
+//! hibernates (see [`super::children`]); the next event for its instance starts a new one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{error, info, warn};
 
+use super::children::Children;
 use super::instance::{
     Arrival, InstanceArgs, InstanceMsg, RedisInstanceActor, Snapshots, Stores, Timings,
 };
@@ -78,13 +80,22 @@ pub enum SupervisorMsg {
     Respawn(InstanceKey),
     /// This process now holds the leader Lease: start acting on every instance.
     Lead,
+    /// An instance actor at rest offers to hibernate, having handled `handled` messages.
+    AtRest {
+        /// Its instance.
+        key: InstanceKey,
+        /// The actor.
+        actor: ActorId,
+        /// How many of the supervisor's messages it handled.
+        handled: u64,
+    },
 }
 
 /// The supervisor's memory.
 pub struct SupervisorState {
     args: SupervisorArgs,
-    actors: HashMap<InstanceKey, ActorRef<InstanceMsg>>,
-    children: HashMap<ActorId, InstanceKey>,
+    /// The instance actors, running and hibernating.
+    children: Children<ActorRef<InstanceMsg>>,
     /// The instances known, and what of each last started a step.
     router: Router,
     stores: Arc<Stores>,
@@ -131,8 +142,7 @@ impl Actor for SupervisorActor {
             leading: args.leading,
             events,
             args,
-            actors: HashMap::new(),
-            children: HashMap::new(),
+            children: Children::default(),
             router: Router::default(),
             stores: Arc::new(stores),
             failures: HashMap::new(),
@@ -152,8 +162,11 @@ impl Actor for SupervisorActor {
                 stages::since(Stage::Route, received);
             }
             SupervisorMsg::Owned(key, received) => {
-                if let Some(actor) = state.actors.get(&key) {
-                    let _ = actor.send_message(InstanceMsg::Routed(Arrival::from(received)));
+                if state.children.hibernates(&key) {
+                    ensure_actor(&myself, state, &key, Some(received)).await;
+                } else {
+                    let msg = InstanceMsg::Routed(Arrival::from(received));
+                    state.children.send(&key, msg);
                 }
                 stages::since(Stage::Route, received);
             }
@@ -166,15 +179,17 @@ impl Actor for SupervisorActor {
                             namespace: secret.namespace.clone(),
                             name: instance.name_any(),
                         };
-                        if let Some(actor) = state.actors.get(&key) {
-                            let _ = actor.send_message(InstanceMsg::Changed);
-                        }
+                        wake(&myself, state, &key).await;
                     }
                 }
             }
             SupervisorMsg::WakeAll => {
-                for actor in state.actors.values() {
-                    let _ = actor.send_message(InstanceMsg::Changed);
+                // Hibernating actors too: a relisted cache may hold a change no event told.
+                for key in state.children.running() {
+                    state.children.send(&key, InstanceMsg::Changed);
+                }
+                for key in state.children.hibernating() {
+                    ensure_actor(&myself, state, &key, None).await;
                 }
             }
             SupervisorMsg::Respawn(key) => {
@@ -193,6 +208,17 @@ impl Actor for SupervisorActor {
                     ensure_actor(&myself, state, &key, None).await;
                 }
             }
+            SupervisorMsg::AtRest {
+                key,
+                actor,
+                handled,
+            } => {
+                if let Some(actor) = state.children.offered(&key, &actor, handled) {
+                    info!(namespace = %key.namespace, instance = %key.name, "instance actor hibernating");
+                    actor.stop(Some("hibernating".into()));
+                    count_hibernated(state);
+                }
+            }
         }
         Ok(())
     }
@@ -206,15 +232,15 @@ impl Actor for SupervisorActor {
         // Overridden because the default stops the supervisor whenever any child ends.
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                if let Some(key) = state.children.remove(&cell.get_id()) {
-                    remove_if_current(state, &key, &cell);
+                if let Some(key) = state.children.ended(&cell.get_id()) {
+                    state.children.remove_if_current(&key, &cell.get_id());
                 }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
-                let Some(key) = state.children.remove(&cell.get_id()) else {
+                let Some(key) = state.children.ended(&cell.get_id()) else {
                     return Ok(());
                 };
-                if !remove_if_current(state, &key, &cell) {
+                if !state.children.remove_if_current(&key, &cell.get_id()) {
                     // A newer actor already serves this key (deleted and recreated instance).
                     return Ok(());
                 }
@@ -266,10 +292,9 @@ async fn on_instance_event(
     for route in state.router.route(&event) {
         match route {
             Route::Step(key) => ensure_actor(myself, state, &key, Some(received)).await,
+            // A hibernating actor needs none: a new one reads the status from the cache.
             Route::StatusSeen(key) => {
-                if let Some(actor) = state.actors.get(&key) {
-                    let _ = actor.send_message(InstanceMsg::StatusSeen);
-                }
+                state.children.send(&key, InstanceMsg::StatusSeen);
             }
             Route::Forget(key) => forget(state, &key),
         }
@@ -293,7 +318,7 @@ async fn ensure_actor(
     if !state.leading {
         return;
     }
-    if !state.actors.contains_key(key) {
+    if !state.children.runs(key) {
         state.args.logs.open(key);
         let args = InstanceArgs {
             key: key.clone(),
@@ -307,12 +332,15 @@ async fn ensure_actor(
             metrics: state.args.metrics.clone(),
             snapshots: state.args.snapshots.clone(),
             timings: state.args.timings,
+            supervisor: Some(myself.clone()),
         };
         match Actor::spawn_linked(None, RedisInstanceActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
-                info!(namespace = %key.namespace, instance = %key.name, "instance actor started");
-                state.children.insert(actor.get_id(), key.clone());
-                state.actors.insert(key.clone(), actor);
+                let woken = state.children.started(key, actor);
+                info!(namespace = %key.namespace, instance = %key.name, woken, "instance actor started");
+                if woken {
+                    count_hibernated(state);
+                }
             }
             Err(err) => {
                 warn!(namespace = %key.namespace, instance = %key.name, error = %err, "failed to start instance actor; retrying");
@@ -322,30 +350,29 @@ async fn ensure_actor(
             }
         }
     }
-    if let Some(actor) = state.actors.get(key) {
-        let msg = match received {
-            Some(received) => InstanceMsg::Routed(Arrival::from(received)),
-            None => InstanceMsg::Changed,
-        };
-        let _ = actor.send_message(msg);
+    let msg = match received {
+        Some(received) => InstanceMsg::Routed(Arrival::from(received)),
+        None => InstanceMsg::Changed,
+    };
+    state.children.send(key, msg);
+}
+
+/// Wakes `key`'s actor, starting one if it hibernates.
+async fn wake(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, key: &InstanceKey) {
+    if state.children.hibernates(key) {
+        ensure_actor(myself, state, key, None).await;
+    } else {
+        state.children.send(key, InstanceMsg::Changed);
     }
 }
 
-/// Drops `key`'s actor only if it is the one that ended: when an instance is deleted and
-/// created again quickly, the old actor's end must not unregister the new one.
-fn remove_if_current(
-    state: &mut SupervisorState,
-    key: &InstanceKey,
-    ended: &ractor::ActorCell,
-) -> bool {
-    let current = state
-        .actors
-        .get(key)
-        .is_some_and(|a| a.get_id() == ended.get_id());
-    if current {
-        state.actors.remove(key);
-    }
-    current
+/// Publishes how many actors hibernate.
+fn count_hibernated(state: &SupervisorState) {
+    let hibernated = state.children.hibernated();
+    let _ = state
+        .args
+        .metrics
+        .send_message(MetricsMsg::Hibernated(hibernated));
 }
 
 /// The instance is gone: stop its actor (owned objects go with the garbage collector).
@@ -356,10 +383,13 @@ fn forget(state: &mut SupervisorState, key: &InstanceKey) {
         .args
         .metrics
         .send_message(MetricsMsg::Forget(key.clone()));
-    if let Some(actor) = state.actors.remove(key) {
-        state.children.remove(&actor.get_id());
+    let hibernated = state.children.hibernates(key);
+    if let Some(actor) = state.children.forget(key) {
         info!(namespace = %key.namespace, instance = %key.name, "instance deleted; stopping its actor");
         actor.stop(Some("instance deleted".into()));
+    }
+    if hibernated {
+        count_hibernated(state);
     }
     state.args.logs.close(key);
 }

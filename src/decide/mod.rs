@@ -15,6 +15,7 @@ mod notice;
 mod pods;
 pub mod replication;
 pub mod replication_act;
+mod rest;
 mod revisions;
 pub mod routing;
 mod step;
@@ -57,6 +58,7 @@ pub use pods::{
     CLOCK_SLACK, Crash, crashed_pod, is_ready, never_ready, pod_config_hash, rollout_complete,
     stuck_pods, unready_on,
 };
+pub use rest::{Rest, RestView, rest};
 pub use revisions::{created_template, mount_for, next_template_names_revision, revision_fix};
 pub use step::{
     Course, Drive, HoldAct, PAUSED_ANNOTATION, Planned, Step, StepAct, Unplanned, Verdict, Wakes,
@@ -66,7 +68,7 @@ pub use tls::{
     Reload, Reloaded, SecretRead, SecretView, ServedView, reload, reloaded, secret_missing_problem,
     secret_read, secret_read_due, tell_problem,
 };
-pub use wake::{pod_deadline_wake, progress_wake, settle_left};
+pub use wake::{pod_deadline_wake, progress_wake, settle_left, settle_window_left};
 pub use write_mark::{
     APPLIED_LIVE_ANNOTATION, REPAIRED_ANNOTATION, RETELL_WITHIN, live_marked, owed_live_apply,
     owed_repairs,

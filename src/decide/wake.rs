@@ -29,6 +29,18 @@ pub fn settle_left(
     (recent && changed < settle).then(|| settle - changed)
 }
 
+/// How long after a restart finished `since_restart` ago an edit would still wait for edits
+/// to settle (see [`settle_left`]); `None` once none would. An actor that forgets when the
+/// restart finished (a fresh one) would not wait: the two decide alike only after this.
+pub fn settle_window_left(settle: Duration, since_restart: Option<Duration>) -> Option<Duration> {
+    if settle.is_zero() {
+        return None;
+    }
+    (SETTLE_WINDOW + settle)
+        .checked_sub(since_restart?)
+        .filter(|left| !left.is_zero())
+}
+
 /// When to look at the restart `record` again if no event comes first: just past its progress
 /// deadline. Not while a pause holds it, nor once it is overdue (that is told already).
 pub fn progress_wake(
@@ -89,6 +101,35 @@ mod tests {
                 want,
                 "{changed:?} {finished:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_settle_window_ends_when_no_edit_would_wait_any_more() {
+        // (settle, since a restart finished, window left)
+        let table = [
+            (s(5), Some(s(10)), Some(s(55))),
+            (s(5), Some(s(64)), Some(s(1))),
+            (s(5), Some(s(65)), None),
+            (s(5), Some(s(600)), None),
+            (s(5), None, None),
+            (s(0), Some(s(1)), None),
+        ];
+        for (settle, finished, want) in table {
+            assert_eq!(
+                settle_window_left(settle, finished),
+                want,
+                "{settle:?} {finished:?}"
+            );
+            // Past the window, an edit that has just come waits no more than with no restart
+            // remembered at all: what a fresh actor would decide.
+            if want.is_none() {
+                assert_eq!(
+                    settle_left(settle, Some(Duration::ZERO), finished),
+                    None,
+                    "{settle:?} {finished:?}"
+                );
+            }
         }
     }
 

@@ -247,6 +247,28 @@ impl Operator {
         .await
     }
 
+    /// Waits until this operator has logged `instance`'s actor hibernating `times` times.
+    pub async fn wait_hibernated(&self, instance: &str, times: usize) {
+        let what = format!("{instance}'s actor to hibernate {times} times");
+        wait_for(Duration::from_secs(60), &what, || {
+            let lines = self.log_lines();
+            async move {
+                let hibernated = lines
+                    .iter()
+                    .filter(|l| {
+                        l["message"] == "instance actor hibernating" && l["instance"] == instance
+                    })
+                    .count();
+                if hibernated >= times {
+                    Ok(())
+                } else {
+                    Err(format!("{hibernated} times"))
+                }
+            }
+        })
+        .await
+    }
+
     /// `/metrics` as text, from the address the operator logged.
     pub async fn metrics(&self) -> String {
         self.get("/metrics").await

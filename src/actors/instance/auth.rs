@@ -40,6 +40,24 @@ pub struct AuthMemory {
     requirepass_reported: bool,
 }
 
+impl AuthMemory {
+    /// Secrets written that the cache does not show yet, or an ACL applied to the pods that
+    /// the status (`recorded`) does not hold yet.
+    pub fn unseen_writes(&self, recorded: Option<&str>) -> bool {
+        !self.written.is_empty() || self.applied.as_deref().is_some_and(|a| Some(a) != recorded)
+    }
+
+    /// A problem told, which a fresh actor would tell again.
+    pub fn told(&self) -> bool {
+        !self.missing_reported.is_empty() || self.requirepass_reported
+    }
+
+    /// User Secrets read from the API, which a fresh actor would read again.
+    pub fn asked(&self) -> bool {
+        !self.read.is_empty()
+    }
+}
+
 /// The Secrets one credentials decision reads, as read for the last valid spec; `None` when
 /// [`auth_reads`] names none.
 pub(super) struct Secrets {

@@ -33,6 +33,14 @@ pub struct LiveMemory {
 }
 
 impl LiveMemory {
+    /// Remembers nothing: no check made, no refusal, nothing told.
+    pub fn is_blank(&self) -> bool {
+        self.refused.is_none()
+            && self.verified.is_none()
+            && self.checked_at.is_none()
+            && self.drift_refusal_told.is_none()
+    }
+
     /// Recalls a refusal recorded in status, so a restarted operator does not apply it again.
     pub fn recall(&mut self, instance: &RedisInstance, plan: &Plan) {
         let status = instance.status.as_ref();

@@ -2,8 +2,9 @@
 //! takes one step of its restart sequence: observe (from the watch caches) -> decide (pure) ->
 //! perform (the only API calls) -> report (status only when it changed).
 //!
-//! A write is followed at once by the next step; a wait ends with the next watch event. The only
-//! timers are the retry after an error and the restart's progress deadline, both jittered.
+//! A write is followed at once by the next step; a wait ends with the next watch event. The
+//! timers are the retry after an error and the deadlines and checks of what is under way, all
+//! jittered, and the rest delay after which an actor at rest hibernates (see [`rest`]).
 
 mod auth;
 mod judge;
@@ -13,6 +14,7 @@ mod observe;
 mod perform;
 mod replicate;
 mod report;
+mod rest;
 mod status;
 mod step;
 mod target;
@@ -51,6 +53,9 @@ pub struct Timings {
     /// How long an endpoint change takes to reach every node's service proxy; a switchover
     /// target is routed to this long before `FAILOVER`.
     pub route_settle: Duration,
+    /// How long an actor stays at rest before it hibernates (stops, to be started again by
+    /// the next event for its instance); `None`: never.
+    pub hibernate_after: Option<Duration>,
 }
 
 impl Default for Timings {
@@ -61,6 +66,7 @@ impl Default for Timings {
             settle: Duration::from_secs(5),
             live_check: Duration::from_secs(60),
             route_settle: Duration::from_millis(1200),
+            hibernate_after: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -97,6 +103,8 @@ pub enum InstanceMsg {
     /// Like [`InstanceMsg::Changed`], for a watch event the supervisor routed: timed from the
     /// event to the step's first write (see [`crate::stages`]).
     Routed(Arrival),
+    /// Timer: the actor has been at rest for [`Timings::hibernate_after`].
+    Rest,
 }
 
 /// When the watch delivered the event behind a message, and when the supervisor passed it on.
@@ -132,6 +140,8 @@ pub struct InstanceArgs {
     pub snapshots: Snapshots,
     /// Deadlines and backoff.
     pub timings: Timings,
+    /// Where an actor at rest offers to hibernate; `None`: it never does.
+    pub supervisor: Option<ActorRef<crate::actors::supervisor::SupervisorMsg>>,
 }
 
 /// The actor's memory between messages; what must survive a crash is in the status instead.
@@ -192,6 +202,10 @@ pub struct InstanceState {
     access: crate::auth::Access,
     /// The `spec.tls` Secret's material and the pods' reload.
     tls: tls::TlsMemory,
+    /// Messages handled that the supervisor sent (not the actor's own steps and timers).
+    handled: u64,
+    /// On the way to hibernation.
+    rest: rest::Resting,
 }
 
 /// See the module docs.
@@ -241,6 +255,8 @@ impl Actor for RedisInstanceActor {
             auth: auth::AuthMemory::default(),
             access: crate::auth::Access::default(),
             tls: tls::TlsMemory::default(),
+            handled: 0,
+            rest: rest::Resting::default(),
         })
     }
 
@@ -271,6 +287,7 @@ impl Actor for RedisInstanceActor {
         if let Some(timer) = state.timer.take() {
             timer.abort();
         }
+        state.rest.wake();
         state.args.api.release_events();
         // A step that was under way when the instance was deleted may have put back its
         // snapshot and series after the supervisor dropped them: drop them again, after it.
@@ -290,14 +307,21 @@ impl Actor for RedisInstanceActor {
 /// One message, inside the instance's span.
 async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut InstanceState) {
     match msg {
-        InstanceMsg::Changed | InstanceMsg::Tick => queue_step(&myself, state),
+        InstanceMsg::Tick => queue_step(&myself, state),
+        InstanceMsg::Rest => rest::delay_ended(&myself, state),
+        InstanceMsg::Changed => {
+            queue_step(&myself, state);
+            rest::handled(&myself, state);
+        }
         InstanceMsg::Routed(arrival) => {
             stages::since(Stage::Deliver, arrival.routed);
             let since = state.event_since.get_or_insert(arrival.received);
             *since = (*since).min(arrival.received);
             queue_step(&myself, state);
+            rest::handled(&myself, state);
         }
         InstanceMsg::StatusSeen => {
+            rest::handled(&myself, state);
             let key = &state.args.key;
             if let Some(current) = observe::seen_status(
                 &state.args.stores,
@@ -360,6 +384,7 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
 const CHAINED_STEPS: u32 = 4;
 
 fn queue_step(myself: &ActorRef<InstanceMsg>, state: &mut InstanceState) {
+    state.rest.wake();
     if !state.step_queued {
         state.step_queued = true;
         state.queued_at = Some(Instant::now());
@@ -407,6 +432,9 @@ async fn after_step(
             state.consecutive_failures = 0;
             let wake = (wake_in < Duration::MAX).then_some(wake_in);
             schedule_tick(myself, state, wake);
+            if wake.is_none() && !state.step_queued {
+                rest::wait(myself, state);
+            }
         }
         Err(error) if error.is_namespace_terminating() => {
             debug!("namespace is being deleted; waiting for the instance to go");

@@ -94,6 +94,21 @@ pub struct Written {
     pub network_policy: Option<super::network::PolicyWrite>,
 }
 
+impl Written {
+    /// Holds a write of its own that the caches may not show yet.
+    pub fn holds_any(&self) -> bool {
+        self.instance.is_some()
+            || self.config_map.is_some()
+            || self.revision.is_some()
+            || !self.deleted_revisions.is_empty()
+            || self.statefulset.is_some()
+            || self.service.is_some()
+            || self.headless.is_some()
+            || !self.deleted_pods.is_empty()
+            || self.network_policy.is_some()
+    }
+}
+
 /// One instance as the caches show it.
 pub struct Observed {
     /// The instance itself, status included.

@@ -174,6 +174,24 @@ impl Target {
         }
     }
 
+    /// Whether both the last valid and the last healthy spec it remembers are `current`'s, as
+    /// a fresh actor's would be once `current` converged.
+    pub fn settled_on(&self, current: &RedisInstance) -> bool {
+        [&self.last_good, &self.last_healthy]
+            .into_iter()
+            .all(|kept| kept.as_deref().is_some_and(|k| same_spec(k, current)))
+    }
+
+    /// A failure found or recalled, or unready pods being timed.
+    pub fn remembers_failure(&self) -> bool {
+        self.rejected.is_some()
+            || self.halted.is_some()
+            || self.fresh.is_some()
+            || self.fresh_failure.is_some()
+            || self.recalled.is_some()
+            || !self.unready_since.is_empty()
+    }
+
     /// Validates the newest spec, keeps it when valid, and returns what is wrong with it.
     /// A rejection recorded in status is recalled, so a restarted operator does not roll the
     /// refused config out again; a different config clears it.

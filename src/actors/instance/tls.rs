@@ -40,6 +40,16 @@ pub struct TlsMemory {
 }
 
 impl TlsMemory {
+    /// Holds no material and has told nothing: what a fresh actor starts with.
+    pub fn is_blank(&self) -> bool {
+        self.client.is_none()
+            && self.ca.is_none()
+            && self.version.is_none()
+            && self.read_at.is_none()
+            && self.verified.is_none()
+            && self.told.is_none()
+    }
+
     /// How to reach `pod`: over TLS when it was started with TLS (its template says so).
     pub fn for_pod(&self, pod: &CachedPod) -> Option<Arc<ClientTls>> {
         pod.annotations

@@ -7,6 +7,7 @@ pub(super) struct Families {
     pub rollout_seconds: HistogramVec,
     pub step_seconds: HistogramVec,
     pub live_actors: IntGauge,
+    pub hibernated_actors: IntGauge,
 }
 
 impl Families {
@@ -36,12 +37,17 @@ impl Families {
             )?,
             live_actors: IntGauge::new(
                 "redis_operator_instance_actors",
-                "Instance actors running, one per RedisInstance",
+                "Instance actors running, one per RedisInstance whose actor does not hibernate",
+            )?,
+            hibernated_actors: IntGauge::new(
+                "redis_operator_instance_actors_hibernated",
+                "RedisInstances at rest whose actor hibernates; the next event for one starts it again",
             )?,
         };
         registry.register(Box::new(families.rollout_seconds.clone()))?;
         registry.register(Box::new(families.step_seconds.clone()))?;
         registry.register(Box::new(families.live_actors.clone()))?;
+        registry.register(Box::new(families.hibernated_actors.clone()))?;
         crate::stages::register(registry)?;
         register_build_info(registry)?;
         #[cfg(target_os = "linux")]

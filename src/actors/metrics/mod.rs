@@ -131,6 +131,8 @@ pub enum MetricsMsg {
     ActorStarted,
     /// An instance actor stopped.
     ActorStopped,
+    /// How many instances' actors hibernate now.
+    Hibernated(usize),
     /// The instance is gone: drop its series so dashboards do not show ghosts.
     Forget(InstanceKey),
     /// Render the registry in the Prometheus text format, or say why it could not be.
@@ -244,6 +246,9 @@ impl MetricsState {
             }
             MetricsMsg::ActorStarted => f.live_actors.inc(),
             MetricsMsg::ActorStopped => f.live_actors.dec(),
+            MetricsMsg::Hibernated(count) => f
+                .hibernated_actors
+                .set(i64::try_from(count).unwrap_or(i64::MAX)),
             MetricsMsg::Forget(key) => self.instances.forget(key),
             MetricsMsg::Render(reply) => {
                 // The caller may have timed out and gone; nothing to do then.

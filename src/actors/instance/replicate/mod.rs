@@ -49,6 +49,16 @@ pub struct ReplicationMemory {
     routing: Option<RoutingMemory>,
 }
 
+impl ReplicationMemory {
+    /// Remembers nothing of the pods' roles.
+    pub fn is_blank(&self) -> bool {
+        self.primary_silent_since.is_none()
+            && self.switchover_sent.is_none()
+            && self.last_lag.is_empty()
+            && self.routing.is_none()
+    }
+}
+
 /// The replication phase. `paused`: the main decision holds a change. `Ok(None)`: it wrote;
 /// `Ok(Some(d))`: probe again in `d`.
 pub(super) async fn step(
