@@ -103,7 +103,7 @@ pub(super) async fn perform(
             info!(old_hash = %state.last_known_hash.clone().unwrap_or_default(),
                 new_hash = %template.hash, "StatefulSet not found or needs recreation, creating new one");
             let created = api.apply("StatefulSet", &desired).await?;
-            state.statefulset_written = created.metadata.generation;
+            state.applied.statefulset_generation = created.metadata.generation;
             state.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&created)));
             if let Some(event) = event {
                 tell(state, instance, event).await;
@@ -154,7 +154,7 @@ pub(super) async fn perform(
                     CachedStatefulSet::from(&api.apply("StatefulSet", &desired).await?)
                 }
             };
-            state.statefulset_written = applied.metadata.generation;
+            state.applied.statefulset_generation = applied.metadata.generation;
             state.written.statefulset = Some(Arc::new(applied));
         }
         Act::DeleteForRecreate(live) => {
@@ -180,7 +180,7 @@ pub(super) async fn perform(
                 .as_ref()
                 .map(|drift| (drift, mark_repair(&mut repaired.metadata, name, drift, now)));
             let applied = api.apply("StatefulSet", &repaired).await?;
-            state.statefulset_written = applied.metadata.generation;
+            state.applied.statefulset_generation = applied.metadata.generation;
             state.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&applied)));
             if let Some((drift, event)) = told {
                 report::drift_repaired(state, instance, drift, &event).await;
@@ -265,10 +265,15 @@ pub(super) async fn services(
             let _allocating = match &seen.service {
                 None => {
                     let limiter = state.args.api.limiter();
-                    match state.allocation.take().or_else(|| limiter.try_allocation()) {
+                    match state
+                        .schedule
+                        .allocation
+                        .take()
+                        .or_else(|| limiter.try_allocation())
+                    {
                         Some(turn) => Some(turn),
                         None => {
-                            state.awaits_allocation = true;
+                            state.schedule.awaits_allocation = true;
                             return Ok(Performed::Deferred);
                         }
                     }
@@ -284,7 +289,7 @@ pub(super) async fn services(
             };
             let applied = state.args.api.apply("Service", &service).await?;
             state.written.service = Some(Arc::new(CachedService::from(&applied)));
-            state.service_migrated = false;
+            state.applied.service_migrated = false;
             match (told, repaired) {
                 (ServiceTold::Migrated(event), _) => {
                     info!(service = %service.name_any(), "created the Service as ClusterIP");
@@ -318,7 +323,7 @@ pub(super) async fn services(
             deleting.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
             deleting.metadata.resource_version = Some(u64::MAX.to_string());
             state.written.service = Some(Arc::new(deleting));
-            state.service_migrated = true;
+            state.applied.service_migrated = true;
             info!(service = %service.name_any(), "deleted the headless Service to create it as ClusterIP");
         }
     }
@@ -420,7 +425,7 @@ pub(super) async fn finish_restart(
     now: Timestamp,
 ) -> Result<(), kube_io::Error> {
     write_record(state, seen, plan, None, 0).await?;
-    state.restart_finished_at = Some(std::time::Instant::now());
+    state.clock.restart_finished_at = Some(std::time::Instant::now());
     let took = now.duration_since(record.started_at.0).unsigned_abs();
     let _ = state
         .args

@@ -61,7 +61,11 @@ pub(super) fn note_mismatches(state: &mut InstanceState, seen: &Observed, want: 
                 .is_some_and(|t| t != want.config_text),
         live_hash.is_some_and(|h| h != want.hash),
     ];
-    for ((kind, is), was) in MISMATCH_KINDS.into_iter().zip(now).zip(state.mismatches) {
+    for ((kind, is), was) in MISMATCH_KINDS
+        .into_iter()
+        .zip(now)
+        .zip(state.reported.mismatches)
+    {
         if is && !was {
             let key = state.args.key.clone();
             let _ = state
@@ -70,7 +74,7 @@ pub(super) fn note_mismatches(state: &mut InstanceState, seen: &Observed, want: 
                 .send_message(MetricsMsg::HashMismatch { key, kind });
         }
     }
-    state.mismatches = now;
+    state.reported.mismatches = now;
 }
 
 /// The instance as the cache holds it, for Events about failed steps.
@@ -164,7 +168,7 @@ pub(super) fn pending_change(held: &Decision, seen: &Observed, plan: &Plan) -> S
 /// The restart in flight passed its progress deadline: told once per restart (see
 /// [`crate::decide::overdue_to_tell`]).
 async fn overdue(state: &mut InstanceState, instance: &RedisInstance, record: &RolloutRecord) {
-    state.overdue_reported = Some(record.started_at.0);
+    state.reported.overdue = Some(record.started_at.0);
     let note = format!(
         "restart to config {} not finished {}s after it began at {}; check the pods' readiness and redis logs",
         short_hash(&record.config_hash),
@@ -272,7 +276,7 @@ pub(super) async fn report(
         }
     }
     if happened.unconverted {
-        state.unconverted_reported = true;
+        state.reported.unconverted = true;
         unconverted(state, current).await;
     }
     Ok(())
@@ -280,7 +284,7 @@ pub(super) async fn report(
 
 /// A spec that fails validation: told once per generation, as a Warning Event.
 async fn refuse(state: &mut InstanceState, current: &RedisInstance, message: String) {
-    state.refused_generation = current.metadata.generation;
+    state.reported.refused_generation = current.metadata.generation;
     let fact = format!(
         "refused generation {}",
         current.metadata.generation.unwrap_or_default()
@@ -401,7 +405,7 @@ pub(super) async fn store_status(
         ready: status.ready_replicas,
         desired: seen.instance.spec.replicas,
         config_invalid: status.phase == Some(crate::crd::Phase::Invalid),
-        mismatched: state.mismatches.iter().any(|m| *m),
+        mismatched: state.reported.mismatches.iter().any(|m| *m),
         restarting: status.rollout.is_some(),
         strategy,
     });

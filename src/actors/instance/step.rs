@@ -74,8 +74,8 @@ pub(super) async fn step(
     state: &mut InstanceState,
     turn: &mut Option<OwnedSemaphorePermit>,
 ) -> Result<Option<Duration>, kube_io::Error> {
-    state.decided = "Gone";
-    state.settling = false;
+    state.last_step.decided = "Gone";
+    state.last_step.settling = false;
     let observing = Instant::now();
     let key = &state.args.key;
     let seen = observe(
@@ -122,7 +122,7 @@ pub(super) async fn step(
         (Next::Replicate { mut wakes, held }, Some(plan)) => {
             match replicate::step(state, plan, &seen, held).await? {
                 None => {
-                    state.decided = "Replicate";
+                    state.last_step.decided = "Replicate";
                     Ok(None)
                 }
                 Some(wake) => {
@@ -241,7 +241,7 @@ async fn decide_and_perform(
                     statefulset: seen.statefulset.as_deref(),
                     service: seen.service.as_deref(),
                     headless: seen.headless.as_deref(),
-                    migrated: state.service_migrated,
+                    migrated: state.applied.service_migrated,
                 })
             }
         };
@@ -260,7 +260,7 @@ async fn decide_and_perform(
     match (decided.act, plan.zip(planned.as_ref())) {
         (StepAct::Policy(act), _) => {
             network::perform(state, act).await?;
-            state.decided = "NetworkPolicy";
+            state.last_step.decided = "NetworkPolicy";
             Ok(Next::Done(None))
         }
         (StepAct::Hold(act), _) => hold(state, seen, &act, clocks.now, happened).await,
@@ -314,9 +314,9 @@ async fn perform_drive(
     }
     let verdict = decided.verdict;
     let decision = &verdict.decision;
-    state.decided = decision.name();
-    state.settling = *decision == Decision::Wait(Waiting::Settle);
-    state.pending = match decision {
+    state.last_step.decided = decision.name();
+    state.last_step.settling = *decision == Decision::Wait(Waiting::Settle);
+    state.last_step.pending = match decision {
         Decision::Held(held) => Some(report::pending_change(held, seen, plan)),
         _ => None,
     };
@@ -349,11 +349,11 @@ fn remember(state: &mut InstanceState, seen: &Observed) {
         .and_then(crate::resources::config_hash_of)
         .map(str::to_owned);
     let generation = seen.instance.metadata.generation;
-    if generation != state.generation {
-        if state.generation.is_some() {
-            state.spec_changed_at = Some(Instant::now());
+    if generation != state.clock.generation {
+        if state.clock.generation.is_some() {
+            state.clock.spec_changed_at = Some(Instant::now());
         }
-        state.generation = generation;
+        state.clock.generation = generation;
     }
 }
 
@@ -368,12 +368,12 @@ async fn hold(
 ) -> Result<Next, kube_io::Error> {
     match act {
         HoldAct::FinishRestart { record, event } => {
-            state.decided = "FinishRestart";
+            state.last_step.decided = "FinishRestart";
             perform::finish_restart(state, None, seen, record, event, now).await?;
             Ok(Next::Done(None))
         }
         HoldAct::Services { decided, act } => {
-            state.decided = decided;
+            state.last_step.decided = decided;
             let current = &seen.instance;
             let service = crate::resources::service(current);
             let headless = crate::resources::headless_service(current);
@@ -381,7 +381,7 @@ async fn hold(
             Ok(Next::Done(performed.wake()))
         }
         HoldAct::Hold => {
-            state.decided = "Hold";
+            state.last_step.decided = "Hold";
             debug!(decision = "Hold", "next step");
             happened.status = true;
             Ok(Next::Done(Some(Duration::MAX)))
@@ -405,9 +405,10 @@ fn recall(state: &mut InstanceState, seen: &Observed, plan: &Plan) -> Remembered
         settle_left: settle_left(state),
         live_refused: state.live.refuses(plan),
         written_generation: state
-            .statefulset_written
+            .applied
+            .statefulset_generation
             .or_else(|| current.status.as_ref()?.stateful_set_generation),
-        service_migrated: state.service_migrated,
+        service_migrated: state.applied.service_migrated,
     }
 }
 
@@ -485,7 +486,7 @@ async fn at_rest(
     let Clocks { now, at: clock } = waited.clocks;
     let held = matches!(waited.decision, Decision::Held(_));
     let record = waited.record;
-    let told = state.overdue_reported;
+    let told = state.reported.overdue;
     happened.overdue = overdue_to_tell(record, held, now, &waited.deadlines, told).cloned();
     let mut wakes = Wakes {
         auth: waited.auth_wake,
@@ -499,7 +500,7 @@ async fn at_rest(
     happened.status = true;
     let replicated = crate::resources::replicated(&plan.instance);
     happened.unconverted =
-        !replicated && !state.unconverted_reported && crate::resources::unconverted(current);
+        !replicated && !state.reported.unconverted && crate::resources::unconverted(current);
     if *waited.decision == Decision::Wait(Waiting::Settle) {
         wakes.settle = waited.settle_left;
     }
@@ -531,7 +532,7 @@ async fn at_rest(
 fn settle_left(state: &InstanceState) -> Option<Duration> {
     crate::decide::settle_left(
         state.args.timings.settle,
-        state.spec_changed_at.map(|at| at.elapsed()),
-        state.restart_finished_at.map(|at| at.elapsed()),
+        state.clock.spec_changed_at.map(|at| at.elapsed()),
+        state.clock.restart_finished_at.map(|at| at.elapsed()),
     )
 }

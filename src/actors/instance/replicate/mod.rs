@@ -47,6 +47,8 @@ pub struct ReplicationMemory {
     last_lag: BTreeMap<String, i64>,
     /// The switchover target on its way into the primary's Services.
     routing: Option<RoutingMemory>,
+    /// Role Services this actor applied, until the cache shows them.
+    services: std::collections::HashMap<String, std::sync::Arc<crate::resources::CachedService>>,
 }
 
 /// The replication phase. `paused`: the main decision holds a change. `Ok(None)`: it wrote;
@@ -62,7 +64,7 @@ pub(super) async fn step(
     let replicas_name = replicas.name_any();
     let legacy = observe::legacy_service(state, seen);
     let cached_replicas = observe::cached_service(state, &replicas_name);
-    let written_replicas = state.replication_services.get(&replicas_name).cloned();
+    let written_replicas = state.replication.services.get(&replicas_name).cloned();
     let mut services = RoleServicesView {
         desired_service: &plan.service,
         service: seen.service.as_deref(),

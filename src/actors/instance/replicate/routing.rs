@@ -52,12 +52,12 @@ pub(super) async fn perform_services(
             let applied = state.args.api.apply("Service", desired).await?;
             info!(service = %name, "applied the role Service");
             let applied = Arc::new(CachedService::from(&applied));
-            state.replication_services.insert(name, applied);
+            state.replication.services.insert(name, applied);
             Ok(Some(None))
         }
         RoleServicesAct::Keep { forget_written } => {
             if forget_written {
-                state.replication_services.remove(replicas_name);
+                state.replication.services.remove(replicas_name);
             }
             Ok(None)
         }
