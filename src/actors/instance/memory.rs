@@ -1,6 +1,6 @@
 //! The instance actor's memory between steps, in groups named by who reads and writes them.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
 use ractor::MessagingErr;
@@ -43,6 +43,13 @@ pub(super) struct Reported {
     pub(super) api_refusal: Option<(Option<i64>, String)>,
 }
 
+impl Reported {
+    /// The last step saw some kind of mismatch.
+    pub(super) fn mismatched(&self) -> bool {
+        self.mismatches.iter().any(|m| *m)
+    }
+}
+
 /// The settle rule's clock: when the spec last changed and a restart last finished, by this
 /// actor's watch.
 #[derive(Default)]
@@ -53,6 +60,28 @@ pub(super) struct SpecClock {
     pub(super) spec_changed_at: Option<Instant>,
     /// When this actor last saw a restart finish.
     pub(super) restart_finished_at: Option<Instant>,
+}
+
+impl SpecClock {
+    /// Notes the generation a step saw; a change after the first is the spec's last change.
+    pub(super) fn saw(&mut self, generation: Option<i64>) {
+        if generation != self.generation {
+            if self.generation.is_some() {
+                self.spec_changed_at = Some(Instant::now());
+            }
+            self.generation = generation;
+        }
+    }
+
+    /// How much longer a restart that follows another must wait for edits to settle (see
+    /// [`crate::decide::settle_left`]), by this actor's clock.
+    pub(super) fn settle_left(&self, settle: Duration) -> Option<Duration> {
+        crate::decide::settle_left(
+            settle,
+            self.spec_changed_at.map(|at| at.elapsed()),
+            self.restart_finished_at.map(|at| at.elapsed()),
+        )
+    }
 }
 
 /// What the last step decided, for status and the step-duration histogram.
@@ -83,4 +112,27 @@ pub(super) struct Applied {
     /// This actor deleted the headless `<name>` to create it as ClusterIP: its creation is told
     /// as the migration's end rather than as drift.
     pub(super) service_migrated: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_change_after_the_first_generation_starts_the_settle_clock() {
+        let mut clock = SpecClock::default();
+        clock.saw(Some(1));
+        assert_eq!(
+            clock.spec_changed_at, None,
+            "the first generation seen is no edit"
+        );
+        clock.saw(Some(1));
+        assert_eq!(
+            clock.spec_changed_at, None,
+            "the same generation is no edit"
+        );
+        clock.saw(Some(2));
+        assert!(clock.spec_changed_at.is_some());
+        assert_eq!(clock.generation, Some(2));
+    }
 }

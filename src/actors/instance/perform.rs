@@ -9,10 +9,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use tracing::info;
 
-use super::InstanceState;
 use super::observe::Observed;
 use super::report::{self, tell};
 use super::target::Plan;
+use super::{InstanceState, Written};
 use crate::actors::metrics::MetricsMsg;
 use crate::crd::{RedisInstance, RolloutRecord};
 use crate::decide::{
@@ -70,7 +70,7 @@ pub(super) async fn perform(
             state.written.statefulset = Some(Arc::new(deleting.unwrap_or_else(|| gone(live))));
             info!(statefulset = %name, service = %plan.headless.name_any(),
                 "deleted the StatefulSet, orphaning its pods and claims, to name the new headless Service");
-            tell(state, instance, event).await;
+            tell(&state.args, instance, event).await;
         }
         Act::WriteConfigMap(file) => {
             announce_config_map(file, plan);
@@ -82,7 +82,7 @@ pub(super) async fn perform(
                 apply_revision(&api, plan, file.revision_ahead),
             );
             config_map_written(state, seen, file, written?).await;
-            revision_written(state, revision?);
+            revision_written(&mut state.written, revision?);
         }
         Act::WriteRevision => write_revision(state, plan).await?,
         Act::DeleteRevisions(revisions) => {
@@ -106,7 +106,7 @@ pub(super) async fn perform(
             state.applied.statefulset_generation = created.metadata.generation;
             state.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&created)));
             if let Some(event) = event {
-                tell(state, instance, event).await;
+                tell(&state.args, instance, event).await;
             }
         }
         Act::BeginRestart {
@@ -125,19 +125,19 @@ pub(super) async fn perform(
                     apply_revision(&api, plan, file.revision_ahead),
                 );
                 config_map_written(state, seen, file, written?).await;
-                revision_written(state, revision?);
+                revision_written(&mut state.written, revision?);
                 recorded?;
             } else {
                 begin_restart(state, seen, plan, restart).await?;
             }
             if let Some(drift) = drift {
-                report::drift_repaired(state, instance, drift, &drift.event).await;
+                report::drift_repaired(&state.args, instance, drift, &drift.event).await;
             }
         }
         Act::Retarget(restart) => begin_restart(state, seen, plan, restart).await?,
         Act::MoveRecord { record, event } => {
             write_record(state, seen, Some(plan), Some(record.clone()), 0).await?;
-            tell(state, instance, event).await;
+            tell(&state.args, instance, event).await;
         }
         Act::RollOut {
             template,
@@ -183,14 +183,14 @@ pub(super) async fn perform(
             state.applied.statefulset_generation = applied.metadata.generation;
             state.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&applied)));
             if let Some((drift, event)) = told {
-                report::drift_repaired(state, instance, drift, &event).await;
+                report::drift_repaired(&state.args, instance, drift, &event).await;
             }
         }
         Act::ReplacePods(replacements) => {
             for Replacement { pod, event } in replacements {
                 delete_pod(state, pod).await?;
                 info!(pod = %pod.name_any(), "replacing a stuck pod");
-                tell(state, instance, event).await;
+                tell(&state.args, instance, event).await;
             }
         }
         Act::FinishRestart { record, event } => {
@@ -233,9 +233,9 @@ async fn apply_revision(
 }
 
 /// Keeps a written revision ConfigMap for the next step.
-fn revision_written(state: &mut InstanceState, written: Option<ConfigMap>) {
+fn revision_written(memory: &mut Written, written: Option<ConfigMap>) {
     if let Some(cm) = written {
-        state.written.revision = Some(Arc::new(CachedConfigMap::from(&cm)));
+        memory.revision = Some(Arc::new(CachedConfigMap::from(&cm)));
     }
 }
 
@@ -245,7 +245,7 @@ async fn write_revision(state: &mut InstanceState, plan: &Plan) -> Result<(), ku
     let desired = revision_config_map(&plan.instance, &plan.rendered, &plan.template_hash);
     let written = state.args.api.apply("ConfigMap", &desired).await?;
     info!(config_map = %desired.name_any(), hash = %plan.template_hash, "wrote the revision ConfigMap");
-    revision_written(state, Some(written));
+    revision_written(&mut state.written, Some(written));
     Ok(())
 }
 
@@ -293,10 +293,10 @@ pub(super) async fn services(
             match (told, repaired) {
                 (ServiceTold::Migrated(event), _) => {
                     info!(service = %service.name_any(), "created the Service as ClusterIP");
-                    tell(state, &seen.instance, event).await;
+                    tell(&state.args, &seen.instance, event).await;
                 }
                 (_, Some((drift, event))) => {
-                    report::drift_repaired(state, &seen.instance, drift, &event).await;
+                    report::drift_repaired(&state.args, &seen.instance, drift, &event).await;
                 }
                 _ => info!("Service missing, creating it"),
             }
@@ -310,7 +310,7 @@ pub(super) async fn services(
             state.written.headless = Some(Arc::new(CachedService::from(&applied)));
             match told {
                 Some((drift, event)) => {
-                    report::drift_repaired(state, &seen.instance, drift, &event).await;
+                    report::drift_repaired(&state.args, &seen.instance, drift, &event).await;
                 }
                 None => {
                     info!(service = %headless.name_any(), "headless Service missing, creating it");
@@ -384,7 +384,7 @@ async fn config_map_written(
 ) {
     state.written.config_map = Some(Arc::new(CachedConfigMap::from(&written)));
     if let Some(event) = &file.event {
-        tell(state, &seen.instance, event).await;
+        tell(&state.args, &seen.instance, event).await;
     }
 }
 
@@ -408,7 +408,7 @@ async fn begin_restart(
         strategy,
         reason: record.reason.as_str(),
     });
-    tell(state, &seen.instance, &restart.event).await;
+    tell(&state.args, &seen.instance, &restart.event).await;
     Ok(())
 }
 
@@ -437,7 +437,7 @@ pub(super) async fn finish_restart(
         });
     info!(hash = %record.config_hash,
         strategy = record.strategy.as_str(), took_secs = took.as_secs_f64(), "restart complete");
-    tell(state, &seen.instance, event).await;
+    tell(&state.args, &seen.instance, event).await;
     Ok(())
 }
 
@@ -455,5 +455,6 @@ async fn write_record(
         status.restarts += added;
         status.last_restart_time = started;
     }
-    report::store_status(state, seen, status).await
+    let mismatched = state.reported.mismatched();
+    report::store_status(&state.args, &mut state.written, mismatched, seen, status).await
 }

@@ -162,8 +162,8 @@ impl Reads {
         seen: &Observed,
         plan: &Plan,
     ) -> Result<Self, kube_io::Error> {
-        tls::read_secret(state, plan).await;
-        let secrets = auth::read(state, &plan.instance, seen).await?;
+        tls::read_secret(&state.args, &mut state.tls, plan).await;
+        let secrets = auth::read(&state.args, &mut state.auth, &plan.instance, seen).await?;
         let recalled = recall(state, seen, plan);
         Ok(Reads { secrets, recalled })
     }
@@ -218,7 +218,7 @@ async fn decide_and_perform(
         });
         let credentials = plan.zip(reads.as_ref()).and_then(|(plan, reads)| {
             let read = reads.secrets.as_ref()?;
-            Some(auth::view(read, state, &plan.instance, seen))
+            Some(auth::view(read, &state.auth, &plan.instance, seen))
         });
         let course = match (&planned, &facts) {
             (Some(views), Some(facts)) => Course::Planned(Planned {
@@ -259,7 +259,7 @@ async fn decide_and_perform(
     }
     match (decided.act, plan.zip(planned.as_ref())) {
         (StepAct::Policy(act), _) => {
-            network::perform(state, act).await?;
+            network::perform(&state.args.api, &mut state.written, act).await?;
             state.last_step.decided = "NetworkPolicy";
             Ok(Next::Done(None))
         }
@@ -320,7 +320,7 @@ async fn perform_drive(
         Decision::Held(held) => Some(report::pending_change(held, seen, plan)),
         _ => None,
     };
-    report::note_mismatches(state, seen, want);
+    report::note_mismatches(&state.args, &mut state.reported, seen, want);
     report::log_hash_comparison(seen, want, decision);
     debug!(?decision, "next step");
     if verdict.act.is_write() {
@@ -348,13 +348,7 @@ fn remember(state: &mut InstanceState, seen: &Observed) {
         .as_deref()
         .and_then(crate::resources::config_hash_of)
         .map(str::to_owned);
-    let generation = seen.instance.metadata.generation;
-    if generation != state.clock.generation {
-        if state.clock.generation.is_some() {
-            state.clock.spec_changed_at = Some(Instant::now());
-        }
-        state.clock.generation = generation;
-    }
+    state.clock.saw(seen.instance.metadata.generation);
 }
 
 /// Nothing known to be safe to run: performs what [`decide::hold_act`] named, or reports what
@@ -402,7 +396,7 @@ fn recall(state: &mut InstanceState, seen: &Observed, plan: &Plan) -> Remembered
         shared: crate::resources::config_map_name(&plan.instance),
         halted_hash: state.target.halted().map(|h| h.hash.clone()),
         rejected_hash: state.target.rejection().map(|r| r.hash.clone()),
-        settle_left: settle_left(state),
+        settle_left: state.clock.settle_left(state.args.timings.settle),
         live_refused: state.live.refuses(plan),
         written_generation: state
             .applied
@@ -496,7 +490,7 @@ async fn at_rest(
         state.target.converged(plan);
         wakes.live = live::at_rest(state, turn, plan, seen).await;
     }
-    wakes.tls = tls::reload_pods(state, plan, seen).await;
+    wakes.tls = tls::reload_pods(&state.args, &mut state.tls, &state.access, plan, seen).await;
     happened.status = true;
     let replicated = crate::resources::replicated(&plan.instance);
     happened.unconverted =
@@ -525,14 +519,4 @@ async fn at_rest(
         true => Next::Replicate { wakes, held },
         false => Next::Done(Some(next_wake(&wakes))),
     }
-}
-
-/// How much longer a restart that follows another must wait for edits to settle (see
-/// [`crate::decide::settle_left`]), by this actor's clock.
-fn settle_left(state: &InstanceState) -> Option<Duration> {
-    crate::decide::settle_left(
-        state.args.timings.settle,
-        state.clock.spec_changed_at.map(|at| at.elapsed()),
-        state.clock.restart_finished_at.map(|at| at.elapsed()),
-    )
 }

@@ -145,7 +145,15 @@ async fn record(
     if let Some(replication) = &act.status {
         let mut status = super::super::status::derive_status(state, done.seen, Some(done.plan));
         status.replication = Some(replication.clone());
-        report::store_status(state, done.seen, status).await?;
+        let mismatched = state.reported.mismatched();
+        report::store_status(
+            &state.args,
+            &mut state.written,
+            mismatched,
+            done.seen,
+            status,
+        )
+        .await?;
     }
     if act.forget_sent {
         state.replication.switchover_sent = None;
