@@ -12,13 +12,13 @@ use tracing::info;
 use super::observe::Observed;
 use super::report::{self, tell};
 use super::target::Plan;
-use super::{InstanceState, Written};
+use super::{InstanceArgs, InstanceState, Written};
 use crate::actors::metrics::MetricsMsg;
 use crate::crd::{RedisInstance, RolloutRecord};
 use crate::decide::{
     Act, Drift, FileWrite, Form, Notice, Replacement, Restart, ServiceTold, ServicesAct, Template,
 };
-use crate::kube_io;
+use crate::kube_io::{self, InstanceApi};
 use crate::resources::{
     CachedConfigMap, CachedService, CachedStatefulSet, config_map, mount_config_map,
     revision_config_map, statefulset,
@@ -81,10 +81,10 @@ pub(super) async fn perform(
                 api.apply("ConfigMap", &desired),
                 apply_revision(&api, plan, file.revision_ahead),
             );
-            config_map_written(state, seen, file, written?).await;
+            config_map_written(&state.args, &mut state.written, seen, file, written?).await;
             revision_written(&mut state.written, revision?);
         }
-        Act::WriteRevision => write_revision(state, plan).await?,
+        Act::WriteRevision => write_revision(&state.args.api, &mut state.written, plan).await?,
         Act::DeleteRevisions(revisions) => {
             for cm in revisions {
                 api.delete_config_map(cm).await?;
@@ -124,7 +124,7 @@ pub(super) async fn perform(
                     api.apply("ConfigMap", &desired),
                     apply_revision(&api, plan, file.revision_ahead),
                 );
-                config_map_written(state, seen, file, written?).await;
+                config_map_written(&state.args, &mut state.written, seen, file, written?).await;
                 revision_written(&mut state.written, revision?);
                 recorded?;
             } else {
@@ -164,7 +164,7 @@ pub(super) async fn perform(
         }
         Act::DeleteOrphanedPods(pods) => {
             for pod in pods {
-                delete_pod(state, pod).await?;
+                delete_pod(&state.args.api, &mut state.written, pod).await?;
                 info!(pod = %pod.name_any(), "deleting a pod the deleted StatefulSet left behind");
             }
         }
@@ -188,7 +188,7 @@ pub(super) async fn perform(
         }
         Act::ReplacePods(replacements) => {
             for Replacement { pod, event } in replacements {
-                delete_pod(state, pod).await?;
+                delete_pod(&state.args.api, &mut state.written, pod).await?;
                 info!(pod = %pod.name_any(), "replacing a stuck pod");
                 tell(&state.args, instance, event).await;
             }
@@ -241,11 +241,15 @@ fn revision_written(memory: &mut Written, written: Option<ConfigMap>) {
 
 /// `WriteRevision`: the desired revision's ConfigMap, created or (under `Live`) brought up to
 /// the live directives the pods were last given.
-async fn write_revision(state: &mut InstanceState, plan: &Plan) -> Result<(), kube_io::Error> {
+async fn write_revision(
+    api: &InstanceApi,
+    memory: &mut Written,
+    plan: &Plan,
+) -> Result<(), kube_io::Error> {
     let desired = revision_config_map(&plan.instance, &plan.rendered, &plan.template_hash);
-    let written = state.args.api.apply("ConfigMap", &desired).await?;
+    let written = api.apply("ConfigMap", &desired).await?;
     info!(config_map = %desired.name_any(), hash = %plan.template_hash, "wrote the revision ConfigMap");
-    revision_written(&mut state.written, Some(written));
+    revision_written(memory, Some(written));
     Ok(())
 }
 
@@ -358,14 +362,12 @@ fn gone(live: &CachedStatefulSet) -> CachedStatefulSet {
 
 /// Deletes a pod, and counts it as terminating until the cache shows its deletion.
 async fn delete_pod(
-    state: &mut InstanceState,
+    api: &InstanceApi,
+    written: &mut Written,
     pod: &crate::resources::CachedPod,
 ) -> Result<(), kube_io::Error> {
-    state.args.api.delete_pod(pod).await?;
-    state
-        .written
-        .deleted_pods
-        .insert(pod.uid().unwrap_or_default());
+    api.delete_pod(pod).await?;
+    written.deleted_pods.insert(pod.uid().unwrap_or_default());
     Ok(())
 }
 
@@ -377,14 +379,15 @@ fn announce_config_map(file: &FileWrite, plan: &Plan) {
 
 /// Keeps the written ConfigMap for the next step, and tells its Event.
 async fn config_map_written(
-    state: &mut InstanceState,
+    args: &InstanceArgs,
+    memory: &mut Written,
     seen: &Observed,
     file: &FileWrite,
     written: ConfigMap,
 ) {
-    state.written.config_map = Some(Arc::new(CachedConfigMap::from(&written)));
+    memory.config_map = Some(Arc::new(CachedConfigMap::from(&written)));
     if let Some(event) = &file.event {
-        tell(&state.args, &seen.instance, event).await;
+        tell(args, &seen.instance, event).await;
     }
 }
 

@@ -79,7 +79,10 @@ pub(super) async fn step(
         services.service_serving = Some(!state.args.api.ready_endpoints(name).await?.is_empty());
     }
     let act = role_services(&services);
-    if let Some(wrote) = routing::perform_services(state, act, &replicas_name).await? {
+    if let Some(wrote) =
+        routing::perform_services(&state.args.api, &mut state.replication, act, &replicas_name)
+            .await?
+    {
         return Ok(wrote);
     }
     let record = seen

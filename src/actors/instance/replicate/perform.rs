@@ -106,7 +106,7 @@ pub(super) async fn perform(
         }
         ReplicationStep::FinishSwitchover { .. } => {
             let moves = primary_label_moves(done.views, &from, &to);
-            move_primary_label(state, reach, &moves).await?;
+            move_primary_label(&state.args.api, reach, &moves).await?;
             record(state, done, &act).await?;
             info!(%from, %to, "switchover done");
         }
