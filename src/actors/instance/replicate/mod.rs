@@ -62,8 +62,8 @@ pub(super) async fn step(
     // The role Services first: a write of them ends the step, before any pod is probed.
     let replicas = replicas_service(&plan.instance);
     let replicas_name = replicas.name_any();
-    let legacy = observe::legacy_service(state, seen);
-    let cached_replicas = observe::cached_service(state, &replicas_name);
+    let legacy = observe::legacy_service(&state.args, seen);
+    let cached_replicas = observe::cached_service(&state.args, &replicas_name);
     let written_replicas = state.replication.services.get(&replicas_name).cloned();
     let mut services = RoleServicesView {
         desired_service: &plan.service,
@@ -91,7 +91,7 @@ pub(super) async fn step(
         .as_ref()
         .and_then(|s| s.rollout.as_ref());
     let rolling = rolling(record, seen.statefulset.as_deref());
-    let reach = Reach::of(state, seen);
+    let reach = Reach::of(&state.tls, seen);
     let probes = observe::probe(&state.access, &reach).await;
     let status = seen
         .instance
@@ -133,7 +133,7 @@ pub(super) async fn step(
     // them: how long a switchover target has been routed to, and a pod replaced once none
     // lists it.
     let listing = match reads_listing(&view, &limits) {
-        true => Some(observe::listing(state, seen).await?),
+        true => Some(observe::listing(&state.args, seen).await?),
         false => None,
     };
     let target = routing_target(Some(&status), &views);
