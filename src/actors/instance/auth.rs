@@ -9,8 +9,8 @@ use std::time::Duration;
 use kube::ResourceExt;
 use tracing::{info, warn};
 
-use super::InstanceState;
 use super::observe::{Observed, lookup, newest};
+use super::{InstanceArgs, InstanceState};
 use crate::auth::{
     Access, acl_secret_name, generate_password, generated_secret_name, pods, system_secret_name,
 };
@@ -72,17 +72,18 @@ pub(super) struct Secrets {
 
 /// Reads the Secrets [`auth_reads`] names for `instance` (the last valid spec).
 pub(super) async fn read(
-    state: &mut InstanceState,
+    args: &InstanceArgs,
+    memory: &mut AuthMemory,
     instance: &RedisInstance,
     seen: &Observed,
 ) -> Result<Option<Secrets>, kube_io::Error> {
     let AuthReads::Secrets { generated } = auth_reads(instance) else {
         return Ok(None);
     };
-    let named = named_secrets(state, instance).await?;
+    let named = named_secrets(args, memory, instance).await?;
     // Passwords for a Secret to create are drawn here, where randomness is read; only those
     // of a missing Secret, which the decision then creates with them.
-    let system = match owned(state, &system_secret_name(instance))
+    let system = match owned(args, memory, &system_secret_name(instance))
         .as_deref()
         .and_then(SystemPasswords::of)
     {
@@ -93,14 +94,16 @@ pub(super) async fn read(
         }),
     };
     let generated = match generated {
-        true => Some(match owned(state, &generated_secret_name(instance)) {
-            Some(read) => Ok(read),
-            None => Err(fresh_password()?),
-        }),
+        true => Some(
+            match owned(args, memory, &generated_secret_name(instance)) {
+                Some(read) => Ok(read),
+                None => Err(fresh_password()?),
+            },
+        ),
         false => None,
     };
-    let acl = owned(state, &acl_secret_name(instance));
-    let recorded = state.auth.applied.clone().or_else(|| {
+    let acl = owned(args, memory, &acl_secret_name(instance));
+    let recorded = memory.applied.clone().or_else(|| {
         seen.instance
             .status
             .as_ref()
@@ -118,7 +121,7 @@ pub(super) async fn read(
 /// What [`auth_step`](crate::decide::auth_step) reads: the Secrets as `read`, the actor's memory, the pods.
 pub(super) fn view<'a>(
     read: &'a Secrets,
-    state: &'a InstanceState,
+    memory: &'a AuthMemory,
     instance: &'a RedisInstance,
     seen: &'a Observed,
 ) -> AuthView<'a> {
@@ -136,8 +139,8 @@ pub(super) fn view<'a>(
         acl: read.acl.as_deref(),
         recorded: read.recorded.as_deref(),
         pods: &seen.pods,
-        missing_told: &state.auth.missing_reported,
-        requirepass_told: state.auth.requirepass_reported,
+        missing_told: &memory.missing_reported,
+        requirepass_told: memory.requirepass_reported,
     }
 }
 
@@ -148,15 +151,15 @@ pub(super) async fn perform(
     decided: AuthStep,
 ) -> Result<Duration, kube_io::Error> {
     match decided {
-        AuthStep::Off => Ok(off(state)),
+        AuthStep::Off => Ok(off(&mut state.access, &mut state.auth)),
         AuthStep::Run(plan) => perform_plan(state, instance, *plan).await,
     }
 }
 
 /// `spec.auth` off: no login, nothing applied.
-fn off(state: &mut InstanceState) -> Duration {
-    state.access = Access::default();
-    state.auth.applied = None;
+fn off(access: &mut Access, memory: &mut AuthMemory) -> Duration {
+    *access = Access::default();
+    memory.applied = None;
     Duration::MAX
 }
 
@@ -171,14 +174,14 @@ async fn perform_plan(
         let Some(created) = api.create_secret(secret).await? else {
             return Ok(CREATED_ELSEWHERE);
         };
-        wrote(state, &created);
+        wrote(&mut state.auth, &created);
     }
     state.access = plan.access;
     state.auth.missing_reported = plan.missing;
     state.auth.requirepass_reported = plan.requirepass_told;
     for event in plan.tell {
         warn!(reason = event.reason, note = %event.note, "credentials problem told");
-        super::report::tell(state, instance, &event).await;
+        super::report::tell(&state.args, instance, &event).await;
     }
     if let Some(write) = plan.acl {
         let written = match write.create {
@@ -188,7 +191,7 @@ async fn perform_plan(
         let Some(written) = written else {
             return Ok(CREATED_ELSEWHERE);
         };
-        wrote(state, &written);
+        wrote(&mut state.auth, &written);
         info!(secret = %written.name_any(), users = write.users, "ACL file written");
     }
     let Some(sync) = plan.sync else {
@@ -224,7 +227,7 @@ async fn perform_plan(
             if let Some(event) = tell {
                 let names: Vec<&str> = running.iter().map(|p| p.pod.as_str()).collect();
                 info!(pods = %names.join(","), "ACL users applied live");
-                super::report::tell(state, instance, &event).await;
+                super::report::tell(&state.args, instance, &event).await;
             }
             Ok(plan.wake)
         }
@@ -236,21 +239,20 @@ fn fresh_password() -> Result<String, kube_io::Error> {
 }
 
 /// A Secret the operator owns, from its watch cache, or as written while the cache is behind.
-fn owned(state: &mut InstanceState, name: &str) -> Option<Arc<CachedSecret>> {
-    let stores = &state.args.stores;
-    let cached = lookup(&stores.secrets, &state.args.key.namespace, name);
-    let mut written = state.auth.written.remove(name);
+fn owned(args: &InstanceArgs, memory: &mut AuthMemory, name: &str) -> Option<Arc<CachedSecret>> {
+    let stores = &args.stores;
+    let cached = lookup(&stores.secrets, &args.key.namespace, name);
+    let mut written = memory.written.remove(name);
     let newest = newest(cached, &mut written, Some(&stores.versions.secrets));
     if let Some(still) = written {
-        state.auth.written.insert(name.to_owned(), still);
+        memory.written.insert(name.to_owned(), still);
     }
     newest
 }
 
 /// Notes a Secret the operator just wrote, for [`owned`] to see before the cache does.
-fn wrote(state: &mut InstanceState, secret: &k8s_openapi::api::core::v1::Secret) {
-    state
-        .auth
+fn wrote(memory: &mut AuthMemory, secret: &k8s_openapi::api::core::v1::Secret) {
+    memory
         .written
         .insert(secret.name_any(), Arc::new(CachedSecret::from(secret)));
 }
@@ -258,39 +260,37 @@ fn wrote(state: &mut InstanceState, secret: &k8s_openapi::api::core::v1::Secret)
 /// A user's Secret by name, read again only when the Secret watch shows another version than
 /// the one read last (or knows nothing of it).
 async fn read_user_secret(
-    state: &mut InstanceState,
+    args: &InstanceArgs,
+    memory: &mut AuthMemory,
     name: &str,
 ) -> Result<Option<Arc<CachedSecret>>, kube_io::Error> {
-    let watched = state
-        .args
-        .stores
-        .secret_version(&state.args.key.namespace, name);
-    if let (Some(version), Some(known)) = (&watched, state.auth.read.get(name))
+    let watched = args.stores.secret_version(&args.key.namespace, name);
+    if let (Some(version), Some(known)) = (&watched, memory.read.get(name))
         && known.metadata.resource_version.as_ref() == Some(version)
     {
         return Ok(Some(known.clone()));
     }
-    let got = state
-        .args
+    let got = args
         .api
         .secret(name)
         .await?
         .map(|s| Arc::new(CachedSecret::from(&s)));
     match &got {
-        Some(secret) => state.auth.read.insert(name.to_owned(), secret.clone()),
-        None => state.auth.read.remove(name),
+        Some(secret) => memory.read.insert(name.to_owned(), secret.clone()),
+        None => memory.read.remove(name),
     };
     Ok(got)
 }
 
 /// The Secret of each user the spec names, in its order; `None`: missing.
 async fn named_secrets(
-    state: &mut InstanceState,
+    args: &InstanceArgs,
+    memory: &mut AuthMemory,
     instance: &RedisInstance,
 ) -> Result<Vec<Option<Arc<CachedSecret>>>, kube_io::Error> {
     let mut named = Vec::with_capacity(instance.spec.auth.users.len());
     for user in &instance.spec.auth.users {
-        named.push(read_user_secret(state, &user.password_secret).await?);
+        named.push(read_user_secret(args, memory, &user.password_secret).await?);
     }
     Ok(named)
 }

@@ -36,7 +36,7 @@ pub(super) struct Findings {
 pub(super) async fn judge(state: &mut InstanceState, seen: &Observed, clock: Instant) -> Findings {
     let current = &seen.instance;
     let violations = state.target.accept(current);
-    let told = state.refused_generation;
+    let told = state.reported.refused_generation;
     let generation = current.metadata.generation;
     let refused = (!violations.is_empty()
         && refusal_to_tell(current.status.as_ref(), generation, told))

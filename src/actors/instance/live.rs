@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 use kube::ResourceExt;
 use tracing::{debug, info, warn};
 
-use super::InstanceState;
 use super::observe::Observed;
 use super::report;
 use super::target::Plan;
+use super::tls::TlsMemory;
+use super::{InstanceArgs, InstanceState, Timings};
 use crate::actors::metrics::MetricsMsg;
+use crate::auth::Access;
 use crate::crd::{ConfigUpdate, RedisInstance};
 use crate::decide::{APPLIED_LIVE_ANNOTATION, live_drift, live_marked};
 use crate::kube_io;
@@ -77,31 +79,26 @@ impl LiveMemory {
     }
 }
 
-fn addresses(state: &InstanceState, seen: &Observed) -> Vec<PodAddress> {
+fn addresses(tls: &TlsMemory, seen: &Observed) -> Vec<PodAddress> {
     seen.pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .map(|p| PodAddress {
             pod: p.name_any(),
             ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
-            tls: state.tls.for_pod(p),
+            tls: tls.for_pod(p),
         })
         .collect()
 }
 
 /// The plan's live directives on `pods`, all or nothing (see [`pods::apply`]).
 async fn apply_to(
-    state: &InstanceState,
+    args: &InstanceArgs,
+    access: &Access,
     pods: &[PodAddress],
     plan: &Plan,
 ) -> Result<Vec<PodChange>, pods::Error> {
-    pods::apply(
-        pods,
-        &plan.live,
-        state.access.login.as_ref(),
-        state.args.api.limiter(),
-    )
-    .await
+    pods::apply(pods, &plan.live, access.login.as_ref(), args.api.limiter()).await
 }
 
 /// `ApplyLive`: every pod takes the live directives (or none does), then the ConfigMap is
@@ -111,10 +108,10 @@ pub(super) async fn apply(
     plan: &Plan,
     seen: &Observed,
 ) -> Result<(), kube_io::Error> {
-    let pods = addresses(state, seen);
+    let pods = addresses(&state.tls, seen);
     let instance = &seen.instance;
     let key = state.args.key.clone();
-    match apply_to(state, &pods, plan).await {
+    match apply_to(&state.args, &state.access, &pods, plan).await {
         Ok(changes) => {
             // The ConfigMap carries the change's mark, and its Event the name the mark gives
             // it, so an operator taking over tells it if this one is stopped before it does.
@@ -138,7 +135,7 @@ pub(super) async fn apply(
                 key,
                 outcome: "Applied",
             });
-            report::tell(state, instance, &event).await;
+            report::tell(&state.args, instance, &event).await;
             Ok(())
         }
         Err(error) if error.is_refusal() => {
@@ -154,7 +151,7 @@ pub(super) async fn apply(
             });
             let fact = format!("live config {} refused", plan.live_hash);
             report::report_refusal(
-                state,
+                &state.args,
                 instance,
                 "LiveConfigRefused",
                 "LiveApply",
@@ -175,27 +172,27 @@ pub(super) async fn at_rest(
     plan: &Plan,
     seen: &Observed,
 ) -> Duration {
-    if next_check_in(state, plan) == Duration::ZERO {
+    if next_check_in(&state.live, &state.args.timings, plan) == Duration::ZERO {
         // Dialling pods may take seconds: other instances' steps need not wait for it.
         turn.take();
         check(state, plan, seen).await;
     }
-    next_check_in(state, plan)
+    next_check_in(&state.live, &state.args.timings, plan)
 }
 
 /// How long until the next live check; `Duration::MAX` when the instance has none.
-fn next_check_in(state: &InstanceState, plan: &Plan) -> Duration {
+fn next_check_in(memory: &LiveMemory, timings: &Timings, plan: &Plan) -> Duration {
     let has_live = plan.instance.spec.config_update == ConfigUpdate::Live && !plan.live.is_empty();
-    let since_check = state.live.checked_at.map(|at| at.elapsed());
-    live_drift::next_check_in(has_live, state.args.timings.live_check, since_check)
+    let since_check = memory.checked_at.map(|at| at.elapsed());
+    live_drift::next_check_in(has_live, timings.live_check, since_check)
 }
 
 /// Reads every pod's live directives and sets back any that drifted (a hand-run
 /// `CONFIG SET`, a pod restarted from an older file).
 async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observed) {
     state.live.checked_at = Some(Instant::now());
-    let pods = addresses(state, seen);
-    match apply_to(state, &pods, plan).await {
+    let pods = addresses(&state.tls, seen);
+    match apply_to(&state.args, &state.access, &pods, plan).await {
         Ok(changes) => {
             state.live.verified = Some(plan.live_hash.clone());
             let Some(drift) = live_drift::drift_found(&changes, &plan.live_hash) else {

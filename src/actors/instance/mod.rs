@@ -9,6 +9,7 @@
 mod auth;
 mod judge;
 mod live;
+mod memory;
 mod network;
 mod observe;
 mod perform;
@@ -28,13 +29,13 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use k8s_openapi::jiff::Timestamp;
-use ractor::concurrency::JoinHandle;
-use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{Instrument, debug, warn};
 
 use super::metrics::{InstanceKey, MetricsMsg};
 use crate::kube_io::{self, InstanceApi};
 use crate::stages::{self, Stage};
+use memory::{Applied, LastStep, Reported, Schedule, SpecClock};
 use observe::observe;
 use target::Target;
 
@@ -147,55 +148,24 @@ pub struct InstanceArgs {
 /// The actor's memory between messages; what must survive a crash is in the status instead.
 pub struct InstanceState {
     args: InstanceArgs,
+    /// The actor's turns, permits, timer and failure count.
+    schedule: Schedule,
     written: Written,
+    /// What this actor's writes left that the caches do not tell.
+    applied: Applied,
     target: Target,
     /// Hash on the live StatefulSet's template, as last seen.
     last_known_hash: Option<String>,
-    step_queued: bool,
-    /// When the queued step was queued, and the earliest watch event it answers.
-    queued_at: Option<Instant>,
-    event_since: Option<Instant>,
-    /// The step permit a writing step passes to the next, and how many steps it served.
-    kept_turn: Option<tokio::sync::OwnedSemaphorePermit>,
-    /// A step found no turn to create its ClusterIP Service: the next waits for one first,
-    /// before its step turn, and keeps it here for the write.
-    awaits_allocation: bool,
-    allocation: Option<tokio::sync::OwnedSemaphorePermit>,
-    chained: u32,
-    timer: Option<JoinHandle<Result<(), MessagingErr<InstanceMsg>>>>,
-    consecutive_failures: u32,
-    /// Start time of the restart whose overdue Event was posted, so it is posted once.
-    overdue_reported: Option<Timestamp>,
-    /// Generation whose refusal was reported, so each refused edit is told once.
-    refused_generation: Option<i64>,
-    /// The last generation seen, and when it changed, for the settle rule.
-    generation: Option<i64>,
-    spec_changed_at: Option<Instant>,
-    /// When this actor last saw a restart finish.
-    pub(crate) restart_finished_at: Option<Instant>,
-    /// Which of the mismatch kinds the last step saw, so each is counted when it appears.
-    mismatches: [bool; 3],
-    /// What the last step decided, for the step-duration histogram.
-    decided: &'static str,
+    /// When the spec last changed and a restart last finished, for the settle rule.
+    clock: SpecClock,
+    /// What the last step decided.
+    last_step: LastStep,
+    /// What was told, so it is told once.
+    reported: Reported,
     /// The pods' live config, as last applied and checked.
     live: live::LiveMemory,
-    /// What `spec.paused` holds back, for status.
-    pending: Option<String>,
-    /// The last step waits for edits to settle before a restart.
-    settling: bool,
-    /// The StatefulSet's generation after this actor's last write of it, until status holds it.
-    statefulset_written: Option<i64>,
-    /// The generation whose objects the API server refused (422), and its message.
-    api_refusal: Option<(Option<i64>, String)>,
-    /// Replication memory of a replicated instance.
+    /// Replication memory of a replicated instance, its role Services included.
     replication: replicate::ReplicationMemory,
-    /// Role Services this actor applied, until the cache shows them.
-    replication_services: std::collections::HashMap<String, Arc<crate::resources::CachedService>>,
-    /// This actor deleted the headless `<name>` to create it as ClusterIP: its creation is told
-    /// as the migration's end rather than as drift.
-    service_migrated: bool,
-    /// The user was told the instance runs unrelated servers until converted.
-    unconverted_reported: bool,
     /// Credentials memory: Secrets read, the ACL applied.
     auth: auth::AuthMemory,
     /// How to log in to the pods' Redis, as the last credentials step found.
@@ -224,34 +194,16 @@ impl Actor for RedisInstanceActor {
         let _ = args.metrics.send_message(MetricsMsg::ActorStarted);
         Ok(InstanceState {
             args,
+            schedule: Schedule::default(),
             written: Written::default(),
+            applied: Applied::default(),
             target: Target::default(),
             last_known_hash: None,
-            step_queued: false,
-            queued_at: None,
-            event_since: None,
-            kept_turn: None,
-            awaits_allocation: false,
-            allocation: None,
-            chained: 0,
-            timer: None,
-            consecutive_failures: 0,
-            overdue_reported: None,
-            refused_generation: None,
-            generation: None,
-            spec_changed_at: None,
-            restart_finished_at: None,
-            mismatches: [false; 3],
-            decided: "None",
+            clock: SpecClock::default(),
+            last_step: LastStep::default(),
+            reported: Reported::default(),
             live: live::LiveMemory::default(),
-            pending: None,
-            settling: false,
-            statefulset_written: None,
-            api_refusal: None,
             replication: replicate::ReplicationMemory::default(),
-            replication_services: std::collections::HashMap::new(),
-            service_migrated: false,
-            unconverted_reported: false,
             auth: auth::AuthMemory::default(),
             access: crate::auth::Access::default(),
             tls: tls::TlsMemory::default(),
@@ -284,7 +236,7 @@ impl Actor for RedisInstanceActor {
         _: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(timer) = state.timer.take() {
+        if let Some(timer) = state.schedule.timer.take() {
             timer.abort();
         }
         state.rest.wake();
@@ -315,7 +267,7 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
         }
         InstanceMsg::Routed(arrival) => {
             stages::since(Stage::Deliver, arrival.routed);
-            let since = state.event_since.get_or_insert(arrival.received);
+            let since = state.schedule.event_since.get_or_insert(arrival.received);
             *since = (*since).min(arrival.received);
             queue_step(&myself, state);
             rest::handled(&myself, state);
@@ -335,24 +287,24 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
         InstanceMsg::Step => {
             // Taken before reading the caches, so the step decides on what they hold when it
             // runs, and an instance waiting its turn holds no desired objects in memory.
-            if let Some(queued) = state.queued_at.take() {
+            if let Some(queued) = state.schedule.queued_at.take() {
                 stages::since(Stage::Queue, queued);
             }
-            if std::mem::take(&mut state.awaits_allocation) {
-                state.allocation = Some(state.args.api.limiter().allocation().await);
+            if std::mem::take(&mut state.schedule.awaits_allocation) {
+                state.schedule.allocation = Some(state.args.api.limiter().allocation().await);
             }
-            let mut turn = match state.kept_turn.take() {
+            let mut turn = match state.schedule.kept_turn.take() {
                 Some(turn) => Some(turn),
                 None => {
                     let waited = Instant::now();
                     let turn = state.args.api.step_turn().await;
                     stages::since(Stage::Permit, waited);
-                    state.chained = 0;
+                    state.schedule.chained = 0;
                     Some(turn)
                 }
             };
-            state.step_queued = false;
-            let event = state.event_since.take();
+            state.schedule.step_queued = false;
+            let event = state.schedule.event_since.take();
             let began = Instant::now();
             // Boxed: the step's future is large and needed only while a step runs, not kept
             // in every idle actor's task.
@@ -360,19 +312,19 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
             // An allocation turn is taken for this step's Service creation only: a step that
             // did not create it (the cache showed the Service by then, or an earlier act came
             // first) must not keep it, or every turn ends up held and creations wait forever.
-            state.allocation = None;
+            state.schedule.allocation = None;
             if let (Some(event), Ok(None)) = (event, &outcome) {
                 stages::since(Stage::EventToWrite, event);
             }
             // A step that wrote is followed at once by the next (an edit's template patch
             // follows its restart record): that one keeps the turn rather than queue again
             // behind every waiting instance, a few steps in a row at most.
-            if matches!(outcome, Ok(None)) && state.chained < CHAINED_STEPS {
-                state.chained += 1;
-                state.kept_turn = turn;
+            if matches!(outcome, Ok(None)) && state.schedule.chained < CHAINED_STEPS {
+                state.schedule.chained += 1;
+                state.schedule.kept_turn = turn;
             }
             let _ = state.args.metrics.send_message(MetricsMsg::StepTook {
-                decision: state.decided,
+                decision: state.last_step.decided,
                 took: began.elapsed(),
             });
             Box::pin(after_step(&myself, state, outcome)).await;
@@ -385,9 +337,9 @@ const CHAINED_STEPS: u32 = 4;
 
 fn queue_step(myself: &ActorRef<InstanceMsg>, state: &mut InstanceState) {
     state.rest.wake();
-    if !state.step_queued {
-        state.step_queued = true;
-        state.queued_at = Some(Instant::now());
+    if !state.schedule.step_queued {
+        state.schedule.step_queued = true;
+        state.schedule.queued_at = Some(Instant::now());
         // Sending to ourselves fails only while stopping, when no step is wanted.
         let _ = myself.send_message(InstanceMsg::Step);
     }
@@ -404,10 +356,11 @@ fn schedule_tick(
     state: &mut InstanceState,
     after: Option<Duration>,
 ) {
-    if let Some(timer) = state.timer.take() {
+    if let Some(timer) = state.schedule.timer.take() {
         timer.abort();
     }
-    state.timer = after.map(|after| myself.send_after(jittered(after), || InstanceMsg::Tick));
+    state.schedule.timer =
+        after.map(|after| myself.send_after(jittered(after), || InstanceMsg::Tick));
 }
 
 /// Consecutive failed steps after which a person is told with a Warning Event; fewer are
@@ -424,15 +377,15 @@ async fn after_step(
     }
     match outcome {
         Ok(None) => {
-            state.consecutive_failures = 0;
-            state.api_refusal = None;
+            state.schedule.consecutive_failures = 0;
+            state.reported.api_refusal = None;
             queue_step(myself, state);
         }
         Ok(Some(wake_in)) => {
-            state.consecutive_failures = 0;
+            state.schedule.consecutive_failures = 0;
             let wake = (wake_in < Duration::MAX).then_some(wake_in);
             schedule_tick(myself, state, wake);
-            if wake.is_none() && !state.step_queued {
+            if wake.is_none() && !state.schedule.step_queued {
                 rest::wait(myself, state);
             }
         }
@@ -457,8 +410,11 @@ async fn after_step(
             schedule_tick(myself, state, None);
         }
         Err(error) => {
-            state.consecutive_failures += 1;
-            let backoff = backoff(state.consecutive_failures, state.args.timings.max_backoff);
+            state.schedule.consecutive_failures += 1;
+            let backoff = backoff(
+                state.schedule.consecutive_failures,
+                state.args.timings.max_backoff,
+            );
             let key = &state.args.key;
             warn!(%error, reason = error.reason(),
                 retry_in_secs = backoff.as_secs(), "reconcile step failed");
@@ -466,7 +422,7 @@ async fn after_step(
                 key: key.clone(),
                 category: error.reason(),
             });
-            if state.consecutive_failures == FAILURES_BEFORE_EVENT
+            if state.schedule.consecutive_failures == FAILURES_BEFORE_EVENT
                 && let Some(instance) = report::cached_instance(state)
             {
                 let note = format!(
@@ -499,6 +455,7 @@ async fn refused_by_api(state: &mut InstanceState, error: &kube_io::Error) {
     };
     let generation = instance.metadata.generation;
     if state
+        .reported
         .api_refusal
         .as_ref()
         .is_some_and(|(g, _)| *g == generation)
@@ -507,7 +464,7 @@ async fn refused_by_api(state: &mut InstanceState, error: &kube_io::Error) {
     }
     warn!(%error, reason = error.reason(), "the API server refused a write; not retried until the spec changes");
     let message = format!("{error}; not retried until the spec changes");
-    state.api_refusal = Some((generation, message.clone()));
+    state.reported.api_refusal = Some((generation, message.clone()));
     state
         .args
         .api

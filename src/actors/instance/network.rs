@@ -6,11 +6,11 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
 use tracing::info;
 
-use super::InstanceState;
+use super::observe::Written;
 use crate::crd::RedisInstance;
 use crate::decide::PolicyAct;
 pub use crate::decide::PolicyWrite;
-use crate::kube_io;
+use crate::kube_io::{self, InstanceApi};
 use crate::resources::{CachedNetworkPolicy, network_policy};
 
 /// The operator's namespace when it runs in a pod: the Deployment sets `POD_NAMESPACE` from
@@ -34,24 +34,25 @@ pub(super) fn desired(instance: &RedisInstance) -> Option<NetworkPolicy> {
 
 /// Performs the NetworkPolicy write [`crate::decide::step`] decided.
 pub(super) async fn perform(
-    state: &mut InstanceState,
+    api: &InstanceApi,
+    written: &mut Written,
     act: PolicyAct<'_>,
 ) -> Result<(), kube_io::Error> {
     match act {
         PolicyAct::Keep => {}
         PolicyAct::Delete(live) => {
-            state.args.api.delete_network_policy(live).await?;
+            api.delete_network_policy(live).await?;
             info!(
                 network_policy = %live.name_any(),
                 "deleted the NetworkPolicy: spec.networkPolicy.enabled is false"
             );
-            state.written.network_policy = live.uid().map(PolicyWrite::Deleted);
+            written.network_policy = live.uid().map(PolicyWrite::Deleted);
         }
         PolicyAct::Apply(desired) => {
-            let applied = state.args.api.apply("NetworkPolicy", desired).await?;
+            let applied = api.apply("NetworkPolicy", desired).await?;
             info!(network_policy = %applied.name_any(), "applied the NetworkPolicy");
             let applied = CachedNetworkPolicy::from(&applied);
-            state.written.network_policy = Some(PolicyWrite::Applied(Arc::new(applied)));
+            written.network_policy = Some(PolicyWrite::Applied(Arc::new(applied)));
         }
     }
     Ok(())

@@ -9,16 +9,16 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use tracing::info;
 
-use super::InstanceState;
 use super::observe::Observed;
 use super::report::{self, tell};
 use super::target::Plan;
+use super::{InstanceArgs, InstanceState, Written};
 use crate::actors::metrics::MetricsMsg;
 use crate::crd::{RedisInstance, RolloutRecord};
 use crate::decide::{
     Act, Drift, FileWrite, Form, Notice, Replacement, Restart, ServiceTold, ServicesAct, Template,
 };
-use crate::kube_io;
+use crate::kube_io::{self, InstanceApi};
 use crate::resources::{
     CachedConfigMap, CachedService, CachedStatefulSet, config_map, mount_config_map,
     revision_config_map, statefulset,
@@ -70,7 +70,7 @@ pub(super) async fn perform(
             state.written.statefulset = Some(Arc::new(deleting.unwrap_or_else(|| gone(live))));
             info!(statefulset = %name, service = %plan.headless.name_any(),
                 "deleted the StatefulSet, orphaning its pods and claims, to name the new headless Service");
-            tell(state, instance, event).await;
+            tell(&state.args, instance, event).await;
         }
         Act::WriteConfigMap(file) => {
             announce_config_map(file, plan);
@@ -81,10 +81,10 @@ pub(super) async fn perform(
                 api.apply("ConfigMap", &desired),
                 apply_revision(&api, plan, file.revision_ahead),
             );
-            config_map_written(state, seen, file, written?).await;
-            revision_written(state, revision?);
+            config_map_written(&state.args, &mut state.written, seen, file, written?).await;
+            revision_written(&mut state.written, revision?);
         }
-        Act::WriteRevision => write_revision(state, plan).await?,
+        Act::WriteRevision => write_revision(&state.args.api, &mut state.written, plan).await?,
         Act::DeleteRevisions(revisions) => {
             for cm in revisions {
                 api.delete_config_map(cm).await?;
@@ -103,10 +103,10 @@ pub(super) async fn perform(
             info!(old_hash = %state.last_known_hash.clone().unwrap_or_default(),
                 new_hash = %template.hash, "StatefulSet not found or needs recreation, creating new one");
             let created = api.apply("StatefulSet", &desired).await?;
-            state.statefulset_written = created.metadata.generation;
+            state.applied.statefulset_generation = created.metadata.generation;
             state.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&created)));
             if let Some(event) = event {
-                tell(state, instance, event).await;
+                tell(&state.args, instance, event).await;
             }
         }
         Act::BeginRestart {
@@ -124,20 +124,20 @@ pub(super) async fn perform(
                     api.apply("ConfigMap", &desired),
                     apply_revision(&api, plan, file.revision_ahead),
                 );
-                config_map_written(state, seen, file, written?).await;
-                revision_written(state, revision?);
+                config_map_written(&state.args, &mut state.written, seen, file, written?).await;
+                revision_written(&mut state.written, revision?);
                 recorded?;
             } else {
                 begin_restart(state, seen, plan, restart).await?;
             }
             if let Some(drift) = drift {
-                report::drift_repaired(state, instance, drift, &drift.event).await;
+                report::drift_repaired(&state.args, instance, drift, &drift.event).await;
             }
         }
         Act::Retarget(restart) => begin_restart(state, seen, plan, restart).await?,
         Act::MoveRecord { record, event } => {
             write_record(state, seen, Some(plan), Some(record.clone()), 0).await?;
-            tell(state, instance, event).await;
+            tell(&state.args, instance, event).await;
         }
         Act::RollOut {
             template,
@@ -154,7 +154,7 @@ pub(super) async fn perform(
                     CachedStatefulSet::from(&api.apply("StatefulSet", &desired).await?)
                 }
             };
-            state.statefulset_written = applied.metadata.generation;
+            state.applied.statefulset_generation = applied.metadata.generation;
             state.written.statefulset = Some(Arc::new(applied));
         }
         Act::DeleteForRecreate(live) => {
@@ -164,7 +164,7 @@ pub(super) async fn perform(
         }
         Act::DeleteOrphanedPods(pods) => {
             for pod in pods {
-                delete_pod(state, pod).await?;
+                delete_pod(&state.args.api, &mut state.written, pod).await?;
                 info!(pod = %pod.name_any(), "deleting a pod the deleted StatefulSet left behind");
             }
         }
@@ -180,17 +180,17 @@ pub(super) async fn perform(
                 .as_ref()
                 .map(|drift| (drift, mark_repair(&mut repaired.metadata, name, drift, now)));
             let applied = api.apply("StatefulSet", &repaired).await?;
-            state.statefulset_written = applied.metadata.generation;
+            state.applied.statefulset_generation = applied.metadata.generation;
             state.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&applied)));
             if let Some((drift, event)) = told {
-                report::drift_repaired(state, instance, drift, &event).await;
+                report::drift_repaired(&state.args, instance, drift, &event).await;
             }
         }
         Act::ReplacePods(replacements) => {
             for Replacement { pod, event } in replacements {
-                delete_pod(state, pod).await?;
+                delete_pod(&state.args.api, &mut state.written, pod).await?;
                 info!(pod = %pod.name_any(), "replacing a stuck pod");
-                tell(state, instance, event).await;
+                tell(&state.args, instance, event).await;
             }
         }
         Act::FinishRestart { record, event } => {
@@ -233,19 +233,23 @@ async fn apply_revision(
 }
 
 /// Keeps a written revision ConfigMap for the next step.
-fn revision_written(state: &mut InstanceState, written: Option<ConfigMap>) {
+fn revision_written(memory: &mut Written, written: Option<ConfigMap>) {
     if let Some(cm) = written {
-        state.written.revision = Some(Arc::new(CachedConfigMap::from(&cm)));
+        memory.revision = Some(Arc::new(CachedConfigMap::from(&cm)));
     }
 }
 
 /// `WriteRevision`: the desired revision's ConfigMap, created or (under `Live`) brought up to
 /// the live directives the pods were last given.
-async fn write_revision(state: &mut InstanceState, plan: &Plan) -> Result<(), kube_io::Error> {
+async fn write_revision(
+    api: &InstanceApi,
+    memory: &mut Written,
+    plan: &Plan,
+) -> Result<(), kube_io::Error> {
     let desired = revision_config_map(&plan.instance, &plan.rendered, &plan.template_hash);
-    let written = state.args.api.apply("ConfigMap", &desired).await?;
+    let written = api.apply("ConfigMap", &desired).await?;
     info!(config_map = %desired.name_any(), hash = %plan.template_hash, "wrote the revision ConfigMap");
-    revision_written(state, Some(written));
+    revision_written(memory, Some(written));
     Ok(())
 }
 
@@ -265,10 +269,15 @@ pub(super) async fn services(
             let _allocating = match &seen.service {
                 None => {
                     let limiter = state.args.api.limiter();
-                    match state.allocation.take().or_else(|| limiter.try_allocation()) {
+                    match state
+                        .schedule
+                        .allocation
+                        .take()
+                        .or_else(|| limiter.try_allocation())
+                    {
                         Some(turn) => Some(turn),
                         None => {
-                            state.awaits_allocation = true;
+                            state.schedule.awaits_allocation = true;
                             return Ok(Performed::Deferred);
                         }
                     }
@@ -284,14 +293,14 @@ pub(super) async fn services(
             };
             let applied = state.args.api.apply("Service", &service).await?;
             state.written.service = Some(Arc::new(CachedService::from(&applied)));
-            state.service_migrated = false;
+            state.applied.service_migrated = false;
             match (told, repaired) {
                 (ServiceTold::Migrated(event), _) => {
                     info!(service = %service.name_any(), "created the Service as ClusterIP");
-                    tell(state, &seen.instance, event).await;
+                    tell(&state.args, &seen.instance, event).await;
                 }
                 (_, Some((drift, event))) => {
-                    report::drift_repaired(state, &seen.instance, drift, &event).await;
+                    report::drift_repaired(&state.args, &seen.instance, drift, &event).await;
                 }
                 _ => info!("Service missing, creating it"),
             }
@@ -305,7 +314,7 @@ pub(super) async fn services(
             state.written.headless = Some(Arc::new(CachedService::from(&applied)));
             match told {
                 Some((drift, event)) => {
-                    report::drift_repaired(state, &seen.instance, drift, &event).await;
+                    report::drift_repaired(&state.args, &seen.instance, drift, &event).await;
                 }
                 None => {
                     info!(service = %headless.name_any(), "headless Service missing, creating it");
@@ -318,7 +327,7 @@ pub(super) async fn services(
             deleting.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
             deleting.metadata.resource_version = Some(u64::MAX.to_string());
             state.written.service = Some(Arc::new(deleting));
-            state.service_migrated = true;
+            state.applied.service_migrated = true;
             info!(service = %service.name_any(), "deleted the headless Service to create it as ClusterIP");
         }
     }
@@ -353,14 +362,12 @@ fn gone(live: &CachedStatefulSet) -> CachedStatefulSet {
 
 /// Deletes a pod, and counts it as terminating until the cache shows its deletion.
 async fn delete_pod(
-    state: &mut InstanceState,
+    api: &InstanceApi,
+    written: &mut Written,
     pod: &crate::resources::CachedPod,
 ) -> Result<(), kube_io::Error> {
-    state.args.api.delete_pod(pod).await?;
-    state
-        .written
-        .deleted_pods
-        .insert(pod.uid().unwrap_or_default());
+    api.delete_pod(pod).await?;
+    written.deleted_pods.insert(pod.uid().unwrap_or_default());
     Ok(())
 }
 
@@ -372,14 +379,15 @@ fn announce_config_map(file: &FileWrite, plan: &Plan) {
 
 /// Keeps the written ConfigMap for the next step, and tells its Event.
 async fn config_map_written(
-    state: &mut InstanceState,
+    args: &InstanceArgs,
+    memory: &mut Written,
     seen: &Observed,
     file: &FileWrite,
     written: ConfigMap,
 ) {
-    state.written.config_map = Some(Arc::new(CachedConfigMap::from(&written)));
+    memory.config_map = Some(Arc::new(CachedConfigMap::from(&written)));
     if let Some(event) = &file.event {
-        tell(state, &seen.instance, event).await;
+        tell(args, &seen.instance, event).await;
     }
 }
 
@@ -403,7 +411,7 @@ async fn begin_restart(
         strategy,
         reason: record.reason.as_str(),
     });
-    tell(state, &seen.instance, &restart.event).await;
+    tell(&state.args, &seen.instance, &restart.event).await;
     Ok(())
 }
 
@@ -420,7 +428,7 @@ pub(super) async fn finish_restart(
     now: Timestamp,
 ) -> Result<(), kube_io::Error> {
     write_record(state, seen, plan, None, 0).await?;
-    state.restart_finished_at = Some(std::time::Instant::now());
+    state.clock.restart_finished_at = Some(std::time::Instant::now());
     let took = now.duration_since(record.started_at.0).unsigned_abs();
     let _ = state
         .args
@@ -432,7 +440,7 @@ pub(super) async fn finish_restart(
         });
     info!(hash = %record.config_hash,
         strategy = record.strategy.as_str(), took_secs = took.as_secs_f64(), "restart complete");
-    tell(state, &seen.instance, event).await;
+    tell(&state.args, &seen.instance, event).await;
     Ok(())
 }
 
@@ -450,5 +458,6 @@ async fn write_record(
         status.restarts += added;
         status.last_restart_time = started;
     }
-    report::store_status(state, seen, status).await
+    let mismatched = state.reported.mismatched();
+    report::store_status(&state.args, &mut state.written, mismatched, seen, status).await
 }

@@ -7,11 +7,13 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info, warn};
 
 use super::judge::Findings;
+use super::memory::Reported;
 use super::observe::Observed;
+use super::observe::Written;
 use super::status::derive_status;
 use super::step::Happened;
 use super::target::{Outcome, Plan, Recalled, Rejection};
-use super::{InstanceSnapshot, InstanceState};
+use super::{InstanceArgs, InstanceSnapshot, InstanceState};
 use crate::actors::metrics::{MISMATCH_KINDS, MetricsMsg};
 use crate::config::render::short_hash;
 use crate::crd::{RedisInstance, RedisInstanceStatus, RolloutRecord};
@@ -49,7 +51,12 @@ pub(super) fn log_hash_comparison(seen: &Observed, want: &Desired, decision: &De
 
 /// Counts each kind of difference from the desired config when it first appears, while a
 /// StatefulSet runs (a new instance's missing ConfigMap is a creation, not a mismatch).
-pub(super) fn note_mismatches(state: &mut InstanceState, seen: &Observed, want: &Desired) {
+pub(super) fn note_mismatches(
+    args: &InstanceArgs,
+    reported: &mut Reported,
+    seen: &Observed,
+    want: &Desired,
+) {
     let running = seen.statefulset.as_deref();
     let live_hash = running.and_then(config_hash_of);
     let now = [
@@ -61,16 +68,15 @@ pub(super) fn note_mismatches(state: &mut InstanceState, seen: &Observed, want: 
                 .is_some_and(|t| t != want.config_text),
         live_hash.is_some_and(|h| h != want.hash),
     ];
-    for ((kind, is), was) in MISMATCH_KINDS.into_iter().zip(now).zip(state.mismatches) {
+    for ((kind, is), was) in MISMATCH_KINDS.into_iter().zip(now).zip(reported.mismatches) {
         if is && !was {
-            let key = state.args.key.clone();
-            let _ = state
-                .args
+            let key = args.key.clone();
+            let _ = args
                 .metrics
                 .send_message(MetricsMsg::HashMismatch { key, kind });
         }
     }
-    state.mismatches = now;
+    reported.mismatches = now;
 }
 
 /// The instance as the cache holds it, for Events about failed steps.
@@ -84,13 +90,13 @@ pub(super) fn cached_instance(state: &InstanceState) -> Option<Arc<RedisInstance
 }
 
 /// Redis itself refused a config: told once, as a Warning Event.
-async fn rejected(state: &InstanceState, instance: &RedisInstance, rejection: &Rejection) {
-    let _ = state.args.metrics.send_message(MetricsMsg::RolloutFailed {
-        key: state.args.key.clone(),
+async fn rejected(args: &InstanceArgs, instance: &RedisInstance, rejection: &Rejection) {
+    let _ = args.metrics.send_message(MetricsMsg::RolloutFailed {
+        key: args.key.clone(),
         action: "RolledBack",
     });
     report_refusal(
-        state,
+        args,
         instance,
         "RedisRejectedConfig",
         "Restart",
@@ -102,7 +108,7 @@ async fn rejected(state: &InstanceState, instance: &RedisInstance, rejection: &R
 
 /// A restart's pod never became ready: told once, as a Warning Event, and counted.
 async fn rollout_failed(
-    state: &InstanceState,
+    args: &InstanceArgs,
     instance: &RedisInstance,
     failure: &Rejection,
     outcome: Outcome,
@@ -111,8 +117,8 @@ async fn rollout_failed(
         Outcome::RolledBack => "RolledBack",
         Outcome::Halted => "Halted",
     };
-    let _ = state.args.metrics.send_message(MetricsMsg::RolloutFailed {
-        key: state.args.key.clone(),
+    let _ = args.metrics.send_message(MetricsMsg::RolloutFailed {
+        key: args.key.clone(),
         action,
     });
     let reason = match outcome {
@@ -120,7 +126,7 @@ async fn rollout_failed(
         Outcome::Halted => "RolloutHalted",
     };
     let fact = failure_fact(instance, failure);
-    state.args.api.tell(
+    args.api.tell(
         instance,
         warning(reason, "Restart", failure.message.clone(), fact),
     );
@@ -163,44 +169,47 @@ pub(super) fn pending_change(held: &Decision, seen: &Observed, plan: &Plan) -> S
 
 /// The restart in flight passed its progress deadline: told once per restart (see
 /// [`crate::decide::overdue_to_tell`]).
-async fn overdue(state: &mut InstanceState, instance: &RedisInstance, record: &RolloutRecord) {
-    state.overdue_reported = Some(record.started_at.0);
+async fn overdue(
+    args: &InstanceArgs,
+    reported: &mut Reported,
+    instance: &RedisInstance,
+    record: &RolloutRecord,
+) {
+    reported.overdue = Some(record.started_at.0);
     let note = format!(
         "restart to config {} not finished {}s after it began at {}; check the pods' readiness and redis logs",
         short_hash(&record.config_hash),
-        state.args.timings.progress_deadline.as_secs(),
+        args.timings.progress_deadline.as_secs(),
         record.started_at.0
     );
     warn!(detail = %note, "restart overdue");
     let fact = crate::decide::record_fact(record);
-    state
-        .args
-        .api
+    args.api
         .tell(instance, warning("RolloutStuck", "Restart", note, fact));
 }
 
 /// Something the operator owns was changed by hand and has been put back: counted, logged,
 /// and told with `event` (the drift's own, or the one its repair's mark names).
 pub(super) async fn drift_repaired(
-    state: &InstanceState,
+    args: &InstanceArgs,
     instance: &RedisInstance,
     drift: &crate::decide::Drift,
     event: &crate::decide::Notice,
 ) {
-    let key = &state.args.key;
+    let key = &args.key;
     let kind = drift.kind;
-    let _ = state.args.metrics.send_message(MetricsMsg::DriftRepaired {
+    let _ = args.metrics.send_message(MetricsMsg::DriftRepaired {
         key: key.clone(),
         kind,
     });
     info!(kind, "drift repaired");
-    tell(state, instance, event).await;
+    tell(args, instance, event).await;
 }
 
 /// The repairs and the live change marked on the instance's objects lately, told unless this
 /// actor told them: an operator taking over tells what the one before it did, and may not have
 /// told.
-fn retell_marked(state: &InstanceState, seen: &Observed) {
+fn retell_marked(args: &InstanceArgs, seen: &Observed) {
     let objects = [
         seen.service.as_deref().map(|s| &s.metadata),
         seen.headless.as_deref().map(|s| &s.metadata),
@@ -211,23 +220,20 @@ fn retell_marked(state: &InstanceState, seen: &Observed) {
         Some((meta.name.as_deref()?, mark.as_str()))
     });
     let now = Timestamp::now();
-    let mut owed = owed_repairs(&state.args.key.name, marks, now);
+    let mut owed = owed_repairs(&args.key.name, marks, now);
     owed.extend(owed_live_apply(seen.live_mark.as_deref(), now));
     for event in owed {
-        state
-            .args
-            .api
-            .tell_unless_told(&seen.instance, event.told());
+        args.api.tell_unless_told(&seen.instance, event.told());
     }
 }
 
 /// Posts `event` on the instance.
 pub(super) async fn tell(
-    state: &InstanceState,
+    args: &InstanceArgs,
     instance: &RedisInstance,
     event: &crate::decide::Notice,
 ) {
-    state.args.api.tell(instance, event.told());
+    args.api.tell(instance, event.told());
 }
 
 /// The report phase, entered once at the end of a step: tells what it found, an overdue
@@ -247,21 +253,21 @@ pub(super) async fn report(
         recalled,
     } = happened.findings;
     if let Some(message) = refused {
-        refuse(state, current, message).await;
+        refuse(&state.args, &mut state.reported, current, message).await;
     }
     if let Some((rejection, _)) = rejection {
-        rejected(state, current, &rejection).await;
+        rejected(&state.args, current, &rejection).await;
     }
     if let Some((failure, outcome)) = failure {
-        rollout_failed(state, current, &failure, outcome).await;
+        rollout_failed(&state.args, current, &failure, outcome).await;
     }
     if let Some(record) = &resumed {
-        retell(state, current, record, recalled.as_ref());
+        retell(&state.args, current, record, recalled.as_ref());
     }
     if let Some(record) = &happened.overdue {
-        overdue(state, current, record).await;
+        overdue(&state.args, &mut state.reported, current, record).await;
     }
-    retell_marked(state, seen);
+    retell_marked(&state.args, seen);
     if happened.status {
         let reporting = std::time::Instant::now();
         write_status(state, seen, plan).await?;
@@ -272,40 +278,40 @@ pub(super) async fn report(
         }
     }
     if happened.unconverted {
-        state.unconverted_reported = true;
-        unconverted(state, current).await;
+        state.reported.unconverted = true;
+        unconverted(&state.args, current).await;
     }
     Ok(())
 }
 
 /// A spec that fails validation: told once per generation, as a Warning Event.
-async fn refuse(state: &mut InstanceState, current: &RedisInstance, message: String) {
-    state.refused_generation = current.metadata.generation;
+async fn refuse(
+    args: &InstanceArgs,
+    reported: &mut Reported,
+    current: &RedisInstance,
+    message: String,
+) {
+    reported.refused_generation = current.metadata.generation;
     let fact = format!(
         "refused generation {}",
         current.metadata.generation.unwrap_or_default()
     );
-    report_refusal(state, current, "InvalidConfig", "Validate", message, fact).await;
+    report_refusal(args, current, "InvalidConfig", "Validate", message, fact).await;
 }
 
 /// A refused config, by validation or by Redis itself: counted, and told as a Warning Event.
 /// `fact` names what was refused, so the Event is told once whoever tells it.
 pub(super) async fn report_refusal(
-    state: &InstanceState,
+    args: &InstanceArgs,
     instance: &RedisInstance,
     reason: &str,
     action: &str,
     message: String,
     fact: String,
 ) {
-    let key = state.args.key.clone();
-    let _ = state
-        .args
-        .metrics
-        .send_message(MetricsMsg::InvalidConfig(key));
-    state
-        .args
-        .api
+    let key = args.key.clone();
+    let _ = args.metrics.send_message(MetricsMsg::InvalidConfig(key));
+    args.api
         .tell(instance, warning(reason, action, message, fact));
 }
 
@@ -336,12 +342,12 @@ fn failure_fact(instance: &RedisInstance, failure: &Rejection) -> String {
 /// them itself (a new leader, a respawned actor): an operator stopped between a write and its
 /// Event then leaves none untold, and their names make a second telling a no-op.
 fn retell(
-    state: &InstanceState,
+    args: &InstanceArgs,
     instance: &RedisInstance,
     record: &RolloutRecord,
     recalled: Option<&(Rejection, Recalled)>,
 ) {
-    let api = &state.args.api;
+    let api = &args.api;
     api.tell_unless_told(instance, crate::decide::restart_resumed(record).told());
     if let Some((failure, recalled)) = recalled {
         let reason = recalled.event_reason();
@@ -355,16 +361,14 @@ fn retell(
 
 /// Tells once that an instance which ran as several unrelated servers stays so until the user
 /// agrees to turn it into one primary and its replicas.
-pub(super) async fn unconverted(state: &InstanceState, instance: &RedisInstance) {
+pub(super) async fn unconverted(args: &InstanceArgs, instance: &RedisInstance) {
     let note = format!(
         "{} pods run as unrelated servers, each with its own data; annotate the instance with {}=true to make pod 0 the primary and the others its replicas (their own data is replaced by the primary's)",
         instance.spec.replicas,
         crate::resources::CONVERT_ANNOTATION
     );
     warn!("{note}");
-    state
-        .args
-        .api
+    args.api
         .event(instance, true, "ReplicationNotEnabled", "Replicate", note)
         .await;
 }
@@ -376,17 +380,20 @@ pub(super) async fn write_status(
     plan: Option<&Plan>,
 ) -> Result<(), kube_io::Error> {
     let status = derive_status(state, seen, plan);
-    store_status(state, seen, status).await
+    let mismatched = state.reported.mismatched();
+    store_status(&state.args, &mut state.written, mismatched, seen, status).await
 }
 
 /// Publishes `status`: to the API only when it changed, so an idle instance writes nothing.
 pub(super) async fn store_status(
-    state: &mut InstanceState,
+    args: &InstanceArgs,
+    written: &mut Written,
+    mismatched: bool,
     seen: &Observed,
     status: RedisInstanceStatus,
 ) -> Result<(), kube_io::Error> {
-    let key = state.args.key.clone();
-    state.args.snapshots.insert(
+    let key = args.key.clone();
+    args.snapshots.insert(
         key.clone(),
         InstanceSnapshot {
             config_hash: status.config_hash.clone(),
@@ -396,18 +403,18 @@ pub(super) async fn store_status(
         },
     );
     let strategy = seen.instance.spec.restart_strategy.as_str();
-    let _ = state.args.metrics.send_message(MetricsMsg::Observed {
+    let _ = args.metrics.send_message(MetricsMsg::Observed {
         key,
         ready: status.ready_replicas,
         desired: seen.instance.spec.replicas,
         config_invalid: status.phase == Some(crate::crd::Phase::Invalid),
-        mismatched: state.mismatches.iter().any(|m| *m),
+        mismatched,
         restarting: status.rollout.is_some(),
         strategy,
     });
     if seen.instance.status.as_ref() != Some(&status) {
-        let stored = state.args.api.write_status(&seen.instance, &status).await?;
-        state.written.instance = Some(Arc::new(stored));
+        let stored = args.api.write_status(&seen.instance, &status).await?;
+        written.instance = Some(Arc::new(stored));
     }
     Ok(())
 }

@@ -96,39 +96,41 @@ fn view(state: &InstanceState) -> RestView {
     let acl_recorded = status.and_then(|s| s.acl_hash.as_deref());
     let replicated = current.as_deref().is_some_and(crate::resources::replicated);
     RestView {
-        not_idle: state.decided != "Idle" || state.pending.is_some() || state.settling,
+        not_idle: state.last_step.decided != "Idle"
+            || state.last_step.pending.is_some()
+            || state.last_step.settling,
         other_spec: !current
             .as_deref()
             .is_some_and(|c| state.target.settled_on(c))
             || healthy_recorded != state.target.healthy_spec(),
-        busy: state.step_queued
-            || state.timer.is_some()
-            || state.kept_turn.is_some()
-            || state.allocation.is_some()
-            || state.awaits_allocation
-            || state.consecutive_failures > 0,
+        busy: state.schedule.step_queued
+            || state.schedule.timer.is_some()
+            || state.schedule.kept_turn.is_some()
+            || state.schedule.allocation.is_some()
+            || state.schedule.awaits_allocation
+            || state.schedule.consecutive_failures > 0,
         restarting: status.is_none_or(|s| s.rollout.is_some()),
         unseen_writes: state.written.holds_any()
-            || !state.replication_services.is_empty()
-            || state.statefulset_written.is_some_and(|written| {
+            || state.replication.holds_unseen_services()
+            || state.applied.statefulset_generation.is_some_and(|written| {
                 status.and_then(|s| s.stateful_set_generation) != Some(written)
             })
             || state.auth.unseen_writes(acl_recorded),
         failure: state.target.remembers_failure()
             || state.live.refused.is_some()
-            || state.api_refusal.is_some(),
+            || state.reported.api_refusal.is_some(),
         told: state.auth.told()
-            || state.unconverted_reported
-            || state.mismatches.iter().any(|m| *m),
+            || state.reported.unconverted
+            || state.reported.mismatches.iter().any(|m| *m),
         asked: state.auth.asked()
             || !state.tls.is_blank()
             || !state.live.is_blank()
             || replicated
             || !state.replication.is_blank(),
-        migrating: state.service_migrated,
+        migrating: state.applied.service_migrated,
         settle_window: settle_window_left(
             state.args.timings.settle,
-            state.restart_finished_at.map(|at| at.elapsed()),
+            state.clock.restart_finished_at.map(|at| at.elapsed()),
         ),
     }
 }

@@ -119,9 +119,9 @@ pub(super) fn derive_status_with(
         .as_ref()
         .filter(|_| live_refusal.is_some())
         .map(|(hash, _)| hash.clone());
-    status.pending_change = state.pending.clone();
-    if state.statefulset_written.is_some() {
-        status.stateful_set_generation = state.statefulset_written;
+    status.pending_change = state.last_step.pending.clone();
+    if state.applied.statefulset_generation.is_some() {
+        status.stateful_set_generation = state.applied.statefulset_generation;
     }
     let halted = state
         .target
@@ -162,6 +162,7 @@ pub(super) fn derive_status_with(
         &now,
     );
     let api_refusal = state
+        .reported
         .api_refusal
         .as_ref()
         .filter(|(g, _)| *g == generation)
@@ -201,7 +202,7 @@ pub(super) fn derive_status_with(
             "Paused",
             format!("spec.paused holds: {pending}"),
         ),
-        (None, None, None) if state.settling => ConditionValue::new(
+        (None, None, None) if state.last_step.settling => ConditionValue::new(
             condition::PROGRESSING,
             true,
             "Settling",
@@ -222,7 +223,7 @@ fn progressing(
     sts: Option<&crate::resources::CachedStatefulSet>,
     state: &InstanceState,
 ) -> ConditionValue {
-    let stuck = record.is_some_and(|r| state.overdue_reported == Some(r.started_at.0));
+    let stuck = record.is_some_and(|r| state.reported.overdue == Some(r.started_at.0));
     match record {
         Some(r) if stuck => ConditionValue::new(
             condition::PROGRESSING,

@@ -74,8 +74,8 @@ pub(super) async fn step(
     state: &mut InstanceState,
     turn: &mut Option<OwnedSemaphorePermit>,
 ) -> Result<Option<Duration>, kube_io::Error> {
-    state.decided = "Gone";
-    state.settling = false;
+    state.last_step.decided = "Gone";
+    state.last_step.settling = false;
     let observing = Instant::now();
     let key = &state.args.key;
     let seen = observe(
@@ -122,7 +122,7 @@ pub(super) async fn step(
         (Next::Replicate { mut wakes, held }, Some(plan)) => {
             match replicate::step(state, plan, &seen, held).await? {
                 None => {
-                    state.decided = "Replicate";
+                    state.last_step.decided = "Replicate";
                     Ok(None)
                 }
                 Some(wake) => {
@@ -162,8 +162,8 @@ impl Reads {
         seen: &Observed,
         plan: &Plan,
     ) -> Result<Self, kube_io::Error> {
-        tls::read_secret(state, plan).await;
-        let secrets = auth::read(state, &plan.instance, seen).await?;
+        tls::read_secret(&state.args, &mut state.tls, plan).await;
+        let secrets = auth::read(&state.args, &mut state.auth, &plan.instance, seen).await?;
         let recalled = recall(state, seen, plan);
         Ok(Reads { secrets, recalled })
     }
@@ -218,7 +218,7 @@ async fn decide_and_perform(
         });
         let credentials = plan.zip(reads.as_ref()).and_then(|(plan, reads)| {
             let read = reads.secrets.as_ref()?;
-            Some(auth::view(read, state, &plan.instance, seen))
+            Some(auth::view(read, &state.auth, &plan.instance, seen))
         });
         let course = match (&planned, &facts) {
             (Some(views), Some(facts)) => Course::Planned(Planned {
@@ -241,7 +241,7 @@ async fn decide_and_perform(
                     statefulset: seen.statefulset.as_deref(),
                     service: seen.service.as_deref(),
                     headless: seen.headless.as_deref(),
-                    migrated: state.service_migrated,
+                    migrated: state.applied.service_migrated,
                 })
             }
         };
@@ -259,8 +259,8 @@ async fn decide_and_perform(
     }
     match (decided.act, plan.zip(planned.as_ref())) {
         (StepAct::Policy(act), _) => {
-            network::perform(state, act).await?;
-            state.decided = "NetworkPolicy";
+            network::perform(&state.args.api, &mut state.written, act).await?;
+            state.last_step.decided = "NetworkPolicy";
             Ok(Next::Done(None))
         }
         (StepAct::Hold(act), _) => hold(state, seen, &act, clocks.now, happened).await,
@@ -314,13 +314,13 @@ async fn perform_drive(
     }
     let verdict = decided.verdict;
     let decision = &verdict.decision;
-    state.decided = decision.name();
-    state.settling = *decision == Decision::Wait(Waiting::Settle);
-    state.pending = match decision {
+    state.last_step.decided = decision.name();
+    state.last_step.settling = *decision == Decision::Wait(Waiting::Settle);
+    state.last_step.pending = match decision {
         Decision::Held(held) => Some(report::pending_change(held, seen, plan)),
         _ => None,
     };
-    report::note_mismatches(state, seen, want);
+    report::note_mismatches(&state.args, &mut state.reported, seen, want);
     report::log_hash_comparison(seen, want, decision);
     debug!(?decision, "next step");
     if verdict.act.is_write() {
@@ -348,13 +348,7 @@ fn remember(state: &mut InstanceState, seen: &Observed) {
         .as_deref()
         .and_then(crate::resources::config_hash_of)
         .map(str::to_owned);
-    let generation = seen.instance.metadata.generation;
-    if generation != state.generation {
-        if state.generation.is_some() {
-            state.spec_changed_at = Some(Instant::now());
-        }
-        state.generation = generation;
-    }
+    state.clock.saw(seen.instance.metadata.generation);
 }
 
 /// Nothing known to be safe to run: performs what [`decide::hold_act`] named, or reports what
@@ -368,12 +362,12 @@ async fn hold(
 ) -> Result<Next, kube_io::Error> {
     match act {
         HoldAct::FinishRestart { record, event } => {
-            state.decided = "FinishRestart";
+            state.last_step.decided = "FinishRestart";
             perform::finish_restart(state, None, seen, record, event, now).await?;
             Ok(Next::Done(None))
         }
         HoldAct::Services { decided, act } => {
-            state.decided = decided;
+            state.last_step.decided = decided;
             let current = &seen.instance;
             let service = crate::resources::service(current);
             let headless = crate::resources::headless_service(current);
@@ -381,7 +375,7 @@ async fn hold(
             Ok(Next::Done(performed.wake()))
         }
         HoldAct::Hold => {
-            state.decided = "Hold";
+            state.last_step.decided = "Hold";
             debug!(decision = "Hold", "next step");
             happened.status = true;
             Ok(Next::Done(Some(Duration::MAX)))
@@ -402,12 +396,13 @@ fn recall(state: &mut InstanceState, seen: &Observed, plan: &Plan) -> Remembered
         shared: crate::resources::config_map_name(&plan.instance),
         halted_hash: state.target.halted().map(|h| h.hash.clone()),
         rejected_hash: state.target.rejection().map(|r| r.hash.clone()),
-        settle_left: settle_left(state),
+        settle_left: state.clock.settle_left(state.args.timings.settle),
         live_refused: state.live.refuses(plan),
         written_generation: state
-            .statefulset_written
+            .applied
+            .statefulset_generation
             .or_else(|| current.status.as_ref()?.stateful_set_generation),
-        service_migrated: state.service_migrated,
+        service_migrated: state.applied.service_migrated,
     }
 }
 
@@ -485,7 +480,7 @@ async fn at_rest(
     let Clocks { now, at: clock } = waited.clocks;
     let held = matches!(waited.decision, Decision::Held(_));
     let record = waited.record;
-    let told = state.overdue_reported;
+    let told = state.reported.overdue;
     happened.overdue = overdue_to_tell(record, held, now, &waited.deadlines, told).cloned();
     let mut wakes = Wakes {
         auth: waited.auth_wake,
@@ -495,11 +490,11 @@ async fn at_rest(
         state.target.converged(plan);
         wakes.live = live::at_rest(state, turn, plan, seen).await;
     }
-    wakes.tls = tls::reload_pods(state, plan, seen).await;
+    wakes.tls = tls::reload_pods(&state.args, &mut state.tls, &state.access, plan, seen).await;
     happened.status = true;
     let replicated = crate::resources::replicated(&plan.instance);
     happened.unconverted =
-        !replicated && !state.unconverted_reported && crate::resources::unconverted(current);
+        !replicated && !state.reported.unconverted && crate::resources::unconverted(current);
     if *waited.decision == Decision::Wait(Waiting::Settle) {
         wakes.settle = waited.settle_left;
     }
@@ -524,14 +519,4 @@ async fn at_rest(
         true => Next::Replicate { wakes, held },
         false => Next::Done(Some(next_wake(&wakes))),
     }
-}
-
-/// How much longer a restart that follows another must wait for edits to settle (see
-/// [`crate::decide::settle_left`]), by this actor's clock.
-fn settle_left(state: &InstanceState) -> Option<Duration> {
-    crate::decide::settle_left(
-        state.args.timings.settle,
-        state.spec_changed_at.map(|at| at.elapsed()),
-        state.restart_finished_at.map(|at| at.elapsed()),
-    )
 }

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::InstanceState;
+use super::InstanceArgs;
 use super::observe::Observed;
 use super::target::Plan;
+use crate::auth::Access;
 use crate::config::render::REDIS_PORT;
 use crate::decide::{
     Reload, SecretRead, SecretView, ServedView, reload, reloaded, secret_missing_problem,
@@ -62,71 +63,70 @@ impl TlsMemory {
 
 /// Reads the Secret when [`secret_read_due`] says so and builds the client from a changed one.
 /// Cheap when not due, so it runs before anything talks to the pods.
-pub(super) async fn read_secret(state: &mut InstanceState, plan: &Plan) {
+pub(super) async fn read_secret(args: &InstanceArgs, memory: &mut TlsMemory, plan: &Plan) {
     let Some(spec) = &plan.instance.spec.tls else {
-        state.tls.read_at = None;
-        state.tls.verified = None;
+        memory.read_at = None;
+        memory.verified = None;
         return;
     };
-    let watched = state
-        .args
+    let watched = args
         .stores
-        .secret_version(&state.args.key.namespace, &spec.secret_name);
+        .secret_version(&args.key.namespace, &spec.secret_name);
     let due = SecretView {
         watched: watched.as_deref(),
-        built: state.tls.version.as_deref(),
-        read_ago: state.tls.read_at.map(|at| at.elapsed()),
+        built: memory.version.as_deref(),
+        read_ago: memory.read_at.map(|at| at.elapsed()),
     };
     if !secret_read_due(&due) {
         return;
     }
-    let secret = match state.args.api.secret(&spec.secret_name).await {
+    let secret = match args.api.secret(&spec.secret_name).await {
         Ok(secret) => secret,
         Err(error) => {
             warn!(%error, "could not read the TLS Secret; trying again");
             return;
         }
     };
-    state.tls.read_at = Some(Instant::now());
+    memory.read_at = Some(Instant::now());
     let found = secret
         .as_ref()
         .map(|s| s.metadata.resource_version.as_deref());
-    let secret = match (secret_read(found, state.tls.version.as_deref()), secret) {
+    let secret = match (secret_read(found, memory.version.as_deref()), secret) {
         (SecretRead::Build, Some(secret)) => secret,
         (SecretRead::Missing, _) => {
             let problem = secret_missing_problem(&spec.secret_name);
-            return tell(state, plan, problem).await;
+            return tell(args, memory, plan, problem).await;
         }
         _ => return,
     };
     let built = Material::from_secret(&secret).map(|material| {
-        let previous = state.tls.ca.as_deref().filter(|ca| *ca != material.ca);
+        let previous = memory.ca.as_deref().filter(|ca| *ca != material.ca);
         let server_name = crate::tls::server_name(&plan.instance);
         (ClientTls::new(&material, previous, &server_name), material)
     });
     match built {
         Ok((Ok(client), material)) => {
             debug!(fingerprint = %short(&material.fingerprint), "TLS Secret read");
-            state.tls.client = Some(Arc::new(client));
-            state.tls.ca = Some(material.ca);
-            state.tls.version = secret.metadata.resource_version;
-            state.tls.told = None;
+            memory.client = Some(Arc::new(client));
+            memory.ca = Some(material.ca);
+            memory.version = secret.metadata.resource_version;
+            memory.told = None;
         }
-        Ok((Err(error), _)) => tell(state, plan, format!("{}: {error}", spec.secret_name)).await,
-        Err(error) => tell(state, plan, error.to_string()).await,
+        Ok((Err(error), _)) => {
+            tell(args, memory, plan, format!("{}: {error}", spec.secret_name)).await
+        }
+        Err(error) => tell(args, memory, plan, error.to_string()).await,
     }
 }
 
 /// Tells a problem with the Secret as [`tell_problem`] decides; the pods keep what they serve.
-async fn tell(state: &mut InstanceState, plan: &Plan, problem: String) {
-    let Some(event) = tell_problem(&problem, state.tls.told.as_deref()) else {
+async fn tell(args: &InstanceArgs, memory: &mut TlsMemory, plan: &Plan, problem: String) {
+    let Some(event) = tell_problem(&problem, memory.told.as_deref()) else {
         return;
     };
     warn!(%problem, "TLS Secret unusable");
-    state.tls.told = Some(problem);
-    state
-        .args
-        .api
+    memory.told = Some(problem);
+    args.api
         .event(
             &plan.instance,
             event.warning,
@@ -140,15 +140,17 @@ async fn tell(state: &mut InstanceState, plan: &Plan, problem: String) {
 /// Makes every ready TLS pod serve the Secret's certificate, as [`reload`] and [`reloaded`]
 /// decide; returns when to look again.
 pub(super) async fn reload_pods(
-    state: &mut InstanceState,
+    args: &InstanceArgs,
+    memory: &mut TlsMemory,
+    access: &Access,
     plan: &Plan,
     seen: &Observed,
 ) -> Duration {
-    let client = state.tls.client.clone();
-    let verified = state.tls.verified.clone();
+    let client = memory.client.clone();
+    let verified = memory.verified.clone();
     let view = ServedView {
         enabled: plan.instance.spec.tls.is_some(),
-        read_ago: state.tls.read_at.map(|at| at.elapsed()),
+        read_ago: memory.read_at.map(|at| at.elapsed()),
         wanted: client.as_deref().map(ClientTls::fingerprint),
         verified: verified
             .as_ref()
@@ -165,8 +167,8 @@ pub(super) async fn reload_pods(
     };
     let wanted = client.fingerprint().to_owned();
     let port = u16::try_from(REDIS_PORT).expect("the Redis port fits");
-    let login = state.access.login.clone();
-    let gate = state.args.api.limiter().clone();
+    let login = access.login.clone();
+    let gate = args.api.limiter().clone();
     let mut reloaded_pods = Vec::new();
     let mut behind = Vec::new();
     for (pod, ip) in &pods {
@@ -201,9 +203,7 @@ pub(super) async fn reload_pods(
     let outcome = reloaded(&plan.instance, &view, pods.len(), &reloaded_pods, &behind);
     if let Some(event) = outcome.tell {
         info!(pods = ?reloaded_pods, fingerprint = %short(&wanted), "certificate reloaded, no restart");
-        state
-            .args
-            .api
+        args.api
             .event(
                 &plan.instance,
                 event.warning,
@@ -217,7 +217,7 @@ pub(super) async fn reload_pods(
         debug!(pods = ?behind, "pods not serving the Secret's certificate yet");
     }
     if outcome.verified {
-        state.tls.verified = Some((wanted, Instant::now()));
+        memory.verified = Some((wanted, Instant::now()));
     }
     outcome.wake
 }

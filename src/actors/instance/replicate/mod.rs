@@ -47,6 +47,8 @@ pub struct ReplicationMemory {
     last_lag: BTreeMap<String, i64>,
     /// The switchover target on its way into the primary's Services.
     routing: Option<RoutingMemory>,
+    /// Role Services this actor applied, until the cache shows them.
+    services: std::collections::HashMap<String, std::sync::Arc<crate::resources::CachedService>>,
 }
 
 impl ReplicationMemory {
@@ -56,6 +58,11 @@ impl ReplicationMemory {
             && self.switchover_sent.is_none()
             && self.last_lag.is_empty()
             && self.routing.is_none()
+    }
+
+    /// Holds role Services of its own writing that the cache does not show yet.
+    pub fn holds_unseen_services(&self) -> bool {
+        !self.services.is_empty()
     }
 }
 
@@ -70,9 +77,9 @@ pub(super) async fn step(
     // The role Services first: a write of them ends the step, before any pod is probed.
     let replicas = replicas_service(&plan.instance);
     let replicas_name = replicas.name_any();
-    let legacy = observe::legacy_service(state, seen);
-    let cached_replicas = observe::cached_service(state, &replicas_name);
-    let written_replicas = state.replication_services.get(&replicas_name).cloned();
+    let legacy = observe::legacy_service(&state.args, seen);
+    let cached_replicas = observe::cached_service(&state.args, &replicas_name);
+    let written_replicas = state.replication.services.get(&replicas_name).cloned();
     let mut services = RoleServicesView {
         desired_service: &plan.service,
         service: seen.service.as_deref(),
@@ -87,7 +94,10 @@ pub(super) async fn step(
         services.service_serving = Some(!state.args.api.ready_endpoints(name).await?.is_empty());
     }
     let act = role_services(&services);
-    if let Some(wrote) = routing::perform_services(state, act, &replicas_name).await? {
+    if let Some(wrote) =
+        routing::perform_services(&state.args.api, &mut state.replication, act, &replicas_name)
+            .await?
+    {
         return Ok(wrote);
     }
     let record = seen
@@ -96,7 +106,7 @@ pub(super) async fn step(
         .as_ref()
         .and_then(|s| s.rollout.as_ref());
     let rolling = rolling(record, seen.statefulset.as_deref());
-    let reach = Reach::of(state, seen);
+    let reach = Reach::of(&state.tls, seen);
     let probes = observe::probe(&state.access, &reach).await;
     let status = seen
         .instance
@@ -138,7 +148,7 @@ pub(super) async fn step(
     // them: how long a switchover target has been routed to, and a pod replaced once none
     // lists it.
     let listing = match reads_listing(&view, &limits) {
-        true => Some(observe::listing(state, seen).await?),
+        true => Some(observe::listing(&state.args, seen).await?),
         false => None,
     };
     let target = routing_target(Some(&status), &views);

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use super::super::InstanceState;
+use super::super::InstanceArgs;
 use super::super::observe::Observed;
+use super::super::tls::TlsMemory;
 use crate::auth::Access;
 use crate::decide::is_ready;
 use crate::decide::replication::ReplicaPod;
@@ -29,11 +30,11 @@ pub(super) struct Reach<'a> {
 }
 
 impl<'a> Reach<'a> {
-    pub(super) fn of(state: &InstanceState, seen: &'a Observed) -> Self {
+    pub(super) fn of(memory: &TlsMemory, seen: &'a Observed) -> Self {
         let pods: Vec<&Arc<CachedPod>> = seen.pods.iter().collect();
         let tls = pods
             .iter()
-            .map(|p| (p.name_any(), state.tls.for_pod(p)))
+            .map(|p| (p.name_any(), memory.for_pod(p)))
             .collect();
         Reach { pods, tls }
     }
@@ -95,25 +96,23 @@ pub(super) fn views<'a>(
 }
 
 /// `<name>-primary` of earlier versions, as the cache shows it.
-pub(super) fn legacy_service(state: &InstanceState, seen: &Observed) -> Option<Arc<CachedService>> {
-    cached_service(state, &legacy_primary_service_name(&seen.instance))
+pub(super) fn legacy_service(args: &InstanceArgs, seen: &Observed) -> Option<Arc<CachedService>> {
+    cached_service(args, &legacy_primary_service_name(&seen.instance))
 }
 
 /// A Service of the instance's namespace, as the cache shows it.
-pub(super) fn cached_service(state: &InstanceState, name: &str) -> Option<Arc<CachedService>> {
-    state
-        .args
-        .stores
+pub(super) fn cached_service(args: &InstanceArgs, name: &str) -> Option<Arc<CachedService>> {
+    args.stores
         .services
-        .get(&ObjectRef::<CachedService>::new(name).within(&state.args.key.namespace))
+        .get(&ObjectRef::<CachedService>::new(name).within(&args.key.namespace))
 }
 
 /// The Services through which clients write to the primary (see
 /// [`crate::decide::routing::write_services`]).
-fn write_services(state: &InstanceState, seen: &Observed) -> Vec<String> {
-    let legacy = legacy_service(state, seen);
+fn write_services(args: &InstanceArgs, seen: &Observed) -> Vec<String> {
+    let legacy = legacy_service(args, seen);
     routing::write_services(
-        &state.args.key.name,
+        &args.key.name,
         seen.service.as_deref(),
         &legacy_primary_service_name(&seen.instance),
         legacy.as_deref(),
@@ -123,12 +122,12 @@ fn write_services(state: &InstanceState, seen: &Observed) -> Vec<String> {
 /// Reads the ready endpoints of every Service clients write through (EndpointSlices are not
 /// cached: read from the API server, only when the decision needs them).
 pub(super) async fn listing(
-    state: &InstanceState,
+    args: &InstanceArgs,
     seen: &Observed,
 ) -> Result<Listing, kube_io::Error> {
     let mut services = Vec::new();
-    for name in write_services(state, seen) {
-        services.push(state.args.api.ready_endpoints(&name).await?);
+    for name in write_services(args, seen) {
+        services.push(args.api.ready_endpoints(&name).await?);
     }
     Ok(Listing { services })
 }

@@ -106,7 +106,7 @@ pub(super) async fn perform(
         }
         ReplicationStep::FinishSwitchover { .. } => {
             let moves = primary_label_moves(done.views, &from, &to);
-            move_primary_label(state, reach, &moves).await?;
+            move_primary_label(&state.args.api, reach, &moves).await?;
             record(state, done, &act).await?;
             info!(%from, %to, "switchover done");
         }
@@ -145,7 +145,15 @@ async fn record(
     if let Some(replication) = &act.status {
         let mut status = super::super::status::derive_status(state, done.seen, Some(done.plan));
         status.replication = Some(replication.clone());
-        report::store_status(state, done.seen, status).await?;
+        let mismatched = state.reported.mismatched();
+        report::store_status(
+            &state.args,
+            &mut state.written,
+            mismatched,
+            done.seen,
+            status,
+        )
+        .await?;
     }
     if act.forget_sent {
         state.replication.switchover_sent = None;

@@ -7,17 +7,17 @@ use std::time::Duration;
 use kube::ResourceExt;
 use tracing::info;
 
-use super::super::InstanceState;
+use super::ReplicationMemory;
 use super::observe::Reach;
 use crate::decide::replication_act::BUSY_PROBE;
 use crate::decide::routing::RoleServicesAct;
-use crate::kube_io;
+use crate::kube_io::{self, InstanceApi};
 use crate::replication::Role;
 use crate::resources::{CachedService, ROLE_LABEL};
 
 /// Sets the role labels [`crate::decide::routing::primary_label_moves`] named, in its order.
 pub(super) async fn move_primary_label(
-    state: &InstanceState,
+    api: &InstanceApi,
     reach: &Reach<'_>,
     moves: &[(String, Role)],
 ) -> Result<(), kube_io::Error> {
@@ -28,7 +28,7 @@ pub(super) async fn move_primary_label(
                 Role::Replica => info!(pod = %name, "labelled replica"),
             }
             let value = Some(role.as_str());
-            state.args.api.label_pod(pod, ROLE_LABEL, value).await?;
+            api.label_pod(pod, ROLE_LABEL, value).await?;
         }
     }
     Ok(())
@@ -37,27 +37,28 @@ pub(super) async fn move_primary_label(
 /// Performs the role Services' write [`crate::decide::routing::role_services`] decided.
 /// `Some(wake)`: it wrote, and the step ends (`None`: take the next one now).
 pub(super) async fn perform_services(
-    state: &mut InstanceState,
+    api: &InstanceApi,
+    memory: &mut ReplicationMemory,
     act: RoleServicesAct<'_>,
     replicas_name: &str,
 ) -> Result<Option<Option<Duration>>, kube_io::Error> {
     match act {
         RoleServicesAct::RetireLegacy(old) => {
-            state.args.api.delete_service(old).await?;
+            api.delete_service(old).await?;
             info!(service = %old.name_any(), "deleted the old primary Service: writes go through the instance's Service");
             Ok(Some(Some(BUSY_PROBE)))
         }
         RoleServicesAct::ApplyReplicas(desired) => {
             let name = desired.name_any();
-            let applied = state.args.api.apply("Service", desired).await?;
+            let applied = api.apply("Service", desired).await?;
             info!(service = %name, "applied the role Service");
             let applied = Arc::new(CachedService::from(&applied));
-            state.replication_services.insert(name, applied);
+            memory.services.insert(name, applied);
             Ok(Some(None))
         }
         RoleServicesAct::Keep { forget_written } => {
             if forget_written {
-                state.replication_services.remove(replicas_name);
+                memory.services.remove(replicas_name);
             }
             Ok(None)
         }
