@@ -8,7 +8,6 @@ pub mod crd;
 pub mod decide;
 pub mod events;
 pub mod health;
-pub mod heap;
 pub mod http;
 pub mod instance_logs;
 pub mod kube_io;

@@ -89,8 +89,6 @@ pub enum SupervisorMsg {
         /// How many of the supervisor's messages it handled.
         handled: u64,
     },
-    /// Give the memory of the actors that hibernated back to the OS (see [`crate::heap`]).
-    TrimHeap,
 }
 
 /// The supervisor's memory.
@@ -107,8 +105,6 @@ pub struct SupervisorState {
     watch_tasks: Vec<JoinHandle<()>>,
     /// Whether instance actors may run: false on a standby, whose watches only fill caches.
     leading: bool,
-    /// A trim of the heap is scheduled, after actors hibernated.
-    trim_due: bool,
 }
 
 /// See the module docs.
@@ -151,7 +147,6 @@ impl Actor for SupervisorActor {
             stores: Arc::new(stores),
             failures: HashMap::new(),
             watch_tasks,
-            trim_due: false,
         })
     }
 
@@ -222,14 +217,7 @@ impl Actor for SupervisorActor {
                     info!(namespace = %key.namespace, instance = %key.name, "instance actor hibernating");
                     actor.stop(Some("hibernating".into()));
                     count_hibernated(state);
-                    if !std::mem::replace(&mut state.trim_due, true) {
-                        myself.send_after(crate::heap::TRIM_AFTER, || SupervisorMsg::TrimHeap);
-                    }
                 }
-            }
-            SupervisorMsg::TrimHeap => {
-                state.trim_due = false;
-                crate::heap::give_back().await;
             }
         }
         Ok(())
