@@ -543,4 +543,4 @@ fn replace(view: &ReplicationView, pod: &ReplicaPod) -> ReplicationStep {
 
 #[cfg(test)]
 #[path = "replication_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -38,10 +38,10 @@ fn booting() -> PodReplication {
     }
 }
 
-const IPS: [&str; 3] = ["10.0.0.10", "10.0.0.11", "10.0.0.12"];
-const NAMES: [&str; 3] = ["r-0", "r-1", "r-2"];
+pub(crate) const IPS: [&str; 3] = ["10.0.0.10", "10.0.0.11", "10.0.0.12"];
+pub(crate) const NAMES: [&str; 3] = ["r-0", "r-1", "r-2"];
 
-fn pod<'a>(
+pub(crate) fn pod<'a>(
     ordinal: usize,
     probe: Option<&'a PodReplication>,
     label: Option<&'a str>,
@@ -66,7 +66,7 @@ fn status(primary: &str) -> ReplicationStatus {
 }
 
 /// No lag remembered.
-static NO_LAGS: BTreeMap<String, i64> = BTreeMap::new();
+pub(crate) static NO_LAGS: BTreeMap<String, i64> = BTreeMap::new();
 
 /// No Service clients write through lists any pod.
 static NO_LISTING: Listing = Listing {
@@ -74,7 +74,7 @@ static NO_LISTING: Listing = Listing {
 };
 
 /// A view of `pods` at rest: as many pods as asked for, nothing remembered.
-fn view_of<'a>(
+pub(crate) fn view_of<'a>(
     pods: &'a [ReplicaPod<'a>],
     status: Option<&'a ReplicationStatus>,
 ) -> ReplicationView<'a> {

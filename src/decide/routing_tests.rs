@@ -2,7 +2,6 @@
 //! only once none of them lists it, a switchover target's routing, the labels a switchover
 //! moves and the role Services.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -12,9 +11,7 @@ use crate::resources::fixtures::instance;
 use crate::resources::{headless_service, service};
 
 use crate::decide::replication::ReplicaPod;
-
-const IPS: [&str; 3] = ["10.0.0.10", "10.0.0.11", "10.0.0.12"];
-const NAMES: [&str; 3] = ["r-0", "r-1", "r-2"];
+use crate::decide::replication::tests::{IPS, NO_LAGS, view_of};
 
 fn probe(role: Role, offset: i64) -> PodReplication {
     PodReplication {
@@ -31,20 +28,8 @@ fn probe(role: Role, offset: i64) -> PodReplication {
 }
 
 fn pod(ordinal: usize, probe: &PodReplication, label: Role) -> ReplicaPod<'_> {
-    ReplicaPod {
-        name: NAMES[ordinal],
-        ordinal: i32::try_from(ordinal).unwrap(),
-        ip: Some(IPS[ordinal]),
-        deleting: false,
-        ready: true,
-        up_to_date: true,
-        role_label: Some(label.as_str()),
-        probe: Some(probe),
-    }
+    crate::decide::replication::tests::pod(ordinal, Some(probe), Some(label.as_str()))
 }
-
-/// No lag remembered.
-static NO_LAGS: BTreeMap<String, i64> = BTreeMap::new();
 
 /// What a rolling restart of three pods decides with pod `old` not yet replaced, `listing`
 /// as read; and whether the step reads the listing at all (asked without one).
@@ -64,17 +49,9 @@ fn rolling(old: usize, ip: bool, listing: Option<&Listing>) -> (ReplicationStep,
         ..ReplicationStatus::default()
     };
     let view = ReplicationView {
-        pods: &pods,
-        replicas: 3,
-        status: Some(&status),
         rolling: true,
-        primary_silent_for: None,
-        switchover_sent: false,
-        last_lag: &NO_LAGS,
-        paused: false,
-        switchover_halted: false,
-        routing: None,
         listing,
+        ..view_of(&pods, Some(&status))
     };
     let limits = ReplicationLimits::default();
     let reads = reads_listing(
@@ -142,17 +119,8 @@ fn the_listing_is_read_only_for_a_pod_to_replace() {
         ..ReplicationStatus::default()
     };
     let view = ReplicationView {
-        pods: &at_rest,
-        replicas: 3,
-        status: Some(&status),
-        rolling: false,
-        primary_silent_for: None,
-        switchover_sent: false,
-        last_lag: &NO_LAGS,
-        paused: false,
-        switchover_halted: false,
-        routing: None,
         listing: None,
+        ..view_of(&at_rest, Some(&status))
     };
     let limits = ReplicationLimits::default();
     // (row, reads)
