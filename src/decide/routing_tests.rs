@@ -11,7 +11,7 @@ use crate::resources::fixtures::instance;
 use crate::resources::{headless_service, service};
 
 use crate::decide::replication::ReplicaPod;
-use crate::decide::replication::tests::{IPS, NO_LAGS, view_of};
+use crate::decide::replication::tests::{IPS, view_of};
 
 fn probe(role: Role, offset: i64) -> PodReplication {
     PodReplication {
@@ -205,17 +205,9 @@ fn switching(target_label: Role, with_ip: bool) -> (Option<(String, String)>, bo
     };
     let target = routing_target(Some(&status), &pods);
     let view = ReplicationView {
-        pods: &pods,
-        replicas: 3,
-        status: Some(&status),
         rolling: true,
-        primary_silent_for: None,
-        switchover_sent: false,
-        last_lag: &NO_LAGS,
-        paused: false,
-        switchover_halted: false,
-        routing: None,
         listing: None,
+        ..view_of(&pods, Some(&status))
     };
     let reads = reads_listing(&view, &ReplicationLimits::default());
     let target = target.map(|(n, ip)| (n.to_owned(), ip.to_owned()));

@@ -166,6 +166,8 @@ pub enum HoldAct<'a> {
         decided: &'static str,
         /// The write.
         act: ServicesAct<'a>,
+        /// The Service and the headless Service the current spec builds.
+        desired: (&'a Service, &'a Service),
     },
     /// Touch nothing; report what runs.
     Hold,
@@ -204,6 +206,7 @@ pub fn hold_act<'a>(seen: &Unplanned<'a>) -> HoldAct<'a> {
         Some(HoldAct::Services {
             decided: decision.name(),
             act,
+            desired: (service, headless),
         })
     });
     services.unwrap_or(HoldAct::Hold)

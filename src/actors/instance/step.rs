@@ -366,12 +366,13 @@ async fn hold(
             perform::finish_restart(state, None, seen, record, event, now).await?;
             Ok(Next::Done(None))
         }
-        HoldAct::Services { decided, act } => {
+        HoldAct::Services {
+            decided,
+            act,
+            desired: (service, headless),
+        } => {
             state.last_step.decided = decided;
-            let current = &seen.instance;
-            let service = crate::resources::service(current);
-            let headless = crate::resources::headless_service(current);
-            let performed = perform::services(state, seen, act, &service, &headless, now).await?;
+            let performed = perform::services(state, seen, act, service, headless, now).await?;
             Ok(Next::Done(performed.wake()))
         }
         HoldAct::Hold => {

@@ -22,7 +22,7 @@ fn hold_label(case: &Case, migrated: bool) -> String {
             assert_eq!(Some(record), case.record.as_ref());
             format!("FinishRestart {}", event.reason)
         }
-        HoldAct::Services { decided, act } => {
+        HoldAct::Services { decided, act, .. } => {
             let told = match act {
                 ServicesAct::Service(ServiceTold::Migrated(event)) => event.reason,
                 ServicesAct::Service(ServiceTold::Repaired(drift)) => drift.event.reason,
