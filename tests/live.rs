@@ -572,6 +572,39 @@ async fn a_refused_live_change_is_undone_everywhere_and_hand_drift_is_set_back()
     assert_eq!(sample("Refused").as_deref(), Some("1"), "{metrics}");
     assert_eq!(sample("Applied").as_deref(), Some("1"), "{metrics}");
     assert!(history.restarts().await.values().all(|n| *n == 0));
+
+    // An operator killed between setting the drift back and its Event (here: the Event
+    // deleted, as if it had never got through): the one taking over finds the repair's mark on
+    // the ConfigMap, reads the pods running the spec's value, and tells it, once.
+    delete_events(&ns, NAME, "LiveDriftRepaired").await;
+    operator.kill();
+    let operator = Operator::start_with(&ns.name, &["--live-check-seconds", "3"]);
+    let leading = "acquired the lease; acting on instances";
+    operator.wait_for_passes(1, Some(leading)).await;
+    assert_eq!(event_count_once(&ns, NAME, "LiveDriftRepaired", 1).await, 1);
+    // The check that told it and two more find no drift: nothing is told again.
+    let verified = "live config verified on every pod";
+    wait_for(Duration::from_secs(30), "three live checks", || {
+        let lines = operator.log_lines();
+        async move {
+            let told = "telling a live drift repair marked before this operator";
+            let after = lines.iter().position(|l| l["message"] == told);
+            let checks = after.map_or(0, |i| {
+                lines[i..]
+                    .iter()
+                    .filter(|l| l["message"] == verified)
+                    .count()
+            });
+            if checks >= 3 {
+                Ok(())
+            } else {
+                Err(format!("{checks} checks"))
+            }
+        }
+    })
+    .await;
+    assert_eq!(event_count(&ns, NAME, "LiveDriftRepaired").await, 1);
+    assert!(history.restarts().await.values().all(|n| *n == 0));
 }
 
 /// `redis-operator diff -f <manifest>` against the local cluster: stdout and exit status.
