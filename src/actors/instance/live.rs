@@ -244,22 +244,20 @@ async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observed) {
 /// Tells the repair marked on `<name>-config` by an operator before this one, when `found`
 /// shows it landed (see [`owed_live_drift`]).
 fn retell_drift_mark(state: &mut InstanceState, plan: &Plan, seen: &Observed, found: &[PodRead]) {
-    let mark = seen
+    let Some(mark) = seen
         .config_map
         .as_deref()
-        .and_then(|cm| cm.metadata.annotations.as_ref()?.get(LIVE_DRIFT_ANNOTATION));
-    if mark.is_none() || mark == state.live.drift_marked.as_ref() {
+        .and_then(|cm| cm.metadata.annotations.as_ref()?.get(LIVE_DRIFT_ANNOTATION))
+    else {
+        return;
+    };
+    if state.live.drift_marked.as_ref() == Some(mark) {
         return;
     }
-    let owed = owed_live_drift(
-        mark.map(String::as_str),
-        &plan.live_hash,
-        found,
-        Timestamp::now(),
-    );
+    let owed = owed_live_drift(Some(mark), &plan.live_hash, found, Timestamp::now());
     if let Some(event) = owed {
-        info!(mark = ?mark, "telling a live drift repair marked before this operator");
-        state.live.drift_marked = mark.cloned();
+        info!(%mark, "telling a live drift repair marked before this operator");
+        state.live.drift_marked = Some(mark.clone());
         state
             .args
             .api
