@@ -213,9 +213,16 @@ async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observed) {
             warn!("live config drift left alone: no ConfigMap to mark it on yet");
             return;
         };
-        if let Err(error) = mark_drift(state, &config_map, mark).await {
-            warn!(%error, "live config drift left alone: its mark could not be written");
-            return;
+        match mark_drift(state, &config_map, mark).await {
+            Ok(()) => {}
+            Err(error @ kube_io::Error::NotLeader(_)) => {
+                warn!(%error, "live config drift left alone: this operator may no longer lead");
+                return;
+            }
+            Err(error) => {
+                warn!(%error, "live config drift left alone: its mark could not be written");
+                return;
+            }
         }
     }
     match read.set(state.args.api.limiter()).await {
