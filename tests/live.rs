@@ -582,7 +582,8 @@ async fn a_refused_live_change_is_undone_everywhere_and_hand_drift_is_set_back()
     let leading = "acquired the lease; acting on instances";
     operator.wait_for_passes(1, Some(leading)).await;
     assert_eq!(event_count_once(&ns, NAME, "LiveDriftRepaired", 1).await, 1);
-    // The check that told it and two more find no drift: nothing is told again.
+    // The check that told it and two more find no drift: nothing is told or written again.
+    let quiet = common::AuditLog::from_now();
     let verified = "live config verified on every pod";
     wait_for(Duration::from_secs(30), "three live checks", || {
         let lines = operator.log_lines();
@@ -604,6 +605,13 @@ async fn a_refused_live_change_is_undone_everywhere_and_hand_drift_is_set_back()
     })
     .await;
     assert_eq!(event_count(&ns, NAME, "LiveDriftRepaired").await, 1);
+    let writes: Vec<String> = quiet
+        .requests("redis-operator/", &ns.name)
+        .into_iter()
+        .filter(|r| r.is_write() && r.resource != "leases")
+        .map(|r| format!("{} {}/{} {}", r.verb, r.resource, r.subresource, r.name))
+        .collect();
+    assert!(writes.is_empty(), "writes at rest: {writes:?}");
     assert!(history.restarts().await.values().all(|n| *n == 0));
 }
 
