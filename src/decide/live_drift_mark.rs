@@ -154,6 +154,16 @@ impl LiveDriftMark {
         })
     }
 
+    /// Whether this is the repair `earlier` marked (the same pods, directives and live config,
+    /// whenever): one Redis refused is set again at every check, unmarked, so that a value
+    /// Redis will not take costs no write at each.
+    pub fn repeats(&self, earlier: Option<&str>) -> bool {
+        earlier.and_then(LiveDriftMark::parse).is_some_and(|e| {
+            (&e.pods, &e.directives, &e.live_hash)
+                == (&self.pods, &self.directives, &self.live_hash)
+        })
+    }
+
     /// `event`, the repairer's `LiveDriftRepaired`, under the name the mark gives it: the one
     /// an operator taking over tells it by.
     pub fn tells(&self, event: Notice) -> Notice {
@@ -265,6 +275,29 @@ mod tests {
             "pods r-0, r-2 ran other values than spec.config; set back hz, maxmemory (live \
              config abababababab; told by the operator that took over)"
         );
+    }
+
+    #[test]
+    fn a_repair_redis_refused_is_not_marked_again() {
+        let found = [pod("r-0", &["maxmemory"], &[])];
+        let mark = LiveDriftMark::of(&found, &hash(), at(2_000)).unwrap();
+        let h = hash();
+        // (the mark whose repair Redis refused, repeated)
+        let rows: Vec<(Option<String>, bool)> = vec![
+            (None, false),
+            (Some(format!("r-0 maxmemory {h} 1000")), true),
+            (Some(format!("r-0 hz {h} 1000")), false),
+            (Some(format!("r-0,r-1 maxmemory {h} 1000")), false),
+            (Some(format!("* maxmemory {h} 1000")), false),
+            (
+                Some(format!("r-0 maxmemory {} 1000", "cd".repeat(32))),
+                false,
+            ),
+            (Some("r-0 maxmemory".into()), false),
+        ];
+        for (earlier, repeats) in rows {
+            assert_eq!(mark.repeats(earlier.as_deref()), repeats, "{earlier:?}");
+        }
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct LiveMemory {
     drift_refusal_told: Option<String>,
     /// The last drift mark this actor wrote or told: its repair is told once, or not at all.
     drift_marked: Option<String>,
+    /// The drift mark whose repair Redis refused, until a repair goes through.
+    drift_mark_refused: Option<String>,
 }
 
 impl LiveMemory {
@@ -47,6 +49,7 @@ impl LiveMemory {
             && self.checked_at.is_none()
             && self.drift_refusal_told.is_none()
             && self.drift_marked.is_none()
+            && self.drift_mark_refused.is_none()
     }
 
     /// Recalls a refusal recorded in status, so a restarted operator does not apply it again.
@@ -207,7 +210,8 @@ async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observed) {
     };
     let found = read.pods();
     retell_drift_mark(state, plan, seen, &found);
-    let mark = LiveDriftMark::of(&found, &plan.live_hash, Timestamp::now());
+    let mark = LiveDriftMark::of(&found, &plan.live_hash, Timestamp::now())
+        .filter(|mark| !mark.repeats(state.live.drift_mark_refused.as_deref()));
     if let Some(mark) = &mark {
         let Some(config_map) = seen.config_map.clone() else {
             warn!("live config drift left alone: no ConfigMap to mark it on yet");
@@ -228,6 +232,7 @@ async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observed) {
     match read.set(state.args.api.limiter()).await {
         Ok(changes) => {
             state.live.verified = Some(plan.live_hash.clone());
+            state.live.drift_mark_refused = None;
             let Some(drift) = live_drift::drift_found(&changes, &plan.live_hash) else {
                 debug!("live config verified on every pod");
                 return;
@@ -244,7 +249,12 @@ async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observed) {
             };
             report::tell(&state.args, &seen.instance, &event).await;
         }
-        Err(error) => check_failed(state, plan, seen, error).await,
+        Err(error) => {
+            if error.is_refusal() && mark.is_some() {
+                state.live.drift_mark_refused = mark.as_ref().map(LiveDriftMark::text);
+            }
+            check_failed(state, plan, seen, error).await;
+        }
     }
 }
 
