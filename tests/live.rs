@@ -572,6 +572,101 @@ async fn a_refused_live_change_is_undone_everywhere_and_hand_drift_is_set_back()
     assert_eq!(sample("Refused").as_deref(), Some("1"), "{metrics}");
     assert_eq!(sample("Applied").as_deref(), Some("1"), "{metrics}");
     assert!(history.restarts().await.values().all(|n| *n == 0));
+
+    // An operator killed between setting the drift back and its Event (here: the Event
+    // deleted, as if it had never got through): the one taking over finds the repair's mark on
+    // the ConfigMap, reads the pods running the spec's value, and tells it, once.
+    delete_events(&ns, NAME, "LiveDriftRepaired").await;
+    operator.kill();
+    let operator = Operator::start_with(&ns.name, &["--live-check-seconds", "3"]);
+    let leading = "acquired the lease; acting on instances";
+    operator.wait_for_passes(1, Some(leading)).await;
+    assert_eq!(event_count_once(&ns, NAME, "LiveDriftRepaired", 1).await, 1);
+    // Later checks find no drift: once the new leader's first steps are done, nothing is told
+    // or written again.
+    let told = "telling a live drift repair marked before this operator";
+    wait_checks(&operator, told, 2).await;
+    let quiet = common::AuditLog::from_now();
+    wait_checks(&operator, told, 4).await;
+    assert_eq!(event_count(&ns, NAME, "LiveDriftRepaired").await, 1);
+    let writes: Vec<String> = quiet
+        .requests("redis-operator/", &ns.name)
+        .into_iter()
+        .filter(|r| r.is_write() && r.resource != "leases")
+        .map(|r| format!("{} {}/{} {}", r.verb, r.resource, r.subresource, r.name))
+        .collect();
+    assert!(writes.is_empty(), "writes at rest: {writes:?}");
+
+    // An operator killed after marking a repair and before its CONFIG SET (here: a mark of
+    // this second written by hand, the drift still there): the one taking over tells no
+    // repair that did not happen; it repairs the drift and tells its own, once.
+    operator.kill();
+    assert_eq!(
+        cli(&pods[0], None, &["CONFIG", "SET", "maxmemory", "1mb"]).await,
+        "OK"
+    );
+    let config_maps = ns.api::<k8s_openapi::api::core::v1::ConfigMap>();
+    let key = "redis.github.com/live-drift";
+    let config_map = config_maps.get("redis-example-config").await.unwrap();
+    let marked = config_map.metadata.annotations.unwrap_or_default()[key].clone();
+    let (repair, _) = marked.rsplit_once(' ').unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let unlanded = format!("{repair} {now}");
+    config_maps
+        .patch(
+            "redis-example-config",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {key: unlanded}}})),
+        )
+        .await
+        .unwrap();
+    delete_events(&ns, NAME, "LiveDriftRepaired").await;
+    let operator = Operator::start_with(&ns.name, &["--live-check-seconds", "3"]);
+    operator.wait_for_passes(1, Some(leading)).await;
+    wait_checks(&operator, "live config drift repaired", 2).await;
+    assert_eq!(
+        running(&pods[0], None, &["maxmemory"]).await["maxmemory"],
+        "167772160"
+    );
+    let notes: Vec<String> = events_about(&ns, NAME)
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("LiveDriftRepaired"))
+        .map(|e| e.note.unwrap_or_default())
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        !notes[0].contains("took over"),
+        "the repairer's own words: {notes:?}"
+    );
+    assert!(history.restarts().await.values().all(|n| *n == 0));
+}
+
+/// Waits until `operator` has logged `count` live checks that found no drift since its first
+/// line with message `after`.
+async fn wait_checks(operator: &Operator, after: &str, count: usize) {
+    let what = format!("{count} live checks after {after:?}");
+    wait_for(Duration::from_secs(60), &what, || {
+        let lines = operator.log_lines();
+        async move {
+            let start = lines.iter().position(|l| l["message"] == after);
+            let checks = start.map_or(0, |i| {
+                lines[i..]
+                    .iter()
+                    .filter(|l| l["message"] == "live config verified on every pod")
+                    .count()
+            });
+            if checks >= count {
+                Ok(())
+            } else {
+                Err(format!("{checks} checks"))
+            }
+        }
+    })
+    .await;
 }
 
 /// `redis-operator diff -f <manifest>` against the local cluster: stdout and exit status.

@@ -10,6 +10,7 @@ mod act;
 mod auth;
 mod failure;
 pub mod live_drift;
+mod live_drift_mark;
 mod network;
 mod notice;
 mod pods;
@@ -49,6 +50,7 @@ pub use auth::{
 pub use failure::{
     DriveTo, Outcome, Specs, drive_to, never_ready_outcome, refusal, watch_for_failure,
 };
+pub use live_drift_mark::{LIVE_DRIFT_ANNOTATION, LiveDriftMark, owed_live_drift};
 pub use network::{PolicyAct, PolicyStep, PolicyView, PolicyWrite, network_step};
 pub use notice::{Notice, record_fact, restart_resumed};
 /// Pods and StatefulSets as the caches hold them, for tests elsewhere in the crate.

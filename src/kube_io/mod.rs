@@ -407,6 +407,31 @@ impl InstanceApi {
         }
     }
 
+    /// Sets one annotation of the very ConfigMap that was seen (the uid in the patch is a
+    /// precondition) with a merge patch, leaving its data and every other field alone.
+    pub async fn annotate_config_map(
+        &self,
+        live: &CachedConfigMap,
+        key: &str,
+        value: &str,
+    ) -> Result<CachedConfigMap> {
+        let name = live.name_any();
+        let patch = json!({ "metadata": { "uid": live.uid(), "annotations": { key: value } } });
+        let params = PatchParams {
+            field_manager: Some(MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        let _permit = self.limiter.write("ConfigMap").await?;
+        self.api::<CachedConfigMap>()
+            .patch(&name, &params, &Patch::Merge(&patch))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "ConfigMap",
+                name,
+                source,
+            })
+    }
+
     /// Sets (or removes, with `None`) one label of the very pod that was seen: the uid in the
     /// patch is a precondition, so a pod recreated under the same name is not labelled by
     /// mistake.

@@ -254,72 +254,126 @@ struct Prepared {
     conn: MultiplexedConnection,
     before: BTreeMap<String, String>,
     pairs: Vec<(String, String)>,
+    /// Of `pairs`, the directives whose value is surely another than the one wanted (the
+    /// others only a `CONFIG SET` that changes nothing shows equal).
+    differs: Vec<String>,
 }
 
-/// Makes every pod run `want` (live directives by primary name). Every pod is reached and read
-/// first, all at once, so an unreachable pod stops the change before anything is set; then each pod gets one
-/// `CONFIG SET` of the values it does not run yet. On any failure the pods changed so far (and
-/// the one that failed, in case its reply was lost after it applied) are set back, and the
-/// error says which pod, which directives and Redis's reason.
+/// What one pod runs, as read before anything is set.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodRead {
+    /// The pod.
+    pub pod: String,
+    /// Directives whose running value is surely not the wanted one.
+    pub differs: Vec<String>,
+    /// Directives whose running value cannot be compared with the wanted one without setting
+    /// it (see [`same`]).
+    pub unsure: Vec<String>,
+}
+
+/// Every pod reached and read, ready for [`Read::set`].
+pub struct Read {
+    prepared: Vec<Prepared>,
+}
+
+impl Read {
+    /// What each pod runs against what is wanted.
+    pub fn pods(&self) -> Vec<PodRead> {
+        self.prepared
+            .iter()
+            .map(|p| PodRead {
+                pod: p.pod.clone(),
+                differs: p.differs.clone(),
+                unsure: p
+                    .pairs
+                    .iter()
+                    .map(|(n, _)| n)
+                    .filter(|n| !p.differs.contains(n))
+                    .cloned()
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Sets each pod's values it does not run yet, one `CONFIG SET` a pod; on any failure the
+    /// pods changed so far (and the one that failed, in case its reply was lost after it
+    /// applied) are set back, and the error says which pod, which directives and Redis's
+    /// reason.
+    pub async fn set(self, gate: &Limiter) -> Result<Vec<PodChange>, Error> {
+        let mut taken: Vec<Taken> = Vec::new();
+        let mut changes = Vec::new();
+        for p in self.prepared {
+            let mut change = PodChange {
+                pod: p.pod.clone(),
+                changed: Vec::new(),
+            };
+            if p.pairs.is_empty() {
+                changes.push(change);
+                continue;
+            }
+            let restore: Vec<(String, String)> = p
+                .pairs
+                .iter()
+                .map(|(n, _)| (n.clone(), p.before.get(n).cloned().unwrap_or_default()))
+                .collect();
+            taken.push(Taken {
+                pod: p.pod.clone(),
+                conn: p.conn,
+                before: restore,
+            });
+            let conn = &mut taken.last_mut().expect("just pushed").conn;
+            match set_and_verify(gate, conn, &p.pod, &p.pairs, &p.before).await {
+                Ok(changed) => {
+                    change.changed = changed;
+                    changes.push(change);
+                }
+                Err(mut error) => {
+                    let (undone, failures) = undo(gate, taken).await;
+                    if let Error::Refused {
+                        rolled_back,
+                        message,
+                        ..
+                    } = &mut error
+                    {
+                        *rolled_back = undone.into_iter().filter(|u| *u != p.pod).collect();
+                        for failure in failures {
+                            message.push_str("; ");
+                            message.push_str(&failure);
+                        }
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(changes)
+    }
+}
+
+/// Reaches and reads every pod, all at once, so an unreachable pod stops a change before
+/// anything is set (and costs its timeouts once, not once per pod).
+pub async fn read(
+    pods: &[PodAddress],
+    want: &BTreeMap<String, String>,
+    login: Option<&Credentials>,
+) -> Result<Read, Error> {
+    let names: Vec<&String> = want.keys().collect();
+    let prepared =
+        futures::future::join_all(pods.iter().map(|pod| prepare(pod, want, &names, login)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+    Ok(Read { prepared })
+}
+
+/// Makes every pod run `want` (live directives by primary name), all or nothing: [`read`],
+/// then [`Read::set`].
 pub async fn apply(
     pods: &[PodAddress],
     want: &BTreeMap<String, String>,
     login: Option<&Credentials>,
     gate: &Limiter,
 ) -> Result<Vec<PodChange>, Error> {
-    let names: Vec<&String> = want.keys().collect();
-    // All pods at once: an unreachable pod costs its timeouts once, not once per pod.
-    let prepared =
-        futures::future::join_all(pods.iter().map(|pod| prepare(pod, want, &names, login)))
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?;
-    let mut taken: Vec<Taken> = Vec::new();
-    let mut changes = Vec::new();
-    for p in prepared {
-        let mut change = PodChange {
-            pod: p.pod.clone(),
-            changed: Vec::new(),
-        };
-        if p.pairs.is_empty() {
-            changes.push(change);
-            continue;
-        }
-        let restore: Vec<(String, String)> = p
-            .pairs
-            .iter()
-            .map(|(n, _)| (n.clone(), p.before.get(n).cloned().unwrap_or_default()))
-            .collect();
-        taken.push(Taken {
-            pod: p.pod.clone(),
-            conn: p.conn,
-            before: restore,
-        });
-        let conn = &mut taken.last_mut().expect("just pushed").conn;
-        match set_and_verify(gate, conn, &p.pod, &p.pairs, &p.before).await {
-            Ok(changed) => {
-                change.changed = changed;
-                changes.push(change);
-            }
-            Err(mut error) => {
-                let (undone, failures) = undo(gate, taken).await;
-                if let Error::Refused {
-                    rolled_back,
-                    message,
-                    ..
-                } = &mut error
-                {
-                    *rolled_back = undone.into_iter().filter(|u| *u != p.pod).collect();
-                    for failure in failures {
-                        message.push_str("; ");
-                        message.push_str(&failure);
-                    }
-                }
-                return Err(error);
-            }
-        }
-    }
-    Ok(changes)
+    read(pods, want, login).await?.set(gate).await
 }
 
 async fn prepare(
@@ -335,19 +389,23 @@ async fn prepare(
             pod: pod.pod.clone(),
             message: e.to_string(),
         })?;
-    let pairs = want
-        .iter()
-        .filter(|(name, value)| {
-            let got = before.get(*name).map_or("", String::as_str);
-            same(name, value, got) != Some(true)
-        })
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
+    let mut pairs = Vec::new();
+    let mut differs = Vec::new();
+    for (name, value) in want {
+        let got = before.get(name).map_or("", String::as_str);
+        match same(name, value, got) {
+            Some(true) => continue,
+            Some(false) => differs.push(name.clone()),
+            None => {}
+        }
+        pairs.push((name.clone(), value.clone()));
+    }
     Ok(Prepared {
         pod: pod.pod.clone(),
         conn,
         before,
         pairs,
+        differs,
     })
 }
 

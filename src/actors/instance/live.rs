@@ -15,9 +15,12 @@ use super::{InstanceArgs, InstanceState, Timings};
 use crate::actors::metrics::MetricsMsg;
 use crate::auth::Access;
 use crate::crd::{ConfigUpdate, RedisInstance};
-use crate::decide::{APPLIED_LIVE_ANNOTATION, live_drift, live_marked};
+use crate::decide::{
+    APPLIED_LIVE_ANNOTATION, LIVE_DRIFT_ANNOTATION, LiveDriftMark, live_drift, live_marked,
+    owed_live_drift,
+};
 use crate::kube_io;
-use crate::live::pods::{self, PodAddress, PodChange};
+use crate::live::pods::{self, PodAddress, PodChange, PodRead};
 use crate::resources::{CachedConfigMap, config_map};
 use k8s_openapi::jiff::Timestamp;
 
@@ -32,6 +35,10 @@ pub struct LiveMemory {
     pub checked_at: Option<Instant>,
     /// Live hash whose drift repair Redis refused, told once.
     drift_refusal_told: Option<String>,
+    /// The last drift mark this actor wrote or told: its repair is told once, or not at all.
+    drift_marked: Option<String>,
+    /// The drift mark whose repair Redis refused, until a repair goes through.
+    drift_mark_refused: Option<String>,
 }
 
 impl LiveMemory {
@@ -41,6 +48,8 @@ impl LiveMemory {
             && self.verified.is_none()
             && self.checked_at.is_none()
             && self.drift_refusal_told.is_none()
+            && self.drift_marked.is_none()
+            && self.drift_mark_refused.is_none()
     }
 
     /// Recalls a refusal recorded in status, so a restarted operator does not apply it again.
@@ -188,13 +197,42 @@ fn next_check_in(memory: &LiveMemory, timings: &Timings, plan: &Plan) -> Duratio
 }
 
 /// Reads every pod's live directives and sets back any that drifted (a hand-run
-/// `CONFIG SET`, a pod restarted from an older file).
+/// `CONFIG SET`, a pod restarted from an older file). A repair is marked on `<name>-config`
+/// before its `CONFIG SET` (see [`LiveDriftMark`]); a mark left by an operator before this one
+/// is told when this read shows its repair landed.
 async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observed) {
     state.live.checked_at = Some(Instant::now());
     let pods = addresses(&state.tls, seen);
-    match apply_to(&state.args, &state.access, &pods, plan).await {
+    let login = state.access.login.as_ref();
+    let read = match pods::read(&pods, &plan.live, login).await {
+        Ok(read) => read,
+        Err(error) => return check_failed(state, plan, seen, error).await,
+    };
+    let found = read.pods();
+    retell_drift_mark(state, plan, seen, &found);
+    let mark = LiveDriftMark::of(&found, &plan.live_hash, Timestamp::now())
+        .filter(|mark| !mark.repeats(state.live.drift_mark_refused.as_deref()));
+    if let Some(mark) = &mark {
+        let Some(config_map) = seen.config_map.clone() else {
+            warn!("live config drift left alone: no ConfigMap to mark it on yet");
+            return;
+        };
+        match mark_drift(state, &config_map, mark).await {
+            Ok(()) => {}
+            Err(error @ kube_io::Error::NotLeader(_)) => {
+                warn!(%error, "live config drift left alone: this operator may no longer lead");
+                return;
+            }
+            Err(error) => {
+                warn!(%error, "live config drift left alone: its mark could not be written");
+                return;
+            }
+        }
+    }
+    match read.set(state.args.api.limiter()).await {
         Ok(changes) => {
             state.live.verified = Some(plan.live_hash.clone());
+            state.live.drift_mark_refused = None;
             let Some(drift) = live_drift::drift_found(&changes, &plan.live_hash) else {
                 debug!("live config verified on every pod");
                 return;
@@ -204,20 +242,68 @@ async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observed) {
                 key: state.args.key.clone(),
                 kind: "LiveConfig",
             });
-            let event = drift.event;
-            state
-                .args
-                .api
-                .event(
-                    &seen.instance,
-                    event.warning,
-                    event.reason,
-                    event.action,
-                    event.note,
-                )
-                .await;
+            // A drift only a CONFIG SET could find has no mark: told as it always was.
+            let event = match &mark {
+                Some(mark) => mark.tells(drift.event),
+                None => drift.event,
+            };
+            report::tell(&state.args, &seen.instance, &event).await;
         }
-        Err(error) if error.is_refusal() => {
+        Err(error) => {
+            if error.is_refusal() && mark.is_some() {
+                state.live.drift_mark_refused = mark.as_ref().map(LiveDriftMark::text);
+            }
+            check_failed(state, plan, seen, error).await;
+        }
+    }
+}
+
+/// Tells the repair marked on `<name>-config` by an operator before this one, when `found`
+/// shows it landed (see [`owed_live_drift`]).
+fn retell_drift_mark(state: &mut InstanceState, plan: &Plan, seen: &Observed, found: &[PodRead]) {
+    let Some(mark) = seen
+        .config_map
+        .as_deref()
+        .and_then(|cm| cm.metadata.annotations.as_ref()?.get(LIVE_DRIFT_ANNOTATION))
+    else {
+        return;
+    };
+    if state.live.drift_marked.as_ref() == Some(mark) {
+        return;
+    }
+    let owed = owed_live_drift(Some(mark), &plan.live_hash, found, Timestamp::now());
+    if let Some(event) = owed {
+        info!(%mark, "telling a live drift repair marked before this operator");
+        state.live.drift_marked = Some(mark.clone());
+        state
+            .args
+            .api
+            .tell_unless_told(&seen.instance, event.told());
+    }
+}
+
+/// Writes `mark` on `<name>-config` before the `CONFIG SET` it names.
+async fn mark_drift(
+    state: &mut InstanceState,
+    config_map: &CachedConfigMap,
+    mark: &LiveDriftMark,
+) -> Result<(), kube_io::Error> {
+    let text = mark.text();
+    let written = state
+        .args
+        .api
+        .annotate_config_map(config_map, LIVE_DRIFT_ANNOTATION, &text)
+        .await?;
+    state.written.config_map = Some(Arc::new(written));
+    state.live.drift_marked = Some(text);
+    Ok(())
+}
+
+/// A check that set nothing back: Redis refused (told once per live config), this operator
+/// may no longer lead, or a pod did not answer.
+async fn check_failed(state: &mut InstanceState, plan: &Plan, seen: &Observed, error: pods::Error) {
+    match error {
+        error if error.is_refusal() => {
             warn!(%error, "live config drift could not be repaired");
             if state.live.drift_refusal_told.as_deref() != Some(plan.live_hash.as_str()) {
                 state.live.drift_refusal_told = Some(plan.live_hash.clone());
@@ -229,9 +315,9 @@ async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observed) {
                     .await;
             }
         }
-        Err(error @ crate::live::pods::Error::NotLeader(_)) => {
+        error @ pods::Error::NotLeader(_) => {
             warn!(%error, "live config drift left alone: this operator may no longer lead");
         }
-        Err(error) => warn!(%error, "live config check skipped: a pod did not answer"),
+        error => warn!(%error, "live config check skipped: a pod did not answer"),
     }
 }

@@ -118,6 +118,8 @@ pub struct Observed {
     /// The mark the last live change left on that ConfigMap (see
     /// [`crate::decide::APPLIED_LIVE_ANNOTATION`]).
     pub live_mark: Option<String>,
+    /// That ConfigMap, `<name>-config`, as the caches (or the actor's own last write) show it.
+    pub config_map: Option<Arc<CachedConfigMap>>,
     /// Its StatefulSet.
     pub statefulset: Option<Arc<CachedStatefulSet>>,
     /// Its Service `<name>`.
@@ -328,7 +330,8 @@ pub fn observe(
             let marks = cm.metadata.annotations.as_ref()?;
             marks.get(crate::decide::APPLIED_LIVE_ANNOTATION).cloned()
         }),
-        config_text: config_map.and_then(|cm| cm.config_text.clone()),
+        config_text: config_map.as_ref().and_then(|cm| cm.config_text.clone()),
+        config_map,
         instance,
         statefulset,
         service,
