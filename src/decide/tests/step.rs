@@ -225,6 +225,7 @@ fn step_label(policy: &PolicyView, case: &Case, planned: bool) -> String {
                 seen,
                 deadlines: &DEADLINES,
                 facts: &facts,
+                replication: None,
             }),
             false => Course::Unplanned(*unplanned),
         };
