@@ -547,5 +547,6 @@ fn requests(log: &Log) -> Vec<(Method, String, Value)> {
     log.lock().unwrap().clone()
 }
 
+mod probes;
 mod rest;
 mod writes;
