@@ -42,7 +42,17 @@ async fn the_pods_are_probed_while_every_step_permit_is_held_elsewhere() {
     instance.spec.replicas = 2;
     let log = Log::default();
     let client = scripted_api(&instance, log.clone(), Arc::default());
-    let (stores, mut watches) = converged_caches_and_watches(&instance);
+    let (mut stores, mut watches) = converged_caches_and_watches(&instance);
+    // The role Services already there, so that a step has nothing of them to write.
+    let (services, mut writer) = reflector::store();
+    for svc in [
+        service(&instance),
+        headless_service(&instance),
+        crate::resources::replicas_service(&instance),
+    ] {
+        writer.apply_watcher_event(&watcher::Event::Apply(CachedService::from(&svc)));
+    }
+    stores.services = services;
     let mut pod = stores.pods.state()[0].as_ref().clone();
     if let Some(status) = pod.status.as_mut() {
         status.pod_ip = Some(POD_IP.into());
