@@ -4,7 +4,7 @@ use super::*;
 use crate::crd::SwitchoverRecord;
 use crate::replication::{BOOT_PRIMARY_HOST, BOOT_PRIMARY_PORT};
 
-fn primary(offset: i64) -> PodReplication {
+pub(crate) fn primary(offset: i64) -> PodReplication {
     PodReplication {
         role: Role::Primary,
         primary_host: None,
@@ -18,7 +18,7 @@ fn primary(offset: i64) -> PodReplication {
     }
 }
 
-fn replica_of(ip: &str, offset: i64) -> PodReplication {
+pub(crate) fn replica_of(ip: &str, offset: i64) -> PodReplication {
     PodReplication {
         role: Role::Replica,
         primary_host: Some(ip.into()),
