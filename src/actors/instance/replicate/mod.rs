@@ -7,37 +7,29 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use ractor::ActorRef;
 
+mod observation;
 mod observe;
 mod perform;
 mod prober;
+mod rounds;
 mod routing;
+
+pub(super) use observation::{Observation, observe};
+pub(super) use rounds::probed;
 
 use observe::Reach;
 
 use super::observe::Observed;
 use super::target::Plan;
 use super::{InstanceMsg, InstanceState};
-use crate::actors::metrics::MetricsMsg;
-use crate::crd::ReplicationStatus;
 use crate::decide::Replication;
-use crate::decide::probes::{self, PodProbe};
-use crate::decide::replication::{ReplicaPod, ReplicationLimits, ReplicationView};
-use crate::decide::replication_act::{
-    BUSY_PROBE, ReplicationFacts, ReplicationPlan, converting, failed_here, rolling, summarize,
-};
-use crate::decide::routing::{
-    Listing, RoleServicesAct, RoleServicesView, RoutingMemory, legacy_to_retire, reads_listing,
-    route, routing_target,
-};
+use crate::decide::probes::PodProbe;
+use crate::decide::replication_act::{BUSY_PROBE, ReplicationPlan};
+use crate::decide::routing::{RoleServicesAct, RoutingMemory};
 use crate::kube_io;
-use crate::replication::{PodReplication, Role};
-use crate::resources::{CachedService, replicas_service};
-use tracing::info;
 
 /// What the actor remembers of replication between steps; the decisions that must survive a
 /// leader change are in status instead.
@@ -81,6 +73,11 @@ impl ReplicationMemory {
         !self.services.is_empty()
     }
 
+    /// A prober runs.
+    fn probing(&self) -> bool {
+        self.prober.is_some()
+    }
+
     /// Ends the prober (the actor stops, or the instance is no longer replicated) and forgets
     /// its last round: a prober started again later is not to be preceded by old answers.
     pub fn stop_prober(&mut self) {
@@ -100,145 +97,6 @@ pub(super) fn sync_prober(myself: &ActorRef<InstanceMsg>, memory: &mut Replicati
     }
 }
 
-/// A round from the prober: remembered, with how long the recorded primary has been silent
-/// and each replica's lag. `true`: a step is to decide on it (it changes what a decision
-/// sees, a step waits for it, or the primary is silent and its silence grows).
-pub(super) fn probed(state: &mut InstanceState, round: Vec<PodProbe>) -> bool {
-    let Some(instance) = super::report::cached_instance(state) else {
-        return false;
-    };
-    let status = instance
-        .status
-        .as_ref()
-        .and_then(|s| s.replication.clone())
-        .unwrap_or_default();
-    let bound = instance.spec.replication.max_lag_bytes;
-    let memory = &mut state.replication;
-    let changed = probes::changes(&memory.probes, &round, bound);
-    remember(memory, &status, &round);
-    memory.probes = round;
-    send_metrics(state);
-    let memory = &state.replication;
-    changed || memory.awaiting_probe || memory.primary_silent_since.is_some()
-}
-
-/// What a replicated instance's step observed of replication, owned so that its decision can
-/// be performed after the report.
-pub(super) struct Observation {
-    replicas: Service,
-    legacy: Option<std::sync::Arc<CachedService>>,
-    cached_replicas: Option<std::sync::Arc<CachedService>>,
-    written_replicas: Option<std::sync::Arc<CachedService>>,
-    service_serving: Option<bool>,
-    /// Each pod's usable answer, in the order of the snapshot's pods (see [`probes::usable`]).
-    answers: Vec<Option<Option<PodReplication>>>,
-    status: ReplicationStatus,
-    listing: Option<Listing>,
-    routing: Option<crate::decide::replication::Routing>,
-    silent_for: Option<Duration>,
-    last_lag: BTreeMap<String, i64>,
-    switchover_sent: bool,
-    limits: ReplicationLimits,
-    rolling: bool,
-    converting: bool,
-    now: Timestamp,
-}
-
-/// Observes replication for a replicated plan's step: the prober's latest round as far as a
-/// step may decide on it, the role Services, and the endpoints when the decision needs them.
-/// `Ok(None)`: the plan is not replicated (and the prober is to stop).
-pub(super) async fn observe(
-    state: &mut InstanceState,
-    plan: Option<&Plan>,
-    seen: &Observed,
-) -> Result<Option<Observation>, kube_io::Error> {
-    let Some(plan) = plan.filter(|p| crate::resources::replicated(&p.instance)) else {
-        state.replication.wanted = None;
-        return Ok(None);
-    };
-    let memory = &state.replication;
-    let answers: Vec<_> = seen
-        .pods
-        .iter()
-        .map(|pod| {
-            let name = pod.name_any();
-            let probe = memory.probes.iter().find(|p| p.pod == name);
-            let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-            let at = probes::Incarnation {
-                uid,
-                ip: observe::pod_ip(pod),
-            };
-            probes::usable(probe, at, memory.role_written).map(|a| a.cloned())
-        })
-        .collect();
-    let replicas = replicas_service(&plan.instance);
-    let replicas_name = replicas.name_any();
-    let mut observation = Observation {
-        legacy: observe::legacy_service(&state.args, seen),
-        cached_replicas: observe::cached_service(&state.args, &replicas_name),
-        written_replicas: memory.services.get(&replicas_name).cloned(),
-        replicas,
-        service_serving: None,
-        answers,
-        status: seen
-            .instance
-            .status
-            .as_ref()
-            .and_then(|s| s.replication.clone())
-            .unwrap_or_default(),
-        listing: None,
-        routing: None,
-        silent_for: memory
-            .primary_silent_since
-            .as_ref()
-            .map(|(_, since)| since.elapsed()),
-        last_lag: memory.last_lag.clone(),
-        switchover_sent: false,
-        limits: ReplicationLimits {
-            route_settle: state.args.timings.route_settle,
-            ..ReplicationLimits::from_spec(&plan.instance.spec.replication)
-        },
-        rolling: rolling(record(seen), seen.statefulset.as_deref()),
-        converting: converting(&seen.instance),
-        now: Timestamp::now(),
-    };
-    observation.switchover_sent = observation
-        .status
-        .switchover
-        .as_ref()
-        .is_some_and(|sw| memory.switchover_sent.as_ref() == Some(&sw.to));
-    if legacy_to_retire(&observation.services_view(plan, seen)).is_some() {
-        let name = &state.args.key.name;
-        observation.service_serving = Some(!state.args.api.ready_endpoints(name).await?.is_empty());
-    }
-    // The endpoints of the Services clients write through, read only when the decision may
-    // need them (as if nothing were held: a read too many is harmless): how long a
-    // switchover target has been routed to, and a pod replaced once none lists it.
-    let views = observation.views(seen);
-    let needed = reads_listing(&observation.view(&views, seen), &observation.limits);
-    let listing = match needed {
-        true => Some(observe::listing(&state.args, seen).await?),
-        false => None,
-    };
-    let target = routing_target(Some(&observation.status), &views);
-    let routed = route(
-        state.replication.routing.as_ref(),
-        target,
-        listing.as_ref(),
-        Instant::now(),
-    );
-    if routed.newly_listed
-        && let Some((pod, _)) = target
-    {
-        info!(%pod, "switchover target listed by the primary's Services");
-    }
-    state.replication.routing = routed.memory;
-    drop(views);
-    observation.listing = listing;
-    observation.routing = routed.routing;
-    Ok(Some(observation))
-}
-
 /// Tells the prober which pods the step saw and how to reach them, once the step's decision
 /// has brought the credentials and TLS memory up to date; how often it probes stays as the
 /// last replication step set it.
@@ -250,77 +108,6 @@ pub(super) fn ask_prober(state: &mut InstanceState, seen: &Observed) {
         every: last.map_or(BUSY_PROBE, |a| a.every),
         now: last.map_or(0, |a| a.now),
     });
-}
-
-fn record(seen: &Observed) -> Option<&crate::crd::RolloutRecord> {
-    seen.instance.status.as_ref()?.rollout.as_ref()
-}
-
-impl Observation {
-    /// The pods as the replication decision reads them.
-    pub(super) fn views<'a>(&'a self, seen: &'a Observed) -> Vec<ReplicaPod<'a>> {
-        observe::views(seen, &self.answers)
-    }
-
-    /// The role Services as `decide::routing::role_services` reads them.
-    pub(super) fn services_view<'a>(
-        &'a self,
-        plan: &'a Plan,
-        seen: &'a Observed,
-    ) -> RoleServicesView<'a> {
-        RoleServicesView {
-            desired_service: &plan.service,
-            service: seen.service.as_deref(),
-            legacy: self.legacy.as_deref(),
-            service_serving: self.service_serving,
-            desired_replicas: &self.replicas,
-            replicas: self.cached_replicas.as_deref(),
-            replicas_written: self.written_replicas.as_deref(),
-        }
-    }
-
-    /// What the replication decision reads of `views` (`paused` is the verdict's to set).
-    pub(super) fn view<'a>(
-        &'a self,
-        views: &'a [ReplicaPod<'a>],
-        seen: &'a Observed,
-    ) -> ReplicationView<'a> {
-        let rollout_hash = record(seen).map(|r| r.config_hash.as_str());
-        ReplicationView {
-            pods: views,
-            replicas: seen.instance.spec.replicas,
-            status: Some(&self.status),
-            rolling: self.rolling,
-            primary_silent_for: self.silent_for,
-            switchover_sent: self.switchover_sent,
-            last_lag: &self.last_lag,
-            paused: false,
-            switchover_halted: self.rolling && failed_here(&self.status, rollout_hash),
-            routing: self.routing,
-            listing: self.listing.as_ref(),
-        }
-    }
-
-    /// The bounds of the decision.
-    pub(super) fn limits(&self) -> &ReplicationLimits {
-        &self.limits
-    }
-
-    /// What carrying out the decision reads.
-    pub(super) fn facts<'a>(
-        &'a self,
-        views: &[ReplicaPod],
-        seen: &'a Observed,
-    ) -> ReplicationFacts<'a> {
-        ReplicationFacts {
-            status: &self.status,
-            summary: summarize(views, &self.last_lag, self.limits.max_lag_bytes),
-            converting: self.converting,
-            rollout_hash: record(seen).map(|r| r.config_hash.as_str()),
-            rolling: self.rolling,
-            now: self.now,
-        }
-    }
 }
 
 /// The replication decided, apart from the step's views so that it is performed after the
@@ -412,56 +199,4 @@ pub(super) async fn perform(
         switchover_timeout: observation.limits.switchover_timeout,
     };
     perform::perform(state, &done, step, act).await
-}
-
-/// The primaries found and each replica's lag, for metrics.
-fn send_metrics(state: &InstanceState) {
-    let memory = &state.replication;
-    let primaries = memory
-        .probes
-        .iter()
-        .filter(|p| p.answer.as_ref().is_some_and(|r| r.role == Role::Primary))
-        .count();
-    let _ = state.args.metrics.send_message(MetricsMsg::Replication {
-        key: state.args.key.clone(),
-        primaries: u32::try_from(primaries).unwrap_or(u32::MAX),
-        lags: memory
-            .last_lag
-            .iter()
-            .map(|(pod, lag)| (pod.clone(), *lag))
-            .collect(),
-    });
-}
-
-/// Notes when the recorded primary stopped answering, by the round's clock, and how far
-/// behind each replica is.
-fn remember(memory: &mut ReplicationMemory, status: &ReplicationStatus, round: &[PodProbe]) {
-    let Some(name) = status.primary.as_deref() else {
-        memory.primary_silent_since = None;
-        return;
-    };
-    let primary = round.iter().find(|p| p.pod == name);
-    match primary.and_then(|p| p.answer.as_ref()) {
-        Some(probe) if probe.role == Role::Primary => {
-            memory.primary_silent_since = None;
-            memory.last_lag = round
-                .iter()
-                .filter_map(|p| {
-                    let r = p.answer.as_ref()?;
-                    (r.role == Role::Replica && r.replid == probe.replid)
-                        .then(|| (p.pod.clone(), (probe.offset - r.offset).max(0)))
-                })
-                .collect();
-        }
-        _ => {
-            let fresh = memory
-                .primary_silent_since
-                .as_ref()
-                .is_none_or(|(n, _)| n != name);
-            if fresh {
-                let at = primary.map_or_else(Instant::now, |p| p.at);
-                memory.primary_silent_since = Some((name.to_owned(), at));
-            }
-        }
-    }
 }
