@@ -135,3 +135,89 @@ async fn probe_all(ask: &Ask) -> Vec<PodProbe> {
     }))
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ractor::{Actor, ActorProcessingErr};
+    use tokio::sync::mpsc;
+
+    /// Stands in for the instance actor: passes on the rounds it receives.
+    struct Receiver;
+
+    impl Actor for Receiver {
+        type Msg = InstanceMsg;
+        type State = mpsc::UnboundedSender<usize>;
+        type Arguments = mpsc::UnboundedSender<usize>;
+
+        async fn pre_start(
+            &self,
+            _: ActorRef<InstanceMsg>,
+            rounds: Self::Arguments,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(rounds)
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<InstanceMsg>,
+            msg: InstanceMsg,
+            rounds: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            if let InstanceMsg::Probed(round) = msg {
+                let _ = rounds.send(round.len());
+            }
+            Ok(())
+        }
+    }
+
+    fn ask() -> Ask {
+        // A pod with no IP answers at once (as silent): no network needed.
+        let pod = Target {
+            address: PodAddress {
+                pod: "r-0".into(),
+                ip: None,
+                tls: None,
+            },
+            uid: "u0".into(),
+        };
+        Ask {
+            pods: vec![pod],
+            access: Access::default(),
+            every: Duration::from_millis(10),
+            now: 0,
+        }
+    }
+
+    async fn ended(task: &tokio::task::AbortHandle) -> bool {
+        for _ in 0..200 {
+            if task.is_finished() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_prober_sends_rounds_and_ends_when_dropped_or_when_its_actor_is_gone() {
+        for stop_actor in [false, true] {
+            let (tx, mut rounds) = mpsc::unbounded_channel();
+            let (actor, handle) = Actor::spawn(None, Receiver, tx).await.unwrap();
+            let prober = Prober::start(actor.clone(), ask());
+            assert_eq!(rounds.recv().await, Some(1), "a round of the one pod");
+            let task = prober.task.abort_handle();
+            if stop_actor {
+                actor.stop(None);
+                handle.await.unwrap();
+                assert!(ended(&task).await, "the prober of a stopped actor ends");
+                drop(prober);
+            } else {
+                drop(prober);
+                assert!(ended(&task).await, "a dropped prober ends");
+                actor.stop(None);
+                handle.await.unwrap();
+            }
+        }
+    }
+}
