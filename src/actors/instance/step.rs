@@ -117,19 +117,12 @@ pub(super) async fn step(
         Err(error) => (None, Err(error)),
     };
     let views = observation.as_ref().map(|o| o.views(&seen));
-    let inputs = plan.as_ref().zip(observation.as_ref()).zip(views.as_ref());
-    let services = inputs.map(|((plan, o), _)| o.services_view(plan, &seen));
-    let view = inputs.map(|((_, o), views)| o.view(views, &seen));
-    let facts = inputs.map(|((_, o), views)| o.facts(views, &seen));
-    let replication = match (&services, &view, &facts, &observation) {
-        (Some(services), Some(view), Some(facts), Some(o)) => Some(ReplicationInputs {
-            services,
-            view,
-            limits: o.limits(),
-            facts,
-        }),
-        _ => None,
-    };
+    let observed_plan = plan
+        .as_ref()
+        .zip(observation.as_ref())
+        .zip(views.as_deref());
+    let parts = observed_plan.map(|((plan, o), views)| o.parts(plan, &seen, views));
+    let replication = parts.as_ref().map(replicate::Parts::inputs);
     let run = Run {
         seen: &seen,
         plan: plan.as_ref(),

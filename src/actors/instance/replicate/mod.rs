@@ -17,7 +17,7 @@ mod prober;
 mod rounds;
 mod routing;
 
-pub(super) use observation::{Observation, observe};
+pub(super) use observation::{Observation, Parts, observe};
 pub(super) use rounds::probed;
 
 use observe::Reach;

@@ -16,6 +16,7 @@ use super::super::observe::Observed;
 use super::super::target::Plan;
 use super::observe as cache;
 use crate::crd::{ReplicationStatus, RolloutRecord};
+use crate::decide::ReplicationInputs;
 use crate::decide::probes;
 use crate::decide::replication::{ReplicaPod, ReplicationLimits, ReplicationView, Routing};
 use crate::decide::replication_act::{
@@ -156,7 +157,7 @@ impl Observation {
     }
 
     /// The role Services as `decide::routing::role_services` reads them.
-    pub(in super::super) fn services_view<'a>(
+    pub(super) fn services_view<'a>(
         &'a self,
         plan: &'a Plan,
         seen: &'a Observed,
@@ -173,7 +174,7 @@ impl Observation {
     }
 
     /// What the replication decision reads of `views` (`paused` is the verdict's to set).
-    pub(in super::super) fn view<'a>(
+    pub(super) fn view<'a>(
         &'a self,
         views: &'a [ReplicaPod<'a>],
         seen: &'a Observed,
@@ -194,17 +195,8 @@ impl Observation {
         }
     }
 
-    /// The bounds of the decision.
-    pub(in super::super) fn limits(&self) -> &ReplicationLimits {
-        &self.limits
-    }
-
     /// What carrying out the decision reads.
-    pub(in super::super) fn facts<'a>(
-        &'a self,
-        views: &[ReplicaPod],
-        seen: &'a Observed,
-    ) -> ReplicationFacts<'a> {
+    fn facts<'a>(&'a self, views: &[ReplicaPod], seen: &'a Observed) -> ReplicationFacts<'a> {
         ReplicationFacts {
             status: &self.status,
             summary: summarize(views, &self.last_lag, self.limits.max_lag_bytes),
@@ -212,6 +204,41 @@ impl Observation {
             rollout_hash: record(seen).map(|r| r.config_hash.as_str()),
             rolling: self.rolling,
             now: self.now,
+        }
+    }
+
+    /// What the step's decision reads of replication, from the pods as `views` shows them.
+    pub(in super::super) fn parts<'a>(
+        &'a self,
+        plan: &'a Plan,
+        seen: &'a Observed,
+        views: &'a [ReplicaPod<'a>],
+    ) -> Parts<'a> {
+        Parts {
+            services: self.services_view(plan, seen),
+            view: self.view(views, seen),
+            limits: &self.limits,
+            facts: self.facts(views, seen),
+        }
+    }
+}
+
+/// The views [`ReplicationInputs`] borrows, built from an observation.
+pub(in super::super) struct Parts<'a> {
+    services: RoleServicesView<'a>,
+    view: ReplicationView<'a>,
+    limits: &'a ReplicationLimits,
+    facts: ReplicationFacts<'a>,
+}
+
+impl Parts<'_> {
+    /// As the step's one decision reads them.
+    pub(in super::super) fn inputs(&self) -> ReplicationInputs<'_, '_> {
+        ReplicationInputs {
+            services: &self.services,
+            view: &self.view,
+            limits: self.limits,
+            facts: &self.facts,
         }
     }
 }
