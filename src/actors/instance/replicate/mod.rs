@@ -47,7 +47,7 @@ pub struct ReplicationMemory {
     services: std::collections::HashMap<String, std::sync::Arc<crate::resources::CachedService>>,
     /// The prober's latest round.
     probes: Vec<PodProbe>,
-    /// When this actor last sent a command that changes a pod's role: probes sent before it
+    /// When this actor's last command changing a pod's role was over: probes sent before then
     /// are not decided on.
     role_written: Option<Instant>,
     /// The last step waited for a probe: the next round starts a step whatever it shows.
@@ -177,12 +177,7 @@ pub(super) async fn perform(
     }
     let ReplicationPlan { step, act } = *planned;
     tracing::debug!(step = step.name(), ?step, "replication step");
-    memory.awaiting_probe = act.wake == Some(Duration::ZERO);
-    if act.role_written {
-        // Before the command: a round already under way may not show it.
-        memory.role_written = Some(Instant::now());
-        memory.awaiting_probe = true;
-    }
+    memory.awaiting_probe = act.wake == Some(Duration::ZERO) || act.role_written;
     if let Some(ask) = memory.wanted.as_mut() {
         ask.every = act.wake.filter(|d| !d.is_zero()).unwrap_or(BUSY_PROBE);
         if memory.awaiting_probe {
@@ -198,5 +193,12 @@ pub(super) async fn perform(
         views: &views,
         switchover_timeout: observation.limits.switchover_timeout,
     };
-    perform::perform(state, &done, step, act).await
+    let role_written = act.role_written;
+    let performed = perform::perform(state, &done, step, act).await;
+    if role_written {
+        // Once the command is over, whether it went through or not: a probe sent before
+        // then may not show it. The round asked for at once is sent after the step.
+        state.replication.role_written = Some(Instant::now());
+    }
+    performed
 }
