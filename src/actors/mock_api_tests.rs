@@ -72,7 +72,7 @@ fn failing_api(
                 ),
                 (Method::PATCH, p) if p.ends_with("/status") => {
                     let mut stored = instance_json;
-                    stored["status"] = sent["status"].clone();
+                    stored["status"] = without_nulls(sent["status"].clone());
                     stored["metadata"]["resourceVersion"] = json!("100");
                     (StatusCode::OK, stored)
                 }
@@ -103,6 +103,21 @@ fn failing_api(
         }
     });
     kube::Client::new(service, "team-a")
+}
+
+/// A merge patch's object as the server stores it: a `null` removes the field (a list sent
+/// as `null`, such as an empty replication summary, would not read back otherwise).
+fn without_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// The StatefulSet of a converged instance as the cache shows it: a uid, a version, a
@@ -547,5 +562,6 @@ fn requests(log: &Log) -> Vec<(Method, String, Value)> {
     log.lock().unwrap().clone()
 }
 
+mod probes;
 mod rest;
 mod writes;

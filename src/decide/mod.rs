@@ -14,6 +14,7 @@ mod live_drift_mark;
 mod network;
 mod notice;
 mod pods;
+pub mod probes;
 pub mod replication;
 pub mod replication_act;
 mod rest;
@@ -63,8 +64,9 @@ pub use pods::{
 pub use rest::{Rest, RestView, rest};
 pub use revisions::{created_template, mount_for, next_template_names_revision, revision_fix};
 pub use step::{
-    Course, Drive, HoldAct, PAUSED_ANNOTATION, Planned, Step, StepAct, Unplanned, Verdict, Wakes,
-    hold_act, next_wake, overdue_to_tell, paused, refusal_to_tell, step, verdict,
+    Course, Drive, HoldAct, PAUSED_ANNOTATION, Planned, Replication, ReplicationInputs, Step,
+    StepAct, Unplanned, Verdict, Wakes, hold_act, next_wake, overdue_to_tell, paused,
+    refusal_to_tell, step, verdict,
 };
 pub use tls::{
     Reload, Reloaded, SecretRead, SecretView, ServedView, reload, reloaded, secret_missing_problem,

@@ -32,6 +32,9 @@ pub struct ReplicaPod<'a> {
     pub role_label: Option<&'a str>,
     /// What its Redis says; `None` when it did not answer.
     pub probe: Option<&'a PodReplication>,
+    /// A probe of this pod as it is now, taken after the operator's last role write, is in
+    /// `probe` (see [`super::probes::usable`]); `false`: not yet probed, nothing is decided.
+    pub probed: bool,
 }
 
 /// What replication decisions look at.
@@ -175,6 +178,8 @@ pub enum ReplicationWait {
     Delisting,
     /// A fixed spec, after a failed switchover.
     Halted,
+    /// A pod not yet probed: new, replaced, or not since the operator's last role write.
+    Probes,
 }
 
 impl ReplicationStep {
@@ -215,6 +220,11 @@ fn lag(pod: &ReplicaPod, primary: &ReplicaPod) -> Option<i64> {
 
 /// Decides the next replication step of a multi-pod instance.
 pub fn decide_replication(view: &ReplicationView, limits: &ReplicationLimits) -> ReplicationStep {
+    // Decided on an answer older than the pod or than the last role write, a step could
+    // undo or repeat what was just done: it waits for the prober instead.
+    if view.pods.iter().any(|p| !p.probed) {
+        return ReplicationStep::Wait(ReplicationWait::Probes);
+    }
     let live: Vec<&ReplicaPod> = view.pods.iter().filter(|p| !p.deleting).collect();
     let find = |name: &str| live.iter().copied().find(|p| p.name == name);
     let recorded = view.status.and_then(|s| s.primary.as_deref());

@@ -78,6 +78,21 @@ pub struct ReplicationAct {
     pub forget_sent: bool,
     /// Probe again after this once performed; `None`: take the next step now.
     pub wake: Option<Duration>,
+    /// Decide again after this even when no probe changes what the pods show: the wait is on
+    /// time or on the endpoints, which the prober does not watch; `None`: when a probe does.
+    pub decide_again: Option<Duration>,
+    /// The step changes a pod's role in Redis: the next decision waits for a probe taken after
+    /// it, not one that may show the role before.
+    pub role_written: bool,
+}
+
+impl ReplicationAct {
+    /// When the step that performed this act looks again: `None` at once (it wrote), else
+    /// after the duration (`Duration::MAX`: when a probe or a watch event changes something).
+    pub fn next_step(&self) -> Option<Duration> {
+        self.wake
+            .map(|_| self.decide_again.unwrap_or(Duration::MAX))
+    }
 }
 
 /// The replication step and how it is carried out.
@@ -116,6 +131,8 @@ pub fn replication_act(step: &ReplicationStep, facts: &ReplicationFacts) -> Repl
         switchover: recorded,
         forget_sent: false,
         wake: None,
+        decide_again: None,
+        role_written: false,
     };
     let with_pods = |mut next: ReplicationStatus| {
         next.pods = facts.summary.clone();
@@ -135,8 +152,12 @@ pub fn replication_act(step: &ReplicationStep, facts: &ReplicationFacts) -> Repl
             act.election = Some(election);
             act.notice = Some(notice);
         }
-        ReplicationStep::Promote { .. } | ReplicationStep::Follow { .. } => {}
-        ReplicationStep::Label { .. } => act.wake = Some(BUSY_PROBE),
+        ReplicationStep::Promote { .. } | ReplicationStep::Follow { .. } => act.role_written = true,
+        // The pod's watch event usually brings the next step first.
+        ReplicationStep::Label { .. } => {
+            act.wake = Some(BUSY_PROBE);
+            act.decide_again = Some(BUSY_PROBE);
+        }
         ReplicationStep::BeginSwitchover { from, to } => {
             let mut next = status.clone();
             next.switchover = Some(SwitchoverRecord {
@@ -146,8 +167,12 @@ pub fn replication_act(step: &ReplicationStep, facts: &ReplicationFacts) -> Repl
             });
             act.status = with_pods(next);
         }
-        // Awaited by the perform rather than probed on a timer: the next step looks at once.
-        ReplicationStep::Switchover { .. } => act.wake = Some(Duration::ZERO),
+        // Awaited by the perform rather than probed on a timer: probed again at once, and the
+        // next decision waits for that probe.
+        ReplicationStep::Switchover { .. } => {
+            act.wake = Some(Duration::ZERO);
+            act.role_written = true;
+        }
         ReplicationStep::FinishSwitchover { to } => {
             let mut next = status.clone();
             let from = next.switchover.take().map(|sw| sw.from).unwrap_or_default();
@@ -171,9 +196,20 @@ pub fn replication_act(step: &ReplicationStep, facts: &ReplicationFacts) -> Repl
             act.forget_sent = true;
             act.notice = Some(warning("SwitchoverFailed", "Switchover", message.clone()));
         }
-        ReplicationStep::ReplacePod { .. } => act.wake = Some(BUSY_PROBE),
-        ReplicationStep::Wait(ReplicationWait::Routing) => act.wake = Some(ROUTING_PROBE),
-        ReplicationStep::Wait(ReplicationWait::Delisting) => act.wake = Some(DELISTING_PROBE),
+        ReplicationStep::ReplacePod { .. } => {
+            act.wake = Some(BUSY_PROBE);
+            act.decide_again = Some(BUSY_PROBE);
+        }
+        ReplicationStep::Wait(ReplicationWait::Routing) => {
+            act.wake = Some(ROUTING_PROBE);
+            act.decide_again = Some(ROUTING_PROBE);
+        }
+        ReplicationStep::Wait(ReplicationWait::Delisting) => {
+            act.wake = Some(DELISTING_PROBE);
+            act.decide_again = Some(DELISTING_PROBE);
+        }
+        // Nothing written from a summary with pods not yet probed: probed at once instead.
+        ReplicationStep::Wait(ReplicationWait::Probes) => act.wake = Some(Duration::ZERO),
         ReplicationStep::Wait(_) | ReplicationStep::Idle => {
             if status.pods != facts.summary {
                 act.status = with_pods(status.clone());

@@ -208,10 +208,93 @@ fn each_step_records_tells_and_waits_as_listed() {
             facts(&summarized),
             "500ms",
         ),
+        // A pod not yet probed: the summary would call it unreachable; probed at once instead.
+        (
+            ReplicationStep::Wait(ReplicationWait::Probes),
+            facts(&plain),
+            "0ms",
+        ),
     ];
     for (step, facts, expected) in table {
         let act = replication_act(&step, &facts);
         assert_eq!(label(&act, facts.status), expected, "{step:?}");
+    }
+}
+
+#[test]
+fn only_waits_on_time_or_endpoints_decide_again_without_a_new_probe_and_role_writes_ask_for_one() {
+    let plain = status();
+    let sw = switching();
+    // (step, facts, next step in (ms, "now", or "probe"), role written)
+    let rows = [
+        (
+            ReplicationStep::Promote { pod: "r-0".into() },
+            facts(&plain),
+            "now",
+            true,
+        ),
+        (
+            ReplicationStep::Follow {
+                pod: "r-1".into(),
+                primary_ip: "10.0.0.10".into(),
+            },
+            facts(&plain),
+            "now",
+            true,
+        ),
+        (
+            ReplicationStep::Switchover {
+                from: "r-0".into(),
+                to_ip: "10.0.0.11".into(),
+            },
+            facts(&sw),
+            "probe",
+            true,
+        ),
+        (
+            ReplicationStep::Wait(ReplicationWait::Routing),
+            facts(&sw),
+            "100ms",
+            false,
+        ),
+        (
+            ReplicationStep::Wait(ReplicationWait::Delisting),
+            facts(&plain),
+            "250ms",
+            false,
+        ),
+        (
+            ReplicationStep::Wait(ReplicationWait::Sync),
+            facts(&plain),
+            "probe",
+            false,
+        ),
+        (
+            ReplicationStep::Wait(ReplicationWait::PrimarySilent),
+            facts(&plain),
+            "probe",
+            false,
+        ),
+        (
+            ReplicationStep::Wait(ReplicationWait::Probes),
+            facts(&plain),
+            "probe",
+            false,
+        ),
+        (ReplicationStep::Idle, facts(&plain), "probe", false),
+    ];
+    for (step, facts, next, role_written) in rows {
+        let act = replication_act(&step, &facts);
+        let got = match act.next_step() {
+            None => "now".to_owned(),
+            Some(Duration::MAX) => "probe".to_owned(),
+            Some(d) => format!("{}ms", d.as_millis()),
+        };
+        assert_eq!(
+            (got.as_str(), act.role_written),
+            (next, role_written),
+            "{step:?}"
+        );
     }
 }
 
@@ -281,6 +364,7 @@ fn status_summarizes_each_pod_and_only_a_lag_past_the_bound() {
         up_to_date: true,
         role_label: None,
         probe,
+        probed: true,
     };
     let pods = [
         pod("r-0", Some(&primary), false),

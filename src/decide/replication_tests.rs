@@ -4,7 +4,7 @@ use super::*;
 use crate::crd::SwitchoverRecord;
 use crate::replication::{BOOT_PRIMARY_HOST, BOOT_PRIMARY_PORT};
 
-fn primary(offset: i64) -> PodReplication {
+pub(crate) fn primary(offset: i64) -> PodReplication {
     PodReplication {
         role: Role::Primary,
         primary_host: None,
@@ -18,7 +18,7 @@ fn primary(offset: i64) -> PodReplication {
     }
 }
 
-fn replica_of(ip: &str, offset: i64) -> PodReplication {
+pub(crate) fn replica_of(ip: &str, offset: i64) -> PodReplication {
     PodReplication {
         role: Role::Replica,
         primary_host: Some(ip.into()),
@@ -55,6 +55,7 @@ pub(crate) fn pod<'a>(
         up_to_date: true,
         role_label: label,
         probe,
+        probed: true,
     }
 }
 
@@ -599,4 +600,72 @@ fn a_primary_being_deleted_keeps_its_role_while_it_answers_and_loses_it_at_once_
             lost: true
         }
     );
+}
+
+#[test]
+fn nothing_is_decided_while_a_pod_is_not_yet_probed() {
+    let (p0, r1, r2) = healthy();
+    let unprobed = |mut pod: ReplicaPod<'static>| -> ReplicaPod<'static> {
+        pod.probe = None;
+        pod.probed = false;
+        pod
+    };
+    let recorded = status("r-0");
+    let sw = ReplicationStatus {
+        switchover: Some(SwitchoverRecord {
+            from: "r-0".into(),
+            to: "r-1".into(),
+            started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ),
+        }),
+        ..status("r-0")
+    };
+    // Each row would act on a probe of the pod as it was: promote, fail over, follow, or
+    // finish a switchover the new answer may not show.
+    let rows: [(&str, [ReplicaPod; 3], Option<&ReplicationStatus>); 4] = [
+        (
+            "no probe yet, new instance",
+            [
+                unprobed(pod(0, None, None)),
+                pod(1, Some(&r1), None),
+                pod(2, Some(&r2), None),
+            ],
+            None,
+        ),
+        (
+            "primary replaced, not probed anew",
+            [
+                unprobed(pod(0, None, None)),
+                pod(1, Some(&r1), None),
+                pod(2, Some(&r2), None),
+            ],
+            Some(&recorded),
+        ),
+        (
+            "replica written to, not probed since",
+            [
+                pod(0, Some(&p0), None),
+                unprobed(pod(1, None, None)),
+                pod(2, Some(&r2), None),
+            ],
+            Some(&recorded),
+        ),
+        (
+            "switchover sent, target not probed since",
+            [
+                pod(0, Some(&p0), None),
+                unprobed(pod(1, None, None)),
+                pod(2, Some(&r2), None),
+            ],
+            Some(&sw),
+        ),
+    ];
+    for (row, pods, status) in rows {
+        assert_eq!(
+            decide_with(&pods, status, false),
+            ReplicationStep::Wait(ReplicationWait::Probes),
+            "{row}"
+        );
+    }
 }

@@ -10,6 +10,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
+use super::replication::{ReplicationLimits, ReplicationView};
+use super::replication_act::{ReplicationFacts, ReplicationPlan, replication_step};
+use super::routing::{RoleServicesAct, RoleServicesView, role_services};
 use super::{
     Act, AuthStep, AuthView, Deadlines, Decision, Desired, Facts, Notice, PolicyAct, PolicyStep,
     PolicyView, ServicesAct, Snapshot, act, applied, auth_step, decide, finished, network_step,
@@ -37,6 +40,38 @@ pub struct Drive<'a> {
     pub auth: AuthStep,
     /// The next thing to do with the instance's objects, and its act.
     pub verdict: Verdict<'a>,
+    /// A replicated instance's replication, decided only when the verdict writes nothing.
+    pub replication: Option<Replication<'a>>,
+}
+
+/// What a replicated instance's step reads of replication: the role Services, and the pods
+/// with the prober's latest usable probes (observed outside the step).
+#[derive(Clone, Copy)]
+pub struct ReplicationInputs<'v, 'a> {
+    /// The role Services as the cache and the actor's writes show them.
+    pub services: &'v RoleServicesView<'a>,
+    /// The pods and what replication remembers; its `paused` is set from the verdict.
+    pub view: &'v ReplicationView<'v>,
+    /// The bounds from `spec.replication`.
+    pub limits: &'v ReplicationLimits,
+    /// What carrying out the step reads.
+    pub facts: &'v ReplicationFacts<'v>,
+}
+
+/// The replication part of a step, in the order it is performed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Replication<'a> {
+    /// Delete `<name>-primary` of earlier versions; nothing else this step.
+    RetireLegacy(&'a CachedService),
+    /// Apply `<name>-replicas`; nothing else this step.
+    ApplyReplicas(&'a Service),
+    /// The pods' replication step and its act.
+    Pods {
+        /// The role Service this actor wrote shows in the cache: forget the write.
+        forget_written: bool,
+        /// The step and its act.
+        plan: Box<ReplicationPlan>,
+    },
 }
 
 /// What a step reads of a spec safe to run (`auth` is `None` when no credentials were read:
@@ -53,6 +88,8 @@ pub struct Planned<'v, 'a> {
     pub deadlines: &'v Deadlines,
     /// The facts behind the act's form and reasons.
     pub facts: &'v Facts<'v>,
+    /// A replicated instance's replication; `None` for one that is not replicated.
+    pub replication: Option<&'v ReplicationInputs<'v, 'a>>,
 }
 
 /// What a step drives: a spec known to be safe to run, or nothing (the current spec is
@@ -91,16 +128,44 @@ pub enum StepAct<'a> {
 pub fn step<'a>(policy: &PolicyView<'a>, course: &Course<'_, 'a>) -> Step<'a> {
     let PolicyStep { act, forget } = network_step(policy);
     let act = match (act, course) {
-        (PolicyAct::Keep, Course::Planned(planned)) => StepAct::Drive(Box::new(Drive {
-            auth: planned.auth.map_or(AuthStep::Off, auth_step),
-            verdict: verdict(planned.want, planned.seen, planned.deadlines, planned.facts),
-        })),
+        (PolicyAct::Keep, Course::Planned(planned)) => {
+            let verdict = verdict(planned.want, planned.seen, planned.deadlines, planned.facts);
+            // Replication waits while the instance's objects are written: its status write
+            // and Redis commands come after the step's report (see [`Replication`]).
+            let replication = planned
+                .replication
+                .filter(|_| !verdict.act.is_write())
+                .map(|inputs| replication(inputs, matches!(verdict.decision, Decision::Held(_))));
+            StepAct::Drive(Box::new(Drive {
+                auth: planned.auth.map_or(AuthStep::Off, auth_step),
+                verdict,
+                replication,
+            }))
+        }
         (PolicyAct::Keep, Course::Unplanned(unplanned)) => StepAct::Hold(hold_act(unplanned)),
         (write, _) => StepAct::Policy(write),
     };
     Step {
         forget_policy: forget,
         act,
+    }
+}
+
+/// Decides replication: a role Service write first, then the pods' step. `held`: the verdict
+/// holds a change, and replication makes no planned role change nor replaces a pod.
+fn replication<'a>(inputs: &ReplicationInputs<'_, 'a>, held: bool) -> Replication<'a> {
+    let forget_written = match role_services(inputs.services) {
+        RoleServicesAct::Keep { forget_written } => forget_written,
+        RoleServicesAct::RetireLegacy(old) => return Replication::RetireLegacy(old),
+        RoleServicesAct::ApplyReplicas(desired) => return Replication::ApplyReplicas(desired),
+    };
+    let view = ReplicationView {
+        paused: held,
+        ..*inputs.view
+    };
+    Replication::Pods {
+        forget_written,
+        plan: Box::new(replication_step(&view, inputs.limits, inputs.facts)),
     }
 }
 

@@ -167,6 +167,7 @@ impl Case {
                 seen,
                 deadlines: &DEADLINES,
                 facts,
+                replication: None,
             };
             let decided = step(&NO_POLICY, &Course::Planned(planned));
             let StepAct::Drive(drive) = decided.act else {

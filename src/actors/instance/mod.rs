@@ -106,6 +106,9 @@ pub enum InstanceMsg {
     Routed(Arrival),
     /// Timer: the actor has been at rest for [`Timings::hibernate_after`].
     Rest,
+    /// A round of the replication prober: every pod's `INFO replication`, taken outside the
+    /// step (see `replicate::prober`).
+    Probed(Vec<crate::decide::probes::PodProbe>),
 }
 
 /// When the watch delivered the event behind a message, and when the supervisor passed it on.
@@ -239,6 +242,7 @@ impl Actor for RedisInstanceActor {
         if let Some(timer) = state.schedule.timer.take() {
             timer.abort();
         }
+        state.replication.stop_prober();
         state.rest.wake();
         state.args.api.release_events();
         // A step that was under way when the instance was deleted may have put back its
@@ -261,6 +265,12 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
     match msg {
         InstanceMsg::Tick => queue_step(&myself, state),
         InstanceMsg::Rest => rest::delay_ended(&myself, state),
+        InstanceMsg::Probed(round) => {
+            // An unchanged round starts no step: it would write nothing.
+            if replicate::probed(state, round) {
+                queue_step(&myself, state);
+            }
+        }
         InstanceMsg::Changed => {
             queue_step(&myself, state);
             rest::handled(&myself, state);
@@ -327,6 +337,7 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
                 decision: state.last_step.decided,
                 took: began.elapsed(),
             });
+            replicate::sync_prober(&myself, &mut state.replication);
             Box::pin(after_step(&myself, state, outcome)).await;
         }
     }
@@ -346,7 +357,7 @@ fn queue_step(myself: &ActorRef<InstanceMsg>, state: &mut InstanceState) {
 }
 
 /// Spreads timers of many instances that started together, so they do not fire in one burst.
-fn jittered(base: Duration) -> Duration {
+pub(super) fn jittered(base: Duration) -> Duration {
     let nanos = Timestamp::now().subsec_nanosecond().unsigned_abs();
     base + base.mul_f64(f64::from(nanos % 1000) / 5000.0)
 }

@@ -12,6 +12,7 @@ use super::observe::{Observed, observe};
 use super::target::Plan;
 use super::{InstanceState, auth, live, network, perform, replicate, report, tls};
 use crate::crd::{ConfigUpdate, RolloutRecord};
+use crate::decide::ReplicationInputs;
 use crate::decide::{
     self, Course, Deadlines, Decision, Desired, Drive, Facts, HoldAct, Planned, PolicyView,
     Snapshot, StepAct, Unplanned, Waiting, Wakes, next_wake, overdue_to_tell, paused,
@@ -63,9 +64,12 @@ pub(super) struct Happened {
 enum Next {
     /// Done: take the next step now (`None`) or at the latest after the duration.
     Done(Option<Duration>),
-    /// A replicated instance's pods wait for the replication step, taken once status is
-    /// reported; `Wakes` holds the step's other reasons to look again.
-    Replicate { wakes: Wakes, held: bool },
+    /// The replication decided, performed once status is reported; `Wakes` holds the step's
+    /// other reasons to look again.
+    Replicate {
+        wakes: Wakes,
+        replication: Option<replicate::Decided>,
+    },
 }
 
 /// One step. `Ok(None)`: it wrote, take the next step now. `Ok(Some(d))`: wait for the next
@@ -89,6 +93,7 @@ pub(super) async fn step(
     // Deleted: the supervisor stops this actor when the watch reports it. Being deleted: the
     // garbage collector removes everything the instance owns.
     let Some(seen) = seen.filter(|s| s.instance.metadata.deletion_timestamp.is_none()) else {
+        state.replication.stop_prober();
         return Ok(Some(Duration::MAX));
     };
     remember(state, &seen);
@@ -106,32 +111,56 @@ pub(super) async fn step(
         .as_ref()
         .and_then(|s| s.rollout.as_ref());
     let plan = state.target.plan(record.is_some());
+    // Replication is observed from the prober's latest round (no pod is dialled here).
+    let (observation, observed) = match replicate::observe(state, plan.as_ref(), &seen).await {
+        Ok(observation) => (observation, Ok(())),
+        Err(error) => (None, Err(error)),
+    };
+    let views = observation.as_ref().map(|o| o.views(&seen));
+    let observed_plan = plan
+        .as_ref()
+        .zip(observation.as_ref())
+        .zip(views.as_deref());
+    let parts = observed_plan.map(|((plan, o), views)| o.parts(plan, &seen, views));
+    let replication = parts.as_ref().map(replicate::Parts::inputs);
     let run = Run {
         seen: &seen,
         plan: plan.as_ref(),
+        replication: replication.as_ref(),
         clocks,
         planning,
     };
-    let next = decide_and_perform(state, turn, run, &mut happened).await;
+    let next = match observed {
+        Ok(()) => decide_and_perform(state, turn, run, &mut happened).await,
+        Err(error) => Err(error),
+    };
+    if observation.is_some() {
+        replicate::ask_prober(state, &seen);
+    }
     // Told whatever came of the rest of the step: what it found is found only once.
     let reported = report::report(state, &seen, plan.as_ref(), happened).await;
     let next = next?;
     reported?;
-    match (next, &plan) {
-        (Next::Done(wake), _) => Ok(wake),
-        (Next::Replicate { mut wakes, held }, Some(plan)) => {
-            match replicate::step(state, plan, &seen, held).await? {
-                None => {
-                    state.last_step.decided = "Replicate";
-                    Ok(None)
-                }
-                Some(wake) => {
-                    wakes.replication = wake;
-                    Ok(Some(next_wake(&wakes)))
-                }
+    match (next, &plan, &observation) {
+        (Next::Done(wake), ..) => Ok(wake),
+        (
+            Next::Replicate {
+                mut wakes,
+                replication: Some(decided),
+            },
+            Some(plan),
+            Some(observation),
+        ) => match replicate::perform(state, plan, &seen, observation, decided).await? {
+            None => {
+                state.last_step.decided = "Replicate";
+                Ok(None)
             }
-        }
-        (Next::Replicate { wakes, .. }, None) => Ok(Some(next_wake(&wakes))),
+            Some(wake) => {
+                wakes.replication = wake;
+                Ok(Some(next_wake(&wakes)))
+            }
+        },
+        (Next::Replicate { wakes, .. }, ..) => Ok(Some(next_wake(&wakes))),
     }
 }
 
@@ -141,6 +170,8 @@ struct Run<'a> {
     seen: &'a Observed,
     /// The spec to drive to; `None` when none is known to be safe to run.
     plan: Option<&'a Plan>,
+    /// A replicated plan's replication, as observed.
+    replication: Option<&'a ReplicationInputs<'a, 'a>>,
     clocks: Clocks,
     /// When planning began, for its stage timing.
     planning: Instant,
@@ -227,6 +258,7 @@ async fn decide_and_perform(
                 seen: &views.snapshot,
                 deadlines: &deadlines,
                 facts,
+                replication: run.replication,
             }),
             _ => {
                 // Built from the current spec: the Services depend on no directive.
@@ -337,7 +369,12 @@ async fn perform_drive(
         auth_wake,
         clocks,
     };
-    Ok(at_rest(state, turn, seen, plan, waited, happened).await)
+    let replication = decided.replication.map(replicate::Decided::from);
+    let next = at_rest(state, turn, seen, plan, waited, happened).await;
+    Ok(match next {
+        Next::Replicate { wakes, .. } => Next::Replicate { wakes, replication },
+        done => done,
+    })
 }
 
 /// The actor's memory of what the caches showed: the hash the pods run, and when the spec
@@ -517,7 +554,10 @@ async fn at_rest(
         })
     });
     match replicated {
-        true => Next::Replicate { wakes, held },
+        true => Next::Replicate {
+            wakes,
+            replication: None,
+        },
         false => Next::Done(Some(next_wake(&wakes))),
     }
 }

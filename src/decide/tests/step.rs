@@ -225,6 +225,7 @@ fn step_label(policy: &PolicyView, case: &Case, planned: bool) -> String {
                 seen,
                 deadlines: &DEADLINES,
                 facts: &facts,
+                replication: None,
             }),
             false => Course::Unplanned(*unplanned),
         };
@@ -361,5 +362,110 @@ fn the_network_policy_comes_first_in_the_one_decision_planned_or_not() {
     ];
     for (row, view, case, planned, done) in table {
         assert_eq!(step_label(&view, case, planned), done, "{row}");
+    }
+}
+
+/// Replication in the one call: decided only when the verdict writes nothing, the role
+/// Services first, and no planned change while the verdict holds one.
+#[test]
+fn replication_is_decided_with_the_step_only_when_the_rest_of_it_writes_nothing() {
+    use crate::crd::ReplicationStatus;
+    use crate::decide::replication::tests::{IPS, pod, primary, replica_of, view_of};
+    use crate::decide::replication::{ReplicationLimits, ReplicationStep, ReplicationView};
+    use crate::decide::replication_act::ReplicationFacts;
+    use crate::decide::routing::RoleServicesView;
+    use crate::decide::{Replication, ReplicationInputs};
+
+    let ri = instance(&[]);
+    let desired_service = crate::resources::service(&ri);
+    let replicas = crate::resources::replicas_service(&ri);
+    let replicas_cached = CachedService::from(&replicas);
+    let services = |cached| RoleServicesView {
+        desired_service: &desired_service,
+        service: None,
+        legacy: None,
+        service_serving: None,
+        desired_replicas: &replicas,
+        replicas: cached,
+        replicas_written: None,
+    };
+    let (p0, r1, r2) = (
+        primary(100),
+        replica_of(IPS[0], 100),
+        replica_of(IPS[0], 100),
+    );
+    let mut old = pod(2, Some(&r2), Some("replica"));
+    old.up_to_date = false;
+    let pods = [
+        pod(0, Some(&p0), Some("primary")),
+        pod(1, Some(&r1), Some("replica")),
+        old,
+    ];
+    let status = ReplicationStatus {
+        primary: Some("r-0".into()),
+        ..ReplicationStatus::default()
+    };
+    // A restart in flight: the old replica is next to replace, unless a change is held.
+    let view = ReplicationView {
+        rolling: true,
+        ..view_of(&pods, Some(&status))
+    };
+    let limits = ReplicationLimits::default();
+    let facts = ReplicationFacts {
+        status: &status,
+        summary: Vec::new(),
+        converting: false,
+        rollout_hash: None,
+        rolling: true,
+        now: t(0),
+    };
+    let converged = Case::converged(RollingUpdate);
+    let edited = converged.clone().edited();
+    let mut held = edited.clone();
+    held.paused = true;
+    let (kept, missing) = (services(Some(&replicas_cached)), services(None));
+    // (row, case, role Services, what replication does)
+    let table = [
+        ("verdict idle", &converged, &kept, "ReplacePod"),
+        ("verdict writes", &edited, &kept, "none"),
+        ("verdict holds a change", &held, &kept, "Idle"),
+        (
+            "replicas Service missing",
+            &converged,
+            &missing,
+            "ApplyReplicas",
+        ),
+    ];
+    for (row, case, services, want) in table {
+        let got = case.with_views(|want_objects, seen, _| {
+            let facts_of_step = Facts::default();
+            let inputs = ReplicationInputs {
+                services,
+                view: &view,
+                limits: &limits,
+                facts: &facts,
+            };
+            let planned = Planned {
+                auth: None,
+                want: want_objects,
+                seen,
+                deadlines: &DEADLINES,
+                facts: &facts_of_step,
+                replication: Some(&inputs),
+            };
+            let StepAct::Drive(drive) = step(&NO_POLICY, &Course::Planned(planned)).act else {
+                panic!("{row}: a plan is driven");
+            };
+            match drive.replication {
+                None => "none".to_owned(),
+                Some(Replication::ApplyReplicas(_)) => "ApplyReplicas".to_owned(),
+                Some(Replication::RetireLegacy(_)) => "RetireLegacy".to_owned(),
+                Some(Replication::Pods { plan, .. }) => match plan.step {
+                    ReplicationStep::ReplacePod { .. } => "ReplacePod".to_owned(),
+                    other => other.name().to_owned(),
+                },
+            }
+        });
+        assert_eq!(got, want, "{row}");
     }
 }

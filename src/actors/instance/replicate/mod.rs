@@ -1,45 +1,41 @@
-//! The replication phase of a replicated instance's step, taken after its report when the rest
-//! of the step wrote nothing: the role Services (observed, decided by
-//! `decide::routing::role_services`, performed), then observe (every pod's Redis, and the
-//! endpoints of the Services clients write through when the decision needs them), decide (one
-//! pure call, with the routing memory brought up by `decide::routing::route`), perform.
+//! The replication part of a replicated instance's step. A prober outside the step probes the
+//! pods ([`prober`]); the step's observe reads its latest usable round, the role Services, and
+//! (only when the decision needs them) the endpoints of the Services clients write through;
+//! `decide::step` decides replication with the rest of the step; [`perform`] carries it out
+//! after the step's report.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
+use ractor::ActorRef;
 
+mod observation;
 mod observe;
 mod perform;
+mod prober;
+mod rounds;
 mod routing;
+
+pub(super) use observation::{Observation, Parts, observe};
+pub(super) use rounds::probed;
 
 use observe::Reach;
 
-use super::InstanceState;
 use super::observe::Observed;
 use super::target::Plan;
-use crate::actors::metrics::MetricsMsg;
-use crate::crd::ReplicationStatus;
-use crate::decide::replication::{ReplicaPod, ReplicationLimits, ReplicationView};
-use crate::decide::replication_act::{
-    ReplicationFacts, ReplicationPlan, converting, failed_here, replication_step, rolling,
-    summarize,
-};
-use crate::decide::routing::{
-    RoleServicesView, RoutingMemory, legacy_to_retire, reads_listing, role_services, route,
-    routing_target,
-};
+use super::{InstanceMsg, InstanceState};
+use crate::decide::Replication;
+use crate::decide::probes::PodProbe;
+use crate::decide::replication_act::{BUSY_PROBE, ReplicationPlan};
+use crate::decide::routing::{RoleServicesAct, RoutingMemory};
 use crate::kube_io;
-use crate::replication::Role;
-use crate::resources::replicas_service;
-use tracing::info;
 
 /// What the actor remembers of replication between steps; the decisions that must survive a
 /// leader change are in status instead.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ReplicationMemory {
-    /// Since when the recorded primary has not answered.
+    /// Since when the recorded primary has not answered, by the probes' clock.
     primary_silent_since: Option<(String, Instant)>,
     /// The switchover target whose `FAILOVER` this process sent.
     switchover_sent: Option<String>,
@@ -49,6 +45,17 @@ pub struct ReplicationMemory {
     routing: Option<RoutingMemory>,
     /// Role Services this actor applied, until the cache shows them.
     services: std::collections::HashMap<String, std::sync::Arc<crate::resources::CachedService>>,
+    /// The prober's latest round.
+    probes: Vec<PodProbe>,
+    /// When this actor's last command changing a pod's role was over: probes sent before then
+    /// are not decided on.
+    role_written: Option<Instant>,
+    /// The last step waited for a probe: the next round starts a step whatever it shows.
+    awaiting_probe: bool,
+    /// What the last step asks of the prober; `None`: no prober (not replicated, or gone).
+    wanted: Option<prober::Ask>,
+    /// The prober, while the instance is replicated.
+    prober: Option<prober::Prober>,
 }
 
 impl ReplicationMemory {
@@ -58,182 +65,140 @@ impl ReplicationMemory {
             && self.switchover_sent.is_none()
             && self.last_lag.is_empty()
             && self.routing.is_none()
+            && self.probes.is_empty()
     }
 
     /// Holds role Services of its own writing that the cache does not show yet.
     pub fn holds_unseen_services(&self) -> bool {
         !self.services.is_empty()
     }
+
+    /// A prober runs.
+    fn probing(&self) -> bool {
+        self.prober.is_some()
+    }
+
+    /// Ends the prober (the actor stops, or the instance is no longer replicated) and forgets
+    /// its last round: a prober started again later is not to be preceded by old answers.
+    pub fn stop_prober(&mut self) {
+        self.wanted = None;
+        self.prober = None;
+        self.probes.clear();
+    }
 }
 
-/// The replication phase. `paused`: the main decision holds a change. `Ok(None)`: it wrote;
-/// `Ok(Some(d))`: probe again in `d`.
-pub(super) async fn step(
+/// Starts, updates or ends the prober as the last step asked: a task per replicated instance,
+/// owned by its actor (dropped with it).
+pub(super) fn sync_prober(myself: &ActorRef<InstanceMsg>, memory: &mut ReplicationMemory) {
+    match (memory.wanted.clone(), &memory.prober) {
+        (None, _) => memory.stop_prober(),
+        (Some(ask), Some(prober)) => prober.ask(ask),
+        (Some(ask), None) => memory.prober = Some(prober::Prober::start(myself.clone(), ask)),
+    }
+}
+
+/// Tells the prober which pods the step saw and how to reach them, once the step's decision
+/// has brought the credentials and TLS memory up to date; how often it probes stays as the
+/// last replication step set it.
+pub(super) fn ask_prober(state: &mut InstanceState, seen: &Observed) {
+    let last = state.replication.wanted.as_ref();
+    state.replication.wanted = Some(prober::Ask {
+        pods: Reach::of(&state.tls, seen).targets(),
+        access: state.access.clone(),
+        every: last.map_or(BUSY_PROBE, |a| a.every),
+        now: last.map_or(0, |a| a.now),
+    });
+}
+
+/// The replication decided, apart from the step's views so that it is performed after the
+/// report: a role Service write names the Service the observation holds.
+pub(super) enum Decided {
+    /// Delete the old `<name>-primary`.
+    RetireLegacy,
+    /// Apply `<name>-replicas`.
+    ApplyReplicas,
+    /// The pods' step.
+    Pods {
+        forget_written: bool,
+        plan: Box<ReplicationPlan>,
+    },
+}
+
+impl From<Replication<'_>> for Decided {
+    fn from(decided: Replication<'_>) -> Self {
+        match decided {
+            Replication::RetireLegacy(_) => Decided::RetireLegacy,
+            Replication::ApplyReplicas(_) => Decided::ApplyReplicas,
+            Replication::Pods {
+                forget_written,
+                plan,
+            } => Decided::Pods {
+                forget_written,
+                plan,
+            },
+        }
+    }
+}
+
+/// Performs the replication decided, after the step's report: its status write must follow
+/// the report's, which derives status from the cache and would write the older replication
+/// record back. `Ok(None)`: it wrote; `Ok(Some(d))`: look again in `d`.
+pub(super) async fn perform(
     state: &mut InstanceState,
     plan: &Plan,
     seen: &Observed,
-    paused: bool,
+    observation: &Observation,
+    decided: Decided,
 ) -> Result<Option<Duration>, kube_io::Error> {
-    // The role Services first: a write of them ends the step, before any pod is probed.
-    let replicas = replicas_service(&plan.instance);
-    let replicas_name = replicas.name_any();
-    let legacy = observe::legacy_service(&state.args, seen);
-    let cached_replicas = observe::cached_service(&state.args, &replicas_name);
-    let written_replicas = state.replication.services.get(&replicas_name).cloned();
-    let mut services = RoleServicesView {
-        desired_service: &plan.service,
-        service: seen.service.as_deref(),
-        legacy: legacy.as_deref(),
-        service_serving: None,
-        desired_replicas: &replicas,
-        replicas: cached_replicas.as_deref(),
-        replicas_written: written_replicas.as_deref(),
+    let replicas_name = observation.replicas.name_any();
+    let memory = &mut state.replication;
+    let services = match &decided {
+        Decided::RetireLegacy => observation
+            .legacy
+            .as_deref()
+            .map(RoleServicesAct::RetireLegacy),
+        Decided::ApplyReplicas => Some(RoleServicesAct::ApplyReplicas(&observation.replicas)),
+        Decided::Pods { .. } => None,
     };
-    if legacy_to_retire(&services).is_some() {
-        let name = &state.args.key.name;
-        services.service_serving = Some(!state.args.api.ready_endpoints(name).await?.is_empty());
+    if let Some(act) = services {
+        let api = &state.args.api;
+        let wrote = routing::perform_services(api, memory, act, &replicas_name).await?;
+        return Ok(wrote.unwrap_or(Some(Duration::MAX)));
     }
-    let act = role_services(&services);
-    if let Some(wrote) =
-        routing::perform_services(&state.args.api, &mut state.replication, act, &replicas_name)
-            .await?
-    {
-        return Ok(wrote);
+    let Decided::Pods {
+        forget_written,
+        plan: planned,
+    } = decided
+    else {
+        return Ok(Some(Duration::MAX));
+    };
+    if forget_written {
+        memory.services.remove(&replicas_name);
     }
-    let record = seen
-        .instance
-        .status
-        .as_ref()
-        .and_then(|s| s.rollout.as_ref());
-    let rolling = rolling(record, seen.statefulset.as_deref());
+    let ReplicationPlan { step, act } = *planned;
+    tracing::debug!(step = step.name(), ?step, "replication step");
+    memory.awaiting_probe = act.wake == Some(Duration::ZERO) || act.role_written;
+    if let Some(ask) = memory.wanted.as_mut() {
+        ask.every = act.wake.filter(|d| !d.is_zero()).unwrap_or(BUSY_PROBE);
+        if memory.awaiting_probe {
+            ask.now += 1;
+        }
+    }
     let reach = Reach::of(&state.tls, seen);
-    let probes = observe::probe(&state.access, &reach).await;
-    let status = seen
-        .instance
-        .status
-        .as_ref()
-        .and_then(|s| s.replication.clone())
-        .unwrap_or_default();
-    let views = observe::views(seen, &reach, &probes);
-    remember(&mut state.replication, &status, &views);
-    send_metrics(state, &views);
-    let now = Instant::now();
-    let silent_for = state
-        .replication
-        .primary_silent_since
-        .as_ref()
-        .map(|(_, since)| now.duration_since(*since));
-    let rollout_hash = record.map(|r| r.config_hash.as_str());
-    let view = ReplicationView {
-        pods: &views,
-        replicas: plan.instance.spec.replicas,
-        status: Some(&status),
-        rolling,
-        primary_silent_for: silent_for,
-        switchover_sent: status
-            .switchover
-            .as_ref()
-            .is_some_and(|sw| state.replication.switchover_sent.as_ref() == Some(&sw.to)),
-        last_lag: &state.replication.last_lag,
-        paused,
-        switchover_halted: rolling && failed_here(&status, rollout_hash),
-        routing: None,
-        listing: None,
-    };
-    let limits = ReplicationLimits {
-        route_settle: state.args.timings.route_settle,
-        ..ReplicationLimits::from_spec(&plan.instance.spec.replication)
-    };
-    // The endpoints of the Services clients write through, read only when the decision needs
-    // them: how long a switchover target has been routed to, and a pod replaced once none
-    // lists it.
-    let listing = match reads_listing(&view, &limits) {
-        true => Some(observe::listing(&state.args, seen).await?),
-        false => None,
-    };
-    let target = routing_target(Some(&status), &views);
-    let routed = route(
-        state.replication.routing.as_ref(),
-        target,
-        listing.as_ref(),
-        now,
-    );
-    if routed.newly_listed
-        && let Some((pod, _)) = target
-    {
-        info!(%pod, "switchover target listed by the primary's Services");
-    }
-    state.replication.routing = routed.memory;
-    let view = ReplicationView {
-        routing: routed.routing,
-        listing: listing.as_ref(),
-        ..view
-    };
-    let facts = ReplicationFacts {
-        status: &status,
-        summary: summarize(&views, &state.replication.last_lag, limits.max_lag_bytes),
-        converting: converting(&seen.instance),
-        rollout_hash,
-        rolling,
-        now: Timestamp::now(),
-    };
-    let ReplicationPlan { step: decided, act } = replication_step(&view, &limits, &facts);
-    tracing::debug!(step = decided.name(), ?decided, "replication step");
+    let views = observation.views(seen);
     let done = perform::Done {
         plan,
         seen,
         reach: &reach,
         views: &views,
-        switchover_timeout: limits.switchover_timeout,
+        switchover_timeout: observation.limits.switchover_timeout,
     };
-    perform::perform(state, &done, decided, act).await
-}
-
-/// The primaries found and each replica's lag, for metrics.
-fn send_metrics(state: &InstanceState, views: &[ReplicaPod]) {
-    let primaries = views
-        .iter()
-        .filter(|p| p.probe.is_some_and(|r| r.role == Role::Primary))
-        .count();
-    let _ = state.args.metrics.send_message(MetricsMsg::Replication {
-        key: state.args.key.clone(),
-        primaries: u32::try_from(primaries).unwrap_or(u32::MAX),
-        lags: state
-            .replication
-            .last_lag
-            .iter()
-            .map(|(pod, lag)| (pod.clone(), *lag))
-            .collect(),
-    });
-}
-
-/// Notes when the recorded primary stopped answering and how far behind each replica is.
-fn remember(memory: &mut ReplicationMemory, status: &ReplicationStatus, pods: &[ReplicaPod]) {
-    let Some(name) = status.primary.as_deref() else {
-        memory.primary_silent_since = None;
-        return;
-    };
-    let primary = pods.iter().find(|p| p.name == name && !p.deleting);
-    match primary.and_then(|p| p.probe) {
-        Some(probe) if probe.role == Role::Primary => {
-            memory.primary_silent_since = None;
-            memory.last_lag = pods
-                .iter()
-                .filter_map(|p| {
-                    let r = p.probe?;
-                    (r.role == Role::Replica && r.replid == probe.replid)
-                        .then(|| (p.name.to_owned(), (probe.offset - r.offset).max(0)))
-                })
-                .collect();
-        }
-        _ => {
-            let fresh = memory
-                .primary_silent_since
-                .as_ref()
-                .is_none_or(|(n, _)| n != name);
-            if fresh {
-                memory.primary_silent_since = Some((name.to_owned(), Instant::now()));
-            }
-        }
+    let role_written = act.role_written;
+    let performed = perform::perform(state, &done, step, act).await;
+    if role_written {
+        // Once the command is over, whether it went through or not: a probe sent before
+        // then may not show it. The round asked for at once is sent after the step.
+        state.replication.role_written = Some(Instant::now());
     }
+    performed
 }

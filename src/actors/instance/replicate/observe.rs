@@ -1,4 +1,4 @@
-//! What the replication phase observes: how to reach each pod, what each pod's Redis says,
+//! What a replicated instance's step observes: how to reach each pod, what each pod's Redis said,
 //! the role Services as the cache shows them, and (only when a decision needs it) what the
 //! endpoints of the Services clients write through list.
 
@@ -11,13 +11,13 @@ use kube::runtime::reflector::ObjectRef;
 use super::super::InstanceArgs;
 use super::super::observe::Observed;
 use super::super::tls::TlsMemory;
-use crate::auth::Access;
+use super::prober::Target;
 use crate::decide::is_ready;
 use crate::decide::replication::ReplicaPod;
 use crate::decide::routing::{self, Listing};
 use crate::kube_io;
 use crate::live::pods::PodAddress;
-use crate::replication::{self, PodReplication};
+use crate::replication::PodReplication;
 use crate::resources::{
     CachedPod, CachedService, REVISION_LABEL, ROLE_LABEL, legacy_primary_service_name,
 };
@@ -52,36 +52,33 @@ impl<'a> Reach<'a> {
             tls: self.tls.get(name).cloned().flatten(),
         }
     }
+
+    /// The pods to probe, as the prober reaches them.
+    pub(super) fn targets(&self) -> Vec<Target> {
+        self.pods
+            .iter()
+            .map(|pod| Target {
+                address: self.address(&pod.name_any()),
+                uid: pod.metadata.uid.clone().unwrap_or_default(),
+            })
+            .collect()
+    }
 }
 
-/// Every pod's `INFO replication`, asked at once; `None` for a pod that did not answer.
-pub(super) async fn probe(access: &Access, reach: &Reach<'_>) -> Vec<Option<PodReplication>> {
-    futures::future::join_all(reach.pods.iter().map(|pod| async {
-        let address = PodAddress {
-            pod: pod.name_any(),
-            ip: pod_ip(pod).map(str::to_owned),
-            tls: reach.tls.get(&pod.name_any()).cloned().flatten(),
-        };
-        replication::probe(&address, access).await.ok()
-    }))
-    .await
-}
-
-/// The pods as the replication decision reads them.
+/// The pods as the replication decision reads them, with each one's usable answer (in the
+/// order of the snapshot's pods; see [`crate::decide::probes::usable`]).
 pub(super) fn views<'a>(
     seen: &'a Observed,
-    reach: &Reach<'a>,
-    probes: &'a [Option<PodReplication>],
+    answers: &'a [Option<Option<PodReplication>>],
 ) -> Vec<ReplicaPod<'a>> {
     let update_revision = seen
         .statefulset
         .as_deref()
         .and_then(|sts| sts.status.as_ref()?.update_revision.as_ref());
-    reach
-        .pods
+    seen.pods
         .iter()
-        .zip(probes)
-        .map(|(pod, probe)| ReplicaPod {
+        .zip(answers)
+        .map(|(pod, answer)| ReplicaPod {
             name: pod.metadata.name.as_deref().unwrap_or_default(),
             ordinal: ordinal(pod),
             ip: pod_ip(pod),
@@ -90,7 +87,8 @@ pub(super) fn views<'a>(
             up_to_date: update_revision.is_some()
                 && pod.labels.get(REVISION_LABEL) == update_revision.map(String::as_str),
             role_label: pod.labels.get(ROLE_LABEL),
-            probe: probe.as_ref(),
+            probe: answer.as_ref().and_then(Option::as_ref),
+            probed: answer.is_some(),
         })
         .collect()
 }

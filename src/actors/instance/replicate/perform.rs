@@ -29,7 +29,7 @@ pub(super) struct Done<'a> {
     pub switchover_timeout: Duration,
 }
 
-/// Carries out `step` as `act` says. `Ok(None)`: it wrote; `Ok(Some(d))`: probe again in `d`.
+/// Carries out `step` as `act` says. `Ok(None)`: it wrote; `Ok(Some(d))`: look again in `d`.
 pub(super) async fn perform(
     state: &mut InstanceState,
     done: &Done<'_>,
@@ -126,7 +126,7 @@ pub(super) async fn perform(
     if let Some(notice) = &act.notice {
         state.args.api.tell(&done.seen.instance, notice.told());
     }
-    Ok(act.wake)
+    Ok(act.next_step())
 }
 
 /// Counts the role change, writes the replication status, forgets a finished `FAILOVER`.
