@@ -1,7 +1,7 @@
 //! The replication part of a replicated instance's step. A prober outside the step probes the
 //! pods ([`prober`]); the step's observe reads its latest usable round, the role Services, and
 //! (only when the decision needs them) the endpoints of the Services clients write through;
-//! `decide::step` decides replication with the rest of the step; [`perform`] carries it out
+//! `decide::step` decides replication with the rest of the step; [`perform()`] carries it out
 //! after the step's report.
 
 use std::collections::BTreeMap;
