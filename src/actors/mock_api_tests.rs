@@ -271,6 +271,20 @@ async fn spawn_instance_actor_with(
     snapshots: Snapshots,
     supervisor: Option<ActorRef<super::supervisor::SupervisorMsg>>,
 ) -> (ActorRef<InstanceMsg>, JoinHandle<()>) {
+    let limiter = Limiter::unfenced(Limits::default());
+    let args = instance_args(client, stores, limiter, timings, snapshots, supervisor).await;
+    Actor::spawn(None, RedisInstanceActor, args).await.unwrap()
+}
+
+/// What the test instance's actor is started with, its writes going through `limiter`.
+async fn instance_args(
+    client: kube::Client,
+    stores: Arc<Stores>,
+    limiter: Limiter,
+    timings: Timings,
+    snapshots: Snapshots,
+    supervisor: Option<ActorRef<super::supervisor::SupervisorMsg>>,
+) -> InstanceArgs {
     let (metrics, _) = Actor::spawn(None, MetricsActor, prometheus::Registry::new())
         .await
         .unwrap();
@@ -278,7 +292,7 @@ async fn spawn_instance_actor_with(
         controller: "test".into(),
         instance: None,
     };
-    let args = InstanceArgs {
+    InstanceArgs {
         key: InstanceKey {
             namespace: "team-a".into(),
             name: "redis-example".into(),
@@ -287,15 +301,14 @@ async fn spawn_instance_actor_with(
             client.clone(),
             "team-a",
             crate::events::EventPoster::new(client, reporter),
-            Limiter::unfenced(Limits::default()),
+            limiter,
         ),
         stores,
         metrics,
         snapshots,
         timings,
         supervisor,
-    };
-    Actor::spawn(None, RedisInstanceActor, args).await.unwrap()
+    }
 }
 
 /// Auth is off: these tests are about the API writes of config changes, and a mocked API has

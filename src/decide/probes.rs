@@ -108,21 +108,8 @@ fn seen(round: &[PodProbe], bound: i64) -> Vec<Seen<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decide::replication::tests::answering_as;
     use std::time::Duration;
-
-    fn answer(role: Role, offset: i64) -> PodReplication {
-        PodReplication {
-            role,
-            primary_host: (role == Role::Replica).then(|| "10.0.0.10".into()),
-            primary_port: (role == Role::Replica).then_some(6379),
-            link_up: role == Role::Replica,
-            syncing: false,
-            offset,
-            replid: "h1".into(),
-            failover: FailoverState::None,
-            replicas: Vec::new(),
-        }
-    }
 
     fn probe(pod: &str, uid: &str, at: Instant, answer: Option<PodReplication>) -> PodProbe {
         PodProbe {
@@ -138,7 +125,7 @@ mod tests {
     fn a_step_decides_only_on_a_probe_of_the_pod_it_sees_taken_after_the_last_role_write() {
         let t0 = Instant::now();
         let later = t0 + Duration::from_millis(10);
-        let taken = probe("r-0", "u1", t0, Some(answer(Role::Primary, 5)));
+        let taken = probe("r-0", "u1", t0, Some(answering_as(Role::Primary, 5)));
         let silent = probe("r-0", "u1", t0, None);
         let pod = Incarnation {
             uid: "u1",
@@ -193,12 +180,12 @@ mod tests {
         const MIB: i64 = 1024 * 1024;
         let round = |at, replica_offset: i64, replica_uid: &str, replica: Option<Role>| {
             vec![
-                probe("r-0", "u0", at, Some(answer(Role::Primary, 10 * MIB))),
+                probe("r-0", "u0", at, Some(answering_as(Role::Primary, 10 * MIB))),
                 probe(
                     "r-1",
                     replica_uid,
                     at,
-                    replica.map(|r| answer(r, replica_offset)),
+                    replica.map(|r| answering_as(r, replica_offset)),
                 ),
             ]
         };

@@ -28,6 +28,14 @@ pub(crate) fn replica_of(ip: &str, offset: i64) -> PodReplication {
     }
 }
 
+/// A pod's answer in `role`: a replica of the first pod's IP.
+pub(crate) fn answering_as(role: Role, offset: i64) -> PodReplication {
+    match role {
+        Role::Primary => primary(offset),
+        Role::Replica => replica_of(IPS[0], offset),
+    }
+}
+
 fn booting() -> PodReplication {
     PodReplication {
         primary_host: Some(BOOT_PRIMARY_HOST.into()),

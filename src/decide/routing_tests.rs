@@ -6,26 +6,12 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::crd::ReplicationStatus;
-use crate::replication::{FailoverState, PodReplication, Role};
+use crate::replication::{PodReplication, Role};
 use crate::resources::fixtures::instance;
 use crate::resources::{headless_service, service};
 
 use crate::decide::replication::ReplicaPod;
-use crate::decide::replication::tests::{IPS, view_of};
-
-fn probe(role: Role, offset: i64) -> PodReplication {
-    PodReplication {
-        role,
-        primary_host: (role == Role::Replica).then(|| IPS[0].into()),
-        primary_port: (role == Role::Replica).then_some(6379),
-        link_up: role == Role::Replica,
-        syncing: false,
-        offset,
-        replid: "h1".into(),
-        failover: FailoverState::None,
-        replicas: Vec::new(),
-    }
-}
+use crate::decide::replication::tests::{IPS, answering_as, view_of};
 
 fn pod(ordinal: usize, probe: &PodReplication, label: Role) -> ReplicaPod<'_> {
     crate::decide::replication::tests::pod(ordinal, Some(probe), Some(label.as_str()))
@@ -34,7 +20,10 @@ fn pod(ordinal: usize, probe: &PodReplication, label: Role) -> ReplicaPod<'_> {
 /// What a rolling restart of three pods decides with pod `old` not yet replaced, `listing`
 /// as read; and whether the step reads the listing at all (asked without one).
 fn rolling(old: usize, ip: bool, listing: Option<&Listing>) -> (ReplicationStep, bool) {
-    let (p, r) = (probe(Role::Primary, 100), probe(Role::Replica, 100));
+    let (p, r) = (
+        answering_as(Role::Primary, 100),
+        answering_as(Role::Replica, 100),
+    );
     let mut pods = [
         pod(0, &p, Role::Primary),
         pod(1, &r, Role::Replica),
@@ -107,8 +96,8 @@ fn a_pod_is_replaced_only_once_no_service_clients_write_through_lists_it() {
 
 #[test]
 fn the_listing_is_read_only_for_a_pod_to_replace() {
-    let p = probe(Role::Primary, 100);
-    let r = probe(Role::Replica, 100);
+    let p = answering_as(Role::Primary, 100);
+    let r = answering_as(Role::Replica, 100);
     let at_rest = [
         pod(0, &p, Role::Primary),
         pod(1, &r, Role::Replica),
@@ -183,7 +172,10 @@ fn clients_write_through_the_cluster_ip_service_and_the_old_primary_one() {
 /// Three pods, r-1 recorded as the switchover target and labelled `target_label`: the target
 /// found for routing, and whether the step reads the listing.
 fn switching(target_label: Role, with_ip: bool) -> (Option<(String, String)>, bool) {
-    let (p, r) = (probe(Role::Primary, 100), probe(Role::Replica, 100));
+    let (p, r) = (
+        answering_as(Role::Primary, 100),
+        answering_as(Role::Replica, 100),
+    );
     let mut pods = [
         pod(0, &p, Role::Primary),
         pod(1, &r, target_label),
@@ -357,7 +349,10 @@ fn the_routing_memory_counts_from_the_label_and_from_the_listing() {
 
 #[test]
 fn a_finished_switchover_labels_the_new_primary_before_the_old_one() {
-    let (p, r) = (probe(Role::Primary, 100), probe(Role::Replica, 100));
+    let (p, r) = (
+        answering_as(Role::Primary, 100),
+        answering_as(Role::Replica, 100),
+    );
     let moves = |from_probe: &PodReplication, from_label: Role, to_label: Role, deleting: bool| {
         let mut pods = [pod(0, from_probe, from_label), pod(1, &p, to_label)];
         pods[0].deleting = deleting;

@@ -65,30 +65,15 @@ async fn the_pods_are_probed_while_every_step_permit_is_held_elsewhere() {
         steps: 1,
         ..Limits::default()
     });
-    let (metrics, _) = Actor::spawn(None, MetricsActor, prometheus::Registry::new())
-        .await
-        .unwrap();
-    let reporter = Reporter {
-        controller: "test".into(),
-        instance: None,
-    };
-    let args = InstanceArgs {
-        key: InstanceKey {
-            namespace: "team-a".into(),
-            name: "redis-example".into(),
-        },
-        api: InstanceApi::new(
-            client.clone(),
-            "team-a",
-            crate::events::EventPoster::new(client, reporter),
-            limiter.clone(),
-        ),
-        stores: Arc::new(stores),
-        metrics,
-        snapshots: Snapshots::default(),
-        timings: Timings::default(),
-        supervisor: None,
-    };
+    let args = instance_args(
+        client,
+        Arc::new(stores),
+        limiter.clone(),
+        Timings::default(),
+        Snapshots::default(),
+        None,
+    )
+    .await;
     let (actor, handle) = Actor::spawn(None, RedisInstanceActor, args).await.unwrap();
     actor.send_message(InstanceMsg::Changed).unwrap();
     connections_above(&count, 0, "the first probe").await;
