@@ -130,8 +130,9 @@ pub fn step<'a>(policy: &PolicyView<'a>, course: &Course<'_, 'a>) -> Step<'a> {
     let act = match (act, course) {
         (PolicyAct::Keep, Course::Planned(planned)) => {
             let verdict = verdict(planned.want, planned.seen, planned.deadlines, planned.facts);
-            // Replication waits while the instance's objects are written: its status write
-            // and Redis commands come after the step's report (see [`Replication`]).
+            // Replication waits while the instance's objects are written: its Redis commands
+            // come after the step's checks at rest, and the step's report writes its status
+            // record (see [`Replication`]).
             let replication = planned
                 .replication
                 .filter(|_| !verdict.act.is_write())

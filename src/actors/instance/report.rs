@@ -237,7 +237,8 @@ pub(super) async fn tell(
 }
 
 /// The report phase, entered once at the end of a step: tells what it found, an overdue
-/// restart, writes status when the step wrote nothing else, and tells an unconverted instance.
+/// restart, writes status (with the replication step's record) when the step wrote nothing
+/// else and posts the replication step's Event after it, and tells an unconverted instance.
 pub(super) async fn report(
     state: &mut InstanceState,
     seen: &Observed,
@@ -270,7 +271,19 @@ pub(super) async fn report(
     retell_marked(&state.args, seen);
     if happened.status {
         let reporting = std::time::Instant::now();
-        write_status(state, seen, plan).await?;
+        let replication = happened.replication;
+        let mut status = derive_status(state, seen, plan);
+        if let Some(record) = replication.status {
+            status.replication = Some(record);
+        }
+        let mismatched = state.reported.mismatched();
+        store_status(&state.args, &mut state.written, mismatched, seen, status).await?;
+        if let Some(notice) = &replication.notice {
+            tell(&state.args, current, notice).await;
+        }
+        if replication.forget_sent {
+            state.replication.forget_switchover();
+        }
         // The stage times the report of a step with a spec to drive to, as it always has; a
         // step that holds everything reports too, untimed.
         if plan.is_some() {

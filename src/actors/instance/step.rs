@@ -58,18 +58,8 @@ pub(super) struct Happened {
     pub status: bool,
     /// The instance runs several unrelated servers, not told yet.
     pub unconverted: bool,
-}
-
-/// Where the decide and perform phases left the step.
-enum Next {
-    /// Done: take the next step now (`None`) or at the latest after the duration.
-    Done(Option<Duration>),
-    /// The replication decided, performed once status is reported; `Wakes` holds the step's
-    /// other reasons to look again.
-    Replicate {
-        wakes: Wakes,
-        replication: Option<replicate::Decided>,
-    },
+    /// The replication step's status record and Event, written and posted with status.
+    pub replication: replicate::Recorded,
 }
 
 /// One step. `Ok(None)`: it wrote, take the next step now. `Ok(Some(d))`: wait for the next
@@ -127,6 +117,7 @@ pub(super) async fn step(
         seen: &seen,
         plan: plan.as_ref(),
         replication: replication.as_ref(),
+        observation: observation.as_ref(),
         clocks,
         planning,
     };
@@ -141,27 +132,7 @@ pub(super) async fn step(
     let reported = report::report(state, &seen, plan.as_ref(), happened).await;
     let next = next?;
     reported?;
-    match (next, &plan, &observation) {
-        (Next::Done(wake), ..) => Ok(wake),
-        (
-            Next::Replicate {
-                mut wakes,
-                replication: Some(decided),
-            },
-            Some(plan),
-            Some(observation),
-        ) => match replicate::perform(state, plan, &seen, observation, decided).await? {
-            None => {
-                state.last_step.decided = "Replicate";
-                Ok(None)
-            }
-            Some(wake) => {
-                wakes.replication = wake;
-                Ok(Some(next_wake(&wakes)))
-            }
-        },
-        (Next::Replicate { wakes, .. }, ..) => Ok(Some(next_wake(&wakes))),
-    }
+    Ok(next)
 }
 
 /// What the decide and perform phases of a step work from.
@@ -172,6 +143,8 @@ struct Run<'a> {
     plan: Option<&'a Plan>,
     /// A replicated plan's replication, as observed.
     replication: Option<&'a ReplicationInputs<'a, 'a>>,
+    /// What the replication was observed from, for performing what is decided of it.
+    observation: Option<&'a replicate::Observation>,
     clocks: Clocks,
     /// When planning began, for its stage timing.
     planning: Instant,
@@ -208,13 +181,14 @@ struct PlannedViews<'a> {
 }
 
 /// The decide and perform phases: builds the views, makes the step's one decision
-/// ([`decide::step`]) and performs it.
+/// ([`decide::step`]) and performs it. `Ok(None)`: it wrote, take the next step now;
+/// `Ok(Some(d))`: look again after `d` at the latest.
 async fn decide_and_perform(
     state: &mut InstanceState,
     turn: &mut Option<OwnedSemaphorePermit>,
     run: Run<'_>,
     happened: &mut Happened,
-) -> Result<Next, kube_io::Error> {
+) -> Result<Option<Duration>, kube_io::Error> {
     let Run {
         seen, plan, clocks, ..
     } = run;
@@ -293,7 +267,7 @@ async fn decide_and_perform(
         (StepAct::Policy(act), _) => {
             network::perform(&state.args.api, &mut state.written, act).await?;
             state.last_step.decided = "NetworkPolicy";
-            Ok(Next::Done(None))
+            Ok(None)
         }
         (StepAct::Hold(act), _) => hold(state, seen, &act, clocks.now, happened).await,
         (StepAct::Drive(drive), Some((plan, views))) => {
@@ -301,13 +275,14 @@ async fn decide_and_perform(
                 seen,
                 plan,
                 views,
+                observation: run.observation,
                 deadlines,
                 clocks,
             };
             perform_drive(state, turn, driven, *drive, happened).await
         }
         // Not decided: a drive comes only of a plan.
-        (StepAct::Drive(_), None) => Ok(Next::Done(Some(Duration::MAX))),
+        (StepAct::Drive(_), None) => Ok(Some(Duration::MAX)),
     }
 }
 
@@ -317,22 +292,25 @@ struct Driven<'a> {
     seen: &'a Observed,
     plan: &'a Plan,
     views: &'a PlannedViews<'a>,
+    observation: Option<&'a replicate::Observation>,
     deadlines: Deadlines,
     clocks: Clocks,
 }
 
-/// Performs the drive decided for a spec known to be safe to run.
+/// Performs the drive decided for a spec known to be safe to run: the verdict's write, or at
+/// rest the checks of live config and TLS and the replication decided.
 async fn perform_drive(
     state: &mut InstanceState,
     turn: &mut Option<OwnedSemaphorePermit>,
     driven: Driven<'_>,
     decided: Drive<'_>,
     happened: &mut Happened,
-) -> Result<Next, kube_io::Error> {
+) -> Result<Option<Duration>, kube_io::Error> {
     let Driven {
         seen,
         plan,
         views,
+        observation,
         deadlines,
         clocks,
     } = driven;
@@ -359,7 +337,7 @@ async fn perform_drive(
         let performing = Instant::now();
         let performed = perform::perform(state, plan, seen, &verdict.act, clocks.now).await?;
         stages::since(Stage::Perform, performing);
-        return Ok(Next::Done(performed.wake()));
+        return Ok(performed.wake());
     }
     let waited = Waited {
         decision,
@@ -369,12 +347,19 @@ async fn perform_drive(
         auth_wake,
         clocks,
     };
-    let replication = decided.replication.map(replicate::Decided::from);
-    let next = at_rest(state, turn, seen, plan, waited, happened).await;
-    Ok(match next {
-        Next::Replicate { wakes, .. } => Next::Replicate { wakes, replication },
-        done => done,
-    })
+    let mut wakes = at_rest(state, turn, seen, plan, waited, happened).await;
+    if let (Some(replication), Some(observation)) = (decided.replication, observation) {
+        let decided = replicate::Decided::from(replication);
+        let recorded = &mut happened.replication;
+        match replicate::perform(state, seen, observation, decided, recorded).await? {
+            None => {
+                state.last_step.decided = "Replicate";
+                return Ok(None);
+            }
+            Some(wake) => wakes.replication = wake,
+        }
+    }
+    Ok(Some(next_wake(&wakes)))
 }
 
 /// The actor's memory of what the caches showed: the hash the pods run, and when the spec
@@ -396,12 +381,12 @@ async fn hold(
     act: &HoldAct<'_>,
     now: Timestamp,
     happened: &mut Happened,
-) -> Result<Next, kube_io::Error> {
+) -> Result<Option<Duration>, kube_io::Error> {
     match act {
         HoldAct::FinishRestart { record, event } => {
             state.last_step.decided = "FinishRestart";
             perform::finish_restart(state, None, seen, record, event, now).await?;
-            Ok(Next::Done(None))
+            Ok(None)
         }
         HoldAct::Services {
             decided,
@@ -410,13 +395,13 @@ async fn hold(
         } => {
             state.last_step.decided = decided;
             let performed = perform::services(state, seen, act, service, headless, now).await?;
-            Ok(Next::Done(performed.wake()))
+            Ok(performed.wake())
         }
         HoldAct::Hold => {
             state.last_step.decided = "Hold";
             debug!(decision = "Hold", "next step");
             happened.status = true;
-            Ok(Next::Done(Some(Duration::MAX)))
+            Ok(Some(Duration::MAX))
         }
     }
 }
@@ -505,7 +490,7 @@ struct Waited<'a> {
 }
 
 /// A step whose decision writes nothing: checks live config at rest, reloads TLS, notes what
-/// the report tells, and says when to look again (after the replication step, if any).
+/// the report tells, and says when to look again for each reason but replication.
 async fn at_rest(
     state: &mut InstanceState,
     turn: &mut Option<OwnedSemaphorePermit>,
@@ -513,7 +498,7 @@ async fn at_rest(
     plan: &Plan,
     waited: Waited<'_>,
     happened: &mut Happened,
-) -> Next {
+) -> Wakes {
     let current = &seen.instance;
     let Clocks { now, at: clock } = waited.clocks;
     let held = matches!(waited.decision, Decision::Held(_));
@@ -553,11 +538,5 @@ async fn at_rest(
             state.target.unready_for(p, clock)
         })
     });
-    match replicated {
-        true => Next::Replicate {
-            wakes,
-            replication: None,
-        },
-        false => Next::Done(Some(next_wake(&wakes))),
-    }
+    wakes
 }

@@ -2,7 +2,7 @@
 //! pods ([`prober`]); the step's observe reads its latest usable round, the role Services, and
 //! (only when the decision needs them) the endpoints of the Services clients write through;
 //! `decide::step` decides replication with the rest of the step; [`perform()`] carries it out
-//! after the step's report.
+//! in the step's perform phase and leaves its status record to the step's report.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,12 +18,12 @@ mod rounds;
 mod routing;
 
 pub(super) use observation::{Observation, Parts, observe};
+pub(super) use perform::Recorded;
 pub(super) use rounds::probed;
 
 use observe::Reach;
 
 use super::observe::Observed;
-use super::target::Plan;
 use super::{InstanceMsg, InstanceState};
 use crate::decide::Replication;
 use crate::decide::probes::PodProbe;
@@ -73,6 +73,11 @@ impl ReplicationMemory {
         !self.services.is_empty()
     }
 
+    /// Forgets the `FAILOVER` this process sent, once status records the switchover's end.
+    pub fn forget_switchover(&mut self) {
+        self.switchover_sent = None;
+    }
+
     /// A prober runs.
     fn probing(&self) -> bool {
         self.prober.is_some()
@@ -110,8 +115,8 @@ pub(super) fn ask_prober(state: &mut InstanceState, seen: &Observed) {
     });
 }
 
-/// The replication decided, apart from the step's views so that it is performed after the
-/// report: a role Service write names the Service the observation holds.
+/// The replication decided, apart from the step's views: a role Service write names the
+/// Service the observation holds.
 pub(super) enum Decided {
     /// Delete the old `<name>-primary`.
     RetireLegacy,
@@ -140,15 +145,15 @@ impl From<Replication<'_>> for Decided {
     }
 }
 
-/// Performs the replication decided, after the step's report: its status write must follow
-/// the report's, which derives status from the cache and would write the older replication
-/// record back. `Ok(None)`: it wrote; `Ok(Some(d))`: look again in `d`.
+/// Performs the replication decided. Its status record goes into `recorded`: the report
+/// writes it with the rest of status, in the step's one status write. `Ok(None)`: it wrote;
+/// `Ok(Some(d))`: look again in `d`.
 pub(super) async fn perform(
     state: &mut InstanceState,
-    plan: &Plan,
     seen: &Observed,
     observation: &Observation,
     decided: Decided,
+    recorded: &mut Recorded,
 ) -> Result<Option<Duration>, kube_io::Error> {
     let replicas_name = observation.replicas.name_any();
     let memory = &mut state.replication;
@@ -178,23 +183,27 @@ pub(super) async fn perform(
     let ReplicationPlan { step, act } = *planned;
     tracing::debug!(step = step.name(), ?step, "replication step");
     memory.awaiting_probe = act.wake == Some(Duration::ZERO) || act.role_written;
-    if let Some(ask) = memory.wanted.as_mut() {
-        ask.every = act.wake.filter(|d| !d.is_zero()).unwrap_or(BUSY_PROBE);
-        if memory.awaiting_probe {
-            ask.now += 1;
-        }
+    // The step's `ask_prober`, after this, names the pods and the login; a first step asks
+    // here before it has.
+    let ask = memory.wanted.get_or_insert_with(|| prober::Ask {
+        pods: Vec::new(),
+        access: state.access.clone(),
+        every: BUSY_PROBE,
+        now: 0,
+    });
+    ask.every = act.wake.filter(|d| !d.is_zero()).unwrap_or(BUSY_PROBE);
+    if memory.awaiting_probe {
+        ask.now += 1;
     }
     let reach = Reach::of(&state.tls, seen);
     let views = observation.views(seen);
     let done = perform::Done {
-        plan,
-        seen,
         reach: &reach,
         views: &views,
         switchover_timeout: observation.limits.switchover_timeout,
     };
     let role_written = act.role_written;
-    let performed = perform::perform(state, &done, step, act).await;
+    let performed = perform::perform(state, &done, step, act, recorded).await;
     if role_written {
         // Once the command is over, whether it went through or not: a probe sent before
         // then may not show it. The round asked for at once is sent after the step.

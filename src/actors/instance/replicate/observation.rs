@@ -1,6 +1,6 @@
-//! What a replicated instance's step observes of replication, owned so that its decision is
-//! performed after the report: the prober's latest usable answers, the role Services, and the
-//! endpoints when the decision needs them.
+//! What a replicated instance's step observes of replication, owned by the step so that its
+//! perform phase can act on it: the prober's latest usable answers, the role Services, and
+//! the endpoints when the decision needs them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,8 +29,7 @@ use crate::kube_io;
 use crate::replication::PodReplication;
 use crate::resources::{CachedService, replicas_service};
 
-/// What a replicated instance's step observed of replication, owned so that its decision can
-/// be performed after the report.
+/// What a replicated instance's step observed of replication, for its decision and perform.
 pub(in super::super) struct Observation {
     pub(super) replicas: Service,
     pub(super) legacy: Option<Arc<CachedService>>,

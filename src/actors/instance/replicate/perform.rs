@@ -1,4 +1,5 @@
-//! Performs the replication step decided: its Redis command, labels, status record and Event.
+//! Performs the replication step decided: its Redis command or labels; the status record and
+//! Event it hands to the step's report.
 
 use std::time::{Duration, Instant};
 
@@ -6,9 +7,6 @@ use kube::ResourceExt;
 use tracing::{info, warn};
 
 use super::super::InstanceState;
-use super::super::observe::Observed;
-use super::super::report;
-use super::super::target::Plan;
 use super::observe::Reach;
 use super::routing::move_primary_label;
 use crate::actors::metrics::MetricsMsg;
@@ -21,20 +19,32 @@ use crate::resources::ROLE_LABEL;
 
 /// What the replication phase observed and decided, for performing.
 pub(super) struct Done<'a> {
-    pub plan: &'a Plan,
-    pub seen: &'a Observed,
     pub reach: &'a Reach<'a>,
     pub views: &'a [ReplicaPod<'a>],
     /// `FAILOVER`'s own timeout.
     pub switchover_timeout: Duration,
 }
 
-/// Carries out `step` as `act` says. `Ok(None)`: it wrote; `Ok(Some(d))`: look again in `d`.
+/// What a replication step leaves for the step's report: the status record to write with the
+/// rest of status, and what follows once it is written.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// The replication status to write; `None`: status keeps the one the cache holds.
+    pub status: Option<crate::crd::ReplicationStatus>,
+    /// The Event to post once the status is written.
+    pub notice: Option<crate::decide::Notice>,
+    /// Forget the `FAILOVER` this process sent, once the record of its end is written.
+    pub forget_sent: bool,
+}
+
+/// Carries out `step` as `act` says; its status record and Event go into `recorded`, for the
+/// report. `Ok(None)`: it wrote; `Ok(Some(d))`: look again in `d`.
 pub(super) async fn perform(
     state: &mut InstanceState,
     done: &Done<'_>,
     step: ReplicationStep,
     act: ReplicationAct,
+    recorded: &mut Recorded,
 ) -> Result<Option<Duration>, kube_io::Error> {
     let access = state.access.clone();
     let gate = state.args.api.limiter().clone();
@@ -46,7 +56,7 @@ pub(super) async fn perform(
     let (from, to) = act.switchover.clone().unwrap_or_default();
     match step {
         ReplicationStep::Elect { pod, .. } => {
-            record(state, done, &act).await?;
+            record(state, &act, recorded);
             match act.election {
                 Some(Election::Failover) => warn!(primary = %pod, "primary lost, failing over"),
                 Some(Election::Conversion) => warn!(primary = %pod, "converting to replication"),
@@ -79,7 +89,7 @@ pub(super) async fn perform(
             // The pod's watch event brings the next step, once the cache shows the label.
         }
         ReplicationStep::BeginSwitchover { from, to } => {
-            record(state, done, &act).await?;
+            record(state, &act, recorded);
             info!(%from, %to, "switchover recorded");
         }
         ReplicationStep::Switchover { from, to_ip } => {
@@ -107,11 +117,11 @@ pub(super) async fn perform(
         ReplicationStep::FinishSwitchover { .. } => {
             let moves = primary_label_moves(done.views, &from, &to);
             move_primary_label(&state.args.api, reach, &moves).await?;
-            record(state, done, &act).await?;
+            record(state, &act, recorded);
             info!(%from, %to, "switchover done");
         }
         ReplicationStep::AbortSwitchover { message } => {
-            record(state, done, &act).await?;
+            record(state, &act, recorded);
             warn!(%message, "switchover abandoned");
         }
         ReplicationStep::ReplacePod { pod: name } => {
@@ -121,20 +131,14 @@ pub(super) async fn perform(
                 state.written.deleted_pods.extend(p.uid());
             }
         }
-        ReplicationStep::Wait(_) | ReplicationStep::Idle => record(state, done, &act).await?,
-    }
-    if let Some(notice) = &act.notice {
-        state.args.api.tell(&done.seen.instance, notice.told());
+        ReplicationStep::Wait(_) | ReplicationStep::Idle => record(state, &act, recorded),
     }
     Ok(act.next_step())
 }
 
-/// Counts the role change, writes the replication status, forgets a finished `FAILOVER`.
-async fn record(
-    state: &mut InstanceState,
-    done: &Done<'_>,
-    act: &ReplicationAct,
-) -> Result<(), kube_io::Error> {
+/// Counts the role change; hands the replication status, its Event and the forgetting of a
+/// finished `FAILOVER` to the report, which writes status once for the whole step.
+fn record(state: &InstanceState, act: &ReplicationAct, recorded: &mut Recorded) {
     if let Some(kind) = act.role_change {
         let key = state.args.key.clone();
         let _ = state
@@ -142,21 +146,9 @@ async fn record(
             .metrics
             .send_message(MetricsMsg::RoleChanged { key, kind });
     }
-    if let Some(replication) = &act.status {
-        let mut status = super::super::status::derive_status(state, done.seen, Some(done.plan));
-        status.replication = Some(replication.clone());
-        let mismatched = state.reported.mismatched();
-        report::store_status(
-            &state.args,
-            &mut state.written,
-            mismatched,
-            done.seen,
-            status,
-        )
-        .await?;
-    }
-    if act.forget_sent {
-        state.replication.switchover_sent = None;
-    }
-    Ok(())
+    *recorded = Recorded {
+        status: act.status.clone(),
+        notice: act.notice.clone(),
+        forget_sent: act.forget_sent,
+    };
 }
