@@ -351,7 +351,7 @@ async fn perform_drive(
     if let (Some(replication), Some(observation)) = (decided.replication, observation) {
         let decided = replicate::Decided::from(replication);
         let recorded = &mut happened.replication;
-        match replicate::perform(state, seen, observation, decided, recorded).await? {
+        match replicate::perform(state, turn, seen, observation, decided, recorded).await? {
             None => {
                 state.last_step.decided = "Replicate";
                 return Ok(None);

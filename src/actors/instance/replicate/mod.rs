@@ -150,6 +150,7 @@ impl From<Replication<'_>> for Decided {
 /// `Ok(Some(d))`: look again in `d`.
 pub(super) async fn perform(
     state: &mut InstanceState,
+    turn: &mut Option<tokio::sync::OwnedSemaphorePermit>,
     seen: &Observed,
     observation: &Observation,
     decided: Decided,
@@ -203,7 +204,7 @@ pub(super) async fn perform(
         switchover_timeout: observation.limits.switchover_timeout,
     };
     let role_written = act.role_written;
-    let performed = perform::perform(state, &done, step, act, recorded).await;
+    let performed = perform::perform(state, turn, &done, step, act, recorded).await;
     if role_written {
         // Once the command is over, whether it went through or not: a probe sent before
         // then may not show it. The round asked for at once is sent after the step.

@@ -38,9 +38,12 @@ pub struct Recorded {
 }
 
 /// Carries out `step` as `act` says; its status record and Event go into `recorded`, for the
-/// report. `Ok(None)`: it wrote; `Ok(Some(d))`: look again in `d`.
+/// report. A command to Redis is sent without the step's permit (`turn`): a silent pod, or a
+/// `FAILOVER` awaited up to its own timeout, holds up no other instance's step.
+/// `Ok(None)`: it wrote; `Ok(Some(d))`: look again in `d`.
 pub(super) async fn perform(
     state: &mut InstanceState,
+    turn: &mut Option<tokio::sync::OwnedSemaphorePermit>,
     done: &Done<'_>,
     step: ReplicationStep,
     act: ReplicationAct,
@@ -64,12 +67,14 @@ pub(super) async fn perform(
             }
         }
         ReplicationStep::Promote { pod } => {
+            turn.take();
             info!(%pod, "REPLICAOF NO ONE: promoting the recorded primary");
             if let Err(e) = replication::promote(&reach.address(&pod), &access, &gate).await {
                 return redis_failed(e);
             }
         }
         ReplicationStep::Follow { pod, primary_ip } => {
+            turn.take();
             info!(%pod, primary = %primary_ip, "REPLICAOF: following the primary");
             let address = reach.address(&pod);
             if let Err(e) = replication::follow(&address, &primary_ip, &access, &gate).await {
@@ -93,6 +98,7 @@ pub(super) async fn perform(
             info!(%from, %to, "switchover recorded");
         }
         ReplicationStep::Switchover { from, to_ip } => {
+            turn.take();
             info!(%from, %to, "FAILOVER TO the replica");
             let sent_at = Instant::now();
             let timeout = done.switchover_timeout;
