@@ -140,6 +140,7 @@ pub fn verdict(new: &RedisInstance, running: &Running) -> Verdict {
         paused: false,
         halted: false,
         failed_hash: None,
+        stalled: false,
         revisions: &revisions,
         // A plan of what a spec does to the objects; a replicated scale-down's handover is the
         // operator's to time.

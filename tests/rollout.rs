@@ -461,3 +461,59 @@ async fn pause_holds_a_change_and_shows_it_until_resumed() {
         "the hand edit was put back once the annotation went"
     );
 }
+
+/// A fix made while the config being rolled out crash-loops goes out at once: neither the
+/// instance's readiness deadline nor the operator's `--progress-deadline` (both far off here)
+/// is waited for, and nothing is rolled back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fix_made_while_the_new_config_crashes_goes_out_at_once() {
+    let (_client, ns, _operator) = setup("fixed", &["--progress-deadline", "600"]).await;
+    let mut instance = with_data_in_database_3(&ns, 1, OnFailure::Rollback).await;
+    instance.spec.rollout.progress_deadline_seconds = 600;
+    lower_databases(&ns, &mut instance).await;
+    let pod_name = format!("{NAME}-0");
+    wait_for(
+        Duration::from_secs(120),
+        "the new config's pod to crash",
+        || async {
+            let pod = ns
+                .api::<Pod>()
+                .get(&pod_name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let statuses = pod
+                .status
+                .and_then(|s| s.container_statuses)
+                .unwrap_or_default();
+            let crashed = statuses.iter().any(|c| {
+                [&c.state, &c.last_state]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.terminated.as_ref())
+                    .any(|t| t.exit_code != 0)
+            });
+            crashed.then_some(()).ok_or_else(|| format!("{statuses:?}"))
+        },
+    )
+    .await;
+
+    instance.spec.config.insert("databases".into(), "4".into());
+    apply_instance(&ns, &instance).await.unwrap();
+    // status_where gives up after 180 s, well before either deadline.
+    let ri = status_where(&ns, "the fix to be rolled out", |ri| {
+        let status = ri.status.clone().unwrap_or_default();
+        status.rollout.is_none()
+            && status.ready_replicas == 1
+            && status.observed_generation == ri.metadata.generation
+    })
+    .await;
+    let pod = ready_pod(&ns, &pod_name).await;
+    assert_eq!(config_get(&pod, "databases").await, "4");
+    data_kept(&pod).await;
+    // Two restarts counted: to the config that crashed, and the one that superseded it.
+    let status = ri.status.unwrap();
+    assert_eq!(status.restarts, 2, "{status:?}");
+    assert_eq!(status.phase.map(|p| p.as_str()), Some("Running"));
+    assert_eq!(event_count(&ns, NAME, "RolloutRolledBack").await, 0);
+    assert_eq!(event_count(&ns, NAME, "RolloutHalted").await, 0);
+}

@@ -492,6 +492,7 @@ async fn main() {
         paused: false,
         halted: false,
         failed_hash: None,
+        stalled: false,
         revisions: &revisions,
         primary: None,
     };

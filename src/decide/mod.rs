@@ -58,8 +58,8 @@ pub use notice::{Notice, record_fact, restart_resumed};
 #[cfg(test)]
 pub(crate) use pods::fixtures as pods_fixtures;
 pub use pods::{
-    CLOCK_SLACK, Crash, crashed_pod, is_ready, never_ready, pod_config_hash, rollout_complete,
-    stuck_pods, unready_on,
+    CLOCK_SLACK, Crash, crashed_on, crashed_pod, is_ready, never_ready, pod_config_hash,
+    rollout_complete, stuck_pods, unready_on,
 };
 pub use rest::{Rest, RestView, rest};
 pub use revisions::{created_template, mount_for, next_template_names_revision, revision_fix};
@@ -130,6 +130,9 @@ pub struct Snapshot<'a> {
     /// A config the pods failed on (refused or never ready): its unready pods are replaced at
     /// once when rolling back, instead of waiting for another deadline.
     pub failed_hash: Option<&'a str>,
+    /// A pod of the restart in flight has been seen unready past its readiness deadline (by
+    /// the operator's clock; a Redis still loading its data is not counted).
+    pub stalled: bool,
     /// Every revision ConfigMap of the instance.
     pub revisions: &'a [Arc<CachedConfigMap>],
     /// A replicated instance's primary pod, as status records it.
@@ -447,9 +450,13 @@ fn in_flight(
             return Decision::FinishRestart;
         }
         let late = overdue(record, seen.now, deadlines.progress);
+        // Any crash or a pod unready past its deadline: the fix of a config that cannot start
+        // need not wait for the rollout's own deadline, nor for the config to be judged (it
+        // is judged only while the spec holds it).
         let failing = late
             || seen.failed_hash == Some(record.config_hash.as_str())
-            || crashed_pod(seen.pods, &record.config_hash).is_some();
+            || seen.stalled
+            || crashed_on(seen.pods, &record.config_hash);
         if newer && failing {
             // Waiting for a rollout that cannot finish would block the fix forever.
             return Decision::Retarget { counted: true };

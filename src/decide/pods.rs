@@ -149,6 +149,14 @@ pub fn crashed_pod(pods: &[Arc<CachedPod>], hash: &str) -> Option<Crash> {
         .find(|crash| crash.config_error().is_some())
 }
 
+/// A pod started on config `hash` has exited with an error, whatever the reason: a restart to
+/// that config is not going well, so a newer config need not wait for it.
+pub fn crashed_on(pods: &[Arc<CachedPod>], hash: &str) -> bool {
+    pods.iter()
+        .filter(|p| pod_config_hash(p) == Some(hash))
+        .any(|pod| crash_of(pod).is_some())
+}
+
 /// Pods the StatefulSet controller will never replace by itself: on an older revision, not
 /// ready, and either crashing or past the deadline. The controller waits for every pod to be
 /// ready before it moves on, so such a pod blocks every later fix.

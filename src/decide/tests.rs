@@ -1,6 +1,6 @@
 //! One row per situation a user or the cluster can cause.
 
-use super::pods::fixtures::{pod, with_status};
+use super::pods::fixtures::{crashed as exited_with, pod, with_status};
 use super::*;
 use crate::config::render::render;
 use crate::resources::fixtures::instance;
@@ -42,6 +42,7 @@ struct Case {
     paused: bool,
     halted: bool,
     failed_hash: Option<String>,
+    stalled: bool,
     revision: String,
     shared: String,
     revisions: Vec<Arc<CachedConfigMap>>,
@@ -77,6 +78,7 @@ impl Case {
             paused: false,
             halted: false,
             failed_hash: None,
+            stalled: false,
             revision: revision_of(&ri, &rendered.hash),
             shared: "redis-example-config".into(),
             revisions: vec![revision_cm(&ri, &rendered.hash, &rendered.text)],
@@ -206,6 +208,7 @@ impl Case {
             paused: self.paused,
             halted: self.halted,
             failed_hash: self.failed_hash.as_deref(),
+            stalled: self.stalled,
             revisions: &self.revisions,
             primary: self.primary.as_deref(),
         };
@@ -426,8 +429,37 @@ fn edits_replace_a_failing_target_at_once() {
         false,
         Some(1),
     )];
-    crashed.hash = newer.hash;
+    crashed.hash = newer.hash.clone();
     assert_eq!(crashed.decide(), Decision::Retarget { counted: true });
+
+    // Redis exits on the data, not the config file (`databases 1` over data in database 3):
+    // a crash all the same, and the fix goes out at once.
+    let mut cannot_load = Case::converged(RollingUpdate)
+        .edited()
+        .recorded(RestartReason::ConfigChanged)
+        .rolled_out(false);
+    let fatal = "# FATAL: Data file was created with a Redis server configured to handle more than 1 databases. Exiting";
+    let on_target = |ready, exit, message| {
+        let hash = &cannot_load.hash;
+        exited_with("redis-example-0", hash, "rev-b", ready, exit, message)
+    };
+    cannot_load.pods = vec![on_target(false, Some(1), Some(fatal))];
+    let unfixed = cannot_load.decide();
+    cannot_load.hash = newer.hash.clone();
+    assert_eq!(cannot_load.decide(), Decision::Retarget { counted: true });
+    // Without a newer config the rollout is the operator's to judge, not to replace.
+    assert_ne!(unfixed, Decision::Retarget { counted: true });
+
+    // Never ready and never crashed, past its readiness deadline: the same.
+    let mut stalled = Case::converged(RollingUpdate)
+        .edited()
+        .recorded(RestartReason::ConfigChanged)
+        .rolled_out(false);
+    stalled.pods = vec![pod("redis-example-0", &stalled.hash, "rev-b", false, None)];
+    stalled.hash = newer.hash;
+    assert_eq!(stalled.decide(), Decision::Wait(Waiting::Rollout));
+    stalled.stalled = true;
+    assert_eq!(stalled.decide(), Decision::Retarget { counted: true });
 }
 
 #[test]

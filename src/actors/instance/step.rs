@@ -33,6 +33,8 @@ struct Remembered {
     settle_left: Option<Duration>,
     /// Redis refused the plan's live directives.
     live_refused: bool,
+    /// A pod of the restart in flight is unready past its readiness deadline.
+    stalled: bool,
     /// The StatefulSet's generation after the operator's last write of it.
     written_generation: Option<i64>,
     /// The actor deleted the headless `<name>` to create it as ClusterIP.
@@ -165,10 +167,11 @@ impl Reads {
         state: &mut InstanceState,
         seen: &Observed,
         plan: &Plan,
+        at: Instant,
     ) -> Result<Self, kube_io::Error> {
         tls::read_secret(&state.args, &mut state.tls, plan).await;
         let secrets = auth::read(&state.args, &mut state.auth, &plan.instance, seen).await?;
-        let recalled = recall(state, seen, plan);
+        let recalled = recall(state, seen, plan, at);
         Ok(Reads { secrets, recalled })
     }
 }
@@ -202,7 +205,7 @@ async fn decide_and_perform(
         written: written.as_ref(),
     };
     let reads = match plan {
-        Some(plan) => Some(Reads::of(state, seen, plan).await?),
+        Some(plan) => Some(Reads::of(state, seen, plan, clocks.at).await?),
         None => None,
     };
     let planned = plan.zip(reads.as_ref()).map(|(plan, reads)| PlannedViews {
@@ -406,8 +409,9 @@ async fn hold(
     }
 }
 
-/// Brings the memory the decision reads up to the current spec and takes what it needs.
-fn recall(state: &mut InstanceState, seen: &Observed, plan: &Plan) -> Remembered {
+/// Brings the memory the decision reads up to the current spec and takes what it needs; `at`
+/// is the actor's clock, for how long pods have been unready.
+fn recall(state: &mut InstanceState, seen: &Observed, plan: &Plan, at: Instant) -> Remembered {
     let current = &seen.instance;
     let record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
     state.live.recall(current, plan);
@@ -421,6 +425,7 @@ fn recall(state: &mut InstanceState, seen: &Observed, plan: &Plan) -> Remembered
         rejected_hash: state.target.rejection().map(|r| r.hash.clone()),
         settle_left: state.clock.settle_left(state.args.timings.settle),
         live_refused: state.live.refuses(plan),
+        stalled: !state.target.at_deadline(&seen.pods, record, at).is_empty(),
         written_generation: state
             .applied
             .statefulset_generation
@@ -468,6 +473,7 @@ fn snapshot<'a>(
         paused: paused(current),
         halted: halted_hash == Some(plan.template_hash.as_str()),
         failed_hash: recalled.rejected_hash.as_deref().or(halted_hash),
+        stalled: recalled.stalled,
         revisions: &seen.revisions,
         primary: replicated
             .then(|| status?.replication.as_ref()?.primary.as_deref())
