@@ -273,17 +273,17 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
         }
         InstanceMsg::Changed => {
             queue_step(&myself, state);
-            rest::handled(&myself, state);
+            rest::handled(&myself, &mut state.handled, &mut state.rest, &state.args);
         }
         InstanceMsg::Routed(arrival) => {
             stages::since(Stage::Deliver, arrival.routed);
             let since = state.schedule.event_since.get_or_insert(arrival.received);
             *since = (*since).min(arrival.received);
             queue_step(&myself, state);
-            rest::handled(&myself, state);
+            rest::handled(&myself, &mut state.handled, &mut state.rest, &state.args);
         }
         InstanceMsg::StatusSeen => {
-            rest::handled(&myself, state);
+            rest::handled(&myself, &mut state.handled, &mut state.rest, &state.args);
             let key = &state.args.key;
             if let Some(current) = observe::seen_status(
                 &state.args.stores,
@@ -397,7 +397,7 @@ async fn after_step(
             let wake = (wake_in < Duration::MAX).then_some(wake_in);
             schedule_tick(myself, state, wake);
             if wake.is_none() && !state.schedule.step_queued {
-                rest::wait(myself, state);
+                rest::wait(myself, &mut state.rest, &state.args);
             }
         }
         Err(error) if error.is_namespace_terminating() => {
