@@ -181,6 +181,31 @@ pub struct InstanceState {
     rest: rest::Resting,
 }
 
+/// The state split into the borrows each phase takes, so that a phase's signature shows the
+/// groups it reads and changes.
+impl InstanceState {
+    /// What the judging of a step reads and changes.
+    fn judging(&mut self) -> judge::Judging<'_> {
+        judge::Judging {
+            target: &mut self.target,
+            refused_generation: self.reported.refused_generation,
+            running_hash: self.last_known_hash.as_deref(),
+            tls: &self.tls,
+            access: &self.access,
+        }
+    }
+
+    /// What performing a credentials decision changes.
+    fn credentials(&mut self) -> auth::Credentials<'_> {
+        auth::Credentials {
+            args: &self.args,
+            memory: &mut self.auth,
+            access: &mut self.access,
+            tls: &self.tls,
+        }
+    }
+}
+
 /// See the module docs.
 pub struct RedisInstanceActor;
 

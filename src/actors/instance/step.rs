@@ -102,7 +102,7 @@ pub(super) async fn step(
         at: Instant::now(),
     };
     let mut happened = Happened {
-        findings: judge(state, &seen, clocks.at).await,
+        findings: judge(state.judging(), &seen, clocks.at).await,
         ..Happened::default()
     };
     let record = seen
@@ -340,7 +340,7 @@ async fn perform_drive(
     // Before anything talks to Redis or creates pods: the ACL Secret the pods mount, and the
     // login the live and replication steps use.
     let performing = decided.auth.is_write().then(Instant::now);
-    let auth_wake = auth::perform(state, &plan.instance, decided.auth).await?;
+    let auth_wake = auth::perform(state.credentials(), &plan.instance, decided.auth).await?;
     if let Some(performing) = performing {
         stages::since(Stage::Perform, performing);
     }
