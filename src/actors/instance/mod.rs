@@ -184,6 +184,19 @@ pub struct InstanceState {
 /// The state split into the borrows each phase takes, so that a phase's signature shows the
 /// groups it reads and changes.
 impl InstanceState {
+    /// What a status is derived from.
+    fn status_memory(&self) -> status::StatusMemory<'_> {
+        status::StatusMemory {
+            target: &self.target,
+            live: &self.live,
+            acl_applied: self.auth.applied.as_deref(),
+            last_step: &self.last_step,
+            applied: &self.applied,
+            reported: &self.reported,
+            settle: self.args.timings.settle,
+        }
+    }
+
     /// What the judging of a step reads and changes.
     fn judging(&mut self) -> judge::Judging<'_> {
         judge::Judging {

@@ -453,7 +453,7 @@ async fn write_record(
     added: i64,
 ) -> Result<(), kube_io::Error> {
     let started = record.as_ref().map(|r| r.started_at.clone());
-    let mut status = super::status::derive_status_with(state, seen, plan, record);
+    let mut status = super::status::derive_status_with(&state.status_memory(), seen, plan, record);
     if added > 0 {
         status.restarts += added;
         status.last_restart_time = started;

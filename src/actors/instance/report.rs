@@ -379,7 +379,7 @@ pub(super) async fn write_status(
     seen: &Observed,
     plan: Option<&Plan>,
 ) -> Result<(), kube_io::Error> {
-    let status = derive_status(state, seen, plan);
+    let status = derive_status(&state.status_memory(), seen, plan);
     let mismatched = state.reported.mismatched();
     store_status(&state.args, &mut state.written, mismatched, seen, status).await
 }

@@ -143,7 +143,8 @@ async fn record(
             .send_message(MetricsMsg::RoleChanged { key, kind });
     }
     if let Some(replication) = &act.status {
-        let mut status = super::super::status::derive_status(state, done.seen, Some(done.plan));
+        let mut status =
+            super::super::status::derive_status(&state.status_memory(), done.seen, Some(done.plan));
         status.replication = Some(replication.clone());
         let mismatched = state.reported.mismatched();
         report::store_status(
