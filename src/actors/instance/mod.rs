@@ -217,6 +217,17 @@ impl InstanceState {
             tls: &self.tls,
         }
     }
+
+    /// What the live check at rest works with.
+    fn live_step(&mut self) -> live::LiveStep<'_> {
+        live::LiveStep {
+            args: &self.args,
+            written: &mut self.written,
+            memory: &mut self.live,
+            tls: &self.tls,
+            access: &self.access,
+        }
+    }
 }
 
 /// See the module docs.

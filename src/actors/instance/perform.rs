@@ -196,7 +196,7 @@ pub(super) async fn perform(
         Act::FinishRestart { record, event } => {
             finish_restart(state, Some(plan), seen, record, event, now).await?;
         }
-        Act::ApplyLive => super::live::apply(state, plan, seen).await?,
+        Act::ApplyLive => super::live::apply(&mut state.live_step(), plan, seen).await?,
         Act::Nothing => {}
     }
     Ok(Performed::Wrote)

@@ -526,7 +526,7 @@ async fn at_rest(
     };
     if matches!(waited.decision, Decision::Idle) {
         state.target.converged(plan);
-        wakes.live = live::at_rest(state, turn, plan, seen).await;
+        wakes.live = live::at_rest(&mut state.live_step(), turn, plan, seen).await;
     }
     wakes.tls = tls::reload_pods(&state.args, &mut state.tls, &state.access, plan, seen).await;
     happened.status = true;
