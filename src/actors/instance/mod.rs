@@ -218,6 +218,25 @@ impl InstanceState {
         }
     }
 
+    /// What performing a decision reads and changes.
+    fn performer(&mut self) -> perform::Performer<'_> {
+        perform::Performer {
+            args: &self.args,
+            written: &mut self.written,
+            applied: &mut self.applied,
+            schedule: &mut self.schedule,
+            clock: &mut self.clock,
+            last_known_hash: self.last_known_hash.as_deref(),
+            live: &mut self.live,
+            tls: &self.tls,
+            access: &self.access,
+            target: &self.target,
+            acl_applied: self.auth.applied.as_deref(),
+            last_step: &self.last_step,
+            reported: &self.reported,
+        }
+    }
+
     /// What the live check at rest works with.
     fn live_step(&mut self) -> live::LiveStep<'_> {
         live::LiveStep {

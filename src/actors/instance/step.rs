@@ -357,7 +357,8 @@ async fn perform_drive(
     debug!(?decision, "next step");
     if verdict.act.is_write() {
         let performing = Instant::now();
-        let performed = perform::perform(state, plan, seen, &verdict.act, clocks.now).await?;
+        let performed =
+            perform::perform(&mut state.performer(), plan, seen, &verdict.act, clocks.now).await?;
         stages::since(Stage::Perform, performing);
         return Ok(Next::Done(performed.wake()));
     }
@@ -400,7 +401,7 @@ async fn hold(
     match act {
         HoldAct::FinishRestart { record, event } => {
             state.last_step.decided = "FinishRestart";
-            perform::finish_restart(state, None, seen, record, event, now).await?;
+            perform::finish_restart(&mut state.performer(), None, seen, record, event, now).await?;
             Ok(Next::Done(None))
         }
         HoldAct::Services {
@@ -409,7 +410,9 @@ async fn hold(
             desired: (service, headless),
         } => {
             state.last_step.decided = decided;
-            let performed = perform::services(state, seen, act, service, headless, now).await?;
+            let performed =
+                perform::services(&mut state.performer(), seen, act, service, headless, now)
+                    .await?;
             Ok(Next::Done(performed.wake()))
         }
         HoldAct::Hold => {
