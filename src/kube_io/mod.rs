@@ -206,6 +206,18 @@ fn status_patch(
     }))
 }
 
+/// A merge patch of one key of one metadata map (`annotations` or `labels`); a `None` value
+/// is `null`, which removes the key. The uid makes it a precondition: the API server refuses
+/// the patch for another object of the same name.
+fn metadata_patch(
+    uid: Option<String>,
+    map: &str,
+    key: &str,
+    value: Option<&str>,
+) -> serde_json::Value {
+    json!({ "metadata": { "uid": uid, map: { key: value } } })
+}
+
 fn not_found(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(status) if status.code == 404)
 }
@@ -415,43 +427,53 @@ impl InstanceApi {
         key: &str,
         value: &str,
     ) -> Result<CachedConfigMap> {
-        let name = live.name_any();
-        let patch = json!({ "metadata": { "uid": live.uid(), "annotations": { key: value } } });
-        let params = PatchParams {
-            field_manager: Some(MANAGER.to_owned()),
-            ..PatchParams::default()
-        };
-        let _permit = self.limiter.write("ConfigMap").await?;
-        self.api::<CachedConfigMap>()
-            .patch(&name, &params, &Patch::Merge(&patch))
-            .await
-            .map_err(|source| Error::Apply {
-                kind: "ConfigMap",
-                name,
-                source,
-            })
+        self.merge_metadata_as_seen::<CachedConfigMap>(
+            "ConfigMap",
+            live.name_any(),
+            live.uid(),
+            "annotations",
+            key,
+            Some(value),
+        )
+        .await
     }
 
     /// Sets (or removes, with `None`) one label of the very pod that was seen: the uid in the
     /// patch is a precondition, so a pod recreated under the same name is not labelled by
     /// mistake.
     pub async fn label_pod(&self, pod: &CachedPod, key: &str, value: Option<&str>) -> Result<()> {
-        let name = pod.name_any();
-        let patch = json!({ "metadata": { "uid": pod.uid(), "labels": { key: value } } });
+        self.merge_metadata_as_seen::<Pod>("Pod", pod.name_any(), pod.uid(), "labels", key, value)
+            .await
+            .map(|_| ())
+    }
+
+    /// Sets (or removes, with `None`) one key of one metadata map of the object of `kind`
+    /// named `name`, only if it is still the one of `uid`, with the [`metadata_patch`].
+    async fn merge_metadata_as_seen<K>(
+        &self,
+        kind: &'static str,
+        name: String,
+        uid: Option<String>,
+        map: &'static str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        let patch = metadata_patch(uid, map, key, value);
         let params = PatchParams {
             field_manager: Some(MANAGER.to_owned()),
             ..PatchParams::default()
         };
-        let _permit = self.limiter.write("Pod").await?;
-        self.api::<Pod>()
+        let _permit = self.limiter.write(kind).await?;
+        self.api::<K>()
             .patch(&name, &params, &Patch::Merge(&patch))
             .await
-            .map(|_| ())
-            .map_err(|source| Error::Apply {
-                kind: "Pod",
-                name,
-                source,
-            })
+            .map_err(|source| Error::Apply { kind, name, source })
     }
 
     /// The addresses a Service's EndpointSlices list as ready: who its clients can still reach.

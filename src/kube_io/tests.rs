@@ -1,4 +1,4 @@
-//! The status patch and the API's refusals, without a cluster.
+//! The status and metadata patches and the API's refusals, without a cluster.
 
 use super::*;
 
@@ -19,6 +19,20 @@ fn a_terminating_namespace_is_told_apart_from_other_refusals() {
     assert!(refusal("NamespaceTerminating").is_namespace_terminating());
     assert!(!refusal("Other").is_namespace_terminating());
     assert!(!refusal("NamespaceTerminating").is_invalid());
+}
+
+#[test]
+fn metadata_patch_sets_or_removes_one_key_of_the_object_seen() {
+    let set = metadata_patch(Some("uid-1".into()), "annotations", "k", Some("v"));
+    assert_eq!(
+        set,
+        json!({ "metadata": { "uid": "uid-1", "annotations": { "k": "v" } } })
+    );
+    let removed = metadata_patch(Some("uid-1".into()), "labels", "k", None);
+    assert_eq!(
+        removed,
+        json!({ "metadata": { "uid": "uid-1", "labels": { "k": null } } })
+    );
 }
 
 fn seen_instance() -> RedisInstance {

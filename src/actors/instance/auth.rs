@@ -9,8 +9,9 @@ use std::time::Duration;
 use kube::ResourceExt;
 use tracing::{info, warn};
 
+use super::InstanceArgs;
 use super::observe::{Observed, lookup, newest};
-use super::{InstanceArgs, InstanceState};
+use super::tls::TlsMemory;
 use crate::auth::{
     Access, acl_secret_name, generate_password, generated_secret_name, pods, system_secret_name,
 };
@@ -144,15 +145,25 @@ pub(super) fn view<'a>(
     }
 }
 
+/// What performing a credentials decision changes (the actor's memory of the credentials,
+/// and the login the rest of the step uses) and what it writes and dials with.
+pub(super) struct Credentials<'a> {
+    pub args: &'a InstanceArgs,
+    pub memory: &'a mut AuthMemory,
+    pub access: &'a mut Access,
+    /// How to reach each pod whose ACL users are set live.
+    pub tls: &'a TlsMemory,
+}
+
 /// Performs what [`auth_step`](crate::decide::auth_step) decided. Returns when to look again.
 pub(super) async fn perform(
-    state: &mut InstanceState,
+    credentials: Credentials<'_>,
     instance: &RedisInstance,
     decided: AuthStep,
 ) -> Result<Duration, kube_io::Error> {
     match decided {
-        AuthStep::Off => Ok(off(&mut state.access, &mut state.auth)),
-        AuthStep::Run(plan) => perform_plan(state, instance, *plan).await,
+        AuthStep::Off => Ok(off(credentials.access, credentials.memory)),
+        AuthStep::Run(plan) => perform_plan(credentials, instance, *plan).await,
     }
 }
 
@@ -165,23 +176,29 @@ fn off(access: &mut Access, memory: &mut AuthMemory) -> Duration {
 
 /// Performs a credentials plan: Secrets created, Events, the ACL Secret, the pods' users.
 async fn perform_plan(
-    state: &mut InstanceState,
+    credentials: Credentials<'_>,
     instance: &RedisInstance,
     plan: AuthPlan,
 ) -> Result<Duration, kube_io::Error> {
-    let api = state.args.api.clone();
+    let Credentials {
+        args,
+        memory,
+        access,
+        tls,
+    } = credentials;
+    let api = args.api.clone();
     for secret in &plan.create {
         let Some(created) = api.create_secret(secret).await? else {
             return Ok(CREATED_ELSEWHERE);
         };
-        wrote(&mut state.auth, &created);
+        wrote(memory, &created);
     }
-    state.access = plan.access;
-    state.auth.missing_reported = plan.missing;
-    state.auth.requirepass_reported = plan.requirepass_told;
+    *access = plan.access;
+    memory.missing_reported = plan.missing;
+    memory.requirepass_reported = plan.requirepass_told;
     for event in plan.tell {
         warn!(reason = event.reason, note = %event.note, "credentials problem told");
-        super::report::tell(&state.args, instance, &event).await;
+        super::report::tell(args, instance, &event).await;
     }
     if let Some(write) = plan.acl {
         let written = match write.create {
@@ -191,7 +208,7 @@ async fn perform_plan(
         let Some(written) = written else {
             return Ok(CREATED_ELSEWHERE);
         };
-        wrote(&mut state.auth, &written);
+        wrote(memory, &written);
         info!(secret = %written.name_any(), users = write.users, "ACL file written");
     }
     let Some(sync) = plan.sync else {
@@ -203,10 +220,10 @@ async fn perform_plan(
         .map(|(pod, ip)| PodAddress {
             pod: pod.name_any(),
             ip: Some(ip.clone()),
-            tls: state.tls.for_pod(pod),
+            tls: tls.for_pod(pod),
         })
         .collect();
-    let gate = state.args.api.limiter().clone();
+    let gate = args.api.limiter().clone();
     let results = futures::future::join_all(
         running
             .iter()
@@ -223,11 +240,11 @@ async fn perform_plan(
             Ok(wake)
         }
         Synced::InLine { fingerprint, tell } => {
-            state.auth.applied = Some(fingerprint);
+            memory.applied = Some(fingerprint);
             if let Some(event) = tell {
                 let names: Vec<&str> = running.iter().map(|p| p.pod.as_str()).collect();
                 info!(pods = %names.join(","), "ACL users applied live");
-                super::report::tell(&state.args, instance, &event).await;
+                super::report::tell(args, instance, &event).await;
             }
             Ok(plan.wake)
         }

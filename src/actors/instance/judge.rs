@@ -7,10 +7,11 @@ use std::time::Instant;
 use kube::ResourceExt;
 use tracing::warn;
 
-use super::InstanceState;
 use super::observe::Observed;
 use super::status::refusal_message;
-use super::target::{self, Outcome, Rejection};
+use super::target::{self, Outcome, Rejection, Target};
+use super::tls::TlsMemory;
+use crate::auth::Access;
 use crate::crd::RolloutRecord;
 use crate::decide::{Crash, refusal_to_tell};
 use crate::resources::CachedPod;
@@ -31,31 +32,43 @@ pub(super) struct Findings {
     pub recalled: Option<(Rejection, target::Recalled)>,
 }
 
+/// What judging a step works with: the actor's memory of specs and failures, which it
+/// updates, what was told already, and how to ask the pods whether they are still loading.
+pub(super) struct Judging<'a> {
+    pub target: &'a mut Target,
+    /// The generation whose refusal was told.
+    pub refused_generation: Option<i64>,
+    /// The config hash the pods run, as last seen, for the refusal's message.
+    pub running_hash: Option<&'a str>,
+    pub tls: &'a TlsMemory,
+    pub access: &'a Access,
+}
+
 /// Validates the newest spec and looks for a valid config failing on the pods; what is found
 /// for the first time is logged as it is found, and returned, to be told by the report.
-pub(super) async fn judge(state: &mut InstanceState, seen: &Observed, clock: Instant) -> Findings {
+pub(super) async fn judge(judging: Judging<'_>, seen: &Observed, clock: Instant) -> Findings {
     let current = &seen.instance;
-    let violations = state.target.accept(current);
-    let told = state.reported.refused_generation;
+    let violations = judging.target.accept(current);
+    let told = judging.refused_generation;
     let generation = current.metadata.generation;
     let refused = (!violations.is_empty()
         && refusal_to_tell(current.status.as_ref(), generation, told))
-    .then(|| refusal_message(&violations, state.last_known_hash.as_deref()));
+    .then(|| refusal_message(&violations, judging.running_hash));
     if let Some(message) = &refused {
         warn!(generation, violations = %message, "config refused");
     }
     let record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
-    state.target.note_unready(&seen.pods, record, clock);
-    for pod in loading(state, &seen.pods, record, clock).await {
-        state.target.note_loading(&pod, clock);
+    judging.target.note_unready(&seen.pods, record, clock);
+    for pod in loading(&judging, &seen.pods, record, clock).await {
+        judging.target.note_loading(&pod, clock);
     }
-    state.target.detect_rejection(&seen.pods, record, clock);
-    let rejection = state.target.take_fresh_rejection();
+    judging.target.detect_rejection(&seen.pods, record, clock);
+    let rejection = judging.target.take_fresh_rejection();
     if let Some((rejection, crash)) = &rejection {
         warn!(pod = %crash.pod, exit_code = crash.exit_code,
             hash = %rejection.hash, "Redis rejected the config");
     }
-    let failure = state.target.take_fresh_failure();
+    let failure = judging.target.take_fresh_failure();
     if let Some((failure, outcome)) = &failure {
         let action = match outcome {
             Outcome::RolledBack => "RolledBack",
@@ -63,7 +76,7 @@ pub(super) async fn judge(state: &mut InstanceState, seen: &Observed, clock: Ins
         };
         warn!(hash = %failure.hash, action, detail = %failure.message, "rollout failed");
     }
-    let recalled = state.target.recalled().filter(|_| record.is_some());
+    let recalled = judging.target.recalled().filter(|_| record.is_some());
     Findings {
         refused,
         rejection,
@@ -76,19 +89,19 @@ pub(super) async fn judge(state: &mut InstanceState, seen: &Observed, clock: Ins
 /// The pods at their readiness deadline whose Redis is still loading its data (asked all at
 /// once, 1 s each at most; a pod that does not answer is not loading).
 async fn loading(
-    state: &InstanceState,
+    judging: &Judging<'_>,
     pods: &[Arc<CachedPod>],
     record: Option<&RolloutRecord>,
     now: Instant,
 ) -> Vec<Arc<CachedPod>> {
-    let due = state.target.at_deadline(pods, record, now);
+    let due = judging.target.at_deadline(pods, record, now);
     let asked = futures::future::join_all(due.iter().map(|pod| async {
         let address = crate::live::pods::PodAddress {
             pod: pod.name_any(),
             ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
-            tls: state.tls.for_pod(pod),
+            tls: judging.tls.for_pod(pod),
         };
-        let login = state.access.login.as_ref();
+        let login = judging.access.login.as_ref();
         crate::live::pods::loading(&address, login).await
     }))
     .await;

@@ -11,7 +11,7 @@ use super::observe::Observed;
 use super::report;
 use super::target::Plan;
 use super::tls::TlsMemory;
-use super::{InstanceArgs, InstanceState, Timings};
+use super::{InstanceArgs, Timings, Written};
 use crate::actors::metrics::MetricsMsg;
 use crate::auth::Access;
 use crate::crd::{ConfigUpdate, RedisInstance};
@@ -19,7 +19,7 @@ use crate::decide::{
     APPLIED_LIVE_ANNOTATION, LIVE_DRIFT_ANNOTATION, LiveDriftMark, live_drift, live_marked,
     owed_live_drift,
 };
-use crate::kube_io;
+use crate::kube_io::{self, InstanceApi};
 use crate::live::pods::{self, PodAddress, PodChange, PodRead};
 use crate::resources::{CachedConfigMap, config_map};
 use k8s_openapi::jiff::Timestamp;
@@ -88,6 +88,16 @@ impl LiveMemory {
     }
 }
 
+/// What the live apply and check work with: the actor's arguments, its own writes (the
+/// ConfigMap they write), its live memory, and how to reach and log in to the pods.
+pub(super) struct LiveStep<'a> {
+    pub args: &'a InstanceArgs,
+    pub written: &'a mut Written,
+    pub memory: &'a mut LiveMemory,
+    pub tls: &'a TlsMemory,
+    pub access: &'a Access,
+}
+
 fn addresses(tls: &TlsMemory, seen: &Observed) -> Vec<PodAddress> {
     seen.pods
         .iter()
@@ -113,14 +123,14 @@ async fn apply_to(
 /// `ApplyLive`: every pod takes the live directives (or none does), then the ConfigMap is
 /// written, so a pod that restarts later starts from the same config.
 pub(super) async fn apply(
-    state: &mut InstanceState,
+    live: &mut LiveStep<'_>,
     plan: &Plan,
     seen: &Observed,
 ) -> Result<(), kube_io::Error> {
-    let pods = addresses(&state.tls, seen);
+    let pods = addresses(live.tls, seen);
     let instance = &seen.instance;
-    let key = state.args.key.clone();
-    match apply_to(&state.args, &state.access, &pods, plan).await {
+    let key = live.args.key.clone();
+    match apply_to(live.args, live.access, &pods, plan).await {
         Ok(changes) => {
             // The ConfigMap carries the change's mark, and its Event the name the mark gives
             // it, so an operator taking over tells it if this one is stopped before it does.
@@ -132,19 +142,19 @@ pub(super) async fn apply(
                 .annotations
                 .get_or_insert_with(Default::default)
                 .insert(APPLIED_LIVE_ANNOTATION.to_owned(), mark);
-            let written = state.args.api.apply("ConfigMap", &desired).await?;
-            state.written.config_map = Some(Arc::new(CachedConfigMap::from(&written)));
-            state.live.verified = Some(plan.live_hash.clone());
-            state.live.checked_at = Some(Instant::now());
+            let written = live.args.api.apply("ConfigMap", &desired).await?;
+            live.written.config_map = Some(Arc::new(CachedConfigMap::from(&written)));
+            live.memory.verified = Some(plan.live_hash.clone());
+            live.memory.checked_at = Some(Instant::now());
             let (names, _) = live_drift::described(&changes);
             let directives: Vec<_> = names.into_iter().collect();
             info!(directives = ?directives, pods = pods.len(), live_hash = %plan.live_hash,
                 "applied config change live, no restart");
-            let _ = state.args.metrics.send_message(MetricsMsg::LiveChange {
+            let _ = live.args.metrics.send_message(MetricsMsg::LiveChange {
                 key,
                 outcome: "Applied",
             });
-            report::tell(&state.args, instance, &event).await;
+            report::tell(live.args, instance, &event).await;
             Ok(())
         }
         Err(error) if error.is_refusal() => {
@@ -153,14 +163,14 @@ pub(super) async fn apply(
                  ConfigMap is unchanged. Fix spec.config"
             );
             warn!(%error, live_hash = %plan.live_hash, "Redis refused the live config change");
-            state.live.refused = Some((plan.live_hash.clone(), message.clone()));
-            let _ = state.args.metrics.send_message(MetricsMsg::LiveChange {
+            live.memory.refused = Some((plan.live_hash.clone(), message.clone()));
+            let _ = live.args.metrics.send_message(MetricsMsg::LiveChange {
                 key,
                 outcome: "Refused",
             });
             let fact = format!("live config {} refused", plan.live_hash);
             report::report_refusal(
-                &state.args,
+                live.args,
                 instance,
                 "LiveConfigRefused",
                 "LiveApply",
@@ -176,17 +186,17 @@ pub(super) async fn apply(
 
 /// A converged instance's live check, when one is due; returns how long until the next.
 pub(super) async fn at_rest(
-    state: &mut InstanceState,
+    live: &mut LiveStep<'_>,
     turn: &mut Option<tokio::sync::OwnedSemaphorePermit>,
     plan: &Plan,
     seen: &Observed,
 ) -> Duration {
-    if next_check_in(&state.live, &state.args.timings, plan) == Duration::ZERO {
+    if next_check_in(live.memory, &live.args.timings, plan) == Duration::ZERO {
         // Dialling pods may take seconds: other instances' steps need not wait for it.
         turn.take();
-        check(state, plan, seen).await;
+        check(live, plan, seen).await;
     }
-    next_check_in(&state.live, &state.args.timings, plan)
+    next_check_in(live.memory, &live.args.timings, plan)
 }
 
 /// How long until the next live check; `Duration::MAX` when the instance has none.
@@ -200,24 +210,25 @@ fn next_check_in(memory: &LiveMemory, timings: &Timings, plan: &Plan) -> Duratio
 /// `CONFIG SET`, a pod restarted from an older file). A repair is marked on `<name>-config`
 /// before its `CONFIG SET` (see [`LiveDriftMark`]); a mark left by an operator before this one
 /// is told when this read shows its repair landed.
-async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observed) {
-    state.live.checked_at = Some(Instant::now());
-    let pods = addresses(&state.tls, seen);
-    let login = state.access.login.as_ref();
+async fn check(live: &mut LiveStep<'_>, plan: &Plan, seen: &Observed) {
+    live.memory.checked_at = Some(Instant::now());
+    let pods = addresses(live.tls, seen);
+    let login = live.access.login.as_ref();
+    let api = &live.args.api;
     let read = match pods::read(&pods, &plan.live, login).await {
         Ok(read) => read,
-        Err(error) => return check_failed(state, plan, seen, error).await,
+        Err(error) => return check_failed(api, live.memory, plan, seen, error).await,
     };
     let found = read.pods();
-    retell_drift_mark(state, plan, seen, &found);
+    retell_drift_mark(api, live.memory, plan, seen, &found);
     let mark = LiveDriftMark::of(&found, &plan.live_hash, Timestamp::now())
-        .filter(|mark| !mark.repeats(state.live.drift_mark_refused.as_deref()));
+        .filter(|mark| !mark.repeats(live.memory.drift_mark_refused.as_deref()));
     if let Some(mark) = &mark {
         let Some(config_map) = seen.config_map.clone() else {
             warn!("live config drift left alone: no ConfigMap to mark it on yet");
             return;
         };
-        match mark_drift(state, &config_map, mark).await {
+        match mark_drift(api, live.written, live.memory, &config_map, mark).await {
             Ok(()) => {}
             Err(error @ kube_io::Error::NotLeader(_)) => {
                 warn!(%error, "live config drift left alone: this operator may no longer lead");
@@ -229,17 +240,17 @@ async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observed) {
             }
         }
     }
-    match read.set(state.args.api.limiter()).await {
+    match read.set(api.limiter()).await {
         Ok(changes) => {
-            state.live.verified = Some(plan.live_hash.clone());
-            state.live.drift_mark_refused = None;
+            live.memory.verified = Some(plan.live_hash.clone());
+            live.memory.drift_mark_refused = None;
             let Some(drift) = live_drift::drift_found(&changes, &plan.live_hash) else {
                 debug!("live config verified on every pod");
                 return;
             };
             info!(pods = ?drift.pods, directives = ?drift.directives, "live config drift repaired");
-            let _ = state.args.metrics.send_message(MetricsMsg::DriftRepaired {
-                key: state.args.key.clone(),
+            let _ = live.args.metrics.send_message(MetricsMsg::DriftRepaired {
+                key: live.args.key.clone(),
                 kind: "LiveConfig",
             });
             // A drift only a CONFIG SET could find has no mark: told as it always was.
@@ -247,20 +258,26 @@ async fn check(state: &mut InstanceState, plan: &Plan, seen: &Observed) {
                 Some(mark) => mark.tells(drift.event),
                 None => drift.event,
             };
-            report::tell(&state.args, &seen.instance, &event).await;
+            report::tell(live.args, &seen.instance, &event).await;
         }
         Err(error) => {
             if error.is_refusal() && mark.is_some() {
-                state.live.drift_mark_refused = mark.as_ref().map(LiveDriftMark::text);
+                live.memory.drift_mark_refused = mark.as_ref().map(LiveDriftMark::text);
             }
-            check_failed(state, plan, seen, error).await;
+            check_failed(api, live.memory, plan, seen, error).await;
         }
     }
 }
 
 /// Tells the repair marked on `<name>-config` by an operator before this one, when `found`
 /// shows it landed (see [`owed_live_drift`]).
-fn retell_drift_mark(state: &mut InstanceState, plan: &Plan, seen: &Observed, found: &[PodRead]) {
+fn retell_drift_mark(
+    api: &InstanceApi,
+    memory: &mut LiveMemory,
+    plan: &Plan,
+    seen: &Observed,
+    found: &[PodRead],
+) {
     let Some(mark) = seen
         .config_map
         .as_deref()
@@ -268,50 +285,50 @@ fn retell_drift_mark(state: &mut InstanceState, plan: &Plan, seen: &Observed, fo
     else {
         return;
     };
-    if state.live.drift_marked.as_ref() == Some(mark) {
+    if memory.drift_marked.as_ref() == Some(mark) {
         return;
     }
     let owed = owed_live_drift(Some(mark), &plan.live_hash, found, Timestamp::now());
     if let Some(event) = owed {
         info!(%mark, "telling a live drift repair marked before this operator");
-        state.live.drift_marked = Some(mark.clone());
-        state
-            .args
-            .api
-            .tell_unless_told(&seen.instance, event.told());
+        memory.drift_marked = Some(mark.clone());
+        api.tell_unless_told(&seen.instance, event.told());
     }
 }
 
 /// Writes `mark` on `<name>-config` before the `CONFIG SET` it names.
 async fn mark_drift(
-    state: &mut InstanceState,
+    api: &InstanceApi,
+    written: &mut Written,
+    memory: &mut LiveMemory,
     config_map: &CachedConfigMap,
     mark: &LiveDriftMark,
 ) -> Result<(), kube_io::Error> {
     let text = mark.text();
-    let written = state
-        .args
-        .api
+    let annotated = api
         .annotate_config_map(config_map, LIVE_DRIFT_ANNOTATION, &text)
         .await?;
-    state.written.config_map = Some(Arc::new(written));
-    state.live.drift_marked = Some(text);
+    written.config_map = Some(Arc::new(annotated));
+    memory.drift_marked = Some(text);
     Ok(())
 }
 
 /// A check that set nothing back: Redis refused (told once per live config), this operator
 /// may no longer lead, or a pod did not answer.
-async fn check_failed(state: &mut InstanceState, plan: &Plan, seen: &Observed, error: pods::Error) {
+async fn check_failed(
+    api: &InstanceApi,
+    memory: &mut LiveMemory,
+    plan: &Plan,
+    seen: &Observed,
+    error: pods::Error,
+) {
     match error {
         error if error.is_refusal() => {
             warn!(%error, "live config drift could not be repaired");
-            if state.live.drift_refusal_told.as_deref() != Some(plan.live_hash.as_str()) {
-                state.live.drift_refusal_told = Some(plan.live_hash.clone());
+            if memory.drift_refusal_told.as_deref() != Some(plan.live_hash.as_str()) {
+                memory.drift_refusal_told = Some(plan.live_hash.clone());
                 let note = format!("live config drift could not be set back: {error}");
-                state
-                    .args
-                    .api
-                    .event(&seen.instance, true, "LiveDriftNotRepaired", "Repair", note)
+                api.event(&seen.instance, true, "LiveDriftNotRepaired", "Repair", note)
                     .await;
             }
         }

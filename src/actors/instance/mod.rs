@@ -181,6 +181,74 @@ pub struct InstanceState {
     rest: rest::Resting,
 }
 
+/// The state split into the borrows each phase takes, so that a phase's signature shows the
+/// groups it reads and changes.
+impl InstanceState {
+    /// What a status is derived from.
+    fn status_memory(&self) -> status::StatusMemory<'_> {
+        status::StatusMemory {
+            target: &self.target,
+            live: &self.live,
+            acl_applied: self.auth.applied.as_deref(),
+            last_step: &self.last_step,
+            applied: &self.applied,
+            reported: &self.reported,
+            settle: self.args.timings.settle,
+        }
+    }
+
+    /// What the judging of a step reads and changes.
+    fn judging(&mut self) -> judge::Judging<'_> {
+        judge::Judging {
+            target: &mut self.target,
+            refused_generation: self.reported.refused_generation,
+            running_hash: self.last_known_hash.as_deref(),
+            tls: &self.tls,
+            access: &self.access,
+        }
+    }
+
+    /// What performing a credentials decision changes.
+    fn credentials(&mut self) -> auth::Credentials<'_> {
+        auth::Credentials {
+            args: &self.args,
+            memory: &mut self.auth,
+            access: &mut self.access,
+            tls: &self.tls,
+        }
+    }
+
+    /// What performing a decision reads and changes.
+    fn performer(&mut self) -> perform::Performer<'_> {
+        perform::Performer {
+            args: &self.args,
+            written: &mut self.written,
+            applied: &mut self.applied,
+            schedule: &mut self.schedule,
+            clock: &mut self.clock,
+            last_known_hash: self.last_known_hash.as_deref(),
+            live: &mut self.live,
+            tls: &self.tls,
+            access: &self.access,
+            target: &self.target,
+            acl_applied: self.auth.applied.as_deref(),
+            last_step: &self.last_step,
+            reported: &self.reported,
+        }
+    }
+
+    /// What the live check at rest works with.
+    fn live_step(&mut self) -> live::LiveStep<'_> {
+        live::LiveStep {
+            args: &self.args,
+            written: &mut self.written,
+            memory: &mut self.live,
+            tls: &self.tls,
+            access: &self.access,
+        }
+    }
+}
+
 /// See the module docs.
 pub struct RedisInstanceActor;
 
@@ -273,17 +341,17 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
         }
         InstanceMsg::Changed => {
             queue_step(&myself, state);
-            rest::handled(&myself, state);
+            rest::handled(&myself, &mut state.handled, &mut state.rest, &state.args);
         }
         InstanceMsg::Routed(arrival) => {
             stages::since(Stage::Deliver, arrival.routed);
             let since = state.schedule.event_since.get_or_insert(arrival.received);
             *since = (*since).min(arrival.received);
             queue_step(&myself, state);
-            rest::handled(&myself, state);
+            rest::handled(&myself, &mut state.handled, &mut state.rest, &state.args);
         }
         InstanceMsg::StatusSeen => {
-            rest::handled(&myself, state);
+            rest::handled(&myself, &mut state.handled, &mut state.rest, &state.args);
             let key = &state.args.key;
             if let Some(current) = observe::seen_status(
                 &state.args.stores,
@@ -397,7 +465,7 @@ async fn after_step(
             let wake = (wake_in < Duration::MAX).then_some(wake_in);
             schedule_tick(myself, state, wake);
             if wake.is_none() && !state.schedule.step_queued {
-                rest::wait(myself, state);
+                rest::wait(myself, &mut state.rest, &state.args);
             }
         }
         Err(error) if error.is_namespace_terminating() => {

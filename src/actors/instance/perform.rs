@@ -9,11 +9,16 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use tracing::info;
 
+use super::live::{LiveMemory, LiveStep};
+use super::memory::{Applied, LastStep, Reported, Schedule, SpecClock};
 use super::observe::Observed;
 use super::report::{self, tell};
-use super::target::Plan;
-use super::{InstanceArgs, InstanceState, Written};
+use super::status::{StatusMemory, derive_status_with};
+use super::target::{Plan, Target};
+use super::tls::TlsMemory;
+use super::{InstanceArgs, Written};
 use crate::actors::metrics::MetricsMsg;
+use crate::auth::Access;
 use crate::crd::{RedisInstance, RolloutRecord};
 use crate::decide::{
     Act, Drift, FileWrite, Form, Notice, Replacement, Restart, ServiceTold, ServicesAct, Template,
@@ -42,21 +47,74 @@ impl Performed {
     }
 }
 
+/// What performing a decision reads and changes of the actor: the groups its writes update
+/// (`Written`, `Applied`, the settle clock, the Service's allocation turn, the live memory of
+/// `ApplyLive`) and, read only, what the status records it writes are derived from. Every
+/// act's needs together: the perform phase is entered once per step, whichever act it is.
+pub(super) struct Performer<'a> {
+    pub args: &'a InstanceArgs,
+    pub written: &'a mut Written,
+    pub applied: &'a mut Applied,
+    /// The allocation turn a ClusterIP Service's creation takes.
+    pub schedule: &'a mut Schedule,
+    /// A finished restart starts the settle rule's clock.
+    pub clock: &'a mut SpecClock,
+    /// The hash on the StatefulSet as last seen, for the log of a creation.
+    pub last_known_hash: Option<&'a str>,
+    pub live: &'a mut LiveMemory,
+    /// How to reach and log in to the pods, for `ApplyLive`.
+    pub tls: &'a TlsMemory,
+    pub access: &'a Access,
+    pub target: &'a Target,
+    /// The ACL file's fingerprint the pods were brought in line with.
+    pub acl_applied: Option<&'a str>,
+    pub last_step: &'a LastStep,
+    pub reported: &'a Reported,
+}
+
+impl Performer<'_> {
+    /// What a status written mid-perform is derived from.
+    fn status_memory(&self) -> StatusMemory<'_> {
+        StatusMemory {
+            target: self.target,
+            live: self.live,
+            acl_applied: self.acl_applied,
+            last_step: self.last_step,
+            applied: self.applied,
+            reported: self.reported,
+            settle: self.args.timings.settle,
+        }
+    }
+
+    /// What `ApplyLive` works with.
+    fn live_step(&mut self) -> LiveStep<'_> {
+        LiveStep {
+            args: self.args,
+            written: self.written,
+            memory: self.live,
+            tls: self.tls,
+            access: self.access,
+        }
+    }
+}
+
+/// The perform phase: carries out `act`, the one write the step decided.
 pub(super) async fn perform(
-    state: &mut InstanceState,
+    performer: &mut Performer<'_>,
     plan: &Plan,
     seen: &Observed,
     act: &Act<'_>,
     now: Timestamp,
 ) -> Result<Performed, kube_io::Error> {
-    let api = state.args.api.clone();
-    let name = &state.args.key.name;
+    let args = performer.args;
+    let api = args.api.clone();
+    let name = &args.key.name;
     let instance = &seen.instance;
     let target = &plan.instance;
     match act {
         Act::Services(services_act) => {
             return services(
-                state,
+                performer,
                 seen,
                 services_act,
                 &plan.service,
@@ -67,10 +125,10 @@ pub(super) async fn perform(
         }
         Act::MigrateStatefulSet { live, event } => {
             let deleting = api.delete_statefulset(live).await?;
-            state.written.statefulset = Some(Arc::new(deleting.unwrap_or_else(|| gone(live))));
+            performer.written.statefulset = Some(Arc::new(deleting.unwrap_or_else(|| gone(live))));
             info!(statefulset = %name, service = %plan.headless.name_any(),
                 "deleted the StatefulSet, orphaning its pods and claims, to name the new headless Service");
-            tell(&state.args, instance, event).await;
+            tell(args, instance, event).await;
         }
         Act::WriteConfigMap(file) => {
             announce_config_map(file, plan);
@@ -81,15 +139,15 @@ pub(super) async fn perform(
                 api.apply("ConfigMap", &desired),
                 apply_revision(&api, plan, file.revision_ahead),
             );
-            config_map_written(&state.args, &mut state.written, seen, file, written?).await;
-            revision_written(&mut state.written, revision?);
+            config_map_written(args, performer.written, seen, file, written?).await;
+            revision_written(performer.written, revision?);
         }
-        Act::WriteRevision => write_revision(&state.args.api, &mut state.written, plan).await?,
+        Act::WriteRevision => write_revision(&args.api, performer.written, plan).await?,
         Act::DeleteRevisions(revisions) => {
             for cm in revisions {
                 api.delete_config_map(cm).await?;
                 if let Some(uid) = cm.uid() {
-                    state.written.deleted_revisions.insert(uid);
+                    performer.written.deleted_revisions.insert(uid);
                 }
                 info!(config_map = %cm.name_any(), "deleted a revision ConfigMap nothing mounts");
             }
@@ -100,13 +158,13 @@ pub(super) async fn perform(
             event,
         } => {
             let desired = template_statefulset(target, template, Some(mount));
-            info!(old_hash = %state.last_known_hash.clone().unwrap_or_default(),
+            info!(old_hash = %performer.last_known_hash.unwrap_or_default(),
                 new_hash = %template.hash, "StatefulSet not found or needs recreation, creating new one");
             let created = api.apply("StatefulSet", &desired).await?;
-            state.applied.statefulset_generation = created.metadata.generation;
-            state.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&created)));
+            performer.applied.statefulset_generation = created.metadata.generation;
+            performer.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&created)));
             if let Some(event) = event {
-                tell(&state.args, instance, event).await;
+                tell(args, instance, event).await;
             }
         }
         Act::BeginRestart {
@@ -120,24 +178,24 @@ pub(super) async fn perform(
                 announce_config_map(file, plan);
                 let desired = config_map(target, &plan.rendered);
                 let (recorded, written, revision) = tokio::join!(
-                    begin_restart(state, seen, plan, restart),
+                    begin_restart(performer, seen, plan, restart),
                     api.apply("ConfigMap", &desired),
                     apply_revision(&api, plan, file.revision_ahead),
                 );
-                config_map_written(&state.args, &mut state.written, seen, file, written?).await;
-                revision_written(&mut state.written, revision?);
+                config_map_written(args, performer.written, seen, file, written?).await;
+                revision_written(performer.written, revision?);
                 recorded?;
             } else {
-                begin_restart(state, seen, plan, restart).await?;
+                begin_restart(performer, seen, plan, restart).await?;
             }
             if let Some(drift) = drift {
-                report::drift_repaired(&state.args, instance, drift, &drift.event).await;
+                report::drift_repaired(args, instance, drift, &drift.event).await;
             }
         }
-        Act::Retarget(restart) => begin_restart(state, seen, plan, restart).await?,
+        Act::Retarget(restart) => begin_restart(performer, seen, plan, restart).await?,
         Act::MoveRecord { record, event } => {
-            write_record(state, seen, Some(plan), Some(record.clone()), 0).await?;
-            tell(&state.args, instance, event).await;
+            write_record(performer, seen, Some(plan), Some(record.clone()), 0).await?;
+            tell(args, instance, event).await;
         }
         Act::RollOut {
             template,
@@ -154,17 +212,17 @@ pub(super) async fn perform(
                     CachedStatefulSet::from(&api.apply("StatefulSet", &desired).await?)
                 }
             };
-            state.applied.statefulset_generation = applied.metadata.generation;
-            state.written.statefulset = Some(Arc::new(applied));
+            performer.applied.statefulset_generation = applied.metadata.generation;
+            performer.written.statefulset = Some(Arc::new(applied));
         }
         Act::DeleteForRecreate(live) => {
             let deleting = api.delete_statefulset(live).await?;
-            state.written.statefulset = Some(Arc::new(deleting.unwrap_or_else(|| gone(live))));
+            performer.written.statefulset = Some(Arc::new(deleting.unwrap_or_else(|| gone(live))));
             info!(statefulset = %name, "deleted the StatefulSet, orphaning its pods and claims");
         }
         Act::DeleteOrphanedPods(pods) => {
             for pod in pods {
-                delete_pod(&state.args.api, &mut state.written, pod).await?;
+                delete_pod(&args.api, performer.written, pod).await?;
                 info!(pod = %pod.name_any(), "deleting a pod the deleted StatefulSet left behind");
             }
         }
@@ -180,23 +238,23 @@ pub(super) async fn perform(
                 .as_ref()
                 .map(|drift| (drift, mark_repair(&mut repaired.metadata, name, drift, now)));
             let applied = api.apply("StatefulSet", &repaired).await?;
-            state.applied.statefulset_generation = applied.metadata.generation;
-            state.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&applied)));
+            performer.applied.statefulset_generation = applied.metadata.generation;
+            performer.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&applied)));
             if let Some((drift, event)) = told {
-                report::drift_repaired(&state.args, instance, drift, &event).await;
+                report::drift_repaired(args, instance, drift, &event).await;
             }
         }
         Act::ReplacePods(replacements) => {
             for Replacement { pod, event } in replacements {
-                delete_pod(&state.args.api, &mut state.written, pod).await?;
+                delete_pod(&args.api, performer.written, pod).await?;
                 info!(pod = %pod.name_any(), "replacing a stuck pod");
-                tell(&state.args, instance, event).await;
+                tell(args, instance, event).await;
             }
         }
         Act::FinishRestart { record, event } => {
-            finish_restart(state, Some(plan), seen, record, event, now).await?;
+            finish_restart(performer, Some(plan), seen, record, event, now).await?;
         }
-        Act::ApplyLive => super::live::apply(state, plan, seen).await?,
+        Act::ApplyLive => super::live::apply(&mut performer.live_step(), plan, seen).await?,
         Act::Nothing => {}
     }
     Ok(Performed::Wrote)
@@ -255,21 +313,22 @@ async fn write_revision(
 
 /// Carries out a write of the two Services.
 pub(super) async fn services(
-    state: &mut InstanceState,
+    performer: &mut Performer<'_>,
     seen: &Observed,
     act: &ServicesAct<'_>,
     service: &Service,
     headless: &Service,
     now: Timestamp,
 ) -> Result<Performed, kube_io::Error> {
-    let name = &state.args.key.name;
+    let args = performer.args;
+    let name = &args.key.name;
     match act {
         ServicesAct::Service(told) => {
             // A creation makes the API server allocate a cluster IP, which it does one at a time.
             let _allocating = match &seen.service {
                 None => {
-                    let limiter = state.args.api.limiter();
-                    match state
+                    let limiter = args.api.limiter();
+                    match performer
                         .schedule
                         .allocation
                         .take()
@@ -277,7 +336,7 @@ pub(super) async fn services(
                     {
                         Some(turn) => Some(turn),
                         None => {
-                            state.schedule.awaits_allocation = true;
+                            performer.schedule.awaits_allocation = true;
                             return Ok(Performed::Deferred);
                         }
                     }
@@ -291,16 +350,16 @@ pub(super) async fn services(
                 }
                 _ => None,
             };
-            let applied = state.args.api.apply("Service", &service).await?;
-            state.written.service = Some(Arc::new(CachedService::from(&applied)));
-            state.applied.service_migrated = false;
+            let applied = args.api.apply("Service", &service).await?;
+            performer.written.service = Some(Arc::new(CachedService::from(&applied)));
+            performer.applied.service_migrated = false;
             match (told, repaired) {
                 (ServiceTold::Migrated(event), _) => {
                     info!(service = %service.name_any(), "created the Service as ClusterIP");
-                    tell(&state.args, &seen.instance, event).await;
+                    tell(args, &seen.instance, event).await;
                 }
                 (_, Some((drift, event))) => {
-                    report::drift_repaired(&state.args, &seen.instance, drift, &event).await;
+                    report::drift_repaired(args, &seen.instance, drift, &event).await;
                 }
                 _ => info!("Service missing, creating it"),
             }
@@ -310,11 +369,11 @@ pub(super) async fn services(
             let told = drift
                 .as_ref()
                 .map(|drift| (drift, mark_repair(&mut headless.metadata, name, drift, now)));
-            let applied = state.args.api.apply("Service", &headless).await?;
-            state.written.headless = Some(Arc::new(CachedService::from(&applied)));
+            let applied = args.api.apply("Service", &headless).await?;
+            performer.written.headless = Some(Arc::new(CachedService::from(&applied)));
             match told {
                 Some((drift, event)) => {
-                    report::drift_repaired(&state.args, &seen.instance, drift, &event).await;
+                    report::drift_repaired(args, &seen.instance, drift, &event).await;
                 }
                 None => {
                     info!(service = %headless.name_any(), "headless Service missing, creating it");
@@ -322,12 +381,12 @@ pub(super) async fn services(
             }
         }
         ServicesAct::DeleteHeadlessNamed(live) => {
-            state.args.api.delete_service(live).await?;
+            args.api.delete_service(live).await?;
             let mut deleting = (*live).clone();
             deleting.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
             deleting.metadata.resource_version = Some(u64::MAX.to_string());
-            state.written.service = Some(Arc::new(deleting));
-            state.applied.service_migrated = true;
+            performer.written.service = Some(Arc::new(deleting));
+            performer.applied.service_migrated = true;
             info!(service = %service.name_any(), "deleted the headless Service to create it as ClusterIP");
         }
     }
@@ -393,25 +452,26 @@ async fn config_map_written(
 
 /// Records and counts a restart in status before its first write, then tells people.
 async fn begin_restart(
-    state: &mut InstanceState,
+    performer: &mut Performer<'_>,
     seen: &Observed,
     plan: &Plan,
     restart: &Restart,
 ) -> Result<(), kube_io::Error> {
-    let key = state.args.key.clone();
+    let args = performer.args;
+    let key = args.key.clone();
     let record = &restart.record;
     let strategy = record.strategy.as_str();
-    write_record(state, seen, Some(plan), Some(record.clone()), 1).await?;
+    write_record(performer, seen, Some(plan), Some(record.clone()), 1).await?;
     // Told once the record holds: a write refused for a conflict is taken again, and the
     // restart it begins must be told once.
     info!(old_hash = %restart.old_hash, new_hash = %record.config_hash, strategy,
         reason = record.reason.as_str(), "ConfigMap was updated or StatefulSet needs restart");
-    let _ = state.args.metrics.send_message(MetricsMsg::Restarted {
+    let _ = args.metrics.send_message(MetricsMsg::Restarted {
         key,
         strategy,
         reason: record.reason.as_str(),
     });
-    tell(&state.args, &seen.instance, &restart.event).await;
+    tell(args, &seen.instance, &restart.event).await;
     Ok(())
 }
 
@@ -420,44 +480,42 @@ async fn begin_restart(
 /// operator stopped is closed even when no spec is known to be safe to run (a rollback's
 /// target lives only in the memory of the operator that decided it).
 pub(super) async fn finish_restart(
-    state: &mut InstanceState,
+    performer: &mut Performer<'_>,
     plan: Option<&Plan>,
     seen: &Observed,
     record: &RolloutRecord,
     event: &Notice,
     now: Timestamp,
 ) -> Result<(), kube_io::Error> {
-    write_record(state, seen, plan, None, 0).await?;
-    state.clock.restart_finished_at = Some(std::time::Instant::now());
+    write_record(performer, seen, plan, None, 0).await?;
+    performer.clock.restart_finished_at = Some(std::time::Instant::now());
     let took = now.duration_since(record.started_at.0).unsigned_abs();
-    let _ = state
-        .args
-        .metrics
-        .send_message(MetricsMsg::RestartCompleted {
-            key: state.args.key.clone(),
-            strategy: record.strategy.as_str(),
-            took,
-        });
+    let args = performer.args;
+    let _ = args.metrics.send_message(MetricsMsg::RestartCompleted {
+        key: args.key.clone(),
+        strategy: record.strategy.as_str(),
+        took,
+    });
     info!(hash = %record.config_hash,
         strategy = record.strategy.as_str(), took_secs = took.as_secs_f64(), "restart complete");
-    tell(&state.args, &seen.instance, event).await;
+    tell(args, &seen.instance, event).await;
     Ok(())
 }
 
 /// Writes the status with `record` as the restart in flight and `added` more restarts counted.
 async fn write_record(
-    state: &mut InstanceState,
+    performer: &mut Performer<'_>,
     seen: &Observed,
     plan: Option<&Plan>,
     record: Option<RolloutRecord>,
     added: i64,
 ) -> Result<(), kube_io::Error> {
     let started = record.as_ref().map(|r| r.started_at.clone());
-    let mut status = super::status::derive_status_with(state, seen, plan, record);
+    let mut status = derive_status_with(&performer.status_memory(), seen, plan, record);
     if added > 0 {
         status.restarts += added;
         status.last_restart_time = started;
     }
-    let mismatched = state.reported.mismatched();
-    report::store_status(&state.args, &mut state.written, mismatched, seen, status).await
+    let mismatched = performer.reported.mismatched();
+    report::store_status(performer.args, performer.written, mismatched, seen, status).await
 }

@@ -272,7 +272,7 @@ pub(super) async fn report(
     if happened.status {
         let reporting = std::time::Instant::now();
         let replication = happened.replication;
-        let mut status = derive_status(state, seen, plan);
+        let mut status = derive_status(&state.status_memory(), seen, plan);
         if let Some(record) = replication.status {
             status.replication = Some(record);
         }
@@ -392,7 +392,7 @@ pub(super) async fn write_status(
     seen: &Observed,
     plan: Option<&Plan>,
 ) -> Result<(), kube_io::Error> {
-    let status = derive_status(state, seen, plan);
+    let status = derive_status(&state.status_memory(), seen, plan);
     let mismatched = state.reported.mismatched();
     store_status(&state.args, &mut state.written, mismatched, seen, status).await
 }

@@ -9,7 +9,7 @@ use ractor::concurrency::JoinHandle;
 use ractor::{ActorRef, MessagingErr};
 use tracing::debug;
 
-use super::{InstanceMsg, InstanceState};
+use super::{InstanceArgs, InstanceMsg, InstanceState};
 use crate::actors::supervisor::SupervisorMsg;
 use crate::decide::{Rest, RestView, rest, settle_window_left};
 
@@ -36,29 +36,36 @@ impl Resting {
     }
 }
 
-/// Starts (or starts again) the rest delay, if this actor may hibernate at all.
-pub(super) fn wait(myself: &ActorRef<InstanceMsg>, state: &mut InstanceState) {
-    state.rest.wake();
-    if let (Some(after), Some(_)) = (state.args.timings.hibernate_after, &state.args.supervisor) {
-        wait_for(myself, state, after);
+/// Starts (or starts again) the rest delay, if this actor may hibernate at all (`args` has
+/// the delay and the supervisor to offer to).
+pub(super) fn wait(myself: &ActorRef<InstanceMsg>, rest: &mut Resting, args: &InstanceArgs) {
+    rest.wake();
+    if let (Some(after), Some(_)) = (args.timings.hibernate_after, &args.supervisor) {
+        wait_for(myself, rest, after);
     }
 }
 
-fn wait_for(myself: &ActorRef<InstanceMsg>, state: &mut InstanceState, after: Duration) {
-    state.rest = Resting::Waiting(myself.send_after(after, || InstanceMsg::Rest));
+fn wait_for(myself: &ActorRef<InstanceMsg>, rest: &mut Resting, after: Duration) {
+    *rest = Resting::Waiting(myself.send_after(after, || InstanceMsg::Rest));
 }
 
-/// A message from the supervisor was handled. An offer made before is void (the supervisor
-/// ignores it), and a status seen may have caught up with the actor's own write: unless a
-/// step is queued, the delay starts again.
-pub(super) fn handled(myself: &ActorRef<InstanceMsg>, state: &mut InstanceState) {
-    state.handled = state.handled.wrapping_add(1);
-    if matches!(state.rest, Resting::Offered | Resting::Stayed) {
-        wait(myself, state);
+/// A message from the supervisor was handled: counted in `count`. An offer made before is
+/// void (the supervisor ignores it), and a status seen may have caught up with the actor's
+/// own write: unless a step is queued, the delay starts again.
+pub(super) fn handled(
+    myself: &ActorRef<InstanceMsg>,
+    count: &mut u64,
+    rest: &mut Resting,
+    args: &InstanceArgs,
+) {
+    *count = count.wrapping_add(1);
+    if matches!(rest, Resting::Offered | Resting::Stayed) {
+        wait(myself, rest, args);
     }
 }
 
-/// The rest delay ended.
+/// The rest delay ended. Takes the whole state: whether to hibernate is decided from
+/// everything a fresh actor would lack (see [`view`]).
 pub(super) fn delay_ended(myself: &ActorRef<InstanceMsg>, state: &mut InstanceState) {
     if !matches!(state.rest, Resting::Waiting(_)) {
         // A step was queued since: it starts the delay again if it ends at rest.
@@ -70,7 +77,7 @@ pub(super) fn delay_ended(myself: &ActorRef<InstanceMsg>, state: &mut InstanceSt
             debug!(reason, "at rest, but not hibernating");
             state.rest = Resting::Stayed;
         }
-        Rest::After(left) => wait_for(myself, state, left),
+        Rest::After(left) => wait_for(myself, &mut state.rest, left),
         Rest::Hibernate => {
             let Some(supervisor) = &state.args.supervisor else {
                 return;
@@ -88,7 +95,8 @@ pub(super) fn delay_ended(myself: &ActorRef<InstanceMsg>, state: &mut InstanceSt
     }
 }
 
-/// What of this actor's memory a fresh actor would lack.
+/// What of this actor's memory a fresh actor would lack: the whole memory is read, as a
+/// group left out would be one a hibernating actor could lose.
 fn view(state: &InstanceState) -> RestView {
     let current = super::report::cached_instance(state);
     let status = current.as_ref().and_then(|i| i.status.as_ref());

@@ -1,12 +1,15 @@
 //! The status an instance's caches and its actor's memory call for: phase, conditions, and
 //! the restart record and count carried over from the stored status.
 
+use std::time::Duration;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::InstanceState;
+use super::live::LiveMemory;
+use super::memory::{Applied, LastStep, Reported};
 use super::observe::Observed;
-use super::target::{HALTED_REASON, Plan};
+use super::target::{HALTED_REASON, Plan, Target};
 use crate::config::render::short_hash;
 use crate::config::validate::Violation;
 use crate::crd::{ConfigUpdate, RedisInstanceStatus, RolloutRecord};
@@ -30,20 +33,39 @@ pub(super) fn refusal_message(violations: &[Violation], running_hash: Option<&st
     }
 }
 
+/// What of the actor's memory a status is derived from, beside the caches: read, never
+/// changed, so a status can be derived in the middle of a write that changes other groups.
+pub(super) struct StatusMemory<'a> {
+    /// The config Redis refused, a halted rollout, the last healthy spec.
+    pub target: &'a Target,
+    /// A live config refused, and the one the pods were last seen running.
+    pub live: &'a LiveMemory,
+    /// The ACL file's fingerprint the pods were brought in line with.
+    pub acl_applied: Option<&'a str>,
+    /// What `spec.paused` holds back, and whether a restart waits to settle.
+    pub last_step: &'a LastStep,
+    /// The StatefulSet's generation after this actor's last write of it.
+    pub applied: &'a Applied,
+    /// An overdue restart, and an API refusal of this generation's objects.
+    pub reported: &'a Reported,
+    /// How long the spec must be unchanged before a following restart (for the message).
+    pub settle: Duration,
+}
+
 /// The status the caches and the actor's memory call for; the restart record and count are
 /// carried over from the stored status (only the perform step changes them).
 pub(super) fn derive_status(
-    state: &InstanceState,
+    memory: &StatusMemory<'_>,
     seen: &Observed,
     plan: Option<&Plan>,
 ) -> RedisInstanceStatus {
     let stored = seen.instance.status.as_ref();
-    derive_status_with(state, seen, plan, stored.and_then(|s| s.rollout.clone()))
+    derive_status_with(memory, seen, plan, stored.and_then(|s| s.rollout.clone()))
 }
 
 /// [`derive_status`] with `rollout` as the restart in flight (the one about to be written).
 pub(super) fn derive_status_with(
-    state: &InstanceState,
+    memory: &StatusMemory<'_>,
     seen: &Observed,
     plan: Option<&Plan>,
     rollout: Option<RolloutRecord>,
@@ -63,18 +85,18 @@ pub(super) fn derive_status_with(
         .and_then(|s| s.status.as_ref()?.ready_replicas)
         .unwrap_or(0);
     let wanted = plan.map_or(current.spec.replicas, |p| p.instance.spec.replicas);
-    let rejection = state.target.rejection();
-    let live_refusal = state
+    let rejection = memory.target.rejection();
+    let live_refusal = memory
         .live
         .refused
         .as_ref()
-        .filter(|_| plan.is_some_and(|p| state.live.refuses(p)))
+        .filter(|_| plan.is_some_and(|p| memory.live.refuses(p)))
         .map(|(_, message)| message.clone());
     let config_valid = violations.is_empty() && rejection.is_none() && live_refusal.is_none();
     let record = status.rollout.clone();
     status.observed_generation = generation;
     status.acl_hash = match crate::auth::enabled(current) {
-        true => state.auth.applied.clone().or(status.acl_hash),
+        true => memory.acl_applied.map(str::to_owned).or(status.acl_hash),
         false => None,
     };
     // A StatefulSet deleted with its pods orphaned and no restart recorded (a migration to the
@@ -105,25 +127,25 @@ pub(super) fn derive_status_with(
         .as_deref()
         .map(|h| short_hash(h).to_owned());
     status.rejected_config_hash = rejection.map(|r| r.spec_hash.clone());
-    if let Some(healthy) = state.target.healthy_spec() {
+    if let Some(healthy) = memory.target.healthy_spec() {
         status.healthy_spec = Some(healthy);
     }
     let live_mode = plan.is_some_and(|p| p.instance.spec.config_update == ConfigUpdate::Live);
     status.live_config_hash = match live_mode {
-        true => state.live.verified.clone().or(status.live_config_hash),
+        true => memory.live.verified.clone().or(status.live_config_hash),
         false => None,
     };
-    status.refused_live_config_hash = state
+    status.refused_live_config_hash = memory
         .live
         .refused
         .as_ref()
         .filter(|_| live_refusal.is_some())
         .map(|(hash, _)| hash.clone());
-    status.pending_change = state.last_step.pending.clone();
-    if state.applied.statefulset_generation.is_some() {
-        status.stateful_set_generation = state.applied.statefulset_generation;
+    status.pending_change = memory.last_step.pending.clone();
+    if memory.applied.statefulset_generation.is_some() {
+        status.stateful_set_generation = memory.applied.statefulset_generation;
     }
-    let halted = state
+    let halted = memory
         .target
         .halted()
         .filter(|h| record.as_ref().is_some_and(|r| r.config_hash == h.hash));
@@ -161,7 +183,7 @@ pub(super) fn derive_status_with(
         generation,
         &now,
     );
-    let api_refusal = state
+    let api_refusal = memory
         .reported
         .api_refusal
         .as_ref()
@@ -202,28 +224,30 @@ pub(super) fn derive_status_with(
             "Paused",
             format!("spec.paused holds: {pending}"),
         ),
-        (None, None, None) if state.last_step.settling => ConditionValue::new(
+        (None, None, None) if memory.last_step.settling => ConditionValue::new(
             condition::PROGRESSING,
             true,
             "Settling",
             format!(
                 "a restart to config {} waits until the spec has been unchanged for {}s",
                 plan.map_or("", |p| short_hash(&p.template_hash)),
-                state.args.timings.settle.as_secs()
+                memory.settle.as_secs()
             ),
         ),
-        (None, None, None) => progressing(record.as_ref(), sts, state),
+        (None, None, None) => progressing(record.as_ref(), sts, memory.reported.overdue),
     };
     set_condition(&mut status, progressing, generation, &now);
     status
 }
 
+/// The Progressing condition when nothing holds the rollout: `overdue` is the start of the
+/// restart whose overdue Event was told.
 fn progressing(
     record: Option<&RolloutRecord>,
     sts: Option<&crate::resources::CachedStatefulSet>,
-    state: &InstanceState,
+    overdue: Option<Timestamp>,
 ) -> ConditionValue {
-    let stuck = record.is_some_and(|r| state.reported.overdue == Some(r.started_at.0));
+    let stuck = record.is_some_and(|r| overdue == Some(r.started_at.0));
     match record {
         Some(r) if stuck => ConditionValue::new(
             condition::PROGRESSING,

@@ -94,7 +94,7 @@ pub(super) async fn step(
         at: Instant::now(),
     };
     let mut happened = Happened {
-        findings: judge(state, &seen, clocks.at).await,
+        findings: judge(state.judging(), &seen, clocks.at).await,
         ..Happened::default()
     };
     let record = seen
@@ -321,7 +321,7 @@ async fn perform_drive(
     // Before anything talks to Redis or creates pods: the ACL Secret the pods mount, and the
     // login the live and replication steps use.
     let performing = decided.auth.is_write().then(Instant::now);
-    let auth_wake = auth::perform(state, &plan.instance, decided.auth).await?;
+    let auth_wake = auth::perform(state.credentials(), &plan.instance, decided.auth).await?;
     if let Some(performing) = performing {
         stages::since(Stage::Perform, performing);
     }
@@ -338,7 +338,8 @@ async fn perform_drive(
     debug!(?decision, "next step");
     if verdict.act.is_write() {
         let performing = Instant::now();
-        let performed = perform::perform(state, plan, seen, &verdict.act, clocks.now).await?;
+        let performed =
+            perform::perform(&mut state.performer(), plan, seen, &verdict.act, clocks.now).await?;
         stages::since(Stage::Perform, performing);
         return Ok(performed.wake());
     }
@@ -388,7 +389,7 @@ async fn hold(
     match act {
         HoldAct::FinishRestart { record, event } => {
             state.last_step.decided = "FinishRestart";
-            perform::finish_restart(state, None, seen, record, event, now).await?;
+            perform::finish_restart(&mut state.performer(), None, seen, record, event, now).await?;
             Ok(None)
         }
         HoldAct::Services {
@@ -397,7 +398,9 @@ async fn hold(
             desired: (service, headless),
         } => {
             state.last_step.decided = decided;
-            let performed = perform::services(state, seen, act, service, headless, now).await?;
+            let performed =
+                perform::services(&mut state.performer(), seen, act, service, headless, now)
+                    .await?;
             Ok(performed.wake())
         }
         HoldAct::Hold => {
@@ -517,7 +520,7 @@ async fn at_rest(
     };
     if matches!(waited.decision, Decision::Idle) {
         state.target.converged(plan);
-        wakes.live = live::at_rest(state, turn, plan, seen).await;
+        wakes.live = live::at_rest(&mut state.live_step(), turn, plan, seen).await;
     }
     wakes.tls = tls::reload_pods(&state.args, &mut state.tls, &state.access, plan, seen).await;
     happened.status = true;
