@@ -378,7 +378,8 @@ async fn old_revision_restarts_on_its_own_config(ns: &TestNamespace, instance: &
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pause_holds_a_change_and_shows_it_until_resumed() {
-    let (_client, ns, _operator) = setup("pause", &[]).await;
+    // A settle time long enough for the wait after a restart to be seen in status.
+    let (_client, ns, _operator) = setup("pause", &["--settle-seconds", "10"]).await;
     let mut instance = example("redis-example.yaml");
     apply_instance(&ns, &instance).await.unwrap();
     let ready = wait_ready(&ns, NAME, None, Duration::from_secs(180)).await;
@@ -422,10 +423,34 @@ async fn pause_holds_a_change_and_shows_it_until_resumed() {
 
     instance.spec.paused = false;
     apply_instance(&ns, &instance).await.unwrap();
-    let resumed = wait_restarts(&ns, NAME, 1).await;
-    assert_eq!(resumed.status.unwrap().pending_change, None);
+    let resumed = wait_restarts(&ns, NAME, 1).await.status.unwrap();
+    assert_eq!(resumed.pending_change, None);
     let pod = ready_pod(&ns, &format!("{NAME}-0")).await;
     assert_eq!(config_get(&pod, "maxmemory").await, "67108864");
+
+    // An edit right after a restart waits for the spec to settle, and status says so: a gate
+    // on Progressing does not pass while the pods still run the config before it.
+    instance
+        .spec
+        .config
+        .insert("maxmemory".into(), "96mb".into());
+    apply_instance(&ns, &instance).await.unwrap();
+    let settling = status_where(&ns, "the edit to wait for the spec to settle", |ri| {
+        let seen = ri.status.as_ref().map(|s| s.observed_generation);
+        seen == Some(ri.metadata.generation)
+            && condition_reason(ri, "Progressing").as_deref() == Some("Settling")
+    })
+    .await;
+    assert_eq!(
+        condition(&settling, "Progressing")
+            .map(|c| c.status)
+            .as_deref(),
+        Some("True")
+    );
+    assert_eq!(settling.status.unwrap().config_hash, resumed.config_hash);
+    wait_restarts(&ns, NAME, 2).await;
+    let pod = ready_pod(&ns, &format!("{NAME}-0")).await;
+    assert_eq!(config_get(&pod, "maxmemory").await, "100663296");
 
     // The annotation alone, added and removed with no spec edit, pauses and resumes.
     pause_by_annotation(&ns, Some("true")).await;
@@ -453,7 +478,7 @@ async fn pause_holds_a_change_and_shows_it_until_resumed() {
         Some("True")
     );
     pause_by_annotation(&ns, None).await;
-    let resumed = wait_restarts(&ns, NAME, 2).await;
+    let resumed = wait_restarts(&ns, NAME, 3).await;
     assert_eq!(resumed.status.unwrap().pending_change, None);
     assert_ne!(
         config_map_and_hash(&ns, NAME).await.0,
