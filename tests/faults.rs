@@ -714,3 +714,61 @@ async fn a_one_off_crash_on_a_new_config_is_restarted_not_rolled_back() {
         assert_eq!(config_get(&pod, "maxmemory").await, "209715200");
     }
 }
+
+/// A ConfigMap deleted and created again under its name between the cache's view and the
+/// operator's write: the write, carrying the uid it was decided for, is refused, and the
+/// operator takes the refusal for what it is (a conflict: look again), not for a final
+/// refusal of the object. The API server answers this one with 422, not 409.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_for_an_object_replaced_since_it_was_seen_is_a_conflict() {
+    use redis_operator::kube_io::InstanceApi;
+    use redis_operator::limiter::{Limiter, Limits};
+    use redis_operator::resources::CachedConfigMap;
+    let client = common::client().await;
+    let ns = TestNamespace::create(&client, "replaced").await;
+    let configmaps = ns.api::<ConfigMap>();
+    let make = || {
+        serde_json::from_value::<ConfigMap>(json!({
+            "metadata": { "name": "replaced" },
+            "data": { "redis.conf": "maxmemory 100mb\n" }
+        }))
+        .unwrap()
+    };
+    let first = configmaps
+        .create(&PostParams::default(), &make())
+        .await
+        .unwrap();
+    let seen = CachedConfigMap::from(&first);
+    configmaps
+        .delete("replaced", &DeleteParams::default())
+        .await
+        .unwrap();
+    let second = configmaps
+        .create(&PostParams::default(), &make())
+        .await
+        .unwrap();
+    assert_ne!(first.uid(), second.uid());
+
+    let reporter = kube::runtime::events::Reporter {
+        controller: "replaced-test".into(),
+        instance: None,
+    };
+    let events = redis_operator::events::EventPoster::new(client.clone(), reporter);
+    let api = InstanceApi::new(
+        client,
+        &ns.name,
+        events,
+        Limiter::unfenced(Limits::default()),
+    );
+    let error = api
+        .annotate_config_map(&seen, "redis.github.com/probe", "1")
+        .await
+        .expect_err("the new ConfigMap is not the one seen");
+    assert!(error.is_conflict(), "{error:?}");
+    assert!(!error.is_invalid(), "{error:?}");
+    let now = configmaps.get("replaced").await.unwrap();
+    assert!(
+        !now.annotations().contains_key("redis.github.com/probe"),
+        "{now:?}"
+    );
+}

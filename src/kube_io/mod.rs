@@ -122,12 +122,14 @@ impl Error {
     /// The object changed since the cache showed it (or the uid it was decided for is gone):
     /// routine, taken again from a fresh look.
     pub fn is_conflict(&self) -> bool {
-        self.api_status().is_some_and(|s| s.code == 409)
+        self.api_status()
+            .is_some_and(|s| s.code == 409 || replaced_since_seen(s))
     }
 
     /// Whether the apiserver refused the object itself (a retry with the same input fails too).
     pub fn is_invalid(&self) -> bool {
-        self.api_status().is_some_and(|s| s.code == 422)
+        self.api_status()
+            .is_some_and(|s| s.code == 422 && !replaced_since_seen(s))
     }
 
     /// The instance's namespace is being deleted, so nothing new may be created in it: the
@@ -140,6 +142,18 @@ impl Error {
                     .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
         })
     }
+}
+
+/// A patch carrying the uid of the object it was decided for met another object of that name
+/// (deleted and created again since): the API server answers 422, `metadata.uid` being
+/// immutable, where a resourceVersion or a delete's precondition gets 409. A conflict, not a
+/// refusal of the object.
+fn replaced_since_seen(status: &kube::core::Status) -> bool {
+    status.code == 422
+        && status
+            .details
+            .as_ref()
+            .is_some_and(|d| d.causes.iter().any(|c| c.field == "metadata.uid"))
 }
 
 /// Result of this module.

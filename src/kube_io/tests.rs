@@ -22,6 +22,33 @@ fn a_terminating_namespace_is_told_apart_from_other_refusals() {
 }
 
 #[test]
+fn a_uid_precondition_that_met_a_new_object_is_a_conflict_not_a_refusal() {
+    // As the API server answers a merge patch whose uid is not the object's.
+    let answer = |field: &str| {
+        let status: kube::core::Status = serde_json::from_value(json!({
+            "status": "Failure", "code": 422, "reason": "Invalid",
+            "message": "ConfigMap \"c\" is invalid: ...: field is immutable",
+            "details": {"name": "c", "kind": "ConfigMap", "causes": [{
+                "reason": "FieldValueInvalid", "field": field,
+                "message": "Invalid value: \"u-2\": field is immutable"
+            }]}
+        }))
+        .unwrap();
+        Error::Status {
+            name: "c".into(),
+            source: kube::Error::Api(status.into()),
+        }
+    };
+    let replaced = answer("metadata.uid");
+    assert!(replaced.is_conflict());
+    assert!(!replaced.is_invalid());
+    assert_eq!(replaced.reason(), "Conflict");
+    let refused = answer("spec.replicas");
+    assert!(refused.is_invalid());
+    assert!(!refused.is_conflict());
+}
+
+#[test]
 fn metadata_patch_sets_or_removes_one_key_of_the_object_seen() {
     let set = metadata_patch(Some("uid-1".into()), "annotations", "k", Some("v"));
     assert_eq!(
