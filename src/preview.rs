@@ -14,7 +14,9 @@ use k8s_openapi::jiff::Timestamp;
 use crate::config::render::{CONFIG_FILE_KEY, render, short_hash};
 use crate::config::validate::Violation;
 use crate::crd::{ConfigUpdate, RedisInstance, RestartReason, RestartStrategy};
-use crate::decide::{Act, Deadlines, Desired, Facts, Snapshot, paused};
+use crate::decide::{
+    Act, Course, Deadlines, Desired, Facts, Planned, PolicyView, Snapshot, StepAct, paused,
+};
 use crate::live::{changed_directives, is_live, live_only_change, template_hash};
 use crate::resources::{CachedConfigMap, CachedService, CachedStatefulSet, config_map_name};
 
@@ -160,7 +162,25 @@ pub fn verdict(new: &RedisInstance, running: &Running) -> Verdict {
         has_run: crate::status::has_run(new),
         ..Facts::default()
     };
-    match crate::decide::verdict(&want, &seen, &deadlines, &facts).act {
+    // The step's one decision, as the actor asks it: no NetworkPolicy to write (it restarts
+    // nothing), no credentials (they restart nothing either), no replication.
+    let course = Course::Planned(Planned {
+        auth: None,
+        want: &want,
+        seen: &seen,
+        deadlines: &deadlines,
+        facts: &facts,
+        replication: None,
+    });
+    let no_policy = PolicyView {
+        desired: None,
+        cached: None,
+        written: None,
+    };
+    let StepAct::Drive(drive) = crate::decide::step(&no_policy, &course).act else {
+        return Verdict::Nothing;
+    };
+    match drive.verdict.act {
         Act::WriteConfigMap(_) | Act::CreateStatefulSet { .. } => Verdict::Create { hash },
         Act::BeginRestart { restart, .. } => explain.restart(restart.record.reason),
         Act::ApplyLive => Verdict::Live {
