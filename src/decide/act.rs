@@ -231,6 +231,12 @@ impl Act<'_> {
     pub fn is_write(&self) -> bool {
         !matches!(self, Act::Nothing)
     }
+
+    /// Whether carrying it out talks to the pods' Redis (each pod may take seconds), so that
+    /// the step gives back its permit first.
+    pub fn dials_pods(&self) -> bool {
+        matches!(self, Act::ApplyLive)
+    }
 }
 
 /// What carrying out `decision`, made from `want` and `seen`, takes. A decision that writes

@@ -337,6 +337,10 @@ async fn perform_drive(
     report::log_hash_comparison(seen, want, decision);
     debug!(?decision, "next step");
     if verdict.act.is_write() {
+        if verdict.act.dials_pods() {
+            // Other instances' steps need not wait for a silent pod.
+            turn.take();
+        }
         let performing = Instant::now();
         let performed =
             perform::perform(&mut state.performer(), plan, seen, &verdict.act, clocks.now).await?;
@@ -522,7 +526,8 @@ async fn at_rest(
         state.target.converged(plan);
         wakes.live = live::at_rest(&mut state.live_step(), turn, plan, seen).await;
     }
-    wakes.tls = tls::reload_pods(&state.args, &mut state.tls, &state.access, plan, seen).await;
+    wakes.tls =
+        tls::reload_pods(&state.args, &mut state.tls, &state.access, turn, plan, seen).await;
     happened.status = true;
     let replicated = crate::resources::replicated(&plan.instance);
     happened.unconverted =

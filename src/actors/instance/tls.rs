@@ -138,11 +138,13 @@ async fn tell(args: &InstanceArgs, memory: &mut TlsMemory, plan: &Plan, problem:
 }
 
 /// Makes every ready TLS pod serve the Secret's certificate, as [`reload`] and [`reloaded`]
-/// decide; returns when to look again.
+/// decide; returns when to look again. The pods are dialled without the step's permit
+/// (`turn`): other instances' steps need not wait for a silent pod.
 pub(super) async fn reload_pods(
     args: &InstanceArgs,
     memory: &mut TlsMemory,
     access: &Access,
+    turn: &mut Option<tokio::sync::OwnedSemaphorePermit>,
     plan: &Plan,
     seen: &Observed,
 ) -> Duration {
@@ -166,6 +168,7 @@ pub(super) async fn reload_pods(
         return Duration::MAX;
     };
     let wanted = client.fingerprint().to_owned();
+    turn.take();
     let port = u16::try_from(REDIS_PORT).expect("the Redis port fits");
     let login = access.login.clone();
     let gate = args.api.limiter().clone();
