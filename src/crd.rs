@@ -428,6 +428,11 @@ pub struct RedisInstanceStatus {
     /// that each write replaces it whole and the spec's rules do not judge a recorded copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy_spec: Option<String>,
+    /// While the current spec is refused: the newest spec that passed validation, as JSON
+    /// (credential directives left out), which the operator keeps driving the pods to (a
+    /// restart in flight included), across operator restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_spec: Option<String>,
     /// SHA-256 of the ACL file every running pod was last brought in line with (it holds
     /// password hashes, never passwords): a Secret edit that changes it is applied live.
     #[serde(default, skip_serializing_if = "Option::is_none")]

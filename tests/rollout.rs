@@ -542,3 +542,60 @@ async fn a_fix_made_while_the_new_config_crashes_goes_out_at_once() {
     assert_eq!(event_count(&ns, NAME, "RolloutRolledBack").await, 0);
     assert_eq!(event_count(&ns, NAME, "RolloutHalted").await, 0);
 }
+
+/// An operator killed with a restart in flight and the spec refused since: the next one
+/// recalls the valid spec the restart drives to from status, and judges it as the first would
+/// have: never ready, so rolled back to the healthy spec (before, it held everything and the
+/// pod crash-looped until the spec was fixed).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_operator_on_a_refused_spec_still_judges_the_restart_in_flight() {
+    let (_client, ns, first) = setup("inflight", &[]).await;
+    let mut instance = with_data_in_database_3(&ns, 1, OnFailure::Rollback).await;
+    // Long enough for the first operator to be gone before it judges the restart.
+    instance.spec.rollout.progress_deadline_seconds = 30;
+    lower_databases(&ns, &mut instance).await;
+    status_where(&ns, "the restart recorded", |ri| {
+        let record = ri.status.as_ref().and_then(|s| s.rollout.as_ref());
+        record.is_some_and(|r| r.reason == RestartReason::ConfigChanged)
+    })
+    .await;
+    instance
+        .spec
+        .config
+        .insert("maxmemory".into(), "lots".into());
+    apply_instance(&ns, &instance).await.unwrap();
+    let refused = status_where(
+        &ns,
+        "the valid spec recorded beside the refused one",
+        |ri| {
+            let status = ri.status.clone().unwrap_or_default();
+            status.phase.map(|p| p.as_str()) == Some("Invalid") && status.valid_spec.is_some()
+        },
+    )
+    .await;
+    let recorded = refused.status.unwrap();
+    assert!(
+        recorded.valid_spec.unwrap().contains("\"databases\":\"1\""),
+        "the restart's spec, not the refused one"
+    );
+    let record = recorded.rollout.expect("still in flight");
+    assert_eq!(record.reason, RestartReason::ConfigChanged);
+    first.kill();
+    let _next = Operator::start(&ns.name);
+
+    let ri = status_where(&ns, "the restart judged and rolled back", |ri| {
+        let status = ri.status.clone().unwrap_or_default();
+        status.rollout.is_none()
+            && status.ready_replicas == 1
+            && condition_reason(ri, "ConfigValid").as_deref() == Some("InvalidConfig")
+    })
+    .await;
+    let status = ri.status.unwrap();
+    assert_eq!(
+        status.restarts, 2,
+        "to the restart's config and back: {status:?}"
+    );
+    let pod = ready_pod(&ns, &format!("{NAME}-0")).await;
+    assert_eq!(config_get(&pod, "databases").await, "16");
+    data_kept(&pod).await;
+}

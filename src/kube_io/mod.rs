@@ -196,6 +196,7 @@ fn status_patch(
             "replication",
             "aclHash",
             "healthySpec",
+            "validSpec",
             "phase",
             "conditions",
         ] {

@@ -116,6 +116,7 @@ fn status_patch_names_every_field_a_status_can_omit() {
         rejected_config_hash: Some("x".into()),
         acl_hash: Some("a".into()),
         healthy_spec: Some("{}".into()),
+        valid_spec: Some("{}".into()),
         rollout: Some(RolloutRecord {
             config_hash: "h".into(),
             restarted_at: None,

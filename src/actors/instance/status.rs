@@ -130,6 +130,7 @@ pub(super) fn derive_status_with(
     if let Some(healthy) = memory.target.healthy_spec() {
         status.healthy_spec = Some(healthy);
     }
+    status.valid_spec = memory.target.valid_spec(current);
     let live_mode = plan.is_some_and(|p| p.instance.spec.config_update == ConfigUpdate::Live);
     status.live_config_hash = match live_mode {
         true => memory.live.verified.clone().or(status.live_config_hash),

@@ -126,6 +126,14 @@ fn readiness_deadline(spec: &RedisInstance) -> Duration {
     Duration::from_secs(seconds.unsigned_abs().into())
 }
 
+/// `instance`'s spec as status records it: JSON, credential directives left out.
+fn recordable(instance: &RedisInstance) -> Option<String> {
+    let mut spec: RedisInstanceSpec = instance.spec.clone();
+    spec.config
+        .retain(|key, _| !crate::auth::is_secret_directive(key));
+    serde_json::to_string(&spec).ok()
+}
+
 /// Whether two copies of an instance hold the same spec, so either may stand for the other.
 fn same_spec(a: &RedisInstance, b: &RedisInstance) -> bool {
     a.metadata.uid == b.metadata.uid
@@ -199,6 +207,8 @@ impl Target {
         let violations = crate::config::violations(current);
         if violations.is_empty() {
             self.last_good = Some(current.clone());
+        } else if self.last_good.is_none() {
+            self.recall_valid(current);
         }
         self.follow(current);
         self.recall_healthy(current);
@@ -337,10 +347,39 @@ impl Target {
     /// credential directives (an instance that ran with `requirepass` has moved it into a
     /// Secret already, see `auth::seed_password`).
     pub fn healthy_spec(&self) -> Option<String> {
-        let mut spec: RedisInstanceSpec = self.last_healthy.as_ref()?.spec.clone();
-        spec.config
-            .retain(|key, _| !crate::auth::is_secret_directive(key));
-        serde_json::to_string(&spec).ok()
+        recordable(self.last_healthy.as_deref()?)
+    }
+
+    /// The spec to record as the newest valid one while `current` is refused (as
+    /// [`Self::healthy_spec`], credentials left out); `None` while `current` is valid, so a
+    /// valid instance's status carries no second copy of its spec.
+    pub fn valid_spec(&self, current: &RedisInstance) -> Option<String> {
+        let good = self.last_good.as_deref()?;
+        (!same_spec(good, current))
+            .then(|| recordable(good))
+            .flatten()
+    }
+
+    /// The newest valid spec recorded in status stands in for the one a restarted operator,
+    /// finding the current spec refused, has not seen: it drives the pods to it, as the
+    /// operator that recorded it did. One that does not parse or no longer passes
+    /// validation (edited by hand, or from another version) is no target.
+    fn recall_valid(&mut self, current: &RedisInstance) {
+        let recorded = current
+            .status
+            .as_ref()
+            .and_then(|s| s.valid_spec.as_deref());
+        let Some(spec) = recorded.and_then(|json| serde_json::from_str(json).ok()) else {
+            return;
+        };
+        let recalled = RedisInstance {
+            metadata: current.metadata.clone(),
+            spec,
+            status: None,
+        };
+        if crate::config::violations(&recalled).is_empty() {
+            self.last_good = Some(Arc::new(recalled));
+        }
     }
 
     /// A halt recorded in status (the restart still recorded, `Progressing` false with reason

@@ -330,6 +330,51 @@ fn on_a_refused_spec_the_recorded_healthy_one_is_kept_only_at_rest() {
     assert!(target.plan(true).is_none());
 }
 
+/// The operator that saw a valid spec refused by the next edit records the valid one; a
+/// restarted operator keeps driving to it (a restart in flight included), as that one did.
+/// A record that no longer passes validation is no target.
+#[test]
+fn on_a_refused_spec_the_recorded_valid_one_is_still_driven_to() {
+    let valid = instance(&[("maxmemory", "200mb"), ("requirepass", "pw")]);
+    let mut refused = instance(&[("maxmemory", "lots")]);
+    refused.metadata.generation = Some(3);
+    // Set rather than accepted: the spec's rules refuse a password in spec.config, which an
+    // instance of an earlier version may have run with.
+    let mut before = Target {
+        last_good: Some(Arc::new(valid.clone())),
+        ..Target::default()
+    };
+    assert_eq!(
+        before.valid_spec(&valid),
+        None,
+        "a valid spec is not recorded twice"
+    );
+    assert!(!before.accept(&Arc::new(refused.clone())).is_empty());
+    let recorded = before.valid_spec(&refused).unwrap();
+    assert!(!recorded.contains("pw"), "{recorded}");
+
+    refused.status = Some(crate::crd::RedisInstanceStatus {
+        valid_spec: Some(recorded.clone()),
+        ..Default::default()
+    });
+    let mut after = Target::default();
+    assert!(!after.accept(&Arc::new(refused.clone())).is_empty());
+    let plan = after
+        .plan(true)
+        .expect("driven to the valid spec mid-restart");
+    assert_eq!(plan.instance.spec.config["maxmemory"], "200mb");
+    assert_eq!(after.valid_spec(&refused).unwrap(), recorded);
+
+    let mut edited = refused;
+    edited.status = Some(crate::crd::RedisInstanceStatus {
+        valid_spec: Some(recorded.replace("200mb", "lots")),
+        ..Default::default()
+    });
+    let mut fresh = Target::default();
+    assert!(!fresh.accept(&Arc::new(edited)).is_empty());
+    assert!(fresh.plan(true).is_none());
+}
+
 #[test]
 fn under_live_an_edit_of_live_directives_alone_still_clears_a_rejection() {
     let live = |pairs: &[(&str, &str)]| {
