@@ -157,6 +157,28 @@ async fn after_a_restart_on_an_invalid_spec_deleted_objects_are_still_repaired()
     let _restarted = Operator::start(&ns.name);
 
     delete_service_and_wait_until_back(&ns).await;
+    // kubectl scale statefulset redis-example --replicas=2: put back from the healthy spec.
+    ns.api::<StatefulSet>()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "replicas put back to 1",
+        || async {
+            match statefulset(&ns).await.spec.replicas {
+                Some(1) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    // The Service and the scale, each told.
+    assert!(event_count_once(&ns, NAME, "DriftRepaired", 2).await >= 2);
     // Deleted with its pod left running (as `kubectl delete --cascade=orphan` does).
     let old = statefulset(&ns).await.uid();
     let orphan = DeleteParams {
