@@ -788,6 +788,13 @@ async fn a_write_for_an_object_replaced_since_it_was_seen_is_a_conflict() {
         .expect_err("the new ConfigMap is not the one seen");
     assert!(error.is_conflict(), "{error:?}");
     assert!(!error.is_invalid(), "{error:?}");
+    // The same for a server-side apply carrying the uid seen, as a template write does.
+    let mut stale = make();
+    stale.metadata.uid = first.uid();
+    stale.metadata.namespace = Some(ns.name.clone());
+    let applied = api.apply("ConfigMap", &stale).await;
+    let error = applied.expect_err("the new ConfigMap is not the one seen");
+    assert!(error.is_conflict(), "{error:?}");
     let now = configmaps.get("replaced").await.unwrap();
     assert!(
         !now.annotations().contains_key("redis.github.com/probe"),

@@ -194,6 +194,10 @@ pub enum Act<'a> {
         mount: String,
         /// Patch or apply.
         form: Form,
+        /// The uid of the StatefulSet as seen: the write holds only on that object, not on one
+        /// created again under its name since (a late write of an actor whose instance was
+        /// deleted and created again).
+        uid: Option<String>,
     },
     /// Delete the StatefulSet as seen, orphaning its pods and claims.
     DeleteForRecreate(&'a CachedStatefulSet),
@@ -374,6 +378,7 @@ pub fn act<'a>(
                 template,
                 mount,
                 form,
+                uid: live.and_then(|sts| sts.metadata.uid.clone()),
             }
         }
         (Decision::DeleteForRecreate, _, Some(live)) => Act::DeleteForRecreate(live),

@@ -201,14 +201,17 @@ pub(super) async fn perform(
             template,
             mount,
             form,
+            uid,
         } => {
             let applied = match form {
                 Form::Patch => {
-                    api.set_restart_annotations(name, template.hash, template.marker, mount)
+                    let annotations = (template.hash, template.marker);
+                    api.set_restart_annotations(name, annotations, mount, uid.as_deref())
                         .await?
                 }
                 Form::Apply => {
-                    let desired = template_statefulset(target, template, Some(mount));
+                    let mut desired = template_statefulset(target, template, Some(mount));
+                    desired.metadata.uid = uid.clone();
                     CachedStatefulSet::from(&api.apply("StatefulSet", &desired).await?)
                 }
             };

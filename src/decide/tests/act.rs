@@ -340,6 +340,7 @@ fn a_template_write_is_a_patch_unless_more_than_the_restart_annotations_differ()
         .edited()
         .recorded(RestartReason::ConfigChanged);
     written.live_text = Some(written.text.clone());
+    written.live_sts.as_mut().unwrap().metadata.uid = Some("uid-sts".into());
     let mut scaled = written.clone();
     scaled.live_sts.as_mut().unwrap().spec.replicas = Some(3);
     let mut earlier = written.clone();
@@ -359,11 +360,18 @@ fn a_template_write_is_a_patch_unless_more_than_the_restart_annotations_differ()
                 template,
                 mount,
                 form,
+                uid,
             } = act
             else {
                 panic!("{act:?}")
             };
             assert_eq!(*form, want_form);
+            let seen_uid = case.live_sts.as_ref().and_then(|s| s.metadata.uid.clone());
+            assert!(seen_uid.is_some(), "the fixture's StatefulSet has a uid");
+            assert_eq!(
+                uid, &seen_uid,
+                "the write holds only on the StatefulSet seen"
+            );
             assert_eq!(template.hash, case.hash);
             assert_eq!(mount, &case.revision);
             assert_eq!(template.service_name.as_deref(), service_name);
