@@ -66,18 +66,14 @@ async fn statefulset(ns: &TestNamespace) -> StatefulSet {
     ns.api::<StatefulSet>().get(NAME).await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn hand_scaling_and_a_deleted_service_are_repaired_from_the_watch() {
-    let (_client, ns, operator) = setup("drift", &[]).await;
-    running(&ns, RestartStrategy::RollingUpdate).await;
-    let history = PodHistory::start(&ns).await;
-
-    // kubectl scale statefulset redis-example --replicas=3
+/// `kubectl scale statefulset redis-example --replicas=<replicas>`, then waits until the
+/// operator has put the spec's one replica back.
+async fn scale_by_hand_and_wait_until_put_back(ns: &TestNamespace, replicas: i32) {
     ns.api::<StatefulSet>()
         .patch(
             NAME,
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
         )
         .await
         .unwrap();
@@ -85,13 +81,22 @@ async fn hand_scaling_and_a_deleted_service_are_repaired_from_the_watch() {
         Duration::from_secs(30),
         "replicas put back to 1",
         || async {
-            match statefulset(&ns).await.spec.replicas {
+            match statefulset(ns).await.spec.replicas {
                 Some(1) => Ok(()),
                 other => Err(format!("{other:?}")),
             }
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hand_scaling_and_a_deleted_service_are_repaired_from_the_watch() {
+    let (_client, ns, operator) = setup("drift", &[]).await;
+    running(&ns, RestartStrategy::RollingUpdate).await;
+    let history = PodHistory::start(&ns).await;
+
+    scale_by_hand_and_wait_until_put_back(&ns, 3).await;
 
     delete_service_and_wait_until_back(&ns).await;
 
@@ -157,26 +162,8 @@ async fn after_a_restart_on_an_invalid_spec_deleted_objects_are_still_repaired()
     let _restarted = Operator::start(&ns.name);
 
     delete_service_and_wait_until_back(&ns).await;
-    // kubectl scale statefulset redis-example --replicas=2: put back from the healthy spec.
-    ns.api::<StatefulSet>()
-        .patch(
-            NAME,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 2}})),
-        )
-        .await
-        .unwrap();
-    wait_for(
-        Duration::from_secs(30),
-        "replicas put back to 1",
-        || async {
-            match statefulset(&ns).await.spec.replicas {
-                Some(1) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    // Put back from the healthy spec.
+    scale_by_hand_and_wait_until_put_back(&ns, 2).await;
     // The Service and the scale, each told.
     assert!(event_count_once(&ns, NAME, "DriftRepaired", 2).await >= 2);
     // Deleted with its pod left running (as `kubectl delete --cascade=orphan` does).
