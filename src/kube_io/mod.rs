@@ -3,6 +3,7 @@
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -158,6 +159,16 @@ fn replaced_since_seen(status: &kube::core::Status) -> bool {
 
 /// Result of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Makes a write of `desired` hold only over the object the decision saw: its uid, when one
+/// was seen and is not being deleted. One deleted and created again under its name meanwhile
+/// then makes the write a conflict (see [`Error::is_conflict`]) instead of being overwritten
+/// by a late write. Nothing seen: a creation, which carries no uid.
+pub fn over_seen(desired: &mut ObjectMeta, seen: Option<&ObjectMeta>) {
+    desired.uid = seen
+        .filter(|meta| meta.deletion_timestamp.is_none())
+        .and_then(|meta| meta.uid.clone());
+}
 
 /// API access scoped to one instance's namespace.
 #[derive(Clone)]

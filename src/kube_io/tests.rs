@@ -49,6 +49,30 @@ fn a_uid_precondition_that_met_a_new_object_is_a_conflict_not_a_refusal() {
 }
 
 #[test]
+fn a_write_over_an_object_seen_carries_its_uid_unless_it_is_going() {
+    let seen = |uid: &str, deleting: bool| ObjectMeta {
+        uid: Some(uid.into()),
+        deletion_timestamp: deleting.then_some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ),
+        ),
+        ..ObjectMeta::default()
+    };
+    let mut desired = ObjectMeta {
+        uid: Some("left over".into()),
+        ..ObjectMeta::default()
+    };
+    over_seen(&mut desired, Some(&seen("u-1", false)));
+    assert_eq!(desired.uid.as_deref(), Some("u-1"));
+    // Being deleted: what comes next is a creation.
+    over_seen(&mut desired, Some(&seen("u-1", true)));
+    assert_eq!(desired.uid, None);
+    over_seen(&mut desired, None);
+    assert_eq!(desired.uid, None);
+}
+
+#[test]
 fn metadata_patch_sets_or_removes_one_key_of_the_object_seen() {
     let set = metadata_patch(Some("uid-1".into()), "annotations", "k", Some("v"));
     assert_eq!(

@@ -137,6 +137,8 @@ pub(super) async fn apply(
             let told = live_drift::applied(&changes, pods.len(), plan.rendered.short_hash());
             let (mark, event) = live_marked(&plan.rendered.hash, Timestamp::now(), told);
             let mut desired = config_map(&plan.instance, &plan.rendered);
+            let seen_config_map = seen.config_map.as_deref().map(|cm| &cm.metadata);
+            crate::kube_io::over_seen(&mut desired.metadata, seen_config_map);
             desired
                 .metadata
                 .annotations

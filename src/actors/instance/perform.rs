@@ -134,7 +134,7 @@ pub(super) async fn perform(
             announce_config_map(file, plan);
             // The template written next names the revision's ConfigMap: both precede it and
             // depend on nothing else, so they are written together.
-            let desired = config_map(target, &plan.rendered);
+            let desired = config_map_over_seen(plan, seen);
             let (written, revision) = tokio::join!(
                 api.apply("ConfigMap", &desired),
                 apply_revision(&api, plan, file.revision_ahead),
@@ -176,7 +176,7 @@ pub(super) async fn perform(
             api.hold_events();
             if let Some(file) = file {
                 announce_config_map(file, plan);
-                let desired = config_map(target, &plan.rendered);
+                let desired = config_map_over_seen(plan, seen);
                 let (recorded, written, revision) = tokio::join!(
                     begin_restart(performer, seen, plan, restart),
                     api.apply("ConfigMap", &desired),
@@ -280,6 +280,14 @@ fn template_statefulset(
     desired
 }
 
+/// `<name>-config` as the plan renders it, to be written over the one seen only.
+fn config_map_over_seen(plan: &Plan, seen: &Observed) -> ConfigMap {
+    let mut desired = config_map(&plan.instance, &plan.rendered);
+    let seen = seen.config_map.as_deref().map(|cm| &cm.metadata);
+    kube_io::over_seen(&mut desired.metadata, seen);
+    desired
+}
+
 /// The desired revision's ConfigMap, written beside another write when `ahead`.
 async fn apply_revision(
     api: &kube_io::InstanceApi,
@@ -347,6 +355,8 @@ pub(super) async fn services(
                 Some(_) => None,
             };
             let mut service = service.clone();
+            let seen_service = seen.service.as_deref().map(|s| &s.metadata);
+            kube_io::over_seen(&mut service.metadata, seen_service);
             let repaired = match told {
                 ServiceTold::Repaired(drift) => {
                     Some((drift, mark_repair(&mut service.metadata, name, drift, now)))
@@ -369,6 +379,8 @@ pub(super) async fn services(
         }
         ServicesAct::Headless(drift) => {
             let mut headless = headless.clone();
+            let seen_headless = seen.headless.as_deref().map(|s| &s.metadata);
+            kube_io::over_seen(&mut headless.metadata, seen_headless);
             let told = drift
                 .as_ref()
                 .map(|drift| (drift, mark_repair(&mut headless.metadata, name, drift, now)));
