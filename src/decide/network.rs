@@ -32,8 +32,14 @@ pub struct PolicyView<'a> {
 pub enum PolicyAct<'a> {
     /// It is as the spec asks (or the last write is still on its way).
     Keep,
-    /// Missing or drifted: apply the desired one.
-    Apply(&'a NetworkPolicy),
+    /// Missing or drifted: apply the desired one over the one seen, if any (its uid goes with
+    /// the write, so that one deleted and created again meanwhile makes it a conflict).
+    Apply {
+        /// The policy the spec asks for.
+        desired: &'a NetworkPolicy,
+        /// The policy the decision was taken over: the cache's, or the actor's last write.
+        over: Option<&'a CachedNetworkPolicy>,
+    },
     /// Present while the spec turned it off: delete the cached one.
     Delete(&'a CachedNetworkPolicy),
 }
@@ -73,7 +79,7 @@ pub fn network_step<'a>(view: &PolicyView<'a>) -> PolicyStep<'a> {
     };
     let act = match current {
         Some(live) if !network_policy_drifted(desired, live) => PolicyAct::Keep,
-        _ => PolicyAct::Apply(desired),
+        over => PolicyAct::Apply { desired, over },
     };
     PolicyStep { act, forget }
 }

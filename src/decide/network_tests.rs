@@ -22,11 +22,15 @@ fn the_policy_is_applied_deleted_or_kept_as_spec_cache_and_own_write_say() {
     let newer = stored(&desired, "a", 12);
     let drifted = stored(&other, "a", 11);
     let recreated = stored(&desired, "b", 13);
+    let drifted_since = stored(&other, "a", 14);
     let applied = PolicyWrite::Applied(stored(&desired, "a", 12));
     let applied_old = PolicyWrite::Applied(stored(&desired, "a", 9));
     let deleted = PolicyWrite::Deleted("a".into());
     let on = Some(&desired);
-    let apply = PolicyAct::Apply(&desired);
+    let apply = |over| PolicyAct::Apply {
+        desired: &desired,
+        over,
+    };
     let keep = PolicyAct::Keep;
     // (row, desired, cached, own write, act, forget the write)
     let table: [(
@@ -37,8 +41,8 @@ fn the_policy_is_applied_deleted_or_kept_as_spec_cache_and_own_write_say() {
         _,
         _,
     ); 12] = [
-        ("enabled, missing", on, None, None, apply, false),
-        ("enabled, drifted", on, Some(&drifted), None, apply, true),
+        ("enabled, missing", on, None, None, apply(None), false),
+        ("enabled, drifted", on, Some(&drifted), None, apply(Some(&drifted)), true),
         ("enabled, as desired", on, Some(&same), None, keep, true),
         (
             "enabled, drifted in a cache behind our apply: ours is what is there",
@@ -59,9 +63,9 @@ fn the_policy_is_applied_deleted_or_kept_as_spec_cache_and_own_write_say() {
         (
             "enabled, cache caught up with our apply and drifted since",
             on,
-            Some(&stored(&other, "a", 14)),
+            Some(&drifted_since),
             Some(&applied),
-            apply,
+            apply(Some(&drifted_since)),
             true,
         ),
         (

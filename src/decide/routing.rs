@@ -193,8 +193,14 @@ pub struct RoleServicesView<'a> {
 pub enum RoleServicesAct<'a> {
     /// Delete `<name>-primary`: writes go through `<name>`, which serves.
     RetireLegacy(&'a CachedService),
-    /// Apply `<name>-replicas`: missing or changed.
-    ApplyReplicas(&'a Service),
+    /// Apply `<name>-replicas`: missing or changed, over the one seen if any (its uid goes
+    /// with the write).
+    ApplyReplicas {
+        /// The role Service the spec asks for.
+        desired: &'a Service,
+        /// The one the decision was taken over: the cache's, else the actor's last write.
+        over: Option<&'a CachedService>,
+    },
     /// Nothing to write. `forget_written`: the cache shows `<name>-replicas` as desired, so
     /// the actor's own write is no longer needed.
     Keep { forget_written: bool },
@@ -238,7 +244,10 @@ pub fn role_services<'a>(view: &RoleServicesView<'a>) -> RoleServicesAct<'a> {
             forget_written: false,
         };
     }
-    RoleServicesAct::ApplyReplicas(desired)
+    RoleServicesAct::ApplyReplicas {
+        desired,
+        over: view.replicas.or(view.replicas_written),
+    }
 }
 
 #[cfg(test)]

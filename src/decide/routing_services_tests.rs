@@ -36,7 +36,10 @@ fn the_role_services_retire_the_old_primary_service_then_keep_the_replicas_one()
         replicas_written: written,
     };
     let keep = |forget_written| RoleServicesAct::Keep { forget_written };
-    let apply = RoleServicesAct::ApplyReplicas(&replicas);
+    let apply = |over| RoleServicesAct::ApplyReplicas {
+        desired: &replicas,
+        over,
+    };
     let ok = Some(&replicas_cached);
     // (row, view, endpoints read, act)
     let table = [
@@ -74,13 +77,13 @@ fn the_role_services_retire_the_old_primary_service_then_keep_the_replicas_one()
             "replicas Service missing",
             view(Some(&cluster_ip), None, None, None, None),
             false,
-            apply,
+            apply(None),
         ),
         (
             "replicas Service changed by hand",
             view(Some(&cluster_ip), None, None, Some(&old_replicas), None),
             false,
-            apply,
+            apply(Some(&old_replicas)),
         ),
         (
             "replicas Service written, cache behind",

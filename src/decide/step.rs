@@ -63,8 +63,13 @@ pub struct ReplicationInputs<'v, 'a> {
 pub enum Replication<'a> {
     /// Delete `<name>-primary` of earlier versions; nothing else this step.
     RetireLegacy(&'a CachedService),
-    /// Apply `<name>-replicas`; nothing else this step.
-    ApplyReplicas(&'a Service),
+    /// Apply `<name>-replicas` (over the one seen, if any); nothing else this step.
+    ApplyReplicas {
+        /// The role Service the spec asks for.
+        desired: &'a Service,
+        /// The one the decision was taken over.
+        over: Option<&'a CachedService>,
+    },
     /// The pods' replication step and its act.
     Pods {
         /// The role Service this actor wrote shows in the cache: forget the write.
@@ -158,7 +163,9 @@ fn replication<'a>(inputs: &ReplicationInputs<'_, 'a>, held: bool) -> Replicatio
     let forget_written = match role_services(inputs.services) {
         RoleServicesAct::Keep { forget_written } => forget_written,
         RoleServicesAct::RetireLegacy(old) => return Replication::RetireLegacy(old),
-        RoleServicesAct::ApplyReplicas(desired) => return Replication::ApplyReplicas(desired),
+        RoleServicesAct::ApplyReplicas { desired, over } => {
+            return Replication::ApplyReplicas { desired, over };
+        }
     };
     let view = ReplicationView {
         paused: held,

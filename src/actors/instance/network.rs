@@ -48,8 +48,10 @@ pub(super) async fn perform(
             );
             written.network_policy = live.uid().map(PolicyWrite::Deleted);
         }
-        PolicyAct::Apply(desired) => {
-            let applied = api.apply("NetworkPolicy", desired).await?;
+        PolicyAct::Apply { desired, over } => {
+            let mut desired = desired.clone();
+            kube_io::over_seen(&mut desired.metadata, over.map(|seen| &seen.metadata));
+            let applied = api.apply("NetworkPolicy", &desired).await?;
             info!(network_policy = %applied.name_any(), "applied the NetworkPolicy");
             let applied = CachedNetworkPolicy::from(&applied);
             written.network_policy = Some(PolicyWrite::Applied(Arc::new(applied)));

@@ -137,12 +137,12 @@ pub(super) async fn perform(
             let desired = config_map_over_seen(plan, seen);
             let (written, revision) = tokio::join!(
                 api.apply("ConfigMap", &desired),
-                apply_revision(&api, plan, file.revision_ahead),
+                apply_revision(&api, plan, seen, file.revision_ahead),
             );
             config_map_written(args, performer.written, seen, file, written?).await;
             revision_written(performer.written, revision?);
         }
-        Act::WriteRevision => write_revision(&args.api, performer.written, plan).await?,
+        Act::WriteRevision => write_revision(&args.api, performer.written, plan, seen).await?,
         Act::DeleteRevisions(revisions) => {
             for cm in revisions {
                 api.delete_config_map(cm).await?;
@@ -180,7 +180,7 @@ pub(super) async fn perform(
                 let (recorded, written, revision) = tokio::join!(
                     begin_restart(performer, seen, plan, restart),
                     api.apply("ConfigMap", &desired),
-                    apply_revision(&api, plan, file.revision_ahead),
+                    apply_revision(&api, plan, seen, file.revision_ahead),
                 );
                 config_map_written(args, performer.written, seen, file, written?).await;
                 revision_written(performer.written, revision?);
@@ -292,13 +292,27 @@ fn config_map_over_seen(plan: &Plan, seen: &Observed) -> ConfigMap {
 async fn apply_revision(
     api: &kube_io::InstanceApi,
     plan: &Plan,
+    seen: &Observed,
     ahead: bool,
 ) -> Result<Option<ConfigMap>, kube_io::Error> {
     if !ahead {
         return Ok(None);
     }
-    let cm = revision_config_map(&plan.instance, &plan.rendered, &plan.template_hash);
+    let cm = revision_over_seen(plan, seen);
     Ok(Some(api.apply("ConfigMap", &cm).await?))
+}
+
+/// The desired revision's ConfigMap, to be written over the one of its name seen only.
+fn revision_over_seen(plan: &Plan, seen: &Observed) -> ConfigMap {
+    let mut desired = revision_config_map(&plan.instance, &plan.rendered, &plan.template_hash);
+    let name = desired.metadata.name.as_deref();
+    let seen = seen
+        .revisions
+        .iter()
+        .find(|cm| cm.metadata.name.as_deref() == name)
+        .map(|cm| &cm.metadata);
+    kube_io::over_seen(&mut desired.metadata, seen);
+    desired
 }
 
 /// Keeps a written revision ConfigMap for the next step.
@@ -314,8 +328,9 @@ async fn write_revision(
     api: &InstanceApi,
     memory: &mut Written,
     plan: &Plan,
+    seen: &Observed,
 ) -> Result<(), kube_io::Error> {
-    let desired = revision_config_map(&plan.instance, &plan.rendered, &plan.template_hash);
+    let desired = revision_over_seen(plan, seen);
     let written = api.apply("ConfigMap", &desired).await?;
     info!(config_map = %desired.name_any(), hash = %plan.template_hash, "wrote the revision ConfigMap");
     revision_written(memory, Some(written));

@@ -231,7 +231,7 @@ fn step_label(policy: &PolicyView, case: &Case, planned: bool) -> String {
         };
         let decided = step(policy, &course);
         let act = match decided.act {
-            StepAct::Policy(PolicyAct::Apply(_)) => "Policy Apply".to_owned(),
+            StepAct::Policy(PolicyAct::Apply { .. }) => "Policy Apply".to_owned(),
             StepAct::Policy(PolicyAct::Delete(_)) => "Policy Delete".to_owned(),
             StepAct::Policy(PolicyAct::Keep) => "Policy Keep".to_owned(),
             StepAct::Hold(HoldAct::Hold) => "Hold".to_owned(),
@@ -458,7 +458,7 @@ fn replication_is_decided_with_the_step_only_when_the_rest_of_it_writes_nothing(
             };
             match drive.replication {
                 None => "none".to_owned(),
-                Some(Replication::ApplyReplicas(_)) => "ApplyReplicas".to_owned(),
+                Some(Replication::ApplyReplicas { .. }) => "ApplyReplicas".to_owned(),
                 Some(Replication::RetireLegacy(_)) => "RetireLegacy".to_owned(),
                 Some(Replication::Pods { plan, .. }) => match plan.step {
                     ReplicationStep::ReplacePod { .. } => "ReplacePod".to_owned(),

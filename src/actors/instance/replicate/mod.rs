@@ -120,8 +120,10 @@ pub(super) fn ask_prober(state: &mut InstanceState, seen: &Observed) {
 pub(super) enum Decided {
     /// Delete the old `<name>-primary`.
     RetireLegacy,
-    /// Apply `<name>-replicas`.
-    ApplyReplicas,
+    /// Apply `<name>-replicas` over the one it was decided over.
+    ApplyReplicas {
+        over: Option<Box<crate::resources::CachedService>>,
+    },
     /// The pods' step.
     Pods {
         forget_written: bool,
@@ -133,7 +135,9 @@ impl From<Replication<'_>> for Decided {
     fn from(decided: Replication<'_>) -> Self {
         match decided {
             Replication::RetireLegacy(_) => Decided::RetireLegacy,
-            Replication::ApplyReplicas(_) => Decided::ApplyReplicas,
+            Replication::ApplyReplicas { over, .. } => Decided::ApplyReplicas {
+                over: over.map(|svc| Box::new(svc.clone())),
+            },
             Replication::Pods {
                 forget_written,
                 plan,
@@ -163,7 +167,10 @@ pub(super) async fn perform(
             .legacy
             .as_deref()
             .map(RoleServicesAct::RetireLegacy),
-        Decided::ApplyReplicas => Some(RoleServicesAct::ApplyReplicas(&observation.replicas)),
+        Decided::ApplyReplicas { over } => Some(RoleServicesAct::ApplyReplicas {
+            desired: &observation.replicas,
+            over: over.as_deref(),
+        }),
         Decided::Pods { .. } => None,
     };
     if let Some(act) = services {

@@ -48,9 +48,11 @@ pub(super) async fn perform_services(
             info!(service = %old.name_any(), "deleted the old primary Service: writes go through the instance's Service");
             Ok(Some(Some(BUSY_PROBE)))
         }
-        RoleServicesAct::ApplyReplicas(desired) => {
+        RoleServicesAct::ApplyReplicas { desired, over } => {
             let name = desired.name_any();
-            let applied = api.apply("Service", desired).await?;
+            let mut desired = desired.clone();
+            kube_io::over_seen(&mut desired.metadata, over.map(|seen| &seen.metadata));
+            let applied = api.apply("Service", &desired).await?;
             info!(service = %name, "applied the role Service");
             let applied = Arc::new(CachedService::from(&applied));
             memory.services.insert(name, applied);
