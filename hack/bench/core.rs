@@ -113,11 +113,11 @@ fn row(name: &str, (ns, allocs): (f64, f64)) {
     println!("| {name:<44} | {:>12.0} | {:>12.1} |", ns, allocs);
 }
 
-fn cache<K>(objects: impl Iterator<Item = K>) -> kube::runtime::reflector::Store<K>
+fn cache<K>(objects: impl Iterator<Item = K>) -> redis_operator::actors::cache::Cache<K>
 where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    K: kube::Resource + Clone,
 {
-    let (reader, mut writer) = kube::runtime::reflector::store();
+    let (reader, mut writer) = redis_operator::actors::cache::store();
     for obj in objects {
         writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(obj));
     }

@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::cache::{Cache, CacheWriter as Writer};
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use kube::client::Body;
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use ractor::concurrency::JoinHandle;
@@ -156,11 +156,11 @@ fn converged_caches(instance: &RedisInstance) -> (Stores, Writer<RedisInstance>)
 
 /// [`converged_caches`] with the writers of the StatefulSet and pod caches too.
 fn converged_caches_and_watches(instance: &RedisInstance) -> (Stores, Watches) {
-    fn cache<K>(objects: Vec<K>) -> (reflector::Store<K>, Writer<K>)
+    fn cache<K>(objects: Vec<K>) -> (Cache<K>, Writer<K>)
     where
-        K: Resource<DynamicType = ()> + Clone + 'static,
+        K: Resource + Clone,
     {
-        let (reader, mut writer) = reflector::store();
+        let (reader, mut writer) = super::cache::store();
         for obj in objects {
             writer.apply_watcher_event(&watcher::Event::Apply(obj));
         }

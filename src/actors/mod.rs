@@ -1,7 +1,7 @@
 //! The actor tree.
 //!
 //! ```text
-//! watches.rs ──────── reflector caches: RedisInstances; managed ConfigMaps, StatefulSets,
+//! watches.rs ──────── watch caches (cache.rs): RedisInstances; managed ConfigMaps, StatefulSets,
 //!                     Services, Pods (read by the instance actors; events routed by label);
 //!                     revision_index.rs: each instance's revision ConfigMaps by name
 //! SupervisorActor ── one instance actor per RedisInstance, respawned if it fails (routing.rs:
@@ -13,6 +13,7 @@
 //! MetricsActor ─────── restarts, drift repairs, mismatches, errors; renders /metrics
 //! ```
 
+pub mod cache;
 mod children;
 pub mod instance;
 pub mod metrics;

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PartialObjectMeta};
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -17,6 +16,7 @@ use ractor::concurrency::JoinHandle;
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
+use super::cache::{self, Cache};
 use super::instance::{Stores, Versions};
 use super::metrics::InstanceKey;
 use super::revision_index::RevisionIndex;
@@ -91,7 +91,7 @@ fn watch_owned<K>(
     sink: &Sink,
     kind: &'static str,
     follow: impl Fn(&watcher::Event<K>) + Send + 'static,
-) -> (Store<K>, JoinHandle<()>)
+) -> (Cache<K>, JoinHandle<()>)
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + InstanceLabelled
@@ -103,7 +103,7 @@ where
         + 'static,
 {
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
-    let (reader, writer) = reflector::store();
+    let (reader, mut writer) = cache::store();
     let stream = watcher(api::<K>(client, namespace), owned)
         .modify(move |obj: &mut K| {
             let meta = obj.meta_mut();
@@ -111,7 +111,11 @@ where
             meta.owner_references = None;
             trim(obj);
         })
-        .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                writer.apply_watcher_event(event);
+            }
+        })
         .inspect(move |event| {
             if let Ok(event) = event {
                 follow(event);
@@ -314,7 +318,7 @@ pub fn start(
         "NetworkPolicy",
         |_| {},
     );
-    let (instances, instance_writer) = reflector::store();
+    let (instances, mut instance_writer) = cache::store();
     let stores = Stores {
         secrets: owned_secrets,
         secret_versions,
@@ -332,7 +336,11 @@ pub fn start(
         watcher::Config::default(),
     )
     .modify(trim_instance)
-    .reflect(instance_writer)
+    .inspect(move |event| {
+        if let Ok(event) = event {
+            instance_writer.apply_watcher_event(event);
+        }
+    })
     .backoff(WatchBackoff::default())
     .map(|event| event.map(|e| SupervisorMsg::Instance(Box::new(e), Instant::now())));
     let gate = stores.clone();

@@ -42,7 +42,14 @@ fn the_policy_is_applied_deleted_or_kept_as_spec_cache_and_own_write_say() {
         _,
     ); 12] = [
         ("enabled, missing", on, None, None, apply(None), false),
-        ("enabled, drifted", on, Some(&drifted), None, apply(Some(&drifted)), true),
+        (
+            "enabled, drifted",
+            on,
+            Some(&drifted),
+            None,
+            apply(Some(&drifted)),
+            true,
+        ),
         ("enabled, as desired", on, Some(&same), None, keep, true),
         (
             "enabled, drifted in a cache behind our apply: ours is what is there",

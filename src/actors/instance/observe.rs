@@ -5,9 +5,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
+use crate::actors::cache::Cache;
 use crate::crd::RedisInstance;
 use crate::resources::{
     CachedConfigMap, CachedPod, CachedService, CachedStatefulSet, config_map_name,
@@ -17,23 +17,23 @@ use crate::resources::{
 #[derive(Clone)]
 pub struct Stores {
     /// RedisInstances.
-    pub instances: Store<RedisInstance>,
+    pub instances: Cache<RedisInstance>,
     /// ConfigMaps the operator manages.
-    pub config_maps: Store<CachedConfigMap>,
+    pub config_maps: Cache<CachedConfigMap>,
     /// Which of them are revision ConfigMaps, by instance.
     pub revisions: crate::actors::revision_index::RevisionIndex,
     /// StatefulSets the operator manages.
-    pub statefulsets: Store<CachedStatefulSet>,
+    pub statefulsets: Cache<CachedStatefulSet>,
     /// Services the operator manages.
-    pub services: Store<CachedService>,
+    pub services: Cache<CachedService>,
     /// Pods of managed StatefulSets (status and metadata only).
-    pub pods: Store<CachedPod>,
+    pub pods: Cache<CachedPod>,
     /// NetworkPolicies the operator manages.
-    pub network_policies: Store<crate::resources::CachedNetworkPolicy>,
+    pub network_policies: Cache<crate::resources::CachedNetworkPolicy>,
     /// How far each watch has come.
     pub versions: Arc<Versions>,
     /// The Secrets the operator owns (`<name>-auth`, `<name>-acl`, `<name>-operator`).
-    pub secrets: Store<crate::resources::CachedSecret>,
+    pub secrets: Cache<crate::resources::CachedSecret>,
     /// Every Secret's resourceVersion, from the metadata watch.
     pub secret_versions: crate::actors::watches::SecretVersions,
 }
@@ -172,19 +172,18 @@ pub(super) fn newest<K: Resource>(
     }
 }
 
-pub(super) fn lookup<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    store.get(&ObjectRef::new(name).within(namespace))
+pub(super) fn lookup<K: Resource>(store: &Cache<K>, namespace: &str, name: &str) -> Option<Arc<K>> {
+    store.get(namespace, name)
 }
 
 /// Objects named `<prefix>-<ordinal>`: every ordinal below `at_least`, and on past it while
 /// they keep existing (a StatefulSet scaled up by hand, pods still terminating).
-fn by_ordinal<K>(store: &Store<K>, namespace: &str, prefix: &str, at_least: i32) -> Vec<Arc<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
+fn by_ordinal<K: Resource>(
+    store: &Cache<K>,
+    namespace: &str,
+    prefix: &str,
+    at_least: i32,
+) -> Vec<Arc<K>> {
     let mut found = Vec::new();
     for ordinal in 0.. {
         match lookup(store, namespace, &format!("{prefix}-{ordinal}")) {

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info, warn};
 
 use super::judge::Findings;
@@ -82,11 +81,7 @@ pub(super) fn note_mismatches(
 /// The instance as the cache holds it, for Events about failed steps.
 pub(super) fn cached_instance(state: &InstanceState) -> Option<Arc<RedisInstance>> {
     let key = &state.args.key;
-    state
-        .args
-        .stores
-        .instances
-        .get(&ObjectRef::new(&key.name).within(&key.namespace))
+    state.args.stores.instances.get(&key.namespace, &key.name)
 }
 
 /// Redis itself refused a config: told once, as a Warning Event.

@@ -44,7 +44,7 @@ async fn the_pods_are_probed_while_every_step_permit_is_held_elsewhere() {
     let client = scripted_api(&instance, log.clone(), Arc::default());
     let (mut stores, mut watches) = converged_caches_and_watches(&instance);
     // The role Services already there, so that a step has nothing of them to write.
-    let (services, mut writer) = reflector::store();
+    let (services, mut writer) = crate::actors::cache::store();
     for svc in [
         service(&instance),
         headless_service(&instance),

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
 
 use super::super::InstanceArgs;
 use super::super::observe::Observed;
@@ -100,9 +99,7 @@ pub(super) fn legacy_service(args: &InstanceArgs, seen: &Observed) -> Option<Arc
 
 /// A Service of the instance's namespace, as the cache shows it.
 pub(super) fn cached_service(args: &InstanceArgs, name: &str) -> Option<Arc<CachedService>> {
-    args.stores
-        .services
-        .get(&ObjectRef::<CachedService>::new(name).within(&args.key.namespace))
+    args.stores.services.get(&args.key.namespace, name)
 }
 
 /// The Services through which clients write to the primary (see
