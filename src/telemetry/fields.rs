@@ -13,8 +13,20 @@ use tracing_subscriber::registry::{LookupSpan, Scope};
 /// bytes where two fields take 112.
 pub(crate) struct SpanFields(pub Vec<(&'static str, Value)>);
 
-impl SpanFields {
-    fn set(&mut self, name: &'static str, value: Value) {
+/// Where [`JsonVisitor`] writes a field: a line's JSON map, or a span's list.
+pub(crate) trait FieldSink {
+    /// Sets `name` to `value`, replacing what it held.
+    fn put(&mut self, name: &'static str, value: Value);
+}
+
+impl FieldSink for Map<String, Value> {
+    fn put(&mut self, name: &'static str, value: Value) {
+        self.insert(name.into(), value);
+    }
+}
+
+impl FieldSink for SpanFields {
+    fn put(&mut self, name: &'static str, value: Value) {
         match self.0.iter_mut().find(|(held, _)| *held == name) {
             Some((_, held)) => *held = value,
             None => self.0.push((name, value)),
@@ -22,58 +34,30 @@ impl SpanFields {
     }
 }
 
-/// Writes fields into a span's list.
-struct SpanVisitor<'a>(&'a mut SpanFields);
+/// Writes fields as JSON values into a [`FieldSink`]; `message` keeps its name.
+pub(crate) struct JsonVisitor<'a, S>(pub &'a mut S);
 
-impl Visit for SpanVisitor<'_> {
+impl<S: FieldSink> Visit for JsonVisitor<'_, S> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.set(field.name(), value.into());
+        self.0.put(field.name(), value.into());
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.set(field.name(), value.into());
+        self.0.put(field.name(), value.into());
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.set(field.name(), value.into());
+        self.0.put(field.name(), value.into());
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.set(field.name(), value.into());
+        self.0.put(field.name(), value.into());
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.set(field.name(), value.into());
+        self.0.put(field.name(), value.into());
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0.set(field.name(), value.to_string().into());
+        self.0.put(field.name(), value.to_string().into());
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.set(field.name(), format!("{value:?}").into());
-    }
-}
-
-/// Writes fields into a JSON map; `message` keeps its name.
-pub(crate) struct JsonVisitor<'a>(pub &'a mut Map<String, Value>);
-
-impl Visit for JsonVisitor<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0.insert(field.name().into(), value.to_string().into());
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().into(), format!("{value:?}").into());
+        self.0.put(field.name(), format!("{value:?}").into());
     }
 }
 
@@ -90,7 +74,7 @@ where
             return;
         }
         let mut fields = SpanFields(Vec::new());
-        attrs.record(&mut SpanVisitor(&mut fields));
+        attrs.record(&mut JsonVisitor(&mut fields));
         fields.0.shrink_to_fit();
         if let Some(span) = ctx.span(id) {
             span.extensions_mut().insert(fields);
@@ -101,7 +85,7 @@ where
         if let Some(span) = ctx.span(id)
             && let Some(fields) = span.extensions_mut().get_mut::<SpanFields>()
         {
-            values.record(&mut SpanVisitor(fields));
+            values.record(&mut JsonVisitor(fields));
         }
     }
 }
