@@ -32,7 +32,7 @@ type Log = Arc<Mutex<Vec<(Method, String, Value)>>>;
 /// Records every request. A status patch answers with `instance` carrying the sent status; the
 /// first `conflicts` status patches get 409 Conflict. An apply answers with what was sent; a
 /// StatefulSet delete with the StatefulSet marked as deleting (its finalizers kept); a pod
-/// delete with success.
+/// delete with success; a list of EndpointSlices with [`ROUTED_IP`] ready.
 fn scripted_api(instance: &RedisInstance, log: Log, conflicts: Arc<AtomicUsize>) -> kube::Client {
     failing_api(instance, log, conflicts, StatusCode::CONFLICT)
 }
@@ -84,6 +84,9 @@ fn failing_api(
                     stored["metadata"]["resourceVersion"] = json!("200");
                     (StatusCode::OK, stored)
                 }
+                (Method::GET, p) if p.ends_with("/endpointslices") => {
+                    (StatusCode::OK, endpoint_slices_listing(ROUTED_IP))
+                }
                 (Method::DELETE, p) if p.contains("/statefulsets/") => (StatusCode::OK, deleting),
                 (Method::DELETE, p) if p.contains("/pods/") => (
                     StatusCode::OK,
@@ -103,6 +106,25 @@ fn failing_api(
         }
     });
     kube::Client::new(service, "team-a")
+}
+
+/// The one ready address of every Service's EndpointSlices (a pod the tests give it).
+const ROUTED_IP: &str = "127.0.0.90";
+
+/// An EndpointSlice list with one slice, `ip` ready in it.
+fn endpoint_slices_listing(ip: &str) -> Value {
+    json!({
+        "kind": "EndpointSliceList",
+        "apiVersion": "discovery.k8s.io/v1",
+        "metadata": {"resourceVersion": "1"},
+        "items": [{
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": "slice", "namespace": "team-a"},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+        }],
+    })
 }
 
 /// A merge patch's object as the server stores it: a `null` removes the field (a list sent
@@ -167,7 +189,9 @@ fn converged_caches_and_watches(instance: &RedisInstance) -> (Stores, Watches) {
         (reader, writer)
     }
     let rendered = render(&instance.spec.config);
-    let sts = live_statefulset(instance, &rendered.hash);
+    // Under `configUpdate: Live` the pods carry the hash of the restart-class directives only.
+    let template_hash = crate::live::template_hash(instance, &rendered);
+    let sts = live_statefulset(instance, &template_hash);
     let mut pod = CachedPod::default();
     pod.metadata.name = Some("redis-example-0".into());
     pod.metadata.namespace = instance.namespace();
@@ -185,7 +209,7 @@ fn converged_caches_and_watches(instance: &RedisInstance) -> (Stores, Watches) {
     let mut revision = CachedConfigMap::from(&crate::resources::revision_config_map(
         instance,
         &rendered,
-        &rendered.hash,
+        &template_hash,
     ));
     revision.metadata.resource_version = Some("1".into());
     let revisions = crate::actors::revision_index::RevisionIndex::default();
@@ -575,6 +599,7 @@ fn requests(log: &Log) -> Vec<(Method, String, Value)> {
     log.lock().unwrap().clone()
 }
 
+mod permits;
 mod probes;
 mod rest;
 mod writes;

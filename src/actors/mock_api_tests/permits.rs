@@ -1,0 +1,261 @@
+//! A step talking to Redis gives its step permit back first: while a pod sits on a live
+//! apply's or a live check's `CONFIG SET`, or on a switchover's `FAILOVER`, another instance's
+//! step can start (here, with one step at a time, the test takes the only permit).
+
+use std::collections::BTreeMap;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+use crate::crd::ConfigUpdate;
+
+/// What a stand-in pod's Redis answers: `CONFIG GET` from `config`, `INFO` with `info`, and
+/// `+OK` to anything else but the commands that change it (`CONFIG SET`, `FAILOVER`), which it
+/// never answers.
+struct SilentPod {
+    config: BTreeMap<String, String>,
+    info: &'static str,
+}
+
+/// Serves `pod` at `ip`; counts in `held` the commands it sits on.
+async fn serve_silent_pod(ip: &str, pod: SilentPod, held: Arc<AtomicUsize>) -> JoinHandle<()> {
+    let port = u16::try_from(crate::config::render::REDIS_PORT).unwrap();
+    let listener = TcpListener::bind((ip, port)).await.expect("bind");
+    let pod = Arc::new(pod);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(serve(socket, pod.clone(), held.clone()));
+        }
+    })
+}
+
+async fn serve(socket: TcpStream, pod: Arc<SilentPod>, held: Arc<AtomicUsize>) {
+    let mut socket = BufReader::new(socket);
+    while let Some(command) = read_command(&mut socket).await {
+        let verb: Vec<String> = command.iter().take(2).map(|w| w.to_uppercase()).collect();
+        let reply = match verb.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["CONFIG", "SET"] | ["FAILOVER", ..] => {
+                held.fetch_add(1, Ordering::SeqCst);
+                // Held open, unanswered, until the client gives up.
+                std::future::pending::<()>().await;
+                unreachable!()
+            }
+            ["CONFIG", "GET"] => {
+                let pairs: Vec<&String> = command[2..]
+                    .iter()
+                    .filter_map(|name| pod.config.get_key_value(name))
+                    .flat_map(|(name, value)| [name, value])
+                    .collect();
+                let mut reply = format!("*{}\r\n", pairs.len());
+                for word in pairs {
+                    reply += &format!("${}\r\n{word}\r\n", word.len());
+                }
+                reply
+            }
+            ["INFO", ..] => format!("${}\r\n{}\r\n", pod.info.len(), pod.info),
+            _ => "+OK\r\n".to_owned(),
+        };
+        if socket.get_mut().write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A pod that runs `directive` at `value`.
+fn running(directive: &str, value: &str) -> SilentPod {
+    SilentPod {
+        config: BTreeMap::from([(directive.to_owned(), value.to_owned())]),
+        info: "",
+    }
+}
+
+/// One command as an array of bulk strings, as clients send them; `None` once the client has
+/// gone or sent anything else.
+async fn read_command(socket: &mut BufReader<TcpStream>) -> Option<Vec<String>> {
+    let mut line = String::new();
+    socket.read_line(&mut line).await.ok()?;
+    let count: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
+    let mut words = Vec::with_capacity(count);
+    for _ in 0..count {
+        line.clear();
+        socket.read_line(&mut line).await.ok()?;
+        let len: usize = line.trim_end().strip_prefix('$')?.parse().ok()?;
+        let mut word = vec![0; len + 2];
+        socket.read_exact(&mut word).await.ok()?;
+        word.truncate(len);
+        words.push(String::from_utf8(word).ok()?);
+    }
+    Some(words)
+}
+
+/// Caches of a converged instance under `configUpdate: Live`, its one pod at `pod_ip`.
+fn live_caches(instance: &RedisInstance, pod_ip: &str) -> (Stores, Watches) {
+    let (stores, mut watches) = converged_caches_and_watches(instance);
+    let mut pod = stores.pods.state()[0].as_ref().clone();
+    if let Some(status) = pod.status.as_mut() {
+        status.pod_ip = Some(pod_ip.into());
+    }
+    watches
+        .pods
+        .apply_watcher_event(&watcher::Event::Apply(pod));
+    (stores, watches)
+}
+
+fn live_instance() -> RedisInstance {
+    let mut instance = converged_instance();
+    instance.spec.config_update = ConfigUpdate::Live;
+    instance
+}
+
+/// Starts the instance's actor with one step permit in all, waits for a pod to be sent a
+/// command that changes it, and takes the permit while the pod sits on it.
+async fn permit_free_while_a_pod_is_silent(
+    instance: &RedisInstance,
+    stores: Stores,
+    timings: Timings,
+    held: &AtomicUsize,
+) {
+    let log = Log::default();
+    let client = scripted_api(instance, log.clone(), Arc::default());
+    let limiter = Limiter::unfenced(Limits {
+        steps: 1,
+        ..Limits::default()
+    });
+    let args = instance_args(
+        client,
+        Arc::new(stores),
+        limiter.clone(),
+        timings,
+        Snapshots::default(),
+        None,
+    )
+    .await;
+    let (actor, handle) = Actor::spawn(None, RedisInstanceActor, args).await.unwrap();
+    actor.send_message(InstanceMsg::Changed).unwrap();
+    for _ in 0..400 {
+        if held.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        held.load(Ordering::SeqCst),
+        1,
+        "a pod was sent a command that changes it; requests: {:?}",
+        requests(&log)
+    );
+    // The client waits 5 s for a reply: a permit held by the step would come free only then.
+    let taken = tokio::time::timeout(Duration::from_secs(3), limiter.step()).await;
+    assert!(
+        taken.is_ok(),
+        "the step held its permit while the pod sat on the command; requests: {:?}",
+        requests(&log)
+    );
+    actor.stop(None);
+    handle.await.unwrap();
+}
+
+/// A spec edit of a live directive: the step applying it lets other steps run meanwhile.
+#[tokio::test]
+async fn a_live_apply_gives_its_step_permit_back() {
+    const POD_IP: &str = "127.0.0.87";
+    let held = Arc::new(AtomicUsize::new(0));
+    let pod = running("maxmemory", "104857600");
+    let redis = serve_silent_pod(POD_IP, pod, held.clone()).await;
+    let (stores, mut watches) = live_caches(&live_instance(), POD_IP);
+    let mut edited = live_instance();
+    edited
+        .spec
+        .config
+        .insert("maxmemory".into(), "200mb".into());
+    edited.metadata.generation = Some(2);
+    watches
+        .instances
+        .apply_watcher_event(&watcher::Event::Apply(edited.clone()));
+    permit_free_while_a_pod_is_silent(&edited, stores, Timings::default(), &held).await;
+    redis.abort();
+}
+
+/// A converged instance whose pod runs another value (set by hand): the check at rest that
+/// sets it back lets other steps run meanwhile.
+#[tokio::test]
+async fn a_live_check_at_rest_gives_its_step_permit_back() {
+    const POD_IP: &str = "127.0.0.88";
+    let held = Arc::new(AtomicUsize::new(0));
+    let redis = serve_silent_pod(POD_IP, running("maxmemory", "1"), held.clone()).await;
+    let (stores, _watches) = live_caches(&live_instance(), POD_IP);
+    permit_free_while_a_pod_is_silent(&live_instance(), stores, Timings::default(), &held).await;
+    redis.abort();
+}
+
+/// A switchover recorded from pod 0 to pod 1, pod 1 labelled and listed by the Services: the
+/// step sending `FAILOVER` to pod 0 lets other steps run meanwhile.
+#[tokio::test]
+async fn a_switchover_gives_its_step_permit_back() {
+    use crate::crd::{RedisInstanceStatus, ReplicationStatus, SwitchoverRecord};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    const PRIMARY_IP: &str = "127.0.0.89";
+    let held = Arc::new(AtomicUsize::new(0));
+    let primary = SilentPod {
+        config: BTreeMap::new(),
+        info: "role:master\r\nconnected_slaves:1\r\n\
+            slave0:ip=127.0.0.90,port=6379,state=online,offset=100,lag=0\r\n\
+            master_failover_state:no-failover\r\nmaster_replid:r1\r\nmaster_repl_offset:100\r\n",
+    };
+    let replica = SilentPod {
+        config: BTreeMap::new(),
+        info: "role:slave\r\nmaster_host:127.0.0.89\r\nmaster_port:6379\r\n\
+            master_link_status:up\r\nmaster_sync_in_progress:0\r\nslave_repl_offset:100\r\n\
+            master_failover_state:no-failover\r\nmaster_replid:r1\r\nmaster_repl_offset:100\r\n",
+    };
+    let primary = serve_silent_pod(PRIMARY_IP, primary, held.clone()).await;
+    let replica = serve_silent_pod(ROUTED_IP, replica, held.clone()).await;
+
+    let mut instance = converged_instance();
+    instance.spec.replicas = 2;
+    instance.status = Some(RedisInstanceStatus {
+        replication: Some(ReplicationStatus {
+            primary: Some("redis-example-0".into()),
+            switchover: Some(SwitchoverRecord {
+                from: "redis-example-0".into(),
+                to: "redis-example-1".into(),
+                started_at: Time(k8s_openapi::jiff::Timestamp::now()),
+            }),
+            ..ReplicationStatus::default()
+        }),
+        ..RedisInstanceStatus::default()
+    });
+    let (mut stores, mut watches) = converged_caches_and_watches(&instance);
+    // Nothing of the Services to write: the step goes straight to replication.
+    let (services, mut writer) = crate::actors::cache::store();
+    for svc in [
+        service(&instance),
+        headless_service(&instance),
+        crate::resources::replicas_service(&instance),
+    ] {
+        writer.apply_watcher_event(&watcher::Event::Apply(CachedService::from(&svc)));
+    }
+    stores.services = services;
+    // Both pods labelled primary: the target joins the primary's Service before FAILOVER.
+    let first = stores.pods.state()[0].as_ref().clone();
+    for (ordinal, ip) in [(0, PRIMARY_IP), (1, ROUTED_IP)] {
+        let mut pod = first.clone();
+        pod.metadata.name = Some(format!("redis-example-{ordinal}"));
+        pod.metadata.uid = Some(format!("pod-uid-{ordinal}"));
+        pod.labels.insert(crate::resources::ROLE_LABEL, "primary");
+        if let Some(status) = pod.status.as_mut() {
+            status.pod_ip = Some(ip.into());
+        }
+        watches
+            .pods
+            .apply_watcher_event(&watcher::Event::Apply(pod));
+    }
+    let timings = Timings {
+        route_settle: Duration::ZERO,
+        ..Timings::default()
+    };
+    permit_free_while_a_pod_is_silent(&instance, stores, timings, &held).await;
+    primary.abort();
+    replica.abort();
+}
