@@ -727,7 +727,8 @@ async fn a_one_off_crash_on_a_new_config_is_restarted_not_rolled_back() {
 /// A ConfigMap deleted and created again under its name between the cache's view and the
 /// operator's write: the write, carrying the uid it was decided for, is refused, and the
 /// operator takes the refusal for what it is (a conflict: look again), not for a final
-/// refusal of the object. The API server answers this one with 422, not 409.
+/// refusal of the object. The API server answers this one with 422, not 409. The same for the
+/// NetworkPolicy, the role Service and a revision ConfigMap.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_for_an_object_replaced_since_it_was_seen_is_a_conflict() {
     use redis_operator::kube_io::InstanceApi;
@@ -787,4 +788,56 @@ async fn a_write_for_an_object_replaced_since_it_was_seen_is_a_conflict() {
         !now.annotations().contains_key("redis.github.com/probe"),
         "{now:?}"
     );
+
+    // The NetworkPolicy, the role Service and a revision ConfigMap as the operator builds and
+    // writes them: over the object first seen, after it was replaced.
+    let mut instance = example("redis-example.yaml");
+    instance.metadata.namespace = Some(ns.name.clone());
+    instance.metadata.uid = Some("not-in-this-cluster".into());
+    let policy = redis_operator::resources::network_policy(&instance, None);
+    refused_over_a_replaced_object(&api, ns.api(), "NetworkPolicy", policy).await;
+    let replicas = redis_operator::resources::replicas_service(&instance);
+    refused_over_a_replaced_object(&api, ns.api(), "Service", replicas).await;
+    let rendered = redis_operator::config::render::render(&instance.spec.config);
+    let revision =
+        redis_operator::resources::revision_config_map(&instance, &rendered, &rendered.hash);
+    refused_over_a_replaced_object(&api, ns.api(), "ConfigMap", revision).await;
+}
+
+/// Creates `object`, deletes it and creates it again, then writes it as the operator does
+/// over the first one seen (`over_seen`): the write must be a conflict.
+async fn refused_over_a_replaced_object<K>(
+    api: &redis_operator::kube_io::InstanceApi,
+    objects: kube::Api<K>,
+    kind: &'static str,
+    mut object: K,
+) where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    // Its owner is not in this namespace: the garbage collector would delete it meanwhile.
+    object.meta_mut().owner_references = None;
+    let name = object.name_any();
+    let first = objects
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
+    objects
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let second = objects
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
+    assert_ne!(first.uid(), second.uid(), "{kind} {name}");
+    redis_operator::kube_io::over_seen(object.meta_mut(), Some(first.meta()));
+    let error = api
+        .apply(kind, &object)
+        .await
+        .expect_err("the object written over is not the one seen");
+    assert!(error.is_conflict(), "{kind} {name}: {error:?}");
 }

@@ -78,7 +78,14 @@ fn failing_api(
                 }
                 (Method::POST, p) if p.ends_with("/events") => (StatusCode::CREATED, sent),
                 (Method::PATCH, p)
-                    if p.contains("/configmaps/") || p.contains("/statefulsets/") =>
+                    if [
+                        "/configmaps/",
+                        "/statefulsets/",
+                        "/networkpolicies/",
+                        "/services/",
+                    ]
+                    .iter()
+                    .any(|kind| p.contains(kind)) =>
                 {
                     let mut stored = sent;
                     stored["metadata"]["resourceVersion"] = json!("200");
@@ -162,6 +169,14 @@ fn live_statefulset(instance: &RedisInstance, hash: &str) -> StatefulSet {
     sts
 }
 
+/// The instance's NetworkPolicy as the actor builds it.
+fn desired_network_policy(
+    instance: &RedisInstance,
+) -> k8s_openapi::api::networking::v1::NetworkPolicy {
+    let namespace = super::instance::network::OPERATOR_NAMESPACE.as_deref();
+    crate::resources::network_policy(instance, namespace)
+}
+
 /// The writers of the caches, to play the watches.
 struct Watches {
     instances: Writer<RedisInstance>,
@@ -228,15 +243,8 @@ fn converged_caches_and_watches(instance: &RedisInstance) -> (Stores, Watches) {
         ])
         .0,
         pods,
-        // As the actor builds it: in a pod, the operator's namespace is in POD_NAMESPACE.
         network_policies: cache(vec![crate::resources::CachedNetworkPolicy::from(
-            &crate::resources::network_policy(
-                instance,
-                std::env::var("POD_NAMESPACE")
-                    .ok()
-                    .filter(|ns| !ns.is_empty())
-                    .as_deref(),
-            ),
+            &desired_network_policy(instance),
         )])
         .0,
         versions: Default::default(),

@@ -10,7 +10,7 @@ mod auth;
 mod judge;
 mod live;
 mod memory;
-mod network;
+pub(crate) mod network;
 mod observe;
 mod perform;
 mod replicate;

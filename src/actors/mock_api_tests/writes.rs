@@ -239,3 +239,75 @@ async fn a_repair_before_the_migration_keeps_the_service_name_it_cannot_change()
     actor.stop(None);
     handle.await.unwrap();
 }
+
+/// A NetworkPolicy changed by hand is applied back over the one seen: the write carries its
+/// uid, so that over one deleted and created again meanwhile it is a conflict instead.
+#[tokio::test]
+async fn a_network_policy_changed_by_hand_is_put_back_over_the_one_seen() {
+    let good = converged_instance();
+    let log = Log::default();
+    let client = scripted_api(&good, log.clone(), Arc::default());
+    let (mut stores, _watch) = converged_caches(&good);
+    let mut changed = desired_network_policy(&good);
+    changed.metadata.uid = Some("np-uid-1".into());
+    changed.metadata.resource_version = Some("1".into());
+    if let Some(spec) = changed.spec.as_mut() {
+        spec.ingress = None;
+    }
+    let (policies, mut writer) = crate::actors::cache::store();
+    writer.apply_watcher_event(&watcher::Event::Apply(
+        crate::resources::CachedNetworkPolicy::from(&changed),
+    ));
+    stores.network_policies = policies;
+    let (actor, handle) = spawn_instance_actor(client, stores, Timings::default()).await;
+    actor.send_message(InstanceMsg::Changed).unwrap();
+    wait_until(&log, "the NetworkPolicy written", |reqs| {
+        reqs.iter().any(|(_, p, _)| p.contains("/networkpolicies/"))
+    })
+    .await;
+    let writes = bodies(&log, Method::PATCH, "/networkpolicies/redis-example");
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(writes[0]["metadata"]["uid"], "np-uid-1", "{}", writes[0]);
+    assert!(writes[0]["spec"]["ingress"].is_array(), "{}", writes[0]);
+    actor.stop(None);
+    handle.await.unwrap();
+}
+
+/// A replicated instance's role Service `<name>-replicas` changed by hand is applied back
+/// over the one seen, its uid with the write.
+#[tokio::test]
+async fn a_role_service_changed_by_hand_is_put_back_over_the_one_seen() {
+    let mut instance = converged_instance();
+    instance.spec.replicas = 2;
+    let log = Log::default();
+    let client = scripted_api(&instance, log.clone(), Arc::default());
+    let (mut stores, _watch) = converged_caches(&instance);
+    let mut changed = crate::resources::replicas_service(&instance);
+    changed.metadata.uid = Some("svc-uid-1".into());
+    changed.metadata.resource_version = Some("1".into());
+    if let Some(spec) = changed.spec.as_mut() {
+        spec.selector = Some([("app".to_owned(), "other".to_owned())].into());
+    }
+    let (services, mut writer) = crate::actors::cache::store();
+    for svc in [service(&instance), headless_service(&instance), changed] {
+        writer.apply_watcher_event(&watcher::Event::Apply(CachedService::from(&svc)));
+    }
+    stores.services = services;
+    let (actor, handle) = spawn_instance_actor(client, stores, Timings::default()).await;
+    actor.send_message(InstanceMsg::Changed).unwrap();
+    wait_until(&log, "the role Service written", |reqs| {
+        reqs.iter()
+            .any(|(_, p, _)| p.ends_with("/services/redis-example-replicas"))
+    })
+    .await;
+    let writes = bodies(&log, Method::PATCH, "/services/redis-example-replicas");
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(writes[0]["metadata"]["uid"], "svc-uid-1", "{}", writes[0]);
+    assert_ne!(
+        writes[0]["spec"]["selector"]["app"], "other",
+        "{}",
+        writes[0]
+    );
+    actor.stop(None);
+    handle.await.unwrap();
+}
