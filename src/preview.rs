@@ -171,6 +171,7 @@ pub fn verdict(new: &RedisInstance, running: &Running) -> Verdict {
         deadlines: &deadlines,
         facts: &facts,
         replication: None,
+        checks: &crate::decide::ChecksView::NONE,
     });
     let no_policy = PolicyView {
         desired: None,

@@ -8,6 +8,7 @@
 
 mod act;
 mod auth;
+mod checks;
 mod failure;
 pub mod live_drift;
 mod live_drift_mark;
@@ -48,6 +49,7 @@ pub use auth::{
     AclWrite, AuthPlan, AuthReads, AuthStep, AuthView, CREATED_ELSEWHERE, Owned, Synced, UsersSync,
     auth_reads, auth_step, synced,
 };
+pub use checks::{Checks, ChecksView, checks};
 pub use failure::{
     DriveTo, Outcome, Specs, drive_to, never_ready_outcome, refusal, watch_for_failure,
 };

@@ -14,9 +14,9 @@ use super::replication::{ReplicationLimits, ReplicationView};
 use super::replication_act::{ReplicationFacts, ReplicationPlan, replication_step};
 use super::routing::{RoleServicesAct, RoleServicesView, role_services};
 use super::{
-    Act, AuthStep, AuthView, Deadlines, Decision, Desired, Facts, Notice, PolicyAct, PolicyStep,
-    PolicyView, ServicesAct, Snapshot, act, applied, auth_step, decide, finished, network_step,
-    overdue, rollout_complete, service_step, services_act,
+    Act, AuthStep, AuthView, Checks, ChecksView, Deadlines, Decision, Desired, Facts, Notice,
+    PolicyAct, PolicyStep, PolicyView, ServicesAct, Snapshot, act, applied, auth_step, checks,
+    decide, finished, network_step, overdue, rollout_complete, service_step, services_act,
 };
 use crate::crd::{RedisInstance, RedisInstanceStatus, RolloutRecord};
 use crate::resources::{CachedService, CachedStatefulSet};
@@ -40,6 +40,8 @@ pub struct Drive<'a> {
     pub auth: AuthStep,
     /// The next thing to do with the instance's objects, and its act.
     pub verdict: Verdict<'a>,
+    /// The checks at rest, decided exactly when the verdict writes nothing.
+    pub checks: Option<Checks<'a>>,
     /// A replicated instance's replication, decided only when the verdict writes nothing.
     pub replication: Option<Replication<'a>>,
 }
@@ -95,6 +97,8 @@ pub struct Planned<'v, 'a> {
     pub facts: &'v Facts<'v>,
     /// A replicated instance's replication; `None` for one that is not replicated.
     pub replication: Option<&'v ReplicationInputs<'v, 'a>>,
+    /// What the checks at rest read.
+    pub checks: &'v ChecksView<'v>,
 }
 
 /// What a step drives: a spec known to be safe to run, or nothing (the current spec is
@@ -142,9 +146,20 @@ pub fn step<'a>(policy: &PolicyView<'a>, course: &Course<'_, 'a>) -> Step<'a> {
                 .replication
                 .filter(|_| !verdict.act.is_write())
                 .map(|inputs| replication(inputs, matches!(verdict.decision, Decision::Held(_))));
+            let checks = (!verdict.act.is_write()).then(|| {
+                let seen = planned.seen;
+                checks(
+                    &verdict.decision,
+                    seen.rollout,
+                    seen.now,
+                    planned.deadlines,
+                    planned.checks,
+                )
+            });
             StepAct::Drive(Box::new(Drive {
                 auth: planned.auth.map_or(AuthStep::Off, auth_step),
                 verdict,
+                checks,
                 replication,
             }))
         }

@@ -170,6 +170,7 @@ impl Case {
                 deadlines: &DEADLINES,
                 facts,
                 replication: None,
+                checks: &crate::decide::ChecksView::NONE,
             };
             let decided = step(&NO_POLICY, &Course::Planned(planned));
             let StepAct::Drive(drive) = decided.act else {
@@ -183,6 +184,11 @@ impl Case {
             assert_eq!(
                 (&drive.verdict.decision, &drive.verdict.act),
                 (&decision, &act)
+            );
+            assert_eq!(
+                drive.checks.is_some(),
+                !act.is_write(),
+                "checks at rest exactly when nothing is written: {act:?}"
             );
             check(&decision, &act)
         })

@@ -2,7 +2,7 @@
 //! pod, and checking on a timer that the pods still run them.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kube::ResourceExt;
 use tracing::{debug, info, warn};
@@ -11,7 +11,7 @@ use super::observe::Observed;
 use super::report;
 use super::target::Plan;
 use super::tls::TlsMemory;
-use super::{InstanceArgs, Timings, Written};
+use super::{InstanceArgs, Written};
 use crate::actors::metrics::MetricsMsg;
 use crate::auth::Access;
 use crate::crd::{ConfigUpdate, RedisInstance};
@@ -186,33 +186,17 @@ pub(super) async fn apply(
     }
 }
 
-/// A converged instance's live check, when one is due; returns how long until the next.
-pub(super) async fn at_rest(
-    live: &mut LiveStep<'_>,
-    turn: &mut Option<tokio::sync::OwnedSemaphorePermit>,
-    plan: &Plan,
-    seen: &Observed,
-) -> Duration {
-    if next_check_in(live.memory, &live.args.timings, plan) == Duration::ZERO {
-        // Dialling pods may take seconds: other instances' steps need not wait for it.
-        turn.take();
-        check(live, plan, seen).await;
-    }
-    next_check_in(live.memory, &live.args.timings, plan)
-}
-
-/// How long until the next live check; `Duration::MAX` when the instance has none.
-fn next_check_in(memory: &LiveMemory, timings: &Timings, plan: &Plan) -> Duration {
-    let has_live = plan.instance.spec.config_update == ConfigUpdate::Live && !plan.live.is_empty();
-    let since_check = memory.checked_at.map(|at| at.elapsed());
-    live_drift::next_check_in(has_live, timings.live_check, since_check)
+/// Whether the plan's spec has live directives, checked on a timer (see
+/// [`crate::decide::checks`]).
+pub(super) fn has_live(plan: &Plan) -> bool {
+    plan.instance.spec.config_update == ConfigUpdate::Live && !plan.live.is_empty()
 }
 
 /// Reads every pod's live directives and sets back any that drifted (a hand-run
 /// `CONFIG SET`, a pod restarted from an older file). A repair is marked on `<name>-config`
 /// before its `CONFIG SET` (see [`LiveDriftMark`]); a mark left by an operator before this one
 /// is told when this read shows its repair landed.
-async fn check(live: &mut LiveStep<'_>, plan: &Plan, seen: &Observed) {
+pub(super) async fn check(live: &mut LiveStep<'_>, plan: &Plan, seen: &Observed) {
     live.memory.checked_at = Some(Instant::now());
     let pods = addresses(live.tls, seen);
     let login = live.access.login.as_ref();

@@ -14,8 +14,9 @@ use super::{InstanceState, auth, live, network, perform, replicate, report, tls}
 use crate::crd::{ConfigUpdate, RolloutRecord};
 use crate::decide::ReplicationInputs;
 use crate::decide::{
-    self, Course, Deadlines, Decision, Desired, Drive, Facts, HoldAct, Planned, PolicyView,
-    Snapshot, StepAct, Unplanned, Waiting, Wakes, next_wake, overdue_to_tell, paused,
+    self, Checks, ChecksView, Course, Deadlines, Decision, Desired, Drive, Facts, HoldAct, Planned,
+    PolicyView, Reload, ServedView, Snapshot, StepAct, Unplanned, Waiting, Wakes, next_wake,
+    paused,
 };
 use crate::kube_io;
 use crate::stages::{self, Stage};
@@ -35,6 +36,8 @@ struct Remembered {
     live_refused: bool,
     /// A pod of the restart in flight is unready past its readiness deadline.
     stalled: bool,
+    /// When the first unready pod of the restart in flight reaches that deadline.
+    pod_deadline: Duration,
     /// The StatefulSet's generation after the operator's last write of it.
     written_generation: Option<i64>,
     /// The actor deleted the headless `<name>` to create it as ClusterIP.
@@ -181,6 +184,9 @@ struct PlannedViews<'a> {
     want: Desired<'a>,
     snapshot: Snapshot<'a>,
     recalled: &'a Remembered,
+    checks: ChecksView<'a>,
+    /// The TLS memory the checks read, and what they read of it.
+    served: (&'a tls::Served, ServedView<'a>),
 }
 
 /// The decide and perform phases: builds the views, makes the step's one decision
@@ -208,10 +214,16 @@ async fn decide_and_perform(
         Some(plan) => Some(Reads::of(state, seen, plan, clocks.at).await?),
         None => None,
     };
-    let planned = plan.zip(reads.as_ref()).map(|(plan, reads)| PlannedViews {
-        want: desired(plan, &reads.recalled),
-        snapshot: snapshot(seen, plan, &reads.recalled, clocks.now),
-        recalled: &reads.recalled,
+    let served = tls::Served::of(&state.tls);
+    let planned = plan.zip(reads.as_ref()).map(|(plan, reads)| {
+        let served_view = served.view(plan, seen);
+        PlannedViews {
+            want: desired(plan, &reads.recalled),
+            snapshot: snapshot(seen, plan, &reads.recalled, clocks.now),
+            recalled: &reads.recalled,
+            checks: checks_view(state, seen, plan, &reads.recalled, served_view),
+            served: (&served, served_view),
+        }
     });
     let deadlines = Deadlines {
         progress: state.args.timings.progress_deadline,
@@ -236,6 +248,7 @@ async fn decide_and_perform(
                 deadlines: &deadlines,
                 facts,
                 replication: run.replication,
+                checks: &views.checks,
             }),
             _ => {
                 // Built from the current spec: the Services depend on no directive.
@@ -279,7 +292,6 @@ async fn decide_and_perform(
                 plan,
                 views,
                 observation: run.observation,
-                deadlines,
                 clocks,
             };
             perform_drive(state, turn, driven, *drive, happened).await
@@ -296,7 +308,6 @@ struct Driven<'a> {
     plan: &'a Plan,
     views: &'a PlannedViews<'a>,
     observation: Option<&'a replicate::Observation>,
-    deadlines: Deadlines,
     clocks: Clocks,
 }
 
@@ -314,7 +325,6 @@ async fn perform_drive(
         plan,
         views,
         observation,
-        deadlines,
         clocks,
     } = driven;
     let want = &views.want;
@@ -336,7 +346,8 @@ async fn perform_drive(
     report::note_mismatches(&state.args, &mut state.reported, seen, want);
     report::log_hash_comparison(seen, want, decision);
     debug!(?decision, "next step");
-    if verdict.act.is_write() {
+    // Checks are decided exactly when the verdict writes nothing.
+    let Some(checks) = decided.checks else {
         if verdict.act.dials_pods() {
             // Other instances' steps need not wait for a silent pod.
             turn.take();
@@ -346,16 +357,9 @@ async fn perform_drive(
             perform::perform(&mut state.performer(), plan, seen, &verdict.act, clocks.now).await?;
         stages::since(Stage::Perform, performing);
         return Ok(performed.wake());
-    }
-    let waited = Waited {
-        decision,
-        record: views.snapshot.rollout,
-        deadlines,
-        settle_left: views.recalled.settle_left,
-        auth_wake,
-        clocks,
     };
-    let mut wakes = at_rest(state, turn, seen, plan, waited, happened).await;
+    let mut wakes = perform_checks(state, turn, seen, plan, checks, views.served, happened).await;
+    wakes.auth = auth_wake;
     if let (Some(replication), Some(observation)) = (decided.replication, observation) {
         let decided = replicate::Decided::from(replication);
         let recorded = &mut happened.replication;
@@ -433,6 +437,13 @@ fn recall(state: &mut InstanceState, seen: &Observed, plan: &Plan, at: Instant) 
         settle_left: state.clock.settle_left(state.args.timings.settle),
         live_refused: state.live.refuses(plan),
         stalled: !state.target.at_deadline(&seen.pods, record, at).is_empty(),
+        pod_deadline: record.map_or(Duration::MAX, |r| {
+            let deadline = plan.instance.spec.rollout.progress_deadline_seconds;
+            let deadline = Duration::from_secs(deadline.max(0).unsigned_abs().into());
+            crate::decide::pod_deadline_wake(&seen.pods, r, deadline, |p| {
+                state.target.unready_for(p, at)
+            })
+        }),
         written_generation: state
             .applied
             .statefulset_generation
@@ -488,69 +499,58 @@ fn snapshot<'a>(
     }
 }
 
-/// What a step that wrote nothing hands from its decision to the rest.
-struct Waited<'a> {
-    /// What was decided: a wait, a hold, or idle.
-    decision: &'a Decision,
-    /// The restart in flight, from status.
-    record: Option<&'a RolloutRecord>,
-    deadlines: Deadlines,
-    /// How much longer a following restart waits for edits to settle.
-    settle_left: Option<Duration>,
-    /// When the credentials step wants to look again.
-    auth_wake: Duration,
-    clocks: Clocks,
+/// What the checks at rest read of the memory (see [`crate::decide::checks`]).
+fn checks_view<'a>(
+    state: &InstanceState,
+    seen: &Observed,
+    plan: &Plan,
+    recalled: &Remembered,
+    served: ServedView<'a>,
+) -> ChecksView<'a> {
+    let replicated = crate::resources::replicated(&plan.instance);
+    ChecksView {
+        has_live: live::has_live(plan),
+        live_every: state.args.timings.live_check,
+        live_checked_ago: state.live.checked_at.map(|at| at.elapsed()),
+        served,
+        told_overdue: state.reported.overdue,
+        unconverted_untold: !replicated
+            && !state.reported.unconverted
+            && crate::resources::unconverted(&seen.instance),
+        pod_deadline: recalled.pod_deadline,
+        settle_left: recalled.settle_left,
+    }
 }
 
-/// A step whose decision writes nothing: checks live config at rest, reloads TLS, notes what
-/// the report tells, and says when to look again for each reason but replication.
-async fn at_rest(
+/// Performs the checks decided for a step whose verdict writes nothing, and notes what the
+/// report tells; returns when to look again for each reason but the credentials and
+/// replication.
+async fn perform_checks(
     state: &mut InstanceState,
     turn: &mut Option<OwnedSemaphorePermit>,
     seen: &Observed,
     plan: &Plan,
-    waited: Waited<'_>,
+    checks: Checks<'_>,
+    served: (&tls::Served, ServedView<'_>),
     happened: &mut Happened,
 ) -> Wakes {
-    let current = &seen.instance;
-    let Clocks { now, at: clock } = waited.clocks;
-    let held = matches!(waited.decision, Decision::Held(_));
-    let record = waited.record;
-    let told = state.reported.overdue;
-    happened.overdue = overdue_to_tell(record, held, now, &waited.deadlines, told).cloned();
-    let mut wakes = Wakes {
-        auth: waited.auth_wake,
-        ..Wakes::default()
-    };
-    if matches!(waited.decision, Decision::Idle) {
-        state.target.converged(plan);
-        wakes.live = live::at_rest(&mut state.live_step(), turn, plan, seen).await;
-    }
-    wakes.tls =
-        tls::reload_pods(&state.args, &mut state.tls, &state.access, turn, plan, seen).await;
+    happened.overdue = checks.overdue.cloned();
+    happened.unconverted = checks.tell_unconverted;
     happened.status = true;
-    let replicated = crate::resources::replicated(&plan.instance);
-    happened.unconverted =
-        !replicated && !state.reported.unconverted && crate::resources::unconverted(current);
-    if *waited.decision == Decision::Wait(Waiting::Settle) {
-        wakes.settle = waited.settle_left;
+    let mut wakes = checks.wakes;
+    if checks.converged {
+        state.target.converged(plan);
     }
-    // Wake at the deadline if the rollout has not finished by then; events usually come first.
-    let progress = waited.deadlines.progress;
-    wakes.progress = crate::decide::progress_wake(record, held, now, progress);
-    wakes.pod_deadline = record.map_or(Duration::MAX, |r| {
-        let deadline = Duration::from_secs(
-            plan.instance
-                .spec
-                .rollout
-                .progress_deadline_seconds
-                .max(0)
-                .unsigned_abs()
-                .into(),
-        );
-        crate::decide::pod_deadline_wake(&seen.pods, r, deadline, |p| {
-            state.target.unready_for(p, clock)
-        })
-    });
+    if checks.check_live {
+        // Dialling pods may take seconds: other instances' steps need not wait for it.
+        turn.take();
+        live::check(&mut state.live_step(), plan, seen).await;
+    }
+    if let Reload::Check(pods) = &checks.reload {
+        let (memory, view) = served;
+        let served = (memory, &view);
+        let (args, access) = (&state.args, &state.access);
+        wakes.tls = tls::reload_pods(args, &mut state.tls, access, turn, plan, served, pods).await;
+    }
     wakes
 }

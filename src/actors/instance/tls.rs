@@ -14,8 +14,8 @@ use super::target::Plan;
 use crate::auth::Access;
 use crate::config::render::REDIS_PORT;
 use crate::decide::{
-    Reload, SecretRead, SecretView, ServedView, reload, reloaded, secret_missing_problem,
-    secret_read, secret_read_due, tell_problem,
+    SecretRead, SecretView, ServedView, reloaded, secret_missing_problem, secret_read,
+    secret_read_due, tell_problem,
 };
 use crate::live::pods::{self, PodAddress};
 use crate::resources::{CachedPod, TLS_ANNOTATION};
@@ -137,32 +137,52 @@ async fn tell(args: &InstanceArgs, memory: &mut TlsMemory, plan: &Plan, problem:
         .await;
 }
 
-/// Makes every ready TLS pod serve the Secret's certificate, as [`reload`] and [`reloaded`]
-/// decide; returns when to look again. The pods are dialled without the step's permit
-/// (`turn`): other instances' steps need not wait for a silent pod.
+/// What the certificate checks read of the memory, taken before the step decides (the
+/// decision borrows it while the step changes the memory).
+pub(super) struct Served {
+    client: Option<Arc<ClientTls>>,
+    verified: Option<(String, Instant)>,
+    read_at: Option<Instant>,
+}
+
+impl Served {
+    pub(super) fn of(memory: &TlsMemory) -> Self {
+        Self {
+            client: memory.client.clone(),
+            verified: memory.verified.clone(),
+            read_at: memory.read_at,
+        }
+    }
+
+    /// What [`crate::decide::reload`] reads.
+    pub(super) fn view<'a>(&'a self, plan: &Plan, seen: &'a Observed) -> ServedView<'a> {
+        ServedView {
+            enabled: plan.instance.spec.tls.is_some(),
+            read_ago: self.read_at.map(|at| at.elapsed()),
+            wanted: self.client.as_deref().map(ClientTls::fingerprint),
+            verified: self
+                .verified
+                .as_ref()
+                .map(|(served, at)| (served.as_str(), at.elapsed())),
+            pods: &seen.pods,
+        }
+    }
+}
+
+/// Makes the `pods` a [`crate::decide::Reload::Check`] named serve the Secret's certificate,
+/// as [`reloaded`] decides; returns when to look again. The pods are dialled without the
+/// step's permit (`turn`): other instances' steps need not wait for a silent pod.
 pub(super) async fn reload_pods(
     args: &InstanceArgs,
     memory: &mut TlsMemory,
     access: &Access,
     turn: &mut Option<tokio::sync::OwnedSemaphorePermit>,
     plan: &Plan,
-    seen: &Observed,
+    served: (&Served, &ServedView<'_>),
+    pods: &[(String, String)],
 ) -> Duration {
-    let client = memory.client.clone();
-    let verified = memory.verified.clone();
-    let view = ServedView {
-        enabled: plan.instance.spec.tls.is_some(),
-        read_ago: memory.read_at.map(|at| at.elapsed()),
-        wanted: client.as_deref().map(ClientTls::fingerprint),
-        verified: verified
-            .as_ref()
-            .map(|(served, at)| (served.as_str(), at.elapsed())),
-        pods: &seen.pods,
-    };
-    let pods = match reload(&view) {
-        Reload::Wait(wake) => return wake,
-        Reload::Check(pods) => pods,
-    };
+    let (served, view) = served;
+    let client = served.client.clone();
     // A check is decided only with a client built: `wanted` is its fingerprint.
     let Some(client) = client.as_ref() else {
         return Duration::MAX;
@@ -174,7 +194,7 @@ pub(super) async fn reload_pods(
     let gate = args.api.limiter().clone();
     let mut reloaded_pods = Vec::new();
     let mut behind = Vec::new();
-    for (pod, ip) in &pods {
+    for (pod, ip) in pods {
         let quick = Duration::from_secs(2);
         let served = match client.dial(ip, port, quick).await {
             Ok(dialed) => dialed.served,
@@ -203,7 +223,7 @@ pub(super) async fn reload_pods(
             _ => behind.push(pod.clone()),
         }
     }
-    let outcome = reloaded(&plan.instance, &view, pods.len(), &reloaded_pods, &behind);
+    let outcome = reloaded(&plan.instance, view, pods.len(), &reloaded_pods, &behind);
     if let Some(event) = outcome.tell {
         info!(pods = ?reloaded_pods, fingerprint = %short(&wanted), "certificate reloaded, no restart");
         args.api

@@ -226,6 +226,7 @@ fn step_label(policy: &PolicyView, case: &Case, planned: bool) -> String {
                 deadlines: &DEADLINES,
                 facts: &facts,
                 replication: None,
+                checks: &crate::decide::ChecksView::NONE,
             }),
             false => Course::Unplanned(*unplanned),
         };
@@ -452,6 +453,7 @@ fn replication_is_decided_with_the_step_only_when_the_rest_of_it_writes_nothing(
                 deadlines: &DEADLINES,
                 facts: &facts_of_step,
                 replication: Some(&inputs),
+                checks: &crate::decide::ChecksView::NONE,
             };
             let StepAct::Drive(drive) = step(&NO_POLICY, &Course::Planned(planned)).act else {
                 panic!("{row}: a plan is driven");
