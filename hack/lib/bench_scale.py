@@ -313,6 +313,8 @@ def cmd_analyse(phases_path, audit_path, out_path, n, before=None, after=None):
     def r1(x):
         return None if x is None else round(x, 1)
 
+    cold_cpu = cold_start_cpu(ph)
+
     entry = {
         "instances": n_int,
         "namespaces": ph["namespaces"],
@@ -347,6 +349,7 @@ def cmd_analyse(phases_path, audit_path, out_path, n, before=None, after=None):
                                 if op_ms and fl_ms else None),
         "floor_method": "same edits, same window",
         "stages": stages,
+        "cold_start_cpu_seconds": cold_cpu,
         "restart_stop_seconds": round(ph["restart_start"] - ph["restart_stop"], 1),
         "restart_observe_seconds": round(ph["restart_observed"] - ph["restart_start"], 1),
         "restart_requests": restart["total"],
@@ -366,6 +369,19 @@ def cmd_analyse(phases_path, audit_path, out_path, n, before=None, after=None):
         json.dump(results, f, indent=2, sort_keys=True)
         f.write("\n")
     os.replace(out_path + ".tmp", out_path)
+
+
+def cold_start_cpu(ph):
+    """CPU seconds each process used during the cold start, and the machine's busy and total
+    (all cores), from the cpu_cold_start_* and cpu_cold_ready_* marks; None without them."""
+    start, end = "cpu_cold_start_", "cpu_cold_ready_"
+    used = {}
+    for key, value in ph.items():
+        name = key[len(start):]
+        if key.startswith(start) and isinstance(value, (int, float)) \
+                and isinstance(ph.get(end + name), (int, float)):
+            used[name] = round(ph[end + name] - value, 1)
+    return used or None
 
 
 ROWS = [
@@ -415,6 +431,17 @@ def cmd_table(out_path):
                     v = round(v / 1024, 1)
             cells.append(f"{'-' if v is None else v:>14}")
         print(f"{label:<34}" + "".join(cells))
+    for s in sizes:
+        cpu = results[s].get("cold_start_cpu_seconds")
+        if not cpu:
+            continue
+        total = cpu.get("machine_total") or 0
+        print(f"\nN={s}: CPU seconds during the cold start (share of the machine, all cores)")
+        for name, used in sorted(cpu.items(), key=lambda kv: -kv[1]):
+            if name == "machine_total":
+                continue
+            share = f"{100 * used / total:.0f} %" if total else "-"
+            print(f"  {name:<26}{used:>10}{share:>8}")
     for s in sizes:
         stages = results[s].get("stages")
         if not stages:
