@@ -8,12 +8,11 @@ use kube::ResourceExt;
 use tracing::warn;
 
 use super::observe::Observed;
-use super::status::refusal_message;
 use super::target::{self, Outcome, Rejection, Target};
 use super::tls::TlsMemory;
 use crate::auth::Access;
 use crate::crd::RolloutRecord;
-use crate::decide::{Crash, refusal_to_tell};
+use crate::decide::{Crash, refusal_message, refusal_to_tell};
 use crate::resources::CachedPod;
 
 /// What the spec and the pods were found to hold this step, each to be told once.

@@ -83,9 +83,7 @@ pub struct Rejection {
     pub message: String,
 }
 
-/// The `Progressing` reason a halted rollout is recorded under, so a restarted operator
-/// recalls it.
-pub const HALTED_REASON: &str = "RolloutHalted";
+pub use crate::decide::HALTED_REASON;
 
 /// A failure recorded in status, by the Warning its finder told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,214 @@
+use super::*;
+use crate::crd::Phase;
+use crate::decide::pods_fixtures::{record, t, with_status};
+use crate::resources::fixtures::instance;
+use crate::resources::statefulset;
+use crate::status::find_condition;
+
+/// A converged one-pod instance's view: its StatefulSet rolled out (or not), nothing found,
+/// written or told.
+fn view<'a>(ri: &'a RedisInstance, sts: &'a CachedStatefulSet) -> StatusView<'a> {
+    StatusView {
+        instance: ri,
+        statefulset: Some(sts),
+        pods: &[],
+        driven: Some(Driven {
+            replicas: 1,
+            template_hash: "0123456789abcdef",
+            live: false,
+        }),
+        rollout: None,
+        rejection: None,
+        live_refusal: None,
+        halted: None,
+        acl_applied: None,
+        healthy_spec: None,
+        valid_spec: None,
+        live_verified: None,
+        pending: None,
+        applied_generation: None,
+        settling: None,
+        api_refusal: None,
+        overdue: None,
+        now: Time(t(0)),
+    }
+}
+
+fn sts_of(ri: &RedisInstance, done: bool) -> CachedStatefulSet {
+    CachedStatefulSet::from(&with_status(statefulset(ri, "h", None), done))
+}
+
+/// A phase, and a condition's status and reason.
+type Expected<'a> = (Option<Phase>, &'a str, &'a str);
+
+/// (phase, Progressing status, its reason) of a status.
+fn progress(status: &RedisInstanceStatus) -> (Option<Phase>, String, String) {
+    let p = find_condition(status, condition::PROGRESSING).expect("Progressing is set");
+    (status.phase, p.status.clone(), p.reason.clone())
+}
+
+/// While a change waits (a pause, the settle rule, a halt, a refusal), Progressing says so
+/// and never "Converged"; only an instance running its spec with nothing held is converged.
+#[test]
+fn progressing_names_what_holds_the_change() {
+    let ri = instance(&[("maxmemory", "100mb")]);
+    let done = sts_of(&ri, true);
+    let rolling = sts_of(&ri, false);
+    let restart = record("h");
+    let failed = FailedConfig {
+        hash: "h",
+        spec_hash: "s",
+        reason: "NeverReady",
+        message: "pod redis-example-0 never became ready",
+    };
+    let base = view(&ri, &done);
+    // What happened, the view, and the (phase, Progressing status, reason) it calls for.
+    let rows: Vec<(&str, StatusView, Expected)> = vec![
+        (
+            "at rest",
+            base.clone(),
+            (Some(Phase::Running), "False", "Converged"),
+        ),
+        (
+            "the controller starting pods",
+            StatusView {
+                statefulset: Some(&rolling),
+                ..base.clone()
+            },
+            (Some(Phase::Pending), "True", "RollingOut"),
+        ),
+        (
+            "a restart in flight",
+            StatusView {
+                rollout: Some(restart.clone()),
+                ..base.clone()
+            },
+            (Some(Phase::Restarting), "True", "Restarting"),
+        ),
+        (
+            "a restart told overdue",
+            StatusView {
+                rollout: Some(restart.clone()),
+                overdue: Some(restart.started_at.0),
+                ..base.clone()
+            },
+            (Some(Phase::Restarting), "True", "RolloutStuck"),
+        ),
+        (
+            "waiting for edits to settle",
+            StatusView {
+                settling: Some(Duration::from_secs(5)),
+                ..base.clone()
+            },
+            (Some(Phase::Running), "True", "Settling"),
+        ),
+        (
+            "a pause holding a change",
+            StatusView {
+                pending: Some("restart to config 0123456789ab"),
+                ..base.clone()
+            },
+            (Some(Phase::Paused), "True", "Paused"),
+        ),
+        (
+            "halted on the restart in flight",
+            StatusView {
+                rollout: Some(restart.clone()),
+                halted: Some(failed),
+                ..base.clone()
+            },
+            (Some(Phase::Halted), "False", HALTED_REASON),
+        ),
+        (
+            "a halt of another config is over",
+            StatusView {
+                halted: Some(FailedConfig {
+                    hash: "other",
+                    ..failed
+                }),
+                ..base.clone()
+            },
+            (Some(Phase::Running), "False", "Converged"),
+        ),
+        (
+            "the API server refused this generation",
+            StatusView {
+                api_refusal: Some("spec.volumeClaimTemplates: Forbidden"),
+                ..base.clone()
+            },
+            (Some(Phase::Running), "False", "ApiRefused"),
+        ),
+    ];
+    for (row, view, (phase, state, reason)) in rows {
+        let got = status(&view);
+        assert_eq!(
+            progress(&got),
+            (phase, state.to_owned(), reason.to_owned()),
+            "{row}"
+        );
+    }
+}
+
+/// A config Redis refused, or a live config it refused, makes the config invalid; the spec's
+/// own violations come first.
+#[test]
+fn config_valid_names_the_refusal() {
+    let ri = instance(&[("maxmemory", "100mb")]);
+    let done = sts_of(&ri, true);
+    let valid = |view: &StatusView| {
+        let got = status(view);
+        let c = find_condition(&got, condition::CONFIG_VALID).expect("ConfigValid is set");
+        (got.phase, c.status.clone(), c.reason.clone())
+    };
+    let base = view(&ri, &done);
+    assert_eq!(
+        valid(&base),
+        (Some(Phase::Running), "True".into(), "Valid".into())
+    );
+    let rejected = StatusView {
+        rejection: Some(FailedConfig {
+            hash: "h",
+            spec_hash: "s",
+            reason: "RedisRejectedConfig",
+            message: "Redis refused it",
+        }),
+        ..base.clone()
+    };
+    assert_eq!(
+        valid(&rejected),
+        (
+            Some(Phase::Invalid),
+            "False".into(),
+            "RedisRejectedConfig".into()
+        )
+    );
+    assert_eq!(status(&rejected).rejected_config_hash.as_deref(), Some("s"));
+    let live = StatusView {
+        live_refusal: Some(("l", "ERR maxmemory")),
+        ..base.clone()
+    };
+    assert_eq!(valid(&live).2, "LiveConfigRefused");
+    assert_eq!(status(&live).refused_live_config_hash.as_deref(), Some("l"));
+    let bad = instance(&[("maxmemory", "lots")]);
+    let refused = StatusView {
+        instance: &bad,
+        ..rejected
+    };
+    assert_eq!(valid(&refused).2, "InvalidConfig", "the spec's own first");
+}
+
+#[test]
+fn refusal_message_names_directive_and_running_config() {
+    let violations = [Violation {
+        directive: "maxmemory".into(),
+        reason: "\"lots\" is not a memory size".into(),
+    }];
+    let message = refusal_message(&violations, Some("0123456789abcdef"));
+    assert!(
+        message.contains("maxmemory: \"lots\" is not a memory size"),
+        "{message}"
+    );
+    assert!(message.contains("keep config 0123456789ab"), "{message}");
+    let first = refusal_message(&violations, None);
+    assert!(first.ends_with("Nothing was created"), "{first}");
+}
