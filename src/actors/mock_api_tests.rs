@@ -32,7 +32,8 @@ type Log = Arc<Mutex<Vec<(Method, String, Value)>>>;
 /// Records every request. A status patch answers with `instance` carrying the sent status; the
 /// first `conflicts` status patches get 409 Conflict. An apply answers with what was sent; a
 /// StatefulSet delete with the StatefulSet marked as deleting (its finalizers kept); a pod
-/// delete with success; a list of EndpointSlices with [`ROUTED_IP`] ready.
+/// delete with success; a list of EndpointSlices with [`ROUTED_IP`] ready; a read of the TLS
+/// Secret `permits::TLS_SECRET` with its test material.
 fn scripted_api(instance: &RedisInstance, log: Log, conflicts: Arc<AtomicUsize>) -> kube::Client {
     failing_api(instance, log, conflicts, StatusCode::CONFLICT)
 }
@@ -90,6 +91,9 @@ fn failing_api(
                     let mut stored = sent;
                     stored["metadata"]["resourceVersion"] = json!("200");
                     (StatusCode::OK, stored)
+                }
+                (Method::GET, p) if p.ends_with(&format!("/secrets/{}", permits::TLS_SECRET)) => {
+                    (StatusCode::OK, permits::tls_secret())
                 }
                 (Method::GET, p) if p.ends_with("/endpointslices") => {
                     (StatusCode::OK, endpoint_slices_listing(ROUTED_IP))
@@ -203,7 +207,7 @@ fn converged_caches_and_watches(instance: &RedisInstance) -> (Stores, Watches) {
         }
         (reader, writer)
     }
-    let rendered = render(&instance.spec.config);
+    let rendered = render(&crate::config::effective(instance));
     // Under `configUpdate: Live` the pods carry the hash of the restart-class directives only.
     let template_hash = crate::live::template_hash(instance, &rendered);
     let sts = live_statefulset(instance, &template_hash);

@@ -1,11 +1,12 @@
 //! A step talking to Redis gives its step permit back first: while a pod sits on a live
-//! apply's or a live check's `CONFIG SET`, or on a switchover's `FAILOVER`, another instance's
-//! step can start (here, with one step at a time, the test takes the only permit).
+//! apply's or a live check's `CONFIG SET`, on a switchover's `FAILOVER` or on a certificate
+//! reload's `CONFIG SET`, another instance's step can start (here, with one step at a time, the
+//! test takes the only permit).
 
 use std::collections::BTreeMap;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 
 use super::*;
 use crate::crd::ConfigUpdate;
@@ -18,19 +19,40 @@ struct SilentPod {
     info: &'static str,
 }
 
-/// Serves `pod` at `ip`; counts in `held` the commands it sits on.
+/// Serves `pod` at `ip`; counts in `held` the commands it sits on. With `tls`, over TLS with
+/// that certificate.
 async fn serve_silent_pod(ip: &str, pod: SilentPod, held: Arc<AtomicUsize>) -> JoinHandle<()> {
+    serve_silent_pod_over(ip, pod, held, None).await
+}
+
+async fn serve_silent_pod_over(
+    ip: &str,
+    pod: SilentPod,
+    held: Arc<AtomicUsize>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> JoinHandle<()> {
     let port = u16::try_from(crate::config::render::REDIS_PORT).unwrap();
     let listener = TcpListener::bind((ip, port)).await.expect("bind");
     let pod = Arc::new(pod);
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
-            tokio::spawn(serve(socket, pod.clone(), held.clone()));
+            let (pod, held) = (pod.clone(), held.clone());
+            match tls.clone() {
+                None => drop(tokio::spawn(serve(socket, pod, held))),
+                Some(acceptor) => drop(tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(socket).await {
+                        serve(stream, pod, held).await;
+                    }
+                })),
+            }
         }
     })
 }
 
-async fn serve(socket: TcpStream, pod: Arc<SilentPod>, held: Arc<AtomicUsize>) {
+async fn serve<S>(socket: S, pod: Arc<SilentPod>, held: Arc<AtomicUsize>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut socket = BufReader::new(socket);
     while let Some(command) = read_command(&mut socket).await {
         let verb: Vec<String> = command.iter().take(2).map(|w| w.to_uppercase()).collect();
@@ -59,6 +81,7 @@ async fn serve(socket: TcpStream, pod: Arc<SilentPod>, held: Arc<AtomicUsize>) {
         if socket.get_mut().write_all(reply.as_bytes()).await.is_err() {
             return;
         }
+        let _ = socket.get_mut().flush().await;
     }
 }
 
@@ -72,7 +95,7 @@ fn running(directive: &str, value: &str) -> SilentPod {
 
 /// One command as an array of bulk strings, as clients send them; `None` once the client has
 /// gone or sent anything else.
-async fn read_command(socket: &mut BufReader<TcpStream>) -> Option<Vec<String>> {
+async fn read_command<S: AsyncRead + Unpin>(socket: &mut BufReader<S>) -> Option<Vec<String>> {
     let mut line = String::new();
     socket.read_line(&mut line).await.ok()?;
     let count: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
@@ -258,4 +281,82 @@ async fn a_switchover_gives_its_step_permit_back() {
     permit_free_while_a_pod_is_silent(&instance, stores, timings, &held).await;
     primary.abort();
     replica.abort();
+}
+
+/// The TLS Secret of the certificate test, as the mocked API server returns it.
+pub(super) const TLS_SECRET: &str = "redis-tls";
+
+/// The test material (see `tls/README.md`).
+const CA_PEM: &str = include_str!("tls/ca.crt");
+const SERVED_CERT: &str = include_str!("tls/served.crt");
+const SERVED_KEY: &str = include_str!("tls/served.key");
+const WANTED_CERT: &str = include_str!("tls/wanted.crt");
+const WANTED_KEY: &str = include_str!("tls/wanted.key");
+
+/// [`TLS_SECRET`] holding the certificate the pods are to serve.
+pub(super) fn tls_secret() -> Value {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    let data = [
+        ("ca.crt", CA_PEM),
+        ("tls.crt", WANTED_CERT),
+        ("tls.key", WANTED_KEY),
+    ]
+    .into_iter()
+    .map(|(key, pem)| (key.to_owned(), ByteString(pem.as_bytes().to_vec())))
+    .collect();
+    let mut secret = Secret {
+        data: Some(data),
+        type_: Some("kubernetes.io/tls".into()),
+        ..Secret::default()
+    };
+    secret.metadata.name = Some(TLS_SECRET.into());
+    secret.metadata.namespace = Some("team-a".into());
+    secret.metadata.resource_version = Some("7".into());
+    serde_json::to_value(secret).unwrap()
+}
+
+/// Serves the older certificate, signed by the same CA.
+fn served_tls() -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(SERVED_CERT.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(SERVED_KEY.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// A converged TLS instance whose Secret holds a newer certificate than its pod serves: the
+/// step reloading it lets other steps run meanwhile.
+#[tokio::test]
+async fn a_certificate_reload_gives_its_step_permit_back() {
+    const POD_IP: &str = "127.0.0.91";
+    let held = Arc::new(AtomicUsize::new(0));
+    let pod = running("maxmemory", "104857600");
+    let redis = serve_silent_pod_over(POD_IP, pod, held.clone(), Some(served_tls())).await;
+    let mut instance = converged_instance();
+    instance.spec.tls = Some(crate::crd::TlsSpec {
+        secret_name: TLS_SECRET.into(),
+        auth_clients: false,
+    });
+    let (stores, mut watches) = converged_caches_and_watches(&instance);
+    let mut pod = stores.pods.state()[0].as_ref().clone();
+    pod.annotations
+        .insert(crate::resources::TLS_ANNOTATION, "true");
+    if let Some(status) = pod.status.as_mut() {
+        status.pod_ip = Some(POD_IP.into());
+    }
+    watches
+        .pods
+        .apply_watcher_event(&watcher::Event::Apply(pod));
+    permit_free_while_a_pod_is_silent(&instance, stores, Timings::default(), &held).await;
+    redis.abort();
 }
