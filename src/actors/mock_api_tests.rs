@@ -263,6 +263,61 @@ fn converged_caches_and_watches(instance: &RedisInstance) -> (Stores, Watches) {
     (stores, watches)
 }
 
+/// Puts the three Services of a replicated instance in `stores`, so that a step has none of
+/// them to write.
+fn with_role_services(stores: &mut Stores, instance: &RedisInstance) {
+    let (services, mut writer) = super::cache::store();
+    for svc in [
+        service(instance),
+        headless_service(instance),
+        crate::resources::replicas_service(instance),
+    ] {
+        writer.apply_watcher_event(&watcher::Event::Apply(CachedService::from(&svc)));
+    }
+    stores.services = services;
+}
+
+/// Plays the watch event of the cached pod after `change`, at `ip`.
+fn pod_changed(
+    stores: &Stores,
+    watches: &mut Watches,
+    ip: &str,
+    change: impl FnOnce(&mut CachedPod),
+) {
+    let mut pod = stores.pods.state()[0].as_ref().clone();
+    if let Some(status) = pod.status.as_mut() {
+        status.pod_ip = Some(ip.into());
+    }
+    change(&mut pod);
+    watches
+        .pods
+        .apply_watcher_event(&watcher::Event::Apply(pod));
+}
+
+/// The instance's actor over `stores`, with one step permit in all (so that holding it holds
+/// every step), and its limiter.
+async fn spawn_with_one_step(
+    client: kube::Client,
+    stores: Stores,
+    timings: Timings,
+) -> (ActorRef<InstanceMsg>, JoinHandle<()>, Limiter) {
+    let limiter = Limiter::unfenced(Limits {
+        steps: 1,
+        ..Limits::default()
+    });
+    let args = instance_args(
+        client,
+        Arc::new(stores),
+        limiter.clone(),
+        timings,
+        Snapshots::default(),
+        None,
+    )
+    .await;
+    let (actor, handle) = Actor::spawn(None, RedisInstanceActor, args).await.unwrap();
+    (actor, handle, limiter)
+}
+
 fn writes_to(log: &Log, kind: &str) -> Vec<(Method, String)> {
     log.lock()
         .unwrap()

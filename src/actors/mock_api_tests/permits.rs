@@ -115,13 +115,7 @@ async fn read_command<S: AsyncRead + Unpin>(socket: &mut BufReader<S>) -> Option
 /// Caches of a converged instance under `configUpdate: Live`, its one pod at `pod_ip`.
 fn live_caches(instance: &RedisInstance, pod_ip: &str) -> (Stores, Watches) {
     let (stores, mut watches) = converged_caches_and_watches(instance);
-    let mut pod = stores.pods.state()[0].as_ref().clone();
-    if let Some(status) = pod.status.as_mut() {
-        status.pod_ip = Some(pod_ip.into());
-    }
-    watches
-        .pods
-        .apply_watcher_event(&watcher::Event::Apply(pod));
+    pod_changed(&stores, &mut watches, pod_ip, |_| {});
     (stores, watches)
 }
 
@@ -141,20 +135,7 @@ async fn permit_free_while_a_pod_is_silent(
 ) {
     let log = Log::default();
     let client = scripted_api(instance, log.clone(), Arc::default());
-    let limiter = Limiter::unfenced(Limits {
-        steps: 1,
-        ..Limits::default()
-    });
-    let args = instance_args(
-        client,
-        Arc::new(stores),
-        limiter.clone(),
-        timings,
-        Snapshots::default(),
-        None,
-    )
-    .await;
-    let (actor, handle) = Actor::spawn(None, RedisInstanceActor, args).await.unwrap();
+    let (actor, handle, limiter) = spawn_with_one_step(client, stores, timings).await;
     actor.send_message(InstanceMsg::Changed).unwrap();
     for _ in 0..400 {
         if held.load(Ordering::SeqCst) > 0 {
@@ -251,15 +232,7 @@ async fn a_switchover_gives_its_step_permit_back() {
     });
     let (mut stores, mut watches) = converged_caches_and_watches(&instance);
     // Nothing of the Services to write: the step goes straight to replication.
-    let (services, mut writer) = crate::actors::cache::store();
-    for svc in [
-        service(&instance),
-        headless_service(&instance),
-        crate::resources::replicas_service(&instance),
-    ] {
-        writer.apply_watcher_event(&watcher::Event::Apply(CachedService::from(&svc)));
-    }
-    stores.services = services;
+    with_role_services(&mut stores, &instance);
     // Both pods labelled primary: the target joins the primary's Service before FAILOVER.
     let first = stores.pods.state()[0].as_ref().clone();
     for (ordinal, ip) in [(0, PRIMARY_IP), (1, ROUTED_IP)] {
@@ -348,15 +321,10 @@ async fn a_certificate_reload_gives_its_step_permit_back() {
         auth_clients: false,
     });
     let (stores, mut watches) = converged_caches_and_watches(&instance);
-    let mut pod = stores.pods.state()[0].as_ref().clone();
-    pod.annotations
-        .insert(crate::resources::TLS_ANNOTATION, "true");
-    if let Some(status) = pod.status.as_mut() {
-        status.pod_ip = Some(POD_IP.into());
-    }
-    watches
-        .pods
-        .apply_watcher_event(&watcher::Event::Apply(pod));
+    pod_changed(&stores, &mut watches, POD_IP, |pod| {
+        pod.annotations
+            .insert(crate::resources::TLS_ANNOTATION, "true");
+    });
     permit_free_while_a_pod_is_silent(&instance, stores, Timings::default(), &held).await;
     redis.abort();
 }

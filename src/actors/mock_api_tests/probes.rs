@@ -43,38 +43,9 @@ async fn the_pods_are_probed_while_every_step_permit_is_held_elsewhere() {
     let log = Log::default();
     let client = scripted_api(&instance, log.clone(), Arc::default());
     let (mut stores, mut watches) = converged_caches_and_watches(&instance);
-    // The role Services already there, so that a step has nothing of them to write.
-    let (services, mut writer) = crate::actors::cache::store();
-    for svc in [
-        service(&instance),
-        headless_service(&instance),
-        crate::resources::replicas_service(&instance),
-    ] {
-        writer.apply_watcher_event(&watcher::Event::Apply(CachedService::from(&svc)));
-    }
-    stores.services = services;
-    let mut pod = stores.pods.state()[0].as_ref().clone();
-    if let Some(status) = pod.status.as_mut() {
-        status.pod_ip = Some(POD_IP.into());
-    }
-    watches
-        .pods
-        .apply_watcher_event(&watcher::Event::Apply(pod));
-    // One step at a time, so that holding one permit holds every step.
-    let limiter = Limiter::unfenced(Limits {
-        steps: 1,
-        ..Limits::default()
-    });
-    let args = instance_args(
-        client,
-        Arc::new(stores),
-        limiter.clone(),
-        Timings::default(),
-        Snapshots::default(),
-        None,
-    )
-    .await;
-    let (actor, handle) = Actor::spawn(None, RedisInstanceActor, args).await.unwrap();
+    with_role_services(&mut stores, &instance);
+    pod_changed(&stores, &mut watches, POD_IP, |_| {});
+    let (actor, handle, limiter) = spawn_with_one_step(client, stores, Timings::default()).await;
     actor.send_message(InstanceMsg::Changed).unwrap();
     connections_above(&count, 0, "the first probe").await;
     let held = tokio::time::timeout(Duration::from_secs(10), limiter.step())
