@@ -185,8 +185,8 @@ struct PlannedViews<'a> {
     snapshot: Snapshot<'a>,
     recalled: &'a Remembered,
     checks: ChecksView<'a>,
-    /// The TLS memory the checks read, and what they read of it.
-    served: (&'a tls::Served, ServedView<'a>),
+    /// The TLS memory the checks read (what they read of it is in `checks`).
+    served: &'a tls::Served,
 }
 
 /// The decide and perform phases: builds the views, makes the step's one decision
@@ -215,15 +215,12 @@ async fn decide_and_perform(
         None => None,
     };
     let served = tls::Served::of(&state.tls);
-    let planned = plan.zip(reads.as_ref()).map(|(plan, reads)| {
-        let served_view = served.view(plan, seen);
-        PlannedViews {
-            want: desired(plan, &reads.recalled),
-            snapshot: snapshot(seen, plan, &reads.recalled, clocks.now),
-            recalled: &reads.recalled,
-            checks: checks_view(state, seen, plan, &reads.recalled, served_view),
-            served: (&served, served_view),
-        }
+    let planned = plan.zip(reads.as_ref()).map(|(plan, reads)| PlannedViews {
+        want: desired(plan, &reads.recalled),
+        snapshot: snapshot(seen, plan, &reads.recalled, clocks.now),
+        recalled: &reads.recalled,
+        checks: checks_view(state, seen, plan, &reads.recalled, served.view(plan, seen)),
+        served: &served,
     });
     let deadlines = Deadlines {
         progress: state.args.timings.progress_deadline,
@@ -358,7 +355,8 @@ async fn perform_drive(
         stages::since(Stage::Perform, performing);
         return Ok(performed.wake());
     };
-    let mut wakes = perform_checks(state, turn, seen, plan, checks, views.served, happened).await;
+    let served = (views.served, &views.checks.served);
+    let mut wakes = perform_checks(state, turn, seen, plan, checks, served, happened).await;
     wakes.auth = auth_wake;
     if let (Some(replication), Some(observation)) = (decided.replication, observation) {
         let decided = replicate::Decided::from(replication);
@@ -531,7 +529,7 @@ async fn perform_checks(
     seen: &Observed,
     plan: &Plan,
     checks: Checks<'_>,
-    served: (&tls::Served, ServedView<'_>),
+    served: (&tls::Served, &ServedView<'_>),
     happened: &mut Happened,
 ) -> Wakes {
     happened.overdue = checks.overdue.cloned();
@@ -547,8 +545,6 @@ async fn perform_checks(
         live::check(&mut state.live_step(), plan, seen).await;
     }
     if let Reload::Check(pods) = &checks.reload {
-        let (memory, view) = served;
-        let served = (memory, &view);
         let (args, access) = (&state.args, &state.access);
         wakes.tls = tls::reload_pods(args, &mut state.tls, access, turn, plan, served, pods).await;
     }
