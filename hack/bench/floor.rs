@@ -11,38 +11,19 @@
 //!
 //! Runs until SIGTERM/SIGINT. Prints one line per patch sent (`patched <ns>/<name> <generation>`).
 
+#[path = "kube_client.rs"]
+mod kube_client;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client, Config, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use tokio::signal::unix::{SignalKind, signal};
 
 const ANNOTATION: &str = "bench.redis.github.com/generation";
-
-fn kubeconfig_arg() -> anyhow::Result<PathBuf> {
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--kubeconfig" {
-            return args
-                .next()
-                .map(PathBuf::from)
-                .ok_or_else(|| anyhow::anyhow!("--kubeconfig needs a file"));
-        }
-    }
-    anyhow::bail!("usage: floor --kubeconfig <file>")
-}
-
-async fn client(path: &PathBuf) -> anyhow::Result<Client> {
-    let config =
-        Config::from_custom_kubeconfig(Kubeconfig::read_from(path)?, &KubeConfigOptions::default())
-            .await?;
-    Ok(Client::try_from(config)?)
-}
 
 /// Patches `<ns>/<name>`'s annotation to `generation`.
 async fn patch(client: Client, ns: String, name: String, generation: i64) {
@@ -60,7 +41,8 @@ async fn patch(client: Client, ns: String, name: String, generation: i64) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let client = client(&kubeconfig_arg()?).await?;
+    let path = kube_client::kubeconfig_arg("floor --kubeconfig <file>")?;
+    let client = kube_client::client(&path).await?;
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
         "redis.github.com",
         "v1",

@@ -5,6 +5,7 @@
   bench_scale.py edit API PKI N NAMESPACES EDITS MAXMEMORY
                                                    patch maxmemory of EDITS instances spread over N
   bench_scale.py ready API PKI                     print "<ready> <total>" RedisInstances
+  bench_scale.py ready-statefulsets API PKI        print "<ready> <total>" StatefulSets (all pods ready)
   bench_scale.py observed URL N                    exit 0 once the operator's /instances lists N observed
   bench_scale.py pods API PKI                      print every pod's "ns/name uid restarts"
 
@@ -96,6 +97,16 @@ def cmd_ready(url, pki):
     ready = sum(1 for i in items
                 if any(c.get("type") == "Ready" and c.get("status") == "True"
                        for c in (i.get("status") or {}).get("conditions") or []))
+    print(ready, len(items))
+
+
+def cmd_ready_statefulsets(url, pki):
+    """Counts StatefulSets with every pod ready: the cold floor's finish line (it writes no
+    status)."""
+    items = Api(url, pki).call("GET", "/apis/apps/v1/statefulsets")["items"]
+    ready = sum(1 for s in items
+                if (s.get("status") or {}).get("readyReplicas", 0)
+                >= (s.get("spec") or {}).get("replicas", 1))
     print(ready, len(items))
 
 
@@ -314,12 +325,21 @@ def cmd_analyse(phases_path, audit_path, out_path, n, before=None, after=None):
         return None if x is None else round(x, 1)
 
     cold_cpu = cold_start_cpu(ph)
+    cold_seconds = ph["cold_ready"] - ph["cold_start"]
+    # The same cold start with no operator, on a cluster of its own (absent with
+    # BENCH_COLD_FLOOR=0).
+    floor_cold = (ph["floor_cold_ready"] - ph["floor_cold_start"]
+                  if "floor_cold_ready" in ph else None)
 
     entry = {
         "instances": n_int,
         "namespaces": ph["namespaces"],
         "create_seconds": round(ph["created"] - ph["cold_start"], 1),
-        "cold_start_seconds": round(ph["cold_ready"] - ph["cold_start"], 1),
+        "cold_start_seconds": round(cold_seconds, 1),
+        "floor_cold_start_seconds": r1(floor_cold),
+        "floor_create_seconds": (round(ph["floor_created"] - ph["floor_cold_start"], 1)
+                                 if floor_cold is not None else None),
+        "cold_start_over_floor": round(cold_seconds / floor_cold, 2) if floor_cold else None,
         "cold_start_poll_seconds": ph["poll_seconds"],
         "statefulsets_written_seconds": (round(max(sts_done) - ph["cold_start"], 1)
                                          if sts_done else None),
@@ -388,6 +408,9 @@ ROWS = [
     ("cold start (s)", "cold_start_seconds"),
     ("  of which creating (s)", "create_seconds"),
     ("  all StatefulSets written (s)", "statefulsets_written_seconds"),
+    ("cold start floor (s)", "floor_cold_start_seconds"),
+    ("  of which creating (s)", "floor_create_seconds"),
+    ("cold start / floor", "cold_start_over_floor"),
     ("API requests / instance", "requests_per_instance"),
     ("RSS peak (MiB)", "rss_peak_bytes"),
     ("RSS at rest (MiB)", "rss_rest_bytes"),
@@ -460,6 +483,8 @@ def main(argv):
         cmd_edit(*args)
     elif cmd == "ready":
         cmd_ready(*args)
+    elif cmd == "ready-statefulsets":
+        cmd_ready_statefulsets(*args)
     elif cmd == "observed":
         return cmd_observed(*args)
     elif cmd == "pods":
