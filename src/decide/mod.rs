@@ -66,7 +66,9 @@ pub use pods::{
 };
 pub use rest::{Rest, RestView, rest};
 pub use revisions::{created_template, mount_for, next_template_names_revision, revision_fix};
-pub use status::{Driven, FailedConfig, HALTED_REASON, StatusView, refusal_message, status};
+pub use status::{
+    Driven, FailedConfig, HALTED_REASON, StatusView, pending_change, refusal_message, status,
+};
 pub use step::{
     Course, Drive, HoldAct, PAUSED_ANNOTATION, Planned, Replication, ReplicationInputs, Step,
     StepAct, Unplanned, Verdict, Wakes, hold_act, next_wake, overdue_to_tell, paused,

@@ -7,10 +7,10 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::rollout_complete;
-use crate::config::render::short_hash;
+use super::{Decision, rollout_complete};
+use crate::config::render::{RenderedConfig, short_hash};
 use crate::config::validate::Violation;
-use crate::crd::{RedisInstance, RedisInstanceStatus, RolloutRecord};
+use crate::crd::{RedisInstance, RedisInstanceStatus, RestartStrategy, RolloutRecord};
 use crate::resources::{CachedPod, CachedStatefulSet, config_hash_of};
 use crate::status::{ConditionValue, condition, phase, ready_condition, set_condition};
 
@@ -97,6 +97,41 @@ pub struct StatusView<'a> {
     pub overdue: Option<Timestamp>,
     /// When status is written.
     pub now: Time,
+}
+
+/// What a held decision would do, in words, for `status.pendingChange`: the directives that
+/// differ between the file the pods mount (`running`) and the `rendered` one, and the config it
+/// goes to.
+pub fn pending_change(
+    held: &Decision,
+    running: Option<&str>,
+    rendered: &RenderedConfig,
+    template_hash: &str,
+    strategy: RestartStrategy,
+) -> String {
+    let names: Vec<String> = running
+        .map(|old| crate::live::changed_directives(old, &rendered.text))
+        .into_iter()
+        .flatten()
+        .collect();
+    let changed = match names.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", names.join(", ")),
+    };
+    match held {
+        Decision::ApplyLive => format!("live apply{changed} of config {}", rendered.short_hash()),
+        Decision::BeginRestart { reason, .. } => format!(
+            "restart ({}, {}){changed} to config {}",
+            reason.as_str(),
+            strategy.as_str(),
+            short_hash(template_hash)
+        ),
+        other => format!(
+            "{}{changed} toward config {}",
+            other.name(),
+            short_hash(template_hash)
+        ),
+    }
 }
 
 /// The status `view` calls for.

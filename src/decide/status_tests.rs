@@ -212,3 +212,33 @@ fn refusal_message_names_directive_and_running_config() {
     let first = refusal_message(&violations, None);
     assert!(first.ends_with("Nothing was created"), "{first}");
 }
+
+/// A config of `maxmemory` alone, rendered.
+fn rendered(maxmemory: &str) -> crate::config::render::RenderedConfig {
+    let config = std::collections::BTreeMap::from([("maxmemory".to_owned(), maxmemory.to_owned())]);
+    crate::config::render::render(&config)
+}
+
+#[test]
+fn a_held_change_names_what_it_would_do_the_directives_and_the_config() {
+    let (old, new) = (rendered("100mb"), rendered("200mb"));
+    let restart = Decision::BeginRestart {
+        reason: crate::crd::RestartReason::ConfigChanged,
+        marker: false,
+    };
+    let hash = "0123456789abcdef";
+    let strategy = crate::crd::RestartStrategy::Recreate;
+    assert_eq!(
+        pending_change(&restart, Some(&old.text), &new, hash, strategy),
+        "restart (ConfigChanged, Recreate) (maxmemory) to config 0123456789ab"
+    );
+    assert_eq!(
+        pending_change(&Decision::ApplyLive, Some(&old.text), &new, hash, strategy),
+        format!("live apply (maxmemory) of config {}", new.short_hash())
+    );
+    // No file mounted yet: no directive to name.
+    assert_eq!(
+        pending_change(&Decision::WriteConfigMap, None, &new, hash, strategy),
+        "WriteConfigMap toward config 0123456789ab"
+    );
+}

@@ -127,41 +127,6 @@ async fn rollout_failed(
     );
 }
 
-/// What a held decision would do, in words, for `status.pendingChange`.
-pub(super) fn pending_change(held: &Decision, seen: &Observed, plan: &Plan) -> String {
-    let directives = |old: Option<&str>| {
-        let names: Vec<String> = match old {
-            Some(old) => crate::live::changed_directives(old, &plan.rendered.text)
-                .into_iter()
-                .collect(),
-            None => Vec::new(),
-        };
-        if names.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", names.join(", "))
-        }
-    };
-    let changed = directives(seen.config_text.as_deref());
-    match held {
-        Decision::ApplyLive => format!(
-            "live apply{changed} of config {}",
-            plan.rendered.short_hash()
-        ),
-        Decision::BeginRestart { reason, .. } => format!(
-            "restart ({}, {}){changed} to config {}",
-            reason.as_str(),
-            plan.instance.spec.restart_strategy.as_str(),
-            short_hash(&plan.template_hash)
-        ),
-        other => format!(
-            "{}{changed} toward config {}",
-            other.name(),
-            short_hash(&plan.template_hash)
-        ),
-    }
-}
-
 /// The restart in flight passed its progress deadline: told once per restart (see
 /// [`crate::decide::overdue_to_tell`]).
 async fn overdue(

@@ -337,7 +337,13 @@ async fn perform_drive(
     state.last_step.decided = decision.name();
     state.last_step.settling = *decision == Decision::Wait(Waiting::Settle);
     state.last_step.pending = match decision {
-        Decision::Held(held) => Some(report::pending_change(held, seen, plan)),
+        Decision::Held(held) => Some(decide::pending_change(
+            held,
+            seen.config_text.as_deref(),
+            &plan.rendered,
+            &plan.template_hash,
+            plan.instance.spec.restart_strategy,
+        )),
         _ => None,
     };
     report::note_mismatches(&state.args, &mut state.reported, seen, want);
