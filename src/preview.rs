@@ -162,6 +162,13 @@ pub fn verdict(new: &RedisInstance, running: &Running) -> Verdict {
         has_run: crate::status::has_run(new),
         ..Facts::default()
     };
+    // No actor's memory: the status a restart would record is not the question.
+    let status = crate::decide::StatusView::of_objects(
+        new,
+        statefulset.as_ref(),
+        &[],
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(seen.now),
+    );
     // The step's one decision, as the actor asks it: no NetworkPolicy to write (it restarts
     // nothing), no credentials (they restart nothing either), no replication.
     let course = Course::Planned(Planned {
@@ -172,6 +179,7 @@ pub fn verdict(new: &RedisInstance, running: &Running) -> Verdict {
         facts: &facts,
         replication: None,
         checks: &crate::decide::ChecksView::NONE,
+        status: &status,
     });
     let no_policy = PolicyView {
         desired: None,

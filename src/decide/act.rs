@@ -11,11 +11,11 @@ use kube::ResourceExt;
 
 use super::notice::{Notice, record_fact};
 use super::{
-    Decision, Desired, Snapshot, created_template, mount_for, next_template_names_revision,
-    pod_config_hash, record_for, revision_fix,
+    Decision, Desired, Snapshot, StatusView, created_template, mount_for,
+    next_template_names_revision, pod_config_hash, record_for, recorded_status, revision_fix,
 };
 use crate::config::render::{config_hash, short_hash};
-use crate::crd::{RestartReason, RestartStrategy, RolloutRecord};
+use crate::crd::{RedisInstanceStatus, RestartReason, RestartStrategy, RolloutRecord};
 use crate::resources::{
     CachedConfigMap, CachedPod, CachedService, CachedStatefulSet, RESTARTED_AT_ANNOTATION,
     config_hash_of, config_map_of, other_shape, restarted_at_of, service_drifted,
@@ -96,10 +96,12 @@ pub enum Form {
 }
 
 /// A restart recorded and counted in status before its first write, then told.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Restart {
     /// The record.
     pub record: RolloutRecord,
+    /// The status that records and counts it.
+    pub status: RedisInstanceStatus,
     /// The config it restarts from, for the log.
     pub old_hash: String,
     /// `RestartStarted`.
@@ -169,7 +171,7 @@ pub enum Act<'a> {
     /// Record and begin a restart, with the new file beside the record when it goes first.
     BeginRestart {
         /// The restart.
-        restart: Restart,
+        restart: Box<Restart>,
         /// Under RollingUpdate, the new file: the record and the file do not depend on each
         /// other and both precede the template, so they are written together.
         file: Option<FileWrite>,
@@ -177,12 +179,14 @@ pub enum Act<'a> {
         drift: Option<Drift>,
     },
     /// A newer config replaces the failing target: a restart of its own.
-    Retarget(Restart),
+    Retarget(Box<Restart>),
     /// A newer config replaces the target before any pod restarted for it: the record moves,
     /// counted once.
     MoveRecord {
         /// The moved record.
         record: RolloutRecord,
+        /// The status that records it, counting no new restart.
+        status: Box<RedisInstanceStatus>,
         /// `RestartRetargeted`.
         event: Notice,
     },
@@ -221,6 +225,8 @@ pub enum Act<'a> {
     FinishRestart {
         /// The record.
         record: &'a RolloutRecord,
+        /// The status without it.
+        status: Box<RedisInstanceStatus>,
         /// `RestartCompleted`.
         event: Notice,
     },
@@ -244,12 +250,14 @@ impl Act<'_> {
 }
 
 /// What carrying out `decision`, made from `want` and `seen`, takes. A decision that writes
-/// always has its act: the records and objects it needs are those it was decided from.
+/// always has its act: the records and objects it needs are those it was decided from, and a
+/// restart record's status is what `status` calls for with it.
 pub fn act<'a>(
     decision: &Decision,
     want: &Desired<'a>,
     seen: &Snapshot<'a>,
     facts: &Facts<'_>,
+    status: &StatusView<'_>,
 ) -> Act<'a> {
     let name = super::revisions::instance_name(want);
     let live = seen.statefulset;
@@ -326,7 +334,7 @@ pub fn act<'a>(
             let drift = drift_restarted(*reason, edited_by_others(facts, live))
                 .map(|kind| drift(name, kind));
             Act::BeginRestart {
-                restart: restart(record, live_hash),
+                restart: restart(record, live_hash, status),
                 file,
                 drift,
             }
@@ -347,7 +355,7 @@ pub fn act<'a>(
                             .map(str::to_owned)
                     });
             }
-            Act::Retarget(restart(next, &old.config_hash))
+            Act::Retarget(restart(next, &old.config_hash, status))
         }
         (Decision::Retarget { counted: false }, Some(old), _) => {
             let marker = old.restarted_at.is_some();
@@ -361,7 +369,12 @@ pub fn act<'a>(
             );
             let fact = format!("{} onto {}", record_fact(&record), record.config_hash);
             let event = Notice::normal("RestartRetargeted", "Restart", note).of_fact(fact);
-            Act::MoveRecord { record, event }
+            let status = Box::new(recorded_status(status, Some(record.clone()), false));
+            Act::MoveRecord {
+                record,
+                status,
+                event,
+            }
         }
         (Decision::RollOut, Some(record), _) => {
             let form = match live.and_then(|sts| statefulset_drift(want.statefulset, sts)) {
@@ -410,6 +423,7 @@ pub fn act<'a>(
         ),
         (Decision::FinishRestart, Some(record), _) => Act::FinishRestart {
             record,
+            status: Box::new(recorded_status(status, None, false)),
             event: finished(record),
         },
         (Decision::ApplyLive, _, _) => Act::ApplyLive,
@@ -485,8 +499,9 @@ fn file_write(want: &Desired, seen: &Snapshot, record: Option<&RolloutRecord>) -
     }
 }
 
-/// A restart to `record` from config `old_hash`, told.
-fn restart(record: RolloutRecord, old_hash: &str) -> Restart {
+/// A restart to `record` from config `old_hash`, recorded and counted in the status `status`
+/// calls for, and told.
+fn restart(record: RolloutRecord, old_hash: &str, status: &StatusView<'_>) -> Box<Restart> {
     let how = match record.strategy {
         RestartStrategy::Recreate => {
             "deleting the StatefulSet and its pods (keeping the data claims), then recreating it"
@@ -500,11 +515,12 @@ fn restart(record: RolloutRecord, old_hash: &str) -> Restart {
         short_hash(&record.config_hash)
     );
     let event = Notice::normal("RestartStarted", "Restart", note).of_fact(record_fact(&record));
-    Restart {
+    Box::new(Restart {
+        status: recorded_status(status, Some(record.clone()), true),
         record,
         old_hash: old_hash.to_owned(),
         event,
-    }
+    })
 }
 
 /// The drift a restart for `reason` repairs, if any: a changed ConfigMap always is one; an image

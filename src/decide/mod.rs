@@ -67,7 +67,8 @@ pub use pods::{
 pub use rest::{Rest, RestView, rest};
 pub use revisions::{created_template, mount_for, next_template_names_revision, revision_fix};
 pub use status::{
-    Driven, FailedConfig, HALTED_REASON, StatusView, pending_change, refusal_message, status,
+    Driven, FailedConfig, HALTED_REASON, StatusView, mismatches, pending_change, recorded_status,
+    refusal_message, status,
 };
 pub use step::{
     Course, Drive, HoldAct, PAUSED_ANNOTATION, Planned, Replication, ReplicationInputs, Step,

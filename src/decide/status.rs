@@ -134,6 +134,82 @@ pub fn pending_change(
     }
 }
 
+impl<'a> StatusView<'a> {
+    /// What the objects alone show, with nothing found, written or told: all `diff` knows,
+    /// having no actor's memory.
+    pub fn of_objects(
+        instance: &'a RedisInstance,
+        statefulset: Option<&'a CachedStatefulSet>,
+        pods: &'a [Arc<CachedPod>],
+        now: Time,
+    ) -> Self {
+        StatusView {
+            instance,
+            statefulset,
+            pods,
+            driven: None,
+            rollout: instance.status.as_ref().and_then(|s| s.rollout.clone()),
+            rejection: None,
+            live_refusal: None,
+            halted: None,
+            acl_applied: None,
+            healthy_spec: None,
+            valid_spec: None,
+            live_verified: None,
+            pending: None,
+            applied_generation: None,
+            settling: None,
+            api_refusal: None,
+            overdue: None,
+            now,
+        }
+    }
+}
+
+/// The status a restart's record write stores: what `view` calls for with `record` as the
+/// restart in flight (`None`: the restart is over), one more restart counted when `counted`.
+/// An act that writes a record neither holds a change nor waits to settle, whatever the step
+/// before it did.
+pub fn recorded_status(
+    view: &StatusView<'_>,
+    record: Option<RolloutRecord>,
+    counted: bool,
+) -> RedisInstanceStatus {
+    let started = record.as_ref().map(|r| r.started_at.clone());
+    let view = StatusView {
+        rollout: record,
+        pending: None,
+        settling: None,
+        ..view.clone()
+    };
+    let mut status = status(&view);
+    if counted {
+        status.restarts += 1;
+        status.last_restart_time = started;
+    }
+    status
+}
+
+/// Which of the three differences from the desired config the caches show, in the order of
+/// the metrics' kinds: no `<name>-config`, a `<name>-config` whose file differs, a template
+/// whose hash differs. Only while a StatefulSet runs: a new instance's missing ConfigMap is a
+/// creation, not a mismatch.
+pub fn mismatches(
+    statefulset: Option<&CachedStatefulSet>,
+    config_text: Option<&str>,
+    want_text: &str,
+    want_hash: &str,
+) -> [bool; 3] {
+    let running = statefulset.is_some();
+    [
+        running && config_text.is_none(),
+        running && config_text.is_some_and(|t| t != want_text),
+        statefulset
+            .and_then(config_hash_of)
+            .is_some_and(|h| h != want_hash),
+    ]
+}
+
 /// The status `view` calls for.
 pub fn status(view: &StatusView<'_>) -> RedisInstanceStatus {
     let current = view.instance;

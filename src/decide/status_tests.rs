@@ -242,3 +242,109 @@ fn a_held_change_names_what_it_would_do_the_directives_and_the_config() {
         "WriteConfigMap toward config 0123456789ab"
     );
 }
+
+/// A restart's record write stores the record, counts a restart only when one begins, and
+/// never carries over a held change or a settle wait of the step before.
+#[test]
+fn a_record_write_counts_what_it_begins_and_holds_nothing() {
+    let ri = instance(&[("maxmemory", "100mb")]);
+    let rolling = sts_of(&ri, false);
+    let restart = record("h");
+    let before = StatusView {
+        statefulset: Some(&rolling),
+        pending: Some("restart to config 0123456789ab"),
+        settling: Some(Duration::from_secs(5)),
+        ..view(&ri, &rolling)
+    };
+    let begun = recorded_status(&before, Some(restart.clone()), true);
+    assert_eq!(begun.rollout.as_ref(), Some(&restart));
+    assert_eq!(begun.restarts, 1, "a restart begun is counted");
+    assert_eq!(begun.last_restart_time, Some(restart.started_at.clone()));
+    assert_eq!(
+        progress(&begun),
+        (
+            Some(Phase::Restarting),
+            "True".to_owned(),
+            "Restarting".to_owned()
+        ),
+        "neither paused nor settling: the step that wrote it did neither"
+    );
+    let moved = recorded_status(&before, Some(restart.clone()), false);
+    assert_eq!(moved.restarts, 0, "a moved record is the same restart");
+    assert_eq!(moved.last_restart_time, None);
+    let done = sts_of(&ri, true);
+    let finished = recorded_status(
+        &StatusView {
+            rollout: Some(restart),
+            ..view(&ri, &done)
+        },
+        None,
+        false,
+    );
+    assert_eq!(
+        finished.rollout, None,
+        "a finished restart leaves no record"
+    );
+    assert_eq!(
+        progress(&finished),
+        (
+            Some(Phase::Running),
+            "False".to_owned(),
+            "Converged".to_owned()
+        )
+    );
+}
+
+/// A row: its name, the StatefulSet and file seen, the desired hash, the kinds seen.
+type MismatchRow<'a> = (
+    &'a str,
+    Option<&'a CachedStatefulSet>,
+    Option<&'a str>,
+    &'a str,
+    [bool; 3],
+);
+
+/// Each kind of difference is seen only while a StatefulSet runs, by what differs.
+#[test]
+fn mismatches_name_each_difference_from_the_desired_config() {
+    let ri = instance(&[("maxmemory", "100mb")]);
+    let sts = CachedStatefulSet::from(&statefulset(&ri, "old", None));
+    let rows: Vec<MismatchRow> = vec![
+        ("nothing runs yet", None, None, "new", [false; 3]),
+        (
+            "all as desired",
+            Some(&sts),
+            Some("conf"),
+            "old",
+            [false; 3],
+        ),
+        (
+            "no ConfigMap",
+            Some(&sts),
+            None,
+            "old",
+            [true, false, false],
+        ),
+        (
+            "its file differs",
+            Some(&sts),
+            Some("other"),
+            "old",
+            [false, true, false],
+        ),
+        (
+            "the template's hash differs",
+            Some(&sts),
+            Some("conf"),
+            "new",
+            [false, false, true],
+        ),
+    ];
+    for (row, running, file, want_hash, expected) in rows {
+        assert_eq!(
+            mismatches(running, file, "conf", want_hash),
+            expected,
+            "{row}"
+        );
+    }
+}

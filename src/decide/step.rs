@@ -15,8 +15,9 @@ use super::replication_act::{ReplicationFacts, ReplicationPlan, replication_step
 use super::routing::{RoleServicesAct, RoleServicesView, role_services};
 use super::{
     Act, AuthStep, AuthView, Checks, ChecksView, Deadlines, Decision, Desired, Facts, Notice,
-    PolicyAct, PolicyStep, PolicyView, ServicesAct, Snapshot, act, applied, auth_step, checks,
-    decide, finished, network_step, overdue, rollout_complete, service_step, services_act,
+    PolicyAct, PolicyStep, PolicyView, ServicesAct, Snapshot, StatusView, act, applied, auth_step,
+    checks, decide, finished, network_step, overdue, recorded_status, rollout_complete,
+    service_step, services_act,
 };
 use crate::crd::{RedisInstance, RedisInstanceStatus, RolloutRecord};
 use crate::resources::{CachedService, CachedStatefulSet};
@@ -99,6 +100,8 @@ pub struct Planned<'v, 'a> {
     pub replication: Option<&'v ReplicationInputs<'v, 'a>>,
     /// What the checks at rest read.
     pub checks: &'v ChecksView<'v>,
+    /// What the status is derived from, for the status a restart's record write stores.
+    pub status: &'v StatusView<'v>,
 }
 
 /// What a step drives: a spec known to be safe to run, or nothing (the current spec is
@@ -108,7 +111,7 @@ pub enum Course<'v, 'a> {
     /// A spec to drive the instance to.
     Planned(Planned<'v, 'a>),
     /// Nothing safe to run.
-    Unplanned(Unplanned<'a>),
+    Unplanned(Unplanned<'v, 'a>),
 }
 
 /// The one decision of a step, in the order it is performed.
@@ -138,7 +141,13 @@ pub fn step<'a>(policy: &PolicyView<'a>, course: &Course<'_, 'a>) -> Step<'a> {
     let PolicyStep { act, forget } = network_step(policy);
     let act = match (act, course) {
         (PolicyAct::Keep, Course::Planned(planned)) => {
-            let verdict = verdict(planned.want, planned.seen, planned.deadlines, planned.facts);
+            let verdict = verdict(
+                planned.want,
+                planned.seen,
+                planned.deadlines,
+                planned.facts,
+                planned.status,
+            );
             // Replication waits while the instance's objects are written: its Redis commands
             // come after the step's checks at rest, and the step's report writes its status
             // record (see [`Replication`]).
@@ -199,9 +208,10 @@ pub fn verdict<'a>(
     seen: &Snapshot<'a>,
     deadlines: &Deadlines,
     facts: &Facts<'_>,
+    status: &StatusView<'_>,
 ) -> Verdict<'a> {
     let decision = decide(want, seen, deadlines);
-    let act = act(&decision, want, seen, facts);
+    let act = act(&decision, want, seen, facts, status);
     Verdict { decision, act }
 }
 
@@ -220,7 +230,7 @@ pub fn paused(instance: &RedisInstance) -> bool {
 
 /// What the caches show of an instance whose spec holds nothing known to be safe to run.
 #[derive(Debug, Clone, Copy)]
-pub struct Unplanned<'a> {
+pub struct Unplanned<'v, 'a> {
     /// The Service `<name>` the current spec builds.
     pub desired_service: &'a Service,
     /// The headless Service the current spec builds.
@@ -235,6 +245,8 @@ pub struct Unplanned<'a> {
     pub headless: Option<&'a CachedService>,
     /// The actor deleted the headless `<name>` to create it as ClusterIP.
     pub migrated: bool,
+    /// What the status is derived from, for the status closing the record.
+    pub status: &'v StatusView<'v>,
 }
 
 /// What an instance with nothing safe to run does.
@@ -245,6 +257,8 @@ pub enum HoldAct<'a> {
     FinishRestart {
         /// The record.
         record: &'a RolloutRecord,
+        /// The status without it.
+        status: Box<RedisInstanceStatus>,
         /// `RestartCompleted`.
         event: Notice,
     },
@@ -264,7 +278,7 @@ pub enum HoldAct<'a> {
 /// What to do when no spec is known to be safe to run. The Services depend on no directive, so ones that ran before are repaired
 /// whatever the config (an operator restarted on an invalid spec knows no other); nothing is
 /// created for an instance that never ran.
-pub fn hold_act<'a>(seen: &Unplanned<'a>) -> HoldAct<'a> {
+pub fn hold_act<'a>(seen: &Unplanned<'_, 'a>) -> HoldAct<'a> {
     let (service, headless) = (seen.desired_service, seen.desired_headless);
     let finished_record = seen.record.filter(|r| {
         seen.statefulset
@@ -273,6 +287,7 @@ pub fn hold_act<'a>(seen: &Unplanned<'a>) -> HoldAct<'a> {
     if let Some(record) = finished_record {
         return HoldAct::FinishRestart {
             record,
+            status: Box::new(recorded_status(seen.status, None, false)),
             event: finished(record),
         };
     }

@@ -160,9 +160,10 @@ impl Case {
 
     /// `check` of what it decides and the act that carries it out, given `facts`.
     fn with_act<R>(&self, facts: &Facts, check: impl FnOnce(&Decision, &Act) -> R) -> R {
-        self.with_views(|want, seen, _| {
+        self.with_views(|want, seen, unplanned| {
             // The one function `diff` asks, and the actor's one entry around it.
-            let Verdict { decision, act } = verdict(want, seen, &DEADLINES, facts);
+            let Verdict { decision, act } =
+                verdict(want, seen, &DEADLINES, facts, unplanned.status);
             let planned = Planned {
                 auth: None,
                 want,
@@ -171,6 +172,7 @@ impl Case {
                 facts,
                 replication: None,
                 checks: &crate::decide::ChecksView::NONE,
+                status: unplanned.status,
             };
             let decided = step(&NO_POLICY, &Course::Planned(planned));
             let StepAct::Drive(drive) = decided.act else {
@@ -195,9 +197,11 @@ impl Case {
     }
 
     /// `check` of what the step reads of this case: the desired objects and the snapshot of
-    /// a spec to drive, and the view of one with nothing safe to run.
+    /// a spec to drive, and the view of one with nothing safe to run (whose status view is
+    /// the objects', for both).
     fn with_views<R>(&self, check: impl FnOnce(&Desired, &Snapshot, &Unplanned) -> R) -> R {
         let want = self.want();
+        let ri = instance(&[]);
         let live_sts = self.live_sts.as_ref().map(CachedStatefulSet::from);
         let live_svc = self.live_svc.as_ref().map(CachedService::from);
         let live_headless = self.live_headless.as_ref().map(CachedService::from);
@@ -218,6 +222,7 @@ impl Case {
             revisions: &self.revisions,
             primary: self.primary.as_deref(),
         };
+        let status = StatusView::of_objects(&ri, live_sts.as_ref(), &self.pods, Time(self.now));
         let unplanned = Unplanned {
             desired_service: &self.svc,
             desired_headless: &self.headless,
@@ -226,6 +231,7 @@ impl Case {
             service: live_svc.as_ref(),
             headless: live_headless.as_ref(),
             migrated: false,
+            status: &status,
         };
         check(&want, &seen, &unplanned)
     }

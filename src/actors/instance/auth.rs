@@ -198,7 +198,7 @@ async fn perform_plan(
     memory.requirepass_reported = plan.requirepass_told;
     for event in plan.tell {
         warn!(reason = event.reason, note = %event.note, "credentials problem told");
-        super::report::tell(args, instance, &event).await;
+        super::tell::tell(args, instance, &event).await;
     }
     if let Some(write) = plan.acl {
         let written = match write.create {
@@ -244,7 +244,7 @@ async fn perform_plan(
             if let Some(event) = tell {
                 let names: Vec<&str> = running.iter().map(|p| p.pod.as_str()).collect();
                 info!(pods = %names.join(","), "ACL users applied live");
-                super::report::tell(args, instance, &event).await;
+                super::tell::tell(args, instance, &event).await;
             }
             Ok(plan.wake)
         }

@@ -8,8 +8,8 @@ use kube::ResourceExt;
 use tracing::{debug, info, warn};
 
 use super::observe::Observed;
-use super::report;
 use super::target::Plan;
+use super::tell;
 use super::tls::TlsMemory;
 use super::{InstanceArgs, Written};
 use crate::actors::metrics::MetricsMsg;
@@ -156,7 +156,7 @@ pub(super) async fn apply(
                 key,
                 outcome: "Applied",
             });
-            report::tell(live.args, instance, &event).await;
+            tell::tell(live.args, instance, &event).await;
             Ok(())
         }
         Err(error) if error.is_refusal() => {
@@ -171,7 +171,7 @@ pub(super) async fn apply(
                 outcome: "Refused",
             });
             let fact = format!("live config {} refused", plan.live_hash);
-            report::report_refusal(
+            tell::report_refusal(
                 live.args,
                 instance,
                 "LiveConfigRefused",
@@ -244,7 +244,7 @@ pub(super) async fn check(live: &mut LiveStep<'_>, plan: &Plan, seen: &Observed)
                 Some(mark) => mark.tells(drift.event),
                 None => drift.event,
             };
-            report::tell(live.args, &seen.instance, &event).await;
+            tell::tell(live.args, &seen.instance, &event).await;
         }
         Err(error) => {
             if error.is_refusal() && mark.is_some() {

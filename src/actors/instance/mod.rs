@@ -19,6 +19,7 @@ mod rest;
 mod status;
 mod step;
 mod target;
+mod tell;
 mod tls;
 
 pub use crate::decide::PAUSED_ANNOTATION;
@@ -218,8 +219,9 @@ impl InstanceState {
         }
     }
 
-    /// What performing a decision reads and changes.
-    fn performer(&mut self) -> perform::Performer<'_> {
+    /// What performing a decision reads and changes; `mismatched`: the caches show some
+    /// difference from the desired config.
+    fn performer(&mut self, mismatched: bool) -> perform::Performer<'_> {
         perform::Performer {
             args: &self.args,
             written: &mut self.written,
@@ -230,10 +232,7 @@ impl InstanceState {
             live: &mut self.live,
             tls: &self.tls,
             access: &self.access,
-            target: &self.target,
-            acl_applied: self.auth.applied.as_deref(),
-            last_step: &self.last_step,
-            reported: &self.reported,
+            mismatched,
         }
     }
 
@@ -316,7 +315,7 @@ impl Actor for RedisInstanceActor {
         // A step that was under way when the instance was deleted may have put back its
         // snapshot and series after the supervisor dropped them: drop them again, after it.
         let key = &state.args.key;
-        if report::cached_instance(state).is_none() {
+        if observe::cached_instance(state).is_none() {
             state.args.snapshots.remove(key);
             let _ = state
                 .args
@@ -502,7 +501,7 @@ async fn after_step(
                 category: error.reason(),
             });
             if state.schedule.consecutive_failures == FAILURES_BEFORE_EVENT
-                && let Some(instance) = report::cached_instance(state)
+                && let Some(instance) = observe::cached_instance(state)
             {
                 let note = format!(
                     "{error}; failed {FAILURES_BEFORE_EVENT} times in a row, retrying with backoff"
@@ -529,7 +528,7 @@ async fn refused_by_api(state: &mut InstanceState, error: &kube_io::Error) {
         key,
         category: error.reason(),
     });
-    let Some(instance) = report::cached_instance(state) else {
+    let Some(instance) = observe::cached_instance(state) else {
         return;
     };
     let generation = instance.metadata.generation;
@@ -554,7 +553,7 @@ async fn refused_by_api(state: &mut InstanceState, error: &kube_io::Error) {
         &mut state.written,
         &state.args.key.namespace,
         &state.args.key.name,
-    ) && let Err(error) = report::write_status(state, &seen, None).await
+    ) && let Err(error) = status::write_status(state, &seen, None).await
     {
         debug!(%error, "could not record the refusal in status; the next step will");
     }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use kube::{Resource, ResourceExt};
 
+use super::InstanceState;
 use crate::actors::cache::Cache;
 use crate::crd::RedisInstance;
 use crate::resources::{
@@ -337,6 +338,12 @@ pub fn observe(
         headless,
         pods,
     })
+}
+
+/// The instance as the cache holds it, for Events about failed steps.
+pub(super) fn cached_instance(state: &InstanceState) -> Option<Arc<RedisInstance>> {
+    let key = &state.args.key;
+    state.args.stores.instances.get(&key.namespace, &key.name)
 }
 
 #[cfg(test)]

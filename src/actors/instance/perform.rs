@@ -10,16 +10,16 @@ use kube::ResourceExt;
 use tracing::info;
 
 use super::live::{LiveMemory, LiveStep};
-use super::memory::{Applied, LastStep, Reported, Schedule, SpecClock};
+use super::memory::{Applied, Schedule, SpecClock};
 use super::observe::Observed;
-use super::report::{self, tell};
-use super::status::{StatusMemory, derive_status_with};
-use super::target::{Plan, Target};
+use super::status::store_status;
+use super::target::Plan;
+use super::tell::{drift_repaired, tell};
 use super::tls::TlsMemory;
 use super::{InstanceArgs, Written};
 use crate::actors::metrics::MetricsMsg;
 use crate::auth::Access;
-use crate::crd::{RedisInstance, RolloutRecord};
+use crate::crd::{RedisInstance, RedisInstanceStatus, RolloutRecord};
 use crate::decide::{
     Act, Drift, FileWrite, Form, Notice, Replacement, Restart, ServiceTold, ServicesAct, Template,
 };
@@ -49,8 +49,8 @@ impl Performed {
 
 /// What performing a decision reads and changes of the actor: the groups its writes update
 /// (`Written`, `Applied`, the settle clock, the Service's allocation turn, the live memory of
-/// `ApplyLive`) and, read only, what the status records it writes are derived from. Every
-/// act's needs together: the perform phase is entered once per step, whichever act it is.
+/// `ApplyLive`). Every act's needs together: the perform phase is entered once per step,
+/// whichever act it is. The status a restart's record writes comes decided in its act.
 pub(super) struct Performer<'a> {
     pub args: &'a InstanceArgs,
     pub written: &'a mut Written,
@@ -65,27 +65,12 @@ pub(super) struct Performer<'a> {
     /// How to reach and log in to the pods, for `ApplyLive`.
     pub tls: &'a TlsMemory,
     pub access: &'a Access,
-    pub target: &'a Target,
-    /// The ACL file's fingerprint the pods were brought in line with.
-    pub acl_applied: Option<&'a str>,
-    pub last_step: &'a LastStep,
-    pub reported: &'a Reported,
+    /// The caches show some difference from the desired config (see
+    /// [`crate::decide::mismatches`]), for the metrics of a status written.
+    pub mismatched: bool,
 }
 
 impl Performer<'_> {
-    /// What a status written mid-perform is derived from.
-    fn status_memory(&self) -> StatusMemory<'_> {
-        StatusMemory {
-            target: self.target,
-            live: self.live,
-            acl_applied: self.acl_applied,
-            last_step: self.last_step,
-            applied: self.applied,
-            reported: self.reported,
-            settle: self.args.timings.settle,
-        }
-    }
-
     /// What `ApplyLive` works with.
     fn live_step(&mut self) -> LiveStep<'_> {
         LiveStep {
@@ -178,7 +163,7 @@ pub(super) async fn perform(
                 announce_config_map(file, plan);
                 let desired = config_map_over_seen(plan, seen);
                 let (recorded, written, revision) = tokio::join!(
-                    begin_restart(performer, seen, plan, restart),
+                    begin_restart(performer, seen, restart),
                     api.apply("ConfigMap", &desired),
                     apply_revision(&api, plan, seen, file.revision_ahead),
                 );
@@ -186,15 +171,15 @@ pub(super) async fn perform(
                 revision_written(performer.written, revision?);
                 recorded?;
             } else {
-                begin_restart(performer, seen, plan, restart).await?;
+                begin_restart(performer, seen, restart).await?;
             }
             if let Some(drift) = drift {
-                report::drift_repaired(args, instance, drift, &drift.event).await;
+                drift_repaired(args, instance, drift, &drift.event).await;
             }
         }
-        Act::Retarget(restart) => begin_restart(performer, seen, plan, restart).await?,
-        Act::MoveRecord { record, event } => {
-            write_record(performer, seen, Some(plan), Some(record.clone()), 0).await?;
+        Act::Retarget(restart) => begin_restart(performer, seen, restart).await?,
+        Act::MoveRecord { status, event, .. } => {
+            write_record(performer, seen, status).await?;
             tell(args, instance, event).await;
         }
         Act::RollOut {
@@ -244,7 +229,7 @@ pub(super) async fn perform(
             performer.applied.statefulset_generation = applied.metadata.generation;
             performer.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&applied)));
             if let Some((drift, event)) = told {
-                report::drift_repaired(args, instance, drift, &event).await;
+                drift_repaired(args, instance, drift, &event).await;
             }
         }
         Act::ReplacePods(replacements) => {
@@ -254,9 +239,11 @@ pub(super) async fn perform(
                 tell(args, instance, event).await;
             }
         }
-        Act::FinishRestart { record, event } => {
-            finish_restart(performer, Some(plan), seen, record, event, now).await?;
-        }
+        Act::FinishRestart {
+            record,
+            status,
+            event,
+        } => finish_restart(performer, seen, record, status, event, now).await?,
         Act::ApplyLive => super::live::apply(&mut performer.live_step(), plan, seen).await?,
         Act::Nothing => {}
     }
@@ -387,7 +374,7 @@ pub(super) async fn services(
                     tell(args, &seen.instance, event).await;
                 }
                 (_, Some((drift, event))) => {
-                    report::drift_repaired(args, &seen.instance, drift, &event).await;
+                    drift_repaired(args, &seen.instance, drift, &event).await;
                 }
                 _ => info!("Service missing, creating it"),
             }
@@ -403,7 +390,7 @@ pub(super) async fn services(
             performer.written.headless = Some(Arc::new(CachedService::from(&applied)));
             match told {
                 Some((drift, event)) => {
-                    report::drift_repaired(args, &seen.instance, drift, &event).await;
+                    drift_repaired(args, &seen.instance, drift, &event).await;
                 }
                 None => {
                     info!(service = %headless.name_any(), "headless Service missing, creating it");
@@ -484,14 +471,13 @@ async fn config_map_written(
 async fn begin_restart(
     performer: &mut Performer<'_>,
     seen: &Observed,
-    plan: &Plan,
     restart: &Restart,
 ) -> Result<(), kube_io::Error> {
     let args = performer.args;
     let key = args.key.clone();
     let record = &restart.record;
     let strategy = record.strategy.as_str();
-    write_record(performer, seen, Some(plan), Some(record.clone()), 1).await?;
+    write_record(performer, seen, &restart.status).await?;
     // Told once the record holds: a write refused for a conflict is taken again, and the
     // restart it begins must be told once.
     info!(old_hash = %restart.old_hash, new_hash = %record.config_hash, strategy,
@@ -505,19 +491,18 @@ async fn begin_restart(
     Ok(())
 }
 
-/// Every pod runs the recorded restart's config and is ready: the record is closed, and the
-/// restart told (`event`) and timed. Needs no plan, so that a restart recorded before the
-/// operator stopped is closed even when no spec is known to be safe to run (a rollback's
-/// target lives only in the memory of the operator that decided it).
+/// Every pod runs the recorded restart's config and is ready: the record is closed (`status`
+/// holds none), and the restart told (`event`) and timed. Needs no plan, so that a restart
+/// recorded before the operator stopped is closed even when no spec is known to be safe to run.
 pub(super) async fn finish_restart(
     performer: &mut Performer<'_>,
-    plan: Option<&Plan>,
     seen: &Observed,
     record: &RolloutRecord,
+    status: &RedisInstanceStatus,
     event: &Notice,
     now: Timestamp,
 ) -> Result<(), kube_io::Error> {
-    write_record(performer, seen, plan, None, 0).await?;
+    write_record(performer, seen, status).await?;
     performer.clock.restart_finished_at = Some(std::time::Instant::now());
     let took = now.duration_since(record.started_at.0).unsigned_abs();
     let args = performer.args;
@@ -532,20 +517,12 @@ pub(super) async fn finish_restart(
     Ok(())
 }
 
-/// Writes the status with `record` as the restart in flight and `added` more restarts counted.
+/// Writes `status`, the one a restart's record act decided.
 async fn write_record(
     performer: &mut Performer<'_>,
     seen: &Observed,
-    plan: Option<&Plan>,
-    record: Option<RolloutRecord>,
-    added: i64,
+    status: &RedisInstanceStatus,
 ) -> Result<(), kube_io::Error> {
-    let started = record.as_ref().map(|r| r.started_at.clone());
-    let mut status = derive_status_with(&performer.status_memory(), seen, plan, record);
-    if added > 0 {
-        status.restarts += added;
-        status.last_restart_time = started;
-    }
-    let mismatched = performer.reported.mismatched();
-    report::store_status(performer.args, performer.written, mismatched, seen, status).await
+    let (args, mismatched) = (performer.args, performer.mismatched);
+    store_status(args, performer.written, mismatched, seen, status.clone()).await
 }

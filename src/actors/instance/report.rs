@@ -1,72 +1,26 @@
-//! What the actor tells people: status and conditions, Events, and the spec's log lines.
-
-use std::sync::Arc;
+//! The report phase, entered once at the end of a step: what it found, told as Events, the
+//! differences it saw counted, and status written when the step wrote nothing else.
 
 use k8s_openapi::jiff::Timestamp;
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 use super::judge::Findings;
 use super::memory::Reported;
 use super::observe::Observed;
-use super::observe::Written;
-use super::status::derive_status;
+use super::status::{derive_status, store_status};
 use super::step::Happened;
 use super::target::{Outcome, Plan, Recalled, Rejection};
-use super::{InstanceArgs, InstanceSnapshot, InstanceState};
+use super::tell::{report_refusal, tell, warning};
+use super::{InstanceArgs, InstanceState};
 use crate::actors::metrics::{MISMATCH_KINDS, MetricsMsg};
 use crate::config::render::short_hash;
-use crate::crd::{RedisInstance, RedisInstanceStatus, RolloutRecord};
-use crate::decide::{Decision, Desired, REPAIRED_ANNOTATION, owed_live_apply, owed_repairs};
-use crate::events::{Occurrence, Told};
+use crate::crd::{RedisInstance, RolloutRecord};
+use crate::decide::{REPAIRED_ANNOTATION, owed_live_apply, owed_repairs};
 use crate::kube_io;
-use crate::resources::config_hash_of;
 
-/// "Config hash comparison" at info when a restart is decided, at debug otherwise, so an idle
-/// fleet logs nothing.
-pub(super) fn log_hash_comparison(seen: &Observed, want: &Desired, decision: &Decision) {
-    let Some(live) = seen.statefulset.as_deref().and_then(config_hash_of) else {
-        return;
-    };
-    let matches = live == want.hash;
-    if matches!(
-        decision,
-        Decision::BeginRestart { .. } | Decision::Retarget { .. }
-    ) {
-        info!(
-            old_hash = live,
-            new_hash = want.hash,
-            matches,
-            "Config hash comparison"
-        );
-    } else {
-        debug!(
-            old_hash = live,
-            new_hash = want.hash,
-            matches,
-            "Config hash comparison"
-        );
-    }
-}
-
-/// Counts each kind of difference from the desired config when it first appears, while a
-/// StatefulSet runs (a new instance's missing ConfigMap is a creation, not a mismatch).
-pub(super) fn note_mismatches(
-    args: &InstanceArgs,
-    reported: &mut Reported,
-    seen: &Observed,
-    want: &Desired,
-) {
-    let running = seen.statefulset.as_deref();
-    let live_hash = running.and_then(config_hash_of);
-    let now = [
-        running.is_some() && seen.config_text.is_none(),
-        running.is_some()
-            && seen
-                .config_text
-                .as_deref()
-                .is_some_and(|t| t != want.config_text),
-        live_hash.is_some_and(|h| h != want.hash),
-    ];
+/// Counts each kind of difference from the desired config (see [`crate::decide::mismatches`])
+/// when it first appears.
+fn count_mismatches(args: &InstanceArgs, reported: &mut Reported, now: [bool; 3]) {
     for ((kind, is), was) in MISMATCH_KINDS.into_iter().zip(now).zip(reported.mismatches) {
         if is && !was {
             let key = args.key.clone();
@@ -76,12 +30,6 @@ pub(super) fn note_mismatches(
         }
     }
     reported.mismatches = now;
-}
-
-/// The instance as the cache holds it, for Events about failed steps.
-pub(super) fn cached_instance(state: &InstanceState) -> Option<Arc<RedisInstance>> {
-    let key = &state.args.key;
-    state.args.stores.instances.get(&key.namespace, &key.name)
 }
 
 /// Redis itself refused a config: told once, as a Warning Event.
@@ -148,24 +96,6 @@ async fn overdue(
         .tell(instance, warning("RolloutStuck", "Restart", note, fact));
 }
 
-/// Something the operator owns was changed by hand and has been put back: counted, logged,
-/// and told with `event` (the drift's own, or the one its repair's mark names).
-pub(super) async fn drift_repaired(
-    args: &InstanceArgs,
-    instance: &RedisInstance,
-    drift: &crate::decide::Drift,
-    event: &crate::decide::Notice,
-) {
-    let key = &args.key;
-    let kind = drift.kind;
-    let _ = args.metrics.send_message(MetricsMsg::DriftRepaired {
-        key: key.clone(),
-        kind,
-    });
-    info!(kind, "drift repaired");
-    tell(args, instance, event).await;
-}
-
 /// The repairs and the live change marked on the instance's objects lately, told unless this
 /// actor told them: an operator taking over tells what the one before it did, and may not have
 /// told.
@@ -187,16 +117,7 @@ fn retell_marked(args: &InstanceArgs, seen: &Observed) {
     }
 }
 
-/// Posts `event` on the instance.
-pub(super) async fn tell(
-    args: &InstanceArgs,
-    instance: &RedisInstance,
-    event: &crate::decide::Notice,
-) {
-    args.api.tell(instance, event.told());
-}
-
-/// The report phase, entered once at the end of a step: tells what it found, an overdue
+/// The report phase: counts the differences the step saw, tells what it found, an overdue
 /// restart, writes status (with the replication step's record) when the step wrote nothing
 /// else and posts the replication step's Event after it, and tells an unconverted instance.
 pub(super) async fn report(
@@ -206,6 +127,9 @@ pub(super) async fn report(
     happened: Happened,
 ) -> Result<(), kube_io::Error> {
     let current = &seen.instance;
+    if let Some(mismatches) = happened.mismatches {
+        count_mismatches(&state.args, &mut state.reported, mismatches);
+    }
     let Findings {
         refused,
         rejection,
@@ -272,33 +196,6 @@ async fn refuse(
     report_refusal(args, current, "InvalidConfig", "Validate", message, fact).await;
 }
 
-/// A refused config, by validation or by Redis itself: counted, and told as a Warning Event.
-/// `fact` names what was refused, so the Event is told once whoever tells it.
-pub(super) async fn report_refusal(
-    args: &InstanceArgs,
-    instance: &RedisInstance,
-    reason: &str,
-    action: &str,
-    message: String,
-    fact: String,
-) {
-    let key = args.key.clone();
-    let _ = args.metrics.send_message(MetricsMsg::InvalidConfig(key));
-    args.api
-        .tell(instance, warning(reason, action, message, fact));
-}
-
-/// A Warning telling the recorded fact `fact`.
-fn warning(reason: &str, action: &str, note: String, fact: String) -> Told {
-    Told {
-        warning: true,
-        reason: reason.to_owned(),
-        action: action.to_owned(),
-        note,
-        occurrence: Occurrence::Fact(fact),
-    }
-}
-
 /// What identifies a config the pods failed on: status records it (`rejectedConfigHash`, the
 /// condition's reason) for as long as the spec that holds it, so a restarted operator names
 /// the same failure the same way.
@@ -344,50 +241,4 @@ pub(super) async fn unconverted(args: &InstanceArgs, instance: &RedisInstance) {
     args.api
         .event(instance, true, "ReplicationNotEnabled", "Replicate", note)
         .await;
-}
-
-/// Writes the derived status when it differs from the stored one, and updates the HTTP view.
-pub(super) async fn write_status(
-    state: &mut InstanceState,
-    seen: &Observed,
-    plan: Option<&Plan>,
-) -> Result<(), kube_io::Error> {
-    let status = derive_status(&state.status_memory(), seen, plan);
-    let mismatched = state.reported.mismatched();
-    store_status(&state.args, &mut state.written, mismatched, seen, status).await
-}
-
-/// Publishes `status`: to the API only when it changed, so an idle instance writes nothing.
-pub(super) async fn store_status(
-    args: &InstanceArgs,
-    written: &mut Written,
-    mismatched: bool,
-    seen: &Observed,
-    status: RedisInstanceStatus,
-) -> Result<(), kube_io::Error> {
-    let key = args.key.clone();
-    args.snapshots.insert(
-        key.clone(),
-        InstanceSnapshot {
-            config_hash: status.config_hash.clone(),
-            phase: status.phase.map_or("Pending", |p| p.as_str()),
-            ready_replicas: status.ready_replicas,
-            replicas: seen.instance.spec.replicas,
-        },
-    );
-    let strategy = seen.instance.spec.restart_strategy.as_str();
-    let _ = args.metrics.send_message(MetricsMsg::Observed {
-        key,
-        ready: status.ready_replicas,
-        desired: seen.instance.spec.replicas,
-        config_invalid: status.phase == Some(crate::crd::Phase::Invalid),
-        mismatched,
-        restarting: status.rollout.is_some(),
-        strategy,
-    });
-    if seen.instance.status.as_ref() != Some(&status) {
-        let stored = args.api.write_status(&seen.instance, &status).await?;
-        written.instance = Some(Arc::new(stored));
-    }
-    Ok(())
 }

@@ -98,7 +98,7 @@ pub(super) fn delay_ended(myself: &ActorRef<InstanceMsg>, state: &mut InstanceSt
 /// What of this actor's memory a fresh actor would lack: the whole memory is read, as a
 /// group left out would be one a hibernating actor could lose.
 fn view(state: &InstanceState) -> RestView {
-    let current = super::report::cached_instance(state);
+    let current = super::observe::cached_instance(state);
     let status = current.as_ref().and_then(|i| i.status.as_ref());
     let healthy_recorded = status.and_then(|s| s.healthy_spec.clone());
     let acl_recorded = status.and_then(|s| s.acl_hash.as_deref());

@@ -1,6 +1,7 @@
 //! The status an instance's caches and its actor's memory call for, as
-//! [`crate::decide::status`] derives it from the memory put into plain facts.
+//! [`crate::decide::status`] derives it from the memory put into plain facts, and its write.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -8,10 +9,13 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::live::LiveMemory;
 use super::memory::{Applied, LastStep, Reported};
-use super::observe::Observed;
+use super::observe::{Observed, Written};
 use super::target::{Plan, Rejection, Target};
+use super::{InstanceArgs, InstanceSnapshot, InstanceState};
+use crate::actors::metrics::MetricsMsg;
 use crate::crd::{ConfigUpdate, RedisInstanceStatus, RolloutRecord};
 use crate::decide::{Driven, FailedConfig, StatusView};
+use crate::kube_io;
 
 /// What of the actor's memory a status is derived from, beside the caches: read, never
 /// changed, so a status can be derived in the middle of a write that changes other groups.
@@ -40,20 +44,21 @@ pub(super) fn derive_status(
     plan: Option<&Plan>,
 ) -> RedisInstanceStatus {
     let stored = seen.instance.status.as_ref();
-    derive_status_with(memory, seen, plan, stored.and_then(|s| s.rollout.clone()))
+    let rollout = stored.and_then(|s| s.rollout.clone());
+    crate::decide::status(&view(memory, seen, plan, rollout))
 }
 
-/// [`derive_status`] with `rollout` as the restart in flight (the one about to be written):
-/// the memory put into plain facts for [`crate::decide::status`].
-pub(super) fn derive_status_with(
-    memory: &StatusMemory<'_>,
-    seen: &Observed,
-    plan: Option<&Plan>,
+/// The memory put into plain facts for [`crate::decide::status`], with `rollout` as the
+/// restart in flight.
+pub(super) fn view<'a>(
+    memory: &StatusMemory<'a>,
+    seen: &'a Observed,
+    plan: Option<&'a Plan>,
     rollout: Option<RolloutRecord>,
-) -> RedisInstanceStatus {
+) -> StatusView<'a> {
     let current = &seen.instance;
     let generation = current.metadata.generation;
-    let view = StatusView {
+    StatusView {
         instance: current,
         statefulset: seen.statefulset.as_deref(),
         pods: &seen.pods,
@@ -86,8 +91,7 @@ pub(super) fn derive_status_with(
             .map(|(_, message)| message.as_str()),
         overdue: memory.reported.overdue,
         now: Time(Timestamp::now()),
-    };
-    crate::decide::status(&view)
+    }
 }
 
 /// A failed config as status reports it.
@@ -98,4 +102,50 @@ fn failed(r: &Rejection) -> FailedConfig<'_> {
         reason: r.reason,
         message: &r.message,
     }
+}
+
+/// Writes the derived status when it differs from the stored one, and updates the HTTP view.
+pub(super) async fn write_status(
+    state: &mut InstanceState,
+    seen: &Observed,
+    plan: Option<&Plan>,
+) -> Result<(), kube_io::Error> {
+    let status = derive_status(&state.status_memory(), seen, plan);
+    let mismatched = state.reported.mismatched();
+    store_status(&state.args, &mut state.written, mismatched, seen, status).await
+}
+
+/// Publishes `status`: to the API only when it changed, so an idle instance writes nothing.
+pub(super) async fn store_status(
+    args: &InstanceArgs,
+    written: &mut Written,
+    mismatched: bool,
+    seen: &Observed,
+    status: RedisInstanceStatus,
+) -> Result<(), kube_io::Error> {
+    let key = args.key.clone();
+    args.snapshots.insert(
+        key.clone(),
+        InstanceSnapshot {
+            config_hash: status.config_hash.clone(),
+            phase: status.phase.map_or("Pending", |p| p.as_str()),
+            ready_replicas: status.ready_replicas,
+            replicas: seen.instance.spec.replicas,
+        },
+    );
+    let strategy = seen.instance.spec.restart_strategy.as_str();
+    let _ = args.metrics.send_message(MetricsMsg::Observed {
+        key,
+        ready: status.ready_replicas,
+        desired: seen.instance.spec.replicas,
+        config_invalid: status.phase == Some(crate::crd::Phase::Invalid),
+        mismatched,
+        restarting: status.rollout.is_some(),
+        strategy,
+    });
+    if seen.instance.status.as_ref() != Some(&status) {
+        let stored = args.api.write_status(&seen.instance, &status).await?;
+        written.instance = Some(Arc::new(stored));
+    }
+    Ok(())
 }

@@ -5,12 +5,12 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::judge::{Findings, judge};
 use super::observe::{Observed, observe};
 use super::target::Plan;
-use super::{InstanceState, auth, live, network, perform, replicate, report, tls};
+use super::{InstanceState, auth, live, network, perform, replicate, report, status, tls};
 use crate::crd::{ConfigUpdate, RolloutRecord};
 use crate::decide::ReplicationInputs;
 use crate::decide::{
@@ -57,6 +57,9 @@ struct Clocks {
 pub(super) struct Happened {
     /// What the spec and the pods were found to hold.
     pub findings: Findings,
+    /// The differences from the desired config the caches show (see
+    /// [`decide::mismatches`]); `None` with no spec to drive.
+    pub mismatches: Option<[bool; 3]>,
     /// The restart in flight passed its progress deadline, not told yet.
     pub overdue: Option<RolloutRecord>,
     /// The step wrote nothing else: status is derived and written when it changed.
@@ -227,6 +230,9 @@ async fn decide_and_perform(
     };
     let unplanned_services;
     let (decided, deciding) = {
+        let memory = state.status_memory();
+        let record = current.status.as_ref().and_then(|s| s.rollout.clone());
+        let status = status::view(&memory, seen, plan, record);
         let facts = planned.as_ref().map(|views| Facts {
             has_run: crate::status::has_run(current),
             written_generation: views.recalled.written_generation,
@@ -246,6 +252,7 @@ async fn decide_and_perform(
                 facts,
                 replication: run.replication,
                 checks: &views.checks,
+                status: &status,
             }),
             _ => {
                 // Built from the current spec: the Services depend on no directive.
@@ -261,6 +268,7 @@ async fn decide_and_perform(
                     service: seen.service.as_deref(),
                     headless: seen.headless.as_deref(),
                     migrated: state.applied.service_migrated,
+                    status: &status,
                 })
             }
         };
@@ -346,8 +354,14 @@ async fn perform_drive(
         )),
         _ => None,
     };
-    report::note_mismatches(&state.args, &mut state.reported, seen, want);
-    report::log_hash_comparison(seen, want, decision);
+    let mismatches = decide::mismatches(
+        seen.statefulset.as_deref(),
+        seen.config_text.as_deref(),
+        want.config_text,
+        want.hash,
+    );
+    happened.mismatches = Some(mismatches);
+    log_hash_comparison(seen, want, decision);
     debug!(?decision, "next step");
     // Checks are decided exactly when the verdict writes nothing.
     let Some(checks) = decided.checks else {
@@ -356,8 +370,9 @@ async fn perform_drive(
             turn.take();
         }
         let performing = Instant::now();
+        let mut performer = state.performer(mismatches.contains(&true));
         let performed =
-            perform::perform(&mut state.performer(), plan, seen, &verdict.act, clocks.now).await?;
+            perform::perform(&mut performer, plan, seen, &verdict.act, clocks.now).await?;
         stages::since(Stage::Perform, performing);
         return Ok(performed.wake());
     };
@@ -376,6 +391,37 @@ async fn perform_drive(
         }
     }
     Ok(Some(next_wake(&wakes)))
+}
+
+/// The decision's spec log line, "Config hash comparison": at info when a restart is decided,
+/// at debug otherwise, so an idle fleet logs nothing.
+fn log_hash_comparison(seen: &Observed, want: &Desired, decision: &Decision) {
+    let Some(live) = seen
+        .statefulset
+        .as_deref()
+        .and_then(crate::resources::config_hash_of)
+    else {
+        return;
+    };
+    let matches = live == want.hash;
+    if matches!(
+        decision,
+        Decision::BeginRestart { .. } | Decision::Retarget { .. }
+    ) {
+        info!(
+            old_hash = live,
+            new_hash = want.hash,
+            matches,
+            "Config hash comparison"
+        );
+    } else {
+        debug!(
+            old_hash = live,
+            new_hash = want.hash,
+            matches,
+            "Config hash comparison"
+        );
+    }
 }
 
 /// The actor's memory of what the caches showed: the hash the pods run, and when the spec
@@ -399,9 +445,14 @@ async fn hold(
     happened: &mut Happened,
 ) -> Result<Option<Duration>, kube_io::Error> {
     match act {
-        HoldAct::FinishRestart { record, event } => {
+        HoldAct::FinishRestart {
+            record,
+            status,
+            event,
+        } => {
             state.last_step.decided = "FinishRestart";
-            perform::finish_restart(&mut state.performer(), None, seen, record, event, now).await?;
+            let mut performer = state.performer(state.reported.mismatched());
+            perform::finish_restart(&mut performer, seen, record, status, event, now).await?;
             Ok(None)
         }
         HoldAct::Services {
@@ -410,9 +461,9 @@ async fn hold(
             desired: (service, headless),
         } => {
             state.last_step.decided = decided;
+            let mut performer = state.performer(state.reported.mismatched());
             let performed =
-                perform::services(&mut state.performer(), seen, act, service, headless, now)
-                    .await?;
+                perform::services(&mut performer, seen, act, service, headless, now).await?;
             Ok(performed.wake())
         }
         HoldAct::Hold => {

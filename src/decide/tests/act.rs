@@ -272,6 +272,11 @@ fn a_failing_target_given_up_is_a_rollback_only_from_a_config_the_pods_failed_on
             );
             assert_eq!(restart.record.started_at.0, t(121), "{row}");
             assert_eq!(restart.old_hash, failed, "{row}");
+            assert_eq!(
+                (restart.status.rollout.as_ref(), restart.status.restarts),
+                (Some(&restart.record), 1),
+                "{row}: recorded and counted as a restart of its own"
+            );
             let note = format!(
                 "{}: config {} -> {}: replacing pods one at a time",
                 reason.as_str(),
@@ -300,10 +305,20 @@ fn a_target_moved_before_any_pod_restarted_keeps_its_start_and_reason() {
     case.now = t(30);
     case.with_act(&Facts::default(), |decision, act| {
         assert_eq!(decision, &Decision::Retarget { counted: false });
-        let Act::MoveRecord { record, event } = act else {
+        let Act::MoveRecord {
+            record,
+            status,
+            event,
+        } = act
+        else {
             panic!("{act:?}")
         };
         assert_eq!(record.config_hash, case.hash);
+        assert_eq!(
+            (status.rollout.as_ref(), status.restarts),
+            (Some(record), 0),
+            "the record moves, counted once already"
+        );
         assert_eq!(record.reason, RestartReason::ConfigMapChanged);
         assert_eq!(
             record.started_at.0,

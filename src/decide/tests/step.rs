@@ -8,6 +8,8 @@ fn hold_label(case: &Case, migrated: bool) -> String {
     let live_sts = case.live_sts.as_ref().map(CachedStatefulSet::from);
     let live_svc = case.live_svc.as_ref().map(CachedService::from);
     let live_headless = case.live_headless.as_ref().map(CachedService::from);
+    let ri = instance(&[]);
+    let status = StatusView::of_objects(&ri, live_sts.as_ref(), &case.pods, Time(case.now));
     let view = Unplanned {
         desired_service: &case.svc,
         desired_headless: &case.headless,
@@ -16,10 +18,16 @@ fn hold_label(case: &Case, migrated: bool) -> String {
         service: live_svc.as_ref(),
         headless: live_headless.as_ref(),
         migrated,
+        status: &status,
     };
     match hold_act(&view) {
-        HoldAct::FinishRestart { record, event } => {
+        HoldAct::FinishRestart {
+            record,
+            status,
+            event,
+        } => {
             assert_eq!(Some(record), case.record.as_ref());
+            assert_eq!(status.rollout, None, "closed: no record left behind");
             format!("FinishRestart {}", event.reason)
         }
         HoldAct::Services { decided, act, .. } => {
@@ -227,6 +235,7 @@ fn step_label(policy: &PolicyView, case: &Case, planned: bool) -> String {
                 facts: &facts,
                 replication: None,
                 checks: &crate::decide::ChecksView::NONE,
+                status: unplanned.status,
             }),
             false => Course::Unplanned(*unplanned),
         };
@@ -438,7 +447,7 @@ fn replication_is_decided_with_the_step_only_when_the_rest_of_it_writes_nothing(
         ),
     ];
     for (row, case, services, want) in table {
-        let got = case.with_views(|want_objects, seen, _| {
+        let got = case.with_views(|want_objects, seen, unplanned| {
             let facts_of_step = Facts::default();
             let inputs = ReplicationInputs {
                 services,
@@ -454,6 +463,7 @@ fn replication_is_decided_with_the_step_only_when_the_rest_of_it_writes_nothing(
                 facts: &facts_of_step,
                 replication: Some(&inputs),
                 checks: &crate::decide::ChecksView::NONE,
+                status: unplanned.status,
             };
             let StepAct::Drive(drive) = step(&NO_POLICY, &Course::Planned(planned)).act else {
                 panic!("{row}: a plan is driven");

@@ -17,7 +17,7 @@ pub(in super::super) fn probed(state: &mut InstanceState, round: Vec<PodProbe>) 
     if !state.replication.probing() {
         return false;
     }
-    let Some(instance) = super::super::report::cached_instance(state) else {
+    let Some(instance) = super::super::observe::cached_instance(state) else {
         return false;
     };
     let status = instance

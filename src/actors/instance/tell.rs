@@ -1,0 +1,62 @@
+//! How the instance actor posts its Events: each told once, by the fact it names.
+
+use tracing::info;
+
+use super::InstanceArgs;
+use crate::actors::metrics::MetricsMsg;
+use crate::crd::RedisInstance;
+use crate::events::{Occurrence, Told};
+
+/// Posts `event` on the instance.
+pub(super) async fn tell(
+    args: &InstanceArgs,
+    instance: &RedisInstance,
+    event: &crate::decide::Notice,
+) {
+    args.api.tell(instance, event.told());
+}
+
+/// Something the operator owns was changed by hand and has been put back: counted, logged,
+/// and told with `event` (the drift's own, or the one its repair's mark names).
+pub(super) async fn drift_repaired(
+    args: &InstanceArgs,
+    instance: &RedisInstance,
+    drift: &crate::decide::Drift,
+    event: &crate::decide::Notice,
+) {
+    let key = &args.key;
+    let kind = drift.kind;
+    let _ = args.metrics.send_message(MetricsMsg::DriftRepaired {
+        key: key.clone(),
+        kind,
+    });
+    info!(kind, "drift repaired");
+    tell(args, instance, event).await;
+}
+
+/// A refused config, by validation or by Redis itself: counted, and told as a Warning Event.
+/// `fact` names what was refused, so the Event is told once whoever tells it.
+pub(super) async fn report_refusal(
+    args: &InstanceArgs,
+    instance: &RedisInstance,
+    reason: &str,
+    action: &str,
+    message: String,
+    fact: String,
+) {
+    let key = args.key.clone();
+    let _ = args.metrics.send_message(MetricsMsg::InvalidConfig(key));
+    args.api
+        .tell(instance, warning(reason, action, message, fact));
+}
+
+/// A Warning telling the recorded fact `fact`.
+pub(super) fn warning(reason: &str, action: &str, note: String, fact: String) -> Told {
+    Told {
+        warning: true,
+        reason: reason.to_owned(),
+        action: action.to_owned(),
+        note,
+        occurrence: Occurrence::Fact(fact),
+    }
+}
