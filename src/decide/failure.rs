@@ -3,11 +3,13 @@
 //! failure, and whether a never-ready rollout rolls back or halts.
 //!
 //! Pure: the instance actor remembers the specs and when it saw each pod unready, and asks
-//! these rules what they mean.
+//! these rules what they mean, and what a failure recorded in status says to an actor that
+//! did not find it.
 
-use super::Crash;
+use super::{Crash, HALTED_REASON};
 use crate::config::render::short_hash;
-use crate::crd::OnFailure;
+use crate::crd::{OnFailure, RedisInstanceStatus};
+use crate::status::{condition, find_condition};
 
 /// The spec the pods are driven to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +130,87 @@ pub fn never_ready_outcome(
     }
 }
 
+/// A failure recorded in status, by the Warning its finder told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recalled {
+    /// Never ready, rolled back.
+    RolledBack,
+    /// Never ready, halted.
+    Halted,
+    /// Refused by Redis.
+    Rejected,
+}
+
+impl Recalled {
+    /// The reason of the Warning that told it.
+    pub fn event_reason(self) -> &'static str {
+        match self {
+            Recalled::RolledBack => "RolloutRolledBack",
+            Recalled::Halted => HALTED_REASON,
+            Recalled::Rejected => "RedisRejectedConfig",
+        }
+    }
+}
+
+/// Condition reasons a rejection is recorded under, so a restarted operator recalls it.
+pub const REJECTION_REASONS: [&str; 2] = ["RedisRejectedConfig", "NeverReady"];
+
+/// A failure as status records it, read back by an actor that did not find it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedFailure {
+    /// The condition's reason: `RedisRejectedConfig` or `NeverReady`.
+    pub reason: &'static str,
+    /// The condition's message.
+    pub message: String,
+    /// How its finder told it.
+    pub told: Recalled,
+}
+
+/// The rejection status records of the config whose whole file hashes to `spec_hash`:
+/// `rejectedConfigHash` names it; `ConfigValid` gives its reason and message while it still
+/// tells one of [`REJECTION_REASONS`], else it reads as refused by Redis (`hash`, the
+/// template hash, names it in the message).
+pub fn recorded_rejection(
+    status: Option<&RedisInstanceStatus>,
+    hash: &str,
+    spec_hash: &str,
+) -> Option<RecordedFailure> {
+    let status = status.filter(|s| s.rejected_config_hash.as_deref() == Some(spec_hash))?;
+    let told = find_condition(status, condition::CONFIG_VALID).and_then(|c| {
+        let reason = REJECTION_REASONS.into_iter().find(|r| *r == c.reason)?;
+        Some((reason, c.message.clone()))
+    });
+    let (reason, message) = told.unwrap_or_else(|| {
+        let message = format!(
+            "redis-server refused config {}; fix spec.config",
+            short_hash(hash)
+        );
+        (REJECTION_REASONS[0], message)
+    });
+    let told = match reason {
+        "NeverReady" => Recalled::RolledBack,
+        _ => Recalled::Rejected,
+    };
+    Some(RecordedFailure {
+        reason,
+        message,
+        told,
+    })
+}
+
+/// The halt status records on config `hash`: the restart to it still recorded, and
+/// `Progressing` with reason `RolloutHalted`, whose message it keeps.
+pub fn recorded_halt(status: Option<&RedisInstanceStatus>, hash: &str) -> Option<RecordedFailure> {
+    let status = status.filter(|s| s.rollout.as_ref().is_some_and(|r| r.config_hash == hash))?;
+    let halted =
+        find_condition(status, condition::PROGRESSING).filter(|c| c.reason == HALTED_REASON)?;
+    Some(RecordedFailure {
+        reason: "NeverReady",
+        message: halted.message.clone(),
+        told: Recalled::Halted,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +328,88 @@ mod tests {
         for (output, healthy, want) in table {
             assert_eq!(refusal("new", &crash(output), healthy), want);
         }
+    }
+
+    /// A status with condition `type_` at `reason`, `rejectedConfigHash` and a restart to
+    /// `rollout`, as a stopped operator left it.
+    fn left(
+        type_: &'static str,
+        reason: &'static str,
+        rejected: Option<&str>,
+        rollout: Option<&str>,
+    ) -> RedisInstanceStatus {
+        let mut status = RedisInstanceStatus {
+            rejected_config_hash: rejected.map(str::to_owned),
+            rollout: rollout.map(crate::decide::pods_fixtures::record),
+            ..RedisInstanceStatus::default()
+        };
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            crate::decide::pods_fixtures::t(0),
+        );
+        let value = crate::status::ConditionValue::new(type_, false, reason, "as told");
+        crate::status::set_condition(&mut status, value, Some(1), &now);
+        status
+    }
+
+    #[test]
+    fn a_failure_recorded_in_status_reads_back_as_its_finder_told_it() {
+        let told = |reason, message: &str, told| {
+            Some(RecordedFailure {
+                reason,
+                message: message.to_owned(),
+                told,
+            })
+        };
+        let valid = condition::CONFIG_VALID;
+        // (row, status left, recorded rejection of (h, s))
+        let rows = [
+            ("nothing recorded", None, None),
+            (
+                "refused by Redis",
+                Some(left(valid, "RedisRejectedConfig", Some("s"), None)),
+                told("RedisRejectedConfig", "as told", Recalled::Rejected),
+            ),
+            (
+                "never ready, rolled back",
+                Some(left(valid, "NeverReady", Some("s"), None)),
+                told("NeverReady", "as told", Recalled::RolledBack),
+            ),
+            (
+                "another config's",
+                Some(left(valid, "NeverReady", Some("other"), None)),
+                None,
+            ),
+            (
+                "its condition since replaced",
+                Some(left(valid, "Valid", Some("s"), None)),
+                told(
+                    "RedisRejectedConfig",
+                    "redis-server refused config h; fix spec.config",
+                    Recalled::Rejected,
+                ),
+            ),
+        ];
+        for (row, status, want) in rows {
+            assert_eq!(recorded_rejection(status.as_ref(), "h", "s"), want, "{row}");
+        }
+        let progressing = condition::PROGRESSING;
+        let halted = left(progressing, HALTED_REASON, None, Some("h"));
+        assert_eq!(
+            recorded_halt(Some(&halted), "h"),
+            told("NeverReady", "as told", Recalled::Halted)
+        );
+        assert_eq!(
+            recorded_halt(Some(&halted), "other"),
+            None,
+            "a halt of another config is over"
+        );
+        let restarting = left(progressing, "Restarting", None, Some("h"));
+        assert_eq!(recorded_halt(Some(&restarting), "h"), None);
+        let finished = left(progressing, HALTED_REASON, None, None);
+        assert_eq!(
+            recorded_halt(Some(&finished), "h"),
+            None,
+            "no restart recorded"
+        );
     }
 }

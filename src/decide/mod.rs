@@ -52,7 +52,8 @@ pub use auth::{
 };
 pub use checks::{Checks, ChecksView, checks};
 pub use failure::{
-    DriveTo, Outcome, Specs, drive_to, never_ready_outcome, refusal, watch_for_failure,
+    DriveTo, Outcome, REJECTION_REASONS, Recalled, RecordedFailure, Specs, drive_to,
+    never_ready_outcome, recorded_halt, recorded_rejection, refusal, watch_for_failure,
 };
 pub use live_drift_mark::{LIVE_DRIFT_ANNOTATION, LiveDriftMark, owed_live_drift};
 pub use network::{PolicyAct, PolicyStep, PolicyView, PolicyWrite, network_step};

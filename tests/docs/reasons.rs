@@ -20,6 +20,12 @@ const FIELD_TYPES: &[(&str, &str, &str)] = &[
     // `decide::status` as a `FailedConfig`.
     ("src/actors/instance/status.rs", "r.reason", "Rejection"),
     ("src/decide/status.rs", "r.reason", "FailedConfig"),
+    // A failure read back from status (`decide::recorded_rejection`, `recorded_halt`).
+    (
+        "src/actors/instance/target.rs",
+        "recorded.reason",
+        "RecordedFailure",
+    ),
     // `event` is a `Notice` that `decide` chose (src/decide/act.rs, src/decide/live_drift.rs).
     ("src/actors/instance/perform.rs", "event.reason", "Notice"),
     ("src/actors/instance/report.rs", "event.reason", "Notice"),

@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 
-use crate::config::render::{RenderedConfig, render, short_hash};
+use crate::config::render::{RenderedConfig, render};
 use crate::config::validate::Violation;
 use crate::crd::{RedisInstance, RedisInstanceSpec, RolloutRecord};
-pub use crate::decide::Outcome;
 use crate::decide::{
-    Crash, DriveTo, Specs, crashed_pod, drive_to, never_ready, never_ready_outcome, refusal,
-    unready_on, watch_for_failure,
+    Crash, DriveTo, RecordedFailure, Specs, crashed_pod, drive_to, never_ready,
+    never_ready_outcome, recorded_halt, recorded_rejection, refusal, unready_on, watch_for_failure,
 };
+pub use crate::decide::{Outcome, REJECTION_REASONS, Recalled};
 use crate::live;
 use crate::resources::{CachedPod, headless_service, service, statefulset};
 
@@ -83,32 +83,17 @@ pub struct Rejection {
     pub message: String,
 }
 
-pub use crate::decide::HALTED_REASON;
-
-/// A failure recorded in status, by the Warning its finder told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recalled {
-    /// Never ready, rolled back.
-    RolledBack,
-    /// Never ready, halted.
-    Halted,
-    /// Refused by Redis.
-    Rejected,
-}
-
-impl Recalled {
-    /// The reason of the Warning that told it.
-    pub fn event_reason(self) -> &'static str {
-        match self {
-            Recalled::RolledBack => "RolloutRolledBack",
-            Recalled::Halted => HALTED_REASON,
-            Recalled::Rejected => "RedisRejectedConfig",
+impl Rejection {
+    /// The failure of config (`hash`, `spec_hash`) as status recorded it.
+    fn recorded(hash: &str, spec_hash: &str, recorded: RecordedFailure) -> Self {
+        Rejection {
+            hash: hash.to_owned(),
+            spec_hash: spec_hash.to_owned(),
+            reason: recorded.reason,
+            message: recorded.message,
         }
     }
 }
-
-/// Condition reasons a rejection is recorded under, so a restarted operator recalls it.
-pub const REJECTION_REASONS: [&str; 2] = ["RedisRejectedConfig", "NeverReady"];
 
 /// The config a restart is failing on.
 struct Failing<'a> {
@@ -212,37 +197,20 @@ impl Target {
         self.recall_healthy(current);
         if let Some(good) = &self.last_good {
             let (hash, spec_hash) = hashes_of(good);
-            self.recall_halt(current, &hash, &spec_hash);
             let status = current.status.as_ref();
-            let recorded = status.and_then(|s| s.rejected_config_hash.as_deref());
-            if self.rejected.is_none() && recorded == Some(spec_hash.as_str()) {
-                let recorded = status
-                    .and_then(|s| {
-                        crate::status::find_condition(s, crate::status::condition::CONFIG_VALID)
-                    })
-                    .and_then(|c| {
-                        let reason = REJECTION_REASONS.into_iter().find(|r| *r == c.reason)?;
-                        Some((reason, c.message.clone()))
-                    });
-                let (reason, message) = recorded.unwrap_or_else(|| {
-                    (
-                        REJECTION_REASONS[0],
-                        format!(
-                            "redis-server refused config {}; fix spec.config",
-                            short_hash(&hash)
-                        ),
-                    )
-                });
-                self.recalled = Some(match reason {
-                    "NeverReady" => Recalled::RolledBack,
-                    _ => Recalled::Rejected,
-                });
-                self.rejected = Some(Box::new(Rejection {
-                    hash,
-                    spec_hash: spec_hash.clone(),
-                    reason,
-                    message,
-                }));
+            // A halt recorded in status is recalled, so a restarted operator keeps the rollout
+            // halted instead of finding the failure, and telling and counting it, again.
+            if self.halted.is_none()
+                && let Some(halt) = recorded_halt(status, &hash)
+            {
+                self.recalled = Some(halt.told);
+                self.halted = Some(Box::new(Rejection::recorded(&hash, &spec_hash, halt)));
+            }
+            if self.rejected.is_none()
+                && let Some(rejection) = recorded_rejection(status, &hash, &spec_hash)
+            {
+                self.recalled = Some(rejection.told);
+                self.rejected = Some(Box::new(Rejection::recorded(&hash, &spec_hash, rejection)));
             }
             if self
                 .rejected
@@ -377,33 +345,6 @@ impl Target {
         };
         if crate::config::violations(&recalled).is_empty() {
             self.last_good = Some(Arc::new(recalled));
-        }
-    }
-
-    /// A halt recorded in status (the restart still recorded, `Progressing` false with reason
-    /// `RolloutHalted`) is recalled, so a restarted operator keeps the rollout halted instead
-    /// of finding the failure, and telling and counting it, again.
-    fn recall_halt(&mut self, current: &RedisInstance, hash: &str, spec_hash: &str) {
-        if self.halted.is_some() {
-            return;
-        }
-        let Some(status) = current.status.as_ref() else {
-            return;
-        };
-        let on_this_config = status
-            .rollout
-            .as_ref()
-            .is_some_and(|r| r.config_hash == hash);
-        let halted = crate::status::find_condition(status, crate::status::condition::PROGRESSING)
-            .filter(|c| c.reason == HALTED_REASON && on_this_config);
-        if let Some(condition) = halted {
-            self.recalled = Some(Recalled::Halted);
-            self.halted = Some(Box::new(Rejection {
-                hash: hash.to_owned(),
-                spec_hash: spec_hash.to_owned(),
-                reason: "NeverReady",
-                message: condition.message.clone(),
-            }));
         }
     }
 

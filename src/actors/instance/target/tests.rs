@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::crd::{ConfigUpdate, OnFailure};
+use crate::decide::HALTED_REASON;
 use crate::decide::pods_fixtures::pod;
 use crate::decide::pods_fixtures::{record, t};
 use crate::resources::fixtures::instance;
