@@ -105,16 +105,33 @@ async fn new_client(
     traffic: &ApiTraffic,
     timeout: Option<std::time::Duration>,
 ) -> Result<Client, Error> {
-    let mut config = client_config(kubeconfig).await.map_err(Error::Config)?;
+    let config = client_config(kubeconfig).await.map_err(Error::Config)?;
+    client_with(config, traffic, timeout)
+}
+
+/// [`new_client`] from `config`. The connection's timeouts each bound one step (connecting,
+/// one read, one write) and start again with the next; the request as a whole, from its first
+/// byte sent to the response's headers, is bounded too, or a server answering a byte at a time
+/// could hold a write past the fence.
+fn client_with(
+    mut config: Config,
+    traffic: &ApiTraffic,
+    timeout: Option<std::time::Duration>,
+) -> Result<Client, Error> {
     if let Some(timeout) = timeout {
         config.connect_timeout = Some(timeout);
         config.read_timeout = Some(timeout);
         config.write_timeout = Some(timeout);
     }
-    Ok(kube::client::ClientBuilder::try_from(config)
+    let builder = kube::client::ClientBuilder::try_from(config)
         .map_err(Error::Client)?
-        .with_layer(traffic)
-        .build())
+        .with_layer(traffic);
+    Ok(match timeout {
+        Some(timeout) => builder
+            .with_layer(&tower::timeout::TimeoutLayer::new(timeout))
+            .build(),
+        None => builder.build(),
+    })
 }
 
 /// Why the operator stops.
@@ -302,3 +319,7 @@ async fn shutdown_signal() -> &'static str {
         _ = int.recv() => "SIGINT",
     }
 }
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;
