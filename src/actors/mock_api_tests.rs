@@ -17,7 +17,7 @@ use ractor::{Actor, ActorRef};
 use serde_json::{Value, json};
 
 use super::instance::{InstanceArgs, InstanceMsg, RedisInstanceActor, Snapshots, Stores, Timings};
-use super::metrics::{InstanceKey, MetricsActor};
+use super::metrics::{InstanceKey, MetricsActor, MetricsMsg};
 use crate::config::render::render;
 use crate::crd::{RedisInstance, RestartStrategy};
 use crate::kube_io::InstanceApi;
@@ -449,33 +449,58 @@ async fn first_step_of_a_converged_instance() -> (
     (good, log, actor, handle, watch)
 }
 
-/// A step under way when its instance is deleted may put its snapshot back after the supervisor
-/// dropped it: the actor drops it again when it stops.
+/// A step under way when its instance is deleted may put its snapshot and series back after
+/// the supervisor dropped them: the actor drops them again when it stops.
 #[tokio::test]
-async fn a_deleted_instance_leaves_no_snapshot_behind() {
+async fn a_deleted_instance_leaves_no_snapshot_or_series_behind() {
     let good = converged_instance();
     let log = Log::default();
     let client = scripted_api(&good, log.clone(), Arc::default());
     let (stores, mut watch) = converged_caches(&good);
     let snapshots = Snapshots::default();
-    let (actor, handle) = spawn_instance_actor_with(
+    let limiter = Limiter::unfenced(Limits::default());
+    let stores = Arc::new(stores);
+    let mut args = instance_args(
         client,
-        Arc::new(stores),
+        stores,
+        limiter,
         Timings::default(),
         snapshots.clone(),
         None,
     )
     .await;
+    // Without a supervisor, only the actor's own end can forget the instance's series.
+    let (metrics, _) = Actor::spawn(None, MetricsActor, prometheus::Registry::new())
+        .await
+        .unwrap();
+    args.metrics = metrics.clone();
+    let (actor, handle) = Actor::spawn(None, RedisInstanceActor, args).await.unwrap();
     actor.send_message(InstanceMsg::Changed).unwrap();
     wait_until(&log, "the first status write", |reqs| {
         reqs.iter().any(|(_, p, _)| p.ends_with("/status"))
     })
     .await;
     assert_eq!(snapshots.len(), 1, "the step published its snapshot");
+    let series = || async {
+        let text = ractor::call_t!(metrics, MetricsMsg::Render, 1000)
+            .unwrap()
+            .unwrap();
+        text.lines()
+            .filter(|l| l.contains(r#"instance="redis-example""#))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert!(!series().await.is_empty(), "the step published its series");
     watch.apply_watcher_event(&watcher::Event::Delete(good.clone()));
     actor.stop(Some("instance deleted".into()));
     handle.await.unwrap();
     assert!(snapshots.is_empty(), "a deleted instance left its snapshot");
+    // Messages to the metrics actor are handled in order: the render follows the Forget.
+    assert_eq!(
+        series().await,
+        Vec::<String>::new(),
+        "a deleted instance left its series"
+    );
 }
 
 /// An operator started after a rollback was recorded, on a spec whose config the pods never ran
