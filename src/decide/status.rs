@@ -354,27 +354,41 @@ pub fn status(view: &StatusView<'_>) -> RedisInstanceStatus {
                 view.settling.unwrap_or_default().as_secs()
             ),
         ),
-        (None, None, None) => progressing(record.as_ref(), sts, view.overdue),
+        (None, None, None) => {
+            let record = record.as_ref();
+            // A newer config waits for the restart in flight to finish (or to be replaced, if
+            // it fails): the condition names it, so it is not taken for the one rolling out.
+            let waiting = view
+                .driven
+                .map(|d| d.template_hash)
+                .filter(|hash| record.is_some_and(|r| r.config_hash != *hash));
+            progressing(record, sts, view.overdue, waiting)
+        }
     };
     set_condition(&mut status, progressing, generation, now);
     status
 }
 
 /// The Progressing condition when nothing holds the rollout: `overdue` is the start of the
-/// restart whose overdue Event was told.
+/// restart whose overdue Event was told, `waiting` the config of a newer spec waiting behind
+/// the restart in flight.
 fn progressing(
     record: Option<&RolloutRecord>,
     sts: Option<&CachedStatefulSet>,
     overdue: Option<Timestamp>,
+    waiting: Option<&str>,
 ) -> ConditionValue {
     let stuck = record.is_some_and(|r| overdue == Some(r.started_at.0));
+    let then = waiting.map_or_else(String::new, |hash| {
+        format!("; config {} waits for it", short_hash(hash))
+    });
     match record {
         Some(r) if stuck => ConditionValue::new(
             condition::PROGRESSING,
             true,
             "RolloutStuck",
             format!(
-                "restart to config {} is taking longer than expected; check pod readiness and redis logs",
+                "restart to config {} is taking longer than expected; check pod readiness and redis logs{then}",
                 short_hash(&r.config_hash)
             ),
         ),
@@ -383,7 +397,7 @@ fn progressing(
             true,
             "Restarting",
             format!(
-                "{}: pods are being restarted with config {} ({})",
+                "{}: pods are being restarted with config {} ({}){then}",
                 r.reason.as_str(),
                 short_hash(&r.config_hash),
                 r.strategy.as_str()

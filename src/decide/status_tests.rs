@@ -147,6 +147,30 @@ fn progressing_names_what_holds_the_change() {
             "{row}"
         );
     }
+    // A newer config waiting behind the restart in flight is named; the one rolling out alone
+    // names nothing else.
+    let message = |view: &StatusView| {
+        let status = status(view);
+        let p = find_condition(&status, condition::PROGRESSING).expect("Progressing is set");
+        p.message.clone()
+    };
+    let behind = StatusView {
+        rollout: Some(restart.clone()),
+        ..base.clone()
+    };
+    assert!(
+        message(&behind).ends_with("; config 0123456789ab waits for it"),
+        "{}",
+        message(&behind)
+    );
+    let alone = StatusView {
+        driven: Some(Driven {
+            template_hash: "h",
+            ..base.driven.unwrap()
+        }),
+        ..behind
+    };
+    assert!(!message(&alone).contains("waits"), "{}", message(&alone));
 }
 
 /// A config Redis refused, or a live config it refused, makes the config invalid; the spec's
