@@ -9,28 +9,12 @@ use crate::status::find_condition;
 /// written or told.
 fn view<'a>(ri: &'a RedisInstance, sts: &'a CachedStatefulSet) -> StatusView<'a> {
     StatusView {
-        instance: ri,
-        statefulset: Some(sts),
-        pods: &[],
         driven: Some(Driven {
             replicas: 1,
             template_hash: "0123456789abcdef",
             live: false,
         }),
-        rollout: None,
-        rejection: None,
-        live_refusal: None,
-        halted: None,
-        acl_applied: None,
-        healthy_spec: None,
-        valid_spec: None,
-        live_verified: None,
-        pending: None,
-        applied_generation: None,
-        settling: None,
-        api_refusal: None,
-        overdue: None,
-        now: Time(t(0)),
+        ..StatusView::of_objects(ri, Some(sts), &[], Time(t(0)))
     }
 }
 
