@@ -232,7 +232,7 @@ async fn decide_and_perform(
     let (decided, deciding) = {
         let memory = state.status_memory();
         let record = current.status.as_ref().and_then(|s| s.rollout.clone());
-        let status = status::view(&memory, seen, plan, record);
+        let status_view = status::view(&memory, seen, plan, record);
         let facts = planned.as_ref().map(|views| Facts {
             has_run: crate::status::has_run(current),
             written_generation: views.recalled.written_generation,
@@ -252,7 +252,7 @@ async fn decide_and_perform(
                 facts,
                 replication: run.replication,
                 checks: &views.checks,
-                status: &status,
+                status: &status_view,
             }),
             _ => {
                 // Built from the current spec: the Services depend on no directive.
@@ -268,7 +268,7 @@ async fn decide_and_perform(
                     service: seen.service.as_deref(),
                     headless: seen.headless.as_deref(),
                     migrated: state.applied.service_migrated,
-                    status: &status,
+                    status: &status_view,
                 })
             }
         };
