@@ -1,5 +1,6 @@
 //! The supervisor's book of instance actors: each instance's running actor and how many
-//! messages it was sent, and the instances whose actor hibernates.
+//! messages it was sent, the instances whose actor hibernates, and how often each instance's
+//! actors failed.
 //!
 //! The supervisor is the only sender of an instance actor's outside messages, so an actor's
 //! offer to hibernate "having handled K of them" is taken only when K is every message sent to
@@ -7,11 +8,13 @@
 //! ignored; the actor handles what came and offers again later.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use ractor::{ActorId, ActorRef};
 
 use super::instance::InstanceMsg;
 use super::metrics::InstanceKey;
+use super::routing::respawn_delay;
 
 /// Something that takes an instance actor's messages: its `ActorRef`, or a test's stand-in.
 pub trait Mailbox {
@@ -43,6 +46,8 @@ pub struct Children<A> {
     /// The key of each running actor, for the supervision events that name only the actor.
     keys: HashMap<ActorId, InstanceKey>,
     hibernating: HashSet<InstanceKey>,
+    /// Failures of each instance's actors, for the respawn backoff; kept until it is forgotten.
+    failures: HashMap<InstanceKey, u32>,
 }
 
 impl<A> Default for Children<A> {
@@ -51,6 +56,7 @@ impl<A> Default for Children<A> {
             running: HashMap::new(),
             keys: HashMap::new(),
             hibernating: HashSet::new(),
+            failures: HashMap::new(),
         }
     }
 }
@@ -118,8 +124,22 @@ impl<A: Mailbox> Children<A> {
         current
     }
 
+    /// `actor` failed: its instance, and how long to wait before starting a new actor for it,
+    /// if it was the instance's running actor. `None` for an actor the book no longer holds
+    /// (its instance forgotten, or a newer actor started in its place): nothing to respawn.
+    pub fn failed(&mut self, actor: &ActorId) -> Option<(InstanceKey, Duration)> {
+        let key = self.ended(actor)?;
+        if !self.remove_if_current(&key, actor) {
+            return None;
+        }
+        let failures = self.failures.entry(key.clone()).or_insert(0);
+        *failures += 1;
+        Some((key, respawn_delay(*failures)))
+    }
+
     /// The instance is gone: its actor, to stop, if it runs.
     pub fn forget(&mut self, key: &InstanceKey) -> Option<A> {
+        self.failures.remove(key);
         self.hibernating.remove(key);
         let child = self.running.remove(key)?;
         self.keys.remove(&child.actor.id());
@@ -226,6 +246,39 @@ mod tests {
         assert!(book.runs(&key("a")));
         assert!(!book.remove_if_current(&key("a"), &ActorId::Local(1)));
         assert!(book.runs(&key("a")));
+    }
+
+    #[test]
+    fn a_failed_actor_is_respawned_after_a_growing_delay() {
+        let mut book = Children::default();
+        book.started(&key("a"), fake(1));
+        let (failed, after) = book.failed(&ActorId::Local(1)).unwrap();
+        assert_eq!((failed.name.as_str(), after.as_secs()), ("a", 2));
+        assert!(!book.runs(&key("a")), "no message goes to the failed actor");
+        book.started(&key("a"), fake(2));
+        assert_eq!(book.failed(&ActorId::Local(2)).unwrap().1.as_secs(), 4);
+        // Its end is reported once: a second report of the same actor respawns nothing.
+        assert!(book.failed(&ActorId::Local(2)).is_none());
+        // Deleted and created again: the new instance's actors start the backoff afresh.
+        book.started(&key("a"), fake(3));
+        book.forget(&key("a"));
+        book.started(&key("a"), fake(4));
+        assert_eq!(book.failed(&ActorId::Local(4)).unwrap().1.as_secs(), 2);
+    }
+
+    #[test]
+    fn a_failed_actor_of_a_forgotten_or_replaced_instance_is_not_respawned() {
+        let mut book = Children::default();
+        book.started(&key("a"), fake(1));
+        assert!(book.forget(&key("a")).is_some());
+        assert!(book.failed(&ActorId::Local(1)).is_none(), "forgotten");
+        // An older actor that failed after a newer one took its place: the newer one stays.
+        book.started(&key("b"), fake(2));
+        book.started(&key("b"), fake(3));
+        assert!(book.failed(&ActorId::Local(2)).is_none());
+        assert!(book.runs(&key("b")));
+        assert!(book.send(&key("b"), InstanceMsg::Changed));
+        assert_eq!(book.failed(&ActorId::Local(3)).unwrap().0.name, "b");
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! instance, routes events to it, and respawns a failed actor with backoff. An actor at rest
 //! hibernates (see [`super::children`]); the next event for its instance starts a new one.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,7 @@ use super::instance::{
     Arrival, InstanceArgs, InstanceMsg, RedisInstanceActor, Snapshots, Stores, Timings,
 };
 use super::metrics::{InstanceKey, MetricsMsg};
-use super::routing::{Route, Router, respawn_delay};
+use super::routing::{Route, Router};
 use crate::api_traffic::ApiTraffic;
 use crate::crd::RedisInstance;
 use crate::health::Health;
@@ -101,7 +100,6 @@ pub struct SupervisorState {
     stores: Arc<Stores>,
     /// Publishes every instance's Events.
     events: EventPoster,
-    failures: HashMap<InstanceKey, u32>,
     watch_tasks: Vec<JoinHandle<()>>,
     /// Whether instance actors may run: false on a standby, whose watches only fill caches.
     leading: bool,
@@ -145,7 +143,6 @@ impl Actor for SupervisorActor {
             children: Children::default(),
             router: Router::default(),
             stores: Arc::new(stores),
-            failures: HashMap::new(),
             watch_tasks,
         })
     }
@@ -237,16 +234,9 @@ impl Actor for SupervisorActor {
                 }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
-                let Some(key) = state.children.ended(&cell.get_id()) else {
+                let Some((key, delay)) = state.children.failed(&cell.get_id()) else {
                     return Ok(());
                 };
-                if !state.children.remove_if_current(&key, &cell.get_id()) {
-                    // A newer actor already serves this key (deleted and recreated instance).
-                    return Ok(());
-                }
-                let failures = state.failures.entry(key.clone()).or_insert(0);
-                *failures += 1;
-                let delay = respawn_delay(*failures);
                 error!(namespace = %key.namespace, instance = %key.name, error = %err,
                     respawn_in_secs = delay.as_secs(), "instance actor failed");
                 if state.router.knows(&key) {
@@ -377,7 +367,6 @@ fn count_hibernated(state: &SupervisorState) {
 
 /// The instance is gone: stop its actor (owned objects go with the garbage collector).
 fn forget(state: &mut SupervisorState, key: &InstanceKey) {
-    state.failures.remove(key);
     state.args.snapshots.remove(key);
     let _ = state
         .args
