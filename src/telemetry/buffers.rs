@@ -2,6 +2,7 @@
 //! handed to followers as they are written: what `GET /logs/{namespace}/{name}` serves.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
@@ -26,6 +27,12 @@ pub const LINES_PER_INSTANCE: usize = 1000;
 /// ten; at 1,000, 16.8 KB (about 60 lines).
 pub const BYTES_FOR_ALL: usize = 16 << 20;
 
+/// How far past [`BYTES_FOR_ALL`] the rings may go together before the next line trims every
+/// ring to its share: rings filled while the fleet was smaller hold a larger, older share,
+/// which a ring gives up by itself only when it next gets a line. Sweeping at most once per
+/// this many bytes keeps the sweeps' cost (a lock per ring) off most lines.
+pub const SWEEP_SLACK: usize = BYTES_FOR_ALL / 16;
+
 /// What a kept line costs beside its text: its slot in the ring (time and pointer, 32 bytes)
 /// and its shared allocation's counts (16 bytes).
 pub const LINE_OVERHEAD: usize = 48;
@@ -45,6 +52,24 @@ struct RingInner {
     lines: VecDeque<(Timestamp, Arc<str>)>,
     bytes: usize,
     follow: Option<broadcast::Sender<Arc<str>>>,
+    /// Its instance is gone: a line logged about it after that is not kept.
+    closed: bool,
+}
+
+impl RingInner {
+    /// Drops the oldest lines past [`LINES_PER_INSTANCE`] or `share` bytes, keeping the
+    /// newest; returns the bytes dropped.
+    fn trim(&mut self, share: usize) -> usize {
+        let mut dropped = 0;
+        while self.lines.len() > 1 && (self.lines.len() > LINES_PER_INSTANCE || self.bytes > share)
+        {
+            if let Some((_, old)) = self.lines.pop_front() {
+                self.bytes -= cost(&old);
+                dropped += cost(&old);
+            }
+        }
+        dropped
+    }
 }
 
 /// Lines a follower may fall behind by before it is told some were skipped.
@@ -57,28 +82,42 @@ impl Ring {
                 lines: VecDeque::new(),
                 bytes: 0,
                 follow: None,
+                closed: false,
             }),
         }
     }
 
-    /// Keeps `line`, dropping the oldest lines past [`LINES_PER_INSTANCE`] or `share` bytes.
-    fn push(&self, at: Timestamp, line: Arc<str>, share: usize) {
+    /// Keeps `line`, dropping the oldest lines past [`LINES_PER_INSTANCE`] or `share` bytes;
+    /// returns the bytes kept and dropped.
+    fn push(&self, at: Timestamp, line: Arc<str>, share: usize) -> (usize, usize) {
         let mut inner = self.inner.lock().expect("log ring lock");
-        inner.bytes += cost(&line);
-        inner.lines.push_back((at, line.clone()));
-        while inner.lines.len() > 1
-            && (inner.lines.len() > LINES_PER_INSTANCE || inner.bytes > share)
-        {
-            if let Some((_, old)) = inner.lines.pop_front() {
-                inner.bytes -= cost(&old);
-            }
+        if inner.closed {
+            return (0, 0);
         }
+        let added = cost(&line);
+        inner.bytes += added;
+        inner.lines.push_back((at, line.clone()));
+        let dropped = inner.trim(share);
         if let Some(follow) = &inner.follow
             && follow.send(line).is_err()
         {
             // Every follower is gone.
             inner.follow = None;
         }
+        (added, dropped)
+    }
+
+    /// Drops the oldest lines past `share` bytes; returns the bytes dropped.
+    fn trim(&self, share: usize) -> usize {
+        self.inner.lock().expect("log ring lock").trim(share)
+    }
+
+    /// Keeps nothing more, and frees what it kept; returns the bytes freed.
+    fn close(&self) -> usize {
+        let mut inner = self.inner.lock().expect("log ring lock");
+        inner.closed = true;
+        inner.lines = VecDeque::new();
+        std::mem::take(&mut inner.bytes)
     }
 
     /// The kept lines written at or after `since`, and a receiver of the lines written after
@@ -100,9 +139,23 @@ impl Ring {
 
 /// Every instance's ring. Lines are kept only for instances that are [`LogBuffers::open`]: a
 /// line logged about a deleted instance does not bring its buffer back.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct LogBuffers {
     rings: Arc<DashMap<InstanceKey, Arc<Ring>>>,
+    /// Bytes kept by every ring together.
+    kept: Arc<AtomicUsize>,
+    /// Past this many bytes kept, the next line trims every ring to its share.
+    sweep_above: Arc<AtomicUsize>,
+}
+
+impl Default for LogBuffers {
+    fn default() -> Self {
+        Self {
+            rings: Arc::default(),
+            kept: Arc::default(),
+            sweep_above: Arc::new(AtomicUsize::new(BYTES_FOR_ALL + SWEEP_SLACK)),
+        }
+    }
 }
 
 impl std::fmt::Debug for LogBuffers {
@@ -121,7 +174,43 @@ impl LogBuffers {
 
     /// Frees `key`'s lines; its followers' streams end.
     pub fn close(&self, key: &InstanceKey) {
-        self.rings.remove(key);
+        if let Some((_, ring)) = self.rings.remove(key) {
+            self.kept.fetch_sub(ring.close(), Ordering::Relaxed);
+        }
+    }
+
+    /// Keeps `line` in `ring`, then trims every ring to its share if together they keep more
+    /// than [`BYTES_FOR_ALL`] and [`SWEEP_SLACK`] (see there).
+    fn keep(&self, ring: &Ring, line: Arc<str>) {
+        let (added, dropped) = ring.push(Timestamp::now(), line, self.share());
+        self.kept.fetch_add(added, Ordering::Relaxed);
+        self.kept.fetch_sub(dropped, Ordering::Relaxed);
+        let above = self.sweep_above.load(Ordering::Relaxed);
+        if self.kept.load(Ordering::Relaxed) <= above {
+            return;
+        }
+        // One line sweeps; the others logged meanwhile go on.
+        let sweeping = self.sweep_above.compare_exchange(
+            above,
+            usize::MAX,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+        if sweeping.is_err() {
+            return;
+        }
+        let share = self.share();
+        let freed: usize = self.rings.iter().map(|ring| ring.trim(share)).sum();
+        let kept = self.kept.fetch_sub(freed, Ordering::Relaxed) - freed;
+        // Newest lines larger than their share stay: the next sweep waits for more than them.
+        self.sweep_above
+            .store(kept.max(BYTES_FOR_ALL) + SWEEP_SLACK, Ordering::Relaxed);
+    }
+
+    /// Bytes kept by every ring together, each line counted with its [`LINE_OVERHEAD`].
+    #[cfg(test)]
+    fn kept_bytes(&self) -> usize {
+        self.kept.load(Ordering::Relaxed)
     }
 
     /// `key`'s ring, if its instance exists.
@@ -167,7 +256,7 @@ where
         };
         if let Some(ring) = self.ring(&key) {
             let text: Arc<str> = Value::Object(line).to_string().into();
-            ring.push(Timestamp::now(), text, self.share());
+            self.keep(&ring, text);
         }
     }
 }
@@ -277,6 +366,55 @@ mod tests {
             one.read(None).0.len(),
             1,
             "the newest line stays, whatever its size"
+        );
+    }
+
+    #[test]
+    fn rings_filled_before_the_fleet_grew_give_up_their_share_within_the_slack() {
+        let buffers = LogBuffers::default();
+        let line: Arc<str> = "x".repeat(1700).into();
+        let fill = |from: usize, to: usize| {
+            for n in from..to {
+                buffers.open(&key(&n.to_string()));
+            }
+            for n in from..to {
+                let ring = buffers.ring(&key(&n.to_string())).unwrap();
+                for _ in 0..LINES_PER_INSTANCE {
+                    buffers.keep(&ring, line.clone());
+                }
+            }
+        };
+        // Ten rings, each at its share of a tenth.
+        fill(0, 10);
+        let full = buffers.kept_bytes();
+        assert!(full > BYTES_FOR_ALL - 10 * cost(&line) && full <= BYTES_FOR_ALL);
+        // Ten more, filled to their share of a twentieth while the first ten get no line.
+        fill(10, 20);
+        let kept = buffers.kept_bytes();
+        assert!(
+            kept <= BYTES_FOR_ALL + SWEEP_SLACK,
+            "{kept} bytes kept, past {BYTES_FOR_ALL} and its slack"
+        );
+        let first = buffers.ring(&key("0")).unwrap();
+        let first_kept = first.read(None).0.len() * cost(&line);
+        assert!(
+            first_kept <= buffers.share(),
+            "a ring filled before the fleet grew keeps {first_kept} bytes, its share is {}",
+            buffers.share()
+        );
+        // The count follows what the rings hold, closed ones included.
+        let held = |buffers: &LogBuffers| -> usize {
+            (0..20)
+                .filter_map(|n| buffers.ring(&key(&n.to_string())))
+                .map(|ring| ring.read(None).0.len() * cost(&line))
+                .sum()
+        };
+        assert_eq!(buffers.kept_bytes(), held(&buffers));
+        buffers.close(&key("0"));
+        assert_eq!(buffers.kept_bytes(), held(&buffers));
+        assert_eq!(
+            first.push(Timestamp::now(), line.clone(), usize::MAX),
+            (0, 0)
         );
     }
 
