@@ -3,7 +3,7 @@
 //! to `burst`, so a cold start of thousands of instances queues here instead of turning into a
 //! storm of 429s at the API server. Whole instance steps pass a gate of their own, so that
 //! the instances waiting their turn hold no half-done step in memory, and so do the writes
-//! that make the API server allocate a Service's cluster IP.
+//! that make the API server allocate a Service's cluster IP and the checks that dial pods.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +24,8 @@ pub struct Limits {
     pub concurrency: usize,
     /// Instance steps running at once.
     pub steps: usize,
+    /// Checks of pods' Redis (live config, served certificate) running at once.
+    pub pod_checks: usize,
 }
 
 impl Default for Limits {
@@ -33,6 +35,7 @@ impl Default for Limits {
             burst: 1000,
             concurrency: 32,
             steps: 64,
+            pod_checks: 16,
         }
     }
 }
@@ -50,6 +53,7 @@ pub struct Limiter {
     slots: Arc<Semaphore>,
     steps: Arc<Semaphore>,
     allocations: Arc<Semaphore>,
+    pod_checks: Arc<Semaphore>,
     bucket: Arc<Mutex<Bucket>>,
     fence: Arc<Fence>,
 }
@@ -83,13 +87,14 @@ impl Bucket {
 
 impl Limiter {
     /// A limiter with these limits that lets writes through while `fence` allows; a zero qps,
-    /// concurrency or step count is taken as one.
+    /// concurrency, step or pod check count is taken as one.
     pub fn new(limits: Limits, fence: Arc<Fence>) -> Self {
         let burst = f64::from(limits.burst.max(1));
         Self {
             slots: Arc::new(Semaphore::new(limits.concurrency.max(1))),
             steps: Arc::new(Semaphore::new(limits.steps.max(1))),
             allocations: Arc::new(Semaphore::new(ALLOCATIONS_AT_ONCE)),
+            pod_checks: Arc::new(Semaphore::new(limits.pod_checks.max(1))),
             bucket: Arc::new(Mutex::new(Bucket {
                 tokens: burst,
                 burst,
@@ -109,6 +114,17 @@ impl Limiter {
     /// dropped. First come, first served.
     pub async fn step(&self) -> OwnedSemaphorePermit {
         self.steps
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the limiter's semaphore is never closed")
+    }
+
+    /// Waits until fewer than `pod_checks` checks dial pods; the check runs until the permit is
+    /// dropped. Taken after the step's own turn is given back: a fleet of silent pods then holds
+    /// this many checks, each at most its dial timeouts, and no step.
+    pub async fn pod_check(&self) -> OwnedSemaphorePermit {
+        self.pod_checks
             .clone()
             .acquire_owned()
             .await
@@ -197,7 +213,7 @@ mod tests {
             qps: 10.0,
             burst: 5,
             concurrency: 100,
-            steps: 1,
+            ..Limits::default()
         });
         let start = Instant::now();
         for _ in 0..5 {
@@ -220,7 +236,7 @@ mod tests {
             qps: 1000.0,
             burst: 1000,
             concurrency: 2,
-            steps: 1,
+            ..Limits::default()
         });
         let first = limiter.acquire().await.unwrap();
         let _second = limiter.acquire().await.unwrap();

@@ -138,6 +138,11 @@ struct RunArgs {
     /// wait their turn holding nothing, which bounds memory when thousands start together.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     max_concurrent_steps: u64,
+    /// Checks of pods' Redis running at once, across instances: the live config checks of
+    /// `configUpdate: Live` instances and the served-certificate checks of TLS instances. Each
+    /// waits for a pod at most its dial timeouts (3 s to connect, 5 s to answer).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    max_concurrent_pod_checks: u64,
     /// Act only while holding a coordination.k8s.io Lease, so that of several replicas (or a
     /// second install by mistake) exactly one acts; the others stand by and take over when it
     /// stops renewing. `--leader-elect=false` acts without one.
@@ -207,6 +212,7 @@ async fn main() -> anyhow::Result<()> {
                 burst: args.api_burst,
                 concurrency: args.api_concurrency,
                 steps: usize::try_from(args.max_concurrent_steps).unwrap_or(usize::MAX),
+                pod_checks: usize::try_from(args.max_concurrent_pod_checks).unwrap_or(usize::MAX),
             };
             let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
                 let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

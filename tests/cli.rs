@@ -37,6 +37,7 @@ fn run_help_explains_every_flag() {
         "--api-burst",
         "--api-concurrency",
         "--max-concurrent-steps",
+        "--max-concurrent-pod-checks",
         "--settle-seconds",
         "--hibernate-after-seconds",
         "--leader-elect",

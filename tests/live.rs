@@ -139,7 +139,7 @@ struct Takeover {
     _client: kube::Client,
     ns: TestNamespace,
     leader: Operator,
-    _standby: Operator,
+    standby: Operator,
     instance: RedisInstance,
     history: PodHistory,
 }
@@ -166,7 +166,7 @@ impl Takeover {
             _client: client,
             ns,
             leader,
-            _standby: standby,
+            standby,
             instance,
             history,
         }
@@ -206,11 +206,19 @@ impl Takeover {
 /// then woken, after a standby took over and applied a newer live value: the woken leader,
 /// whose caches and overdue timers still hold the old spec, sets nothing back on the pods,
 /// sees the Lease taken and stops.
+/// The standby filled its caches while it stood by: from taking over to applying the new value
+/// it lists nothing again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_leader_woken_after_a_takeover_sets_nothing_back() {
     let mut takeover = Takeover::start("live-frozen", &[]).await;
+    let listed = warm_lists(&takeover.standby).await;
     let frozen = Frozen::new(takeover.leader.pid());
     takeover.apply_new_value().await;
+    assert_eq!(
+        lists(&takeover.standby).await,
+        listed,
+        "the standby listed again after it took over"
+    );
     drop(frozen);
     // The woken leader's live check is long overdue and its caches say 100mb: for the next
     // five seconds, and after it has stopped, the pod keeps the new leader's value.
@@ -224,6 +232,49 @@ async fn a_frozen_leader_woken_after_a_takeover_sets_nothing_back() {
     assert!(!status.success(), "losing the lease is a failure: {status}");
     assert_eq!(takeover.running().await, NEW_MAXMEMORY);
     assert!(takeover.history.restarts().await.values().all(|n| *n == 0));
+}
+
+/// The operator's list requests so far, by its own count.
+async fn lists(operator: &Operator) -> u64 {
+    operator
+        .metrics()
+        .await
+        .lines()
+        .filter(|l| {
+            l.starts_with("redis_operator_api_requests_total{") && l.contains("verb=\"list\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A standby's [`lists`] once its caches are filled: its instances routed, and no list
+/// request for a second.
+async fn warm_lists(standby: &Operator) -> u64 {
+    let routed = "initial list of RedisInstances routed";
+    wait_for(Duration::from_secs(30), routed, || {
+        let lines = standby.log_lines();
+        async move {
+            match lines.iter().any(|l| l["message"] == routed) {
+                true => Ok(()),
+                false => Err("not yet".to_owned()),
+            }
+        }
+    })
+    .await;
+    wait_for(
+        Duration::from_secs(30),
+        "the standby's lists done",
+        || async {
+            let before = lists(standby).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match lists(standby).await {
+                0 => Err("no list yet".to_owned()),
+                after if after == before => Ok(after),
+                after => Err(format!("{before} then {after}")),
+            }
+        },
+    )
+    .await
 }
 
 /// A TCP relay on loopback between an operator and the API server, which the test can cut:
@@ -642,7 +693,94 @@ async fn a_refused_live_change_is_undone_everywhere_and_hand_drift_is_set_back()
         !notes[0].contains("took over"),
         "the repairer's own words: {notes:?}"
     );
+
+    // The replica's Redis frozen: the check cannot read it, counts it and tells it once; it
+    // answers again once woken.
+    let replica = replica_of(&ns, &pods).await;
+    let frozen = Frozen::new(common::container_pid(&replica).parse().unwrap());
+    let replica_name = replica.metadata.name.clone().unwrap();
+    let unreachable = wait_for(Duration::from_secs(60), "the PodUnreachable Event", || {
+        let ns = &ns;
+        async move {
+            let notes: Vec<String> = events_about(ns, NAME)
+                .await
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("PodUnreachable"))
+                .filter_map(|e| Some((e.type_?, e.note?)))
+                .map(|(kind, note)| format!("{kind}: {note}"))
+                .collect();
+            match &notes[..] {
+                [one] => Ok(one.clone()),
+                _ => Err(format!("{notes:?}")),
+            }
+        }
+    })
+    .await;
+    assert!(
+        unreachable.starts_with("Warning: ")
+            && unreachable.contains(&format!("could not read {replica_name}:")),
+        "{unreachable}"
+    );
+    assert_eq!(unreachable_pods(&operator).await.as_deref(), Some("1"));
+    // Later checks find it still frozen: told once.
+    wait_checks_skipped(&operator, 2).await;
+    assert_eq!(event_count(&ns, NAME, "PodUnreachable").await, 1);
+    drop(frozen);
+    wait_for(Duration::from_secs(60), "every pod read again", || async {
+        match unreachable_pods(&operator).await {
+            Some(n) if n == "0" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     assert!(history.restarts().await.values().all(|n| *n == 0));
+}
+
+/// The pod of `pods` that is not the instance's recorded primary.
+async fn replica_of(ns: &TestNamespace, pods: &[Pod]) -> Pod {
+    let ri = ns.api::<RedisInstance>().get(NAME).await.unwrap();
+    let primary = ri.status.and_then(|s| s.replication?.primary);
+    let primary = primary.expect("a replicated instance records its primary");
+    pods.iter()
+        .find(|p| p.metadata.name.as_deref() != Some(primary.as_str()))
+        .cloned()
+        .expect("a pod beside the primary")
+}
+
+/// The instance's `redis_operator_pods_unreachable` value, once a live check has run.
+async fn unreachable_pods(operator: &Operator) -> Option<String> {
+    let metrics = operator.metrics().await;
+    metrics
+        .lines()
+        .find(|l| l.starts_with("redis_operator_pods_unreachable{") && l.contains(NAME))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(str::to_owned)
+}
+
+/// Waits until `operator` has logged `count` more live checks that could not read a pod.
+async fn wait_checks_skipped(operator: &Operator, count: usize) {
+    let skipped = "live config check skipped: a pod did not answer";
+    let before = operator
+        .log_lines()
+        .iter()
+        .filter(|l| l["message"] == skipped)
+        .count();
+    let what = format!("{count} more skipped live checks");
+    wait_for(Duration::from_secs(60), &what, || {
+        let now = operator
+            .log_lines()
+            .iter()
+            .filter(|l| l["message"] == skipped)
+            .count();
+        async move {
+            if now >= before + count {
+                Ok(())
+            } else {
+                Err(format!("{} more", now - before))
+            }
+        }
+    })
+    .await;
 }
 
 /// Waits until `operator` has logged `count` live checks that found no drift since its first

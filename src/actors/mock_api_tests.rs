@@ -294,8 +294,8 @@ fn pod_changed(
         .apply_watcher_event(&watcher::Event::Apply(pod));
 }
 
-/// The instance's actor over `stores`, with one step permit in all (so that holding it holds
-/// every step), and its limiter.
+/// The instance's actor over `stores`, with one step permit and one pod check permit in all
+/// (so that holding one holds every step or every check), and its limiter.
 async fn spawn_with_one_step(
     client: kube::Client,
     stores: Stores,
@@ -303,6 +303,7 @@ async fn spawn_with_one_step(
 ) -> (ActorRef<InstanceMsg>, JoinHandle<()>, Limiter) {
     let limiter = Limiter::unfenced(Limits {
         steps: 1,
+        pod_checks: 1,
         ..Limits::default()
     });
     let args = instance_args(
@@ -694,4 +695,5 @@ fn requests(log: &Log) -> Vec<(Method, String, Value)> {
 mod permits;
 mod probes;
 mod rest;
+mod unanswered;
 mod writes;

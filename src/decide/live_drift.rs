@@ -103,9 +103,101 @@ pub fn drift_found(changes: &[PodChange], live_hash: &str) -> Option<LiveDrift> 
     })
 }
 
+/// What a live check tells of the pods it could not read: their count when it changed since
+/// the last check, and a Warning when a pod joined them, so a pod that stays silent is told
+/// once and a pod that falls silent again after answering is told again.
+#[derive(Debug, PartialEq)]
+pub struct Unanswered {
+    /// How many pods this check could not read, if that changed (or is the first count).
+    pub count: Option<u32>,
+    /// The Warning, naming every pod and why.
+    pub event: Option<Notice>,
+}
+
+/// `before`: the pods the last check could not read (`None`: no check yet); `now`: each pod
+/// this check could not read, with why.
+pub fn unanswered(before: Option<&[String]>, now: &[(String, String)]) -> Unanswered {
+    let pods: Vec<&str> = now.iter().map(|(pod, _)| pod.as_str()).collect();
+    let same = before.is_some_and(|b| b.iter().map(String::as_str).eq(pods.iter().copied()));
+    let count = (!same).then(|| u32::try_from(pods.len()).unwrap_or(u32::MAX));
+    let told = before.unwrap_or_default();
+    let joined = pods.iter().any(|pod| !told.iter().any(|t| t == pod));
+    let event = joined.then(|| {
+        let why: Vec<&str> = now.iter().map(|(_, why)| why.as_str()).collect();
+        Notice {
+            warning: true,
+            reason: "PodUnreachable",
+            action: "LiveCheck",
+            note: format!(
+                "live config check could not read {}: {}; their live config is unchecked until \
+                 they answer",
+                pods.join(", "),
+                why.join("; ")
+            ),
+            fact: None,
+        }
+    });
+    Unanswered { count, event }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_silent_pod_is_counted_when_the_count_changes_and_told_when_it_falls_silent() {
+        let silent = |pods: &[&str]| -> Vec<(String, String)> {
+            pods.iter()
+                .map(|p| ((*p).to_owned(), format!("{p} timed out")))
+                .collect()
+        };
+        let names =
+            |pods: &[&str]| -> Vec<String> { pods.iter().map(|p| (*p).to_owned()).collect() };
+        let told = |u: &Unanswered| u.event.as_ref().map(|e| e.note.clone());
+        // The first check counts, even nothing.
+        let first = unanswered(None, &[]);
+        assert_eq!((first.count, told(&first)), (Some(0), None));
+        // Every pod answered before, and still does: nothing.
+        assert_eq!(
+            unanswered(Some(&[]), &[]),
+            Unanswered {
+                count: None,
+                event: None
+            }
+        );
+        // A pod falls silent: counted and told, with why.
+        let fell = unanswered(Some(&[]), &silent(&["r-1"]));
+        assert_eq!(fell.count, Some(1));
+        let note = told(&fell).unwrap();
+        assert!(
+            note.starts_with("live config check could not read r-1: r-1 timed out;"),
+            "{note}"
+        );
+        assert_eq!(fell.event.as_ref().unwrap().reason, "PodUnreachable");
+        assert!(fell.event.as_ref().unwrap().warning);
+        // Still silent: nothing again.
+        let still = unanswered(Some(&names(&["r-1"])), &silent(&["r-1"]));
+        assert_eq!(
+            still,
+            Unanswered {
+                count: None,
+                event: None
+            }
+        );
+        // A second pod joins: counted, and both told.
+        let joined = unanswered(Some(&names(&["r-1"])), &silent(&["r-1", "r-2"]));
+        assert_eq!(joined.count, Some(2));
+        assert!(told(&joined).unwrap().contains("could not read r-1, r-2:"));
+        // One answers again: counted, nothing told.
+        let fewer = unanswered(Some(&names(&["r-1", "r-2"])), &silent(&["r-2"]));
+        assert_eq!((fewer.count, told(&fewer)), (Some(1), None));
+        // Back to all answering, then silent again: told again.
+        let back = unanswered(Some(&names(&["r-2"])), &[]);
+        assert_eq!((back.count, told(&back)), (Some(0), None));
+        assert!(told(&unanswered(Some(&[]), &silent(&["r-2"]))).is_some());
+        // A first check that finds a silent pod tells it.
+        assert!(told(&unanswered(None, &silent(&["r-1"]))).is_some());
+    }
 
     fn change(pod: &str, changed: &[(&str, &str, &str)]) -> PodChange {
         PodChange {

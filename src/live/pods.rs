@@ -80,6 +80,15 @@ impl Error {
     pub fn is_refusal(&self) -> bool {
         matches!(self, Error::Refused { .. } | Error::Unverified { .. })
     }
+
+    /// The pod whose Redis did not answer or refused the operator's login; `None` for a pod
+    /// not started yet (no IP) and for what Redis answered.
+    pub fn unanswered_pod(&self) -> Option<&str> {
+        match self {
+            Error::Unreachable { pod, .. } | Error::LoginRefused { pod } => Some(pod),
+            _ => None,
+        }
+    }
 }
 
 /// Whether the pod's Redis is still loading its dataset (`INFO persistence` says `loading:1`).
@@ -356,13 +365,30 @@ pub async fn read(
     want: &BTreeMap<String, String>,
     login: Option<&Credentials>,
 ) -> Result<Read, Error> {
+    read_each(pods, want, login)
+        .await
+        .map_err(|mut unread| unread.swap_remove(0))
+}
+
+/// [`read`], failing with why each pod that failed could not be read, in pod order (never
+/// empty), so a check can tell every pod that did not answer.
+pub async fn read_each(
+    pods: &[PodAddress],
+    want: &BTreeMap<String, String>,
+    login: Option<&Credentials>,
+) -> Result<Read, Vec<Error>> {
     let names: Vec<&String> = want.keys().collect();
-    let prepared =
+    let (prepared, unread): (Vec<_>, Vec<_>) =
         futures::future::join_all(pods.iter().map(|pod| prepare(pod, want, &names, login)))
             .await
             .into_iter()
-            .collect::<Result<Vec<_>, _>>()?;
-    Ok(Read { prepared })
+            .partition(Result::is_ok);
+    if unread.is_empty() {
+        let prepared = prepared.into_iter().filter_map(Result::ok).collect();
+        Ok(Read { prepared })
+    } else {
+        Err(unread.into_iter().filter_map(Result::err).collect())
+    }
 }
 
 /// Makes every pod run `want` (live directives by primary name), all or nothing: [`read`],

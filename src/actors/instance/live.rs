@@ -39,6 +39,8 @@ pub struct LiveMemory {
     drift_marked: Option<String>,
     /// The drift mark whose repair Redis refused, until a repair goes through.
     drift_mark_refused: Option<String>,
+    /// Pods the last check could not read, as counted and told; `None` before the first check.
+    unanswered: Option<Vec<String>>,
 }
 
 impl LiveMemory {
@@ -50,6 +52,7 @@ impl LiveMemory {
             && self.drift_refusal_told.is_none()
             && self.drift_marked.is_none()
             && self.drift_mark_refused.is_none()
+            && self.unanswered.is_none()
     }
 
     /// Recalls a refusal recorded in status, so a restarted operator does not apply it again.
@@ -197,13 +200,22 @@ pub(super) fn has_live(plan: &Plan) -> bool {
 /// before its `CONFIG SET` (see [`LiveDriftMark`]); a mark left by an operator before this one
 /// is told when this read shows its repair landed.
 pub(super) async fn check(live: &mut LiveStep<'_>, plan: &Plan, seen: &Observed) {
+    let api = &live.args.api;
+    let _check = api.limiter().pod_check().await;
     live.memory.checked_at = Some(Instant::now());
     let pods = addresses(live.tls, seen);
     let login = live.access.login.as_ref();
-    let api = &live.args.api;
-    let read = match pods::read(&pods, &plan.live, login).await {
+    let read = pods::read_each(&pods, &plan.live, login).await;
+    let unread = read.as_ref().err().map_or(&[][..], Vec::as_slice);
+    tell_unanswered(live.args, live.memory, seen, unread).await;
+    let read = match read {
         Ok(read) => read,
-        Err(error) => return check_failed(api, live.memory, plan, seen, error).await,
+        Err(unread) => {
+            for error in unread {
+                warn!(%error, "live config check skipped: a pod did not answer");
+            }
+            return;
+        }
     };
     let found = read.pods();
     retell_drift_mark(api, live.memory, plan, seen, &found);
@@ -252,6 +264,31 @@ pub(super) async fn check(live: &mut LiveStep<'_>, plan: &Plan, seen: &Observed)
             }
             check_failed(api, live.memory, plan, seen, error).await;
         }
+    }
+}
+
+/// Counts and tells the pods a check could not read (`unread`: why each could not), as
+/// [`live_drift::unanswered`] decides.
+async fn tell_unanswered(
+    args: &InstanceArgs,
+    memory: &mut LiveMemory,
+    seen: &Observed,
+    unread: &[pods::Error],
+) {
+    let now: Vec<(String, String)> = unread
+        .iter()
+        .filter_map(|error| Some((error.unanswered_pod()?.to_owned(), error.to_string())))
+        .collect();
+    let told = live_drift::unanswered(memory.unanswered.as_deref(), &now);
+    memory.unanswered = Some(now.into_iter().map(|(pod, _)| pod).collect());
+    if let Some(pods) = told.count {
+        let key = args.key.clone();
+        let _ = args
+            .metrics
+            .send_message(MetricsMsg::PodsUnreachable { key, pods });
+    }
+    if let Some(event) = &told.event {
+        tell::tell(args, &seen.instance, event).await;
     }
 }
 

@@ -171,7 +171,8 @@ impl Served {
 
 /// Makes the `pods` a [`crate::decide::Reload::Check`] named serve the Secret's certificate,
 /// as [`reloaded`] decides; returns when to look again. The pods are dialled without the
-/// step's permit (`turn`): other instances' steps need not wait for a silent pod.
+/// step's permit (`turn`), under a pod check permit instead: other instances' steps need not
+/// wait for a silent pod.
 pub(super) async fn reload_pods(
     args: &InstanceArgs,
     memory: &mut TlsMemory,
@@ -189,6 +190,7 @@ pub(super) async fn reload_pods(
     };
     let wanted = client.fingerprint().to_owned();
     turn.take();
+    let _check = args.api.limiter().pod_check().await;
     let port = u16::try_from(REDIS_PORT).expect("the Redis port fits");
     let login = access.login.clone();
     let gate = args.api.limiter().clone();

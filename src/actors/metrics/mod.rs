@@ -72,6 +72,13 @@ pub enum MetricsMsg {
         /// `Applied` or `Refused`.
         outcome: &'static str,
     },
+    /// A live config check ended: how many pods it could not read (0: it read every pod).
+    PodsUnreachable {
+        /// The instance.
+        key: InstanceKey,
+        /// Pods that did not answer or refused the operator's login.
+        pods: u32,
+    },
     /// A restart failed (refused config, or a pod never ready).
     RolloutFailed {
         /// The instance.
@@ -189,6 +196,9 @@ impl MetricsState {
             MetricsMsg::InvalidConfig(key) => self.count(key, Counter::InvalidConfigs, ""),
             MetricsMsg::LiveChange { key, outcome } => {
                 self.count(key, Counter::LiveChanges, outcome);
+            }
+            MetricsMsg::PodsUnreachable { key, pods } => {
+                self.instances.series(key).unreachable = Some(pods);
             }
             MetricsMsg::RolloutFailed { key, action } => {
                 self.count(key, Counter::RolloutFailures, action);

@@ -87,6 +87,7 @@ enum Gauge {
     LastRestart,
     ReadyReplicas,
     Restarting,
+    Unreachable,
 }
 
 impl Gauge {
@@ -98,6 +99,7 @@ impl Gauge {
             Self::LastRestart => "redis_operator_last_restart_timestamp_seconds",
             Self::ReadyReplicas => "redis_operator_ready_replicas",
             Self::Restarting => "redis_operator_restart_in_progress",
+            Self::Unreachable => "redis_operator_pods_unreachable",
         }
     }
 
@@ -117,6 +119,10 @@ impl Gauge {
             Self::Restarting => {
                 "1 while a restart of the instance's pods is recorded in its status and not finished"
             }
+            Self::Unreachable => {
+                "Pods whose Redis the operator's last live config check could not reach or log in \
+                 to; their live config is unchecked until they answer"
+            }
         }
     }
 
@@ -129,6 +135,7 @@ impl Gauge {
             Self::LastRestart => series.last_restart,
             Self::ReadyReplicas => g.map(|g| f64::from(g.ready)),
             Self::Restarting => g.map(|g| f64::from(g.restarting)),
+            Self::Unreachable => series.unreachable.map(f64::from),
         }
     }
 }
@@ -147,7 +154,7 @@ const PRIMARY_PODS: &str = "redis_operator_primary_pods";
 const REPLICATION_LAG: &str = "redis_operator_replication_lag_bytes";
 
 /// In the order of their names, as the registry writes its families.
-const FAMILIES: [Family; 16] = [
+const FAMILIES: [Family; 17] = [
     Family::Counter(Counter::HashMismatches),
     Family::Gauge(Gauge::ConfigInvalid),
     Family::Gauge(Gauge::Mismatched),
@@ -156,6 +163,7 @@ const FAMILIES: [Family; 16] = [
     Family::Counter(Counter::InvalidConfigs),
     Family::Gauge(Gauge::LastRestart),
     Family::Counter(Counter::LiveChanges),
+    Family::Gauge(Gauge::Unreachable),
     Family::PrimaryPods,
     Family::Gauge(Gauge::ReadyReplicas),
     Family::Counter(Counter::Errors),
@@ -197,6 +205,8 @@ struct Count {
 pub(super) struct Series {
     pub gauges: Option<Gauges>,
     pub last_restart: Option<f64>,
+    /// Pods the last live config check could not read; none before the first check.
+    pub unreachable: Option<u32>,
     pub replication: Option<Replication>,
     /// Sorted by counter and labels, so each family's samples come out in a stable order.
     counts: Vec<Count>,

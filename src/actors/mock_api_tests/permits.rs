@@ -1,7 +1,7 @@
 //! A step talking to Redis gives its step permit back first: while a pod sits on a live
 //! apply's or a live check's `CONFIG SET`, on a switchover's `FAILOVER` or on a certificate
 //! reload's `CONFIG SET`, another instance's step can start (here, with one step at a time, the
-//! test takes the only permit).
+//! test takes the only permit). Checks of pods wait for a pod check permit of their own.
 
 use std::collections::BTreeMap;
 
@@ -14,14 +14,18 @@ use crate::crd::ConfigUpdate;
 /// What a stand-in pod's Redis answers: `CONFIG GET` from `config`, `INFO` with `info`, and
 /// `+OK` to anything else but the commands that change it (`CONFIG SET`, `FAILOVER`), which it
 /// never answers.
-struct SilentPod {
+pub(super) struct SilentPod {
     config: BTreeMap<String, String>,
     info: &'static str,
 }
 
 /// Serves `pod` at `ip`; counts in `held` the commands it sits on. With `tls`, over TLS with
 /// that certificate.
-async fn serve_silent_pod(ip: &str, pod: SilentPod, held: Arc<AtomicUsize>) -> JoinHandle<()> {
+pub(super) async fn serve_silent_pod(
+    ip: &str,
+    pod: SilentPod,
+    held: Arc<AtomicUsize>,
+) -> JoinHandle<()> {
     serve_silent_pod_over(ip, pod, held, None).await
 }
 
@@ -86,7 +90,7 @@ where
 }
 
 /// A pod that runs `directive` at `value`.
-fn running(directive: &str, value: &str) -> SilentPod {
+pub(super) fn running(directive: &str, value: &str) -> SilentPod {
     SilentPod {
         config: BTreeMap::from([(directive.to_owned(), value.to_owned())]),
         info: "",
@@ -113,13 +117,13 @@ async fn read_command<S: AsyncRead + Unpin>(socket: &mut BufReader<S>) -> Option
 }
 
 /// Caches of a converged instance under `configUpdate: Live`, its one pod at `pod_ip`.
-fn live_caches(instance: &RedisInstance, pod_ip: &str) -> (Stores, Watches) {
+pub(super) fn live_caches(instance: &RedisInstance, pod_ip: &str) -> (Stores, Watches) {
     let (stores, mut watches) = converged_caches_and_watches(instance);
     pod_changed(&stores, &mut watches, pod_ip, |_| {});
     (stores, watches)
 }
 
-fn live_instance() -> RedisInstance {
+pub(super) fn live_instance() -> RedisInstance {
     let mut instance = converged_instance();
     instance.spec.config_update = ConfigUpdate::Live;
     instance
@@ -190,6 +194,48 @@ async fn a_live_check_at_rest_gives_its_step_permit_back() {
     let redis = serve_silent_pod(POD_IP, running("maxmemory", "1"), held.clone()).await;
     let (stores, _watches) = live_caches(&live_instance(), POD_IP);
     permit_free_while_a_pod_is_silent(&live_instance(), stores, Timings::default(), &held).await;
+    redis.abort();
+}
+
+/// A live check at rest waits for one of the pod check permits before it dials a pod, and
+/// holds no step permit while it waits.
+#[tokio::test]
+async fn a_live_check_waits_for_a_pod_check_permit_and_not_in_a_step() {
+    const POD_IP: &str = "127.0.0.92";
+    let held = Arc::new(AtomicUsize::new(0));
+    let redis = serve_silent_pod(POD_IP, running("maxmemory", "1"), held.clone()).await;
+    let instance = live_instance();
+    let (stores, _watches) = live_caches(&instance, POD_IP);
+    let log = Log::default();
+    let client = scripted_api(&instance, log.clone(), Arc::default());
+    let (actor, handle, limiter) = spawn_with_one_step(client, stores, Timings::default()).await;
+    let every_check = limiter.pod_check().await;
+    actor.send_message(InstanceMsg::Changed).unwrap();
+    // Unchecked, the pod is sent its CONFIG SET within milliseconds of the step.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        held.load(Ordering::SeqCst),
+        0,
+        "the pod was dialled while every pod check permit was taken; requests: {:?}",
+        requests(&log)
+    );
+    let step = tokio::time::timeout(Duration::from_secs(3), limiter.step()).await;
+    assert!(step.is_ok(), "the waiting check holds the step permit");
+    drop(step);
+    drop(every_check);
+    for _ in 0..400 {
+        if held.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        held.load(Ordering::SeqCst),
+        1,
+        "with a permit free, the check sets the drifted value back"
+    );
+    actor.stop(None);
+    handle.await.unwrap();
     redis.abort();
 }
 
