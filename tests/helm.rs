@@ -204,6 +204,35 @@ fn monitoring_values_install_what_the_monitoring_component_adds() {
     });
 }
 
+/// The labels a Prometheus selects rules by go on the PrometheusRule, and on nothing else of it.
+#[test]
+fn prometheus_rule_labels_label_the_rule_alone() {
+    let chart = helm_template(
+        &repo_path(CHART),
+        &[
+            "prometheusRule.enabled=true",
+            "prometheusRule.labels.release=prom",
+        ],
+    );
+    let rendered = objects(&chart);
+    let (_, rule) = rendered
+        .iter()
+        .find(|((_, kind, _, _), _)| kind == "PrometheusRule")
+        .expect("a PrometheusRule");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prom", "{chart}");
+    let rules = rule["spec"]["groups"][0]["rules"].as_sequence().unwrap();
+    let alerts: Vec<&str> = rules.iter().filter_map(|r| r["alert"].as_str()).collect();
+    let mut unique = alerts.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), alerts.len(), "an alert twice: {alerts:?}");
+    assert!(
+        alerts.contains(&"RedisInstancePodUnreachable"),
+        "{alerts:?}"
+    );
+    assert!(!chart.contains("labels:\n        - alert"), "{chart}");
+}
+
 /// The check is only worth something if it fails: a chart whose ClusterRole grants one verb
 /// more, and a rendering that lost an object, are both reported by name.
 #[test]

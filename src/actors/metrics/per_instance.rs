@@ -121,7 +121,7 @@ impl Gauge {
             }
             Self::Unreachable => {
                 "Pods whose Redis the operator's last live config check could not reach or log in \
-                 to; their live config is unchecked until they answer"
+                 to; their live config is unchecked until they answer (0 without live checks)"
             }
         }
     }
@@ -135,7 +135,9 @@ impl Gauge {
             Self::LastRestart => series.last_restart,
             Self::ReadyReplicas => g.map(|g| f64::from(g.ready)),
             Self::Restarting => g.map(|g| f64::from(g.restarting)),
-            Self::Unreachable => series.unreachable.map(f64::from),
+            // 0, with the other gauges, until a live check counts: the alert then has a series
+            // on every instance, and an instance without live checks reaches every pod it dials.
+            Self::Unreachable => series.unreachable.or(g.map(|_| 0)).map(f64::from),
         }
     }
 }

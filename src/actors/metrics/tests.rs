@@ -50,6 +50,10 @@ fn every_kind_of_message() -> Vec<MetricsMsg> {
             kind: "AnnotationDiffers",
         },
         MetricsMsg::InvalidConfig(key()),
+        MetricsMsg::PodsUnreachable {
+            key: key(),
+            pods: 1,
+        },
         MetricsMsg::ReconcileError {
             key: key(),
             category: "ApplyFailed",
@@ -159,6 +163,11 @@ async fn every_per_instance_series_goes_with_its_instance() {
     assert!(
         text.contains(
             r#"redis_operator_desired_replicas{instance="redis-example",namespace="ns"} 3"#
+        )
+    );
+    assert!(
+        text.contains(
+            r#"redis_operator_pods_unreachable{instance="redis-example",namespace="ns"} 1"#
         )
     );
     assert!(text.contains("redis_operator_instance_actors 1"));
@@ -325,6 +334,8 @@ fn per_instance_families_render_in_the_crates_text_format() {
         text.contains("redis_operator_restart_in_progress{instance=\"a\",namespace=\"ns\"} 1\n")
     );
     assert!(text.contains("redis_operator_config_invalid{instance=\"a\",namespace=\"ns\"} 0\n"));
+    // No live check yet: 0 pods unreachable, from the first step on.
+    assert!(text.contains("redis_operator_pods_unreachable{instance=\"a\",namespace=\"ns\"} 0\n"));
     assert_eq!(
         text.matches("redis_operator_last_restart_timestamp_seconds{")
             .count(),
