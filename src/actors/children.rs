@@ -148,9 +148,14 @@ impl<A: Mailbox> Children<A> {
 
     /// `actor` offers to hibernate having handled `handled` messages: taken (the actor
     /// returned, to stop) only if it is `key`'s running actor and was sent exactly that many.
+    /// An actor that reached rest works: its instance's next failure starts the backoff afresh.
     pub fn offered(&mut self, key: &InstanceKey, actor: &ActorId, handled: u64) -> Option<A> {
         let child = self.running.get(key)?;
-        if child.actor.id() != *actor || child.sent != handled {
+        if child.actor.id() != *actor {
+            return None;
+        }
+        self.failures.remove(key);
+        if child.sent != handled {
             return None;
         }
         let child = self.running.remove(key)?;
@@ -264,6 +269,16 @@ mod tests {
         book.forget(&key("a"));
         book.started(&key("a"), fake(4));
         assert_eq!(book.failed(&ActorId::Local(4)).unwrap().1.as_secs(), 2);
+        // An actor that reached rest works: the failure after it starts afresh too.
+        book.started(&key("a"), fake(5));
+        assert_eq!(book.failed(&ActorId::Local(5)).unwrap().1.as_secs(), 4);
+        book.started(&key("a"), fake(6));
+        book.send(&key("a"), InstanceMsg::Changed);
+        assert!(
+            book.offered(&key("a"), &ActorId::Local(6), 0).is_none(),
+            "stale"
+        );
+        assert_eq!(book.failed(&ActorId::Local(6)).unwrap().1.as_secs(), 2);
     }
 
     #[test]
