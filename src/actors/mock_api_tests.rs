@@ -319,6 +319,19 @@ async fn spawn_with_one_step(
     (actor, handle, limiter)
 }
 
+/// The instance's actor with `args`, reporting to a metrics actor of its own, which the test
+/// can render.
+async fn spawn_rendering_metrics(
+    mut args: InstanceArgs,
+) -> (ActorRef<InstanceMsg>, JoinHandle<()>, ActorRef<MetricsMsg>) {
+    let (metrics, _) = Actor::spawn(None, MetricsActor, prometheus::Registry::new())
+        .await
+        .unwrap();
+    args.metrics = metrics.clone();
+    let (actor, handle) = Actor::spawn(None, RedisInstanceActor, args).await.unwrap();
+    (actor, handle, metrics)
+}
+
 fn writes_to(log: &Log, kind: &str) -> Vec<(Method, String)> {
     log.lock()
         .unwrap()
@@ -461,7 +474,7 @@ async fn a_deleted_instance_leaves_no_snapshot_or_series_behind() {
     let snapshots = Snapshots::default();
     let limiter = Limiter::unfenced(Limits::default());
     let stores = Arc::new(stores);
-    let mut args = instance_args(
+    let args = instance_args(
         client,
         stores,
         limiter,
@@ -471,11 +484,7 @@ async fn a_deleted_instance_leaves_no_snapshot_or_series_behind() {
     )
     .await;
     // Without a supervisor, only the actor's own end can forget the instance's series.
-    let (metrics, _) = Actor::spawn(None, MetricsActor, prometheus::Registry::new())
-        .await
-        .unwrap();
-    args.metrics = metrics.clone();
-    let (actor, handle) = Actor::spawn(None, RedisInstanceActor, args).await.unwrap();
+    let (actor, handle, metrics) = spawn_rendering_metrics(args).await;
     actor.send_message(InstanceMsg::Changed).unwrap();
     wait_until(&log, "the first status write", |reqs| {
         reqs.iter().any(|(_, p, _)| p.ends_with("/status"))

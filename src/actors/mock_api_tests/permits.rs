@@ -129,6 +129,16 @@ pub(super) fn live_instance() -> RedisInstance {
     instance
 }
 
+/// Waits (at most 10 s) until a pod sits on a command that changes it.
+async fn sat_on(held: &AtomicUsize) {
+    for _ in 0..400 {
+        if held.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// Starts the instance's actor with one step permit in all, waits for a pod to be sent a
 /// command that changes it, and takes the permit while the pod sits on it.
 async fn permit_free_while_a_pod_is_silent(
@@ -141,12 +151,7 @@ async fn permit_free_while_a_pod_is_silent(
     let client = scripted_api(instance, log.clone(), Arc::default());
     let (actor, handle, limiter) = spawn_with_one_step(client, stores, timings).await;
     actor.send_message(InstanceMsg::Changed).unwrap();
-    for _ in 0..400 {
-        if held.load(Ordering::SeqCst) > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    sat_on(held).await;
     assert_eq!(
         held.load(Ordering::SeqCst),
         1,
@@ -223,12 +228,7 @@ async fn a_live_check_waits_for_a_pod_check_permit_and_not_in_a_step() {
     assert!(step.is_ok(), "the waiting check holds the step permit");
     drop(step);
     drop(every_check);
-    for _ in 0..400 {
-        if held.load(Ordering::SeqCst) > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    sat_on(&held).await;
     assert_eq!(
         held.load(Ordering::SeqCst),
         1,

@@ -39,12 +39,8 @@ async fn a_pod_the_live_check_cannot_reach_is_counted_and_told_once() {
     };
     let limiter = Limiter::unfenced(Limits::default());
     let snapshots = Snapshots::default();
-    let mut args = instance_args(client, Arc::new(stores), limiter, timings, snapshots, None).await;
-    let (metrics, _) = Actor::spawn(None, MetricsActor, prometheus::Registry::new())
-        .await
-        .unwrap();
-    args.metrics = metrics.clone();
-    let (actor, handle) = Actor::spawn(None, RedisInstanceActor, args).await.unwrap();
+    let args = instance_args(client, Arc::new(stores), limiter, timings, snapshots, None).await;
+    let (actor, handle, metrics) = spawn_rendering_metrics(args).await;
     actor.send_message(InstanceMsg::Changed).unwrap();
     wait_until(&log, "the PodUnreachable Event", |reqs| {
         reqs.iter()
