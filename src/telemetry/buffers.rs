@@ -58,17 +58,15 @@ struct RingInner {
 
 impl RingInner {
     /// Drops the oldest lines past [`LINES_PER_INSTANCE`] or `share` bytes, keeping the
-    /// newest; returns the bytes dropped.
-    fn trim(&mut self, share: usize) -> usize {
-        let mut dropped = 0;
+    /// newest, and takes them off `kept`.
+    fn trim(&mut self, share: usize, kept: &AtomicUsize) {
         while self.lines.len() > 1 && (self.lines.len() > LINES_PER_INSTANCE || self.bytes > share)
         {
             if let Some((_, old)) = self.lines.pop_front() {
                 self.bytes -= cost(&old);
-                dropped += cost(&old);
+                kept.fetch_sub(cost(&old), Ordering::Relaxed);
             }
         }
-        dropped
     }
 }
 
@@ -87,37 +85,37 @@ impl Ring {
         }
     }
 
-    /// Keeps `line`, dropping the oldest lines past [`LINES_PER_INSTANCE`] or `share` bytes;
-    /// returns the bytes kept and dropped.
-    fn push(&self, at: Timestamp, line: Arc<str>, share: usize) -> (usize, usize) {
+    /// Keeps `line`, dropping the oldest lines past [`LINES_PER_INSTANCE`] or `share` bytes.
+    /// `kept` counts the bytes of every ring: a ring changes it only under its own lock, by what
+    /// it keeps and drops, so it never counts less than the rings hold.
+    fn push(&self, at: Timestamp, line: Arc<str>, share: usize, kept: &AtomicUsize) {
         let mut inner = self.inner.lock().expect("log ring lock");
         if inner.closed {
-            return (0, 0);
+            return;
         }
-        let added = cost(&line);
-        inner.bytes += added;
+        inner.bytes += cost(&line);
+        kept.fetch_add(cost(&line), Ordering::Relaxed);
         inner.lines.push_back((at, line.clone()));
-        let dropped = inner.trim(share);
+        inner.trim(share, kept);
         if let Some(follow) = &inner.follow
             && follow.send(line).is_err()
         {
             // Every follower is gone.
             inner.follow = None;
         }
-        (added, dropped)
     }
 
-    /// Drops the oldest lines past `share` bytes; returns the bytes dropped.
-    fn trim(&self, share: usize) -> usize {
-        self.inner.lock().expect("log ring lock").trim(share)
+    /// Drops the oldest lines past `share` bytes (see [`Ring::push`] for `kept`).
+    fn trim(&self, share: usize, kept: &AtomicUsize) {
+        self.inner.lock().expect("log ring lock").trim(share, kept);
     }
 
-    /// Keeps nothing more, and frees what it kept; returns the bytes freed.
-    fn close(&self) -> usize {
+    /// Keeps nothing more, and frees what it kept (see [`Ring::push`] for `kept`).
+    fn close(&self, kept: &AtomicUsize) {
         let mut inner = self.inner.lock().expect("log ring lock");
         inner.closed = true;
         inner.lines = VecDeque::new();
-        std::mem::take(&mut inner.bytes)
+        kept.fetch_sub(std::mem::take(&mut inner.bytes), Ordering::Relaxed);
     }
 
     /// The kept lines written at or after `since`, and a receiver of the lines written after
@@ -175,16 +173,14 @@ impl LogBuffers {
     /// Frees `key`'s lines; its followers' streams end.
     pub fn close(&self, key: &InstanceKey) {
         if let Some((_, ring)) = self.rings.remove(key) {
-            self.kept.fetch_sub(ring.close(), Ordering::Relaxed);
+            ring.close(&self.kept);
         }
     }
 
     /// Keeps `line` in `ring`, then trims every ring to its share if together they keep more
     /// than [`BYTES_FOR_ALL`] and [`SWEEP_SLACK`] (see there).
     fn keep(&self, ring: &Ring, line: Arc<str>) {
-        let (added, dropped) = ring.push(Timestamp::now(), line, self.share());
-        self.kept.fetch_add(added, Ordering::Relaxed);
-        self.kept.fetch_sub(dropped, Ordering::Relaxed);
+        ring.push(Timestamp::now(), line, self.share(), &self.kept);
         let above = self.sweep_above.load(Ordering::Relaxed);
         if self.kept.load(Ordering::Relaxed) <= above {
             return;
@@ -200,11 +196,15 @@ impl LogBuffers {
             return;
         }
         let share = self.share();
-        let freed: usize = self.rings.iter().map(|ring| ring.trim(share)).sum();
-        let kept = self.kept.fetch_sub(freed, Ordering::Relaxed) - freed;
+        for ring in self.rings.iter() {
+            ring.trim(share, &self.kept);
+        }
         // Newest lines larger than their share stay: the next sweep waits for more than them.
-        self.sweep_above
-            .store(kept.max(BYTES_FOR_ALL) + SWEEP_SLACK, Ordering::Relaxed);
+        let kept = self.kept.load(Ordering::Relaxed);
+        self.sweep_above.store(
+            kept.max(BYTES_FOR_ALL).saturating_add(SWEEP_SLACK),
+            Ordering::Relaxed,
+        );
     }
 
     /// Bytes kept by every ring together, each line counted with its [`LINE_OVERHEAD`].
@@ -308,9 +308,15 @@ mod tests {
     #[test]
     fn a_ring_keeps_the_newest_lines_and_tells_followers() {
         let ring = Ring::new();
+        let kept_here = AtomicUsize::new(0);
         let (_, mut follower) = ring.read(None);
         for n in 0..LINES_PER_INSTANCE + 5 {
-            ring.push(Timestamp::now(), n.to_string().into(), BYTES_FOR_ALL);
+            ring.push(
+                Timestamp::now(),
+                n.to_string().into(),
+                BYTES_FOR_ALL,
+                &kept_here,
+            );
             if n == 0 {
                 assert_eq!(&*follower.try_recv().unwrap(), "0");
             }
@@ -333,7 +339,7 @@ mod tests {
         for n in 0..count {
             let ring = buffers.ring(&key(&n.to_string())).unwrap();
             for _ in 0..100 {
-                ring.push(Timestamp::now(), line.clone(), buffers.share());
+                buffers.keep(&ring, line.clone());
             }
         }
         let kept: usize = (0..count)
@@ -357,11 +363,7 @@ mod tests {
             "an equal share each"
         );
         let one = buffers.ring(&key("0")).unwrap();
-        one.push(
-            Timestamp::now(),
-            "y".repeat(BYTES_FOR_ALL).into(),
-            buffers.share(),
-        );
+        buffers.keep(&one, "y".repeat(BYTES_FOR_ALL).into());
         assert_eq!(
             one.read(None).0.len(),
             1,
@@ -412,10 +414,46 @@ mod tests {
         assert_eq!(buffers.kept_bytes(), held(&buffers));
         buffers.close(&key("0"));
         assert_eq!(buffers.kept_bytes(), held(&buffers));
-        assert_eq!(
-            first.push(Timestamp::now(), line.clone(), usize::MAX),
-            (0, 0)
-        );
+        let before = buffers.kept_bytes();
+        buffers.keep(&first, line.clone());
+        assert_eq!(first.read(None).0.len(), 0, "a closed ring keeps nothing");
+        assert_eq!(buffers.kept_bytes(), before);
+    }
+
+    #[test]
+    fn the_count_matches_what_the_rings_hold_while_lines_race_closes() {
+        let buffers = LogBuffers::default();
+        let names: Vec<String> = (0..8).map(|n| n.to_string()).collect();
+        for name in &names {
+            buffers.open(&key(name));
+        }
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let (buffers, names) = (&buffers, &names);
+                scope.spawn(move || {
+                    let line: Arc<str> = "z".repeat(100 + t).into();
+                    for n in 0..20_000 {
+                        if let Some(ring) = buffers.ring(&key(&names[n % names.len()])) {
+                            buffers.keep(&ring, line.clone());
+                        }
+                    }
+                });
+            }
+            scope.spawn(|| {
+                for n in 0..2_000 {
+                    let name = key(&names[n % names.len()]);
+                    buffers.close(&name);
+                    buffers.open(&name);
+                }
+            });
+        });
+        let held: usize = names
+            .iter()
+            .filter_map(|name| buffers.ring(&key(name)))
+            .flat_map(|ring| ring.read(None).0)
+            .map(|line| cost(&line))
+            .sum();
+        assert_eq!(buffers.kept_bytes(), held);
     }
 
     #[test]
