@@ -236,15 +236,24 @@ async fn a_frozen_leader_woken_after_a_takeover_sets_nothing_back() {
 
 /// The operator's list requests so far, by its own count.
 async fn lists(operator: &Operator) -> u64 {
-    operator
-        .metrics()
-        .await
+    let metrics = operator.metrics().await;
+    samples(
+        &metrics,
+        "redis_operator_api_requests_total",
+        "verb=\"list\"",
+    )
+    .filter_map(|value| value.parse::<u64>().ok())
+    .sum()
+}
+
+/// The values of the samples of family `name` whose labels hold `label`.
+fn samples<'a>(metrics: &'a str, name: &str, label: &str) -> impl Iterator<Item = &'a str> {
+    let family = format!("{name}{{");
+    let label = label.to_owned();
+    metrics
         .lines()
-        .filter(|l| {
-            l.starts_with("redis_operator_api_requests_total{") && l.contains("verb=\"list\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+        .filter(move |l| l.starts_with(&family) && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next())
 }
 
 /// A standby's [`lists`] once its caches are filled: its instances routed, and no list
@@ -611,13 +620,9 @@ async fn a_refused_live_change_is_undone_everywhere_and_hand_drift_is_set_back()
         "{metrics}"
     );
     let sample = |outcome: &str| {
-        metrics
-            .lines()
-            .find(|l| {
-                l.starts_with("redis_operator_live_config_changes_total")
-                    && l.contains(&format!("outcome=\"{outcome}\""))
-            })
-            .and_then(|l| l.rsplit(' ').next())
+        let label = format!("outcome=\"{outcome}\"");
+        samples(&metrics, "redis_operator_live_config_changes_total", &label)
+            .next()
             .map(str::to_owned)
     };
     assert_eq!(sample("Refused").as_deref(), Some("1"), "{metrics}");
@@ -750,10 +755,9 @@ async fn replica_of(ns: &TestNamespace, pods: &[Pod]) -> Pod {
 /// The instance's `redis_operator_pods_unreachable` value, once a live check has run.
 async fn unreachable_pods(operator: &Operator) -> Option<String> {
     let metrics = operator.metrics().await;
-    metrics
-        .lines()
-        .find(|l| l.starts_with("redis_operator_pods_unreachable{") && l.contains(NAME))
-        .and_then(|l| l.rsplit(' ').next())
+    let label = format!("instance=\"{NAME}\"");
+    samples(&metrics, "redis_operator_pods_unreachable", &label)
+        .next()
         .map(str::to_owned)
 }
 
