@@ -841,3 +841,81 @@ async fn refused_over_a_replaced_object<K>(
         .expect_err("the object written over is not the one seen");
     assert!(error.is_conflict(), "{kind} {name}: {error:?}");
 }
+
+/// A status write that lands late, as a deposed leader's in flight or a lagging cache's would:
+/// the status was decided from a copy of the instance that another writer has changed since.
+/// The API server refuses it (the write carries the resourceVersion and uid it was decided
+/// from), so it cannot overwrite the newer restart record or count a restart twice. A write
+/// decided from the copy the refusal sends the operator back to read lands. An instance
+/// deleted and created again under its name refuses a write decided for the first one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_status_write_decided_from_an_older_copy_is_refused() {
+    use redis_operator::crd::RedisInstanceStatus;
+    use redis_operator::kube_io::InstanceApi;
+    use redis_operator::limiter::{Limiter, Limits};
+    let client = common::client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, "late-status").await;
+    let instances = ns.api::<RedisInstance>();
+    let mut instance = example("redis-example.yaml");
+    instance.metadata.namespace = Some(ns.name.clone());
+    let decided_from = instances
+        .create(&PostParams::default(), &instance)
+        .await
+        .unwrap();
+    let reporter = kube::runtime::events::Reporter {
+        controller: "late-status-test".into(),
+        instance: None,
+    };
+    let events = redis_operator::events::EventPoster::new(client.clone(), reporter);
+    let api = InstanceApi::new(
+        client,
+        &ns.name,
+        events,
+        Limiter::unfenced(Limits::default()),
+    );
+    let counted = |restarts: i64, hash: &str| RedisInstanceStatus {
+        restarts,
+        config_hash: Some(hash.to_owned()),
+        ..RedisInstanceStatus::default()
+    };
+
+    // The new leader, deciding from the same copy, writes first.
+    let newer = api
+        .write_status(&decided_from, &counted(1, "newer"))
+        .await
+        .expect("the first write over this copy lands");
+    // The deposed leader's write, decided from that copy, arrives after it.
+    let error = api
+        .write_status(&decided_from, &counted(2, "deposed"))
+        .await
+        .expect_err("a write decided from an older copy must not land");
+    assert!(error.is_conflict(), "{error:?}");
+    let stored = instances.get(NAME).await.unwrap();
+    assert_eq!(stored.status, Some(counted(1, "newer")), "overwritten");
+    // Looking again, as a conflict makes the operator do, and deciding from what it reads.
+    assert_eq!(stored.resource_version(), newer.resource_version());
+    api.write_status(&stored, &counted(2, "looked-again"))
+        .await
+        .expect("a write decided from the current copy lands");
+
+    // Deleted and created again: a write decided for the first instance must not land.
+    let first = instances.get(NAME).await.unwrap();
+    instances
+        .delete(NAME, &DeleteParams::default())
+        .await
+        .unwrap();
+    let second = instances
+        .create(&PostParams::default(), &instance)
+        .await
+        .unwrap();
+    assert_ne!(first.uid(), second.uid());
+    let error = api
+        .write_status(&first, &counted(3, "deleted"))
+        .await
+        .expect_err("a write for a deleted instance must not land on its successor");
+    assert!(error.is_conflict(), "{error:?}");
+    let stored = instances.get(NAME).await.unwrap();
+    assert_eq!(stored.uid(), second.uid());
+    assert_eq!(stored.status.unwrap_or_default().restarts, 0);
+}

@@ -703,6 +703,7 @@ fn requests(log: &Log) -> Vec<(Method, String, Value)> {
 
 mod permits;
 mod probes;
+mod respawn;
 mod rest;
 mod unanswered;
 mod writes;

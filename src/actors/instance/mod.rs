@@ -110,6 +110,9 @@ pub enum InstanceMsg {
     /// A round of the replication prober: every pod's `INFO replication`, taken outside the
     /// step (see `replicate::prober`).
     Probed(Vec<crate::decide::probes::PodProbe>),
+    /// A test's stand-in for a bug: the handler fails, as a panic or an error would make it.
+    #[cfg(test)]
+    Fail,
 }
 
 /// When the watch delivered the event behind a message, and when the supervisor passed it on.
@@ -288,6 +291,10 @@ impl Actor for RedisInstanceActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        #[cfg(test)]
+        if matches!(msg, InstanceMsg::Fail) {
+            return Err("failed as the test asked".into());
+        }
         // Every line logged while handling this instance carries its namespace and name from
         // this span. Made per message rather than kept: a span lives in the subscriber with
         // its fields (about 1 KB each at 10,000 instances), which idle actors would hold for
@@ -330,6 +337,8 @@ impl Actor for RedisInstanceActor {
 /// One message, inside the instance's span.
 async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut InstanceState) {
     match msg {
+        #[cfg(test)]
+        InstanceMsg::Fail => {}
         InstanceMsg::Tick => queue_step(&myself, state),
         InstanceMsg::Rest => rest::delay_ended(&myself, state),
         InstanceMsg::Probed(round) => {
