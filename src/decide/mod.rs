@@ -21,6 +21,7 @@ pub mod replication_act;
 mod rest;
 mod revisions;
 pub mod routing;
+mod specs;
 mod status;
 mod step;
 mod tls;
@@ -67,6 +68,7 @@ pub use pods::{
 };
 pub use rest::{Rest, RestView, rest};
 pub use revisions::{created_template, mount_for, next_template_names_revision, revision_fix};
+pub use specs::{PodFindings, Rejection, SpecMemory, hashes_of};
 pub use status::{
     Driven, FailedConfig, HALTED_REASON, StatusView, mismatches, pending_change, recorded_status,
     refusal_message, status,

@@ -16,16 +16,12 @@ type Values = BTreeMap<String, String>;
 /// then every value a `Struct { field: ... }` literal gives the field. A new indirection the
 /// scanner cannot follow fails the check with a message pointing here.
 const FIELD_TYPES: &[(&str, &str, &str)] = &[
-    // `r` is the `Rejection` recorded for the instance (`state.target.rejection()`), handed to
+    // `r` is the `Rejection` recorded for the instance (`state.specs.rejection()`), handed to
     // `decide::status` as a `FailedConfig`.
     ("src/actors/instance/status.rs", "r.reason", "Rejection"),
     ("src/decide/status.rs", "r.reason", "FailedConfig"),
     // A failure read back from status (`decide::recorded_rejection`, `recorded_halt`).
-    (
-        "src/actors/instance/target.rs",
-        "recorded.reason",
-        "RecordedFailure",
-    ),
+    ("src/decide/specs.rs", "recorded.reason", "RecordedFailure"),
     // `event` is a `Notice` that `decide` chose (src/decide/act.rs, src/decide/live_drift.rs).
     ("src/actors/instance/perform.rs", "event.reason", "Notice"),
     ("src/actors/instance/report.rs", "event.reason", "Notice"),

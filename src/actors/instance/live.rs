@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use tracing::{debug, info, warn};
 
 use super::observe::Observed;
-use super::target::Plan;
+use super::plan::Plan;
 use super::tell;
 use super::tls::TlsMemory;
 use super::{InstanceArgs, Written};

@@ -13,12 +13,12 @@ mod memory;
 pub(crate) mod network;
 mod observe;
 mod perform;
+mod plan;
 mod replicate;
 mod report;
 mod rest;
 mod status;
 mod step;
-mod target;
 mod tell;
 mod tls;
 
@@ -34,11 +34,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{Instrument, debug, warn};
 
 use super::metrics::{InstanceKey, MetricsMsg};
+use crate::decide::SpecMemory;
 use crate::kube_io::{self, InstanceApi};
 use crate::stages::{self, Stage};
 use memory::{Applied, LastStep, Reported, Schedule, SpecClock};
 use observe::observe;
-use target::Target;
 
 /// Deadlines and retry bounds of the instance actors.
 #[derive(Debug, Clone, Copy)]
@@ -160,7 +160,7 @@ pub struct InstanceState {
     written: Written,
     /// What this actor's writes left that the caches do not tell.
     applied: Applied,
-    target: Target,
+    specs: SpecMemory,
     /// Hash on the live StatefulSet's template, as last seen.
     last_known_hash: Option<String>,
     /// When the spec last changed and a restart last finished, for the settle rule.
@@ -191,7 +191,7 @@ impl InstanceState {
     /// What a status is derived from.
     fn status_memory(&self) -> status::StatusMemory<'_> {
         status::StatusMemory {
-            target: &self.target,
+            specs: &self.specs,
             live: &self.live,
             acl_applied: self.auth.applied.as_deref(),
             last_step: &self.last_step,
@@ -204,7 +204,7 @@ impl InstanceState {
     /// What the judging of a step reads and changes.
     fn judging(&mut self) -> judge::Judging<'_> {
         judge::Judging {
-            target: &mut self.target,
+            specs: &mut self.specs,
             refused_generation: self.reported.refused_generation,
             running_hash: self.last_known_hash.as_deref(),
             tls: &self.tls,
@@ -270,7 +270,7 @@ impl Actor for RedisInstanceActor {
             schedule: Schedule::default(),
             written: Written::default(),
             applied: Applied::default(),
-            target: Target::default(),
+            specs: SpecMemory::default(),
             last_known_hash: None,
             clock: SpecClock::default(),
             last_step: LastStep::default(),
@@ -367,7 +367,7 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
                 &key.namespace,
                 &key.name,
             ) {
-                state.target.follow(&current);
+                state.specs.follow(&current);
             }
         }
         InstanceMsg::Step => {

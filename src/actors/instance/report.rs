@@ -7,14 +7,15 @@ use tracing::warn;
 use super::judge::Findings;
 use super::memory::Reported;
 use super::observe::Observed;
+use super::plan::Plan;
 use super::status::{derive_status, store_status};
 use super::step::Happened;
-use super::target::{Outcome, Plan, Recalled, Rejection};
 use super::tell::{report_refusal, tell, warning};
 use super::{InstanceArgs, InstanceState};
 use crate::actors::metrics::{MISMATCH_KINDS, MetricsMsg};
 use crate::config::render::short_hash;
 use crate::crd::{RedisInstance, RolloutRecord};
+use crate::decide::{Outcome, Recalled, Rejection};
 use crate::decide::{REPAIRED_ANNOTATION, owed_live_apply, owed_repairs};
 use crate::kube_io;
 

@@ -109,8 +109,8 @@ fn view(state: &InstanceState) -> RestView {
             || state.last_step.settling,
         other_spec: !current
             .as_deref()
-            .is_some_and(|c| state.target.settled_on(c))
-            || healthy_recorded != state.target.healthy_spec(),
+            .is_some_and(|c| state.specs.settled_on(c))
+            || healthy_recorded != state.specs.healthy_spec(),
         busy: state.schedule.step_queued
             || state.schedule.timer.is_some()
             || state.schedule.kept_turn.is_some()
@@ -124,7 +124,7 @@ fn view(state: &InstanceState) -> RestView {
                 status.and_then(|s| s.stateful_set_generation) != Some(written)
             })
             || state.auth.unseen_writes(acl_recorded),
-        failure: state.target.remembers_failure()
+        failure: state.specs.remembers_failure()
             || state.live.refused.is_some()
             || state.reported.api_refusal.is_some(),
         told: state.auth.told()

@@ -10,18 +10,18 @@ use k8s_openapi::jiff::Timestamp;
 use super::live::LiveMemory;
 use super::memory::{Applied, LastStep, Reported};
 use super::observe::{Observed, Written};
-use super::target::{Plan, Rejection, Target};
+use super::plan::Plan;
 use super::{InstanceArgs, InstanceSnapshot, InstanceState};
 use crate::actors::metrics::MetricsMsg;
 use crate::crd::{ConfigUpdate, RedisInstanceStatus, RolloutRecord};
-use crate::decide::{Driven, FailedConfig, StatusView};
+use crate::decide::{Driven, FailedConfig, Rejection, SpecMemory, StatusView};
 use crate::kube_io;
 
 /// What of the actor's memory a status is derived from, beside the caches: read, never
 /// changed, so a status can be derived in the middle of a write that changes other groups.
 pub(super) struct StatusMemory<'a> {
     /// The config Redis refused, a halted rollout, the last healthy spec.
-    pub target: &'a Target,
+    pub specs: &'a SpecMemory,
     /// A live config refused, and the one the pods were last seen running.
     pub live: &'a LiveMemory,
     /// The ACL file's fingerprint the pods were brought in line with.
@@ -68,17 +68,17 @@ pub(super) fn view<'a>(
             live: p.instance.spec.config_update == ConfigUpdate::Live,
         }),
         rollout,
-        rejection: memory.target.rejection().map(failed),
+        rejection: memory.specs.rejection().map(failed),
         live_refusal: memory
             .live
             .refused
             .as_ref()
             .filter(|_| plan.is_some_and(|p| memory.live.refuses(p)))
             .map(|(hash, message)| (hash.as_str(), message.as_str())),
-        halted: memory.target.halted().map(failed),
+        halted: memory.specs.halted().map(failed),
         acl_applied: memory.acl_applied,
-        healthy_spec: memory.target.healthy_spec(),
-        valid_spec: memory.target.valid_spec(current),
+        healthy_spec: memory.specs.healthy_spec(),
+        valid_spec: memory.specs.valid_spec(current),
         live_verified: memory.live.verified.as_deref(),
         pending: memory.last_step.pending.as_deref(),
         applied_generation: memory.applied.statefulset_generation,

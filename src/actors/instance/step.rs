@@ -9,7 +9,7 @@ use tracing::{debug, info};
 
 use super::judge::{Findings, judge};
 use super::observe::{Observed, observe};
-use super::target::Plan;
+use super::plan::Plan;
 use super::{InstanceState, auth, live, network, perform, replicate, report, status, tls};
 use crate::crd::{ConfigUpdate, RolloutRecord};
 use crate::decide::ReplicationInputs;
@@ -108,7 +108,7 @@ pub(super) async fn step(
         .status
         .as_ref()
         .and_then(|s| s.rollout.as_ref());
-    let plan = state.target.plan(record.is_some());
+    let plan = state.specs.drive(record.is_some()).map(Plan::of);
     // Replication is observed from the prober's latest round (no pod is dialled here).
     let (observation, observed) = match replicate::observe(state, plan.as_ref(), &seen).await {
         Ok(observation) => (observation, Ok(())),
@@ -482,21 +482,21 @@ fn recall(state: &mut InstanceState, seen: &Observed, plan: &Plan, at: Instant) 
     let record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
     state.live.recall(current, plan);
     state
-        .target
+        .specs
         .forget_halt(record.map(|r| r.config_hash.as_str()));
     Remembered {
         revision: crate::resources::revision_of(&plan.instance, &plan.template_hash),
         shared: crate::resources::config_map_name(&plan.instance),
-        halted_hash: state.target.halted().map(|h| h.hash.clone()),
-        rejected_hash: state.target.rejection().map(|r| r.hash.clone()),
+        halted_hash: state.specs.halted().map(|h| h.hash.clone()),
+        rejected_hash: state.specs.rejection().map(|r| r.hash.clone()),
         settle_left: state.clock.settle_left(state.args.timings.settle),
         live_refused: state.live.refuses(plan),
-        stalled: !state.target.at_deadline(&seen.pods, record, at).is_empty(),
+        stalled: !state.specs.at_deadline(&seen.pods, record, at).is_empty(),
         pod_deadline: record.map_or(Duration::MAX, |r| {
             let deadline = plan.instance.spec.rollout.progress_deadline_seconds;
             let deadline = Duration::from_secs(deadline.max(0).unsigned_abs().into());
             crate::decide::pod_deadline_wake(&seen.pods, r, deadline, |p| {
-                state.target.unready_for(p, at)
+                state.specs.unready_for(p, at)
             })
         }),
         written_generation: state
@@ -594,7 +594,7 @@ async fn perform_checks(
     happened.status = true;
     let mut wakes = checks.wakes;
     if checks.converged {
-        state.target.converged(plan);
+        state.specs.converged(&plan.instance);
     }
     if checks.check_live {
         // Dialling pods may take seconds: other instances' steps need not wait for it.

@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 
 use super::InstanceArgs;
 use super::observe::Observed;
-use super::target::Plan;
+use super::plan::Plan;
 use crate::auth::Access;
 use crate::config::render::REDIS_PORT;
 use crate::decide::{

@@ -13,7 +13,7 @@ use tracing::info;
 
 use super::super::InstanceState;
 use super::super::observe::Observed;
-use super::super::target::Plan;
+use super::super::plan::Plan;
 use super::observe as cache;
 use crate::crd::{ReplicationStatus, RolloutRecord};
 use crate::decide::ReplicationInputs;

@@ -1,69 +1,26 @@
-//! Which spec the pods should run: the newest one that passed validation, unless redis-server
-//! itself refused its config, in which case the last one that ran.
+//! Which spec the pods should run, and which valid config is failing on them: the memory of
+//! specs and failures an instance's steps carry, and the rules that update it. The newest spec
+//! that passed validation is driven to, unless redis-server itself refused its config, in
+//! which case the last one that ran. No I/O: the actor observes, calls these, and performs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Service;
-
-use crate::config::render::{RenderedConfig, render};
+use crate::config::render::render;
 use crate::config::validate::Violation;
 use crate::crd::{RedisInstance, RedisInstanceSpec, RolloutRecord};
 use crate::decide::{
-    Crash, DriveTo, RecordedFailure, Specs, crashed_pod, drive_to, never_ready,
-    never_ready_outcome, recorded_halt, recorded_rejection, refusal, unready_on, watch_for_failure,
+    Crash, DriveTo, Outcome, REJECTION_REASONS, Recalled, RecordedFailure, Specs, crashed_pod,
+    drive_to, never_ready, never_ready_outcome, recorded_halt, recorded_rejection, refusal,
+    unready_on, watch_for_failure,
 };
-pub use crate::decide::{Outcome, REJECTION_REASONS, Recalled};
 use crate::live;
-use crate::resources::{CachedPod, headless_service, service, statefulset};
-
-/// The desired objects of one spec.
-pub struct Plan {
-    /// The spec they are built from.
-    pub instance: Arc<RedisInstance>,
-    /// Its rendered config.
-    pub rendered: RenderedConfig,
-    /// The hash its pod template carries (see [`live::template_hash`]).
-    pub template_hash: String,
-    /// Its live directives by primary name (empty unless `configUpdate: Live`).
-    pub live: BTreeMap<String, String>,
-    /// Their hash.
-    pub live_hash: String,
-    /// Its StatefulSet, without a restart marker.
-    pub statefulset: StatefulSet,
-    /// Its Service `<name>`.
-    pub service: Service,
-    /// Its headless Service.
-    pub headless: Service,
-}
-
-impl Plan {
-    fn of(instance: Arc<RedisInstance>) -> Self {
-        let rendered = render(&crate::config::effective(&instance));
-        let template_hash = live::template_hash(&instance, &rendered);
-        let live = live::split(
-            &crate::config::effective(&instance),
-            instance.spec.config_update,
-        )
-        .live;
-        Self {
-            statefulset: statefulset(&instance, &template_hash, None),
-            service: service(&instance),
-            headless: headless_service(&instance),
-            live_hash: live::live_hash(&live),
-            live,
-            template_hash,
-            rendered,
-            instance,
-        }
-    }
-}
+use crate::resources::CachedPod;
 
 /// The template hash of a spec (what its pods carry), and the hash of its whole rendered file
 /// (what changes with any edit of `spec.config`).
-fn hashes_of(instance: &RedisInstance) -> (String, String) {
+pub fn hashes_of(instance: &RedisInstance) -> (String, String) {
     let rendered = render(&crate::config::effective(instance));
     (live::template_hash(instance, &rendered), rendered.hash)
 }
@@ -124,9 +81,9 @@ fn same_spec(a: &RedisInstance, b: &RedisInstance) -> bool {
         && a.spec == b.spec
 }
 
-/// The actor's memory of specs.
+/// An instance's memory of specs and failures, kept by its actor from step to step.
 #[derive(Default)]
-pub struct Target {
+pub struct SpecMemory {
     /// Newest spec that passed validation: what the pods keep running when an edit is refused.
     last_good: Option<Arc<RedisInstance>>,
     /// Newest spec whose config completed a rollout: where a refused config rolls back to.
@@ -150,7 +107,7 @@ pub struct Target {
     unready_since: HashMap<String, Instant>,
 }
 
-impl Target {
+impl SpecMemory {
     /// Points the remembered specs that equal `current`'s at the cache's copy: holding an
     /// older copy (older status) would keep it alive beside the cache's for as long as the
     /// actor remembers it.
@@ -232,7 +189,7 @@ impl Target {
     }
 
     /// Notes the unready pods of the restart in flight, and forgets the others.
-    pub fn note_unready(
+    fn note_unready(
         &mut self,
         pods: &[Arc<CachedPod>],
         record: Option<&RolloutRecord>,
@@ -271,7 +228,7 @@ impl Target {
 
     /// A pod whose Redis is loading its data is making progress: its readiness deadline
     /// counts again from `now`.
-    pub fn note_loading(&mut self, pod: &CachedPod, now: Instant) {
+    fn note_loading(&mut self, pod: &CachedPod, now: Instant) {
         if let Some(since) = pod
             .metadata
             .uid
@@ -351,7 +308,7 @@ impl Target {
     /// Looks for the newest valid config failing on the pods: a pod on it exited with Redis's
     /// config-file error, or, while `record` restarts the pods onto it, one of the pods it
     /// started is not ready in time.
-    pub fn detect_rejection(
+    fn detect_rejection(
         &mut self,
         pods: &[Arc<CachedPod>],
         record: Option<&RolloutRecord>,
@@ -435,8 +392,8 @@ impl Target {
         Some((failure, self.recalled?))
     }
 
-    /// The never-ready rollout found by the last [`Target::detect_rejection`], once.
-    pub fn take_fresh_failure(&mut self) -> Option<(Rejection, Outcome)> {
+    /// The never-ready rollout found by the last [`SpecMemory::detect_rejection`], once.
+    fn take_fresh_failure(&mut self) -> Option<(Rejection, Outcome)> {
         self.fresh_failure.take().map(|fresh| *fresh)
     }
 
@@ -453,8 +410,8 @@ impl Target {
         }
     }
 
-    /// The rejection found by the last [`Target::detect_rejection`], once.
-    pub fn take_fresh_rejection(&mut self) -> Option<(Rejection, Crash)> {
+    /// The rejection found by the last [`SpecMemory::detect_rejection`], once.
+    fn take_fresh_rejection(&mut self) -> Option<(Rejection, Crash)> {
         self.fresh.take().map(|fresh| *fresh)
     }
 
@@ -463,29 +420,78 @@ impl Target {
         self.rejected.as_deref()
     }
 
-    /// What to drive the pods to; `None` when no spec is known to be safe: then touch nothing.
-    /// A refused spec seen first by this actor leaves the healthy one recorded in status, but
-    /// only at rest: a restart in flight was driving to a spec no longer known.
-    pub fn plan(&self, rollout_recorded: bool) -> Option<Plan> {
-        let valid = self.last_good.clone().map(Plan::of);
+    /// The spec to drive the pods to; `None` when none is known to be safe: then touch
+    /// nothing. A refused spec seen first by this actor leaves the healthy one recorded in
+    /// status, but only at rest: a restart in flight was driving to a spec no longer known.
+    pub fn drive(&self, rollout_recorded: bool) -> Option<Arc<RedisInstance>> {
+        let valid_hash = self.last_good.as_deref().map(|good| hashes_of(good).1);
         let specs = Specs {
-            valid: valid.as_ref().map(|plan| plan.rendered.hash.as_str()),
+            valid: valid_hash.as_deref(),
             rejected: self.rejected.as_ref().map(|r| r.spec_hash.as_str()),
             healthy: self.last_healthy.is_some(),
             rollout_recorded,
         };
         match drive_to(&specs) {
-            DriveTo::Valid => valid,
-            DriveTo::Healthy => self.last_healthy.clone().map(Plan::of),
+            DriveTo::Valid => self.last_good.clone(),
+            DriveTo::Healthy => self.last_healthy.clone(),
             DriveTo::Hold => None,
         }
     }
 
-    /// Every pod runs `plan` and is ready: it is what a refused config rolls back to.
-    pub fn converged(&mut self, plan: &Plan) {
-        self.last_healthy = Some(plan.instance.clone());
+    /// Every pod runs `spec` and is ready: it is what a refused config rolls back to.
+    pub fn converged(&mut self, spec: &Arc<RedisInstance>) {
+        self.last_healthy = Some(spec.clone());
+    }
+
+    /// The first look of a step at the pods: notes which pods of the restart in flight are
+    /// unready, and returns those at their readiness deadline, whose Redis is to be asked
+    /// whether it is still loading its data before [`SpecMemory::judge_pods`].
+    pub fn due_for_loading<'a>(
+        &mut self,
+        pods: &'a [Arc<CachedPod>],
+        record: Option<&'a RolloutRecord>,
+        now: Instant,
+    ) -> Vec<&'a Arc<CachedPod>> {
+        self.note_unready(pods, record, now);
+        self.at_deadline(pods, record, now)
+    }
+
+    /// Judges the pods: those `loading` their data get another readiness deadline, then a
+    /// valid config failing on them is looked for. Returns what was found this step, each
+    /// failure once, and the failure recalled from status while a restart is in flight.
+    pub fn judge_pods(
+        &mut self,
+        pods: &[Arc<CachedPod>],
+        record: Option<&RolloutRecord>,
+        loading: &[&CachedPod],
+        now: Instant,
+    ) -> PodFindings {
+        for pod in loading {
+            self.note_loading(pod, now);
+        }
+        self.detect_rejection(pods, record, now);
+        PodFindings {
+            rejection: self.take_fresh_rejection(),
+            failure: self.take_fresh_failure(),
+            recalled: self
+                .recalled()
+                .filter(|_| record.is_some())
+                .map(|(failure, told)| (failure.clone(), told)),
+        }
     }
 }
 
+/// What judging the pods found this step (see [`SpecMemory::judge_pods`]).
+#[derive(Default)]
+pub struct PodFindings {
+    /// Redis refused the newest valid config.
+    pub rejection: Option<(Rejection, Crash)>,
+    /// A restart's pod never became ready.
+    pub failure: Option<(Rejection, Outcome)>,
+    /// The failure recalled from status, and how its finder told it.
+    pub recalled: Option<(Rejection, Recalled)>,
+}
+
 #[cfg(test)]
+#[path = "specs_tests.rs"]
 mod tests;

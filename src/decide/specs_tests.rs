@@ -23,91 +23,88 @@ fn at(secs: u64) -> Instant {
     *START + Duration::from_secs(secs)
 }
 
-/// One step's look at the pods, at `secs` on the operator's clock.
-fn look(target: &mut Target, pods: &[Arc<CachedPod>], record: Option<&RolloutRecord>, secs: u64) {
-    target.note_unready(pods, record, at(secs));
-    target.detect_rejection(pods, record, at(secs));
+/// One step's look at the pods, at `secs` on the operator's clock, as the actor takes it: no
+/// pod at its deadline is loading.
+fn look(
+    memory: &mut SpecMemory,
+    pods: &[Arc<CachedPod>],
+    record: Option<&RolloutRecord>,
+    secs: u64,
+) -> PodFindings {
+    memory.due_for_loading(pods, record, at(secs));
+    memory.judge_pods(pods, record, &[], at(secs))
 }
 
-/// A target that saw `old` converge, then accepted `new`.
-fn moved_on(old: RedisInstance, new: RedisInstance) -> (Target, String) {
-    let mut target = Target::default();
-    target.accept(&Arc::new(old));
-    let plan = target.plan(false).unwrap();
-    target.converged(&plan);
-    target.accept(&Arc::new(new.clone()));
-    (target, hashes_of(&new).0)
+/// A memory that saw `old` converge, then accepted `new`.
+fn moved_on(old: RedisInstance, new: RedisInstance) -> (SpecMemory, String) {
+    let mut memory = SpecMemory::default();
+    memory.accept(&Arc::new(old));
+    let spec = memory.drive(false).unwrap();
+    memory.converged(&spec);
+    memory.accept(&Arc::new(new.clone()));
+    (memory, hashes_of(&new).0)
 }
 
 #[test]
 fn remembered_specs_follow_the_cache_copy_but_keep_their_own_spec() {
     let mut first = instance(&[("maxmemory", "100mb")]);
     first.metadata.generation = Some(1);
-    let mut target = Target::default();
-    target.accept(&Arc::new(first.clone()));
-    let plan = target.plan(false).unwrap();
-    target.converged(&plan);
+    let mut memory = SpecMemory::default();
+    memory.accept(&Arc::new(first.clone()));
+    let spec = memory.drive(false).unwrap();
+    memory.converged(&spec);
     // A status write: same spec, new copy in the cache.
     let restatused = Arc::new(first.clone());
-    target.follow(&restatused);
-    assert!(Arc::ptr_eq(target.last_good.as_ref().unwrap(), &restatused));
+    memory.follow(&restatused);
+    assert!(Arc::ptr_eq(memory.last_good.as_ref().unwrap(), &restatused));
     assert!(Arc::ptr_eq(
-        target.last_healthy.as_ref().unwrap(),
+        memory.last_healthy.as_ref().unwrap(),
         &restatused
     ));
     // A new spec: the last healthy one is remembered as it was.
     let mut second = instance(&[("maxmemory", "200mb")]);
     second.metadata.generation = Some(2);
     let second = Arc::new(second);
-    target.accept(&second);
-    assert!(Arc::ptr_eq(target.last_good.as_ref().unwrap(), &second));
+    memory.accept(&second);
+    assert!(Arc::ptr_eq(memory.last_good.as_ref().unwrap(), &second));
     assert!(Arc::ptr_eq(
-        target.last_healthy.as_ref().unwrap(),
+        memory.last_healthy.as_ref().unwrap(),
         &restatused
     ));
 }
 
 #[test]
 fn a_never_ready_pod_counts_only_during_a_restart_onto_its_config() {
-    let (mut target, hash) = moved_on(
+    let (mut memory, hash) = moved_on(
         instance(&[("maxmemory", "100mb")]),
         instance(&[("maxmemory", "200mb")]),
     );
     let pods = [unready(&hash, 1)];
-    look(&mut target, &pods, None, 0);
-    look(&mut target, &pods, None, 500);
-    assert!(
-        target.take_fresh_failure().is_none(),
-        "no restart in flight"
-    );
+    look(&mut memory, &pods, None, 0);
+    let found = look(&mut memory, &pods, None, 500);
+    assert!(found.failure.is_none(), "no restart in flight");
     let restart = record(&hash);
-    look(&mut target, &pods, Some(&restart), 500);
-    look(&mut target, &pods, Some(&restart), 600);
+    look(&mut memory, &pods, Some(&restart), 500);
+    let found = look(&mut memory, &pods, Some(&restart), 600);
     assert!(
-        target.take_fresh_failure().is_none(),
+        found.failure.is_none(),
         "within the deadline of when it was first seen"
     );
     let old = [unready(&hash, -300)];
-    look(&mut target, &old, Some(&restart), 600);
-    look(&mut target, &old, Some(&restart), 900);
-    assert!(
-        target.take_fresh_failure().is_none(),
-        "created before the restart"
-    );
-    look(&mut target, &pods, Some(&restart), 900);
-    look(&mut target, &pods, Some(&restart), 1021);
-    let (failure, outcome) = target.take_fresh_failure().unwrap();
+    look(&mut memory, &old, Some(&restart), 600);
+    let found = look(&mut memory, &old, Some(&restart), 900);
+    assert!(found.failure.is_none(), "created before the restart");
+    look(&mut memory, &pods, Some(&restart), 900);
+    let found = look(&mut memory, &pods, Some(&restart), 1021);
+    let (failure, outcome) = found.failure.unwrap();
     assert_eq!(outcome, Outcome::RolledBack);
     assert!(
         failure.message.contains("rolling back to config"),
         "{}",
         failure.message
     );
-    let plan = target.plan(false).unwrap();
-    assert_eq!(
-        plan.instance.spec.config["maxmemory"], "100mb",
-        "back to what ran"
-    );
+    let spec = memory.drive(false).unwrap();
+    assert_eq!(spec.spec.config["maxmemory"], "100mb", "back to what ran");
 }
 
 /// The API server's clock and the operator's differ: the pod was created a minute before
@@ -116,23 +113,17 @@ fn a_never_ready_pod_counts_only_during_a_restart_onto_its_config() {
 #[test]
 fn clock_skew_neither_hides_nor_hastens_a_never_ready_pod() {
     for created in [-60, 0, 3, 30] {
-        let (mut target, hash) = moved_on(
+        let (mut memory, hash) = moved_on(
             instance(&[("maxmemory", "100mb")]),
             instance(&[("maxmemory", "200mb")]),
         );
         let pods = [unready(&hash, created)];
         let restart = record(&hash);
-        look(&mut target, &pods, Some(&restart), 0);
-        look(&mut target, &pods, Some(&restart), 119);
-        assert!(
-            target.take_fresh_failure().is_none(),
-            "created at {created}"
-        );
-        look(&mut target, &pods, Some(&restart), 121);
-        assert!(
-            target.take_fresh_failure().is_some(),
-            "created at {created}"
-        );
+        look(&mut memory, &pods, Some(&restart), 0);
+        let found = look(&mut memory, &pods, Some(&restart), 119);
+        assert!(found.failure.is_none(), "created at {created}");
+        let found = look(&mut memory, &pods, Some(&restart), 121);
+        assert!(found.failure.is_some(), "created at {created}");
     }
 }
 
@@ -141,28 +132,30 @@ fn clock_skew_neither_hides_nor_hastens_a_never_ready_pod() {
 /// not ready, the next deadline finds it.
 #[test]
 fn a_pod_loading_its_data_is_asked_at_its_deadline_and_given_another() {
-    let (mut target, hash) = moved_on(
+    let (mut memory, hash) = moved_on(
         instance(&[("maxmemory", "100mb")]),
         instance(&[("maxmemory", "200mb")]),
     );
     let pods = [unready(&hash, 1)];
     let restart = record(&hash);
-    target.note_unready(&pods, Some(&restart), at(0));
+    let due = memory.due_for_loading(&pods, Some(&restart), at(0));
+    assert!(due.is_empty());
     assert!(
-        target
+        memory
             .at_deadline(&pods, Some(&restart), at(119))
             .is_empty()
     );
-    assert!(target.at_deadline(&pods, None, at(121)).is_empty());
-    let due = target.at_deadline(&pods, Some(&restart), at(121));
+    assert!(memory.at_deadline(&pods, None, at(121)).is_empty());
+    let due = memory.due_for_loading(&pods, Some(&restart), at(121));
     assert_eq!(due.len(), 1);
-    target.note_loading(due[0], at(121));
-    look(&mut target, &pods, Some(&restart), 121);
-    look(&mut target, &pods, Some(&restart), 240);
-    assert!(target.take_fresh_failure().is_none(), "loading is progress");
-    look(&mut target, &pods, Some(&restart), 242);
+    let loading = [due[0].as_ref()];
+    let found = memory.judge_pods(&pods, Some(&restart), &loading, at(121));
+    assert!(found.failure.is_none(), "loading at its deadline");
+    let found = look(&mut memory, &pods, Some(&restart), 240);
+    assert!(found.failure.is_none(), "loading is progress");
+    let found = look(&mut memory, &pods, Some(&restart), 242);
     assert!(
-        target.take_fresh_failure().is_some(),
+        found.failure.is_some(),
         "done loading and still unready a deadline later"
     );
 }
@@ -171,24 +164,24 @@ fn a_pod_loading_its_data_is_asked_at_its_deadline_and_given_another() {
 fn halt_stays_until_the_spec_or_the_restart_moves_on() {
     let mut new = instance(&[("maxmemory", "200mb")]);
     new.spec.rollout.on_failure = OnFailure::Halt;
-    let (mut target, hash) = moved_on(instance(&[("maxmemory", "100mb")]), new.clone());
+    let (mut memory, hash) = moved_on(instance(&[("maxmemory", "100mb")]), new.clone());
     let pods = [unready(&hash, 1)];
-    look(&mut target, &pods, Some(&record(&hash)), 0);
-    look(&mut target, &pods, Some(&record(&hash)), 200);
-    assert_eq!(target.take_fresh_failure().unwrap().1, Outcome::Halted);
+    look(&mut memory, &pods, Some(&record(&hash)), 0);
+    let found = look(&mut memory, &pods, Some(&record(&hash)), 200);
+    assert_eq!(found.failure.unwrap().1, Outcome::Halted);
     assert_eq!(
-        target.plan(false).unwrap().template_hash,
+        hashes_of(&memory.drive(false).unwrap()).0,
         hash,
         "no rollback"
     );
-    target.forget_halt(Some(&hash));
-    look(&mut target, &pods, Some(&record(&hash)), 300);
+    memory.forget_halt(Some(&hash));
+    let found = look(&mut memory, &pods, Some(&record(&hash)), 300);
     assert!(
-        target.halted().is_some() && target.take_fresh_failure().is_none(),
+        memory.halted().is_some() && found.failure.is_none(),
         "found once"
     );
-    target.forget_halt(Some("another"));
-    assert!(target.halted().is_none());
+    memory.forget_halt(Some("another"));
+    assert!(memory.halted().is_none());
 }
 
 /// An operator restarted while a rollout is halted: the halt is read back from status, so
@@ -208,37 +201,37 @@ fn a_halt_recorded_in_status_is_recalled_by_a_restarted_operator() {
         HALTED_REASON,
         "pod redis-example-0 is still not ready; rollout halted",
     ));
-    let mut target = Target::default();
-    target.accept(&Arc::new(halted));
+    let mut memory = SpecMemory::default();
+    memory.accept(&Arc::new(halted));
     assert_eq!(
-        target.halted().map(|h| h.hash.as_str()),
+        memory.halted().map(|h| h.hash.as_str()),
         Some(hash.as_str())
     );
     let pods = [unready(&hash, 1)];
-    look(&mut target, &pods, Some(&record(&hash)), 0);
-    look(&mut target, &pods, Some(&record(&hash)), 500);
-    assert!(target.take_fresh_failure().is_none(), "not counted again");
-    let (failure, recalled) = target.recalled().expect("a recalled halt");
+    look(&mut memory, &pods, Some(&record(&hash)), 0);
+    let found = look(&mut memory, &pods, Some(&record(&hash)), 500);
+    assert!(found.failure.is_none(), "not counted again");
+    let (failure, recalled) = memory.recalled().expect("a recalled halt");
     assert_eq!(failure.hash, hash);
     assert_eq!(recalled.event_reason(), HALTED_REASON);
     let mut other = instance(&[("maxmemory", "300mb")]);
     other.spec.rollout.on_failure = OnFailure::Halt;
-    target.accept(&Arc::new(other));
-    assert!(target.halted().is_none(), "a new spec ends the halt");
+    memory.accept(&Arc::new(other));
+    assert!(memory.halted().is_none(), "a new spec ends the halt");
 }
 
 #[test]
 fn with_nothing_that_ran_a_never_ready_config_is_halted_not_rolled_back() {
-    let mut target = Target::default();
+    let mut memory = SpecMemory::default();
     let new = instance(&[("maxmemory", "200mb")]);
-    target.accept(&Arc::new(new.clone()));
+    memory.accept(&Arc::new(new.clone()));
     let hash = hashes_of(&new).0;
     let pods = [unready(&hash, 1)];
-    look(&mut target, &pods, Some(&record(&hash)), 0);
-    look(&mut target, &pods, Some(&record(&hash)), 200);
-    assert_eq!(target.take_fresh_failure().unwrap().1, Outcome::Halted);
+    look(&mut memory, &pods, Some(&record(&hash)), 0);
+    let found = look(&mut memory, &pods, Some(&record(&hash)), 200);
+    assert_eq!(found.failure.unwrap().1, Outcome::Halted);
     assert!(
-        target.plan(false).is_some(),
+        memory.drive(false).is_some(),
         "the pods are left on the config, not held"
     );
 }
@@ -264,26 +257,26 @@ fn a_rejection_recorded_in_status_is_recalled_with_the_event_that_told_it() {
             condition_reason,
             "pod redis-example-0 never became ready",
         ));
-        let mut target = Target::default();
-        target.accept(&Arc::new(failed));
-        let (failure, recalled) = target.recalled().expect("a recalled rejection");
+        let mut memory = SpecMemory::default();
+        memory.accept(&Arc::new(failed));
+        let (failure, recalled) = memory.recalled().expect("a recalled rejection");
         assert_eq!(failure.hash, hash);
         assert_eq!(recalled.event_reason(), event_reason);
         assert_eq!(failure.message, "pod redis-example-0 never became ready");
-        target.accept(&Arc::new(instance(&[("maxmemory", "300mb")])));
-        assert!(target.recalled().is_none(), "a new spec forgets it");
+        memory.accept(&Arc::new(instance(&[("maxmemory", "300mb")])));
+        assert!(memory.recalled().is_none(), "a new spec forgets it");
     }
 }
 
 /// An operator restarted mid-rollout knows the spec that ran from status alone: a
-/// never-ready rollout still rolls back to it (not halted for want of a target), and the
+/// never-ready rollout still rolls back to it (not halted for want of a memory), and the
 /// recorded copy holds no password.
 #[test]
 fn a_restarted_operator_rolls_back_to_the_healthy_spec_recorded_in_status() {
-    let mut healthy = Target::default();
+    let mut healthy = SpecMemory::default();
     let old = Arc::new(instance(&[("maxmemory", "100mb"), ("requirepass", "pw")]));
     healthy.last_good = Some(old.clone());
-    healthy.converged(&healthy.plan(false).unwrap());
+    healthy.converged(&healthy.drive(false).unwrap());
     let recorded = healthy.healthy_spec().unwrap();
     assert!(!recorded.contains("pw"), "{recorded}");
 
@@ -295,45 +288,48 @@ fn a_restarted_operator_rolls_back_to_the_healthy_spec_recorded_in_status() {
         healthy_spec: Some(recorded.clone()),
         ..Default::default()
     });
-    let mut target = Target::default();
-    assert!(target.accept(&Arc::new(new)).is_empty());
+    let mut memory = SpecMemory::default();
+    assert!(memory.accept(&Arc::new(new)).is_empty());
     let pods = [unready(&hash, 1)];
-    look(&mut target, &pods, Some(&record(&hash)), 0);
-    look(&mut target, &pods, Some(&record(&hash)), 200);
-    assert_eq!(target.take_fresh_failure().unwrap().1, Outcome::RolledBack);
+    look(&mut memory, &pods, Some(&record(&hash)), 0);
+    let found = look(&mut memory, &pods, Some(&record(&hash)), 200);
+    assert_eq!(found.failure.unwrap().1, Outcome::RolledBack);
     assert!(
-        target.recalled().is_none(),
+        memory.recalled().is_none(),
         "found by this actor, not recalled"
     );
-    let plan = target.plan(true).unwrap();
-    assert_eq!(plan.instance.spec.config["maxmemory"], "100mb");
-    assert_eq!(plan.template_hash, hashes_of(&old).0, "the same file ran");
-    assert_eq!(target.healthy_spec().unwrap(), recorded);
+    let spec = memory.drive(true).unwrap();
+    assert_eq!(spec.spec.config["maxmemory"], "100mb");
+    assert_eq!(hashes_of(&spec).0, hashes_of(&old).0, "the same file ran");
+    assert_eq!(memory.healthy_spec().unwrap(), recorded);
 }
 
 /// A restarted operator on a refused spec keeps the objects on the recorded healthy spec
-/// at rest, and touches nothing while a restart it no longer knows the target of is in
+/// at rest, and touches nothing while a restart it no longer knows the memory of is in
 /// flight.
 #[test]
 fn on_a_refused_spec_the_recorded_healthy_one_is_kept_only_at_rest() {
     let ran = instance(&[("maxmemory", "100mb")]);
-    let mut healthy = Target::default();
+    let mut healthy = SpecMemory::default();
     healthy.accept(&Arc::new(ran.clone()));
-    healthy.converged(&healthy.plan(false).unwrap());
+    healthy.converged(&healthy.drive(false).unwrap());
     let mut refused = instance(&[("maxmemory", "lots")]);
     refused.status = Some(crate::crd::RedisInstanceStatus {
         healthy_spec: healthy.healthy_spec(),
         ..Default::default()
     });
-    let mut target = Target::default();
-    assert!(!target.accept(&Arc::new(refused)).is_empty());
-    assert_eq!(target.plan(false).unwrap().template_hash, hashes_of(&ran).0);
-    assert!(target.plan(true).is_none());
+    let mut memory = SpecMemory::default();
+    assert!(!memory.accept(&Arc::new(refused)).is_empty());
+    assert_eq!(
+        hashes_of(&memory.drive(false).unwrap()).0,
+        hashes_of(&ran).0
+    );
+    assert!(memory.drive(true).is_none());
 }
 
 /// The operator that saw a valid spec refused by the next edit records the valid one; a
 /// restarted operator keeps driving to it (a restart in flight included), as that one did.
-/// A record that no longer passes validation is no target.
+/// A record that no longer passes validation is no memory.
 #[test]
 fn on_a_refused_spec_the_recorded_valid_one_is_still_driven_to() {
     let valid = instance(&[("maxmemory", "200mb"), ("requirepass", "pw")]);
@@ -341,9 +337,9 @@ fn on_a_refused_spec_the_recorded_valid_one_is_still_driven_to() {
     refused.metadata.generation = Some(3);
     // Set rather than accepted: the spec's rules refuse a password in spec.config, which an
     // instance of an earlier version may have run with.
-    let mut before = Target {
+    let mut before = SpecMemory {
         last_good: Some(Arc::new(valid.clone())),
-        ..Target::default()
+        ..SpecMemory::default()
     };
     assert_eq!(
         before.valid_spec(&valid),
@@ -358,12 +354,12 @@ fn on_a_refused_spec_the_recorded_valid_one_is_still_driven_to() {
         valid_spec: Some(recorded.clone()),
         ..Default::default()
     });
-    let mut after = Target::default();
+    let mut after = SpecMemory::default();
     assert!(!after.accept(&Arc::new(refused.clone())).is_empty());
-    let plan = after
-        .plan(true)
+    let spec = after
+        .drive(true)
         .expect("driven to the valid spec mid-restart");
-    assert_eq!(plan.instance.spec.config["maxmemory"], "200mb");
+    assert_eq!(spec.spec.config["maxmemory"], "200mb");
     assert_eq!(after.valid_spec(&refused).unwrap(), recorded);
 
     let mut edited = refused;
@@ -371,9 +367,9 @@ fn on_a_refused_spec_the_recorded_valid_one_is_still_driven_to() {
         valid_spec: Some(recorded.replace("200mb", "lots")),
         ..Default::default()
     });
-    let mut fresh = Target::default();
+    let mut fresh = SpecMemory::default();
     assert!(!fresh.accept(&Arc::new(edited)).is_empty());
-    assert!(fresh.plan(true).is_none());
+    assert!(fresh.drive(true).is_none());
 }
 
 #[test]
@@ -383,16 +379,16 @@ fn under_live_an_edit_of_live_directives_alone_still_clears_a_rejection() {
         i.spec.config_update = ConfigUpdate::Live;
         i
     };
-    let (mut target, hash) = moved_on(
+    let (mut memory, hash) = moved_on(
         live(&[("databases", "16"), ("maxmemory", "100mb")]),
         live(&[("databases", "8"), ("maxmemory", "100mb")]),
     );
     let pods = [unready(&hash, 1)];
-    look(&mut target, &pods, Some(&record(&hash)), 0);
-    look(&mut target, &pods, Some(&record(&hash)), 200);
-    assert!(target.rejection().is_some());
+    look(&mut memory, &pods, Some(&record(&hash)), 0);
+    look(&mut memory, &pods, Some(&record(&hash)), 200);
+    assert!(memory.rejection().is_some());
     let fixed = live(&[("databases", "8"), ("maxmemory", "150mb")]);
     assert_eq!(hashes_of(&fixed).0, hash, "same template hash");
-    target.accept(&Arc::new(fixed));
-    assert!(target.rejection().is_none(), "a new spec.config is tried");
+    memory.accept(&Arc::new(fixed));
+    assert!(memory.rejection().is_none(), "a new spec.config is tried");
 }
