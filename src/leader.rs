@@ -174,6 +174,9 @@ pub struct Elector {
     seen: Seen,
     recorder: Recorder,
     told_standby: Option<String>,
+    /// This elector has held the Lease: finding it taken then means this operator was
+    /// deposed and stops, so it does not announce itself as a standby.
+    has_led: bool,
 }
 
 /// How one attempt went.
@@ -198,6 +201,7 @@ impl Elector {
                 since: Instant::now(),
             },
             told_standby: None,
+            has_led: false,
         }
     }
 
@@ -274,7 +278,9 @@ impl Elector {
         };
         let written = match step {
             LeaseStep::Wait { holder } => {
-                self.tell_standby(&holder).await;
+                if !self.has_led {
+                    self.tell_standby(&holder).await;
+                }
                 // Read again next time, to see whether the holder still renews.
                 self.seen.lease = None;
                 return Ok(Held::By(holder));
@@ -305,6 +311,7 @@ impl Elector {
                         identity = %self.config.identity, "acquired the lease; acting on instances");
                     self.told_standby = None;
                 }
+                self.has_led = true;
                 self.remember(Some(lease));
                 Ok(Held::Until(started + self.config.duration))
             }

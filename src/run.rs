@@ -98,15 +98,36 @@ pub async fn client_config(kubeconfig: Option<&PathBuf>) -> Result<Config, Strin
     Ok(config)
 }
 
+/// The User-Agent of a replica under leader election: [`USER_AGENT`] and the replica's
+/// identity in the Lease, so the audit log tells which of two replicas sent a request.
+pub fn user_agent(identity: &str) -> String {
+    format!("{USER_AGENT} ({identity})")
+}
+
 /// A client whose requests each give up after `timeout`, when given (the watches' client has
-/// none: a watch is a request that lasts minutes).
+/// none: a watch is a request that lasts minutes), sent as the replica `identity` if given.
 async fn new_client(
     kubeconfig: Option<&PathBuf>,
     traffic: &ApiTraffic,
     timeout: Option<std::time::Duration>,
+    identity: Option<&str>,
 ) -> Result<Client, Error> {
-    let config = client_config(kubeconfig).await.map_err(Error::Config)?;
+    let mut config = client_config(kubeconfig).await.map_err(Error::Config)?;
+    if let Some(identity) = identity {
+        send_as(&mut config, identity);
+    }
     client_with(config, traffic, timeout)
+}
+
+/// Makes `config`'s requests carry the User-Agent of the replica `identity`. An identity that
+/// is no valid header value (a pod or host name always is) leaves the plain one.
+fn send_as(config: &mut Config, identity: &str) {
+    if let Ok(agent) = ::http::HeaderValue::from_str(&user_agent(identity)) {
+        config
+            .headers
+            .retain(|(name, _)| name != ::http::header::USER_AGENT);
+        config.headers.push((::http::header::USER_AGENT, agent));
+    }
 }
 
 /// [`new_client`] from `config`. The connection's timeouts each bound one step (connecting,
@@ -151,14 +172,21 @@ enum Outcome {
 pub async fn run(options: Options) -> Result<(), Error> {
     let registry = prometheus::Registry::new();
     let traffic = ApiTraffic::register(&registry).map_err(Error::Metrics)?;
-    let client = new_client(options.kubeconfig.as_ref(), &traffic, None).await?;
+    let identity = options.lease.as_ref().map(|lease| lease.identity.as_str());
+    let client = new_client(options.kubeconfig.as_ref(), &traffic, None, identity).await?;
     // Under leader election every write must land or fail within the fence's margin, so a
     // deposed leader's request cannot arrive after a standby has taken over.
     let write_timeout = options
         .lease
         .as_ref()
         .map(|lease| leader::request_timeout(lease.duration));
-    let writer = new_client(options.kubeconfig.as_ref(), &traffic, write_timeout).await?;
+    let writer = new_client(
+        options.kubeconfig.as_ref(),
+        &traffic,
+        write_timeout,
+        identity,
+    )
+    .await?;
     let probe: Api<RedisInstance> = match &options.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),

@@ -67,3 +67,33 @@ async fn a_write_gives_up_when_the_whole_request_outlasts_its_timeout() {
     let error = answered.expect_err("no answer ever completes");
     assert!(error.to_string().contains("timed out"), "{error}");
 }
+
+/// The User-Agent headers `config` sends.
+fn agents(config: &Config) -> Vec<&str> {
+    config
+        .headers
+        .iter()
+        .filter(|(name, _)| name == ::http::header::USER_AGENT)
+        .filter_map(|(_, value)| value.to_str().ok())
+        .collect()
+}
+
+#[test]
+fn a_replica_sends_its_identity_in_its_user_agent_once() {
+    let plain = || {
+        let mut config = Config::new("https://127.0.0.1:6443".parse().unwrap());
+        config.headers.push((
+            ::http::header::USER_AGENT,
+            ::http::HeaderValue::from_static(USER_AGENT),
+        ));
+        config
+    };
+    let mut config = plain();
+    send_as(&mut config, "redis-operator-5d8f-x2k");
+    let expected = format!("{USER_AGENT} (redis-operator-5d8f-x2k)");
+    assert_eq!(agents(&config), [expected.as_str()]);
+    // Not a header value: the plain User-Agent stays.
+    let mut config = plain();
+    send_as(&mut config, "two\nlines");
+    assert_eq!(agents(&config), [USER_AGENT]);
+}

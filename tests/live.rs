@@ -219,6 +219,8 @@ async fn a_frozen_leader_woken_after_a_takeover_sets_nothing_back() {
         listed,
         "the standby listed again after it took over"
     );
+    let agent = redis_operator::run::user_agent(&lease_identity(&takeover.leader));
+    let after_waking = common::AuditLog::from_now();
     drop(frozen);
     // The woken leader's live check is long overdue and its caches say 100mb: for the next
     // five seconds, and after it has stopped, the pod keeps the new leader's value.
@@ -230,8 +232,27 @@ async fn a_frozen_leader_woken_after_a_takeover_sets_nothing_back() {
     })
     .await;
     assert!(!status.success(), "losing the lease is a failure: {status}");
+    // Nor did any API write it sent after waking land: the audit log, which names each
+    // replica by its identity, shows what it asked and the answers.
+    let asked = after_waking.requests(&agent, &takeover.ns.name);
+    assert!(
+        asked.iter().any(|r| r.resource == "leases"),
+        "no request of the woken leader for its Lease in the audit log: {asked:#?}"
+    );
+    let landed: Vec<_> = asked.iter().filter(|r| r.landed()).collect();
+    assert!(landed.is_empty(), "the woken leader wrote: {landed:#?}");
     assert_eq!(takeover.running().await, NEW_MAXMEMORY);
     assert!(takeover.history.restarts().await.values().all(|n| *n == 0));
+}
+
+/// The identity `operator` holds the Lease as, from its log.
+fn lease_identity(operator: &Operator) -> String {
+    let lines = operator.log_lines();
+    let acquired = lines
+        .iter()
+        .find(|l| l["message"] == "acquired the lease; acting on instances")
+        .expect("the operator acquired the lease");
+    acquired["identity"].as_str().unwrap().to_owned()
 }
 
 /// The operator's list requests so far, by its own count.

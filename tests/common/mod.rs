@@ -386,9 +386,16 @@ pub struct AuditedRequest {
     pub name: String,
     pub subresource: String,
     pub user_agent: String,
+    /// The HTTP status the API server answered with.
+    pub code: u64,
 }
 
 impl AuditedRequest {
+    /// A write the API server carried out: a write answered with a 2xx.
+    pub fn landed(&self) -> bool {
+        self.is_write() && (200..300).contains(&self.code)
+    }
+
     /// create, update, patch, delete (and deletecollection).
     pub fn is_write(&self) -> bool {
         matches!(
@@ -434,6 +441,7 @@ impl AuditLog {
                     name: field(&e["objectRef"]["name"]),
                     subresource: field(&e["objectRef"]["subresource"]),
                     user_agent: field(&e["userAgent"]),
+                    code: e["responseStatus"]["code"].as_u64().unwrap_or_default(),
                 }
             })
             .collect()
