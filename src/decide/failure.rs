@@ -69,6 +69,24 @@ pub enum Outcome {
     Halted,
 }
 
+impl Outcome {
+    /// What the operator did, as logs and the failed-rollout metric name it.
+    pub fn action(self) -> &'static str {
+        match self {
+            Outcome::RolledBack => "RolledBack",
+            Outcome::Halted => "Halted",
+        }
+    }
+
+    /// The reason of the Event that tells it; a halt's is its condition's, [`HALTED_REASON`].
+    pub fn event_reason(self) -> &'static str {
+        match self {
+            Outcome::RolledBack => "RolloutRolledBack",
+            Outcome::Halted => "RolloutHalted",
+        }
+    }
+}
+
 /// Redis refused config `hash` in a pod (`crash`): the status and Event message. Such a config
 /// always rolls back to `healthy`, the last one that ran, when there is one.
 pub fn refusal(hash: &str, crash: &Crash, healthy: Option<&str>) -> String {

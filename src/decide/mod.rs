@@ -58,7 +58,10 @@ pub use failure::{
 };
 pub use live_drift_mark::{LIVE_DRIFT_ANNOTATION, LiveDriftMark, owed_live_drift};
 pub use network::{PolicyAct, PolicyStep, PolicyView, PolicyWrite, network_step};
-pub use notice::{Notice, record_fact, restart_resumed};
+pub use notice::{
+    Notice, failure_retold, invalid_config, live_config_refused, record_fact, redis_rejected,
+    replication_not_enabled, restart_overdue, restart_resumed, rollout_failed,
+};
 /// Pods and StatefulSets as the caches hold them, for tests elsewhere in the crate.
 #[cfg(test)]
 pub(crate) use pods::fixtures as pods_fixtures;

@@ -73,11 +73,7 @@ pub(super) async fn judge(judging: Judging<'_>, seen: &Observed, clock: Instant)
             hash = %rejection.hash, "Redis rejected the config");
     }
     if let Some((failure, outcome)) = &failure {
-        let action = match outcome {
-            Outcome::RolledBack => "RolledBack",
-            Outcome::Halted => "Halted",
-        };
-        warn!(hash = %failure.hash, action, detail = %failure.message, "rollout failed");
+        warn!(hash = %failure.hash, action = outcome.action(), detail = %failure.message, "rollout failed");
     }
     Findings {
         refused,

@@ -163,26 +163,14 @@ pub(super) async fn apply(
             Ok(())
         }
         Err(error) if error.is_refusal() => {
-            let message = format!(
-                "live config change refused: {error}; every pod keeps its running config and the \
-                 ConfigMap is unchanged. Fix spec.config"
-            );
             warn!(%error, live_hash = %plan.live_hash, "Redis refused the live config change");
-            live.memory.refused = Some((plan.live_hash.clone(), message.clone()));
+            let event = crate::decide::live_config_refused(&plan.live_hash, &error.to_string());
+            live.memory.refused = Some((plan.live_hash.clone(), event.note.clone()));
             let _ = live.args.metrics.send_message(MetricsMsg::LiveChange {
                 key,
                 outcome: "Refused",
             });
-            let fact = format!("live config {} refused", plan.live_hash);
-            tell::report_refusal(
-                live.args,
-                instance,
-                "LiveConfigRefused",
-                "LiveApply",
-                message,
-                fact,
-            )
-            .await;
+            tell::report_refusal(live.args, instance, &event).await;
             Ok(())
         }
         Err(error) => Err(error.into()),

@@ -10,12 +10,11 @@ use super::observe::Observed;
 use super::plan::Plan;
 use super::status::{derive_status, store_status};
 use super::step::Happened;
-use super::tell::{report_refusal, tell, warning};
+use super::tell::{report_refusal, tell};
 use super::{InstanceArgs, InstanceState};
 use crate::actors::metrics::{MISMATCH_KINDS, MetricsMsg};
-use crate::config::render::short_hash;
 use crate::crd::{RedisInstance, RolloutRecord};
-use crate::decide::{Outcome, Recalled, Rejection};
+use crate::decide::{self, Outcome, Recalled, Rejection};
 use crate::decide::{REPAIRED_ANNOTATION, owed_live_apply, owed_repairs};
 use crate::kube_io;
 
@@ -33,47 +32,33 @@ fn count_mismatches(args: &InstanceArgs, reported: &mut Reported, now: [bool; 3]
     reported.mismatches = now;
 }
 
-/// Redis itself refused a config: told once, as a Warning Event.
+/// Redis itself refused a config: counted, and told once.
 async fn rejected(args: &InstanceArgs, instance: &RedisInstance, rejection: &Rejection) {
     let _ = args.metrics.send_message(MetricsMsg::RolloutFailed {
         key: args.key.clone(),
-        action: "RolledBack",
+        action: Outcome::RolledBack.action(),
     });
-    report_refusal(
-        args,
-        instance,
-        "RedisRejectedConfig",
-        "Restart",
-        rejection.message.clone(),
-        failure_fact(instance, rejection),
-    )
-    .await;
+    let event = decide::redis_rejected(rejection, generation(instance));
+    report_refusal(args, instance, &event).await;
 }
 
-/// A restart's pod never became ready: told once, as a Warning Event, and counted.
+/// A restart's pod never became ready: counted, and told once.
 async fn rollout_failed(
     args: &InstanceArgs,
     instance: &RedisInstance,
     failure: &Rejection,
     outcome: Outcome,
 ) {
-    let action = match outcome {
-        Outcome::RolledBack => "RolledBack",
-        Outcome::Halted => "Halted",
-    };
     let _ = args.metrics.send_message(MetricsMsg::RolloutFailed {
         key: args.key.clone(),
-        action,
+        action: outcome.action(),
     });
-    let reason = match outcome {
-        Outcome::RolledBack => "RolloutRolledBack",
-        Outcome::Halted => "RolloutHalted",
-    };
-    let fact = failure_fact(instance, failure);
-    args.api.tell(
-        instance,
-        warning(reason, "Restart", failure.message.clone(), fact),
-    );
+    let event = decide::rollout_failed(failure, outcome, generation(instance));
+    tell(args, instance, &event).await;
+}
+
+fn generation(instance: &RedisInstance) -> i64 {
+    instance.metadata.generation.unwrap_or_default()
 }
 
 /// The restart in flight passed its progress deadline: told once per restart (see
@@ -85,16 +70,9 @@ async fn overdue(
     record: &RolloutRecord,
 ) {
     reported.overdue = Some(record.started_at.0);
-    let note = format!(
-        "restart to config {} not finished {}s after it began at {}; check the pods' readiness and redis logs",
-        short_hash(&record.config_hash),
-        args.timings.progress_deadline.as_secs(),
-        record.started_at.0
-    );
-    warn!(detail = %note, "restart overdue");
-    let fact = crate::decide::record_fact(record);
-    args.api
-        .tell(instance, warning("RolloutStuck", "Restart", note, fact));
+    let event = decide::restart_overdue(record, args.timings.progress_deadline);
+    warn!(detail = %event.note, "restart overdue");
+    tell(args, instance, &event).await;
 }
 
 /// The repairs and the live change marked on the instance's objects lately, told unless this
@@ -190,23 +168,8 @@ async fn refuse(
     message: String,
 ) {
     reported.refused_generation = current.metadata.generation;
-    let fact = format!(
-        "refused generation {}",
-        current.metadata.generation.unwrap_or_default()
-    );
-    report_refusal(args, current, "InvalidConfig", "Validate", message, fact).await;
-}
-
-/// What identifies a config the pods failed on: status records it (`rejectedConfigHash`, the
-/// condition's reason) for as long as the spec that holds it, so a restarted operator names
-/// the same failure the same way.
-fn failure_fact(instance: &RedisInstance, failure: &Rejection) -> String {
-    format!(
-        "{} {} generation {}",
-        failure.reason,
-        failure.spec_hash,
-        instance.metadata.generation.unwrap_or_default()
-    )
+    let event = decide::invalid_config(generation(current), message);
+    report_refusal(args, current, &event).await;
 }
 
 /// The Events a restart in flight was told with, told again by an actor that did not tell
@@ -221,25 +184,15 @@ fn retell(
     let api = &args.api;
     api.tell_unless_told(instance, crate::decide::restart_resumed(record).told());
     if let Some((failure, recalled)) = recalled {
-        let reason = recalled.event_reason();
-        let fact = failure_fact(instance, failure);
-        api.tell_unless_told(
-            instance,
-            warning(reason, "Restart", failure.message.clone(), fact),
-        );
+        let event = decide::failure_retold(failure, *recalled, generation(instance));
+        api.tell_unless_told(instance, event.told());
     }
 }
 
 /// Tells once that an instance which ran as several unrelated servers stays so until the user
 /// agrees to turn it into one primary and its replicas.
 pub(super) async fn unconverted(args: &InstanceArgs, instance: &RedisInstance) {
-    let note = format!(
-        "{} pods run as unrelated servers, each with its own data; annotate the instance with {}=true to make pod 0 the primary and the others its replicas (their own data is replaced by the primary's)",
-        instance.spec.replicas,
-        crate::resources::CONVERT_ANNOTATION
-    );
-    warn!("{note}");
-    args.api
-        .event(instance, true, "ReplicationNotEnabled", "Replicate", note)
-        .await;
+    let event = decide::replication_not_enabled(instance.spec.replicas);
+    warn!("{}", event.note);
+    tell(args, instance, &event).await;
 }

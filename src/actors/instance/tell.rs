@@ -5,7 +5,6 @@ use tracing::info;
 use super::InstanceArgs;
 use crate::actors::metrics::MetricsMsg;
 use crate::crd::RedisInstance;
-use crate::events::{Occurrence, Told};
 
 /// Posts `event` on the instance.
 pub(super) async fn tell(
@@ -34,29 +33,14 @@ pub(super) async fn drift_repaired(
     tell(args, instance, event).await;
 }
 
-/// A refused config, by validation or by Redis itself: counted, and told as a Warning Event.
-/// `fact` names what was refused, so the Event is told once whoever tells it.
+/// A refused config, by validation or by Redis itself: counted, and told with `event`, which
+/// names what was refused, so it is told once whoever tells it.
 pub(super) async fn report_refusal(
     args: &InstanceArgs,
     instance: &RedisInstance,
-    reason: &str,
-    action: &str,
-    message: String,
-    fact: String,
+    event: &crate::decide::Notice,
 ) {
     let key = args.key.clone();
     let _ = args.metrics.send_message(MetricsMsg::InvalidConfig(key));
-    args.api
-        .tell(instance, warning(reason, action, message, fact));
-}
-
-/// A Warning telling the recorded fact `fact`.
-pub(super) fn warning(reason: &str, action: &str, note: String, fact: String) -> Told {
-    Told {
-        warning: true,
-        reason: reason.to_owned(),
-        action: action.to_owned(),
-        note,
-        occurrence: Occurrence::Fact(fact),
-    }
+    tell(args, instance, event).await;
 }
