@@ -9,6 +9,7 @@
 mod act;
 mod auth;
 mod checks;
+mod failed_step;
 mod failure;
 pub mod live_drift;
 mod live_drift_mark;
@@ -52,6 +53,7 @@ pub use auth::{
     auth_reads, auth_step, synced,
 };
 pub use checks::{Checks, ChecksView, checks};
+pub use failed_step::{AfterFailure, StepFailure, after_failure};
 pub use failure::{
     DriveTo, Outcome, REJECTION_REASONS, Recalled, RecordedFailure, Specs, drive_to,
     never_ready_outcome, recorded_halt, recorded_rejection, refusal, watch_for_failure,

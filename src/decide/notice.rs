@@ -82,7 +82,7 @@ pub fn restart_resumed(record: &RolloutRecord) -> Notice {
 }
 
 impl Notice {
-    fn warning(reason: &'static str, action: &'static str, note: String) -> Self {
+    pub(super) fn warning(reason: &'static str, action: &'static str, note: String) -> Self {
         Notice {
             warning: true,
             ..Notice::normal(reason, action, note)

@@ -34,7 +34,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{Instrument, debug, warn};
 
 use super::metrics::{InstanceKey, MetricsMsg};
-use crate::decide::SpecMemory;
+use crate::decide::{SpecMemory, StepFailure};
 use crate::kube_io::{self, InstanceApi};
 use crate::stages::{self, Stage};
 use memory::{Applied, LastStep, Reported, Schedule, SpecClock};
@@ -450,10 +450,6 @@ fn schedule_tick(
         after.map(|after| myself.send_after(jittered(after), || InstanceMsg::Tick));
 }
 
-/// Consecutive failed steps after which a person is told with a Warning Event; fewer are
-/// routine (a conflict, an apiserver restart) and only logged.
-const FAILURES_BEFORE_EVENT: u32 = 3;
-
 async fn after_step(
     myself: &ActorRef<InstanceMsg>,
     state: &mut InstanceState,
@@ -476,87 +472,74 @@ async fn after_step(
                 rest::wait(myself, &mut state.rest, &state.args);
             }
         }
-        Err(error) if error.is_namespace_terminating() => {
-            debug!("namespace is being deleted; waiting for the instance to go");
-            schedule_tick(myself, state, None);
-        }
-        Err(error) if error.is_conflict() => {
-            // A write preconditioned on what the cache showed met a newer object: look again
-            // soon, when the watch has brought it. Routine, so no failure is counted or told.
-            debug!(%error, "the object changed since it was read; looking again");
-            let _ = state.args.metrics.send_message(MetricsMsg::ReconcileError {
-                key: state.args.key.clone(),
-                category: error.reason(),
-            });
-            schedule_tick(myself, state, Some(CONFLICT_RETRY));
-        }
-        Err(error) if error.is_invalid() => {
-            // The API server refuses the object itself: the same write fails again until the
-            // spec changes, and a spec change starts the next step.
-            refused_by_api(state, &error).await;
-            schedule_tick(myself, state, None);
-        }
-        Err(error) => {
-            state.schedule.consecutive_failures += 1;
-            let backoff = backoff(
-                state.schedule.consecutive_failures,
-                state.args.timings.max_backoff,
-            );
-            let key = &state.args.key;
-            warn!(%error, reason = error.reason(),
-                retry_in_secs = backoff.as_secs(), "reconcile step failed");
-            let _ = state.args.metrics.send_message(MetricsMsg::ReconcileError {
-                key: key.clone(),
-                category: error.reason(),
-            });
-            if state.schedule.consecutive_failures == FAILURES_BEFORE_EVENT
-                && let Some(instance) = observe::cached_instance(state)
-            {
-                let note = format!(
-                    "{error}; failed {FAILURES_BEFORE_EVENT} times in a row, retrying with backoff"
-                );
-                state
-                    .args
-                    .api
-                    .event(&instance, true, error.reason(), "Reconcile", note)
-                    .await;
-            }
-            schedule_tick(myself, state, Some(backoff));
-        }
+        Err(error) => failed(myself, state, &error).await,
     }
 }
 
-/// How soon a step whose write met a conflict looks again.
-const CONFLICT_RETRY: Duration = Duration::from_millis(250);
-
-/// Tells once per generation that the API server refused what this spec builds, and keeps it
-/// on the status until the spec changes.
-async fn refused_by_api(state: &mut InstanceState, error: &kube_io::Error) {
-    let key = state.args.key.clone();
-    let _ = state.args.metrics.send_message(MetricsMsg::ReconcileError {
-        key,
-        category: error.reason(),
-    });
-    let Some(instance) = observe::cached_instance(state) else {
-        return;
+/// A step that failed: reads the error into a [`StepFailure`], asks
+/// [`crate::decide::after_failure`] what follows, and does it.
+async fn failed(myself: &ActorRef<InstanceMsg>, state: &mut InstanceState, error: &kube_io::Error) {
+    let failure = if error.is_namespace_terminating() {
+        StepFailure::NamespaceTerminating
+    } else if error.is_conflict() {
+        StepFailure::Conflict
+    } else if error.is_invalid() {
+        StepFailure::Refused
+    } else {
+        StepFailure::Other
     };
-    let generation = instance.metadata.generation;
-    if state
+    let instance = observe::cached_instance(state);
+    let generation = instance.as_ref().and_then(|i| i.metadata.generation);
+    let refusal_told = state
         .reported
         .api_refusal
         .as_ref()
-        .is_some_and(|(g, _)| *g == generation)
-    {
-        return;
+        .is_some_and(|(g, _)| *g == generation);
+    let after = crate::decide::after_failure(
+        failure,
+        error.reason(),
+        &error.to_string(),
+        state.schedule.consecutive_failures,
+        state.args.timings.max_backoff,
+        refusal_told,
+    );
+    match failure {
+        StepFailure::NamespaceTerminating => {
+            debug!("namespace is being deleted; waiting for the instance to go");
+        }
+        StepFailure::Conflict => {
+            debug!(%error, "the object changed since it was read; looking again")
+        }
+        StepFailure::Refused if after.refusal.is_some() => {
+            warn!(%error, reason = error.reason(), "the API server refused a write; not retried until the spec changes");
+        }
+        StepFailure::Refused => {}
+        StepFailure::Other => {
+            let retry_in_secs = after.retry_in.unwrap_or_default().as_secs();
+            warn!(%error, reason = error.reason(), retry_in_secs, "reconcile step failed");
+        }
     }
-    warn!(%error, reason = error.reason(), "the API server refused a write; not retried until the spec changes");
-    let message = format!("{error}; not retried until the spec changes");
-    state.reported.api_refusal = Some((generation, message.clone()));
-    state
-        .args
-        .api
-        .event(&instance, true, "ApiRefused", "Reconcile", message)
-        .await;
+    state.schedule.consecutive_failures = after.failures;
+    if after.counted {
+        let _ = state.args.metrics.send_message(MetricsMsg::ReconcileError {
+            key: state.args.key.clone(),
+            category: error.reason(),
+        });
+    }
+    if let Some(instance) = &instance {
+        if let Some(event) = &after.event {
+            tell::tell(&state.args, instance, event).await;
+        }
+        if let Some(refusal) = after.refusal {
+            state.reported.api_refusal = Some((generation, refusal));
+            record_refusal(state).await;
+        }
+    }
+    schedule_tick(myself, state, after.retry_in);
+}
+
+/// Keeps an API refusal on the status until the spec changes.
+async fn record_refusal(state: &mut InstanceState) {
     if let Some(seen) = observe(
         &state.args.stores,
         &mut state.written,
@@ -568,23 +551,9 @@ async fn refused_by_api(state: &mut InstanceState, error: &kube_io::Error) {
     }
 }
 
-/// 1s, 2s, 4s ... capped.
-fn backoff(failures: u32, max: Duration) -> Duration {
-    Duration::from_secs(1u64 << failures.saturating_sub(1).min(16)).min(max)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let max = Duration::from_secs(30);
-        assert_eq!(backoff(1, max), Duration::from_secs(1));
-        assert_eq!(backoff(2, max), Duration::from_secs(2));
-        assert_eq!(backoff(4, max), Duration::from_secs(8));
-        assert_eq!(backoff(30, max), max);
-    }
 
     #[test]
     fn jitter_adds_at_most_a_fifth() {
