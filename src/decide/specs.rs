@@ -93,10 +93,6 @@ pub struct SpecMemory {
     rejected: Option<Box<Rejection>>,
     /// A rollout halted on this config (`onFailure: Halt`).
     halted: Option<Box<Rejection>>,
-    /// A crash that showed Redis refusing the config, found this step, to be reported once.
-    fresh: Option<Box<(Rejection, Crash)>>,
-    /// A never-ready rollout found this step, to be reported once.
-    fresh_failure: Option<Box<(Rejection, Outcome)>>,
     /// The failure was recalled from status rather than found by this actor: how its finder
     /// told it, which this actor may tell again.
     recalled: Option<Recalled>,
@@ -134,8 +130,6 @@ impl SpecMemory {
     pub fn remembers_failure(&self) -> bool {
         self.rejected.is_some()
             || self.halted.is_some()
-            || self.fresh.is_some()
-            || self.fresh_failure.is_some()
             || self.recalled.is_some()
             || !self.unready_since.is_empty()
     }
@@ -307,33 +301,37 @@ impl SpecMemory {
 
     /// Looks for the newest valid config failing on the pods: a pod on it exited with Redis's
     /// config-file error, or, while `record` restarts the pods onto it, one of the pods it
-    /// started is not ready in time.
+    /// started is not ready in time. Returns what it found, which it also remembers.
     fn detect_rejection(
         &mut self,
         pods: &[Arc<CachedPod>],
         record: Option<&RolloutRecord>,
         now: Instant,
-    ) {
+    ) -> PodFindings {
+        let none = PodFindings::default();
         let Some(good) = self.last_good.clone() else {
-            return;
+            return none;
         };
         let (hash, spec_hash) = hashes_of(&good);
         let healthy = self.last_healthy.as_deref().map(|h| hashes_of(h).0);
         let known_failure = self.rejected.is_some() || self.halted.is_some();
         if !watch_for_failure(known_failure, healthy.as_deref(), &hash) {
-            return;
+            return none;
         }
         let Some(crash) = crashed_pod(pods, &hash) else {
-            if let Some(record) = record.filter(|r| r.config_hash == hash) {
-                let failing = Failing {
-                    good: &good,
-                    hash: &hash,
-                    spec_hash: &spec_hash,
-                    healthy: healthy.as_deref(),
-                };
-                self.detect_never_ready(&failing, pods, record, now);
-            }
-            return;
+            let Some(record) = record.filter(|r| r.config_hash == hash) else {
+                return none;
+            };
+            let failing = Failing {
+                good: &good,
+                hash: &hash,
+                spec_hash: &spec_hash,
+                healthy: healthy.as_deref(),
+            };
+            return PodFindings {
+                failure: self.detect_never_ready(&failing, pods, record, now),
+                ..none
+            };
         };
         let message = refusal(&hash, &crash, healthy.as_deref());
         let rejection = Rejection {
@@ -344,7 +342,10 @@ impl SpecMemory {
         };
         self.rejected = Some(Box::new(rejection.clone()));
         self.recalled = None;
-        self.fresh = Some(Box::new((rejection, crash)));
+        PodFindings {
+            rejection: Some((rejection, crash)),
+            ..none
+        }
     }
 
     /// A pod the restart started is still unready `spec.rollout.progressDeadlineSeconds` after
@@ -356,15 +357,13 @@ impl SpecMemory {
         pods: &[Arc<CachedPod>],
         record: &RolloutRecord,
         now: Instant,
-    ) {
+    ) -> Option<(Rejection, Outcome)> {
         let rollout = &failing.good.spec.rollout;
         let deadline = readiness_deadline(failing.good);
         let since = record.started_at.0;
-        let Some(pod) = never_ready(pods, failing.hash, since, deadline, |p| {
+        let pod = never_ready(pods, failing.hash, since, deadline, |p| {
             self.unready_for(p, now)
-        }) else {
-            return;
-        };
+        })?;
         let (outcome, message) = never_ready_outcome(
             rollout.on_failure,
             failing.healthy,
@@ -383,18 +382,13 @@ impl SpecMemory {
             Outcome::RolledBack => self.rejected = Some(Box::new(rejection.clone())),
         }
         self.recalled = None;
-        self.fresh_failure = Some(Box::new((rejection, outcome)));
+        Some((rejection, outcome))
     }
 
     /// The failure recalled from status, with how it was told.
     pub fn recalled(&self) -> Option<(&Rejection, Recalled)> {
         let failure = self.halted.as_deref().or(self.rejected.as_deref())?;
         Some((failure, self.recalled?))
-    }
-
-    /// The never-ready rollout found by the last [`SpecMemory::detect_rejection`], once.
-    fn take_fresh_failure(&mut self) -> Option<(Rejection, Outcome)> {
-        self.fresh_failure.take().map(|fresh| *fresh)
     }
 
     /// The rollout halted on this config, if any.
@@ -408,11 +402,6 @@ impl SpecMemory {
         if self.halted.as_ref().map(|h| h.hash.as_str()) != record_hash {
             self.halted = None;
         }
-    }
-
-    /// The rejection found by the last [`SpecMemory::detect_rejection`], once.
-    fn take_fresh_rejection(&mut self) -> Option<(Rejection, Crash)> {
-        self.fresh.take().map(|fresh| *fresh)
     }
 
     /// The config Redis refused, if any.
@@ -469,14 +458,14 @@ impl SpecMemory {
         for pod in loading {
             self.note_loading(pod, now);
         }
-        self.detect_rejection(pods, record, now);
+        // Found first: a failure found afresh replaces the one recalled from status.
+        let found = self.detect_rejection(pods, record, now);
         PodFindings {
-            rejection: self.take_fresh_rejection(),
-            failure: self.take_fresh_failure(),
             recalled: self
                 .recalled()
                 .filter(|_| record.is_some())
                 .map(|(failure, told)| (failure.clone(), told)),
+            ..found
         }
     }
 }
