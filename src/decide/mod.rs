@@ -11,6 +11,7 @@ mod auth;
 mod checks;
 mod failed_step;
 mod failure;
+pub mod live_check;
 pub mod live_drift;
 mod live_drift_mark;
 mod network;

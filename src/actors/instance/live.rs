@@ -15,6 +15,7 @@ use super::{InstanceArgs, Written};
 use crate::actors::metrics::MetricsMsg;
 use crate::auth::Access;
 use crate::crd::{ConfigUpdate, RedisInstance};
+use crate::decide::live_check::{self, Repair, SetBack};
 use crate::decide::{
     APPLIED_LIVE_ANNOTATION, LIVE_DRIFT_ANNOTATION, LiveDriftMark, live_drift, live_marked,
     owed_live_drift,
@@ -207,51 +208,88 @@ pub(super) async fn check(live: &mut LiveStep<'_>, plan: &Plan, seen: &Observed)
     };
     let found = read.pods();
     retell_drift_mark(api, live.memory, plan, seen, &found);
-    let mark = LiveDriftMark::of(&found, &plan.live_hash, Timestamp::now())
-        .filter(|mark| !mark.repeats(live.memory.drift_mark_refused.as_deref()));
-    if let Some(mark) = &mark {
-        let Some(config_map) = seen.config_map.clone() else {
+    let refused_mark = live.memory.drift_mark_refused.as_deref();
+    let has_config_map = seen.config_map.is_some();
+    let repair = live_check::repair(
+        &found,
+        &plan.live_hash,
+        refused_mark,
+        has_config_map,
+        Timestamp::now(),
+    );
+    match (&repair, seen.config_map.as_deref()) {
+        (Repair::NoConfigMap, _) => {
             warn!("live config drift left alone: no ConfigMap to mark it on yet");
             return;
-        };
-        match mark_drift(api, live.written, live.memory, &config_map, mark).await {
-            Ok(()) => {}
-            Err(error @ kube_io::Error::NotLeader(_)) => {
-                warn!(%error, "live config drift left alone: this operator may no longer lead");
-                return;
-            }
-            Err(error) => {
-                warn!(%error, "live config drift left alone: its mark could not be written");
-                return;
+        }
+        (Repair::MarkThenSet(mark), Some(config_map)) => {
+            match mark_drift(api, live.written, live.memory, config_map, mark).await {
+                Ok(()) => {}
+                Err(error @ kube_io::Error::NotLeader(_)) => {
+                    warn!(%error, "live config drift left alone: this operator may no longer lead");
+                    return;
+                }
+                Err(error) => {
+                    warn!(%error, "live config drift left alone: its mark could not be written");
+                    return;
+                }
             }
         }
+        _ => {}
     }
-    match read.set(api.limiter()).await {
-        Ok(changes) => {
-            live.memory.verified = Some(plan.live_hash.clone());
-            live.memory.drift_mark_refused = None;
-            let Some(drift) = live_drift::drift_found(&changes, &plan.live_hash) else {
-                debug!("live config verified on every pod");
-                return;
-            };
+    set_back(live, plan, seen, read, &repair).await;
+}
+
+/// Sets the drift `read` found back as `repair` says, and does what
+/// [`live_check::after_set_back`] makes of the outcome.
+async fn set_back(
+    live: &mut LiveStep<'_>,
+    plan: &Plan,
+    seen: &Observed,
+    read: pods::Read,
+    repair: &Repair,
+) {
+    let result = read.set(live.args.api.limiter()).await;
+    let error_text = result.as_ref().err().map(ToString::to_string);
+    let set_back = match &result {
+        Ok(changes) => SetBack::Done(changes),
+        Err(error) if error.is_refusal() => {
+            SetBack::Refused(error_text.as_deref().unwrap_or_default())
+        }
+        Err(_) => SetBack::NotSet,
+    };
+    let refusal_told = live.memory.drift_refusal_told.as_deref() == Some(plan.live_hash.as_str());
+    let after = live_check::after_set_back(set_back, repair, &plan.live_hash, refusal_told);
+    match (&result, &after.repaired) {
+        (Ok(_), None) => debug!("live config verified on every pod"),
+        (Ok(_), Some(drift)) => {
             info!(pods = ?drift.pods, directives = ?drift.directives, "live config drift repaired");
-            let _ = live.args.metrics.send_message(MetricsMsg::DriftRepaired {
-                key: live.args.key.clone(),
-                kind: "LiveConfig",
-            });
-            // A drift only a CONFIG SET could find has no mark: told as it always was.
-            let event = match &mark {
-                Some(mark) => mark.tells(drift.event),
-                None => drift.event,
-            };
-            tell::tell(live.args, &seen.instance, &event).await;
         }
-        Err(error) => {
-            if error.is_refusal() && mark.is_some() {
-                live.memory.drift_mark_refused = mark.as_ref().map(LiveDriftMark::text);
-            }
-            check_failed(api, live.memory, plan, seen, error).await;
+        (Err(error @ pods::Error::NotLeader(_)), _) => {
+            warn!(%error, "live config drift left alone: this operator may no longer lead");
         }
+        (Err(error), _) if error.is_refusal() => {
+            warn!(%error, "live config drift could not be repaired");
+        }
+        (Err(error), _) => warn!(%error, "live config check skipped: a pod did not answer"),
+    }
+    if after.verified {
+        live.memory.verified = Some(plan.live_hash.clone());
+        live.memory.drift_mark_refused = None;
+    }
+    if let Some(mark) = after.refused_mark {
+        live.memory.drift_mark_refused = Some(mark);
+    }
+    if let Some(drift) = &after.repaired {
+        let _ = live.args.metrics.send_message(MetricsMsg::DriftRepaired {
+            key: live.args.key.clone(),
+            kind: "LiveConfig",
+        });
+        tell::tell(live.args, &seen.instance, &drift.event).await;
+    }
+    if let Some(event) = &after.not_repaired {
+        live.memory.drift_refusal_told = Some(plan.live_hash.clone());
+        tell::tell(live.args, &seen.instance, event).await;
     }
 }
 
@@ -322,30 +360,4 @@ async fn mark_drift(
     written.config_map = Some(Arc::new(annotated));
     memory.drift_marked = Some(text);
     Ok(())
-}
-
-/// A check that set nothing back: Redis refused (told once per live config), this operator
-/// may no longer lead, or a pod did not answer.
-async fn check_failed(
-    api: &InstanceApi,
-    memory: &mut LiveMemory,
-    plan: &Plan,
-    seen: &Observed,
-    error: pods::Error,
-) {
-    match error {
-        error if error.is_refusal() => {
-            warn!(%error, "live config drift could not be repaired");
-            if memory.drift_refusal_told.as_deref() != Some(plan.live_hash.as_str()) {
-                memory.drift_refusal_told = Some(plan.live_hash.clone());
-                let note = format!("live config drift could not be set back: {error}");
-                api.event(&seen.instance, true, "LiveDriftNotRepaired", "Repair", note)
-                    .await;
-            }
-        }
-        error @ pods::Error::NotLeader(_) => {
-            warn!(%error, "live config drift left alone: this operator may no longer lead");
-        }
-        error => warn!(%error, "live config check skipped: a pod did not answer"),
-    }
 }
