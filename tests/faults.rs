@@ -731,8 +731,6 @@ async fn a_one_off_crash_on_a_new_config_is_restarted_not_rolled_back() {
 /// NetworkPolicy, the role Service and a revision ConfigMap.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_for_an_object_replaced_since_it_was_seen_is_a_conflict() {
-    use redis_operator::kube_io::InstanceApi;
-    use redis_operator::limiter::{Limiter, Limits};
     use redis_operator::resources::CachedConfigMap;
     let client = common::client().await;
     let ns = TestNamespace::create(&client, "replaced").await;
@@ -759,17 +757,7 @@ async fn a_write_for_an_object_replaced_since_it_was_seen_is_a_conflict() {
         .unwrap();
     assert_ne!(first.uid(), second.uid());
 
-    let reporter = kube::runtime::events::Reporter {
-        controller: "replaced-test".into(),
-        instance: None,
-    };
-    let events = redis_operator::events::EventPoster::new(client.clone(), reporter);
-    let api = InstanceApi::new(
-        client,
-        &ns.name,
-        events,
-        Limiter::unfenced(Limits::default()),
-    );
+    let api = unfenced_api(client, &ns, "replaced-test");
     let error = api
         .annotate_config_map(&seen, "redis.github.com/probe", "1")
         .await
@@ -802,6 +790,22 @@ async fn a_write_for_an_object_replaced_since_it_was_seen_is_a_conflict() {
     let revision =
         redis_operator::resources::revision_config_map(&instance, &rendered, &rendered.hash);
     refused_over_a_replaced_object(&api, ns.api(), "ConfigMap", revision).await;
+}
+
+/// The operator's API access to `ns`, its writes unfenced, its Events posted as `controller`.
+fn unfenced_api(
+    client: kube::Client,
+    ns: &TestNamespace,
+    controller: &str,
+) -> redis_operator::kube_io::InstanceApi {
+    use redis_operator::limiter::{Limiter, Limits};
+    let reporter = kube::runtime::events::Reporter {
+        controller: controller.into(),
+        instance: None,
+    };
+    let events = redis_operator::events::EventPoster::new(client.clone(), reporter);
+    let limiter = Limiter::unfenced(Limits::default());
+    redis_operator::kube_io::InstanceApi::new(client, &ns.name, events, limiter)
 }
 
 /// Creates `object`, deletes it and creates it again, then writes it as the operator does
@@ -851,8 +855,6 @@ async fn refused_over_a_replaced_object<K>(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_status_write_decided_from_an_older_copy_is_refused() {
     use redis_operator::crd::RedisInstanceStatus;
-    use redis_operator::kube_io::InstanceApi;
-    use redis_operator::limiter::{Limiter, Limits};
     let client = common::client().await;
     install_crd(&client).await;
     let ns = TestNamespace::create(&client, "late-status").await;
@@ -863,17 +865,7 @@ async fn a_status_write_decided_from_an_older_copy_is_refused() {
         .create(&PostParams::default(), &instance)
         .await
         .unwrap();
-    let reporter = kube::runtime::events::Reporter {
-        controller: "late-status-test".into(),
-        instance: None,
-    };
-    let events = redis_operator::events::EventPoster::new(client.clone(), reporter);
-    let api = InstanceApi::new(
-        client,
-        &ns.name,
-        events,
-        Limiter::unfenced(Limits::default()),
-    );
+    let api = unfenced_api(client, &ns, "late-status-test");
     let counted = |restarts: i64, hash: &str| RedisInstanceStatus {
         restarts,
         config_hash: Some(hash.to_owned()),
