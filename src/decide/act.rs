@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::notice::{Notice, record_fact};
@@ -30,6 +31,9 @@ pub struct Drift {
     pub kind: &'static str,
     /// The `DriftRepaired` Event.
     pub event: Notice,
+    /// The mark the repair's write leaves on the object (see
+    /// [`super::REPAIRED_ANNOTATION`]); `None` for a repair a restart tells.
+    pub mark: Option<String>,
 }
 
 /// The drift of `kind` on instance `name`, repaired.
@@ -38,6 +42,7 @@ pub fn drift(name: &str, kind: &'static str) -> Drift {
     Drift {
         kind,
         event: Notice::normal("DriftRepaired", "Repair", note),
+        mark: None,
     }
 }
 
@@ -274,10 +279,10 @@ pub fn act<'a>(
                 decision,
                 want.service,
                 want.headless,
-                seen.service,
-                seen.headless,
+                (seen.service, seen.headless),
                 live.is_some(),
                 facts.service_migrated,
+                seen.now,
             );
             services.map_or(Act::Nothing, Act::Services)
         }
@@ -409,7 +414,9 @@ pub fn act<'a>(
             },
             mount: config_map_of(sts).map(str::to_owned),
             resource_version: sts.metadata.resource_version.clone(),
-            drift: edited_by_others(facts, live).then(|| drift(name, "StatefulSetSpec")),
+            drift: edited_by_others(facts, live).then(|| {
+                drift(name, "StatefulSetSpec").marked(name, &want.statefulset.name_any(), seen.now)
+            }),
         },
         (Decision::ReplacePods(names), _, _) => Act::ReplacePods(
             seen.pods
@@ -439,15 +446,17 @@ pub fn services_act<'a>(
     decision: &Decision,
     service: &Service,
     headless: &Service,
-    live: Option<&'a CachedService>,
-    live_headless: Option<&CachedService>,
+    (live, live_headless): (Option<&'a CachedService>, Option<&CachedService>),
     statefulset_exists: bool,
     migrated: bool,
+    now: Timestamp,
 ) -> Option<ServicesAct<'a>> {
     let name = service.name_any();
+    let repaired =
+        |object: &Service| drift(&name, "Service").marked(&name, &object.name_any(), now);
     match decision {
         Decision::ApplyHeadlessService => Some(ServicesAct::Headless(
-            live_headless.map(|_| drift(&name, "Service")),
+            live_headless.map(|_| repaired(headless)),
         )),
         Decision::ApplyService => {
             // The live `<name>` in the other shape is what the operator built before the
@@ -460,7 +469,7 @@ pub fn services_act<'a>(
                 );
                 ServiceTold::Migrated(Notice::normal("ServicesMigrated", "ApplyService", note))
             } else if (live.is_some() || statefulset_exists) && !reshaped {
-                ServiceTold::Repaired(drift(&name, "Service"))
+                ServiceTold::Repaired(repaired(service))
             } else {
                 ServiceTold::Created
             };

@@ -301,10 +301,10 @@ pub fn hold_act<'a>(seen: &Unplanned<'_, 'a>) -> HoldAct<'a> {
             &decision,
             service,
             headless,
-            seen.service,
-            seen.headless,
+            (seen.service, seen.headless),
             true,
             seen.migrated,
+            seen.status.now.0,
         )?;
         Some(HoldAct::Services {
             decided: decision.name(),

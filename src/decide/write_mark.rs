@@ -23,13 +23,18 @@ pub const RETELL_WITHIN: Duration = Duration::from_secs(300);
 const MARKED_KINDS: [&str; 2] = ["Service", "StatefulSetSpec"];
 
 impl Drift {
-    /// The mark this repair of the object `object` leaves at `at`, and the Event telling it:
-    /// the same Event as the one an operator taking over tells from the mark.
-    pub fn marked(&self, name: &str, object: &str, at: Timestamp) -> (String, Notice) {
+    /// This repair of the object `object` made at `at`, with the mark its write leaves there and
+    /// the Event telling it: the same Event as the one an operator taking over tells from the
+    /// mark.
+    #[must_use]
+    pub fn marked(self, name: &str, object: &str, at: Timestamp) -> Drift {
         let mark = format!("{} {}", self.kind, at.as_second());
-        let event =
-            repaired(name, object, &mark).map_or_else(|| self.event.clone(), |(_, event)| event);
-        (mark, event)
+        let event = repaired(name, object, &mark).map_or(self.event, |(_, event)| event);
+        Drift {
+            kind: self.kind,
+            event,
+            mark: Some(mark),
+        }
     }
 }
 
@@ -112,7 +117,8 @@ mod tests {
 
     #[test]
     fn the_repairer_and_the_operator_taking_over_tell_the_same_event() {
-        let (mark, told) = drift("redis-a", "Service").marked("redis-a", "redis-a", at(1_000_000));
+        let repair = drift("redis-a", "Service").marked("redis-a", "redis-a", at(1_000_000));
+        let (mark, told) = (repair.mark.unwrap(), repair.event);
         assert_eq!(mark, "Service 1000000");
         assert_eq!(told.reason, "DriftRepaired");
         assert!(told.fact.is_some());
@@ -122,9 +128,11 @@ mod tests {
 
     #[test]
     fn two_repairs_of_one_kind_are_two_events() {
-        let (_, first) = drift("r", "Service").marked("r", "r", at(1_000));
-        let (_, later) = drift("r", "Service").marked("r", "r", at(1_060));
-        let (_, headless) = drift("r", "Service").marked("r", "r-headless", at(1_000));
+        let first = drift("r", "Service").marked("r", "r", at(1_000)).event;
+        let later = drift("r", "Service").marked("r", "r", at(1_060)).event;
+        let headless = drift("r", "Service")
+            .marked("r", "r-headless", at(1_000))
+            .event;
         assert_ne!(first.fact, later.fact);
         assert_ne!(
             first.fact, headless.fact,
@@ -186,10 +194,10 @@ mod tests {
     #[test]
     fn a_mark_no_repair_wrote_is_told_as_the_drift_it_was() {
         let plain = drift("r", "Image");
-        let (mark, told) = plain.marked("r", "r", at(5));
-        assert_eq!(mark, "Image 5");
+        let marked = plain.clone().marked("r", "r", at(5));
+        assert_eq!(marked.mark.as_deref(), Some("Image 5"));
         assert_eq!(
-            told, plain.event,
+            marked.event, plain.event,
             "kinds without a mark keep their Event as it was"
         );
     }

@@ -98,15 +98,7 @@ pub(super) async fn perform(
     let target = &plan.instance;
     match act {
         Act::Services(services_act) => {
-            return services(
-                performer,
-                seen,
-                services_act,
-                &plan.service,
-                &plan.headless,
-                now,
-            )
-            .await;
+            return services(performer, seen, services_act, &plan.service, &plan.headless).await;
         }
         Act::MigrateStatefulSet { live, event } => {
             let deleting = api.delete_statefulset(live).await?;
@@ -174,7 +166,7 @@ pub(super) async fn perform(
                 begin_restart(performer, seen, restart).await?;
             }
             if let Some(drift) = drift {
-                drift_repaired(args, instance, drift, &drift.event).await;
+                drift_repaired(args, instance, drift).await;
             }
         }
         Act::Retarget(restart) => begin_restart(performer, seen, restart).await?,
@@ -222,14 +214,12 @@ pub(super) async fn perform(
         } => {
             let mut repaired = template_statefulset(target, template, mount.as_deref());
             repaired.metadata.resource_version = resource_version.clone();
-            let told = drift
-                .as_ref()
-                .map(|drift| (drift, mark_repair(&mut repaired.metadata, name, drift, now)));
+            leave_mark(&mut repaired.metadata, drift.as_ref());
             let applied = api.apply("StatefulSet", &repaired).await?;
             performer.applied.statefulset_generation = applied.metadata.generation;
             performer.written.statefulset = Some(Arc::new(CachedStatefulSet::from(&applied)));
-            if let Some((drift, event)) = told {
-                drift_repaired(args, instance, drift, &event).await;
+            if let Some(drift) = drift {
+                drift_repaired(args, instance, drift).await;
             }
         }
         Act::ReplacePods(replacements) => {
@@ -331,10 +321,8 @@ pub(super) async fn services(
     act: &ServicesAct<'_>,
     service: &Service,
     headless: &Service,
-    now: Timestamp,
 ) -> Result<Performed, kube_io::Error> {
     let args = performer.args;
-    let name = &args.key.name;
     match act {
         ServicesAct::Service(told) => {
             // A creation makes the API server allocate a cluster IP, which it does one at a time.
@@ -359,39 +347,30 @@ pub(super) async fn services(
             let mut service = service.clone();
             let seen_service = seen.service.as_deref().map(|s| &s.metadata);
             kube_io::over_seen(&mut service.metadata, seen_service);
-            let repaired = match told {
-                ServiceTold::Repaired(drift) => {
-                    Some((drift, mark_repair(&mut service.metadata, name, drift, now)))
-                }
-                _ => None,
-            };
+            if let ServiceTold::Repaired(drift) = told {
+                leave_mark(&mut service.metadata, Some(drift));
+            }
             let applied = args.api.apply("Service", &service).await?;
             performer.written.service = Some(Arc::new(CachedService::from(&applied)));
             performer.applied.service_migrated = false;
-            match (told, repaired) {
-                (ServiceTold::Migrated(event), _) => {
+            match told {
+                ServiceTold::Migrated(event) => {
                     info!(service = %service.name_any(), "created the Service as ClusterIP");
                     tell(args, &seen.instance, event).await;
                 }
-                (_, Some((drift, event))) => {
-                    drift_repaired(args, &seen.instance, drift, &event).await;
-                }
-                _ => info!("Service missing, creating it"),
+                ServiceTold::Repaired(drift) => drift_repaired(args, &seen.instance, drift).await,
+                ServiceTold::Created => info!("Service missing, creating it"),
             }
         }
         ServicesAct::Headless(drift) => {
             let mut headless = headless.clone();
             let seen_headless = seen.headless.as_deref().map(|s| &s.metadata);
             kube_io::over_seen(&mut headless.metadata, seen_headless);
-            let told = drift
-                .as_ref()
-                .map(|drift| (drift, mark_repair(&mut headless.metadata, name, drift, now)));
+            leave_mark(&mut headless.metadata, drift.as_ref());
             let applied = args.api.apply("Service", &headless).await?;
             performer.written.headless = Some(Arc::new(CachedService::from(&applied)));
-            match told {
-                Some((drift, event)) => {
-                    drift_repaired(args, &seen.instance, drift, &event).await;
-                }
+            match drift {
+                Some(drift) => drift_repaired(args, &seen.instance, drift).await,
                 None => {
                     info!(service = %headless.name_any(), "headless Service missing, creating it");
                 }
@@ -410,21 +389,18 @@ pub(super) async fn services(
     Ok(Performed::Wrote)
 }
 
-/// Leaves the repair's mark on the object put back (see [`crate::decide::REPAIRED_ANNOTATION`])
-/// and returns the Event telling it, which an operator taking over tells from the mark.
-fn mark_repair(
+/// Leaves a repair's mark on the object it puts back (see [`crate::decide::REPAIRED_ANNOTATION`]):
+/// an operator taking over tells the repair from it.
+fn leave_mark(
     metadata: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    name: &str,
-    drift: &Drift,
-    now: Timestamp,
-) -> Notice {
-    let object = metadata.name.clone().unwrap_or_default();
-    let (mark, event) = drift.marked(name, &object, now);
-    metadata
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(crate::decide::REPAIRED_ANNOTATION.to_owned(), mark);
-    event
+    drift: Option<&Drift>,
+) {
+    if let Some(mark) = drift.and_then(|d| d.mark.clone()) {
+        metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(crate::decide::REPAIRED_ANNOTATION.to_owned(), mark);
+    }
 }
 
 /// The API said the StatefulSet is already gone: a copy marked as deleting stands in for it

@@ -462,8 +462,7 @@ async fn hold(
         } => {
             state.last_step.decided = decided;
             let mut performer = state.performer(state.reported.mismatched());
-            let performed =
-                perform::services(&mut performer, seen, act, service, headless, now).await?;
+            let performed = perform::services(&mut performer, seen, act, service, headless).await?;
             Ok(performed.wake())
         }
         HoldAct::Hold => {

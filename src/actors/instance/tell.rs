@@ -16,12 +16,11 @@ pub(super) async fn tell(
 }
 
 /// Something the operator owns was changed by hand and has been put back: counted, logged,
-/// and told with `event` (the drift's own, or the one its repair's mark names).
+/// and told with the drift's Event.
 pub(super) async fn drift_repaired(
     args: &InstanceArgs,
     instance: &RedisInstance,
     drift: &crate::decide::Drift,
-    event: &crate::decide::Notice,
 ) {
     let key = &args.key;
     let kind = drift.kind;
@@ -30,7 +29,7 @@ pub(super) async fn drift_repaired(
         kind,
     });
     info!(kind, "drift repaired");
-    tell(args, instance, event).await;
+    tell(args, instance, &drift.event).await;
 }
 
 /// A refused config, by validation or by Redis itself: counted, and told with `event`, which

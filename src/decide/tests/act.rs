@@ -429,6 +429,23 @@ fn a_repair_keeps_the_template_it_finds_and_tells_only_a_hand_edit() {
     for (facts, want) in rows {
         assert_eq!(told(&scaled, &facts), (Decision::RepairStatefulSet, want));
     }
+    scaled.with_act(&written_at(1), |_, act| {
+        let Act::RepairStatefulSet {
+            drift: Some(drift), ..
+        } = act
+        else {
+            panic!("{act:?}")
+        };
+        let mark = drift.mark.as_deref().expect("a repair leaves its mark");
+        assert!(mark.starts_with("StatefulSetSpec "), "{mark}");
+        let now = scaled.now;
+        let retold = crate::decide::owed_repairs("redis-example", [("redis-example", mark)], now);
+        assert_eq!(
+            retold,
+            vec![drift.event.clone()],
+            "an operator taking over tells the repair from its mark as its repairer did"
+        );
+    });
     scaled.with_act(&Facts::default(), |_, act| {
         let Act::RepairStatefulSet {
             template,
@@ -485,7 +502,9 @@ fn the_services_are_told_as_created_repaired_or_migrated() {
     let mut drifted = svc.clone();
     drifted.spec.as_mut().unwrap().selector = None;
     let (drifted, reshaped) = (cached(&drifted), cached(&other_shape(&svc)));
-    let repaired = ServiceTold::Repaired(drift("redis-example", "Service"));
+    let now = Timestamp::from_second(1_000_000).unwrap();
+    let marked = |object| drift("redis-example", "Service").marked("redis-example", object, now);
+    let repaired = ServiceTold::Repaired(marked("redis-example"));
     let ended = ServiceTold::Migrated(Notice {
         warning: false,
         reason: "ServicesMigrated",
@@ -507,10 +526,10 @@ fn the_services_are_told_as_created_repaired_or_migrated() {
             &Decision::ApplyService,
             &svc,
             &headless,
-            live,
-            None,
+            (live, None),
             sts,
             migrated,
+            now,
         );
         assert_eq!(
             got,
@@ -524,17 +543,16 @@ fn the_services_are_told_as_created_repaired_or_migrated() {
             &Decision::ApplyHeadlessService,
             &svc,
             &headless,
-            None,
-            live,
+            (None, live),
             true,
             false,
+            now,
         )
     };
     assert_eq!(
         headless_act(Some(&live_headless)),
-        Some(ServicesAct::Headless(Some(drift(
-            "redis-example",
-            "Service"
+        Some(ServicesAct::Headless(Some(marked(
+            "redis-example-headless"
         ))))
     );
     assert_eq!(headless_act(None), Some(ServicesAct::Headless(None)));
@@ -543,10 +561,10 @@ fn the_services_are_told_as_created_repaired_or_migrated() {
             &Decision::DeleteHeadlessNamedService,
             &svc,
             &headless,
-            live,
-            None,
+            (live, None),
             true,
             false,
+            now,
         )
     };
     assert_eq!(
