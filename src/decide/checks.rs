@@ -24,8 +24,13 @@ pub struct ChecksView<'a> {
     pub served: ServedView<'a>,
     /// The start of the overdue restart told last.
     pub told_overdue: Option<Timestamp>,
-    /// The instance runs unrelated servers (as an earlier version ran them), not told yet.
-    pub unconverted_untold: bool,
+    /// The instance ran as several unrelated servers (as an earlier version ran them), and
+    /// its user has not agreed to convert it (see [`crate::resources::unconverted`]).
+    pub ran_unconverted: bool,
+    /// The spec to drive replicates: it is being converted.
+    pub replicated: bool,
+    /// This actor told the instance runs unrelated servers.
+    pub told_unconverted: bool,
     /// When the first unready pod of the restart in flight reaches its readiness deadline, by
     /// the actor's clock.
     pub pod_deadline: Duration,
@@ -48,7 +53,9 @@ impl ChecksView<'static> {
             pods: &[],
         },
         told_overdue: None,
-        unconverted_untold: false,
+        ran_unconverted: false,
+        replicated: false,
+        told_unconverted: false,
         pod_deadline: Duration::MAX,
         settle_left: None,
     };
@@ -96,7 +103,7 @@ pub fn checks<'a>(
         converged: idle,
         check_live,
         overdue: overdue_to_tell(record, held, now, deadlines, view.told_overdue),
-        tell_unconverted: view.unconverted_untold,
+        tell_unconverted: view.ran_unconverted && !view.replicated && !view.told_unconverted,
         wakes: Wakes {
             settle: view.settle_left.filter(|_| settling),
             progress: progress_wake(record, held, now, deadlines.progress),

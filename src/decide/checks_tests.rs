@@ -149,11 +149,26 @@ fn the_certificate_check_is_decided_with_the_rest() {
 }
 
 #[test]
-fn an_unconverted_instance_is_told_as_the_view_says() {
-    let view = ChecksView {
-        unconverted_untold: true,
-        ..ChecksView::NONE
-    };
-    assert!(checks(&Decision::Idle, None, t(0), &DEADLINES, &view).tell_unconverted);
-    assert!(!checks(&Decision::Idle, None, t(0), &DEADLINES, &ChecksView::NONE).tell_unconverted);
+fn an_unconverted_instance_is_told_once_unless_it_is_being_converted() {
+    // (ran as unrelated servers, the spec replicates, told already, told now)
+    let rows = [
+        (true, false, false, true),
+        (true, false, true, false),
+        (true, true, false, false),
+        (false, false, false, false),
+        (false, true, false, false),
+    ];
+    for (ran_unconverted, replicated, told_unconverted, tell) in rows {
+        let view = ChecksView {
+            ran_unconverted,
+            replicated,
+            told_unconverted,
+            ..ChecksView::NONE
+        };
+        let checks = checks(&Decision::Idle, None, t(0), &DEADLINES, &view);
+        assert_eq!(
+            checks.tell_unconverted, tell,
+            "{ran_unconverted} {replicated} {told_unconverted}"
+        );
+    }
 }

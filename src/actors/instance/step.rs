@@ -561,16 +561,15 @@ fn checks_view<'a>(
     recalled: &Remembered,
     served: ServedView<'a>,
 ) -> ChecksView<'a> {
-    let replicated = crate::resources::replicated(&plan.instance);
     ChecksView {
         has_live: live::has_live(plan),
         live_every: state.args.timings.live_check,
         live_checked_ago: state.live.checked_at.map(|at| at.elapsed()),
         served,
         told_overdue: state.reported.overdue,
-        unconverted_untold: !replicated
-            && !state.reported.unconverted
-            && crate::resources::unconverted(&seen.instance),
+        ran_unconverted: crate::resources::unconverted(&seen.instance),
+        replicated: crate::resources::replicated(&plan.instance),
+        told_unconverted: state.reported.unconverted,
         pod_deadline: recalled.pod_deadline,
         settle_left: recalled.settle_left,
     }
