@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::{Decision, rollout_complete};
-use crate::config::render::{RenderedConfig, short_hash};
+use crate::config::render::{config_hash, short_hash};
 use crate::config::validate::Violation;
 use crate::crd::{RedisInstance, RedisInstanceStatus, RestartStrategy, RolloutRecord};
 use crate::resources::{CachedPod, CachedStatefulSet, config_hash_of};
@@ -56,6 +56,8 @@ pub struct Driven<'a> {
     pub template_hash: &'a str,
     /// It sets live directives under `configUpdate: Live`.
     pub live: bool,
+    /// The hash of its live directives.
+    pub live_hash: &'a str,
 }
 
 /// Everything a status is derived from: the objects as observed and what the actor found,
@@ -73,7 +75,8 @@ pub struct StatusView<'a> {
     pub rollout: Option<RolloutRecord>,
     /// A config Redis refused, or whose pods never became ready.
     pub rejection: Option<FailedConfig<'a>>,
-    /// A live config Redis refused and its message, while the driven spec sets it.
+    /// A live config Redis refused (the hash of its live directives) and its message;
+    /// reported only while the driven spec sets it.
     pub live_refusal: Option<(&'a str, &'a str)>,
     /// The rollout the actor halted (`onFailure: Halt`).
     pub halted: Option<FailedConfig<'a>>,
@@ -91,8 +94,9 @@ pub struct StatusView<'a> {
     pub applied_generation: Option<i64>,
     /// A restart waits for edits to settle, for this long at least since the last edit.
     pub settling: Option<Duration>,
-    /// The API server refused this generation's objects, with its message.
-    pub api_refusal: Option<&'a str>,
+    /// The API server refused the objects of a generation, with its message; reported only
+    /// for the instance's current generation.
+    pub api_refusal: Option<(Option<i64>, &'a str)>,
     /// The start of the restart whose overdue Event was told.
     pub overdue: Option<Timestamp>,
     /// When status is written.
@@ -105,12 +109,12 @@ pub struct StatusView<'a> {
 pub fn pending_change(
     held: &Decision,
     running: Option<&str>,
-    rendered: &RenderedConfig,
+    rendered: &str,
     template_hash: &str,
     strategy: RestartStrategy,
 ) -> String {
     let names: Vec<String> = running
-        .map(|old| crate::live::changed_directives(old, &rendered.text))
+        .map(|old| crate::live::changed_directives(old, rendered))
         .into_iter()
         .flatten()
         .collect();
@@ -119,7 +123,10 @@ pub fn pending_change(
         false => format!(" ({})", names.join(", ")),
     };
     match held {
-        Decision::ApplyLive => format!("live apply{changed} of config {}", rendered.short_hash()),
+        Decision::ApplyLive => format!(
+            "live apply{changed} of config {}",
+            short_hash(&config_hash(rendered))
+        ),
         Decision::BeginRestart { reason, .. } => format!(
             "restart ({}, {}){changed} to config {}",
             reason.as_str(),
@@ -227,7 +234,9 @@ pub fn status(view: &StatusView<'_>) -> RedisInstanceStatus {
         .unwrap_or(0);
     let wanted = view.driven.map_or(current.spec.replicas, |d| d.replicas);
     let rejection = view.rejection;
-    let live_refusal = view.live_refusal;
+    let live_refusal = view
+        .live_refusal
+        .filter(|(hash, _)| view.driven.is_some_and(|d| d.live_hash == *hash));
     let config_valid = violations.is_empty() && rejection.is_none() && live_refusal.is_none();
     let record = status.rollout.clone();
     status.observed_generation = generation;
@@ -323,7 +332,11 @@ pub fn status(view: &StatusView<'_>) -> RedisInstanceStatus {
                 .as_ref()
                 .is_some_and(|r| r.config_hash == f.config_hash)
         });
-    let progressing = match (halted, view.api_refusal, &status.pending_change) {
+    let api_refusal = view
+        .api_refusal
+        .filter(|(refused, _)| *refused == generation)
+        .map(|(_, message)| message);
+    let progressing = match (halted, api_refusal, &status.pending_change) {
         (Some(h), _, _) => {
             ConditionValue::new(condition::PROGRESSING, false, HALTED_REASON, h.message)
         }

@@ -13,6 +13,7 @@ fn view<'a>(ri: &'a RedisInstance, sts: &'a CachedStatefulSet) -> StatusView<'a>
             replicas: 1,
             template_hash: "0123456789abcdef",
             live: false,
+            live_hash: "l",
         }),
         ..StatusView::of_objects(ri, Some(sts), &[], Time(t(0)))
     }
@@ -117,10 +118,21 @@ fn progressing_names_what_holds_the_change() {
         (
             "the API server refused this generation",
             StatusView {
-                api_refusal: Some("spec.volumeClaimTemplates: Forbidden"),
+                api_refusal: Some((
+                    ri.metadata.generation,
+                    "spec.volumeClaimTemplates: Forbidden",
+                )),
                 ..base.clone()
             },
             (Some(Phase::Running), "False", "ApiRefused"),
+        ),
+        (
+            "the API server refused an earlier generation",
+            StatusView {
+                api_refusal: Some((Some(-1), "spec.volumeClaimTemplates: Forbidden")),
+                ..base.clone()
+            },
+            (Some(Phase::Running), "False", "Converged"),
         ),
     ];
     for (row, view, (phase, state, reason)) in rows {
@@ -197,6 +209,16 @@ fn config_valid_names_the_refusal() {
     };
     assert_eq!(valid(&live).2, "LiveConfigRefused");
     assert_eq!(status(&live).refused_live_config_hash.as_deref(), Some("l"));
+    let fixed = StatusView {
+        live_refusal: Some(("refused-before", "ERR maxmemory")),
+        ..base.clone()
+    };
+    assert_eq!(
+        valid(&fixed).2,
+        "Valid",
+        "a refusal of live directives no longer set"
+    );
+    assert_eq!(status(&fixed).refused_live_config_hash, None);
     let bad = instance(&[("maxmemory", "lots")]);
     let refused = StatusView {
         instance: &bad,
@@ -237,16 +259,22 @@ fn a_held_change_names_what_it_would_do_the_directives_and_the_config() {
     let hash = "0123456789abcdef";
     let strategy = crate::crd::RestartStrategy::Recreate;
     assert_eq!(
-        pending_change(&restart, Some(&old.text), &new, hash, strategy),
+        pending_change(&restart, Some(&old.text), &new.text, hash, strategy),
         "restart (ConfigChanged, Recreate) (maxmemory) to config 0123456789ab"
     );
     assert_eq!(
-        pending_change(&Decision::ApplyLive, Some(&old.text), &new, hash, strategy),
+        pending_change(
+            &Decision::ApplyLive,
+            Some(&old.text),
+            &new.text,
+            hash,
+            strategy
+        ),
         format!("live apply (maxmemory) of config {}", new.short_hash())
     );
     // No file mounted yet: no directive to name.
     assert_eq!(
-        pending_change(&Decision::WriteConfigMap, None, &new, hash, strategy),
+        pending_change(&Decision::WriteConfigMap, None, &new.text, hash, strategy),
         "WriteConfigMap toward config 0123456789ab"
     );
 }

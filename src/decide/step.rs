@@ -16,8 +16,8 @@ use super::routing::{RoleServicesAct, RoleServicesView, role_services};
 use super::{
     Act, AuthStep, AuthView, Checks, ChecksView, Deadlines, Decision, Desired, Facts, Notice,
     PolicyAct, PolicyStep, PolicyView, ServicesAct, Snapshot, StatusView, act, applied, auth_step,
-    checks, decide, finished, network_step, overdue, recorded_status, rollout_complete,
-    service_step, services_act,
+    checks, decide, finished, network_step, overdue, pending_change, recorded_status,
+    rollout_complete, service_step, services_act,
 };
 use crate::crd::{RedisInstance, RedisInstanceStatus, RolloutRecord};
 use crate::resources::{CachedService, CachedStatefulSet};
@@ -30,6 +30,8 @@ pub struct Verdict<'a> {
     pub decision: Decision,
     /// What doing it writes and tells.
     pub act: Act<'a>,
+    /// A held decision in words, for `status.pendingChange` (see [`pending_change`]).
+    pub pending: Option<String>,
 }
 
 /// What a step with a spec to drive decides besides the NetworkPolicy, in the order it is
@@ -212,7 +214,21 @@ pub fn verdict<'a>(
 ) -> Verdict<'a> {
     let decision = decide(want, seen, deadlines);
     let act = act(&decision, want, seen, facts, status);
-    Verdict { decision, act }
+    let pending = match &decision {
+        Decision::Held(held) => Some(pending_change(
+            held,
+            seen.config_text,
+            want.config_text,
+            want.hash,
+            want.strategy,
+        )),
+        _ => None,
+    };
+    Verdict {
+        decision,
+        act,
+        pending,
+    }
 }
 
 /// Annotation that pauses an instance like `spec.paused`, for tools that only label and

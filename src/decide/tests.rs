@@ -162,8 +162,16 @@ impl Case {
     fn with_act<R>(&self, facts: &Facts, check: impl FnOnce(&Decision, &Act) -> R) -> R {
         self.with_views(|want, seen, unplanned| {
             // The one function `diff` asks, and the actor's one entry around it.
-            let Verdict { decision, act } =
-                verdict(want, seen, &DEADLINES, facts, unplanned.status);
+            let Verdict {
+                decision,
+                act,
+                pending,
+            } = verdict(want, seen, &DEADLINES, facts, unplanned.status);
+            assert_eq!(
+                pending.is_some(),
+                matches!(decision, Decision::Held(_)),
+                "a pending change is told exactly for a held decision: {decision:?} {pending:?}"
+            );
             let planned = Planned {
                 auth: None,
                 want,

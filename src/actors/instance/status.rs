@@ -57,7 +57,6 @@ pub(super) fn view<'a>(
     rollout: Option<RolloutRecord>,
 ) -> StatusView<'a> {
     let current = &seen.instance;
-    let generation = current.metadata.generation;
     StatusView {
         instance: current,
         statefulset: seen.statefulset.as_deref(),
@@ -66,6 +65,7 @@ pub(super) fn view<'a>(
             replicas: p.instance.spec.replicas,
             template_hash: &p.template_hash,
             live: p.instance.spec.config_update == ConfigUpdate::Live,
+            live_hash: &p.live_hash,
         }),
         rollout,
         rejection: memory.specs.rejection().map(failed),
@@ -73,7 +73,6 @@ pub(super) fn view<'a>(
             .live
             .refused
             .as_ref()
-            .filter(|_| plan.is_some_and(|p| memory.live.refuses(p)))
             .map(|(hash, message)| (hash.as_str(), message.as_str())),
         halted: memory.specs.halted().map(failed),
         acl_applied: memory.acl_applied,
@@ -87,8 +86,7 @@ pub(super) fn view<'a>(
             .reported
             .api_refusal
             .as_ref()
-            .filter(|(g, _)| *g == generation)
-            .map(|(_, message)| message.as_str()),
+            .map(|(g, message)| (*g, message.as_str())),
         overdue: memory.reported.overdue,
         now: Time(Timestamp::now()),
     }

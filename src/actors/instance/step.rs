@@ -344,16 +344,7 @@ async fn perform_drive(
     let decision = &verdict.decision;
     state.last_step.decided = decision.name();
     state.last_step.settling = *decision == Decision::Wait(Waiting::Settle);
-    state.last_step.pending = match decision {
-        Decision::Held(held) => Some(decide::pending_change(
-            held,
-            seen.config_text.as_deref(),
-            &plan.rendered,
-            &plan.template_hash,
-            plan.instance.spec.restart_strategy,
-        )),
-        _ => None,
-    };
+    state.last_step.pending = verdict.pending.clone();
     let mismatches = decide::mismatches(
         seen.statefulset.as_deref(),
         seen.config_text.as_deref(),

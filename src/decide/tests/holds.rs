@@ -75,6 +75,14 @@ fn pause_holds_restarts_and_live_applies_but_not_creation_or_repairs() {
     let mut live = live_case(&[("maxmemory", "100mb")], &[("maxmemory", "200mb")]);
     live.paused = true;
     assert_eq!(live.decide(), Decision::Held(Box::new(Decision::ApplyLive)));
+    let pending = live.with_views(|want, seen, unplanned| {
+        verdict(want, seen, &DEADLINES, &Facts::default(), unplanned.status).pending
+    });
+    let pending = pending.expect("a held live apply is pending");
+    assert!(
+        pending.starts_with("live apply (maxmemory) of config "),
+        "{pending}"
+    );
     let mut new = Case::converged(RollingUpdate);
     new.paused = true;
     new.live_sts = None;
