@@ -77,12 +77,14 @@ impl Outcome {
             Outcome::Halted => "Halted",
         }
     }
+}
 
-    /// The reason of the Event that tells it; a halt's is its condition's, [`HALTED_REASON`].
-    pub fn event_reason(self) -> &'static str {
-        match self {
-            Outcome::RolledBack => "RolloutRolledBack",
-            Outcome::Halted => "RolloutHalted",
+impl From<Outcome> for Recalled {
+    /// A failure with `outcome`, as status records it: told under the same reason.
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::RolledBack => Recalled::RolledBack,
+            Outcome::Halted => Recalled::Halted,
         }
     }
 }

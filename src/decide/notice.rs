@@ -108,8 +108,7 @@ pub fn redis_rejected(failure: &Rejection, generation: i64) -> Notice {
 
 /// `RolloutRolledBack` or `RolloutHalted`: a pod the restart started never became ready.
 pub fn rollout_failed(failure: &Rejection, outcome: Outcome, generation: i64) -> Notice {
-    Notice::warning(outcome.event_reason(), "Restart", failure.message.clone())
-        .of_fact(failure_fact(failure, generation))
+    failure_retold(failure, outcome.into(), generation)
 }
 
 /// A failure recalled from status, told again as its finder told it: the same Event, so a
@@ -196,7 +195,10 @@ mod tests {
             assert!(found.warning);
             assert_eq!(found.note, rejected.message);
         }
-        assert_eq!(Outcome::Halted.event_reason(), HALTED_REASON);
+        assert_eq!(
+            Recalled::from(Outcome::Halted).event_reason(),
+            HALTED_REASON
+        );
         assert_ne!(
             redis_rejected(&rejected, 4).fact,
             redis_rejected(&rejected, 5).fact
