@@ -3,6 +3,8 @@
 
 mod common;
 mod e2e;
+#[path = "live/relays.rs"]
+mod relays;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use redis_operator::live::{live_hash, split};
 
 use common::{TestNamespace, pod_ip, try_redis_cli_with, wait_for};
 use e2e::*;
+use relays::{ApiProxy, WriteHolder, api_server_address};
 
 const NAME: &str = "redis-example";
 const PASSWORD: &str = "live-secret";
@@ -307,71 +310,6 @@ async fn warm_lists(standby: &Operator) -> u64 {
     .await
 }
 
-/// A TCP relay on loopback between an operator and the API server, which the test can cut:
-/// every open connection dropped and no new one taken, as a network partition would.
-struct ApiProxy {
-    addr: std::net::SocketAddr,
-    relay: tokio::task::JoinHandle<()>,
-}
-
-impl ApiProxy {
-    async fn start(upstream: String) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let relay = tokio::spawn(async move {
-            // Connections live in this set: aborting the relay drops every one of them.
-            let mut open = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let upstream = upstream.clone();
-                open.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        Self { addr, relay }
-    }
-
-    /// A copy of the test kubeconfig whose server is this relay.
-    fn kubeconfig(&self, name: &str) -> std::path::PathBuf {
-        let text = std::fs::read_to_string(common::kubeconfig_path()).unwrap();
-        let relayed: Vec<String> = text
-            .lines()
-            .map(|line| match line.split_once("server: https://") {
-                Some((indent, _)) => format!("{indent}server: https://{}", self.addr),
-                None => line.to_owned(),
-            })
-            .collect();
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{name}.kubeconfig"));
-        std::fs::write(&path, relayed.join("\n")).unwrap();
-        path
-    }
-
-    fn cut(&self) {
-        self.relay.abort();
-    }
-}
-
-impl Drop for ApiProxy {
-    fn drop(&mut self) {
-        self.relay.abort();
-    }
-}
-
-/// The API server's `host:port`, as the test kubeconfig names it.
-fn api_server_address() -> String {
-    let text = std::fs::read_to_string(common::kubeconfig_path()).unwrap();
-    text.lines()
-        .find_map(|line| {
-            line.split_once("server: https://")
-                .map(|(_, a)| a.trim().to_owned())
-        })
-        .expect("a server in the kubeconfig")
-}
-
 /// The leader cut off from the API server while it still reaches the pods (its API relay
 /// cut): a standby takes over and applies a newer live value, and for as long as the partition
 /// lasts the cut-off leader, whose caches and live checks still hold the old spec, sets nothing
@@ -404,6 +342,67 @@ async fn a_leader_cut_off_from_the_api_server_sets_nothing_back_on_the_pods() {
         metrics.lines().any(|l| l == "redis_operator_leader 0"),
         "the cut-off leader still says it leads"
     );
+    assert!(takeover.history.restarts().await.values().all(|n| *n == 0));
+}
+
+/// A deposed leader's write delayed in the network past the takeover: the leader applies a live
+/// edit to the pod, and its write of `<name>-config` is held on the way (its relay holds that
+/// request and cuts everything else). The standby takes over and applies the same edit, then a
+/// newer one. Delivered only then, the old leader's write is refused by the API server: it
+/// carries the resourceVersion it was decided from, which the new leader's writes moved on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deposed_leaders_write_delivered_after_the_takeover_is_refused() {
+    let holder = WriteHolder::start().await;
+    let relayed = holder.kubeconfig("live-held-leader");
+    let relayed = relayed.to_string_lossy();
+    let mut takeover = Takeover::start("live-held", &["--kubeconfig", &relayed]).await;
+    let agent = redis_operator::run::user_agent(&lease_identity(&takeover.leader));
+    let config_map = format!("{NAME}-config");
+    let ns = takeover.ns.name.clone();
+    holder.arm(format!(
+        "PATCH /api/v1/namespaces/{ns}/configmaps/{config_map}?"
+    ));
+    let since_armed = common::AuditLog::from_now();
+    // The old leader sets 150mb on the pod, then its write of the ConfigMap is held; the
+    // standby takes over and writes the ConfigMap itself.
+    takeover.apply_new_value().await;
+    let (held, held_at) = holder
+        .held()
+        .expect("the old leader's ConfigMap write was held");
+    edit_config(
+        &takeover.ns,
+        &mut takeover.instance,
+        &[("maxmemory", "200mb")],
+    )
+    .await;
+    wait_live_applied(&takeover.ns, &takeover.instance).await;
+    let answer = holder.release().await;
+    assert!(
+        answer.starts_with("HTTP/1.1 409"),
+        "the old leader's write ({held}) delivered after the takeover was answered {answer:?}"
+    );
+    let asked = since_armed.requests(&agent, &ns);
+    assert!(
+        asked
+            .iter()
+            .any(|r| r.resource == "configmaps" && r.name == config_map && r.code == 409),
+        "the audit log shows no refused write of the old leader: {asked:#?}"
+    );
+    // Nothing it sent from then on landed: not its Lease renewals, not its retries.
+    let landed: Vec<_> = asked
+        .iter()
+        .filter(|r| r.landed() && r.received.is_none_or(|at| at >= held_at))
+        .collect();
+    assert!(
+        landed.is_empty(),
+        "the old leader wrote after its write was held: {landed:#?}"
+    );
+    let (text, _) = config_map_and_hash(&takeover.ns, NAME).await;
+    assert!(
+        text.lines().any(|l| l == "maxmemory 200mb"),
+        "the ConfigMap lost the new leader's value: {text}"
+    );
+    assert_eq!(takeover.running().await, "209715200");
     assert!(takeover.history.restarts().await.values().all(|n| *n == 0));
 }
 

@@ -160,14 +160,18 @@ fn replaced_since_seen(status: &kube::core::Status) -> bool {
 /// Result of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Makes a write of `desired` hold only over the object the decision saw: its uid, when one
-/// was seen and is not being deleted. One deleted and created again under its name meanwhile
-/// then makes the write a conflict (see [`Error::is_conflict`]) instead of being overwritten
-/// by a late write. Nothing seen: a creation, which carries no uid.
+/// Makes a write of `desired` hold only over the object the decision saw: its uid and
+/// resourceVersion, when one was seen and is not being deleted. One written since (by a new
+/// leader, say, while this write was delayed on its way) or deleted and created again under
+/// its name then makes the write a conflict (see [`Error::is_conflict`]) instead of being
+/// overwritten by a late write. Nothing seen: a creation, which carries neither.
+///
+/// For the objects only the operator and people write: a StatefulSet's version also moves
+/// with every status its controller writes.
 pub fn over_seen(desired: &mut ObjectMeta, seen: Option<&ObjectMeta>) {
-    desired.uid = seen
-        .filter(|meta| meta.deletion_timestamp.is_none())
-        .and_then(|meta| meta.uid.clone());
+    let seen = seen.filter(|meta| meta.deletion_timestamp.is_none());
+    desired.uid = seen.and_then(|meta| meta.uid.clone());
+    desired.resource_version = seen.and_then(|meta| meta.resource_version.clone());
 }
 
 /// API access scoped to one instance's namespace.

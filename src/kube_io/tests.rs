@@ -49,9 +49,10 @@ fn a_uid_precondition_that_met_a_new_object_is_a_conflict_not_a_refusal() {
 }
 
 #[test]
-fn a_write_over_an_object_seen_carries_its_uid_unless_it_is_going() {
+fn a_write_over_an_object_seen_carries_its_uid_and_version_unless_it_is_going() {
     let seen = |uid: &str, deleting: bool| ObjectMeta {
         uid: Some(uid.into()),
+        resource_version: Some("41".into()),
         deletion_timestamp: deleting.then_some(
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
@@ -61,15 +62,20 @@ fn a_write_over_an_object_seen_carries_its_uid_unless_it_is_going() {
     };
     let mut desired = ObjectMeta {
         uid: Some("left over".into()),
+        resource_version: Some("left over".into()),
         ..ObjectMeta::default()
     };
     over_seen(&mut desired, Some(&seen("u-1", false)));
     assert_eq!(desired.uid.as_deref(), Some("u-1"));
+    assert_eq!(desired.resource_version.as_deref(), Some("41"));
     // Being deleted: what comes next is a creation.
     over_seen(&mut desired, Some(&seen("u-1", true)));
-    assert_eq!(desired.uid, None);
+    assert_eq!(
+        (desired.uid.take(), desired.resource_version.take()),
+        (None, None)
+    );
     over_seen(&mut desired, None);
-    assert_eq!(desired.uid, None);
+    assert_eq!((desired.uid, desired.resource_version), (None, None));
 }
 
 #[test]

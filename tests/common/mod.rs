@@ -388,6 +388,8 @@ pub struct AuditedRequest {
     pub user_agent: String,
     /// The HTTP status the API server answered with.
     pub code: u64,
+    /// When the API server received the request.
+    pub received: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 impl AuditedRequest {
@@ -442,6 +444,9 @@ impl AuditLog {
                     subresource: field(&e["objectRef"]["subresource"]),
                     user_agent: field(&e["userAgent"]),
                     code: e["responseStatus"]["code"].as_u64().unwrap_or_default(),
+                    received: e["requestReceivedTimestamp"]
+                        .as_str()
+                        .and_then(|t| t.parse().ok()),
                 }
             })
             .collect()

@@ -665,15 +665,20 @@ pub fn repo_path(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-/// Runs a binary that `hack/build-controlplane` put in the cache, with the local cluster's
-/// kubeconfig.
-fn run_cached_binary(binary: &str, args: &[&str], env: &[(&str, PathBuf)]) -> std::process::Output {
+/// The path of a binary that `hack/build-controlplane` put in the cache.
+pub fn cached_binary(binary: &str) -> PathBuf {
     let cache = std::env::var_os("REDIS_OPERATOR_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/redis-operator")
         });
-    let binary = cache.join(binary);
+    cache.join(binary)
+}
+
+/// Runs a binary that `hack/build-controlplane` put in the cache, with the local cluster's
+/// kubeconfig.
+fn run_cached_binary(binary: &str, args: &[&str], env: &[(&str, PathBuf)]) -> std::process::Output {
+    let binary = cached_binary(binary);
     Command::new(&binary)
         .arg("--kubeconfig")
         .arg(kubeconfig_path())
