@@ -125,6 +125,20 @@ pub struct Step<'a> {
     pub act: StepAct<'a>,
 }
 
+impl Step<'_> {
+    /// Whether the step's report writes the status derived after performing: only when the
+    /// step writes nothing else to the instance's objects (its checks at rest and replication
+    /// may still run). A step that writes takes the next one at once, which reports what it
+    /// finds; a restart's record write carries its own status.
+    pub fn reports_status(&self) -> bool {
+        match &self.act {
+            StepAct::Policy(_) => false,
+            StepAct::Hold(act) => matches!(act, HoldAct::Hold),
+            StepAct::Drive(drive) => drive.checks.is_some(),
+        }
+    }
+}
+
 /// What a step performs: the NetworkPolicy write alone, or the rest of the step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepAct<'a> {

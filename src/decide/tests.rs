@@ -183,6 +183,11 @@ impl Case {
                 status: unplanned.status,
             };
             let decided = step(&NO_POLICY, &Course::Planned(planned));
+            assert_eq!(
+                decided.reports_status(),
+                !act.is_write(),
+                "status reported exactly when nothing is written: {act:?}"
+            );
             let StepAct::Drive(drive) = decided.act else {
                 panic!("no NetworkPolicy to write: the plan is driven, not {decided:?}");
             };

@@ -139,6 +139,40 @@ fn reread_in(read_ago: Option<Duration>) -> Duration {
     read_ago.map_or(READ_RETRY, |ago| SECRET_REREAD.saturating_sub(ago))
 }
 
+/// What one pod's answer in a [`Reload::Check`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodReload {
+    /// It serves the wanted certificate: nothing to do.
+    Serving,
+    /// It serves another: make Redis read its files again (`CONFIG SET` of the same paths),
+    /// then see [`reload_took`].
+    Reload,
+    /// Its certificate was not read: it stays behind until the next check.
+    Unread,
+}
+
+/// What a pod serving `served` (`None`: not read) asks for, when the Secret's certificate is
+/// `wanted`.
+pub fn pod_reload(served: Option<&str>, wanted: &str) -> PodReload {
+    match served {
+        None => PodReload::Unread,
+        Some(served) if served == wanted => PodReload::Serving,
+        Some(_) => PodReload::Reload,
+    }
+}
+
+/// Whether a pod told to reload serves `wanted` now (`served`, read again; `None`: not read).
+/// Not yet: it stays behind, as its volume may not show the new files yet and Redis then read
+/// the old ones again.
+pub fn reload_took(served: Option<&str>, wanted: &str) -> bool {
+    served == Some(wanted)
+}
+
+/// The problem of a Secret whose material builds no client (`error`, which does not name it).
+pub fn client_problem(secret: &str, error: &dyn std::fmt::Display) -> String {
+    format!("{secret}: {error}")
+}
+
 /// What came of checking the pods.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reloaded {

@@ -274,3 +274,23 @@ fn a_check_is_verified_only_when_no_pod_is_behind_and_told_when_one_reloaded() {
         }
     }
 }
+
+#[test]
+fn a_pod_is_told_to_reload_only_when_it_serves_another_certificate() {
+    assert_eq!(pod_reload(Some("new"), "new"), PodReload::Serving);
+    assert_eq!(pod_reload(Some("old"), "new"), PodReload::Reload);
+    assert_eq!(pod_reload(None, "new"), PodReload::Unread);
+    // Read again after the reload: behind unless it serves the wanted one now.
+    assert!(reload_took(Some("new"), "new"));
+    assert!(
+        !reload_took(Some("old"), "new"),
+        "the volume showed the old files still"
+    );
+    assert!(!reload_took(None, "new"));
+}
+
+#[test]
+fn a_client_problem_names_the_secret() {
+    let problem = client_problem("redis-tls", &"invalid TLS material: bad key");
+    assert_eq!(problem, "redis-tls: invalid TLS material: bad key");
+}

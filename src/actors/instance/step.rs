@@ -62,7 +62,7 @@ pub(super) struct Happened {
     pub mismatches: Option<[bool; 3]>,
     /// The restart in flight passed its progress deadline, not told yet.
     pub overdue: Option<RolloutRecord>,
-    /// The step wrote nothing else: status is derived and written when it changed.
+    /// Status is derived and written when it changed (see [`decide::Step::reports_status`]).
     pub status: bool,
     /// The instance runs several unrelated servers, not told yet.
     pub unconverted: bool,
@@ -281,6 +281,7 @@ async fn decide_and_perform(
     if plan.is_some() {
         stages::since(Stage::Decide, deciding);
     }
+    happened.status = decided.reports_status();
     if decided.forget_policy {
         state.written.network_policy = None;
     }
@@ -290,7 +291,7 @@ async fn decide_and_perform(
             state.last_step.decided = "NetworkPolicy";
             Ok(None)
         }
-        (StepAct::Hold(act), _) => hold(state, seen, &act, clocks.now, happened).await,
+        (StepAct::Hold(act), _) => hold(state, seen, &act, clocks.now).await,
         (StepAct::Drive(drive), Some((plan, views))) => {
             let driven = Driven {
                 seen,
@@ -433,7 +434,6 @@ async fn hold(
     seen: &Observed,
     act: &HoldAct<'_>,
     now: Timestamp,
-    happened: &mut Happened,
 ) -> Result<Option<Duration>, kube_io::Error> {
     match act {
         HoldAct::FinishRestart {
@@ -459,7 +459,6 @@ async fn hold(
         HoldAct::Hold => {
             state.last_step.decided = "Hold";
             debug!(decision = "Hold", "next step");
-            happened.status = true;
             Ok(Some(Duration::MAX))
         }
     }
@@ -580,7 +579,6 @@ async fn perform_checks(
 ) -> Wakes {
     happened.overdue = checks.overdue.cloned();
     happened.unconverted = checks.tell_unconverted;
-    happened.status = true;
     let mut wakes = checks.wakes;
     if checks.converged {
         state.specs.converged(&plan.instance);

@@ -1,7 +1,7 @@
 //! The instance actor's TLS, as `decide::tls` decides it: the `spec.tls` Secret's material, the
 //! connection each pod needs, and the reload of every pod that does not serve the Secret's
-//! certificate yet: `CONFIG SET` of the same file paths, which makes Redis read the files again,
-//! checked by a handshake. No restart, whatever triggered the step.
+//! certificate yet (`CONFIG SET` of the same file paths, which makes Redis read the files
+//! again), each pod's answer judged by `decide::tls`. No restart, whatever triggered the step.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,8 +14,8 @@ use super::plan::Plan;
 use crate::auth::Access;
 use crate::config::render::REDIS_PORT;
 use crate::decide::{
-    SecretRead, SecretView, ServedView, reloaded, secret_missing_problem, secret_read,
-    secret_read_due, tell_problem,
+    PodReload, SecretRead, SecretView, ServedView, client_problem, pod_reload, reload_took,
+    reloaded, secret_missing_problem, secret_read, secret_read_due, tell_problem,
 };
 use crate::live::pods::{self, PodAddress};
 use crate::resources::{CachedPod, TLS_ANNOTATION};
@@ -113,7 +113,13 @@ pub(super) async fn read_secret(args: &InstanceArgs, memory: &mut TlsMemory, pla
             memory.told = None;
         }
         Ok((Err(error), _)) => {
-            tell(args, memory, plan, format!("{}: {error}", spec.secret_name)).await
+            tell(
+                args,
+                memory,
+                plan,
+                client_problem(&spec.secret_name, &error),
+            )
+            .await
         }
         Err(error) => tell(args, memory, plan, error.to_string()).await,
     }
@@ -197,17 +203,14 @@ pub(super) async fn reload_pods(
     let mut reloaded_pods = Vec::new();
     let mut behind = Vec::new();
     for (pod, ip) in pods {
-        let quick = Duration::from_secs(2);
-        let served = match client.dial(ip, port, quick).await {
-            Ok(dialed) => dialed.served,
-            Err(error) => {
-                debug!(%pod, %error, "served certificate not read");
+        let served = served_by(client, pod, ip, port).await;
+        match pod_reload(served.as_deref(), &wanted) {
+            PodReload::Serving => continue,
+            PodReload::Unread => {
                 behind.push(pod.clone());
                 continue;
             }
-        };
-        if served == wanted {
-            continue;
+            PodReload::Reload => {}
         }
         let address = PodAddress {
             pod: pod.clone(),
@@ -219,10 +222,10 @@ pub(super) async fn reload_pods(
             behind.push(pod.clone());
             continue;
         }
-        // Until the volume shows the new files, Redis reads the old ones again.
-        match client.dial(ip, port, quick).await {
-            Ok(dialed) if dialed.served == wanted => reloaded_pods.push(pod.clone()),
-            _ => behind.push(pod.clone()),
+        let served = served_by(client, pod, ip, port).await;
+        match reload_took(served.as_deref(), &wanted) {
+            true => reloaded_pods.push(pod.clone()),
+            false => behind.push(pod.clone()),
         }
     }
     let outcome = reloaded(&plan.instance, view, pods.len(), &reloaded_pods, &behind);
@@ -245,6 +248,17 @@ pub(super) async fn reload_pods(
         memory.verified = Some((wanted, Instant::now()));
     }
     outcome.wake
+}
+
+/// The fingerprint of the certificate `pod` serves; `None` when it was not read in time.
+async fn served_by(client: &ClientTls, pod: &str, ip: &str, port: u16) -> Option<String> {
+    match client.dial(ip, port, Duration::from_secs(2)).await {
+        Ok(dialed) => Some(dialed.served),
+        Err(error) => {
+            debug!(%pod, %error, "served certificate not read");
+            None
+        }
+    }
 }
 
 /// `CONFIG SET` of the TLS file paths, unchanged: Redis 7 reads the files again and serves

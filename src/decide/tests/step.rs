@@ -240,6 +240,11 @@ fn step_label(policy: &PolicyView, case: &Case, planned: bool) -> String {
             false => Course::Unplanned(*unplanned),
         };
         let decided = step(policy, &course);
+        let status = if decided.reports_status() {
+            ", status"
+        } else {
+            ""
+        };
         let act = match decided.act {
             StepAct::Policy(PolicyAct::Apply { .. }) => "Policy Apply".to_owned(),
             StepAct::Policy(PolicyAct::Delete(_)) => "Policy Delete".to_owned(),
@@ -254,7 +259,7 @@ fn step_label(policy: &PolicyView, case: &Case, planned: bool) -> String {
         } else {
             ""
         };
-        format!("{act}{forget}")
+        format!("{act}{forget}{status}")
     })
 }
 
@@ -281,7 +286,8 @@ fn the_network_policy_comes_first_in_the_one_decision_planned_or_not() {
     let mut no_service = converged.clone();
     no_service.live_svc = None;
     let finished = converged.clone().recorded(RestartReason::ConfigChanged);
-    // (row, NetworkPolicy view, case, a spec to drive, what the step does)
+    // (row, NetworkPolicy view, case, a spec to drive, what the step does; status: its report
+    // writes the status, as it does exactly when the step writes nothing else)
     let table = [
         (
             "policy missing, spec valid",
@@ -317,7 +323,7 @@ fn the_network_policy_comes_first_in_the_one_decision_planned_or_not() {
             policy(on, Some(&cached), None),
             &converged,
             true,
-            "Drive Idle, forget",
+            "Drive Idle, forget, status",
         ),
         (
             "policy in place, spec edited",
@@ -331,7 +337,7 @@ fn the_network_policy_comes_first_in_the_one_decision_planned_or_not() {
             policy(on, Some(&cached), None),
             &converged,
             false,
-            "Hold, forget",
+            "Hold, forget, status",
         ),
         (
             "policy in place, Service deleted, spec invalid",
@@ -353,21 +359,21 @@ fn the_network_policy_comes_first_in_the_one_decision_planned_or_not() {
             policy(on, Some(&cached), Some(&applied)),
             &converged,
             true,
-            "Drive Idle",
+            "Drive Idle, status",
         ),
         (
             "cache past our apply",
             policy(on, Some(&newer), Some(&applied)),
             &converged,
             false,
-            "Hold, forget",
+            "Hold, forget, status",
         ),
         (
             "no policy at all",
             policy(None, None, None),
             &converged,
             true,
-            "Drive Idle, forget",
+            "Drive Idle, forget, status",
         ),
     ];
     for (row, view, case, planned, done) in table {
