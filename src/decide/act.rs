@@ -203,10 +203,13 @@ pub enum Act<'a> {
         mount: String,
         /// Patch or apply.
         form: Form,
-        /// The uid of the StatefulSet as seen: the write holds only on that object, not on one
-        /// created again under its name since (a late write of an actor whose instance was
-        /// deleted and created again).
+        /// The uid and resourceVersion of the StatefulSet as seen: the write holds only on that
+        /// object as it was, not on one created again under its name since (a late write of an
+        /// actor whose instance was deleted and created again) nor on one written since (a
+        /// deposed leader's write delayed past a takeover). The StatefulSet controller's status
+        /// writes move the version too: the write then meets a conflict and is decided again.
         uid: Option<String>,
+        resource_version: Option<String>,
     },
     /// Delete the StatefulSet as seen, orphaning its pods and claims.
     DeleteForRecreate(&'a CachedStatefulSet),
@@ -397,6 +400,7 @@ pub fn act<'a>(
                 mount,
                 form,
                 uid: live.and_then(|sts| sts.metadata.uid.clone()),
+                resource_version: live.and_then(|sts| sts.metadata.resource_version.clone()),
             }
         }
         (Decision::DeleteForRecreate, _, Some(live)) => Act::DeleteForRecreate(live),

@@ -387,16 +387,18 @@ impl InstanceApi {
 
     /// Sets the pod template's config hash and restart marker (removing the marker when
     /// `None`) and the ConfigMap its config volume mounts, and nothing else, with a strategic
-    /// merge patch (which merges the volume list by name). With `uid`, only on the StatefulSet
-    /// of that uid (see [`Error::is_conflict`]).
+    /// merge patch (which merges the volume list by name). With `seen`'s uid and
+    /// resourceVersion, only on the StatefulSet of that uid, unchanged since (see
+    /// [`Error::is_conflict`]).
     pub async fn set_restart_annotations(
         &self,
         name: &str,
         (hash, marker): (&str, Option<&str>),
         config_map: &str,
-        uid: Option<&str>,
+        (uid, version): (Option<&str>, Option<&str>),
     ) -> Result<CachedStatefulSet> {
-        let patch = json!({ "metadata": { "uid": uid }, "spec": { "template": {
+        let seen = json!({ "uid": uid, "resourceVersion": version });
+        let patch = json!({ "metadata": seen, "spec": { "template": {
             "metadata": { "annotations": {
                 CONFIG_HASH_ANNOTATION: hash,
                 RESTARTED_AT_ANNOTATION: marker,

@@ -179,16 +179,19 @@ pub(super) async fn perform(
             mount,
             form,
             uid,
+            resource_version,
         } => {
             let applied = match form {
                 Form::Patch => {
                     let annotations = (template.hash, template.marker);
-                    api.set_restart_annotations(name, annotations, mount, uid.as_deref())
+                    let seen = (uid.as_deref(), resource_version.as_deref());
+                    api.set_restart_annotations(name, annotations, mount, seen)
                         .await?
                 }
                 Form::Apply => {
                     let mut desired = template_statefulset(target, template, Some(mount));
                     desired.metadata.uid = uid.clone();
+                    desired.metadata.resource_version = resource_version.clone();
                     CachedStatefulSet::from(&api.apply("StatefulSet", &desired).await?)
                 }
             };

@@ -241,7 +241,8 @@ async fn a_repair_before_the_migration_keeps_the_service_name_it_cannot_change()
 }
 
 /// A NetworkPolicy changed by hand is applied back over the one seen: the write carries its
-/// uid, so that over one deleted and created again meanwhile it is a conflict instead.
+/// uid and resourceVersion, so that over one deleted and created again, or written again,
+/// meanwhile it is a conflict instead.
 #[tokio::test]
 async fn a_network_policy_changed_by_hand_is_put_back_over_the_one_seen() {
     let good = converged_instance();
@@ -268,13 +269,18 @@ async fn a_network_policy_changed_by_hand_is_put_back_over_the_one_seen() {
     let writes = bodies(&log, Method::PATCH, "/networkpolicies/redis-example");
     assert_eq!(writes.len(), 1, "{writes:?}");
     assert_eq!(writes[0]["metadata"]["uid"], "np-uid-1", "{}", writes[0]);
+    assert_eq!(
+        writes[0]["metadata"]["resourceVersion"], "1",
+        "{}",
+        writes[0]
+    );
     assert!(writes[0]["spec"]["ingress"].is_array(), "{}", writes[0]);
     actor.stop(None);
     handle.await.unwrap();
 }
 
 /// A replicated instance's role Service `<name>-replicas` changed by hand is applied back
-/// over the one seen, its uid with the write.
+/// over the one seen, its uid and resourceVersion with the write.
 #[tokio::test]
 async fn a_role_service_changed_by_hand_is_put_back_over_the_one_seen() {
     let mut instance = converged_instance();
@@ -303,6 +309,11 @@ async fn a_role_service_changed_by_hand_is_put_back_over_the_one_seen() {
     let writes = bodies(&log, Method::PATCH, "/services/redis-example-replicas");
     assert_eq!(writes.len(), 1, "{writes:?}");
     assert_eq!(writes[0]["metadata"]["uid"], "svc-uid-1", "{}", writes[0]);
+    assert_eq!(
+        writes[0]["metadata"]["resourceVersion"], "1",
+        "{}",
+        writes[0]
+    );
     assert_ne!(
         writes[0]["spec"]["selector"]["app"], "other",
         "{}",

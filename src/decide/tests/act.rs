@@ -355,7 +355,9 @@ fn a_template_write_is_a_patch_unless_more_than_the_restart_annotations_differ()
         .edited()
         .recorded(RestartReason::ConfigChanged);
     written.live_text = Some(written.text.clone());
-    written.live_sts.as_mut().unwrap().metadata.uid = Some("uid-sts".into());
+    let seen = &mut written.live_sts.as_mut().unwrap().metadata;
+    seen.uid = Some("uid-sts".into());
+    seen.resource_version = Some("17".into());
     let mut scaled = written.clone();
     scaled.live_sts.as_mut().unwrap().spec.replicas = Some(3);
     let mut earlier = written.clone();
@@ -376,16 +378,18 @@ fn a_template_write_is_a_patch_unless_more_than_the_restart_annotations_differ()
                 mount,
                 form,
                 uid,
+                resource_version,
             } = act
             else {
                 panic!("{act:?}")
             };
             assert_eq!(*form, want_form);
-            let seen_uid = case.live_sts.as_ref().and_then(|s| s.metadata.uid.clone());
-            assert!(seen_uid.is_some(), "the fixture's StatefulSet has a uid");
+            let seen = &case.live_sts.as_ref().unwrap().metadata;
+            assert!(seen.uid.is_some(), "the fixture's StatefulSet has a uid");
             assert_eq!(
-                uid, &seen_uid,
-                "the write holds only on the StatefulSet seen"
+                (uid, resource_version),
+                (&seen.uid, &seen.resource_version),
+                "the write holds only on the StatefulSet seen, as it was"
             );
             assert_eq!(template.hash, case.hash);
             assert_eq!(mount, &case.revision);
