@@ -345,6 +345,67 @@ async fn a_leader_cut_off_from_the_api_server_sets_nothing_back_on_the_pods() {
     assert!(takeover.history.restarts().await.values().all(|n| *n == 0));
 }
 
+/// A [`Takeover`] whose leader reaches the API server through a [`WriteHolder`], to hold one
+/// of its writes until after the standby has taken over and written the same object.
+struct HeldTakeover {
+    takeover: Takeover,
+    holder: WriteHolder,
+    /// The old leader's User-Agent, which names its Lease identity.
+    agent: String,
+    audit: common::AuditLog,
+}
+
+impl HeldTakeover {
+    async fn start(prefix: &str) -> Self {
+        let holder = WriteHolder::start().await;
+        let relayed = holder.kubeconfig(&format!("{prefix}-leader"));
+        let relayed = relayed.to_string_lossy();
+        let takeover = Takeover::start(prefix, &["--kubeconfig", &relayed]).await;
+        let agent = redis_operator::run::user_agent(&lease_identity(&takeover.leader));
+        Self {
+            takeover,
+            holder,
+            agent,
+            audit: common::AuditLog::from_now(),
+        }
+    }
+
+    /// Holds the old leader's next write of `path` (`configmaps/<name>`, say) in its
+    /// namespace, sent to `api` (`/api/v1`, `/apis/apps/v1`).
+    fn arm(&self, api: &str, path: &str) {
+        let ns = &self.takeover.ns.name;
+        self.holder
+            .arm(format!("PATCH {api}/namespaces/{ns}/{path}?"));
+    }
+
+    /// Delivers the held write, once the new leader has written its object since: the API
+    /// server refuses it (409), and nothing the old leader sent from the hold on landed.
+    async fn release_refused(&self, resource: &str, name: &str) {
+        let (held, held_at) = self.holder.held().expect("the old leader's write was held");
+        let answer = self.holder.release().await;
+        assert!(
+            answer.starts_with("HTTP/1.1 409"),
+            "the old leader's write ({held}) delivered after the takeover was answered {answer:?}"
+        );
+        let asked = self.audit.requests(&self.agent, &self.takeover.ns.name);
+        assert!(
+            asked
+                .iter()
+                .any(|r| r.resource == resource && r.name == name && r.code == 409),
+            "the audit log shows no refused write of the old leader: {asked:#?}"
+        );
+        // Nothing it sent from then on landed: not its Lease renewals, not its retries.
+        let landed: Vec<_> = asked
+            .iter()
+            .filter(|r| r.landed() && r.received.is_none_or(|at| at >= held_at))
+            .collect();
+        assert!(
+            landed.is_empty(),
+            "the old leader wrote after its write was held: {landed:#?}"
+        );
+    }
+}
+
 /// A deposed leader's write delayed in the network past the takeover: the leader applies a live
 /// edit to the pod, and its write of `<name>-config` is held on the way (its relay holds that
 /// request and cuts everything else). The standby takes over and applies the same edit, then a
@@ -352,23 +413,13 @@ async fn a_leader_cut_off_from_the_api_server_sets_nothing_back_on_the_pods() {
 /// carries the resourceVersion it was decided from, which the new leader's writes moved on.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deposed_leaders_write_delivered_after_the_takeover_is_refused() {
-    let holder = WriteHolder::start().await;
-    let relayed = holder.kubeconfig("live-held-leader");
-    let relayed = relayed.to_string_lossy();
-    let mut takeover = Takeover::start("live-held", &["--kubeconfig", &relayed]).await;
-    let agent = redis_operator::run::user_agent(&lease_identity(&takeover.leader));
+    let mut held = HeldTakeover::start("live-held").await;
     let config_map = format!("{NAME}-config");
-    let ns = takeover.ns.name.clone();
-    holder.arm(format!(
-        "PATCH /api/v1/namespaces/{ns}/configmaps/{config_map}?"
-    ));
-    let since_armed = common::AuditLog::from_now();
+    held.arm("/api/v1", &format!("configmaps/{config_map}"));
     // The old leader sets 150mb on the pod, then its write of the ConfigMap is held; the
     // standby takes over and writes the ConfigMap itself.
+    let takeover = &mut held.takeover;
     takeover.apply_new_value().await;
-    let (held, held_at) = holder
-        .held()
-        .expect("the old leader's ConfigMap write was held");
     edit_config(
         &takeover.ns,
         &mut takeover.instance,
@@ -376,27 +427,8 @@ async fn a_deposed_leaders_write_delivered_after_the_takeover_is_refused() {
     )
     .await;
     wait_live_applied(&takeover.ns, &takeover.instance).await;
-    let answer = holder.release().await;
-    assert!(
-        answer.starts_with("HTTP/1.1 409"),
-        "the old leader's write ({held}) delivered after the takeover was answered {answer:?}"
-    );
-    let asked = since_armed.requests(&agent, &ns);
-    assert!(
-        asked
-            .iter()
-            .any(|r| r.resource == "configmaps" && r.name == config_map && r.code == 409),
-        "the audit log shows no refused write of the old leader: {asked:#?}"
-    );
-    // Nothing it sent from then on landed: not its Lease renewals, not its retries.
-    let landed: Vec<_> = asked
-        .iter()
-        .filter(|r| r.landed() && r.received.is_none_or(|at| at >= held_at))
-        .collect();
-    assert!(
-        landed.is_empty(),
-        "the old leader wrote after its write was held: {landed:#?}"
-    );
+    held.release_refused("configmaps", &config_map).await;
+    let takeover = &held.takeover;
     let (text, _) = config_map_and_hash(&takeover.ns, NAME).await;
     assert!(
         text.lines().any(|l| l == "maxmemory 200mb"),
@@ -404,6 +436,41 @@ async fn a_deposed_leaders_write_delivered_after_the_takeover_is_refused() {
     );
     assert_eq!(takeover.running().await, "209715200");
     assert!(takeover.history.restarts().await.values().all(|n| *n == 0));
+}
+
+/// The same for a restart: the old leader records a restart and its template write is held;
+/// the new leader finishes that restart, then rolls the pod out on a newer config. The old
+/// leader's template write, delivered then, is refused (it carries the resourceVersion it was
+/// decided from), so the pod is not rolled back onto the older config: one restart per edit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deposed_leaders_template_write_delivered_after_a_newer_rollout_is_refused() {
+    let mut held = HeldTakeover::start("live-held-sts").await;
+    held.arm("/apis/apps/v1", &format!("statefulsets/{NAME}"));
+    let takeover = &mut held.takeover;
+    edit_config(&takeover.ns, &mut takeover.instance, &[("databases", "20")]).await;
+    wait_ready(&takeover.ns, NAME, None, Duration::from_secs(120)).await;
+    assert!(
+        held.holder.held().is_some(),
+        "the old leader's template write was held"
+    );
+    let takeover = &mut held.takeover;
+    let pod = pods(&takeover.ns, NAME).await.remove(0);
+    assert_eq!(running(&pod, None, &["databases"]).await["databases"], "20");
+    edit_config(&takeover.ns, &mut takeover.instance, &[("databases", "24")]).await;
+    let ready = wait_ready(&takeover.ns, NAME, None, Duration::from_secs(120)).await;
+    held.release_refused("statefulsets", NAME).await;
+    // Had it landed, the StatefulSet would roll the pod back: give it the time to.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let takeover = &held.takeover;
+    let (_, hash) = config_map_and_hash(&takeover.ns, NAME).await;
+    assert_eq!(hash, ready.status.and_then(|s| s.config_hash));
+    let pod = pods(&takeover.ns, NAME).await.remove(0);
+    assert_eq!(running(&pod, None, &["databases"]).await["databases"], "24");
+    let restarts = takeover.history.restarts().await;
+    assert!(
+        restarts.values().all(|n| *n == 2),
+        "one restart per edit: {restarts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
