@@ -174,9 +174,11 @@ def add_requests(lines, needles, users, operator_user, requests):
             "name": ref.get("name", ""),
             "received": ts(event["requestReceivedTimestamp"]),
             "done": None,
+            "code": None,
         })
         if event.get("stage") == "ResponseComplete":
             req["done"] = ts(event["stageTimestamp"])
+            req["code"] = (event.get("responseStatus") or {}).get("code")
 
 
 def counts(requests, start, end):
@@ -208,15 +210,22 @@ def percentile(values, p):
     return values[int(rank) - 1]
 
 
+def landed(request):
+    """A request the API server carried out (answered 2xx): a write refused with a conflict is
+    no answer to an edit; the retry that lands is."""
+    return request["code"] is not None and 200 <= request["code"] < 300
+
+
 def edit_latencies(edits, writes_by_user, user, start, end):
     """Milliseconds from each RedisInstance patch being received to the first StatefulSet write
-    by `user` for that instance that completed after it; and how many edits got none."""
+    by `user` for that instance that landed after it; and how many edits got none."""
     ms, missed = [], 0
     for e in edits:
         if not (start <= e["received"] < end):
             continue
         later = [w["done"] for w in writes_by_user.get((user, e["namespace"], e["name"]), [])
-                 if w["done"] is not None and w["received"] >= e["received"] and w["received"] < end]
+                 if w["done"] is not None and landed(w)
+                 and w["received"] >= e["received"] and w["received"] < end]
         if later:
             ms.append((min(later) - e["received"]) * 1000)
         else:
@@ -319,6 +328,9 @@ def cmd_analyse(phases_path, audit_path, out_path, n, before=None, after=None):
             sts_writes.setdefault((r["user"], r["namespace"], r["name"]), []).append(r)
     # The floor answers the same edits as the operator, in the same window.
     op_ms, op_missed = edit_latencies(edits, sts_writes, op, ph["edit_start"], ph["edit_end"])
+    edit_conflicts = sum(1 for r in ops if r["verb"] in WRITES and r["code"] == 409
+                         and r["resource"] != "leases"
+                         and ph["edit_start"] <= r["received"] < ph["edit_end"])
     fl_ms, fl_missed = edit_latencies(edits, sts_writes, floor, ph["edit_start"], ph["edit_end"])
 
     def r1(x):
@@ -360,6 +372,7 @@ def cmd_analyse(phases_path, audit_path, out_path, n, before=None, after=None):
         "edit_p50_ms": r1(percentile(op_ms, 50)),
         "edit_p99_ms": r1(percentile(op_ms, 99)),
         "edit_missed": op_missed,
+        "edit_conflicts": edit_conflicts,
         "floor_p50_ms": r1(percentile(fl_ms, 50)),
         "floor_p99_ms": r1(percentile(fl_ms, 99)),
         "floor_missed": fl_missed,
@@ -427,6 +440,7 @@ ROWS = [
     ("edit p50 / floor p50", "edit_p50_over_floor"),
     ("edit p99 / floor p99", "edit_p99_over_floor"),
     ("edits without a write (op/floor)", None),
+    ("operator writes refused 409 in the edits", "edit_conflicts"),
     ("restart: time to observe all (s)", "restart_observe_seconds"),
     ("restart: requests until observed", "restart_requests"),
     ("restart: writes", "restart_writes"),
