@@ -86,8 +86,7 @@ pub use step::{
 };
 pub use tls::{
     PodReload, Reload, Reloaded, SecretRead, SecretView, ServedView, client_problem, pod_reload,
-    reload, reload_took, reloaded, secret_missing_problem, secret_read, secret_read_due,
-    tell_problem,
+    reload, reloaded, secret_missing_problem, secret_read, secret_read_due, tell_problem,
 };
 pub use wake::{pod_deadline_wake, progress_wake, settle_left, settle_window_left};
 pub use write_mark::{

@@ -145,27 +145,21 @@ pub enum PodReload {
     /// It serves the wanted certificate: nothing to do.
     Serving,
     /// It serves another: make Redis read its files again (`CONFIG SET` of the same paths),
-    /// then see [`reload_took`].
+    /// then ask again.
     Reload,
     /// Its certificate was not read: it stays behind until the next check.
     Unread,
 }
 
 /// What a pod serving `served` (`None`: not read) asks for, when the Secret's certificate is
-/// `wanted`.
+/// `wanted`. Asked again after a reload, anything but [`PodReload::Serving`] leaves the pod
+/// behind: its volume may not show the new files yet, and Redis then read the old ones again.
 pub fn pod_reload(served: Option<&str>, wanted: &str) -> PodReload {
     match served {
         None => PodReload::Unread,
         Some(served) if served == wanted => PodReload::Serving,
         Some(_) => PodReload::Reload,
     }
-}
-
-/// Whether a pod told to reload serves `wanted` now (`served`, read again; `None`: not read).
-/// Not yet: it stays behind, as its volume may not show the new files yet and Redis then read
-/// the old ones again.
-pub fn reload_took(served: Option<&str>, wanted: &str) -> bool {
-    served == Some(wanted)
 }
 
 /// The problem of a Secret whose material builds no client (`error`, which does not name it).

@@ -14,8 +14,8 @@ use super::plan::Plan;
 use crate::auth::Access;
 use crate::config::render::REDIS_PORT;
 use crate::decide::{
-    PodReload, SecretRead, SecretView, ServedView, client_problem, pod_reload, reload_took,
-    reloaded, secret_missing_problem, secret_read, secret_read_due, tell_problem,
+    PodReload, SecretRead, SecretView, ServedView, client_problem, pod_reload, reloaded,
+    secret_missing_problem, secret_read, secret_read_due, tell_problem,
 };
 use crate::live::pods::{self, PodAddress};
 use crate::resources::{CachedPod, TLS_ANNOTATION};
@@ -223,9 +223,9 @@ pub(super) async fn reload_pods(
             continue;
         }
         let served = served_by(client, pod, ip, port).await;
-        match reload_took(served.as_deref(), &wanted) {
-            true => reloaded_pods.push(pod.clone()),
-            false => behind.push(pod.clone()),
+        match pod_reload(served.as_deref(), &wanted) {
+            PodReload::Serving => reloaded_pods.push(pod.clone()),
+            PodReload::Reload | PodReload::Unread => behind.push(pod.clone()),
         }
     }
     let outcome = reloaded(&plan.instance, view, pods.len(), &reloaded_pods, &behind);
