@@ -138,8 +138,9 @@ pub enum ServiceTold {
 pub enum ServicesAct<'a> {
     /// Apply the headless Service; a repair is told, a creation only logged.
     Headless(Option<Drift>),
-    /// Apply `<name>`.
-    Service(ServiceTold),
+    /// Apply `<name>`; `allocates`: none is live, so the API server allocates it a cluster
+    /// IP, which it does one creation at a time (the write waits for an allocation turn).
+    Service { told: ServiceTold, allocates: bool },
     /// Delete the headless `<name>` as seen, to create it as ClusterIP.
     DeleteHeadlessNamed(&'a CachedService),
 }
@@ -477,7 +478,10 @@ pub fn services_act<'a>(
             } else {
                 ServiceTold::Created
             };
-            Some(ServicesAct::Service(told))
+            Some(ServicesAct::Service {
+                told,
+                allocates: live.is_none(),
+            })
         }
         Decision::DeleteHeadlessNamedService => live.map(ServicesAct::DeleteHeadlessNamed),
         _ => None,

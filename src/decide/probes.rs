@@ -69,6 +69,19 @@ struct Answer<'a> {
     behind: Option<(bool, i64)>,
 }
 
+/// Whether a prober's round `new` starts a step: it changes what a decision would see
+/// compared with `old`, a step waits for a round (`awaited`), or the recorded primary is
+/// silent (`primary_silent`: its silence grows with each round, toward a failover).
+pub fn starts_step(
+    old: &[PodProbe],
+    new: &[PodProbe],
+    bound: i64,
+    awaited: bool,
+    primary_silent: bool,
+) -> bool {
+    awaited || primary_silent || changes(old, new, bound)
+}
+
 /// Whether the round `new` changes what a decision would see compared with `old`.
 pub fn changes(old: &[PodProbe], new: &[PodProbe], bound: i64) -> bool {
     seen(old, bound) != seen(new, bound)
@@ -215,6 +228,20 @@ mod tests {
         ];
         for (row, new, want) in rows {
             assert_eq!(changes(&base, &new, MIB), want, "{row}");
+        }
+        // A round that changes nothing still starts a step that waits for one, or while the
+        // recorded primary is silent.
+        let same = round(t1, 10 * MIB - 10, "u1", Some(Role::Replica));
+        let moved = round(t1, 0, "u1", None);
+        let starts = [
+            (&same, false, false, false),
+            (&same, true, false, true),
+            (&same, false, true, true),
+            (&moved, false, false, true),
+        ];
+        for (new, awaited, silent, want) in starts {
+            let got = starts_step(&base, new, MIB, awaited, silent);
+            assert_eq!(got, want, "awaited {awaited}, silent {silent}");
         }
     }
 }

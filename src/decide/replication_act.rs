@@ -86,7 +86,27 @@ pub struct ReplicationAct {
     pub role_written: bool,
 }
 
+/// How the prober goes on after an act: how often it probes, and whether a round is wanted
+/// at once, which then starts a step whatever it shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probing {
+    /// The prober's period.
+    pub every: Duration,
+    /// A round at once: the act waits for a probe, or changed a role in Redis (a probe sent
+    /// before it may not show the change).
+    pub at_once: bool,
+}
+
 impl ReplicationAct {
+    /// How the prober goes on once this act is performed: at the act's wake (quickly when it
+    /// names none, or asks for a probe at once).
+    pub fn probing(&self) -> Probing {
+        Probing {
+            every: self.wake.filter(|d| !d.is_zero()).unwrap_or(BUSY_PROBE),
+            at_once: self.wake == Some(Duration::ZERO) || self.role_written,
+        }
+    }
+
     /// When the step that performed this act looks again: `None` at once (it wrote), else
     /// after the duration (`Duration::MAX`: when a probe or a watch event changes something).
     pub fn next_step(&self) -> Option<Duration> {

@@ -425,3 +425,51 @@ fn a_switchover_halts_only_the_restart_it_failed_in() {
         assert_eq!(failed_here(status, hash), halted, "{hash:?}");
     }
 }
+
+/// The prober's cadence after each kind of act: a round at once when the next decision waits
+/// for one (a role written in Redis, pods not probed yet), otherwise the act's own period.
+#[test]
+fn the_prober_keeps_to_the_acts_period_and_probes_at_once_after_a_role_write() {
+    let (plain, sw) = (status(), switching());
+    let ms = Duration::from_millis;
+    let rows = [
+        (
+            ReplicationStep::Promote { pod: "r-0".into() },
+            facts(&plain),
+            ms(500),
+            true,
+        ),
+        (
+            ReplicationStep::Switchover {
+                from: "r-0".into(),
+                to_ip: "10.0.0.11".into(),
+            },
+            facts(&sw),
+            ms(500),
+            true,
+        ),
+        (
+            ReplicationStep::Wait(ReplicationWait::Routing),
+            facts(&sw),
+            ms(100),
+            false,
+        ),
+        (
+            ReplicationStep::Wait(ReplicationWait::Delisting),
+            facts(&plain),
+            ms(250),
+            false,
+        ),
+        (
+            ReplicationStep::Wait(ReplicationWait::Probes),
+            facts(&plain),
+            ms(500),
+            true,
+        ),
+        (ReplicationStep::Idle, facts(&plain), ms(2000), false),
+    ];
+    for (step, facts, every, at_once) in rows {
+        let probing = replication_act(&step, &facts).probing();
+        assert_eq!(probing, Probing { every, at_once }, "{step:?}");
+    }
+}

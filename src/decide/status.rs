@@ -73,6 +73,9 @@ pub struct StatusView<'a> {
     pub driven: Option<Driven<'a>>,
     /// The restart in flight, as it is to be written.
     pub rollout: Option<RolloutRecord>,
+    /// The replication step's record, written over the stored one (the conditions read it);
+    /// `None`: the stored one is kept.
+    pub replication: Option<crate::crd::ReplicationStatus>,
     /// A config Redis refused, or whose pods never became ready.
     pub rejection: Option<FailedConfig<'a>>,
     /// A live config Redis refused (the hash of its live directives) and its message;
@@ -156,6 +159,7 @@ impl<'a> StatusView<'a> {
             pods,
             driven: None,
             rollout: instance.status.as_ref().and_then(|s| s.rollout.clone()),
+            replication: None,
             rejection: None,
             live_refusal: None,
             halted: None,
@@ -223,6 +227,9 @@ pub fn status(view: &StatusView<'_>) -> RedisInstanceStatus {
     let violations = crate::config::violations(current);
     let mut status = current.status.clone().unwrap_or_default();
     status.rollout = view.rollout.clone();
+    if let Some(record) = &view.replication {
+        status.replication = Some(record.clone());
+    }
     if status.replication.is_none() && crate::resources::replicated(current) {
         // From here on the instance is replicated for good (see `resources::unconverted`).
         status.replication = Some(crate::crd::ReplicationStatus::default());

@@ -384,3 +384,51 @@ fn mismatches_name_each_difference_from_the_desired_config() {
         );
     }
 }
+
+/// The replication step's record is part of the one derivation: the conditions read the
+/// record being written, not the stored one it replaces, and without a record the stored one
+/// is kept.
+#[test]
+fn the_replication_record_written_is_the_one_the_conditions_read() {
+    let ri = instance(&[("maxmemory", "100mb")]);
+    let rolling = sts_of(&ri, false);
+    let restart = record("h");
+    let failed = crate::crd::ReplicationStatus {
+        primary: Some("redis-1".to_owned()),
+        switchover_failed: Some(crate::crd::SwitchoverFailure {
+            config_hash: restart.config_hash.clone(),
+            message: "the replica did not catch up".to_owned(),
+        }),
+        ..crate::crd::ReplicationStatus::default()
+    };
+    let recorded = status(&StatusView {
+        rollout: Some(restart.clone()),
+        replication: Some(failed.clone()),
+        ..view(&ri, &rolling)
+    });
+    assert_eq!(recorded.replication.as_ref(), Some(&failed));
+    let progressing = find_condition(&recorded, condition::PROGRESSING).expect("set");
+    assert_eq!(
+        (progressing.reason.as_str(), progressing.message.as_str()),
+        ("SwitchoverFailed", "the replica did not catch up"),
+        "derived from the record written in the same status"
+    );
+    let stored = crate::crd::ReplicationStatus {
+        primary: Some("redis-0".to_owned()),
+        ..crate::crd::ReplicationStatus::default()
+    };
+    let mut holding = ri.clone();
+    holding.status = Some(RedisInstanceStatus {
+        replication: Some(stored.clone()),
+        ..RedisInstanceStatus::default()
+    });
+    let kept = status(&StatusView {
+        rollout: Some(restart),
+        ..view(&holding, &rolling)
+    });
+    assert_eq!(kept.replication.as_ref(), Some(&stored), "no record: kept");
+    assert_ne!(
+        find_condition(&kept, condition::PROGRESSING).map(|c| c.reason.as_str()),
+        Some("SwitchoverFailed")
+    );
+}

@@ -327,25 +327,20 @@ pub(super) async fn services(
 ) -> Result<Performed, kube_io::Error> {
     let args = performer.args;
     match act {
-        ServicesAct::Service(told) => {
-            // A creation makes the API server allocate a cluster IP, which it does one at a time.
-            let _allocating = match &seen.service {
-                None => {
-                    let limiter = args.api.limiter();
-                    match performer
-                        .schedule
-                        .allocation
-                        .take()
-                        .or_else(|| limiter.try_allocation())
-                    {
-                        Some(turn) => Some(turn),
-                        None => {
-                            performer.schedule.awaits_allocation = true;
-                            return Ok(Performed::Deferred);
-                        }
+        ServicesAct::Service { told, allocates } => {
+            // Held until the Service is created: the next creation waits for this one's IP.
+            let _allocating = if *allocates {
+                let limiter = args.api.limiter();
+                let turn = performer.schedule.allocation.take();
+                match turn.or_else(|| limiter.try_allocation()) {
+                    Some(turn) => Some(turn),
+                    None => {
+                        performer.schedule.awaits_allocation = true;
+                        return Ok(Performed::Deferred);
                     }
                 }
-                Some(_) => None,
+            } else {
+                None
             };
             let mut service = service.clone();
             let seen_service = seen.service.as_deref().map(|s| &s.metadata);

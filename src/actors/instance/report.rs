@@ -135,10 +135,7 @@ pub(super) async fn report(
     if happened.status {
         let reporting = std::time::Instant::now();
         let replication = happened.replication;
-        let mut status = derive_status(&state.status_memory(), seen, plan);
-        if let Some(record) = replication.status {
-            status.replication = Some(record);
-        }
+        let status = derive_status(&state.status_memory(), seen, plan, replication.status);
         let mismatched = state.reported.mismatched();
         store_status(&state.args, &mut state.written, mismatched, seen, status).await?;
         if let Some(notice) = &replication.notice {

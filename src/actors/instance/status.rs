@@ -13,7 +13,7 @@ use super::observe::{Observed, Written};
 use super::plan::Plan;
 use super::{InstanceArgs, InstanceSnapshot, InstanceState};
 use crate::actors::metrics::MetricsMsg;
-use crate::crd::{ConfigUpdate, RedisInstanceStatus, RolloutRecord};
+use crate::crd::{ConfigUpdate, RedisInstanceStatus, ReplicationStatus, RolloutRecord};
 use crate::decide::{Driven, FailedConfig, Rejection, SpecMemory, StatusView};
 use crate::kube_io;
 
@@ -36,16 +36,22 @@ pub(super) struct StatusMemory<'a> {
     pub settle: Duration,
 }
 
-/// The status the caches and the actor's memory call for; the restart record and count are
-/// carried over from the stored status (only the perform step changes them).
+/// The status the caches and the actor's memory call for, with the replication step's
+/// `replication` record when it made one; the restart record and count are carried over from
+/// the stored status (only the perform step changes them).
 pub(super) fn derive_status(
     memory: &StatusMemory<'_>,
     seen: &Observed,
     plan: Option<&Plan>,
+    replication: Option<ReplicationStatus>,
 ) -> RedisInstanceStatus {
     let stored = seen.instance.status.as_ref();
     let rollout = stored.and_then(|s| s.rollout.clone());
-    crate::decide::status(&view(memory, seen, plan, rollout))
+    let view = StatusView {
+        replication,
+        ..view(memory, seen, plan, rollout)
+    };
+    crate::decide::status(&view)
 }
 
 /// The memory put into plain facts for [`crate::decide::status`], with `rollout` as the
@@ -68,6 +74,7 @@ pub(super) fn view<'a>(
             live_hash: &p.live_hash,
         }),
         rollout,
+        replication: None,
         rejection: memory.specs.rejection().map(failed),
         live_refusal: memory
             .live
@@ -108,7 +115,7 @@ pub(super) async fn write_status(
     seen: &Observed,
     plan: Option<&Plan>,
 ) -> Result<(), kube_io::Error> {
-    let status = derive_status(&state.status_memory(), seen, plan);
+    let status = derive_status(&state.status_memory(), seen, plan, None);
     let mismatched = state.reported.mismatched();
     store_status(&state.args, &mut state.written, mismatched, seen, status).await
 }

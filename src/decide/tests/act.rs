@@ -535,9 +535,13 @@ fn the_services_are_told_as_created_repaired_or_migrated() {
             migrated,
             now,
         );
+        let allocates = live.is_none();
         assert_eq!(
             got,
-            Some(ServicesAct::Service(want)),
+            Some(ServicesAct::Service {
+                told: want,
+                allocates
+            }),
             "{live:?} {sts} {migrated}"
         );
     }

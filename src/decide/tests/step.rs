@@ -32,9 +32,18 @@ fn hold_label(case: &Case, migrated: bool) -> String {
         }
         HoldAct::Services { decided, act, .. } => {
             let told = match act {
-                ServicesAct::Service(ServiceTold::Migrated(event)) => event.reason,
-                ServicesAct::Service(ServiceTold::Repaired(drift)) => drift.event.reason,
-                ServicesAct::Service(ServiceTold::Created) => "Created",
+                ServicesAct::Service {
+                    told: ServiceTold::Migrated(event),
+                    ..
+                } => event.reason,
+                ServicesAct::Service {
+                    told: ServiceTold::Repaired(drift),
+                    ..
+                } => drift.event.reason,
+                ServicesAct::Service {
+                    told: ServiceTold::Created,
+                    ..
+                } => "Created",
                 ServicesAct::Headless(Some(drift)) => drift.event.reason,
                 ServicesAct::Headless(None) => "Created",
                 ServicesAct::DeleteHeadlessNamed(_) => "Deleted",

@@ -190,7 +190,8 @@ pub(super) async fn perform(
     }
     let ReplicationPlan { step, act } = *planned;
     tracing::debug!(step = step.name(), ?step, "replication step");
-    memory.awaiting_probe = act.wake == Some(Duration::ZERO) || act.role_written;
+    let probing = act.probing();
+    memory.awaiting_probe = probing.at_once;
     // The step's `ask_prober`, after this, names the pods and the login; a first step asks
     // here before it has.
     let ask = memory.wanted.get_or_insert_with(|| prober::Ask {
@@ -199,8 +200,8 @@ pub(super) async fn perform(
         every: BUSY_PROBE,
         now: 0,
     });
-    ask.every = act.wake.filter(|d| !d.is_zero()).unwrap_or(BUSY_PROBE);
-    if memory.awaiting_probe {
+    ask.every = probing.every;
+    if probing.at_once {
         ask.now += 1;
     }
     let reach = Reach::of(&state.tls, seen);

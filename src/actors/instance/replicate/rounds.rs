@@ -27,12 +27,13 @@ pub(in super::super) fn probed(state: &mut InstanceState, round: Vec<PodProbe>) 
         .unwrap_or_default();
     let bound = instance.spec.replication.max_lag_bytes;
     let memory = &mut state.replication;
-    let changed = probes::changes(&memory.probes, &round, bound);
+    let previous = std::mem::take(&mut memory.probes);
     remember(memory, &status, &round);
+    let silent = memory.primary_silent_since.is_some();
+    let starts = probes::starts_step(&previous, &round, bound, memory.awaiting_probe, silent);
     memory.probes = round;
     send_metrics(state);
-    let memory = &state.replication;
-    changed || memory.awaiting_probe || memory.primary_silent_since.is_some()
+    starts
 }
 
 /// The primaries found and each replica's lag, for metrics.
