@@ -702,6 +702,7 @@ fn requests(log: &Log) -> Vec<(Method, String, Value)> {
 }
 
 mod permits;
+mod phases;
 mod probes;
 mod respawn;
 mod rest;

@@ -21,9 +21,12 @@ mod status;
 mod step;
 mod tell;
 mod tls;
+mod views;
 
 pub use crate::decide::PAUSED_ANNOTATION;
 pub use observe::{Stores, Versions, Written};
+#[cfg(test)]
+pub use step::Phase;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -113,6 +116,9 @@ pub enum InstanceMsg {
     /// A test's stand-in for a bug: the handler fails, as a panic or an error would make it.
     #[cfg(test)]
     Fail,
+    /// A test asks for the phases each step so far entered, in order.
+    #[cfg(test)]
+    Phases(ractor::RpcReplyPort<Vec<Vec<Phase>>>),
 }
 
 /// When the watch delivered the event behind a message, and when the supervisor passed it on.
@@ -183,6 +189,8 @@ pub struct InstanceState {
     handled: u64,
     /// On the way to hibernation.
     rest: rest::Resting,
+    /// The phases the last steps entered (kept by tests only).
+    phases: step::PhaseTrace,
 }
 
 /// The state split into the borrows each phase takes, so that a phase's signature shows the
@@ -282,6 +290,7 @@ impl Actor for RedisInstanceActor {
             tls: tls::TlsMemory::default(),
             handled: 0,
             rest: rest::Resting::default(),
+            phases: step::PhaseTrace::default(),
         })
     }
 
@@ -339,6 +348,10 @@ async fn handle(myself: ActorRef<InstanceMsg>, msg: InstanceMsg, state: &mut Ins
     match msg {
         #[cfg(test)]
         InstanceMsg::Fail => {}
+        #[cfg(test)]
+        InstanceMsg::Phases(reply) => {
+            let _ = reply.send(state.phases.steps.clone());
+        }
         InstanceMsg::Tick => queue_step(&myself, state),
         InstanceMsg::Rest => rest::delay_ended(&myself, state),
         InstanceMsg::Probed(round) => {

@@ -105,6 +105,7 @@ pub(super) async fn report(
     plan: Option<&Plan>,
     happened: Happened,
 ) -> Result<(), kube_io::Error> {
+    state.phases.entered(super::step::Phase::Report);
     let current = &seen.instance;
     if let Some(mismatches) = happened.mismatches {
         count_mismatches(&state.args, &mut state.reported, mismatches);

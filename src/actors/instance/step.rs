@@ -1,5 +1,6 @@
-//! One step of an instance, in its four phases: observe (the caches and the actor's memory,
-//! into one snapshot), decide (one pure call), perform (the write it chose), report.
+//! One step of an instance, in its four phases, each entered once: observe (the caches, the
+//! pods and the prober, the Secrets and the memory recalled, see [`super::views`]), decide (one
+//! pure call), perform (the writes it chose), report.
 
 use std::time::{Duration, Instant};
 
@@ -10,46 +11,23 @@ use tracing::{debug, info};
 use super::judge::{Findings, judge};
 use super::observe::{Observed, observe};
 use super::plan::Plan;
+use super::views::{PlannedViews, Reads, Views, Wanted};
 use super::{InstanceState, auth, live, network, perform, replicate, report, status, tls};
-use crate::crd::{ConfigUpdate, RolloutRecord};
+use crate::crd::RolloutRecord;
 use crate::decide::ReplicationInputs;
 use crate::decide::{
-    self, Checks, ChecksView, Course, Deadlines, Decision, Desired, Drive, Facts, HoldAct, Planned,
-    PolicyView, Reload, ServedView, Snapshot, StepAct, Unplanned, Waiting, Wakes, next_wake,
-    paused,
+    self, Checks, Course, Decision, Desired, Drive, HoldAct, Planned, PolicyView, Reload,
+    ServedView, StepAct, Unplanned, Waiting, Wakes, next_wake,
 };
 use crate::kube_io;
 use crate::stages::{self, Stage};
 
-/// What the actor's memory adds to the caches for this step's decision. Owned: performing the
-/// decision changes the memory it came from.
-struct Remembered {
-    /// The revision ConfigMap the plan's pods mount, and the spec's shared one.
-    revision: String,
-    shared: String,
-    /// The config a rollout halted on, and the one Redis refused.
-    halted_hash: Option<String>,
-    rejected_hash: Option<String>,
-    /// How much longer a following restart waits for edits to settle.
-    settle_left: Option<Duration>,
-    /// Redis refused the plan's live directives.
-    live_refused: bool,
-    /// A pod of the restart in flight is unready past its readiness deadline.
-    stalled: bool,
-    /// When the first unready pod of the restart in flight reaches that deadline.
-    pod_deadline: Duration,
-    /// The StatefulSet's generation after the operator's last write of it.
-    written_generation: Option<i64>,
-    /// The actor deleted the headless `<name>` to create it as ClusterIP.
-    service_migrated: bool,
-}
-
 /// The clocks one step reads: the wall clock for records and deadlines, the actor's monotonic
 /// clock for how long pods have been unready.
 #[derive(Clone, Copy)]
-struct Clocks {
-    now: Timestamp,
-    at: Instant,
+pub(super) struct Clocks {
+    pub(super) now: Timestamp,
+    pub(super) at: Instant,
 }
 
 /// What one step found and did that people are told, by the report phase at its end.
@@ -72,6 +50,12 @@ pub(super) struct Happened {
 
 /// One step. `Ok(None)`: it wrote, take the next step now. `Ok(Some(d))`: wait for the next
 /// watch event, or at most `d` (`Duration::MAX`: no timer).
+///
+/// Its four phases follow each other here, each entered once: observe (the caches, what the
+/// pods and the prober show, the Secrets, the memory recalled), decide ([`decide`], one pure
+/// call), perform ([`perform`], the writes it chose) and report ([`report::report`]). What
+/// they hand on is named: the observation and the views built from it, the decision, and
+/// what [`Happened`].
 pub(super) async fn step(
     state: &mut InstanceState,
     turn: &mut Option<OwnedSemaphorePermit>,
@@ -91,6 +75,7 @@ pub(super) async fn step(
     // Deleted: the supervisor stops this actor when the watch reports it. Being deleted: the
     // garbage collector removes everything the instance owns.
     let Some(seen) = seen.filter(|s| s.instance.metadata.deletion_timestamp.is_none()) else {
+        state.phases.entered(Phase::Observe);
         state.replication.stop_prober();
         return Ok(Some(Duration::MAX));
     };
@@ -99,10 +84,7 @@ pub(super) async fn step(
         now: Timestamp::now(),
         at: Instant::now(),
     };
-    let mut happened = Happened {
-        findings: judge(state.judging(), &seen, clocks.at).await,
-        ..Happened::default()
-    };
+    let findings = judge(state.judging(), &seen, clocks.at).await;
     let record = seen
         .instance
         .status
@@ -114,13 +96,19 @@ pub(super) async fn step(
         Ok(observation) => (observation, Ok(())),
         Err(error) => (None, Err(error)),
     };
-    let views = observation.as_ref().map(|o| o.views(&seen));
+    let replicas = observation.as_ref().map(|o| o.views(&seen));
     let observed_plan = plan
         .as_ref()
         .zip(observation.as_ref())
-        .zip(views.as_deref());
+        .zip(replicas.as_deref());
     let parts = observed_plan.map(|((plan, o), views)| o.parts(plan, &seen, views));
     let replication = parts.as_ref().map(replicate::Parts::inputs);
+    let reads = match (observed, plan.as_ref()) {
+        (Ok(()), Some(plan)) => Reads::of(state, &seen, plan, clocks.at).await.map(Some),
+        (Ok(()), None) => Ok(None),
+        (Err(error), _) => Err(error),
+    };
+    state.phases.entered(Phase::Observe);
     let run = Run {
         seen: &seen,
         plan: plan.as_ref(),
@@ -129,8 +117,18 @@ pub(super) async fn step(
         clocks,
         planning,
     };
-    let next = match observed {
-        Ok(()) => decide_and_perform(state, turn, run, &mut happened).await,
+    let mut happened = Happened {
+        findings,
+        ..Happened::default()
+    };
+    let next = match reads {
+        Ok(reads) => {
+            let wanted = Wanted::of(state, &seen);
+            let views = Views::of(state, run, reads.as_ref(), &wanted);
+            let decided = decide(state, run, &wanted, reads.as_ref(), &views);
+            happened.status = decided.reports_status();
+            perform(state, turn, run, views.planned(), decided, &mut happened).await
+        }
         Err(error) => Err(error),
     };
     if observation.is_some() {
@@ -143,149 +141,131 @@ pub(super) async fn step(
     Ok(next)
 }
 
-/// What the decide and perform phases of a step work from.
-#[derive(Clone, Copy)]
-struct Run<'a> {
-    seen: &'a Observed,
-    /// The spec to drive to; `None` when none is known to be safe to run.
-    plan: Option<&'a Plan>,
-    /// A replicated plan's replication, as observed.
-    replication: Option<&'a ReplicationInputs<'a, 'a>>,
-    /// What the replication was observed from, for performing what is decided of it.
-    observation: Option<&'a replicate::Observation>,
-    clocks: Clocks,
-    /// When planning began, for its stage timing.
-    planning: Instant,
+/// The phases of a step, in the order they are entered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Observe,
+    Decide,
+    Perform,
+    Report,
 }
 
-/// What a step with a spec to drive reads beyond the caches, and the memory it recalls.
-struct Reads {
-    /// The Secrets of the credentials; `None` with `spec.auth` off.
-    secrets: Option<auth::Secrets>,
-    recalled: Remembered,
+/// The phases each of the last steps entered, in order, for the tests that check each is
+/// entered once; in a build that is not a test, it keeps nothing.
+#[derive(Default)]
+pub(super) struct PhaseTrace {
+    #[cfg(test)]
+    pub steps: Vec<Vec<Phase>>,
 }
 
-impl Reads {
-    /// Observes what the caches do not hold: the TLS Secret's material (read when it changed)
-    /// and the Secrets of the credentials; and brings the memory the decision reads up to the
-    /// plan's spec.
-    async fn of(
-        state: &mut InstanceState,
-        seen: &Observed,
-        plan: &Plan,
-        at: Instant,
-    ) -> Result<Self, kube_io::Error> {
-        tls::read_secret(&state.args, &mut state.tls, plan).await;
-        let secrets = auth::read(&state.args, &mut state.auth, &plan.instance, seen).await?;
-        let recalled = recall(state, seen, plan, at);
-        Ok(Reads { secrets, recalled })
+impl PhaseTrace {
+    /// A step entered `phase`; an observe begins a new step.
+    pub(super) fn entered(&mut self, phase: Phase) {
+        #[cfg(test)]
+        {
+            if phase == Phase::Observe {
+                self.steps.push(Vec::new());
+            }
+            if let Some(last) = self.steps.last_mut() {
+                last.push(phase);
+            }
+        }
+        #[cfg(not(test))]
+        let _ = phase;
     }
 }
 
-/// The views a spec to drive is decided on, built from the step's reads.
-struct PlannedViews<'a> {
-    want: Desired<'a>,
-    snapshot: Snapshot<'a>,
-    recalled: &'a Remembered,
-    checks: ChecksView<'a>,
-    /// The TLS memory the checks read (what they read of it is in `checks`).
-    served: &'a tls::Served,
+/// What the decide and perform phases of a step work from.
+#[derive(Clone, Copy)]
+pub(super) struct Run<'a> {
+    pub(super) seen: &'a Observed,
+    /// The spec to drive to; `None` when none is known to be safe to run.
+    pub(super) plan: Option<&'a Plan>,
+    /// A replicated plan's replication, as observed.
+    pub(super) replication: Option<&'a ReplicationInputs<'a, 'a>>,
+    /// What the replication was observed from, for performing what is decided of it.
+    pub(super) observation: Option<&'a replicate::Observation>,
+    pub(super) clocks: Clocks,
+    /// When planning began, for its stage timing.
+    pub(super) planning: Instant,
 }
 
-/// The decide and perform phases: builds the views, makes the step's one decision
-/// ([`decide::step`]) and performs it. `Ok(None)`: it wrote, take the next step now;
-/// `Ok(Some(d))`: look again after `d` at the latest.
-async fn decide_and_perform(
+/// The decide phase: puts the memory it reads into plain views and makes the step's one
+/// decision ([`decide::step`]). Reads the actor's memory, changes none of it.
+fn decide<'a>(
     state: &mut InstanceState,
-    turn: &mut Option<OwnedSemaphorePermit>,
-    run: Run<'_>,
-    happened: &mut Happened,
-) -> Result<Option<Duration>, kube_io::Error> {
-    let Run {
-        seen, plan, clocks, ..
-    } = run;
+    run: Run<'a>,
+    wanted: &'a Wanted,
+    reads: Option<&'a Reads>,
+    views: &'a Views<'a>,
+) -> decide::Step<'a> {
+    state.phases.entered(Phase::Decide);
+    let state = &*state;
+    let Run { seen, plan, .. } = run;
     let current = &seen.instance;
-    // The NetworkPolicy from the current spec, even when it is invalid: no pod runs without it.
-    let policy = network::desired(current);
-    let written = state.written.network_policy.clone();
     let policy_view = PolicyView {
-        desired: policy.as_ref(),
+        desired: wanted.policy.as_ref(),
         cached: seen.network_policy.as_deref(),
-        written: written.as_ref(),
+        written: wanted.policy_written.as_ref(),
     };
-    let reads = match plan {
-        Some(plan) => Some(Reads::of(state, seen, plan, clocks.at).await?),
-        None => None,
-    };
-    let served = tls::Served::of(&state.tls);
-    let planned = plan.zip(reads.as_ref()).map(|(plan, reads)| PlannedViews {
-        want: desired(plan, &reads.recalled),
-        snapshot: snapshot(seen, plan, &reads.recalled, clocks.now),
-        recalled: &reads.recalled,
-        checks: checks_view(state, seen, plan, &reads.recalled, served.view(plan, seen)),
-        served: &served,
+    let memory = state.status_memory();
+    let record = current.status.as_ref().and_then(|s| s.rollout.clone());
+    let status_view = status::view(&memory, seen, plan, record);
+    let credentials = plan.zip(reads).and_then(|(plan, reads)| {
+        let read = reads.secrets.as_ref()?;
+        Some(auth::view(read, &state.auth, &plan.instance, seen))
     });
-    let deadlines = Deadlines {
-        progress: state.args.timings.progress_deadline,
+    let course = match views {
+        Views::Planned(views) => Course::Planned(Planned {
+            auth: credentials.as_ref(),
+            want: &views.want,
+            seen: &views.snapshot,
+            deadlines: &wanted.deadlines,
+            facts: &views.facts,
+            replication: run.replication,
+            checks: &views.checks,
+            status: &status_view,
+        }),
+        Views::Unplanned(services) => Course::Unplanned(Unplanned {
+            desired_service: &services.0,
+            desired_headless: &services.1,
+            record: current.status.as_ref().and_then(|s| s.rollout.as_ref()),
+            statefulset: seen.statefulset.as_deref(),
+            service: seen.service.as_deref(),
+            headless: seen.headless.as_deref(),
+            migrated: state.applied.service_migrated,
+            status: &status_view,
+        }),
     };
-    let unplanned_services;
-    let (decided, deciding) = {
-        let memory = state.status_memory();
-        let record = current.status.as_ref().and_then(|s| s.rollout.clone());
-        let status_view = status::view(&memory, seen, plan, record);
-        let facts = planned.as_ref().map(|views| Facts {
-            has_run: crate::status::has_run(current),
-            written_generation: views.recalled.written_generation,
-            rejected_hash: views.recalled.rejected_hash.as_deref(),
-            service_migrated: views.recalled.service_migrated,
-        });
-        let credentials = plan.zip(reads.as_ref()).and_then(|(plan, reads)| {
-            let read = reads.secrets.as_ref()?;
-            Some(auth::view(read, &state.auth, &plan.instance, seen))
-        });
-        let course = match (&planned, &facts) {
-            (Some(views), Some(facts)) => Course::Planned(Planned {
-                auth: credentials.as_ref(),
-                want: &views.want,
-                seen: &views.snapshot,
-                deadlines: &deadlines,
-                facts,
-                replication: run.replication,
-                checks: &views.checks,
-                status: &status_view,
-            }),
-            _ => {
-                // Built from the current spec: the Services depend on no directive.
-                unplanned_services = (
-                    crate::resources::service(current),
-                    crate::resources::headless_service(current),
-                );
-                Course::Unplanned(Unplanned {
-                    desired_service: &unplanned_services.0,
-                    desired_headless: &unplanned_services.1,
-                    record: current.status.as_ref().and_then(|s| s.rollout.as_ref()),
-                    statefulset: seen.statefulset.as_deref(),
-                    service: seen.service.as_deref(),
-                    headless: seen.headless.as_deref(),
-                    migrated: state.applied.service_migrated,
-                    status: &status_view,
-                })
-            }
-        };
-        if plan.is_some() {
-            stages::since(Stage::Plan, run.planning);
-        }
-        let deciding = Instant::now();
-        (decide::step(&policy_view, &course), deciding)
-    };
+    if plan.is_some() {
+        stages::since(Stage::Plan, run.planning);
+    }
+    let deciding = Instant::now();
+    let decided = decide::step(&policy_view, &course);
     if plan.is_some() {
         stages::since(Stage::Decide, deciding);
     }
-    happened.status = decided.reports_status();
+    decided
+}
+
+/// The perform phase: carries out the step's decision, whichever kind it is. `Ok(None)`: it
+/// wrote, take the next step now; `Ok(Some(d))`: look again after `d` at the latest.
+async fn perform(
+    state: &mut InstanceState,
+    turn: &mut Option<OwnedSemaphorePermit>,
+    run: Run<'_>,
+    planned: Option<&PlannedViews<'_>>,
+    decided: decide::Step<'_>,
+    happened: &mut Happened,
+) -> Result<Option<Duration>, kube_io::Error> {
+    state.phases.entered(Phase::Perform);
+    let Run {
+        seen, plan, clocks, ..
+    } = run;
     if decided.forget_policy {
         state.written.network_policy = None;
     }
-    match (decided.act, plan.zip(planned.as_ref())) {
+    match (decided.act, plan.zip(planned)) {
         (StepAct::Policy(act), _) => {
             network::perform(&state.args.api, &mut state.written, act).await?;
             state.last_step.decided = "NetworkPolicy";
@@ -461,107 +441,6 @@ async fn hold(
             debug!(decision = "Hold", "next step");
             Ok(Some(Duration::MAX))
         }
-    }
-}
-
-/// Brings the memory the decision reads up to the current spec and takes what it needs; `at`
-/// is the actor's clock, for how long pods have been unready.
-fn recall(state: &mut InstanceState, seen: &Observed, plan: &Plan, at: Instant) -> Remembered {
-    let current = &seen.instance;
-    let record = current.status.as_ref().and_then(|s| s.rollout.as_ref());
-    state.live.recall(current, plan);
-    state
-        .specs
-        .forget_halt(record.map(|r| r.config_hash.as_str()));
-    Remembered {
-        revision: crate::resources::revision_of(&plan.instance, &plan.template_hash),
-        shared: crate::resources::config_map_name(&plan.instance),
-        halted_hash: state.specs.halted().map(|h| h.hash.clone()),
-        rejected_hash: state.specs.rejection().map(|r| r.hash.clone()),
-        settle_left: state.clock.settle_left(state.args.timings.settle),
-        live_refused: state.live.refuses(plan),
-        stalled: !state.specs.at_deadline(&seen.pods, record, at).is_empty(),
-        pod_deadline: record.map_or(Duration::MAX, |r| {
-            let deadline = plan.instance.spec.rollout.progress_deadline_seconds;
-            let deadline = Duration::from_secs(deadline.max(0).unsigned_abs().into());
-            crate::decide::pod_deadline_wake(&seen.pods, r, deadline, |p| {
-                state.specs.unready_for(p, at)
-            })
-        }),
-        written_generation: state
-            .applied
-            .statefulset_generation
-            .or_else(|| current.status.as_ref()?.stateful_set_generation),
-        service_migrated: state.applied.service_migrated,
-    }
-}
-
-/// What the plan's spec builds.
-fn desired<'a>(plan: &'a Plan, recalled: &'a Remembered) -> Desired<'a> {
-    Desired {
-        config_text: &plan.rendered.text,
-        hash: &plan.template_hash,
-        strategy: plan.instance.spec.restart_strategy,
-        statefulset: &plan.statefulset,
-        service: &plan.service,
-        headless: &plan.headless,
-        live: plan.instance.spec.config_update == ConfigUpdate::Live,
-        revision: &recalled.revision,
-        shared: &recalled.shared,
-    }
-}
-
-/// The caches and the recalled memory, as the decision reads them.
-fn snapshot<'a>(
-    seen: &'a Observed,
-    plan: &Plan,
-    recalled: &'a Remembered,
-    now: Timestamp,
-) -> Snapshot<'a> {
-    let current = &seen.instance;
-    let status = current.status.as_ref();
-    let replicated = crate::resources::replicated(&plan.instance);
-    let halted_hash = recalled.halted_hash.as_deref();
-    Snapshot {
-        config_text: seen.config_text.as_deref(),
-        statefulset: seen.statefulset.as_deref(),
-        service: seen.service.as_deref(),
-        headless: seen.headless.as_deref(),
-        pods: &seen.pods,
-        rollout: status.and_then(|s| s.rollout.as_ref()),
-        settling: recalled.settle_left.is_some(),
-        now,
-        live_refused: recalled.live_refused,
-        paused: paused(current),
-        halted: halted_hash == Some(plan.template_hash.as_str()),
-        failed_hash: recalled.rejected_hash.as_deref().or(halted_hash),
-        stalled: recalled.stalled,
-        revisions: &seen.revisions,
-        primary: replicated
-            .then(|| status?.replication.as_ref()?.primary.as_deref())
-            .flatten(),
-    }
-}
-
-/// What the checks at rest read of the memory (see [`crate::decide::checks`]).
-fn checks_view<'a>(
-    state: &InstanceState,
-    seen: &Observed,
-    plan: &Plan,
-    recalled: &Remembered,
-    served: ServedView<'a>,
-) -> ChecksView<'a> {
-    ChecksView {
-        has_live: live::has_live(plan),
-        live_every: state.args.timings.live_check,
-        live_checked_ago: state.live.checked_at.map(|at| at.elapsed()),
-        served,
-        told_overdue: state.reported.overdue,
-        ran_unconverted: crate::resources::unconverted(&seen.instance),
-        replicated: crate::resources::replicated(&plan.instance),
-        told_unconverted: state.reported.unconverted,
-        pod_deadline: recalled.pod_deadline,
-        settle_left: recalled.settle_left,
     }
 }
 
