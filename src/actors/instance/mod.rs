@@ -198,14 +198,37 @@ pub struct InstanceState {
 impl InstanceState {
     /// What a status is derived from.
     fn status_memory(&self) -> status::StatusMemory<'_> {
-        status::StatusMemory {
+        self.derived().with(&self.reported)
+    }
+
+    /// What a status is derived from but what was told.
+    fn derived(&self) -> status::Derived<'_> {
+        status::Derived {
             specs: &self.specs,
             live: &self.live,
             acl_applied: self.auth.applied.as_deref(),
             last_step: &self.last_step,
             applied: &self.applied,
-            reported: &self.reported,
             settle: self.args.timings.settle,
+        }
+    }
+
+    /// What the report phase reads and changes.
+    fn reporter(&mut self) -> report::Reporter<'_> {
+        report::Reporter {
+            args: &self.args,
+            reported: &mut self.reported,
+            written: &mut self.written,
+            replication: &mut self.replication,
+            phases: &mut self.phases,
+            memory: status::Derived {
+                specs: &self.specs,
+                live: &self.live,
+                acl_applied: self.auth.applied.as_deref(),
+                last_step: &self.last_step,
+                applied: &self.applied,
+                settle: self.args.timings.settle,
+            },
         }
     }
 
@@ -558,7 +581,7 @@ async fn record_refusal(state: &mut InstanceState) {
         &mut state.written,
         &state.args.key.namespace,
         &state.args.key.name,
-    ) && let Err(error) = status::write_status(state, &seen, None).await
+    ) && let Err(error) = state.reporter().write_status(&seen).await
     {
         debug!(%error, "could not record the refusal in status; the next step will");
     }

@@ -4,14 +4,17 @@
 use k8s_openapi::jiff::Timestamp;
 use tracing::warn;
 
+use super::InstanceArgs;
 use super::judge::Findings;
 use super::memory::Reported;
 use super::observe::Observed;
+use super::observe::Written;
 use super::plan::Plan;
-use super::status::{derive_status, store_status};
+use super::replicate::ReplicationMemory;
+use super::status::{Derived, StatusMemory, derive_status, store_status};
 use super::step::Happened;
+use super::step::PhaseTrace;
 use super::tell::{report_refusal, tell};
-use super::{InstanceArgs, InstanceState};
 use crate::actors::metrics::{MISMATCH_KINDS, MetricsMsg};
 use crate::crd::{RedisInstance, RolloutRecord};
 use crate::decide::{self, Outcome, Recalled, Rejection};
@@ -96,11 +99,40 @@ fn retell_marked(args: &InstanceArgs, seen: &Observed) {
     }
 }
 
+/// What the report phase reads and changes of the actor's memory.
+pub(super) struct Reporter<'a> {
+    pub args: &'a InstanceArgs,
+    /// What was told, so it is told once.
+    pub reported: &'a mut Reported,
+    /// The status write, for the step's read of its own writes.
+    pub written: &'a mut Written,
+    /// Forgets a `FAILOVER` sent once status records the switchover's end.
+    pub replication: &'a mut ReplicationMemory,
+    pub phases: &'a mut PhaseTrace,
+    /// The rest of what a status is derived from, read only.
+    pub memory: Derived<'a>,
+}
+
+impl Reporter<'_> {
+    /// What the status is derived from, with what was told as it stands.
+    fn status_memory(&self) -> StatusMemory<'_> {
+        self.memory.with(self.reported)
+    }
+
+    /// Writes the status derived from `seen` and the memory when it differs from the stored
+    /// one, and updates the HTTP view: for what is recorded outside a step (an API refusal).
+    pub(super) async fn write_status(&mut self, seen: &Observed) -> Result<(), kube_io::Error> {
+        let status = derive_status(&self.status_memory(), seen, None, None);
+        let mismatched = self.reported.mismatched();
+        store_status(self.args, self.written, mismatched, seen, status).await
+    }
+}
+
 /// The report phase: counts the differences the step saw, tells what it found, an overdue
 /// restart, writes status (with the replication step's record) when the step wrote nothing
 /// else and posts the replication step's Event after it, and tells an unconverted instance.
 pub(super) async fn report(
-    state: &mut InstanceState,
+    state: Reporter<'_>,
     seen: &Observed,
     plan: Option<&Plan>,
     happened: Happened,
@@ -108,7 +140,7 @@ pub(super) async fn report(
     state.phases.entered(super::step::Phase::Report);
     let current = &seen.instance;
     if let Some(mismatches) = happened.mismatches {
-        count_mismatches(&state.args, &mut state.reported, mismatches);
+        count_mismatches(state.args, state.reported, mismatches);
     }
     let Findings {
         refused,
@@ -118,29 +150,29 @@ pub(super) async fn report(
         recalled,
     } = happened.findings;
     if let Some(message) = refused {
-        refuse(&state.args, &mut state.reported, current, message).await;
+        refuse(state.args, state.reported, current, message).await;
     }
     if let Some((rejection, _)) = rejection {
-        rejected(&state.args, current, &rejection).await;
+        rejected(state.args, current, &rejection).await;
     }
     if let Some((failure, outcome)) = failure {
-        rollout_failed(&state.args, current, &failure, outcome).await;
+        rollout_failed(state.args, current, &failure, outcome).await;
     }
     if let Some(record) = &resumed {
-        retell(&state.args, current, record, recalled.as_ref());
+        retell(state.args, current, record, recalled.as_ref());
     }
     if let Some(record) = &happened.overdue {
-        overdue(&state.args, &mut state.reported, current, record).await;
+        overdue(state.args, state.reported, current, record).await;
     }
-    retell_marked(&state.args, seen);
+    retell_marked(state.args, seen);
     if happened.status {
         let reporting = std::time::Instant::now();
         let replication = happened.replication;
         let status = derive_status(&state.status_memory(), seen, plan, replication.status);
         let mismatched = state.reported.mismatched();
-        store_status(&state.args, &mut state.written, mismatched, seen, status).await?;
+        store_status(state.args, state.written, mismatched, seen, status).await?;
         if let Some(notice) = &replication.notice {
-            tell(&state.args, current, notice).await;
+            tell(state.args, current, notice).await;
         }
         if replication.forget_sent {
             state.replication.forget_switchover();
@@ -153,7 +185,7 @@ pub(super) async fn report(
     }
     if happened.unconverted {
         state.reported.unconverted = true;
-        unconverted(&state.args, current).await;
+        unconverted(state.args, current).await;
     }
     Ok(())
 }

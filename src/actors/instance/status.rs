@@ -11,11 +11,45 @@ use super::live::LiveMemory;
 use super::memory::{Applied, LastStep, Reported};
 use super::observe::{Observed, Written};
 use super::plan::Plan;
-use super::{InstanceArgs, InstanceSnapshot, InstanceState};
+use super::{InstanceArgs, InstanceSnapshot};
 use crate::actors::metrics::MetricsMsg;
 use crate::crd::{ConfigUpdate, RedisInstanceStatus, ReplicationStatus, RolloutRecord};
 use crate::decide::{Driven, FailedConfig, Rejection, SpecMemory, StatusView};
 use crate::kube_io;
+
+/// [`StatusMemory`] but what was told: what the report phase reads while it changes that.
+#[derive(Clone, Copy)]
+pub(super) struct Derived<'a> {
+    pub specs: &'a SpecMemory,
+    pub live: &'a LiveMemory,
+    pub acl_applied: Option<&'a str>,
+    pub last_step: &'a LastStep,
+    pub applied: &'a Applied,
+    pub settle: Duration,
+}
+
+impl<'a> Derived<'a> {
+    /// With what was told: all a status is derived from.
+    pub(super) fn with(self, reported: &'a Reported) -> StatusMemory<'a> {
+        let Derived {
+            specs,
+            live,
+            acl_applied,
+            last_step,
+            applied,
+            settle,
+        } = self;
+        StatusMemory {
+            specs,
+            live,
+            acl_applied,
+            last_step,
+            applied,
+            reported,
+            settle,
+        }
+    }
+}
 
 /// What of the actor's memory a status is derived from, beside the caches: read, never
 /// changed, so a status can be derived in the middle of a write that changes other groups.
@@ -107,17 +141,6 @@ fn failed(r: &Rejection) -> FailedConfig<'_> {
         reason: r.reason,
         message: &r.message,
     }
-}
-
-/// Writes the derived status when it differs from the stored one, and updates the HTTP view.
-pub(super) async fn write_status(
-    state: &mut InstanceState,
-    seen: &Observed,
-    plan: Option<&Plan>,
-) -> Result<(), kube_io::Error> {
-    let status = derive_status(&state.status_memory(), seen, plan, None);
-    let mismatched = state.reported.mismatched();
-    store_status(&state.args, &mut state.written, mismatched, seen, status).await
 }
 
 /// Publishes `status`: to the API only when it changed, so an idle instance writes nothing.

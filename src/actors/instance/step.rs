@@ -52,8 +52,8 @@ pub(super) struct Happened {
 /// watch event, or at most `d` (`Duration::MAX`: no timer).
 ///
 /// Its four phases follow each other here, each entered once: observe (the caches, what the
-/// pods and the prober show, the Secrets, the memory recalled), decide ([`decide`], one pure
-/// call), perform ([`perform`], the writes it chose) and report ([`report::report`]). What
+/// pods and the prober show, the Secrets, the memory recalled), decide ([`decide()`], one pure
+/// call), perform ([`perform()`], the writes it chose) and report ([`report::report`]). What
 /// they hand on is named: the observation and the views built from it, the decision, and
 /// what [`Happened`].
 pub(super) async fn step(
@@ -135,7 +135,7 @@ pub(super) async fn step(
         replicate::ask_prober(state, &seen);
     }
     // Told whatever came of the rest of the step: what it found is found only once.
-    let reported = report::report(state, &seen, plan.as_ref(), happened).await;
+    let reported = report::report(state.reporter(), &seen, plan.as_ref(), happened).await;
     let next = next?;
     reported?;
     Ok(next)
