@@ -198,37 +198,53 @@ pub struct InstanceState {
 impl InstanceState {
     /// What a status is derived from.
     fn status_memory(&self) -> status::StatusMemory<'_> {
-        self.derived().with(&self.reported)
-    }
-
-    /// What a status is derived from but what was told.
-    fn derived(&self) -> status::Derived<'_> {
-        status::Derived {
-            specs: &self.specs,
-            live: &self.live,
-            acl_applied: self.auth.applied.as_deref(),
-            last_step: &self.last_step,
-            applied: &self.applied,
-            settle: self.args.timings.settle,
+        status::StatusMemory {
+            reads: status::StatusReads::of(
+                &self.specs,
+                &self.live,
+                &self.auth,
+                &self.last_step,
+                &self.applied,
+                self.args.timings.settle,
+            ),
+            reported: &self.reported,
         }
     }
 
     /// What the report phase reads and changes.
     fn reporter(&mut self) -> report::Reporter<'_> {
+        let Self {
+            specs,
+            live,
+            auth,
+            last_step,
+            applied,
+            args,
+            reported,
+            written,
+            replication,
+            phases,
+            ..
+        } = self;
+        let settle = args.timings.settle;
         report::Reporter {
+            reads: status::StatusReads::of(specs, live, auth, last_step, applied, settle),
+            args,
+            reported,
+            written,
+            replication,
+            phases,
+        }
+    }
+
+    /// What the replication phase of a step reads and changes.
+    fn replicating(&mut self) -> replicate::Replicating<'_> {
+        replicate::Replicating {
             args: &self.args,
-            reported: &mut self.reported,
+            memory: &mut self.replication,
             written: &mut self.written,
-            replication: &mut self.replication,
-            phases: &mut self.phases,
-            memory: status::Derived {
-                specs: &self.specs,
-                live: &self.live,
-                acl_applied: self.auth.applied.as_deref(),
-                last_step: &self.last_step,
-                applied: &self.applied,
-                settle: self.args.timings.settle,
-            },
+            tls: &self.tls,
+            access: &self.access,
         }
     }
 

@@ -11,7 +11,7 @@ use super::observe::Observed;
 use super::observe::Written;
 use super::plan::Plan;
 use super::replicate::ReplicationMemory;
-use super::status::{Derived, StatusMemory, derive_status, store_status};
+use super::status::{StatusMemory, StatusReads, derive_status, store_status};
 use super::step::Happened;
 use super::step::PhaseTrace;
 use super::tell::{report_refusal, tell};
@@ -110,13 +110,16 @@ pub(super) struct Reporter<'a> {
     pub replication: &'a mut ReplicationMemory,
     pub phases: &'a mut PhaseTrace,
     /// The rest of what a status is derived from, read only.
-    pub memory: Derived<'a>,
+    pub reads: StatusReads<'a>,
 }
 
 impl Reporter<'_> {
     /// What the status is derived from, with what was told as it stands.
     fn status_memory(&self) -> StatusMemory<'_> {
-        self.memory.with(self.reported)
+        StatusMemory {
+            reads: self.reads,
+            reported: self.reported,
+        }
     }
 
     /// Writes the status derived from `seen` and the memory when it differs from the stored

@@ -7,6 +7,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+use super::auth::AuthMemory;
 use super::live::LiveMemory;
 use super::memory::{Applied, LastStep, Reported};
 use super::observe::{Observed, Written};
@@ -17,43 +18,10 @@ use crate::crd::{ConfigUpdate, RedisInstanceStatus, ReplicationStatus, RolloutRe
 use crate::decide::{Driven, FailedConfig, Rejection, SpecMemory, StatusView};
 use crate::kube_io;
 
-/// [`StatusMemory`] but what was told: what the report phase reads while it changes that.
-#[derive(Clone, Copy)]
-pub(super) struct Derived<'a> {
-    pub specs: &'a SpecMemory,
-    pub live: &'a LiveMemory,
-    pub acl_applied: Option<&'a str>,
-    pub last_step: &'a LastStep,
-    pub applied: &'a Applied,
-    pub settle: Duration,
-}
-
-impl<'a> Derived<'a> {
-    /// With what was told: all a status is derived from.
-    pub(super) fn with(self, reported: &'a Reported) -> StatusMemory<'a> {
-        let Derived {
-            specs,
-            live,
-            acl_applied,
-            last_step,
-            applied,
-            settle,
-        } = self;
-        StatusMemory {
-            specs,
-            live,
-            acl_applied,
-            last_step,
-            applied,
-            reported,
-            settle,
-        }
-    }
-}
-
-/// What of the actor's memory a status is derived from, beside the caches: read, never
+/// What a status is derived from of the actor's memory but what was told: read, never
 /// changed, so a status can be derived in the middle of a write that changes other groups.
-pub(super) struct StatusMemory<'a> {
+#[derive(Clone, Copy)]
+pub(super) struct StatusReads<'a> {
     /// The config Redis refused, a halted rollout, the last healthy spec.
     pub specs: &'a SpecMemory,
     /// A live config refused, and the one the pods were last seen running.
@@ -64,10 +32,35 @@ pub(super) struct StatusMemory<'a> {
     pub last_step: &'a LastStep,
     /// The StatefulSet's generation after this actor's last write of it.
     pub applied: &'a Applied,
-    /// An overdue restart, and an API refusal of this generation's objects.
-    pub reported: &'a Reported,
     /// How long the spec must be unchanged before a following restart (for the message).
     pub settle: Duration,
+}
+
+impl<'a> StatusReads<'a> {
+    pub(super) fn of(
+        specs: &'a SpecMemory,
+        live: &'a LiveMemory,
+        auth: &'a AuthMemory,
+        last_step: &'a LastStep,
+        applied: &'a Applied,
+        settle: Duration,
+    ) -> Self {
+        StatusReads {
+            specs,
+            live,
+            acl_applied: auth.applied.as_deref(),
+            last_step,
+            applied,
+            settle,
+        }
+    }
+}
+
+/// All of the actor's memory a status is derived from, beside the caches.
+pub(super) struct StatusMemory<'a> {
+    pub reads: StatusReads<'a>,
+    /// An overdue restart, and an API refusal of this generation's objects.
+    pub reported: &'a Reported,
 }
 
 /// The status the caches and the actor's memory call for, with the replication step's
@@ -109,20 +102,25 @@ pub(super) fn view<'a>(
         }),
         rollout,
         replication: None,
-        rejection: memory.specs.rejection().map(failed),
+        rejection: memory.reads.specs.rejection().map(failed),
         live_refusal: memory
+            .reads
             .live
             .refused
             .as_ref()
             .map(|(hash, message)| (hash.as_str(), message.as_str())),
-        halted: memory.specs.halted().map(failed),
-        acl_applied: memory.acl_applied,
-        healthy_spec: memory.specs.healthy_spec(),
-        valid_spec: memory.specs.valid_spec(current),
-        live_verified: memory.live.verified.as_deref(),
-        pending: memory.last_step.pending.as_deref(),
-        applied_generation: memory.applied.statefulset_generation,
-        settling: memory.last_step.settling.then_some(memory.settle),
+        halted: memory.reads.specs.halted().map(failed),
+        acl_applied: memory.reads.acl_applied,
+        healthy_spec: memory.reads.specs.healthy_spec(),
+        valid_spec: memory.reads.specs.valid_spec(current),
+        live_verified: memory.reads.live.verified.as_deref(),
+        pending: memory.reads.last_step.pending.as_deref(),
+        applied_generation: memory.reads.applied.statefulset_generation,
+        settling: memory
+            .reads
+            .last_step
+            .settling
+            .then_some(memory.reads.settle),
         api_refusal: memory
             .reported
             .api_refusal

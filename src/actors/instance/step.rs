@@ -92,10 +92,11 @@ pub(super) async fn step(
         .and_then(|s| s.rollout.as_ref());
     let plan = state.specs.drive(record.is_some()).map(Plan::of);
     // Replication is observed from the prober's latest round (no pod is dialled here).
-    let (observation, observed) = match replicate::observe(state, plan.as_ref(), &seen).await {
-        Ok(observation) => (observation, Ok(())),
-        Err(error) => (None, Err(error)),
-    };
+    let (observation, observed) =
+        match replicate::observe(state.replicating(), plan.as_ref(), &seen).await {
+            Ok(observation) => (observation, Ok(())),
+            Err(error) => (None, Err(error)),
+        };
     let replicas = observation.as_ref().map(|o| o.views(&seen));
     let observed_plan = plan
         .as_ref()
@@ -132,7 +133,7 @@ pub(super) async fn step(
         Err(error) => Err(error),
     };
     if observation.is_some() {
-        replicate::ask_prober(state, &seen);
+        replicate::ask_prober(state.replicating(), &seen);
     }
     // Told whatever came of the rest of the step: what it found is found only once.
     let reported = report::report(state.reporter(), &seen, plan.as_ref(), happened).await;
@@ -354,7 +355,10 @@ async fn perform_drive(
     if let (Some(replication), Some(observation)) = (decided.replication, observation) {
         let decided = replicate::Decided::from(replication);
         let recorded = &mut happened.replication;
-        match replicate::perform(state, turn, seen, observation, decided, recorded).await? {
+        let mut replicating = state.replicating();
+        let performed =
+            replicate::perform(&mut replicating, turn, seen, observation, decided, recorded);
+        match performed.await? {
             None => {
                 state.last_step.decided = "Replicate";
                 return Ok(None);

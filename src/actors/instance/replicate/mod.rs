@@ -24,7 +24,10 @@ pub(super) use rounds::probed;
 use observe::Reach;
 
 use super::observe::Observed;
-use super::{InstanceMsg, InstanceState};
+use super::observe::Written;
+use super::tls::TlsMemory;
+use super::{InstanceArgs, InstanceMsg};
+use crate::auth::Access;
 use crate::decide::Replication;
 use crate::decide::probes::PodProbe;
 use crate::decide::replication_act::{BUSY_PROBE, ReplicationPlan};
@@ -92,6 +95,17 @@ impl ReplicationMemory {
     }
 }
 
+/// What the replication phase of a step reads and changes of the actor's memory.
+pub(super) struct Replicating<'a> {
+    pub args: &'a InstanceArgs,
+    pub memory: &'a mut ReplicationMemory,
+    /// The pods a replacement deleted, for the step's read of its own writes.
+    pub written: &'a mut Written,
+    /// How to reach and log in to the pods.
+    pub tls: &'a TlsMemory,
+    pub access: &'a Access,
+}
+
 /// Starts, updates or ends the prober as the last step asked: a task per replicated instance,
 /// owned by its actor (dropped with it).
 pub(super) fn sync_prober(myself: &ActorRef<InstanceMsg>, memory: &mut ReplicationMemory) {
@@ -105,10 +119,10 @@ pub(super) fn sync_prober(myself: &ActorRef<InstanceMsg>, memory: &mut Replicati
 /// Tells the prober which pods the step saw and how to reach them, once the step's decision
 /// has brought the credentials and TLS memory up to date; how often it probes stays as the
 /// last replication step set it.
-pub(super) fn ask_prober(state: &mut InstanceState, seen: &Observed) {
-    let last = state.replication.wanted.as_ref();
-    state.replication.wanted = Some(prober::Ask {
-        pods: Reach::of(&state.tls, seen).targets(),
+pub(super) fn ask_prober(state: Replicating<'_>, seen: &Observed) {
+    let last = state.memory.wanted.as_ref();
+    state.memory.wanted = Some(prober::Ask {
+        pods: Reach::of(state.tls, seen).targets(),
         access: state.access.clone(),
         every: last.map_or(BUSY_PROBE, |a| a.every),
         now: last.map_or(0, |a| a.now),
@@ -153,7 +167,7 @@ impl From<Replication<'_>> for Decided {
 /// writes it with the rest of status, in the step's one status write. `Ok(None)`: it wrote;
 /// `Ok(Some(d))`: look again in `d`.
 pub(super) async fn perform(
-    state: &mut InstanceState,
+    state: &mut Replicating<'_>,
     turn: &mut Option<tokio::sync::OwnedSemaphorePermit>,
     seen: &Observed,
     observation: &Observation,
@@ -161,7 +175,7 @@ pub(super) async fn perform(
     recorded: &mut Recorded,
 ) -> Result<Option<Duration>, kube_io::Error> {
     let replicas_name = observation.replicas.name_any();
-    let memory = &mut state.replication;
+    let memory = &mut *state.memory;
     let services = match &decided {
         Decided::RetireLegacy => observation
             .legacy
@@ -204,7 +218,7 @@ pub(super) async fn perform(
     if probing.at_once {
         ask.now += 1;
     }
-    let reach = Reach::of(&state.tls, seen);
+    let reach = Reach::of(state.tls, seen);
     let views = observation.views(seen);
     let done = perform::Done {
         reach: &reach,
@@ -216,7 +230,7 @@ pub(super) async fn perform(
     if role_written {
         // Once the command is over, whether it went through or not: a probe sent before
         // then may not show it. The round asked for at once is sent after the step.
-        state.replication.role_written = Some(Instant::now());
+        state.memory.role_written = Some(Instant::now());
     }
     performed
 }

@@ -11,9 +11,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use tracing::info;
 
-use super::super::InstanceState;
 use super::super::observe::Observed;
 use super::super::plan::Plan;
+use super::Replicating;
 use super::observe as cache;
 use crate::crd::{ReplicationStatus, RolloutRecord};
 use crate::decide::ReplicationInputs;
@@ -54,15 +54,15 @@ pub(in super::super) struct Observation {
 /// step may decide on it, the role Services, and the endpoints when the decision needs them.
 /// `Ok(None)`: the plan is not replicated (and the prober is to stop).
 pub(in super::super) async fn observe(
-    state: &mut InstanceState,
+    state: Replicating<'_>,
     plan: Option<&Plan>,
     seen: &Observed,
 ) -> Result<Option<Observation>, kube_io::Error> {
     let Some(plan) = plan.filter(|p| crate::resources::replicated(&p.instance)) else {
-        state.replication.wanted = None;
+        state.memory.wanted = None;
         return Ok(None);
     };
-    let memory = &state.replication;
+    let memory = &*state.memory;
     let answers: Vec<_> = seen
         .pods
         .iter()
@@ -80,8 +80,8 @@ pub(in super::super) async fn observe(
     let replicas = replicas_service(&plan.instance);
     let replicas_name = replicas.name_any();
     let mut observation = Observation {
-        legacy: cache::legacy_service(&state.args, seen),
-        cached_replicas: cache::cached_service(&state.args, &replicas_name),
+        legacy: cache::legacy_service(state.args, seen),
+        cached_replicas: cache::cached_service(state.args, &replicas_name),
         written_replicas: memory.services.get(&replicas_name).cloned(),
         replicas,
         service_serving: None,
@@ -123,12 +123,12 @@ pub(in super::super) async fn observe(
     let views = observation.views(seen);
     let needed = reads_listing(&observation.view(&views, seen), &observation.limits);
     let listing = match needed {
-        true => Some(cache::listing(&state.args, seen).await?),
+        true => Some(cache::listing(state.args, seen).await?),
         false => None,
     };
     let target = routing_target(Some(&observation.status), &views);
     let routed = route(
-        state.replication.routing.as_ref(),
+        state.memory.routing.as_ref(),
         target,
         listing.as_ref(),
         Instant::now(),
@@ -138,7 +138,7 @@ pub(in super::super) async fn observe(
     {
         info!(%pod, "switchover target listed by the primary's Services");
     }
-    state.replication.routing = routed.memory;
+    state.memory.routing = routed.memory;
     drop(views);
     observation.listing = listing;
     observation.routing = routed.routing;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use kube::ResourceExt;
 use tracing::{info, warn};
 
-use super::super::InstanceState;
+use super::Replicating;
 use super::observe::Reach;
 use super::routing::move_primary_label;
 use crate::actors::metrics::MetricsMsg;
@@ -42,7 +42,7 @@ pub struct Recorded {
 /// `FAILOVER` awaited up to its own timeout, holds up no other instance's step.
 /// `Ok(None)`: it wrote; `Ok(Some(d))`: look again in `d`.
 pub(super) async fn perform(
-    state: &mut InstanceState,
+    state: &mut Replicating<'_>,
     turn: &mut Option<tokio::sync::OwnedSemaphorePermit>,
     done: &Done<'_>,
     step: ReplicationStep,
@@ -107,7 +107,7 @@ pub(super) async fn perform(
             if let Err(e) = sent {
                 return redis_failed(e);
             }
-            state.replication.switchover_sent = Some(to.clone());
+            state.memory.switchover_sent = Some(to.clone());
             // Awaited here rather than probed on a timer: the primary label moves the moment
             // the handover is over, and `FAILOVER`'s own timeout bounds the wait.
             let bound = timeout + Duration::from_secs(1);
@@ -144,7 +144,7 @@ pub(super) async fn perform(
 
 /// Counts the role change; hands the replication status, its Event and the forgetting of a
 /// finished `FAILOVER` to the report, which writes status once for the whole step.
-fn record(state: &InstanceState, act: &ReplicationAct, recorded: &mut Recorded) {
+fn record(state: &Replicating<'_>, act: &ReplicationAct, recorded: &mut Recorded) {
     if let Some(kind) = act.role_change {
         let key = state.args.key.clone();
         let _ = state

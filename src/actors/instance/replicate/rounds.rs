@@ -3,7 +3,8 @@
 
 use std::time::Instant;
 
-use super::{InstanceState, ReplicationMemory};
+use super::super::InstanceState;
+use super::ReplicationMemory;
 use crate::actors::metrics::MetricsMsg;
 use crate::crd::ReplicationStatus;
 use crate::decide::probes::{self, PodProbe};
