@@ -393,6 +393,43 @@ async fn invalid_config_is_refused_and_the_pod_keeps_running() {
     );
     assert_eq!(config_get(&pod, "maxmemory").await, "104857600");
 
+    // A refusal longer than an Event's note may be (30 directives Redis does not know, as in a
+    // pasted redis.conf) is still told, its note cut to what the API server takes.
+    let mut long = bad.clone();
+    for n in 0..30 {
+        let directive = format!("no-such-directive-{n:02}");
+        long.spec.config.insert(directive, "x".repeat(24));
+    }
+    apply_instance(&ns, &long).await.unwrap();
+    instance_events_once(&ns, "redis-example", |(t, r, n)| {
+        let cut = n.chars().count() <= 1024;
+        t == "Warning" && r == "InvalidConfig" && n.contains("no-such-directive-00") && cut
+    })
+    .await;
+    let message = wait_for(
+        Duration::from_secs(60),
+        "the long refusal on status",
+        || {
+            let api = api.clone();
+            async move {
+                let ri = api.get("redis-example").await.map_err(|e| e.to_string())?;
+                let status = ri.status.unwrap_or_default();
+                status
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "ConfigValid" && c.message.contains("no-such-directive"))
+                    .map(|c| c.message)
+                    .ok_or_else(|| "not yet".to_owned())
+            }
+        },
+    )
+    .await;
+    assert!(
+        message.chars().count() > 1024,
+        "{} characters",
+        message.len()
+    );
+
     // A later valid edit goes through.
     let mut fixed = good.clone();
     fixed.spec.config.insert("maxmemory".into(), "120mb".into());

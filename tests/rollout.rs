@@ -237,6 +237,16 @@ async fn a_config_never_ready_is_halted_after_one_pod_and_rolled_back() {
         .filter(|l| l.contains("RolledBack") && !l.starts_with('#') && !l.ends_with(" 0"))
         .collect();
     assert!(counted_again.is_empty(), "{counted_again:?}");
+    // What the stuck-rollout alert reads: the rollback finished by the second operator leaves
+    // no restart in progress.
+    let in_progress: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("redis_operator_restart_in_progress{"))
+        .collect();
+    assert!(
+        !in_progress.is_empty() && in_progress.iter().all(|l| l.ends_with(" 0")),
+        "{in_progress:?}"
+    );
 }
 
 /// `RestartStarted` Events of a rollback, counting repeats.
