@@ -56,6 +56,9 @@ pub struct Limiter {
     pod_checks: Arc<Semaphore>,
     bucket: Arc<Mutex<Bucket>>,
     fence: Arc<Fence>,
+    /// How long a write to a pod's Redis may take under leader election: the same bound as an
+    /// API write's (see [`crate::leader::request_timeout`]); `None` without leader election.
+    pod_write_timeout: Option<Duration>,
 }
 
 /// A write was refused because this process does not (or no longer surely) hold the Lease.
@@ -102,7 +105,39 @@ impl Limiter {
                 last: Instant::now(),
             })),
             fence,
+            pod_write_timeout: None,
         }
+    }
+
+    /// This limiter with writes to pods abandoned after `timeout` (see
+    /// [`Limiter::write_to_pod`]).
+    pub fn with_pod_write_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.pod_write_timeout = timeout;
+        self
+    }
+
+    /// One command that changes a pod's Redis (`CONFIG SET`, `REPLICAOF`, `FAILOVER`, `ACL`):
+    /// sent only while the fence allows writing, with a write slot held, and, under leader
+    /// election, given up after the same time as an API write, so that a write admitted just
+    /// before the fence closes is over, or abandoned, before a standby can take over.
+    pub async fn write_to_pod<T>(
+        &self,
+        write: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<redis::RedisResult<T>, NotLeader> {
+        let _permit = self.acquire().await?;
+        let Some(limit) = self.pod_write_timeout else {
+            return Ok(write.await);
+        };
+        Ok(match tokio::time::timeout(limit, write).await {
+            Ok(answered) => answered,
+            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no answer within {} ms, the bound of a write",
+                    limit.as_millis()
+                ),
+            ))),
+        })
     }
 
     /// A limiter for a process that writes without leader election.
@@ -310,5 +345,35 @@ mod tests {
     async fn nothing_passes_without_the_lease() {
         let limiter = Limiter::new(Limits::default(), Arc::new(Fence::closed()));
         assert_eq!(limiter.acquire().await.err(), Some(NotLeader));
+        let unsent = async { unreachable!("a pod write sent without the lease") };
+        let sent: Result<redis::RedisResult<()>, _> = limiter.write_to_pod(unsent).await;
+        assert_eq!(sent.err(), Some(NotLeader));
+    }
+
+    /// Under leader election a pod that does not answer a write holds it no longer than an
+    /// API write may take; without it, the write waits for the connection's own timeouts.
+    #[tokio::test(start_paused = true)]
+    async fn a_pod_write_is_given_up_after_the_bound_of_a_write() {
+        let bound = Duration::from_secs(3);
+        let fenced = Limiter::unfenced(Limits::default()).with_pod_write_timeout(Some(bound));
+        let start = Instant::now();
+        let silent = std::future::pending::<redis::RedisResult<()>>();
+        let answer = fenced.write_to_pod(silent).await.expect("admitted");
+        assert!(answer.is_err_and(|e| e.is_timeout()));
+        assert_eq!(start.elapsed(), bound);
+        let answered = fenced
+            .write_to_pod(async { Ok(7) })
+            .await
+            .expect("admitted");
+        assert_eq!(answered.ok(), Some(7));
+        let unbounded = Limiter::unfenced(Limits::default());
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(())
+        };
+        let start = Instant::now();
+        let answer = unbounded.write_to_pod(slow).await.expect("admitted");
+        assert!(answer.is_ok());
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
     }
 }

@@ -258,7 +258,8 @@ pub async fn run(options: Options) -> Result<(), Error> {
             timings: options.timings,
             health: health.clone(),
             reporter,
-            limiter: Limiter::new(options.limits, fence.clone()),
+            limiter: Limiter::new(options.limits, fence.clone())
+                .with_pod_write_timeout(write_timeout),
             regained: fence.regained(),
             traffic,
             logs: options.logs.clone(),

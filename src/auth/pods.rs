@@ -75,9 +75,8 @@ pub async fn sync(
         for rule in user.rules_from_scratch() {
             cmd.arg(rule);
         }
-        let _permit = gate.acquire().await?;
-        cmd.query_async::<()>(&mut conn)
-            .await
+        gate.write_to_pod(cmd.query_async::<()>(&mut conn))
+            .await?
             .map_err(refused(&format!("ACL SETUSER {}", user.name)))?;
     }
     let present: Vec<String> = redis::cmd("ACL")
@@ -89,12 +88,10 @@ pub async fn sync(
         .iter()
         .filter(|name| !users.iter().any(|u| &u.name == *name))
     {
-        let _permit = gate.acquire().await?;
-        redis::cmd("ACL")
-            .arg("DELUSER")
-            .arg(stale)
-            .query_async::<()>(&mut conn)
-            .await
+        let mut deluser = redis::cmd("ACL");
+        deluser.arg("DELUSER").arg(stale);
+        gate.write_to_pod(deluser.query_async::<()>(&mut conn))
+            .await?
             .map_err(refused(&format!("ACL DELUSER {stale}")))?;
     }
     Ok(())

@@ -233,14 +233,13 @@ async fn config_set(
     cmd.query_async(conn).await
 }
 
-/// One `CONFIG SET`, sent only while the fence allows writing and with a write slot held.
+/// One `CONFIG SET`, sent as [`Limiter::write_to_pod`] says.
 async fn fenced_config_set(
     gate: &Limiter,
     conn: &mut MultiplexedConnection,
     pairs: &[(String, String)],
 ) -> Result<redis::RedisResult<()>, NotLeader> {
-    let _permit = gate.acquire().await?;
-    Ok(config_set(conn, pairs).await)
+    gate.write_to_pod(config_set(conn, pairs)).await
 }
 
 /// Sets back every pod that took the change; returns their names and any failure to do so.

@@ -73,8 +73,7 @@ async fn fenced(
     conn: &mut MultiplexedConnection,
     cmd: &redis::Cmd,
 ) -> Result<redis::RedisResult<()>, NotLeader> {
-    let _permit = gate.acquire().await?;
-    Ok(cmd.query_async(conn).await)
+    gate.write_to_pod(cmd.query_async(conn)).await
 }
 
 /// Whether a command is preceded by telling the pod how to log in to a primary it follows:

@@ -274,8 +274,8 @@ async fn reload_pod(
     for (name, value) in crate::tls::reload_pairs() {
         cmd.arg(name).arg(value);
     }
-    let _permit = gate.acquire().await?;
-    cmd.query_async::<()>(&mut conn).await?;
+    gate.write_to_pod(cmd.query_async::<()>(&mut conn))
+        .await??;
     Ok(())
 }
 
