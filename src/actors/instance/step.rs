@@ -126,6 +126,7 @@ pub(super) async fn step(
         Ok(reads) => {
             let wanted = Wanted::of(state, &seen);
             let views = Views::of(state, run, reads.as_ref(), &wanted);
+            state.phases.entered(Phase::Decide);
             let decided = decide(state, run, &wanted, reads.as_ref(), &views);
             happened.status = decided.reports_status();
             perform(state, turn, run, views.planned(), decided, &mut happened).await
@@ -194,14 +195,12 @@ pub(super) struct Run<'a> {
 /// The decide phase: puts the memory it reads into plain views and makes the step's one
 /// decision ([`decide::step`]). Reads the actor's memory, changes none of it.
 fn decide<'a>(
-    state: &mut InstanceState,
+    state: &InstanceState,
     run: Run<'a>,
     wanted: &'a Wanted,
     reads: Option<&'a Reads>,
     views: &'a Views<'a>,
 ) -> decide::Step<'a> {
-    state.phases.entered(Phase::Decide);
-    let state = &*state;
     let Run { seen, plan, .. } = run;
     let current = &seen.instance;
     let policy_view = PolicyView {
