@@ -3,6 +3,7 @@
 pub mod actors;
 pub mod api_traffic;
 pub mod auth;
+pub mod cluster_clock;
 pub mod config;
 pub mod crd;
 pub mod decide;

@@ -120,9 +120,11 @@ async fn data_kept(pod: &Pod) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_config_never_ready_is_halted_after_one_pod_and_rolled_back() {
-    // The operator's clock runs 30 s ahead of the API server's, which set the pods' creation
-    // times: the pod is judged by how long the operator has seen it unready.
-    let (_client, ns, first) = setup_skewed("rollback", &[], "+30s").await;
+    // The operator's clock runs 5 minutes ahead of the API server's, which sets the pods'
+    // creation times: the operator reads the server's time from its responses, so it still tells
+    // the restart's pods by their creation time, and judges them by how long it has seen them
+    // unready on its own monotonic clock.
+    let (_client, ns, first) = setup_skewed("rollback", &[], "+300s").await;
     let mut instance = with_data_in_database_3(&ns, 3, OnFailure::Rollback).await;
     let history = PodHistory::start(&ns).await;
     // Watched rather than polled: the rollback's record lives for a few seconds.
@@ -187,7 +189,7 @@ async fn a_config_never_ready_is_halted_after_one_pod_and_rolled_back() {
                 && l.ends_with(" 1")),
         "{counted}"
     );
-    let operator = Operator::start_skewed(&ns.name, &[], "+30s");
+    let operator = Operator::start_skewed(&ns.name, &[], "+300s");
 
     let ri = status_where(&ns, "the rollback to finish", |ri| {
         let status = ri.status.clone().unwrap_or_default();

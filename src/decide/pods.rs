@@ -190,8 +190,10 @@ pub fn stuck_pods(
         .collect()
 }
 
-/// How far the operator's clock and the API server's may differ when a pod's creation time is
-/// compared with a restart's start: a pod this much older than the restart is from before it.
+/// How far a pod's creation time may fall before a restart's start and still be the restart's.
+/// Both are the API server's clock (the operator reads it from the server's responses, see
+/// [`crate::cluster_clock`]) to within a second or two; the rest is room for the servers of a
+/// control plane whose clocks differ. A pod this much older than the restart is from before it.
 pub const CLOCK_SLACK: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The first pod on config `hash`, created for the restart that began at `since`, that has been

@@ -241,7 +241,7 @@ impl EventPoster {
     ) -> Result<Posted, Error> {
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
-        let event = event_object(regarding, told, &self.reporter, Timestamp::now());
+        let event = event_object(regarding, told, &self.reporter, crate::cluster_clock::now());
         let name = event.metadata.name.clone().unwrap_or_default();
         let mut maybe_landed = false;
         let mut backoff = FIRST_BACKOFF;
@@ -281,7 +281,7 @@ impl EventPoster {
         let count = current.series.as_ref().map_or(1, |s| s.count) + 1;
         let series = EventSeries {
             count,
-            last_observed_time: MicroTime(Timestamp::now()),
+            last_observed_time: MicroTime(crate::cluster_clock::now()),
         };
         let _permit = limiter.write("Event").await.map_err(|_| Error::NotLeader)?;
         api.patch(

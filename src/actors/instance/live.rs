@@ -23,7 +23,6 @@ use crate::decide::{
 use crate::kube_io::{self, InstanceApi};
 use crate::live::pods::{self, PodAddress, PodChange, PodRead};
 use crate::resources::{CachedConfigMap, config_map};
-use k8s_openapi::jiff::Timestamp;
 
 /// What the actor remembers of its pods' live config.
 #[derive(Debug, Default)]
@@ -139,7 +138,7 @@ pub(super) async fn apply(
             // The ConfigMap carries the change's mark, and its Event the name the mark gives
             // it, so an operator taking over tells it if this one is stopped before it does.
             let told = live_drift::applied(&changes, pods.len(), plan.rendered.short_hash());
-            let (mark, event) = live_marked(&plan.rendered.hash, Timestamp::now(), told);
+            let (mark, event) = live_marked(&plan.rendered.hash, crate::cluster_clock::now(), told);
             let mut desired = config_map(&plan.instance, &plan.rendered);
             let seen_config_map = seen.config_map.as_deref().map(|cm| &cm.metadata);
             crate::kube_io::over_seen(&mut desired.metadata, seen_config_map);
@@ -215,7 +214,7 @@ pub(super) async fn check(live: &mut LiveStep<'_>, plan: &Plan, seen: &Observed)
         &plan.live_hash,
         refused_mark,
         has_config_map,
-        Timestamp::now(),
+        crate::cluster_clock::now(),
     );
     match (&repair, seen.config_map.as_deref()) {
         (Repair::NoConfigMap, _) => {
@@ -337,7 +336,12 @@ fn retell_drift_mark(
     if memory.drift_marked.as_ref() == Some(mark) {
         return;
     }
-    let owed = owed_live_drift(Some(mark), &plan.live_hash, found, Timestamp::now());
+    let owed = owed_live_drift(
+        Some(mark),
+        &plan.live_hash,
+        found,
+        crate::cluster_clock::now(),
+    );
     if let Some(event) = owed {
         info!(%mark, "telling a live drift repair marked before this operator");
         memory.drift_marked = Some(mark.clone());

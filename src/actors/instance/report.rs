@@ -1,7 +1,6 @@
 //! The report phase, entered once at the end of a step: what it found, told as Events, the
 //! differences it saw counted, and status written when the step wrote nothing else.
 
-use k8s_openapi::jiff::Timestamp;
 use tracing::warn;
 
 use super::InstanceArgs;
@@ -91,7 +90,7 @@ fn retell_marked(args: &InstanceArgs, seen: &Observed) {
         let mark = meta.annotations.as_ref()?.get(REPAIRED_ANNOTATION)?;
         Some((meta.name.as_deref()?, mark.as_str()))
     });
-    let now = Timestamp::now();
+    let now = crate::cluster_clock::now();
     let mut owed = owed_repairs(&args.key.name, marks, now);
     owed.extend(owed_live_apply(seen.live_mark.as_deref(), now));
     for event in owed {

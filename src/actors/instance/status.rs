@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 
 use super::auth::AuthMemory;
 use super::live::LiveMemory;
@@ -127,7 +126,7 @@ pub(super) fn view<'a>(
             .as_ref()
             .map(|(g, message)| (*g, message.as_str())),
         overdue: memory.reported.overdue,
-        now: Time(Timestamp::now()),
+        now: Time(crate::cluster_clock::now()),
     }
 }
 

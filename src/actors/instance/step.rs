@@ -81,7 +81,7 @@ pub(super) async fn step(
     };
     remember(state, &seen);
     let clocks = Clocks {
-        now: Timestamp::now(),
+        now: crate::cluster_clock::now(),
         at: Instant::now(),
     };
     let findings = judge(state.judging(), &seen, clocks.at).await;

@@ -106,7 +106,7 @@ pub(in super::super) async fn observe(
         },
         rolling: rolling(record(seen), seen.statefulset.as_deref()),
         converting: converting(&seen.instance),
-        now: Timestamp::now(),
+        now: crate::cluster_clock::now(),
     };
     observation.switchover_sent = observation
         .status
