@@ -1,5 +1,6 @@
 //! Counts of the operator's API traffic: every request by verb and outcome (a layer on the
 //! client, so watches, status writes and Lease renewals all count), and watch events by kind.
+//! The same layer hands each response's headers to [`crate::cluster_clock`].
 
 use std::task::{Context, Poll};
 
@@ -92,7 +93,10 @@ where
             .call(request)
             .map(move |result| {
                 let outcome = match &result {
-                    Ok(response) => outcome_of(response.status().as_u16()),
+                    Ok(response) => {
+                        crate::cluster_clock::learn(response.headers());
+                        outcome_of(response.status().as_u16())
+                    }
                     Err(_) => "transport_error",
                 };
                 traffic.request(verb, outcome);

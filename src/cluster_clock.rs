@@ -6,13 +6,8 @@
 //! and is learnt from every response the clients get, so it costs no request of its own.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::task::{Context, Poll};
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
-use http::{Request, Response};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use tower::{Layer, Service};
 
 /// The server's clock minus this process's, in whole seconds.
 static OFFSET_SECS: AtomicI64 = AtomicI64::new(0);
@@ -27,9 +22,15 @@ pub fn now() -> Timestamp {
     Timestamp::now() + SignedDuration::from_secs(OFFSET_SECS.load(Ordering::Relaxed))
 }
 
-/// Learns from a response's `Date` header, read when the response arrived at `local`.
-fn observe(date: &http::HeaderValue, local: Timestamp) {
-    let Some(server) = date.to_str().ok().and_then(parse_http_date) else {
+/// Learns from the headers of a response that has just arrived. Called by the clients' traffic
+/// layer ([`crate::api_traffic`]) for every response.
+pub fn learn(headers: &http::HeaderMap) {
+    let local = Timestamp::now();
+    let Some(server) = headers
+        .get(http::header::DATE)
+        .and_then(|date| date.to_str().ok())
+        .and_then(parse_http_date)
+    else {
         return;
     };
     let current = OFFSET_SECS.load(Ordering::Relaxed);
@@ -58,54 +59,6 @@ fn next_offset(current: i64, server: Timestamp, local: Timestamp) -> Option<i64>
         .as_secs_f64();
     let moved = (reading - current as f64).abs() > MARGIN_SECS;
     moved.then(|| reading.round() as i64)
-}
-
-/// A layer on a client that learns the offset from each response.
-#[derive(Clone, Copy, Default)]
-pub struct LearnOffset;
-
-impl<S> Layer<S> for LearnOffset {
-    type Service = Learning<S>;
-
-    fn layer(&self, inner: S) -> Learning<S> {
-        Learning { inner }
-    }
-}
-
-/// See [`LearnOffset`].
-#[derive(Clone)]
-pub struct Learning<S> {
-    inner: S,
-}
-
-impl<S, B, R> Service<Request<B>> for Learning<S>
-where
-    S: Service<Request<B>, Response = Response<R>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        self.inner
-            .call(request)
-            .map(|result| {
-                if let Some(date) = result
-                    .as_ref()
-                    .ok()
-                    .and_then(|r| r.headers().get(http::header::DATE))
-                {
-                    observe(date, Timestamp::now());
-                }
-                result
-            })
-            .boxed()
-    }
 }
 
 #[cfg(test)]

@@ -146,8 +146,7 @@ fn client_with(
     }
     let builder = kube::client::ClientBuilder::try_from(config)
         .map_err(Error::Client)?
-        .with_layer(traffic)
-        .with_layer(&crate::cluster_clock::LearnOffset);
+        .with_layer(traffic);
     Ok(match timeout {
         Some(timeout) => builder
             .with_layer(&tower::timeout::TimeoutLayer::new(timeout))
