@@ -108,8 +108,9 @@ fn gates() -> (Limiter, Limiter) {
     (closed, open)
 }
 
-fn held(error: impl std::fmt::Display) {
-    let text = error.to_string();
+/// The call was refused by the fence.
+fn held<T: std::fmt::Debug, E: std::fmt::Display>(result: Result<T, E>) {
+    let text = result.expect_err("a closed fence refuses").to_string();
     assert!(text.contains("leader"), "not the fence's refusal: {text}");
 }
 
@@ -121,16 +122,8 @@ async fn replication_commands_wait_for_the_fence() {
     let access = Access::default();
     assert_eq!(redis.role(), "master");
 
-    held(
-        redis_operator::replication::follow(&pod, "10.1.2.3", &access, &closed)
-            .await
-            .unwrap_err(),
-    );
-    held(
-        redis_operator::replication::demote(&pod, &access, &closed)
-            .await
-            .unwrap_err(),
-    );
+    held(redis_operator::replication::follow(&pod, "10.1.2.3", &access, &closed).await);
+    held(redis_operator::replication::demote(&pod, &access, &closed).await);
     assert_eq!(
         redis.role(),
         "master",
@@ -142,11 +135,7 @@ async fn replication_commands_wait_for_the_fence() {
         .expect("REPLICAOF with the fence open");
     assert_eq!(redis.role(), "replica of 10.1.2.3");
 
-    held(
-        redis_operator::replication::promote(&pod, &access, &closed)
-            .await
-            .unwrap_err(),
-    );
+    held(redis_operator::replication::promote(&pod, &access, &closed).await);
     assert_eq!(
         redis.role(),
         "replica of 10.1.2.3",
@@ -161,9 +150,7 @@ async fn replication_commands_wait_for_the_fence() {
     // the fence closed it must not be, so the refusal is the fence's.
     let timeout = Duration::from_secs(1);
     held(
-        redis_operator::replication::failover_to(&pod, "10.1.2.3", timeout, &access, &closed)
-            .await
-            .unwrap_err(),
+        redis_operator::replication::failover_to(&pod, "10.1.2.3", timeout, &access, &closed).await,
     );
     let sent = redis_operator::replication::failover_to(&pod, "10.1.2.3", timeout, &access, &open)
         .await
@@ -195,11 +182,7 @@ async fn acl_and_config_commands_wait_for_the_fence() {
     assert_eq!(users_now(), ["default", "stale"]);
 
     // ACL SETUSER is the first command sync sends; ACL DELUSER of the stale user would follow.
-    held(
-        redis_operator::auth::pods::sync(&pod, &logins, &users, &closed)
-            .await
-            .unwrap_err(),
-    );
+    held(redis_operator::auth::pods::sync(&pod, &logins, &users, &closed).await);
     assert_eq!(
         users_now(),
         ["default", "stale"],
@@ -221,11 +204,7 @@ async fn acl_and_config_commands_wait_for_the_fence() {
 
     let want = BTreeMap::from([("maxmemory".to_owned(), "12345678".to_owned())]);
     let before = redis.cli(&["CONFIG", "GET", "maxmemory"]);
-    held(
-        redis_operator::live::pods::apply(std::slice::from_ref(&pod), &want, None, &closed)
-            .await
-            .unwrap_err(),
-    );
+    held(redis_operator::live::pods::apply(std::slice::from_ref(&pod), &want, None, &closed).await);
     assert_eq!(
         redis.cli(&["CONFIG", "GET", "maxmemory"]),
         before,

@@ -735,12 +735,7 @@ async fn a_refused_live_change_is_undone_everywhere_and_hand_drift_is_set_back()
     let quiet = common::AuditLog::from_now();
     wait_checks(&operator, told, 4).await;
     assert_eq!(event_count(&ns, NAME, "LiveDriftRepaired").await, 1);
-    let writes: Vec<String> = quiet
-        .requests("redis-operator/", &ns.name)
-        .into_iter()
-        .filter(|r| r.is_write() && r.resource != "leases")
-        .map(|r| format!("{} {}/{} {}", r.verb, r.resource, r.subresource, r.name))
-        .collect();
+    let writes = quiet.operator_writes(&ns.name);
     assert!(writes.is_empty(), "writes at rest: {writes:?}");
 
     // An operator killed after marking a repair and before its CONFIG SET (here: a mark of

@@ -74,19 +74,7 @@ async fn status_where(
     what: &str,
     ok: impl Fn(&RedisInstance) -> bool + Clone,
 ) -> RedisInstance {
-    let api = ns.api::<RedisInstance>();
-    wait_for(Duration::from_secs(180), what, || {
-        let (api, ok) = (api.clone(), ok.clone());
-        async move {
-            let ri = api.get(NAME).await.map_err(|e| e.to_string())?;
-            if ok(&ri) {
-                Ok(ri)
-            } else {
-                Err(format!("{:?}", ri.status))
-            }
-        }
-    })
-    .await
+    instance_where(ns, NAME, what, Duration::from_secs(180), ok).await
 }
 
 /// Sets (`Some`) or removes (`None`) the pause annotation, and nothing else.

@@ -161,10 +161,10 @@ async fn an_upgraded_operator_takes_over_an_older_versions_instances_without_a_r
     let operator = Operator::start(&ns.name);
     // This version's first step records the healthy spec, which the older one never wrote.
     for name in ["single", "trio"] {
-        status_where(&ns, name, |ri| {
-            ri.status.as_ref().is_some_and(|s| s.healthy_spec.is_some())
-        })
-        .await;
+        let first_status =
+            |ri: &RedisInstance| ri.status.as_ref().is_some_and(|s| s.healthy_spec.is_some());
+        let what = "this version's first status";
+        instance_where(&ns, name, what, Duration::from_secs(60), first_status).await;
     }
     // A restart, a repair or an Event would follow within the first steps: ten quiet seconds.
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -185,38 +185,12 @@ async fn an_upgraded_operator_takes_over_an_older_versions_instances_without_a_r
         assert_eq!(status.restarts, 0, "{name}");
         assert_eq!(instance_events(&ns, name).await, [], "{name}");
     }
-    let writes: Vec<String> = audit
-        .requests("redis-operator/", &ns.name)
-        .into_iter()
-        .filter(|r| r.is_write() && r.resource != "leases")
-        .map(|r| format!("{} {} {}/{}", r.verb, r.resource, r.name, r.subresource))
-        .collect();
+    let writes = audit.operator_writes(&ns.name);
     assert!(
         writes
             .iter()
-            .all(|w| w.starts_with("patch redisinstances ") && w.ends_with("/status")),
+            .all(|w| w.starts_with("patch redisinstances/status ")),
         "only status was to be written: {writes:?}"
     );
     drop(operator);
-}
-
-/// Waits (60 s at most) until instance `name` satisfies `check`.
-async fn status_where(
-    ns: &TestNamespace,
-    name: &str,
-    check: impl Fn(&RedisInstance) -> bool,
-) -> RedisInstance {
-    let api = ns.api::<RedisInstance>();
-    wait_for(
-        Duration::from_secs(60),
-        "this version's first status",
-        || async {
-            let ri = api.get(name).await.map_err(|e| e.to_string())?;
-            match check(&ri) {
-                true => Ok(ri),
-                false => Err(format!("{:?}", ri.status)),
-            }
-        },
-    )
-    .await
 }

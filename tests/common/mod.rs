@@ -417,6 +417,16 @@ impl AuditLog {
         Self { path, start }
     }
 
+    /// The operator's writes about `namespace` since [`AuditLog::from_now`], its Lease renewals
+    /// left out, each as `verb resource/subresource name`.
+    pub fn operator_writes(&self, namespace: &str) -> Vec<String> {
+        self.requests("redis-operator/", namespace)
+            .into_iter()
+            .filter(|r| r.is_write() && r.resource != "leases")
+            .map(|r| format!("{} {}/{} {}", r.verb, r.resource, r.subresource, r.name))
+            .collect()
+    }
+
     /// Finished requests since [`AuditLog::from_now`] whose user agent starts with `agent` and
     /// that concern `namespace`.
     pub fn requests(&self, agent: &str, namespace: &str) -> Vec<AuditedRequest> {

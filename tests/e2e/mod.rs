@@ -357,6 +357,28 @@ pub async fn setup(prefix: &str, flags: &[&str]) -> (Client, TestNamespace, Oper
     (client, ns, operator)
 }
 
+/// Waits (at most `timeout`) until the instance `name` satisfies `ok`; returns it.
+pub async fn instance_where(
+    ns: &TestNamespace,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    ok: impl Fn(&RedisInstance) -> bool + Clone,
+) -> RedisInstance {
+    let api = ns.api::<RedisInstance>();
+    wait_for(timeout, what, || {
+        let (api, ok) = (api.clone(), ok.clone());
+        async move {
+            let ri = api.get(name).await.map_err(|e| e.to_string())?;
+            match ok(&ri) {
+                true => Ok(ri),
+                false => Err(format!("{:?}", ri.status)),
+            }
+        }
+    })
+    .await
+}
+
 /// [`setup`] with the operator's wall clock moved by `offset` (see [`Operator::start_skewed`]).
 pub async fn setup_skewed(
     prefix: &str,
